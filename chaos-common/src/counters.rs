@@ -1,0 +1,24 @@
+//! Per-CPU counters, one pair per (fault slot, operation); userspace sums the CPUs.
+
+use crate::errno::{MAX_FAULTS, OP_COUNT};
+
+/// Entries of [`crate::names::MAP_COUNTERS`].
+pub const COUNTER_ENTRIES: u32 = MAX_FAULTS * OP_COUNT;
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// Calls by a target that the fault covers, while the fault was live.
+    pub matched: u64,
+    /// Of those, the calls that were failed.
+    pub injected: u64,
+}
+const _: () = assert!(core::mem::size_of::<Counters>() == 16);
+
+/// The counter index of `op` under fault `slot`.
+pub const fn counter_index(slot: u32, op: u32) -> u32 {
+    slot * OP_COUNT + op
+}
+
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for Counters {}

@@ -1,0 +1,48 @@
+//! Errno faults: which process is a target, and what its matching calls get back.
+
+/// Most faults one run can hold; each has a slot in [`crate::names::MAP_ERRNO_FAULTS`].
+pub const MAX_FAULTS: u32 = 16;
+/// Most processes one run can target.
+pub const MAX_TARGET_PIDS: u32 = 4096;
+
+/// Operations an errno fault can fail. The value is a bit position in [`ErrnoFault::ops`] and the
+/// column of [`crate::counters::counter_index`].
+pub const OP_OPEN: u32 = 0;
+pub const OP_CONNECT: u32 = 1;
+/// Number of operations; sizes the counter map.
+pub const OP_COUNT: u32 = 2;
+
+/// The value of a target entry: which fault slot applies to this process.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Target {
+    pub fault: u32,
+}
+const _: () = assert!(core::mem::size_of::<Target>() == 4);
+
+/// One errno fault as the kernel side sees it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ErrnoFault {
+    /// Bit `1 << OP_*` set for every operation this fault fails.
+    pub ops: u64,
+    /// After this `CLOCK_MONOTONIC` time (`bpf_ktime_get_ns`) the fault injects nothing, even if
+    /// the loader hangs or is stopped.
+    pub deadline_ns: u64,
+    /// Positive errno value; the program returns or sets `-errno`.
+    pub errno: i32,
+    /// Non-zero: count matches but fail nothing.
+    pub dry_run: u32,
+}
+const _: () = assert!(core::mem::size_of::<ErrnoFault>() == 24);
+
+impl ErrnoFault {
+    pub const fn covers(&self, op: u32) -> bool {
+        self.ops & (1 << op) != 0
+    }
+}
+
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for Target {}
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for ErrnoFault {}

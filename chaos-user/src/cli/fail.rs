@@ -1,0 +1,127 @@
+//! `chaos fail`: calls of a target fail with an errno.
+
+use std::time::Duration;
+
+use clap::Args;
+
+use crate::{
+    capabilities,
+    error::{Error, exit},
+    fault::{self, Errno, ErrnoFault, Op},
+    run,
+    target::ProcessTarget,
+};
+
+/// Make calls of a process fail with an errno, for a while.
+///
+/// Every thread of the process is a target; other processes, even ones that open the same files
+/// or connect to the same address, are untouched. The fault ends when --for elapses, on Ctrl-C,
+/// SIGTERM or SIGHUP, or when the process exits; the programs also stop injecting on their own
+/// at the deadline. The report gives, per operation, the calls matched and the calls failed.
+///
+/// Operations and what fails them:
+///   connect  connect() on IPv4/IPv6 sockets (cgroup/connect4, cgroup/connect6 programs on the
+///            target's cgroup v2, filtered by PID; works on any kernel >= 5.18)
+///   open     open(), openat(), openat2(), creat() (BPF LSM file_open; needs a kernel that loads
+///            trampoline programs and has bpf in lsm=; see `chaos probe`)
+///
+/// Examples:
+///   chaos fail --pid 4242 --op connect --errno ECONNREFUSED --for 30s
+///   chaos fail --pid 4242 --op open --errno EIO --for 1m30s --json
+///   chaos fail --pid 4242 --op open,connect --errno 5 --for 10s --dry-run
+#[derive(Debug, Args)]
+#[command(verbatim_doc_comment)]
+pub struct FailArgs {
+    /// The process to fault (all of its threads).
+    #[arg(long, value_parser = fault::parse_pid)]
+    pub pid: u32,
+
+    /// Operations to fail, comma-separated: open, connect.
+    #[arg(long, required = true, value_delimiter = ',')]
+    pub op: Vec<Op>,
+
+    /// The errno the calls fail with: a name (EIO, ECONNREFUSED) or a number (1-4095).
+    #[arg(long)]
+    pub errno: Errno,
+
+    /// How long the fault lasts: 30s, 1m30s, 250ms.
+    #[arg(long = "for", value_name = "DURATION", default_value = "60s",
+          value_parser = fault::parse_duration, allow_hyphen_values = true)]
+    pub duration: Duration,
+
+    /// Count the calls the fault would fail, but fail none.
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// Print the final report as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn execute(args: FailArgs) -> Result<u8, Error> {
+    let mut ops = args.op.clone();
+    ops.sort();
+    ops.dedup();
+    let fault = ErrnoFault { ops, errno: args.errno, dry_run: args.dry_run };
+    let target = ProcessTarget::resolve(args.pid)?;
+    let missing = capabilities::missing();
+    if !missing.is_empty() {
+        return Err(Error::Privileges(missing));
+    }
+    eprintln!(
+        "chaos: failing {} of pid {} with {} for {}{} (Ctrl-C ends it early)",
+        fault.ops.iter().map(|op| op.name()).collect::<Vec<_>>().join(","),
+        target.pid,
+        fault.errno,
+        humantime::format_duration(args.duration),
+        if fault.dry_run { ", dry run" } else { "" },
+    );
+    let report = run::errno_run(&target, &fault, args.duration)?;
+    if args.json {
+        println!("{}", report.json());
+    } else {
+        print!("{}", report.human());
+    }
+    Ok(exit::OK)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    use crate::cli::{Cli, Command};
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(["chaos"].iter().chain(args))
+    }
+
+    #[test]
+    fn parses_a_full_fail_command() {
+        let cli = parse(&["fail", "--pid", "42", "--op", "open,connect", "--errno", "EIO", "--for", "1m30s", "--json"]).unwrap();
+        let Command::Fail(args) = cli.command else { panic!("not fail") };
+        assert_eq!(args.pid, 42);
+        assert_eq!(args.op.len(), 2);
+        assert_eq!(args.errno.get(), libc::EIO);
+        assert_eq!(args.duration.as_secs(), 90);
+        assert!(args.json);
+    }
+
+    #[test]
+    fn bad_input_exits_2_naming_the_value() {
+        let cases: &[(&[&str], &str)] = &[
+            (&["fail", "--pid", "1", "--op", "open", "--errno", "EFOO"], "EFOO"),
+            (&["fail", "--pid", "1", "--op", "open", "--errno", "0"], "0"),
+            (&["fail", "--pid", "0", "--op", "open", "--errno", "EIO"], "'0'"),
+            (&["fail", "--pid", "1", "--op", "open", "--errno", "EIO", "--for", "-1s"], "-1s"),
+            (&["fail", "--pid", "1", "--op", "open", "--errno", "EIO", "--for", "0"], "'0'"),
+            (&["fail", "--pid", "1", "--op", "frob", "--errno", "EIO"], "frob"),
+            (&["fail", "--op", "open", "--errno", "EIO"], "--pid"),
+        ];
+        for (args, named) in cases {
+            let err = parse(args).unwrap_err();
+            assert_eq!(err.exit_code(), 2, "{args:?}");
+            let message = err.to_string();
+            assert!(message.contains(named), "{args:?}: {message}");
+        }
+    }
+}

@@ -1,0 +1,30 @@
+use std::process::ExitCode;
+
+use clap::Parser as _;
+use tracing_subscriber::{EnvFilter, fmt};
+
+fn main() -> ExitCode {
+    let cli = chaos::cli::Cli::parse();
+    let default_level = match cli.verbose {
+        0 => "warn",
+        1 => "debug",
+        _ => "trace",
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
+    fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let _ = tracing_log::LogTracer::init();
+
+    match chaos::cli::execute(cli) {
+        Ok(code) => ExitCode::from(code),
+        Err(err) => {
+            let mut message = format!("chaos: error: {err}");
+            let mut source = std::error::Error::source(&err);
+            while let Some(cause) = source {
+                message.push_str(&format!(": {cause}"));
+                source = cause.source();
+            }
+            eprintln!("{message}");
+            ExitCode::from(err.exit_code())
+        }
+    }
+}

@@ -1,0 +1,150 @@
+//! Counters, the live status line and the final report (human on stderr, JSON on stdout).
+
+use std::{
+    fmt::Write as _,
+    io::{IsTerminal as _, Write as _},
+    time::Duration,
+};
+
+use serde::Serialize;
+
+/// Why a run ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum EndedBy {
+    /// `--for` elapsed.
+    Deadline,
+    /// Ctrl-C.
+    Sigint,
+    Sigterm,
+    Sighup,
+    /// Every target process exited.
+    TargetExited,
+}
+
+/// The counters of one fault on one operation.
+#[derive(Clone, Debug, Serialize)]
+pub struct FaultReport {
+    pub kind: &'static str,
+    pub op: &'static str,
+    pub errno: String,
+    pub mechanism: &'static str,
+    pub dry_run: bool,
+    /// Calls by a target that the fault covered.
+    pub matched: u64,
+    /// Of those, the calls that were failed.
+    pub injected: u64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    pub faults: Vec<FaultReport>,
+    pub ended_by: EndedBy,
+    pub targets: Vec<TargetReport>,
+    pub elapsed_ms: u64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct TargetReport {
+    pub pid: u32,
+    pub cgroup: String,
+}
+
+impl Report {
+    /// The summary a person reads at the end of a run.
+    pub fn human(&self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "run ended by {} after {:.1}s",
+            serde_json::to_value(self.ended_by).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default(),
+            self.elapsed_ms as f64 / 1000.0
+        );
+        for fault in &self.faults {
+            let _ = writeln!(
+                out,
+                "  {:<8} {:<14} via {:<17} matched {:>8}  injected {:>8}{}",
+                fault.op,
+                fault.errno,
+                fault.mechanism,
+                fault.matched,
+                fault.injected,
+                if fault.dry_run { "  (dry run)" } else { "" }
+            );
+        }
+        out
+    }
+
+    pub fn json(&self) -> String {
+        serde_json::to_string(self).expect("a report always serializes")
+    }
+}
+
+/// A status line on stderr, redrawn in place; silent when stderr is not a terminal.
+pub struct StatusLine {
+    enabled: bool,
+    drawn: bool,
+}
+
+impl StatusLine {
+    pub fn new() -> Self {
+        StatusLine { enabled: std::io::stderr().is_terminal(), drawn: false }
+    }
+
+    pub fn draw(&mut self, elapsed: Duration, remaining: Duration, faults: &[FaultReport]) {
+        if !self.enabled {
+            return;
+        }
+        let mut line = format!("\r\x1b[2K[{:>5.1}s, {:>5.1}s left]", elapsed.as_secs_f64(), remaining.as_secs_f64());
+        for fault in faults {
+            let _ = write!(line, "  {} {}: {}/{}", fault.op, fault.errno, fault.injected, fault.matched);
+        }
+        let mut stderr = std::io::stderr().lock();
+        let _ = stderr.write_all(line.as_bytes());
+        let _ = stderr.flush();
+        self.drawn = true;
+    }
+
+    pub fn clear(&mut self) {
+        if self.drawn {
+            let _ = std::io::stderr().write_all(b"\r\x1b[2K");
+            self.drawn = false;
+        }
+    }
+}
+
+impl Default for StatusLine {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_has_the_documented_fields() {
+        let report = Report {
+            faults: vec![FaultReport {
+                kind: "errno",
+                op: "open",
+                errno: "EIO".into(),
+                mechanism: "lsm",
+                dry_run: false,
+                matched: 3,
+                injected: 3,
+            }],
+            ended_by: EndedBy::TargetExited,
+            targets: vec![TargetReport { pid: 7, cgroup: "/sys/fs/cgroup".into() }],
+            elapsed_ms: 1500,
+        };
+        let value: serde_json::Value = serde_json::from_str(&report.json()).unwrap();
+        assert_eq!(value["faults"][0]["kind"], "errno");
+        assert_eq!(value["faults"][0]["op"], "open");
+        assert_eq!(value["faults"][0]["matched"], 3);
+        assert_eq!(value["faults"][0]["injected"], 3);
+        assert_eq!(value["ended_by"], "target-exited");
+        assert!(report.human().contains("target-exited"));
+    }
+}

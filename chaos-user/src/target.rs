@@ -1,0 +1,161 @@
+//! Target resolution: from what the user names (a PID) to what the kernel needs (a tgid, the
+//! cgroup v2 directory to attach to, a pidfd that tells when the process is gone).
+
+use std::{
+    fs,
+    io,
+    os::fd::{FromRawFd as _, OwnedFd},
+    path::{Path, PathBuf},
+};
+
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum TargetError {
+    #[error("no process with PID {0}: expected the PID of a running process")]
+    NoSuchProcess(u32),
+    #[error("cannot read {path}")]
+    Proc {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("no cgroup v2 hierarchy is mounted (looked for a cgroup2 line in /proc/self/mounts)")]
+    NoCgroup2,
+    #[error("process {0} has no cgroup v2 entry (a '0::' line) in /proc/{0}/cgroup")]
+    NoCgroup2Entry(u32),
+    #[error(
+        "process {pid} is in cgroup v2 directory {path}, which is not visible here (another cgroup namespace?)"
+    )]
+    CgroupNotVisible { pid: u32, path: PathBuf },
+}
+
+/// A process to fault, with all of its threads.
+#[derive(Debug)]
+pub struct ProcessTarget {
+    pub pid: u32,
+    /// The cgroup v2 directory the process is in: cgroup programs attach here.
+    pub cgroup: PathBuf,
+    /// Readable when the process has exited; held from resolution on, so a recycled PID can
+    /// never be mistaken for the target.
+    pub pidfd: OwnedFd,
+}
+
+impl ProcessTarget {
+    pub fn resolve(pid: u32) -> Result<Self, TargetError> {
+        let pidfd = pidfd_open(pid)?;
+        let mount = cgroup2_mount()?;
+        let relative = cgroup2_path_of(pid)?;
+        let cgroup = mount.join(relative.trim_start_matches('/'));
+        if !cgroup.is_dir() {
+            return Err(TargetError::CgroupNotVisible { pid, path: cgroup });
+        }
+        Ok(ProcessTarget { pid, cgroup, pidfd })
+    }
+}
+
+fn pidfd_open(pid: u32) -> Result<OwnedFd, TargetError> {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+    if fd < 0 {
+        let err = io::Error::last_os_error();
+        return Err(match err.raw_os_error() {
+            Some(libc::ESRCH) => TargetError::NoSuchProcess(pid),
+            _ => TargetError::Proc { path: format!("pidfd of {pid}").into(), source: err },
+        });
+    }
+    // SAFETY: the kernel just gave us this fd and nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// Where the cgroup v2 hierarchy is mounted (`/sys/fs/cgroup` when unified,
+/// `/sys/fs/cgroup/unified` on hybrid systems, or elsewhere).
+pub fn cgroup2_mount() -> Result<PathBuf, TargetError> {
+    let mounts = read("/proc/self/mounts")?;
+    cgroup2_mount_in(&mounts).ok_or(TargetError::NoCgroup2)
+}
+
+fn cgroup2_mount_in(mounts: &str) -> Option<PathBuf> {
+    mounts.lines().find_map(|line| {
+        let mut fields = line.split_whitespace();
+        let (_source, dir, kind) = (fields.next()?, fields.next()?, fields.next()?);
+        (kind == "cgroup2").then(|| PathBuf::from(unescape_mount_path(dir)))
+    })
+}
+
+/// /proc/self/mounts escapes spaces and a few other bytes as octal (`\040`).
+fn unescape_mount_path(path: &str) -> String {
+    let mut out = String::with_capacity(path.len());
+    let mut rest = path;
+    while let Some(i) = rest.find('\\') {
+        out.push_str(&rest[..i]);
+        let code = rest.get(i + 1..i + 4).and_then(|octal| u8::from_str_radix(octal, 8).ok());
+        match code {
+            Some(byte) => {
+                out.push(byte as char);
+                rest = &rest[i + 4..];
+            }
+            None => {
+                out.push('\\');
+                rest = &rest[i + 1..];
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// The cgroup v2 path of `pid`, relative to the v2 mount (`/` for the root).
+fn cgroup2_path_of(pid: u32) -> Result<String, TargetError> {
+    let content = read(format!("/proc/{pid}/cgroup")).map_err(|err| match err {
+        TargetError::Proc { ref source, .. } if source.kind() == io::ErrorKind::NotFound => {
+            TargetError::NoSuchProcess(pid)
+        }
+        other => other,
+    })?;
+    content
+        .lines()
+        .find_map(|line| line.strip_prefix("0::"))
+        .map(|path| path.trim_end_matches(" (deleted)").to_owned())
+        .ok_or(TargetError::NoCgroup2Entry(pid))
+}
+
+fn read(path: impl AsRef<Path>) -> Result<String, TargetError> {
+    let path = path.as_ref();
+    fs::read_to_string(path).map_err(|source| TargetError::Proc { path: path.into(), source })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_the_cgroup2_mount_in_hybrid_and_unified_layouts() {
+        let hybrid = "tmpfs /sys/fs/cgroup tmpfs rw 0 0\n\
+                      cgroup /sys/fs/cgroup/cpu cgroup rw,cpu 0 0\n\
+                      cgroup2 /sys/fs/cgroup/unified cgroup2 rw 0 0\n";
+        assert_eq!(cgroup2_mount_in(hybrid), Some("/sys/fs/cgroup/unified".into()));
+        let unified = "cgroup2 /sys/fs/cgroup cgroup2 rw,nosuid 0 0\n";
+        assert_eq!(cgroup2_mount_in(unified), Some("/sys/fs/cgroup".into()));
+        assert_eq!(cgroup2_mount_in("proc /proc proc rw 0 0\n"), None);
+    }
+
+    #[test]
+    fn unescapes_octal_in_mount_paths() {
+        assert_eq!(unescape_mount_path(r"/mnt/a\040b"), "/mnt/a b");
+        assert_eq!(unescape_mount_path(r"/plain"), "/plain");
+    }
+
+    #[test]
+    fn resolves_this_process() {
+        let me = ProcessTarget::resolve(std::process::id()).expect("resolve self");
+        assert!(me.cgroup.is_dir(), "{}", me.cgroup.display());
+    }
+
+    #[test]
+    fn a_missing_process_is_named() {
+        // PIDs above pid_max never exist; 2^22 is the largest pid_max Linux allows.
+        let err = ProcessTarget::resolve(4_194_305).unwrap_err();
+        assert!(matches!(err, TargetError::NoSuchProcess(4_194_305)), "{err}");
+    }
+}
