@@ -50,7 +50,11 @@ pub enum AttachError {
         source: io::Error,
     },
     #[error("--op {op} needs {feature}, which this kernel does not offer: {explanation}")]
-    Unsupported { op: Op, feature: &'static str, explanation: String },
+    Unsupported {
+        op: Op,
+        feature: &'static str,
+        explanation: String,
+    },
 }
 
 /// The slot of the one fault a `chaos fail` run holds.
@@ -71,7 +75,10 @@ impl ErrnoAttachment {
         lifetime: Duration,
     ) -> Result<Self, AttachError> {
         let btf = Btf::from_sys_fs().ok();
-        let mut ebpf = EbpfLoader::new().btf(btf.as_ref()).load(object::ERRNO).map_err(AttachError::Object)?;
+        let mut ebpf = EbpfLoader::new()
+            .btf(btf.as_ref())
+            .load(object::ERRNO)
+            .map_err(AttachError::Object)?;
 
         let deadline_ns = monotonic_now_ns().saturating_add(lifetime.as_nanos() as u64);
         let kernel_fault = common::ErrnoFault {
@@ -81,7 +88,9 @@ impl ErrnoAttachment {
             dry_run: u32::from(fault.dry_run),
         };
         let mut faults: Array<_, common::ErrnoFault> = map(&mut ebpf, names::MAP_ERRNO_FAULTS)?;
-        faults.set(FAULT_SLOT, kernel_fault, 0).map_err(map_error(names::MAP_ERRNO_FAULTS))?;
+        faults
+            .set(FAULT_SLOT, kernel_fault, 0)
+            .map_err(map_error(names::MAP_ERRNO_FAULTS))?;
         let mut targets: HashMap<_, u32, Target> = map(&mut ebpf, names::MAP_TARGET_PIDS)?;
         targets
             .insert(target.pid, Target { fault: FAULT_SLOT }, 0)
@@ -94,20 +103,29 @@ impl ErrnoAttachment {
             attach(&mut ebpf, op, target)?;
             debug!(pid = target.pid, %op, errno = %fault.errno, "attached");
         }
-        Ok(ErrnoAttachment { ebpf, ops: fault.ops.clone() })
+        Ok(ErrnoAttachment {
+            ebpf,
+            ops: fault.ops.clone(),
+        })
     }
 
     /// Matched and injected calls of `op` so far, summed over CPUs.
     pub fn counters(&self, op: Op) -> Counters {
-        let Some(map) = self.ebpf.map(names::MAP_COUNTERS) else { return Counters::default() };
-        let Ok(counters) = PerCpuArray::<_, Counters>::try_from(map) else { return Counters::default() };
+        let Some(map) = self.ebpf.map(names::MAP_COUNTERS) else {
+            return Counters::default();
+        };
+        let Ok(counters) = PerCpuArray::<_, Counters>::try_from(map) else {
+            return Counters::default();
+        };
         counters
             .get(&counter_index(FAULT_SLOT, op.code()), 0)
             .map(|per_cpu| {
-                per_cpu.iter().fold(Counters::default(), |sum, cpu| Counters {
-                    matched: sum.matched + cpu.matched,
-                    injected: sum.injected + cpu.injected,
-                })
+                per_cpu
+                    .iter()
+                    .fold(Counters::default(), |sum, cpu| Counters {
+                        matched: sum.matched + cpu.matched,
+                        injected: sum.injected + cpu.injected,
+                    })
             })
             .unwrap_or_default()
     }
@@ -122,7 +140,9 @@ fn load(ebpf: &mut Ebpf, op: Op, btf: Option<&Btf>) -> Result<(), AttachError> {
         Op::Connect => {
             for name in [names::PROG_CGROUP_CONNECT4, names::PROG_CGROUP_CONNECT6] {
                 let program: &mut CgroupSockAddr = program(ebpf, name)?;
-                program.load().map_err(|source| explain_load_error(op, name, source))?;
+                program
+                    .load()
+                    .map_err(|source| explain_load_error(op, name, source))?;
             }
         }
         Op::Open => {
@@ -133,7 +153,9 @@ fn load(ebpf: &mut Ebpf, op: Op, btf: Option<&Btf>) -> Result<(), AttachError> {
             let btf = btf.ok_or_else(|| AttachError::Unsupported {
                 op,
                 feature: kernel::feature::BTF,
-                explanation: "no kernel BTF at /sys/kernel/btf/vmlinux; to enable: CONFIG_DEBUG_INFO_BTF=y".into(),
+                explanation:
+                    "no kernel BTF at /sys/kernel/btf/vmlinux; to enable: CONFIG_DEBUG_INFO_BTF=y"
+                        .into(),
             })?;
             let program: &mut Lsm = program(ebpf, name)?;
             program
@@ -147,8 +169,10 @@ fn load(ebpf: &mut Ebpf, op: Op, btf: Option<&Btf>) -> Result<(), AttachError> {
 fn attach(ebpf: &mut Ebpf, op: Op, target: &ProcessTarget) -> Result<(), AttachError> {
     match op {
         Op::Connect => {
-            let cgroup = File::open(&target.cgroup)
-                .map_err(|source| AttachError::Cgroup { path: target.cgroup.clone(), source })?;
+            let cgroup = File::open(&target.cgroup).map_err(|source| AttachError::Cgroup {
+                path: target.cgroup.clone(),
+                source,
+            })?;
             for name in [names::PROG_CGROUP_CONNECT4, names::PROG_CGROUP_CONNECT6] {
                 let program: &mut CgroupSockAddr = program(ebpf, name)?;
                 // A link-based attachment always lets other programs run beside ours.
@@ -160,14 +184,20 @@ fn attach(ebpf: &mut Ebpf, op: Op, target: &ProcessTarget) -> Result<(), AttachE
         Op::Open => {
             let name = names::PROG_LSM_FILE_OPEN;
             let program: &mut Lsm = program(ebpf, name)?;
-            program.attach().map_err(|source| AttachError::Program { name, source })?;
+            program
+                .attach()
+                .map_err(|source| AttachError::Program { name, source })?;
         }
     }
     Ok(())
 }
 
 fn unsupported(op: Op, finding: &Finding) -> AttachError {
-    AttachError::Unsupported { op, feature: finding.feature, explanation: finding.explain() }
+    AttachError::Unsupported {
+        op,
+        feature: finding.feature,
+        explanation: finding.explain(),
+    }
 }
 
 /// A cgroup program that does not load: explain it with the probe's finding when it has one.
@@ -182,8 +212,12 @@ fn program<'a, T>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut T, A
 where
     &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = ProgramError>,
 {
-    let program = ebpf.program_mut(name).ok_or(AttachError::MissingProgram(name))?;
-    program.try_into().map_err(|source| AttachError::Program { name, source })
+    let program = ebpf
+        .program_mut(name)
+        .ok_or(AttachError::MissingProgram(name))?;
+    program
+        .try_into()
+        .map_err(|source| AttachError::Program { name, source })
 }
 
 fn map<'a, T>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<T, AttachError>
@@ -200,7 +234,10 @@ fn map_error(name: &'static str) -> impl Fn(MapError) -> AttachError {
 
 /// `CLOCK_MONOTONIC` in nanoseconds: the clock `bpf_ktime_get_ns` reads.
 pub fn monotonic_now_ns() -> u64 {
-    let mut now = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: clock_gettime writes into the timespec we own.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
     now.tv_sec as u64 * 1_000_000_000 + now.tv_nsec as u64

@@ -24,7 +24,9 @@ pub fn effective_mask() -> u64 {
 }
 
 fn parse_cap_eff(status: &str) -> Option<u64> {
-    let hex = status.lines().find_map(|line| line.strip_prefix("CapEff:"))?;
+    let hex = status
+        .lines()
+        .find_map(|line| line.strip_prefix("CapEff:"))?;
     u64::from_str_radix(hex.trim(), 16).ok()
 }
 
@@ -44,7 +46,11 @@ pub fn missing() -> Vec<&'static str> {
 
 fn missing_from(mask: u64) -> Vec<&'static str> {
     let have = names(mask);
-    REQUIRED.iter().copied().filter(|name| !have.contains(name)).collect()
+    REQUIRED
+        .iter()
+        .copied()
+        .filter(|name| !have.contains(name))
+        .collect()
 }
 
 #[cfg(test)]
@@ -61,6 +67,9 @@ mod tests {
     #[test]
     fn names_what_is_missing() {
         let net_admin_only = 1 << 12;
-        assert_eq!(missing_from(net_admin_only), ["CAP_BPF", "CAP_PERFMON", "CAP_SYS_ADMIN"]);
+        assert_eq!(
+            missing_from(net_admin_only),
+            ["CAP_BPF", "CAP_PERFMON", "CAP_SYS_ADMIN"]
+        );
     }
 }

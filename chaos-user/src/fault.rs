@@ -188,12 +188,21 @@ mod tests {
 
     #[test]
     fn bad_errnos_are_named() {
-        assert_eq!("EFOO".parse::<Errno>(), Err(ParseError::UnknownErrno("EFOO".into())));
+        assert_eq!(
+            "EFOO".parse::<Errno>(),
+            Err(ParseError::UnknownErrno("EFOO".into()))
+        );
         assert_eq!("0".parse::<Errno>(), Err(ParseError::ErrnoOutOfRange(0)));
         assert_eq!("-5".parse::<Errno>(), Err(ParseError::ErrnoOutOfRange(-5)));
-        assert_eq!("4096".parse::<Errno>(), Err(ParseError::ErrnoOutOfRange(4096)));
+        assert_eq!(
+            "4096".parse::<Errno>(),
+            Err(ParseError::ErrnoOutOfRange(4096))
+        );
         let message = ParseError::UnknownErrno("EFOO".into()).to_string();
-        assert!(message.contains("EFOO") && message.contains("EIO"), "{message}");
+        assert!(
+            message.contains("EFOO") && message.contains("EIO"),
+            "{message}"
+        );
     }
 
     #[test]
@@ -207,7 +216,10 @@ mod tests {
         assert_eq!("open".parse(), Ok(Op::Open));
         assert_eq!("CONNECT".parse(), Ok(Op::Connect));
         let err = "frobnicate".parse::<Op>().unwrap_err().to_string();
-        assert!(err.contains("frobnicate") && err.contains("open, connect"), "{err}");
+        assert!(
+            err.contains("frobnicate") && err.contains("open, connect"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -215,7 +227,11 @@ mod tests {
         assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
         assert_eq!(parse_duration("1m30s"), Ok(Duration::from_secs(90)));
         for bad in ["0", "0s", "-1s", "soon", ""] {
-            assert_eq!(parse_duration(bad), Err(ParseError::InvalidDuration(bad.into())), "{bad}");
+            assert_eq!(
+                parse_duration(bad),
+                Err(ParseError::InvalidDuration(bad.into())),
+                "{bad}"
+            );
         }
     }
 
@@ -223,13 +239,21 @@ mod tests {
     fn pids() {
         assert_eq!(parse_pid("42"), Ok(42));
         for bad in ["0", "-3", "x", "4294967295"] {
-            assert_eq!(parse_pid(bad), Err(ParseError::InvalidPid(bad.into())), "{bad}");
+            assert_eq!(
+                parse_pid(bad),
+                Err(ParseError::InvalidPid(bad.into())),
+                "{bad}"
+            );
         }
     }
 
     #[test]
     fn op_mask_sets_one_bit_per_op() {
-        let fault = ErrnoFault { ops: vec![Op::Open, Op::Connect], errno: Errno(5), dry_run: false };
+        let fault = ErrnoFault {
+            ops: vec![Op::Open, Op::Connect],
+            errno: Errno(5),
+            dry_run: false,
+        };
         assert_eq!(fault.op_mask(), 1 << OP_OPEN | 1 << OP_CONNECT);
     }
 }

@@ -1,12 +1,7 @@
 //! What the running kernel can do, found by trying: load a tiny program, read /sys, ask the
 //! kernel through a throwaway network namespace. Never from version numbers.
 
-use std::{
-    ffi::CString,
-    fs, io,
-    path::Path,
-    process::Command,
-};
+use std::{ffi::CString, fs, io, path::Path, process::Command};
 
 use aya::{
     Btf, Ebpf, EbpfLoader,
@@ -37,11 +32,21 @@ pub struct Finding {
 
 impl Finding {
     fn yes(feature: &'static str, detail: impl Into<String>) -> Self {
-        Finding { feature, supported: true, detail: detail.into(), enable: None }
+        Finding {
+            feature,
+            supported: true,
+            detail: detail.into(),
+            enable: None,
+        }
     }
 
     fn no(feature: &'static str, detail: impl Into<String>, enable: impl Into<String>) -> Self {
-        Finding { feature, supported: false, detail: detail.into(), enable: Some(enable.into()) }
+        Finding {
+            feature,
+            supported: false,
+            detail: detail.into(),
+            enable: Some(enable.into()),
+        }
     }
 
     /// One line for error messages: the detail, and what would enable the feature.
@@ -103,15 +108,18 @@ pub fn probe() -> Vec<Finding> {
 /// Why LSM-based faults cannot run here, or `None` when they can.
 pub fn lsm_unsupported() -> Option<Finding> {
     let btf = Btf::from_sys_fs().ok();
-    [bpf_lsm_listed(), lsm_loadable(btf.as_ref())].into_iter().find(|finding| !finding.supported)
+    [bpf_lsm_listed(), lsm_loadable(btf.as_ref())]
+        .into_iter()
+        .find(|finding| !finding.supported)
 }
 
 fn bpf_lsm_listed() -> Finding {
     let note = ensure_mounted("securityfs", "/sys/kernel/security");
     match fs::read_to_string("/sys/kernel/security/lsm") {
-        Ok(list) if list.trim().split(',').any(|lsm| lsm == "bpf") => {
-            Finding::yes(feature::BPF_LSM, format!("bpf is in the active LSM list ({}){note}", list.trim()))
-        }
+        Ok(list) if list.trim().split(',').any(|lsm| lsm == "bpf") => Finding::yes(
+            feature::BPF_LSM,
+            format!("bpf is in the active LSM list ({}){note}", list.trim()),
+        ),
         Ok(list) => Finding::no(
             feature::BPF_LSM,
             format!("bpf is not in the active LSM list ({}){note}", list.trim()),
@@ -128,11 +136,17 @@ fn bpf_lsm_listed() -> Finding {
 /// Trampoline programs (LSM, fentry, fexit, fmod_ret): load the real `file_open` program.
 fn lsm_loadable(btf: Option<&Btf>) -> Finding {
     let Some(btf) = btf else {
-        return Finding::no(feature::TRAMPOLINE, "no kernel BTF to resolve the hook", "CONFIG_DEBUG_INFO_BTF=y");
+        return Finding::no(
+            feature::TRAMPOLINE,
+            "no kernel BTF to resolve the hook",
+            "CONFIG_DEBUG_INFO_BTF=y",
+        );
     };
     let result = load_object(object::ERRNO).and_then(|mut ebpf| {
         let program: &mut Lsm = program(&mut ebpf, names::PROG_LSM_FILE_OPEN)?;
-        program.load(names::LSM_HOOK_FILE_OPEN, btf).map_err(|err| err.to_string())
+        program
+            .load(names::LSM_HOOK_FILE_OPEN, btf)
+            .map_err(|err| err.to_string())
     });
     match result {
         Ok(()) => Finding::yes(feature::TRAMPOLINE, "an LSM program (lsm/file_open) loads"),
@@ -157,11 +171,17 @@ fn trampoline_refused() -> Finding {
 
 fn lsm_cgroup(btf: Option<&Btf>) -> Finding {
     let Some(btf) = btf else {
-        return Finding::no(feature::LSM_CGROUP, "no kernel BTF", "CONFIG_DEBUG_INFO_BTF=y");
+        return Finding::no(
+            feature::LSM_CGROUP,
+            "no kernel BTF",
+            "CONFIG_DEBUG_INFO_BTF=y",
+        );
     };
     let result = load_object(object::PROBE).and_then(|mut ebpf| {
         let program: &mut LsmCgroup = program(&mut ebpf, names::PROG_PROBE_LSM_CGROUP)?;
-        program.load(names::LSM_HOOK_SOCKET_BIND, btf).map_err(|err| err.to_string())
+        program
+            .load(names::LSM_HOOK_SOCKET_BIND, btf)
+            .map_err(|err| err.to_string())
     });
     match result {
         Ok(()) => Finding::yes(feature::LSM_CGROUP, "an lsm_cgroup program loads"),
@@ -207,7 +227,10 @@ fn kprobe_override() -> Finding {
         let detail = if err.contains("bpf_override_return") || err.contains("unknown func") {
             "the verifier does not know bpf_override_return".to_owned()
         } else {
-            format!("a kprobe program calling bpf_override_return does not load: {}", first_line(&err))
+            format!(
+                "a kprobe program calling bpf_override_return does not load: {}",
+                first_line(&err)
+            )
         };
         return Finding::no(feature::KPROBE_OVERRIDE, detail, ENABLE);
     }
@@ -216,18 +239,26 @@ fn kprobe_override() -> Finding {
     let Some(function) = error_injectable_syscall() else {
         return Finding::no(
             feature::KPROBE_OVERRIDE,
-            format!("bpf_override_return loads, but no syscall is listed in /sys/kernel/debug/error_injection/list{note}"),
+            format!(
+                "bpf_override_return loads, but no syscall is listed in /sys/kernel/debug/error_injection/list{note}"
+            ),
             "CONFIG_FUNCTION_ERROR_INJECTION=y",
         );
     };
     match program.attach(&function, 0) {
         Ok(link) => {
             let _ = program.detach(link);
-            Finding::yes(feature::KPROBE_OVERRIDE, format!("an overriding kprobe attaches to {function}{note}"))
+            Finding::yes(
+                feature::KPROBE_OVERRIDE,
+                format!("an overriding kprobe attaches to {function}{note}"),
+            )
         }
         Err(err) => Finding::no(
             feature::KPROBE_OVERRIDE,
-            format!("an overriding kprobe does not attach to {function}: {}", first_line(&err.to_string())),
+            format!(
+                "an overriding kprobe does not attach to {function}: {}",
+                first_line(&err.to_string())
+            ),
             ENABLE,
         ),
     }
@@ -235,11 +266,19 @@ fn kprobe_override() -> Finding {
 
 fn error_injectable_syscall() -> Option<String> {
     let list = fs::read_to_string("/sys/kernel/debug/error_injection/list").ok()?;
-    let functions: Vec<&str> = list.lines().filter_map(|line| line.split_whitespace().next()).collect();
+    let functions: Vec<&str> = list
+        .lines()
+        .filter_map(|line| line.split_whitespace().next())
+        .collect();
     ["__x64_sys_getppid", "__arm64_sys_getppid"]
         .into_iter()
         .find(|name| functions.contains(name))
-        .or_else(|| functions.iter().copied().find(|name| name.contains("_sys_")))
+        .or_else(|| {
+            functions
+                .iter()
+                .copied()
+                .find(|name| name.contains("_sys_"))
+        })
         .map(str::to_owned)
 }
 
@@ -255,7 +294,10 @@ pub fn cgroup_sock_addr() -> Finding {
         ),
         Err(err) => Finding::no(
             feature::CGROUP_SOCK_ADDR,
-            format!("cgroup/connect4 with bpf_set_retval does not load: {}", first_line(&err)),
+            format!(
+                "cgroup/connect4 with bpf_set_retval does not load: {}",
+                first_line(&err)
+            ),
             "CONFIG_CGROUP_BPF=y and kernel >= 5.18 (bpf_set_retval)",
         ),
     }
@@ -267,15 +309,23 @@ fn tracepoint_signal() -> Finding {
     let result = load_object(object::PROBE).and_then(|mut ebpf| {
         let program: &mut TracePoint = program(&mut ebpf, names::PROG_PROBE_TRACEPOINT_SIGNAL)?;
         program.load().map_err(|err| err.to_string())?;
-        let link = program.attach("syscalls", "sys_enter_getppid").map_err(|err| err.to_string())?;
+        let link = program
+            .attach("syscalls", "sys_enter_getppid")
+            .map_err(|err| err.to_string())?;
         program.detach(link).map_err(|err| err.to_string())
     });
     match result {
         Ok(()) => Finding::yes(
             feature::TRACEPOINT_SIGNAL,
-            format!("a program calling bpf_send_signal attaches to syscalls:sys_enter_getppid{note}"),
+            format!(
+                "a program calling bpf_send_signal attaches to syscalls:sys_enter_getppid{note}"
+            ),
         ),
-        Err(err) => Finding::no(feature::TRACEPOINT_SIGNAL, format!("{}{note}", first_line(&err)), ENABLE),
+        Err(err) => Finding::no(
+            feature::TRACEPOINT_SIGNAL,
+            format!("{}{note}", first_line(&err)),
+            ENABLE,
+        ),
     }
 }
 
@@ -325,7 +375,10 @@ fn tcx() -> Finding {
         Ok(()) => Finding::yes(feature::TCX, "a TC program attaches through a tcx link"),
         Err(err) => Finding::no(
             feature::TCX,
-            format!("tcx attach failed ({}); TC faults fall back to clsact", first_line(&err)),
+            format!(
+                "tcx attach failed ({}); TC faults fall back to clsact",
+                first_line(&err)
+            ),
             "kernel >= 6.6 for tcx",
         ),
     }
@@ -335,24 +388,35 @@ fn xdp() -> Finding {
     let result = load_object(object::PROBE).and_then(|mut ebpf| {
         let program: &mut Xdp = program(&mut ebpf, names::PROG_PROBE_XDP)?;
         program.load().map_err(|err| err.to_string())?;
-        let link = program.attach("lo", XdpMode::Skb).map_err(|err| err.to_string())?;
+        let link = program
+            .attach("lo", XdpMode::Skb)
+            .map_err(|err| err.to_string())?;
         program.detach(link).map_err(|err| err.to_string())
     });
     match result {
         Ok(()) => Finding::yes(feature::XDP, "an XDP program attaches in generic mode"),
-        Err(err) => Finding::no(feature::XDP, first_line(&err), "CONFIG_XDP_SOCKETS is not needed; CONFIG_BPF_SYSCALL=y and CONFIG_NET=y"),
+        Err(err) => Finding::no(
+            feature::XDP,
+            first_line(&err),
+            "CONFIG_XDP_SOCKETS is not needed; CONFIG_BPF_SYSCALL=y and CONFIG_NET=y",
+        ),
     }
 }
 
 fn sch_fq() -> Finding {
-    let output = Command::new("tc").args(["qdisc", "add", "dev", "lo", "root", "fq"]).output();
+    let output = Command::new("tc")
+        .args(["qdisc", "add", "dev", "lo", "root", "fq"])
+        .output();
     match output {
         Ok(output) if output.status.success() => {
             Finding::yes(feature::SCH_FQ, "an fq qdisc can be created")
         }
         Ok(output) => Finding::no(
             feature::SCH_FQ,
-            format!("tc qdisc add ... fq: {}", String::from_utf8_lossy(&output.stderr).trim()),
+            format!(
+                "tc qdisc add ... fq: {}",
+                String::from_utf8_lossy(&output.stderr).trim()
+            ),
             "CONFIG_NET_SCH_FQ=y (or the sch_fq module)",
         ),
         Err(err) => Finding::no(
@@ -365,11 +429,16 @@ fn sch_fq() -> Finding {
 
 fn cgroup_v2() -> Finding {
     let mounts = fs::read_to_string("/proc/self/mounts").unwrap_or_default();
-    let v1 = mounts.lines().any(|line| line.split_whitespace().nth(2) == Some("cgroup"));
+    let v1 = mounts
+        .lines()
+        .any(|line| line.split_whitespace().nth(2) == Some("cgroup"));
     match target::cgroup2_mount() {
         Ok(dir) => {
             let mode = if v1 { "hybrid" } else { "unified" };
-            Finding::yes(feature::CGROUP_V2, format!("mounted at {} ({mode} mode)", dir.display()))
+            Finding::yes(
+                feature::CGROUP_V2,
+                format!("mounted at {} ({mode} mode)", dir.display()),
+            )
         }
         Err(_) => Finding::no(
             feature::CGROUP_V2,
@@ -381,12 +450,22 @@ fn cgroup_v2() -> Finding {
 
 fn bpffs() -> Finding {
     let mounts = fs::read_to_string("/proc/self/mounts").unwrap_or_default();
-    match mounts.lines().find(|line| line.split_whitespace().nth(2) == Some("bpf")) {
+    match mounts
+        .lines()
+        .find(|line| line.split_whitespace().nth(2) == Some("bpf"))
+    {
         Some(line) => Finding::yes(
             feature::BPFFS,
-            format!("mounted at {}", line.split_whitespace().nth(1).unwrap_or("?")),
+            format!(
+                "mounted at {}",
+                line.split_whitespace().nth(1).unwrap_or("?")
+            ),
         ),
-        None => Finding::no(feature::BPFFS, "not mounted", "mount -t bpf bpf /sys/fs/bpf"),
+        None => Finding::no(
+            feature::BPFFS,
+            "not mounted",
+            "mount -t bpf bpf /sys/fs/bpf",
+        ),
     }
 }
 
@@ -436,8 +515,12 @@ fn program<'a, T>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut T, String>
 where
     &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = ProgramError>,
 {
-    let program = ebpf.program_mut(name).ok_or_else(|| format!("program {name} missing from the object"))?;
-    program.try_into().map_err(|err: ProgramError| err.to_string())
+    let program = ebpf
+        .program_mut(name)
+        .ok_or_else(|| format!("program {name} missing from the object"))?;
+    program
+        .try_into()
+        .map_err(|err: ProgramError| err.to_string())
 }
 
 /// The form the kernel's refusal of trampoline programs takes here.
@@ -452,17 +535,35 @@ fn first_line(text: &str) -> String {
 /// Mounts a pseudo file system the probe needs when it is missing; the returned note says so.
 fn ensure_mounted(fstype: &str, dir: &str) -> String {
     let mounts = fs::read_to_string("/proc/self/mounts").unwrap_or_default();
-    if mounts.lines().any(|line| line.split_whitespace().nth(1) == Some(dir)) {
+    if mounts
+        .lines()
+        .any(|line| line.split_whitespace().nth(1) == Some(dir))
+    {
         return String::new();
     }
-    let (Ok(source), Ok(target), Ok(kind)) = (CString::new(fstype), CString::new(dir), CString::new(fstype)) else {
+    let (Ok(source), Ok(target), Ok(kind)) = (
+        CString::new(fstype),
+        CString::new(dir),
+        CString::new(fstype),
+    ) else {
         return String::new();
     };
     // SAFETY: plain C strings that outlive the call.
-    let rc = unsafe { libc::mount(source.as_ptr(), target.as_ptr(), kind.as_ptr(), 0, std::ptr::null()) };
+    let rc = unsafe {
+        libc::mount(
+            source.as_ptr(),
+            target.as_ptr(),
+            kind.as_ptr(),
+            0,
+            std::ptr::null(),
+        )
+    };
     if rc == 0 {
         format!(" (mounted {fstype} at {dir})")
     } else {
-        format!(" ({fstype} not mounted at {dir}: {})", io::Error::last_os_error())
+        format!(
+            " ({fstype} not mounted at {dir}: {})",
+            io::Error::last_os_error()
+        )
     }
 }

@@ -57,7 +57,10 @@ impl Report {
         let _ = writeln!(
             out,
             "run ended by {} after {:.1}s",
-            serde_json::to_value(self.ended_by).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default(),
+            serde_json::to_value(self.ended_by)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default(),
             self.elapsed_ms as f64 / 1000.0
         );
         for fault in &self.faults {
@@ -88,16 +91,27 @@ pub struct StatusLine {
 
 impl StatusLine {
     pub fn new() -> Self {
-        StatusLine { enabled: std::io::stderr().is_terminal(), drawn: false }
+        StatusLine {
+            enabled: std::io::stderr().is_terminal(),
+            drawn: false,
+        }
     }
 
     pub fn draw(&mut self, elapsed: Duration, remaining: Duration, faults: &[FaultReport]) {
         if !self.enabled {
             return;
         }
-        let mut line = format!("\r\x1b[2K[{:>5.1}s, {:>5.1}s left]", elapsed.as_secs_f64(), remaining.as_secs_f64());
+        let mut line = format!(
+            "\r\x1b[2K[{:>5.1}s, {:>5.1}s left]",
+            elapsed.as_secs_f64(),
+            remaining.as_secs_f64()
+        );
         for fault in faults {
-            let _ = write!(line, "  {} {}: {}/{}", fault.op, fault.errno, fault.injected, fault.matched);
+            let _ = write!(
+                line,
+                "  {} {}: {}/{}",
+                fault.op, fault.errno, fault.injected, fault.matched
+            );
         }
         let mut stderr = std::io::stderr().lock();
         let _ = stderr.write_all(line.as_bytes());
@@ -136,7 +150,10 @@ mod tests {
                 injected: 3,
             }],
             ended_by: EndedBy::TargetExited,
-            targets: vec![TargetReport { pid: 7, cgroup: "/sys/fs/cgroup".into() }],
+            targets: vec![TargetReport {
+                pid: 7,
+                cgroup: "/sys/fs/cgroup".into(),
+            }],
             elapsed_ms: 1500,
         };
         let value: serde_json::Value = serde_json::from_str(&report.json()).unwrap();

@@ -37,8 +37,9 @@ pub async fn hold(
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sighup = signal(SignalKind::hangup())?;
     // SAFETY: `pidfd` is borrowed for the whole call and `target_exit` is dropped before it returns.
-    let target_exit = unsafe { AsyncFd::register_with_interest(pidfd.as_raw_fd(), Interest::READABLE) }
-        .map_err(std::io::Error::from)?;
+    let target_exit =
+        unsafe { AsyncFd::register_with_interest(pidfd.as_raw_fd(), Interest::READABLE) }
+            .map_err(std::io::Error::from)?;
     let mut ticks = interval(STATUS_EVERY);
     ticks.set_missed_tick_behavior(MissedTickBehavior::Skip);
     loop {
@@ -57,12 +58,15 @@ pub async fn hold(
 }
 
 /// A whole errno run: attach, hold until the run ends, read the counters, detach.
+/// `on_attached` runs once every program is live.
 pub fn errno_run(
     target: &ProcessTarget,
     fault: &ErrnoFault,
     lifetime: Duration,
+    on_attached: impl FnOnce(),
 ) -> Result<Report, Error> {
     let attachment = ErrnoAttachment::attach(target, fault, lifetime)?;
+    on_attached();
     let started = std::time::Instant::now();
     let fault_reports = |attachment: &ErrnoAttachment| -> Vec<FaultReport> {
         attachment
@@ -83,7 +87,9 @@ pub fn errno_run(
             .collect()
     };
     let mut status = StatusLine::new();
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     let ended_by = runtime.block_on(hold(lifetime, &target.pidfd, |elapsed, remaining| {
         status.draw(elapsed, remaining, &fault_reports(&attachment));
     }))?;
@@ -94,7 +100,10 @@ pub fn errno_run(
     Ok(Report {
         faults,
         ended_by,
-        targets: vec![TargetReport { pid: target.pid, cgroup: target.cgroup.display().to_string() }],
+        targets: vec![TargetReport {
+            pid: target.pid,
+            cgroup: target.cgroup.display().to_string(),
+        }],
         elapsed_ms: started.elapsed().as_millis() as u64,
     })
 }

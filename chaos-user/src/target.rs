@@ -2,8 +2,7 @@
 //! cgroup v2 directory to attach to, a pidfd that tells when the process is gone).
 
 use std::{
-    fs,
-    io,
+    fs, io,
     os::fd::{FromRawFd as _, OwnedFd},
     path::{Path, PathBuf},
 };
@@ -61,7 +60,10 @@ fn pidfd_open(pid: u32) -> Result<OwnedFd, TargetError> {
         let err = io::Error::last_os_error();
         return Err(match err.raw_os_error() {
             Some(libc::ESRCH) => TargetError::NoSuchProcess(pid),
-            _ => TargetError::Proc { path: format!("pidfd of {pid}").into(), source: err },
+            _ => TargetError::Proc {
+                path: format!("pidfd of {pid}").into(),
+                source: err,
+            },
         });
     }
     // SAFETY: the kernel just gave us this fd and nothing else owns it.
@@ -89,7 +91,9 @@ fn unescape_mount_path(path: &str) -> String {
     let mut rest = path;
     while let Some(i) = rest.find('\\') {
         out.push_str(&rest[..i]);
-        let code = rest.get(i + 1..i + 4).and_then(|octal| u8::from_str_radix(octal, 8).ok());
+        let code = rest
+            .get(i + 1..i + 4)
+            .and_then(|octal| u8::from_str_radix(octal, 8).ok());
         match code {
             Some(byte) => {
                 out.push(byte as char);
@@ -122,7 +126,10 @@ fn cgroup2_path_of(pid: u32) -> Result<String, TargetError> {
 
 fn read(path: impl AsRef<Path>) -> Result<String, TargetError> {
     let path = path.as_ref();
-    fs::read_to_string(path).map_err(|source| TargetError::Proc { path: path.into(), source })
+    fs::read_to_string(path).map_err(|source| TargetError::Proc {
+        path: path.into(),
+        source,
+    })
 }
 
 #[cfg(test)]
@@ -134,7 +141,10 @@ mod tests {
         let hybrid = "tmpfs /sys/fs/cgroup tmpfs rw 0 0\n\
                       cgroup /sys/fs/cgroup/cpu cgroup rw,cpu 0 0\n\
                       cgroup2 /sys/fs/cgroup/unified cgroup2 rw 0 0\n";
-        assert_eq!(cgroup2_mount_in(hybrid), Some("/sys/fs/cgroup/unified".into()));
+        assert_eq!(
+            cgroup2_mount_in(hybrid),
+            Some("/sys/fs/cgroup/unified".into())
+        );
         let unified = "cgroup2 /sys/fs/cgroup cgroup2 rw,nosuid 0 0\n";
         assert_eq!(cgroup2_mount_in(unified), Some("/sys/fs/cgroup".into()));
         assert_eq!(cgroup2_mount_in("proc /proc proc rw 0 0\n"), None);
@@ -156,6 +166,9 @@ mod tests {
     fn a_missing_process_is_named() {
         // PIDs above pid_max never exist; 2^22 is the largest pid_max Linux allows.
         let err = ProcessTarget::resolve(4_194_305).unwrap_err();
-        assert!(matches!(err, TargetError::NoSuchProcess(4_194_305)), "{err}");
+        assert!(
+            matches!(err, TargetError::NoSuchProcess(4_194_305)),
+            "{err}"
+        );
     }
 }

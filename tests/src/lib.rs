@@ -1,1 +1,331 @@
+//! Helpers for the integration tests: run the real `chaos` binary, start real victim processes in
+//! a child cgroup, and read what they saw. Every helper that changes the machine undoes it on
+//! drop, also when the test panics.
 
+use std::{
+    fs,
+    io::{BufRead as _, BufReader},
+    path::{Path, PathBuf},
+    process::{Child, Command, Output, Stdio},
+    sync::{Arc, Mutex},
+    thread,
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+
+/// `CLOCK_MONOTONIC` in nanoseconds, the clock the victims stamp their lines with.
+pub fn monotonic_ns() -> u64 {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes into the timespec we own.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
+    now.tv_sec as u64 * 1_000_000_000 + now.tv_nsec as u64
+}
+
+/// The `chaos` binary under test: `$CHAOS_BIN`, or `chaos` next to the test's target directory
+/// (`cargo xtask test` builds it first).
+pub fn chaos_bin() -> PathBuf {
+    if let Some(path) = std::env::var_os("CHAOS_BIN") {
+        return path.into();
+    }
+    let exe = std::env::current_exe().expect("current_exe");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>/deps/<test>");
+    let chaos = profile_dir.join("chaos");
+    assert!(
+        chaos.exists(),
+        "{} is missing: build it with `cargo build -p chaos-user` or run `cargo xtask test`",
+        chaos.display()
+    );
+    chaos
+}
+
+/// Runs `chaos ARGS` to the end.
+pub fn chaos(args: &[&str]) -> Output {
+    Command::new(chaos_bin())
+        .args(args)
+        .output()
+        .expect("run chaos")
+}
+
+/// Starts `chaos ARGS` in the background with piped output.
+pub fn spawn_chaos(args: &[&str]) -> Child {
+    Command::new(chaos_bin())
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn chaos")
+}
+
+/// The JSON report `chaos ... --json` printed, with stderr in the panic message if it did not.
+pub fn json_report(output: &Output) -> Value {
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    serde_json::from_str(stdout.trim()).unwrap_or_else(|err| {
+        panic!(
+            "chaos did not print a JSON report ({err}); status {:?}\nstdout: {stdout}\nstderr: {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        )
+    })
+}
+
+/// What `chaos probe --json` says about `feature`: `(supported, detail)`.
+pub fn probe(feature: &str) -> (bool, String) {
+    let output = chaos(&["probe", "--json"]);
+    let report = json_report(&output);
+    let finding = report["findings"]
+        .as_array()
+        .expect("findings")
+        .iter()
+        .find(|finding| finding["feature"] == feature)
+        .unwrap_or_else(|| panic!("probe reports no feature {feature}: {report}"));
+    (
+        finding["supported"] == true,
+        finding["detail"].as_str().unwrap_or_default().to_owned(),
+    )
+}
+
+/// Whether the environment says `feature` must work here (`CHAOS_EXPECT=lsm,kprobe-override`,
+/// set by the VM runner for each kernel), so that a regression cannot pass as "unsupported".
+pub fn expected(feature: &str) -> bool {
+    std::env::var("CHAOS_EXPECT")
+        .map(|list| list.split(',').any(|item| item.trim() == feature))
+        .unwrap_or(false)
+}
+
+/// Names of the programs loaded in the kernel (`bpftool prog list`).
+pub fn loaded_program_names() -> Vec<String> {
+    let output = Command::new("bpftool")
+        .args(["prog", "list", "--json"])
+        .output()
+        .expect("run bpftool (apt-get install bpftool)");
+    assert!(
+        output.status.success(),
+        "bpftool prog list: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let programs: Value = serde_json::from_slice(&output.stdout).expect("bpftool JSON");
+    programs
+        .as_array()
+        .map(|programs| {
+            programs
+                .iter()
+                .filter_map(|p| p["name"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Panics if any program of the tool is still in the kernel. The kernel truncates names to 15
+/// characters, so compare prefixes.
+pub fn assert_no_chaos_programs() {
+    const OURS: &[&str] = &["cgroup_connect4", "cgroup_connect6", "lsm_file_open"];
+    let left: Vec<String> = loaded_program_names()
+        .into_iter()
+        .filter(|name| {
+            OURS.iter()
+                .any(|ours| ours.starts_with(name.as_str()) && !name.is_empty())
+        })
+        .collect();
+    assert!(
+        left.is_empty(),
+        "programs of chaos left in the kernel: {left:?}"
+    );
+}
+
+/// A child cgroup v2 directory for one test, removed on drop (its processes are killed first).
+pub struct TestCgroup {
+    pub path: PathBuf,
+}
+
+impl TestCgroup {
+    pub fn new(name: &str) -> Self {
+        let mounts = fs::read_to_string("/proc/self/mounts").expect("read mounts");
+        let mount = mounts
+            .lines()
+            .find_map(|line| {
+                let fields: Vec<&str> = line.split_whitespace().collect();
+                (fields.get(2) == Some(&"cgroup2")).then(|| PathBuf::from(fields[1]))
+            })
+            .expect("a cgroup2 mount");
+        let path = mount.join(format!("chaos-test-{name}-{}", std::process::id()));
+        fs::create_dir_all(&path).unwrap_or_else(|err| panic!("create {}: {err}", path.display()));
+        TestCgroup { path }
+    }
+
+    pub fn add(&self, pid: u32) {
+        fs::write(self.path.join("cgroup.procs"), pid.to_string())
+            .unwrap_or_else(|err| panic!("move {pid} into {}: {err}", self.path.display()));
+    }
+}
+
+impl Drop for TestCgroup {
+    fn drop(&mut self) {
+        let _ = fs::write(self.path.join("cgroup.kill"), "1");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while fs::remove_dir(&self.path).is_err() && Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// One call a victim made: when, and the errno it failed with (`None` for success).
+#[derive(Clone, Copy, Debug)]
+pub struct Call {
+    pub at_ns: u64,
+    pub errno: Option<i32>,
+}
+
+/// A victim process (the `victim` binary) making one call in a loop, its lines collected.
+pub struct Victim {
+    child: Child,
+    calls: Arc<Mutex<Vec<Call>>>,
+}
+
+impl Victim {
+    /// Starts `victim CALL ARG` from the binary at `bin`, inside `cgroup`.
+    pub fn start(bin: &str, call: &str, arg: &str, cgroup: &TestCgroup) -> Self {
+        let mut child = Command::new(bin)
+            .args([call, arg])
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawn victim");
+        cgroup.add(child.id());
+        let stdout = child.stdout.take().expect("piped");
+        let calls = Arc::new(Mutex::new(Vec::new()));
+        let sink = Arc::clone(&calls);
+        thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let mut fields = line.split_whitespace();
+                let at_ns = fields
+                    .next()
+                    .and_then(|ns| ns.parse().ok())
+                    .expect("timestamp");
+                let errno = match fields.next() {
+                    Some("ok") => None,
+                    Some(number) => Some(number.parse().expect("errno number")),
+                    None => panic!("victim line without result: {line}"),
+                };
+                sink.lock().unwrap().push(Call { at_ns, errno });
+            }
+        });
+        let victim = Victim { child, calls };
+        victim.wait_for_calls(1);
+        victim
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn calls(&self) -> Vec<Call> {
+        self.calls.lock().unwrap().clone()
+    }
+
+    /// Waits (up to 30 s, for slow emulated kernels) until at least `n` calls were made.
+    pub fn wait_for_calls(&self, n: usize) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.calls.lock().unwrap().len() < n {
+            assert!(
+                Instant::now() < deadline,
+                "victim {} made fewer than {n} calls in 30 s",
+                self.pid()
+            );
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Waits until a call after `after_ns` has happened, so the next check sees a fresh result.
+    pub fn wait_for_call_after(&self, after_ns: u64) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !self.calls().iter().any(|call| call.at_ns > after_ns) {
+            assert!(
+                Instant::now() < deadline,
+                "victim {} made no call in 30 s",
+                self.pid()
+            );
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for Victim {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Checks everything a scoped, timed errno fault promises, from what the processes saw:
+/// the target failed with `errno` only inside `[start_ns, end_ns]`, every one of its calls
+/// between its first and last failure failed, it recovered after the end, the failures equal the
+/// reported `injected`, and the bystander never failed.
+pub fn assert_scoped_fault(
+    target: &Victim,
+    bystander: &Victim,
+    errno: i32,
+    (start_ns, end_ns): (u64, u64),
+    fault_report: &Value,
+) {
+    let calls = target.calls();
+    let failures: Vec<&Call> = calls.iter().filter(|call| call.errno.is_some()).collect();
+    assert!(
+        !failures.is_empty(),
+        "the target never failed: {fault_report}"
+    );
+    for failure in &failures {
+        assert_eq!(
+            failure.errno,
+            Some(errno),
+            "the target failed with the wrong errno"
+        );
+        assert!(
+            (start_ns..=end_ns).contains(&failure.at_ns),
+            "a failure at {} lies outside the run [{start_ns}, {end_ns}]",
+            failure.at_ns
+        );
+    }
+    let (first, last) = (failures[0].at_ns, failures[failures.len() - 1].at_ns);
+    let passed_inside = calls
+        .iter()
+        .filter(|c| c.errno.is_none() && (first..=last).contains(&c.at_ns))
+        .count();
+    assert_eq!(
+        passed_inside, 0,
+        "calls of the target passed while the fault was live"
+    );
+    assert!(
+        calls.iter().any(|c| c.at_ns > end_ns && c.errno.is_none()),
+        "the target did not recover after the run"
+    );
+    assert_eq!(
+        fault_report["injected"].as_u64(),
+        Some(failures.len() as u64),
+        "reported injected != failures seen"
+    );
+    assert_eq!(
+        fault_report["matched"], fault_report["injected"],
+        "matched != injected without --dry-run"
+    );
+
+    let bystander_calls = bystander.calls();
+    let during = bystander_calls
+        .iter()
+        .filter(|c| (first..=last).contains(&c.at_ns))
+        .count();
+    assert!(
+        during > 0,
+        "the bystander made no call while the fault was live: nothing was compared"
+    );
+    let hit: Vec<&Call> = bystander_calls
+        .iter()
+        .filter(|c| c.errno.is_some())
+        .collect();
+    assert!(hit.is_empty(), "the untargeted process was hit: {hit:?}");
+}

@@ -47,7 +47,10 @@ pub fn workload(args: WorkloadArgs) -> Result<u8, Error> {
     loop {
         let line = match TcpStream::connect(args.connect) {
             Ok(_) => "ok".to_owned(),
-            Err(err) => err.raw_os_error().map(|n| Errno::from_raw(n).to_string()).unwrap_or_else(|| err.to_string()),
+            Err(err) => err
+                .raw_os_error()
+                .map(|n| Errno::from_raw(n).to_string())
+                .unwrap_or_else(|| err.to_string()),
         };
         println!("{line}");
         thread::sleep(args.interval);
@@ -80,11 +83,20 @@ pub fn execute(args: DemoArgs) -> Result<u8, Error> {
     );
 
     thread::sleep(QUIET_TIME);
-    *phase.lock().expect("phase lock") = 1;
-    let fault = ErrnoFault { ops: vec![Op::Connect], errno: Errno::from_raw(libc::ECONNREFUSED), dry_run: false };
-    eprintln!("demo: connect() of pid {} fails with ECONNREFUSED for {}", target.child.id(), humantime::format_duration(args.duration));
+    let fault = ErrnoFault {
+        ops: vec![Op::Connect],
+        errno: Errno::from_raw(libc::ECONNREFUSED),
+        dry_run: false,
+    };
+    eprintln!(
+        "demo: connect() of pid {} fails with ECONNREFUSED for {}",
+        target.child.id(),
+        humantime::format_duration(args.duration)
+    );
     let process = ProcessTarget::resolve(target.child.id())?;
-    let report = run::errno_run(&process, &fault, args.duration);
+    let report = run::errno_run(&process, &fault, args.duration, || {
+        *phase.lock().expect("phase lock") = 1
+    });
     *phase.lock().expect("phase lock") = 2;
     thread::sleep(QUIET_TIME);
 
@@ -92,10 +104,17 @@ pub fn execute(args: DemoArgs) -> Result<u8, Error> {
     let bystander_tally = bystander.stop();
     let report = report?;
 
-    println!("{:<8} {:>22} {:>22}", "phase", "target (ok/refused)", "bystander (ok/refused)");
+    println!(
+        "{:<8} {:>22} {:>22}",
+        "phase", "target (ok/refused)", "bystander (ok/refused)"
+    );
     for (i, name) in PHASES.iter().enumerate() {
         let (t, b) = (target_tally[i], bystander_tally[i]);
-        println!("{name:<8} {:>22} {:>22}", format!("{}/{}", t.ok, t.refused), format!("{}/{}", b.ok, b.refused));
+        println!(
+            "{name:<8} {:>22} {:>22}",
+            format!("{}/{}", t.ok, t.refused),
+            format!("{}/{}", b.ok, b.refused)
+        );
     }
     print!("{}", report.human());
 
@@ -104,9 +123,13 @@ pub fn execute(args: DemoArgs) -> Result<u8, Error> {
         && u64::from(target_tally[1].refused) <= injected
         && target_tally[2].refused == 0
         && target_tally[0].refused == 0
-        && bystander_tally.iter().all(|t| t.refused == 0 && t.other == 0);
+        && bystander_tally
+            .iter()
+            .all(|t| t.refused == 0 && t.other == 0);
     if as_expected {
-        println!("demo: the target failed only while the fault ran; the bystander was never touched");
+        println!(
+            "demo: the target failed only while the fault ran; the bystander was never touched"
+        );
         Ok(exit::OK)
     } else {
         println!("demo: UNEXPECTED: the counts above do not match a fault scoped to the target");

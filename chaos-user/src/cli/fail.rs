@@ -62,7 +62,11 @@ pub fn execute(args: FailArgs) -> Result<u8, Error> {
     let mut ops = args.op.clone();
     ops.sort();
     ops.dedup();
-    let fault = ErrnoFault { ops, errno: args.errno, dry_run: args.dry_run };
+    let fault = ErrnoFault {
+        ops,
+        errno: args.errno,
+        dry_run: args.dry_run,
+    };
     let target = ProcessTarget::resolve(args.pid)?;
     let missing = capabilities::missing();
     if !missing.is_empty() {
@@ -70,13 +74,18 @@ pub fn execute(args: FailArgs) -> Result<u8, Error> {
     }
     eprintln!(
         "chaos: failing {} of pid {} with {} for {}{} (Ctrl-C ends it early)",
-        fault.ops.iter().map(|op| op.name()).collect::<Vec<_>>().join(","),
+        fault
+            .ops
+            .iter()
+            .map(|op| op.name())
+            .collect::<Vec<_>>()
+            .join(","),
         target.pid,
         fault.errno,
         humantime::format_duration(args.duration),
         if fault.dry_run { ", dry run" } else { "" },
     );
-    let report = run::errno_run(&target, &fault, args.duration)?;
+    let report = run::errno_run(&target, &fault, args.duration, || {})?;
     if args.json {
         println!("{}", report.json());
     } else {
@@ -97,8 +106,22 @@ mod tests {
 
     #[test]
     fn parses_a_full_fail_command() {
-        let cli = parse(&["fail", "--pid", "42", "--op", "open,connect", "--errno", "EIO", "--for", "1m30s", "--json"]).unwrap();
-        let Command::Fail(args) = cli.command else { panic!("not fail") };
+        let cli = parse(&[
+            "fail",
+            "--pid",
+            "42",
+            "--op",
+            "open,connect",
+            "--errno",
+            "EIO",
+            "--for",
+            "1m30s",
+            "--json",
+        ])
+        .unwrap();
+        let Command::Fail(args) = cli.command else {
+            panic!("not fail")
+        };
         assert_eq!(args.pid, 42);
         assert_eq!(args.op.len(), 2);
         assert_eq!(args.errno.get(), libc::EIO);
@@ -109,12 +132,31 @@ mod tests {
     #[test]
     fn bad_input_exits_2_naming_the_value() {
         let cases: &[(&[&str], &str)] = &[
-            (&["fail", "--pid", "1", "--op", "open", "--errno", "EFOO"], "EFOO"),
+            (
+                &["fail", "--pid", "1", "--op", "open", "--errno", "EFOO"],
+                "EFOO",
+            ),
             (&["fail", "--pid", "1", "--op", "open", "--errno", "0"], "0"),
-            (&["fail", "--pid", "0", "--op", "open", "--errno", "EIO"], "'0'"),
-            (&["fail", "--pid", "1", "--op", "open", "--errno", "EIO", "--for", "-1s"], "-1s"),
-            (&["fail", "--pid", "1", "--op", "open", "--errno", "EIO", "--for", "0"], "'0'"),
-            (&["fail", "--pid", "1", "--op", "frob", "--errno", "EIO"], "frob"),
+            (
+                &["fail", "--pid", "0", "--op", "open", "--errno", "EIO"],
+                "'0'",
+            ),
+            (
+                &[
+                    "fail", "--pid", "1", "--op", "open", "--errno", "EIO", "--for", "-1s",
+                ],
+                "-1s",
+            ),
+            (
+                &[
+                    "fail", "--pid", "1", "--op", "open", "--errno", "EIO", "--for", "0",
+                ],
+                "'0'",
+            ),
+            (
+                &["fail", "--pid", "1", "--op", "frob", "--errno", "EIO"],
+                "frob",
+            ),
             (&["fail", "--op", "open", "--errno", "EIO"], "--pid"),
         ];
         for (args, named) in cases {

@@ -3,7 +3,10 @@
 use clap::Args;
 use serde_json::json;
 
-use crate::{error::{Error, exit}, kernel};
+use crate::{
+    error::{Error, exit},
+    kernel,
+};
 
 /// Report every kernel capability chaos relies on, and how to get the missing ones.
 ///
@@ -38,5 +41,7 @@ pub fn execute(args: ProbeArgs) -> Result<u8, Error> {
 }
 
 fn kernel_release() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/osrelease").map(|s| s.trim().to_owned()).unwrap_or_default()
+    std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_default()
 }

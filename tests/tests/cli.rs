@@ -1,0 +1,159 @@
+//! The command line as a user meets it: bad input, missing privileges, the probe.
+
+use std::process::Command;
+
+use chaos_tests::*;
+
+fn assert_usage_error(args: &[&str], named: &str) {
+    let output = chaos(args);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{args:?}: {stderr}");
+    assert!(
+        stderr.contains(named),
+        "{args:?}: the message should name {named}: {stderr}"
+    );
+    assert_no_chaos_programs();
+}
+
+#[test]
+fn bad_input_exits_2_naming_the_value_and_attaches_nothing() {
+    let me = std::process::id().to_string();
+    let me = me.as_str();
+    assert_usage_error(
+        &["fail", "--pid", me, "--op", "connect", "--errno", "EFOO"],
+        "EFOO",
+    );
+    assert_usage_error(
+        &["fail", "--pid", me, "--op", "connect", "--errno", "0"],
+        "'0'",
+    );
+    assert_usage_error(
+        &["fail", "--pid", "0", "--op", "connect", "--errno", "EIO"],
+        "'0'",
+    );
+    assert_usage_error(
+        &[
+            "fail", "--pid", me, "--op", "connect", "--errno", "EIO", "--for", "-1s",
+        ],
+        "-1s",
+    );
+    assert_usage_error(
+        &[
+            "fail", "--pid", me, "--op", "connect", "--errno", "EIO", "--for", "0",
+        ],
+        "'0'",
+    );
+    assert_usage_error(
+        &["fail", "--pid", me, "--op", "frobnicate", "--errno", "EIO"],
+        "frobnicate",
+    );
+    assert_usage_error(&["fail", "--op", "connect", "--errno", "EIO"], "--pid");
+    // Above pid_max (at most 2^22), so no such process can exist.
+    assert_usage_error(
+        &[
+            "fail", "--pid", "4194305", "--op", "connect", "--errno", "EIO",
+        ],
+        "4194305",
+    );
+}
+
+#[test]
+fn without_privileges_the_missing_capabilities_are_named() {
+    let output = Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+        ])
+        .arg(chaos_bin())
+        .args([
+            "fail",
+            "--pid",
+            &std::process::id().to_string(),
+            "--op",
+            "connect",
+            "--errno",
+            "EIO",
+            "--for",
+            "1s",
+        ])
+        .output()
+        .expect("run setpriv (util-linux)");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("CAP_BPF") && stderr.contains("CAP_SYS_ADMIN"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn probe_reports_every_feature_as_json() {
+    let report = json_report(&chaos(&["probe", "--json"]));
+    let features: Vec<&str> = report["findings"]
+        .as_array()
+        .expect("findings")
+        .iter()
+        .map(|finding| finding["feature"].as_str().expect("feature name"))
+        .collect();
+    for feature in [
+        "btf",
+        "bpf-lsm",
+        "trampoline",
+        "lsm-cgroup",
+        "kprobes",
+        "kprobe-override",
+        "cgroup-sock-addr",
+        "tracepoint-signal",
+        "tcx",
+        "xdp",
+        "cgroup-skb",
+        "cgroup-v2",
+        "sch-fq",
+        "bpffs",
+        "lockdown",
+        "capabilities",
+    ] {
+        assert!(
+            features.contains(&feature),
+            "probe lacks {feature}: {features:?}"
+        );
+    }
+    for finding in report["findings"].as_array().unwrap() {
+        if finding["supported"] == false {
+            assert!(
+                finding["enable"].is_string(),
+                "an unsupported feature must say what enables it: {finding}"
+            );
+        }
+    }
+    // Features this kernel must have, per the environment (the VM runner sets CHAOS_EXPECT).
+    for feature in [
+        "cgroup-sock-addr",
+        "kprobe-override",
+        "bpf-lsm",
+        "trampoline",
+        "sch-fq",
+    ] {
+        if expected(feature) {
+            let (supported, detail) = probe(feature);
+            assert!(supported, "{feature} must be supported here: {detail}");
+        }
+    }
+    assert_no_chaos_programs();
+}
+
+#[test]
+fn help_completions_and_man_page_come_from_the_same_definitions() {
+    let help = chaos(&["fail", "--help"]);
+    let help = String::from_utf8_lossy(&help.stdout);
+    assert!(
+        help.contains("Example") && help.contains("--errno"),
+        "{help}"
+    );
+    let bash = chaos(&["completions", "bash"]);
+    assert!(String::from_utf8_lossy(&bash.stdout).contains("fail"));
+    let man = chaos(&["man"]);
+    assert!(String::from_utf8_lossy(&man.stdout).contains(".TH chaos"));
+}

@@ -1,0 +1,201 @@
+//! `chaos fail --op connect`: cgroup sock_addr programs, on every kernel with cgroup BPF.
+
+use std::{
+    net::{SocketAddr, TcpListener},
+    thread,
+    time::Duration,
+};
+
+use chaos_tests::*;
+
+const VICTIM: &str = env!("CARGO_BIN_EXE_victim");
+
+/// A listener that accepts and drops connections until the test ends.
+fn server(address: &str) -> SocketAddr {
+    let listener = TcpListener::bind(address).expect("bind");
+    let local = listener.local_addr().expect("local_addr");
+    thread::spawn(move || for _connection in listener.incoming() {});
+    local
+}
+
+fn fault_for_a_while(listen: &str, name: &str) {
+    let address = server(listen).to_string();
+    let cgroup = TestCgroup::new(name);
+    let target = Victim::start(VICTIM, "connect", &address, &cgroup);
+    let bystander = Victim::start(VICTIM, "connect", &address, &cgroup);
+
+    let start_ns = monotonic_ns();
+    let pid = target.pid().to_string();
+    let output = chaos(&[
+        "fail",
+        "--pid",
+        &pid,
+        "--op",
+        "connect",
+        "--errno",
+        "ECONNREFUSED",
+        "--for",
+        "2s",
+        "--json",
+    ]);
+    let end_ns = monotonic_ns();
+    assert!(
+        output.status.success(),
+        "chaos failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    target.wait_for_call_after(end_ns);
+    thread::sleep(Duration::from_millis(100));
+
+    let report = json_report(&output);
+    assert_eq!(report["ended_by"], "deadline");
+    let fault = &report["faults"][0];
+    assert_eq!(fault["kind"], "errno");
+    assert_eq!(fault["op"], "connect");
+    assert_scoped_fault(
+        &target,
+        &bystander,
+        libc::ECONNREFUSED,
+        (start_ns, end_ns),
+        fault,
+    );
+    assert_no_chaos_programs();
+}
+
+#[test]
+fn connect_ipv4_fails_only_for_the_target_and_only_during_the_run() {
+    fault_for_a_while("127.0.0.1:0", "connect4");
+}
+
+#[test]
+fn connect_ipv6_fails_only_for_the_target_and_only_during_the_run() {
+    fault_for_a_while("[::1]:0", "connect6");
+}
+
+#[test]
+fn ctrl_c_ends_the_run_early_with_the_same_report() {
+    let address = server("127.0.0.1:0").to_string();
+    let cgroup = TestCgroup::new("sigint");
+    let target = Victim::start(VICTIM, "connect", &address, &cgroup);
+    let bystander = Victim::start(VICTIM, "connect", &address, &cgroup);
+
+    let start_ns = monotonic_ns();
+    let pid = target.pid().to_string();
+    let chaos = spawn_chaos(&[
+        "fail",
+        "--pid",
+        &pid,
+        "--op",
+        "connect",
+        "--errno",
+        "ETIMEDOUT",
+        "--for",
+        "10m",
+        "--json",
+    ]);
+    // Wait until the fault is visibly live, then interrupt.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !target.calls().iter().any(|call| call.errno.is_some()) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the fault never became live"
+        );
+        thread::sleep(Duration::from_millis(10));
+    }
+    thread::sleep(Duration::from_millis(300));
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(chaos.id() as i32, libc::SIGINT) };
+    let output = chaos.wait_with_output().expect("wait for chaos");
+    let end_ns = monotonic_ns();
+    assert!(
+        output.status.success(),
+        "chaos after SIGINT: {:?} {}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    target.wait_for_call_after(end_ns);
+
+    let report = json_report(&output);
+    assert_eq!(report["ended_by"], "sigint");
+    assert_scoped_fault(
+        &target,
+        &bystander,
+        libc::ETIMEDOUT,
+        (start_ns, end_ns),
+        &report["faults"][0],
+    );
+    assert_no_chaos_programs();
+}
+
+#[test]
+fn the_run_ends_when_the_target_exits() {
+    let address = server("127.0.0.1:0").to_string();
+    let cgroup = TestCgroup::new("exit");
+    let mut target = Victim::start(VICTIM, "connect", &address, &cgroup);
+    let pid = target.pid().to_string();
+    let chaos = spawn_chaos(&[
+        "fail", "--pid", &pid, "--op", "connect", "--errno", "EIO", "--for", "10m", "--json",
+    ]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !target.calls().iter().any(|call| call.errno.is_some()) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the fault never became live"
+        );
+        thread::sleep(Duration::from_millis(10));
+    }
+    drop(std::mem::replace(
+        &mut target,
+        Victim::start(VICTIM, "connect", &address, &cgroup),
+    ));
+    let output = chaos.wait_with_output().expect("wait for chaos");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(json_report(&output)["ended_by"], "target-exited");
+    assert!(
+        target.calls().iter().all(|call| call.errno.is_none()),
+        "a new process was hit"
+    );
+    assert_no_chaos_programs();
+}
+
+#[test]
+fn dry_run_counts_but_fails_nothing() {
+    let address = server("127.0.0.1:0").to_string();
+    let cgroup = TestCgroup::new("dry");
+    let target = Victim::start(VICTIM, "connect", &address, &cgroup);
+    let pid = target.pid().to_string();
+    let before = target.calls().len();
+    let output = chaos(&[
+        "fail",
+        "--pid",
+        &pid,
+        "--op",
+        "connect",
+        "--errno",
+        "EIO",
+        "--for",
+        "1s",
+        "--dry-run",
+        "--json",
+    ]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let fault = &json_report(&output)["faults"][0];
+    assert!(
+        fault["matched"].as_u64().unwrap() > 0,
+        "nothing matched: {fault}"
+    );
+    assert_eq!(fault["injected"], 0);
+    assert!(target.calls().len() > before);
+    assert!(
+        target.calls().iter().all(|call| call.errno.is_none()),
+        "a dry run failed a call"
+    );
+}
