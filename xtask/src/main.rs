@@ -1,1 +1,92 @@
-fn main() {}
+//! Everything that is not `cargo build`: toolchain setup, tests on this host and in qemu guests,
+//! the demo. Reached with `cargo xtask`.
+
+mod setup;
+mod test;
+mod vm;
+
+use std::{path::PathBuf, process::Command};
+
+use anyhow::{Context as _, bail};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask")]
+struct Cli {
+    #[command(subcommand)]
+    command: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Install what building and testing need: Debian packages, nightly rust-src, bpf-linker.
+    /// Idempotent; a second run takes seconds.
+    Setup,
+    /// Set up, build, and run the built-in demo on this host.
+    Demo,
+    /// Set up, build, and run every test: unit and integration tests on this host, then the
+    /// integration tests inside a qemu guest.
+    Test {
+        /// Only the host tests.
+        #[arg(long)]
+        host_only: bool,
+        /// Only tests whose name contains this.
+        filter: Option<String>,
+    },
+    /// Run the integration tests inside a qemu guest kernel.
+    VmTest {
+        #[arg(long, default_value = vm::DEFAULT_KERNEL)]
+        kernel: String,
+        /// Only tests whose name contains this.
+        #[arg(last = true)]
+        filter: Vec<String>,
+    },
+    /// Run a command inside a qemu guest: the host root read-only, a writable overlay, a scratch
+    /// directory shared back; exits with the command's status.
+    VmRun {
+        #[arg(long, default_value = vm::DEFAULT_KERNEL)]
+        kernel: String,
+        /// Environment for the command: NAME=VALUE (repeatable).
+        #[arg(long = "env", value_name = "NAME=VALUE")]
+        env: Vec<String>,
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Task::Setup => setup::run(),
+        Task::Demo => {
+            setup::run()?;
+            cargo(&["build", "--release", "--package", "chaos-user"])?;
+            run(Command::new(workspace_root().join("target/release/chaos")).arg("demo"))
+        }
+        Task::Test { host_only, filter } => test::all(host_only, filter.as_deref()),
+        Task::VmTest { kernel, filter } => test::in_vm(&kernel, filter.first().map(String::as_str)),
+        Task::VmRun { kernel, env, command } => {
+            let status = vm::run(&vm::Kernel::named(&kernel)?, &env, &command)?;
+            std::process::exit(status);
+        }
+    }
+}
+
+/// The workspace root: the parent of this crate's directory.
+pub fn workspace_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace").to_owned()
+}
+
+/// Runs `cargo ARGS` in the workspace root.
+pub fn cargo(args: &[&str]) -> anyhow::Result<()> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    run(Command::new(cargo).args(args).current_dir(workspace_root()))
+}
+
+/// Runs a command, failing with its status.
+pub fn run(command: &mut Command) -> anyhow::Result<()> {
+    let status = command.status().with_context(|| format!("cannot start {command:?}"))?;
+    if !status.success() {
+        bail!("{command:?} failed: {status}");
+    }
+    Ok(())
+}

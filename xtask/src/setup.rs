@@ -1,0 +1,126 @@
+//! `cargo xtask setup`: everything a fresh Debian machine lacks, installed idempotently.
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{Context as _, bail};
+
+use crate::run;
+
+/// Debian packages the build, the tests and the VM runner use.
+const DEBIAN_PACKAGES: &[&str] = &[
+    "bpftool",        // tests check that no program is left behind
+    "busybox-static", // the VM runner's initramfs
+    "cpio",           // packs the initramfs
+    "iproute2",       // tc, ip: probe and network tests
+    "qemu-system-x86",
+    "strace",         // the benchmark's comparison point
+    "util-linux",     // setpriv, unshare, nsenter
+];
+
+/// The bpf-linker release built here, and the nightly toolchain that builds the eBPF side.
+const BPF_LINKER_VERSION: &str = "0.13.0";
+const NIGHTLY: &str = "nightly";
+
+pub fn run() -> anyhow::Result<()> {
+    debian_packages()?;
+    rust_src()?;
+    bpf_linker()?;
+    Ok(())
+}
+
+fn debian_packages() -> anyhow::Result<()> {
+    let missing: Vec<&str> = DEBIAN_PACKAGES.iter().copied().filter(|package| !installed(package)).collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    eprintln!("setup: installing Debian packages {}", missing.join(" "));
+    run(Command::new("apt-get").args(["update", "-qq"]))?;
+    run(Command::new("apt-get")
+        .args(["install", "-y", "-qq", "--no-install-recommends"])
+        .args(&missing)
+        .env("DEBIAN_FRONTEND", "noninteractive"))
+}
+
+fn installed(package: &str) -> bool {
+    Command::new("dpkg-query")
+        .args(["-W", "-f=${Status}", package])
+        .output()
+        .is_ok_and(|output| String::from_utf8_lossy(&output.stdout).contains("install ok installed"))
+}
+
+fn nightly_sysroot() -> anyhow::Result<PathBuf> {
+    let output = Command::new("rustc")
+        .args([&format!("+{NIGHTLY}"), "--print", "sysroot"])
+        .output()
+        .context("run rustc +nightly")?;
+    if !output.status.success() {
+        bail!(
+            "the {NIGHTLY} toolchain is missing ({}); the eBPF side needs it: rustup toolchain install {NIGHTLY}",
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
+    Ok(PathBuf::from(String::from_utf8(output.stdout)?.trim()))
+}
+
+fn rust_src() -> anyhow::Result<()> {
+    if nightly_sysroot()?.join("lib/rustlib/src/rust/library/core").is_dir() {
+        return Ok(());
+    }
+    eprintln!("setup: adding rust-src to {NIGHTLY}");
+    run(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", NIGHTLY]))
+}
+
+/// bpf-linker links against the nightly's own libLLVM (same major version as its rustc), through
+/// a prefix that holds symlinks to it under the names the link and the runtime loader look for.
+fn bpf_linker() -> anyhow::Result<()> {
+    let sysroot = nightly_sysroot()?;
+    let major = llvm_major()?;
+    if bpf_linker_works() {
+        return Ok(());
+    }
+    let libllvm = std::fs::read_dir(sysroot.join("lib"))?
+        .filter_map(Result::ok)
+        .map(|entry| entry.path())
+        .find(|path| path.file_name().is_some_and(|name| name.to_string_lossy().starts_with(&format!("libLLVM.so.{major}"))))
+        .with_context(|| format!("no libLLVM.so.{major}* in {}/lib", sysroot.display()))?;
+    let prefix = llvm_prefix(major)?;
+    let lib = prefix.join("lib");
+    std::fs::create_dir_all(&lib)?;
+    let soname = libllvm.file_name().expect("a file name").to_owned();
+    for name in [Path::new("libLLVM.so"), Path::new(&soname)] {
+        let link = lib.join(name);
+        let _ = std::fs::remove_file(&link);
+        std::os::unix::fs::symlink(&libllvm, &link).with_context(|| format!("symlink {}", link.display()))?;
+    }
+    eprintln!("setup: building bpf-linker {BPF_LINKER_VERSION} against {} (about a minute)", libllvm.display());
+    run(Command::new("cargo")
+        .args(["install", "bpf-linker", "--locked", "--version", BPF_LINKER_VERSION, "--no-default-features"])
+        .args(["--features", &format!("llvm-{major}")])
+        .env("LLVM_PREFIX", &prefix))
+}
+
+fn bpf_linker_works() -> bool {
+    Command::new("bpf-linker")
+        .arg("--version")
+        .output()
+        .is_ok_and(|output| output.status.success() && String::from_utf8_lossy(&output.stdout).contains(BPF_LINKER_VERSION))
+}
+
+fn llvm_major() -> anyhow::Result<u32> {
+    let output = Command::new("rustc").args([&format!("+{NIGHTLY}"), "-vV"]).output()?;
+    let text = String::from_utf8(output.stdout)?;
+    let version = text
+        .lines()
+        .find_map(|line| line.strip_prefix("LLVM version: "))
+        .context("rustc +nightly -vV names no LLVM version")?;
+    Ok(version.split('.').next().unwrap_or_default().parse()?)
+}
+
+/// A lasting home for the LLVM prefix: the installed bpf-linker's runpath points into it.
+fn llvm_prefix(major: u32) -> anyhow::Result<PathBuf> {
+    let home = std::env::var_os("HOME").context("HOME is not set")?;
+    Ok(PathBuf::from(home).join(format!(".local/share/chaos/llvm-{major}")))
+}

@@ -1,0 +1,77 @@
+//! `cargo xtask test` and `cargo xtask vm-test`.
+
+use std::process::Command;
+
+use anyhow::{Context as _, bail};
+
+use crate::{cargo, setup, vm, workspace_root};
+
+/// The whole suite: host tests, then the integration tests in the guest.
+pub fn all(host_only: bool, filter: Option<&str>) -> anyhow::Result<()> {
+    setup::run()?;
+    cargo(&["build"])?;
+    let mut args = vec!["test", "--"];
+    args.extend(filter);
+    // Integration tests change cgroups and the kernel: one at a time.
+    args.push("--test-threads=1");
+    cargo(&args)?;
+    if !host_only {
+        in_vm(vm::DEFAULT_KERNEL, filter)?;
+    }
+    Ok(())
+}
+
+/// Builds the integration tests on the host and runs every test binary inside one guest boot.
+pub fn in_vm(kernel: &str, filter: Option<&str>) -> anyhow::Result<()> {
+    setup::run()?;
+    let kernel = vm::Kernel::named(kernel)?;
+    cargo(&["build", "--package", "chaos-user"])?;
+    let binaries = integration_test_binaries()?;
+    let chaos = workspace_root().join("target/debug/chaos");
+    let mut script = String::from("status=0\n");
+    for binary in &binaries {
+        let name = binary.rsplit('/').next().unwrap_or(binary);
+        script.push_str(&format!(
+            "echo '== {name} on {kernel}'\n{binary} --test-threads=1 {filter} || status=1\n",
+            kernel = kernel.name,
+            filter = filter.map(shell_quote).unwrap_or_default(),
+        ));
+    }
+    script.push_str("exit $status\n");
+    let env = [format!("CHAOS_BIN={}", chaos.display()), format!("CHAOS_EXPECT={}", kernel.expect.join(","))];
+    let status = vm::run(&kernel, &env, &["sh".into(), "-c".into(), script])?;
+    if status != 0 {
+        bail!("integration tests in the {} guest failed (status {status})", kernel.name);
+    }
+    Ok(())
+}
+
+/// Paths of the integration test executables of `chaos-tests`, built for the host.
+fn integration_test_binaries() -> anyhow::Result<Vec<String>> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let output = Command::new(cargo)
+        .args(["test", "--package", "chaos-tests", "--tests", "--no-run", "--message-format=json"])
+        .current_dir(workspace_root())
+        .output()
+        .context("cargo test --no-run")?;
+    if !output.status.success() {
+        bail!("building the integration tests failed:\n{}", String::from_utf8_lossy(&output.stderr));
+    }
+    let mut binaries = Vec::new();
+    for line in String::from_utf8(output.stdout)?.lines() {
+        let Ok(message) = serde_json::from_str::<serde_json::Value>(line) else { continue };
+        let is_test = message["target"]["kind"].as_array().is_some_and(|kinds| kinds.iter().any(|k| k == "test"));
+        if let (true, Some(executable)) = (is_test, message["executable"].as_str()) {
+            binaries.push(executable.to_owned());
+        }
+    }
+    if binaries.is_empty() {
+        bail!("no integration test binaries were built");
+    }
+    binaries.sort();
+    Ok(binaries)
+}
+
+fn shell_quote(text: &str) -> String {
+    format!("'{}'", text.replace('\'', r"'\''"))
+}
