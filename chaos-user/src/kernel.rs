@@ -270,16 +270,24 @@ fn error_injectable_syscall() -> Option<String> {
         .lines()
         .filter_map(|line| line.split_whitespace().next())
         .collect();
-    ["__x64_sys_getppid", "__arm64_sys_getppid"]
-        .into_iter()
-        .find(|name| functions.contains(name))
-        .or_else(|| {
-            functions
-                .iter()
-                .copied()
-                .find(|name| name.contains("_sys_"))
-        })
-        .map(str::to_owned)
+    // A kprobe by name needs a symbol that exists once; some are listed twice.
+    let unique = |name: &&str| functions.iter().filter(|other| *other == name).count() == 1;
+    [
+        "__x64_sys_getppid",
+        "__arm64_sys_getppid",
+        "__x64_sys_openat",
+        "__arm64_sys_openat",
+    ]
+    .into_iter()
+    .find(|name| functions.contains(name) && unique(name))
+    .or_else(|| {
+        functions
+            .iter()
+            .copied()
+            .filter(unique)
+            .find(|name| name.contains("_sys_"))
+    })
+    .map(str::to_owned)
 }
 
 pub fn cgroup_sock_addr() -> Finding {

@@ -75,28 +75,51 @@ pub fn json_report(output: &Output) -> Value {
     })
 }
 
-/// What `chaos probe --json` says about `feature`: `(supported, detail)`.
-pub fn probe(feature: &str) -> (bool, String) {
-    let output = chaos(&["probe", "--json"]);
-    let report = json_report(&output);
-    let finding = report["findings"]
-        .as_array()
-        .expect("findings")
-        .iter()
-        .find(|finding| finding["feature"] == feature)
-        .unwrap_or_else(|| panic!("probe reports no feature {feature}: {report}"));
-    (
-        finding["supported"] == true,
-        finding["detail"].as_str().unwrap_or_default().to_owned(),
-    )
+/// What `chaos probe --json` found, run once per call of [`Probe::run`].
+pub struct Probe(Value);
+
+impl Probe {
+    pub fn run() -> Self {
+        Probe(json_report(&chaos(&["probe", "--json"])))
+    }
+
+    pub fn findings(&self) -> &[Value] {
+        self.0["findings"]
+            .as_array()
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+    }
+
+    /// `(supported, detail)` of `feature`.
+    pub fn feature(&self, feature: &str) -> (bool, String) {
+        let finding = self
+            .findings()
+            .iter()
+            .find(|finding| finding["feature"] == feature)
+            .unwrap_or_else(|| panic!("probe reports no feature {feature}: {}", self.0));
+        (
+            finding["supported"] == true,
+            finding["detail"].as_str().unwrap_or_default().to_owned(),
+        )
+    }
 }
 
-/// Whether the environment says `feature` must work here (`CHAOS_EXPECT=lsm,kprobe-override`,
-/// set by the VM runner for each kernel), so that a regression cannot pass as "unsupported".
-pub fn expected(feature: &str) -> bool {
+/// The `chaos probe` features that must work on this kernel: `CHAOS_EXPECT=bpf-lsm,trampoline,…`,
+/// set by the VM runner for each kernel, so that a regression cannot pass as "unsupported".
+pub fn expected_features() -> Vec<String> {
     std::env::var("CHAOS_EXPECT")
-        .map(|list| list.split(',').any(|item| item.trim() == feature))
-        .unwrap_or(false)
+        .map(|list| {
+            list.split(',')
+                .map(|item| item.trim().to_owned())
+                .filter(|item| !item.is_empty())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Whether `feature` must work here (see [`expected_features`]).
+pub fn expected(feature: &str) -> bool {
+    expected_features().iter().any(|item| item == feature)
 }
 
 /// Names of the programs loaded in the kernel (`bpftool prog list`).

@@ -90,10 +90,9 @@ fn without_privileges_the_missing_capabilities_are_named() {
 
 #[test]
 fn probe_reports_every_feature_as_json() {
-    let report = json_report(&chaos(&["probe", "--json"]));
-    let features: Vec<&str> = report["findings"]
-        .as_array()
-        .expect("findings")
+    let probe = Probe::run();
+    let features: Vec<&str> = probe
+        .findings()
         .iter()
         .map(|finding| finding["feature"].as_str().expect("feature name"))
         .collect();
@@ -120,7 +119,7 @@ fn probe_reports_every_feature_as_json() {
             "probe lacks {feature}: {features:?}"
         );
     }
-    for finding in report["findings"].as_array().unwrap() {
+    for finding in probe.findings() {
         if finding["supported"] == false {
             assert!(
                 finding["enable"].is_string(),
@@ -129,17 +128,12 @@ fn probe_reports_every_feature_as_json() {
         }
     }
     // Features this kernel must have, per the environment (the VM runner sets CHAOS_EXPECT).
-    for feature in [
-        "cgroup-sock-addr",
-        "kprobe-override",
-        "bpf-lsm",
-        "trampoline",
-        "sch-fq",
-    ] {
-        if expected(feature) {
-            let (supported, detail) = probe(feature);
-            assert!(supported, "{feature} must be supported here: {detail}");
-        }
+    for feature in expected_features() {
+        let (supported, detail) = probe.feature(&feature);
+        assert!(
+            supported,
+            "{feature} must be supported on this kernel: {detail}"
+        );
     }
     assert_no_chaos_programs();
 }

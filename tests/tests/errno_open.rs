@@ -16,8 +16,9 @@ fn open_fails_only_for_the_target_and_only_during_the_run() {
     let target = Victim::start(VICTIM, "open", file_arg, &cgroup);
     let bystander = Victim::start(VICTIM, "open", file_arg, &cgroup);
 
-    let (trampoline, trampoline_detail) = probe("trampoline");
-    let (lsm, lsm_detail) = probe("bpf-lsm");
+    let probe = Probe::run();
+    let (trampoline, trampoline_detail) = probe.feature("trampoline");
+    let (lsm, lsm_detail) = probe.feature("bpf-lsm");
     let start_ns = monotonic_ns();
     let pid = target.pid().to_string();
     let output = chaos(&[

@@ -60,11 +60,15 @@ fn main() -> anyhow::Result<()> {
         Task::Demo => {
             setup::run()?;
             cargo(&["build", "--release", "--package", "chaos-user"])?;
-            run(Command::new(workspace_root().join("target/release/chaos")).arg("demo"))
+            run_command(Command::new(workspace_root().join("target/release/chaos")).arg("demo"))
         }
         Task::Test { host_only, filter } => test::all(host_only, filter.as_deref()),
         Task::VmTest { kernel, filter } => test::in_vm(&kernel, filter.first().map(String::as_str)),
-        Task::VmRun { kernel, env, command } => {
+        Task::VmRun {
+            kernel,
+            env,
+            command,
+        } => {
             let status = vm::run(&vm::Kernel::named(&kernel)?, &env, &command)?;
             std::process::exit(status);
         }
@@ -73,18 +77,23 @@ fn main() -> anyhow::Result<()> {
 
 /// The workspace root: the parent of this crate's directory.
 pub fn workspace_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace").to_owned()
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_owned()
 }
 
 /// Runs `cargo ARGS` in the workspace root.
 pub fn cargo(args: &[&str]) -> anyhow::Result<()> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    run(Command::new(cargo).args(args).current_dir(workspace_root()))
+    run_command(Command::new(cargo).args(args).current_dir(workspace_root()))
 }
 
 /// Runs a command, failing with its status.
-pub fn run(command: &mut Command) -> anyhow::Result<()> {
-    let status = command.status().with_context(|| format!("cannot start {command:?}"))?;
+pub fn run_command(command: &mut Command) -> anyhow::Result<()> {
+    let status = command
+        .status()
+        .with_context(|| format!("cannot start {command:?}"))?;
     if !status.success() {
         bail!("{command:?} failed: {status}");
     }

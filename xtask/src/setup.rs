@@ -7,7 +7,7 @@ use std::{
 
 use anyhow::{Context as _, bail};
 
-use crate::run;
+use crate::run_command;
 
 /// Debian packages the build, the tests and the VM runner use.
 const DEBIAN_PACKAGES: &[&str] = &[
@@ -16,8 +16,8 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "cpio",           // packs the initramfs
     "iproute2",       // tc, ip: probe and network tests
     "qemu-system-x86",
-    "strace",         // the benchmark's comparison point
-    "util-linux",     // setpriv, unshare, nsenter
+    "strace",     // the benchmark's comparison point
+    "util-linux", // setpriv, unshare, nsenter
 ];
 
 /// The bpf-linker release built here, and the nightly toolchain that builds the eBPF side.
@@ -32,23 +32,31 @@ pub fn run() -> anyhow::Result<()> {
 }
 
 fn debian_packages() -> anyhow::Result<()> {
-    let missing: Vec<&str> = DEBIAN_PACKAGES.iter().copied().filter(|package| !installed(package)).collect();
+    let missing: Vec<&str> = DEBIAN_PACKAGES
+        .iter()
+        .copied()
+        .filter(|package| !installed(package))
+        .collect();
     if missing.is_empty() {
         return Ok(());
     }
     eprintln!("setup: installing Debian packages {}", missing.join(" "));
-    run(Command::new("apt-get").args(["update", "-qq"]))?;
-    run(Command::new("apt-get")
-        .args(["install", "-y", "-qq", "--no-install-recommends"])
-        .args(&missing)
-        .env("DEBIAN_FRONTEND", "noninteractive"))
+    run_command(Command::new("apt-get").args(["update", "-qq"]))?;
+    run_command(
+        Command::new("apt-get")
+            .args(["install", "-y", "-qq", "--no-install-recommends"])
+            .args(&missing)
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+    )
 }
 
 fn installed(package: &str) -> bool {
     Command::new("dpkg-query")
         .args(["-W", "-f=${Status}", package])
         .output()
-        .is_ok_and(|output| String::from_utf8_lossy(&output.stdout).contains("install ok installed"))
+        .is_ok_and(|output| {
+            String::from_utf8_lossy(&output.stdout).contains("install ok installed")
+        })
 }
 
 fn nightly_sysroot() -> anyhow::Result<PathBuf> {
@@ -66,11 +74,20 @@ fn nightly_sysroot() -> anyhow::Result<PathBuf> {
 }
 
 fn rust_src() -> anyhow::Result<()> {
-    if nightly_sysroot()?.join("lib/rustlib/src/rust/library/core").is_dir() {
+    if nightly_sysroot()?
+        .join("lib/rustlib/src/rust/library/core")
+        .is_dir()
+    {
         return Ok(());
     }
     eprintln!("setup: adding rust-src to {NIGHTLY}");
-    run(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", NIGHTLY]))
+    run_command(Command::new("rustup").args([
+        "component",
+        "add",
+        "rust-src",
+        "--toolchain",
+        NIGHTLY,
+    ]))
 }
 
 /// bpf-linker links against the nightly's own libLLVM (same major version as its rustc), through
@@ -84,7 +101,12 @@ fn bpf_linker() -> anyhow::Result<()> {
     let libllvm = std::fs::read_dir(sysroot.join("lib"))?
         .filter_map(Result::ok)
         .map(|entry| entry.path())
-        .find(|path| path.file_name().is_some_and(|name| name.to_string_lossy().starts_with(&format!("libLLVM.so.{major}"))))
+        .find(|path| {
+            path.file_name().is_some_and(|name| {
+                name.to_string_lossy()
+                    .starts_with(&format!("libLLVM.so.{major}"))
+            })
+        })
         .with_context(|| format!("no libLLVM.so.{major}* in {}/lib", sysroot.display()))?;
     let prefix = llvm_prefix(major)?;
     let lib = prefix.join("lib");
@@ -93,24 +115,42 @@ fn bpf_linker() -> anyhow::Result<()> {
     for name in [Path::new("libLLVM.so"), Path::new(&soname)] {
         let link = lib.join(name);
         let _ = std::fs::remove_file(&link);
-        std::os::unix::fs::symlink(&libllvm, &link).with_context(|| format!("symlink {}", link.display()))?;
+        std::os::unix::fs::symlink(&libllvm, &link)
+            .with_context(|| format!("symlink {}", link.display()))?;
     }
-    eprintln!("setup: building bpf-linker {BPF_LINKER_VERSION} against {} (about a minute)", libllvm.display());
-    run(Command::new("cargo")
-        .args(["install", "bpf-linker", "--locked", "--version", BPF_LINKER_VERSION, "--no-default-features"])
-        .args(["--features", &format!("llvm-{major}")])
-        .env("LLVM_PREFIX", &prefix))
+    eprintln!(
+        "setup: building bpf-linker {BPF_LINKER_VERSION} against {} (about a minute)",
+        libllvm.display()
+    );
+    run_command(
+        Command::new("cargo")
+            .args([
+                "install",
+                "bpf-linker",
+                "--locked",
+                "--version",
+                BPF_LINKER_VERSION,
+                "--no-default-features",
+            ])
+            .args(["--features", &format!("llvm-{major}")])
+            .env("LLVM_PREFIX", &prefix),
+    )
 }
 
 fn bpf_linker_works() -> bool {
     Command::new("bpf-linker")
         .arg("--version")
         .output()
-        .is_ok_and(|output| output.status.success() && String::from_utf8_lossy(&output.stdout).contains(BPF_LINKER_VERSION))
+        .is_ok_and(|output| {
+            output.status.success()
+                && String::from_utf8_lossy(&output.stdout).contains(BPF_LINKER_VERSION)
+        })
 }
 
 fn llvm_major() -> anyhow::Result<u32> {
-    let output = Command::new("rustc").args([&format!("+{NIGHTLY}"), "-vV"]).output()?;
+    let output = Command::new("rustc")
+        .args([&format!("+{NIGHTLY}"), "-vV"])
+        .output()?;
     let text = String::from_utf8(output.stdout)?;
     let version = text
         .lines()

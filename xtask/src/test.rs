@@ -38,10 +38,16 @@ pub fn in_vm(kernel: &str, filter: Option<&str>) -> anyhow::Result<()> {
         ));
     }
     script.push_str("exit $status\n");
-    let env = [format!("CHAOS_BIN={}", chaos.display()), format!("CHAOS_EXPECT={}", kernel.expect.join(","))];
+    let env = [
+        format!("CHAOS_BIN={}", chaos.display()),
+        format!("CHAOS_EXPECT={}", kernel.expect.join(",")),
+    ];
     let status = vm::run(&kernel, &env, &["sh".into(), "-c".into(), script])?;
     if status != 0 {
-        bail!("integration tests in the {} guest failed (status {status})", kernel.name);
+        bail!(
+            "integration tests in the {} guest failed (status {status})",
+            kernel.name
+        );
     }
     Ok(())
 }
@@ -50,17 +56,31 @@ pub fn in_vm(kernel: &str, filter: Option<&str>) -> anyhow::Result<()> {
 fn integration_test_binaries() -> anyhow::Result<Vec<String>> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let output = Command::new(cargo)
-        .args(["test", "--package", "chaos-tests", "--tests", "--no-run", "--message-format=json"])
+        .args([
+            "test",
+            "--package",
+            "chaos-tests",
+            "--tests",
+            "--no-run",
+            "--message-format=json",
+        ])
         .current_dir(workspace_root())
         .output()
         .context("cargo test --no-run")?;
     if !output.status.success() {
-        bail!("building the integration tests failed:\n{}", String::from_utf8_lossy(&output.stderr));
+        bail!(
+            "building the integration tests failed:\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
     }
     let mut binaries = Vec::new();
     for line in String::from_utf8(output.stdout)?.lines() {
-        let Ok(message) = serde_json::from_str::<serde_json::Value>(line) else { continue };
-        let is_test = message["target"]["kind"].as_array().is_some_and(|kinds| kinds.iter().any(|k| k == "test"));
+        let Ok(message) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        let is_test = message["target"]["kind"]
+            .as_array()
+            .is_some_and(|kinds| kinds.iter().any(|k| k == "test"));
         if let (true, Some(executable)) = (is_test, message["executable"].as_str()) {
             binaries.push(executable.to_owned());
         }

@@ -15,6 +15,9 @@ use chaos_ebpf::errno::injected_errno;
 const SOCK_ADDR_ALLOW: i32 = 1;
 const SOCK_ADDR_DENY: i32 = 0;
 
+/// The largest errno a kernel call can return.
+const MAX_ERRNO: i32 = 4095;
+
 /// Fails IPv4 `connect()` (and UDP `connect()`) of target processes in the attached cgroup.
 /// Kernel >= 5.18 (`bpf_set_retval` in sock_addr programs); CONFIG_CGROUP_BPF.
 #[cgroup_sock_addr(connect4)]
@@ -48,12 +51,19 @@ pub fn lsm_file_open(ctx: LsmContext) -> i32 {
     // The last argument is the verdict of the LSM programs before this one: keep a denial.
     let earlier: i32 = ctx.arg(1);
     if earlier != 0 {
-        return earlier;
+        return lsm_verdict(earlier);
     }
     match injected_errno(OP_OPEN) {
-        Some(errno) => -errno,
+        Some(errno) => lsm_verdict(-errno),
         None => 0,
     }
+}
+
+/// LSM programs must return 0 or a negative errno no lower than -4095, and the verifier must be
+/// able to prove it: clamp on the value itself (a range check on a copy proves nothing).
+#[inline(always)]
+fn lsm_verdict(verdict: i32) -> i32 {
+    verdict.clamp(-MAX_ERRNO, 0)
 }
 
 #[cfg(not(test))]
