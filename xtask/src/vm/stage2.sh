@@ -3,7 +3,7 @@
 bb=/.chaos-vm/busybox
 ctl=/.chaos-vm/ctl
 m() { $bb mkdir -p "$4" && $bb mount -t "$1" -o "$2" "$3" "$4" || echo "chaos-vm: mount $1 on $4 failed"; }
-m tmpfs mode=1777 tmp /tmp
+# /tmp stays part of the overlay: the host's /tmp (where a checkout may live) stays visible.
 m tmpfs mode=0755 run /run
 m devpts gid=5,mode=620,ptmxmode=666 devpts /dev/pts
 m tmpfs mode=1777 shm /dev/shm
