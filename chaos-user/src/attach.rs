@@ -109,6 +109,16 @@ impl ErrnoAttachment {
         })
     }
 
+    /// Detaches and unloads every program but keeps the maps, so the final counters read after
+    /// this are exact: no call can be failed between the reading and the detaching.
+    pub fn detach(&mut self) {
+        for &op in &self.ops {
+            if let Err(err) = unload(&mut self.ebpf, op) {
+                tracing::warn!(%op, %err, "detach");
+            }
+        }
+    }
+
     /// Matched and injected calls of `op` so far, summed over CPUs.
     pub fn counters(&self, op: Op) -> Counters {
         let Some(map) = self.ebpf.map(names::MAP_COUNTERS) else {
@@ -186,6 +196,27 @@ fn attach(ebpf: &mut Ebpf, op: Op, target: &ProcessTarget) -> Result<(), AttachE
             let program: &mut Lsm = program(ebpf, name)?;
             program
                 .attach()
+                .map_err(|source| AttachError::Program { name, source })?;
+        }
+    }
+    Ok(())
+}
+
+fn unload(ebpf: &mut Ebpf, op: Op) -> Result<(), AttachError> {
+    match op {
+        Op::Connect => {
+            for name in [names::PROG_CGROUP_CONNECT4, names::PROG_CGROUP_CONNECT6] {
+                let program: &mut CgroupSockAddr = program(ebpf, name)?;
+                program
+                    .unload()
+                    .map_err(|source| AttachError::Program { name, source })?;
+            }
+        }
+        Op::Open => {
+            let name = names::PROG_LSM_FILE_OPEN;
+            let program: &mut Lsm = program(ebpf, name)?;
+            program
+                .unload()
                 .map_err(|source| AttachError::Program { name, source })?;
         }
     }

@@ -65,7 +65,7 @@ pub fn errno_run(
     lifetime: Duration,
     on_attached: impl FnOnce(),
 ) -> Result<Report, Error> {
-    let attachment = ErrnoAttachment::attach(target, fault, lifetime)?;
+    let mut attachment = ErrnoAttachment::attach(target, fault, lifetime)?;
     on_attached();
     let started = std::time::Instant::now();
     let fault_reports = |attachment: &ErrnoAttachment| -> Vec<FaultReport> {
@@ -94,9 +94,9 @@ pub fn errno_run(
         status.draw(elapsed, remaining, &fault_reports(&attachment));
     }))?;
     status.clear();
-    let faults = fault_reports(&attachment);
-    drop(attachment);
+    attachment.detach();
     debug!(?ended_by, "detached");
+    let faults = fault_reports(&attachment);
     Ok(Report {
         faults,
         ended_by,

@@ -27,6 +27,8 @@ pub enum TargetError {
         "process {pid} is in cgroup v2 directory {path}, which is not visible here (another cgroup namespace?)"
     )]
     CgroupNotVisible { pid: u32, path: PathBuf },
+    #[error("refusing to target PID {pid}: {reason}; pass --force to do it anyway")]
+    Guarded { pid: u32, reason: &'static str },
 }
 
 /// A process to fault, with all of its threads.
@@ -41,8 +43,15 @@ pub struct ProcessTarget {
 }
 
 impl ProcessTarget {
-    pub fn resolve(pid: u32) -> Result<Self, TargetError> {
+    /// Resolves `pid`, refusing the processes whose failure would take the machine or this run
+    /// down unless `force` is set.
+    pub fn resolve(pid: u32, force: bool) -> Result<Self, TargetError> {
         let pidfd = pidfd_open(pid)?;
+        if !force {
+            if let Some(reason) = guard(pid)? {
+                return Err(TargetError::Guarded { pid, reason });
+            }
+        }
         let mount = cgroup2_mount()?;
         let relative = cgroup2_path_of(pid)?;
         let cgroup = mount.join(relative.trim_start_matches('/'));
@@ -51,6 +60,56 @@ impl ProcessTarget {
         }
         Ok(ProcessTarget { pid, cgroup, pidfd })
     }
+}
+
+/// Why `pid` must not be a target without --force, if it must not.
+fn guard(pid: u32) -> Result<Option<&'static str>, TargetError> {
+    if pid == 1 {
+        return Ok(Some(
+            "it is init, which every process on the machine depends on",
+        ));
+    }
+    if pid == std::process::id() {
+        return Ok(Some("it is chaos itself"));
+    }
+    if is_kernel_thread(pid)? {
+        return Ok(Some("it is a kernel thread"));
+    }
+    let mut ancestor = parent_of(std::process::id());
+    while let Some(parent) = ancestor.filter(|&p| p > 1) {
+        if parent == pid {
+            return Ok(Some(
+                "it is a parent of chaos (the shell or runner that started it)",
+            ));
+        }
+        ancestor = parent_of(parent);
+    }
+    Ok(None)
+}
+
+/// Field 9 of /proc/PID/stat holds the task flags; PF_KTHREAD marks kernel threads.
+fn is_kernel_thread(pid: u32) -> Result<bool, TargetError> {
+    const PF_KTHREAD: u64 = 0x0020_0000;
+    let stat = read(format!("/proc/{pid}/stat"))?;
+    // The command name (field 2) may contain spaces; the fields after it do not.
+    let after_comm = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest)
+        .unwrap_or_default();
+    let flags = after_comm
+        .split_whitespace()
+        .nth(6)
+        .and_then(|f| f.parse::<u64>().ok())
+        .unwrap_or(0);
+    Ok(flags & PF_KTHREAD != 0)
+}
+
+fn parent_of(pid: u32) -> Option<u32> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("PPid:"))
+        .and_then(|ppid| ppid.trim().parse().ok())
 }
 
 fn pidfd_open(pid: u32) -> Result<OwnedFd, TargetError> {
@@ -158,14 +217,32 @@ mod tests {
 
     #[test]
     fn resolves_this_process() {
-        let me = ProcessTarget::resolve(std::process::id()).expect("resolve self");
+        let me = ProcessTarget::resolve(std::process::id(), true).expect("resolve self");
         assert!(me.cgroup.is_dir(), "{}", me.cgroup.display());
+    }
+
+    #[test]
+    fn guards_init_self_parents_and_kernel_threads() {
+        let refused = |pid| {
+            matches!(
+                ProcessTarget::resolve(pid, false),
+                Err(TargetError::Guarded { .. })
+            )
+        };
+        assert!(refused(1));
+        assert!(refused(std::process::id()));
+        assert!(refused(parent_of(std::process::id()).expect("a parent")));
+        assert!(refused(2), "kthreadd is a kernel thread");
+        assert!(
+            ProcessTarget::resolve(1, true).is_ok(),
+            "--force lifts the guard"
+        );
     }
 
     #[test]
     fn a_missing_process_is_named() {
         // PIDs above pid_max never exist; 2^22 is the largest pid_max Linux allows.
-        let err = ProcessTarget::resolve(4_194_305).unwrap_err();
+        let err = ProcessTarget::resolve(4_194_305, false).unwrap_err();
         assert!(
             matches!(err, TargetError::NoSuchProcess(4_194_305)),
             "{err}"

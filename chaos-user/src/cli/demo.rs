@@ -93,7 +93,7 @@ pub fn execute(args: DemoArgs) -> Result<u8, Error> {
         target.child.id(),
         humantime::format_duration(args.duration)
     );
-    let process = ProcessTarget::resolve(target.child.id())?;
+    let process = ProcessTarget::resolve(target.child.id(), false)?;
     let report = run::errno_run(&process, &fault, args.duration, || {
         *phase.lock().expect("phase lock") = 1
     });

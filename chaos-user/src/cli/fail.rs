@@ -56,6 +56,11 @@ pub struct FailArgs {
     /// Print the final report as JSON on stdout.
     #[arg(long)]
     pub json: bool,
+
+    /// Allow targets that are refused by default: PID 1, chaos itself and its parents, kernel
+    /// threads.
+    #[arg(long)]
+    pub force: bool,
 }
 
 pub fn execute(args: FailArgs) -> Result<u8, Error> {
@@ -67,11 +72,11 @@ pub fn execute(args: FailArgs) -> Result<u8, Error> {
         errno: args.errno,
         dry_run: args.dry_run,
     };
-    let target = ProcessTarget::resolve(args.pid)?;
     let missing = capabilities::missing();
     if !missing.is_empty() {
         return Err(Error::Privileges(missing));
     }
+    let target = ProcessTarget::resolve(args.pid, args.force)?;
     eprintln!(
         "chaos: failing {} of pid {} with {} for {}{} (Ctrl-C ends it early)",
         fault
