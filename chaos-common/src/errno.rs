@@ -8,9 +8,32 @@ pub const MAX_TARGET_PIDS: u32 = 4096;
 /// Operations an errno fault can fail. The value is a bit position in [`ErrnoFault::ops`] and the
 /// column of [`crate::counters::counter_index`].
 pub const OP_OPEN: u32 = 0;
-pub const OP_CONNECT: u32 = 1;
+pub const OP_READ: u32 = 1;
+pub const OP_WRITE: u32 = 2;
+pub const OP_EXEC: u32 = 3;
+pub const OP_FORK: u32 = 4;
+pub const OP_MMAP: u32 = 5;
+pub const OP_UNLINK: u32 = 6;
+pub const OP_RMDIR: u32 = 7;
+pub const OP_MKDIR: u32 = 8;
+pub const OP_RENAME: u32 = 9;
+pub const OP_LINK: u32 = 10;
+pub const OP_SYMLINK: u32 = 11;
+pub const OP_TRUNCATE: u32 = 12;
+pub const OP_CHMOD: u32 = 13;
+pub const OP_CHOWN: u32 = 14;
+pub const OP_IOCTL: u32 = 15;
+pub const OP_LOCK: u32 = 16;
+pub const OP_STAT: u32 = 17;
+pub const OP_CONNECT: u32 = 18;
+pub const OP_BIND: u32 = 19;
+pub const OP_LISTEN: u32 = 20;
+pub const OP_ACCEPT: u32 = 21;
+pub const OP_SEND: u32 = 22;
+pub const OP_RECV: u32 = 23;
+pub const OP_SOCKET: u32 = 24;
 /// Number of operations; sizes the counter map.
-pub const OP_COUNT: u32 = 2;
+pub const OP_COUNT: u32 = 25;
 
 /// The value of a target entry: which fault slot applies to this process.
 #[repr(C)]

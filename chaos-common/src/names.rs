@@ -7,14 +7,72 @@ pub const MAP_ERRNO_FAULTS: &str = "ERRNO_FAULTS";
 /// Per-CPU counters: [`crate::counters::counter_index`] → [`crate::counters::Counters`].
 pub const MAP_COUNTERS: &str = "COUNTERS";
 
-/// `cgroup/connect4`: fails IPv4 `connect()`.
+/// Errno programs (object `errno`). cgroup programs fail calls of the processes in the cgroup
+/// they are attached to; LSM programs are global and filter by target.
 pub const PROG_CGROUP_CONNECT4: &str = "cgroup_connect4";
-/// `cgroup/connect6`: fails IPv6 `connect()`.
 pub const PROG_CGROUP_CONNECT6: &str = "cgroup_connect6";
-/// `lsm/file_open`: fails `open()` and friends.
-pub const PROG_LSM_FILE_OPEN: &str = "lsm_file_open";
-/// The LSM hook [`PROG_LSM_FILE_OPEN`] attaches to.
-pub const LSM_HOOK_FILE_OPEN: &str = "file_open";
+pub const PROG_CGROUP_BIND4: &str = "cgroup_bind4";
+pub const PROG_CGROUP_BIND6: &str = "cgroup_bind6";
+pub const PROG_CGROUP_SENDMSG4: &str = "cgroup_sendmsg4";
+pub const PROG_CGROUP_SENDMSG6: &str = "cgroup_sendmsg6";
+pub const PROG_CGROUP_SOCK_CREATE: &str = "cgroup_sock_create";
+
+/// LSM errno programs: (program name, LSM hook).
+pub const LSM_FILE_OPEN: (&str, &str) = ("lsm_file_open", "file_open");
+pub const LSM_FILE_PERMISSION: (&str, &str) = ("lsm_file_permission", "file_permission");
+pub const LSM_BPRM_CHECK: (&str, &str) = ("lsm_bprm_check", "bprm_check_security");
+pub const LSM_TASK_ALLOC: (&str, &str) = ("lsm_task_alloc", "task_alloc");
+pub const LSM_MMAP_FILE: (&str, &str) = ("lsm_mmap_file", "mmap_file");
+pub const LSM_INODE_UNLINK: (&str, &str) = ("lsm_inode_unlink", "inode_unlink");
+pub const LSM_INODE_RMDIR: (&str, &str) = ("lsm_inode_rmdir", "inode_rmdir");
+pub const LSM_INODE_MKDIR: (&str, &str) = ("lsm_inode_mkdir", "inode_mkdir");
+pub const LSM_INODE_RENAME: (&str, &str) = ("lsm_inode_rename", "inode_rename");
+pub const LSM_INODE_LINK: (&str, &str) = ("lsm_inode_link", "inode_link");
+pub const LSM_INODE_SYMLINK: (&str, &str) = ("lsm_inode_symlink", "inode_symlink");
+pub const LSM_PATH_TRUNCATE: (&str, &str) = ("lsm_path_truncate", "path_truncate");
+pub const LSM_PATH_CHMOD: (&str, &str) = ("lsm_path_chmod", "path_chmod");
+pub const LSM_PATH_CHOWN: (&str, &str) = ("lsm_path_chown", "path_chown");
+pub const LSM_FILE_IOCTL: (&str, &str) = ("lsm_file_ioctl", "file_ioctl");
+pub const LSM_FILE_LOCK: (&str, &str) = ("lsm_file_lock", "file_lock");
+pub const LSM_INODE_GETATTR: (&str, &str) = ("lsm_inode_getattr", "inode_getattr");
+pub const LSM_SOCKET_LISTEN: (&str, &str) = ("lsm_socket_listen", "socket_listen");
+pub const LSM_SOCKET_ACCEPT: (&str, &str) = ("lsm_socket_accept", "socket_accept");
+pub const LSM_SOCKET_SENDMSG: (&str, &str) = ("lsm_socket_sendmsg", "socket_sendmsg");
+pub const LSM_SOCKET_RECVMSG: (&str, &str) = ("lsm_socket_recvmsg", "socket_recvmsg");
+pub const LSM_SOCKET_CREATE: (&str, &str) = ("lsm_socket_create", "socket_create");
+
+/// Every program of the `errno` object, for checks that none is left in the kernel.
+pub const ERRNO_PROGRAMS: &[&str] = &[
+    PROG_CGROUP_CONNECT4,
+    PROG_CGROUP_CONNECT6,
+    PROG_CGROUP_BIND4,
+    PROG_CGROUP_BIND6,
+    PROG_CGROUP_SENDMSG4,
+    PROG_CGROUP_SENDMSG6,
+    PROG_CGROUP_SOCK_CREATE,
+    LSM_FILE_OPEN.0,
+    LSM_FILE_PERMISSION.0,
+    LSM_BPRM_CHECK.0,
+    LSM_TASK_ALLOC.0,
+    LSM_MMAP_FILE.0,
+    LSM_INODE_UNLINK.0,
+    LSM_INODE_RMDIR.0,
+    LSM_INODE_MKDIR.0,
+    LSM_INODE_RENAME.0,
+    LSM_INODE_LINK.0,
+    LSM_INODE_SYMLINK.0,
+    LSM_PATH_TRUNCATE.0,
+    LSM_PATH_CHMOD.0,
+    LSM_PATH_CHOWN.0,
+    LSM_FILE_IOCTL.0,
+    LSM_FILE_LOCK.0,
+    LSM_INODE_GETATTR.0,
+    LSM_SOCKET_LISTEN.0,
+    LSM_SOCKET_ACCEPT.0,
+    LSM_SOCKET_SENDMSG.0,
+    LSM_SOCKET_RECVMSG.0,
+    LSM_SOCKET_CREATE.0,
+];
 
 /// Probe-only programs (object `probe`): loaded by `chaos probe` to learn what the kernel allows.
 pub const PROG_PROBE_KPROBE_OVERRIDE: &str = "kprobe_override_probe";

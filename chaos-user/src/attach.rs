@@ -1,12 +1,12 @@
 //! Loading and attaching: from a planned fault to programs live in the kernel. Every link belongs
 //! to the [`ErrnoAttachment`]; dropping it (or the process dying) detaches everything.
 
-use std::{fs::File, io, path::PathBuf, time::Duration};
+use std::{collections::HashMap as Map, fs::File, io, path::PathBuf, time::Duration};
 
 use aya::{
     Btf, Ebpf, EbpfLoader,
     maps::{Array, HashMap, MapError, PerCpuArray},
-    programs::{CgroupAttachMode, CgroupSockAddr, Lsm, ProgramError},
+    programs::{CgroupAttachMode, CgroupSock, CgroupSockAddr, Lsm, ProgramError},
 };
 use chaos_common::{
     counters::{Counters, counter_index},
@@ -17,7 +17,7 @@ use thiserror::Error;
 use tracing::debug;
 
 use crate::{
-    fault::{ErrnoFault, Op},
+    fault::{Backend, BackendChoice, ErrnoFault, Hook, Mechanism, Op},
     kernel::{self, Finding},
     object,
     target::ProcessTarget,
@@ -49,29 +49,82 @@ pub enum AttachError {
         #[source]
         source: io::Error,
     },
-    #[error("--op {op} needs {feature}, which this kernel does not offer: {explanation}")]
-    Unsupported {
-        op: Op,
-        feature: &'static str,
-        explanation: String,
-    },
+    #[error("--op {op} cannot be injected on this kernel: {explanation}")]
+    Unsupported { op: Op, explanation: String },
 }
 
 /// The slot of the one fault a `chaos fail` run holds.
 const FAULT_SLOT: u32 = 0;
 
+/// The backend chosen for each operation of a fault.
+pub type Plan = Vec<(Op, &'static Backend)>;
+
+/// Picks, for each operation, the first backend the kernel supports (or the one `choice`
+/// insists on). `unsupported` says why a mechanism cannot run here, or `None` when it can.
+pub fn plan(
+    ops: &[Op],
+    choice: BackendChoice,
+    mut unsupported: impl FnMut(Mechanism) -> Option<Finding>,
+) -> Result<Plan, AttachError> {
+    let mut verdicts: Map<Mechanism, Option<Finding>> = Map::new();
+    ops.iter()
+        .map(|&op| {
+            let candidates: Vec<&'static Backend> = op
+                .backends()
+                .iter()
+                .filter(|backend| {
+                    choice == BackendChoice::Auto
+                        || choice == BackendChoice::Only(backend.mechanism)
+                })
+                .collect();
+            if candidates.is_empty() {
+                let offered: Vec<&str> = op.backends().iter().map(|b| b.mechanism.name()).collect();
+                return Err(AttachError::Unsupported {
+                    op,
+                    explanation: format!("no such backend for it; it has: {}", offered.join(", ")),
+                });
+            }
+            let mut reasons = Vec::new();
+            for backend in candidates {
+                let verdict = verdicts
+                    .entry(backend.mechanism)
+                    .or_insert_with(|| unsupported(backend.mechanism));
+                match verdict {
+                    None => return Ok((op, backend)),
+                    Some(finding) => {
+                        reasons.push(format!("{}: {}", backend.mechanism, finding.explain()))
+                    }
+                }
+            }
+            Err(AttachError::Unsupported {
+                op,
+                explanation: reasons.join("; "),
+            })
+        })
+        .collect()
+}
+
+/// Why `mechanism` cannot run on this kernel, or `None`.
+pub fn mechanism_unsupported(mechanism: Mechanism) -> Option<Finding> {
+    match mechanism {
+        Mechanism::Lsm => kernel::lsm_unsupported(),
+        Mechanism::Cgroup => Some(kernel::cgroup_sock_addr()).filter(|finding| !finding.supported),
+    }
+}
+
 /// An errno fault live in the kernel.
 pub struct ErrnoAttachment {
     ebpf: Ebpf,
-    ops: Vec<Op>,
+    plan: Plan,
 }
 
 impl ErrnoAttachment {
-    /// Loads every program `fault` needs, fills the maps, then attaches: if any program fails
+    /// Loads every program the plan needs, fills the maps, then attaches: if any program fails
     /// to load, nothing has been attached.
     pub fn attach(
         target: &ProcessTarget,
         fault: &ErrnoFault,
+        plan: Plan,
         lifetime: Duration,
     ) -> Result<Self, AttachError> {
         let btf = Btf::from_sys_fs().ok();
@@ -96,25 +149,27 @@ impl ErrnoAttachment {
             .insert(target.pid, Target { fault: FAULT_SLOT }, 0)
             .map_err(map_error(names::MAP_TARGET_PIDS))?;
 
-        for &op in &fault.ops {
-            load(&mut ebpf, op, btf.as_ref())?;
+        let hooks = hooks_of(&plan);
+        for &hook in &hooks {
+            load(&mut ebpf, hook, btf.as_ref())?;
         }
-        for &op in &fault.ops {
-            attach(&mut ebpf, op, target)?;
-            debug!(pid = target.pid, %op, errno = %fault.errno, "attached");
+        let cgroup = File::open(&target.cgroup).map_err(|source| AttachError::Cgroup {
+            path: target.cgroup.clone(),
+            source,
+        })?;
+        for &hook in &hooks {
+            attach(&mut ebpf, hook, &cgroup)?;
+            debug!(pid = target.pid, program = hook.program(), errno = %fault.errno, "attached");
         }
-        Ok(ErrnoAttachment {
-            ebpf,
-            ops: fault.ops.clone(),
-        })
+        Ok(ErrnoAttachment { ebpf, plan })
     }
 
     /// Detaches and unloads every program but keeps the maps, so the final counters read after
     /// this are exact: no call can be failed between the reading and the detaching.
     pub fn detach(&mut self) {
-        for &op in &self.ops {
-            if let Err(err) = unload(&mut self.ebpf, op) {
-                tracing::warn!(%op, %err, "detach");
+        for hook in hooks_of(&self.plan) {
+            if let Err(err) = unload(&mut self.ebpf, hook) {
+                tracing::warn!(program = hook.program(), %err, "detach");
             }
         }
     }
@@ -140,103 +195,63 @@ impl ErrnoAttachment {
             .unwrap_or_default()
     }
 
-    pub fn ops(&self) -> &[Op] {
-        &self.ops
+    pub fn plan(&self) -> &Plan {
+        &self.plan
     }
 }
 
-fn load(ebpf: &mut Ebpf, op: Op, btf: Option<&Btf>) -> Result<(), AttachError> {
-    match op {
-        Op::Connect => {
-            for name in [names::PROG_CGROUP_CONNECT4, names::PROG_CGROUP_CONNECT6] {
-                let program: &mut CgroupSockAddr = program(ebpf, name)?;
-                program
-                    .load()
-                    .map_err(|source| explain_load_error(op, name, source))?;
-            }
+/// Every hook of the plan, once (read and write share one program).
+fn hooks_of(plan: &Plan) -> Vec<Hook> {
+    let mut hooks: Vec<Hook> = Vec::new();
+    for hook in plan.iter().flat_map(|(_, backend)| backend.hooks) {
+        if !hooks.contains(hook) {
+            hooks.push(*hook);
         }
-        Op::Open => {
-            let name = names::PROG_LSM_FILE_OPEN;
-            if let Some(finding) = kernel::lsm_unsupported() {
-                return Err(unsupported(op, &finding));
-            }
+    }
+    hooks
+}
+
+fn load(ebpf: &mut Ebpf, hook: Hook, btf: Option<&Btf>) -> Result<(), AttachError> {
+    let name = hook.program();
+    let result = match hook {
+        Hook::SockAddr(_) => program::<CgroupSockAddr>(ebpf, name)?.load(),
+        Hook::Sock(_) => program::<CgroupSock>(ebpf, name)?.load(),
+        Hook::Lsm((_, lsm_hook)) => {
             let btf = btf.ok_or_else(|| AttachError::Unsupported {
-                op,
-                feature: kernel::feature::BTF,
+                op: Op::Open,
                 explanation:
                     "no kernel BTF at /sys/kernel/btf/vmlinux; to enable: CONFIG_DEBUG_INFO_BTF=y"
                         .into(),
             })?;
-            let program: &mut Lsm = program(ebpf, name)?;
-            program
-                .load(names::LSM_HOOK_FILE_OPEN, btf)
-                .map_err(|source| AttachError::Program { name, source })?;
+            program::<Lsm>(ebpf, name)?.load(lsm_hook, btf)
         }
-    }
-    Ok(())
+    };
+    result.map_err(|source| AttachError::Program { name, source })
 }
 
-fn attach(ebpf: &mut Ebpf, op: Op, target: &ProcessTarget) -> Result<(), AttachError> {
-    match op {
-        Op::Connect => {
-            let cgroup = File::open(&target.cgroup).map_err(|source| AttachError::Cgroup {
-                path: target.cgroup.clone(),
-                source,
-            })?;
-            for name in [names::PROG_CGROUP_CONNECT4, names::PROG_CGROUP_CONNECT6] {
-                let program: &mut CgroupSockAddr = program(ebpf, name)?;
-                // A link-based attachment always lets other programs run beside ours.
-                program
-                    .attach(&cgroup, CgroupAttachMode::Single)
-                    .map_err(|source| AttachError::Program { name, source })?;
-            }
-        }
-        Op::Open => {
-            let name = names::PROG_LSM_FILE_OPEN;
-            let program: &mut Lsm = program(ebpf, name)?;
-            program
-                .attach()
-                .map_err(|source| AttachError::Program { name, source })?;
-        }
-    }
-    Ok(())
+fn attach(ebpf: &mut Ebpf, hook: Hook, cgroup: &File) -> Result<(), AttachError> {
+    let name = hook.program();
+    // A link-based cgroup attachment always lets other programs run beside ours.
+    let result = match hook {
+        Hook::SockAddr(_) => program::<CgroupSockAddr>(ebpf, name)?
+            .attach(cgroup, CgroupAttachMode::Single)
+            .map(drop),
+        Hook::Sock(_) => program::<CgroupSock>(ebpf, name)?
+            .attach(cgroup, CgroupAttachMode::Single)
+            .map(drop),
+        Hook::Lsm(_) => program::<Lsm>(ebpf, name)?.attach().map(drop),
+    };
+    result.map_err(|source| AttachError::Program { name, source })
 }
 
-fn unload(ebpf: &mut Ebpf, op: Op) -> Result<(), AttachError> {
-    match op {
-        Op::Connect => {
-            for name in [names::PROG_CGROUP_CONNECT4, names::PROG_CGROUP_CONNECT6] {
-                let program: &mut CgroupSockAddr = program(ebpf, name)?;
-                program
-                    .unload()
-                    .map_err(|source| AttachError::Program { name, source })?;
-            }
-        }
-        Op::Open => {
-            let name = names::PROG_LSM_FILE_OPEN;
-            let program: &mut Lsm = program(ebpf, name)?;
-            program
-                .unload()
-                .map_err(|source| AttachError::Program { name, source })?;
-        }
-    }
-    Ok(())
-}
-
-fn unsupported(op: Op, finding: &Finding) -> AttachError {
-    AttachError::Unsupported {
-        op,
-        feature: finding.feature,
-        explanation: finding.explain(),
-    }
-}
-
-/// A cgroup program that does not load: explain it with the probe's finding when it has one.
-fn explain_load_error(op: Op, name: &'static str, source: ProgramError) -> AttachError {
-    match kernel::cgroup_sock_addr() {
-        finding if !finding.supported => unsupported(op, &finding),
-        _ => AttachError::Program { name, source },
-    }
+fn unload(ebpf: &mut Ebpf, hook: Hook) -> Result<(), AttachError> {
+    let name = hook.program();
+    let result = match hook {
+        Hook::SockAddr(_) => program::<CgroupSockAddr>(ebpf, name)?.unload(),
+        Hook::Sock(_) => program::<CgroupSock>(ebpf, name)?.unload(),
+        Hook::Lsm(_) => program::<Lsm>(ebpf, name)?.unload(),
+    };
+    result.map_err(|source| AttachError::Program { name, source })
 }
 
 fn program<'a, T>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut T, AttachError>
@@ -272,4 +287,82 @@ pub fn monotonic_now_ns() -> u64 {
     // SAFETY: clock_gettime writes into the timespec we own.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
     now.tv_sec as u64 * 1_000_000_000 + now.tv_nsec as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refused(mechanism: Mechanism) -> Option<Finding> {
+        Some(Finding {
+            feature: "trampoline",
+            supported: false,
+            detail: format!("{mechanism} refused"),
+            enable: Some("a better kernel".into()),
+        })
+    }
+
+    #[test]
+    fn picks_the_most_complete_supported_backend() {
+        let lsm_everywhere = plan(&[Op::Send, Op::Connect], BackendChoice::Auto, |_| None).unwrap();
+        assert_eq!(
+            lsm_everywhere[0].1.mechanism,
+            Mechanism::Lsm,
+            "send prefers LSM"
+        );
+        assert_eq!(
+            lsm_everywhere[1].1.mechanism,
+            Mechanism::Cgroup,
+            "connect is cgroup only"
+        );
+
+        let no_lsm = |m| {
+            if m == Mechanism::Lsm {
+                refused(m)
+            } else {
+                None
+            }
+        };
+        let plan = plan(&[Op::Send, Op::Socket], BackendChoice::Auto, no_lsm).unwrap();
+        assert!(
+            plan.iter()
+                .all(|(_, backend)| backend.mechanism == Mechanism::Cgroup)
+        );
+        assert!(
+            plan[0].1.covers.contains("UDP"),
+            "the narrower coverage is said"
+        );
+    }
+
+    #[test]
+    fn an_op_without_a_usable_backend_names_every_reason() {
+        let no_lsm = |m| {
+            if m == Mechanism::Lsm {
+                refused(m)
+            } else {
+                None
+            }
+        };
+        let err = plan(&[Op::Open], BackendChoice::Auto, no_lsm)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("--op open")
+                && err.contains("lsm refused")
+                && err.contains("a better kernel"),
+            "{err}"
+        );
+        let err = plan(&[Op::Open], BackendChoice::Only(Mechanism::Cgroup), |_| {
+            None
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("it has: lsm"), "{err}");
+    }
+
+    #[test]
+    fn read_and_write_share_one_program() {
+        let plan = plan(&[Op::Read, Op::Write], BackendChoice::Auto, |_| None).unwrap();
+        assert_eq!(hooks_of(&plan), vec![Hook::Lsm(names::LSM_FILE_PERMISSION)]);
+    }
 }

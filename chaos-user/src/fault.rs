@@ -2,7 +2,7 @@
 
 use std::{fmt, str::FromStr, time::Duration};
 
-use chaos_common::errno::{OP_CONNECT, OP_OPEN};
+use chaos_common::{errno, names};
 use thiserror::Error;
 
 use crate::errno_names;
@@ -21,40 +21,306 @@ pub enum ParseError {
     InvalidDuration(String),
     #[error("invalid PID '{0}': expected a process ID greater than 0")]
     InvalidPid(String),
+    #[error("unknown backend '{0}': expected auto, lsm or cgroup")]
+    UnknownBackend(String),
 }
 
 /// An operation an errno fault can fail.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Op {
-    /// `open()`, `openat()`, `openat2()`, `creat()`: the `file_open` LSM hook.
+    /// open(), openat(), openat2(), creat()
     Open,
-    /// `connect()` on IPv4 and IPv6 sockets: cgroup sock_addr hooks.
+    /// read(), readv(), pread(), preadv(), sendfile/splice reads
+    Read,
+    /// write(), writev(), pwrite(), pwritev(), sendfile/splice writes
+    Write,
+    /// execve(), execveat()
+    Exec,
+    /// fork(), vfork(), clone(), clone3(), including new threads
+    Fork,
+    /// mmap(), file-backed and anonymous
+    Mmap,
+    /// unlink(), unlinkat()
+    Unlink,
+    /// rmdir(), unlinkat(AT_REMOVEDIR)
+    Rmdir,
+    /// mkdir(), mkdirat()
+    Mkdir,
+    /// rename(), renameat(), renameat2()
+    Rename,
+    /// link(), linkat()
+    Link,
+    /// symlink(), symlinkat()
+    Symlink,
+    /// truncate() by path (not ftruncate())
+    Truncate,
+    /// chmod(), fchmod(), fchmodat()
+    Chmod,
+    /// chown(), fchown(), lchown(), fchownat()
+    Chown,
+    /// ioctl()
+    Ioctl,
+    /// flock(), fcntl() locks
+    Lock,
+    /// stat(), lstat(), fstat(), newfstatat(), statx()
+    Stat,
+    /// connect() on IPv4 and IPv6 sockets
     Connect,
+    /// bind() on IPv4 and IPv6 sockets
+    Bind,
+    /// listen()
+    Listen,
+    /// accept(), accept4()
+    Accept,
+    /// send(), sendto(), sendmsg(), write() on sockets
+    Send,
+    /// recv(), recvfrom(), recvmsg(), read() on sockets
+    Recv,
+    /// socket() of every family
+    Socket,
 }
 
 impl Op {
-    pub const ALL: [Op; 2] = [Op::Open, Op::Connect];
+    pub const ALL: [Op; 25] = [
+        Op::Open,
+        Op::Read,
+        Op::Write,
+        Op::Exec,
+        Op::Fork,
+        Op::Mmap,
+        Op::Unlink,
+        Op::Rmdir,
+        Op::Mkdir,
+        Op::Rename,
+        Op::Link,
+        Op::Symlink,
+        Op::Truncate,
+        Op::Chmod,
+        Op::Chown,
+        Op::Ioctl,
+        Op::Lock,
+        Op::Stat,
+        Op::Connect,
+        Op::Bind,
+        Op::Listen,
+        Op::Accept,
+        Op::Send,
+        Op::Recv,
+        Op::Socket,
+    ];
 
     pub const fn name(self) -> &'static str {
         match self {
             Op::Open => "open",
+            Op::Read => "read",
+            Op::Write => "write",
+            Op::Exec => "exec",
+            Op::Fork => "fork",
+            Op::Mmap => "mmap",
+            Op::Unlink => "unlink",
+            Op::Rmdir => "rmdir",
+            Op::Mkdir => "mkdir",
+            Op::Rename => "rename",
+            Op::Link => "link",
+            Op::Symlink => "symlink",
+            Op::Truncate => "truncate",
+            Op::Chmod => "chmod",
+            Op::Chown => "chown",
+            Op::Ioctl => "ioctl",
+            Op::Lock => "lock",
+            Op::Stat => "stat",
             Op::Connect => "connect",
+            Op::Bind => "bind",
+            Op::Listen => "listen",
+            Op::Accept => "accept",
+            Op::Send => "send",
+            Op::Recv => "recv",
+            Op::Socket => "socket",
         }
     }
 
     /// The operation number the eBPF side uses (`chaos_common::errno::OP_*`).
     pub const fn code(self) -> u32 {
         match self {
-            Op::Open => OP_OPEN,
-            Op::Connect => OP_CONNECT,
+            Op::Open => errno::OP_OPEN,
+            Op::Read => errno::OP_READ,
+            Op::Write => errno::OP_WRITE,
+            Op::Exec => errno::OP_EXEC,
+            Op::Fork => errno::OP_FORK,
+            Op::Mmap => errno::OP_MMAP,
+            Op::Unlink => errno::OP_UNLINK,
+            Op::Rmdir => errno::OP_RMDIR,
+            Op::Mkdir => errno::OP_MKDIR,
+            Op::Rename => errno::OP_RENAME,
+            Op::Link => errno::OP_LINK,
+            Op::Symlink => errno::OP_SYMLINK,
+            Op::Truncate => errno::OP_TRUNCATE,
+            Op::Chmod => errno::OP_CHMOD,
+            Op::Chown => errno::OP_CHOWN,
+            Op::Ioctl => errno::OP_IOCTL,
+            Op::Lock => errno::OP_LOCK,
+            Op::Stat => errno::OP_STAT,
+            Op::Connect => errno::OP_CONNECT,
+            Op::Bind => errno::OP_BIND,
+            Op::Listen => errno::OP_LISTEN,
+            Op::Accept => errno::OP_ACCEPT,
+            Op::Send => errno::OP_SEND,
+            Op::Recv => errno::OP_RECV,
+            Op::Socket => errno::OP_SOCKET,
         }
     }
 
-    /// The kernel mechanism that fails this operation, as reports name it.
-    pub const fn mechanism(self) -> Mechanism {
+    /// The ways the kernel can fail this operation, the most complete first.
+    pub fn backends(self) -> &'static [Backend] {
         match self {
-            Op::Open => Mechanism::Lsm,
-            Op::Connect => Mechanism::CgroupSockAddr,
+            Op::Open => &[Backend {
+                mechanism: Mechanism::Lsm,
+                covers: "open(), openat(), openat2(), creat()",
+                hooks: &[Hook::Lsm(names::LSM_FILE_OPEN)],
+            }],
+            Op::Read => &[Backend {
+                mechanism: Mechanism::Lsm,
+                covers: "read(), readv(), pread(), preadv(), sendfile/splice reads",
+                hooks: &[Hook::Lsm(names::LSM_FILE_PERMISSION)],
+            }],
+            Op::Write => &[Backend {
+                mechanism: Mechanism::Lsm,
+                covers: "write(), writev(), pwrite(), pwritev(), sendfile/splice writes",
+                hooks: &[Hook::Lsm(names::LSM_FILE_PERMISSION)],
+            }],
+            Op::Exec => &[Backend {
+                mechanism: Mechanism::Lsm,
+                covers: "execve(), execveat()",
+                hooks: &[Hook::Lsm(names::LSM_BPRM_CHECK)],
+            }],
+            Op::Fork => &[Backend {
+                mechanism: Mechanism::Lsm,
+                covers: "fork(), vfork(), clone(), clone3(), including new threads",
+                hooks: &[Hook::Lsm(names::LSM_TASK_ALLOC)],
+            }],
+            Op::Mmap => &[Backend {
+                mechanism: Mechanism::Lsm,
+                covers: "mmap(), file-backed and anonymous",
+                hooks: &[Hook::Lsm(names::LSM_MMAP_FILE)],
+            }],
+            Op::Unlink => &[Backend {
+                mechanism: Mechanism::Lsm,
+                covers: "unlink(), unlinkat()",
+                hooks: &[Hook::Lsm(names::LSM_INODE_UNLINK)],
+            }],
+            Op::Rmdir => &[Backend {
+                mechanism: Mechanism::Lsm,
+                covers: "rmdir(), unlinkat(AT_REMOVEDIR)",
+                hooks: &[Hook::Lsm(names::LSM_INODE_RMDIR)],
+            }],
+            Op::Mkdir => &[Backend {
+                mechanism: Mechanism::Lsm,
+                covers: "mkdir(), mkdirat()",
+                hooks: &[Hook::Lsm(names::LSM_INODE_MKDIR)],
+            }],
+            Op::Rename => &[Backend {
+                mechanism: Mechanism::Lsm,
+                covers: "rename(), renameat(), renameat2()",
+                hooks: &[Hook::Lsm(names::LSM_INODE_RENAME)],
+            }],
+            Op::Link => &[Backend {
+                mechanism: Mechanism::Lsm,
+                covers: "link(), linkat()",
+                hooks: &[Hook::Lsm(names::LSM_INODE_LINK)],
+            }],
+            Op::Symlink => &[Backend {
+                mechanism: Mechanism::Lsm,
+                covers: "symlink(), symlinkat()",
+                hooks: &[Hook::Lsm(names::LSM_INODE_SYMLINK)],
+            }],
+            Op::Truncate => &[Backend {
+                mechanism: Mechanism::Lsm,
+                covers: "truncate() by path (not ftruncate())",
+                hooks: &[Hook::Lsm(names::LSM_PATH_TRUNCATE)],
+            }],
+            Op::Chmod => &[Backend {
+                mechanism: Mechanism::Lsm,
+                covers: "chmod(), fchmod(), fchmodat()",
+                hooks: &[Hook::Lsm(names::LSM_PATH_CHMOD)],
+            }],
+            Op::Chown => &[Backend {
+                mechanism: Mechanism::Lsm,
+                covers: "chown(), fchown(), lchown(), fchownat()",
+                hooks: &[Hook::Lsm(names::LSM_PATH_CHOWN)],
+            }],
+            Op::Ioctl => &[Backend {
+                mechanism: Mechanism::Lsm,
+                covers: "ioctl()",
+                hooks: &[Hook::Lsm(names::LSM_FILE_IOCTL)],
+            }],
+            Op::Lock => &[Backend {
+                mechanism: Mechanism::Lsm,
+                covers: "flock(), fcntl() locks",
+                hooks: &[Hook::Lsm(names::LSM_FILE_LOCK)],
+            }],
+            Op::Stat => &[Backend {
+                mechanism: Mechanism::Lsm,
+                covers: "stat(), lstat(), fstat(), newfstatat(), statx()",
+                hooks: &[Hook::Lsm(names::LSM_INODE_GETATTR)],
+            }],
+            Op::Connect => &[Backend {
+                mechanism: Mechanism::Cgroup,
+                covers: "connect() on IPv4 and IPv6 sockets",
+                hooks: &[
+                    Hook::SockAddr(names::PROG_CGROUP_CONNECT4),
+                    Hook::SockAddr(names::PROG_CGROUP_CONNECT6),
+                ],
+            }],
+            Op::Bind => &[Backend {
+                mechanism: Mechanism::Cgroup,
+                covers: "bind() on IPv4 and IPv6 sockets",
+                hooks: &[
+                    Hook::SockAddr(names::PROG_CGROUP_BIND4),
+                    Hook::SockAddr(names::PROG_CGROUP_BIND6),
+                ],
+            }],
+            Op::Listen => &[Backend {
+                mechanism: Mechanism::Lsm,
+                covers: "listen()",
+                hooks: &[Hook::Lsm(names::LSM_SOCKET_LISTEN)],
+            }],
+            Op::Accept => &[Backend {
+                mechanism: Mechanism::Lsm,
+                covers: "accept(), accept4()",
+                hooks: &[Hook::Lsm(names::LSM_SOCKET_ACCEPT)],
+            }],
+            Op::Send => &[
+                Backend {
+                    mechanism: Mechanism::Lsm,
+                    covers: "send(), sendto(), sendmsg(), write() on sockets",
+                    hooks: &[Hook::Lsm(names::LSM_SOCKET_SENDMSG)],
+                },
+                Backend {
+                    mechanism: Mechanism::Cgroup,
+                    covers: "UDP sendto()/sendmsg() that name a destination",
+                    hooks: &[
+                        Hook::SockAddr(names::PROG_CGROUP_SENDMSG4),
+                        Hook::SockAddr(names::PROG_CGROUP_SENDMSG6),
+                    ],
+                },
+            ],
+            Op::Recv => &[Backend {
+                mechanism: Mechanism::Lsm,
+                covers: "recv(), recvfrom(), recvmsg(), read() on sockets",
+                hooks: &[Hook::Lsm(names::LSM_SOCKET_RECVMSG)],
+            }],
+            Op::Socket => &[
+                Backend {
+                    mechanism: Mechanism::Lsm,
+                    covers: "socket() of every family",
+                    hooks: &[Hook::Lsm(names::LSM_SOCKET_CREATE)],
+                },
+                Backend {
+                    mechanism: Mechanism::Cgroup,
+                    covers: "socket() of AF_INET and AF_INET6 only",
+                    hooks: &[Hook::Sock(names::PROG_CGROUP_SOCK_CREATE)],
+                },
+            ],
         }
     }
 
@@ -81,21 +347,79 @@ impl FromStr for Op {
 }
 
 /// How the kernel is made to fail a call.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Mechanism {
-    /// A BPF LSM program returns the errno (needs trampoline programs).
+    /// BPF LSM programs return the errno: global hooks, filtered by target (needs trampoline
+    /// programs and `bpf` in `lsm=`).
     Lsm,
-    /// A cgroup sock_addr program denies the call and sets the errno with `bpf_set_retval`.
-    CgroupSockAddr,
+    /// cgroup programs on the target's cgroup v2 deny the call and set the errno with
+    /// `bpf_set_retval`: only processes in that cgroup run them.
+    Cgroup,
 }
 
 impl Mechanism {
     pub const fn name(self) -> &'static str {
         match self {
             Mechanism::Lsm => "lsm",
-            Mechanism::CgroupSockAddr => "cgroup-sock-addr",
+            Mechanism::Cgroup => "cgroup",
         }
     }
+}
+
+impl fmt::Display for Mechanism {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Which mechanism `--backend` asks for.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum BackendChoice {
+    /// The most complete mechanism the running kernel offers.
+    #[default]
+    Auto,
+    Only(Mechanism),
+}
+
+impl FromStr for BackendChoice {
+    type Err = ParseError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "auto" => Ok(BackendChoice::Auto),
+            "lsm" => Ok(BackendChoice::Only(Mechanism::Lsm)),
+            "cgroup" => Ok(BackendChoice::Only(Mechanism::Cgroup)),
+            other => Err(ParseError::UnknownBackend(other.to_owned())),
+        }
+    }
+}
+
+/// A program and the hook it attaches to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Hook {
+    /// An LSM program: (program name, LSM hook).
+    Lsm((&'static str, &'static str)),
+    /// A cgroup sock_addr program (connect, bind, sendmsg).
+    SockAddr(&'static str),
+    /// A cgroup sock program (sock_create).
+    Sock(&'static str),
+}
+
+impl Hook {
+    pub const fn program(self) -> &'static str {
+        match self {
+            Hook::Lsm((program, _)) | Hook::SockAddr(program) | Hook::Sock(program) => program,
+        }
+    }
+}
+
+/// One way to fail an operation: a mechanism, its programs, and what it covers.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Backend {
+    pub mechanism: Mechanism,
+    /// The calls this backend fails, as the report and `--help` say.
+    pub covers: &'static str,
+    pub hooks: &'static [Hook],
 }
 
 /// A positive errno value, parsed from a name (`EIO`) or a number (`5`).
@@ -165,6 +489,7 @@ pub struct ErrnoFault {
     pub errno: Errno,
     /// Count matching calls but fail none.
     pub dry_run: bool,
+    pub backend: BackendChoice,
 }
 
 impl ErrnoFault {
@@ -217,9 +542,22 @@ mod tests {
         assert_eq!("CONNECT".parse(), Ok(Op::Connect));
         let err = "frobnicate".parse::<Op>().unwrap_err().to_string();
         assert!(
-            err.contains("frobnicate") && err.contains("open, connect"),
+            err.contains("frobnicate") && err.contains("open, read, write"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn every_op_has_a_distinct_code_and_a_backend() {
+        let mut codes: Vec<u32> = Op::ALL.iter().map(|op| op.code()).collect();
+        codes.sort();
+        codes.dedup();
+        assert_eq!(codes.len(), Op::ALL.len());
+        assert_eq!(Op::ALL.len() as u32, errno::OP_COUNT);
+        for op in Op::ALL {
+            assert!(!op.backends().is_empty(), "{op}");
+            assert_eq!(op.name().parse::<Op>(), Ok(op));
+        }
     }
 
     #[test]
@@ -253,7 +591,11 @@ mod tests {
             ops: vec![Op::Open, Op::Connect],
             errno: Errno(5),
             dry_run: false,
+            backend: BackendChoice::Auto,
         };
-        assert_eq!(fault.op_mask(), 1 << OP_OPEN | 1 << OP_CONNECT);
+        assert_eq!(
+            fault.op_mask(),
+            1 << errno::OP_OPEN | 1 << errno::OP_CONNECT
+        );
     }
 }

@@ -143,9 +143,9 @@ fn lsm_loadable(btf: Option<&Btf>) -> Finding {
         );
     };
     let result = load_object(object::ERRNO).and_then(|mut ebpf| {
-        let program: &mut Lsm = program(&mut ebpf, names::PROG_LSM_FILE_OPEN)?;
+        let program: &mut Lsm = program(&mut ebpf, names::LSM_FILE_OPEN.0)?;
         program
-            .load(names::LSM_HOOK_FILE_OPEN, btf)
+            .load(names::LSM_FILE_OPEN.1, btf)
             .map_err(|err| err.to_string())
     });
     match result {

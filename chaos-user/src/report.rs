@@ -29,6 +29,8 @@ pub struct FaultReport {
     pub op: &'static str,
     pub errno: String,
     pub mechanism: &'static str,
+    /// The calls the mechanism fails.
+    pub covers: &'static str,
     pub dry_run: bool,
     /// Calls by a target that the fault covered.
     pub matched: u64,
@@ -66,7 +68,7 @@ impl Report {
         for fault in &self.faults {
             let _ = writeln!(
                 out,
-                "  {:<8} {:<14} via {:<17} matched {:>8}  injected {:>8}{}",
+                "  {:<8} {:<14} via {:<7} matched {:>8}  injected {:>8}{}",
                 fault.op,
                 fault.errno,
                 fault.mechanism,
@@ -145,6 +147,7 @@ mod tests {
                 op: "open",
                 errno: "EIO".into(),
                 mechanism: "lsm",
+                covers: "open()",
                 dry_run: false,
                 matched: 3,
                 injected: 3,

@@ -14,7 +14,7 @@ use tokio::{
 use tracing::debug;
 
 use crate::{
-    attach::ErrnoAttachment,
+    attach::{ErrnoAttachment, Plan},
     error::Error,
     fault::ErrnoFault,
     report::{EndedBy, FaultReport, Report, StatusLine, TargetReport},
@@ -62,23 +62,25 @@ pub async fn hold(
 pub fn errno_run(
     target: &ProcessTarget,
     fault: &ErrnoFault,
+    plan: Plan,
     lifetime: Duration,
     on_attached: impl FnOnce(),
 ) -> Result<Report, Error> {
-    let mut attachment = ErrnoAttachment::attach(target, fault, lifetime)?;
+    let mut attachment = ErrnoAttachment::attach(target, fault, plan, lifetime)?;
     on_attached();
     let started = std::time::Instant::now();
     let fault_reports = |attachment: &ErrnoAttachment| -> Vec<FaultReport> {
         attachment
-            .ops()
+            .plan()
             .iter()
-            .map(|&op| {
+            .map(|&(op, backend)| {
                 let counters = attachment.counters(op);
                 FaultReport {
                     kind: "errno",
                     op: op.name(),
                     errno: fault.errno.to_string(),
-                    mechanism: op.mechanism().name(),
+                    mechanism: backend.mechanism.name(),
+                    covers: backend.covers,
                     dry_run: fault.dry_run,
                     matched: counters.matched,
                     injected: counters.injected,

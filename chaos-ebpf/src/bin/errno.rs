@@ -1,69 +1,185 @@
-//! Errno faults: calls of a target process fail with a chosen errno.
+//! Errno faults: calls of target processes fail with a chosen errno.
+//!
+//! cgroup programs (kernel >= 5.18 for `bpf_set_retval`, CONFIG_CGROUP_BPF) fail the calls of
+//! target processes in the cgroup they are attached to. LSM programs (kernel >= 5.7,
+//! CONFIG_BPF_LSM, `bpf` in `lsm=`, and a kernel that lets trampoline programs load) are global
+//! and fail the calls of targets anywhere.
 #![no_std]
 #![no_main]
 
 use aya_ebpf::{
     helpers::bpf_set_retval,
-    macros::{cgroup_sock_addr, lsm},
-    programs::{LsmContext, SockAddrContext},
+    macros::{cgroup_sock, cgroup_sock_addr, lsm},
+    programs::{LsmContext, SockAddrContext, SockContext},
 };
-use chaos_common::errno::{OP_CONNECT, OP_OPEN};
+use chaos_common::errno::*;
 use chaos_ebpf::errno::injected_errno;
 
-/// cgroup sock_addr programs: 1 lets the call through, 0 fails it (with the errno set by
-/// `bpf_set_retval`, EPERM without).
-const SOCK_ADDR_ALLOW: i32 = 1;
-const SOCK_ADDR_DENY: i32 = 0;
+/// cgroup programs: 1 lets the call through, 0 fails it (with the errno set by `bpf_set_retval`,
+/// EPERM without).
+const CGROUP_ALLOW: i32 = 1;
+const CGROUP_DENY: i32 = 0;
 
 /// The largest errno a kernel call can return.
 const MAX_ERRNO: i32 = 4095;
 
-/// Fails IPv4 `connect()` (and UDP `connect()`) of target processes in the attached cgroup.
-/// Kernel >= 5.18 (`bpf_set_retval` in sock_addr programs); CONFIG_CGROUP_BPF.
-#[cgroup_sock_addr(connect4)]
-pub fn cgroup_connect4(_ctx: SockAddrContext) -> i32 {
-    fail_connect()
-}
-
-/// Same as [`cgroup_connect4`] for IPv6.
-#[cgroup_sock_addr(connect6)]
-pub fn cgroup_connect6(_ctx: SockAddrContext) -> i32 {
-    fail_connect()
-}
+/// `MAY_WRITE` and `MAY_READ` from linux/fs.h, in the `mask` of `file_permission`.
+const MAY_WRITE: i32 = 0x2;
+const MAY_READ: i32 = 0x4;
 
 #[inline(always)]
-fn fail_connect() -> i32 {
-    match injected_errno(OP_CONNECT) {
+fn cgroup_verdict(op: u32) -> i32 {
+    match injected_errno(op) {
         Some(errno) => {
             // SAFETY: a helper call with a plain integer argument.
             unsafe { bpf_set_retval(-errno) };
-            SOCK_ADDR_DENY
+            CGROUP_DENY
         }
-        None => SOCK_ADDR_ALLOW,
+        None => CGROUP_ALLOW,
     }
 }
 
-/// Fails `open()`, `openat()`, `openat2()` and `creat()` of target processes (the `file_open`
-/// LSM hook). Kernel >= 5.7, CONFIG_BPF_LSM, `bpf` in the `lsm=` boot parameter, and a kernel
-/// that lets trampoline programs load.
-#[lsm(hook = "file_open")]
-pub fn lsm_file_open(ctx: LsmContext) -> i32 {
-    // The last argument is the verdict of the LSM programs before this one: keep a denial.
-    let earlier: i32 = ctx.arg(1);
+/// Fails IPv4 `connect()`. Fails IPv6 `connect()`.
+#[cgroup_sock_addr(connect4)]
+pub fn cgroup_connect4(_ctx: SockAddrContext) -> i32 {
+    cgroup_verdict(OP_CONNECT)
+}
+
+#[cgroup_sock_addr(connect6)]
+pub fn cgroup_connect6(_ctx: SockAddrContext) -> i32 {
+    cgroup_verdict(OP_CONNECT)
+}
+
+/// Fails IPv4 / IPv6 `bind()`.
+#[cgroup_sock_addr(bind4)]
+pub fn cgroup_bind4(_ctx: SockAddrContext) -> i32 {
+    cgroup_verdict(OP_BIND)
+}
+
+#[cgroup_sock_addr(bind6)]
+pub fn cgroup_bind6(_ctx: SockAddrContext) -> i32 {
+    cgroup_verdict(OP_BIND)
+}
+
+/// Fails UDP `sendto()` / `sendmsg()` that name a destination (the hook runs only for those).
+#[cgroup_sock_addr(sendmsg4)]
+pub fn cgroup_sendmsg4(_ctx: SockAddrContext) -> i32 {
+    cgroup_verdict(OP_SEND)
+}
+
+#[cgroup_sock_addr(sendmsg6)]
+pub fn cgroup_sendmsg6(_ctx: SockAddrContext) -> i32 {
+    cgroup_verdict(OP_SEND)
+}
+
+/// Fails `socket()` for AF_INET and AF_INET6 (the hook runs only for those families).
+#[cgroup_sock(sock_create)]
+pub fn cgroup_sock_create(_ctx: SockContext) -> i32 {
+    cgroup_verdict(OP_SOCKET)
+}
+
+/// The verdict of an LSM program whose hook has `args` arguments: the kernel appends the verdict
+/// of the LSM programs before this one as one more argument, and a denial there stands.
+#[inline(always)]
+fn lsm_verdict(ctx: &LsmContext, args: usize, op: u32) -> i32 {
+    let earlier: i32 = ctx.arg(args);
     if earlier != 0 {
-        return lsm_verdict(earlier);
+        return clamp_errno(earlier);
     }
-    match injected_errno(OP_OPEN) {
-        Some(errno) => lsm_verdict(-errno),
+    match injected_errno(op) {
+        Some(errno) => clamp_errno(-errno),
         None => 0,
     }
 }
 
 /// LSM programs must return 0 or a negative errno no lower than -4095, and the verifier must be
-/// able to prove it: clamp on the value itself (a range check on a copy proves nothing).
+/// able to prove it: clamp the value itself (a range check on a copy proves nothing).
 #[inline(always)]
-fn lsm_verdict(verdict: i32) -> i32 {
+fn clamp_errno(verdict: i32) -> i32 {
     verdict.clamp(-MAX_ERRNO, 0)
+}
+
+/// An LSM program that fails `op` on every call of `hook(args…)`.
+macro_rules! lsm_errno {
+    ($(#[$doc:meta])* $name:ident, $hook:literal, $args:literal, $op:expr) => {
+        $(#[$doc])*
+        #[lsm(hook = $hook)]
+        pub fn $name(ctx: LsmContext) -> i32 {
+            lsm_verdict(&ctx, $args, $op)
+        }
+    };
+}
+
+lsm_errno!(
+    /// `open()`, `openat()`, `openat2()`, `creat()`.
+    lsm_file_open, "file_open", 1, OP_OPEN
+);
+lsm_errno!(
+    /// `execve()`, `execveat()`.
+    lsm_bprm_check, "bprm_check_security", 1, OP_EXEC
+);
+lsm_errno!(
+    /// `fork()`, `vfork()`, `clone()`, `clone3()`: also new threads.
+    lsm_task_alloc, "task_alloc", 2, OP_FORK
+);
+lsm_errno!(
+    /// `mmap()`, file-backed and anonymous.
+    lsm_mmap_file, "mmap_file", 4, OP_MMAP
+);
+lsm_errno!(lsm_inode_unlink, "inode_unlink", 2, OP_UNLINK);
+lsm_errno!(lsm_inode_rmdir, "inode_rmdir", 2, OP_RMDIR);
+lsm_errno!(lsm_inode_mkdir, "inode_mkdir", 3, OP_MKDIR);
+lsm_errno!(lsm_inode_rename, "inode_rename", 4, OP_RENAME);
+lsm_errno!(lsm_inode_link, "inode_link", 3, OP_LINK);
+lsm_errno!(lsm_inode_symlink, "inode_symlink", 3, OP_SYMLINK);
+lsm_errno!(
+    /// `truncate()` by path (CONFIG_SECURITY_PATH).
+    lsm_path_truncate, "path_truncate", 1, OP_TRUNCATE
+);
+lsm_errno!(lsm_path_chmod, "path_chmod", 2, OP_CHMOD);
+lsm_errno!(lsm_path_chown, "path_chown", 3, OP_CHOWN);
+lsm_errno!(lsm_file_ioctl, "file_ioctl", 3, OP_IOCTL);
+lsm_errno!(
+    /// `flock()` and `fcntl()` locks.
+    lsm_file_lock, "file_lock", 2, OP_LOCK
+);
+lsm_errno!(
+    /// `stat()`, `lstat()`, `fstat()`, `statx()`, `newfstatat()`.
+    lsm_inode_getattr, "inode_getattr", 1, OP_STAT
+);
+lsm_errno!(lsm_socket_listen, "socket_listen", 2, OP_LISTEN);
+lsm_errno!(lsm_socket_accept, "socket_accept", 2, OP_ACCEPT);
+lsm_errno!(
+    /// `send()`, `sendto()`, `sendmsg()`, `write()` on sockets, every protocol.
+    lsm_socket_sendmsg, "socket_sendmsg", 3, OP_SEND
+);
+lsm_errno!(
+    /// `recv()`, `recvfrom()`, `recvmsg()`, `read()` on sockets, every protocol.
+    lsm_socket_recvmsg, "socket_recvmsg", 4, OP_RECV
+);
+
+/// `read()` and `write()` families (`file_permission`, whose mask tells reads from writes).
+#[lsm(hook = "file_permission")]
+pub fn lsm_file_permission(ctx: LsmContext) -> i32 {
+    let mask: i32 = ctx.arg(1);
+    let op = if mask & MAY_WRITE != 0 {
+        OP_WRITE
+    } else if mask & MAY_READ != 0 {
+        OP_READ
+    } else {
+        return clamp_errno(ctx.arg(2));
+    };
+    lsm_verdict(&ctx, 2, op)
+}
+
+/// `socket()` of every family; sockets the kernel makes for itself (`kern`) are left alone.
+#[lsm(hook = "socket_create")]
+pub fn lsm_socket_create(ctx: LsmContext) -> i32 {
+    let kern: i32 = ctx.arg(3);
+    if kern != 0 {
+        return clamp_errno(ctx.arg(4));
+    }
+    lsm_verdict(&ctx, 4, OP_SOCKET)
 }
 
 #[cfg(not(test))]

@@ -12,8 +12,9 @@ use std::{
 use clap::Args;
 
 use crate::{
+    attach,
     error::{Error, exit},
-    fault::{self, Errno, ErrnoFault, Op},
+    fault::{self, BackendChoice, Errno, ErrnoFault, Op},
     run,
     target::ProcessTarget,
 };
@@ -87,14 +88,16 @@ pub fn execute(args: DemoArgs) -> Result<u8, Error> {
         ops: vec![Op::Connect],
         errno: Errno::from_raw(libc::ECONNREFUSED),
         dry_run: false,
+        backend: BackendChoice::Auto,
     };
+    let plan = attach::plan(&fault.ops, fault.backend, attach::mechanism_unsupported)?;
     eprintln!(
         "demo: connect() of pid {} fails with ECONNREFUSED for {}",
         target.child.id(),
         humantime::format_duration(args.duration)
     );
     let process = ProcessTarget::resolve(target.child.id(), false)?;
-    let report = run::errno_run(&process, &fault, args.duration, || {
+    let report = run::errno_run(&process, &fault, plan, args.duration, || {
         *phase.lock().expect("phase lock") = 1
     });
     *phase.lock().expect("phase lock") = 2;

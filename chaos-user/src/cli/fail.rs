@@ -5,9 +5,9 @@ use std::time::Duration;
 use clap::Args;
 
 use crate::{
-    capabilities,
+    attach, capabilities,
     error::{Error, exit},
-    fault::{self, Errno, ErrnoFault, Op},
+    fault::{self, BackendChoice, Errno, ErrnoFault, Op},
     run,
     target::ProcessTarget,
 };
@@ -57,6 +57,11 @@ pub struct FailArgs {
     #[arg(long)]
     pub json: bool,
 
+    /// Which mechanism fails the calls: auto (the most complete one this kernel offers), lsm,
+    /// or cgroup. The report names the one used.
+    #[arg(long, default_value = "auto")]
+    pub backend: BackendChoice,
+
     /// Allow targets that are refused by default: PID 1, chaos itself and its parents, kernel
     /// threads.
     #[arg(long)]
@@ -71,12 +76,14 @@ pub fn execute(args: FailArgs) -> Result<u8, Error> {
         ops,
         errno: args.errno,
         dry_run: args.dry_run,
+        backend: args.backend,
     };
     let missing = capabilities::missing();
     if !missing.is_empty() {
         return Err(Error::Privileges(missing));
     }
     let target = ProcessTarget::resolve(args.pid, args.force)?;
+    let plan = attach::plan(&fault.ops, fault.backend, attach::mechanism_unsupported)?;
     eprintln!(
         "chaos: failing {} of pid {} with {} for {}{} (Ctrl-C ends it early)",
         fault
@@ -90,7 +97,7 @@ pub fn execute(args: FailArgs) -> Result<u8, Error> {
         humantime::format_duration(args.duration),
         if fault.dry_run { ", dry run" } else { "" },
     );
-    let report = run::errno_run(&target, &fault, args.duration, || {})?;
+    let report = run::errno_run(&target, &fault, plan, args.duration, || {})?;
     if args.json {
         println!("{}", report.json());
     } else {
