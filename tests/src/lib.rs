@@ -12,6 +12,8 @@ use std::{
     time::{Duration, Instant},
 };
 
+use std::os::unix::{net::UnixDatagram, process::CommandExt as _};
+
 use serde_json::Value;
 
 /// `CLOCK_MONOTONIC` in nanoseconds, the clock the victims stamp their lines with.
@@ -198,6 +200,20 @@ impl Drop for TestCgroup {
     }
 }
 
+fn parse_line(line: &str) -> Call {
+    let mut fields = line.split_whitespace();
+    let at_ns = fields
+        .next()
+        .and_then(|ns| ns.parse().ok())
+        .expect("timestamp");
+    let errno = match fields.next() {
+        Some("ok") => None,
+        Some(number) => Some(number.parse().expect("errno number")),
+        None => panic!("victim line without result: {line}"),
+    };
+    Call { at_ns, errno }
+}
+
 /// One call a victim made: when, and the errno it failed with (`None` for success).
 #[derive(Clone, Copy, Debug)]
 pub struct Call {
@@ -212,32 +228,68 @@ pub struct Victim {
 }
 
 impl Victim {
-    /// Starts `victim CALL ARG` from the binary at `bin`, inside `cgroup`.
-    pub fn start(bin: &str, call: &str, arg: &str, cgroup: &TestCgroup) -> Self {
-        let mut child = Command::new(bin)
-            .args([call, arg])
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("spawn victim");
-        cgroup.add(child.id());
-        let stdout = child.stdout.take().expect("piped");
+    /// Starts `victim OP ARG` from the binary at `bin`, inside `cgroup`, and waits for its first
+    /// call. A `write` victim reports over a UNIX datagram socket, since its stdout is a write.
+    pub fn start(bin: &str, op: &str, arg: &str, cgroup: &TestCgroup) -> Self {
+        let mut command = Command::new(bin);
+        command.args([op, arg]).stdout(Stdio::piped());
         let calls = Arc::new(Mutex::new(Vec::new()));
-        let sink = Arc::clone(&calls);
-        thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let mut fields = line.split_whitespace();
-                let at_ns = fields
-                    .next()
-                    .and_then(|ns| ns.parse().ok())
-                    .expect("timestamp");
-                let errno = match fields.next() {
-                    Some("ok") => None,
-                    Some(number) => Some(number.parse().expect("errno number")),
-                    None => panic!("victim line without result: {line}"),
-                };
-                sink.lock().unwrap().push(Call { at_ns, errno });
-            }
+        let report_socket = (op == "write").then(|| {
+            let path = std::env::temp_dir().join(format!(
+                "chaos-victim-{}-{}.sock",
+                std::process::id(),
+                monotonic_ns()
+            ));
+            let socket = UnixDatagram::bind(&path).expect("bind the report socket");
+            command.env("VICTIM_REPORT_SOCKET", &path);
+            (socket, path)
         });
+        // Join the cgroup before exec: cgroup socket hooks go by the cgroup a socket was made in.
+        let procs = std::ffi::CString::new(
+            cgroup
+                .path
+                .join("cgroup.procs")
+                .into_os_string()
+                .into_encoded_bytes(),
+        )
+        .expect("no NUL in the cgroup path");
+        // SAFETY: between fork and exec, only async-signal-safe calls on memory made before fork.
+        unsafe {
+            command.pre_exec(move || {
+                let fd = libc::open(procs.as_ptr(), libc::O_WRONLY);
+                let ok = fd >= 0 && libc::write(fd, b"0".as_ptr().cast(), 1) == 1;
+                libc::close(fd);
+                if ok {
+                    Ok(())
+                } else {
+                    Err(std::io::Error::last_os_error())
+                }
+            });
+        }
+        let mut child = command.spawn().expect("spawn victim");
+        let stdout = child.stdout.take().expect("piped");
+        let sink = Arc::clone(&calls);
+        match report_socket {
+            Some((socket, path)) => {
+                thread::spawn(move || {
+                    let mut datagram = [0u8; 256];
+                    while let Ok(n) = socket.recv(&mut datagram) {
+                        sink.lock()
+                            .unwrap()
+                            .push(parse_line(&String::from_utf8_lossy(&datagram[..n])));
+                    }
+                    let _ = fs::remove_file(path);
+                });
+                drop(stdout);
+            }
+            None => {
+                thread::spawn(move || {
+                    for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                        sink.lock().unwrap().push(parse_line(&line));
+                    }
+                });
+            }
+        }
         let victim = Victim { child, calls };
         victim.wait_for_calls(1);
         victim

@@ -1,49 +1,293 @@
-//! A real process for the tests to fault. Makes one call again and again and prints one line per
-//! call: `<CLOCK_MONOTONIC ns> ok` or `<ns> <errno number>`.
+//! A real process for the tests to fault: it makes one kind of call again and again and reports
+//! one line per call, `<CLOCK_MONOTONIC ns> ok` or `<ns> <errno number>`.
 //!
-//!   victim connect ADDR   connect() to ADDR (then close)
-//!   victim open PATH      open() PATH read-only (then close)
+//!   victim OP ARG
+//!
+//! OP is one of chaos's operations; ARG is a directory of the victim's own for file operations,
+//! or `ip:port` for connect. The loop makes no other call of the same kind (no allocation after
+//! start, no unlock after a lock), so the failures it reports are exactly the ones chaos injected.
+//! Reports go to stdout, except for `write`, whose reports would themselves be writes: those go
+//! as datagrams to the UNIX socket named by `$VICTIM_REPORT_SOCKET`.
 
 use std::{
-    io::Write as _,
-    net::{SocketAddr, TcpStream},
+    ffi::CString,
+    fmt::Write as _,
+    fs::File,
+    io,
+    net::{SocketAddr, TcpListener, TcpStream, UdpSocket},
+    os::{fd::AsRawFd as _, unix::net::UnixDatagram},
+    path::Path,
     thread,
     time::Duration,
 };
 
+const INTERVAL: Duration = Duration::from_millis(20);
+/// Set across `execve` so the new image knows the exec it came from succeeded.
+const EXECED: &str = "VICTIM_EXECED";
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let (Some(call), Some(arg)) = (args.get(1), args.get(2)) else {
-        eprintln!("usage: victim connect ADDR | victim open PATH [INTERVAL_MS]");
+    let (Some(op), Some(arg)) = (args.get(1), args.get(2)) else {
+        eprintln!("usage: victim OP ARG");
         std::process::exit(2);
     };
-    let interval = Duration::from_millis(args.get(3).and_then(|ms| ms.parse().ok()).unwrap_or(20));
-    let attempt: Box<dyn Fn() -> std::io::Result<()>> = match call.as_str() {
-        "connect" => {
-            let addr: SocketAddr = arg.parse().expect("ADDR must be ip:port");
-            Box::new(move || TcpStream::connect(addr).map(drop))
-        }
-        "open" => {
-            let path = arg.clone();
-            Box::new(move || std::fs::File::open(&path).map(drop))
-        }
-        other => panic!("unknown call {other}"),
-    };
-    let mut stdout = std::io::stdout().lock();
+    let mut report = Reporter::new(op == "write");
+    if op == "exec" && std::env::var_os(EXECED).is_some() {
+        report.call(Ok(()));
+    }
+    let mut call = make_call(op, arg);
     loop {
-        let result = attempt();
-        let now = chaos_tests::monotonic_ns();
-        let line = match result {
-            Ok(()) => format!("{now} ok\n"),
-            Err(err) => format!("{now} {}\n", err.raw_os_error().unwrap_or(-1)),
-        };
-        if stdout
-            .write_all(line.as_bytes())
-            .and_then(|()| stdout.flush())
-            .is_err()
-        {
-            return;
+        let result = call();
+        report.call(result);
+        thread::sleep(INTERVAL);
+    }
+}
+
+/// Lines are kept in a buffer allocated once and flushed when the channel accepts them: during a
+/// `write` or `send` fault on the victim, flushing waits for the fault to end.
+struct Reporter {
+    buffer: String,
+    socket: Option<UnixDatagram>,
+}
+
+impl Reporter {
+    fn new(use_socket: bool) -> Self {
+        let socket = use_socket.then(|| {
+            let path =
+                std::env::var("VICTIM_REPORT_SOCKET").expect("VICTIM_REPORT_SOCKET for write");
+            let socket = UnixDatagram::unbound().expect("unix socket");
+            socket.connect(path).expect("connect the report socket");
+            socket
+        });
+        Reporter {
+            buffer: String::with_capacity(1 << 20),
+            socket,
         }
-        thread::sleep(interval);
+    }
+
+    fn call(&mut self, result: io::Result<()>) {
+        let now = chaos_tests::monotonic_ns();
+        let _ = match result {
+            Ok(()) => writeln!(self.buffer, "{now} ok"),
+            Err(err) => writeln!(self.buffer, "{now} {}", err.raw_os_error().unwrap_or(-1)),
+        };
+        self.flush();
+    }
+
+    fn flush(&mut self) {
+        while !self.buffer.is_empty() {
+            let sent = match &self.socket {
+                // One datagram per line: sendmsg(), never write().
+                Some(socket) => {
+                    let line_end = self.buffer.find('\n').map_or(self.buffer.len(), |i| i + 1);
+                    socket.send(&self.buffer.as_bytes()[..line_end])
+                }
+                None => {
+                    // SAFETY: write(2) from a buffer we own to our stdout.
+                    let n =
+                        unsafe { libc::write(1, self.buffer.as_ptr().cast(), self.buffer.len()) };
+                    if n < 0 {
+                        Err(io::Error::last_os_error())
+                    } else {
+                        Ok(n as usize)
+                    }
+                }
+            };
+            match sent {
+                Ok(n) => drop(self.buffer.drain(..n)),
+                Err(err) if err.raw_os_error() == Some(libc::EPIPE) => std::process::exit(0),
+                Err(_) => return,
+            }
+        }
+    }
+}
+
+fn check(rc: libc::c_int) -> io::Result<()> {
+    if rc < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+fn c_path(path: &Path) -> CString {
+    CString::new(path.to_str().expect("utf-8 path")).expect("no NUL")
+}
+
+type Call = Box<dyn FnMut() -> io::Result<()>>;
+
+fn make_call(op: &str, arg: &str) -> Call {
+    let dir = Path::new(arg);
+    let file = dir.join("file");
+    if !matches!(op, "connect") {
+        std::fs::create_dir_all(dir).expect("victim directory");
+        std::fs::write(&file, b"victim data").expect("victim file");
+    }
+    let c_file = c_path(&file);
+    match op {
+        "open" => Box::new(move || File::open(&file).map(drop)),
+        "read" => {
+            let handle = File::open(&file).expect("open");
+            let mut buf = [0u8; 4];
+            Box::new(move || {
+                // SAFETY: pread(2) into a buffer we own.
+                check(unsafe {
+                    libc::pread(handle.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0)
+                } as i32)
+            })
+        }
+        "write" => {
+            let handle = File::options().write(true).open(&file).expect("open");
+            Box::new(move || {
+                check(
+                    unsafe { libc::pwrite(handle.as_raw_fd(), b"x".as_ptr().cast(), 1, 0) } as i32,
+                )
+            })
+        }
+        "exec" => {
+            let exe = CString::new("/proc/self/exe").unwrap();
+            let argv: Vec<CString> = std::env::args().map(|a| CString::new(a).unwrap()).collect();
+            let mut argv_ptrs: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
+            argv_ptrs.push(std::ptr::null());
+            let mut env: Vec<CString> = std::env::vars()
+                .filter(|(k, _)| k != EXECED)
+                .map(|(k, v)| CString::new(format!("{k}={v}")).unwrap())
+                .collect();
+            env.push(CString::new(format!("{EXECED}=1")).unwrap());
+            let mut env_ptrs: Vec<*const libc::c_char> = env.iter().map(|e| e.as_ptr()).collect();
+            env_ptrs.push(std::ptr::null());
+            Box::new(move || {
+                let _ = (&argv, &env);
+                // SAFETY: NULL-terminated argv and envp of C strings that outlive the call.
+                check(unsafe { libc::execve(exe.as_ptr(), argv_ptrs.as_ptr(), env_ptrs.as_ptr()) })
+            })
+        }
+        "fork" => Box::new(|| {
+            // SAFETY: the child only calls _exit.
+            let pid = unsafe { libc::fork() };
+            match pid {
+                -1 => Err(io::Error::last_os_error()),
+                0 => unsafe { libc::_exit(0) },
+                child => {
+                    let mut status = 0;
+                    unsafe { libc::waitpid(child, &mut status, 0) };
+                    Ok(())
+                }
+            }
+        }),
+        "mmap" => Box::new(|| {
+            let flags = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS;
+            // SAFETY: a fresh anonymous mapping, unmapped at once.
+            let ptr =
+                unsafe { libc::mmap(std::ptr::null_mut(), 4096, libc::PROT_READ, flags, -1, 0) };
+            if ptr == libc::MAP_FAILED {
+                return Err(io::Error::last_os_error());
+            }
+            unsafe { libc::munmap(ptr, 4096) };
+            Ok(())
+        }),
+        "unlink" => {
+            let victim = dir.join("unlink-me");
+            Box::new(move || {
+                let _ = File::create(&victim);
+                std::fs::remove_file(&victim)
+            })
+        }
+        "rmdir" => {
+            let victim = dir.join("rmdir-me");
+            Box::new(move || {
+                let _ = std::fs::create_dir(&victim);
+                std::fs::remove_dir(&victim)
+            })
+        }
+        "mkdir" => {
+            let victim = dir.join("mkdir-me");
+            Box::new(move || {
+                let result = std::fs::create_dir(&victim);
+                let _ = std::fs::remove_dir(&victim);
+                result
+            })
+        }
+        "rename" => {
+            let (from, to) = (dir.join("rename-a"), dir.join("rename-b"));
+            Box::new(move || {
+                let _ = File::create(&from);
+                let result = std::fs::rename(&from, &to);
+                let _ = std::fs::remove_file(&to);
+                result
+            })
+        }
+        "link" => {
+            let link = dir.join("hard-link");
+            Box::new(move || {
+                let result = std::fs::hard_link(&file, &link);
+                let _ = std::fs::remove_file(&link);
+                result
+            })
+        }
+        "symlink" => {
+            let link = dir.join("sym-link");
+            Box::new(move || {
+                let result = std::os::unix::fs::symlink(&file, &link);
+                let _ = std::fs::remove_file(&link);
+                result
+            })
+        }
+        "truncate" => Box::new(move || check(unsafe { libc::truncate(c_file.as_ptr(), 4) })),
+        "chmod" => Box::new(move || check(unsafe { libc::chmod(c_file.as_ptr(), 0o644) })),
+        "chown" => Box::new(move || check(unsafe { libc::chown(c_file.as_ptr(), 0, 0) })),
+        "ioctl" => {
+            let handle = File::open(&file).expect("open");
+            Box::new(move || {
+                let mut available: libc::c_int = 0;
+                check(unsafe { libc::ioctl(handle.as_raw_fd(), libc::FIONREAD, &mut available) })
+            })
+        }
+        // Taking a shared lock again is allowed; no unlock, which would be a second lock call.
+        "lock" => {
+            let handle = File::open(&file).expect("open");
+            Box::new(move || check(unsafe { libc::flock(handle.as_raw_fd(), libc::LOCK_SH) }))
+        }
+        "stat" => Box::new(move || std::fs::metadata(&file).map(drop)),
+        "connect" => {
+            let address: SocketAddr = arg.parse().expect("connect takes ip:port");
+            Box::new(move || TcpStream::connect(address).map(drop))
+        }
+        "bind" => Box::new(|| UdpSocket::bind("127.0.0.1:0").map(drop)),
+        // std's bind makes the socket and binds it; only the listen() in it is a listen call.
+        "listen" => Box::new(|| TcpListener::bind("127.0.0.1:0").map(drop)),
+        "accept" => {
+            let listener = TcpListener::bind("127.0.0.1:0").expect("listen");
+            let address = listener.local_addr().unwrap();
+            let mut clients = Vec::with_capacity(4096);
+            Box::new(move || {
+                clients.push(TcpStream::connect(address)?);
+                listener.accept().map(drop)
+            })
+        }
+        "send" => {
+            let receiver = UdpSocket::bind("127.0.0.1:0").expect("receiver");
+            let address = receiver.local_addr().unwrap();
+            let sender = UdpSocket::bind("127.0.0.1:0").expect("sender");
+            Box::new(move || {
+                let _ = &receiver;
+                sender.send_to(b"x", address).map(drop)
+            })
+        }
+        "recv" => {
+            let receiver = UdpSocket::bind("127.0.0.1:0").expect("receiver");
+            let address = receiver.local_addr().unwrap();
+            let sender = UdpSocket::bind("127.0.0.1:0").expect("sender");
+            let mut buf = [0u8; 8];
+            Box::new(move || {
+                sender.send_to(b"x", address)?;
+                receiver.recv(&mut buf).map(drop)
+            })
+        }
+        "socket" => Box::new(|| {
+            let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM, 0) };
+            check(fd).map(|()| unsafe { libc::close(fd) }).map(drop)
+        }),
+        other => panic!("unknown op {other}"),
     }
 }
