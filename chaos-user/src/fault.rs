@@ -561,6 +561,24 @@ mod tests {
     }
 
     #[test]
+    fn readme_documents_every_op_and_its_mechanisms() {
+        let readme = include_str!("../../README.md");
+        for op in Op::ALL {
+            let row = readme
+                .lines()
+                .find(|line| line.starts_with(&format!("| `{}` |", op.name())))
+                .unwrap_or_else(|| panic!("README's operations table lacks {op}"));
+            for backend in op.backends() {
+                assert!(
+                    row.contains(backend.mechanism.name()),
+                    "README row for {op} lacks {}",
+                    backend.mechanism
+                );
+            }
+        }
+    }
+
+    #[test]
     fn durations() {
         assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
         assert_eq!(parse_duration("1m30s"), Ok(Duration::from_secs(90)));

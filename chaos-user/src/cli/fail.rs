@@ -19,11 +19,11 @@ use crate::{
 /// SIGTERM or SIGHUP, or when the process exits; the programs also stop injecting on their own
 /// at the deadline. The report gives, per operation, the calls matched and the calls failed.
 ///
-/// Operations and what fails them:
-///   connect  connect() on IPv4/IPv6 sockets (cgroup/connect4, cgroup/connect6 programs on the
-///            target's cgroup v2, filtered by PID; works on any kernel >= 5.18)
-///   open     open(), openat(), openat2(), creat() (BPF LSM file_open; needs a kernel that loads
-///            trampoline programs and has bpf in lsm=; see `chaos probe`)
+/// Operations (README.md lists the calls and hooks of each): open, read, write, exec, fork,
+/// mmap, unlink, rmdir, mkdir, rename, link, symlink, truncate, chmod, chown, ioctl, lock, stat
+/// (BPF LSM hooks); connect, bind (cgroup hooks on the target's cgroup v2, filtered by PID);
+/// listen, accept, recv (LSM); send, socket (LSM, else cgroup hooks with narrower coverage).
+/// `chaos probe` says which mechanisms this kernel offers.
 ///
 /// Examples:
 ///   chaos fail --pid 4242 --op connect --errno ECONNREFUSED --for 30s
@@ -36,7 +36,7 @@ pub struct FailArgs {
     #[arg(long, value_parser = fault::parse_pid)]
     pub pid: u32,
 
-    /// Operations to fail, comma-separated: open, connect.
+    /// Operations to fail, comma-separated (see the list above).
     #[arg(long, required = true, value_delimiter = ',')]
     pub op: Vec<Op>,
 

@@ -77,10 +77,18 @@ impl Reporter {
     fn flush(&mut self) {
         while !self.buffer.is_empty() {
             let sent = match &self.socket {
-                // One datagram per line: sendmsg(), never write().
+                // One datagram per line, through send(2): std's UnixDatagram::send is a write(2).
                 Some(socket) => {
                     let line_end = self.buffer.find('\n').map_or(self.buffer.len(), |i| i + 1);
-                    socket.send(&self.buffer.as_bytes()[..line_end])
+                    // SAFETY: send(2) from a buffer we own on a socket we own.
+                    let n = unsafe {
+                        libc::send(socket.as_raw_fd(), self.buffer.as_ptr().cast(), line_end, 0)
+                    };
+                    if n < 0 {
+                        Err(io::Error::last_os_error())
+                    } else {
+                        Ok(n as usize)
+                    }
                 }
                 None => {
                     // SAFETY: write(2) from a buffer we own to our stdout.
