@@ -1,6 +1,15 @@
-//! Builds the eBPF objects of `chaos-ebpf` with the nightly toolchain into OUT_DIR, where
-//! `src/object.rs` embeds them.
-use anyhow::{Context as _, anyhow};
+//! Builds the eBPF objects of `chaos-ebpf` (one per `[[bin]]`) with the nightly toolchain into
+//! OUT_DIR, where `src/object.rs` embeds them.
+//!
+//! This is what `aya_build::build_ebpf` does, plus `-C target-cpu=v3`: the programs use BPF atomic
+//! fetch-add (kernel >= 5.12), which LLVM emits only for BPF v3, and aya-build 0.2.0 replaces
+//! CARGO_ENCODED_RUSTFLAGS wholesale, leaving no way to ask for it.
+use std::{env, ffi::OsString, fs, path::PathBuf, process::Command};
+
+use anyhow::{Context as _, anyhow, bail};
+
+const EBPF_PACKAGE: &str = "chaos-ebpf";
+const TARGET: &str = "bpfel-unknown-none";
 
 fn main() -> anyhow::Result<()> {
     let metadata = cargo_metadata::MetadataCommand::new()
@@ -10,21 +19,50 @@ fn main() -> anyhow::Result<()> {
     let ebpf = metadata
         .packages
         .iter()
-        .find(|package| package.name.as_str() == "chaos-ebpf")
-        .ok_or_else(|| anyhow!("package chaos-ebpf not found in the workspace"))?;
-    let root_dir = ebpf
+        .find(|package| package.name.as_str() == EBPF_PACKAGE)
+        .ok_or_else(|| anyhow!("package {EBPF_PACKAGE} not found in the workspace"))?;
+    let ebpf_dir = ebpf
         .manifest_path
         .parent()
-        .ok_or_else(|| anyhow!("chaos-ebpf manifest has no parent directory"))?;
-    // The objects also depend on the shared types, which aya-build does not watch.
-    let common_dir = root_dir.join("../chaos-common");
-    println!("cargo:rerun-if-changed={common_dir}");
-    aya_build::build_ebpf(
-        [aya_build::Package {
-            name: "chaos-ebpf",
-            root_dir: root_dir.as_str(),
-            ..Default::default()
-        }],
-        aya_build::Toolchain::default(),
-    )
+        .context("manifest without a directory")?;
+    println!("cargo:rerun-if-changed={ebpf_dir}");
+    println!(
+        "cargo:rerun-if-changed={}",
+        ebpf_dir.join("../chaos-common")
+    );
+
+    let out_dir = PathBuf::from(env::var_os("OUT_DIR").context("OUT_DIR not set")?);
+    let arch = env::var("CARGO_CFG_TARGET_ARCH").context("CARGO_CFG_TARGET_ARCH not set")?;
+    let rustflags: OsString = [
+        format!("--cfg=bpf_target_arch=\"{arch}\""),
+        "-Cdebuginfo=2".into(),
+        "-Clink-arg=--btf".into(),
+        "-Ctarget-cpu=v3".into(),
+    ]
+    .join("\x1f")
+    .into();
+    let target_dir = out_dir.join("ebpf-target");
+    let status = Command::new("rustup")
+        .args(["run", "nightly", "cargo", "build", "--package", EBPF_PACKAGE, "--bins", "--release"])
+        .args(["--target", TARGET, "-Z", "build-std=core", "--target-dir"])
+        .arg(&target_dir)
+        .current_dir(&metadata.workspace_root)
+        .env("CARGO_ENCODED_RUSTFLAGS", rustflags)
+        // The outer build's compiler and wrappers are for the host toolchain.
+        .env_remove("RUSTC")
+        .env_remove("RUSTC_WORKSPACE_WRAPPER")
+        .env_remove("RUSTC_WRAPPER")
+        .status()
+        .context("run `rustup run nightly cargo build` for the eBPF programs (cargo xtask setup installs what it needs)")?;
+    if !status.success() {
+        bail!(
+            "building the eBPF programs failed ({status}); run `cargo xtask setup` if bpf-linker or rust-src is missing"
+        );
+    }
+    for bin in ebpf.targets.iter().filter(|target| target.is_bin()) {
+        let built = target_dir.join(TARGET).join("release").join(&bin.name);
+        fs::copy(&built, out_dir.join(&bin.name))
+            .with_context(|| format!("copy {}", built.display()))?;
+    }
+    Ok(())
 }

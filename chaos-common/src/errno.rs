@@ -43,7 +43,9 @@ pub struct Target {
 }
 const _: () = assert!(core::mem::size_of::<Target>() == 4);
 
-/// One errno fault as the kernel side sees it.
+/// One errno fault as the kernel side sees it. A call the fault covers is injected when its
+/// sequence number `seq` (0-based, over all CPUs) passes `after` and `every`, the random draw
+/// passes `probability`, and fewer than `count` calls were injected.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ErrnoFault {
@@ -52,12 +54,23 @@ pub struct ErrnoFault {
     /// After this `CLOCK_MONOTONIC` time (`bpf_ktime_get_ns`) the fault injects nothing, even if
     /// the loader hangs or is stopped.
     pub deadline_ns: u64,
+    /// The first `after` covered calls pass.
+    pub after: u64,
+    /// Of the calls past `after`, every `every`-th is a candidate (1: each one).
+    pub every: u64,
+    /// Inject at most this many calls; 0: no limit.
+    pub count: u64,
+    /// Inject a candidate when a 32-bit random draw is below this; [`PROBABILITY_ONE`]: always.
+    pub probability: u64,
     /// Positive errno value; the program returns or sets `-errno`.
     pub errno: i32,
     /// Non-zero: count matches but fail nothing.
     pub dry_run: u32,
 }
-const _: () = assert!(core::mem::size_of::<ErrnoFault>() == 24);
+const _: () = assert!(core::mem::size_of::<ErrnoFault>() == 56);
+
+/// [`ErrnoFault::probability`] for "always": above every 32-bit draw.
+pub const PROBABILITY_ONE: u64 = 1 << 32;
 
 impl ErrnoFault {
     pub const fn covers(&self, op: u32) -> bool {
@@ -65,6 +78,19 @@ impl ErrnoFault {
     }
 }
 
+/// Run-time state of a fault shared by all CPUs, updated atomically.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FaultState {
+    /// Covered calls so far: the next call's sequence number.
+    pub seen: u64,
+    /// Calls injected so far, for `count`.
+    pub injected: u64,
+}
+const _: () = assert!(core::mem::size_of::<FaultState>() == 16);
+
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for FaultState {}
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for Target {}
 #[cfg(feature = "user")]

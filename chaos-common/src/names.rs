@@ -4,6 +4,8 @@
 pub const MAP_TARGET_PIDS: &str = "TARGET_PIDS";
 /// Errno faults: slot (`u32`) → [`crate::errno::ErrnoFault`].
 pub const MAP_ERRNO_FAULTS: &str = "ERRNO_FAULTS";
+/// Fault run-time state: slot (`u32`) → [`crate::errno::FaultState`].
+pub const MAP_FAULT_STATE: &str = "FAULT_STATE";
 /// Per-CPU counters: [`crate::counters::counter_index`] → [`crate::counters::Counters`].
 pub const MAP_COUNTERS: &str = "COUNTERS";
 

@@ -1,13 +1,15 @@
 //! The decision every errno program makes: is the current process a target, and what does it get.
 
+use core::intrinsics::{AtomicOrdering, atomic_xadd};
+
 use aya_ebpf::{
-    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns},
+    helpers::{bpf_get_current_pid_tgid, bpf_get_prandom_u32, bpf_ktime_get_ns},
     macros::map,
     maps::{Array, HashMap, PerCpuArray},
 };
 use chaos_common::{
     counters::{COUNTER_ENTRIES, Counters, counter_index},
-    errno::{ErrnoFault, MAX_FAULTS, MAX_TARGET_PIDS, Target},
+    errno::{ErrnoFault, FaultState, MAX_FAULTS, MAX_TARGET_PIDS, PROBABILITY_ONE, Target},
 };
 
 #[map]
@@ -15,6 +17,9 @@ static TARGET_PIDS: HashMap<u32, Target> = HashMap::with_max_entries(MAX_TARGET_
 
 #[map]
 static ERRNO_FAULTS: Array<ErrnoFault> = Array::with_max_entries(MAX_FAULTS, 0);
+
+#[map]
+static FAULT_STATE: Array<FaultState> = Array::with_max_entries(MAX_FAULTS, 0);
 
 #[map]
 static COUNTERS: PerCpuArray<Counters> = PerCpuArray::with_max_entries(COUNTER_ENTRIES, 0);
@@ -27,18 +32,51 @@ static COUNTERS: PerCpuArray<Counters> = PerCpuArray::with_max_entries(COUNTER_E
 pub fn injected_errno(op: u32) -> Option<i32> {
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
     // SAFETY: the value is copied out at once; the entry may be deleted concurrently.
-    let target = unsafe { TARGET_PIDS.get(&tgid) }?.fault;
-    let fault = ERRNO_FAULTS.get(target)?;
+    let slot = unsafe { TARGET_PIDS.get(&tgid) }?.fault;
+    let fault = ERRNO_FAULTS.get(slot)?;
     if !fault.covers(op) || unsafe { bpf_ktime_get_ns() } >= fault.deadline_ns {
         return None;
     }
-    let counters = COUNTERS.get_ptr_mut(counter_index(target, op))?;
+    let counters = COUNTERS.get_ptr_mut(counter_index(slot, op))?;
     // SAFETY: per-CPU value, and programs do not nest on one CPU for these hooks.
     let counters = unsafe { &mut *counters };
     counters.matched += 1;
-    if fault.dry_run != 0 {
+    if fault.dry_run != 0 || !due(fault, slot)? {
         return None;
     }
     counters.injected += 1;
     Some(fault.errno)
+}
+
+/// Whether this covered call is one the fault's rules pick (`after`, `every`, `probability`,
+/// `count`). The sequence and the injected total are shared by all CPUs.
+#[inline(always)]
+fn due(fault: &ErrnoFault, slot: u32) -> Option<bool> {
+    let state = FAULT_STATE.get_ptr_mut(slot)?;
+    let seq = fetch_add(unsafe { &raw mut (*state).seen });
+    if seq < fault.after {
+        return Some(false);
+    }
+    if fault.every > 1 && (seq - fault.after) % fault.every != 0 {
+        return Some(false);
+    }
+    if fault.probability < PROBABILITY_ONE
+        && u64::from(unsafe { bpf_get_prandom_u32() }) >= fault.probability
+    {
+        return Some(false);
+    }
+    if fault.count != 0 && fetch_add(unsafe { &raw mut (*state).injected }) >= fault.count {
+        return Some(false);
+    }
+    Some(true)
+}
+
+/// Atomically adds one and returns the previous value (a BPF atomic fetch-add, kernel >= 5.12).
+/// core's `AtomicU64::fetch_add` is not offered on the BPF target, the intrinsic is. SeqCst, not
+/// Relaxed: with Relaxed, LLVM 22's BPF backend emits a plain locked add (no fetch) and then
+/// treats the addend register as the old value.
+#[inline(always)]
+fn fetch_add(counter: *mut u64) -> u64 {
+    // SAFETY: `counter` points into a map value that outlives the call.
+    unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::SeqCst }>(counter, 1) }
 }

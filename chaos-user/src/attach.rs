@@ -137,6 +137,10 @@ impl ErrnoAttachment {
         let kernel_fault = common::ErrnoFault {
             ops: fault.op_mask(),
             deadline_ns,
+            after: fault.when.after,
+            every: fault.when.every,
+            count: fault.when.count.unwrap_or(0),
+            probability: fault.when.probability_threshold(),
             errno: fault.errno.get(),
             dry_run: u32::from(fault.dry_run),
         };

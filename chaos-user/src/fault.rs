@@ -23,6 +23,12 @@ pub enum ParseError {
     InvalidPid(String),
     #[error("unknown backend '{0}': expected auto, lsm or cgroup")]
     UnknownBackend(String),
+    #[error(
+        "invalid probability '{0}': expected a number greater than 0 and at most 1, such as 0.1"
+    )]
+    InvalidProbability(String),
+    #[error("invalid count '{0}': expected a whole number of at least 1")]
+    InvalidCount(String),
 }
 
 /// An operation an errno fault can fail.
@@ -483,13 +489,59 @@ pub fn parse_pid(s: &str) -> Result<u32, ParseError> {
 }
 
 /// An errno fault: the listed operations of the targets fail with `errno`.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct ErrnoFault {
     pub ops: Vec<Op>,
     pub errno: Errno,
     /// Count matching calls but fail none.
     pub dry_run: bool,
     pub backend: BackendChoice,
+    pub when: When,
+}
+
+/// Which of the covered calls fail, like strace's `inject=…:when=`: the first `after` pass; of
+/// the rest, every `every`-th is a candidate; a candidate fails with `probability`; at most
+/// `count` fail.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct When {
+    pub after: u64,
+    pub every: u64,
+    pub count: Option<u64>,
+    pub probability: f64,
+}
+
+impl Default for When {
+    fn default() -> Self {
+        When {
+            after: 0,
+            every: 1,
+            count: None,
+            probability: 1.0,
+        }
+    }
+}
+
+impl When {
+    /// The probability as the kernel compares it: a 32-bit draw below this injects.
+    pub fn probability_threshold(&self) -> u64 {
+        ((self.probability * (1u64 << 32) as f64).round() as u64).clamp(1, errno::PROBABILITY_ONE)
+    }
+}
+
+/// Parses a probability in (0, 1].
+pub fn parse_probability(s: &str) -> Result<f64, ParseError> {
+    match s.parse::<f64>() {
+        Ok(p) if p > 0.0 && p <= 1.0 => Ok(p),
+        _ => Err(ParseError::InvalidProbability(s.to_owned())),
+    }
+}
+
+/// Parses a count of at least 1 (for `--count` and `--every`).
+pub fn parse_count(s: &str) -> Result<u64, ParseError> {
+    match s.parse::<u64>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err(ParseError::InvalidCount(s.to_owned())),
+    }
 }
 
 impl ErrnoFault {
@@ -579,6 +631,39 @@ mod tests {
     }
 
     #[test]
+    fn probabilities_and_counts() {
+        assert_eq!(parse_probability("0.25"), Ok(0.25));
+        assert_eq!(parse_probability("1"), Ok(1.0));
+        for bad in ["0", "-0.1", "1.5", "half", "NaN"] {
+            assert_eq!(
+                parse_probability(bad),
+                Err(ParseError::InvalidProbability(bad.into())),
+                "{bad}"
+            );
+        }
+        assert_eq!(parse_count("3"), Ok(3));
+        assert_eq!(parse_count("0"), Err(ParseError::InvalidCount("0".into())));
+        let half = When {
+            probability: 0.5,
+            ..When::default()
+        };
+        assert_eq!(half.probability_threshold(), 1 << 31);
+        assert_eq!(
+            When::default().probability_threshold(),
+            errno::PROBABILITY_ONE
+        );
+        let tiny = When {
+            probability: 1e-12,
+            ..When::default()
+        };
+        assert_eq!(
+            tiny.probability_threshold(),
+            1,
+            "never rounds down to 'never'"
+        );
+    }
+
+    #[test]
     fn durations() {
         assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
         assert_eq!(parse_duration("1m30s"), Ok(Duration::from_secs(90)));
@@ -610,6 +695,7 @@ mod tests {
             errno: Errno(5),
             dry_run: false,
             backend: BackendChoice::Auto,
+            when: When::default(),
         };
         assert_eq!(
             fault.op_mask(),

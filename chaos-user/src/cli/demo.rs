@@ -14,7 +14,7 @@ use clap::Args;
 use crate::{
     attach,
     error::{Error, exit},
-    fault::{self, BackendChoice, Errno, ErrnoFault, Op},
+    fault::{self, BackendChoice, Errno, ErrnoFault, Op, When},
     run,
     target::ProcessTarget,
 };
@@ -89,6 +89,7 @@ pub fn execute(args: DemoArgs) -> Result<u8, Error> {
         errno: Errno::from_raw(libc::ECONNREFUSED),
         dry_run: false,
         backend: BackendChoice::Auto,
+        when: When::default(),
     };
     let plan = attach::plan(&fault.ops, fault.backend, attach::mechanism_unsupported)?;
     eprintln!(

@@ -7,7 +7,7 @@ use clap::Args;
 use crate::{
     attach, capabilities,
     error::{Error, exit},
-    fault::{self, BackendChoice, Errno, ErrnoFault, Op},
+    fault::{self, BackendChoice, Errno, ErrnoFault, Op, When},
     run,
     target::ProcessTarget,
 };
@@ -29,6 +29,13 @@ use crate::{
 ///   chaos fail --pid 4242 --op connect --errno ECONNREFUSED --for 30s
 ///   chaos fail --pid 4242 --op open --errno EIO --for 1m30s --json
 ///   chaos fail --pid 4242 --op open,connect --errno 5 --for 10s --dry-run
+///   chaos fail --pid 4242 --op write --errno ENOSPC --after 100 --every 10 --count 5
+///   chaos fail --pid 4242 --op connect --errno ETIMEDOUT --probability 0.1 --for 5m
+///
+/// Which calls fail (compare strace -e inject=SYSCALL:error=E:when=FIRST..LAST+STEP): calls the
+/// fault covers are numbered in order across all CPUs; the first --after pass; of the rest,
+/// every --every-th is a candidate; a candidate fails with --probability; after --count
+/// failures, every call passes. matched in the report counts every covered call.
 #[derive(Debug, Args)]
 #[command(verbatim_doc_comment)]
 pub struct FailArgs {
@@ -48,6 +55,22 @@ pub struct FailArgs {
     #[arg(long = "for", value_name = "DURATION", default_value = "60s",
           value_parser = fault::parse_duration, allow_hyphen_values = true)]
     pub duration: Duration,
+
+    /// Fail each candidate call with this probability (0 < P <= 1).
+    #[arg(long, value_name = "P", value_parser = fault::parse_probability)]
+    pub probability: Option<f64>,
+
+    /// Let the first N covered calls pass (strace's when=N+1).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub after: u64,
+
+    /// Of the calls past --after, fail every N-th one (strace's when=FIRST+N).
+    #[arg(long, value_name = "N", value_parser = fault::parse_count)]
+    pub every: Option<u64>,
+
+    /// Fail at most N calls, then let every call pass.
+    #[arg(long, value_name = "N", value_parser = fault::parse_count)]
+    pub count: Option<u64>,
 
     /// Count the calls the fault would fail, but fail none.
     #[arg(long)]
@@ -77,6 +100,12 @@ pub fn execute(args: FailArgs) -> Result<u8, Error> {
         errno: args.errno,
         dry_run: args.dry_run,
         backend: args.backend,
+        when: When {
+            after: args.after,
+            every: args.every.unwrap_or(1),
+            count: args.count,
+            probability: args.probability.unwrap_or(1.0),
+        },
     };
     let missing = capabilities::missing();
     if !missing.is_empty() {
