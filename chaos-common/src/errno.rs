@@ -35,13 +35,18 @@ pub const OP_SOCKET: u32 = 24;
 /// Number of operations; sizes the counter map.
 pub const OP_COUNT: u32 = 25;
 
-/// The value of a target entry: which fault slot applies to this process.
+/// The value of a target entry: which fault slot applies to this process, and how.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Target {
     pub fault: u32,
+    /// [`TARGET_TREE`]: processes this one forks become targets too.
+    pub flags: u32,
 }
-const _: () = assert!(core::mem::size_of::<Target>() == 4);
+const _: () = assert!(core::mem::size_of::<Target>() == 8);
+
+/// [`Target::flags`]: the children of this process inherit the entry.
+pub const TARGET_TREE: u32 = 1;
 
 /// One errno fault as the kernel side sees it. A call the fault covers is injected when its
 /// sequence number `seq` (0-based, over all CPUs) passes `after` and `every`, the random draw

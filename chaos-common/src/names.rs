@@ -9,6 +9,17 @@ pub const MAP_FAULT_STATE: &str = "FAULT_STATE";
 /// Per-CPU counters: [`crate::counters::counter_index`] → [`crate::counters::Counters`].
 pub const MAP_COUNTERS: &str = "COUNTERS";
 
+/// Globals of the errno object, set at load: with a non-zero `TARGET_CGROUP_ID`, the targets are
+/// the processes under that cgroup v2 (at depth `TARGET_CGROUP_LEVEL`) instead of `TARGET_PIDS`.
+pub const GLOBAL_TARGET_CGROUP_ID: &str = "TARGET_CGROUP_ID";
+pub const GLOBAL_TARGET_CGROUP_LEVEL: &str = "TARGET_CGROUP_LEVEL";
+/// Offset of `child_pid` in the `sched:sched_process_fork` record, read from its format file.
+pub const GLOBAL_FORK_CHILD_PID_OFFSET: &str = "FORK_CHILD_PID_OFFSET";
+
+/// Tracepoints that keep a process tree's entries: a fork adds the child, an exit removes it.
+pub const PROG_TRACEPOINT_FORK: &str = "tracepoint_sched_process_fork";
+pub const PROG_TRACEPOINT_EXIT: &str = "tracepoint_sched_process_exit";
+
 /// Errno programs (object `errno`). cgroup programs fail calls of the processes in the cgroup
 /// they are attached to; LSM programs are global and filter by target.
 pub const PROG_CGROUP_CONNECT4: &str = "cgroup_connect4";
@@ -45,6 +56,8 @@ pub const LSM_SOCKET_CREATE: (&str, &str) = ("lsm_socket_create", "socket_create
 
 /// Every program of the `errno` object, for checks that none is left in the kernel.
 pub const ERRNO_PROGRAMS: &[&str] = &[
+    PROG_TRACEPOINT_FORK,
+    PROG_TRACEPOINT_EXIT,
     PROG_CGROUP_CONNECT4,
     PROG_CGROUP_CONNECT6,
     PROG_CGROUP_BIND4,

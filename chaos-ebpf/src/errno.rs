@@ -3,7 +3,11 @@
 use core::intrinsics::{AtomicOrdering, atomic_xadd};
 
 use aya_ebpf::{
-    helpers::{bpf_get_current_pid_tgid, bpf_get_prandom_u32, bpf_ktime_get_ns},
+    Global,
+    helpers::{
+        bpf_get_current_ancestor_cgroup_id, bpf_get_current_pid_tgid, bpf_get_prandom_u32,
+        bpf_ktime_get_ns,
+    },
     macros::map,
     maps::{Array, HashMap, PerCpuArray},
 };
@@ -13,7 +17,18 @@ use chaos_common::{
 };
 
 #[map]
-static TARGET_PIDS: HashMap<u32, Target> = HashMap::with_max_entries(MAX_TARGET_PIDS, 0);
+pub static TARGET_PIDS: HashMap<u32, Target> = HashMap::with_max_entries(MAX_TARGET_PIDS, 0);
+
+/// Non-zero: the targets are the processes under this cgroup v2, not [`TARGET_PIDS`]. Set at
+/// load, so the verifier drops the branch that is not taken.
+#[unsafe(no_mangle)]
+static TARGET_CGROUP_ID: Global<u64> = Global::new(0);
+/// The depth of that cgroup below the root (the root is 0).
+#[unsafe(no_mangle)]
+static TARGET_CGROUP_LEVEL: Global<u32> = Global::new(0);
+
+/// The fault slot a cgroup target uses.
+const CGROUP_TARGET_SLOT: u32 = 0;
 
 #[map]
 static ERRNO_FAULTS: Array<ErrnoFault> = Array::with_max_entries(MAX_FAULTS, 0);
@@ -30,9 +45,7 @@ static COUNTERS: PerCpuArray<Counters> = PerCpuArray::with_max_entries(COUNTER_E
 /// targets.
 #[inline(always)]
 pub fn injected_errno(op: u32) -> Option<i32> {
-    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
-    // SAFETY: the value is copied out at once; the entry may be deleted concurrently.
-    let slot = unsafe { TARGET_PIDS.get(&tgid) }?.fault;
+    let slot = current_target_slot()?;
     let fault = ERRNO_FAULTS.get(slot)?;
     if !fault.covers(op) || unsafe { bpf_ktime_get_ns() } >= fault.deadline_ns {
         return None;
@@ -46,6 +59,22 @@ pub fn injected_errno(op: u32) -> Option<i32> {
     }
     counters.injected += 1;
     Some(fault.errno)
+}
+
+/// The fault slot of the current process if it is a target: one hash lookup, or for a cgroup
+/// target one ancestor-id read.
+#[inline(always)]
+fn current_target_slot() -> Option<u32> {
+    let cgroup = TARGET_CGROUP_ID.load();
+    if cgroup != 0 {
+        let level = TARGET_CGROUP_LEVEL.load() as i32;
+        // SAFETY: a helper call with a plain integer argument.
+        let ancestor = unsafe { bpf_get_current_ancestor_cgroup_id(level) };
+        return (ancestor == cgroup).then_some(CGROUP_TARGET_SLOT);
+    }
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    // SAFETY: the value is copied out at once; the entry may be deleted concurrently.
+    unsafe { TARGET_PIDS.get(&tgid) }.map(|target| target.fault)
 }
 
 /// Whether this covered call is one the fault's rules pick (`after`, `every`, `probability`,

@@ -6,11 +6,11 @@ use std::{collections::HashMap as Map, fs::File, io, path::PathBuf, time::Durati
 use aya::{
     Btf, Ebpf, EbpfLoader,
     maps::{Array, HashMap, MapError, PerCpuArray},
-    programs::{CgroupAttachMode, CgroupSock, CgroupSockAddr, Lsm, ProgramError},
+    programs::{CgroupAttachMode, CgroupSock, CgroupSockAddr, Lsm, ProgramError, TracePoint},
 };
 use chaos_common::{
     counters::{Counters, counter_index},
-    errno::{self as common, Target},
+    errno::{self as common, TARGET_TREE, Target},
     names,
 };
 use thiserror::Error;
@@ -20,7 +20,7 @@ use crate::{
     fault::{Backend, BackendChoice, ErrnoFault, Hook, Mechanism, Op},
     kernel::{self, Finding},
     object,
-    target::ProcessTarget,
+    target::Targets,
 };
 
 #[derive(Debug, Error)]
@@ -51,6 +51,8 @@ pub enum AttachError {
     },
     #[error("--op {op} cannot be injected on this kernel: {explanation}")]
     Unsupported { op: Op, explanation: String },
+    #[error("--pid-tree needs the sched:sched_process_fork tracepoint: {0}")]
+    ForkTracepoint(String),
 }
 
 /// The slot of the one fault a `chaos fail` run holds.
@@ -116,20 +118,32 @@ pub fn mechanism_unsupported(mechanism: Mechanism) -> Option<Finding> {
 pub struct ErrnoAttachment {
     ebpf: Ebpf,
     plan: Plan,
+    /// The fork and exit tracepoints of a process tree, when there is one.
+    tracepoints: &'static [(&'static str, &'static str)],
 }
 
 impl ErrnoAttachment {
     /// Loads every program the plan needs, fills the maps, then attaches: if any program fails
     /// to load, nothing has been attached.
     pub fn attach(
-        target: &ProcessTarget,
+        targets: &Targets,
         fault: &ErrnoFault,
         plan: Plan,
         lifetime: Duration,
     ) -> Result<Self, AttachError> {
         let btf = Btf::from_sys_fs().ok();
+        let tree = targets.processes.iter().any(|p| p.tree);
+        let fork_child_pid_offset = if tree { fork_child_pid_offset()? } else { 0 };
+        let (cgroup_id, cgroup_level) = targets.cgroup.as_ref().map_or((0, 0), |c| (c.id, c.level));
         let mut ebpf = EbpfLoader::new()
             .btf(btf.as_ref())
+            .override_global(names::GLOBAL_TARGET_CGROUP_ID, &cgroup_id, true)
+            .override_global(names::GLOBAL_TARGET_CGROUP_LEVEL, &cgroup_level, true)
+            .override_global(
+                names::GLOBAL_FORK_CHILD_PID_OFFSET,
+                &fork_child_pid_offset,
+                true,
+            )
             .load(object::ERRNO)
             .map_err(AttachError::Object)?;
 
@@ -148,24 +162,57 @@ impl ErrnoAttachment {
         faults
             .set(FAULT_SLOT, kernel_fault, 0)
             .map_err(map_error(names::MAP_ERRNO_FAULTS))?;
-        let mut targets: HashMap<_, u32, Target> = map(&mut ebpf, names::MAP_TARGET_PIDS)?;
-        targets
-            .insert(target.pid, Target { fault: FAULT_SLOT }, 0)
+        let mut pids: HashMap<_, u32, Target> = map(&mut ebpf, names::MAP_TARGET_PIDS)?;
+        for process in &targets.processes {
+            let flags = if process.tree { TARGET_TREE } else { 0 };
+            pids.insert(
+                process.pid,
+                Target {
+                    fault: FAULT_SLOT,
+                    flags,
+                },
+                0,
+            )
             .map_err(map_error(names::MAP_TARGET_PIDS))?;
+        }
 
         let hooks = hooks_of(&plan);
         for &hook in &hooks {
             load(&mut ebpf, hook, btf.as_ref())?;
         }
-        let cgroup = File::open(&target.cgroup).map_err(|source| AttachError::Cgroup {
-            path: target.cgroup.clone(),
-            source,
-        })?;
-        for &hook in &hooks {
-            attach(&mut ebpf, hook, &cgroup)?;
-            debug!(pid = target.pid, program = hook.program(), errno = %fault.errno, "attached");
+        let tracepoints: &[(&str, &str)] = if tree {
+            &[
+                (names::PROG_TRACEPOINT_FORK, "sched_process_fork"),
+                (names::PROG_TRACEPOINT_EXIT, "sched_process_exit"),
+            ]
+        } else {
+            &[]
+        };
+        for &(name, _) in tracepoints {
+            program::<TracePoint>(&mut ebpf, name)?
+                .load()
+                .map_err(|source| AttachError::Program { name, source })?;
         }
-        Ok(ErrnoAttachment { ebpf, plan })
+        // Follow forks before the fault starts, so no child escapes.
+        for &(name, event) in tracepoints {
+            program::<TracePoint>(&mut ebpf, name)?
+                .attach("sched", event)
+                .map_err(|source| AttachError::Program { name, source })?;
+        }
+        let cgroups = targets
+            .attach_cgroups()
+            .into_iter()
+            .map(|path| File::open(&path).map_err(|source| AttachError::Cgroup { path, source }))
+            .collect::<Result<Vec<File>, _>>()?;
+        for &hook in &hooks {
+            attach(&mut ebpf, hook, &cgroups)?;
+            debug!(program = hook.program(), errno = %fault.errno, "attached");
+        }
+        Ok(ErrnoAttachment {
+            ebpf,
+            plan,
+            tracepoints,
+        })
     }
 
     /// Detaches and unloads every program but keeps the maps, so the final counters read after
@@ -174,6 +221,14 @@ impl ErrnoAttachment {
         for hook in hooks_of(&self.plan) {
             if let Err(err) = unload(&mut self.ebpf, hook) {
                 tracing::warn!(program = hook.program(), %err, "detach");
+            }
+        }
+        for &(name, _) in self.tracepoints {
+            if let Err(err) = program::<TracePoint>(&mut self.ebpf, name).and_then(|p| {
+                p.unload()
+                    .map_err(|source| AttachError::Program { name, source })
+            }) {
+                tracing::warn!(program = name, %err, "detach");
             }
         }
     }
@@ -233,19 +288,52 @@ fn load(ebpf: &mut Ebpf, hook: Hook, btf: Option<&Btf>) -> Result<(), AttachErro
     result.map_err(|source| AttachError::Program { name, source })
 }
 
-fn attach(ebpf: &mut Ebpf, hook: Hook, cgroup: &File) -> Result<(), AttachError> {
+/// Attaches `hook`: an LSM program once, globally; a cgroup program to each of `cgroups`.
+fn attach(ebpf: &mut Ebpf, hook: Hook, cgroups: &[File]) -> Result<(), AttachError> {
     let name = hook.program();
+    let error = |source| AttachError::Program { name, source };
     // A link-based cgroup attachment always lets other programs run beside ours.
-    let result = match hook {
-        Hook::SockAddr(_) => program::<CgroupSockAddr>(ebpf, name)?
-            .attach(cgroup, CgroupAttachMode::Single)
-            .map(drop),
-        Hook::Sock(_) => program::<CgroupSock>(ebpf, name)?
-            .attach(cgroup, CgroupAttachMode::Single)
-            .map(drop),
-        Hook::Lsm(_) => program::<Lsm>(ebpf, name)?.attach().map(drop),
-    };
-    result.map_err(|source| AttachError::Program { name, source })
+    match hook {
+        Hook::SockAddr(_) => {
+            let program = program::<CgroupSockAddr>(ebpf, name)?;
+            for cgroup in cgroups {
+                program
+                    .attach(cgroup, CgroupAttachMode::Single)
+                    .map_err(error)?;
+            }
+        }
+        Hook::Sock(_) => {
+            let program = program::<CgroupSock>(ebpf, name)?;
+            for cgroup in cgroups {
+                program
+                    .attach(cgroup, CgroupAttachMode::Single)
+                    .map_err(error)?;
+            }
+        }
+        Hook::Lsm(_) => drop(program::<Lsm>(ebpf, name)?.attach().map_err(error)?),
+    }
+    Ok(())
+}
+
+/// The offset of `child_pid` in a `sched:sched_process_fork` record, from the event's format.
+fn fork_child_pid_offset() -> Result<u32, AttachError> {
+    kernel::ensure_mounted("tracefs", "/sys/kernel/tracing");
+    let path = "/sys/kernel/tracing/events/sched/sched_process_fork/format";
+    let format = std::fs::read_to_string(path)
+        .map_err(|err| AttachError::ForkTracepoint(format!("{path}: {err}")))?;
+    format
+        .lines()
+        .find(|line| line.contains(" child_pid;"))
+        .and_then(|line| {
+            line.split("offset:")
+                .nth(1)?
+                .split(';')
+                .next()?
+                .trim()
+                .parse()
+                .ok()
+        })
+        .ok_or_else(|| AttachError::ForkTracepoint(format!("{path} has no child_pid field")))
 }
 
 fn unload(ebpf: &mut Ebpf, hook: Hook) -> Result<(), AttachError> {

@@ -541,7 +541,7 @@ fn first_line(text: &str) -> String {
 }
 
 /// Mounts a pseudo file system the probe needs when it is missing; the returned note says so.
-fn ensure_mounted(fstype: &str, dir: &str) -> String {
+pub fn ensure_mounted(fstype: &str, dir: &str) -> String {
     let mounts = fs::read_to_string("/proc/self/mounts").unwrap_or_default();
     if mounts
         .lines()

@@ -46,9 +46,13 @@ pub struct Report {
     pub elapsed_ms: u64,
 }
 
+/// A target: a process (`pid`, with its descendants when `tree`), or every process under
+/// `cgroup` (no `pid`).
 #[derive(Clone, Debug, Serialize)]
 pub struct TargetReport {
-    pub pid: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+    pub tree: bool,
     pub cgroup: String,
 }
 
@@ -154,7 +158,8 @@ mod tests {
             }],
             ended_by: EndedBy::TargetExited,
             targets: vec![TargetReport {
-                pid: 7,
+                pid: Some(7),
+                tree: false,
                 cgroup: "/sys/fs/cgroup".into(),
             }],
             elapsed_ms: 1500,

@@ -18,17 +18,17 @@ use crate::{
     error::Error,
     fault::ErrnoFault,
     report::{EndedBy, FaultReport, Report, StatusLine, TargetReport},
-    target::ProcessTarget,
+    target::Targets,
 };
 
 /// How often the live status line is redrawn.
 const STATUS_EVERY: Duration = Duration::from_millis(250);
 
-/// Waits until the run must end: `lifetime` elapsed, a signal, or the target exited (its pidfd
-/// becomes readable). `tick` runs every [`STATUS_EVERY`] with the elapsed and remaining time.
+/// Waits until the run must end: `lifetime` elapsed, a signal, or every target process exited
+/// (their pidfds became readable; with no pidfds, never). `tick` runs every [`STATUS_EVERY`] with the elapsed and remaining time.
 pub async fn hold(
     lifetime: Duration,
-    pidfd: &OwnedFd,
+    pidfds: &[&OwnedFd],
     mut tick: impl FnMut(Duration, Duration),
 ) -> std::io::Result<EndedBy> {
     let start = Instant::now();
@@ -36,10 +36,8 @@ pub async fn hold(
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sighup = signal(SignalKind::hangup())?;
-    // SAFETY: `pidfd` is borrowed for the whole call and `target_exit` is dropped before it returns.
-    let target_exit =
-        unsafe { AsyncFd::register_with_interest(pidfd.as_raw_fd(), Interest::READABLE) }
-            .map_err(std::io::Error::from)?;
+    let targets_exited = all_exited(pidfds);
+    tokio::pin!(targets_exited);
     let mut ticks = interval(STATUS_EVERY);
     ticks.set_missed_tick_behavior(MissedTickBehavior::Skip);
     loop {
@@ -48,7 +46,7 @@ pub async fn hold(
             _ = sigint.recv() => return Ok(EndedBy::Sigint),
             _ = sigterm.recv() => return Ok(EndedBy::Sigterm),
             _ = sighup.recv() => return Ok(EndedBy::Sighup),
-            _ = target_exit.readable() => return Ok(EndedBy::TargetExited),
+            result = &mut targets_exited => return result.map(|()| EndedBy::TargetExited),
             _ = ticks.tick() => {
                 let now = Instant::now();
                 tick(now - start, deadline.saturating_duration_since(now));
@@ -57,16 +55,31 @@ pub async fn hold(
     }
 }
 
+/// Completes when every pidfd is readable (its process exited); never for an empty list.
+async fn all_exited(pidfds: &[&OwnedFd]) -> std::io::Result<()> {
+    if pidfds.is_empty() {
+        std::future::pending::<()>().await;
+    }
+    for pidfd in pidfds {
+        // SAFETY: the pidfd is borrowed for the whole call and the AsyncFd dropped before it ends.
+        let exit =
+            unsafe { AsyncFd::register_with_interest(pidfd.as_raw_fd(), Interest::READABLE) }
+                .map_err(std::io::Error::from)?;
+        let _ready = exit.readable().await?;
+    }
+    Ok(())
+}
+
 /// A whole errno run: attach, hold until the run ends, read the counters, detach.
 /// `on_attached` runs once every program is live.
 pub fn errno_run(
-    target: &ProcessTarget,
+    targets: &Targets,
     fault: &ErrnoFault,
     plan: Plan,
     lifetime: Duration,
     on_attached: impl FnOnce(),
 ) -> Result<Report, Error> {
-    let mut attachment = ErrnoAttachment::attach(target, fault, plan, lifetime)?;
+    let mut attachment = ErrnoAttachment::attach(targets, fault, plan, lifetime)?;
     on_attached();
     let started = std::time::Instant::now();
     let fault_reports = |attachment: &ErrnoAttachment| -> Vec<FaultReport> {
@@ -92,7 +105,12 @@ pub fn errno_run(
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let ended_by = runtime.block_on(hold(lifetime, &target.pidfd, |elapsed, remaining| {
+    let pidfds: Vec<&OwnedFd> = if targets.ends_with_processes() {
+        targets.processes.iter().map(|p| &p.pidfd).collect()
+    } else {
+        Vec::new()
+    };
+    let ended_by = runtime.block_on(hold(lifetime, &pidfds, |elapsed, remaining| {
         status.draw(elapsed, remaining, &fault_reports(&attachment));
     }))?;
     status.clear();
@@ -102,10 +120,21 @@ pub fn errno_run(
     Ok(Report {
         faults,
         ended_by,
-        targets: vec![TargetReport {
-            pid: target.pid,
-            cgroup: target.cgroup.display().to_string(),
-        }],
+        targets: target_reports(targets),
         elapsed_ms: started.elapsed().as_millis() as u64,
     })
+}
+
+fn target_reports(targets: &Targets) -> Vec<TargetReport> {
+    let processes = targets.processes.iter().map(|p| TargetReport {
+        pid: Some(p.pid),
+        tree: p.tree,
+        cgroup: p.cgroup.display().to_string(),
+    });
+    let cgroup = targets.cgroup.iter().map(|c| TargetReport {
+        pid: None,
+        tree: false,
+        cgroup: c.path.display().to_string(),
+    });
+    processes.chain(cgroup).collect()
 }

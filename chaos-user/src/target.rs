@@ -29,12 +29,122 @@ pub enum TargetError {
     CgroupNotVisible { pid: u32, path: PathBuf },
     #[error("refusing to target PID {pid}: {reason}; pass --force to do it anyway")]
     Guarded { pid: u32, reason: &'static str },
+    #[error(
+        "cgroup {path} is not a directory under the cgroup v2 mount {mount}: expected a cgroup v2 directory (a path below {mount}, or one relative to it such as /system.slice/nginx.service)"
+    )]
+    NotCgroup2 { path: PathBuf, mount: PathBuf },
+    #[error(
+        "refusing to target the root cgroup {0}: every process on the machine is in it; pass --force to do it anyway"
+    )]
+    RootCgroup(PathBuf),
+    #[error("no process is named '{0}' (the comm in /proc/PID/comm, at most 15 characters)")]
+    NoSuchComm(String),
+}
+
+/// Everything one run faults.
+#[derive(Debug)]
+pub struct Targets {
+    /// Processes (all their threads): from --pid, --pid-tree and --comm.
+    pub processes: Vec<ProcessTarget>,
+    /// Every process under this cgroup v2 directory, now and later (--cgroup).
+    pub cgroup: Option<CgroupTarget>,
+}
+
+impl Targets {
+    /// The cgroup v2 directories cgroup programs attach to: the target cgroup, or the cgroup of
+    /// each target process.
+    pub fn attach_cgroups(&self) -> Vec<PathBuf> {
+        let mut dirs: Vec<PathBuf> = match &self.cgroup {
+            Some(cgroup) => vec![cgroup.path.clone()],
+            None => self.processes.iter().map(|p| p.cgroup.clone()).collect(),
+        };
+        dirs.sort();
+        dirs.dedup();
+        dirs
+    }
+
+    /// Whether the run lasts only as long as its processes (not for a cgroup target).
+    pub fn ends_with_processes(&self) -> bool {
+        self.cgroup.is_none()
+    }
+}
+
+/// A cgroup v2 directory as the kernel names it.
+#[derive(Debug, Clone)]
+pub struct CgroupTarget {
+    pub path: PathBuf,
+    /// The cgroup ID: the inode number of the directory (`bpf_get_current_cgroup_id`).
+    pub id: u64,
+    /// The depth below the root of the hierarchy (the root is 0).
+    pub level: u32,
+}
+
+impl CgroupTarget {
+    /// Resolves PATH: absolute under the v2 mount, or relative to it.
+    pub fn resolve(path: &Path, force: bool) -> Result<Self, TargetError> {
+        use std::os::unix::fs::MetadataExt as _;
+        let mount = cgroup2_mount()?;
+        let full = if path.starts_with(&mount) {
+            path.to_path_buf()
+        } else {
+            mount.join(path.strip_prefix("/").unwrap_or(path))
+        };
+        let not_v2 = || TargetError::NotCgroup2 {
+            path: path.to_path_buf(),
+            mount: mount.clone(),
+        };
+        let full = full.canonicalize().map_err(|_| not_v2())?;
+        if !full.starts_with(&mount)
+            || !full.join("cgroup.procs").exists()
+            || !full.join("cgroup.controllers").exists()
+        {
+            return Err(not_v2());
+        }
+        let relative = full.strip_prefix(&mount).map_err(|_| not_v2())?;
+        let level = relative.components().count() as u32;
+        if level == 0 && !force {
+            return Err(TargetError::RootCgroup(full));
+        }
+        let id = fs::metadata(&full)
+            .map_err(|source| TargetError::Proc {
+                path: full.clone(),
+                source,
+            })?
+            .ino();
+        Ok(CgroupTarget {
+            path: full,
+            id,
+            level,
+        })
+    }
+}
+
+/// The PIDs of the processes whose comm is `name`.
+pub fn pids_by_comm(name: &str) -> Result<Vec<u32>, TargetError> {
+    let mut pids: Vec<u32> = fs::read_dir("/proc")
+        .map_err(|source| TargetError::Proc {
+            path: "/proc".into(),
+            source,
+        })?
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            fs::read_to_string(format!("/proc/{pid}/comm"))
+                .is_ok_and(|comm| comm.trim_end() == name)
+        })
+        .collect();
+    pids.sort();
+    if pids.is_empty() {
+        return Err(TargetError::NoSuchComm(name.to_owned()));
+    }
+    Ok(pids)
 }
 
 /// A process to fault, with all of its threads.
 #[derive(Debug)]
 pub struct ProcessTarget {
     pub pid: u32,
+    /// Processes it forks become targets too (--pid-tree).
+    pub tree: bool,
     /// The cgroup v2 directory the process is in: cgroup programs attach here.
     pub cgroup: PathBuf,
     /// Readable when the process has exited; held from resolution on, so a recycled PID can
@@ -45,7 +155,7 @@ pub struct ProcessTarget {
 impl ProcessTarget {
     /// Resolves `pid`, refusing the processes whose failure would take the machine or this run
     /// down unless `force` is set.
-    pub fn resolve(pid: u32, force: bool) -> Result<Self, TargetError> {
+    pub fn resolve(pid: u32, tree: bool, force: bool) -> Result<Self, TargetError> {
         let pidfd = pidfd_open(pid)?;
         if !force {
             if let Some(reason) = guard(pid)? {
@@ -58,7 +168,12 @@ impl ProcessTarget {
         if !cgroup.is_dir() {
             return Err(TargetError::CgroupNotVisible { pid, path: cgroup });
         }
-        Ok(ProcessTarget { pid, cgroup, pidfd })
+        Ok(ProcessTarget {
+            pid,
+            tree,
+            cgroup,
+            pidfd,
+        })
     }
 }
 
@@ -217,7 +332,7 @@ mod tests {
 
     #[test]
     fn resolves_this_process() {
-        let me = ProcessTarget::resolve(std::process::id(), true).expect("resolve self");
+        let me = ProcessTarget::resolve(std::process::id(), false, true).expect("resolve self");
         assert!(me.cgroup.is_dir(), "{}", me.cgroup.display());
     }
 
@@ -225,7 +340,7 @@ mod tests {
     fn guards_init_self_parents_and_kernel_threads() {
         let refused = |pid| {
             matches!(
-                ProcessTarget::resolve(pid, false),
+                ProcessTarget::resolve(pid, false, false),
                 Err(TargetError::Guarded { .. })
             )
         };
@@ -234,15 +349,34 @@ mod tests {
         assert!(refused(parent_of(std::process::id()).expect("a parent")));
         assert!(refused(2), "kthreadd is a kernel thread");
         assert!(
-            ProcessTarget::resolve(1, true).is_ok(),
+            ProcessTarget::resolve(1, false, true).is_ok(),
             "--force lifts the guard"
         );
     }
 
     #[test]
+    fn cgroups_resolve_under_the_v2_mount_only() {
+        let mount = cgroup2_mount().unwrap();
+        let root = CgroupTarget::resolve(&mount, true).unwrap();
+        assert_eq!(root.level, 0);
+        assert!(matches!(
+            CgroupTarget::resolve(&mount, false),
+            Err(TargetError::RootCgroup(_))
+        ));
+        assert!(matches!(
+            CgroupTarget::resolve(Path::new("/no/such/cgroup"), false),
+            Err(TargetError::NotCgroup2 { .. })
+        ));
+        assert!(matches!(
+            CgroupTarget::resolve(Path::new("/proc"), false),
+            Err(TargetError::NotCgroup2 { .. })
+        ));
+    }
+
+    #[test]
     fn a_missing_process_is_named() {
         // PIDs above pid_max never exist; 2^22 is the largest pid_max Linux allows.
-        let err = ProcessTarget::resolve(4_194_305, false).unwrap_err();
+        let err = ProcessTarget::resolve(4_194_305, false, false).unwrap_err();
         assert!(
             matches!(err, TargetError::NoSuchProcess(4_194_305)),
             "{err}"

@@ -8,12 +8,13 @@
 #![no_main]
 
 use aya_ebpf::{
-    helpers::bpf_set_retval,
-    macros::{cgroup_sock, cgroup_sock_addr, lsm},
-    programs::{LsmContext, SockAddrContext, SockContext},
+    Global,
+    helpers::{bpf_get_current_pid_tgid, bpf_set_retval},
+    macros::{cgroup_sock, cgroup_sock_addr, lsm, tracepoint},
+    programs::{LsmContext, SockAddrContext, SockContext, TracePointContext},
 };
 use chaos_common::errno::*;
-use chaos_ebpf::errno::injected_errno;
+use chaos_ebpf::errno::{TARGET_PIDS, injected_errno};
 
 /// cgroup programs: 1 lets the call through, 0 fails it (with the errno set by `bpf_set_retval`,
 /// EPERM without).
@@ -180,6 +181,40 @@ pub fn lsm_socket_create(ctx: LsmContext) -> i32 {
         return clamp_errno(ctx.arg(4));
     }
     lsm_verdict(&ctx, 4, OP_SOCKET)
+}
+
+/// Offset of `child_pid` in the `sched_process_fork` record; set at load from the format file.
+#[unsafe(no_mangle)]
+static FORK_CHILD_PID_OFFSET: Global<u32> = Global::new(44);
+
+/// A fork by a tree target makes the child a target too. The parent is the current task. Runs
+/// on every fork of the machine while a `--pid-tree` run lasts: one hash lookup.
+#[tracepoint]
+pub fn tracepoint_sched_process_fork(ctx: TracePointContext) -> u32 {
+    let parent = (bpf_get_current_pid_tgid() >> 32) as u32;
+    // SAFETY: the entry is copied out at once.
+    let Some(&target) = (unsafe { TARGET_PIDS.get(&parent) }) else {
+        return 0;
+    };
+    if target.flags & TARGET_TREE == 0 {
+        return 0;
+    }
+    // SAFETY: reading a field of the tracepoint record at the offset its format file gives.
+    let Ok(child) = (unsafe { ctx.read_at::<i32>(FORK_CHILD_PID_OFFSET.load() as usize) }) else {
+        return 0;
+    };
+    // A new thread gets an entry under its thread ID too, which no process uses while it lives;
+    // the exit program removes it.
+    let _ = TARGET_PIDS.insert(&(child as u32), &target, 0);
+    0
+}
+
+/// An exiting task leaves the targets, so a recycled PID never inherits a fault.
+#[tracepoint]
+pub fn tracepoint_sched_process_exit(_ctx: TracePointContext) -> u32 {
+    let task = bpf_get_current_pid_tgid() as u32;
+    let _ = TARGET_PIDS.remove(&task);
+    0
 }
 
 #[cfg(not(test))]

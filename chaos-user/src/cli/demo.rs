@@ -16,7 +16,7 @@ use crate::{
     error::{Error, exit},
     fault::{self, BackendChoice, Errno, ErrnoFault, Op, When},
     run,
-    target::ProcessTarget,
+    target::{ProcessTarget, Targets},
 };
 
 /// Show a fault on a built-in target: two processes connect to a local server; one of them gets
@@ -97,8 +97,11 @@ pub fn execute(args: DemoArgs) -> Result<u8, Error> {
         target.child.id(),
         humantime::format_duration(args.duration)
     );
-    let process = ProcessTarget::resolve(target.child.id(), false)?;
-    let report = run::errno_run(&process, &fault, plan, args.duration, || {
+    let targets = Targets {
+        processes: vec![ProcessTarget::resolve(target.child.id(), false, false)?],
+        cgroup: None,
+    };
+    let report = run::errno_run(&targets, &fault, plan, args.duration, || {
         *phase.lock().expect("phase lock") = 1
     });
     *phase.lock().expect("phase lock") = 2;

@@ -6,10 +6,10 @@ use clap::Args;
 
 use crate::{
     attach, capabilities,
+    cli::TargetArgs,
     error::{Error, exit},
     fault::{self, BackendChoice, Errno, ErrnoFault, Op, When},
     run,
-    target::ProcessTarget,
 };
 
 /// Make calls of a process fail with an errno, for a while.
@@ -39,9 +39,8 @@ use crate::{
 #[derive(Debug, Args)]
 #[command(verbatim_doc_comment)]
 pub struct FailArgs {
-    /// The process to fault (all of its threads).
-    #[arg(long, value_parser = fault::parse_pid)]
-    pub pid: u32,
+    #[command(flatten)]
+    pub targets: TargetArgs,
 
     /// Operations to fail, comma-separated (see the list above).
     #[arg(long, required = true, value_delimiter = ',')]
@@ -84,11 +83,6 @@ pub struct FailArgs {
     /// or cgroup. The report names the one used.
     #[arg(long, default_value = "auto")]
     pub backend: BackendChoice,
-
-    /// Allow targets that are refused by default: PID 1, chaos itself and its parents, kernel
-    /// threads.
-    #[arg(long)]
-    pub force: bool,
 }
 
 pub fn execute(args: FailArgs) -> Result<u8, Error> {
@@ -111,22 +105,22 @@ pub fn execute(args: FailArgs) -> Result<u8, Error> {
     if !missing.is_empty() {
         return Err(Error::Privileges(missing));
     }
-    let target = ProcessTarget::resolve(args.pid, args.force)?;
+    let targets = args.targets.resolve()?;
     let plan = attach::plan(&fault.ops, fault.backend, attach::mechanism_unsupported)?;
     eprintln!(
-        "chaos: failing {} of pid {} with {} for {}{} (Ctrl-C ends it early)",
+        "chaos: failing {} of {} with {} for {}{} (Ctrl-C ends it early)",
         fault
             .ops
             .iter()
             .map(|op| op.name())
             .collect::<Vec<_>>()
             .join(","),
-        target.pid,
+        TargetArgs::describe(&targets),
         fault.errno,
         humantime::format_duration(args.duration),
         if fault.dry_run { ", dry run" } else { "" },
     );
-    let report = run::errno_run(&target, &fault, plan, args.duration, || {})?;
+    let report = run::errno_run(&targets, &fault, plan, args.duration, || {})?;
     if args.json {
         println!("{}", report.json());
     } else {
@@ -163,7 +157,7 @@ mod tests {
         let Command::Fail(args) = cli.command else {
             panic!("not fail")
         };
-        assert_eq!(args.pid, 42);
+        assert_eq!(args.targets.pid, [42]);
         assert_eq!(args.op.len(), 2);
         assert_eq!(args.errno.get(), libc::EIO);
         assert_eq!(args.duration.as_secs(), 90);

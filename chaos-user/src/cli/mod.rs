@@ -4,9 +4,104 @@ pub mod demo;
 pub mod fail;
 pub mod probe;
 
-use clap::{CommandFactory as _, Parser, Subcommand};
+use std::path::PathBuf;
 
-use crate::error::Error;
+use clap::{Args, CommandFactory as _, Parser, Subcommand};
+
+use crate::{
+    error::Error,
+    fault,
+    target::{CgroupTarget, ProcessTarget, TargetError, Targets, pids_by_comm},
+};
+
+/// What to fault; shared by every fault command.
+#[derive(Debug, Args)]
+#[group(id = "target", required = true, multiple = true)]
+pub struct TargetArgs {
+    /// A process to fault, with all of its threads (repeatable, or comma-separated).
+    #[arg(long, value_parser = fault::parse_pid, value_delimiter = ',', group = "target")]
+    pub pid: Vec<u32>,
+
+    /// A process and every process it forks while the run lasts (repeatable).
+    #[arg(long, value_name = "PID", value_parser = fault::parse_pid, value_delimiter = ',', group = "target")]
+    pub pid_tree: Vec<u32>,
+
+    /// Every process in this cgroup v2 directory or below it, including ones that join later:
+    /// a path under the cgroup v2 mount, or relative to it (/system.slice/nginx.service).
+    #[arg(long, value_name = "PATH", group = "target", conflicts_with_all = ["pid", "pid_tree", "comm"])]
+    pub cgroup: Option<PathBuf>,
+
+    /// Every process whose command name (/proc/PID/comm) is NAME when the run starts.
+    #[arg(long, value_name = "NAME", group = "target")]
+    pub comm: Option<String>,
+
+    /// Allow targets that are refused by default: PID 1, chaos itself and its parents, kernel
+    /// threads, the root cgroup.
+    #[arg(long)]
+    pub force: bool,
+}
+
+impl TargetArgs {
+    pub fn resolve(&self) -> Result<Targets, TargetError> {
+        if let Some(path) = &self.cgroup {
+            return Ok(Targets {
+                processes: Vec::new(),
+                cgroup: Some(CgroupTarget::resolve(path, self.force)?),
+            });
+        }
+        let mut processes: Vec<ProcessTarget> = Vec::new();
+        let add =
+            |pid: u32, tree: bool, processes: &mut Vec<ProcessTarget>| -> Result<(), TargetError> {
+                match processes.iter_mut().find(|p| p.pid == pid) {
+                    Some(existing) => existing.tree |= tree,
+                    None => processes.push(ProcessTarget::resolve(pid, tree, self.force)?),
+                }
+                Ok(())
+            };
+        for &pid in &self.pid {
+            add(pid, false, &mut processes)?;
+        }
+        for &pid in &self.pid_tree {
+            add(pid, true, &mut processes)?;
+        }
+        if let Some(name) = &self.comm {
+            let before = processes.len();
+            for pid in pids_by_comm(name)? {
+                // Guarded processes that merely share the name are skipped, not refused.
+                match add(pid, false, &mut processes) {
+                    Ok(()) | Err(TargetError::Guarded { .. } | TargetError::NoSuchProcess(_)) => {}
+                    Err(err) => return Err(err),
+                }
+            }
+            if processes.len() == before {
+                return Err(TargetError::NoSuchComm(name.clone()));
+            }
+        }
+        Ok(Targets {
+            processes,
+            cgroup: None,
+        })
+    }
+
+    /// A short description for the start line.
+    pub fn describe(targets: &Targets) -> String {
+        match &targets.cgroup {
+            Some(cgroup) => format!("every process under {}", cgroup.path.display()),
+            None => targets
+                .processes
+                .iter()
+                .map(|p| {
+                    if p.tree {
+                        format!("pid {} and its children", p.pid)
+                    } else {
+                        format!("pid {}", p.pid)
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join(", "),
+        }
+    }
+}
 
 const EXIT_CODES: &str = "\
 Exit codes:
