@@ -33,11 +33,12 @@ impl Error {
     pub fn exit_code(&self) -> u8 {
         match self {
             Error::Parse(_) | Error::Privileges(_) => exit::USAGE,
-            Error::Target(TargetError::NoSuchProcess(_) | TargetError::Guarded { .. }) => {
-                exit::USAGE
+            Error::Target(TargetError::Proc { .. } | TargetError::CgroupNotVisible { .. }) => {
+                exit::FAILURE
             }
+            Error::Target(_) => exit::USAGE,
             Error::Attach(AttachError::Unsupported { .. }) => exit::USAGE,
-            Error::Target(_) | Error::Attach(_) | Error::Io(_) => exit::FAILURE,
+            Error::Attach(_) | Error::Io(_) => exit::FAILURE,
         }
     }
 }

@@ -232,9 +232,18 @@ impl Victim {
     /// call. A `write` victim reports over a UNIX datagram socket, since its stdout is a write.
     pub fn start(bin: &str, op: &str, arg: &str, cgroup: &TestCgroup) -> Self {
         let mut command = Command::new(bin);
-        command.args([op, arg]).stdout(Stdio::piped());
+        command.args([op, arg]);
+        let victim = Victim::spawn(command, op == "write", cgroup);
+        victim.wait_for_calls(1);
+        victim
+    }
+
+    /// Starts `command` (a victim, or something that starts one later) inside `cgroup` without
+    /// waiting for a call; its stdout (or, with `report_socket`, a UNIX socket) carries the lines.
+    pub fn spawn(mut command: Command, report_socket: bool, cgroup: &TestCgroup) -> Self {
+        command.stdout(Stdio::piped());
         let calls = Arc::new(Mutex::new(Vec::new()));
-        let report_socket = (op == "write").then(|| {
+        let report_socket = report_socket.then(|| {
             let path = std::env::temp_dir().join(format!(
                 "chaos-victim-{}-{}.sock",
                 std::process::id(),
@@ -290,9 +299,7 @@ impl Victim {
                 });
             }
         }
-        let victim = Victim { child, calls };
-        victim.wait_for_calls(1);
-        victim
+        Victim { child, calls }
     }
 
     pub fn pid(&self) -> u32 {

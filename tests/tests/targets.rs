@@ -1,0 +1,220 @@
+//! Who is a target: several PIDs, a process tree (children forked after the run started), a
+//! cgroup (processes that join later too), a command name. Every test keeps a bystander.
+
+use std::{net::TcpListener, process::Command, thread, time::Duration};
+
+use chaos_tests::*;
+
+const VICTIM: &str = env!("CARGO_BIN_EXE_victim");
+
+fn server() -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let address = listener.local_addr().unwrap().to_string();
+    thread::spawn(move || for _connection in listener.incoming() {});
+    address
+}
+
+fn failures(victim: &Victim) -> usize {
+    victim
+        .calls()
+        .iter()
+        .filter(|call| call.errno.is_some())
+        .count()
+}
+
+/// Runs `chaos fail ARGS --op connect --errno ECONNRESET --for 2s --json`; returns the report and
+/// the run's window.
+fn fail_connect(target_args: &[&str]) -> (serde_json::Value, (u64, u64)) {
+    let mut args = vec!["fail"];
+    args.extend_from_slice(target_args);
+    args.extend_from_slice(&[
+        "--op",
+        "connect",
+        "--errno",
+        "ECONNRESET",
+        "--for",
+        "2s",
+        "--json",
+    ]);
+    let start = monotonic_ns();
+    let output = chaos(&args);
+    let end = monotonic_ns();
+    assert!(
+        output.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (json_report(&output), (start, end))
+}
+
+#[test]
+fn several_pids_are_all_targets() {
+    let address = server();
+    let cgroup = TestCgroup::new("pids");
+    let (a, b) = (
+        Victim::start(VICTIM, "connect", &address, &cgroup),
+        Victim::start(VICTIM, "connect", &address, &cgroup),
+    );
+    let bystander = Victim::start(VICTIM, "connect", &address, &cgroup);
+    let (pid_a, pid_b) = (a.pid().to_string(), b.pid().to_string());
+    let (report, (_, end)) = fail_connect(&["--pid", &pid_a, "--pid", &pid_b]);
+    a.wait_for_call_after(end);
+    b.wait_for_call_after(end);
+    assert!(
+        failures(&a) > 0 && failures(&b) > 0,
+        "both PIDs must fail: {report}"
+    );
+    assert_eq!(
+        report["faults"][0]["injected"].as_u64().unwrap() as usize,
+        failures(&a) + failures(&b)
+    );
+    assert_eq!(failures(&bystander), 0, "the bystander was hit");
+    assert_eq!(report["targets"].as_array().unwrap().len(), 2);
+    assert_no_chaos_programs();
+}
+
+#[test]
+fn a_pid_tree_covers_children_forked_after_the_run_started() {
+    let address = server();
+    let cgroup = TestCgroup::new("tree");
+    let bystander = Victim::start(VICTIM, "connect", &address, &cgroup);
+    // A shell that forks a victim after chaos has attached (not exec: the victim is a child).
+    let mut shell = Command::new("sh");
+    shell.args([
+        "-c",
+        "sleep 3; \"$0\" connect \"$1\"; true",
+        VICTIM,
+        &address,
+    ]);
+    let family = Victim::spawn(shell, false, &cgroup);
+    let root = family.pid().to_string();
+    let chaos = spawn_chaos(&[
+        "fail",
+        "--pid-tree",
+        &root,
+        "--op",
+        "connect",
+        "--errno",
+        "ECONNRESET",
+        "--for",
+        "6s",
+        "--json",
+    ]);
+    let output = chaos.wait_with_output().expect("chaos");
+    let end = monotonic_ns();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    family.wait_for_call_after(end);
+    let report = json_report(&output);
+    let child_failures = failures(&family);
+    assert!(
+        child_failures > 0,
+        "the child forked during the run was not a target: {report}"
+    );
+    assert_eq!(
+        report["faults"][0]["injected"].as_u64().unwrap() as usize,
+        child_failures
+    );
+    assert!(
+        family
+            .calls()
+            .iter()
+            .any(|c| c.at_ns > end && c.errno.is_none()),
+        "the child did not recover"
+    );
+    assert_eq!(failures(&bystander), 0, "the bystander was hit");
+    assert_eq!(report["targets"][0]["tree"], true);
+    assert_no_chaos_programs();
+}
+
+#[test]
+fn a_cgroup_target_covers_its_processes_and_no_sibling() {
+    let address = server();
+    let targeted = TestCgroup::new("cg-target");
+    let sibling = TestCgroup::new("cg-sibling");
+    let early = Victim::start(VICTIM, "connect", &address, &targeted);
+    let bystander = Victim::start(VICTIM, "connect", &address, &sibling);
+    let path = targeted.path.to_str().unwrap().to_owned();
+    let chaos = spawn_chaos(&[
+        "fail",
+        "--cgroup",
+        &path,
+        "--op",
+        "connect",
+        "--errno",
+        "ECONNRESET",
+        "--for",
+        "3s",
+        "--json",
+    ]);
+    // A process that joins the cgroup while the run lasts is a target too.
+    while failures(&early) == 0 {
+        thread::sleep(Duration::from_millis(10));
+    }
+    let late = Victim::start(VICTIM, "connect", &address, &targeted);
+    let output = chaos.wait_with_output().expect("chaos");
+    let end = monotonic_ns();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    early.wait_for_call_after(end);
+    late.wait_for_call_after(end);
+    let report = json_report(&output);
+    assert!(
+        failures(&late) > 0,
+        "a process that joined later was not a target: {report}"
+    );
+    assert_eq!(
+        report["faults"][0]["injected"].as_u64().unwrap() as usize,
+        failures(&early) + failures(&late)
+    );
+    assert_eq!(failures(&bystander), 0, "the sibling cgroup was hit");
+    assert_no_chaos_programs();
+}
+
+#[test]
+fn a_comm_target_takes_the_processes_of_that_name() {
+    let address = server();
+    let cgroup = TestCgroup::new("comm");
+    let link = std::env::temp_dir().join(format!("vcomm{}", std::process::id() % 100_000));
+    let _ = std::fs::remove_file(&link);
+    std::os::unix::fs::symlink(VICTIM, &link).expect("symlink");
+    let named = Victim::start(link.to_str().unwrap(), "connect", &address, &cgroup);
+    let bystander = Victim::start(VICTIM, "connect", &address, &cgroup);
+    let name = link.file_name().unwrap().to_str().unwrap().to_owned();
+    let (report, (_, end)) = fail_connect(&["--comm", &name]);
+    named.wait_for_call_after(end);
+    assert!(failures(&named) > 0, "{report}");
+    assert_eq!(failures(&bystander), 0, "the bystander was hit");
+    let _ = std::fs::remove_file(&link);
+    assert_no_chaos_programs();
+}
+
+#[test]
+fn bad_targets_exit_2_naming_the_value() {
+    let cases: &[(&[&str], &str)] = &[
+        (&["--cgroup", "/sys/fs/cgroup/memory/nope"], "nope"),
+        (&["--cgroup", "/proc"], "/proc"),
+        (&["--cgroup", "/"], "root cgroup"),
+        (&["--comm", "no-such-process-name"], "no-such-process-name"),
+        (&["--pid", "1"], "refusing"),
+    ];
+    for (target, named) in cases {
+        let mut args = vec!["fail"];
+        args.extend_from_slice(target);
+        args.extend_from_slice(&["--op", "connect", "--errno", "EIO", "--for", "1s"]);
+        let output = chaos(&args);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains(named),
+            "{args:?} should name {named}: {stderr}"
+        );
+    }
+    assert_no_chaos_programs();
+}
