@@ -5,7 +5,7 @@
 use std::{
     fs,
     io::{BufRead as _, BufReader},
-    path::{Path, PathBuf},
+    path::PathBuf,
     process::{Child, Command, Output, Stdio},
     sync::{Arc, Mutex},
     thread,
@@ -34,16 +34,14 @@ pub fn chaos_bin() -> PathBuf {
         return path.into();
     }
     let exe = std::env::current_exe().expect("current_exe");
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target/<profile>/deps/<test>");
-    let chaos = profile_dir.join("chaos");
-    assert!(
-        chaos.exists(),
-        "{} is missing: build it with `cargo build -p chaos-user` or run `cargo xtask test`",
-        chaos.display()
-    );
+    // Test binaries live in target/<profile>/deps, other binaries in target/<profile>.
+    let chaos = exe
+        .ancestors()
+        .skip(1)
+        .take(2)
+        .map(|dir| dir.join("chaos"))
+        .find(|path| path.exists())
+        .unwrap_or_else(|| panic!("no chaos binary beside {}: build it with `cargo build -p chaos-user` or run `cargo xtask test`", exe.display()));
     chaos
 }
 

@@ -33,6 +33,9 @@ enum Task {
         /// Only tests whose name contains this.
         filter: Option<String>,
     },
+    /// Benchmark the errno faults: connect() on this host, open() in the qemu guest; prints
+    /// ns per call per case and the required ratios.
+    Bench,
     /// Run the integration tests inside a qemu guest kernel.
     VmTest {
         #[arg(long, default_value = vm::DEFAULT_KERNEL)]
@@ -63,6 +66,7 @@ fn main() -> anyhow::Result<()> {
             run_command(Command::new(workspace_root().join("target/release/chaos")).arg("demo"))
         }
         Task::Test { host_only, filter } => test::all(host_only, filter.as_deref()),
+        Task::Bench => test::bench(),
         Task::VmTest { kernel, filter } => test::in_vm(&kernel, filter.first().map(String::as_str)),
         Task::VmRun {
             kernel,

@@ -95,3 +95,36 @@ fn integration_test_binaries() -> anyhow::Result<Vec<String>> {
 fn shell_quote(text: &str) -> String {
     format!("'{}'", text.replace('\'', r"'\''"))
 }
+
+/// `cargo xtask bench`: release builds, connect() on this host, open() in the guest.
+pub fn bench() -> anyhow::Result<()> {
+    setup::run()?;
+    cargo(&[
+        "build",
+        "--release",
+        "--package",
+        "chaos-user",
+        "--package",
+        "chaos-tests",
+        "--bins",
+    ])?;
+    let release = workspace_root().join("target/release");
+    let bench = release.join("chaos-bench");
+    crate::run_command(Command::new(&bench).args(["connect", "20000", "5"]))?;
+    let kernel = vm::Kernel::named(vm::DEFAULT_KERNEL)?;
+    let env = [format!("CHAOS_BIN={}", release.join("chaos").display())];
+    let command = [
+        bench.display().to_string(),
+        "open".into(),
+        "2000".into(),
+        "5".into(),
+    ];
+    let status = vm::run(&kernel, &env, &command)?;
+    if status != 0 {
+        bail!(
+            "the benchmark in the {} guest failed (status {status})",
+            kernel.name
+        );
+    }
+    Ok(())
+}

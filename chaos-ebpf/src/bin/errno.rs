@@ -7,10 +7,12 @@
 #![no_std]
 #![no_main]
 
+use core::ffi::c_void;
+
 use aya_ebpf::{
     Global,
     helpers::{bpf_get_current_pid_tgid, bpf_set_retval},
-    macros::{cgroup_sock, cgroup_sock_addr, lsm, tracepoint},
+    macros::{cgroup_sock, cgroup_sock_addr, tracepoint},
     programs::{LsmContext, SockAddrContext, SockContext, TracePointContext},
 };
 use chaos_common::errno::*;
@@ -22,7 +24,7 @@ const CGROUP_ALLOW: i32 = 1;
 const CGROUP_DENY: i32 = 0;
 
 /// The largest errno a kernel call can return.
-const MAX_ERRNO: i32 = 4095;
+const MAX_ERRNO: i64 = 4095;
 
 /// `MAY_WRITE` and `MAY_READ` from linux/fs.h, in the `mask` of `file_permission`.
 const MAY_WRITE: i32 = 0x2;
@@ -82,32 +84,48 @@ pub fn cgroup_sock_create(_ctx: SockContext) -> i32 {
 /// The verdict of an LSM program whose hook has `args` arguments: the kernel appends the verdict
 /// of the LSM programs before this one as one more argument, and a denial there stands.
 #[inline(always)]
-fn lsm_verdict(ctx: &LsmContext, args: usize, op: u32) -> i32 {
+fn lsm_verdict(ctx: &LsmContext, args: usize, op: u32) -> i64 {
     let earlier: i32 = ctx.arg(args);
     if earlier != 0 {
-        return clamp_errno(earlier);
+        return clamp_errno(i64::from(earlier));
     }
     match injected_errno(op) {
-        Some(errno) => clamp_errno(-errno),
+        Some(errno) => clamp_errno(-i64::from(errno)),
         None => 0,
     }
 }
 
 /// LSM programs must return 0 or a negative errno no lower than -4095, and the verifier must be
-/// able to prove it: clamp the value itself (a range check on a copy proves nothing).
+/// able to prove it on the whole 64-bit register: clamp the value itself, in 64 bits (a range
+/// check on a copy proves nothing, and a 32-bit result reaches the verifier zero-extended).
 #[inline(always)]
-fn clamp_errno(verdict: i32) -> i32 {
+fn clamp_errno(verdict: i64) -> i64 {
+    // Through memory, so that the compiler cannot move the comparisons onto the value the verdict
+    // was computed from (it compared the errno before negation, which proves nothing about R0).
+    // SAFETY: a volatile read of a local.
+    let verdict = unsafe { core::ptr::read_volatile(&verdict) };
     verdict.clamp(-MAX_ERRNO, 0)
+}
+
+/// An LSM program on `hook`. Written out rather than with aya's `#[lsm]`, whose entry returns
+/// `i32`: with BPF v3's 32-bit subregisters a negative `i32` leaves R0 zero-extended, which the
+/// verifier of kernels such as 6.12 rejects. This entry returns the verdict in all 64 bits.
+macro_rules! lsm_program {
+    ($(#[$doc:meta])* $name:ident, $hook:literal, |$ctx:ident| $body:expr) => {
+        $(#[$doc])*
+        #[unsafe(no_mangle)]
+        #[unsafe(link_section = concat!("lsm/", $hook))]
+        pub extern "C" fn $name(raw: *mut c_void) -> i64 {
+            let $ctx = LsmContext::new(raw);
+            $body
+        }
+    };
 }
 
 /// An LSM program that fails `op` on every call of `hook(args…)`.
 macro_rules! lsm_errno {
     ($(#[$doc:meta])* $name:ident, $hook:literal, $args:literal, $op:expr) => {
-        $(#[$doc])*
-        #[lsm(hook = $hook)]
-        pub fn $name(ctx: LsmContext) -> i32 {
-            lsm_verdict(&ctx, $args, $op)
-        }
+        lsm_program!($(#[$doc])* $name, $hook, |ctx| lsm_verdict(&ctx, $args, $op));
     };
 }
 
@@ -159,29 +177,31 @@ lsm_errno!(
     lsm_socket_recvmsg, "socket_recvmsg", 4, OP_RECV
 );
 
-/// `read()` and `write()` families (`file_permission`, whose mask tells reads from writes).
-#[lsm(hook = "file_permission")]
-pub fn lsm_file_permission(ctx: LsmContext) -> i32 {
-    let mask: i32 = ctx.arg(1);
-    let op = if mask & MAY_WRITE != 0 {
-        OP_WRITE
-    } else if mask & MAY_READ != 0 {
-        OP_READ
-    } else {
-        return clamp_errno(ctx.arg(2));
-    };
-    lsm_verdict(&ctx, 2, op)
-}
-
-/// `socket()` of every family; sockets the kernel makes for itself (`kern`) are left alone.
-#[lsm(hook = "socket_create")]
-pub fn lsm_socket_create(ctx: LsmContext) -> i32 {
-    let kern: i32 = ctx.arg(3);
-    if kern != 0 {
-        return clamp_errno(ctx.arg(4));
+lsm_program!(
+    /// `read()` and `write()` families (`file_permission`, whose mask tells reads from writes).
+    lsm_file_permission, "file_permission", |ctx| {
+        let mask: i32 = ctx.arg(1);
+        if mask & MAY_WRITE != 0 {
+            lsm_verdict(&ctx, 2, OP_WRITE)
+        } else if mask & MAY_READ != 0 {
+            lsm_verdict(&ctx, 2, OP_READ)
+        } else {
+            clamp_errno(i64::from(ctx.arg::<i32>(2)))
+        }
     }
-    lsm_verdict(&ctx, 4, OP_SOCKET)
-}
+);
+
+lsm_program!(
+    /// `socket()` of every family; sockets the kernel makes for itself (`kern`) are left alone.
+    lsm_socket_create, "socket_create", |ctx| {
+        let kern: i32 = ctx.arg(3);
+        if kern != 0 {
+            clamp_errno(i64::from(ctx.arg::<i32>(4)))
+        } else {
+            lsm_verdict(&ctx, 4, OP_SOCKET)
+        }
+    }
+);
 
 /// Offset of `child_pid` in the `sched_process_fork` record; set at load from the format file.
 #[unsafe(no_mangle)]

@@ -1,0 +1,237 @@
+//! The errno benchmark: the cost of a hooked call, per case, for one operation.
+//!
+//!   chaos-bench connect|open [ITERATIONS] [ROUNDS]
+//!
+//! Cases: (1) no programs; (2) every errno program this kernel offers attached, the loop not a
+//! target; (3) the loop a target with --dry-run; (4) every call failed; (5) the same failures
+//! injected by `strace -f -e inject=SYSCALL:error=E`. Prints ns per call (the median of the
+//! rounds) and the ratios the project holds itself to: (2)/(1) <= 1.05, (5)/(4) >= 20.
+//! Run by `cargo xtask bench` on the host (connect) and in the qemu guest (open).
+
+use std::{
+    io::{BufRead as _, BufReader, Write as _},
+    net::{SocketAddr, TcpListener},
+    process::{Child, Command, Stdio},
+    thread,
+    time::{Duration, Instant},
+};
+
+use chaos_tests::{chaos_bin, loaded_program_names};
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("loop") {
+        return measure_loop(&args[2], args[3].parse().unwrap(), args[4].parse().unwrap());
+    }
+    let op = args.get(1).cloned().unwrap_or_else(|| "connect".into());
+    let iterations: u32 = args.get(2).and_then(|n| n.parse().ok()).unwrap_or(5000);
+    let rounds: u32 = args.get(3).and_then(|n| n.parse().ok()).unwrap_or(7);
+    let (errno, syscall, all_ops) = match op.as_str() {
+        "connect" => ("ECONNREFUSED", "connect", "connect,bind,send,socket"),
+        "open" => ("EIO", "openat", ALL_OPS),
+        other => panic!("unknown op {other}: expected connect or open"),
+    };
+    let all_ops = std::env::var("BENCH_ALL_OPS").unwrap_or_else(|_| all_ops.into());
+
+    let bystander = Command::new("sleep").arg("600").spawn().expect("sleep");
+    let other = bystander.id().to_string();
+    let inject = format!("inject={syscall}:error={errno}");
+    let cases: [(&str, Option<Vec<&str>>, Option<&str>); 5] = [
+        ("1 no programs", None, None),
+        (
+            "2 all programs, not a target",
+            Some(vec!["--pid", &other, "--op", &all_ops, "--errno", errno]),
+            None,
+        ),
+        (
+            "3 target, --dry-run",
+            Some(vec!["--op", &op, "--errno", errno, "--dry-run"]),
+            None,
+        ),
+        (
+            "4 target, every call failed",
+            Some(vec!["--op", &op, "--errno", errno]),
+            None,
+        ),
+        ("5 strace -e inject, every call failed", None, Some(&inject)),
+    ];
+    // Interleaved passes: every case once per pass, so drift of the machine hits all alike.
+    let mut samples: Vec<Vec<f64>> = vec![Vec::new(); cases.len()];
+    for _pass in 0..PASSES {
+        for (i, (_, chaos_args, strace)) in cases.iter().enumerate() {
+            samples[i].push(run_case(
+                &op,
+                iterations,
+                rounds,
+                chaos_args.as_deref(),
+                *strace,
+            ));
+        }
+    }
+    drop(kill(bystander));
+    let rows: Vec<(&str, f64)> = cases
+        .iter()
+        .zip(samples)
+        .map(|((name, ..), mut s)| (*name, median(&mut s)))
+        .collect();
+
+    println!(
+        "errno benchmark: {op}() loop, {iterations} calls x {rounds} rounds x {PASSES} interleaved passes, median ns per call"
+    );
+    for (name, ns) in &rows {
+        println!("  {name:<40} {ns:>10.0}");
+    }
+    let (overhead, strace) = (rows[1].1 / rows[0].1, rows[4].1 / rows[3].1);
+    println!(
+        "  (2)/(1) untargeted overhead           {overhead:>10.3}   required <= 1.05: {}",
+        verdict(overhead <= 1.05)
+    );
+    println!(
+        "  (5)/(4) strace vs chaos, failed calls {strace:>10.1}   required >= 20: {}",
+        verdict(strace >= 20.0)
+    );
+}
+
+/// Interleaved passes over all cases.
+const PASSES: usize = 3;
+
+fn median(samples: &mut [f64]) -> f64 {
+    samples.sort_by(f64::total_cmp);
+    samples[samples.len() / 2]
+}
+
+const ALL_OPS: &str = "open,read,write,exec,fork,mmap,unlink,rmdir,mkdir,rename,link,symlink,truncate,chmod,chown,ioctl,lock,stat,connect,bind,listen,accept,send,recv,socket";
+
+fn verdict(ok: bool) -> &'static str {
+    if ok { "yes" } else { "NO" }
+}
+
+/// Runs the loop, with `chaos fail --for 10m ARGS` attached (the loop as target unless ARGS names
+/// one) or under strace, and returns the median ns per call.
+fn run_case(
+    op: &str,
+    iterations: u32,
+    rounds: u32,
+    chaos_args: Option<&[&str]>,
+    strace: Option<&str>,
+) -> f64 {
+    let exe = std::env::current_exe().unwrap();
+    let loop_args = [
+        "loop".to_owned(),
+        op.to_owned(),
+        iterations.to_string(),
+        rounds.to_string(),
+    ];
+    let mut command = match strace {
+        Some(inject) => {
+            let mut c = Command::new("strace");
+            c.args(["-f", "-qq", "-o", "/dev/null", "-e", inject])
+                .arg(&exe)
+                .args(&loop_args);
+            c
+        }
+        None => {
+            let mut c = Command::new(&exe);
+            c.args(&loop_args);
+            c
+        }
+    };
+    let mut looper = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start the loop");
+    let mut lines = BufReader::new(looper.stdout.take().unwrap()).lines();
+    let ready = lines.next().expect("loop ready line").expect("read");
+    let pid = ready.trim_start_matches("ready ").to_owned();
+    let chaos = chaos_args.map(|args| {
+        let mut full = vec!["fail".to_owned(), "--for".into(), "10m".into()];
+        if !args.contains(&"--pid") {
+            full.extend(["--pid".into(), pid.clone()]);
+        }
+        full.extend(args.iter().map(|a| a.to_string()));
+        let child = Command::new(chaos_bin())
+            .args(&full)
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("chaos");
+        wait_for_programs();
+        child
+    });
+    writeln!(looper.stdin.as_mut().unwrap(), "go").unwrap();
+    let result = lines.next().expect("loop result").expect("read");
+    if let Some(chaos) = chaos {
+        let _ = kill(chaos);
+    }
+    let _ = looper.wait();
+    result.trim().parse().expect("ns per call")
+}
+
+/// Waits until chaos has programs in the kernel.
+fn wait_for_programs() {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !loaded_program_names()
+        .iter()
+        .any(|name| name.starts_with("cgroup_") || name.starts_with("lsm_"))
+    {
+        assert!(Instant::now() < deadline, "chaos never attached");
+        thread::sleep(Duration::from_millis(50));
+    }
+    thread::sleep(Duration::from_millis(200));
+}
+
+fn kill(mut child: Child) -> std::io::Result<std::process::ExitStatus> {
+    // SAFETY: kill(2) on our own child: SIGINT lets chaos detach cleanly.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    child.wait()
+}
+
+/// The measured loop: says `ready PID`, waits for a line, runs `rounds` rounds of `iterations`
+/// calls, prints the median ns per call.
+fn measure_loop(op: &str, iterations: u32, rounds: u32) {
+    let file = std::env::temp_dir().join(format!("chaos-bench-{}", std::process::id()));
+    std::fs::write(&file, b"x").unwrap();
+    // Nobody listens here: a connect is refused by the kernel at once, a full round trip.
+    let closed: SocketAddr = {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap()
+    };
+    // One socket for every connect: a refused (or failed) connect leaves it ready for another, so
+    // the loop measures connect() alone, not socket() and close().
+    // SAFETY: plain socket calls on an fd we own, with a sockaddr_in built here.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0) };
+    let SocketAddr::V4(v4) = closed else {
+        unreachable!()
+    };
+    let address = libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: v4.port().to_be(),
+        sin_addr: libc::in_addr {
+            s_addr: u32::from(*v4.ip()).to_be(),
+        },
+        sin_zero: [0; 8],
+    };
+    println!("ready {}", std::process::id());
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line).unwrap();
+    let mut samples: Vec<f64> = (0..rounds)
+        .map(|_| {
+            let start = Instant::now();
+            for _ in 0..iterations {
+                match op {
+                    "connect" => unsafe {
+                        libc::connect(
+                            fd,
+                            (&raw const address).cast(),
+                            size_of::<libc::sockaddr_in>() as u32,
+                        );
+                    },
+                    _ => drop(std::fs::File::open(&file)),
+                }
+            }
+            start.elapsed().as_nanos() as f64 / f64::from(iterations)
+        })
+        .collect();
+    println!("{}", median(&mut samples));
+    let _ = std::fs::remove_file(&file);
+}
