@@ -116,27 +116,8 @@ fn run_case(
     strace: Option<&str>,
 ) -> f64 {
     let exe = std::env::current_exe().unwrap();
-    let loop_args = [
-        "loop".to_owned(),
-        op.to_owned(),
-        iterations.to_string(),
-        rounds.to_string(),
-    ];
-    let mut command = match strace {
-        Some(inject) => {
-            let mut c = Command::new("strace");
-            c.args(["-f", "-qq", "-o", "/dev/null", "-e", inject])
-                .arg(&exe)
-                .args(&loop_args);
-            c
-        }
-        None => {
-            let mut c = Command::new(&exe);
-            c.args(&loop_args);
-            c
-        }
-    };
-    let mut looper = command
+    let mut looper = Command::new(&exe)
+        .args(["loop", op, &iterations.to_string(), &rounds.to_string()])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
@@ -144,27 +125,58 @@ fn run_case(
     let mut lines = BufReader::new(looper.stdout.take().unwrap()).lines();
     let ready = lines.next().expect("loop ready line").expect("read");
     let pid = ready.trim_start_matches("ready ").to_owned();
-    let chaos = chaos_args.map(|args| {
-        let mut full = vec!["fail".to_owned(), "--for".into(), "10m".into()];
-        if !args.contains(&"--pid") {
-            full.extend(["--pid".into(), pid.clone()]);
+    // Both injectors attach to the running loop, as they would to a running service.
+    let injector = match (chaos_args, strace) {
+        (Some(args), _) => {
+            let mut full = vec!["fail".to_owned(), "--for".into(), "10m".into()];
+            if !args.contains(&"--pid") {
+                full.extend(["--pid".into(), pid.clone()]);
+            }
+            full.extend(args.iter().map(|a| a.to_string()));
+            let child = Command::new(chaos_bin())
+                .args(&full)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("chaos");
+            wait_for_programs();
+            Some(child)
         }
-        full.extend(args.iter().map(|a| a.to_string()));
-        let child = Command::new(chaos_bin())
-            .args(&full)
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("chaos");
-        wait_for_programs();
-        child
-    });
+        (None, Some(inject)) => {
+            let child = Command::new("strace")
+                .args(["-f", "-qq", "-o", "/dev/null", "-e", inject, "-p", &pid])
+                .spawn()
+                .expect("strace (apt-get install strace)");
+            wait_until_traced(&pid);
+            Some(child)
+        }
+        (None, None) => None,
+    };
     writeln!(looper.stdin.as_mut().unwrap(), "go").unwrap();
     let result = lines.next().expect("loop result").expect("read");
-    if let Some(chaos) = chaos {
-        let _ = kill(chaos);
+    if let Some(injector) = injector {
+        let _ = kill(injector);
     }
     let _ = looper.wait();
     result.trim().parse().expect("ns per call")
+}
+
+/// Waits until a tracer is attached to `pid`.
+fn wait_until_traced(pid: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        let tracer = status
+            .lines()
+            .find_map(|l| l.strip_prefix("TracerPid:"))
+            .map(str::trim);
+        if tracer.is_some_and(|t| t != "0") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "strace never attached");
+        thread::sleep(Duration::from_millis(20));
+    }
+    thread::sleep(Duration::from_millis(200));
 }
 
 /// Waits until chaos has programs in the kernel.
