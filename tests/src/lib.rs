@@ -27,6 +27,15 @@ pub fn monotonic_ns() -> u64 {
     now.tv_sec as u64 * 1_000_000_000 + now.tv_nsec as u64
 }
 
+/// A TCP server on `address` (port 0: any free one) that accepts and drops connections until
+/// the test ends; returns the address it listens on, `ip:port`.
+pub fn tcp_server(address: &str) -> String {
+    let listener = std::net::TcpListener::bind(address).expect("bind the test server");
+    let local = listener.local_addr().expect("local_addr").to_string();
+    thread::spawn(move || for _connection in listener.incoming() {});
+    local
+}
+
 /// The `chaos` binary under test: `$CHAOS_BIN`, or `chaos` next to the test's target directory
 /// (`cargo xtask test` builds it first).
 pub fn chaos_bin() -> PathBuf {
@@ -315,6 +324,19 @@ impl Victim {
             assert!(
                 Instant::now() < deadline,
                 "victim {} made fewer than {n} calls in 30 s",
+                self.pid()
+            );
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Waits (up to 60 s) until the victim has seen a failure: the fault is live.
+    pub fn wait_for_failure(&self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !self.calls().iter().any(|call| call.errno.is_some()) {
+            assert!(
+                Instant::now() < deadline,
+                "the fault never became live for victim {}",
                 self.pid()
             );
             thread::sleep(Duration::from_millis(10));

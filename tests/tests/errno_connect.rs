@@ -1,25 +1,13 @@
 //! `chaos fail --op connect`: cgroup sock_addr programs, on every kernel with cgroup BPF.
 
-use std::{
-    net::{SocketAddr, TcpListener},
-    thread,
-    time::Duration,
-};
+use std::{thread, time::Duration};
 
 use chaos_tests::*;
 
 const VICTIM: &str = env!("CARGO_BIN_EXE_victim");
 
-/// A listener that accepts and drops connections until the test ends.
-fn server(address: &str) -> SocketAddr {
-    let listener = TcpListener::bind(address).expect("bind");
-    let local = listener.local_addr().expect("local_addr");
-    thread::spawn(move || for _connection in listener.incoming() {});
-    local
-}
-
 fn fault_for_a_while(listen: &str, name: &str) {
-    let address = server(listen).to_string();
+    let address = tcp_server(listen);
     let cgroup = TestCgroup::new(name);
     let target = Victim::start(VICTIM, "connect", &address, &cgroup);
     let bystander = Victim::start(VICTIM, "connect", &address, &cgroup);
@@ -74,7 +62,7 @@ fn connect_ipv6_fails_only_for_the_target_and_only_during_the_run() {
 
 #[test]
 fn ctrl_c_ends_the_run_early_with_the_same_report() {
-    let address = server("127.0.0.1:0").to_string();
+    let address = tcp_server("127.0.0.1:0");
     let cgroup = TestCgroup::new("sigint");
     let target = Victim::start(VICTIM, "connect", &address, &cgroup);
     let bystander = Victim::start(VICTIM, "connect", &address, &cgroup);
@@ -94,14 +82,7 @@ fn ctrl_c_ends_the_run_early_with_the_same_report() {
         "--json",
     ]);
     // Wait until the fault is visibly live, then interrupt.
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while !target.calls().iter().any(|call| call.errno.is_some()) {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the fault never became live"
-        );
-        thread::sleep(Duration::from_millis(10));
-    }
+    target.wait_for_failure();
     thread::sleep(Duration::from_millis(300));
     // SAFETY: kill(2) on our own child.
     unsafe { libc::kill(chaos.id() as i32, libc::SIGINT) };
@@ -129,21 +110,14 @@ fn ctrl_c_ends_the_run_early_with_the_same_report() {
 
 #[test]
 fn the_run_ends_when_the_target_exits() {
-    let address = server("127.0.0.1:0").to_string();
+    let address = tcp_server("127.0.0.1:0");
     let cgroup = TestCgroup::new("exit");
     let mut target = Victim::start(VICTIM, "connect", &address, &cgroup);
     let pid = target.pid().to_string();
     let chaos = spawn_chaos(&[
         "fail", "--pid", &pid, "--op", "connect", "--errno", "EIO", "--for", "10m", "--json",
     ]);
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while !target.calls().iter().any(|call| call.errno.is_some()) {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the fault never became live"
-        );
-        thread::sleep(Duration::from_millis(10));
-    }
+    target.wait_for_failure();
     drop(std::mem::replace(
         &mut target,
         Victim::start(VICTIM, "connect", &address, &cgroup),
@@ -164,7 +138,7 @@ fn the_run_ends_when_the_target_exits() {
 
 #[test]
 fn dry_run_counts_but_fails_nothing() {
-    let address = server("127.0.0.1:0").to_string();
+    let address = tcp_server("127.0.0.1:0");
     let cgroup = TestCgroup::new("dry");
     let target = Victim::start(VICTIM, "connect", &address, &cgroup);
     let pid = target.pid().to_string();

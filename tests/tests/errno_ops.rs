@@ -4,7 +4,7 @@
 //! LSM inject in the qemu guests; on a kernel that refuses trampoline programs the test asserts
 //! that chaos refuses with the probe's reason and attaches nothing.
 
-use std::{net::TcpListener, thread, time::Duration};
+use std::{thread, time::Duration};
 
 use chaos_tests::*;
 
@@ -13,9 +13,7 @@ const VICTIM: &str = env!("CARGO_BIN_EXE_victim");
 fn fault_op(op: &str) {
     let base = std::env::temp_dir().join(format!("chaos-op-{op}-{}", std::process::id()));
     let (target_arg, bystander_arg) = if op == "connect" {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-        let address = listener.local_addr().unwrap().to_string();
-        thread::spawn(move || for _connection in listener.incoming() {});
+        let address = tcp_server("127.0.0.1:0");
         (address.clone(), address)
     } else {
         let dir = |who: &str| base.join(who).to_str().expect("utf-8").to_owned();

@@ -1,7 +1,7 @@
 //! Which calls fail: `--after`, `--every`, `--count` (exact, checked call by call from what the
 //! target saw) and `--probability` (within 4 σ of the configured rate).
 
-use std::{net::TcpListener, thread, time::Duration};
+use std::{thread, time::Duration};
 
 use chaos_tests::*;
 
@@ -10,9 +10,7 @@ const VICTIM: &str = env!("CARGO_BIN_EXE_victim");
 /// Runs a connect fault with `rules` against a fresh target; returns the target's calls made
 /// inside the run, the report, and the bystander.
 fn run(name: &str, rules: &[&str]) -> (Vec<Call>, serde_json::Value, Victim, Victim) {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let address = listener.local_addr().unwrap().to_string();
-    thread::spawn(move || for _connection in listener.incoming() {});
+    let address = tcp_server("127.0.0.1:0");
     let cgroup = TestCgroup::new(name);
     let target = Victim::start(VICTIM, "connect", &address, &cgroup);
     let bystander = Victim::start(VICTIM, "connect", &address, &cgroup);

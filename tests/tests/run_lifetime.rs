@@ -1,30 +1,11 @@
 //! Faults end: when the loader is killed with SIGKILL (the kernel drops its links), and at the
 //! deadline even when the loader is stopped (the programs check the deadline themselves).
 
-use std::{
-    net::TcpListener,
-    thread,
-    time::{Duration, Instant},
-};
+use std::{thread, time::Duration};
 
 use chaos_tests::*;
 
 const VICTIM: &str = env!("CARGO_BIN_EXE_victim");
-
-fn server() -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let address = listener.local_addr().expect("local_addr").to_string();
-    thread::spawn(move || for _connection in listener.incoming() {});
-    address
-}
-
-fn wait_until_failing(target: &Victim) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !target.calls().iter().any(|call| call.errno.is_some()) {
-        assert!(Instant::now() < deadline, "the fault never became live");
-        thread::sleep(Duration::from_millis(10));
-    }
-}
 
 fn signal(pid: u32, signal: i32) {
     // SAFETY: kill(2) on a child of this test.
@@ -33,7 +14,7 @@ fn signal(pid: u32, signal: i32) {
 
 #[test]
 fn sigkill_of_the_loader_ends_the_fault() {
-    let address = server();
+    let address = tcp_server("127.0.0.1:0");
     let cgroup = TestCgroup::new("sigkill");
     let target = Victim::start(VICTIM, "connect", &address, &cgroup);
     let pid = target.pid().to_string();
@@ -48,7 +29,7 @@ fn sigkill_of_the_loader_ends_the_fault() {
         "--for",
         "10m",
     ]);
-    wait_until_failing(&target);
+    target.wait_for_failure();
 
     signal(chaos.id(), libc::SIGKILL);
     let _ = chaos.wait();
@@ -84,7 +65,7 @@ fn sigkill_of_the_loader_ends_the_fault() {
 
 #[test]
 fn the_in_kernel_deadline_holds_while_the_loader_is_stopped() {
-    let address = server();
+    let address = tcp_server("127.0.0.1:0");
     let cgroup = TestCgroup::new("sigstop");
     let target = Victim::start(VICTIM, "connect", &address, &cgroup);
     let bystander = Victim::start(VICTIM, "connect", &address, &cgroup);
@@ -102,7 +83,7 @@ fn the_in_kernel_deadline_holds_while_the_loader_is_stopped() {
         "2s",
         "--json",
     ]);
-    wait_until_failing(&target);
+    target.wait_for_failure();
     signal(chaos.id(), libc::SIGSTOP);
     let stopped_ns = monotonic_ns();
 

@@ -1,18 +1,11 @@
 //! Who is a target: several PIDs, a process tree (children forked after the run started), a
 //! cgroup (processes that join later too), a command name. Every test keeps a bystander.
 
-use std::{net::TcpListener, process::Command, thread, time::Duration};
+use std::{process::Command, thread, time::Duration};
 
 use chaos_tests::*;
 
 const VICTIM: &str = env!("CARGO_BIN_EXE_victim");
-
-fn server() -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let address = listener.local_addr().unwrap().to_string();
-    thread::spawn(move || for _connection in listener.incoming() {});
-    address
-}
 
 fn failures(victim: &Victim) -> usize {
     victim
@@ -49,7 +42,7 @@ fn fail_connect(target_args: &[&str]) -> (serde_json::Value, (u64, u64)) {
 
 #[test]
 fn several_pids_are_all_targets() {
-    let address = server();
+    let address = tcp_server("127.0.0.1:0");
     let cgroup = TestCgroup::new("pids");
     let (a, b) = (
         Victim::start(VICTIM, "connect", &address, &cgroup),
@@ -75,7 +68,7 @@ fn several_pids_are_all_targets() {
 
 #[test]
 fn a_pid_tree_covers_children_forked_after_the_run_started() {
-    let address = server();
+    let address = tcp_server("127.0.0.1:0");
     let cgroup = TestCgroup::new("tree");
     let bystander = Victim::start(VICTIM, "connect", &address, &cgroup);
     // A shell that forks a victim after chaos has attached (not exec: the victim is a child).
@@ -132,7 +125,7 @@ fn a_pid_tree_covers_children_forked_after_the_run_started() {
 
 #[test]
 fn a_cgroup_target_covers_its_processes_and_no_sibling() {
-    let address = server();
+    let address = tcp_server("127.0.0.1:0");
     let targeted = TestCgroup::new("cg-target");
     let sibling = TestCgroup::new("cg-sibling");
     let early = Victim::start(VICTIM, "connect", &address, &targeted);
@@ -179,7 +172,7 @@ fn a_cgroup_target_covers_its_processes_and_no_sibling() {
 
 #[test]
 fn a_comm_target_takes_the_processes_of_that_name() {
-    let address = server();
+    let address = tcp_server("127.0.0.1:0");
     let cgroup = TestCgroup::new("comm");
     let link = std::env::temp_dir().join(format!("vcomm{}", std::process::id() % 100_000));
     let _ = std::fs::remove_file(&link);
