@@ -154,16 +154,16 @@ pub fn loaded_program_names() -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// Panics if any program of the tool is still in the kernel. The kernel truncates names to 15
-/// characters, so compare prefixes.
+/// Panics if any program of the tool is still in the kernel. The kernel keeps the first 15
+/// characters of a program name.
 pub fn assert_no_chaos_programs() {
-    const OURS: &[&str] = &["cgroup_connect4", "cgroup_connect6", "lsm_file_open"];
+    let ours: Vec<&str> = chaos_common::names::ERRNO_PROGRAMS
+        .iter()
+        .map(|name| &name[..name.len().min(15)])
+        .collect();
     let left: Vec<String> = loaded_program_names()
         .into_iter()
-        .filter(|name| {
-            OURS.iter()
-                .any(|ours| ours.starts_with(name.as_str()) && !name.is_empty())
-        })
+        .filter(|name| ours.contains(&name.as_str()))
         .collect();
     assert!(
         left.is_empty(),
