@@ -154,16 +154,17 @@ pub fn loaded_program_names() -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// Panics if any program of the tool is still in the kernel. The kernel keeps the first 15
-/// characters of a program name.
+/// Panics if any program of the tool is still in the kernel. bpftool shows the full name when
+/// the program has BTF, else the kernel's first 15 characters: either counts.
 pub fn assert_no_chaos_programs() {
-    let ours: Vec<&str> = chaos_common::names::ERRNO_PROGRAMS
-        .iter()
-        .map(|name| &name[..name.len().min(15)])
-        .collect();
+    let ours = |loaded: &str| {
+        chaos_common::names::ERRNO_PROGRAMS
+            .iter()
+            .any(|name| *name == loaded || name[..name.len().min(15)] == *loaded)
+    };
     let left: Vec<String> = loaded_program_names()
         .into_iter()
-        .filter(|name| ours.contains(&name.as_str()))
+        .filter(|name| ours(name))
         .collect();
     assert!(
         left.is_empty(),

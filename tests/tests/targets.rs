@@ -71,14 +71,16 @@ fn a_pid_tree_covers_children_forked_after_the_run_started() {
     let address = tcp_server("127.0.0.1:0");
     let cgroup = TestCgroup::new("tree");
     let bystander = Victim::start(VICTIM, "connect", &address, &cgroup);
-    // A shell that forks a victim after chaos has attached (not exec: the victim is a child).
+    // A shell that forks a victim (a child, not an exec) once the flag file exists, which the
+    // test creates only after chaos has attached.
+    let flag = std::env::temp_dir().join(format!("chaos-tree-flag-{}", std::process::id()));
+    let _ = std::fs::remove_file(&flag);
     let mut shell = Command::new("sh");
     shell.args([
         "-c",
-        "sleep 3; \"$0\" connect \"$1\"; true",
-        VICTIM,
-        &address,
+        "while [ ! -e \"$2\" ]; do sleep 0.05; done; \"$0\" connect \"$1\"; true",
     ]);
+    shell.args([VICTIM, &address, flag.to_str().unwrap()]);
     let family = Victim::spawn(shell, false, &cgroup);
     let root = family.pid().to_string();
     let chaos = spawn_chaos(&[
@@ -90,9 +92,15 @@ fn a_pid_tree_covers_children_forked_after_the_run_started() {
         "--errno",
         "ECONNRESET",
         "--for",
-        "6s",
+        "10m",
         "--json",
     ]);
+    wait_for_programs(&["tracepoint_sched_process_fork", "cgroup_connect4"]);
+    std::fs::write(&flag, b"").expect("create the flag");
+    family.wait_for_failure();
+    thread::sleep(Duration::from_millis(300));
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(chaos.id() as i32, libc::SIGINT) };
     let output = chaos.wait_with_output().expect("chaos");
     let end = monotonic_ns();
     assert!(
@@ -102,14 +110,10 @@ fn a_pid_tree_covers_children_forked_after_the_run_started() {
     );
     family.wait_for_call_after(end);
     let report = json_report(&output);
-    let child_failures = failures(&family);
-    assert!(
-        child_failures > 0,
-        "the child forked during the run was not a target: {report}"
-    );
     assert_eq!(
         report["faults"][0]["injected"].as_u64().unwrap() as usize,
-        child_failures
+        failures(&family),
+        "{report}"
     );
     assert!(
         family
@@ -120,7 +124,23 @@ fn a_pid_tree_covers_children_forked_after_the_run_started() {
     );
     assert_eq!(failures(&bystander), 0, "the bystander was hit");
     assert_eq!(report["targets"][0]["tree"], true);
+    let _ = std::fs::remove_file(&flag);
     assert_no_chaos_programs();
+}
+
+/// Waits (up to 60 s) until programs with these names are loaded.
+fn wait_for_programs(names: &[&str]) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !names
+        .iter()
+        .all(|name| loaded_program_names().iter().any(|loaded| loaded == name))
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "chaos never attached {names:?}"
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
 }
 
 #[test]
@@ -140,14 +160,15 @@ fn a_cgroup_target_covers_its_processes_and_no_sibling() {
         "--errno",
         "ECONNRESET",
         "--for",
-        "3s",
+        "10m",
         "--json",
     ]);
     // A process that joins the cgroup while the run lasts is a target too.
-    while failures(&early) == 0 {
-        thread::sleep(Duration::from_millis(10));
-    }
+    early.wait_for_failure();
     let late = Victim::start(VICTIM, "connect", &address, &targeted);
+    late.wait_for_failure();
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(chaos.id() as i32, libc::SIGINT) };
     let output = chaos.wait_with_output().expect("chaos");
     let end = monotonic_ns();
     assert!(
