@@ -406,7 +406,7 @@ fn xdp() -> Finding {
         Err(err) => Finding::no(
             feature::XDP,
             first_line(&err),
-            "CONFIG_XDP_SOCKETS is not needed; CONFIG_BPF_SYSCALL=y and CONFIG_NET=y",
+            "CONFIG_BPF_SYSCALL=y and CONFIG_NET=y",
         ),
     }
 }

@@ -42,6 +42,11 @@ pub struct FailArgs {
     #[command(flatten)]
     pub targets: TargetArgs,
 
+    /// Allow targets that are refused by default: PID 1, chaos itself and its parents, kernel
+    /// threads, the root cgroup.
+    #[arg(long)]
+    pub force: bool,
+
     /// Operations to fail, comma-separated (see the list above).
     #[arg(long, required = true, value_delimiter = ',')]
     pub op: Vec<Op>,
@@ -105,7 +110,7 @@ pub fn execute(args: FailArgs) -> Result<u8, Error> {
     if !missing.is_empty() {
         return Err(Error::Privileges(missing));
     }
-    let targets = args.targets.resolve()?;
+    let targets = args.targets.resolve(args.force)?;
     let plan = attach::plan(&fault.ops, fault.backend, attach::mechanism_unsupported)?;
     eprintln!(
         "chaos: failing {} of {} with {} for {}{} (Ctrl-C ends it early)",
@@ -193,6 +198,10 @@ mod tests {
                 "frob",
             ),
             (&["fail", "--op", "open", "--errno", "EIO"], "--pid"),
+            (
+                &["fail", "--force", "--op", "open", "--errno", "EIO"],
+                "--pid",
+            ),
         ];
         for (args, named) in cases {
             let err = parse(args).unwrap_err();

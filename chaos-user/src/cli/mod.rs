@@ -34,19 +34,16 @@ pub struct TargetArgs {
     /// Every process whose command name (/proc/PID/comm) is NAME when the run starts.
     #[arg(long, value_name = "NAME", group = "target")]
     pub comm: Option<String>,
-
-    /// Allow targets that are refused by default: PID 1, chaos itself and its parents, kernel
-    /// threads, the root cgroup.
-    #[arg(long)]
-    pub force: bool,
 }
 
 impl TargetArgs {
-    pub fn resolve(&self) -> Result<Targets, TargetError> {
+    /// Resolves the targets; `force` lifts the guards (PID 1, chaos and its parents, kernel
+    /// threads, the root cgroup).
+    pub fn resolve(&self, force: bool) -> Result<Targets, TargetError> {
         if let Some(path) = &self.cgroup {
             return Ok(Targets {
                 processes: Vec::new(),
-                cgroup: Some(CgroupTarget::resolve(path, self.force)?),
+                cgroup: Some(CgroupTarget::resolve(path, force)?),
             });
         }
         let mut processes: Vec<ProcessTarget> = Vec::new();
@@ -54,7 +51,7 @@ impl TargetArgs {
             |pid: u32, tree: bool, processes: &mut Vec<ProcessTarget>| -> Result<(), TargetError> {
                 match processes.iter_mut().find(|p| p.pid == pid) {
                     Some(existing) => existing.tree |= tree,
-                    None => processes.push(ProcessTarget::resolve(pid, tree, self.force)?),
+                    None => processes.push(ProcessTarget::resolve(pid, tree, force)?),
                 }
                 Ok(())
             };
