@@ -310,7 +310,9 @@ fn attach(ebpf: &mut Ebpf, hook: Hook, cgroups: &[File]) -> Result<(), AttachErr
                     .map_err(error)?;
             }
         }
-        Hook::Lsm(_) => drop(program::<Lsm>(ebpf, name)?.attach().map_err(error)?),
+        Hook::Lsm(_) => {
+            program::<Lsm>(ebpf, name)?.attach().map_err(error)?;
+        }
     }
     Ok(())
 }

@@ -157,10 +157,8 @@ impl ProcessTarget {
     /// down unless `force` is set.
     pub fn resolve(pid: u32, tree: bool, force: bool) -> Result<Self, TargetError> {
         let pidfd = pidfd_open(pid)?;
-        if !force {
-            if let Some(reason) = guard(pid)? {
-                return Err(TargetError::Guarded { pid, reason });
-            }
+        if let Some(reason) = guard(pid)?.filter(|_| !force) {
+            return Err(TargetError::Guarded { pid, reason });
         }
         let mount = cgroup2_mount()?;
         let relative = cgroup2_path_of(pid)?;

@@ -44,14 +44,12 @@ pub fn chaos_bin() -> PathBuf {
     }
     let exe = std::env::current_exe().expect("current_exe");
     // Test binaries live in target/<profile>/deps, other binaries in target/<profile>.
-    let chaos = exe
-        .ancestors()
+    exe.ancestors()
         .skip(1)
         .take(2)
         .map(|dir| dir.join("chaos"))
         .find(|path| path.exists())
-        .unwrap_or_else(|| panic!("no chaos binary beside {}: build it with `cargo build -p chaos-user` or run `cargo xtask test`", exe.display()));
-    chaos
+        .unwrap_or_else(|| panic!("no chaos binary beside {}: build it with `cargo build -p chaos-user` or run `cargo xtask test`", exe.display()))
 }
 
 /// Runs `chaos ARGS` to the end.

@@ -36,7 +36,7 @@ fn main() {
     let bystander = Command::new("sleep").arg("600").spawn().expect("sleep");
     let other = bystander.id().to_string();
     let inject = format!("inject={syscall}:error={errno}");
-    let cases: [(&str, Option<Vec<&str>>, Option<&str>); 5] = [
+    let cases: [Case; 5] = [
         ("1 no programs", None, None),
         (
             "2 all programs, not a target",
@@ -91,6 +91,9 @@ fn main() {
         verdict(strace >= 20.0)
     );
 }
+
+/// A case: its name, the `chaos fail` arguments or the strace `inject=` expression.
+type Case<'a> = (&'a str, Option<Vec<&'a str>>, Option<&'a str>);
 
 /// Interleaved passes over all cases.
 const PASSES: usize = 3;
