@@ -32,8 +32,10 @@ pub const OP_ACCEPT: u32 = 21;
 pub const OP_SEND: u32 = 22;
 pub const OP_RECV: u32 = 23;
 pub const OP_SOCKET: u32 = 24;
+/// Not an errno operation: a signal sent when a target enters one syscall (`chaos signal`).
+pub const OP_SIGNAL: u32 = 25;
 /// Number of operations; sizes the counter map.
-pub const OP_COUNT: u32 = 25;
+pub const OP_COUNT: u32 = 26;
 
 /// The value of a target entry: which fault slot applies to this process, and how.
 #[repr(C)]
@@ -67,7 +69,8 @@ pub struct ErrnoFault {
     pub count: u64,
     /// Inject a candidate when a 32-bit random draw is below this; [`PROBABILITY_ONE`]: always.
     pub probability: u64,
-    /// Positive errno value; the program returns or sets `-errno`.
+    /// Positive errno value; the program returns or sets `-errno`. For [`OP_SIGNAL`], the
+    /// signal number to send.
     pub errno: i32,
     /// Non-zero: count matches but fail nothing.
     pub dry_run: u32,

@@ -17,7 +17,7 @@ use thiserror::Error;
 use tracing::debug;
 
 use crate::{
-    fault::{Backend, BackendChoice, ErrnoFault, Hook, Mechanism, Op},
+    fault::{Backend, BackendChoice, Hook, Mechanism, Op},
     kernel::{self, Finding},
     object,
     target::Targets,
@@ -53,6 +53,8 @@ pub enum AttachError {
     Unsupported { op: Op, explanation: String },
     #[error("--pid-tree needs the sched:sched_process_fork tracepoint: {0}")]
     ForkTracepoint(String),
+    #[error("no tracepoint syscalls:{event}: {reason}")]
+    SyscallTracepoint { event: String, reason: String },
 }
 
 /// The slot of the one fault a `chaos fail` run holds.
@@ -114,21 +116,23 @@ pub fn mechanism_unsupported(mechanism: Mechanism) -> Option<Finding> {
     }
 }
 
-/// An errno fault live in the kernel.
+/// An errno or signal fault live in the kernel.
 pub struct ErrnoAttachment {
     ebpf: Ebpf,
     plan: Plan,
-    /// The fork and exit tracepoints of a process tree, when there is one.
-    tracepoints: &'static [(&'static str, &'static str)],
+    /// Tracepoint programs attached: a signal's syscall, a process tree's fork and exit.
+    tracepoints: Vec<&'static str>,
 }
 
 impl ErrnoAttachment {
-    /// Loads every program the plan needs, fills the maps, then attaches: if any program fails
-    /// to load, nothing has been attached.
+    /// Loads every program the fault needs (the plan's hooks, or with `signal_syscall` that
+    /// syscall's entry tracepoint), fills the maps, then attaches: if any program fails to load,
+    /// nothing has been attached.
     pub fn attach(
         targets: &Targets,
-        fault: &ErrnoFault,
+        mut kernel_fault: common::ErrnoFault,
         plan: Plan,
+        signal_syscall: Option<&str>,
         lifetime: Duration,
     ) -> Result<Self, AttachError> {
         let btf = Btf::from_sys_fs().ok();
@@ -147,17 +151,7 @@ impl ErrnoAttachment {
             .load(object::ERRNO)
             .map_err(AttachError::Object)?;
 
-        let deadline_ns = monotonic_now_ns().saturating_add(lifetime.as_nanos() as u64);
-        let kernel_fault = common::ErrnoFault {
-            ops: fault.op_mask(),
-            deadline_ns,
-            after: fault.when.after,
-            every: fault.when.every,
-            count: fault.when.count.unwrap_or(0),
-            probability: fault.when.probability_threshold(),
-            errno: fault.errno.get(),
-            dry_run: u32::from(fault.dry_run),
-        };
+        kernel_fault.deadline_ns = monotonic_now_ns().saturating_add(lifetime.as_nanos() as u64);
         let mut faults: Array<_, common::ErrnoFault> = map(&mut ebpf, names::MAP_ERRNO_FAULTS)?;
         faults
             .set(FAULT_SLOT, kernel_fault, 0)
@@ -180,23 +174,33 @@ impl ErrnoAttachment {
         for &hook in &hooks {
             load(&mut ebpf, hook, btf.as_ref())?;
         }
-        let tracepoints: &[(&str, &str)] = if tree {
-            &[
-                (names::PROG_TRACEPOINT_FORK, "sched_process_fork"),
-                (names::PROG_TRACEPOINT_EXIT, "sched_process_exit"),
-            ]
-        } else {
-            &[]
-        };
-        for &(name, _) in tracepoints {
+        let mut tracepoints: Vec<(&'static str, &str, String)> = Vec::new();
+        if tree {
+            tracepoints.push((
+                names::PROG_TRACEPOINT_FORK,
+                "sched",
+                "sched_process_fork".into(),
+            ));
+            tracepoints.push((
+                names::PROG_TRACEPOINT_EXIT,
+                "sched",
+                "sched_process_exit".into(),
+            ));
+        }
+        if let Some(syscall) = signal_syscall {
+            let event = format!("sys_enter_{syscall}");
+            syscall_tracepoint_exists(&event)?;
+            tracepoints.push((names::PROG_TRACEPOINT_SYSCALL_SIGNAL, "syscalls", event));
+        }
+        for (name, ..) in &tracepoints {
             program::<TracePoint>(&mut ebpf, name)?
                 .load()
                 .map_err(|source| AttachError::Program { name, source })?;
         }
         // Follow forks before the fault starts, so no child escapes.
-        for &(name, event) in tracepoints {
+        for (name, category, event) in &tracepoints {
             program::<TracePoint>(&mut ebpf, name)?
-                .attach("sched", event)
+                .attach(category, event)
                 .map_err(|source| AttachError::Program { name, source })?;
         }
         let cgroups = targets
@@ -206,8 +210,9 @@ impl ErrnoAttachment {
             .collect::<Result<Vec<File>, _>>()?;
         for &hook in &hooks {
             attach(&mut ebpf, hook, &cgroups)?;
-            debug!(program = hook.program(), errno = %fault.errno, "attached");
+            debug!(program = hook.program(), "attached");
         }
+        let tracepoints = tracepoints.into_iter().map(|(name, ..)| name).collect();
         Ok(ErrnoAttachment {
             ebpf,
             plan,
@@ -223,7 +228,7 @@ impl ErrnoAttachment {
                 tracing::warn!(program = hook.program(), %err, "detach");
             }
         }
-        for &(name, _) in self.tracepoints {
+        for &name in &self.tracepoints {
             if let Err(err) = program::<TracePoint>(&mut self.ebpf, name).and_then(|p| {
                 p.unload()
                     .map_err(|source| AttachError::Program { name, source })
@@ -233,8 +238,8 @@ impl ErrnoAttachment {
         }
     }
 
-    /// Matched and injected calls of `op` so far, summed over CPUs.
-    pub fn counters(&self, op: Op) -> Counters {
+    /// Matched and injected calls of operation `code` (`OP_*`) so far, summed over CPUs.
+    pub fn counters(&self, code: u32) -> Counters {
         let Some(map) = self.ebpf.map(names::MAP_COUNTERS) else {
             return Counters::default();
         };
@@ -242,7 +247,7 @@ impl ErrnoAttachment {
             return Counters::default();
         };
         counters
-            .get(&counter_index(FAULT_SLOT, op.code()), 0)
+            .get(&counter_index(FAULT_SLOT, code), 0)
             .map(|per_cpu| {
                 per_cpu
                     .iter()
@@ -313,6 +318,28 @@ fn attach(ebpf: &mut Ebpf, hook: Hook, cgroups: &[File]) -> Result<(), AttachErr
         Hook::Lsm(_) => {
             program::<Lsm>(ebpf, name)?.attach().map_err(error)?;
         }
+    }
+    Ok(())
+}
+
+/// Checks that `syscalls:EVENT` exists, naming the kernel option when no syscall has one.
+fn syscall_tracepoint_exists(event: &str) -> Result<(), AttachError> {
+    kernel::ensure_mounted("tracefs", "/sys/kernel/tracing");
+    let dir = std::path::Path::new("/sys/kernel/tracing/events/syscalls");
+    let missing = |reason: String| AttachError::SyscallTracepoint {
+        event: event.to_owned(),
+        reason,
+    };
+    if !dir.join("sys_enter_getpid").exists() {
+        return Err(missing(
+            "this kernel has no syscall tracepoints; to enable: CONFIG_FTRACE_SYSCALLS=y".into(),
+        ));
+    }
+    if !dir.join(event).exists() {
+        return Err(missing(format!(
+            "unknown syscall; expected a name from {} without the sys_enter_ prefix, such as fsync, write, openat",
+            dir.display()
+        )));
     }
     Ok(())
 }

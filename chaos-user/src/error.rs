@@ -37,7 +37,9 @@ impl Error {
                 exit::FAILURE
             }
             Error::Target(_) => exit::USAGE,
-            Error::Attach(AttachError::Unsupported { .. }) => exit::USAGE,
+            Error::Attach(
+                AttachError::Unsupported { .. } | AttachError::SyscallTracepoint { .. },
+            ) => exit::USAGE,
             Error::Attach(_) | Error::Io(_) => exit::FAILURE,
         }
     }

@@ -29,6 +29,12 @@ pub enum ParseError {
     InvalidProbability(String),
     #[error("invalid count '{0}': expected a whole number of at least 1")]
     InvalidCount(String),
+    #[error(
+        "unknown signal '{0}': expected a name such as KILL, SIGSTOP, SEGV, ABRT, or a number from 1 to 31"
+    )]
+    UnknownSignal(String),
+    #[error("invalid syscall name '{0}': expected a name such as fsync, write or openat")]
+    InvalidSyscall(String),
 }
 
 /// An operation an errno fault can fail.
@@ -472,6 +478,101 @@ impl fmt::Display for Errno {
     }
 }
 
+/// A signal, by name (`KILL`, `SIGKILL`, case-insensitive) or number (1-31).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Signal(i32);
+
+impl Signal {
+    const NAMES: &[(&str, i32)] = &[
+        ("HUP", libc::SIGHUP),
+        ("INT", libc::SIGINT),
+        ("QUIT", libc::SIGQUIT),
+        ("ILL", libc::SIGILL),
+        ("TRAP", libc::SIGTRAP),
+        ("ABRT", libc::SIGABRT),
+        ("BUS", libc::SIGBUS),
+        ("FPE", libc::SIGFPE),
+        ("KILL", libc::SIGKILL),
+        ("USR1", libc::SIGUSR1),
+        ("SEGV", libc::SIGSEGV),
+        ("USR2", libc::SIGUSR2),
+        ("PIPE", libc::SIGPIPE),
+        ("ALRM", libc::SIGALRM),
+        ("TERM", libc::SIGTERM),
+        ("CHLD", libc::SIGCHLD),
+        ("CONT", libc::SIGCONT),
+        ("STOP", libc::SIGSTOP),
+        ("TSTP", libc::SIGTSTP),
+        ("XCPU", libc::SIGXCPU),
+        ("XFSZ", libc::SIGXFSZ),
+        ("SYS", libc::SIGSYS),
+    ];
+
+    pub const fn get(self) -> i32 {
+        self.0
+    }
+}
+
+impl FromStr for Signal {
+    type Err = ParseError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if let Ok(number) = s.parse::<i32>() {
+            return if (1..=31).contains(&number) {
+                Ok(Signal(number))
+            } else {
+                Err(ParseError::UnknownSignal(s.to_owned()))
+            };
+        }
+        let upper = s.to_ascii_uppercase();
+        let bare = upper.strip_prefix("SIG").unwrap_or(&upper);
+        Signal::NAMES
+            .iter()
+            .find(|(name, _)| *name == bare)
+            .map(|&(_, number)| Signal(number))
+            .ok_or_else(|| ParseError::UnknownSignal(s.to_owned()))
+    }
+}
+
+impl fmt::Display for Signal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match Signal::NAMES.iter().find(|&&(_, number)| number == self.0) {
+            Some((name, _)) => write!(f, "SIG{name}"),
+            None => write!(f, "signal {}", self.0),
+        }
+    }
+}
+
+/// Parses a syscall name: what follows `sys_enter_` in the tracepoint's name.
+pub fn parse_syscall(s: &str) -> Result<String, ParseError> {
+    let valid = !s.is_empty()
+        && s.len() <= 64
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if valid {
+        Ok(s.to_owned())
+    } else {
+        Err(ParseError::InvalidSyscall(s.to_owned()))
+    }
+}
+
+/// A signal fault: the target gets `signal` when it enters `syscall`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SignalFault {
+    pub syscall: String,
+    pub signal: Signal,
+    pub dry_run: bool,
+    pub when: When,
+}
+
+impl SignalFault {
+    /// The fault as the kernel side reads it (the deadline is set when attaching).
+    pub fn kernel(&self) -> errno::ErrnoFault {
+        self.when
+            .kernel(1 << errno::OP_SIGNAL, self.signal.get(), self.dry_run)
+    }
+}
+
 /// Parses a run duration: positive, humantime syntax (`30s`, `1m30s`, `250ms`).
 pub fn parse_duration(s: &str) -> Result<Duration, ParseError> {
     match humantime::parse_duration(s) {
@@ -522,6 +623,20 @@ impl Default for When {
 }
 
 impl When {
+    /// A kernel fault for `ops` with these rules (the deadline is set when attaching).
+    pub fn kernel(&self, ops: u64, value: i32, dry_run: bool) -> errno::ErrnoFault {
+        errno::ErrnoFault {
+            ops,
+            deadline_ns: 0,
+            after: self.after,
+            every: self.every,
+            count: self.count.unwrap_or(0),
+            probability: self.probability_threshold(),
+            errno: value,
+            dry_run: u32::from(dry_run),
+        }
+    }
+
     /// The probability as the kernel compares it: a 32-bit draw below this injects.
     pub fn probability_threshold(&self) -> u64 {
         ((self.probability * (1u64 << 32) as f64).round() as u64).clamp(1, errno::PROBABILITY_ONE)
@@ -545,6 +660,12 @@ pub fn parse_count(s: &str) -> Result<u64, ParseError> {
 }
 
 impl ErrnoFault {
+    /// The fault as the kernel side reads it (the deadline is set when attaching).
+    pub fn kernel(&self) -> errno::ErrnoFault {
+        self.when
+            .kernel(self.op_mask(), self.errno.get(), self.dry_run)
+    }
+
     /// The `ops` bit mask the eBPF side reads.
     pub fn op_mask(&self) -> u64 {
         self.ops.iter().fold(0, |mask, op| mask | 1 << op.code())
@@ -605,7 +726,11 @@ mod tests {
         codes.sort();
         codes.dedup();
         assert_eq!(codes.len(), Op::ALL.len());
-        assert_eq!(Op::ALL.len() as u32, errno::OP_COUNT);
+        assert_eq!(
+            Op::ALL.len() as u32 + 1,
+            errno::OP_COUNT,
+            "every op, and OP_SIGNAL"
+        );
         for op in Op::ALL {
             assert!(!op.backends().is_empty(), "{op}");
             assert_eq!(op.name().parse::<Op>(), Ok(op));
@@ -661,6 +786,23 @@ mod tests {
             1,
             "never rounds down to 'never'"
         );
+    }
+
+    #[test]
+    fn signals_by_name_and_number() {
+        assert_eq!("KILL".parse(), Ok(Signal(libc::SIGKILL)));
+        assert_eq!("sigstop".parse(), Ok(Signal(libc::SIGSTOP)));
+        assert_eq!("11".parse(), Ok(Signal(libc::SIGSEGV)));
+        assert_eq!(Signal(libc::SIGABRT).to_string(), "SIGABRT");
+        for bad in ["FOO", "0", "32", "SIG"] {
+            assert_eq!(
+                bad.parse::<Signal>(),
+                Err(ParseError::UnknownSignal(bad.into())),
+                "{bad}"
+            );
+        }
+        assert_eq!(parse_syscall("fsync"), Ok("fsync".into()));
+        assert!(parse_syscall("../x").is_err() && parse_syscall("").is_err());
     }
 
     #[test]

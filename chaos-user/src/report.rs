@@ -22,20 +22,34 @@ pub enum EndedBy {
     TargetExited,
 }
 
-/// The counters of one fault on one operation.
+/// The counters of one fault on one operation (for a signal fault: one syscall).
 #[derive(Clone, Debug, Serialize)]
 pub struct FaultReport {
+    /// `errno` or `signal`.
     pub kind: &'static str,
-    pub op: &'static str,
-    pub errno: String,
+    pub op: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub errno: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signal: Option<String>,
     pub mechanism: &'static str,
-    /// The calls the mechanism fails.
-    pub covers: &'static str,
+    /// The calls the mechanism acts on.
+    pub covers: String,
     pub dry_run: bool,
     /// Calls by a target that the fault covered.
     pub matched: u64,
     /// Of those, the calls that were failed.
     pub injected: u64,
+}
+
+impl FaultReport {
+    /// What the fault injects: the errno or the signal name.
+    pub fn injected_as(&self) -> &str {
+        self.errno
+            .as_deref()
+            .or(self.signal.as_deref())
+            .unwrap_or_default()
+    }
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -74,7 +88,7 @@ impl Report {
                 out,
                 "  {:<8} {:<14} via {:<7} matched {:>8}  injected {:>8}{}",
                 fault.op,
-                fault.errno,
+                fault.injected_as(),
                 fault.mechanism,
                 fault.matched,
                 fault.injected,
@@ -116,7 +130,10 @@ impl StatusLine {
             let _ = write!(
                 line,
                 "  {} {}: {}/{}",
-                fault.op, fault.errno, fault.injected, fault.matched
+                fault.op,
+                fault.injected_as(),
+                fault.injected,
+                fault.matched
             );
         }
         let mut stderr = std::io::stderr().lock();
@@ -148,10 +165,11 @@ mod tests {
         let report = Report {
             faults: vec![FaultReport {
                 kind: "errno",
-                op: "open",
-                errno: "EIO".into(),
+                op: "open".into(),
+                errno: Some("EIO".into()),
+                signal: None,
                 mechanism: "lsm",
-                covers: "open()",
+                covers: "open()".into(),
                 dry_run: false,
                 matched: 3,
                 injected: 3,

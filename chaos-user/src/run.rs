@@ -11,12 +11,13 @@ use tokio::{
     time::{Instant, MissedTickBehavior, interval, sleep_until},
 };
 
+use chaos_common::errno::OP_SIGNAL;
 use tracing::debug;
 
 use crate::{
     attach::{ErrnoAttachment, Plan},
     error::Error,
-    fault::ErrnoFault,
+    fault::{ErrnoFault, SignalFault},
     report::{EndedBy, FaultReport, Report, StatusLine, TargetReport},
     target::Targets,
 };
@@ -79,28 +80,71 @@ pub fn errno_run(
     lifetime: Duration,
     on_attached: impl FnOnce(),
 ) -> Result<Report, Error> {
-    let mut attachment = ErrnoAttachment::attach(targets, fault, plan, lifetime)?;
+    let attachment = ErrnoAttachment::attach(targets, fault.kernel(), plan, None, lifetime)?;
     on_attached();
-    let started = std::time::Instant::now();
-    let fault_reports = |attachment: &ErrnoAttachment| -> Vec<FaultReport> {
+    hold_and_report(targets, attachment, lifetime, |attachment| {
         attachment
             .plan()
             .iter()
             .map(|&(op, backend)| {
-                let counters = attachment.counters(op);
+                let counters = attachment.counters(op.code());
                 FaultReport {
                     kind: "errno",
-                    op: op.name(),
-                    errno: fault.errno.to_string(),
+                    op: op.name().to_owned(),
+                    errno: Some(fault.errno.to_string()),
+                    signal: None,
                     mechanism: backend.mechanism.name(),
-                    covers: backend.covers,
+                    covers: backend.covers.to_owned(),
                     dry_run: fault.dry_run,
                     matched: counters.matched,
                     injected: counters.injected,
                 }
             })
             .collect()
-    };
+    })
+}
+
+/// A whole signal run: the targets get the signal when they enter the syscall.
+pub fn signal_run(
+    targets: &Targets,
+    fault: &SignalFault,
+    lifetime: Duration,
+) -> Result<Report, Error> {
+    let attachment = ErrnoAttachment::attach(
+        targets,
+        fault.kernel(),
+        Vec::new(),
+        Some(&fault.syscall),
+        lifetime,
+    )?;
+    hold_and_report(targets, attachment, lifetime, |attachment| {
+        let counters = attachment.counters(OP_SIGNAL);
+        vec![FaultReport {
+            kind: "signal",
+            op: fault.syscall.clone(),
+            errno: None,
+            signal: Some(fault.signal.to_string()),
+            mechanism: "tracepoint",
+            covers: format!(
+                "entries to {}() (syscalls:sys_enter_{})",
+                fault.syscall, fault.syscall
+            ),
+            dry_run: fault.dry_run,
+            matched: counters.matched,
+            injected: counters.injected,
+        }]
+    })
+}
+
+/// Holds a live attachment until the run ends (redrawing the status line), detaches, and
+/// reports the counters `rows` reads.
+fn hold_and_report(
+    targets: &Targets,
+    mut attachment: ErrnoAttachment,
+    lifetime: Duration,
+    rows: impl Fn(&ErrnoAttachment) -> Vec<FaultReport>,
+) -> Result<Report, Error> {
+    let started = std::time::Instant::now();
     let mut status = StatusLine::new();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -111,14 +155,13 @@ pub fn errno_run(
         Vec::new()
     };
     let ended_by = runtime.block_on(hold(lifetime, &pidfds, |elapsed, remaining| {
-        status.draw(elapsed, remaining, &fault_reports(&attachment));
+        status.draw(elapsed, remaining, &rows(&attachment));
     }))?;
     status.clear();
     attachment.detach();
     debug!(?ended_by, "detached");
-    let faults = fault_reports(&attachment);
     Ok(Report {
-        faults,
+        faults: rows(&attachment),
         ended_by,
         targets: target_reports(targets),
         elapsed_ms: started.elapsed().as_millis() as u64,

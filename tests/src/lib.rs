@@ -312,6 +312,28 @@ impl Victim {
         self.child.id()
     }
 
+    /// Waits (up to 60 s) for the victim to die; returns the signal that killed it, if one did.
+    pub fn wait_for_death(&mut self) -> Option<i32> {
+        use std::os::unix::process::ExitStatusExt as _;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status.signal();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "victim {} is still alive after 60 s",
+                self.pid()
+            );
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Whether the victim is still running.
+    pub fn alive(&mut self) -> bool {
+        self.child.try_wait().expect("try_wait").is_none()
+    }
+
     pub fn calls(&self) -> Vec<Call> {
         self.calls.lock().unwrap().clone()
     }

@@ -11,7 +11,7 @@ use core::ffi::c_void;
 
 use aya_ebpf::{
     Global,
-    helpers::{bpf_get_current_pid_tgid, bpf_set_retval},
+    helpers::{bpf_get_current_pid_tgid, bpf_send_signal, bpf_set_retval},
     macros::{cgroup_sock, cgroup_sock_addr, tracepoint},
     programs::{LsmContext, SockAddrContext, SockContext, TracePointContext},
 };
@@ -202,6 +202,18 @@ lsm_program!(
         }
     }
 );
+
+/// Sends the fault's signal to a target process entering the syscall whose
+/// `syscalls:sys_enter_*` tracepoint this is attached to. Kernel >= 5.3 (`bpf_send_signal`),
+/// CONFIG_FTRACE_SYSCALLS. Only that syscall's entries pay, one hash lookup each.
+#[tracepoint]
+pub fn tracepoint_syscall_signal(_ctx: TracePointContext) -> u32 {
+    if let Some(signal) = injected_errno(OP_SIGNAL) {
+        // SAFETY: a helper call with a plain integer argument; signals the whole process.
+        unsafe { bpf_send_signal(signal as u32) };
+    }
+    0
+}
 
 /// Offset of `child_pid` in the `sched_process_fork` record; set at load from the format file.
 #[unsafe(no_mangle)]

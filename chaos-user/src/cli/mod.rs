@@ -3,6 +3,7 @@
 pub mod demo;
 pub mod fail;
 pub mod probe;
+pub mod signal;
 
 use std::path::PathBuf;
 
@@ -125,6 +126,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     Fail(fail::FailArgs),
+    Signal(signal::SignalArgs),
     Probe(probe::ProbeArgs),
     Demo(demo::DemoArgs),
     /// Print a shell completion script.
@@ -147,6 +149,7 @@ pub enum Command {
 pub fn execute(cli: Cli) -> Result<u8, Error> {
     match cli.command {
         Command::Fail(args) => fail::execute(args),
+        Command::Signal(args) => signal::execute(args),
         Command::Probe(args) => probe::execute(args),
         Command::Demo(args) => demo::execute(args),
         Command::DemoWorkload(args) => demo::workload(args),

@@ -257,6 +257,10 @@ fn make_call(op: &str, arg: &str) -> Call {
             Box::new(move || check(unsafe { libc::flock(handle.as_raw_fd(), libc::LOCK_SH) }))
         }
         "stat" => Box::new(move || std::fs::metadata(&file).map(drop)),
+        "fsync" => {
+            let handle = File::options().write(true).open(&file).expect("open");
+            Box::new(move || check(unsafe { libc::fsync(handle.as_raw_fd()) }))
+        }
         "connect" => {
             let address: SocketAddr = arg.parse().expect("connect takes ip:port");
             Box::new(move || TcpStream::connect(address).map(drop))

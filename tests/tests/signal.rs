@@ -1,0 +1,150 @@
+//! `chaos signal`: a target gets a signal when it enters one syscall (its sys_enter tracepoint).
+//! On a kernel without syscall tracepoints, chaos must refuse and name CONFIG_FTRACE_SYSCALLS.
+
+use chaos_tests::*;
+
+const VICTIM: &str = env!("CARGO_BIN_EXE_victim");
+
+#[test]
+fn sigkill_at_the_third_fsync_of_the_target_only() {
+    let base = std::env::temp_dir().join(format!("chaos-signal-{}", std::process::id()));
+    let dir = |who: &str| base.join(who).to_str().unwrap().to_owned();
+    let cgroup = TestCgroup::new("signal");
+    let mut target = Victim::start(VICTIM, "fsync", &dir("target"), &cgroup);
+    let mut bystander = Victim::start(VICTIM, "fsync", &dir("bystander"), &cgroup);
+    let pid = target.pid().to_string();
+    let args = [
+        "signal",
+        "--pid",
+        &pid,
+        "--syscall",
+        "fsync",
+        "--signal",
+        "KILL",
+        "--after",
+        "2",
+        "--count",
+        "1",
+        "--for",
+        "5m",
+        "--json",
+    ];
+    let output = chaos(&args);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+
+    let (supported, detail) = Probe::run().feature("tracepoint-signal");
+    if !supported {
+        assert!(
+            !expected("tracepoint-signal"),
+            "chaos signal must work on this kernel: {detail} / {stderr}"
+        );
+        assert_eq!(output.status.code(), Some(2), "{stderr}");
+        assert!(
+            stderr.contains("CONFIG_FTRACE_SYSCALLS"),
+            "the refusal must name the kernel option: {stderr}"
+        );
+        assert!(target.alive(), "nothing may be attached");
+        eprintln!("NOT INJECTED on this kernel, as the probe predicts (asserted): {detail}");
+        assert_no_chaos_programs();
+        return;
+    }
+
+    assert!(output.status.success(), "{stderr}");
+    let report = json_report(&output);
+    assert_eq!(report["ended_by"], "target-exited", "{report}");
+    let fault = &report["faults"][0];
+    assert_eq!(fault["kind"], "signal");
+    assert_eq!(fault["signal"], "SIGKILL");
+    assert_eq!(
+        fault["matched"], 3,
+        "killed at the third fsync after the fault started: {fault}"
+    );
+    assert_eq!(fault["injected"], 1);
+    assert_eq!(target.wait_for_death(), Some(libc::SIGKILL));
+    assert!(target.calls().iter().all(|call| call.errno.is_none()));
+    assert!(bystander.alive(), "the bystander was signalled");
+    let before = bystander.calls().len();
+    bystander.wait_for_calls(before + 3);
+    assert_no_chaos_programs();
+    drop((target, bystander));
+    let _ = std::fs::remove_dir_all(&base);
+}
+
+#[test]
+fn unknown_syscalls_and_signals_exit_2() {
+    let me = std::process::id().to_string();
+    let sleeper = std::process::Command::new("sleep")
+        .arg("30")
+        .spawn()
+        .expect("sleep");
+    let pid = sleeper.id().to_string();
+    for (args, named) in [
+        (
+            vec![
+                "signal",
+                "--pid",
+                &pid,
+                "--syscall",
+                "fsync",
+                "--signal",
+                "FOO",
+            ],
+            "FOO",
+        ),
+        (
+            vec![
+                "signal",
+                "--pid",
+                &pid,
+                "--syscall",
+                "../etc",
+                "--signal",
+                "KILL",
+            ],
+            "../etc",
+        ),
+        (
+            vec![
+                "signal",
+                "--pid",
+                &me,
+                "--syscall",
+                "fsync",
+                "--signal",
+                "KILL",
+            ],
+            "refusing",
+        ),
+    ] {
+        let output = chaos(&args);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains(named),
+            "{args:?} should name {named}: {stderr}"
+        );
+    }
+    if Probe::run().feature("tracepoint-signal").0 {
+        let output = chaos(&[
+            "signal",
+            "--pid",
+            &pid,
+            "--syscall",
+            "no_such_call",
+            "--signal",
+            "KILL",
+            "--for",
+            "1s",
+        ]);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{stderr}");
+        assert!(
+            stderr.contains("no_such_call") && stderr.contains("unknown syscall"),
+            "{stderr}"
+        );
+    }
+    let mut sleeper = sleeper;
+    let _ = sleeper.kill();
+    let _ = sleeper.wait();
+    assert_no_chaos_programs();
+}
