@@ -34,8 +34,10 @@ pub const OP_RECV: u32 = 23;
 pub const OP_SOCKET: u32 = 24;
 /// Not an errno operation: a signal sent when a target enters one syscall (`chaos signal`).
 pub const OP_SIGNAL: u32 = 25;
+/// Not an `--op` either: one syscall failed through a kprobe with `bpf_override_return`.
+pub const OP_SYSCALL: u32 = 26;
 /// Number of operations; sizes the counter map.
-pub const OP_COUNT: u32 = 26;
+pub const OP_COUNT: u32 = 27;
 
 /// The value of a target entry: which fault slot applies to this process, and how.
 #[repr(C)]

@@ -23,6 +23,9 @@ pub const PROG_TRACEPOINT_EXIT: &str = "tracepoint_sched_process_exit";
 /// `chaos signal`: attached to `syscalls:sys_enter_NAME`, signals a target entering NAME.
 pub const PROG_TRACEPOINT_SYSCALL_SIGNAL: &str = "tracepoint_syscall_signal";
 
+/// `chaos fail --syscall`: a kprobe on the syscall's entry function that overrides its return.
+pub const PROG_KPROBE_SYSCALL_OVERRIDE: &str = "kprobe_syscall_override";
+
 /// Errno programs (object `errno`). cgroup programs fail calls of the processes in the cgroup
 /// they are attached to; LSM programs are global and filter by target.
 pub const PROG_CGROUP_CONNECT4: &str = "cgroup_connect4";
@@ -59,6 +62,7 @@ pub const LSM_SOCKET_CREATE: (&str, &str) = ("lsm_socket_create", "socket_create
 
 /// Every program of the `errno` object, for checks that none is left in the kernel.
 pub const ERRNO_PROGRAMS: &[&str] = &[
+    PROG_KPROBE_SYSCALL_OVERRIDE,
     PROG_TRACEPOINT_SYSCALL_SIGNAL,
     PROG_TRACEPOINT_FORK,
     PROG_TRACEPOINT_EXIT,

@@ -6,7 +6,9 @@ use std::{collections::HashMap as Map, fs::File, io, path::PathBuf, time::Durati
 use aya::{
     Btf, Ebpf, EbpfLoader,
     maps::{Array, HashMap, MapError, PerCpuArray},
-    programs::{CgroupAttachMode, CgroupSock, CgroupSockAddr, Lsm, ProgramError, TracePoint},
+    programs::{
+        CgroupAttachMode, CgroupSock, CgroupSockAddr, KProbe, Lsm, ProgramError, TracePoint,
+    },
 };
 use chaos_common::{
     counters::{Counters, counter_index},
@@ -55,6 +57,8 @@ pub enum AttachError {
     ForkTracepoint(String),
     #[error("no tracepoint syscalls:{event}: {reason}")]
     SyscallTracepoint { event: String, reason: String },
+    #[error("--syscall {syscall} cannot be failed on this kernel: {reason}")]
+    SyscallOverride { syscall: String, reason: String },
 }
 
 /// The slot of the one fault a `chaos fail` run holds.
@@ -116,23 +120,33 @@ pub fn mechanism_unsupported(mechanism: Mechanism) -> Option<Finding> {
     }
 }
 
+/// A fault on one syscall rather than on `--op`s.
+#[derive(Clone, Copy, Debug)]
+pub enum SyscallHook<'a> {
+    /// `chaos signal`: the syscall's entry tracepoint sends a signal.
+    Signal(&'a str),
+    /// `chaos fail --syscall`: a kprobe on the syscall's entry function overrides its return.
+    Override(&'a str),
+}
+
 /// An errno or signal fault live in the kernel.
 pub struct ErrnoAttachment {
     ebpf: Ebpf,
     plan: Plan,
     /// Tracepoint programs attached: a signal's syscall, a process tree's fork and exit.
     tracepoints: Vec<&'static str>,
+    /// Whether the syscall-override kprobe is attached.
+    kprobe: bool,
 }
 
 impl ErrnoAttachment {
-    /// Loads every program the fault needs (the plan's hooks, or with `signal_syscall` that
-    /// syscall's entry tracepoint), fills the maps, then attaches: if any program fails to load,
-    /// nothing has been attached.
+    /// Loads every program the fault needs (the plan's hooks, and the `syscall` hook), fills the
+    /// maps, then attaches: if any program fails to load, nothing has been attached.
     pub fn attach(
         targets: &Targets,
         mut kernel_fault: common::ErrnoFault,
         plan: Plan,
-        signal_syscall: Option<&str>,
+        syscall: Option<SyscallHook<'_>>,
         lifetime: Duration,
     ) -> Result<Self, AttachError> {
         let btf = Btf::from_sys_fs().ok();
@@ -187,11 +201,22 @@ impl ErrnoAttachment {
                 "sched_process_exit".into(),
             ));
         }
-        if let Some(syscall) = signal_syscall {
+        if let Some(SyscallHook::Signal(syscall)) = syscall {
             let event = format!("sys_enter_{syscall}");
             syscall_tracepoint_exists(&event)?;
             tracepoints.push((names::PROG_TRACEPOINT_SYSCALL_SIGNAL, "syscalls", event));
         }
+        let override_function = match syscall {
+            Some(SyscallHook::Override(name)) => {
+                let function = override_function(name)?;
+                let name = names::PROG_KPROBE_SYSCALL_OVERRIDE;
+                program::<KProbe>(&mut ebpf, name)?
+                    .load()
+                    .map_err(|source| AttachError::Program { name, source })?;
+                Some(function)
+            }
+            _ => None,
+        };
         for (name, ..) in &tracepoints {
             program::<TracePoint>(&mut ebpf, name)?
                 .load()
@@ -212,11 +237,18 @@ impl ErrnoAttachment {
             attach(&mut ebpf, hook, &cgroups)?;
             debug!(program = hook.program(), "attached");
         }
+        if let Some(function) = &override_function {
+            let name = names::PROG_KPROBE_SYSCALL_OVERRIDE;
+            program::<KProbe>(&mut ebpf, name)?
+                .attach(function, 0)
+                .map_err(|source| AttachError::Program { name, source })?;
+        }
         let tracepoints = tracepoints.into_iter().map(|(name, ..)| name).collect();
         Ok(ErrnoAttachment {
             ebpf,
             plan,
             tracepoints,
+            kprobe: override_function.is_some(),
         })
     }
 
@@ -226,6 +258,15 @@ impl ErrnoAttachment {
         for hook in hooks_of(&self.plan) {
             if let Err(err) = unload(&mut self.ebpf, hook) {
                 tracing::warn!(program = hook.program(), %err, "detach");
+            }
+        }
+        if self.kprobe {
+            let name = names::PROG_KPROBE_SYSCALL_OVERRIDE;
+            if let Err(err) = program::<KProbe>(&mut self.ebpf, name).and_then(|p| {
+                p.unload()
+                    .map_err(|source| AttachError::Program { name, source })
+            }) {
+                tracing::warn!(program = name, %err, "detach");
             }
         }
         for &name in &self.tracepoints {
@@ -320,6 +361,38 @@ fn attach(ebpf: &mut Ebpf, hook: Hook, cgroups: &[File]) -> Result<(), AttachErr
         }
     }
     Ok(())
+}
+
+/// The kernel function of `syscall` that a kprobe may override, after checking that this kernel
+/// can: bpf_override_return exists and the function is allowed for error injection.
+pub fn override_function(syscall: &str) -> Result<String, AttachError> {
+    let refuse = |reason: String| AttachError::SyscallOverride {
+        syscall: syscall.to_owned(),
+        reason,
+    };
+    let finding = kernel::kprobe_override();
+    if !finding.supported {
+        let covering = Op::covering(syscall)
+            .map(|op| format!("; --op {op} covers {syscall}() through another mechanism"))
+            .unwrap_or_default();
+        return Err(refuse(format!("{}{covering}", finding.explain())));
+    }
+    let prefix = match std::env::consts::ARCH {
+        "aarch64" => "__arm64_sys_",
+        _ => "__x64_sys_",
+    };
+    let function = format!("{prefix}{syscall}");
+    let list =
+        std::fs::read_to_string("/sys/kernel/debug/error_injection/list").unwrap_or_default();
+    if !list
+        .lines()
+        .any(|line| line.split_whitespace().next() == Some(function.as_str()))
+    {
+        return Err(refuse(format!(
+            "{function} is not in /sys/kernel/debug/error_injection/list: unknown syscall, or one the kernel does not allow to fail"
+        )));
+    }
+    Ok(function)
 }
 
 /// Checks that `syscalls:EVENT` exists, naming the kernel option when no syscall has one.

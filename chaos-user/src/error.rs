@@ -38,7 +38,9 @@ impl Error {
             }
             Error::Target(_) => exit::USAGE,
             Error::Attach(
-                AttachError::Unsupported { .. } | AttachError::SyscallTracepoint { .. },
+                AttachError::Unsupported { .. }
+                | AttachError::SyscallTracepoint { .. }
+                | AttachError::SyscallOverride { .. },
             ) => exit::USAGE,
             Error::Attach(_) | Error::Io(_) => exit::FAILURE,
         }

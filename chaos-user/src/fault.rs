@@ -339,6 +339,39 @@ impl Op {
     fn names() -> Vec<&'static str> {
         Op::ALL.iter().map(|op| op.name()).collect()
     }
+
+    /// The operation that covers `syscall`, for suggesting it when `--syscall` cannot work.
+    pub fn covering(syscall: &str) -> Option<Op> {
+        let op = match syscall {
+            "open" | "openat" | "openat2" | "creat" => Op::Open,
+            "read" | "readv" | "pread64" | "preadv" | "preadv2" => Op::Read,
+            "write" | "writev" | "pwrite64" | "pwritev" | "pwritev2" => Op::Write,
+            "execve" | "execveat" => Op::Exec,
+            "fork" | "vfork" | "clone" | "clone3" => Op::Fork,
+            "mmap" => Op::Mmap,
+            "unlink" | "unlinkat" => Op::Unlink,
+            "rmdir" => Op::Rmdir,
+            "mkdir" | "mkdirat" => Op::Mkdir,
+            "rename" | "renameat" | "renameat2" => Op::Rename,
+            "link" | "linkat" => Op::Link,
+            "symlink" | "symlinkat" => Op::Symlink,
+            "truncate" => Op::Truncate,
+            "chmod" | "fchmod" | "fchmodat" => Op::Chmod,
+            "chown" | "fchown" | "lchown" | "fchownat" => Op::Chown,
+            "ioctl" => Op::Ioctl,
+            "flock" => Op::Lock,
+            "stat" | "lstat" | "fstat" | "newfstatat" | "statx" => Op::Stat,
+            "connect" => Op::Connect,
+            "bind" => Op::Bind,
+            "listen" => Op::Listen,
+            "accept" | "accept4" => Op::Accept,
+            "sendto" | "sendmsg" | "sendmmsg" => Op::Send,
+            "recvfrom" | "recvmsg" | "recvmmsg" => Op::Recv,
+            "socket" => Op::Socket,
+            _ => return None,
+        };
+        Some(op)
+    }
 }
 
 impl fmt::Display for Op {
@@ -598,6 +631,8 @@ pub struct ErrnoFault {
     pub dry_run: bool,
     pub backend: BackendChoice,
     pub when: When,
+    /// One syscall failed through a kprobe override (`--syscall`), besides the ops.
+    pub syscall: Option<String>,
 }
 
 /// Which of the covered calls fail, like strace's `inject=…:when=`: the first `after` pass; of
@@ -668,7 +703,14 @@ impl ErrnoFault {
 
     /// The `ops` bit mask the eBPF side reads.
     pub fn op_mask(&self) -> u64 {
-        self.ops.iter().fold(0, |mask, op| mask | 1 << op.code())
+        let syscall = if self.syscall.is_some() {
+            1 << errno::OP_SYSCALL
+        } else {
+            0
+        };
+        self.ops
+            .iter()
+            .fold(syscall, |mask, op| mask | 1 << op.code())
     }
 }
 
@@ -838,6 +880,7 @@ mod tests {
             dry_run: false,
             backend: BackendChoice::Auto,
             when: When::default(),
+            syscall: None,
         };
         assert_eq!(
             fault.op_mask(),

@@ -212,7 +212,7 @@ fn kprobes() -> Finding {
 
 /// `bpf_override_return`: the verifier knows the helper only with CONFIG_BPF_KPROBE_OVERRIDE, and
 /// a kprobe may use it only on functions allowed for error injection.
-fn kprobe_override() -> Finding {
+pub fn kprobe_override() -> Finding {
     const ENABLE: &str = "CONFIG_BPF_KPROBE_OVERRIDE=y (needs CONFIG_FUNCTION_ERROR_INJECTION=y and CONFIG_KPROBES=y)";
     let mut ebpf = match load_object(object::PROBE) {
         Ok(ebpf) => ebpf,

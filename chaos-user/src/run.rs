@@ -11,11 +11,11 @@ use tokio::{
     time::{Instant, MissedTickBehavior, interval, sleep_until},
 };
 
-use chaos_common::errno::OP_SIGNAL;
+use chaos_common::errno::{OP_SIGNAL, OP_SYSCALL};
 use tracing::debug;
 
 use crate::{
-    attach::{ErrnoAttachment, Plan},
+    attach::{ErrnoAttachment, Plan, SyscallHook},
     error::Error,
     fault::{ErrnoFault, SignalFault},
     report::{EndedBy, FaultReport, Report, StatusLine, TargetReport},
@@ -80,7 +80,8 @@ pub fn errno_run(
     lifetime: Duration,
     on_attached: impl FnOnce(),
 ) -> Result<Report, Error> {
-    let attachment = ErrnoAttachment::attach(targets, fault.kernel(), plan, None, lifetime)?;
+    let syscall = fault.syscall.as_deref().map(SyscallHook::Override);
+    let attachment = ErrnoAttachment::attach(targets, fault.kernel(), plan, syscall, lifetime)?;
     on_attached();
     hold_and_report(targets, attachment, lifetime, |attachment| {
         attachment
@@ -100,6 +101,20 @@ pub fn errno_run(
                     injected: counters.injected,
                 }
             })
+            .chain(fault.syscall.iter().map(|syscall| {
+                let counters = attachment.counters(OP_SYSCALL);
+                FaultReport {
+                    kind: "errno",
+                    op: syscall.clone(),
+                    errno: Some(fault.errno.to_string()),
+                    signal: None,
+                    mechanism: "kprobe-override",
+                    covers: format!("{syscall}() (a kprobe on its entry function)"),
+                    dry_run: fault.dry_run,
+                    matched: counters.matched,
+                    injected: counters.injected,
+                }
+            }))
             .collect()
     })
 }
@@ -114,7 +129,7 @@ pub fn signal_run(
         targets,
         fault.kernel(),
         Vec::new(),
-        Some(&fault.syscall),
+        Some(SyscallHook::Signal(&fault.syscall)),
         lifetime,
     )?;
     hold_and_report(targets, attachment, lifetime, |attachment| {

@@ -11,9 +11,9 @@ use core::ffi::c_void;
 
 use aya_ebpf::{
     Global,
-    helpers::{bpf_get_current_pid_tgid, bpf_send_signal, bpf_set_retval},
-    macros::{cgroup_sock, cgroup_sock_addr, tracepoint},
-    programs::{LsmContext, SockAddrContext, SockContext, TracePointContext},
+    helpers::{bpf_get_current_pid_tgid, bpf_override_return, bpf_send_signal, bpf_set_retval},
+    macros::{cgroup_sock, cgroup_sock_addr, kprobe, tracepoint},
+    programs::{LsmContext, ProbeContext, SockAddrContext, SockContext, TracePointContext},
 };
 use chaos_common::errno::*;
 use chaos_ebpf::errno::{TARGET_PIDS, injected_errno};
@@ -202,6 +202,18 @@ lsm_program!(
         }
     }
 );
+
+/// Makes a target's call of the syscall whose entry function this kprobe is on return `-errno`
+/// without running. Needs CONFIG_BPF_KPROBE_OVERRIDE and a function allowed for error injection
+/// (every `__x64_sys_*` with CONFIG_FUNCTION_ERROR_INJECTION).
+#[kprobe]
+pub fn kprobe_syscall_override(ctx: ProbeContext) -> u32 {
+    if let Some(errno) = injected_errno(OP_SYSCALL) {
+        // SAFETY: the probe's own registers; the return value is a negative errno.
+        unsafe { bpf_override_return(ctx.regs, (-i64::from(errno)) as u64) };
+    }
+    0
+}
 
 /// Sends the fault's signal to a target process entering the syscall whose
 /// `syscalls:sys_enter_*` tracepoint this is attached to. Kernel >= 5.3 (`bpf_send_signal`),

@@ -90,6 +90,7 @@ pub fn execute(args: DemoArgs) -> Result<u8, Error> {
         dry_run: false,
         backend: BackendChoice::Auto,
         when: When::default(),
+        syscall: None,
     };
     let plan = attach::plan(&fault.ops, fault.backend, attach::mechanism_unsupported)?;
     eprintln!(

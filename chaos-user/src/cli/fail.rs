@@ -31,6 +31,7 @@ use crate::{
 ///   chaos fail --pid 4242 --op open,connect --errno 5 --for 10s --dry-run
 ///   chaos fail --pid 4242 --op write --errno ENOSPC --after 100 --every 10 --count 5
 ///   chaos fail --pid 4242 --op connect --errno ETIMEDOUT --probability 0.1 --for 5m
+///   chaos fail --pid 4242 --syscall fsync --errno EIO --count 1
 ///
 /// Which calls fail (compare strace -e inject=SYSCALL:error=E:when=FIRST..LAST+STEP): calls the
 /// fault covers are numbered in order across all CPUs; the first --after pass; of the rest,
@@ -48,8 +49,14 @@ pub struct FailArgs {
     pub force: bool,
 
     /// Operations to fail, comma-separated (see the list above).
-    #[arg(long, required = true, value_delimiter = ',')]
+    #[arg(long, required_unless_present = "syscall", value_delimiter = ',')]
     pub op: Vec<Op>,
+
+    /// One syscall to fail by name (fsync, renameat2…), through a kprobe with
+    /// bpf_override_return on its entry function: any syscall the kernel allows error injection
+    /// for, on kernels with CONFIG_BPF_KPROBE_OVERRIDE.
+    #[arg(long, value_name = "NAME", value_parser = fault::parse_syscall)]
+    pub syscall: Option<String>,
 
     /// The errno the calls fail with: a name (EIO, ECONNREFUSED) or a number (1-4095).
     #[arg(long)]
@@ -105,6 +112,7 @@ pub fn execute(args: FailArgs) -> Result<u8, Error> {
             count: args.count,
             probability: args.probability.unwrap_or(1.0),
         },
+        syscall: args.syscall.clone(),
     };
     let missing = capabilities::missing();
     if !missing.is_empty() {
@@ -112,12 +120,16 @@ pub fn execute(args: FailArgs) -> Result<u8, Error> {
     }
     let targets = args.targets.resolve(args.force)?;
     let plan = attach::plan(&fault.ops, fault.backend, attach::mechanism_unsupported)?;
+    if let Some(syscall) = &fault.syscall {
+        attach::override_function(syscall)?;
+    }
     eprintln!(
         "chaos: failing {} of {} with {} for {}{} (Ctrl-C ends it early)",
         fault
             .ops
             .iter()
-            .map(|op| op.name())
+            .map(|op| op.name().to_owned())
+            .chain(fault.syscall.iter().map(|syscall| format!("{syscall}()")))
             .collect::<Vec<_>>()
             .join(","),
         TargetArgs::describe(&targets),
