@@ -769,9 +769,9 @@ mod tests {
         codes.dedup();
         assert_eq!(codes.len(), Op::ALL.len());
         assert_eq!(
-            Op::ALL.len() as u32 + 1,
+            Op::ALL.len() as u32 + 2,
             errno::OP_COUNT,
-            "every op, and OP_SIGNAL"
+            "every op, OP_SIGNAL and OP_SYSCALL"
         );
         for op in Op::ALL {
             assert!(!op.backends().is_empty(), "{op}");

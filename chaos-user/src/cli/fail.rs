@@ -1,14 +1,12 @@
 //! `chaos fail`: calls of a target fail with an errno.
 
-use std::time::Duration;
-
 use clap::Args;
 
 use crate::{
     attach, capabilities,
-    cli::TargetArgs,
+    cli::{RunArgs, TargetArgs},
     error::{Error, exit},
-    fault::{self, BackendChoice, Errno, ErrnoFault, Op, When},
+    fault::{self, BackendChoice, Errno, ErrnoFault, Op},
     run,
 };
 
@@ -43,11 +41,6 @@ pub struct FailArgs {
     #[command(flatten)]
     pub targets: TargetArgs,
 
-    /// Allow targets that are refused by default: PID 1, chaos itself and its parents, kernel
-    /// threads, the root cgroup.
-    #[arg(long)]
-    pub force: bool,
-
     /// Operations to fail, comma-separated (see the list above).
     #[arg(long, required_unless_present = "syscall", value_delimiter = ',')]
     pub op: Vec<Op>,
@@ -62,34 +55,8 @@ pub struct FailArgs {
     #[arg(long)]
     pub errno: Errno,
 
-    /// How long the fault lasts: 30s, 1m30s, 250ms.
-    #[arg(long = "for", value_name = "DURATION", default_value = "60s",
-          value_parser = fault::parse_duration, allow_hyphen_values = true)]
-    pub duration: Duration,
-
-    /// Fail each candidate call with this probability (0 < P <= 1).
-    #[arg(long, value_name = "P", value_parser = fault::parse_probability)]
-    pub probability: Option<f64>,
-
-    /// Let the first N covered calls pass (strace's when=N+1).
-    #[arg(long, value_name = "N", default_value_t = 0)]
-    pub after: u64,
-
-    /// Of the calls past --after, fail every N-th one (strace's when=FIRST+N).
-    #[arg(long, value_name = "N", value_parser = fault::parse_count)]
-    pub every: Option<u64>,
-
-    /// Fail at most N calls, then let every call pass.
-    #[arg(long, value_name = "N", value_parser = fault::parse_count)]
-    pub count: Option<u64>,
-
-    /// Count the calls the fault would fail, but fail none.
-    #[arg(long)]
-    pub dry_run: bool,
-
-    /// Print the final report as JSON on stdout.
-    #[arg(long)]
-    pub json: bool,
+    #[command(flatten)]
+    pub run: RunArgs,
 
     /// Which mechanism fails the calls: auto (the most complete one this kernel offers), lsm,
     /// or cgroup. The report names the one used.
@@ -104,21 +71,16 @@ pub fn execute(args: FailArgs) -> Result<u8, Error> {
     let fault = ErrnoFault {
         ops,
         errno: args.errno,
-        dry_run: args.dry_run,
+        dry_run: args.run.dry_run,
         backend: args.backend,
-        when: When {
-            after: args.after,
-            every: args.every.unwrap_or(1),
-            count: args.count,
-            probability: args.probability.unwrap_or(1.0),
-        },
+        when: args.run.when(),
         syscall: args.syscall.clone(),
     };
     let missing = capabilities::missing();
     if !missing.is_empty() {
         return Err(Error::Privileges(missing));
     }
-    let targets = args.targets.resolve(args.force)?;
+    let targets = args.targets.resolve(args.run.force)?;
     let plan = attach::plan(&fault.ops, fault.backend, attach::mechanism_unsupported)?;
     if let Some(syscall) = &fault.syscall {
         attach::override_function(syscall)?;
@@ -134,15 +96,11 @@ pub fn execute(args: FailArgs) -> Result<u8, Error> {
             .join(","),
         TargetArgs::describe(&targets),
         fault.errno,
-        humantime::format_duration(args.duration),
+        humantime::format_duration(args.run.duration),
         if fault.dry_run { ", dry run" } else { "" },
     );
-    let report = run::errno_run(&targets, &fault, plan, args.duration, || {})?;
-    if args.json {
-        println!("{}", report.json());
-    } else {
-        print!("{}", report.human());
-    }
+    let report = run::errno_run(&targets, &fault, plan, args.run.duration, || {})?;
+    args.run.print(&report);
     Ok(exit::OK)
 }
 
@@ -177,8 +135,8 @@ mod tests {
         assert_eq!(args.targets.pid, [42]);
         assert_eq!(args.op.len(), 2);
         assert_eq!(args.errno.get(), libc::EIO);
-        assert_eq!(args.duration.as_secs(), 90);
-        assert!(args.json);
+        assert_eq!(args.run.duration.as_secs(), 90);
+        assert!(args.run.json);
     }
 
     #[test]

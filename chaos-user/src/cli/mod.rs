@@ -5,15 +5,74 @@ pub mod fail;
 pub mod probe;
 pub mod signal;
 
-use std::path::PathBuf;
+use std::{path::PathBuf, time::Duration};
 
 use clap::{Args, CommandFactory as _, Parser, Subcommand};
 
 use crate::{
     error::Error,
-    fault,
+    fault::{self, When},
     target::{CgroupTarget, ProcessTarget, TargetError, Targets, pids_by_comm},
 };
+
+/// How long a fault lasts and which of the calls it covers it acts on; shared by every fault
+/// command.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// How long the fault lasts: 30s, 1m30s, 250ms.
+    #[arg(long = "for", value_name = "DURATION", default_value = "60s",
+          value_parser = fault::parse_duration, allow_hyphen_values = true)]
+    pub duration: Duration,
+
+    /// Act on each candidate call with this probability (0 < P <= 1).
+    #[arg(long, value_name = "P", value_parser = fault::parse_probability)]
+    pub probability: Option<f64>,
+
+    /// Let the first N covered calls pass (strace's when=N+1).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub after: u64,
+
+    /// Of the calls past --after, act on every N-th one (strace's when=FIRST+N).
+    #[arg(long, value_name = "N", value_parser = fault::parse_count)]
+    pub every: Option<u64>,
+
+    /// Act on at most N calls, then let every call pass.
+    #[arg(long, value_name = "N", value_parser = fault::parse_count)]
+    pub count: Option<u64>,
+
+    /// Count the calls the fault would act on, but act on none.
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// Print the final report as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+
+    /// Allow targets that are refused by default: PID 1, chaos itself and its parents, kernel
+    /// threads, the root cgroup.
+    #[arg(long)]
+    pub force: bool,
+}
+
+impl RunArgs {
+    pub fn when(&self) -> When {
+        When {
+            after: self.after,
+            every: self.every.unwrap_or(1),
+            count: self.count,
+            probability: self.probability.unwrap_or(1.0),
+        }
+    }
+
+    /// Prints the final report: JSON with --json, else the human summary.
+    pub fn print(&self, report: &crate::report::Report) {
+        if self.json {
+            println!("{}", report.json());
+        } else {
+            print!("{}", report.human());
+        }
+    }
+}
 
 /// What to fault; shared by every fault command.
 #[derive(Debug, Args)]
