@@ -76,8 +76,13 @@ pub struct ErrnoFault {
     pub errno: i32,
     /// Non-zero: count matches but fail nothing.
     pub dry_run: u32,
+    /// Only calls on this port (host order; the destination of connect/send, the port of bind);
+    /// 0: any. Only the cgroup socket programs see ports.
+    pub port: u32,
+    /// Only calls on this address family (AF_INET, AF_INET6); 0: any.
+    pub family: u32,
 }
-const _: () = assert!(core::mem::size_of::<ErrnoFault>() == 56);
+const _: () = assert!(core::mem::size_of::<ErrnoFault>() == 64);
 
 /// [`ErrnoFault::probability`] for "always": above every 32-bit draw.
 pub const PROBABILITY_ONE: u64 = 1 << 32;

@@ -39,15 +39,34 @@ static FAULT_STATE: Array<FaultState> = Array::with_max_entries(MAX_FAULTS, 0);
 #[map]
 static COUNTERS: PerCpuArray<Counters> = PerCpuArray::with_max_entries(COUNTER_ENTRIES, 0);
 
+/// What a program knows of the call it is looking at, for the fault's filters.
+#[derive(Clone, Copy)]
+pub struct Call {
+    /// Port in host order; 0 when the hook does not see one.
+    pub port: u32,
+    /// Address family; 0 when the hook does not see one.
+    pub family: u32,
+}
+
+impl Call {
+    /// A call whose address the hook does not see: it passes only unfiltered faults.
+    pub const UNKNOWN: Call = Call { port: 0, family: 0 };
+}
+
 /// The errno (positive) that the current call of `op` must fail with, or `None` to let it pass.
 ///
 /// An untargeted process costs exactly one hash lookup here; everything after it runs only for
 /// targets.
 #[inline(always)]
-pub fn injected_errno(op: u32) -> Option<i32> {
+pub fn injected_errno(op: u32, call: Call) -> Option<i32> {
     let slot = current_target_slot()?;
     let fault = ERRNO_FAULTS.get(slot)?;
     if !fault.covers(op) || unsafe { bpf_ktime_get_ns() } >= fault.deadline_ns {
+        return None;
+    }
+    if (fault.port != 0 && fault.port != call.port)
+        || (fault.family != 0 && fault.family != call.family)
+    {
         return None;
     }
     let counters = COUNTERS.get_ptr_mut(counter_index(slot, op))?;

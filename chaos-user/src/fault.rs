@@ -35,6 +35,18 @@ pub enum ParseError {
     UnknownSignal(String),
     #[error("invalid syscall name '{0}': expected a name such as fsync, write or openat")]
     InvalidSyscall(String),
+    #[error("invalid port '{0}': expected a number from 1 to 65535")]
+    InvalidPort(String),
+    #[error("unknown family '{0}': expected inet or inet6")]
+    UnknownFamily(String),
+    #[error(
+        "--{filter} filters socket addresses, which only the cgroup hooks of {accepted} see; --op {op} cannot take it"
+    )]
+    FilterNotApplicable {
+        filter: &'static str,
+        op: Op,
+        accepted: &'static str,
+    },
 }
 
 /// An operation an errno fault can fail.
@@ -606,6 +618,59 @@ impl SignalFault {
     }
 }
 
+/// Parses a port: 1-65535.
+pub fn parse_port(s: &str) -> Result<u16, ParseError> {
+    match s.parse::<u16>() {
+        Ok(port) if port > 0 => Ok(port),
+        _ => Err(ParseError::InvalidPort(s.to_owned())),
+    }
+}
+
+/// Parses an address family: `inet` or `inet6`; returns AF_INET or AF_INET6.
+pub fn parse_family(s: &str) -> Result<u32, ParseError> {
+    match s {
+        "inet" | "ipv4" => Ok(libc::AF_INET as u32),
+        "inet6" | "ipv6" => Ok(libc::AF_INET6 as u32),
+        other => Err(ParseError::UnknownFamily(other.to_owned())),
+    }
+}
+
+/// Address filters of a socket fault: `--port`, `--family`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SocketFilter {
+    pub port: Option<u16>,
+    pub family: Option<u32>,
+}
+
+impl SocketFilter {
+    /// Checks that every op can see what the filter asks about: ports only the cgroup hooks of
+    /// connect, bind and send; families those and socket's.
+    pub fn check(&self, ops: &[Op]) -> Result<(), ParseError> {
+        for &op in ops {
+            let sees_port = matches!(op, Op::Connect | Op::Bind | Op::Send);
+            if self.port.is_some() && !sees_port {
+                return Err(ParseError::FilterNotApplicable {
+                    filter: "port",
+                    op,
+                    accepted: "connect, bind and send",
+                });
+            }
+            if self.family.is_some() && !(sees_port || op == Op::Socket) {
+                return Err(ParseError::FilterNotApplicable {
+                    filter: "family",
+                    op,
+                    accepted: "connect, bind, send and socket",
+                });
+            }
+        }
+        Ok(())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.port.is_none() && self.family.is_none()
+    }
+}
+
 /// Parses a run duration: positive, humantime syntax (`30s`, `1m30s`, `250ms`).
 pub fn parse_duration(s: &str) -> Result<Duration, ParseError> {
     match humantime::parse_duration(s) {
@@ -633,6 +698,7 @@ pub struct ErrnoFault {
     pub when: When,
     /// One syscall failed through a kprobe override (`--syscall`), besides the ops.
     pub syscall: Option<String>,
+    pub filter: SocketFilter,
 }
 
 /// Which of the covered calls fail, like strace's `inject=…:when=`: the first `after` pass; of
@@ -669,6 +735,8 @@ impl When {
             probability: self.probability_threshold(),
             errno: value,
             dry_run: u32::from(dry_run),
+            port: 0,
+            family: 0,
         }
     }
 
@@ -697,8 +765,13 @@ pub fn parse_count(s: &str) -> Result<u64, ParseError> {
 impl ErrnoFault {
     /// The fault as the kernel side reads it (the deadline is set when attaching).
     pub fn kernel(&self) -> errno::ErrnoFault {
-        self.when
-            .kernel(self.op_mask(), self.errno.get(), self.dry_run)
+        errno::ErrnoFault {
+            port: self.filter.port.map_or(0, u32::from),
+            family: self.filter.family.unwrap_or(0),
+            ..self
+                .when
+                .kernel(self.op_mask(), self.errno.get(), self.dry_run)
+        }
     }
 
     /// The `ops` bit mask the eBPF side reads.
@@ -848,6 +921,45 @@ mod tests {
     }
 
     #[test]
+    fn socket_filters_apply_to_socket_ops_only() {
+        let port = SocketFilter {
+            port: Some(5432),
+            family: None,
+        };
+        assert!(port.check(&[Op::Connect, Op::Bind, Op::Send]).is_ok());
+        let err = port
+            .check(&[Op::Connect, Op::Open])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("--port") && err.contains("--op open"), "{err}");
+        let family = SocketFilter {
+            port: None,
+            family: Some(libc::AF_INET6 as u32),
+        };
+        assert!(family.check(&[Op::Socket]).is_ok());
+        assert!(port.check(&[Op::Socket]).is_err());
+        assert_eq!(parse_port("0"), Err(ParseError::InvalidPort("0".into())));
+        let fault = ErrnoFault {
+            ops: vec![Op::Connect],
+            errno: Errno(5),
+            dry_run: false,
+            backend: BackendChoice::Auto,
+            when: When::default(),
+            syscall: None,
+            filter: SocketFilter {
+                port: Some(5432),
+                family: Some(libc::AF_INET as u32),
+            },
+        };
+        assert_eq!(
+            (fault.kernel().port, fault.kernel().family),
+            (5432, libc::AF_INET as u32)
+        );
+        assert_eq!(parse_family("inet6"), Ok(libc::AF_INET6 as u32));
+        assert!(parse_family("unix").is_err());
+    }
+
+    #[test]
     fn durations() {
         assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
         assert_eq!(parse_duration("1m30s"), Ok(Duration::from_secs(90)));
@@ -881,6 +993,7 @@ mod tests {
             backend: BackendChoice::Auto,
             when: When::default(),
             syscall: None,
+            filter: SocketFilter::default(),
         };
         assert_eq!(
             fault.op_mask(),

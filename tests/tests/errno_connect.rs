@@ -173,3 +173,65 @@ fn dry_run_counts_but_fails_nothing() {
         "a dry run failed a call"
     );
 }
+
+#[test]
+fn a_port_filter_fails_only_connects_to_that_port() {
+    let (database, other) = (tcp_server("127.0.0.1:0"), tcp_server("127.0.0.1:0"));
+    let port = database.rsplit(':').next().unwrap().to_owned();
+    let cgroup = TestCgroup::new("port");
+    let to_database = Victim::start(VICTIM, "connect", &database, &cgroup);
+    let to_other = Victim::start(VICTIM, "connect", &other, &cgroup);
+    let bystander = Victim::start(VICTIM, "connect", &database, &cgroup);
+    let (a, b) = (to_database.pid().to_string(), to_other.pid().to_string());
+    let start_ns = monotonic_ns();
+    let output = chaos(&[
+        "fail",
+        "--pid",
+        &a,
+        "--pid",
+        &b,
+        "--op",
+        "connect",
+        "--port",
+        &port,
+        "--errno",
+        "ECONNREFUSED",
+        "--for",
+        "2s",
+        "--json",
+    ]);
+    let end_ns = monotonic_ns();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    to_database.wait_for_call_after(end_ns);
+    let report = json_report(&output);
+    assert_scoped_fault(
+        &to_database,
+        &bystander,
+        libc::ECONNREFUSED,
+        (start_ns, end_ns),
+        &report["faults"][0],
+    );
+    assert!(
+        to_other.calls().iter().all(|call| call.errno.is_none()),
+        "a connect to another port failed"
+    );
+    assert_no_chaos_programs();
+}
+
+#[test]
+fn an_address_filter_on_a_file_op_is_refused() {
+    let output = chaos(&[
+        "fail", "--pid", "2", "--op", "open", "--port", "80", "--errno", "EIO",
+    ]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("--port") && stderr.contains("--op open"),
+        "{stderr}"
+    );
+    assert_no_chaos_programs();
+}

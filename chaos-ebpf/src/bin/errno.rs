@@ -16,7 +16,7 @@ use aya_ebpf::{
     programs::{LsmContext, ProbeContext, SockAddrContext, SockContext, TracePointContext},
 };
 use chaos_common::errno::*;
-use chaos_ebpf::errno::{TARGET_PIDS, injected_errno};
+use chaos_ebpf::errno::{Call, TARGET_PIDS, injected_errno};
 
 /// cgroup programs: 1 lets the call through, 0 fails it (with the errno set by `bpf_set_retval`,
 /// EPERM without).
@@ -30,9 +30,20 @@ const MAX_ERRNO: i64 = 4095;
 const MAY_WRITE: i32 = 0x2;
 const MAY_READ: i32 = 0x4;
 
+/// The address a sock_addr program sees: the port and family the caller passed.
 #[inline(always)]
-fn cgroup_verdict(op: u32) -> i32 {
-    match injected_errno(op) {
+fn sock_addr_call(ctx: &SockAddrContext) -> Call {
+    // SAFETY: the kernel hands the program a valid bpf_sock_addr.
+    let addr = unsafe { &*ctx.sock_addr };
+    Call {
+        port: u32::from(u16::from_be(addr.user_port as u16)),
+        family: addr.user_family,
+    }
+}
+
+#[inline(always)]
+fn cgroup_verdict(op: u32, call: Call) -> i32 {
+    match injected_errno(op, call) {
         Some(errno) => {
             // SAFETY: a helper call with a plain integer argument.
             unsafe { bpf_set_retval(-errno) };
@@ -44,41 +55,43 @@ fn cgroup_verdict(op: u32) -> i32 {
 
 /// Fails IPv4 `connect()`. Fails IPv6 `connect()`.
 #[cgroup_sock_addr(connect4)]
-pub fn cgroup_connect4(_ctx: SockAddrContext) -> i32 {
-    cgroup_verdict(OP_CONNECT)
+pub fn cgroup_connect4(ctx: SockAddrContext) -> i32 {
+    cgroup_verdict(OP_CONNECT, sock_addr_call(&ctx))
 }
 
 #[cgroup_sock_addr(connect6)]
-pub fn cgroup_connect6(_ctx: SockAddrContext) -> i32 {
-    cgroup_verdict(OP_CONNECT)
+pub fn cgroup_connect6(ctx: SockAddrContext) -> i32 {
+    cgroup_verdict(OP_CONNECT, sock_addr_call(&ctx))
 }
 
 /// Fails IPv4 / IPv6 `bind()`.
 #[cgroup_sock_addr(bind4)]
-pub fn cgroup_bind4(_ctx: SockAddrContext) -> i32 {
-    cgroup_verdict(OP_BIND)
+pub fn cgroup_bind4(ctx: SockAddrContext) -> i32 {
+    cgroup_verdict(OP_BIND, sock_addr_call(&ctx))
 }
 
 #[cgroup_sock_addr(bind6)]
-pub fn cgroup_bind6(_ctx: SockAddrContext) -> i32 {
-    cgroup_verdict(OP_BIND)
+pub fn cgroup_bind6(ctx: SockAddrContext) -> i32 {
+    cgroup_verdict(OP_BIND, sock_addr_call(&ctx))
 }
 
 /// Fails UDP `sendto()` / `sendmsg()` that name a destination (the hook runs only for those).
 #[cgroup_sock_addr(sendmsg4)]
-pub fn cgroup_sendmsg4(_ctx: SockAddrContext) -> i32 {
-    cgroup_verdict(OP_SEND)
+pub fn cgroup_sendmsg4(ctx: SockAddrContext) -> i32 {
+    cgroup_verdict(OP_SEND, sock_addr_call(&ctx))
 }
 
 #[cgroup_sock_addr(sendmsg6)]
-pub fn cgroup_sendmsg6(_ctx: SockAddrContext) -> i32 {
-    cgroup_verdict(OP_SEND)
+pub fn cgroup_sendmsg6(ctx: SockAddrContext) -> i32 {
+    cgroup_verdict(OP_SEND, sock_addr_call(&ctx))
 }
 
 /// Fails `socket()` for AF_INET and AF_INET6 (the hook runs only for those families).
 #[cgroup_sock(sock_create)]
-pub fn cgroup_sock_create(_ctx: SockContext) -> i32 {
-    cgroup_verdict(OP_SOCKET)
+pub fn cgroup_sock_create(ctx: SockContext) -> i32 {
+    // SAFETY: the kernel hands the program a valid bpf_sock.
+    let family = unsafe { (*ctx.sock).family };
+    cgroup_verdict(OP_SOCKET, Call { port: 0, family })
 }
 
 /// The verdict of an LSM program whose hook has `args` arguments: the kernel appends the verdict
@@ -89,7 +102,7 @@ fn lsm_verdict(ctx: &LsmContext, args: usize, op: u32) -> i64 {
     if earlier != 0 {
         return clamp_errno(i64::from(earlier));
     }
-    match injected_errno(op) {
+    match injected_errno(op, Call::UNKNOWN) {
         Some(errno) => clamp_errno(-i64::from(errno)),
         None => 0,
     }
@@ -208,7 +221,7 @@ lsm_program!(
 /// (every `__x64_sys_*` with CONFIG_FUNCTION_ERROR_INJECTION).
 #[kprobe]
 pub fn kprobe_syscall_override(ctx: ProbeContext) -> u32 {
-    if let Some(errno) = injected_errno(OP_SYSCALL) {
+    if let Some(errno) = injected_errno(OP_SYSCALL, Call::UNKNOWN) {
         // SAFETY: the probe's own registers; the return value is a negative errno.
         unsafe { bpf_override_return(ctx.regs, (-i64::from(errno)) as u64) };
     }
@@ -220,7 +233,7 @@ pub fn kprobe_syscall_override(ctx: ProbeContext) -> u32 {
 /// CONFIG_FTRACE_SYSCALLS. Only that syscall's entries pay, one hash lookup each.
 #[tracepoint]
 pub fn tracepoint_syscall_signal(_ctx: TracePointContext) -> u32 {
-    if let Some(signal) = injected_errno(OP_SIGNAL) {
+    if let Some(signal) = injected_errno(OP_SIGNAL, Call::UNKNOWN) {
         // SAFETY: a helper call with a plain integer argument; signals the whole process.
         unsafe { bpf_send_signal(signal as u32) };
     }

@@ -14,7 +14,7 @@ use clap::Args;
 use crate::{
     attach,
     error::{Error, exit},
-    fault::{self, BackendChoice, Errno, ErrnoFault, Op, When},
+    fault::{self, BackendChoice, Errno, ErrnoFault, Op, SocketFilter, When},
     run,
     target::{ProcessTarget, Targets},
 };
@@ -91,6 +91,7 @@ pub fn execute(args: DemoArgs) -> Result<u8, Error> {
         backend: BackendChoice::Auto,
         when: When::default(),
         syscall: None,
+        filter: SocketFilter::default(),
     };
     let plan = attach::plan(&fault.ops, fault.backend, attach::mechanism_unsupported)?;
     eprintln!(

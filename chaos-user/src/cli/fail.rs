@@ -6,7 +6,7 @@ use crate::{
     attach, capabilities,
     cli::{RunArgs, TargetArgs},
     error::{Error, exit},
-    fault::{self, BackendChoice, Errno, ErrnoFault, Op},
+    fault::{self, BackendChoice, Errno, ErrnoFault, Mechanism, Op, SocketFilter},
     run,
 };
 
@@ -30,6 +30,7 @@ use crate::{
 ///   chaos fail --pid 4242 --op write --errno ENOSPC --after 100 --every 10 --count 5
 ///   chaos fail --pid 4242 --op connect --errno ETIMEDOUT --probability 0.1 --for 5m
 ///   chaos fail --pid 4242 --syscall fsync --errno EIO --count 1
+///   chaos fail --cgroup /system.slice/app.service --op connect --port 5432 --errno ECONNREFUSED
 ///
 /// Which calls fail (compare strace -e inject=SYSCALL:error=E:when=FIRST..LAST+STEP): calls the
 /// fault covers are numbered in order across all CPUs; the first --after pass; of the rest,
@@ -50,6 +51,14 @@ pub struct FailArgs {
     /// for, on kernels with CONFIG_BPF_KPROBE_OVERRIDE.
     #[arg(long, value_name = "NAME", value_parser = fault::parse_syscall)]
     pub syscall: Option<String>,
+
+    /// Only calls to (connect, send) or on (bind) this port. Implies the cgroup mechanism.
+    #[arg(long, value_parser = fault::parse_port)]
+    pub port: Option<u16>,
+
+    /// Only calls on this address family: inet or inet6. Implies the cgroup mechanism.
+    #[arg(long, value_parser = fault::parse_family)]
+    pub family: Option<u32>,
 
     /// The errno the calls fail with: a name (EIO, ECONNREFUSED) or a number (1-4095).
     #[arg(long)]
@@ -75,13 +84,24 @@ pub fn execute(args: FailArgs) -> Result<u8, Error> {
         backend: args.backend,
         when: args.run.when(),
         syscall: args.syscall.clone(),
+        filter: SocketFilter {
+            port: args.port,
+            family: args.family,
+        },
+    };
+    fault.filter.check(&fault.ops)?;
+    // Only the cgroup socket programs see addresses: a filtered fault uses them.
+    let backend = if fault.filter.is_empty() {
+        fault.backend
+    } else {
+        BackendChoice::Only(Mechanism::Cgroup)
     };
     let missing = capabilities::missing();
     if !missing.is_empty() {
         return Err(Error::Privileges(missing));
     }
     let targets = args.targets.resolve(args.run.force)?;
-    let plan = attach::plan(&fault.ops, fault.backend, attach::mechanism_unsupported)?;
+    let plan = attach::plan(&fault.ops, backend, attach::mechanism_unsupported)?;
     if let Some(syscall) = &fault.syscall {
         attach::override_function(syscall)?;
     }
