@@ -70,6 +70,21 @@ pub fn spawn_chaos(args: &[&str]) -> Child {
         .expect("spawn chaos")
 }
 
+/// Runs `chaos ARGS` and checks it refused: exit 2, every one of `named` in the message, and
+/// nothing of the tool left in the kernel.
+pub fn assert_refused(args: &[&str], named: &[&str]) {
+    let output = chaos(args);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{args:?}: {stderr}");
+    for name in named {
+        assert!(
+            stderr.contains(name),
+            "{args:?}: the message should name {name}: {stderr}"
+        );
+    }
+    assert_no_chaos_programs();
+}
+
 /// The JSON report `chaos ... --json` printed, with stderr in the panic message if it did not.
 pub fn json_report(output: &Output) -> Value {
     let stdout = String::from_utf8_lossy(&output.stdout);

@@ -5,14 +5,7 @@ use std::process::Command;
 use chaos_tests::*;
 
 fn assert_usage_error(args: &[&str], named: &str) {
-    let output = chaos(args);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(2), "{args:?}: {stderr}");
-    assert!(
-        stderr.contains(named),
-        "{args:?}: the message should name {named}: {stderr}"
-    );
-    assert_no_chaos_programs();
+    assert_refused(args, &[named]);
 }
 
 #[test]

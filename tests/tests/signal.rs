@@ -116,13 +116,7 @@ fn unknown_syscalls_and_signals_exit_2() {
             "refusing",
         ),
     ] {
-        let output = chaos(&args);
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert_eq!(output.status.code(), Some(2), "{args:?}: {stderr}");
-        assert!(
-            stderr.contains(named),
-            "{args:?} should name {named}: {stderr}"
-        );
+        assert_refused(&args, &[named]);
     }
     if Probe::run().feature("tracepoint-signal").0 {
         let output = chaos(&[
