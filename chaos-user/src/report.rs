@@ -18,7 +18,7 @@ pub enum EndedBy {
     Sigint,
     Sigterm,
     Sighup,
-    /// Every target process exited.
+    /// Every target process exited, or the target container stopped.
     TargetExited,
 }
 
@@ -61,12 +61,15 @@ pub struct Report {
 }
 
 /// A target: a process (`pid`, with its descendants when `tree`), or every process under
-/// `cgroup` (no `pid`).
+/// `cgroup` (no `pid`), which is the cgroup of `container` when one was named.
 #[derive(Clone, Debug, Serialize)]
 pub struct TargetReport {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pid: Option<u32>,
     pub tree: bool,
+    /// The full container ID (or lxc name).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub container: Option<String>,
     pub cgroup: String,
 }
 
@@ -178,6 +181,7 @@ mod tests {
             targets: vec![TargetReport {
                 pid: Some(7),
                 tree: false,
+                container: None,
                 cgroup: "/sys/fs/cgroup".into(),
             }],
             elapsed_ms: 1500,

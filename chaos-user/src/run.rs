@@ -25,11 +25,13 @@ use crate::{
 /// How often the live status line is redrawn.
 const STATUS_EVERY: Duration = Duration::from_millis(250);
 
-/// Waits until the run must end: `lifetime` elapsed, a signal, or every target process exited
-/// (their pidfds became readable; with no pidfds, never). `tick` runs every [`STATUS_EVERY`] with the elapsed and remaining time.
+/// Waits until the run must end: `lifetime` elapsed, a signal, every target process exited
+/// (their pidfds became readable; with no pidfds, never), or `gone` says the target went away
+/// (checked every [`STATUS_EVERY`]). `tick` runs as often with the elapsed and remaining time.
 pub async fn hold(
     lifetime: Duration,
     pidfds: &[&OwnedFd],
+    gone: impl Fn() -> bool,
     mut tick: impl FnMut(Duration, Duration),
 ) -> std::io::Result<EndedBy> {
     let start = Instant::now();
@@ -49,6 +51,9 @@ pub async fn hold(
             _ = sighup.recv() => return Ok(EndedBy::Sighup),
             result = &mut targets_exited => return result.map(|()| EndedBy::TargetExited),
             _ = ticks.tick() => {
+                if gone() {
+                    return Ok(EndedBy::TargetExited);
+                }
                 let now = Instant::now();
                 tick(now - start, deadline.saturating_duration_since(now));
             }
@@ -169,9 +174,12 @@ fn hold_and_report(
     } else {
         Vec::new()
     };
-    let ended_by = runtime.block_on(hold(lifetime, &pidfds, |elapsed, remaining| {
-        status.draw(elapsed, remaining, &rows(&attachment));
-    }))?;
+    let ended_by = runtime.block_on(hold(
+        lifetime,
+        &pidfds,
+        || targets.container_stopped(),
+        |elapsed, remaining| status.draw(elapsed, remaining, &rows(&attachment)),
+    ))?;
     status.clear();
     attachment.detach();
     debug!(?ended_by, "detached");
@@ -187,11 +195,13 @@ fn target_reports(targets: &Targets) -> Vec<TargetReport> {
     let processes = targets.processes.iter().map(|p| TargetReport {
         pid: Some(p.pid),
         tree: p.tree,
+        container: None,
         cgroup: p.cgroup.display().to_string(),
     });
     let cgroup = targets.cgroup.iter().map(|c| TargetReport {
         pid: None,
         tree: false,
+        container: targets.container.as_ref().map(|c| c.id.clone()),
         cgroup: c.path.display().to_string(),
     });
     processes.chain(cgroup).collect()

@@ -16,6 +16,10 @@ use std::os::unix::{net::UnixDatagram, process::CommandExt as _};
 
 use serde_json::Value;
 
+mod container;
+
+pub use container::TestContainer;
+
 /// `CLOCK_MONOTONIC` in nanoseconds, the clock the victims stamp their lines with.
 pub fn monotonic_ns() -> u64 {
     let mut now = libc::timespec {
@@ -254,14 +258,15 @@ impl Victim {
     pub fn start(bin: &str, op: &str, arg: &str, cgroup: &TestCgroup) -> Self {
         let mut command = Command::new(bin);
         command.args([op, arg]);
-        let victim = Victim::spawn(command, op == "write", cgroup);
+        let victim = Victim::spawn(command, op == "write", Some(cgroup));
         victim.wait_for_calls(1);
         victim
     }
 
-    /// Starts `command` (a victim, or something that starts one later) inside `cgroup` without
-    /// waiting for a call; its stdout (or, with `report_socket`, a UNIX socket) carries the lines.
-    pub fn spawn(mut command: Command, report_socket: bool, cgroup: &TestCgroup) -> Self {
+    /// Starts `command` (a victim, or something that starts one later) inside `cgroup`, if
+    /// given, without waiting for a call; its stdout (or, with `report_socket`, a UNIX socket)
+    /// carries the lines.
+    pub fn spawn(mut command: Command, report_socket: bool, cgroup: Option<&TestCgroup>) -> Self {
         command.stdout(Stdio::piped());
         let calls = Arc::new(Mutex::new(Vec::new()));
         let report_socket = report_socket.then(|| {
@@ -274,27 +279,8 @@ impl Victim {
             command.env("VICTIM_REPORT_SOCKET", &path);
             (socket, path)
         });
-        // Join the cgroup before exec: cgroup socket hooks go by the cgroup a socket was made in.
-        let procs = std::ffi::CString::new(
-            cgroup
-                .path
-                .join("cgroup.procs")
-                .into_os_string()
-                .into_encoded_bytes(),
-        )
-        .expect("no NUL in the cgroup path");
-        // SAFETY: between fork and exec, only async-signal-safe calls on memory made before fork.
-        unsafe {
-            command.pre_exec(move || {
-                let fd = libc::open(procs.as_ptr(), libc::O_WRONLY);
-                let ok = fd >= 0 && libc::write(fd, b"0".as_ptr().cast(), 1) == 1;
-                libc::close(fd);
-                if ok {
-                    Ok(())
-                } else {
-                    Err(std::io::Error::last_os_error())
-                }
-            });
+        if let Some(cgroup) = cgroup {
+            join_before_exec(&mut command, cgroup);
         }
         let mut child = command.spawn().expect("spawn victim");
         let stdout = child.stdout.take().expect("piped");
@@ -400,51 +386,85 @@ impl Drop for Victim {
     }
 }
 
+/// Makes `command` join `cgroup` before exec: cgroup socket hooks go by the cgroup a socket was
+/// made in, so the victim must be inside before its first call.
+fn join_before_exec(command: &mut Command, cgroup: &TestCgroup) {
+    let procs = std::ffi::CString::new(
+        cgroup
+            .path
+            .join("cgroup.procs")
+            .into_os_string()
+            .into_encoded_bytes(),
+    )
+    .expect("no NUL in the cgroup path");
+    // SAFETY: between fork and exec, only async-signal-safe calls on memory made before fork.
+    unsafe {
+        command.pre_exec(move || {
+            let fd = libc::open(procs.as_ptr(), libc::O_WRONLY);
+            let ok = fd >= 0 && libc::write(fd, b"0".as_ptr().cast(), 1) == 1;
+            libc::close(fd);
+            if ok {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
+        });
+    }
+}
+
 /// Checks everything a scoped, timed errno fault promises, from what the processes saw:
-/// the target failed with `errno` only inside `[start_ns, end_ns]`, every one of its calls
-/// between its first and last failure failed, it recovered after the end, the failures equal the
-/// reported `injected`, and the bystander never failed.
+/// each target failed with `errno` only inside `[start_ns, end_ns]`, every one of its calls
+/// between its first and last failure failed, it recovered after the end, the failures of all
+/// targets add up to the reported `injected`, and the bystander never failed while they did.
 pub fn assert_scoped_fault(
-    target: &Victim,
+    targets: &[&Victim],
     bystander: &Victim,
     errno: i32,
     (start_ns, end_ns): (u64, u64),
     fault_report: &Value,
 ) {
-    let calls = target.calls();
-    let failures: Vec<&Call> = calls.iter().filter(|call| call.errno.is_some()).collect();
-    assert!(
-        !failures.is_empty(),
-        "the target never failed: {fault_report}"
-    );
-    for failure in &failures {
+    let mut injected_seen = 0;
+    let (mut first, mut last) = (u64::MAX, 0);
+    for target in targets {
+        let calls = target.calls();
+        let failures: Vec<&Call> = calls.iter().filter(|call| call.errno.is_some()).collect();
+        assert!(
+            !failures.is_empty(),
+            "target {} never failed: {fault_report}",
+            target.pid()
+        );
+        for failure in &failures {
+            assert_eq!(
+                failure.errno,
+                Some(errno),
+                "the target failed with the wrong errno"
+            );
+            assert!(
+                (start_ns..=end_ns).contains(&failure.at_ns),
+                "a failure at {} lies outside the run [{start_ns}, {end_ns}]",
+                failure.at_ns
+            );
+        }
+        let (target_first, target_last) = (failures[0].at_ns, failures[failures.len() - 1].at_ns);
+        let passed_inside = calls
+            .iter()
+            .filter(|c| c.errno.is_none() && (target_first..=target_last).contains(&c.at_ns))
+            .count();
         assert_eq!(
-            failure.errno,
-            Some(errno),
-            "the target failed with the wrong errno"
+            passed_inside, 0,
+            "calls of the target passed while the fault was live"
         );
         assert!(
-            (start_ns..=end_ns).contains(&failure.at_ns),
-            "a failure at {} lies outside the run [{start_ns}, {end_ns}]",
-            failure.at_ns
+            calls.iter().any(|c| c.at_ns > end_ns && c.errno.is_none()),
+            "the target did not recover after the run"
         );
+        injected_seen += failures.len() as u64;
+        first = first.min(target_first);
+        last = last.max(target_last);
     }
-    let (first, last) = (failures[0].at_ns, failures[failures.len() - 1].at_ns);
-    let passed_inside = calls
-        .iter()
-        .filter(|c| c.errno.is_none() && (first..=last).contains(&c.at_ns))
-        .count();
-    assert_eq!(
-        passed_inside, 0,
-        "calls of the target passed while the fault was live"
-    );
-    assert!(
-        calls.iter().any(|c| c.at_ns > end_ns && c.errno.is_none()),
-        "the target did not recover after the run"
-    );
     assert_eq!(
         fault_report["injected"].as_u64(),
-        Some(failures.len() as u64),
+        Some(injected_seen),
         "reported injected != failures seen"
     );
     assert_eq!(

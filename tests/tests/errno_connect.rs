@@ -41,7 +41,7 @@ fn fault_for_a_while(listen: &str, name: &str) {
     assert_eq!(fault["kind"], "errno");
     assert_eq!(fault["op"], "connect");
     assert_scoped_fault(
-        &target,
+        &[&target],
         &bystander,
         libc::ECONNREFUSED,
         (start_ns, end_ns),
@@ -99,7 +99,7 @@ fn ctrl_c_ends_the_run_early_with_the_same_report() {
     let report = json_report(&output);
     assert_eq!(report["ended_by"], "sigint");
     assert_scoped_fault(
-        &target,
+        &[&target],
         &bystander,
         libc::ETIMEDOUT,
         (start_ns, end_ns),
@@ -209,7 +209,7 @@ fn a_port_filter_fails_only_connects_to_that_port() {
     to_database.wait_for_call_after(end_ns);
     let report = json_report(&output);
     assert_scoped_fault(
-        &to_database,
+        &[&to_database],
         &bystander,
         libc::ECONNREFUSED,
         (start_ns, end_ns),

@@ -78,7 +78,7 @@ fn fault_op(op: &str) {
         "--op {op} via {}: {} injected",
         fault["mechanism"], fault["injected"]
     );
-    assert_scoped_fault(&target, &bystander, libc::EIO, (start_ns, end_ns), fault);
+    assert_scoped_fault(&[&target], &bystander, libc::EIO, (start_ns, end_ns), fault);
     assert_no_chaos_programs();
     drop((target, bystander));
     let _ = std::fs::remove_dir_all(&base);

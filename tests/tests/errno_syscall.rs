@@ -75,7 +75,7 @@ fn fsync_fails_only_for_the_target_and_only_during_the_run() {
     let fault = &report["faults"][0];
     assert_eq!(fault["op"], "fsync");
     assert_eq!(fault["mechanism"], "kprobe-override");
-    assert_scoped_fault(&target, &bystander, libc::EIO, (start_ns, end_ns), fault);
+    assert_scoped_fault(&[&target], &bystander, libc::EIO, (start_ns, end_ns), fault);
     assert_no_chaos_programs();
     drop((target, bystander));
     let _ = std::fs::remove_dir_all(&base);

@@ -116,7 +116,7 @@ fn the_in_kernel_deadline_holds_while_the_loader_is_stopped() {
     target.wait_for_call_after(end_ns);
     let report = json_report(&output);
     assert_scoped_fault(
-        &target,
+        &[&target],
         &bystander,
         libc::EHOSTUNREACH,
         (start_ns, end_ns),

@@ -81,7 +81,7 @@ fn a_pid_tree_covers_children_forked_after_the_run_started() {
         "while [ ! -e \"$2\" ]; do sleep 0.05; done; \"$0\" connect \"$1\"; true",
     ]);
     shell.args([VICTIM, &address, flag.to_str().unwrap()]);
-    let family = Victim::spawn(shell, false, &cgroup);
+    let family = Victim::spawn(shell, false, Some(&cgroup));
     let root = family.pid().to_string();
     let chaos = spawn_chaos(&[
         "fail",
@@ -224,4 +224,88 @@ fn bad_targets_exit_2_naming_the_value() {
         args.extend_from_slice(&["--op", "connect", "--errno", "EIO", "--for", "1s"]);
         assert_refused(&args, &[named]);
     }
+}
+
+/// A container by ID prefix: its processes fail, also one started with `podman exec` while the
+/// run is live; a second container from the same root does not. The run ends when the container
+/// stops.
+#[test]
+fn a_container_and_its_later_processes_are_targets() {
+    let target = TestContainer::start("target", VICTIM);
+    let neighbour = TestContainer::start("neighbour", VICTIM);
+    let early = target.exec_victim("socket", "-");
+    let bystander = neighbour.exec_victim("socket", "-");
+    let start = monotonic_ns();
+    let chaos = spawn_chaos(&[
+        "fail",
+        "--container",
+        &target.id[..12],
+        "--op",
+        "socket",
+        "--errno",
+        "EACCES",
+        "--for",
+        "3s",
+        "--json",
+    ]);
+    early.wait_for_failure();
+    let later = target.exec_victim("socket", "-");
+    later.wait_for_failure();
+    let output = chaos.wait_with_output().expect("chaos");
+    let end = monotonic_ns();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report = json_report(&output);
+    assert_eq!(report["targets"][0]["container"], target.id.as_str());
+    early.wait_for_call_after(end);
+    later.wait_for_call_after(end);
+    bystander.wait_for_call_after(end);
+    assert_scoped_fault(
+        &[&early, &later],
+        &bystander,
+        libc::EACCES,
+        (start, end),
+        &report["faults"][0],
+    );
+    assert_no_chaos_programs();
+
+    // The run ends when its container stops, long before --for.
+    let chaos = spawn_chaos(&[
+        "fail",
+        "--container",
+        &target.name,
+        "--op",
+        "socket",
+        "--errno",
+        "EACCES",
+        "--for",
+        "10m",
+        "--json",
+    ]);
+    let later_failed = target.exec_victim("socket", "-");
+    later_failed.wait_for_failure();
+    target.remove();
+    let output = chaos.wait_with_output().expect("chaos");
+    assert!(output.status.success());
+    assert_eq!(json_report(&output)["ended_by"], "target-exited");
+    assert_no_chaos_programs();
+}
+
+#[test]
+fn an_unknown_container_is_refused() {
+    assert_refused(
+        &[
+            "fail",
+            "--container",
+            "no-such-container",
+            "--op",
+            "socket",
+            "--errno",
+            "EIO",
+        ],
+        &["no-such-container", "container ID"],
+    );
 }

@@ -15,7 +15,9 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "busybox-static", // the VM runner's initramfs
     "cpio",           // packs the initramfs
     "iproute2",       // tc, ip: probe and network tests
+    "podman",         // real containers for the --container tests
     "qemu-system-x86",
+    "runc",       // podman's runtime here (crun refuses hybrid cgroups)
     "strace",     // the benchmark's comparison point
     "util-linux", // setpriv, unshare, nsenter
 ];

@@ -102,6 +102,7 @@ pub fn execute(args: DemoArgs) -> Result<u8, Error> {
     let targets = Targets {
         processes: vec![ProcessTarget::resolve(target.child.id(), false, false)?],
         cgroup: None,
+        container: None,
     };
     let report = run::errno_run(&targets, &fault, plan, args.duration, || {
         *phase.lock().expect("phase lock") = 1

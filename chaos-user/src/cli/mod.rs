@@ -88,8 +88,13 @@ pub struct TargetArgs {
 
     /// Every process in this cgroup v2 directory or below it, including ones that join later:
     /// a path under the cgroup v2 mount, or relative to it (/system.slice/nginx.service).
-    #[arg(long, value_name = "PATH", group = "target", conflicts_with_all = ["pid", "pid_tree", "comm"])]
+    #[arg(long, value_name = "PATH", group = "target", conflicts_with_all = ["pid", "pid_tree", "comm", "container"])]
     pub cgroup: Option<PathBuf>,
+
+    /// Every process of this container, including ones started later (`podman exec`): its full
+    /// ID, a unique prefix of it, or its name (podman, docker, containerd, cri-o, lxc).
+    #[arg(long, value_name = "ID", group = "target", conflicts_with_all = ["pid", "pid_tree", "comm"])]
+    pub container: Option<String>,
 
     /// Every process whose command name (/proc/PID/comm) is NAME when the run starts.
     #[arg(long, value_name = "NAME", group = "target")]
@@ -104,6 +109,15 @@ impl TargetArgs {
             return Ok(Targets {
                 processes: Vec::new(),
                 cgroup: Some(CgroupTarget::resolve(path, force)?),
+                container: None,
+            });
+        }
+        if let Some(query) = &self.container {
+            let container = crate::target::container::resolve(query)?;
+            return Ok(Targets {
+                processes: Vec::new(),
+                cgroup: Some(CgroupTarget::resolve(&container.cgroup, force)?),
+                container: Some(container),
             });
         }
         let mut processes: Vec<ProcessTarget> = Vec::new();
@@ -137,14 +151,20 @@ impl TargetArgs {
         Ok(Targets {
             processes,
             cgroup: None,
+            container: None,
         })
     }
 
     /// A short description for the start line.
     pub fn describe(targets: &Targets) -> String {
-        match &targets.cgroup {
-            Some(cgroup) => format!("every process under {}", cgroup.path.display()),
-            None => targets
+        match (&targets.container, &targets.cgroup) {
+            (Some(container), _) => format!(
+                "every process of {} container {}",
+                container.runtime,
+                &container.id[..container.id.len().min(12)]
+            ),
+            (None, Some(cgroup)) => format!("every process under {}", cgroup.path.display()),
+            (None, None) => targets
                 .processes
                 .iter()
                 .map(|p| {

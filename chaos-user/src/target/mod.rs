@@ -9,6 +9,10 @@ use std::{
 
 use thiserror::Error;
 
+pub mod container;
+
+pub use container::Container;
+
 #[derive(Debug, Error)]
 pub enum TargetError {
     #[error("no process with PID {0}: expected the PID of a running process")]
@@ -39,6 +43,14 @@ pub enum TargetError {
     RootCgroup(PathBuf),
     #[error("no process is named '{0}' (the comm in /proc/PID/comm, at most 15 characters)")]
     NoSuchComm(String),
+    #[error(
+        "no running container is named '{query}' ({running} running containers found under the cgroup v2 mount): expected a container ID, a unique prefix of one, or a container name (podman, docker, lxc)"
+    )]
+    NoSuchContainer { query: String, running: usize },
+    #[error(
+        "container '{query}' is ambiguous: it is a prefix of the IDs {candidates}; give more of the ID"
+    )]
+    AmbiguousContainer { query: String, candidates: String },
 }
 
 /// Everything one run faults.
@@ -46,8 +58,10 @@ pub enum TargetError {
 pub struct Targets {
     /// Processes (all their threads): from --pid, --pid-tree and --comm.
     pub processes: Vec<ProcessTarget>,
-    /// Every process under this cgroup v2 directory, now and later (--cgroup).
+    /// Every process under this cgroup v2 directory, now and later (--cgroup, --container).
     pub cgroup: Option<CgroupTarget>,
+    /// The container whose cgroup that is (--container): the run ends when it stops.
+    pub container: Option<Container>,
 }
 
 impl Targets {
@@ -66,6 +80,13 @@ impl Targets {
     /// Whether the run lasts only as long as its processes (not for a cgroup target).
     pub fn ends_with_processes(&self) -> bool {
         self.cgroup.is_none()
+    }
+
+    /// Whether the target container has stopped (its cgroup directory is gone).
+    pub fn container_stopped(&self) -> bool {
+        self.container
+            .as_ref()
+            .is_some_and(|container| !container.cgroup.exists())
     }
 }
 

@@ -1,0 +1,111 @@
+//! Real podman containers for the tests: a busybox root with the host's /usr and the test binaries
+//! mounted read-only, run by runc with the cgroupfs manager (../shared/KERNEL.md: crun refuses
+//! hybrid cgroups). No image registry is involved.
+
+use std::{
+    fs,
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+};
+
+use crate::Victim;
+
+/// The podman configuration the tests' containers use.
+const CONTAINERS_CONF: &str = r#"[containers]
+default_ulimits = ["nofile=20000:20000", "nproc=32768:32768"]
+[engine]
+runtime = "runc"
+cgroup_manager = "cgroupfs"
+"#;
+
+/// A running container, removed on drop with everything it runs.
+pub struct TestContainer {
+    pub name: String,
+    pub id: String,
+    dir: PathBuf,
+}
+
+impl TestContainer {
+    /// Starts a container that idles; the directory holding `victim_bin` is mounted at /chaos.
+    pub fn start(name: &str, victim_bin: &str) -> Self {
+        let name = format!("chaos-test-{name}-{}", std::process::id());
+        let dir = std::env::temp_dir().join(&name);
+        let rootfs = dir.join("rootfs");
+        for sub in ["bin", "usr", "chaos", "proc", "sys", "dev", "tmp"] {
+            fs::create_dir_all(rootfs.join(sub)).expect("make the container root");
+        }
+        fs::copy("/bin/busybox", rootfs.join("bin/busybox"))
+            .expect("copy /bin/busybox (Debian's busybox-static)");
+        for (link, to) in [
+            ("bin/sh", "busybox"),
+            ("bin/sleep", "busybox"),
+            ("lib", "usr/lib"),
+            ("lib64", "usr/lib64"),
+        ] {
+            std::os::unix::fs::symlink(to, rootfs.join(link)).expect("link in the container root");
+        }
+        fs::write(dir.join("containers.conf"), CONTAINERS_CONF).expect("write containers.conf");
+        let bin_dir = Path::new(victim_bin)
+            .parent()
+            .expect("the victim's directory");
+        let mut container = TestContainer {
+            name,
+            id: String::new(),
+            dir,
+        };
+        let output = container
+            .podman()
+            .args(["run", "--detach", "--name", &container.name])
+            // Their own network namespace without a bridge: the faults here are not network ones,
+            // and the trimmed guest kernels have no bridge driver.
+            .args(["--network", "none"])
+            .args(["--volume", "/usr:/usr:ro"])
+            .arg(format!("--volume={}:/chaos:ro", bin_dir.display()))
+            .arg("--rootfs")
+            .arg(&rootfs)
+            .args(["/bin/sh", "-c", "while true; do sleep 1; done"])
+            .stdin(Stdio::null())
+            .output()
+            .expect("run podman (Debian's podman and runc; `cargo xtask setup` installs them)");
+        assert!(
+            output.status.success(),
+            "podman run: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        container.id = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+        container
+    }
+
+    /// Starts `/chaos/victim OP ARG` inside the container with `podman exec` and waits for its
+    /// first call; its lines come back through podman.
+    pub fn exec_victim(&self, op: &str, arg: &str) -> Victim {
+        let mut command = self.podman();
+        command.args(["exec", &self.name, "/chaos/victim", op, arg]);
+        let victim = Victim::spawn(command, false, None);
+        victim.wait_for_calls(1);
+        victim
+    }
+
+    /// Stops and removes the container at once.
+    pub fn remove(&self) {
+        let _ = self
+            .podman()
+            .args(["rm", "--force", "--time", "0", &self.name])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+
+    fn podman(&self) -> Command {
+        let mut command = Command::new("podman");
+        command.env("CONTAINERS_CONF", self.dir.join("containers.conf"));
+        command
+    }
+}
+
+impl Drop for TestContainer {
+    fn drop(&mut self) {
+        self.remove();
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}
