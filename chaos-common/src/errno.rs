@@ -79,10 +79,17 @@ pub struct ErrnoFault {
     /// Only calls on this port (host order; the destination of connect/send, the port of bind);
     /// 0: any. Only the cgroup socket programs see ports.
     pub port: u32,
-    /// Only calls on this address family (AF_INET, AF_INET6); 0: any.
+    /// Only calls on this address family (AF_INET, AF_INET6, AF_UNIX); 0: any.
     pub family: u32,
+    /// Only calls whose IP address, masked with `addr_mask`, equals this: four network-order
+    /// words, an IPv4 address written as IPv4-mapped IPv6 (`::ffff:a.b.c.d`), so that an IPv4
+    /// network also matches mapped destinations of IPv6 sockets. The destination of connect and
+    /// send, the local address of bind.
+    pub addr: [u32; 4],
+    /// All zero: any address.
+    pub addr_mask: [u32; 4],
 }
-const _: () = assert!(core::mem::size_of::<ErrnoFault>() == 64);
+const _: () = assert!(core::mem::size_of::<ErrnoFault>() == 96);
 
 /// [`ErrnoFault::probability`] for "always": above every 32-bit draw.
 pub const PROBABILITY_ONE: u64 = 1 << 32;
@@ -91,7 +98,33 @@ impl ErrnoFault {
     pub const fn covers(&self, op: u32) -> bool {
         self.ops & (1 << op) != 0
     }
+
+    /// Whether a call on `port`, `family` and IP address `addr` (in the layout of
+    /// [`ErrnoFault::addr`]; zeros when the hook does not see one) passes the filters.
+    #[inline(always)]
+    pub fn filters_pass(&self, port: u32, family: u32, addr: &[u32; 4]) -> bool {
+        if (self.port != 0 && self.port != port) || (self.family != 0 && self.family != family) {
+            return false;
+        }
+        let mask = &self.addr_mask;
+        if mask[0] | mask[1] | mask[2] | mask[3] == 0 {
+            return true;
+        }
+        (family == AF_INET || family == AF_INET6)
+            && addr[0] & mask[0] == self.addr[0]
+            && addr[1] & mask[1] == self.addr[1]
+            && addr[2] & mask[2] == self.addr[2]
+            && addr[3] & mask[3] == self.addr[3]
+    }
 }
+
+/// Address families as the kernel numbers them (linux/socket.h).
+pub const AF_UNIX: u32 = 1;
+pub const AF_INET: u32 = 2;
+pub const AF_INET6: u32 = 10;
+
+/// The word `::ffff:0:0/96` puts before an IPv4 address, in network order as the kernel keeps it.
+pub const IPV4_MAPPED_WORD: u32 = 0xffff_u32.to_be();
 
 /// Run-time state of a fault shared by all CPUs, updated atomically.
 #[repr(C)]

@@ -54,6 +54,8 @@ pub const LSM_PATH_CHOWN: (&str, &str) = ("lsm_path_chown", "path_chown");
 pub const LSM_FILE_IOCTL: (&str, &str) = ("lsm_file_ioctl", "file_ioctl");
 pub const LSM_FILE_LOCK: (&str, &str) = ("lsm_file_lock", "file_lock");
 pub const LSM_INODE_GETATTR: (&str, &str) = ("lsm_inode_getattr", "inode_getattr");
+pub const LSM_SOCKET_CONNECT: (&str, &str) = ("lsm_socket_connect", "socket_connect");
+pub const LSM_SOCKET_BIND: (&str, &str) = ("lsm_socket_bind", "socket_bind");
 pub const LSM_SOCKET_LISTEN: (&str, &str) = ("lsm_socket_listen", "socket_listen");
 pub const LSM_SOCKET_ACCEPT: (&str, &str) = ("lsm_socket_accept", "socket_accept");
 pub const LSM_SOCKET_SENDMSG: (&str, &str) = ("lsm_socket_sendmsg", "socket_sendmsg");
@@ -90,6 +92,8 @@ pub const ERRNO_PROGRAMS: &[&str] = &[
     LSM_FILE_IOCTL.0,
     LSM_FILE_LOCK.0,
     LSM_INODE_GETATTR.0,
+    LSM_SOCKET_CONNECT.0,
+    LSM_SOCKET_BIND.0,
     LSM_SOCKET_LISTEN.0,
     LSM_SOCKET_ACCEPT.0,
     LSM_SOCKET_SENDMSG.0,

@@ -46,27 +46,33 @@ pub struct Call {
     pub port: u32,
     /// Address family; 0 when the hook does not see one.
     pub family: u32,
+    /// IP address in the layout of [`ErrnoFault::addr`]; zeros when the hook does not see one.
+    pub addr: [u32; 4],
 }
 
 impl Call {
     /// A call whose address the hook does not see: it passes only unfiltered faults.
-    pub const UNKNOWN: Call = Call { port: 0, family: 0 };
+    pub const UNKNOWN: Call = Call {
+        port: 0,
+        family: 0,
+        addr: [0; 4],
+    };
 }
 
 /// The errno (positive) that the current call of `op` must fail with, or `None` to let it pass.
+/// `call` reads what the filters need, and runs only for targets.
 ///
 /// An untargeted process costs exactly one hash lookup here; everything after it runs only for
 /// targets.
 #[inline(always)]
-pub fn injected_errno(op: u32, call: Call) -> Option<i32> {
+pub fn injected_errno(op: u32, call: impl FnOnce() -> Call) -> Option<i32> {
     let slot = current_target_slot()?;
     let fault = ERRNO_FAULTS.get(slot)?;
     if !fault.covers(op) || unsafe { bpf_ktime_get_ns() } >= fault.deadline_ns {
         return None;
     }
-    if (fault.port != 0 && fault.port != call.port)
-        || (fault.family != 0 && fault.family != call.family)
-    {
+    let call = call();
+    if !fault.filters_pass(call.port, call.family, &call.addr) {
         return None;
     }
     let counters = COUNTERS.get_ptr_mut(counter_index(slot, op))?;

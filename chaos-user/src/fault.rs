@@ -1,6 +1,6 @@
 //! The typed fault model and its parsing: what to fail, and how.
 
-use std::{fmt, str::FromStr, time::Duration};
+use std::{fmt, net::IpAddr, str::FromStr, time::Duration};
 
 use chaos_common::{errno, names};
 use thiserror::Error;
@@ -37,16 +37,26 @@ pub enum ParseError {
     InvalidSyscall(String),
     #[error("invalid port '{0}': expected a number from 1 to 65535")]
     InvalidPort(String),
-    #[error("unknown family '{0}': expected inet or inet6")]
+    #[error("unknown family '{0}': expected inet, inet6 or unix")]
     UnknownFamily(String),
     #[error(
-        "--{filter} filters socket addresses, which only the cgroup hooks of {accepted} see; --op {op} cannot take it"
+        "invalid address '{0}': expected an IPv4 or IPv6 address or network, such as 10.0.0.5, 10.0.0.0/8 or 2001:db8::/32"
+    )]
+    InvalidAddr(String),
+    #[error(
+        "--{filter} filters socket addresses, which only the hooks of {accepted} see; --op {op} cannot take it"
     )]
     FilterNotApplicable {
         filter: &'static str,
         op: Op,
         accepted: &'static str,
     },
+    #[error(
+        "--{filter} cannot be combined with --family unix: UNIX sockets have no ports or IP addresses"
+    )]
+    NotForUnix { filter: &'static str },
+    #[error("--family unix needs the lsm backend: cgroup socket hooks never run for UNIX sockets")]
+    NotForCgroup,
 }
 
 /// An operation an errno fault can fail.
@@ -287,22 +297,36 @@ impl Op {
                 covers: "stat(), lstat(), fstat(), newfstatat(), statx()",
                 hooks: &[Hook::Lsm(names::LSM_INODE_GETATTR)],
             }],
-            Op::Connect => &[Backend {
-                mechanism: Mechanism::Cgroup,
-                covers: "connect() on IPv4 and IPv6 sockets",
-                hooks: &[
-                    Hook::SockAddr(names::PROG_CGROUP_CONNECT4),
-                    Hook::SockAddr(names::PROG_CGROUP_CONNECT6),
-                ],
-            }],
-            Op::Bind => &[Backend {
-                mechanism: Mechanism::Cgroup,
-                covers: "bind() on IPv4 and IPv6 sockets",
-                hooks: &[
-                    Hook::SockAddr(names::PROG_CGROUP_BIND4),
-                    Hook::SockAddr(names::PROG_CGROUP_BIND6),
-                ],
-            }],
+            Op::Connect => &[
+                Backend {
+                    mechanism: Mechanism::Cgroup,
+                    covers: "connect() on IPv4 and IPv6 sockets",
+                    hooks: &[
+                        Hook::SockAddr(names::PROG_CGROUP_CONNECT4),
+                        Hook::SockAddr(names::PROG_CGROUP_CONNECT6),
+                    ],
+                },
+                Backend {
+                    mechanism: Mechanism::Lsm,
+                    covers: "connect() on sockets of every family, UNIX included",
+                    hooks: &[Hook::Lsm(names::LSM_SOCKET_CONNECT)],
+                },
+            ],
+            Op::Bind => &[
+                Backend {
+                    mechanism: Mechanism::Cgroup,
+                    covers: "bind() on IPv4 and IPv6 sockets",
+                    hooks: &[
+                        Hook::SockAddr(names::PROG_CGROUP_BIND4),
+                        Hook::SockAddr(names::PROG_CGROUP_BIND6),
+                    ],
+                },
+                Backend {
+                    mechanism: Mechanism::Lsm,
+                    covers: "bind() on sockets of every family, UNIX included",
+                    hooks: &[Hook::Lsm(names::LSM_SOCKET_BIND)],
+                },
+            ],
             Op::Listen => &[Backend {
                 mechanism: Mechanism::Lsm,
                 covers: "listen()",
@@ -626,36 +650,100 @@ pub fn parse_port(s: &str) -> Result<u16, ParseError> {
     }
 }
 
-/// Parses an address family: `inet` or `inet6`; returns AF_INET or AF_INET6.
+/// Parses an address family: `inet`, `inet6` or `unix`; returns AF_INET, AF_INET6 or AF_UNIX.
 pub fn parse_family(s: &str) -> Result<u32, ParseError> {
     match s {
-        "inet" | "ipv4" => Ok(libc::AF_INET as u32),
-        "inet6" | "ipv6" => Ok(libc::AF_INET6 as u32),
+        "inet" | "ipv4" => Ok(errno::AF_INET),
+        "inet6" | "ipv6" => Ok(errno::AF_INET6),
+        "unix" | "local" => Ok(errno::AF_UNIX),
         other => Err(ParseError::UnknownFamily(other.to_owned())),
     }
 }
 
-/// Address filters of a socket fault: `--port`, `--family`.
+/// An IP network from `--addr`: an address with an optional prefix length (`10.0.0.0/8`); a bare
+/// address is the host alone.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Cidr {
+    pub addr: IpAddr,
+    pub prefix: u8,
+}
+
+impl Cidr {
+    /// The network as the kernel side compares it: IPv6 words, IPv4 as `::ffff:a.b.c.d/96+len`,
+    /// in network byte order; the address already masked.
+    pub fn kernel_words(&self) -> ([u32; 4], [u32; 4]) {
+        let (bytes, prefix) = match self.addr {
+            IpAddr::V4(v4) => (v4.to_ipv6_mapped().octets(), 96 + u32::from(self.prefix)),
+            IpAddr::V6(v6) => (v6.octets(), u32::from(self.prefix)),
+        };
+        let mask = u128::MAX
+            .checked_shl(128 - prefix)
+            .unwrap_or(0)
+            .to_be_bytes();
+        let words = |bytes: [u8; 16]| {
+            std::array::from_fn(|i| {
+                u32::from_ne_bytes(bytes[4 * i..4 * i + 4].try_into().expect("4 bytes"))
+            })
+        };
+        let masked = std::array::from_fn(|i| bytes[i] & mask[i]);
+        (words(masked), words(mask))
+    }
+}
+
+impl fmt::Display for Cidr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
+}
+
+/// Parses `--addr`: `ADDRESS[/PREFIX]`, IPv4 or IPv6.
+pub fn parse_cidr(s: &str) -> Result<Cidr, ParseError> {
+    let invalid = || ParseError::InvalidAddr(s.to_owned());
+    let (addr, prefix) = match s.split_once('/') {
+        Some((addr, prefix)) => (addr, Some(prefix)),
+        None => (s, None),
+    };
+    let addr: IpAddr = addr.parse().map_err(|_| invalid())?;
+    let max = if addr.is_ipv4() { 32 } else { 128 };
+    let prefix = match prefix {
+        Some(prefix) => prefix
+            .parse::<u8>()
+            .ok()
+            .filter(|&p| p <= max)
+            .ok_or_else(invalid)?,
+        None => max,
+    };
+    Ok(Cidr { addr, prefix })
+}
+
+/// Address filters of a socket fault: `--port`, `--addr`, `--family`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SocketFilter {
     pub port: Option<u16>,
+    pub addr: Option<Cidr>,
     pub family: Option<u32>,
 }
 
 impl SocketFilter {
-    /// Checks that every op can see what the filter asks about: ports only the cgroup hooks of
+    /// Checks that every op can see what the filter asks about: ports and addresses the hooks of
     /// connect, bind and send; families those and socket's.
     pub fn check(&self, ops: &[Op]) -> Result<(), ParseError> {
         for &op in ops {
-            let sees_port = matches!(op, Op::Connect | Op::Bind | Op::Send);
-            if self.port.is_some() && !sees_port {
-                return Err(ParseError::FilterNotApplicable {
-                    filter: "port",
+            let sees_address = matches!(op, Op::Connect | Op::Bind | Op::Send);
+            let refuse = |filter| {
+                Err(ParseError::FilterNotApplicable {
+                    filter,
                     op,
                     accepted: "connect, bind and send",
-                });
+                })
+            };
+            if self.port.is_some() && !sees_address {
+                return refuse("port");
             }
-            if self.family.is_some() && !(sees_port || op == Op::Socket) {
+            if self.addr.is_some() && !sees_address {
+                return refuse("addr");
+            }
+            if self.family.is_some() && !(sees_address || op == Op::Socket) {
                 return Err(ParseError::FilterNotApplicable {
                     filter: "family",
                     op,
@@ -663,11 +751,25 @@ impl SocketFilter {
                 });
             }
         }
+        if self.family == Some(errno::AF_UNIX) {
+            if self.port.is_some() {
+                return Err(ParseError::NotForUnix { filter: "port" });
+            }
+            if self.addr.is_some() {
+                return Err(ParseError::NotForUnix { filter: "addr" });
+            }
+        }
         Ok(())
     }
 
     pub fn is_empty(&self) -> bool {
-        self.port.is_none() && self.family.is_none()
+        self.port.is_none() && self.addr.is_none() && self.family.is_none()
+    }
+
+    /// Whether only the LSM hooks see the calls this filter picks (cgroup socket hooks never run
+    /// for UNIX sockets).
+    pub fn needs_lsm(&self) -> bool {
+        self.family == Some(errno::AF_UNIX)
     }
 }
 
@@ -737,6 +839,8 @@ impl When {
             dry_run: u32::from(dry_run),
             port: 0,
             family: 0,
+            addr: [0; 4],
+            addr_mask: [0; 4],
         }
     }
 
@@ -765,9 +869,15 @@ pub fn parse_count(s: &str) -> Result<u64, ParseError> {
 impl ErrnoFault {
     /// The fault as the kernel side reads it (the deadline is set when attaching).
     pub fn kernel(&self) -> errno::ErrnoFault {
+        let (addr, addr_mask) = self
+            .filter
+            .addr
+            .map_or(([0; 4], [0; 4]), |cidr| cidr.kernel_words());
         errno::ErrnoFault {
             port: self.filter.port.map_or(0, u32::from),
             family: self.filter.family.unwrap_or(0),
+            addr,
+            addr_mask,
             ..self
                 .when
                 .kernel(self.op_mask(), self.errno.get(), self.dry_run)
@@ -924,7 +1034,7 @@ mod tests {
     fn socket_filters_apply_to_socket_ops_only() {
         let port = SocketFilter {
             port: Some(5432),
-            family: None,
+            ..SocketFilter::default()
         };
         assert!(port.check(&[Op::Connect, Op::Bind, Op::Send]).is_ok());
         let err = port
@@ -933,8 +1043,8 @@ mod tests {
             .to_string();
         assert!(err.contains("--port") && err.contains("--op open"), "{err}");
         let family = SocketFilter {
-            port: None,
             family: Some(libc::AF_INET6 as u32),
+            ..SocketFilter::default()
         };
         assert!(family.check(&[Op::Socket]).is_ok());
         assert!(port.check(&[Op::Socket]).is_err());
@@ -949,6 +1059,7 @@ mod tests {
             filter: SocketFilter {
                 port: Some(5432),
                 family: Some(libc::AF_INET as u32),
+                addr: None,
             },
         };
         assert_eq!(
@@ -956,7 +1067,52 @@ mod tests {
             (5432, libc::AF_INET as u32)
         );
         assert_eq!(parse_family("inet6"), Ok(libc::AF_INET6 as u32));
-        assert!(parse_family("unix").is_err());
+        assert_eq!(parse_family("unix"), Ok(libc::AF_UNIX as u32));
+        assert!(parse_family("netlink").is_err());
+        let unix_port = SocketFilter {
+            port: Some(80),
+            family: Some(libc::AF_UNIX as u32),
+            addr: None,
+        };
+        assert!(unix_port.check(&[Op::Connect]).is_err());
+        assert!(unix_port.needs_lsm());
+    }
+
+    #[test]
+    fn cidrs_become_mapped_ipv6_words() {
+        let net = parse_cidr("10.1.2.3/8").unwrap();
+        assert_eq!(net.to_string(), "10.1.2.3/8");
+        let (addr, mask) = net.kernel_words();
+        let bytes =
+            |words: [u32; 4]| -> Vec<u8> { words.iter().flat_map(|w| w.to_ne_bytes()).collect() };
+        assert_eq!(
+            bytes(addr),
+            [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 255, 255, 10, 0, 0, 0]
+        );
+        assert_eq!(
+            bytes(mask),
+            [255; 13].iter().copied().chain([0; 3]).collect::<Vec<_>>()
+        );
+        assert_eq!(addr[2], errno::IPV4_MAPPED_WORD);
+        let host = parse_cidr("2001:db8::1").unwrap();
+        assert_eq!(host.prefix, 128);
+        assert_eq!(host.kernel_words().1, [u32::MAX; 4]);
+        let any_v6 = parse_cidr("::/0").unwrap();
+        assert_eq!(any_v6.kernel_words().1, [0; 4], "::/0 is no filter");
+        for bad in [
+            "10.0.0.0/33",
+            "2001:db8::/129",
+            "example.com",
+            "10.0.0/8",
+            "10.0.0.0/-1",
+            "",
+        ] {
+            assert_eq!(
+                parse_cidr(bad),
+                Err(ParseError::InvalidAddr(bad.into())),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

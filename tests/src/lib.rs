@@ -74,6 +74,53 @@ pub fn spawn_chaos(args: &[&str]) -> Child {
         .expect("spawn chaos")
 }
 
+/// A UNIX stream server at a fresh path that accepts and drops connections until the test ends;
+/// returns the path.
+pub fn unix_server() -> String {
+    let path = std::env::temp_dir().join(format!(
+        "chaos-test-{}-{}.sock",
+        std::process::id(),
+        monotonic_ns()
+    ));
+    let listener = std::os::unix::net::UnixListener::bind(&path).expect("bind the UNIX server");
+    thread::spawn(move || for _connection in listener.incoming() {});
+    path.to_str().expect("utf-8").to_owned()
+}
+
+/// Whether `output` is chaos refusing a fault because this kernel cannot run BPF LSM programs,
+/// as the probe says: then it checks that the message gives the probe's reason and that the
+/// feature is not one CHAOS_EXPECT says must work here, and prints the reason. `false` when chaos
+/// did not exit 2.
+pub fn refused_for_lack_of_lsm(output: &Output, what: &str) -> bool {
+    if output.status.code() != Some(2) {
+        return false;
+    }
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let probe = Probe::run();
+    let (trampoline, trampoline_detail) = probe.feature("trampoline");
+    let (lsm, lsm_detail) = probe.feature("bpf-lsm");
+    assert!(
+        !(trampoline && lsm),
+        "{what} refused although BPF LSM works here: {stderr}"
+    );
+    assert!(
+        !expected("trampoline") && !expected("bpf-lsm"),
+        "{what} must inject on this kernel (CHAOS_EXPECT): {stderr}"
+    );
+    let reason = if trampoline {
+        lsm_detail
+    } else {
+        trampoline_detail
+    };
+    assert!(
+        stderr.contains(&reason),
+        "{what}: chaos must give the probe's reason '{reason}': {stderr}"
+    );
+    eprintln!("{what} NOT INJECTED on this kernel, as the probe predicts (asserted): {reason}");
+    assert_no_chaos_programs();
+    true
+}
+
 /// Runs `chaos ARGS` and checks it refused: exit 2, every one of `named` in the message, and
 /// nothing of the tool left in the kernel.
 pub fn assert_refused(args: &[&str], named: &[&str]) {

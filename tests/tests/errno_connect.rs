@@ -174,42 +174,34 @@ fn dry_run_counts_but_fails_nothing() {
     );
 }
 
-#[test]
-fn a_port_filter_fails_only_connects_to_that_port() {
-    let (database, other) = (tcp_server("127.0.0.1:0"), tcp_server("127.0.0.1:0"));
-    let port = database.rsplit(':').next().unwrap().to_owned();
-    let cgroup = TestCgroup::new("port");
-    let to_database = Victim::start(VICTIM, "connect", &database, &cgroup);
-    let to_other = Victim::start(VICTIM, "connect", &other, &cgroup);
-    let bystander = Victim::start(VICTIM, "connect", &database, &cgroup);
-    let (a, b) = (to_database.pid().to_string(), to_other.pid().to_string());
+/// Two targets connect, to `matching` and to `other`; a bystander connects to `matching`. A fault
+/// with `filter` (plus `extra` flags) must fail only the first target's connects. `false` when
+/// chaos refused for lack of BPF LSM (asserted with the probe's reason).
+fn filtered_connect(filter: &[&str], matching: &str, other: &str, extra: &[&str]) -> bool {
+    let cgroup = TestCgroup::new("filter");
+    let to_matching = Victim::start(VICTIM, "connect", matching, &cgroup);
+    let to_other = Victim::start(VICTIM, "connect", other, &cgroup);
+    let bystander = Victim::start(VICTIM, "connect", matching, &cgroup);
+    let (a, b) = (to_matching.pid().to_string(), to_other.pid().to_string());
+    let mut args = vec!["fail", "--pid", &a, "--pid", &b, "--op", "connect"];
+    args.extend_from_slice(filter);
+    args.extend_from_slice(extra);
+    args.extend_from_slice(&["--errno", "ECONNREFUSED", "--for", "2s", "--json"]);
     let start_ns = monotonic_ns();
-    let output = chaos(&[
-        "fail",
-        "--pid",
-        &a,
-        "--pid",
-        &b,
-        "--op",
-        "connect",
-        "--port",
-        &port,
-        "--errno",
-        "ECONNREFUSED",
-        "--for",
-        "2s",
-        "--json",
-    ]);
+    let output = chaos(&args);
     let end_ns = monotonic_ns();
+    if refused_for_lack_of_lsm(&output, &format!("{args:?}")) {
+        return false;
+    }
     assert!(
         output.status.success(),
-        "{}",
+        "{args:?}: {}",
         String::from_utf8_lossy(&output.stderr)
     );
-    to_database.wait_for_call_after(end_ns);
+    to_matching.wait_for_call_after(end_ns);
     let report = json_report(&output);
     assert_scoped_fault(
-        &[&to_database],
+        &[&to_matching],
         &bystander,
         libc::ECONNREFUSED,
         (start_ns, end_ns),
@@ -217,9 +209,51 @@ fn a_port_filter_fails_only_connects_to_that_port() {
     );
     assert!(
         to_other.calls().iter().all(|call| call.errno.is_none()),
-        "a connect to another port failed"
+        "{args:?}: a connect the filter excludes failed"
     );
     assert_no_chaos_programs();
+    true
+}
+
+#[test]
+fn a_port_filter_fails_only_connects_to_that_port() {
+    let (database, other) = (tcp_server("127.0.0.1:0"), tcp_server("127.0.0.1:0"));
+    let port = database.rsplit(':').next().unwrap();
+    assert!(filtered_connect(&["--port", port], &database, &other, &[]));
+    // The LSM program reads the port from the caller's sockaddr (where LSM works).
+    filtered_connect(&["--port", port], &database, &other, &["--backend", "lsm"]);
+}
+
+#[test]
+fn an_address_filter_fails_only_connects_into_that_network() {
+    // The whole of 127.0.0.0/8 is local: two servers, two addresses.
+    let (database, other) = (tcp_server("127.0.0.2:0"), tcp_server("127.0.0.1:0"));
+    assert!(filtered_connect(
+        &["--addr", "127.0.0.2/32"],
+        &database,
+        &other,
+        &[]
+    ));
+    assert!(filtered_connect(
+        &["--addr", "127.0.0.0/31"],
+        &other,
+        &database,
+        &[]
+    ));
+    filtered_connect(
+        &["--addr", "127.0.0.2"],
+        &database,
+        &other,
+        &["--backend", "lsm"],
+    );
+}
+
+#[test]
+fn a_unix_family_filter_fails_only_unix_connects() {
+    let (unix, tcp) = (unix_server(), tcp_server("127.0.0.1:0"));
+    let injected = filtered_connect(&["--family", "unix"], &unix, &tcp, &[]);
+    eprintln!("--family unix injected: {injected}");
+    let _ = std::fs::remove_file(&unix);
 }
 
 #[test]
@@ -228,4 +262,30 @@ fn an_address_filter_on_a_file_op_is_refused() {
         "fail", "--pid", "2", "--op", "open", "--port", "80", "--errno", "EIO",
     ];
     assert_refused(&args, &["--port", "--op open"]);
+    let args = [
+        "fail",
+        "--pid",
+        "2",
+        "--op",
+        "connect",
+        "--addr",
+        "10.0.0.0/33",
+        "--errno",
+        "EIO",
+    ];
+    assert_refused(&args, &["10.0.0.0/33"]);
+    let args = [
+        "fail",
+        "--pid",
+        "2",
+        "--op",
+        "connect",
+        "--family",
+        "unix",
+        "--backend",
+        "cgroup",
+        "--errno",
+        "EIO",
+    ];
+    assert_refused(&args, &["--family unix", "lsm"]);
 }

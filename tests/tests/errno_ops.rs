@@ -34,35 +34,11 @@ fn fault_op(op: &str) {
     let end_ns = monotonic_ns();
     let stderr = String::from_utf8_lossy(&output.stderr);
 
-    if output.status.code() == Some(2) {
-        let probe = Probe::run();
-        let (trampoline, trampoline_detail) = probe.feature("trampoline");
-        let (lsm, lsm_detail) = probe.feature("bpf-lsm");
-        assert!(
-            !(trampoline && lsm),
-            "--op {op} refused although BPF LSM works here: {stderr}"
-        );
-        assert!(
-            !expected("trampoline") && !expected("bpf-lsm"),
-            "--op {op} must inject on this kernel (CHAOS_EXPECT): {stderr}"
-        );
-        let reason = if trampoline {
-            lsm_detail
-        } else {
-            trampoline_detail
-        };
-        assert!(
-            stderr.contains(&reason),
-            "--op {op}: chaos must give the probe's reason '{reason}': {stderr}"
-        );
+    if refused_for_lack_of_lsm(&output, &format!("--op {op}")) {
         assert!(
             target.calls().iter().all(|call| call.errno.is_none()),
             "nothing may be attached"
         );
-        eprintln!(
-            "--op {op} NOT INJECTED on this kernel, as the probe predicts (asserted): {reason}"
-        );
-        assert_no_chaos_programs();
         drop((target, bystander));
         let _ = std::fs::remove_dir_all(&base);
         return;

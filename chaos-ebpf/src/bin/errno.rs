@@ -11,7 +11,10 @@ use core::ffi::c_void;
 
 use aya_ebpf::{
     Global,
-    helpers::{bpf_get_current_pid_tgid, bpf_override_return, bpf_send_signal, bpf_set_retval},
+    helpers::{
+        bpf_get_current_pid_tgid, bpf_override_return, bpf_probe_read_kernel, bpf_send_signal,
+        bpf_set_retval,
+    },
     macros::{cgroup_sock, cgroup_sock_addr, kprobe, tracepoint},
     programs::{LsmContext, ProbeContext, SockAddrContext, SockContext, TracePointContext},
 };
@@ -30,19 +33,67 @@ const MAX_ERRNO: i64 = 4095;
 const MAY_WRITE: i32 = 0x2;
 const MAY_READ: i32 = 0x4;
 
-/// The address a sock_addr program sees: the port and family the caller passed.
+/// The address an IPv4 sock_addr program sees: what the caller passed.
 #[inline(always)]
-fn sock_addr_call(ctx: &SockAddrContext) -> Call {
+fn sock_addr_call4(ctx: &SockAddrContext) -> Call {
     // SAFETY: the kernel hands the program a valid bpf_sock_addr.
     let addr = unsafe { &*ctx.sock_addr };
     Call {
         port: u32::from(u16::from_be(addr.user_port as u16)),
         family: addr.user_family,
+        addr: [0, 0, IPV4_MAPPED_WORD, addr.user_ip4],
     }
 }
 
+/// The address an IPv6 sock_addr program sees (its IPv4 fields are off limits to it).
 #[inline(always)]
-fn cgroup_verdict(op: u32, call: Call) -> i32 {
+fn sock_addr_call6(ctx: &SockAddrContext) -> Call {
+    // SAFETY: the kernel hands the program a valid bpf_sock_addr.
+    let addr = unsafe { &*ctx.sock_addr };
+    Call {
+        port: u32::from(u16::from_be(addr.user_port as u16)),
+        family: addr.user_family,
+        addr: addr.user_ip6,
+    }
+}
+
+/// The address in a kernel copy of a caller's `struct sockaddr` (stable layouts: the family
+/// first, then for IPv4 the port and address at 2 and 4, for IPv6 the port at 2 and the address
+/// at 8). An unreadable one is [`Call::UNKNOWN`], which passes only unfiltered faults.
+#[inline(always)]
+fn sockaddr_call(sockaddr: *const u8) -> Call {
+    if sockaddr.is_null() {
+        return Call::UNKNOWN;
+    }
+    // SAFETY: bpf_probe_read_kernel checks the addresses; failures give UNKNOWN.
+    let read =
+        |offset: usize| unsafe { bpf_probe_read_kernel(sockaddr.add(offset).cast::<[u32; 4]>()) };
+    let Ok(head) = (unsafe { bpf_probe_read_kernel(sockaddr.cast::<u32>()) }) else {
+        return Call::UNKNOWN;
+    };
+    let family = u32::from(head as u16);
+    let port = u32::from(u16::from_be((head >> 16) as u16));
+    let addr = match family {
+        AF_INET => match unsafe { bpf_probe_read_kernel(sockaddr.add(4).cast::<u32>()) } {
+            Ok(ip4) => [0, 0, IPV4_MAPPED_WORD, ip4],
+            Err(_) => return Call::UNKNOWN,
+        },
+        AF_INET6 => match read(8) {
+            Ok(ip6) => ip6,
+            Err(_) => return Call::UNKNOWN,
+        },
+        _ => [0; 4],
+    };
+    let port = if family == AF_INET || family == AF_INET6 {
+        port
+    } else {
+        0
+    };
+    Call { port, family, addr }
+}
+
+#[inline(always)]
+fn cgroup_verdict(op: u32, call: impl FnOnce() -> Call) -> i32 {
     match injected_errno(op, call) {
         Some(errno) => {
             // SAFETY: a helper call with a plain integer argument.
@@ -56,53 +107,62 @@ fn cgroup_verdict(op: u32, call: Call) -> i32 {
 /// Fails IPv4 `connect()`. Fails IPv6 `connect()`.
 #[cgroup_sock_addr(connect4)]
 pub fn cgroup_connect4(ctx: SockAddrContext) -> i32 {
-    cgroup_verdict(OP_CONNECT, sock_addr_call(&ctx))
+    cgroup_verdict(OP_CONNECT, || sock_addr_call4(&ctx))
 }
 
 #[cgroup_sock_addr(connect6)]
 pub fn cgroup_connect6(ctx: SockAddrContext) -> i32 {
-    cgroup_verdict(OP_CONNECT, sock_addr_call(&ctx))
+    cgroup_verdict(OP_CONNECT, || sock_addr_call6(&ctx))
 }
 
 /// Fails IPv4 / IPv6 `bind()`.
 #[cgroup_sock_addr(bind4)]
 pub fn cgroup_bind4(ctx: SockAddrContext) -> i32 {
-    cgroup_verdict(OP_BIND, sock_addr_call(&ctx))
+    cgroup_verdict(OP_BIND, || sock_addr_call4(&ctx))
 }
 
 #[cgroup_sock_addr(bind6)]
 pub fn cgroup_bind6(ctx: SockAddrContext) -> i32 {
-    cgroup_verdict(OP_BIND, sock_addr_call(&ctx))
+    cgroup_verdict(OP_BIND, || sock_addr_call6(&ctx))
 }
 
 /// Fails UDP `sendto()` / `sendmsg()` that name a destination (the hook runs only for those).
 #[cgroup_sock_addr(sendmsg4)]
 pub fn cgroup_sendmsg4(ctx: SockAddrContext) -> i32 {
-    cgroup_verdict(OP_SEND, sock_addr_call(&ctx))
+    cgroup_verdict(OP_SEND, || sock_addr_call4(&ctx))
 }
 
 #[cgroup_sock_addr(sendmsg6)]
 pub fn cgroup_sendmsg6(ctx: SockAddrContext) -> i32 {
-    cgroup_verdict(OP_SEND, sock_addr_call(&ctx))
+    cgroup_verdict(OP_SEND, || sock_addr_call6(&ctx))
 }
 
 /// Fails `socket()` for AF_INET and AF_INET6 (the hook runs only for those families).
 #[cgroup_sock(sock_create)]
 pub fn cgroup_sock_create(ctx: SockContext) -> i32 {
-    // SAFETY: the kernel hands the program a valid bpf_sock.
-    let family = unsafe { (*ctx.sock).family };
-    cgroup_verdict(OP_SOCKET, Call { port: 0, family })
+    cgroup_verdict(OP_SOCKET, || Call {
+        // SAFETY: the kernel hands the program a valid bpf_sock.
+        family: unsafe { (*ctx.sock).family },
+        ..Call::UNKNOWN
+    })
 }
 
 /// The verdict of an LSM program whose hook has `args` arguments: the kernel appends the verdict
 /// of the LSM programs before this one as one more argument, and a denial there stands.
 #[inline(always)]
 fn lsm_verdict(ctx: &LsmContext, args: usize, op: u32) -> i64 {
+    lsm_call_verdict(ctx, args, op, || Call::UNKNOWN)
+}
+
+/// [`lsm_verdict`] for a hook that sees the call's address, which `call` reads (only for
+/// targets, after the one lookup).
+#[inline(always)]
+fn lsm_call_verdict(ctx: &LsmContext, args: usize, op: u32, call: impl FnOnce() -> Call) -> i64 {
     let earlier: i32 = ctx.arg(args);
     if earlier != 0 {
         return clamp_errno(i64::from(earlier));
     }
-    match injected_errno(op, Call::UNKNOWN) {
+    match injected_errno(op, call) {
         Some(errno) => clamp_errno(-i64::from(errno)),
         None => 0,
     }
@@ -179,11 +239,32 @@ lsm_errno!(
     /// `stat()`, `lstat()`, `fstat()`, `statx()`, `newfstatat()`.
     lsm_inode_getattr, "inode_getattr", 1, OP_STAT
 );
+lsm_program!(
+    /// `connect()` of every family, AF_UNIX included; reads the address for the filters.
+    lsm_socket_connect, "socket_connect", |ctx| {
+        lsm_call_verdict(&ctx, 3, OP_CONNECT, || sockaddr_call(ctx.arg(1)))
+    }
+);
+lsm_program!(
+    /// `bind()` of every family, AF_UNIX included; reads the address for the filters.
+    lsm_socket_bind, "socket_bind", |ctx| {
+        lsm_call_verdict(&ctx, 3, OP_BIND, || sockaddr_call(ctx.arg(1)))
+    }
+);
 lsm_errno!(lsm_socket_listen, "socket_listen", 2, OP_LISTEN);
 lsm_errno!(lsm_socket_accept, "socket_accept", 2, OP_ACCEPT);
-lsm_errno!(
-    /// `send()`, `sendto()`, `sendmsg()`, `write()` on sockets, every protocol.
-    lsm_socket_sendmsg, "socket_sendmsg", 3, OP_SEND
+lsm_program!(
+    /// `send()`, `sendto()`, `sendmsg()`, `write()` on sockets, every protocol. The filters see
+    /// the destination of the calls that name one (`msg_name`, the first field of the kernel's
+    /// `struct msghdr`).
+    lsm_socket_sendmsg, "socket_sendmsg", |ctx| {
+        lsm_call_verdict(&ctx, 3, OP_SEND, || {
+            let msg: *const *const u8 = ctx.arg(1);
+            // SAFETY: bpf_probe_read_kernel checks the address.
+            let name = unsafe { bpf_probe_read_kernel(msg) }.unwrap_or(core::ptr::null());
+            sockaddr_call(name)
+        })
+    }
 );
 lsm_errno!(
     /// `recv()`, `recvfrom()`, `recvmsg()`, `read()` on sockets, every protocol.
@@ -211,7 +292,10 @@ lsm_program!(
         if kern != 0 {
             clamp_errno(i64::from(ctx.arg::<i32>(4)))
         } else {
-            lsm_verdict(&ctx, 4, OP_SOCKET)
+            lsm_call_verdict(&ctx, 4, OP_SOCKET, || Call {
+                family: ctx.arg(0),
+                ..Call::UNKNOWN
+            })
         }
     }
 );
@@ -221,7 +305,7 @@ lsm_program!(
 /// (every `__x64_sys_*` with CONFIG_FUNCTION_ERROR_INJECTION).
 #[kprobe]
 pub fn kprobe_syscall_override(ctx: ProbeContext) -> u32 {
-    if let Some(errno) = injected_errno(OP_SYSCALL, Call::UNKNOWN) {
+    if let Some(errno) = injected_errno(OP_SYSCALL, || Call::UNKNOWN) {
         // SAFETY: the probe's own registers; the return value is a negative errno.
         unsafe { bpf_override_return(ctx.regs, (-i64::from(errno)) as u64) };
     }
@@ -233,7 +317,7 @@ pub fn kprobe_syscall_override(ctx: ProbeContext) -> u32 {
 /// CONFIG_FTRACE_SYSCALLS. Only that syscall's entries pay, one hash lookup each.
 #[tracepoint]
 pub fn tracepoint_syscall_signal(_ctx: TracePointContext) -> u32 {
-    if let Some(signal) = injected_errno(OP_SIGNAL, Call::UNKNOWN) {
+    if let Some(signal) = injected_errno(OP_SIGNAL, || Call::UNKNOWN) {
         // SAFETY: a helper call with a plain integer argument; signals the whole process.
         unsafe { bpf_send_signal(signal as u32) };
     }

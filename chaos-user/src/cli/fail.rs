@@ -52,11 +52,18 @@ pub struct FailArgs {
     #[arg(long, value_name = "NAME", value_parser = fault::parse_syscall)]
     pub syscall: Option<String>,
 
-    /// Only calls to (connect, send) or on (bind) this port. Implies the cgroup mechanism.
+    /// Only calls to (connect, send) or on (bind) this port. send: only calls that name a
+    /// destination (sendto, sendmsg with an address).
     #[arg(long, value_parser = fault::parse_port)]
     pub port: Option<u16>,
 
-    /// Only calls on this address family: inet or inet6. Implies the cgroup mechanism.
+    /// Only calls to (connect, send) or on (bind) an address in this network: 10.0.0.5,
+    /// 10.0.0.0/8, 2001:db8::/32. An IPv4 network also matches IPv4-mapped IPv6 addresses.
+    #[arg(long, value_name = "CIDR", value_parser = fault::parse_cidr)]
+    pub addr: Option<fault::Cidr>,
+
+    /// Only calls on sockets of this address family: inet, inet6 or unix (unix needs the LSM
+    /// mechanism: cgroup hooks never see UNIX sockets).
     #[arg(long, value_parser = fault::parse_family)]
     pub family: Option<u32>,
 
@@ -86,15 +93,17 @@ pub fn execute(args: FailArgs) -> Result<u8, Error> {
         syscall: args.syscall.clone(),
         filter: SocketFilter {
             port: args.port,
+            addr: args.addr,
             family: args.family,
         },
     };
     fault.filter.check(&fault.ops)?;
-    // Only the cgroup socket programs see addresses: a filtered fault uses them.
-    let backend = if fault.filter.is_empty() {
-        fault.backend
-    } else {
-        BackendChoice::Only(Mechanism::Cgroup)
+    let backend = match fault.backend {
+        BackendChoice::Only(Mechanism::Cgroup) if fault.filter.needs_lsm() => {
+            return Err(fault::ParseError::NotForCgroup.into());
+        }
+        _ if fault.filter.needs_lsm() => BackendChoice::Only(Mechanism::Lsm),
+        choice => choice,
     };
     let missing = capabilities::missing();
     if !missing.is_empty() {

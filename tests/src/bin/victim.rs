@@ -4,7 +4,8 @@
 //!   victim OP ARG
 //!
 //! OP is one of chaos's operations; ARG is a directory of the victim's own for file operations,
-//! or `ip:port` for connect. The loop makes no other call of the same kind (no allocation after
+//! or `ip:port` (TCP) or a UNIX socket's path for connect.
+//! The loop makes no other call of the same kind (no allocation after
 //! start, no unlock after a lock), so the failures it reports are exactly the ones chaos injected.
 //! Reports go to stdout, except for `write`, whose reports would themselves be writes: those go
 //! as datagrams to the UNIX socket named by `$VICTIM_REPORT_SOCKET`.
@@ -261,8 +262,13 @@ fn make_call(op: &str, arg: &str) -> Call {
             let handle = File::options().write(true).open(&file).expect("open");
             Box::new(move || check(unsafe { libc::fsync(handle.as_raw_fd()) }))
         }
+        // A path is a UNIX stream socket's.
+        "connect" if arg.starts_with('/') => {
+            let path = arg.to_owned();
+            Box::new(move || std::os::unix::net::UnixStream::connect(&path).map(drop))
+        }
         "connect" => {
-            let address: SocketAddr = arg.parse().expect("connect takes ip:port");
+            let address: SocketAddr = arg.parse().expect("connect takes ip:port or a path");
             Box::new(move || TcpStream::connect(address).map(drop))
         }
         "bind" => Box::new(|| UdpSocket::bind("127.0.0.1:0").map(drop)),
