@@ -1,9 +1,12 @@
-//! Per-CPU counters, one pair per (fault slot, operation); userspace sums the CPUs.
+//! Per-CPU counters, one pair per (fault slot, operation) and one per target; userspace sums the
+//! CPUs.
 
-use crate::errno::{MAX_FAULTS, OP_COUNT};
+use crate::errno::{MAX_FAULTS, MAX_TARGET_PIDS, OP_COUNT};
 
 /// Entries of [`crate::names::MAP_COUNTERS`].
 pub const COUNTER_ENTRIES: u32 = MAX_FAULTS * OP_COUNT;
+/// Entries of [`crate::names::MAP_TARGET_COUNTERS`], indexed by [`crate::errno::Target::index`].
+pub const TARGET_COUNTER_ENTRIES: u32 = MAX_TARGET_PIDS;
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -46,8 +46,12 @@ pub struct Target {
     pub fault: u32,
     /// [`TARGET_TREE`]: processes this one forks become targets too.
     pub flags: u32,
+    /// The target as the user named it: its entry in the per-target counters. A tree's
+    /// descendants share their root's index; a cgroup target is index 0.
+    pub index: u32,
+    pub _pad: u32,
 }
-const _: () = assert!(core::mem::size_of::<Target>() == 8);
+const _: () = assert!(core::mem::size_of::<Target>() == 16);
 
 /// [`Target::flags`]: the children of this process inherit the entry.
 pub const TARGET_TREE: u32 = 1;
@@ -88,8 +92,54 @@ pub struct ErrnoFault {
     pub addr: [u32; 4],
     /// All zero: any address.
     pub addr_mask: [u32; 4],
+    /// Non-zero: only calls on files at or below the directory with this inode number on the
+    /// filesystem `dir_dev` (the kernel's `s_dev`, `MAJOR << 20 | MINOR`), found by following
+    /// `d_parent` up to [`MAX_PATH_DEPTH`] levels (within one filesystem).
+    pub dir_ino: u64,
+    pub dir_dev: u32,
+    pub _pad: u32,
 }
-const _: () = assert!(core::mem::size_of::<ErrnoFault>() == 96);
+const _: () = assert!(core::mem::size_of::<ErrnoFault>() == 112);
+
+/// How many directories up the `--path` filter looks for its directory.
+pub const MAX_PATH_DEPTH: u32 = 64;
+
+/// Where the fields the `--path` filter follows lie in this kernel's structs (from its BTF), in
+/// bytes. All zero unless the fault has a path filter.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PathOffsets {
+    /// `file->f_path.dentry`
+    pub file_dentry: u32,
+    /// `path->dentry`
+    pub path_dentry: u32,
+    /// `linux_binprm->file`
+    pub bprm_file: u32,
+    /// `dentry->d_parent`
+    pub dentry_parent: u32,
+    /// `dentry->d_inode`
+    pub dentry_inode: u32,
+    /// `inode->i_ino`
+    pub inode_ino: u32,
+    /// `inode->i_sb`
+    pub inode_sb: u32,
+    /// `super_block->s_dev`
+    pub sb_dev: u32,
+}
+const _: () = assert!(core::mem::size_of::<PathOffsets>() == 32);
+
+impl PathOffsets {
+    pub const ZERO: PathOffsets = PathOffsets {
+        file_dentry: 0,
+        path_dentry: 0,
+        bprm_file: 0,
+        dentry_parent: 0,
+        dentry_inode: 0,
+        inode_ino: 0,
+        inode_sb: 0,
+        sb_dev: 0,
+    };
+}
 
 /// [`ErrnoFault::probability`] for "always": above every 32-bit draw.
 pub const PROBABILITY_ONE: u64 = 1 << 32;
@@ -139,6 +189,8 @@ const _: () = assert!(core::mem::size_of::<FaultState>() == 16);
 
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for FaultState {}
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for PathOffsets {}
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for Target {}
 #[cfg(feature = "user")]

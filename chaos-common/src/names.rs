@@ -8,6 +8,7 @@ pub const MAP_ERRNO_FAULTS: &str = "ERRNO_FAULTS";
 pub const MAP_FAULT_STATE: &str = "FAULT_STATE";
 /// Per-CPU counters: [`crate::counters::counter_index`] → [`crate::counters::Counters`].
 pub const MAP_COUNTERS: &str = "COUNTERS";
+pub const MAP_TARGET_COUNTERS: &str = "TARGET_COUNTERS";
 
 /// Globals of the errno object, set at load: with a non-zero `TARGET_CGROUP_ID`, the targets are
 /// the processes under that cgroup v2 (at depth `TARGET_CGROUP_LEVEL`) instead of `TARGET_PIDS`.
@@ -15,6 +16,8 @@ pub const GLOBAL_TARGET_CGROUP_ID: &str = "TARGET_CGROUP_ID";
 pub const GLOBAL_TARGET_CGROUP_LEVEL: &str = "TARGET_CGROUP_LEVEL";
 /// Offset of `child_pid` in the `sched:sched_process_fork` record, read from its format file.
 pub const GLOBAL_FORK_CHILD_PID_OFFSET: &str = "FORK_CHILD_PID_OFFSET";
+/// [`crate::errno::PathOffsets`] of the running kernel, for `--path`.
+pub const GLOBAL_PATH_OFFSETS: &str = "PATH_OFFSETS";
 
 /// Tracepoints that keep a process tree's entries: a fork adds the child, an exit removes it.
 pub const PROG_TRACEPOINT_FORK: &str = "tracepoint_sched_process_fork";

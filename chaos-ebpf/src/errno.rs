@@ -2,6 +2,7 @@
 
 use core::intrinsics::{AtomicOrdering, atomic_xadd};
 
+use crate::path::under_dir;
 use aya_ebpf::{
     Global,
     helpers::{
@@ -12,7 +13,7 @@ use aya_ebpf::{
     maps::{Array, HashMap, PerCpuArray},
 };
 use chaos_common::{
-    counters::{COUNTER_ENTRIES, Counters, counter_index},
+    counters::{COUNTER_ENTRIES, Counters, TARGET_COUNTER_ENTRIES, counter_index},
     errno::{ErrnoFault, FaultState, MAX_FAULTS, MAX_TARGET_PIDS, PROBABILITY_ONE, Target},
 };
 
@@ -39,6 +40,10 @@ static FAULT_STATE: Array<FaultState> = Array::with_max_entries(MAX_FAULTS, 0);
 #[map]
 static COUNTERS: PerCpuArray<Counters> = PerCpuArray::with_max_entries(COUNTER_ENTRIES, 0);
 
+#[map]
+static TARGET_COUNTERS: PerCpuArray<Counters> =
+    PerCpuArray::with_max_entries(TARGET_COUNTER_ENTRIES, 0);
+
 /// What a program knows of the call it is looking at, for the fault's filters.
 #[derive(Clone, Copy)]
 pub struct Call {
@@ -48,6 +53,8 @@ pub struct Call {
     pub family: u32,
     /// IP address in the layout of [`ErrnoFault::addr`]; zeros when the hook does not see one.
     pub addr: [u32; 4],
+    /// The `struct dentry *` of the file the call acts on; 0 when the hook has none.
+    pub dentry: u64,
 }
 
 impl Call {
@@ -56,6 +63,7 @@ impl Call {
         port: 0,
         family: 0,
         addr: [0; 4],
+        dentry: 0,
     };
 }
 
@@ -66,40 +74,45 @@ impl Call {
 /// targets.
 #[inline(always)]
 pub fn injected_errno(op: u32, call: impl FnOnce() -> Call) -> Option<i32> {
-    let slot = current_target_slot()?;
+    let (slot, target) = current_target()?;
     let fault = ERRNO_FAULTS.get(slot)?;
     if !fault.covers(op) || unsafe { bpf_ktime_get_ns() } >= fault.deadline_ns {
         return None;
     }
     let call = call();
-    if !fault.filters_pass(call.port, call.family, &call.addr) {
+    if !fault.filters_pass(call.port, call.family, &call.addr)
+        || (fault.dir_ino != 0 && !under_dir(call.dentry, fault.dir_ino, fault.dir_dev))
+    {
         return None;
     }
-    let counters = COUNTERS.get_ptr_mut(counter_index(slot, op))?;
-    // SAFETY: per-CPU value, and programs do not nest on one CPU for these hooks.
-    let counters = unsafe { &mut *counters };
-    counters.matched += 1;
+    let by_op = COUNTERS.get_ptr_mut(counter_index(slot, op))?;
+    let by_target = TARGET_COUNTERS.get_ptr_mut(target)?;
+    // SAFETY: per-CPU values, and programs do not nest on one CPU for these hooks.
+    let (by_op, by_target) = unsafe { (&mut *by_op, &mut *by_target) };
+    by_op.matched += 1;
+    by_target.matched += 1;
     if fault.dry_run != 0 || !due(fault, slot)? {
         return None;
     }
-    counters.injected += 1;
+    by_op.injected += 1;
+    by_target.injected += 1;
     Some(fault.errno)
 }
 
-/// The fault slot of the current process if it is a target: one hash lookup, or for a cgroup
-/// target one ancestor-id read.
+/// The fault slot and target index of the current process if it is a target: one hash lookup,
+/// or for a cgroup target one ancestor-id read.
 #[inline(always)]
-fn current_target_slot() -> Option<u32> {
+fn current_target() -> Option<(u32, u32)> {
     let cgroup = TARGET_CGROUP_ID.load();
     if cgroup != 0 {
         let level = TARGET_CGROUP_LEVEL.load() as i32;
         // SAFETY: a helper call with a plain integer argument.
         let ancestor = unsafe { bpf_get_current_ancestor_cgroup_id(level) };
-        return (ancestor == cgroup).then_some(CGROUP_TARGET_SLOT);
+        return (ancestor == cgroup).then_some((CGROUP_TARGET_SLOT, 0));
     }
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
     // SAFETY: the value is copied out at once; the entry may be deleted concurrently.
-    unsafe { TARGET_PIDS.get(&tgid) }.map(|target| target.fault)
+    unsafe { TARGET_PIDS.get(&tgid) }.map(|target| (target.fault, target.index))
 }
 
 /// Whether this covered call is one the fault's rules pick (`after`, `every`, `probability`,

@@ -6,3 +6,4 @@
 #![feature(core_intrinsics)]
 
 pub mod errno;
+pub mod path;

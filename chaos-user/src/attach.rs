@@ -12,7 +12,7 @@ use aya::{
 };
 use chaos_common::{
     counters::{Counters, counter_index},
-    errno::{self as common, TARGET_TREE, Target},
+    errno::{self as common, PathOffsets, TARGET_TREE, Target},
     names,
 };
 use thiserror::Error;
@@ -53,6 +53,8 @@ pub enum AttachError {
     },
     #[error("--op {op} cannot be injected on this kernel: {explanation}")]
     Unsupported { op: Op, explanation: String },
+    #[error("--path needs the kernel's struct layouts from its BTF: {0}")]
+    PathOffsets(#[source] crate::btf::BtfError),
     #[error("--pid-tree needs the sched:sched_process_fork tracepoint: {0}")]
     ForkTracepoint(String),
     #[error("no tracepoint syscalls:{event}: {reason}")]
@@ -153,6 +155,11 @@ impl ErrnoAttachment {
         let tree = targets.processes.iter().any(|p| p.tree);
         let fork_child_pid_offset = if tree { fork_child_pid_offset()? } else { 0 };
         let (cgroup_id, cgroup_level) = targets.cgroup.as_ref().map_or((0, 0), |c| (c.id, c.level));
+        let path_offsets = if kernel_fault.dir_ino != 0 {
+            path_offsets().map_err(AttachError::PathOffsets)?
+        } else {
+            PathOffsets::ZERO
+        };
         let mut ebpf = EbpfLoader::new()
             .btf(btf.as_ref())
             .override_global(names::GLOBAL_TARGET_CGROUP_ID, &cgroup_id, true)
@@ -162,6 +169,7 @@ impl ErrnoAttachment {
                 &fork_child_pid_offset,
                 true,
             )
+            .override_global(names::GLOBAL_PATH_OFFSETS, &path_offsets, true)
             .load(object::ERRNO)
             .map_err(AttachError::Object)?;
 
@@ -171,13 +179,17 @@ impl ErrnoAttachment {
             .set(FAULT_SLOT, kernel_fault, 0)
             .map_err(map_error(names::MAP_ERRNO_FAULTS))?;
         let mut pids: HashMap<_, u32, Target> = map(&mut ebpf, names::MAP_TARGET_PIDS)?;
-        for process in &targets.processes {
+        // The index of each process target is its place in `targets.processes`: the report
+        // reads its counters from there.
+        for (index, process) in targets.processes.iter().enumerate() {
             let flags = if process.tree { TARGET_TREE } else { 0 };
             pids.insert(
                 process.pid,
                 Target {
                     fault: FAULT_SLOT,
                     flags,
+                    index: index as u32,
+                    _pad: 0,
                 },
                 0,
             )
@@ -281,14 +293,24 @@ impl ErrnoAttachment {
 
     /// Matched and injected calls of operation `code` (`OP_*`) so far, summed over CPUs.
     pub fn counters(&self, code: u32) -> Counters {
-        let Some(map) = self.ebpf.map(names::MAP_COUNTERS) else {
+        self.sum_counters(names::MAP_COUNTERS, counter_index(FAULT_SLOT, code))
+    }
+
+    /// Matched and injected calls of the target at `index` (its place in
+    /// [`Targets::processes`]; 0 for a cgroup target), over every operation.
+    pub fn target_counters(&self, index: usize) -> Counters {
+        self.sum_counters(names::MAP_TARGET_COUNTERS, index as u32)
+    }
+
+    fn sum_counters(&self, map_name: &str, index: u32) -> Counters {
+        let Some(map) = self.ebpf.map(map_name) else {
             return Counters::default();
         };
         let Ok(counters) = PerCpuArray::<_, Counters>::try_from(map) else {
             return Counters::default();
         };
         counters
-            .get(&counter_index(FAULT_SLOT, code), 0)
+            .get(&index, 0)
             .map(|per_cpu| {
                 per_cpu
                     .iter()
@@ -466,6 +488,21 @@ where
 {
     let map = ebpf.map_mut(name).ok_or(AttachError::MissingMap(name))?;
     T::try_from(map).map_err(map_error(name))
+}
+
+/// Where the fields the `--path` filter follows lie in the running kernel's structs.
+fn path_offsets() -> Result<PathOffsets, crate::btf::BtfError> {
+    let btf = crate::btf::Btf::kernel()?;
+    Ok(PathOffsets {
+        file_dentry: btf.offset_of("file", "f_path.dentry")?,
+        path_dentry: btf.offset_of("path", "dentry")?,
+        bprm_file: btf.offset_of("linux_binprm", "file")?,
+        dentry_parent: btf.offset_of("dentry", "d_parent")?,
+        dentry_inode: btf.offset_of("dentry", "d_inode")?,
+        inode_ino: btf.offset_of("inode", "i_ino")?,
+        inode_sb: btf.offset_of("inode", "i_sb")?,
+        sb_dev: btf.offset_of("super_block", "s_dev")?,
+    })
 }
 
 fn map_error(name: &'static str) -> impl Fn(MapError) -> AttachError {

@@ -40,7 +40,8 @@ impl Error {
             Error::Attach(
                 AttachError::Unsupported { .. }
                 | AttachError::SyscallTracepoint { .. }
-                | AttachError::SyscallOverride { .. },
+                | AttachError::SyscallOverride { .. }
+                | AttachError::PathOffsets(_),
             ) => exit::USAGE,
             Error::Attach(_) | Error::Io(_) => exit::FAILURE,
         }

@@ -57,6 +57,12 @@ pub enum ParseError {
     NotForUnix { filter: &'static str },
     #[error("--family unix needs the lsm backend: cgroup socket hooks never run for UNIX sockets")]
     NotForCgroup,
+    #[error("--path {path}: {reason}: expected an existing file or directory")]
+    InvalidPath { path: String, reason: String },
+    #[error(
+        "--path filters the files calls act on; --op {0} acts on none (it accepts open, read, write, exec, mmap, unlink, rmdir, mkdir, rename, link, symlink, truncate, chmod, chown, ioctl, lock, stat)"
+    )]
+    PathNotApplicable(Op),
 }
 
 /// An operation an errno fault can fail.
@@ -142,6 +148,14 @@ impl Op {
         Op::Recv,
         Op::Socket,
     ];
+
+    /// Whether the op acts on sockets (and so on no file a `--path` filter could name).
+    pub const fn is_socket_op(self) -> bool {
+        matches!(
+            self,
+            Op::Connect | Op::Bind | Op::Listen | Op::Accept | Op::Send | Op::Recv | Op::Socket
+        )
+    }
 
     pub const fn name(self) -> &'static str {
         match self {
@@ -773,6 +787,46 @@ impl SocketFilter {
     }
 }
 
+/// `--path`: only calls on the files at or below a directory (or on one file), identified by
+/// inode and filesystem.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PathFilter {
+    pub path: std::path::PathBuf,
+    pub ino: u64,
+    /// The filesystem as the kernel numbers it (`s_dev`: `MAJOR << 20 | MINOR`).
+    pub dev: u32,
+}
+
+impl PathFilter {
+    /// Checks that every op acts on a file the hooks can see.
+    pub fn check(ops: &[Op]) -> Result<(), ParseError> {
+        match ops
+            .iter()
+            .find(|op| matches!(op, Op::Fork) || op.is_socket_op())
+        {
+            Some(&op) => Err(ParseError::PathNotApplicable(op)),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Parses `--path`: an existing file or directory, resolved now (symlinks followed).
+pub fn parse_path_filter(s: &str) -> Result<PathFilter, ParseError> {
+    use std::os::unix::fs::MetadataExt as _;
+    let invalid = |reason: String| ParseError::InvalidPath {
+        path: s.to_owned(),
+        reason,
+    };
+    let path = std::fs::canonicalize(s).map_err(|err| invalid(err.to_string()))?;
+    let metadata = std::fs::metadata(&path).map_err(|err| invalid(err.to_string()))?;
+    let (major, minor) = (libc::major(metadata.dev()), libc::minor(metadata.dev()));
+    Ok(PathFilter {
+        path,
+        ino: metadata.ino(),
+        dev: (major << 20) | minor,
+    })
+}
+
 /// Parses a run duration: positive, humantime syntax (`30s`, `1m30s`, `250ms`).
 pub fn parse_duration(s: &str) -> Result<Duration, ParseError> {
     match humantime::parse_duration(s) {
@@ -801,6 +855,7 @@ pub struct ErrnoFault {
     /// One syscall failed through a kprobe override (`--syscall`), besides the ops.
     pub syscall: Option<String>,
     pub filter: SocketFilter,
+    pub path: Option<PathFilter>,
 }
 
 /// Which of the covered calls fail, like strace's `inject=…:when=`: the first `after` pass; of
@@ -841,6 +896,9 @@ impl When {
             family: 0,
             addr: [0; 4],
             addr_mask: [0; 4],
+            dir_ino: 0,
+            dir_dev: 0,
+            _pad: 0,
         }
     }
 
@@ -878,6 +936,8 @@ impl ErrnoFault {
             family: self.filter.family.unwrap_or(0),
             addr,
             addr_mask,
+            dir_ino: self.path.as_ref().map_or(0, |p| p.ino),
+            dir_dev: self.path.as_ref().map_or(0, |p| p.dev),
             ..self
                 .when
                 .kernel(self.op_mask(), self.errno.get(), self.dry_run)
@@ -1061,6 +1121,7 @@ mod tests {
                 family: Some(libc::AF_INET as u32),
                 addr: None,
             },
+            path: None,
         };
         assert_eq!(
             (fault.kernel().port, fault.kernel().family),
@@ -1076,6 +1137,30 @@ mod tests {
         };
         assert!(unix_port.check(&[Op::Connect]).is_err());
         assert!(unix_port.needs_lsm());
+    }
+
+    #[test]
+    fn path_filters_resolve_now_and_apply_to_file_ops_only() {
+        use std::os::unix::fs::MetadataExt as _;
+        let dir = std::env::temp_dir();
+        let filter = parse_path_filter(dir.to_str().unwrap()).unwrap();
+        let metadata = std::fs::metadata(&filter.path).unwrap();
+        assert_eq!(filter.ino, metadata.ino());
+        let dev = metadata.dev();
+        assert_eq!(
+            filter.dev,
+            (libc::major(dev) << 20) | libc::minor(dev),
+            "the kernel's s_dev encoding"
+        );
+        let err = parse_path_filter("/no/such/dir").unwrap_err().to_string();
+        assert!(err.contains("/no/such/dir"), "{err}");
+        assert!(PathFilter::check(&[Op::Open, Op::Read, Op::Mkdir, Op::Stat]).is_ok());
+        for op in [Op::Fork, Op::Connect, Op::Socket] {
+            assert_eq!(
+                PathFilter::check(&[Op::Open, op]),
+                Err(ParseError::PathNotApplicable(op))
+            );
+        }
     }
 
     #[test]
@@ -1150,6 +1235,7 @@ mod tests {
             when: When::default(),
             syscall: None,
             filter: SocketFilter::default(),
+            path: None,
         };
         assert_eq!(
             fault.op_mask(),

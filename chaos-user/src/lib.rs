@@ -5,6 +5,7 @@
 //! the eBPF programs, [`run`] holds a run until it ends, [`report`] counts and prints.
 
 pub mod attach;
+pub mod btf;
 pub mod capabilities;
 pub mod cli;
 pub mod errno_names;

@@ -71,6 +71,23 @@ pub struct TargetReport {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub container: Option<String>,
     pub cgroup: String,
+    /// Calls of this target (and, for a tree, its descendants) that a fault covered, over every
+    /// operation.
+    pub matched: u64,
+    /// Of those, the calls that were failed (or signalled).
+    pub injected: u64,
+}
+
+impl TargetReport {
+    /// `pid 42`, `pid 42 and children`, `container 0123456789ab` or the cgroup path.
+    pub fn describe(&self) -> String {
+        match (self.pid, &self.container) {
+            (Some(pid), _) if self.tree => format!("pid {pid} and children"),
+            (Some(pid), _) => format!("pid {pid}"),
+            (None, Some(id)) => format!("container {}", &id[..id.len().min(12)]),
+            (None, None) => self.cgroup.clone(),
+        }
+    }
 }
 
 impl Report {
@@ -97,6 +114,17 @@ impl Report {
                 fault.injected,
                 if fault.dry_run { "  (dry run)" } else { "" }
             );
+        }
+        if self.targets.len() > 1 {
+            for target in &self.targets {
+                let _ = writeln!(
+                    out,
+                    "  {:<38} matched {:>8}  injected {:>8}",
+                    target.describe(),
+                    target.matched,
+                    target.injected
+                );
+            }
         }
         out
     }
@@ -182,6 +210,8 @@ mod tests {
                 pid: Some(7),
                 tree: false,
                 container: None,
+                matched: 3,
+                injected: 3,
                 cgroup: "/sys/fs/cgroup".into(),
             }],
             elapsed_ms: 1500,

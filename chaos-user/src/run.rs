@@ -186,23 +186,35 @@ fn hold_and_report(
     Ok(Report {
         faults: rows(&attachment),
         ended_by,
-        targets: target_reports(targets),
+        targets: target_reports(targets, &attachment),
         elapsed_ms: started.elapsed().as_millis() as u64,
     })
 }
 
-fn target_reports(targets: &Targets) -> Vec<TargetReport> {
-    let processes = targets.processes.iter().map(|p| TargetReport {
-        pid: Some(p.pid),
-        tree: p.tree,
-        container: None,
-        cgroup: p.cgroup.display().to_string(),
+/// One report per target, with its counters: process targets by their place in the list, a
+/// cgroup target at index 0.
+fn target_reports(targets: &Targets, attachment: &ErrnoAttachment) -> Vec<TargetReport> {
+    let processes = targets.processes.iter().enumerate().map(|(index, p)| {
+        let counters = attachment.target_counters(index);
+        TargetReport {
+            pid: Some(p.pid),
+            tree: p.tree,
+            container: None,
+            cgroup: p.cgroup.display().to_string(),
+            matched: counters.matched,
+            injected: counters.injected,
+        }
     });
-    let cgroup = targets.cgroup.iter().map(|c| TargetReport {
-        pid: None,
-        tree: false,
-        container: targets.container.as_ref().map(|c| c.id.clone()),
-        cgroup: c.path.display().to_string(),
+    let cgroup = targets.cgroup.iter().map(|c| {
+        let counters = attachment.target_counters(0);
+        TargetReport {
+            pid: None,
+            tree: false,
+            container: targets.container.as_ref().map(|c| c.id.clone()),
+            cgroup: c.path.display().to_string(),
+            matched: counters.matched,
+            injected: counters.injected,
+        }
     });
     processes.chain(cgroup).collect()
 }

@@ -98,3 +98,91 @@ op_tests! {
     op_recv: "recv",
     op_socket: "socket",
 }
+
+/// `--path DIR`: two targets work on files, one under DIR and one beside it; only the first
+/// fails. Proved for a hook of each kind the filter reads: a file (open, read), a path (stat) and
+/// a dentry being created (mkdir).
+fn path_filtered(op: &str) {
+    let base = std::env::temp_dir().join(format!("chaos-path-{op}-{}", std::process::id()));
+    let dir = |sub: &str| base.join(sub).to_str().expect("utf-8").to_owned();
+    let filtered = base.join("data");
+    std::fs::create_dir_all(&filtered).expect("make the filtered directory");
+    let cgroup = TestCgroup::new(&format!("path-{op}"));
+    let inside = Victim::start(VICTIM, op, &dir("data/target"), &cgroup);
+    let beside = Victim::start(VICTIM, op, &dir("other/target"), &cgroup);
+    let bystander = Victim::start(VICTIM, op, &dir("data/bystander"), &cgroup);
+    let (a, b) = (inside.pid().to_string(), beside.pid().to_string());
+    let args = [
+        "fail",
+        "--pid",
+        &a,
+        "--pid",
+        &b,
+        "--op",
+        op,
+        "--path",
+        filtered.to_str().unwrap(),
+        "--errno",
+        "EIO",
+        "--for",
+        "2s",
+        "--json",
+    ];
+    let start_ns = monotonic_ns();
+    let output = chaos(&args);
+    let end_ns = monotonic_ns();
+    if !refused_for_lack_of_lsm(&output, &format!("--op {op} --path")) {
+        assert!(
+            output.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        inside.wait_for_call_after(end_ns);
+        let report = json_report(&output);
+        assert_scoped_fault(
+            &[&inside],
+            &bystander,
+            libc::EIO,
+            (start_ns, end_ns),
+            &report["faults"][0],
+        );
+        assert!(
+            beside.calls().iter().all(|call| call.errno.is_none()),
+            "--op {op}: a call outside --path failed"
+        );
+        assert_no_chaos_programs();
+    }
+    drop((inside, beside, bystander));
+    let _ = std::fs::remove_dir_all(&base);
+}
+
+#[test]
+fn a_path_filter_fails_only_files_below_it() {
+    for op in ["open", "read", "stat", "mkdir"] {
+        path_filtered(op);
+    }
+}
+
+#[test]
+fn a_path_filter_on_a_socket_op_is_refused() {
+    assert_refused(
+        &[
+            "fail", "--pid", "2", "--op", "connect", "--path", "/tmp", "--errno", "EIO",
+        ],
+        &["--path", "--op connect"],
+    );
+    assert_refused(
+        &[
+            "fail",
+            "--pid",
+            "2",
+            "--op",
+            "open",
+            "--path",
+            "/no/such/dir",
+            "--errno",
+            "EIO",
+        ],
+        &["/no/such/dir"],
+    );
+}

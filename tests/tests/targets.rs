@@ -62,7 +62,18 @@ fn several_pids_are_all_targets() {
         failures(&a) + failures(&b)
     );
     assert_eq!(failures(&bystander), 0, "the bystander was hit");
-    assert_eq!(report["targets"].as_array().unwrap().len(), 2);
+    // Per-target counters: each process's own failures.
+    let targets = report["targets"].as_array().unwrap();
+    assert_eq!(targets.len(), 2);
+    for (target, victim) in targets.iter().zip([&a, &b]) {
+        assert_eq!(target["pid"], victim.pid());
+        assert_eq!(
+            target["injected"].as_u64().unwrap() as usize,
+            failures(victim),
+            "{target}"
+        );
+        assert_eq!(target["matched"], target["injected"]);
+    }
     assert_no_chaos_programs();
 }
 
@@ -124,6 +135,11 @@ fn a_pid_tree_covers_children_forked_after_the_run_started() {
     );
     assert_eq!(failures(&bystander), 0, "the bystander was hit");
     assert_eq!(report["targets"][0]["tree"], true);
+    assert_eq!(
+        report["targets"][0]["injected"].as_u64().unwrap() as usize,
+        failures(&family),
+        "a tree's descendants count under its root"
+    );
     let _ = std::fs::remove_file(&flag);
     assert_no_chaos_programs();
 }
@@ -260,6 +276,10 @@ fn a_container_and_its_later_processes_are_targets() {
     );
     let report = json_report(&output);
     assert_eq!(report["targets"][0]["container"], target.id.as_str());
+    assert_eq!(
+        report["targets"][0]["injected"],
+        report["faults"][0]["injected"]
+    );
     early.wait_for_call_after(end);
     later.wait_for_call_after(end);
     bystander.wait_for_call_after(end);

@@ -19,7 +19,10 @@ use aya_ebpf::{
     programs::{LsmContext, ProbeContext, SockAddrContext, SockContext, TracePointContext},
 };
 use chaos_common::errno::*;
-use chaos_ebpf::errno::{Call, TARGET_PIDS, injected_errno};
+use chaos_ebpf::{
+    errno::{Call, TARGET_PIDS, injected_errno},
+    path::{dentry_of_bprm, dentry_of_file, dentry_of_path},
+};
 
 /// cgroup programs: 1 lets the call through, 0 fails it (with the errno set by `bpf_set_retval`,
 /// EPERM without).
@@ -42,6 +45,7 @@ fn sock_addr_call4(ctx: &SockAddrContext) -> Call {
         port: u32::from(u16::from_be(addr.user_port as u16)),
         family: addr.user_family,
         addr: [0, 0, IPV4_MAPPED_WORD, addr.user_ip4],
+        dentry: 0,
     }
 }
 
@@ -54,6 +58,7 @@ fn sock_addr_call6(ctx: &SockAddrContext) -> Call {
         port: u32::from(u16::from_be(addr.user_port as u16)),
         family: addr.user_family,
         addr: addr.user_ip6,
+        dentry: 0,
     }
 }
 
@@ -89,7 +94,12 @@ fn sockaddr_call(sockaddr: *const u8) -> Call {
     } else {
         0
     };
-    Call { port, family, addr }
+    Call {
+        port,
+        family,
+        addr,
+        dentry: 0,
+    }
 }
 
 #[inline(always)]
@@ -147,21 +157,21 @@ pub fn cgroup_sock_create(ctx: SockContext) -> i32 {
     })
 }
 
-/// The verdict of an LSM program whose hook has `args` arguments: the kernel appends the verdict
-/// of the LSM programs before this one as one more argument, and a denial there stands.
+/// The verdict of an LSM program for `op`.
+///
+/// An earlier denial needs no passing through: int-returning LSM hooks run their BPF programs
+/// as modify-return programs, and the trampoline stops at the first non-zero verdict, so every
+/// program that runs was handed 0. (Reading that argument anyway misled the 6.12 verifier: it
+/// took the value for a known constant and pruned the path that injects.)
 #[inline(always)]
-fn lsm_verdict(ctx: &LsmContext, args: usize, op: u32) -> i64 {
-    lsm_call_verdict(ctx, args, op, || Call::UNKNOWN)
+fn lsm_verdict(op: u32) -> i64 {
+    lsm_call_verdict(op, || Call::UNKNOWN)
 }
 
-/// [`lsm_verdict`] for a hook that sees the call's address, which `call` reads (only for
+/// [`lsm_verdict`] for a hook whose call `call` describes for the filters (it runs only for
 /// targets, after the one lookup).
 #[inline(always)]
-fn lsm_call_verdict(ctx: &LsmContext, args: usize, op: u32, call: impl FnOnce() -> Call) -> i64 {
-    let earlier: i32 = ctx.arg(args);
-    if earlier != 0 {
-        return clamp_errno(i64::from(earlier));
-    }
+fn lsm_call_verdict(op: u32, call: impl FnOnce() -> Call) -> i64 {
     match injected_errno(op, call) {
         Some(errno) => clamp_errno(-i64::from(errno)),
         None => 0,
@@ -195,70 +205,106 @@ macro_rules! lsm_program {
     };
 }
 
-/// An LSM program that fails `op` on every call of `hook(args…)`.
+/// An LSM program that fails `op` on every call of `hook`. With `$dentry`, a function of the
+/// context giving the dentry the call acts on, the fault's `--path` filter applies.
 macro_rules! lsm_errno {
-    ($(#[$doc:meta])* $name:ident, $hook:literal, $args:literal, $op:expr) => {
-        lsm_program!($(#[$doc])* $name, $hook, |ctx| lsm_verdict(&ctx, $args, $op));
+    ($(#[$doc:meta])* $name:ident, $hook:literal, $op:expr) => {
+        lsm_program!($(#[$doc])* $name, $hook, |_ctx| lsm_verdict($op));
     };
+    ($(#[$doc:meta])* $name:ident, $hook:literal, $op:expr, $dentry:expr) => {
+        lsm_program!($(#[$doc])* $name, $hook, |ctx| {
+            lsm_call_verdict($op, || file_call($dentry(&ctx)))
+        });
+    };
+}
+
+/// A call on the file whose dentry is `dentry`.
+#[inline(always)]
+fn file_call(dentry: u64) -> Call {
+    Call {
+        dentry,
+        ..Call::UNKNOWN
+    }
+}
+
+/// Dentry readers for [`lsm_errno`], by the type of the hook's argument `N`.
+#[inline(always)]
+fn file_arg<const N: usize>(ctx: &LsmContext) -> u64 {
+    dentry_of_file(ctx.arg(N))
+}
+
+#[inline(always)]
+fn path_arg<const N: usize>(ctx: &LsmContext) -> u64 {
+    dentry_of_path(ctx.arg(N))
+}
+
+#[inline(always)]
+fn dentry_arg<const N: usize>(ctx: &LsmContext) -> u64 {
+    ctx.arg(N)
 }
 
 lsm_errno!(
     /// `open()`, `openat()`, `openat2()`, `creat()`.
-    lsm_file_open, "file_open", 1, OP_OPEN
+    lsm_file_open, "file_open", OP_OPEN, file_arg::<0>
 );
 lsm_errno!(
     /// `execve()`, `execveat()`.
-    lsm_bprm_check, "bprm_check_security", 1, OP_EXEC
+    lsm_bprm_check, "bprm_check_security", OP_EXEC, |ctx: &LsmContext| dentry_of_bprm(ctx.arg(0))
 );
 lsm_errno!(
     /// `fork()`, `vfork()`, `clone()`, `clone3()`: also new threads.
-    lsm_task_alloc, "task_alloc", 2, OP_FORK
+    lsm_task_alloc, "task_alloc", OP_FORK
 );
 lsm_errno!(
     /// `mmap()`, file-backed and anonymous.
-    lsm_mmap_file, "mmap_file", 4, OP_MMAP
+    lsm_mmap_file, "mmap_file", OP_MMAP, file_arg::<0>
 );
-lsm_errno!(lsm_inode_unlink, "inode_unlink", 2, OP_UNLINK);
-lsm_errno!(lsm_inode_rmdir, "inode_rmdir", 2, OP_RMDIR);
-lsm_errno!(lsm_inode_mkdir, "inode_mkdir", 3, OP_MKDIR);
-lsm_errno!(lsm_inode_rename, "inode_rename", 4, OP_RENAME);
-lsm_errno!(lsm_inode_link, "inode_link", 3, OP_LINK);
-lsm_errno!(lsm_inode_symlink, "inode_symlink", 3, OP_SYMLINK);
+lsm_errno!(lsm_inode_unlink, "inode_unlink", OP_UNLINK, dentry_arg::<1>);
+lsm_errno!(lsm_inode_rmdir, "inode_rmdir", OP_RMDIR, dentry_arg::<1>);
+lsm_errno!(lsm_inode_mkdir, "inode_mkdir", OP_MKDIR, dentry_arg::<1>);
+lsm_errno!(lsm_inode_rename, "inode_rename", OP_RENAME, dentry_arg::<1>);
+lsm_errno!(lsm_inode_link, "inode_link", OP_LINK, dentry_arg::<2>);
+lsm_errno!(
+    lsm_inode_symlink,
+    "inode_symlink",
+    OP_SYMLINK,
+    dentry_arg::<1>
+);
 lsm_errno!(
     /// `truncate()` by path (CONFIG_SECURITY_PATH).
-    lsm_path_truncate, "path_truncate", 1, OP_TRUNCATE
+    lsm_path_truncate, "path_truncate", OP_TRUNCATE, path_arg::<0>
 );
-lsm_errno!(lsm_path_chmod, "path_chmod", 2, OP_CHMOD);
-lsm_errno!(lsm_path_chown, "path_chown", 3, OP_CHOWN);
-lsm_errno!(lsm_file_ioctl, "file_ioctl", 3, OP_IOCTL);
+lsm_errno!(lsm_path_chmod, "path_chmod", OP_CHMOD, path_arg::<0>);
+lsm_errno!(lsm_path_chown, "path_chown", OP_CHOWN, path_arg::<0>);
+lsm_errno!(lsm_file_ioctl, "file_ioctl", OP_IOCTL, file_arg::<0>);
 lsm_errno!(
     /// `flock()` and `fcntl()` locks.
-    lsm_file_lock, "file_lock", 2, OP_LOCK
+    lsm_file_lock, "file_lock", OP_LOCK, file_arg::<0>
 );
 lsm_errno!(
     /// `stat()`, `lstat()`, `fstat()`, `statx()`, `newfstatat()`.
-    lsm_inode_getattr, "inode_getattr", 1, OP_STAT
+    lsm_inode_getattr, "inode_getattr", OP_STAT, path_arg::<0>
 );
 lsm_program!(
     /// `connect()` of every family, AF_UNIX included; reads the address for the filters.
     lsm_socket_connect, "socket_connect", |ctx| {
-        lsm_call_verdict(&ctx, 3, OP_CONNECT, || sockaddr_call(ctx.arg(1)))
+        lsm_call_verdict(OP_CONNECT, || sockaddr_call(ctx.arg(1)))
     }
 );
 lsm_program!(
     /// `bind()` of every family, AF_UNIX included; reads the address for the filters.
     lsm_socket_bind, "socket_bind", |ctx| {
-        lsm_call_verdict(&ctx, 3, OP_BIND, || sockaddr_call(ctx.arg(1)))
+        lsm_call_verdict(OP_BIND, || sockaddr_call(ctx.arg(1)))
     }
 );
-lsm_errno!(lsm_socket_listen, "socket_listen", 2, OP_LISTEN);
-lsm_errno!(lsm_socket_accept, "socket_accept", 2, OP_ACCEPT);
+lsm_errno!(lsm_socket_listen, "socket_listen", OP_LISTEN);
+lsm_errno!(lsm_socket_accept, "socket_accept", OP_ACCEPT);
 lsm_program!(
     /// `send()`, `sendto()`, `sendmsg()`, `write()` on sockets, every protocol. The filters see
     /// the destination of the calls that name one (`msg_name`, the first field of the kernel's
     /// `struct msghdr`).
     lsm_socket_sendmsg, "socket_sendmsg", |ctx| {
-        lsm_call_verdict(&ctx, 3, OP_SEND, || {
+        lsm_call_verdict(OP_SEND, || {
             let msg: *const *const u8 = ctx.arg(1);
             // SAFETY: bpf_probe_read_kernel checks the address.
             let name = unsafe { bpf_probe_read_kernel(msg) }.unwrap_or(core::ptr::null());
@@ -268,20 +314,21 @@ lsm_program!(
 );
 lsm_errno!(
     /// `recv()`, `recvfrom()`, `recvmsg()`, `read()` on sockets, every protocol.
-    lsm_socket_recvmsg, "socket_recvmsg", 4, OP_RECV
+    lsm_socket_recvmsg, "socket_recvmsg", OP_RECV
 );
 
 lsm_program!(
     /// `read()` and `write()` families (`file_permission`, whose mask tells reads from writes).
     lsm_file_permission, "file_permission", |ctx| {
         let mask: i32 = ctx.arg(1);
-        if mask & MAY_WRITE != 0 {
-            lsm_verdict(&ctx, 2, OP_WRITE)
+        let op = if mask & MAY_WRITE != 0 {
+            OP_WRITE
         } else if mask & MAY_READ != 0 {
-            lsm_verdict(&ctx, 2, OP_READ)
+            OP_READ
         } else {
-            clamp_errno(i64::from(ctx.arg::<i32>(2)))
-        }
+            return 0;
+        };
+        lsm_call_verdict(op, || file_call(file_arg::<0>(&ctx)))
     }
 );
 
@@ -290,9 +337,9 @@ lsm_program!(
     lsm_socket_create, "socket_create", |ctx| {
         let kern: i32 = ctx.arg(3);
         if kern != 0 {
-            clamp_errno(i64::from(ctx.arg::<i32>(4)))
+            0
         } else {
-            lsm_call_verdict(&ctx, 4, OP_SOCKET, || Call {
+            lsm_call_verdict(OP_SOCKET, || Call {
                 family: ctx.arg(0),
                 ..Call::UNKNOWN
             })

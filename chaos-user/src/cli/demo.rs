@@ -92,6 +92,7 @@ pub fn execute(args: DemoArgs) -> Result<u8, Error> {
         when: When::default(),
         syscall: None,
         filter: SocketFilter::default(),
+        path: None,
     };
     let plan = attach::plan(&fault.ops, fault.backend, attach::mechanism_unsupported)?;
     eprintln!(

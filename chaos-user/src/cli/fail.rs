@@ -6,7 +6,7 @@ use crate::{
     attach, capabilities,
     cli::{RunArgs, TargetArgs},
     error::{Error, exit},
-    fault::{self, BackendChoice, Errno, ErrnoFault, Mechanism, Op, SocketFilter},
+    fault::{self, BackendChoice, Errno, ErrnoFault, Mechanism, Op, PathFilter, SocketFilter},
     run,
 };
 
@@ -62,6 +62,11 @@ pub struct FailArgs {
     #[arg(long, value_name = "CIDR", value_parser = fault::parse_cidr)]
     pub addr: Option<fault::Cidr>,
 
+    /// Only calls on files at or below this directory (or on this one file), on the same
+    /// filesystem: the data directory of a database, say. File operations only (lsm).
+    #[arg(long, value_name = "PATH", value_parser = fault::parse_path_filter)]
+    pub path: Option<fault::PathFilter>,
+
     /// Only calls on sockets of this address family: inet, inet6 or unix (unix needs the LSM
     /// mechanism: cgroup hooks never see UNIX sockets).
     #[arg(long, value_parser = fault::parse_family)]
@@ -96,8 +101,12 @@ pub fn execute(args: FailArgs) -> Result<u8, Error> {
             addr: args.addr,
             family: args.family,
         },
+        path: args.path.clone(),
     };
     fault.filter.check(&fault.ops)?;
+    if fault.path.is_some() {
+        PathFilter::check(&fault.ops)?;
+    }
     let backend = match fault.backend {
         BackendChoice::Only(Mechanism::Cgroup) if fault.filter.needs_lsm() => {
             return Err(fault::ParseError::NotForCgroup.into());
