@@ -15,6 +15,10 @@ pub enum ParseError {
         "unknown errno '{0}': expected a name such as EIO or ECONNREFUSED, or a number from 1 to 4095"
     )]
     UnknownErrno(String),
+    #[error(
+        "errno {0} is internal to the kernel (ERESTARTSYS and the codes after it, 512-531), which restarts the call or hides it; expected a number from 1 to 4095 outside 512-531, or a name such as EIO"
+    )]
+    KernelInternalErrno(i64),
     #[error("errno {0} is out of range: expected a number from 1 to 4095, or a name such as EIO")]
     ErrnoOutOfRange(i64),
     #[error("invalid duration '{0}': expected a positive duration such as 30s, 1m30s or 250ms")]
@@ -524,6 +528,10 @@ pub struct Errno(i32);
 impl Errno {
     /// Linux reserves the top 4095 values of a return for errors.
     const MAX: i64 = 4095;
+    /// ERESTARTSYS (512) to ENOGRACE (531), linux/errno.h: codes the kernel keeps to itself. A
+    /// restart code makes the kernel redo the call or turn it into EINTR; the rest would reach a
+    /// program as numbers no libc knows.
+    const KERNEL_INTERNAL: std::ops::RangeInclusive<i64> = 512..=531;
 
     pub const fn get(self) -> i32 {
         self.0
@@ -540,7 +548,9 @@ impl FromStr for Errno {
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         if let Ok(number) = s.parse::<i64>() {
-            return if (1..=Errno::MAX).contains(&number) {
+            return if Errno::KERNEL_INTERNAL.contains(&number) {
+                Err(ParseError::KernelInternalErrno(number))
+            } else if (1..=Errno::MAX).contains(&number) {
                 Ok(Errno(number as i32))
             } else {
                 Err(ParseError::ErrnoOutOfRange(number))
@@ -981,6 +991,16 @@ mod tests {
             "4096".parse::<Errno>(),
             Err(ParseError::ErrnoOutOfRange(4096))
         );
+        for internal in ["512", "516", "531"] {
+            let err = internal.parse::<Errno>().unwrap_err();
+            assert!(
+                matches!(err, ParseError::KernelInternalErrno(_))
+                    && err.to_string().contains("ERESTARTSYS"),
+                "{internal}: {err}"
+            );
+        }
+        assert_eq!("511".parse::<Errno>().map(Errno::get), Ok(511));
+        assert_eq!("532".parse::<Errno>().map(Errno::get), Ok(532));
         let message = ParseError::UnknownErrno("EFOO".into()).to_string();
         assert!(
             message.contains("EFOO") && message.contains("EIO"),

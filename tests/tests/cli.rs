@@ -21,6 +21,10 @@ fn bad_input_exits_2_naming_the_value_and_attaches_nothing() {
         "'0'",
     );
     assert_usage_error(
+        &["fail", "--pid", me, "--op", "connect", "--errno", "512"],
+        "ERESTARTSYS",
+    );
+    assert_usage_error(
         &["fail", "--pid", "0", "--op", "connect", "--errno", "EIO"],
         "'0'",
     );
