@@ -7,3 +7,4 @@
 pub mod counters;
 pub mod errno;
 pub mod names;
+pub mod net;

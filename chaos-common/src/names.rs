@@ -19,6 +19,14 @@ pub const GLOBAL_FORK_CHILD_PID_OFFSET: &str = "FORK_CHILD_PID_OFFSET";
 /// [`crate::errno::PathOffsets`] of the running kernel, for `--path`.
 pub const GLOBAL_PATH_OFFSETS: &str = "PATH_OFFSETS";
 
+/// Network faults (object `net`): slot 0 → [`crate::net::NetFault`]; per-CPU counters by
+/// direction → [`crate::net::NetCounters`].
+pub const MAP_NET_FAULTS: &str = "NET_FAULTS";
+pub const MAP_NET_COUNTERS: &str = "NET_COUNTERS";
+/// TC programs of the net object, on an interface's ingress and egress.
+pub const PROG_TC_INGRESS: &str = "tc_ingress";
+pub const PROG_TC_EGRESS: &str = "tc_egress";
+
 /// Tracepoints that keep a process tree's entries: a fork adds the child, an exit removes it.
 pub const PROG_TRACEPOINT_FORK: &str = "tracepoint_sched_process_fork";
 pub const PROG_TRACEPOINT_EXIT: &str = "tracepoint_sched_process_exit";

@@ -41,7 +41,8 @@ impl Error {
                 AttachError::Unsupported { .. }
                 | AttachError::SyscallTracepoint { .. }
                 | AttachError::SyscallOverride { .. }
-                | AttachError::PathOffsets(_),
+                | AttachError::PathOffsets(_)
+                | AttachError::NetUnsupported(_),
             ) => exit::USAGE,
             Error::Attach(_) | Error::Io(_) => exit::FAILURE,
         }

@@ -33,8 +33,11 @@ pub struct FaultReport {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub signal: Option<String>,
     pub mechanism: &'static str,
-    /// The calls the mechanism acts on.
+    /// The calls (or packets) the mechanism acts on.
     pub covers: String,
+    /// For a network fault: `ingress` or `egress`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub direction: Option<&'static str>,
     pub dry_run: bool,
     /// Calls by a target that the fault covered.
     pub matched: u64,
@@ -70,7 +73,14 @@ pub struct TargetReport {
     /// The full container ID (or lxc name).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub container: Option<String>,
-    pub cgroup: String,
+    /// The cgroup v2 directory (process, cgroup and container targets).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cgroup: Option<String>,
+    /// A network interface (network faults), and the namespace it is in when not chaos's own.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub iface: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub netns: Option<String>,
     /// Calls of this target (and, for a tree, its descendants) that a fault covered, over every
     /// operation.
     pub matched: u64,
@@ -85,7 +95,11 @@ impl TargetReport {
             (Some(pid), _) if self.tree => format!("pid {pid} and children"),
             (Some(pid), _) => format!("pid {pid}"),
             (None, Some(id)) => format!("container {}", &id[..id.len().min(12)]),
-            (None, None) => self.cgroup.clone(),
+            (None, None) => match (&self.iface, &self.netns) {
+                (Some(iface), Some(netns)) => format!("{iface} in {netns}"),
+                (Some(iface), None) => iface.clone(),
+                _ => self.cgroup.clone().unwrap_or_default(),
+            },
         }
     }
 }
@@ -201,6 +215,7 @@ mod tests {
                 signal: None,
                 mechanism: "lsm",
                 covers: "open()".into(),
+                direction: None,
                 dry_run: false,
                 matched: 3,
                 injected: 3,
@@ -212,7 +227,9 @@ mod tests {
                 container: None,
                 matched: 3,
                 injected: 3,
-                cgroup: "/sys/fs/cgroup".into(),
+                cgroup: Some("/sys/fs/cgroup".into()),
+                iface: None,
+                netns: None,
             }],
             elapsed_ms: 1500,
         };

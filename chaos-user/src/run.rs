@@ -11,15 +11,18 @@ use tokio::{
     time::{Instant, MissedTickBehavior, interval, sleep_until},
 };
 
-use chaos_common::errno::{OP_SIGNAL, OP_SYSCALL};
+use chaos_common::{
+    errno::{OP_SIGNAL, OP_SYSCALL},
+    net,
+};
 use tracing::debug;
 
 use crate::{
-    attach::{ErrnoAttachment, Plan, SyscallHook},
+    attach::{ErrnoAttachment, Plan, SyscallHook, net::NetAttachment},
     error::Error,
-    fault::{ErrnoFault, SignalFault},
+    fault::{ErrnoFault, SignalFault, net::DropFault},
     report::{EndedBy, FaultReport, Report, StatusLine, TargetReport},
-    target::Targets,
+    target::{Targets, net::NetTarget},
 };
 
 /// How often the live status line is redrawn.
@@ -101,6 +104,7 @@ pub fn errno_run(
                     signal: None,
                     mechanism: backend.mechanism.name(),
                     covers: backend.covers.to_owned(),
+                    direction: None,
                     dry_run: fault.dry_run,
                     matched: counters.matched,
                     injected: counters.injected,
@@ -115,6 +119,7 @@ pub fn errno_run(
                     signal: None,
                     mechanism: "kprobe-override",
                     covers: format!("{syscall}() (a kprobe on its entry function)"),
+                    direction: None,
                     dry_run: fault.dry_run,
                     matched: counters.matched,
                     injected: counters.injected,
@@ -149,10 +154,75 @@ pub fn signal_run(
                 "entries to {}() (syscalls:sys_enter_{})",
                 fault.syscall, fault.syscall
             ),
+            direction: None,
             dry_run: fault.dry_run,
             matched: counters.matched,
             injected: counters.injected,
         }]
+    })
+}
+
+/// A whole network run: attach the TC programs, hold until the run ends, detach, report per
+/// direction.
+pub fn net_run(target: &NetTarget, fault: &DropFault, lifetime: Duration) -> Result<Report, Error> {
+    let mut attachment = NetAttachment::attach(target, fault.kernel(), lifetime)?;
+    let started = std::time::Instant::now();
+    let rows = |attachment: &NetAttachment| -> Vec<FaultReport> {
+        [
+            (net::DIRECTION_INGRESS, "ingress", "arriving on"),
+            (net::DIRECTION_EGRESS, "egress", "leaving through"),
+        ]
+        .into_iter()
+        .filter(|&(bit, _, _)| fault.direction.bits() & bit != 0)
+        .map(|(bit, direction, verb)| {
+            let counters = attachment.counters(bit);
+            FaultReport {
+                kind: "net",
+                op: "drop".into(),
+                errno: None,
+                signal: None,
+                mechanism: "tcx",
+                covers: format!("IPv4 and IPv6 packets {verb} {}", target.ifaces.join(", ")),
+                direction: Some(direction),
+                dry_run: false,
+                matched: counters.matched,
+                injected: counters.acted,
+            }
+        })
+        .collect()
+    };
+    let mut status = StatusLine::new();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let ended_by = runtime.block_on(hold(
+        lifetime,
+        &[],
+        || false,
+        |elapsed, remaining| status.draw(elapsed, remaining, &rows(&attachment)),
+    ))?;
+    status.clear();
+    attachment.detach();
+    let faults = rows(&attachment);
+    // One target: the interfaces (all of a namespace's, with --netns alone) count together.
+    let targets = vec![TargetReport {
+        pid: None,
+        tree: false,
+        container: None,
+        cgroup: None,
+        iface: Some(target.ifaces.join(",")),
+        netns: target
+            .netns
+            .as_ref()
+            .map(|ns| ns.path.display().to_string()),
+        matched: faults.iter().map(|f| f.matched).sum(),
+        injected: faults.iter().map(|f| f.injected).sum(),
+    }];
+    Ok(Report {
+        faults,
+        ended_by,
+        targets,
+        elapsed_ms: started.elapsed().as_millis() as u64,
     })
 }
 
@@ -200,7 +270,9 @@ fn target_reports(targets: &Targets, attachment: &ErrnoAttachment) -> Vec<Target
             pid: Some(p.pid),
             tree: p.tree,
             container: None,
-            cgroup: p.cgroup.display().to_string(),
+            cgroup: Some(p.cgroup.display().to_string()),
+            iface: None,
+            netns: None,
             matched: counters.matched,
             injected: counters.injected,
         }
@@ -211,7 +283,9 @@ fn target_reports(targets: &Targets, attachment: &ErrnoAttachment) -> Vec<Target
             pid: None,
             tree: false,
             container: targets.container.as_ref().map(|c| c.id.clone()),
-            cgroup: c.path.display().to_string(),
+            cgroup: Some(c.path.display().to_string()),
+            iface: None,
+            netns: None,
             matched: counters.matched,
             injected: counters.injected,
         }

@@ -17,8 +17,10 @@ use std::os::unix::{net::UnixDatagram, process::CommandExt as _};
 use serde_json::Value;
 
 mod container;
+mod netbed;
 
 pub use container::TestContainer;
+pub use netbed::TestNet;
 
 /// `CLOCK_MONOTONIC` in nanoseconds, the clock the victims stamp their lines with.
 pub fn monotonic_ns() -> u64 {
@@ -221,9 +223,11 @@ pub fn loaded_program_names() -> Vec<String> {
 /// Panics if any program of the tool is still in the kernel. bpftool shows the full name when
 /// the program has BTF, else the kernel's first 15 characters: either counts.
 pub fn assert_no_chaos_programs() {
+    use chaos_common::names::{ERRNO_PROGRAMS, PROG_TC_EGRESS, PROG_TC_INGRESS};
     let ours = |loaded: &str| {
-        chaos_common::names::ERRNO_PROGRAMS
+        ERRNO_PROGRAMS
             .iter()
+            .chain(&[PROG_TC_INGRESS, PROG_TC_EGRESS])
             .any(|name| *name == loaded || name[..name.len().min(15)] == *loaded)
     };
     let left: Vec<String> = loaded_program_names()

@@ -2,6 +2,7 @@
 
 pub mod demo;
 pub mod fail;
+pub mod net;
 pub mod probe;
 pub mod signal;
 
@@ -206,6 +207,7 @@ pub struct Cli {
 pub enum Command {
     Fail(fail::FailArgs),
     Signal(signal::SignalArgs),
+    Net(net::NetArgs),
     Probe(probe::ProbeArgs),
     Demo(demo::DemoArgs),
     /// Print a shell completion script.
@@ -229,6 +231,7 @@ pub fn execute(cli: Cli) -> Result<u8, Error> {
     match cli.command {
         Command::Fail(args) => fail::execute(args),
         Command::Signal(args) => signal::execute(args),
+        Command::Net(args) => net::execute(args),
         Command::Probe(args) => probe::execute(args),
         Command::Demo(args) => demo::execute(args),
         Command::DemoWorkload(args) => demo::workload(args),

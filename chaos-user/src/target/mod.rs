@@ -10,6 +10,7 @@ use std::{
 use thiserror::Error;
 
 pub mod container;
+pub mod net;
 
 pub use container::Container;
 
@@ -47,6 +48,22 @@ pub enum TargetError {
         "no running container is named '{query}' ({running} running containers found under the cgroup v2 mount): expected a container ID, a unique prefix of one, or a container name (podman, docker, lxc)"
     )]
     NoSuchContainer { query: String, running: usize },
+    #[error(
+        "cannot use network namespace '{spec}': {reason}; expected a path such as /run/netns/NAME or /proc/PID/ns/net, a PID, or a name under /run/netns"
+    )]
+    NoSuchNetns { spec: String, reason: String },
+    #[error("no interface '{iface}' in {netns}: expected one of {known}")]
+    NoSuchIface {
+        iface: String,
+        netns: String,
+        known: String,
+    },
+    #[error("no interface other than lo in {0}")]
+    NoIfaces(String),
+    #[error(
+        "refusing to fault {0}: it carries this machine's default route (faulting it can cut you off); pass --force to do it anyway"
+    )]
+    DefaultRouteIface(String),
     #[error(
         "container '{query}' is ambiguous: it is a prefix of the IDs {candidates}; give more of the ID"
     )]

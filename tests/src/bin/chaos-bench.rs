@@ -143,6 +143,7 @@ fn run_case(
                 .spawn()
                 .expect("chaos");
             wait_for_programs();
+            wait_until_idle(child.id());
             Some(child)
         }
         (None, Some(inject)) => {
@@ -180,6 +181,39 @@ fn wait_until_traced(pid: &str) {
         thread::sleep(Duration::from_millis(20));
     }
     thread::sleep(Duration::from_millis(200));
+}
+
+/// Waits until `pid` has used no CPU for 300 ms: chaos has loaded, verified and attached every
+/// program. Measuring while it still works would charge its CPU time to the loop (in the TCG
+/// guest both share one host thread), and each attachment patches kernel text.
+fn wait_until_idle(pid: u32) {
+    let cpu_ticks = || {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        // utime and stime: fields 14 and 15, the 12th and 13th after the command name.
+        let after_comm = stat
+            .rsplit_once(')')
+            .map(|(_, rest)| rest)
+            .unwrap_or_default();
+        let fields: Vec<&str> = after_comm.split_whitespace().collect();
+        let field = |i: usize| {
+            fields
+                .get(i)
+                .and_then(|f| f.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        field(11) + field(12)
+    };
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut last = cpu_ticks();
+    loop {
+        thread::sleep(Duration::from_millis(300));
+        let now = cpu_ticks();
+        if now == last {
+            return;
+        }
+        assert!(Instant::now() < deadline, "chaos never settled");
+        last = now;
+    }
 }
 
 /// Waits until chaos has programs in the kernel.

@@ -7,6 +7,8 @@ use thiserror::Error;
 
 use crate::errno_names;
 
+pub mod net;
+
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum ParseError {
     #[error("unknown operation '{0}': expected one of {ops}", ops = Op::names().join(", "))]
@@ -61,6 +63,12 @@ pub enum ParseError {
     NotForUnix { filter: &'static str },
     #[error("--family unix needs the lsm backend: cgroup socket hooks never run for UNIX sockets")]
     NotForCgroup,
+    #[error("unknown direction '{0}': expected ingress, egress or both")]
+    UnknownDirection(String),
+    #[error("unknown protocol '{0}': expected tcp, udp or icmp")]
+    UnknownProto(String),
+    #[error("--sport and --dport need --proto tcp or udp (or no --proto): ICMP has no ports")]
+    PortWithoutPorts,
     #[error("--path {path}: {reason}: expected an existing file or directory")]
     InvalidPath { path: String, reason: String },
     #[error(
@@ -1044,7 +1052,7 @@ mod tests {
 
     #[test]
     fn readme_documents_every_op_and_its_mechanisms() {
-        let readme = include_str!("../../README.md");
+        let readme = include_str!("../../../README.md");
         for op in Op::ALL {
             let row = readme
                 .lines()

@@ -18,6 +18,8 @@ use chaos_common::{
 use thiserror::Error;
 use tracing::debug;
 
+pub mod net;
+
 use crate::{
     fault::{Backend, BackendChoice, Hook, Mechanism, Op},
     kernel::{self, Finding},
@@ -53,6 +55,10 @@ pub enum AttachError {
     },
     #[error("--op {op} cannot be injected on this kernel: {explanation}")]
     Unsupported { op: Op, explanation: String },
+    #[error("network faults cannot run on this kernel: {0}")]
+    NetUnsupported(String),
+    #[error("cannot enter the target network namespace")]
+    Netns(#[source] io::Error),
     #[error("--path needs the kernel's struct layouts from its BTF: {0}")]
     PathOffsets(#[source] crate::btf::BtfError),
     #[error("--pid-tree needs the sched:sched_process_fork tracepoint: {0}")]

@@ -1,0 +1,63 @@
+//! Network faults: which packets of an interface a TC program acts on, and what it does to them.
+
+/// [`NetFault::directions`] bits, and the index of each direction's counters.
+pub const DIRECTION_INGRESS: u32 = 1;
+pub const DIRECTION_EGRESS: u32 = 2;
+/// Counter entries: one per direction (index 0 ingress, 1 egress).
+pub const NET_COUNTER_ENTRIES: u32 = 2;
+
+/// [`NetFault::action`]: drop the packet.
+pub const NET_ACTION_DROP: u32 = 1;
+
+/// One network fault as the TC programs read it (slot 0 of [`crate::names::MAP_NET_FAULTS`]).
+/// A packet matches when its direction is in `directions`, it is IPv4 or IPv6, and it passes
+/// every filter; a matching packet gets the action with `probability`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NetFault {
+    /// After this `CLOCK_MONOTONIC` time the programs act on nothing, even if the loader hangs.
+    pub deadline_ns: u64,
+    /// Act when a 32-bit random draw is below this; [`crate::errno::PROBABILITY_ONE`]: always.
+    pub probability: u64,
+    pub action: u32,
+    pub directions: u32,
+    /// IP protocol number (6 TCP, 17 UDP, 1 ICMP, 58 ICMPv6); 0: any. `IPPROTO_ICMP` also
+    /// matches ICMPv6.
+    pub proto: u32,
+    /// Source and destination ports in host order (TCP and UDP); 0: any.
+    pub sport: u32,
+    pub dport: u32,
+    pub _pad: u32,
+    /// Source and destination networks, in the layout of [`crate::errno::ErrnoFault::addr`]
+    /// (IPv4 as IPv4-mapped IPv6, network order); a mask of all zeros: any.
+    pub src: [u32; 4],
+    pub src_mask: [u32; 4],
+    pub dst: [u32; 4],
+    pub dst_mask: [u32; 4],
+}
+const _: () = assert!(core::mem::size_of::<NetFault>() == 104);
+
+/// Per-CPU counters of one direction.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NetCounters {
+    /// IP packets that passed the filters while the fault was live.
+    pub matched: u64,
+    /// Of those, the packets the action was applied to.
+    pub acted: u64,
+}
+const _: () = assert!(core::mem::size_of::<NetCounters>() == 16);
+
+/// Whether `addr` lies in the network `net`/`mask` (all words network order).
+#[inline(always)]
+pub fn in_network(addr: &[u32; 4], net: &[u32; 4], mask: &[u32; 4]) -> bool {
+    addr[0] & mask[0] == net[0]
+        && addr[1] & mask[1] == net[1]
+        && addr[2] & mask[2] == net[2]
+        && addr[3] & mask[3] == net[3]
+}
+
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for NetFault {}
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for NetCounters {}

@@ -1,0 +1,173 @@
+//! Network faults: TC programs on an interface's ingress and egress drop the packets a fault
+//! picks. Kernel >= 6.6 attaches them through tcx links (older kernels: a clsact qdisc),
+//! CONFIG_NET_CLS_BPF / CONFIG_NET_XGRESS.
+#![no_std]
+#![no_main]
+
+use aya_ebpf::{
+    helpers::{bpf_get_prandom_u32, bpf_ktime_get_ns, bpf_redirect},
+    macros::{classifier, map},
+    maps::{Array, PerCpuArray},
+    programs::TcContext,
+};
+use chaos_common::{
+    errno::{IPV4_MAPPED_WORD, PROBABILITY_ONE},
+    net::{
+        DIRECTION_EGRESS, DIRECTION_INGRESS, NET_COUNTER_ENTRIES, NetCounters, NetFault, in_network,
+    },
+};
+
+#[map]
+static NET_FAULTS: Array<NetFault> = Array::with_max_entries(1, 0);
+
+#[map]
+static NET_COUNTERS: PerCpuArray<NetCounters> =
+    PerCpuArray::with_max_entries(NET_COUNTER_ENTRIES, 0);
+
+/// Let the packet go on to the next program and the stack (tcx: TCX_NEXT; clsact: the default).
+const TC_ACT_UNSPEC: i32 = -1;
+const TC_ACT_SHOT: i32 = 2;
+/// No interface has this index: a packet redirected there is dropped after the stack let it
+/// go, so the sender's TCP sees a loss (TC_ACT_SHOT at egress is reported back to TCP, which
+/// then resends at once without counting a loss).
+const NO_IFINDEX: u32 = u32::MAX;
+
+const ETH_HLEN: usize = 14;
+const ETH_P_IP: u16 = 0x0800;
+const ETH_P_IPV6: u16 = 0x86dd;
+const IPPROTO_ICMP: u32 = 1;
+const IPPROTO_TCP: u32 = 6;
+const IPPROTO_UDP: u32 = 17;
+const IPPROTO_ICMPV6: u32 = 58;
+
+/// What the filters look at in a packet.
+struct Packet {
+    proto: u32,
+    src: [u32; 4],
+    dst: [u32; 4],
+    sport: u32,
+    dport: u32,
+}
+
+/// Reads the IP header (and the ports of TCP and UDP) behind the Ethernet header; `None` for
+/// anything but IPv4 and IPv6. IPv6 extension headers are not followed.
+#[inline(always)]
+fn parse(ctx: &TcContext) -> Option<Packet> {
+    let ethertype = u16::from_be(ctx.load::<u16>(12).ok()?);
+    let (proto, src, dst, l4, first_fragment) = match ethertype {
+        ETH_P_IP => {
+            let version_ihl: u8 = ctx.load(ETH_HLEN).ok()?;
+            let header_len = usize::from(version_ihl & 0x0f) * 4;
+            let fragment = u16::from_be(ctx.load::<u16>(ETH_HLEN + 6).ok()?);
+            let proto: u8 = ctx.load(ETH_HLEN + 9).ok()?;
+            let src: u32 = ctx.load(ETH_HLEN + 12).ok()?;
+            let dst: u32 = ctx.load(ETH_HLEN + 16).ok()?;
+            (
+                u32::from(proto),
+                [0, 0, IPV4_MAPPED_WORD, src],
+                [0, 0, IPV4_MAPPED_WORD, dst],
+                ETH_HLEN + header_len,
+                fragment & 0x1fff == 0,
+            )
+        }
+        ETH_P_IPV6 => {
+            let proto: u8 = ctx.load(ETH_HLEN + 6).ok()?;
+            let src: [u32; 4] = ctx.load(ETH_HLEN + 8).ok()?;
+            let dst: [u32; 4] = ctx.load(ETH_HLEN + 24).ok()?;
+            (u32::from(proto), src, dst, ETH_HLEN + 40, true)
+        }
+        _ => return None,
+    };
+    let (sport, dport) = if first_fragment && (proto == IPPROTO_TCP || proto == IPPROTO_UDP) {
+        let ports: u32 = ctx.load(l4).ok()?;
+        // Both ports in network order, as they lie in the packet.
+        let sport = u16::from_be(ports as u16);
+        let dport = u16::from_be((ports >> 16) as u16);
+        (u32::from(sport), u32::from(dport))
+    } else {
+        (0, 0)
+    };
+    Some(Packet {
+        proto,
+        src,
+        dst,
+        sport,
+        dport,
+    })
+}
+
+#[inline(always)]
+fn passes_filters(fault: &NetFault, packet: &Packet) -> bool {
+    let proto_ok = fault.proto == 0
+        || fault.proto == packet.proto
+        || (fault.proto == IPPROTO_ICMP && packet.proto == IPPROTO_ICMPV6);
+    proto_ok
+        && (fault.sport == 0 || fault.sport == packet.sport)
+        && (fault.dport == 0 || fault.dport == packet.dport)
+        && in_network(&packet.src, &fault.src, &fault.src_mask)
+        && in_network(&packet.dst, &fault.dst, &fault.dst_mask)
+}
+
+/// Whether the fault acts on this packet. Costs every packet one array lookup; only live faults
+/// parse it.
+#[inline(always)]
+fn acts_on(ctx: &TcContext, direction: u32) -> bool {
+    let Some(fault) = NET_FAULTS.get(0) else {
+        return false;
+    };
+    // SAFETY: a helper call without arguments.
+    if fault.directions & direction == 0 || unsafe { bpf_ktime_get_ns() } >= fault.deadline_ns {
+        return false;
+    }
+    let Some(packet) = parse(ctx) else {
+        return false;
+    };
+    if !passes_filters(fault, &packet) {
+        return false;
+    }
+    let Some(counters) = NET_COUNTERS.get_ptr_mut(direction - 1) else {
+        return false;
+    };
+    // SAFETY: a per-CPU value; TC programs do not nest on one CPU.
+    let counters = unsafe { &mut *counters };
+    counters.matched += 1;
+    // SAFETY: a helper call without arguments.
+    if fault.probability < PROBABILITY_ONE
+        && u64::from(unsafe { bpf_get_prandom_u32() }) >= fault.probability
+    {
+        return false;
+    }
+    counters.acted += 1;
+    true
+}
+
+/// Drops packets arriving on the interface: the receiver never sees them, as on a lossy wire.
+#[classifier]
+pub fn tc_ingress(ctx: TcContext) -> i32 {
+    if acts_on(&ctx, DIRECTION_INGRESS) {
+        TC_ACT_SHOT
+    } else {
+        TC_ACT_UNSPEC
+    }
+}
+
+/// Drops packets leaving through the interface after the sender's stack let them go.
+#[classifier]
+pub fn tc_egress(ctx: TcContext) -> i32 {
+    if acts_on(&ctx, DIRECTION_EGRESS) {
+        // SAFETY: a helper call with plain integer arguments.
+        unsafe { bpf_redirect(NO_IFINDEX, 0) as i32 }
+    } else {
+        TC_ACT_UNSPEC
+    }
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 4] = *b"GPL\0";

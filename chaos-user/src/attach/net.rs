@@ -1,0 +1,120 @@
+//! Attaching a network fault: the TC programs of the `net` object on each target interface,
+//! through tcx links that belong to the [`NetAttachment`] (the kernel drops them with chaos's
+//! file descriptors, so a killed loader leaves nothing behind).
+
+use std::time::Duration;
+
+use aya::programs::links::LinkOrder;
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{Array, PerCpuArray},
+    programs::{SchedClassifier, TcAttachType, tc::TcAttachOptions},
+    util::KernelVersion,
+};
+use chaos_common::{
+    names,
+    net::{self, NetCounters},
+};
+
+use super::{AttachError, map, map_error, monotonic_now_ns, program};
+use crate::{object, target::net::NetTarget};
+
+/// A live network fault; dropping it detaches every program.
+pub struct NetAttachment {
+    ebpf: Ebpf,
+    programs: Vec<&'static str>,
+}
+
+impl NetAttachment {
+    /// Loads the net object, writes `fault` with its deadline `lifetime` from now, and attaches
+    /// the program of each direction the fault asks for to every target interface.
+    pub fn attach(
+        target: &NetTarget,
+        mut fault: net::NetFault,
+        lifetime: Duration,
+    ) -> Result<Self, AttachError> {
+        if !KernelVersion::current().is_ok_and(|v| v >= KernelVersion::new(6, 6, 0)) {
+            return Err(AttachError::NetUnsupported(
+                "network faults attach through tcx links, which need kernel >= 6.6 (the clsact fallback for older kernels is not implemented yet)".into(),
+            ));
+        }
+        let mut ebpf = EbpfLoader::new()
+            .load(object::NET)
+            .map_err(AttachError::Object)?;
+        fault.deadline_ns = monotonic_now_ns().saturating_add(lifetime.as_nanos() as u64);
+        let mut faults: Array<_, net::NetFault> = map(&mut ebpf, names::MAP_NET_FAULTS)?;
+        faults
+            .set(0, fault, 0)
+            .map_err(map_error(names::MAP_NET_FAULTS))?;
+
+        let mut programs = Vec::new();
+        for (bit, name, attach_type) in [
+            (
+                net::DIRECTION_INGRESS,
+                names::PROG_TC_INGRESS,
+                TcAttachType::Ingress,
+            ),
+            (
+                net::DIRECTION_EGRESS,
+                names::PROG_TC_EGRESS,
+                TcAttachType::Egress,
+            ),
+        ] {
+            if fault.directions & bit == 0 {
+                continue;
+            }
+            let classifier: &mut SchedClassifier = program(&mut ebpf, name)?;
+            classifier
+                .load()
+                .map_err(|source| AttachError::Program { name, source })?;
+            let mut attach_all = || -> Result<(), AttachError> {
+                for iface in &target.ifaces {
+                    let options = TcAttachOptions::TcxOrder(LinkOrder::default());
+                    classifier
+                        .attach_with_options(iface, attach_type, options)
+                        .map_err(|source| AttachError::Program { name, source })?;
+                }
+                Ok(())
+            };
+            match &target.netns {
+                Some(netns) => netns.enter(attach_all).map_err(AttachError::Netns)??,
+                None => attach_all()?,
+            }
+            programs.push(name);
+        }
+        Ok(NetAttachment { ebpf, programs })
+    }
+
+    /// Detaches and unloads the programs but keeps the maps for the final counters.
+    pub fn detach(&mut self) {
+        for &name in &self.programs {
+            if let Err(err) = program::<SchedClassifier>(&mut self.ebpf, name).and_then(|p| {
+                p.unload()
+                    .map_err(|source| AttachError::Program { name, source })
+            }) {
+                tracing::warn!(program = name, %err, "detach");
+            }
+        }
+    }
+
+    /// Packets matched and acted on in `direction` (a `DIRECTION_*` bit), summed over CPUs.
+    pub fn counters(&self, direction: u32) -> NetCounters {
+        let Some(map) = self.ebpf.map(names::MAP_NET_COUNTERS) else {
+            return NetCounters::default();
+        };
+        let Ok(counters) = PerCpuArray::<_, NetCounters>::try_from(map) else {
+            return NetCounters::default();
+        };
+        counters
+            .get(&(direction - 1), 0)
+            .map(|per_cpu| {
+                per_cpu
+                    .iter()
+                    .fold(NetCounters::default(), |sum, cpu| NetCounters {
+                        matched: sum.matched + cpu.matched,
+                        acted: sum.acted + cpu.acted,
+                    })
+            })
+            .unwrap_or_default()
+    }
+}

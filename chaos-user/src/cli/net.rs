@@ -1,0 +1,186 @@
+//! `chaos net`: network faults on an interface or in a network namespace.
+
+use std::time::Duration;
+
+use clap::{Args, Subcommand};
+
+use crate::{
+    capabilities,
+    error::{Error, exit},
+    fault::{
+        self,
+        net::{self as net_fault, Direction, DropFault, PacketFilter},
+    },
+    report::Report,
+    run,
+    target::net::NetTarget,
+};
+
+/// Network faults: packets of one interface or network namespace are lost, by TC programs that
+/// only the faulted interfaces run and that go away when the run ends.
+///
+/// Examples:
+///   chaos net drop --netns /run/netns/app --probability 0.1 --for 5m
+///   chaos net drop --iface veth1a2b --direction egress --proto tcp --dport 5432 --probability 1
+///   chaos net drop --netns 4242 --src 10.0.0.0/8 --probability 0.3 --json
+#[derive(Debug, Args)]
+#[command(verbatim_doc_comment)]
+pub struct NetArgs {
+    #[command(subcommand)]
+    pub action: NetAction,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum NetAction {
+    Drop(DropArgs),
+}
+
+/// Lose packets: the receiver's TCP sees real loss and retransmits.
+///
+/// Ingress drops happen on arrival at the interface (the receiver never sees the packet);
+/// egress drops happen after the sender's stack let the packet go (a redirect to no device), so
+/// the sender's TCP too sees a loss, not a local error. Needs kernel >= 6.6 (tcx links).
+///
+/// Examples:
+///   chaos net drop --netns /run/netns/app --probability 0.1 --for 5m
+///   chaos net drop --iface veth1a2b --direction egress --proto udp --dport 53 --probability 1
+#[derive(Debug, Args)]
+#[command(verbatim_doc_comment)]
+pub struct DropArgs {
+    #[command(flatten)]
+    pub target: NetTargetArgs,
+
+    /// Drop each matching packet with this probability (0 < P <= 1).
+    #[arg(long, value_name = "P", value_parser = fault::parse_probability)]
+    pub probability: f64,
+
+    /// Which packets, seen from the interface: ingress (arriving), egress (leaving) or both.
+    #[arg(long, default_value = "ingress", value_parser = net_fault::parse_direction)]
+    pub direction: Direction,
+
+    #[command(flatten)]
+    pub filter: PacketFilterArgs,
+
+    #[command(flatten)]
+    pub run: NetRunArgs,
+}
+
+/// Where a network fault acts.
+#[derive(Debug, Args)]
+#[group(id = "net_target", required = true, multiple = true)]
+pub struct NetTargetArgs {
+    /// The interface to fault (inside --netns when given).
+    #[arg(long, value_name = "IF", group = "net_target")]
+    pub iface: Option<String>,
+
+    /// A network namespace: a path (/run/netns/NAME, /proc/PID/ns/net), a PID, or a name under
+    /// /run/netns. Without --iface, every interface in it but lo.
+    #[arg(long, value_name = "NETNS", group = "net_target")]
+    pub netns: Option<String>,
+}
+
+/// Which packets a network fault acts on; IPv4 and IPv6 alike.
+#[derive(Debug, Args)]
+pub struct PacketFilterArgs {
+    /// Only packets of this protocol: tcp, udp or icmp (ICMPv6 too).
+    #[arg(long, value_parser = net_fault::parse_proto)]
+    pub proto: Option<u32>,
+
+    /// Only TCP and UDP packets from this source port.
+    #[arg(long, value_name = "PORT", value_parser = fault::parse_port)]
+    pub sport: Option<u16>,
+
+    /// Only TCP and UDP packets to this destination port.
+    #[arg(long, value_name = "PORT", value_parser = fault::parse_port)]
+    pub dport: Option<u16>,
+
+    /// Only packets from this network: 10.0.0.5, 10.0.0.0/8, 2001:db8::/32.
+    #[arg(long, value_name = "CIDR", value_parser = fault::parse_cidr)]
+    pub src: Option<fault::Cidr>,
+
+    /// Only packets to this network.
+    #[arg(long, value_name = "CIDR", value_parser = fault::parse_cidr)]
+    pub dst: Option<fault::Cidr>,
+}
+
+impl PacketFilterArgs {
+    pub fn filter(&self) -> PacketFilter {
+        PacketFilter {
+            proto: self.proto,
+            sport: self.sport,
+            dport: self.dport,
+            src: self.src,
+            dst: self.dst,
+        }
+    }
+}
+
+/// How long a network fault lasts, and how it reports.
+#[derive(Debug, Args)]
+pub struct NetRunArgs {
+    /// How long the fault lasts: 30s, 1m30s, 250ms.
+    #[arg(long = "for", value_name = "DURATION", default_value = "60s",
+          value_parser = fault::parse_duration, allow_hyphen_values = true)]
+    pub duration: Duration,
+
+    /// Print the final report as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+
+    /// Allow an interface of this machine's own namespace that carries the default route.
+    #[arg(long)]
+    pub force: bool,
+}
+
+impl NetRunArgs {
+    fn print(&self, report: &Report) {
+        if self.json {
+            println!("{}", report.json());
+        } else {
+            print!("{}", report.human());
+        }
+    }
+}
+
+pub fn execute(args: NetArgs) -> Result<u8, Error> {
+    match args.action {
+        NetAction::Drop(args) => drop_packets(args),
+    }
+}
+
+fn drop_packets(args: DropArgs) -> Result<u8, Error> {
+    let fault = DropFault {
+        direction: args.direction,
+        probability: args.probability,
+        filter: args.filter.filter(),
+    };
+    fault.filter.check()?;
+    let missing = capabilities::missing();
+    if !missing.is_empty() {
+        return Err(Error::Privileges(missing));
+    }
+    let target = NetTarget::resolve(
+        args.target.netns.as_deref(),
+        args.target.iface.as_deref(),
+        args.run.force,
+    )?;
+    eprintln!(
+        "chaos: dropping {:.4}% of the {} packets of {}{} for {} (Ctrl-C ends it early)",
+        fault.probability * 100.0,
+        match fault.direction {
+            Direction::Ingress => "arriving",
+            Direction::Egress => "leaving",
+            Direction::Both => "arriving and leaving",
+        },
+        target.ifaces.join(", "),
+        target
+            .netns
+            .as_ref()
+            .map(|ns| format!(" in {}", ns.path.display()))
+            .unwrap_or_default(),
+        humantime::format_duration(args.run.duration),
+    );
+    let report = run::net_run(&target, &fault, args.run.duration)?;
+    args.run.print(&report);
+    Ok(exit::OK)
+}

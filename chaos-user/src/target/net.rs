@@ -1,0 +1,203 @@
+//! Network targets: the interfaces a network fault attaches to, on this machine or inside a
+//! network namespace.
+
+use std::{
+    ffi::{CStr, CString},
+    fs::File,
+    io,
+    os::fd::AsRawFd as _,
+    path::{Path, PathBuf},
+};
+
+use super::TargetError;
+
+/// The interfaces to fault, and the namespace they live in (`None`: chaos's own).
+#[derive(Debug)]
+pub struct NetTarget {
+    pub netns: Option<Netns>,
+    pub ifaces: Vec<String>,
+}
+
+/// A network namespace, held open for the run.
+#[derive(Debug)]
+pub struct Netns {
+    /// As the user named it, resolved to a path (`/run/netns/NAME`, `/proc/PID/ns/net`).
+    pub path: PathBuf,
+    file: File,
+}
+
+impl Netns {
+    /// Opens `spec`: a path, a PID (the namespace of that process) or a name under /run/netns
+    /// (as `ip netns add` makes them).
+    pub fn open(spec: &str) -> Result<Self, TargetError> {
+        let path = if spec.parse::<u32>().is_ok() {
+            PathBuf::from(format!("/proc/{spec}/ns/net"))
+        } else if spec.contains('/') {
+            PathBuf::from(spec)
+        } else {
+            Path::new("/run/netns").join(spec)
+        };
+        let bad = |reason: String| TargetError::NoSuchNetns {
+            spec: spec.to_owned(),
+            reason,
+        };
+        let file = File::open(&path).map_err(|err| bad(format!("{}: {err}", path.display())))?;
+        // A network namespace file: setns with CLONE_NEWNET accepts nothing else; try it on a
+        // throwaway thread so this one stays where it is.
+        let fd = file.as_raw_fd();
+        let entered = std::thread::scope(|scope| {
+            // SAFETY: setns on this short-lived thread only.
+            scope
+                .spawn(|| unsafe { libc::setns(fd, libc::CLONE_NEWNET) } == 0)
+                .join()
+                .unwrap_or(false)
+        });
+        if !entered {
+            return Err(bad(format!(
+                "{} is not a network namespace",
+                path.display()
+            )));
+        }
+        Ok(Netns { path, file })
+    }
+
+    /// Runs `work` on this thread inside the namespace, then returns to the thread's own.
+    pub fn enter<T>(&self, work: impl FnOnce() -> T) -> io::Result<T> {
+        let own = File::open("/proc/thread-self/ns/net")?;
+        // SAFETY: setns switches this thread's network namespace; it is switched back below.
+        if unsafe { libc::setns(self.file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let result = work();
+        // SAFETY: as above, back to where the thread was.
+        if unsafe { libc::setns(own.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+            // Staying in the target namespace would be worse than stopping here.
+            panic!(
+                "cannot return to chaos's own network namespace: {}",
+                io::Error::last_os_error()
+            );
+        }
+        Ok(result)
+    }
+}
+
+impl NetTarget {
+    /// Resolves `--netns` and `--iface`: the one interface named, or with only `--netns` every
+    /// interface of the namespace but loopback. On this machine's own namespace an interface
+    /// that carries the default route is refused unless `force`.
+    pub fn resolve(
+        netns: Option<&str>,
+        iface: Option<&str>,
+        force: bool,
+    ) -> Result<Self, TargetError> {
+        let netns = netns.map(Netns::open).transpose()?;
+        let in_netns = |work: &dyn Fn() -> Result<Vec<String>, TargetError>| match &netns {
+            Some(ns) => ns.enter(work).map_err(|source| TargetError::Proc {
+                path: ns.path.clone(),
+                source,
+            })?,
+            None => work(),
+        };
+        let where_ = || {
+            netns
+                .as_ref()
+                .map_or("this machine's network namespace".to_owned(), |ns| {
+                    format!("network namespace {}", ns.path.display())
+                })
+        };
+        let ifaces = in_netns(&|| {
+            let all = interfaces();
+            match iface {
+                Some(name) if all.iter().any(|i| i == name) => Ok(vec![name.to_owned()]),
+                Some(name) => Err(TargetError::NoSuchIface {
+                    iface: name.to_owned(),
+                    netns: where_(),
+                    known: all.join(", "),
+                }),
+                None => Ok(all.into_iter().filter(|i| i != "lo").collect()),
+            }
+        })?;
+        if ifaces.is_empty() {
+            return Err(TargetError::NoIfaces(where_()));
+        }
+        if netns.is_none() && !force {
+            let routes = std::fs::read_to_string("/proc/net/route").unwrap_or_default();
+            let routes6 = std::fs::read_to_string("/proc/net/ipv6_route").unwrap_or_default();
+            if let Some(default) = ifaces
+                .iter()
+                .find(|i| carries_default_route(i, &routes, &routes6))
+            {
+                return Err(TargetError::DefaultRouteIface(default.clone()));
+            }
+        }
+        Ok(NetTarget { netns, ifaces })
+    }
+}
+
+/// The interface names of the calling thread's network namespace.
+fn interfaces() -> Vec<String> {
+    // SAFETY: if_nameindex returns an array ended by a zero entry, freed below.
+    unsafe {
+        let list = libc::if_nameindex();
+        if list.is_null() {
+            return Vec::new();
+        }
+        let mut names = Vec::new();
+        let mut entry = list;
+        while (*entry).if_index != 0 {
+            names.push(
+                CStr::from_ptr((*entry).if_name)
+                    .to_string_lossy()
+                    .into_owned(),
+            );
+            entry = entry.add(1);
+        }
+        libc::if_freenameindex(list);
+        names
+    }
+}
+
+/// Whether `iface` is the device of a default route in /proc/net/route (IPv4: destination and
+/// mask 0) or /proc/net/ipv6_route (destination ::/0).
+fn carries_default_route(iface: &str, routes: &str, routes6: &str) -> bool {
+    let v4 = routes.lines().skip(1).any(|line| {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        f.len() > 7 && f[0] == iface && f[1] == "00000000" && f[7] == "00000000"
+    });
+    let v6 = routes6.lines().any(|line| {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        f.len() == 10 && f[9] == iface && f[0].bytes().all(|b| b == b'0') && f[1] == "00"
+    });
+    v4 || v6
+}
+
+/// Whether `name` is an interface of the calling thread's namespace (for tests and checks).
+pub fn iface_exists(name: &str) -> bool {
+    CString::new(name).is_ok_and(|c| {
+        // SAFETY: a NUL-terminated name.
+        unsafe { libc::if_nametoindex(c.as_ptr()) != 0 }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_default_route_devices() {
+        let routes = "Iface\tDestination\tGateway\tFlags\tRefCnt\tUse\tMetric\tMask\n\
+                      eth0\t00000000\t0100A8C0\t0003\t0\t0\t0\t00000000\n\
+                      eth1\t0000A8C0\t00000000\t0001\t0\t0\t0\t00FFFFFF\n";
+        let routes6 = "00000000000000000000000000000000 00 00000000000000000000000000000000 00 fe800000000000000000000000000001 00000400 00000001 00000000 00000003 wlan0\n";
+        assert!(carries_default_route("eth0", routes, ""));
+        assert!(!carries_default_route("eth1", routes, ""));
+        assert!(carries_default_route("wlan0", "", routes6));
+        assert!(!carries_default_route("lo", routes, routes6));
+    }
+
+    #[test]
+    fn loopback_exists_here() {
+        assert!(iface_exists("lo"));
+        assert!(!iface_exists("no-such-if0"));
+    }
+}

@@ -1,0 +1,120 @@
+//! Both ends of the network tests' traffic, run inside a test namespace with nsenter.
+//!
+//!   netpeer udp-sink ADDR IDLE_MS    count datagrams until none came for IDLE_MS; print the count
+//!   netpeer udp-send ADDR N          send N datagrams, paced; print "sent N"
+//!   netpeer tcp-sink ADDR            accept one connection, read it to the end; print the bytes
+//!   netpeer tcp-send ADDR BYTES      send BYTES over TCP; print the retransmissions (TCP_INFO)
+//!
+//! Sinks print "ready" once they listen.
+
+use std::{
+    io::{Read as _, Write as _},
+    net::{SocketAddr, TcpListener, TcpStream, UdpSocket},
+    os::fd::AsRawFd as _,
+    thread,
+    time::{Duration, Instant},
+};
+
+/// Datagrams per millisecond: slow enough that the receiver's socket never overflows, so every
+/// loss the tests see is the fault's.
+const UDP_PER_MS: u32 = 20;
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let arg = |i: usize| {
+        args.get(i)
+            .unwrap_or_else(|| panic!("usage: see netpeer.rs"))
+    };
+    let addr: SocketAddr = arg(2).parse().expect("ADDR is ip:port or [ip6]:port");
+    match arg(1).as_str() {
+        "udp-sink" => udp_sink(
+            addr,
+            Duration::from_millis(arg(3).parse().expect("IDLE_MS")),
+        ),
+        "udp-send" => udp_send(addr, arg(3).parse().expect("N")),
+        "tcp-sink" => tcp_sink(addr),
+        "tcp-send" => tcp_send(addr, arg(3).parse().expect("BYTES")),
+        other => panic!("unknown mode {other}"),
+    }
+}
+
+fn udp_sink(addr: SocketAddr, idle: Duration) {
+    let socket = UdpSocket::bind(addr).expect("bind");
+    println!("ready");
+    let mut buf = [0u8; 2048];
+    let mut count = 0u64;
+    // Wait as long as it takes for the first datagram, then until the sender has gone quiet.
+    socket.recv(&mut buf).expect("first datagram");
+    count += 1;
+    socket.set_read_timeout(Some(idle)).expect("timeout");
+    while socket.recv(&mut buf).is_ok() {
+        count += 1;
+    }
+    println!("{count}");
+}
+
+fn udp_send(addr: SocketAddr, n: u32) {
+    let local: SocketAddr = if addr.is_ipv4() {
+        "0.0.0.0:0".parse().unwrap()
+    } else {
+        "[::]:0".parse().unwrap()
+    };
+    let socket = UdpSocket::bind(local).expect("bind");
+    let payload = [0x5au8; 64];
+    let start = Instant::now();
+    for i in 0..n {
+        socket.send_to(&payload, addr).expect("send");
+        if (i + 1) % UDP_PER_MS == 0 {
+            let due = start + Duration::from_millis(u64::from((i + 1) / UDP_PER_MS));
+            thread::sleep(due.saturating_duration_since(Instant::now()));
+        }
+    }
+    println!("sent {n}");
+}
+
+fn tcp_sink(addr: SocketAddr) {
+    let listener = TcpListener::bind(addr).expect("bind");
+    println!("ready");
+    let (mut stream, _) = listener.accept().expect("accept");
+    let mut buf = vec![0u8; 1 << 16];
+    let mut total = 0u64;
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => total += n as u64,
+            Err(err) => panic!("read: {err}"),
+        }
+    }
+    println!("{total}");
+}
+
+fn tcp_send(addr: SocketAddr, bytes: usize) {
+    let mut stream = TcpStream::connect(addr).expect("connect");
+    let chunk = vec![0xa5u8; 1 << 16];
+    let mut left = bytes;
+    while left > 0 {
+        let n = left.min(chunk.len());
+        stream.write_all(&chunk[..n]).expect("write");
+        left -= n;
+    }
+    stream.flush().expect("flush");
+    stream
+        .shutdown(std::net::Shutdown::Write)
+        .expect("shutdown");
+    // Wait for the peer to close: every byte acknowledged, the retransmissions final.
+    let _ = stream.read(&mut [0u8; 1]);
+    // SAFETY: getsockopt(TCP_INFO) into a tcp_info we own, with its size.
+    let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+    let mut len = size_of::<libc::tcp_info>() as libc::socklen_t;
+    let rc = unsafe {
+        libc::getsockopt(
+            stream.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            (&raw mut info).cast(),
+            &mut len,
+        )
+    };
+    assert_eq!(rc, 0, "TCP_INFO");
+    println!("{}", info.tcpi_total_retrans);
+}

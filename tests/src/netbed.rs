@@ -1,0 +1,177 @@
+//! A network test bed: two network namespaces joined by two veth pairs, addresses only inside
+//! them, removed on drop with everything in them.
+//!
+//! ```text
+//!   namespace A                namespace B
+//!   a0 10.R.1.1 fd00:R:1::1 -- b0 10.R.1.2 fd00:R:1::2   (the path the tests fault)
+//!   a1 10.R.2.1 fd00:R:2::1 -- b1 10.R.2.2 fd00:R:2::2   (an untargeted path beside it)
+//! ```
+
+use std::{
+    io::{BufRead as _, BufReader},
+    process::{Child, Command, Stdio},
+};
+
+pub struct TestNet {
+    /// Namespace names under /run/netns.
+    pub a: String,
+    pub b: String,
+    /// R in the addresses above: distinct per test process.
+    subnet: u32,
+}
+
+impl TestNet {
+    pub fn new(tag: &str) -> Self {
+        let pid = std::process::id();
+        let net = TestNet {
+            a: format!("chaos-{tag}-{pid}-a"),
+            b: format!("chaos-{tag}-{pid}-b"),
+            subnet: 20 + pid % 200,
+        };
+        let r = net.subnet;
+        let mut steps: Vec<Vec<String>> = vec![
+            vec!["netns".into(), "add".into(), net.a.clone()],
+            vec!["netns".into(), "add".into(), net.b.clone()],
+        ];
+        for pair in 0..2 {
+            let (a, b) = (format!("a{pair}"), format!("b{pair}"));
+            steps.push(
+                format!(
+                    "link add {a} netns {} type veth peer name {b} netns {}",
+                    net.a, net.b
+                )
+                .split(' ')
+                .map(str::to_owned)
+                .collect(),
+            );
+            for (ns, dev, host) in [(&net.a, &a, 1), (&net.b, &b, 2)] {
+                let subnet = pair + 1;
+                for command in [
+                    format!("-n {ns} addr add 10.{r}.{subnet}.{host}/24 dev {dev}"),
+                    format!("-n {ns} addr add fd00:{r}:{subnet}::{host}/64 dev {dev} nodad"),
+                    format!("-n {ns} link set {dev} up"),
+                    format!("-n {ns} link set lo up"),
+                ] {
+                    steps.push(command.split(' ').map(str::to_owned).collect());
+                }
+            }
+        }
+        for step in steps {
+            ip(&step);
+        }
+        // Permanent neighbour entries: no ARP or neighbour discovery during a test, whose
+        // packets a fault could drop and so lose more than it was asked to.
+        for pair in 0..2 {
+            for (ns, dev, peer_ns, peer_dev, peer) in [
+                (&net.a, format!("a{pair}"), &net.b, format!("b{pair}"), 2),
+                (&net.b, format!("b{pair}"), &net.a, format!("a{pair}"), 1),
+            ] {
+                let mac = mac_of(peer_ns, &peer_dev);
+                for addr in [net.v4(pair, peer), net.v6(pair, peer)] {
+                    ip(&[
+                        "-n",
+                        ns,
+                        "neigh",
+                        "replace",
+                        &addr,
+                        "lladdr",
+                        &mac,
+                        "dev",
+                        &dev,
+                        "nud",
+                        "permanent",
+                    ]
+                    .map(str::to_owned));
+                }
+            }
+        }
+        net
+    }
+
+    /// The address of `host` (1: in A, 2: in B) on `path` (0: faulted, 1: untargeted).
+    pub fn v4(&self, path: u32, host: u32) -> String {
+        format!("10.{}.{}.{host}", self.subnet, path + 1)
+    }
+
+    pub fn v6(&self, path: u32, host: u32) -> String {
+        format!("fd00:{}:{}::{host}", self.subnet, path + 1)
+    }
+
+    pub fn netns_path(ns: &str) -> String {
+        format!("/run/netns/{ns}")
+    }
+
+    /// Starts `netpeer ARGS` inside namespace `ns` with piped stdout.
+    pub fn spawn(&self, ns: &str, netpeer: &str, args: &[&str]) -> Peer {
+        let mut child = Command::new("nsenter")
+            .arg(format!("--net={}", Self::netns_path(ns)))
+            .arg(netpeer)
+            .args(args)
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("nsenter (util-linux)");
+        let lines = BufReader::new(child.stdout.take().expect("piped"));
+        Peer { child, lines }
+    }
+}
+
+fn ip(args: &[String]) {
+    let status = Command::new("ip")
+        .args(args)
+        .status()
+        .expect("run ip (iproute2)");
+    assert!(status.success(), "ip {}", args.join(" "));
+}
+
+/// The MAC address of `dev` in namespace `ns` (`ip -br link`: name, state, address).
+fn mac_of(ns: &str, dev: &str) -> String {
+    let output = Command::new("ip")
+        .args(["-n", ns, "-br", "link", "show", "dev", dev])
+        .output()
+        .expect("run ip");
+    String::from_utf8_lossy(&output.stdout)
+        .split_whitespace()
+        .nth(2)
+        .unwrap_or_else(|| panic!("no MAC for {dev} in {ns}"))
+        .to_owned()
+}
+
+impl Drop for TestNet {
+    fn drop(&mut self) {
+        for ns in [&self.a, &self.b] {
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        }
+    }
+}
+
+/// A running netpeer.
+pub struct Peer {
+    child: Child,
+    lines: BufReader<std::process::ChildStdout>,
+}
+
+impl Peer {
+    /// The next line it prints.
+    pub fn line(&mut self) -> String {
+        let mut line = String::new();
+        self.lines.read_line(&mut line).expect("read netpeer");
+        assert!(!line.is_empty(), "netpeer ended without a line");
+        line.trim().to_owned()
+    }
+
+    /// Its last line, as a number, once it exits.
+    pub fn result(mut self) -> u64 {
+        let line = self.line();
+        let status = self.child.wait().expect("wait netpeer");
+        assert!(status.success(), "netpeer failed: {status}");
+        line.parse()
+            .unwrap_or_else(|_| panic!("netpeer printed '{line}'"))
+    }
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

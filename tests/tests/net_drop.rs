@@ -1,0 +1,196 @@
+//! `chaos net drop` on a real veth path between two namespaces: the arrivals over the faulted
+//! path follow the probability (within 4 sigma of 10,000 datagrams), TCP over it retransmits,
+//! the path beside it loses nothing, and no program of the tool is left afterwards.
+
+use std::{process::Child, thread, time::Duration};
+
+use chaos_tests::*;
+
+const NETPEER: &str = env!("CARGO_BIN_EXE_netpeer");
+const DATAGRAMS: u64 = 10_000;
+
+/// Starts `chaos net drop ARGS --for 10m --json` and waits until its programs are attached.
+fn start_drop(args: &[&str]) -> Child {
+    let mut full = vec!["net", "drop"];
+    full.extend_from_slice(args);
+    full.extend_from_slice(&["--for", "10m", "--json"]);
+    let chaos = spawn_chaos(&full);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !loaded_program_names()
+        .iter()
+        .any(|name| name == "tc_ingress" || name == "tc_egress")
+    {
+        assert!(std::time::Instant::now() < deadline, "chaos never attached");
+        thread::sleep(Duration::from_millis(20));
+    }
+    // The links come right after the programs load.
+    thread::sleep(Duration::from_millis(300));
+    chaos
+}
+
+/// Ends the run with SIGINT; returns its report.
+fn stop(chaos: Child) -> serde_json::Value {
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(chaos.id() as i32, libc::SIGINT) };
+    let output = chaos.wait_with_output().expect("chaos");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    json_report(&output)
+}
+
+/// Sends DATAGRAMS from A to `to` (an address of B, IPv4 or IPv6) and returns how many arrived.
+fn udp_arrivals(net: &TestNet, to: &str, port: u16) -> u64 {
+    let addr = if to.contains(':') {
+        format!("[{to}]:{port}")
+    } else {
+        format!("{to}:{port}")
+    };
+    let mut sink = net.spawn(&net.b, NETPEER, &["udp-sink", &addr, "1000"]);
+    assert_eq!(sink.line(), "ready");
+    let mut sender = net.spawn(
+        &net.a,
+        NETPEER,
+        &["udp-send", &addr, &DATAGRAMS.to_string()],
+    );
+    assert_eq!(sender.line(), format!("sent {DATAGRAMS}"));
+    sink.result()
+}
+
+/// Asserts `arrived` is within 4 sigma of DATAGRAMS * (1 - p).
+fn assert_loss_rate(arrived: u64, p: f64, what: &str) {
+    let n = DATAGRAMS as f64;
+    let expected = n * (1.0 - p);
+    let sigma = (n * p * (1.0 - p)).sqrt();
+    eprintln!(
+        "{what}: {arrived} of {DATAGRAMS} arrived, expected {expected:.0} +- {:.0} (4 sigma)",
+        4.0 * sigma
+    );
+    assert!(
+        (arrived as f64 - expected).abs() <= 4.0 * sigma,
+        "{what}: {arrived} arrived, expected {expected:.0} +- {:.0}",
+        4.0 * sigma
+    );
+}
+
+fn drop_at(direction: &str, netns: &str, iface: &str) {
+    let net = TestNet::new(&format!("drop-{direction}"));
+    let p = 0.3;
+    let chaos = start_drop(&[
+        "--netns",
+        netns_of(&net, netns),
+        "--iface",
+        iface,
+        "--direction",
+        direction,
+        "--probability",
+        "0.3",
+    ]);
+    let v4 = udp_arrivals(&net, &net.v4(0, 2), 7001);
+    let v6 = udp_arrivals(&net, &net.v6(0, 2), 7002);
+    let beside = udp_arrivals(&net, &net.v4(1, 2), 7003);
+    let report = stop(chaos);
+    assert_loss_rate(v4, p, &format!("{direction} IPv4"));
+    assert_loss_rate(v6, p, &format!("{direction} IPv6"));
+    assert_eq!(beside, DATAGRAMS, "the untargeted path lost packets");
+    let fault = &report["faults"][0];
+    assert_eq!(fault["direction"], direction);
+    let lost = 2 * DATAGRAMS - v4 - v6;
+    let injected = fault["injected"].as_u64().unwrap();
+    // The report may also count a few neighbour-discovery packets it dropped.
+    assert!(
+        injected >= lost && injected <= lost + 20,
+        "injected {injected}, lost {lost}: {report}"
+    );
+    assert_no_chaos_programs();
+}
+
+fn netns_of<'a>(net: &'a TestNet, which: &str) -> &'a str {
+    if which == "a" { &net.a } else { &net.b }
+}
+
+#[test]
+fn ingress_drop_follows_the_probability_on_the_faulted_path_only() {
+    drop_at("ingress", "b", "b0");
+}
+
+#[test]
+fn egress_drop_follows_the_probability_on_the_faulted_path_only() {
+    drop_at("egress", "a", "a0");
+}
+
+#[test]
+fn tcp_over_a_lossy_path_retransmits() {
+    let net = TestNet::new("drop-tcp");
+    let chaos = start_drop(&["--netns", &net.b, "--iface", "b0", "--probability", "0.05"]);
+    let transfer = |path: u32, port: u16| {
+        let addr = format!("{}:{port}", net.v4(path, 2));
+        let mut sink = net.spawn(&net.b, NETPEER, &["tcp-sink", &addr]);
+        assert_eq!(sink.line(), "ready");
+        let sender = net.spawn(&net.a, NETPEER, &["tcp-send", &addr, "2000000"]);
+        let retransmits = sender.result();
+        assert_eq!(
+            sink.result(),
+            2_000_000,
+            "the transfer did not arrive whole"
+        );
+        retransmits
+    };
+    let lossy = transfer(0, 7101);
+    let clean = transfer(1, 7102);
+    let report = stop(chaos);
+    eprintln!("TCP retransmissions: {lossy} over the lossy path, {clean} beside it");
+    assert!(lossy > 0, "5 % loss caused no retransmission: {report}");
+    assert_eq!(clean, 0, "the untargeted path retransmitted");
+    assert_no_chaos_programs();
+}
+
+#[test]
+fn bad_network_input_exits_2_and_attaches_nothing() {
+    let net = TestNet::new("drop-bad");
+    let b = net.b.as_str();
+    for (args, named) in [
+        (
+            vec!["--netns", b, "--iface", "nope0", "--probability", "0.1"],
+            "nope0",
+        ),
+        (
+            vec!["--netns", "no-such-netns", "--probability", "0.1"],
+            "no-such-netns",
+        ),
+        (vec!["--netns", b, "--probability", "0"], "'0'"),
+        (vec!["--netns", b, "--probability", "1.5"], "1.5"),
+        (
+            vec!["--netns", b, "--probability", "0.1", "--direction", "up"],
+            "up",
+        ),
+        (
+            vec!["--netns", b, "--probability", "0.1", "--src", "10.0.0.0/40"],
+            "10.0.0.0/40",
+        ),
+        (
+            vec![
+                "--netns",
+                b,
+                "--probability",
+                "0.1",
+                "--proto",
+                "icmp",
+                "--dport",
+                "1",
+            ],
+            "ICMP",
+        ),
+        (
+            vec!["--netns", b, "--probability", "0.1", "--for", "-1s"],
+            "-1s",
+        ),
+        (vec!["--probability", "0.1"], "--iface"),
+    ] {
+        let mut full = vec!["net", "drop"];
+        full.extend_from_slice(&args);
+        assert_refused(&full, &[named]);
+    }
+}
