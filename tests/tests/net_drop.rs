@@ -194,3 +194,28 @@ fn bad_network_input_exits_2_and_attaches_nothing() {
         assert_refused(&full, &[named]);
     }
 }
+
+/// A loader killed with SIGKILL takes its tcx links with it: the path recovers at once and
+/// nothing of the tool is left (issue: runs that always end).
+#[test]
+fn a_killed_loader_leaves_no_loss_behind() {
+    let net = TestNet::new("drop-kill");
+    let mut chaos = start_drop(&["--netns", &net.b, "--iface", "b0", "--probability", "1"]);
+    let addr = format!("{}:7201", net.v4(0, 2));
+    let mut sink = net.spawn(&net.b, NETPEER, &["udp-sink", &addr, "300"]);
+    assert_eq!(sink.line(), "ready");
+    // Everything is lost while the fault runs: the sink sees nothing of a first burst.
+    let mut sender = net.spawn(&net.a, NETPEER, &["udp-send", &addr, "200"]);
+    assert_eq!(sender.line(), "sent 200");
+    chaos.kill().expect("SIGKILL chaos");
+    chaos.wait().expect("wait chaos");
+    // The links went with chaos's file descriptors: the next burst arrives whole.
+    let mut sender = net.spawn(&net.a, NETPEER, &["udp-send", &addr, "200"]);
+    assert_eq!(sender.line(), "sent 200");
+    assert_eq!(
+        sink.result(),
+        200,
+        "packets were lost after the loader died"
+    );
+    assert_no_chaos_programs();
+}
