@@ -8,6 +8,12 @@ pub const NET_COUNTER_ENTRIES: u32 = 2;
 
 /// [`NetFault::action`]: drop the packet.
 pub const NET_ACTION_DROP: u32 = 1;
+/// [`NetFault::action`]: let the packet through and send a copy of it right behind it.
+pub const NET_ACTION_DUPLICATE: u32 = 2;
+
+/// `skb->mark` of a copy made by [`NET_ACTION_DUPLICATE`], so that the program it passes through
+/// again lets it go ("chao").
+pub const DUPLICATE_MARK: u32 = 0x6368_616f;
 
 /// One network fault as the TC programs read it (slot 0 of [`crate::names::MAP_NET_FAULTS`]).
 /// A packet matches when its direction is in `directions`, it is IPv4 or IPv6, and it passes

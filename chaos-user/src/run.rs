@@ -20,7 +20,7 @@ use tracing::debug;
 use crate::{
     attach::{ErrnoAttachment, Plan, SyscallHook, net::NetAttachment},
     error::Error,
-    fault::{ErrnoFault, SignalFault, net::DropFault},
+    fault::{ErrnoFault, SignalFault, net::PacketFault},
     report::{EndedBy, FaultReport, Report, StatusLine, TargetReport},
     target::{Targets, net::NetTarget},
 };
@@ -164,7 +164,11 @@ pub fn signal_run(
 
 /// A whole network run: attach the TC programs, hold until the run ends, detach, report per
 /// direction.
-pub fn net_run(target: &NetTarget, fault: &DropFault, lifetime: Duration) -> Result<Report, Error> {
+pub fn net_run(
+    target: &NetTarget,
+    fault: &PacketFault,
+    lifetime: Duration,
+) -> Result<Report, Error> {
     let mut attachment = NetAttachment::attach(target, fault.kernel(), lifetime)?;
     let started = std::time::Instant::now();
     let rows = |attachment: &NetAttachment| -> Vec<FaultReport> {
@@ -178,7 +182,7 @@ pub fn net_run(target: &NetTarget, fault: &DropFault, lifetime: Duration) -> Res
             let counters = attachment.counters(bit);
             FaultReport {
                 kind: "net",
-                op: "drop".into(),
+                op: fault.action.name().into(),
                 errno: None,
                 signal: None,
                 mechanism: "tcx",

@@ -1,5 +1,5 @@
-//! Network faults: TC programs on an interface's ingress and egress drop the packets a fault
-//! picks. Kernel >= 6.6 attaches them through tcx links (older kernels: a clsact qdisc),
+//! Network faults: TC programs on an interface's ingress and egress drop or duplicate the
+//! packets a fault picks. Kernel >= 6.6 attaches them through tcx links (older kernels: a clsact qdisc),
 //! CONFIG_NET_CLS_BPF / CONFIG_NET_XGRESS.
 #![no_std]
 #![no_main]
@@ -13,7 +13,8 @@ use aya_ebpf::{
 use chaos_common::{
     errno::{IPV4_MAPPED_WORD, PROBABILITY_ONE},
     net::{
-        DIRECTION_EGRESS, DIRECTION_INGRESS, NET_COUNTER_ENTRIES, NetCounters, NetFault, in_network,
+        DIRECTION_EGRESS, DIRECTION_INGRESS, DUPLICATE_MARK, NET_ACTION_DUPLICATE,
+        NET_COUNTER_ENTRIES, NetCounters, NetFault, in_network,
     },
 };
 
@@ -27,6 +28,8 @@ static NET_COUNTERS: PerCpuArray<NetCounters> =
 /// Let the packet go on to the next program and the stack (tcx: TCX_NEXT; clsact: the default).
 const TC_ACT_UNSPEC: i32 = -1;
 const TC_ACT_SHOT: i32 = 2;
+/// `bpf_clone_redirect` flag: into the interface's receive path rather than out of it.
+const BPF_F_INGRESS: u64 = 1;
 /// No interface has this index: a packet redirected there is dropped after the stack let it
 /// go, so the sender's TCP sees a loss (TC_ACT_SHOT at egress is reported back to TCP, which
 /// then resends at once without counting a loss).
@@ -108,13 +111,20 @@ fn passes_filters(fault: &NetFault, packet: &Packet) -> bool {
         && in_network(&packet.dst, &fault.dst, &fault.dst_mask)
 }
 
-/// Whether the fault acts on this packet. Costs every packet one array lookup; only live faults
-/// parse it.
+/// The fault's action if it acts on this packet. Costs every packet one array lookup; only live
+/// faults parse it. A copy this program made passes untouched.
 #[inline(always)]
-fn acts_on(ctx: &TcContext, direction: u32) -> bool {
-    let Some(fault) = NET_FAULTS.get(0) else {
-        return false;
-    };
+fn action_for(ctx: &TcContext, direction: u32) -> Option<u32> {
+    let fault = NET_FAULTS.get(0)?;
+    // SAFETY: the kernel hands the program a valid __sk_buff.
+    if unsafe { (*ctx.skb.skb).mark } == DUPLICATE_MARK {
+        return None;
+    }
+    acts_on(ctx, fault, direction).then_some(fault.action)
+}
+
+#[inline(always)]
+fn acts_on(ctx: &TcContext, fault: &NetFault, direction: u32) -> bool {
     // SAFETY: a helper call without arguments.
     if fault.directions & direction == 0 || unsafe { bpf_ktime_get_ns() } >= fault.deadline_ns {
         return false;
@@ -141,24 +151,38 @@ fn acts_on(ctx: &TcContext, direction: u32) -> bool {
     true
 }
 
-/// Drops packets arriving on the interface: the receiver never sees them, as on a lossy wire.
+/// Sends a copy of the packet through the same interface in the same direction, marked so that
+/// this program lets it pass; the original goes on with its own mark.
+#[inline(always)]
+fn duplicate(ctx: &TcContext, flags: u64) -> i32 {
+    // SAFETY: the kernel hands the program a valid __sk_buff.
+    let (mark, ifindex) = unsafe { ((*ctx.skb.skb).mark, (*ctx.skb.skb).ifindex) };
+    ctx.set_mark(DUPLICATE_MARK);
+    let _ = ctx.clone_redirect(ifindex, flags);
+    ctx.set_mark(mark);
+    TC_ACT_UNSPEC
+}
+
+/// Packets arriving on the interface: dropped (the receiver never sees them, as on a lossy
+/// wire) or duplicated (the copy arrives right behind).
 #[classifier]
 pub fn tc_ingress(ctx: TcContext) -> i32 {
-    if acts_on(&ctx, DIRECTION_INGRESS) {
-        TC_ACT_SHOT
-    } else {
-        TC_ACT_UNSPEC
+    match action_for(&ctx, DIRECTION_INGRESS) {
+        None => TC_ACT_UNSPEC,
+        Some(NET_ACTION_DUPLICATE) => duplicate(&ctx, BPF_F_INGRESS),
+        Some(_) => TC_ACT_SHOT,
     }
 }
 
-/// Drops packets leaving through the interface after the sender's stack let them go.
+/// Packets leaving through the interface: dropped after the sender's stack let them go, or
+/// duplicated.
 #[classifier]
 pub fn tc_egress(ctx: TcContext) -> i32 {
-    if acts_on(&ctx, DIRECTION_EGRESS) {
+    match action_for(&ctx, DIRECTION_EGRESS) {
+        None => TC_ACT_UNSPEC,
+        Some(NET_ACTION_DUPLICATE) => duplicate(&ctx, 0),
         // SAFETY: a helper call with plain integer arguments.
-        unsafe { bpf_redirect(NO_IFINDEX, 0) as i32 }
-    } else {
-        TC_ACT_UNSPEC
+        Some(_) => unsafe { bpf_redirect(NO_IFINDEX, 0) as i32 },
     }
 }
 

@@ -9,15 +9,15 @@ use crate::{
     error::{Error, exit},
     fault::{
         self,
-        net::{self as net_fault, Direction, DropFault, PacketFilter},
+        net::{self as net_fault, Direction, PacketAction, PacketFault, PacketFilter},
     },
     report::Report,
     run,
     target::net::NetTarget,
 };
 
-/// Network faults: packets of one interface or network namespace are lost, by TC programs that
-/// only the faulted interfaces run and that go away when the run ends.
+/// Network faults: packets of one interface or network namespace are lost or duplicated, by TC
+/// programs that only the faulted interfaces run and that go away when the run ends.
 ///
 /// Examples:
 ///   chaos net drop --netns /run/netns/app --probability 0.1 --for 5m
@@ -32,25 +32,37 @@ pub struct NetArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum NetAction {
-    Drop(DropArgs),
+    /// Lose packets: the receiver's TCP sees real loss and retransmits.
+    ///
+    /// Ingress drops happen on arrival at the interface (the receiver never sees the packet);
+    /// egress drops happen after the sender's stack let the packet go (a redirect to no device),
+    /// so the sender's TCP too sees a loss, not a local error. Needs kernel >= 6.6 (tcx links).
+    ///
+    /// Examples:
+    ///   chaos net drop --netns /run/netns/app --probability 0.1 --for 5m
+    ///   chaos net drop --iface veth1a2b --direction egress --proto udp --dport 53 --probability 1
+    #[command(verbatim_doc_comment)]
+    Drop(PacketArgs),
+    /// Deliver packets twice: a copy follows the packet through the same interface.
+    ///
+    /// The copy is made with bpf_clone_redirect into the same direction of the same interface
+    /// and carries skb->mark 0x6368616f, by which the program lets it pass; the mark stays on
+    /// the copy inside the receiving namespace. Needs kernel >= 6.6 (tcx links).
+    ///
+    /// Examples:
+    ///   chaos net duplicate --netns /run/netns/app --probability 0.05 --for 5m
+    ///   chaos net duplicate --iface veth1a2b --proto udp --probability 0.5
+    #[command(verbatim_doc_comment)]
+    Duplicate(PacketArgs),
 }
 
-/// Lose packets: the receiver's TCP sees real loss and retransmits.
-///
-/// Ingress drops happen on arrival at the interface (the receiver never sees the packet);
-/// egress drops happen after the sender's stack let the packet go (a redirect to no device), so
-/// the sender's TCP too sees a loss, not a local error. Needs kernel >= 6.6 (tcx links).
-///
-/// Examples:
-///   chaos net drop --netns /run/netns/app --probability 0.1 --for 5m
-///   chaos net drop --iface veth1a2b --direction egress --proto udp --dport 53 --probability 1
+/// A packet fault's target, filters and run.
 #[derive(Debug, Args)]
-#[command(verbatim_doc_comment)]
-pub struct DropArgs {
+pub struct PacketArgs {
     #[command(flatten)]
     pub target: NetTargetArgs,
 
-    /// Drop each matching packet with this probability (0 < P <= 1).
+    /// Act on each matching packet with this probability (0 < P <= 1).
     #[arg(long, value_name = "P", value_parser = fault::parse_probability)]
     pub probability: f64,
 
@@ -144,12 +156,14 @@ impl NetRunArgs {
 
 pub fn execute(args: NetArgs) -> Result<u8, Error> {
     match args.action {
-        NetAction::Drop(args) => drop_packets(args),
+        NetAction::Drop(args) => packet_fault(PacketAction::Drop, args),
+        NetAction::Duplicate(args) => packet_fault(PacketAction::Duplicate, args),
     }
 }
 
-fn drop_packets(args: DropArgs) -> Result<u8, Error> {
-    let fault = DropFault {
+fn packet_fault(action: PacketAction, args: PacketArgs) -> Result<u8, Error> {
+    let fault = PacketFault {
+        action,
         direction: args.direction,
         probability: args.probability,
         filter: args.filter.filter(),
@@ -165,7 +179,11 @@ fn drop_packets(args: DropArgs) -> Result<u8, Error> {
         args.run.force,
     )?;
     eprintln!(
-        "chaos: dropping {:.4}% of the {} packets of {}{} for {} (Ctrl-C ends it early)",
+        "chaos: {} {:.4}% of the {} packets of {}{} for {} (Ctrl-C ends it early)",
+        match action {
+            PacketAction::Drop => "dropping",
+            PacketAction::Duplicate => "duplicating",
+        },
         fault.probability * 100.0,
         match fault.direction {
             Direction::Ingress => "arriving",

@@ -63,15 +63,42 @@ impl PacketFilter {
     }
 }
 
-/// A packet drop: the packets the filter picks, in `direction`, are lost with `probability`.
+/// What a packet fault does to the packets it picks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PacketAction {
+    /// Lost.
+    Drop,
+    /// Delivered twice.
+    Duplicate,
+}
+
+impl PacketAction {
+    pub const fn name(self) -> &'static str {
+        match self {
+            PacketAction::Drop => "drop",
+            PacketAction::Duplicate => "duplicate",
+        }
+    }
+
+    const fn kernel(self) -> u32 {
+        match self {
+            PacketAction::Drop => net::NET_ACTION_DROP,
+            PacketAction::Duplicate => net::NET_ACTION_DUPLICATE,
+        }
+    }
+}
+
+/// A packet fault: the packets the filter picks, in `direction`, get `action` with
+/// `probability`.
 #[derive(Clone, Copy, Debug, PartialEq)]
-pub struct DropFault {
+pub struct PacketFault {
+    pub action: PacketAction,
     pub direction: Direction,
     pub probability: f64,
     pub filter: PacketFilter,
 }
 
-impl DropFault {
+impl PacketFault {
     /// The fault as the TC programs read it (the deadline is set when attaching).
     pub fn kernel(&self) -> net::NetFault {
         let (src, src_mask) = self
@@ -86,7 +113,7 @@ impl DropFault {
             deadline_ns: 0,
             probability: ((self.probability * (1u64 << 32) as f64).round() as u64)
                 .clamp(1, PROBABILITY_ONE),
-            action: net::NET_ACTION_DROP,
+            action: self.action.kernel(),
             directions: self.direction.bits(),
             proto: self.filter.proto.unwrap_or(0),
             sport: self.filter.sport.map_or(0, u32::from),
@@ -123,7 +150,8 @@ mod tests {
 
     #[test]
     fn a_drop_becomes_the_kernel_fault() {
-        let fault = DropFault {
+        let fault = PacketFault {
+            action: PacketAction::Drop,
             direction: Direction::Ingress,
             probability: 0.25,
             filter: PacketFilter {

@@ -7,6 +7,10 @@
 //! injected by `strace -f -e inject=SYSCALL:error=E`. Prints ns per call (the median of the
 //! rounds) and the ratios the project holds itself to: (2)/(1) <= 1.05, (5)/(4) >= 20.
 //! Run by `cargo xtask bench` on the host (connect) and in the qemu guest (open).
+//!
+//!   chaos-bench deadline [TRIALS]
+//!
+//! Deadline precision: how close to `--for` a fault's failures stop.
 
 use std::{
     io::{BufRead as _, BufReader, Write as _},
@@ -20,8 +24,13 @@ use chaos_tests::{chaos_bin, loaded_program_names};
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    if args.get(1).map(String::as_str) == Some("loop") {
-        return measure_loop(&args[2], args[3].parse().unwrap(), args[4].parse().unwrap());
+    match args.get(1).map(String::as_str) {
+        Some("loop") => {
+            return measure_loop(&args[2], args[3].parse().unwrap(), args[4].parse().unwrap());
+        }
+        Some("deadline") => return deadline(args.get(2).and_then(|n| n.parse().ok()).unwrap_or(7)),
+        Some("deadline-loop") => return deadline_loop(),
+        _ => {}
     }
     let op = args.get(1).cloned().unwrap_or_else(|| "connect".into());
     let iterations: u32 = args.get(2).and_then(|n| n.parse().ok()).unwrap_or(5000);
@@ -90,6 +99,97 @@ fn main() {
         "  (5)/(4) strace vs chaos, failed calls {strace:>10.1}   required >= 20: {}",
         verdict(strace >= 20.0)
     );
+}
+
+/// How long each deadline trial's fault lasts.
+const DEADLINE_RUN: Duration = Duration::from_millis(500);
+
+/// Deadline precision: `trials` runs of `chaos fail --for 500ms` against a tight connect() loop.
+/// The loop stamps its first and last failed call; the spread is how far that window is from
+/// 500 ms. The window starts at the first program's first failure, which comes after the
+/// in-kernel deadline was set (the attach time), so a negative spread is that attach time and
+/// the end is the in-kernel deadline (or the detach, whichever comes first).
+fn deadline(trials: u32) {
+    let exe = std::env::current_exe().unwrap();
+    let mut spreads: Vec<f64> = (0..trials)
+        .map(|_| {
+            let mut looper = Command::new(&exe)
+                .arg("deadline-loop")
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .spawn()
+                .expect("start the loop");
+            let mut lines = BufReader::new(looper.stdout.take().unwrap()).lines();
+            let pid = lines
+                .next()
+                .unwrap()
+                .unwrap()
+                .trim_start_matches("ready ")
+                .to_owned();
+            let status = Command::new(chaos_bin())
+                .args([
+                    "fail",
+                    "--pid",
+                    &pid,
+                    "--op",
+                    "connect",
+                    "--errno",
+                    "ETIMEDOUT",
+                ])
+                .args(["--for", &format!("{}ms", DEADLINE_RUN.as_millis())])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .expect("chaos");
+            assert!(status.success(), "chaos fail failed");
+            thread::sleep(Duration::from_millis(100));
+            writeln!(looper.stdin.as_mut().unwrap(), "stop").unwrap();
+            let window_ns: f64 = lines.next().unwrap().unwrap().trim().parse().unwrap();
+            let _ = looper.wait();
+            (window_ns - DEADLINE_RUN.as_nanos() as f64) / 1e6
+        })
+        .collect();
+    spreads.sort_by(f64::total_cmp);
+    println!(
+        "deadline precision: {trials} runs of --for {}ms; failure window minus --for, ms: min {:.2}, median {:.2}, max {:.2} (required: within 100 ms)",
+        DEADLINE_RUN.as_millis(),
+        spreads[0],
+        median(&mut spreads.clone()),
+        spreads[spreads.len() - 1]
+    );
+}
+
+/// The deadline trial's loop: connect() to a closed port as fast as it can; on a line on stdin,
+/// prints the ns between its first and last failure other than ECONNREFUSED.
+fn deadline_loop() {
+    let closed = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = std::sync::Arc::clone(&stop);
+    thread::spawn(move || {
+        let mut line = String::new();
+        let _ = std::io::stdin().read_line(&mut line);
+        flag.store(true, std::sync::atomic::Ordering::Relaxed);
+    });
+    println!("ready {}", std::process::id());
+    let (mut first, mut last) = (None, None);
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        let result = std::net::TcpStream::connect(closed);
+        let now = Instant::now();
+        if let Err(err) = result
+            && err.raw_os_error() == Some(libc::ETIMEDOUT)
+        {
+            first.get_or_insert(now);
+            last = Some(now);
+        }
+    }
+    let window = match (first, last) {
+        (Some(first), Some(last)) => last - first,
+        _ => Duration::ZERO,
+    };
+    println!("{}", window.as_nanos());
 }
 
 /// A case: its name, the `chaos fail` arguments or the strace `inject=` expression.

@@ -1,6 +1,7 @@
-//! `chaos net drop` on a real veth path between two namespaces: the arrivals over the faulted
-//! path follow the probability (within 4 sigma of 10,000 datagrams), TCP over it retransmits,
-//! the path beside it loses nothing, and no program of the tool is left afterwards.
+//! `chaos net drop` and `chaos net duplicate` on a real veth path between two namespaces: the
+//! arrivals over the faulted path follow the probability (within 4 sigma of 10,000 datagrams),
+//! TCP over a lossy path retransmits, the path beside it is untouched, and no program of the tool
+//! is left afterwards.
 
 use std::{process::Child, thread, time::Duration};
 
@@ -11,7 +12,12 @@ const DATAGRAMS: u64 = 10_000;
 
 /// Starts `chaos net drop ARGS --for 10m --json` and waits until its programs are attached.
 fn start_drop(args: &[&str]) -> Child {
-    let mut full = vec!["net", "drop"];
+    start_net("drop", args)
+}
+
+/// Starts `chaos net ACTION ARGS --for 10m --json` and waits until its programs are attached.
+fn start_net(action: &str, args: &[&str]) -> Child {
+    let mut full = vec!["net", action];
     full.extend_from_slice(args);
     full.extend_from_slice(&["--for", "10m", "--json"]);
     let chaos = spawn_chaos(&full);
@@ -61,8 +67,13 @@ fn udp_arrivals(net: &TestNet, to: &str, port: u16) -> u64 {
 
 /// Asserts `arrived` is within 4 sigma of DATAGRAMS * (1 - p).
 fn assert_loss_rate(arrived: u64, p: f64, what: &str) {
+    assert_rate(arrived, DATAGRAMS as f64 * (1.0 - p), p, what);
+}
+
+/// Asserts `arrived` is within 4 sigma (for an action taken with probability `p` on each of
+/// DATAGRAMS packets) of `expected`.
+fn assert_rate(arrived: u64, expected: f64, p: f64, what: &str) {
     let n = DATAGRAMS as f64;
-    let expected = n * (1.0 - p);
     let sigma = (n * p * (1.0 - p)).sqrt();
     eprintln!(
         "{what}: {arrived} of {DATAGRAMS} arrived, expected {expected:.0} +- {:.0} (4 sigma)",
@@ -119,6 +130,52 @@ fn ingress_drop_follows_the_probability_on_the_faulted_path_only() {
 #[test]
 fn egress_drop_follows_the_probability_on_the_faulted_path_only() {
     drop_at("egress", "a", "a0");
+}
+
+fn duplicate_at(direction: &str, netns: &str, iface: &str) {
+    let net = TestNet::new(&format!("dup-{direction}"));
+    let p = 0.3;
+    let chaos = start_net(
+        "duplicate",
+        &[
+            "--netns",
+            netns_of(&net, netns),
+            "--iface",
+            iface,
+            "--direction",
+            direction,
+            "--proto",
+            "udp",
+            "--probability",
+            "0.3",
+        ],
+    );
+    let v4 = udp_arrivals(&net, &net.v4(0, 2), 7301);
+    let v6 = udp_arrivals(&net, &net.v6(0, 2), 7302);
+    let beside = udp_arrivals(&net, &net.v4(1, 2), 7303);
+    let report = stop(chaos);
+    let expected = DATAGRAMS as f64 * (1.0 + p);
+    assert_rate(v4, expected, p, &format!("duplicate {direction} IPv4"));
+    assert_rate(v6, expected, p, &format!("duplicate {direction} IPv6"));
+    assert_eq!(beside, DATAGRAMS, "the untargeted path got copies");
+    let fault = &report["faults"][0];
+    assert_eq!(fault["op"], "duplicate");
+    assert_eq!(
+        fault["injected"].as_u64().unwrap(),
+        v4 + v6 - 2 * DATAGRAMS,
+        "every copy made arrived, and only those: {report}"
+    );
+    assert_no_chaos_programs();
+}
+
+#[test]
+fn ingress_duplicates_follow_the_probability_on_the_faulted_path_only() {
+    duplicate_at("ingress", "b", "b0");
+}
+
+#[test]
+fn egress_duplicates_follow_the_probability_on_the_faulted_path_only() {
+    duplicate_at("egress", "a", "a0");
 }
 
 #[test]
