@@ -212,7 +212,7 @@ pub fn net_run(
     let targets = vec![TargetReport {
         pid: None,
         tree: false,
-        container: None,
+        container: target.container.clone(),
         cgroup: None,
         iface: Some(target.ifaces.join(",")),
         netns: target

@@ -26,8 +26,25 @@ pub struct TestContainer {
 }
 
 impl TestContainer {
-    /// Starts a container that idles; the directory holding `victim_bin` is mounted at /chaos.
+    /// Starts a container that idles, without a network; the directory holding `victim_bin` is
+    /// mounted at /chaos.
     pub fn start(name: &str, victim_bin: &str) -> Self {
+        // Their own network namespace without a bridge: the faults there are not network ones,
+        // and the trimmed guest kernels have no bridge driver.
+        Self::start_on(name, victim_bin, "none")
+    }
+
+    /// As [`TestContainer::start`], on podman's default bridge network; podman's error when it
+    /// cannot make one (a kernel without the bridge driver).
+    pub fn start_networked(name: &str, bin: &str) -> Result<Self, String> {
+        Self::try_start_on(name, bin, "bridge")
+    }
+
+    fn start_on(name: &str, victim_bin: &str, network: &str) -> Self {
+        Self::try_start_on(name, victim_bin, network).unwrap_or_else(|err| panic!("{err}"))
+    }
+
+    fn try_start_on(name: &str, victim_bin: &str, network: &str) -> Result<Self, String> {
         let name = format!("chaos-test-{name}-{}", std::process::id());
         let dir = std::env::temp_dir().join(&name);
         let rootfs = dir.join("rootfs");
@@ -56,9 +73,7 @@ impl TestContainer {
         let output = container
             .podman()
             .args(["run", "--detach", "--name", &container.name])
-            // Their own network namespace without a bridge: the faults here are not network ones,
-            // and the trimmed guest kernels have no bridge driver.
-            .args(["--network", "none"])
+            .args(["--network", network])
             .args(["--volume", "/usr:/usr:ro"])
             .arg(format!("--volume={}:/chaos:ro", bin_dir.display()))
             .arg("--rootfs")
@@ -67,13 +82,14 @@ impl TestContainer {
             .stdin(Stdio::null())
             .output()
             .expect("run podman (Debian's podman and runc; `cargo xtask setup` installs them)");
-        assert!(
-            output.status.success(),
-            "podman run: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
+        if !output.status.success() {
+            return Err(format!(
+                "podman run: {}",
+                String::from_utf8_lossy(&output.stderr)
+            ));
+        }
         container.id = String::from_utf8_lossy(&output.stdout).trim().to_owned();
-        container
+        Ok(container)
     }
 
     /// Starts `/chaos/victim OP ARG` inside the container with `podman exec` and waits for its
@@ -84,6 +100,31 @@ impl TestContainer {
         let victim = Victim::spawn(command, false, None);
         victim.wait_for_calls(1);
         victim
+    }
+
+    /// Starts `/chaos/BIN ARGS` inside the container with `podman exec`, its stdout piped.
+    pub fn exec(&self, bin: &str, args: &[&str]) -> crate::netbed::Peer {
+        let mut command = self.podman();
+        command
+            .args(["exec", &self.name])
+            .arg(format!("/chaos/{bin}"))
+            .args(args);
+        crate::netbed::Peer::spawn(command)
+    }
+
+    /// The container's IPv4 address on its network.
+    pub fn ip(&self) -> String {
+        let output = self
+            .podman()
+            .args([
+                "inspect",
+                "--format",
+                "{{.NetworkSettings.IPAddress}}",
+                &self.name,
+            ])
+            .output()
+            .expect("podman inspect");
+        String::from_utf8_lossy(&output.stdout).trim().to_owned()
     }
 
     /// Stops and removes the container at once.

@@ -20,7 +20,7 @@ mod container;
 mod netbed;
 
 pub use container::TestContainer;
-pub use netbed::TestNet;
+pub use netbed::{Peer, TestNet};
 
 /// `CLOCK_MONOTONIC` in nanoseconds, the clock the victims stamp their lines with.
 pub fn monotonic_ns() -> u64 {

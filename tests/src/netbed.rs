@@ -103,15 +103,12 @@ impl TestNet {
 
     /// Starts `netpeer ARGS` inside namespace `ns` with piped stdout.
     pub fn spawn(&self, ns: &str, netpeer: &str, args: &[&str]) -> Peer {
-        let mut child = Command::new("nsenter")
+        let mut command = Command::new("nsenter");
+        command
             .arg(format!("--net={}", Self::netns_path(ns)))
             .arg(netpeer)
-            .args(args)
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("nsenter (util-linux)");
-        let lines = BufReader::new(child.stdout.take().expect("piped"));
-        Peer { child, lines }
+            .args(args);
+        Peer::spawn(command)
     }
 }
 
@@ -151,6 +148,16 @@ pub struct Peer {
 }
 
 impl Peer {
+    /// Starts `command` (a netpeer, directly or through nsenter or podman) with piped stdout.
+    pub fn spawn(mut command: Command) -> Peer {
+        let mut child = command
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start netpeer");
+        let lines = BufReader::new(child.stdout.take().expect("piped"));
+        Peer { child, lines }
+    }
+
     /// The next line it prints.
     pub fn line(&mut self) -> String {
         let mut line = String::new();

@@ -13,7 +13,7 @@ use crate::{
     },
     report::Report,
     run,
-    target::net::NetTarget,
+    target::net::{NetTarget, NetTargetSpec},
 };
 
 /// Network faults: packets of one interface or network namespace are lost or duplicated, by TC
@@ -23,6 +23,7 @@ use crate::{
 ///   chaos net drop --netns /run/netns/app --probability 0.1 --for 5m
 ///   chaos net drop --iface veth1a2b --direction egress --proto tcp --dport 5432 --probability 1
 ///   chaos net drop --netns 4242 --src 10.0.0.0/8 --probability 0.3 --json
+///   chaos net duplicate --container web1 --proto tcp --probability 0.01
 #[derive(Debug, Args)]
 #[command(verbatim_doc_comment)]
 pub struct NetArgs {
@@ -87,8 +88,18 @@ pub struct NetTargetArgs {
 
     /// A network namespace: a path (/run/netns/NAME, /proc/PID/ns/net), a PID, or a name under
     /// /run/netns. Without --iface, every interface in it but lo.
-    #[arg(long, value_name = "NETNS", group = "net_target")]
+    #[arg(
+        long,
+        value_name = "NETNS",
+        group = "net_target",
+        conflicts_with = "container"
+    )]
     pub netns: Option<String>,
+
+    /// A container's network namespace (its full ID, a unique prefix or its name, as for
+    /// `chaos fail`): every interface in it but lo, or --iface inside it.
+    #[arg(long, value_name = "ID", group = "net_target")]
+    pub container: Option<String>,
 }
 
 /// Which packets a network fault acts on; IPv4 and IPv6 alike.
@@ -173,11 +184,12 @@ fn packet_fault(action: PacketAction, args: PacketArgs) -> Result<u8, Error> {
     if !missing.is_empty() {
         return Err(Error::Privileges(missing));
     }
-    let target = NetTarget::resolve(
-        args.target.netns.as_deref(),
-        args.target.iface.as_deref(),
-        args.run.force,
-    )?;
+    let spec = NetTargetSpec {
+        netns: args.target.netns.as_deref(),
+        container: args.target.container.as_deref(),
+        iface: args.target.iface.as_deref(),
+    };
+    let target = NetTarget::resolve(spec, args.run.force)?;
     eprintln!(
         "chaos: {} {:.4}% of the {} packets of {}{} for {} (Ctrl-C ends it early)",
         match action {

@@ -16,6 +16,8 @@ use super::TargetError;
 pub struct NetTarget {
     pub netns: Option<Netns>,
     pub ifaces: Vec<String>,
+    /// The container whose namespace it is (--container): its full ID.
+    pub container: Option<String>,
 }
 
 /// A network namespace, held open for the run.
@@ -81,16 +83,45 @@ impl Netns {
     }
 }
 
+impl Netns {
+    /// The network namespace of a container: that of a process in its cgroup.
+    pub fn of_container(container: &super::Container) -> Result<Self, TargetError> {
+        let procs = container.cgroup.join("cgroup.procs");
+        let pid = std::fs::read_to_string(&procs)
+            .ok()
+            .and_then(|pids| pids.lines().next().map(str::to_owned))
+            .ok_or_else(|| TargetError::NoSuchNetns {
+                spec: container.id.clone(),
+                reason: format!("the container has no process in {}", procs.display()),
+            })?;
+        Netns::open(&format!("/proc/{pid}/ns/net"))
+    }
+}
+
+/// Where a network fault acts, as the user named it.
+#[derive(Debug, Default)]
+pub struct NetTargetSpec<'a> {
+    pub netns: Option<&'a str>,
+    pub container: Option<&'a str>,
+    pub iface: Option<&'a str>,
+}
+
 impl NetTarget {
-    /// Resolves `--netns` and `--iface`: the one interface named, or with only `--netns` every
-    /// interface of the namespace but loopback. On this machine's own namespace an interface
-    /// that carries the default route is refused unless `force`.
-    pub fn resolve(
-        netns: Option<&str>,
-        iface: Option<&str>,
-        force: bool,
-    ) -> Result<Self, TargetError> {
-        let netns = netns.map(Netns::open).transpose()?;
+    /// Resolves `--netns` or `--container` (its network namespace) and `--iface`: the one
+    /// interface named, or every interface of the namespace but loopback. On this machine's own
+    /// namespace an interface that carries the default route is refused unless `force`.
+    pub fn resolve(spec: NetTargetSpec<'_>, force: bool) -> Result<Self, TargetError> {
+        let iface = spec.iface;
+        let container = spec
+            .container
+            .filter(|_| spec.netns.is_none())
+            .map(super::container::resolve)
+            .transpose()?;
+        let netns = match (spec.netns, &container) {
+            (Some(netns), _) => Some(Netns::open(netns)?),
+            (None, Some(container)) => Some(Netns::of_container(container)?),
+            (None, None) => None,
+        };
         let in_netns = |work: &dyn Fn() -> Result<Vec<String>, TargetError>| match &netns {
             Some(ns) => ns.enter(work).map_err(|source| TargetError::Proc {
                 path: ns.path.clone(),
@@ -130,7 +161,11 @@ impl NetTarget {
                 return Err(TargetError::DefaultRouteIface(default.clone()));
             }
         }
-        Ok(NetTarget { netns, ifaces })
+        Ok(NetTarget {
+            netns,
+            ifaces,
+            container: container.map(|c| c.id),
+        })
     }
 }
 
