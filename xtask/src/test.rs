@@ -123,6 +123,7 @@ pub fn bench() -> anyhow::Result<()> {
     let bench = release.join("chaos-bench");
     crate::run_command(Command::new(&bench).args(["connect", "20000", "5"]))?;
     crate::run_command(Command::new(&bench).args(["deadline", "7"]))?;
+    crate::run_command(Command::new(&bench).args(["net", "7"]))?;
     let kernel = vm::Kernel::named(vm::DEFAULT_KERNEL)?;
     let env = [format!("CHAOS_BIN={}", release.join("chaos").display())];
     // The loop's file on a tmpfs: the guest's root is an overlay, which runs the file_open hook

@@ -30,6 +30,7 @@ fn main() {
         }
         Some("deadline") => return deadline(args.get(2).and_then(|n| n.parse().ok()).unwrap_or(7)),
         Some("deadline-loop") => return deadline_loop(),
+        Some("net") => return net_bench(args.get(2).and_then(|n| n.parse().ok()).unwrap_or(3)),
         _ => {}
     }
     let op = args.get(1).cloned().unwrap_or_else(|| "connect".into());
@@ -99,6 +100,151 @@ fn main() {
         "  (5)/(4) strace vs chaos, failed calls {strace:>10.1}   required >= 20: {}",
         verdict(strace >= 20.0)
     );
+}
+
+/// The network benchmark: TCP throughput (iperf3, 3 s per run) between two namespaces over a
+/// veth pair, `passes` interleaved passes of three cases: (1) no programs; (2) `chaos net drop`
+/// on the receiver's interface matching nothing (a port no packet uses); (3) matching every
+/// packet with a vanishing probability (every packet parsed, counted and drawn for). Then the
+/// drop accuracy: configured probability against the datagrams that did not arrive.
+fn net_bench(passes: usize) {
+    let net = chaos_tests::TestNet::new("bench");
+    let b = net.b.clone();
+    let server = net.v4(0, 2);
+    let cases: [(&str, Option<Vec<&str>>); 3] = [
+        ("1 no programs", None),
+        (
+            "2 attached, matching nothing",
+            Some(vec![
+                "--netns",
+                &b,
+                "--iface",
+                "b0",
+                "--dport",
+                "9",
+                "--probability",
+                "1",
+            ]),
+        ),
+        (
+            "3 matching every packet, p=1e-9",
+            Some(vec![
+                "--netns",
+                &b,
+                "--iface",
+                "b0",
+                "--probability",
+                "0.000000001",
+            ]),
+        ),
+    ];
+    let mut samples: Vec<Vec<f64>> = vec![Vec::new(); cases.len()];
+    for _ in 0..passes {
+        for (i, (_, args)) in cases.iter().enumerate() {
+            let chaos = args.as_ref().map(|args| {
+                let mut full = vec!["net", "drop", "--for", "10m"];
+                full.extend(args.iter().copied());
+                let child = Command::new(chaos_bin())
+                    .args(&full)
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .expect("chaos");
+                wait_for_net_programs();
+                wait_until_idle(child.id());
+                child
+            });
+            samples[i].push(iperf3(&net, &server));
+            if let Some(chaos) = chaos {
+                let _ = kill(chaos);
+            }
+        }
+    }
+    println!(
+        "network benchmark: iperf3 TCP over veth between two namespaces, 3 s x {passes} interleaved passes, median Gbit/s"
+    );
+    let medians: Vec<f64> = samples.iter_mut().map(|s| median(s)).collect();
+    for ((name, _), gbps) in cases.iter().zip(&medians) {
+        println!("  {name:<40} {:>8.2}", gbps / 1e9);
+    }
+    let (idle, busy) = (medians[1] / medians[0], medians[2] / medians[0]);
+    println!(
+        "  (2)/(1) attached, not matching          {idle:>8.3}   required >= 0.97: {}",
+        verdict(idle >= 0.97)
+    );
+    println!("  (3)/(1) matching, p=1e-9                {busy:>8.3}");
+
+    println!("drop accuracy: 10000 UDP datagrams per row, receiver ingress");
+    for (i, p) in [0.01_f64, 0.1, 0.3, 0.5, 0.9].into_iter().enumerate() {
+        let probability = p.to_string();
+        let chaos = Command::new(chaos_bin())
+            .args([
+                "net",
+                "drop",
+                "--netns",
+                &b,
+                "--iface",
+                "b0",
+                "--probability",
+                &probability,
+            ])
+            .args(["--for", "10m"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("chaos");
+        wait_for_net_programs();
+        wait_until_idle(chaos.id());
+        let port = (7600 + i).to_string();
+        let addr = format!("{server}:{port}");
+        let netpeer = std::env::current_exe().unwrap().with_file_name("netpeer");
+        let netpeer = netpeer.to_str().unwrap();
+        let mut sink = net.spawn(&b, netpeer, &["udp-sink", &addr, "1000"]);
+        assert_eq!(sink.line(), "ready");
+        let mut sender = net.spawn(&net.a, netpeer, &["udp-send", &addr, "10000"]);
+        sender.line();
+        let arrived = sink.result();
+        let _ = kill(chaos);
+        let observed = 1.0 - arrived as f64 / 10000.0;
+        let sigma = (p * (1.0 - p) / 10000.0).sqrt();
+        println!(
+            "  configured {p:>5.2}  observed {observed:>7.4}  ({:+.1} sigma)",
+            (observed - p) / sigma
+        );
+    }
+}
+
+/// Median bits per second the receiver saw in a 3 s iperf3 TCP run from A to `server` in B.
+fn iperf3(net: &chaos_tests::TestNet, server: &str) -> f64 {
+    let mut daemon = Command::new("nsenter")
+        .arg(format!("--net=/run/netns/{}", net.b))
+        .args(["iperf3", "--server", "--one-off", "--bind", server])
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("iperf3 (apt-get install iperf3)");
+    thread::sleep(Duration::from_millis(300));
+    let output = Command::new("nsenter")
+        .arg(format!("--net=/run/netns/{}", net.a))
+        .args(["iperf3", "--client", server, "--time", "3", "--json"])
+        .output()
+        .expect("iperf3 client");
+    let _ = daemon.wait();
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).expect("iperf3 JSON");
+    report["end"]["sum_received"]["bits_per_second"]
+        .as_f64()
+        .expect("bits_per_second in iperf3's report")
+}
+
+/// Waits until the net programs are in the kernel.
+fn wait_for_net_programs() {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !loaded_program_names()
+        .iter()
+        .any(|name| name.starts_with("tc_"))
+    {
+        assert!(Instant::now() < deadline, "chaos never attached");
+        thread::sleep(Duration::from_millis(20));
+    }
 }
 
 /// How long each deadline trial's fault lasts.
