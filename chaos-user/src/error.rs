@@ -25,6 +25,8 @@ pub enum Error {
     Attach(#[from] AttachError),
     #[error("missing capabilities {}: run as root or grant them", .0.join(", "))]
     Privileges(Vec<&'static str>),
+    #[error("no detached run '{id}': expected one of the IDs `chaos list` shows ({known})")]
+    NoSuchRun { id: String, known: String },
     #[error("{0}")]
     Io(#[from] std::io::Error),
 }
@@ -32,7 +34,7 @@ pub enum Error {
 impl Error {
     pub fn exit_code(&self) -> u8 {
         match self {
-            Error::Parse(_) | Error::Privileges(_) => exit::USAGE,
+            Error::Parse(_) | Error::Privileges(_) | Error::NoSuchRun { .. } => exit::USAGE,
             Error::Target(TargetError::Proc { .. } | TargetError::CgroupNotVisible { .. }) => {
                 exit::FAILURE
             }

@@ -8,6 +8,7 @@ pub mod attach;
 pub mod btf;
 pub mod capabilities;
 pub mod cli;
+pub mod detached;
 pub mod errno_names;
 pub mod error;
 pub mod fault;

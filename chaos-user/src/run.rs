@@ -19,6 +19,7 @@ use tracing::debug;
 
 use crate::{
     attach::{ErrnoAttachment, Plan, SyscallHook, net::NetAttachment},
+    detached::{self, DetachedRun},
     error::Error,
     fault::{ErrnoFault, SignalFault, net::PacketFault},
     report::{EndedBy, FaultReport, Report, StatusLine, TargetReport},
@@ -89,7 +90,8 @@ pub fn errno_run(
     on_attached: impl FnOnce(),
 ) -> Result<Report, Error> {
     let syscall = fault.syscall.as_deref().map(SyscallHook::Override);
-    let attachment = ErrnoAttachment::attach(targets, fault.kernel(), plan, syscall, lifetime)?;
+    let attachment =
+        ErrnoAttachment::attach(targets, fault.kernel(), plan, syscall, lifetime, None)?;
     on_attached();
     hold_and_report(targets, attachment, lifetime, |attachment| {
         attachment
@@ -129,6 +131,40 @@ pub fn errno_run(
     })
 }
 
+/// Starts a detached errno run: the links and counters pinned under the run's directory, its
+/// description saved; returns once every program is live. The in-kernel deadline ends it.
+pub fn errno_detached(
+    targets: &Targets,
+    fault: &ErrnoFault,
+    plan: Plan,
+    lifetime: Duration,
+    describe: String,
+) -> Result<DetachedRun, Error> {
+    let id = detached::new_id();
+    let dir = detached::prepare(&id)?;
+    let syscall = fault.syscall.as_deref().map(SyscallHook::Override);
+    let kernel = fault.kernel();
+    let attached =
+        ErrnoAttachment::attach(targets, kernel, plan.clone(), syscall, lifetime, Some(&dir));
+    if let Err(err) = attached {
+        let _ = detached::stop(&id);
+        return Err(err.into());
+    }
+    let run = DetachedRun {
+        id,
+        targets: describe,
+        ops: plan
+            .iter()
+            .map(|(op, _)| op.name().to_owned())
+            .chain(fault.syscall.iter().cloned())
+            .collect(),
+        errno: fault.errno.to_string(),
+        deadline_ns: crate::attach::monotonic_now_ns().saturating_add(lifetime.as_nanos() as u64),
+    };
+    detached::save(&run)?;
+    Ok(run)
+}
+
 /// A whole signal run: the targets get the signal when they enter the syscall.
 pub fn signal_run(
     targets: &Targets,
@@ -141,6 +177,7 @@ pub fn signal_run(
         Vec::new(),
         Some(SyscallHook::Signal(&fault.syscall)),
         lifetime,
+        None,
     )?;
     hold_and_report(targets, attachment, lifetime, |attachment| {
         let counters = attachment.counters(OP_SIGNAL);

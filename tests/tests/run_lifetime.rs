@@ -135,3 +135,124 @@ fn init_itself_and_parents_are_refused_without_force() {
         assert_refused(&args, &["refusing", "--force"]);
     }
 }
+
+/// A detached run of a test, stopped on drop if the test ends early (a panic included).
+struct Detached {
+    id: String,
+    deadline_ns: u64,
+}
+
+impl Drop for Detached {
+    fn drop(&mut self) {
+        let _ = chaos(&["stop", &self.id]);
+    }
+}
+
+/// Starts `chaos fail --pid PID --op connect --errno ECONNRESET --for DURATION --detach --json`
+/// and returns the run once chaos has returned.
+fn detach(pid: &str, duration: &str) -> Detached {
+    let output = chaos(&[
+        "fail",
+        "--pid",
+        pid,
+        "--op",
+        "connect",
+        "--errno",
+        "ECONNRESET",
+        "--for",
+        duration,
+        "--detach",
+        "--json",
+    ]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let run = json_report(&output);
+    Detached {
+        id: run["id"].as_str().expect("a run ID").to_owned(),
+        deadline_ns: run["deadline_ns"].as_u64().expect("the run's deadline"),
+    }
+}
+
+fn listed() -> serde_json::Value {
+    json_report(&chaos(&["list", "--json"]))
+}
+
+/// A detached run ends at its in-kernel deadline with no chaos process alive, and the next
+/// invocation unpins it.
+#[test]
+fn a_detached_run_expires_with_no_userspace_left() {
+    let address = tcp_server("127.0.0.1:0");
+    let cgroup = TestCgroup::new("detached");
+    let target = Victim::start(VICTIM, "connect", &address, &cgroup);
+    let bystander = Victim::start(VICTIM, "connect", &address, &cgroup);
+    let run = detach(&target.pid().to_string(), "2s");
+    target.wait_for_failure();
+    let pins = std::path::Path::new("/sys/fs/bpf/chaos").join(&run.id);
+    assert!(pins.is_dir(), "the run's links are not pinned");
+    // Past the deadline, with no chaos process at all: the programs are still pinned, and the
+    // target is no longer failed. (The run's deadline is the loader's clock right after
+    // attaching; the kernel's was set just before, so it has passed by then.)
+    target.wait_for_call_after(run.deadline_ns + 200_000_000);
+    assert!(
+        pins.is_dir(),
+        "something unpinned the run before the next invocation"
+    );
+    let after: Vec<Call> = target
+        .calls()
+        .into_iter()
+        .filter(|c| c.at_ns > run.deadline_ns)
+        .collect();
+    assert!(
+        !after.is_empty() && after.iter().all(|c| c.errno.is_none()),
+        "the target still failed after the in-kernel deadline: {after:?}"
+    );
+    assert!(
+        bystander.calls().iter().all(|c| c.errno.is_none()),
+        "the bystander was hit"
+    );
+    // The next invocation unpins the expired run.
+    assert_eq!(listed(), serde_json::json!([]));
+    assert!(!pins.exists(), "the expired run is still pinned");
+    assert_no_chaos_programs();
+}
+
+/// `chaos list` shows a live detached run with its counters; `chaos stop ID` ends it at once.
+#[test]
+fn chaos_stop_ends_a_detached_run_now() {
+    let address = tcp_server("127.0.0.1:0");
+    let cgroup = TestCgroup::new("stop");
+    let target = Victim::start(VICTIM, "connect", &address, &cgroup);
+    let run = detach(&target.pid().to_string(), "10m");
+    let id = run.id.clone();
+    target.wait_for_failure();
+    let runs = listed();
+    assert_eq!(runs[0]["id"], id.as_str(), "{runs}");
+    assert!(runs[0]["injected"].as_u64().unwrap() > 0, "{runs}");
+    assert!(runs[0]["remaining_s"].as_f64().unwrap() > 500.0, "{runs}");
+    // (Not assert_refused: this run's programs are meant to be in the kernel now.)
+    let unknown = chaos(&["stop", "nosuchrun"]);
+    let message = String::from_utf8_lossy(&unknown.stderr);
+    assert_eq!(unknown.status.code(), Some(2), "{message}");
+    assert!(
+        message.contains("nosuchrun") && message.contains(&id),
+        "{message}"
+    );
+    let output = chaos(&["stop", &id]);
+    assert!(output.status.success());
+    let stopped = monotonic_ns();
+    target.wait_for_call_after(stopped + 20_000_000);
+    let after: Vec<Call> = target
+        .calls()
+        .into_iter()
+        .filter(|c| c.at_ns > stopped + 10_000_000)
+        .collect();
+    assert!(
+        after.iter().all(|c| c.errno.is_none()),
+        "the target still failed after chaos stop"
+    );
+    assert_eq!(listed(), serde_json::json!([]));
+    assert_no_chaos_programs();
+}

@@ -1,13 +1,20 @@
 //! Loading and attaching: from a planned fault to programs live in the kernel. Every link belongs
 //! to the [`ErrnoAttachment`]; dropping it (or the process dying) detaches everything.
 
-use std::{collections::HashMap as Map, fs::File, io, path::PathBuf, time::Duration};
+use std::{
+    collections::HashMap as Map,
+    fs::File,
+    io,
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
 use aya::{
     Btf, Ebpf, EbpfLoader,
     maps::{Array, HashMap, MapError, PerCpuArray},
     programs::{
         CgroupAttachMode, CgroupSock, CgroupSockAddr, KProbe, Lsm, ProgramError, TracePoint,
+        links::FdLink,
     },
 };
 use chaos_common::{
@@ -55,6 +62,8 @@ pub enum AttachError {
     },
     #[error("--op {op} cannot be injected on this kernel: {explanation}")]
     Unsupported { op: Op, explanation: String },
+    #[error("cannot pin {name} for a detached run: {reason}")]
+    Pin { name: String, reason: String },
     #[error("network faults cannot run on this kernel: {0}")]
     NetUnsupported(String),
     #[error("cannot enter the target network namespace")]
@@ -156,6 +165,7 @@ impl ErrnoAttachment {
         plan: Plan,
         syscall: Option<SyscallHook<'_>>,
         lifetime: Duration,
+        pin: Option<&Path>,
     ) -> Result<Self, AttachError> {
         let btf = Btf::from_sys_fs().ok();
         let tree = targets.processes.iter().any(|p| p.tree);
@@ -242,9 +252,12 @@ impl ErrnoAttachment {
         }
         // Follow forks before the fault starts, so no child escapes.
         for (name, category, event) in &tracepoints {
-            program::<TracePoint>(&mut ebpf, name)?
-                .attach(category, event)
-                .map_err(|source| AttachError::Program { name, source })?;
+            let program = program::<TracePoint>(&mut ebpf, name)?;
+            let error = |source| AttachError::Program { name, source };
+            let id = program.attach(category, event).map_err(error)?;
+            if let Some(dir) = pin {
+                pin_link(program.take_link(id).map_err(error)?, dir, name, 0)?;
+            }
         }
         let cgroups = targets
             .attach_cgroups()
@@ -252,14 +265,27 @@ impl ErrnoAttachment {
             .map(|path| File::open(&path).map_err(|source| AttachError::Cgroup { path, source }))
             .collect::<Result<Vec<File>, _>>()?;
         for &hook in &hooks {
-            attach(&mut ebpf, hook, &cgroups)?;
+            attach(&mut ebpf, hook, &cgroups, pin)?;
             debug!(program = hook.program(), "attached");
         }
         if let Some(function) = &override_function {
             let name = names::PROG_KPROBE_SYSCALL_OVERRIDE;
-            program::<KProbe>(&mut ebpf, name)?
-                .attach(function, 0)
-                .map_err(|source| AttachError::Program { name, source })?;
+            let program = program::<KProbe>(&mut ebpf, name)?;
+            let error = |source| AttachError::Program { name, source };
+            let id = program.attach(function, 0).map_err(error)?;
+            if let Some(dir) = pin {
+                pin_link(program.take_link(id).map_err(error)?, dir, name, 0)?;
+            }
+        }
+        if let Some(dir) = pin {
+            // The counters `chaos list` reads, and what keeps them once this process is gone.
+            for name in [names::MAP_TARGET_COUNTERS, names::MAP_COUNTERS] {
+                let map = ebpf.map(name).ok_or(AttachError::MissingMap(name))?;
+                map.pin(dir.join(name)).map_err(|err| AttachError::Pin {
+                    name: name.to_owned(),
+                    reason: err.to_string(),
+                })?;
+            }
         }
         let tracepoints = tracepoints.into_iter().map(|(name, ..)| name).collect();
         Ok(ErrnoAttachment {
@@ -363,32 +389,65 @@ fn load(ebpf: &mut Ebpf, hook: Hook, btf: Option<&Btf>) -> Result<(), AttachErro
 }
 
 /// Attaches `hook`: an LSM program once, globally; a cgroup program to each of `cgroups`.
-fn attach(ebpf: &mut Ebpf, hook: Hook, cgroups: &[File]) -> Result<(), AttachError> {
+/// With `pin`, each link is pinned there too (a detached run).
+fn attach(
+    ebpf: &mut Ebpf,
+    hook: Hook,
+    cgroups: &[File],
+    pin: Option<&Path>,
+) -> Result<(), AttachError> {
     let name = hook.program();
     let error = |source| AttachError::Program { name, source };
     // A link-based cgroup attachment always lets other programs run beside ours.
     match hook {
         Hook::SockAddr(_) => {
             let program = program::<CgroupSockAddr>(ebpf, name)?;
-            for cgroup in cgroups {
-                program
+            for (n, cgroup) in cgroups.iter().enumerate() {
+                let id = program
                     .attach(cgroup, CgroupAttachMode::Single)
                     .map_err(error)?;
+                if let Some(dir) = pin {
+                    pin_link(program.take_link(id).map_err(error)?, dir, name, n)?;
+                }
             }
         }
         Hook::Sock(_) => {
             let program = program::<CgroupSock>(ebpf, name)?;
-            for cgroup in cgroups {
-                program
+            for (n, cgroup) in cgroups.iter().enumerate() {
+                let id = program
                     .attach(cgroup, CgroupAttachMode::Single)
                     .map_err(error)?;
+                if let Some(dir) = pin {
+                    pin_link(program.take_link(id).map_err(error)?, dir, name, n)?;
+                }
             }
         }
         Hook::Lsm(_) => {
-            program::<Lsm>(ebpf, name)?.attach().map_err(error)?;
+            let program = program::<Lsm>(ebpf, name)?;
+            let id = program.attach().map_err(error)?;
+            if let Some(dir) = pin {
+                pin_link(program.take_link(id).map_err(error)?, dir, name, 0)?;
+            }
         }
     }
     Ok(())
+}
+
+/// Pins `link` as `dir/NAME-N`: the link then lives until the pin is removed, whatever happens
+/// to this process.
+fn pin_link<L>(link: L, dir: &Path, name: &str, n: usize) -> Result<(), AttachError>
+where
+    FdLink: TryFrom<L>,
+    <FdLink as TryFrom<L>>::Error: std::fmt::Display,
+{
+    let failed = |reason: String| AttachError::Pin {
+        name: name.to_owned(),
+        reason,
+    };
+    let link = FdLink::try_from(link).map_err(|err| failed(err.to_string()))?;
+    link.pin(dir.join(format!("{name}-{n}")))
+        .map(drop)
+        .map_err(|err| failed(err.to_string()))
 }
 
 /// The kernel function of `syscall` that a kprobe may override, after checking that this kernel

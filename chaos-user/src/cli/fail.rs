@@ -124,7 +124,7 @@ pub fn execute(args: FailArgs) -> Result<u8, Error> {
         attach::override_function(syscall)?;
     }
     eprintln!(
-        "chaos: failing {} of {} with {} for {}{} (Ctrl-C ends it early)",
+        "chaos: failing {} of {} with {} for {}{}{}",
         fault
             .ops
             .iter()
@@ -136,7 +136,33 @@ pub fn execute(args: FailArgs) -> Result<u8, Error> {
         fault.errno,
         humantime::format_duration(args.run.duration),
         if fault.dry_run { ", dry run" } else { "" },
+        if args.run.detach {
+            ", detached"
+        } else {
+            " (Ctrl-C ends it early)"
+        },
     );
+    if args.run.detach {
+        let run = run::errno_detached(
+            &targets,
+            &fault,
+            plan,
+            args.run.duration,
+            TargetArgs::describe(&targets),
+        )?;
+        if args.run.json {
+            println!("{}", serde_json::to_string(&run).expect("a run serializes"));
+        } else {
+            println!("{}", run.id);
+        }
+        eprintln!(
+            "chaos: detached run {} ends by itself in {}; `chaos stop {}` ends it now",
+            run.id,
+            humantime::format_duration(args.run.duration),
+            run.id
+        );
+        return Ok(exit::OK);
+    }
     let report = run::errno_run(&targets, &fault, plan, args.run.duration, || {})?;
     args.run.print(&report);
     Ok(exit::OK)

@@ -1,6 +1,7 @@
 //! The command line: clap definitions, one file per subcommand.
 
 pub mod demo;
+pub mod detached;
 pub mod fail;
 pub mod net;
 pub mod probe;
@@ -44,6 +45,12 @@ pub struct RunArgs {
     /// Count the calls the fault would act on, but act on none.
     #[arg(long)]
     pub dry_run: bool,
+
+    /// Start the run and return at once, printing its ID: its programs stay pinned under
+    /// /sys/fs/bpf/chaos/ID and the in-kernel deadline (--for) ends it even if no chaos process
+    /// ever runs again. See `chaos list` and `chaos stop`.
+    #[arg(long)]
+    pub detach: bool,
 
     /// Print the final report as JSON on stdout.
     #[arg(long)]
@@ -208,6 +215,8 @@ pub enum Command {
     Fail(fail::FailArgs),
     Signal(signal::SignalArgs),
     Net(net::NetArgs),
+    List(detached::ListArgs),
+    Stop(detached::StopArgs),
     Probe(probe::ProbeArgs),
     Demo(demo::DemoArgs),
     /// Print a shell completion script.
@@ -226,12 +235,18 @@ pub enum Command {
     DemoWorkload(demo::WorkloadArgs),
 }
 
-/// Runs a parsed command line; returns the exit code.
+/// Runs a parsed command line; returns the exit code. Detached runs past their deadline are
+/// unpinned first, whatever the command.
 pub fn execute(cli: Cli) -> Result<u8, Error> {
+    for id in crate::detached::clean_up_expired() {
+        tracing::debug!(%id, "unpinned an expired detached run");
+    }
     match cli.command {
         Command::Fail(args) => fail::execute(args),
         Command::Signal(args) => signal::execute(args),
         Command::Net(args) => net::execute(args),
+        Command::List(args) => detached::list(args),
+        Command::Stop(args) => detached::stop(args),
         Command::Probe(args) => probe::execute(args),
         Command::Demo(args) => demo::execute(args),
         Command::DemoWorkload(args) => demo::workload(args),

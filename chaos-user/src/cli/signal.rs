@@ -43,6 +43,9 @@ pub struct SignalArgs {
 }
 
 pub fn execute(args: SignalArgs) -> Result<u8, Error> {
+    if args.run.detach {
+        return Err(fault::ParseError::DetachNotSupported("chaos signal").into());
+    }
     let fault = SignalFault {
         syscall: args.syscall.clone(),
         signal: args.signal,

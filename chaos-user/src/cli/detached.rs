@@ -1,0 +1,112 @@
+//! `chaos list` and `chaos stop`: the detached runs (`--detach`).
+
+use clap::Args;
+
+use crate::{
+    detached::{self, DetachedRun},
+    error::{Error, exit},
+};
+
+/// Show the detached runs: targets, faults, time left and counters.
+///
+/// Example: chaos list --json
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// Print the runs as a JSON array on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// End detached runs now: their pins are removed, which detaches the programs.
+///
+/// Examples:
+///   chaos stop 1a2b3c4d
+///   chaos stop --all
+#[derive(Debug, Args)]
+#[command(verbatim_doc_comment)]
+pub struct StopArgs {
+    /// The run to end (from `chaos fail --detach` or `chaos list`).
+    #[arg(required_unless_present = "all", conflicts_with = "all")]
+    pub id: Option<String>,
+
+    /// End every detached run.
+    #[arg(long)]
+    pub all: bool,
+}
+
+#[derive(serde::Serialize)]
+struct Listed<'a> {
+    #[serde(flatten)]
+    run: &'a DetachedRun,
+    remaining_s: f64,
+    matched: u64,
+    injected: u64,
+}
+
+pub fn list(args: ListArgs) -> Result<u8, Error> {
+    let runs = detached::all();
+    let listed: Vec<Listed> = runs
+        .iter()
+        .map(|run| {
+            let counters = run.counters();
+            Listed {
+                run,
+                remaining_s: run.remaining_s(),
+                matched: counters.matched,
+                injected: counters.injected,
+            }
+        })
+        .collect();
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string(&listed).expect("runs always serialize")
+        );
+    } else if listed.is_empty() {
+        println!("no detached runs");
+    } else {
+        println!(
+            "{:<10} {:>8} {:>9} {:>9}  fault / targets",
+            "ID", "LEFT", "MATCHED", "INJECTED"
+        );
+        for l in &listed {
+            println!(
+                "{:<10} {:>7.1}s {:>9} {:>9}  {} {}: {}",
+                l.run.id,
+                l.remaining_s,
+                l.matched,
+                l.injected,
+                l.run.ops.join(","),
+                l.run.errno,
+                l.run.targets
+            );
+        }
+    }
+    Ok(exit::OK)
+}
+
+pub fn stop(args: StopArgs) -> Result<u8, Error> {
+    let runs = detached::all();
+    let chosen: Vec<&DetachedRun> = match &args.id {
+        Some(id) => {
+            let run = runs
+                .iter()
+                .find(|run| &run.id == id)
+                .ok_or_else(|| Error::NoSuchRun {
+                    id: id.clone(),
+                    known: runs
+                        .iter()
+                        .map(|r| r.id.clone())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                })?;
+            vec![run]
+        }
+        None => runs.iter().collect(),
+    };
+    for run in chosen {
+        detached::stop(&run.id)?;
+        eprintln!("chaos: stopped {}", run.id);
+    }
+    Ok(exit::OK)
+}
