@@ -924,8 +924,14 @@ impl When {
 
     /// The probability as the kernel compares it: a 32-bit draw below this injects.
     pub fn probability_threshold(&self) -> u64 {
-        ((self.probability * (1u64 << 32) as f64).round() as u64).clamp(1, errno::PROBABILITY_ONE)
+        probability_threshold(self.probability)
     }
+}
+
+/// A probability in (0, 1] as the programs compare it: a 32-bit random draw below the result
+/// acts; [`errno::PROBABILITY_ONE`] is above every draw.
+pub fn probability_threshold(probability: f64) -> u64 {
+    ((probability * (1u64 << 32) as f64).round() as u64).clamp(1, errno::PROBABILITY_ONE)
 }
 
 /// Parses a probability in (0, 1].

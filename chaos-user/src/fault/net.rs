@@ -1,8 +1,8 @@
 //! Network faults: what `chaos net ACTION` asks the TC programs to do, parsed and checked.
 
-use chaos_common::{errno::PROBABILITY_ONE, net};
+use chaos_common::net;
 
-use super::{Cidr, ParseError};
+use super::{Cidr, ParseError, probability_threshold};
 
 /// Which way the packets a fault acts on travel, seen from the target interface.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -111,8 +111,7 @@ impl PacketFault {
             .map_or(([0; 4], [0; 4]), |c| c.kernel_words());
         net::NetFault {
             deadline_ns: 0,
-            probability: ((self.probability * (1u64 << 32) as f64).round() as u64)
-                .clamp(1, PROBABILITY_ONE),
+            probability: probability_threshold(self.probability),
             action: self.action.kernel(),
             directions: self.direction.bits(),
             proto: self.filter.proto.unwrap_or(0),
