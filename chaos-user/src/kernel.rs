@@ -73,6 +73,8 @@ pub mod feature {
     pub const CGROUP_SKB: &str = "cgroup-skb";
     pub const CGROUP_V2: &str = "cgroup-v2";
     pub const SCH_FQ: &str = "sch-fq";
+    /// A bridge device can be made: container networks (podman's default) need one.
+    pub const BRIDGE: &str = "bridge";
     pub const BPFFS: &str = "bpffs";
     pub const LOCKDOWN: &str = "lockdown";
     pub const CAPABILITIES: &str = "capabilities";
@@ -356,7 +358,7 @@ fn in_scratch_netns(probe: fn() -> Vec<Finding>) -> Vec<Finding> {
         if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
             let err = io::Error::last_os_error();
             let detail = format!("cannot create a scratch network namespace: {err}");
-            return [feature::TCX, feature::XDP, feature::SCH_FQ]
+            return [feature::TCX, feature::XDP, feature::SCH_FQ, feature::BRIDGE]
                 .map(|name| Finding::no(name, detail.clone(), "CAP_SYS_ADMIN and CONFIG_NET_NS=y"))
                 .to_vec();
         }
@@ -366,7 +368,7 @@ fn in_scratch_netns(probe: fn() -> Vec<Finding>) -> Vec<Finding> {
 }
 
 fn network_findings() -> Vec<Finding> {
-    vec![tcx(), xdp(), sch_fq()]
+    vec![tcx(), xdp(), sch_fq(), bridge()]
 }
 
 fn tcx() -> Finding {
@@ -407,6 +409,31 @@ fn xdp() -> Finding {
             feature::XDP,
             first_line(&err),
             "CONFIG_BPF_SYSCALL=y and CONFIG_NET=y",
+        ),
+    }
+}
+
+/// In the scratch namespace: `ip link add … type bridge`, gone with the namespace.
+fn bridge() -> Finding {
+    let output = Command::new("ip")
+        .args(["link", "add", "chaos-probe0", "type", "bridge"])
+        .output();
+    match output {
+        Ok(output) if output.status.success() => {
+            Finding::yes(feature::BRIDGE, "a bridge device can be created")
+        }
+        Ok(output) => Finding::no(
+            feature::BRIDGE,
+            format!(
+                "ip link add ... type bridge: {}",
+                String::from_utf8_lossy(&output.stderr).trim()
+            ),
+            "CONFIG_BRIDGE=y (or the bridge module)",
+        ),
+        Err(err) => Finding::no(
+            feature::BRIDGE,
+            format!("cannot run ip to try: {err}"),
+            "install iproute2",
         ),
     }
 }
