@@ -24,9 +24,8 @@ pub struct DetachedRun {
     pub id: String,
     /// The targets, as the start line put them.
     pub targets: String,
-    /// The operations (or syscall) the fault acts on, and the errno.
-    pub ops: Vec<String>,
-    pub errno: String,
+    /// The fault in a few words: `connect,bind ECONNREFUSED`, `drop 30% ingress`.
+    pub fault: String,
     /// `CLOCK_MONOTONIC` ns after which the programs inject nothing.
     pub deadline_ns: u64,
 }
@@ -41,10 +40,15 @@ impl DetachedRun {
         self.deadline_ns.saturating_sub(monotonic_now_ns()) as f64 / 1e9
     }
 
-    /// Matched and injected calls over every operation, from the pinned per-target counters.
+    /// Matched and injected calls (or packets) over every operation or direction, from the
+    /// pinned counters: the per-target ones of an errno run, the per-direction ones of a
+    /// network run (both pairs of u64).
     pub fn counters(&self) -> Counters {
-        let path = self.pin_dir().join(names::MAP_TARGET_COUNTERS);
-        let Ok(data) = MapData::from_pin(&path) else {
+        let dir = self.pin_dir();
+        let Some(data) = [names::MAP_TARGET_COUNTERS, names::MAP_NET_COUNTERS]
+            .into_iter()
+            .find_map(|name| MapData::from_pin(dir.join(name)).ok())
+        else {
             return Counters::default();
         };
         let Ok(map) = aya::maps::Map::from_map_data(data) else {

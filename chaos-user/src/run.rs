@@ -150,15 +150,47 @@ pub fn errno_detached(
         let _ = detached::stop(&id);
         return Err(err.into());
     }
+    let ops: Vec<String> = plan
+        .iter()
+        .map(|(op, _)| op.name().to_owned())
+        .chain(fault.syscall.iter().cloned())
+        .collect();
     let run = DetachedRun {
         id,
         targets: describe,
-        ops: plan
-            .iter()
-            .map(|(op, _)| op.name().to_owned())
-            .chain(fault.syscall.iter().cloned())
-            .collect(),
-        errno: fault.errno.to_string(),
+        fault: format!("{} {}", ops.join(","), fault.errno),
+        deadline_ns: crate::attach::monotonic_now_ns().saturating_add(lifetime.as_nanos() as u64),
+    };
+    detached::save(&run)?;
+    Ok(run)
+}
+
+/// Starts a detached network run: the tcx links and counters pinned, the description saved.
+pub fn net_detached(
+    target: &NetTarget,
+    fault: &PacketFault,
+    lifetime: Duration,
+    describe: String,
+) -> Result<DetachedRun, Error> {
+    let id = detached::new_id();
+    let dir = detached::prepare(&id)?;
+    if let Err(err) = NetAttachment::attach(target, fault.kernel(), lifetime, Some(&dir)) {
+        let _ = detached::stop(&id);
+        return Err(err.into());
+    }
+    let direction = match fault.direction {
+        crate::fault::net::Direction::Ingress => "ingress",
+        crate::fault::net::Direction::Egress => "egress",
+        crate::fault::net::Direction::Both => "ingress+egress",
+    };
+    let run = DetachedRun {
+        id,
+        targets: describe,
+        fault: format!(
+            "{} {}% {direction}",
+            fault.action.name(),
+            fault.probability * 100.0
+        ),
         deadline_ns: crate::attach::monotonic_now_ns().saturating_add(lifetime.as_nanos() as u64),
     };
     detached::save(&run)?;
@@ -206,7 +238,7 @@ pub fn net_run(
     fault: &PacketFault,
     lifetime: Duration,
 ) -> Result<Report, Error> {
-    let mut attachment = NetAttachment::attach(target, fault.kernel(), lifetime)?;
+    let mut attachment = NetAttachment::attach(target, fault.kernel(), lifetime, None)?;
     let started = std::time::Instant::now();
     let rows = |attachment: &NetAttachment| -> Vec<FaultReport> {
         [

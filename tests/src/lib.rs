@@ -220,8 +220,9 @@ pub fn loaded_program_names() -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// Panics if any program of the tool is still in the kernel. bpftool shows the full name when
-/// the program has BTF, else the kernel's first 15 characters: either counts.
+/// Panics if any program of the tool is still in the kernel after a short grace period.
+/// bpftool shows the full name when the program has BTF, else the kernel's first 15
+/// characters: either counts.
 pub fn assert_no_chaos_programs() {
     use chaos_common::names::{ERRNO_PROGRAMS, PROG_TC_EGRESS, PROG_TC_INGRESS};
     let ours = |loaded: &str| {
@@ -230,14 +231,23 @@ pub fn assert_no_chaos_programs() {
             .chain(&[PROG_TC_INGRESS, PROG_TC_EGRESS])
             .any(|name| *name == loaded || name[..name.len().min(15)] == *loaded)
     };
-    let left: Vec<String> = loaded_program_names()
-        .into_iter()
-        .filter(|name| ours(name))
-        .collect();
-    assert!(
-        left.is_empty(),
-        "programs of chaos left in the kernel: {left:?}"
-    );
+    // The kernel frees a program shortly after its last link goes (an RCU grace period, for a
+    // tcx link released by removing its pin): allow it two seconds.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        let left: Vec<String> = loaded_program_names()
+            .into_iter()
+            .filter(|name| ours(name))
+            .collect();
+        if left.is_empty() {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "programs of chaos left in the kernel: {left:?}"
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// A child cgroup v2 directory for one test, removed on drop (its processes are killed first).

@@ -181,16 +181,18 @@ fn egress_duplicates_follow_the_probability_on_the_faulted_path_only() {
 #[test]
 fn tcp_over_a_lossy_path_retransmits() {
     let net = TestNet::new("drop-tcp");
-    let chaos = start_drop(&["--netns", &net.b, "--iface", "b0", "--probability", "0.05"]);
+    // 10 % of an 8 MB transfer: with segmentation offload that is some 150 packets, so a run
+    // without a single drop (and so without a retransmission) has odds below 1e-6.
+    let chaos = start_drop(&["--netns", &net.b, "--iface", "b0", "--probability", "0.1"]);
     let transfer = |path: u32, port: u16| {
         let addr = format!("{}:{port}", net.v4(path, 2));
         let mut sink = net.spawn(&net.b, NETPEER, &["tcp-sink", &addr]);
         assert_eq!(sink.line(), "ready");
-        let sender = net.spawn(&net.a, NETPEER, &["tcp-send", &addr, "2000000"]);
+        let sender = net.spawn(&net.a, NETPEER, &["tcp-send", &addr, "8000000"]);
         let retransmits = sender.result();
         assert_eq!(
             sink.result(),
-            2_000_000,
+            8_000_000,
             "the transfer did not arrive whole"
         );
         retransmits
@@ -199,7 +201,7 @@ fn tcp_over_a_lossy_path_retransmits() {
     let clean = transfer(1, 7102);
     let report = stop(chaos);
     eprintln!("TCP retransmissions: {lossy} over the lossy path, {clean} beside it");
-    assert!(lossy > 0, "5 % loss caused no retransmission: {report}");
+    assert!(lossy > 0, "10 % loss caused no retransmission: {report}");
     assert_eq!(clean, 0, "the untargeted path retransmitted");
     assert_no_chaos_programs();
 }
@@ -315,5 +317,69 @@ fn a_container_loses_packets_and_its_neighbour_does_not() {
     assert_loss_rate(lossy, 0.3, "container");
     assert_eq!(clean, DATAGRAMS, "the neighbour container lost packets");
     assert_eq!(report["targets"][0]["container"], target.id.as_str());
+    assert_no_chaos_programs();
+}
+
+/// A detached drop: chaos returns at once, the loss holds with no chaos process alive, and ends
+/// at the in-kernel deadline while the links are still pinned; the next invocation unpins them.
+#[test]
+fn a_detached_drop_ends_at_its_deadline() {
+    let net = TestNet::new("drop-detached");
+    let output = chaos(&[
+        "net",
+        "drop",
+        "--netns",
+        &net.b,
+        "--iface",
+        "b0",
+        "--probability",
+        "1",
+        "--for",
+        "2s",
+        "--detach",
+        "--json",
+    ]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let run = json_report(&output);
+    let id = run["id"].as_str().expect("a run ID").to_owned();
+    let deadline_ns = run["deadline_ns"].as_u64().expect("a deadline");
+    let burst = |port: u16| {
+        let addr = format!("{}:{port}", net.v4(0, 2));
+        let mut sink = net.spawn(&net.b, NETPEER, &["udp-sink", &addr, "300"]);
+        assert_eq!(sink.line(), "ready");
+        let mut sender = net.spawn(&net.a, NETPEER, &["udp-send", &addr, "100"]);
+        assert_eq!(sender.line(), "sent 100");
+        // A final datagram after the burst, so the sink ends even when the burst was lost.
+        (sink, sender)
+    };
+    // While it runs: the burst is lost. The sink waits for a first datagram that never comes,
+    // so only check that nothing arrived in time by sending one more after the deadline.
+    let (sink, _sender) = burst(7501);
+    let pins = std::path::Path::new("/sys/fs/bpf/chaos").join(&id);
+    assert!(pins.is_dir(), "the run's links are not pinned");
+    while monotonic_ns() < deadline_ns + 200_000_000 {
+        thread::sleep(Duration::from_millis(50));
+    }
+    assert!(pins.is_dir(), "unpinned before the next invocation");
+    let mut late = net.spawn(
+        &net.a,
+        NETPEER,
+        &["udp-send", &format!("{}:7501", net.v4(0, 2)), "1"],
+    );
+    assert_eq!(late.line(), "sent 1");
+    assert_eq!(
+        sink.result(),
+        1,
+        "only the datagram after the deadline may arrive"
+    );
+    let (after, _sender) = burst(7502);
+    assert_eq!(after.result(), 100, "packets were lost after the deadline");
+    let listed = json_report(&chaos(&["list", "--json"]));
+    assert_eq!(listed, serde_json::json!([]));
+    assert!(!pins.exists(), "the expired run is still pinned");
     assert_no_chaos_programs();
 }

@@ -435,7 +435,7 @@ fn attach(
 
 /// Pins `link` as `dir/NAME-N`: the link then lives until the pin is removed, whatever happens
 /// to this process.
-fn pin_link<L>(link: L, dir: &Path, name: &str, n: usize) -> Result<(), AttachError>
+pub(crate) fn pin_link<L>(link: L, dir: &Path, name: &str, n: usize) -> Result<(), AttachError>
 where
     FdLink: TryFrom<L>,
     <FdLink as TryFrom<L>>::Error: std::fmt::Display,

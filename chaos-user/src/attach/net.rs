@@ -2,7 +2,7 @@
 //! through tcx links that belong to the [`NetAttachment`] (the kernel drops them with chaos's
 //! file descriptors, so a killed loader leaves nothing behind).
 
-use std::time::Duration;
+use std::{path::Path, time::Duration};
 
 use aya::programs::links::LinkOrder;
 use aya::{
@@ -16,7 +16,7 @@ use chaos_common::{
     net::{self, NetCounters},
 };
 
-use super::{AttachError, map, map_error, monotonic_now_ns, program};
+use super::{AttachError, map, map_error, monotonic_now_ns, pin_link, program};
 use crate::{object, target::net::NetTarget};
 
 /// A live network fault; dropping it detaches every program.
@@ -28,10 +28,12 @@ pub struct NetAttachment {
 impl NetAttachment {
     /// Loads the net object, writes `fault` with its deadline `lifetime` from now, and attaches
     /// the program of each direction the fault asks for to every target interface.
+    /// With `pin`, every link and the counters are pinned there too (a detached run).
     pub fn attach(
         target: &NetTarget,
         mut fault: net::NetFault,
         lifetime: Duration,
+        pin: Option<&Path>,
     ) -> Result<Self, AttachError> {
         if !KernelVersion::current().is_ok_and(|v| v >= KernelVersion::new(6, 6, 0)) {
             return Err(AttachError::NetUnsupported(
@@ -68,11 +70,15 @@ impl NetAttachment {
                 .load()
                 .map_err(|source| AttachError::Program { name, source })?;
             let mut attach_all = || -> Result<(), AttachError> {
-                for iface in &target.ifaces {
+                let error = |source| AttachError::Program { name, source };
+                for (n, iface) in target.ifaces.iter().enumerate() {
                     let options = TcAttachOptions::TcxOrder(LinkOrder::default());
-                    classifier
+                    let id = classifier
                         .attach_with_options(iface, attach_type, options)
-                        .map_err(|source| AttachError::Program { name, source })?;
+                        .map_err(error)?;
+                    if let Some(dir) = pin {
+                        pin_link(classifier.take_link(id).map_err(error)?, dir, name, n)?;
+                    }
                 }
                 Ok(())
             };
@@ -81,6 +87,14 @@ impl NetAttachment {
                 None => attach_all()?,
             }
             programs.push(name);
+        }
+        if let Some(dir) = pin {
+            let name = names::MAP_NET_COUNTERS;
+            let map = ebpf.map(name).ok_or(AttachError::MissingMap(name))?;
+            map.pin(dir.join(name)).map_err(|err| AttachError::Pin {
+                name: name.to_owned(),
+                reason: err.to_string(),
+            })?;
         }
         Ok(NetAttachment { ebpf, programs })
     }

@@ -71,14 +71,8 @@ pub fn list(args: ListArgs) -> Result<u8, Error> {
         );
         for l in &listed {
             println!(
-                "{:<10} {:>7.1}s {:>9} {:>9}  {} {}: {}",
-                l.run.id,
-                l.remaining_s,
-                l.matched,
-                l.injected,
-                l.run.ops.join(","),
-                l.run.errno,
-                l.run.targets
+                "{:<10} {:>7.1}s {:>9} {:>9}  {}: {}",
+                l.run.id, l.remaining_s, l.matched, l.injected, l.run.fault, l.run.targets
             );
         }
     }

@@ -153,6 +153,11 @@ pub struct NetRunArgs {
     /// Allow an interface of this machine's own namespace that carries the default route.
     #[arg(long)]
     pub force: bool,
+
+    /// Start the run and return at once, printing its ID: its links stay pinned under
+    /// /sys/fs/bpf/chaos/ID and the in-kernel deadline (--for) ends it. See `chaos list`.
+    #[arg(long)]
+    pub detach: bool,
 }
 
 impl NetRunArgs {
@@ -191,7 +196,7 @@ fn packet_fault(action: PacketAction, args: PacketArgs) -> Result<u8, Error> {
     };
     let target = NetTarget::resolve(spec, args.run.force)?;
     eprintln!(
-        "chaos: {} {:.4}% of the {} packets of {}{} for {} (Ctrl-C ends it early)",
+        "chaos: {} {:.4}% of the {} packets of {}{} for {}{}",
         match action {
             PacketAction::Drop => "dropping",
             PacketAction::Duplicate => "duplicating",
@@ -209,7 +214,30 @@ fn packet_fault(action: PacketAction, args: PacketArgs) -> Result<u8, Error> {
             .map(|ns| format!(" in {}", ns.path.display()))
             .unwrap_or_default(),
         humantime::format_duration(args.run.duration),
+        if args.run.detach {
+            ", detached"
+        } else {
+            " (Ctrl-C ends it early)"
+        },
     );
+    if args.run.detach {
+        let describe = format!(
+            "{}{}",
+            target.ifaces.join(","),
+            target
+                .netns
+                .as_ref()
+                .map(|ns| format!(" in {}", ns.path.display()))
+                .unwrap_or_default()
+        );
+        let run = run::net_detached(&target, &fault, args.run.duration, describe)?;
+        if args.run.json {
+            println!("{}", serde_json::to_string(&run).expect("a run serializes"));
+        } else {
+            println!("{}", run.id);
+        }
+        return Ok(exit::OK);
+    }
     let report = run::net_run(&target, &fault, args.run.duration)?;
     args.run.print(&report);
     Ok(exit::OK)
