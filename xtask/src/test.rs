@@ -16,8 +16,10 @@ pub fn all(host_only: bool, filter: Option<&str>) -> anyhow::Result<()> {
     cargo(&["build"])?;
     let mut args = vec!["test", "--"];
     args.extend(filter);
-    // Integration tests change cgroups and the kernel: one at a time.
-    args.push("--test-threads=1");
+    // Integration tests change cgroups and the kernel: one at a time. Passing tests' output is
+    // shown too: it carries the measured rates and every "NOT INJECTED / SKIPPED on this
+    // kernel" line with its reason.
+    args.extend(["--test-threads=1", "--show-output"]);
     let expect = std::env::var("CHAOS_EXPECT").unwrap_or_else(|_| HOST_EXPECT.to_owned());
     let cargo_bin = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     crate::run_command(
@@ -43,7 +45,7 @@ pub fn in_vm(kernel: &str, filter: Option<&str>) -> anyhow::Result<()> {
     for binary in &binaries {
         let name = binary.rsplit('/').next().unwrap_or(binary);
         script.push_str(&format!(
-            "echo '== {name} on {kernel}'\n{binary} --test-threads=1 {filter} || status=1\n",
+            "echo '== {name} on {kernel}'\n{binary} --test-threads=1 --show-output {filter} || status=1\n",
             kernel = kernel.name,
             filter = filter.map(shell_quote).unwrap_or_default(),
         ));
