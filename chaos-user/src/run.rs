@@ -131,34 +131,30 @@ pub fn errno_run(
     })
 }
 
-/// Starts a detached errno run: the links and counters pinned under the run's directory, its
-/// description saved; returns once every program is live. The in-kernel deadline ends it.
+/// Starts a detached run of the errno object (an errno or a signal fault): the links and
+/// counters pinned under the run's directory, its description saved; returns once every program
+/// is live. The in-kernel deadline ends it.
 pub fn errno_detached(
     targets: &Targets,
-    fault: &ErrnoFault,
+    kernel_fault: chaos_common::errno::ErrnoFault,
     plan: Plan,
+    syscall: Option<SyscallHook<'_>>,
     lifetime: Duration,
-    describe: String,
+    describe: (String, String),
 ) -> Result<DetachedRun, Error> {
     let id = detached::new_id();
     let dir = detached::prepare(&id)?;
-    let syscall = fault.syscall.as_deref().map(SyscallHook::Override);
-    let kernel = fault.kernel();
     let attached =
-        ErrnoAttachment::attach(targets, kernel, plan.clone(), syscall, lifetime, Some(&dir));
+        ErrnoAttachment::attach(targets, kernel_fault, plan, syscall, lifetime, Some(&dir));
     if let Err(err) = attached {
         let _ = detached::stop(&id);
         return Err(err.into());
     }
-    let ops: Vec<String> = plan
-        .iter()
-        .map(|(op, _)| op.name().to_owned())
-        .chain(fault.syscall.iter().cloned())
-        .collect();
+    let (targets, fault) = describe;
     let run = DetachedRun {
         id,
-        targets: describe,
-        fault: format!("{} {}", ops.join(","), fault.errno),
+        targets,
+        fault,
         deadline_ns: crate::attach::monotonic_now_ns().saturating_add(lifetime.as_nanos() as u64),
     };
     detached::save(&run)?;

@@ -142,3 +142,51 @@ fn unknown_syscalls_and_signals_exit_2() {
     let _ = sleeper.wait();
     assert_no_chaos_programs();
 }
+
+/// A detached signal run: chaos returns at once and the tracepoint program, pinned, kills the
+/// target at its next fsync with no chaos process alive; the bystander lives; `chaos stop`
+/// removes everything.
+#[test]
+fn a_detached_signal_run_kills_without_a_loader() {
+    let (supported, detail) = Probe::run().feature("tracepoint-signal");
+    if !supported {
+        assert!(!expected("tracepoint-signal"), "{detail}");
+        eprintln!("NOT INJECTED on this kernel (asserted in the test above): {detail}");
+        return;
+    }
+    let base = std::env::temp_dir().join(format!("chaos-signal-detached-{}", std::process::id()));
+    let dir = |who: &str| base.join(who).to_str().unwrap().to_owned();
+    let cgroup = TestCgroup::new("signal-detached");
+    let mut target = Victim::start(VICTIM, "fsync", &dir("target"), &cgroup);
+    let mut bystander = Victim::start(VICTIM, "fsync", &dir("bystander"), &cgroup);
+    let pid = target.pid().to_string();
+    let output = chaos(&[
+        "signal",
+        "--pid",
+        &pid,
+        "--syscall",
+        "fsync",
+        "--signal",
+        "KILL",
+        "--count",
+        "1",
+        "--for",
+        "5m",
+        "--detach",
+        "--json",
+    ]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let id = json_report(&output)["id"].as_str().unwrap().to_owned();
+    assert_eq!(target.wait_for_death(), Some(libc::SIGKILL));
+    let runs = json_report(&chaos(&["list", "--json"]));
+    assert_eq!(runs[0]["id"], id.as_str(), "{runs}");
+    assert_eq!(runs[0]["injected"], 1, "{runs}");
+    assert!(chaos(&["stop", &id]).status.success());
+    assert!(bystander.alive(), "the bystander was killed");
+    assert_no_chaos_programs();
+    let _ = std::fs::remove_dir_all(&base);
+}

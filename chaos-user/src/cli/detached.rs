@@ -43,6 +43,22 @@ struct Listed<'a> {
     injected: u64,
 }
 
+/// Prints a just-started detached run: its ID on stdout (the whole description with `json`),
+/// and on stderr how it ends.
+pub fn announce(run: &DetachedRun, json: bool, lifetime: std::time::Duration) {
+    if json {
+        println!("{}", serde_json::to_string(run).expect("a run serializes"));
+    } else {
+        println!("{}", run.id);
+    }
+    eprintln!(
+        "chaos: detached run {} ends by itself in {}; `chaos stop {}` ends it now",
+        run.id,
+        humantime::format_duration(lifetime),
+        run.id
+    );
+}
+
 pub fn list(args: ListArgs) -> Result<u8, Error> {
     let runs = detached::all();
     let listed: Vec<Listed> = runs

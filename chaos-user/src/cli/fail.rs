@@ -3,7 +3,9 @@
 use clap::Args;
 
 use crate::{
-    attach, capabilities,
+    attach,
+    attach::SyscallHook,
+    capabilities,
     cli::{RunArgs, TargetArgs},
     error::{Error, exit},
     fault::{self, BackendChoice, Errno, ErrnoFault, Mechanism, Op, PathFilter, SocketFilter},
@@ -143,24 +145,25 @@ pub fn execute(args: FailArgs) -> Result<u8, Error> {
         },
     );
     if args.run.detach {
+        let ops: Vec<String> = plan
+            .iter()
+            .map(|(op, _)| op.name().to_owned())
+            .chain(fault.syscall.iter().cloned())
+            .collect();
+        let describe = (
+            TargetArgs::describe(&targets),
+            format!("{} {}", ops.join(","), fault.errno),
+        );
+        let syscall = fault.syscall.as_deref().map(SyscallHook::Override);
         let run = run::errno_detached(
             &targets,
-            &fault,
+            fault.kernel(),
             plan,
+            syscall,
             args.run.duration,
-            TargetArgs::describe(&targets),
+            describe,
         )?;
-        if args.run.json {
-            println!("{}", serde_json::to_string(&run).expect("a run serializes"));
-        } else {
-            println!("{}", run.id);
-        }
-        eprintln!(
-            "chaos: detached run {} ends by itself in {}; `chaos stop {}` ends it now",
-            run.id,
-            humantime::format_duration(args.run.duration),
-            run.id
-        );
+        super::detached::announce(&run, args.run.json, args.run.duration);
         return Ok(exit::OK);
     }
     let report = run::errno_run(&targets, &fault, plan, args.run.duration, || {})?;

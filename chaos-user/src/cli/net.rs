@@ -231,11 +231,7 @@ fn packet_fault(action: PacketAction, args: PacketArgs) -> Result<u8, Error> {
                 .unwrap_or_default()
         );
         let run = run::net_detached(&target, &fault, args.run.duration, describe)?;
-        if args.run.json {
-            println!("{}", serde_json::to_string(&run).expect("a run serializes"));
-        } else {
-            println!("{}", run.id);
-        }
+        super::detached::announce(&run, args.run.json, args.run.duration);
         return Ok(exit::OK);
     }
     let report = run::net_run(&target, &fault, args.run.duration)?;

@@ -3,6 +3,7 @@
 use clap::Args;
 
 use crate::{
+    attach::SyscallHook,
     capabilities,
     cli::{RunArgs, TargetArgs},
     error::{Error, exit},
@@ -43,9 +44,6 @@ pub struct SignalArgs {
 }
 
 pub fn execute(args: SignalArgs) -> Result<u8, Error> {
-    if args.run.detach {
-        return Err(fault::ParseError::DetachNotSupported("chaos signal").into());
-    }
     let fault = SignalFault {
         syscall: args.syscall.clone(),
         signal: args.signal,
@@ -65,6 +63,22 @@ pub fn execute(args: SignalArgs) -> Result<u8, Error> {
         humantime::format_duration(args.run.duration),
         if fault.dry_run { ", dry run" } else { "" },
     );
+    if args.run.detach {
+        let describe = (
+            TargetArgs::describe(&targets),
+            format!("{} on {}()", fault.signal, fault.syscall),
+        );
+        let run = run::errno_detached(
+            &targets,
+            fault.kernel(),
+            Vec::new(),
+            Some(SyscallHook::Signal(&fault.syscall)),
+            args.run.duration,
+            describe,
+        )?;
+        super::detached::announce(&run, args.run.json, args.run.duration);
+        return Ok(exit::OK);
+    }
     let report = run::signal_run(&targets, &fault, args.run.duration)?;
     args.run.print(&report);
     Ok(exit::OK)

@@ -63,8 +63,6 @@ pub enum ParseError {
     NotForUnix { filter: &'static str },
     #[error("--family unix needs the lsm backend: cgroup socket hooks never run for UNIX sockets")]
     NotForCgroup,
-    #[error("--detach is not available for {0} yet; it is for chaos fail")]
-    DetachNotSupported(&'static str),
     #[error("unknown direction '{0}': expected ingress, egress or both")]
     UnknownDirection(String),
     #[error("unknown protocol '{0}': expected tcp, udp or icmp")]
