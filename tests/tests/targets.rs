@@ -329,3 +329,79 @@ fn an_unknown_container_is_refused() {
         &["no-such-container", "container ID"],
     );
 }
+
+/// Two runs at once on two targets in one cgroup do not interfere: each target fails with its
+/// own run's errno only. Then a second run on a target that already has one: with the cgroup
+/// mechanism the run attached last sets the errno (README documents the order per mechanism).
+#[test]
+fn runs_at_once_keep_to_their_own_targets() {
+    let address = tcp_server("127.0.0.1:0");
+    let cgroup = TestCgroup::new("concurrent");
+    let (a, b) = (
+        Victim::start(VICTIM, "connect", &address, &cgroup),
+        Victim::start(VICTIM, "connect", &address, &cgroup),
+    );
+    let bystander = Victim::start(VICTIM, "connect", &address, &cgroup);
+    let run = |pid: u32, errno: &str| {
+        let pid = pid.to_string();
+        spawn_chaos(&[
+            "fail", "--pid", &pid, "--op", "connect", "--errno", errno, "--for", "10m", "--json",
+        ])
+    };
+    let stop = |chaos: std::process::Child| {
+        // SAFETY: kill(2) on our own child.
+        unsafe { libc::kill(chaos.id() as i32, libc::SIGINT) };
+        let output = chaos.wait_with_output().expect("chaos");
+        assert!(output.status.success());
+        json_report(&output)
+    };
+    let run_a = run(a.pid(), "ECONNRESET");
+    let run_b = run(b.pid(), "ETIMEDOUT");
+    a.wait_for_failure();
+    b.wait_for_failure();
+    let both_live = monotonic_ns();
+    a.wait_for_call_after(both_live + 200_000_000);
+    b.wait_for_call_after(both_live + 200_000_000);
+    let errnos = |victim: &Victim| -> Vec<i32> {
+        let mut seen: Vec<i32> = victim.calls().iter().filter_map(|c| c.errno).collect();
+        seen.sort();
+        seen.dedup();
+        seen
+    };
+    assert_eq!(
+        errnos(&a),
+        [libc::ECONNRESET],
+        "target A got another run's errno"
+    );
+    assert_eq!(
+        errnos(&b),
+        [libc::ETIMEDOUT],
+        "target B got another run's errno"
+    );
+
+    // A second run on A, attached after the first: it sets the errno while both are live.
+    let run_a2 = run(a.pid(), "EHOSTUNREACH");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !a
+        .calls()
+        .iter()
+        .any(|c| c.errno == Some(libc::EHOSTUNREACH))
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the second run never took effect"
+        );
+        thread::sleep(Duration::from_millis(10));
+    }
+    let (report_a2, report_a, report_b) = (stop(run_a2), stop(run_a), stop(run_b));
+    let a2_live = report_a2["faults"][0]["injected"].as_u64().unwrap();
+    assert!(a2_live > 0, "{report_a2}");
+    // Both runs count every call of A they saw while live.
+    assert!(report_a["faults"][0]["matched"].as_u64().unwrap() >= a2_live);
+    assert!(report_b["faults"][0]["injected"].as_u64().unwrap() > 0);
+    assert!(
+        bystander.calls().iter().all(|c| c.errno.is_none()),
+        "the bystander was hit"
+    );
+    assert_no_chaos_programs();
+}
