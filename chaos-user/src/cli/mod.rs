@@ -197,8 +197,9 @@ Exit codes:
 
 /// Kernel-level fault injection for one process, container or network path.
 ///
-/// chaos makes the calls of one target fail on purpose, through eBPF programs that only its
-/// targets pay for, and takes every program out of the kernel when the run ends.
+/// chaos makes the calls of one target fail, or its packets get lost or duplicated, on purpose,
+/// through eBPF programs that only its targets pay for, and takes every program out of the
+/// kernel when the run ends (a detached run: at its in-kernel deadline).
 #[derive(Debug, Parser)]
 #[command(name = "chaos", version, after_long_help = EXIT_CODES)]
 pub struct Cli {
