@@ -26,6 +26,8 @@ pub const MAP_NET_COUNTERS: &str = "NET_COUNTERS";
 /// TC programs of the net object, on an interface's ingress and egress.
 pub const PROG_TC_INGRESS: &str = "tc_ingress";
 pub const PROG_TC_EGRESS: &str = "tc_egress";
+/// cgroup_skb program of the net object, on a cgroup's ingress (`chaos net --cgroup`).
+pub const PROG_CGROUP_SKB_INGRESS: &str = "cgroup_skb_ingress";
 
 /// Tracepoints that keep a process tree's entries: a fork adds the child, an exit removes it.
 pub const PROG_TRACEPOINT_FORK: &str = "tracepoint_sched_process_fork";

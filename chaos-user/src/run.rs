@@ -250,8 +250,18 @@ pub fn net_run(
                 op: fault.action.name().into(),
                 errno: None,
                 signal: None,
-                mechanism: "tcx",
-                covers: format!("IPv4 and IPv6 packets {verb} {}", target.ifaces.join(", ")),
+                mechanism: if target.cgroup.is_some() {
+                    "cgroup_skb"
+                } else {
+                    "tcx"
+                },
+                covers: match &target.cgroup {
+                    Some(cgroup) => format!(
+                        "IPv4 and IPv6 packets arriving for the sockets of {}",
+                        cgroup.path.display()
+                    ),
+                    None => format!("IPv4 and IPv6 packets {verb} {}", target.ifaces.join(", ")),
+                },
                 direction: Some(direction),
                 dry_run: false,
                 matched: counters.matched,
@@ -278,8 +288,8 @@ pub fn net_run(
         pid: None,
         tree: false,
         container: target.container.clone(),
-        cgroup: None,
-        iface: Some(target.ifaces.join(",")),
+        cgroup: target.cgroup.as_ref().map(|c| c.path.display().to_string()),
+        iface: (!target.ifaces.is_empty()).then(|| target.ifaces.join(",")),
         netns: target
             .netns
             .as_ref()

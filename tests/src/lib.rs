@@ -224,11 +224,13 @@ pub fn loaded_program_names() -> Vec<String> {
 /// bpftool shows the full name when the program has BTF, else the kernel's first 15
 /// characters: either counts.
 pub fn assert_no_chaos_programs() {
-    use chaos_common::names::{ERRNO_PROGRAMS, PROG_TC_EGRESS, PROG_TC_INGRESS};
+    use chaos_common::names::{
+        ERRNO_PROGRAMS, PROG_CGROUP_SKB_INGRESS, PROG_TC_EGRESS, PROG_TC_INGRESS,
+    };
     let ours = |loaded: &str| {
         ERRNO_PROGRAMS
             .iter()
-            .chain(&[PROG_TC_INGRESS, PROG_TC_EGRESS])
+            .chain(&[PROG_TC_INGRESS, PROG_TC_EGRESS, PROG_CGROUP_SKB_INGRESS])
             .any(|name| *name == loaded || name[..name.len().min(15)] == *loaded)
     };
     // The kernel frees a program shortly after its last link goes (an RCU grace period, for a
@@ -449,7 +451,7 @@ impl Drop for Victim {
 
 /// Makes `command` join `cgroup` before exec: cgroup socket hooks go by the cgroup a socket was
 /// made in, so the victim must be inside before its first call.
-fn join_before_exec(command: &mut Command, cgroup: &TestCgroup) {
+pub fn join_before_exec(command: &mut Command, cgroup: &TestCgroup) {
     let procs = std::ffi::CString::new(
         cgroup
             .path

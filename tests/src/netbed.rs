@@ -103,12 +103,29 @@ impl TestNet {
 
     /// Starts `netpeer ARGS` inside namespace `ns` with piped stdout.
     pub fn spawn(&self, ns: &str, netpeer: &str, args: &[&str]) -> Peer {
+        Peer::spawn(self.command(ns, netpeer, args))
+    }
+
+    /// As [`TestNet::spawn`], the process inside `cgroup` from its start.
+    pub fn spawn_in(
+        &self,
+        ns: &str,
+        cgroup: &crate::TestCgroup,
+        netpeer: &str,
+        args: &[&str],
+    ) -> Peer {
+        let mut command = self.command(ns, netpeer, args);
+        crate::join_before_exec(&mut command, cgroup);
+        Peer::spawn(command)
+    }
+
+    fn command(&self, ns: &str, netpeer: &str, args: &[&str]) -> Command {
         let mut command = Command::new("nsenter");
         command
             .arg(format!("--net={}", Self::netns_path(ns)))
             .arg(netpeer)
             .args(args);
-        Peer::spawn(command)
+        command
     }
 }
 

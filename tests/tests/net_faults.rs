@@ -24,7 +24,7 @@ fn start_net(action: &str, args: &[&str]) -> Child {
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     while !loaded_program_names()
         .iter()
-        .any(|name| name == "tc_ingress" || name == "tc_egress")
+        .any(|name| ["tc_ingress", "tc_egress", "cgroup_skb_ingress"].contains(&name.as_str()))
     {
         assert!(std::time::Instant::now() < deadline, "chaos never attached");
         thread::sleep(Duration::from_millis(20));
@@ -381,5 +381,57 @@ fn a_detached_drop_ends_at_its_deadline() {
     let listed = json_report(&chaos(&["list", "--json"]));
     assert_eq!(listed, serde_json::json!([]));
     assert!(!pins.exists(), "the expired run is still pinned");
+    assert_no_chaos_programs();
+}
+
+/// `--cgroup`: the sockets of one cgroup lose their arriving packets; a socket of another cgroup
+/// in the same namespace, on the same interface, loses none.
+#[test]
+fn a_cgroup_loses_its_packets_and_its_neighbour_in_the_namespace_does_not() {
+    let net = TestNet::new("drop-cgroup");
+    let (lossy, clean) = (TestCgroup::new("net-lossy"), TestCgroup::new("net-clean"));
+    let chaos = start_drop(&[
+        "--cgroup",
+        lossy.path.to_str().unwrap(),
+        "--probability",
+        "0.3",
+    ]);
+    let arrivals = |cgroup: &TestCgroup, port: u16| {
+        let addr = format!("{}:{port}", net.v4(0, 2));
+        let mut sink = net.spawn_in(&net.b, cgroup, NETPEER, &["udp-sink", &addr, "1000"]);
+        assert_eq!(sink.line(), "ready");
+        let mut sender = net.spawn(
+            &net.a,
+            NETPEER,
+            &["udp-send", &addr, &DATAGRAMS.to_string()],
+        );
+        assert_eq!(sender.line(), format!("sent {DATAGRAMS}"));
+        sink.result()
+    };
+    let lossy_arrivals = arrivals(&lossy, 7601);
+    let clean_arrivals = arrivals(&clean, 7602);
+    let report = stop(chaos);
+    assert_loss_rate(lossy_arrivals, 0.3, "cgroup");
+    assert_eq!(
+        clean_arrivals, DATAGRAMS,
+        "the other cgroup's socket lost packets"
+    );
+    assert_eq!(report["faults"][0]["mechanism"], "cgroup_skb");
+    assert_eq!(
+        report["faults"][0]["injected"].as_u64().unwrap(),
+        DATAGRAMS - lossy_arrivals,
+        "{report}"
+    );
+    assert_refused(
+        &[
+            "net",
+            "duplicate",
+            "--cgroup",
+            lossy.path.to_str().unwrap(),
+            "--probability",
+            "0.1",
+        ],
+        &["--cgroup", "ingress"],
+    );
     assert_no_chaos_programs();
 }

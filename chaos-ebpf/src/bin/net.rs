@@ -6,9 +6,9 @@
 
 use aya_ebpf::{
     helpers::{bpf_get_prandom_u32, bpf_ktime_get_ns, bpf_redirect},
-    macros::{classifier, map},
+    macros::{cgroup_skb, classifier, map},
     maps::{Array, PerCpuArray},
-    programs::TcContext,
+    programs::{SkBuffContext, TcContext, sk_buff::SkBuff},
 };
 use chaos_common::{
     errno::{IPV4_MAPPED_WORD, PROBABILITY_ONE},
@@ -28,6 +28,9 @@ static NET_COUNTERS: PerCpuArray<NetCounters> =
 /// Let the packet go on to the next program and the stack (tcx: TCX_NEXT; clsact: the default).
 const TC_ACT_UNSPEC: i32 = -1;
 const TC_ACT_SHOT: i32 = 2;
+/// cgroup_skb verdicts.
+const CGROUP_SKB_DROP: i32 = 0;
+const CGROUP_SKB_PASS: i32 = 1;
 /// `bpf_clone_redirect` flag: into the interface's receive path rather than out of it.
 const BPF_F_INGRESS: u64 = 1;
 /// No interface has this index: a packet redirected there is dropped after the stack let it
@@ -52,37 +55,36 @@ struct Packet {
     dport: u32,
 }
 
-/// Reads the IP header (and the ports of TCP and UDP) behind the Ethernet header; `None` for
-/// anything but IPv4 and IPv6. IPv6 extension headers are not followed.
+/// Reads the IP header (and the ports of TCP and UDP) that starts at `l3`, of the given
+/// ethertype; `None` for anything but IPv4 and IPv6. IPv6 extension headers are not followed.
 #[inline(always)]
-fn parse(ctx: &TcContext) -> Option<Packet> {
-    let ethertype = u16::from_be(ctx.load::<u16>(12).ok()?);
+fn parse(skb: &SkBuff, l3: usize, ethertype: u16) -> Option<Packet> {
     let (proto, src, dst, l4, first_fragment) = match ethertype {
         ETH_P_IP => {
-            let version_ihl: u8 = ctx.load(ETH_HLEN).ok()?;
+            let version_ihl: u8 = skb.load(l3).ok()?;
             let header_len = usize::from(version_ihl & 0x0f) * 4;
-            let fragment = u16::from_be(ctx.load::<u16>(ETH_HLEN + 6).ok()?);
-            let proto: u8 = ctx.load(ETH_HLEN + 9).ok()?;
-            let src: u32 = ctx.load(ETH_HLEN + 12).ok()?;
-            let dst: u32 = ctx.load(ETH_HLEN + 16).ok()?;
+            let fragment = u16::from_be(skb.load::<u16>(l3 + 6).ok()?);
+            let proto: u8 = skb.load(l3 + 9).ok()?;
+            let src: u32 = skb.load(l3 + 12).ok()?;
+            let dst: u32 = skb.load(l3 + 16).ok()?;
             (
                 u32::from(proto),
                 [0, 0, IPV4_MAPPED_WORD, src],
                 [0, 0, IPV4_MAPPED_WORD, dst],
-                ETH_HLEN + header_len,
+                l3 + header_len,
                 fragment & 0x1fff == 0,
             )
         }
         ETH_P_IPV6 => {
-            let proto: u8 = ctx.load(ETH_HLEN + 6).ok()?;
-            let src: [u32; 4] = ctx.load(ETH_HLEN + 8).ok()?;
-            let dst: [u32; 4] = ctx.load(ETH_HLEN + 24).ok()?;
-            (u32::from(proto), src, dst, ETH_HLEN + 40, true)
+            let proto: u8 = skb.load(l3 + 6).ok()?;
+            let src: [u32; 4] = skb.load(l3 + 8).ok()?;
+            let dst: [u32; 4] = skb.load(l3 + 24).ok()?;
+            (u32::from(proto), src, dst, l3 + 40, true)
         }
         _ => return None,
     };
     let (sport, dport) = if first_fragment && (proto == IPPROTO_TCP || proto == IPPROTO_UDP) {
-        let ports: u32 = ctx.load(l4).ok()?;
+        let ports: u32 = skb.load(l4).ok()?;
         // Both ports in network order, as they lie in the packet.
         let sport = u16::from_be(ports as u16);
         let dport = u16::from_be((ports >> 16) as u16);
@@ -97,6 +99,19 @@ fn parse(ctx: &TcContext) -> Option<Packet> {
         sport,
         dport,
     })
+}
+
+/// A TC program's packet: the Ethernet header first.
+#[inline(always)]
+fn parse_ethernet(skb: &SkBuff) -> Option<Packet> {
+    let ethertype = u16::from_be(skb.load::<u16>(12).ok()?);
+    parse(skb, ETH_HLEN, ethertype)
+}
+
+/// A cgroup_skb program's packet: the IP header first, its ethertype in `skb->protocol`.
+#[inline(always)]
+fn parse_ip(skb: &SkBuff) -> Option<Packet> {
+    parse(skb, 0, u16::from_be(skb.protocol() as u16))
 }
 
 #[inline(always)]
@@ -114,22 +129,31 @@ fn passes_filters(fault: &NetFault, packet: &Packet) -> bool {
 /// The fault's action if it acts on this packet. Costs every packet one array lookup; only live
 /// faults parse it. A copy this program made passes untouched.
 #[inline(always)]
-fn action_for(ctx: &TcContext, direction: u32) -> Option<u32> {
+fn action_for(
+    skb: &SkBuff,
+    direction: u32,
+    packet: impl FnOnce(&SkBuff) -> Option<Packet>,
+) -> Option<u32> {
     let fault = NET_FAULTS.get(0)?;
     // SAFETY: the kernel hands the program a valid __sk_buff.
-    if unsafe { (*ctx.skb.skb).mark } == DUPLICATE_MARK {
+    if unsafe { (*skb.skb).mark } == DUPLICATE_MARK {
         return None;
     }
-    acts_on(ctx, fault, direction).then_some(fault.action)
+    acts_on(skb, fault, direction, packet).then_some(fault.action)
 }
 
 #[inline(always)]
-fn acts_on(ctx: &TcContext, fault: &NetFault, direction: u32) -> bool {
+fn acts_on(
+    skb: &SkBuff,
+    fault: &NetFault,
+    direction: u32,
+    packet: impl FnOnce(&SkBuff) -> Option<Packet>,
+) -> bool {
     // SAFETY: a helper call without arguments.
     if fault.directions & direction == 0 || unsafe { bpf_ktime_get_ns() } >= fault.deadline_ns {
         return false;
     }
-    let Some(packet) = parse(ctx) else {
+    let Some(packet) = packet(skb) else {
         return false;
     };
     if !passes_filters(fault, &packet) {
@@ -167,7 +191,7 @@ fn duplicate(ctx: &TcContext, flags: u64) -> i32 {
 /// wire) or duplicated (the copy arrives right behind).
 #[classifier]
 pub fn tc_ingress(ctx: TcContext) -> i32 {
-    match action_for(&ctx, DIRECTION_INGRESS) {
+    match action_for(&ctx.skb, DIRECTION_INGRESS, parse_ethernet) {
         None => TC_ACT_UNSPEC,
         Some(NET_ACTION_DUPLICATE) => duplicate(&ctx, BPF_F_INGRESS),
         Some(_) => TC_ACT_SHOT,
@@ -178,11 +202,22 @@ pub fn tc_ingress(ctx: TcContext) -> i32 {
 /// duplicated.
 #[classifier]
 pub fn tc_egress(ctx: TcContext) -> i32 {
-    match action_for(&ctx, DIRECTION_EGRESS) {
+    match action_for(&ctx.skb, DIRECTION_EGRESS, parse_ethernet) {
         None => TC_ACT_UNSPEC,
         Some(NET_ACTION_DUPLICATE) => duplicate(&ctx, 0),
         // SAFETY: a helper call with plain integer arguments.
         Some(_) => unsafe { bpf_redirect(NO_IFINDEX, 0) as i32 },
+    }
+}
+
+/// Drops packets on their way to the sockets of the processes in the cgroup it is attached to
+/// (cgroup_skb ingress, CONFIG_CGROUP_BPF): loss as the receiver sees it, for one cgroup's
+/// traffic even when it shares a namespace with others (host-network containers).
+#[cgroup_skb]
+pub fn cgroup_skb_ingress(ctx: SkBuffContext) -> i32 {
+    match action_for(&ctx.skb, DIRECTION_INGRESS, parse_ip) {
+        Some(_) => CGROUP_SKB_DROP,
+        None => CGROUP_SKB_PASS,
     }
 }
 

@@ -2,13 +2,16 @@
 //! through tcx links that belong to the [`NetAttachment`] (the kernel drops them with chaos's
 //! file descriptors, so a killed loader leaves nothing behind).
 
-use std::{path::Path, time::Duration};
+use std::{fs::File, path::Path, time::Duration};
 
 use aya::programs::links::LinkOrder;
 use aya::{
     Ebpf, EbpfLoader,
     maps::{Array, PerCpuArray},
-    programs::{SchedClassifier, TcAttachType, tc::TcAttachOptions},
+    programs::{
+        CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, Program, SchedClassifier, TcAttachType,
+        tc::TcAttachOptions,
+    },
     util::KernelVersion,
 };
 use chaos_common::{
@@ -35,7 +38,9 @@ impl NetAttachment {
         lifetime: Duration,
         pin: Option<&Path>,
     ) -> Result<Self, AttachError> {
-        if !KernelVersion::current().is_ok_and(|v| v >= KernelVersion::new(6, 6, 0)) {
+        if target.cgroup.is_none()
+            && !KernelVersion::current().is_ok_and(|v| v >= KernelVersion::new(6, 6, 0))
+        {
             return Err(AttachError::NetUnsupported(
                 "network faults attach through tcx links, which need kernel >= 6.6 (the clsact fallback for older kernels is not implemented yet)".into(),
             ));
@@ -50,6 +55,32 @@ impl NetAttachment {
             .map_err(map_error(names::MAP_NET_FAULTS))?;
 
         let mut programs = Vec::new();
+        if let Some(cgroup) = &target.cgroup {
+            let name = names::PROG_CGROUP_SKB_INGRESS;
+            let error = |source| AttachError::Program { name, source };
+            let file = File::open(&cgroup.path).map_err(|source| AttachError::Cgroup {
+                path: cgroup.path.clone(),
+                source,
+            })?;
+            let program: &mut CgroupSkb = program(&mut ebpf, name)?;
+            program.load().map_err(error)?;
+            let id = program
+                .attach(
+                    &file,
+                    CgroupSkbAttachType::Ingress,
+                    CgroupAttachMode::Single,
+                )
+                .map_err(error)?;
+            if let Some(dir) = pin {
+                pin_link(program.take_link(id).map_err(error)?, dir, name, 0)?;
+            }
+            programs.push(name);
+        }
+        let tc_directions = if target.cgroup.is_some() {
+            0
+        } else {
+            fault.directions
+        };
         for (bit, name, attach_type) in [
             (
                 net::DIRECTION_INGRESS,
@@ -62,7 +93,7 @@ impl NetAttachment {
                 TcAttachType::Egress,
             ),
         ] {
-            if fault.directions & bit == 0 {
+            if tc_directions & bit == 0 {
                 continue;
             }
             let classifier: &mut SchedClassifier = program(&mut ebpf, name)?;
@@ -102,10 +133,12 @@ impl NetAttachment {
     /// Detaches and unloads the programs but keeps the maps for the final counters.
     pub fn detach(&mut self) {
         for &name in &self.programs {
-            if let Err(err) = program::<SchedClassifier>(&mut self.ebpf, name).and_then(|p| {
-                p.unload()
-                    .map_err(|source| AttachError::Program { name, source })
-            }) {
+            let result = match self.ebpf.program_mut(name) {
+                Some(Program::SchedClassifier(p)) => p.unload(),
+                Some(Program::CgroupSkb(p)) => p.unload(),
+                _ => continue,
+            };
+            if let Err(err) = result {
                 tracing::warn!(program = name, %err, "detach");
             }
         }

@@ -100,6 +100,12 @@ pub struct NetTargetArgs {
     /// `chaos fail`): every interface in it but lo, or --iface inside it.
     #[arg(long, value_name = "ID", group = "net_target")]
     pub container: Option<String>,
+
+    /// The packets arriving for the sockets of the processes in this cgroup v2 directory (and
+    /// below), whatever namespace or interface they use: a host-network container, one service.
+    /// Ingress drops only (cgroup_skb).
+    #[arg(long, value_name = "PATH", group = "net_target", conflicts_with_all = ["iface", "netns", "container"])]
+    pub cgroup: Option<std::path::PathBuf>,
 }
 
 /// Which packets a network fault acts on; IPv4 and IPv6 alike.
@@ -189,14 +195,20 @@ fn packet_fault(action: PacketAction, args: PacketArgs) -> Result<u8, Error> {
     if !missing.is_empty() {
         return Err(Error::Privileges(missing));
     }
+    if args.target.cgroup.is_some()
+        && (action != PacketAction::Drop || fault.direction != Direction::Ingress)
+    {
+        return Err(fault::ParseError::CgroupNetIngressDropOnly.into());
+    }
     let spec = NetTargetSpec {
+        cgroup: args.target.cgroup.as_deref(),
         netns: args.target.netns.as_deref(),
         container: args.target.container.as_deref(),
         iface: args.target.iface.as_deref(),
     };
     let target = NetTarget::resolve(spec, args.run.force)?;
     eprintln!(
-        "chaos: {} {:.4}% of the {} packets of {}{} for {}{}",
+        "chaos: {} {:.4}% of the {} packets of {} for {}{}",
         match action {
             PacketAction::Drop => "dropping",
             PacketAction::Duplicate => "duplicating",
@@ -207,12 +219,7 @@ fn packet_fault(action: PacketAction, args: PacketArgs) -> Result<u8, Error> {
             Direction::Egress => "leaving",
             Direction::Both => "arriving and leaving",
         },
-        target.ifaces.join(", "),
-        target
-            .netns
-            .as_ref()
-            .map(|ns| format!(" in {}", ns.path.display()))
-            .unwrap_or_default(),
+        target.describe(),
         humantime::format_duration(args.run.duration),
         if args.run.detach {
             ", detached"
@@ -221,15 +228,7 @@ fn packet_fault(action: PacketAction, args: PacketArgs) -> Result<u8, Error> {
         },
     );
     if args.run.detach {
-        let describe = format!(
-            "{}{}",
-            target.ifaces.join(","),
-            target
-                .netns
-                .as_ref()
-                .map(|ns| format!(" in {}", ns.path.display()))
-                .unwrap_or_default()
-        );
+        let describe = target.describe();
         let run = run::net_detached(&target, &fault, args.run.duration, describe)?;
         super::detached::announce(&run, args.run.json, args.run.duration);
         return Ok(exit::OK);

@@ -63,6 +63,10 @@ pub enum ParseError {
     NotForUnix { filter: &'static str },
     #[error("--family unix needs the lsm backend: cgroup socket hooks never run for UNIX sockets")]
     NotForCgroup,
+    #[error(
+        "--cgroup takes only `chaos net drop --direction ingress`: a cgroup_skb program can drop what arrives for a cgroup's sockets, while its egress drops are reported to the sender and it cannot copy packets; use --iface, --netns or --container for those"
+    )]
+    CgroupNetIngressDropOnly,
     #[error("unknown direction '{0}': expected ingress, egress or both")]
     UnknownDirection(String),
     #[error("unknown protocol '{0}': expected tcp, udp or icmp")]

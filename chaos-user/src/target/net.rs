@@ -15,7 +15,10 @@ use super::TargetError;
 #[derive(Debug)]
 pub struct NetTarget {
     pub netns: Option<Netns>,
+    /// The interfaces to attach TC programs to; empty for a cgroup target.
     pub ifaces: Vec<String>,
+    /// `--cgroup`: the packets of this cgroup's sockets instead of interfaces (cgroup_skb).
+    pub cgroup: Option<super::CgroupTarget>,
     /// The container whose namespace it is (--container): its full ID.
     pub container: Option<String>,
 }
@@ -101,16 +104,40 @@ impl Netns {
 /// Where a network fault acts, as the user named it.
 #[derive(Debug, Default)]
 pub struct NetTargetSpec<'a> {
+    pub cgroup: Option<&'a Path>,
     pub netns: Option<&'a str>,
     pub container: Option<&'a str>,
     pub iface: Option<&'a str>,
 }
 
 impl NetTarget {
+    /// The target in a few words: `eth0 in /run/netns/app`, or the cgroup's path.
+    pub fn describe(&self) -> String {
+        match &self.cgroup {
+            Some(cgroup) => format!("the sockets of {}", cgroup.path.display()),
+            None => format!(
+                "{}{}",
+                self.ifaces.join(","),
+                self.netns
+                    .as_ref()
+                    .map(|ns| format!(" in {}", ns.path.display()))
+                    .unwrap_or_default()
+            ),
+        }
+    }
+
     /// Resolves `--netns` or `--container` (its network namespace) and `--iface`: the one
     /// interface named, or every interface of the namespace but loopback. On this machine's own
     /// namespace an interface that carries the default route is refused unless `force`.
     pub fn resolve(spec: NetTargetSpec<'_>, force: bool) -> Result<Self, TargetError> {
+        if let Some(path) = spec.cgroup {
+            return Ok(NetTarget {
+                netns: None,
+                ifaces: Vec::new(),
+                cgroup: Some(super::CgroupTarget::resolve(path, force)?),
+                container: None,
+            });
+        }
         let iface = spec.iface;
         let container = spec
             .container
@@ -164,6 +191,7 @@ impl NetTarget {
         Ok(NetTarget {
             netns,
             ifaces,
+            cgroup: None,
             container: container.map(|c| c.id),
         })
     }
