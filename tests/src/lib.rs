@@ -138,6 +138,36 @@ pub fn assert_refused(args: &[&str], named: &[&str]) {
     assert_no_chaos_programs();
 }
 
+/// A detached run a test started, stopped on drop if the test ends first (a panic included).
+pub struct Detached {
+    pub id: String,
+    /// The run's deadline (`CLOCK_MONOTONIC` ns, the loader's clock right after attaching).
+    pub deadline_ns: u64,
+}
+
+impl Drop for Detached {
+    fn drop(&mut self) {
+        let _ = chaos(&["stop", &self.id]);
+    }
+}
+
+/// Runs `chaos ARGS --detach --json`, checks that it started, and returns the run.
+pub fn start_detached(args: &[&str]) -> Detached {
+    let mut full = args.to_vec();
+    full.extend_from_slice(&["--detach", "--json"]);
+    let output = chaos(&full);
+    assert!(
+        output.status.success(),
+        "{full:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let run = json_report(&output);
+    Detached {
+        id: run["id"].as_str().expect("a run ID").to_owned(),
+        deadline_ns: run["deadline_ns"].as_u64().expect("the run's deadline"),
+    }
+}
+
 /// The JSON report `chaos ... --json` printed, with stderr in the panic message if it did not.
 pub fn json_report(output: &Output) -> Value {
     let stdout = String::from_utf8_lossy(&output.stdout);

@@ -325,7 +325,7 @@ fn a_container_loses_packets_and_its_neighbour_does_not() {
 #[test]
 fn a_detached_drop_ends_at_its_deadline() {
     let net = TestNet::new("drop-detached");
-    let output = chaos(&[
+    let run = start_detached(&[
         "net",
         "drop",
         "--netns",
@@ -336,17 +336,8 @@ fn a_detached_drop_ends_at_its_deadline() {
         "1",
         "--for",
         "2s",
-        "--detach",
-        "--json",
     ]);
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let run = json_report(&output);
-    let id = run["id"].as_str().expect("a run ID").to_owned();
-    let deadline_ns = run["deadline_ns"].as_u64().expect("a deadline");
+    let (id, deadline_ns) = (run.id.clone(), run.deadline_ns);
     let burst = |port: u16| {
         let addr = format!("{}:{port}", net.v4(0, 2));
         let mut sink = net.spawn(&net.b, NETPEER, &["udp-sink", &addr, "300"]);

@@ -136,22 +136,9 @@ fn init_itself_and_parents_are_refused_without_force() {
     }
 }
 
-/// A detached run of a test, stopped on drop if the test ends early (a panic included).
-struct Detached {
-    id: String,
-    deadline_ns: u64,
-}
-
-impl Drop for Detached {
-    fn drop(&mut self) {
-        let _ = chaos(&["stop", &self.id]);
-    }
-}
-
-/// Starts `chaos fail --pid PID --op connect --errno ECONNRESET --for DURATION --detach --json`
-/// and returns the run once chaos has returned.
+/// Starts `chaos fail --pid PID --op connect --errno ECONNRESET --for DURATION --detach`.
 fn detach(pid: &str, duration: &str) -> Detached {
-    let output = chaos(&[
+    start_detached(&[
         "fail",
         "--pid",
         pid,
@@ -161,19 +148,7 @@ fn detach(pid: &str, duration: &str) -> Detached {
         "ECONNRESET",
         "--for",
         duration,
-        "--detach",
-        "--json",
-    ]);
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let run = json_report(&output);
-    Detached {
-        id: run["id"].as_str().expect("a run ID").to_owned(),
-        deadline_ns: run["deadline_ns"].as_u64().expect("the run's deadline"),
-    }
+    ])
 }
 
 fn listed() -> serde_json::Value {

@@ -160,7 +160,7 @@ fn a_detached_signal_run_kills_without_a_loader() {
     let mut target = Victim::start(VICTIM, "fsync", &dir("target"), &cgroup);
     let mut bystander = Victim::start(VICTIM, "fsync", &dir("bystander"), &cgroup);
     let pid = target.pid().to_string();
-    let output = chaos(&[
+    let run = start_detached(&[
         "signal",
         "--pid",
         &pid,
@@ -172,15 +172,8 @@ fn a_detached_signal_run_kills_without_a_loader() {
         "1",
         "--for",
         "5m",
-        "--detach",
-        "--json",
     ]);
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let id = json_report(&output)["id"].as_str().unwrap().to_owned();
+    let id = run.id.clone();
     assert_eq!(target.wait_for_death(), Some(libc::SIGKILL));
     let runs = json_report(&chaos(&["list", "--json"]));
     assert_eq!(runs[0]["id"], id.as_str(), "{runs}");
