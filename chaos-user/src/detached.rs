@@ -84,7 +84,10 @@ pub fn new_id() -> String {
 
 /// Makes the run's pin directory (mounting bpffs if needed).
 pub fn prepare(id: &str) -> io::Result<PathBuf> {
-    crate::kernel::ensure_mounted("bpf", "/sys/fs/bpf");
+    let note = crate::kernel::ensure_mounted("bpf", "/sys/fs/bpf");
+    if !note.is_empty() {
+        eprintln!("chaos: {}", note.trim());
+    }
     let dir = pin_dir(id);
     fs::create_dir_all(&dir)?;
     Ok(dir)
