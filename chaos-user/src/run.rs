@@ -7,7 +7,7 @@ use std::{
 
 use tokio::{
     io::{Interest, unix::AsyncFd},
-    signal::unix::{SignalKind, signal},
+    signal::unix::{Signal, SignalKind, signal},
     time::{Instant, MissedTickBehavior, interval, sleep_until},
 };
 
@@ -29,20 +29,102 @@ use crate::{
 /// How often the live status line is redrawn.
 const STATUS_EVERY: Duration = Duration::from_millis(250);
 
-/// Waits until the run must end: `lifetime` elapsed, a signal, every target process exited
-/// (their pidfds became readable; with no pidfds, never), or `gone` says the target went away
-/// (checked every [`STATUS_EVERY`]). `tick` runs as often with the elapsed and remaining time.
-pub async fn hold(
+/// The runtime a run is held in and the signals that end it early, set up before anything is
+/// attached: a Ctrl-C, SIGTERM or SIGHUP that arrives while chaos attaches ends the run as soon
+/// as it is held, with its report, instead of killing chaos before it could print one.
+pub struct Holder {
+    runtime: tokio::runtime::Runtime,
+    sigint: Signal,
+    sigterm: Signal,
+    sighup: Signal,
+}
+
+/// The signals that end a run early.
+const INTERRUPTS: [libc::c_int; 3] = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP];
+
+/// Holds back Ctrl-C, SIGTERM and SIGHUP until [`Holder::new`] can take them: fault commands
+/// call this first, so an interrupt while they probe, resolve and attach ends the run with its
+/// report rather than killing chaos on the spot.
+pub fn defer_interrupts() {
+    set_interrupts_blocked(true);
+}
+
+fn set_interrupts_blocked(blocked: bool) {
+    // SAFETY: a signal set built here and applied to this thread's mask.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for signal in INTERRUPTS {
+            libc::sigaddset(&mut set, signal);
+        }
+        let how = if blocked {
+            libc::SIG_BLOCK
+        } else {
+            libc::SIG_UNBLOCK
+        };
+        libc::pthread_sigmask(how, &set, std::ptr::null_mut());
+    }
+}
+
+impl Holder {
+    /// Listens for the interrupts, then lets through any that [`defer_interrupts`] held back.
+    pub fn new() -> std::io::Result<Self> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let (sigint, sigterm, sighup) = {
+            let _inside = runtime.enter();
+            (
+                signal(SignalKind::interrupt())?,
+                signal(SignalKind::terminate())?,
+                signal(SignalKind::hangup())?,
+            )
+        };
+        set_interrupts_blocked(false);
+        Ok(Holder {
+            runtime,
+            sigint,
+            sigterm,
+            sighup,
+        })
+    }
+
+    /// Waits until the run must end: `lifetime` elapsed, a signal, every target process exited
+    /// (their pidfds became readable; with no pidfds, never), or `gone` says the target went
+    /// away (checked every [`STATUS_EVERY`]). `tick` runs as often with the elapsed and
+    /// remaining time.
+    pub fn hold(
+        &mut self,
+        lifetime: Duration,
+        pidfds: &[&OwnedFd],
+        gone: impl Fn() -> bool,
+        tick: impl FnMut(Duration, Duration),
+    ) -> std::io::Result<EndedBy> {
+        let Holder {
+            runtime,
+            sigint,
+            sigterm,
+            sighup,
+        } = self;
+        runtime.block_on(hold(
+            lifetime,
+            pidfds,
+            gone,
+            tick,
+            (sigint, sigterm, sighup),
+        ))
+    }
+}
+
+async fn hold(
     lifetime: Duration,
     pidfds: &[&OwnedFd],
     gone: impl Fn() -> bool,
     mut tick: impl FnMut(Duration, Duration),
+    (sigint, sigterm, sighup): (&mut Signal, &mut Signal, &mut Signal),
 ) -> std::io::Result<EndedBy> {
     let start = Instant::now();
     let deadline = start + lifetime;
-    let mut sigint = signal(SignalKind::interrupt())?;
-    let mut sigterm = signal(SignalKind::terminate())?;
-    let mut sighup = signal(SignalKind::hangup())?;
     let targets_exited = all_exited(pidfds);
     tokio::pin!(targets_exited);
     let mut ticks = interval(STATUS_EVERY);
@@ -90,10 +172,11 @@ pub fn errno_run(
     on_attached: impl FnOnce(),
 ) -> Result<Report, Error> {
     let syscall = fault.syscall.as_deref().map(SyscallHook::Override);
+    let holder = Holder::new()?;
     let attachment =
         ErrnoAttachment::attach(targets, fault.kernel(), plan, syscall, lifetime, None)?;
     on_attached();
-    hold_and_report(targets, attachment, lifetime, |attachment| {
+    hold_and_report(targets, attachment, holder, lifetime, |attachment| {
         attachment
             .plan()
             .iter()
@@ -199,6 +282,7 @@ pub fn signal_run(
     fault: &SignalFault,
     lifetime: Duration,
 ) -> Result<Report, Error> {
+    let holder = Holder::new()?;
     let attachment = ErrnoAttachment::attach(
         targets,
         fault.kernel(),
@@ -207,7 +291,7 @@ pub fn signal_run(
         lifetime,
         None,
     )?;
-    hold_and_report(targets, attachment, lifetime, |attachment| {
+    hold_and_report(targets, attachment, holder, lifetime, |attachment| {
         let counters = attachment.counters(OP_SIGNAL);
         vec![FaultReport {
             kind: "signal",
@@ -234,6 +318,7 @@ pub fn net_run(
     fault: &PacketFault,
     lifetime: Duration,
 ) -> Result<Report, Error> {
+    let mut holder = Holder::new()?;
     let mut attachment = NetAttachment::attach(target, fault.kernel(), lifetime, None)?;
     let started = std::time::Instant::now();
     let rows = |attachment: &NetAttachment| -> Vec<FaultReport> {
@@ -271,15 +356,12 @@ pub fn net_run(
         .collect()
     };
     let mut status = StatusLine::new();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    let ended_by = runtime.block_on(hold(
+    let ended_by = holder.hold(
         lifetime,
         &[],
         || false,
         |elapsed, remaining| status.draw(elapsed, remaining, &rows(&attachment)),
-    ))?;
+    )?;
     status.clear();
     attachment.detach();
     let faults = rows(&attachment);
@@ -310,25 +392,23 @@ pub fn net_run(
 fn hold_and_report(
     targets: &Targets,
     mut attachment: ErrnoAttachment,
+    mut holder: Holder,
     lifetime: Duration,
     rows: impl Fn(&ErrnoAttachment) -> Vec<FaultReport>,
 ) -> Result<Report, Error> {
     let started = std::time::Instant::now();
     let mut status = StatusLine::new();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
     let pidfds: Vec<&OwnedFd> = if targets.ends_with_processes() {
         targets.processes.iter().map(|p| &p.pidfd).collect()
     } else {
         Vec::new()
     };
-    let ended_by = runtime.block_on(hold(
+    let ended_by = holder.hold(
         lifetime,
         &pidfds,
         || targets.container_stopped(),
         |elapsed, remaining| status.draw(elapsed, remaining, &rows(&attachment)),
-    ))?;
+    )?;
     status.clear();
     attachment.detach();
     debug!(?ended_by, "detached");

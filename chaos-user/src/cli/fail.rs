@@ -88,6 +88,7 @@ pub struct FailArgs {
 }
 
 pub fn execute(args: FailArgs) -> Result<u8, Error> {
+    run::defer_interrupts();
     let mut ops = args.op.clone();
     ops.sort();
     ops.dedup();

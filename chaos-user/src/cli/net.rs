@@ -184,6 +184,7 @@ pub fn execute(args: NetArgs) -> Result<u8, Error> {
 }
 
 fn packet_fault(action: PacketAction, args: PacketArgs) -> Result<u8, Error> {
+    run::defer_interrupts();
     let fault = PacketFault {
         action,
         direction: args.direction,

@@ -44,6 +44,7 @@ pub struct SignalArgs {
 }
 
 pub fn execute(args: SignalArgs) -> Result<u8, Error> {
+    run::defer_interrupts();
     let fault = SignalFault {
         syscall: args.syscall.clone(),
         signal: args.signal,
