@@ -183,3 +183,51 @@ fn a_detached_signal_run_kills_without_a_loader() {
     assert_no_chaos_programs();
     let _ = std::fs::remove_dir_all(&base);
 }
+
+/// SIGKILL of the loader in the middle of a signal run: the tracepoint link goes with it, so the
+/// target, which the fault would have killed at its 21st fsync, lives on past that.
+#[test]
+fn sigkill_of_the_loader_ends_a_signal_fault() {
+    let (supported, detail) = Probe::run().feature("tracepoint-signal");
+    if !supported {
+        assert!(!expected("tracepoint-signal"), "{detail}");
+        eprintln!("NOT INJECTED on this kernel (asserted in the first test): {detail}");
+        return;
+    }
+    let base = std::env::temp_dir().join(format!("chaos-signal-kill-{}", std::process::id()));
+    let cgroup = TestCgroup::new("signal-kill");
+    let mut target = Victim::start(VICTIM, "fsync", base.to_str().unwrap(), &cgroup);
+    let pid = target.pid().to_string();
+    let mut chaos = spawn_chaos(&[
+        "signal",
+        "--pid",
+        &pid,
+        "--syscall",
+        "fsync",
+        "--signal",
+        "KILL",
+        "--after",
+        "20",
+        "--for",
+        "10m",
+    ]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !loaded_program_names()
+        .iter()
+        .any(|name| name.starts_with("tracepoint_sysc"))
+    {
+        assert!(std::time::Instant::now() < deadline, "chaos never attached");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let attached_calls = target.calls().len();
+    chaos.kill().expect("SIGKILL chaos");
+    chaos.wait().expect("wait chaos");
+    // Well past the 20 fsyncs the fault let through.
+    target.wait_for_calls(attached_calls + 40);
+    assert!(
+        target.alive(),
+        "the target was killed after the loader died"
+    );
+    assert_no_chaos_programs();
+    let _ = std::fs::remove_dir_all(&base);
+}
