@@ -398,30 +398,24 @@ fn attach(
 ) -> Result<(), AttachError> {
     let name = hook.program();
     let error = |source| AttachError::Program { name, source };
-    // A link-based cgroup attachment always lets other programs run beside ours.
+    // A cgroup program goes on each cgroup, through a link, which always lets other programs
+    // run beside ours. (A macro: the two cgroup program types share these methods, not a trait.)
+    macro_rules! attach_to_cgroups {
+        ($kind:ty) => {{
+            let program = program::<$kind>(ebpf, name)?;
+            for (n, cgroup) in cgroups.iter().enumerate() {
+                let id = program
+                    .attach(cgroup, CgroupAttachMode::Single)
+                    .map_err(error)?;
+                if let Some(dir) = pin {
+                    pin_link(program.take_link(id).map_err(error)?, dir, name, n)?;
+                }
+            }
+        }};
+    }
     match hook {
-        Hook::SockAddr(_) => {
-            let program = program::<CgroupSockAddr>(ebpf, name)?;
-            for (n, cgroup) in cgroups.iter().enumerate() {
-                let id = program
-                    .attach(cgroup, CgroupAttachMode::Single)
-                    .map_err(error)?;
-                if let Some(dir) = pin {
-                    pin_link(program.take_link(id).map_err(error)?, dir, name, n)?;
-                }
-            }
-        }
-        Hook::Sock(_) => {
-            let program = program::<CgroupSock>(ebpf, name)?;
-            for (n, cgroup) in cgroups.iter().enumerate() {
-                let id = program
-                    .attach(cgroup, CgroupAttachMode::Single)
-                    .map_err(error)?;
-                if let Some(dir) = pin {
-                    pin_link(program.take_link(id).map_err(error)?, dir, name, n)?;
-                }
-            }
-        }
+        Hook::SockAddr(_) => attach_to_cgroups!(CgroupSockAddr),
+        Hook::Sock(_) => attach_to_cgroups!(CgroupSock),
         Hook::Lsm(_) => {
             let program = program::<Lsm>(ebpf, name)?;
             let id = program.attach().map_err(error)?;
