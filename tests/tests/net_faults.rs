@@ -202,7 +202,14 @@ fn tcp_over_a_lossy_path_retransmits() {
     let report = stop(chaos);
     eprintln!("TCP retransmissions: {lossy} over the lossy path, {clean} beside it");
     assert!(lossy > 0, "10 % loss caused no retransmission: {report}");
-    assert_eq!(clean, 0, "the untargeted path retransmitted");
+    // The path beside it is not faulted, but TCP on a loaded two-core VM can still retransmit
+    // now and then (tail-loss probes, a late ACK: 45 in one CI run against 576 on the lossy
+    // path), so the check is that it retransmits far less, not never; its UDP twin in the
+    // drop tests asserts exact arrivals.
+    assert!(
+        clean * 5 < lossy,
+        "the untargeted path retransmitted like the lossy one: {clean} vs {lossy}"
+    );
     assert_no_chaos_programs();
 }
 
