@@ -27,6 +27,14 @@ pub enum Error {
     Privileges(Vec<&'static str>),
     #[error("no detached run '{id}': expected one of the IDs `chaos list` shows ({known})")]
     NoSuchRun { id: String, known: String },
+    #[error(transparent)]
+    Experiment(#[from] crate::experiment::ExperimentError),
+    #[error("cannot read the experiment file {}", path.display())]
+    ExperimentFile {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("{0}")]
     Io(#[from] std::io::Error),
 }
@@ -34,7 +42,11 @@ pub enum Error {
 impl Error {
     pub fn exit_code(&self) -> u8 {
         match self {
-            Error::Parse(_) | Error::Privileges(_) | Error::NoSuchRun { .. } => exit::USAGE,
+            Error::Parse(_)
+            | Error::Privileges(_)
+            | Error::NoSuchRun { .. }
+            | Error::Experiment(_)
+            | Error::ExperimentFile { .. } => exit::USAGE,
             Error::Target(TargetError::Proc { .. } | TargetError::CgroupNotVisible { .. }) => {
                 exit::FAILURE
             }

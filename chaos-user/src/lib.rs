@@ -11,6 +11,7 @@ pub mod cli;
 pub mod detached;
 pub mod errno_names;
 pub mod error;
+pub mod experiment;
 pub mod fault;
 pub mod kernel;
 pub mod object;

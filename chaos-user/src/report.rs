@@ -148,43 +148,78 @@ impl Report {
     }
 }
 
-/// A status line on stderr, redrawn in place; silent when stderr is not a terminal.
+/// Set by `chaos run` for the fault processes it starts: their status goes to stderr as one
+/// [`STATUS_LINE_PREFIX`] line of JSON per tick, on a pipe too, for the experiment's status line.
+pub const STATUS_LINES_ENV: &str = "CHAOS_STATUS_LINES";
+pub const STATUS_LINE_PREFIX: &str = "chaos-status ";
+
+/// What a machine-readable status line carries: the run's counters over every fault.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct StatusCounters {
+    pub matched: u64,
+    pub injected: u64,
+}
+
+/// The live status line on stderr: redrawn in place on a terminal, one JSON line per tick for
+/// `chaos run` ([`STATUS_LINES_ENV`]), nothing otherwise.
 pub struct StatusLine {
-    enabled: bool,
+    mode: StatusMode,
     drawn: bool,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum StatusMode {
+    Off,
+    Terminal,
+    Lines,
 }
 
 impl StatusLine {
     pub fn new() -> Self {
-        StatusLine {
-            enabled: std::io::stderr().is_terminal(),
-            drawn: false,
-        }
+        let mode = if std::env::var_os(STATUS_LINES_ENV).is_some() {
+            StatusMode::Lines
+        } else if std::io::stderr().is_terminal() {
+            StatusMode::Terminal
+        } else {
+            StatusMode::Off
+        };
+        StatusLine { mode, drawn: false }
     }
 
     pub fn draw(&mut self, elapsed: Duration, remaining: Duration, faults: &[FaultReport]) {
-        if !self.enabled {
-            return;
-        }
-        let mut line = format!(
-            "\r\x1b[2K[{:>5.1}s, {:>5.1}s left]",
-            elapsed.as_secs_f64(),
-            remaining.as_secs_f64()
-        );
-        for fault in faults {
-            let _ = write!(
-                line,
-                "  {} {}: {}/{}",
-                fault.op,
-                fault.injected_as(),
-                fault.injected,
-                fault.matched
-            );
-        }
+        let line = match self.mode {
+            StatusMode::Off => return,
+            StatusMode::Lines => {
+                let counters = StatusCounters {
+                    matched: faults.iter().map(|f| f.matched).sum(),
+                    injected: faults.iter().map(|f| f.injected).sum(),
+                };
+                let json = serde_json::to_string(&counters).expect("counters serialize");
+                format!("{STATUS_LINE_PREFIX}{json}\n")
+            }
+            StatusMode::Terminal => {
+                let mut line = format!(
+                    "\r\x1b[2K[{:>5.1}s, {:>5.1}s left]",
+                    elapsed.as_secs_f64(),
+                    remaining.as_secs_f64()
+                );
+                for fault in faults {
+                    let _ = write!(
+                        line,
+                        "  {} {}: {}/{}",
+                        fault.op,
+                        fault.injected_as(),
+                        fault.injected,
+                        fault.matched
+                    );
+                }
+                self.drawn = true;
+                line
+            }
+        };
         let mut stderr = std::io::stderr().lock();
         let _ = stderr.write_all(line.as_bytes());
         let _ = stderr.flush();
-        self.drawn = true;
     }
 
     pub fn clear(&mut self) {

@@ -34,9 +34,25 @@ const STATUS_EVERY: Duration = Duration::from_millis(250);
 /// as it is held, with its report, instead of killing chaos before it could print one.
 pub struct Holder {
     runtime: tokio::runtime::Runtime,
+    interrupts: Interrupts,
+}
+
+/// Ctrl-C, SIGTERM and SIGHUP, as they arrive.
+pub struct Interrupts {
     sigint: Signal,
     sigterm: Signal,
     sighup: Signal,
+}
+
+impl Interrupts {
+    /// Completes with the next interrupt.
+    pub async fn next(&mut self) -> EndedBy {
+        tokio::select! {
+            _ = self.sigint.recv() => EndedBy::Sigint,
+            _ = self.sigterm.recv() => EndedBy::Sigterm,
+            _ = self.sighup.recv() => EndedBy::Sighup,
+        }
+    }
 }
 
 /// The signals that end a run early.
@@ -72,21 +88,28 @@ impl Holder {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
-        let (sigint, sigterm, sighup) = {
+        let interrupts = {
             let _inside = runtime.enter();
-            (
-                signal(SignalKind::interrupt())?,
-                signal(SignalKind::terminate())?,
-                signal(SignalKind::hangup())?,
-            )
+            Interrupts {
+                sigint: signal(SignalKind::interrupt())?,
+                sigterm: signal(SignalKind::terminate())?,
+                sighup: signal(SignalKind::hangup())?,
+            }
         };
         set_interrupts_blocked(false);
         Ok(Holder {
             runtime,
-            sigint,
-            sigterm,
-            sighup,
+            interrupts,
         })
+    }
+
+    /// Runs `task` on the holder's runtime, with the interrupts for it to watch.
+    pub fn block_on<T>(&mut self, task: impl AsyncFnOnce(&mut Interrupts) -> T) -> T {
+        let Holder {
+            runtime,
+            interrupts,
+        } = self;
+        runtime.block_on(task(interrupts))
     }
 
     /// Waits until the run must end: `lifetime` elapsed, a signal, every target process exited
@@ -100,19 +123,7 @@ impl Holder {
         gone: impl Fn() -> bool,
         tick: impl FnMut(Duration, Duration),
     ) -> std::io::Result<EndedBy> {
-        let Holder {
-            runtime,
-            sigint,
-            sigterm,
-            sighup,
-        } = self;
-        runtime.block_on(hold(
-            lifetime,
-            pidfds,
-            gone,
-            tick,
-            (sigint, sigterm, sighup),
-        ))
+        self.block_on(async |interrupts| hold(lifetime, pidfds, gone, tick, interrupts).await)
     }
 }
 
@@ -121,7 +132,7 @@ async fn hold(
     pidfds: &[&OwnedFd],
     gone: impl Fn() -> bool,
     mut tick: impl FnMut(Duration, Duration),
-    (sigint, sigterm, sighup): (&mut Signal, &mut Signal, &mut Signal),
+    interrupts: &mut Interrupts,
 ) -> std::io::Result<EndedBy> {
     let start = Instant::now();
     let deadline = start + lifetime;
@@ -132,9 +143,7 @@ async fn hold(
     loop {
         tokio::select! {
             _ = sleep_until(deadline) => return Ok(EndedBy::Deadline),
-            _ = sigint.recv() => return Ok(EndedBy::Sigint),
-            _ = sigterm.recv() => return Ok(EndedBy::Sigterm),
-            _ = sighup.recv() => return Ok(EndedBy::Sighup),
+            ended_by = interrupts.next() => return Ok(ended_by),
             result = &mut targets_exited => return result.map(|()| EndedBy::TargetExited),
             _ = ticks.tick() => {
                 if gone() {

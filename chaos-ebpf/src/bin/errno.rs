@@ -12,8 +12,8 @@ use core::ffi::c_void;
 use aya_ebpf::{
     Global,
     helpers::{
-        bpf_get_current_pid_tgid, bpf_override_return, bpf_probe_read_kernel, bpf_send_signal,
-        bpf_set_retval,
+        bpf_get_current_pid_tgid, bpf_get_retval, bpf_override_return, bpf_probe_read_kernel,
+        bpf_send_signal, bpf_set_retval,
     },
     macros::{cgroup_sock, cgroup_sock_addr, kprobe, tracepoint},
     programs::{LsmContext, ProbeContext, SockAddrContext, SockContext, TracePointContext},
@@ -106,8 +106,14 @@ fn sockaddr_call(sockaddr: *const u8) -> Call {
 fn cgroup_verdict(op: u32, call: impl FnOnce() -> Call) -> i32 {
     match injected_errno(op, call) {
         Some(errno) => {
-            // SAFETY: a helper call with a plain integer argument.
-            unsafe { bpf_set_retval(-errno) };
+            // Another run's program that ran before this one may have failed the call already:
+            // its errno stands, as with LSM hooks, where the first failing program ends the call.
+            // SAFETY: helper calls with plain integer arguments.
+            unsafe {
+                if bpf_get_retval() == 0 {
+                    bpf_set_retval(-errno);
+                }
+            }
             CGROUP_DENY
         }
         None => CGROUP_ALLOW,

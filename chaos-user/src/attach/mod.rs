@@ -259,6 +259,21 @@ impl ErrnoAttachment {
                 pin_link(program.take_link(id).map_err(error)?, dir, name, 0)?;
             }
         }
+        // Descendants that exist already: looked up once the fork tracepoint is live, so that a
+        // process forked meanwhile is found by one or the other.
+        let mut pids: HashMap<_, u32, Target> = map(&mut ebpf, names::MAP_TARGET_PIDS)?;
+        for (index, process) in targets.processes.iter().enumerate().filter(|(_, p)| p.tree) {
+            for pid in crate::target::descendants(process.pid) {
+                let target = Target {
+                    fault: FAULT_SLOT,
+                    flags: TARGET_TREE,
+                    index: index as u32,
+                    _pad: 0,
+                };
+                pids.insert(pid, target, 0)
+                    .map_err(map_error(names::MAP_TARGET_PIDS))?;
+            }
+        }
         let cgroups = targets
             .attach_cgroups()
             .into_iter()

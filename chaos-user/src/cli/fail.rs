@@ -87,36 +87,45 @@ pub struct FailArgs {
     pub backend: BackendChoice,
 }
 
+impl FailArgs {
+    /// The fault these arguments ask for and the mechanism choice it allows, checked as far as
+    /// that is possible without the kernel and the targets.
+    pub fn fault(&self) -> Result<(ErrnoFault, BackendChoice), fault::ParseError> {
+        let mut ops = self.op.clone();
+        ops.sort();
+        ops.dedup();
+        let fault = ErrnoFault {
+            ops,
+            errno: self.errno,
+            dry_run: self.run.dry_run,
+            backend: self.backend,
+            when: self.run.when(),
+            syscall: self.syscall.clone(),
+            filter: SocketFilter {
+                port: self.port,
+                addr: self.addr,
+                family: self.family,
+            },
+            path: self.path.clone(),
+        };
+        fault.filter.check(&fault.ops)?;
+        if fault.path.is_some() {
+            PathFilter::check(&fault.ops)?;
+        }
+        let backend = match fault.backend {
+            BackendChoice::Only(Mechanism::Cgroup) if fault.filter.needs_lsm() => {
+                return Err(fault::ParseError::NotForCgroup);
+            }
+            _ if fault.filter.needs_lsm() => BackendChoice::Only(Mechanism::Lsm),
+            choice => choice,
+        };
+        Ok((fault, backend))
+    }
+}
+
 pub fn execute(args: FailArgs) -> Result<u8, Error> {
     run::defer_interrupts();
-    let mut ops = args.op.clone();
-    ops.sort();
-    ops.dedup();
-    let fault = ErrnoFault {
-        ops,
-        errno: args.errno,
-        dry_run: args.run.dry_run,
-        backend: args.backend,
-        when: args.run.when(),
-        syscall: args.syscall.clone(),
-        filter: SocketFilter {
-            port: args.port,
-            addr: args.addr,
-            family: args.family,
-        },
-        path: args.path.clone(),
-    };
-    fault.filter.check(&fault.ops)?;
-    if fault.path.is_some() {
-        PathFilter::check(&fault.ops)?;
-    }
-    let backend = match fault.backend {
-        BackendChoice::Only(Mechanism::Cgroup) if fault.filter.needs_lsm() => {
-            return Err(fault::ParseError::NotForCgroup.into());
-        }
-        _ if fault.filter.needs_lsm() => BackendChoice::Only(Mechanism::Lsm),
-        choice => choice,
-    };
+    let (fault, backend) = args.fault()?;
     let missing = capabilities::missing();
     if !missing.is_empty() {
         return Err(Error::Privileges(missing));

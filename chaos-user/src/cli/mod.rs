@@ -2,6 +2,7 @@
 
 pub mod demo;
 pub mod detached;
+pub mod experiment;
 pub mod fail;
 pub mod net;
 pub mod probe;
@@ -216,6 +217,7 @@ pub enum Command {
     Fail(fail::FailArgs),
     Signal(signal::SignalArgs),
     Net(net::NetArgs),
+    Run(experiment::RunFileArgs),
     List(detached::ListArgs),
     Stop(detached::StopArgs),
     Probe(probe::ProbeArgs),
@@ -246,6 +248,7 @@ pub fn execute(cli: Cli) -> Result<u8, Error> {
         Command::Fail(args) => fail::execute(args),
         Command::Signal(args) => signal::execute(args),
         Command::Net(args) => net::execute(args),
+        Command::Run(args) => experiment::execute(args),
         Command::List(args) => detached::list(args),
         Command::Stop(args) => detached::stop(args),
         Command::Probe(args) => probe::execute(args),

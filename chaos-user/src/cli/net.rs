@@ -183,23 +183,32 @@ pub fn execute(args: NetArgs) -> Result<u8, Error> {
     }
 }
 
+impl PacketArgs {
+    /// The packet fault these arguments ask for, checked as far as that is possible without the
+    /// kernel and the target.
+    pub fn fault(&self, action: PacketAction) -> Result<PacketFault, fault::ParseError> {
+        let fault = PacketFault {
+            action,
+            direction: self.direction,
+            probability: self.probability,
+            filter: self.filter.filter(),
+        };
+        fault.filter.check()?;
+        if self.target.cgroup.is_some()
+            && (action != PacketAction::Drop || fault.direction != Direction::Ingress)
+        {
+            return Err(fault::ParseError::CgroupNetIngressDropOnly);
+        }
+        Ok(fault)
+    }
+}
+
 fn packet_fault(action: PacketAction, args: PacketArgs) -> Result<u8, Error> {
     run::defer_interrupts();
-    let fault = PacketFault {
-        action,
-        direction: args.direction,
-        probability: args.probability,
-        filter: args.filter.filter(),
-    };
-    fault.filter.check()?;
+    let fault = args.fault(action)?;
     let missing = capabilities::missing();
     if !missing.is_empty() {
         return Err(Error::Privileges(missing));
-    }
-    if args.target.cgroup.is_some()
-        && (action != PacketAction::Drop || fault.direction != Direction::Ingress)
-    {
-        return Err(fault::ParseError::CgroupNetIngressDropOnly.into());
     }
     let spec = NetTargetSpec {
         cgroup: args.target.cgroup.as_deref(),

@@ -1,0 +1,130 @@
+use std::path::{Path, PathBuf};
+
+use super::*;
+
+fn parse(text: &str) -> Result<Experiment, ExperimentError> {
+    Experiment::parse(Path::new("x.toml"), text, None)
+}
+
+#[test]
+fn a_fault_runs_as_its_command_line() {
+    let experiment = parse(
+        r#"
+description = "refused connects to the database"
+[workload]
+command = "./client"
+[[fault]]
+name = "db down"
+command = "fail"
+start = "2s"
+for = "10s"
+pid_tree = "workload"
+op = ["connect", "send"]
+port = 5432
+errno = "ECONNREFUSED"
+dry_run = true
+force = false
+"#,
+    )
+    .unwrap();
+    assert_eq!(experiment.duration, Duration::from_secs(12));
+    assert_eq!(experiment.workload.as_deref(), Some("./client"));
+    let fault = &experiment.faults[0];
+    assert_eq!(fault.name, "db down");
+    assert_eq!(fault.start, Duration::from_secs(2));
+    let mut argv = fault.argv(Some(77));
+    // Table keys come in an order of their own; compare the options as a set of pairs.
+    assert_eq!(argv.drain(..1).collect::<Vec<_>>(), ["fail"]);
+    let line = argv.join(" ");
+    for expected in [
+        "--pid-tree 77",
+        "--op connect --op send",
+        "--port 5432",
+        "--errno ECONNREFUSED",
+        "--dry-run",
+        "--for 10000ms",
+    ] {
+        assert!(line.contains(expected), "{expected:?} not in {line:?}");
+    }
+    assert!(!line.contains("--force"), "{line}");
+}
+
+#[test]
+fn faults_last_until_the_experiment_ends_when_it_has_a_duration() {
+    let experiment = parse(
+        r#"
+duration = "30s"
+[steady_state]
+command = "true"
+[[fault]]
+command = "net drop"
+start = "10s"
+iface = "veth0"
+probability = 0.5
+"#,
+    )
+    .unwrap();
+    assert_eq!(experiment.faults[0].lifetime, Duration::from_secs(20));
+    assert_eq!(experiment.faults[0].name, "fault[1]");
+    let check = experiment.steady_state.unwrap();
+    assert_eq!(
+        (check.every, check.timeout, check.abort),
+        (DEFAULT_CHECK_EVERY, DEFAULT_CHECK_TIMEOUT, false)
+    );
+}
+
+#[test]
+fn during_takes_the_place_of_the_files_workload() {
+    let text = "[workload]\ncommand = \"a\"\n[[fault]]\ncommand = \"signal\"\npid = \"workload\"\nsyscall = \"fsync\"\nsignal = \"KILL\"\nfor = \"1s\"\n";
+    let experiment = Experiment::parse(Path::new("x.toml"), text, Some("b")).unwrap();
+    assert_eq!(experiment.workload.as_deref(), Some("b"));
+    // "workload" is a PID only for the PID options.
+    let err = parse(
+        "[[fault]]\ncommand = \"fail\"\ncomm = \"workload\"\nop = \"open\"\nerrno = \"EIO\"\nfor = \"1s\"\n",
+    );
+    assert!(err.is_ok(), "{err:?}");
+}
+
+/// Every file of the invalid corpus is refused with the message its first line expects: the
+/// file, the line and the field, and what is wrong.
+#[test]
+fn the_invalid_corpus_is_refused_with_file_line_and_field() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/experiments/invalid");
+    let mut seen = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let expected = text
+            .lines()
+            .next()
+            .and_then(|line| line.strip_prefix("# expect: "))
+            .unwrap_or_else(|| panic!("{} lacks its '# expect: ' line", path.display()));
+        let name = path.file_name().unwrap();
+        let err = Experiment::parse(Path::new(name), &text, None)
+            .expect_err(&format!("{} was accepted", path.display()))
+            .to_string();
+        assert!(
+            err.starts_with(expected) || err.contains(expected),
+            "{}:\n  got      {err}\n  expected {expected}",
+            path.display()
+        );
+        seen += 1;
+    }
+    assert!(seen >= 15, "only {seen} invalid files");
+}
+
+/// The examples shipped in examples/ are valid.
+#[test]
+fn the_examples_parse() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples");
+    let mut seen = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            let text = std::fs::read_to_string(&path).unwrap();
+            Experiment::parse(&path, &text, None).unwrap_or_else(|err| panic!("{err}"));
+            seen += 1;
+        }
+    }
+    assert!(seen >= 2, "only {seen} examples");
+}

@@ -1,0 +1,338 @@
+//! `chaos run FILE`: the shipped examples and experiment files written here run for real —
+//! faults on a timeline, the workload they target, the steady-state check, aborts, overlaps,
+//! interrupts and SIGKILL — and each one leaves nothing behind.
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Command, Output},
+    thread,
+    time::Duration,
+};
+
+use chaos_tests::*;
+use serde_json::Value;
+
+const VICTIM: &str = env!("CARGO_BIN_EXE_victim");
+
+fn example(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../examples")
+        .join(name)
+}
+
+/// A bystander: a process beside the workload connecting to a live server in a loop.
+fn bystander() -> Victim {
+    let address = tcp_server("127.0.0.1:0");
+    let mut command = Command::new(VICTIM);
+    command.args(["connect", &address]);
+    let victim = Victim::spawn(command, false, None);
+    victim.wait_for_calls(1);
+    victim
+}
+
+fn assert_bystander_untouched(bystander: &Victim) {
+    let calls = bystander.calls();
+    assert!(
+        calls.len() > 5,
+        "the bystander made too few calls to compare"
+    );
+    let hit: Vec<_> = calls.iter().filter_map(|c| c.errno).collect();
+    assert!(hit.is_empty(), "the bystander was hit: {hit:?}");
+}
+
+/// Runs `chaos run FILE --json ARGS` to the end: its report, exit code and stderr.
+fn run(file: &Path, args: &[&str]) -> (Value, i32, String) {
+    let mut all = vec!["run", file.to_str().unwrap(), "--json"];
+    all.extend_from_slice(args);
+    let output: Output = chaos(&all);
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    eprintln!("{stderr}");
+    let report: Value = serde_json::from_slice(&output.stdout).unwrap_or_else(|err| {
+        panic!(
+            "no JSON report ({err}): {}",
+            String::from_utf8_lossy(&output.stdout)
+        )
+    });
+    eprintln!("{report:#}");
+    (report, output.status.code().unwrap_or(-1), stderr)
+}
+
+/// The `faults` row of a fault's own report, by the fault's name.
+fn fault_row<'a>(report: &'a Value, name: &str) -> &'a Value {
+    let fault = report["faults"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["name"] == name)
+        .unwrap_or_else(|| panic!("no fault {name} in {report}"));
+    &fault["report"]["faults"][0]
+}
+
+fn lines_with(stderr: &str, text: &str) -> u64 {
+    stderr.lines().filter(|line| line.contains(text)).count() as u64
+}
+
+/// The workload's failures as it printed them match the fault's injected count (one call may
+/// be failed as the workload is stopped at the end, before it prints).
+fn assert_seen_as_injected(seen: u64, row: &Value, what: &str) {
+    let injected = row["injected"].as_u64().unwrap();
+    assert!(seen >= 1, "the workload never saw {what}: {row}");
+    assert!(
+        seen <= injected && injected - seen <= 1,
+        "the workload saw {seen} × {what}, the fault reports {injected} injected"
+    );
+}
+
+#[test]
+fn the_connect_timeouts_example_fails_only_the_workload() {
+    let bystander = bystander();
+    let (report, code, stderr) = run(&example("connect-timeouts.toml"), &[]);
+    assert_eq!(code, 0, "exit code");
+    assert_eq!(report["passed"], true);
+    assert_eq!(report["ended_by"], "deadline");
+    assert_eq!(report["steady_state"]["before"], true);
+    assert_eq!(
+        report["steady_state"]["during_failed"], 0,
+        "the check (a bystander too) was hit"
+    );
+    assert!(report["steady_state"]["during"].as_u64().unwrap() >= 1);
+    let row = fault_row(&report, "client-timeouts");
+    assert_eq!(row["mechanism"], "cgroup");
+    assert_seen_as_injected(
+        lines_with(&stderr, "Connection timed out"),
+        row,
+        "ETIMEDOUT",
+    );
+    assert!(
+        lines_with(&stderr, "Connection refused") >= 1,
+        "the workload never ran outside the fault"
+    );
+    assert_bystander_untouched(&bystander);
+    assert_no_chaos_programs();
+}
+
+/// Two faults on one workload with overlapping windows, on different operations: each is seen
+/// as its own errno, as many times as it reports.
+#[test]
+fn the_overlapping_example_shows_both_faults() {
+    let bystander = bystander();
+    let (report, code, stderr) = run(&example("overlapping-faults.toml"), &[]);
+    assert_eq!(code, 0, "exit code");
+    assert_eq!(report["passed"], true);
+    for fault in report["faults"].as_array().unwrap() {
+        assert_eq!(fault["state"], "ran", "{fault}");
+    }
+    let timeouts = fault_row(&report, "connect-timeouts");
+    let no_sockets = fault_row(&report, "no-sockets");
+    assert_seen_as_injected(
+        lines_with(&stderr, "Connection timed out"),
+        timeouts,
+        "ETIMEDOUT",
+    );
+    assert_seen_as_injected(
+        lines_with(&stderr, "Too many open files"),
+        no_sockets,
+        "EMFILE",
+    );
+    assert_bystander_untouched(&bystander);
+    assert_no_chaos_programs();
+}
+
+/// Two runs covering the same call: the one attached first decides the errno (as README says).
+#[test]
+fn overlapping_faults_on_one_call_keep_the_first_errno() {
+    let dir = tempdir("same-call");
+    let file = dir.join("same-call.toml");
+    std::fs::write(
+        &file,
+        r#"
+[workload]
+command = '''
+bash -c 'for attempt in $(seq 60); do
+  (exec 3<>/dev/tcp/127.0.0.1/9) 2>&1 | grep -oE "Connection [a-z ]+|Network is unreachable" | head -n 1
+  sleep 0.05
+done'
+'''
+
+[[fault]]
+name = "first"
+command = "fail"
+pid_tree = "workload"
+op = "connect"
+errno = "ETIMEDOUT"
+for = "6s"
+
+[[fault]]
+name = "second"
+command = "fail"
+pid_tree = "workload"
+op = "connect"
+errno = "ENETUNREACH"
+start = "2s"
+for = "2s"
+"#,
+    )
+    .unwrap();
+    let (report, code, stderr) = run(&file, &[]);
+    assert_eq!(code, 0, "exit code");
+    let second = fault_row(&report, "second");
+    assert!(
+        second["matched"].as_u64().unwrap() >= 1,
+        "the second fault saw no call: {second}"
+    );
+    assert_eq!(
+        lines_with(&stderr, "Network is unreachable"),
+        0,
+        "the later fault's errno won"
+    );
+    assert!(lines_with(&stderr, "Connection timed out") >= 1);
+    assert_no_chaos_programs();
+}
+
+/// The check fails while the faults run (the service was killed) and the file asks to abort:
+/// every fault ends at once, the later one never starts, the exit code is 1.
+#[test]
+fn a_failing_check_aborts_the_experiment() {
+    if !signals_supported() {
+        return;
+    }
+    let (report, code, _) = run(&example("abort-when-unhealthy.toml"), &[]);
+    assert_eq!(code, 1, "exit code");
+    assert_eq!(report["passed"], false);
+    assert_eq!(report["ended_by"], "check-failed");
+    assert_eq!(report["workload"]["signal"], libc::SIGKILL);
+    assert_eq!(report["steady_state"]["before"], true);
+    assert!(report["steady_state"]["during_failed"].as_u64().unwrap() >= 1);
+    assert_eq!(report["faults"][1]["state"], "not-started");
+    assert_eq!(fault_row(&report, "kill-the-service")["injected"], 1);
+    assert_no_chaos_programs();
+}
+
+/// --during replaces the file's workload; a workload that fails makes the experiment fail.
+#[test]
+fn the_workload_from_the_command_line_and_its_exit_status() {
+    let dir = tempdir("during");
+    let file = dir.join("during.toml");
+    std::fs::write(
+        &file,
+        "[workload]\ncommand = \"exit 0\"\n\n[[fault]]\ncommand = \"fail\"\npid_tree = \"workload\"\nop = \"connect\"\nerrno = \"EHOSTUNREACH\"\nfor = \"8s\"\n",
+    )
+    .unwrap();
+    // Exits 3 once it sees the fault (the fault's chaos takes a moment to attach).
+    let during = "for i in $(seq 30); do bash -c 'exec 3<>/dev/tcp/127.0.0.1/9' 2>&1 | grep -q 'No route to host' && exit 3; sleep 0.2; done";
+    let (report, code, _) = run(&file, &["--during", during]);
+    assert_eq!(code, 1, "a failed workload fails the experiment");
+    assert_eq!(report["workload"]["command"], during);
+    assert_eq!(
+        report["workload"]["exit_code"], 3,
+        "the workload did not see the fault"
+    );
+    assert_eq!(report["workload"]["ok"], false);
+    assert_no_chaos_programs();
+}
+
+/// Ctrl-C ends every fault early; what ran is reported, exit 0 when the checks held.
+#[test]
+fn sigint_ends_the_experiment_early() {
+    let dir = tempdir("sigint");
+    let file = dir.join("long.toml");
+    std::fs::write(
+        &file,
+        "[steady_state]\ncommand = \"true\"\n\n[workload]\ncommand = \"exec sleep 600\"\n\n[[fault]]\ncommand = \"fail\"\npid = \"workload\"\nop = \"connect\"\nerrno = \"EIO\"\nfor = \"10m\"\n\n[[fault]]\nname = \"later\"\ncommand = \"fail\"\npid = \"workload\"\nop = \"connect\"\nerrno = \"EIO\"\nstart = \"9m\"\nfor = \"1m\"\n",
+    )
+    .unwrap();
+    let child = spawn_chaos(&["run", file.to_str().unwrap(), "--json"]);
+    wait_for_fault_programs();
+    signal(child.id(), libc::SIGINT);
+    let output = child.wait_with_output().unwrap();
+    eprintln!("{}", String::from_utf8_lossy(&output.stderr));
+    let report: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(report["ended_by"], "sigint", "{report}");
+    assert_eq!(report["faults"][0]["state"], "stopped", "{report}");
+    assert_eq!(
+        report["faults"][0]["report"]["ended_by"], "sigterm",
+        "{report}"
+    );
+    assert_eq!(report["faults"][1]["state"], "not-started", "{report}");
+    assert_eq!(report["workload"]["stopped_by_chaos"], true, "{report}");
+    assert_eq!(report["steady_state"]["after"], true, "{report}");
+    assert_eq!(output.status.code(), Some(0), "{report}");
+    assert_no_chaos_programs();
+}
+
+/// SIGKILL of chaos run: its fault processes die with it (PR_SET_PDEATHSIG) and take their
+/// programs with them.
+#[test]
+fn sigkill_of_chaos_run_ends_its_faults() {
+    let dir = tempdir("sigkill");
+    let file = dir.join("long.toml");
+    std::fs::write(
+        &file,
+        "[workload]\ncommand = \"exec sleep 600\"\n\n[[fault]]\ncommand = \"fail\"\npid = \"workload\"\nop = \"connect\"\nerrno = \"EIO\"\nfor = \"10m\"\n",
+    )
+    .unwrap();
+    let mut child = spawn_chaos(&["run", file.to_str().unwrap()]);
+    wait_for_fault_programs();
+    signal(child.id(), libc::SIGKILL);
+    let _ = child.wait();
+    assert_no_chaos_programs();
+}
+
+/// An invalid file: exit 2, the file, line and field named, nothing attached.
+#[test]
+fn an_invalid_file_is_refused_before_anything_runs() {
+    let dir = tempdir("invalid");
+    let file = dir.join("typo.toml");
+    std::fs::write(
+        &file,
+        "[[fault]]\ncommand = \"fail\"\npid = 1\nop = \"connect\"\nerrno = \"ECONNREFUSD\"\nfor = \"1s\"\n",
+    )
+    .unwrap();
+    let output = chaos(&["run", file.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    let expected = format!(
+        "{}:5: fault[1].errno: invalid value 'ECONNREFUSD'",
+        file.display()
+    );
+    assert!(stderr.contains(&expected), "{stderr}");
+    assert_no_chaos_programs();
+}
+
+/// Waits until a fault program of a chaos child is in the kernel.
+fn wait_for_fault_programs() {
+    for _ in 0..600 {
+        if loaded_program_names()
+            .iter()
+            .any(|name| name.starts_with("cgroup_connect"))
+        {
+            return;
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+    panic!("no fault program was attached within 30 s");
+}
+
+fn signal(pid: u32, signal: i32) {
+    // SAFETY: kill(2) on a child of this test.
+    assert_eq!(unsafe { libc::kill(pid as i32, signal) }, 0, "kill {pid}");
+}
+
+fn tempdir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("chaos-experiment-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Whether this kernel can send signals from syscall tracepoints; when it cannot (and need not,
+/// per CHAOS_EXPECT), says so.
+fn signals_supported() -> bool {
+    let (supported, detail) = Probe::run().feature("tracepoint-signal");
+    if !supported {
+        assert!(!expected("tracepoint-signal"), "{detail}");
+        eprintln!(
+            "SKIPPED on this kernel, which cannot send signals from syscall tracepoints: {detail}"
+        );
+    }
+    supported
+}
