@@ -144,6 +144,33 @@ fn a_pid_tree_covers_children_forked_after_the_run_started() {
     assert_no_chaos_programs();
 }
 
+/// A tree's descendants that exist before the run are targets too: a shell whose victim child
+/// (a fork, not an exec) already runs when chaos starts.
+#[test]
+fn a_pid_tree_covers_children_that_already_run() {
+    let address = tcp_server("127.0.0.1:0");
+    let cgroup = TestCgroup::new("tree-existing");
+    let bystander = Victim::start(VICTIM, "connect", &address, &cgroup);
+    let mut shell = Command::new("sh");
+    shell.args(["-c", "\"$0\" connect \"$1\"; true", VICTIM, &address]);
+    let family = Victim::spawn(shell, false, Some(&cgroup));
+    family.wait_for_calls(1);
+    let root = family.pid().to_string();
+    let (report, (_, end)) = fail_connect(&["--pid-tree", &root]);
+    family.wait_for_call_after(end);
+    assert!(
+        failures(&family) > 0,
+        "the running child was not a target: {report}"
+    );
+    assert_eq!(
+        report["faults"][0]["injected"].as_u64().unwrap() as usize,
+        failures(&family),
+        "{report}"
+    );
+    assert_eq!(failures(&bystander), 0, "the bystander was hit");
+    assert_no_chaos_programs();
+}
+
 /// Waits (up to 60 s) until programs with these names are loaded.
 fn wait_for_programs(names: &[&str]) {
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
@@ -335,8 +362,8 @@ fn an_unknown_container_is_refused() {
 }
 
 /// Two runs at once on two targets in one cgroup do not interfere: each target fails with its
-/// own run's errno only. Then a second run on a target that already has one: with the cgroup
-/// mechanism the run attached last sets the errno (README documents the order per mechanism).
+/// own run's errno only. Then a second run on a target that already has one: the run attached
+/// first keeps setting the errno (README documents it).
 #[test]
 fn runs_at_once_keep_to_their_own_targets() {
     let address = tcp_server("127.0.0.1:0");
@@ -383,23 +410,28 @@ fn runs_at_once_keep_to_their_own_targets() {
         "target B got another run's errno"
     );
 
-    // A second run on A, attached after the first: it sets the errno while both are live.
+    // A second run on A, attached after the first: the first run's errno stands while both are
+    // live.
     let run_a2 = run(a.pid(), "EHOSTUNREACH");
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while !a
-        .calls()
+    while loaded_program_names()
         .iter()
-        .any(|c| c.errno == Some(libc::EHOSTUNREACH))
+        .filter(|name| name.as_str() == "cgroup_connect4")
+        .count()
+        < 3
     {
         assert!(
             std::time::Instant::now() < deadline,
-            "the second run never took effect"
+            "the second run never attached"
         );
         thread::sleep(Duration::from_millis(10));
     }
+    let all_live = monotonic_ns();
+    a.wait_for_call_after(all_live + 300_000_000);
     let (report_a2, report_a, report_b) = (stop(run_a2), stop(run_a), stop(run_b));
-    let a2_live = report_a2["faults"][0]["injected"].as_u64().unwrap();
-    assert!(a2_live > 0, "{report_a2}");
+    assert_eq!(errnos(&a), [libc::ECONNRESET], "the later run's errno won");
+    let a2_live = report_a2["faults"][0]["matched"].as_u64().unwrap();
+    assert!(a2_live > 0, "the second run saw no call of A: {report_a2}");
     // Both runs count every call of A they saw while live.
     assert!(report_a["faults"][0]["matched"].as_u64().unwrap() >= a2_live);
     assert!(report_b["faults"][0]["injected"].as_u64().unwrap() > 0);

@@ -33,6 +33,13 @@ enum Task {
         /// Only tests whose name contains this.
         filter: Option<String>,
     },
+    /// Fuzz the experiment parser (cargo fuzz, nightly) for a while, seeded with examples/ and
+    /// the invalid corpus; fails on any crash.
+    Fuzz {
+        /// How long to fuzz.
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+    },
     /// Benchmark the errno faults: connect() on this host, open() in the qemu guest; prints
     /// ns per call per case and the required ratios.
     Bench,
@@ -67,6 +74,7 @@ fn main() -> anyhow::Result<()> {
         }
         Task::Test { host_only, filter } => test::all(host_only, filter.as_deref()),
         Task::Bench => test::bench(),
+        Task::Fuzz { seconds } => test::fuzz(seconds),
         Task::VmTest { kernel, filter } => test::in_vm(&kernel, filter.first().map(String::as_str)),
         Task::VmRun {
             kernel,

@@ -25,7 +25,9 @@ const DEBIAN_PACKAGES: &[&str] = &[
 
 /// The bpf-linker release built here, and the nightly toolchain that builds the eBPF side.
 const BPF_LINKER_VERSION: &str = "0.13.0";
-const NIGHTLY: &str = "nightly";
+pub const NIGHTLY: &str = "nightly";
+/// The cargo-fuzz release `cargo xtask fuzz` installs.
+const CARGO_FUZZ_VERSION: &str = "0.13.2";
 
 pub fn run() -> anyhow::Result<()> {
     debian_packages()?;
@@ -166,4 +168,24 @@ fn llvm_major() -> anyhow::Result<u32> {
 fn llvm_prefix(major: u32) -> anyhow::Result<PathBuf> {
     let home = std::env::var_os("HOME").context("HOME is not set")?;
     Ok(PathBuf::from(home).join(format!(".local/share/chaos/llvm-{major}")))
+}
+
+/// cargo-fuzz, for `cargo xtask fuzz` (only that task installs it).
+pub fn cargo_fuzz() -> anyhow::Result<()> {
+    let installed = Command::new("cargo")
+        .args(["fuzz", "--version"])
+        .output()
+        .is_ok_and(|output| String::from_utf8_lossy(&output.stdout).contains(CARGO_FUZZ_VERSION));
+    if installed {
+        return Ok(());
+    }
+    eprintln!("setup: installing cargo-fuzz {CARGO_FUZZ_VERSION}");
+    run_command(Command::new("cargo").args([
+        "install",
+        "--locked",
+        "--quiet",
+        "cargo-fuzz",
+        "--version",
+        CARGO_FUZZ_VERSION,
+    ]))
 }

@@ -28,6 +28,9 @@ pub fn all(host_only: bool, filter: Option<&str>) -> anyhow::Result<()> {
             .env("CHAOS_EXPECT", expect)
             .current_dir(workspace_root()),
     )?;
+    if filter.is_none() {
+        fuzz(TEST_FUZZ_SECONDS)?;
+    }
     if !host_only {
         in_vm(vm::DEFAULT_KERNEL, filter)?;
     }
@@ -148,4 +151,37 @@ pub fn bench() -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// How long `cargo xtask test` fuzzes the experiment parser.
+const TEST_FUZZ_SECONDS: u64 = 60;
+
+/// Fuzzes the experiment parser for `seconds`, seeded with the shipped examples and the invalid
+/// corpus; libFuzzer exits non-zero on a crash, leaving the input under fuzz/artifacts.
+pub fn fuzz(seconds: u64) -> anyhow::Result<()> {
+    setup::run()?;
+    setup::cargo_fuzz()?;
+    let root = workspace_root();
+    let corpus = root.join("target/fuzz-corpus/experiment");
+    std::fs::create_dir_all(&corpus)?;
+    for dir in ["examples", "tests/experiments/invalid"] {
+        for entry in std::fs::read_dir(root.join(dir))? {
+            let path = entry?.path();
+            if path.extension().is_some_and(|e| e == "toml") {
+                std::fs::copy(&path, corpus.join(path.file_name().expect("a file name")))?;
+            }
+        }
+    }
+    crate::run_command(
+        Command::new("cargo")
+            .arg(format!("+{}", setup::NIGHTLY))
+            .args(["fuzz", "run", "experiment"])
+            .arg(&corpus)
+            .args([
+                "--",
+                &format!("-max_total_time={seconds}"),
+                "-print_final_stats=1",
+            ])
+            .current_dir(root.join("fuzz")),
+    )
 }

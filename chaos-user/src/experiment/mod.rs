@@ -27,6 +27,19 @@ use crate::{
 /// The commands a fault can run, as the `command` key spells them.
 pub const FAULT_COMMANDS: [&str; 4] = ["fail", "signal", "net drop", "net duplicate"];
 
+/// The keys of each table (README's reference lists them; a test checks it does).
+pub const TOP_KEYS: [&str; 5] = [
+    "description",
+    "duration",
+    "steady_state",
+    "workload",
+    "fault",
+];
+pub const STEADY_STATE_KEYS: [&str; 4] = ["command", "every", "timeout", "abort"];
+pub const WORKLOAD_KEYS: [&str; 1] = ["command"];
+/// A fault's own keys; every other key is a long option of its command.
+pub const FAULT_KEYS: [&str; 4] = ["name", "command", "start", "for"];
+
 /// How often the steady-state check runs during the faults, unless `every` says otherwise.
 const DEFAULT_CHECK_EVERY: Duration = Duration::from_secs(5);
 /// How long one steady-state check may take before it counts as failed.
@@ -150,18 +163,7 @@ impl Experiment {
         })?;
         let root_span = root.span();
         let root = root.into_inner();
-        check_keys(
-            &source,
-            &root,
-            "",
-            &[
-                "description",
-                "duration",
-                "steady_state",
-                "workload",
-                "fault",
-            ],
-        )?;
+        check_keys(&source, &root, "", &TOP_KEYS)?;
         let description = optional_string(&source, &root, "", "description")?;
         let duration = optional_duration(&source, &root, "", "duration")?;
         let steady_state = match root.get("steady_state") {
@@ -172,7 +174,7 @@ impl Experiment {
             (Some(command), _) => Some(command.to_owned()),
             (None, Some(value)) => {
                 let table = table(&source, value, "workload")?;
-                check_keys(&source, table, "workload.", &["command"])?;
+                check_keys(&source, table, "workload.", &WORKLOAD_KEYS)?;
                 Some(required_string(
                     &source,
                     table,
@@ -230,12 +232,7 @@ impl Experiment {
 fn steady_state(source: &Source<'_>, value: &Value<'_>) -> Result<SteadyState, ExperimentError> {
     let table = table(source, value, "steady_state")?;
     let prefix = "steady_state.";
-    check_keys(
-        source,
-        table,
-        prefix,
-        &["command", "every", "timeout", "abort"],
-    )?;
+    check_keys(source, table, prefix, &STEADY_STATE_KEYS)?;
     let positive = |key: &str, default: Duration| -> Result<Duration, ExperimentError> {
         Ok(optional_duration(source, table, prefix, key)?.unwrap_or(default))
     };
@@ -295,9 +292,9 @@ impl FaultContext<'_> {
             optional_string(source, table, &prefix, "name")?.unwrap_or_else(|| self.field.clone());
         let start = match optional_string(source, table, &prefix, "start")? {
             None => Duration::ZERO,
-            Some(text) => humantime::parse_duration(&text).map_err(|_| {
+            Some(text) => humantime::parse_duration(&text).ok().filter(|start| *start <= fault::MAX_DURATION).ok_or_else(|| {
                 let span = table.get("start").map(Spanned::span).unwrap_or_default();
-                source.error(&span, &self.field("start"), format!("invalid offset '{text}': expected a duration from the experiment's start such as 0s, 10s or 1m30s"))
+                source.error(&span, &self.field("start"), format!("invalid offset '{text}': expected a duration from the experiment's start of at most 365 days, such as 0s, 10s or 1m30s"))
             })?,
         };
         let lifetime = match (
@@ -335,7 +332,7 @@ impl FaultContext<'_> {
         let mut args = Vec::new();
         for (key, value) in table {
             let key_name = key.get_ref().as_ref();
-            if matches!(key_name, "name" | "command" | "start" | "for") {
+            if FAULT_KEYS.contains(&key_name) {
                 continue;
             }
             args.extend(self.option(key_name, &key.span(), value)?);

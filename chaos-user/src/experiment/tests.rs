@@ -128,3 +128,29 @@ fn the_examples_parse() {
     }
     assert!(seen >= 2, "only {seen} examples");
 }
+
+/// README's reference table lists every key the parser accepts.
+#[test]
+fn the_readme_reference_lists_every_key() {
+    let readme =
+        std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../README.md"))
+            .unwrap();
+    let tables = [
+        ("top", &TOP_KEYS[..]),
+        ("steady_state", &STEADY_STATE_KEYS[..]),
+        ("workload", &WORKLOAD_KEYS[..]),
+        ("fault", &FAULT_KEYS[..]),
+    ];
+    for (table, keys) in tables {
+        for key in keys {
+            let row = format!("| {table} | `{key}` |");
+            assert!(readme.contains(&row), "README lacks the row {row}");
+        }
+    }
+    for command in FAULT_COMMANDS {
+        assert!(
+            readme.contains(&format!("`{command}`")),
+            "README lacks the command {command}"
+        );
+    }
+}

@@ -23,7 +23,9 @@ pub enum ParseError {
     KernelInternalErrno(i64),
     #[error("errno {0} is out of range: expected a number from 1 to 4095, or a name such as EIO")]
     ErrnoOutOfRange(i64),
-    #[error("invalid duration '{0}': expected a positive duration such as 30s, 1m30s or 250ms")]
+    #[error(
+        "invalid duration '{0}': expected a positive duration of at most 365 days, such as 30s, 1m30s or 250ms"
+    )]
     InvalidDuration(String),
     #[error("invalid PID '{0}': expected a process ID greater than 0")]
     InvalidPid(String),
@@ -852,10 +854,13 @@ pub fn parse_path_filter(s: &str) -> Result<PathFilter, ParseError> {
 /// Parses a run duration: positive, humantime syntax (`30s`, `1m30s`, `250ms`).
 pub fn parse_duration(s: &str) -> Result<Duration, ParseError> {
     match humantime::parse_duration(s) {
-        Ok(duration) if !duration.is_zero() => Ok(duration),
+        Ok(duration) if !duration.is_zero() && duration <= MAX_DURATION => Ok(duration),
         _ => Err(ParseError::InvalidDuration(s.to_owned())),
     }
 }
+
+/// The longest duration any option takes: longer ones are typos (and would overflow clocks).
+pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
 
 /// Parses a PID: a positive integer.
 pub fn parse_pid(s: &str) -> Result<u32, ParseError> {
