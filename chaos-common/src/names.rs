@@ -23,6 +23,8 @@ pub const GLOBAL_PATH_OFFSETS: &str = "PATH_OFFSETS";
 /// direction → [`crate::net::NetCounters`].
 pub const MAP_NET_FAULTS: &str = "NET_FAULTS";
 pub const MAP_NET_COUNTERS: &str = "NET_COUNTERS";
+/// The delay distribution table (i16 entries, iproute2's `.dist` files) of a delay fault.
+pub const MAP_NET_DELAY_DIST: &str = "NET_DELAY_DIST";
 /// TC programs of the net object, on an interface's ingress and egress.
 pub const PROG_TC_INGRESS: &str = "tc_ingress";
 pub const PROG_TC_EGRESS: &str = "tc_egress";

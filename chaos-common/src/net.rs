@@ -11,6 +11,15 @@ pub const NET_ACTION_DROP: u32 = 1;
 /// [`NetFault::action`]: let the packet through and send a copy of it right behind it.
 pub const NET_ACTION_DUPLICATE: u32 = 2;
 
+/// [`NetFault::action`]: hold the packet back: its departure time (`skb->tstamp`) moves
+/// `delay_ns` (± jitter) later, which the fq qdisc on the interface honours. Egress only.
+pub const NET_ACTION_DELAY: u32 = 3;
+
+/// The largest delay distribution table (netem's limit), and the scale of its entries: an entry
+/// `t` stands for `t / NET_DIST_SCALE` standard deviations, as in netem and iproute2's tables.
+pub const NET_DIST_MAX: u32 = 16384;
+pub const NET_DIST_SCALE: i64 = 8192;
+
 /// `skb->mark` of a copy made by [`NET_ACTION_DUPLICATE`], so that the program it passes through
 /// again lets it go ("chao").
 pub const DUPLICATE_MARK: u32 = 0x6368_616f;
@@ -33,15 +42,19 @@ pub struct NetFault {
     /// Source and destination ports in host order (TCP and UDP); 0: any.
     pub sport: u32,
     pub dport: u32,
-    pub _pad: u32,
+    /// Entries of the delay distribution table in use; 0: jitter is uniform.
+    pub dist_size: u32,
     /// Source and destination networks, in the layout of [`crate::errno::ErrnoFault::addr`]
     /// (IPv4 as IPv4-mapped IPv6, network order); a mask of all zeros: any.
     pub src: [u32; 4],
     pub src_mask: [u32; 4],
     pub dst: [u32; 4],
     pub dst_mask: [u32; 4],
+    /// [`NET_ACTION_DELAY`]: the mean delay and its jitter (netem's sigma).
+    pub delay_ns: u64,
+    pub jitter_ns: u64,
 }
-const _: () = assert!(core::mem::size_of::<NetFault>() == 104);
+const _: () = assert!(core::mem::size_of::<NetFault>() == 120);
 
 /// Per-CPU counters of one direction.
 #[repr(C)]

@@ -367,6 +367,21 @@ fn in_scratch_netns(probe: fn() -> Vec<Finding>) -> Vec<Finding> {
     run.join().unwrap_or_default()
 }
 
+/// Whether an fq qdisc can be created (tried in a scratch namespace): the finding, for delay
+/// faults to refuse before they touch anything.
+pub fn sch_fq_finding() -> Finding {
+    in_scratch_netns(|| vec![sch_fq()])
+        .into_iter()
+        .next()
+        .unwrap_or_else(|| {
+            Finding::no(
+                feature::SCH_FQ,
+                "the probe did not run",
+                "CONFIG_NET_SCH_FQ=y",
+            )
+        })
+}
+
 fn network_findings() -> Vec<Finding> {
     vec![tcx(), xdp(), sch_fq(), bridge()]
 }

@@ -21,7 +21,10 @@ use crate::{
     attach::{ErrnoAttachment, Plan, SyscallHook, net::NetAttachment},
     detached::{self, DetachedRun},
     error::Error,
-    fault::{ErrnoFault, SignalFault, net::PacketFault},
+    fault::{
+        ErrnoFault, SignalFault,
+        net::{PacketAction, PacketFault},
+    },
     report::{EndedBy, FaultReport, Report, StatusLine, TargetReport},
     target::{Targets, net::NetTarget},
 };
@@ -262,7 +265,7 @@ pub fn net_detached(
 ) -> Result<DetachedRun, Error> {
     let id = detached::new_id();
     let dir = detached::prepare(&id)?;
-    if let Err(err) = NetAttachment::attach(target, fault.kernel(), lifetime, Some(&dir)) {
+    if let Err(err) = NetAttachment::attach(target, fault.kernel(), &[], lifetime, Some(&dir)) {
         let _ = detached::stop(&id);
         return Err(err.into());
     }
@@ -328,7 +331,11 @@ pub fn net_run(
     lifetime: Duration,
 ) -> Result<Report, Error> {
     let mut holder = Holder::new()?;
-    let mut attachment = NetAttachment::attach(target, fault.kernel(), lifetime, None)?;
+    let table = match fault.action {
+        PacketAction::Delay(delay) => delay.distribution.table()?,
+        _ => Vec::new(),
+    };
+    let mut attachment = NetAttachment::attach(target, fault.kernel(), &table, lifetime, None)?;
     let started = std::time::Instant::now();
     let rows = |attachment: &NetAttachment| -> Vec<FaultReport> {
         [
@@ -344,10 +351,10 @@ pub fn net_run(
                 op: fault.action.name().into(),
                 errno: None,
                 signal: None,
-                mechanism: if target.cgroup.is_some() {
-                    "cgroup_skb"
-                } else {
-                    "tcx"
+                mechanism: match (&target.cgroup, fault.action) {
+                    (Some(_), _) => "cgroup_skb",
+                    (None, PacketAction::Delay(_)) => "tcx+fq",
+                    (None, _) => "tcx",
                 },
                 covers: match &target.cgroup {
                     Some(cgroup) => format!(

@@ -1,5 +1,5 @@
-//! Network faults: TC programs on an interface's ingress and egress drop or duplicate the
-//! packets a fault picks. Kernel >= 6.6 attaches them through tcx links (older kernels: a clsact qdisc),
+//! Network faults: TC programs on an interface's ingress and egress drop, duplicate or (egress)
+//! delay the packets a fault picks. Kernel >= 6.6 attaches them through tcx links (older kernels: a clsact qdisc),
 //! CONFIG_NET_CLS_BPF / CONFIG_NET_XGRESS.
 #![no_std]
 #![no_main]
@@ -13,8 +13,9 @@ use aya_ebpf::{
 use chaos_common::{
     errno::{IPV4_MAPPED_WORD, PROBABILITY_ONE},
     net::{
-        DIRECTION_EGRESS, DIRECTION_INGRESS, DUPLICATE_MARK, NET_ACTION_DUPLICATE,
-        NET_COUNTER_ENTRIES, NetCounters, NetFault, in_network,
+        DIRECTION_EGRESS, DIRECTION_INGRESS, DUPLICATE_MARK, NET_ACTION_DELAY,
+        NET_ACTION_DUPLICATE, NET_COUNTER_ENTRIES, NET_DIST_MAX, NET_DIST_SCALE, NetCounters,
+        NetFault, in_network,
     },
 };
 
@@ -24,6 +25,10 @@ static NET_FAULTS: Array<NetFault> = Array::with_max_entries(1, 0);
 #[map]
 static NET_COUNTERS: PerCpuArray<NetCounters> =
     PerCpuArray::with_max_entries(NET_COUNTER_ENTRIES, 0);
+
+/// A delay fault's distribution table (netem's format), when its jitter is not uniform.
+#[map]
+static NET_DELAY_DIST: Array<i16> = Array::with_max_entries(NET_DIST_MAX, 0);
 
 /// Let the packet go on to the next program and the stack (tcx: TCX_NEXT; clsact: the default).
 const TC_ACT_UNSPEC: i32 = -1;
@@ -126,20 +131,20 @@ fn passes_filters(fault: &NetFault, packet: &Packet) -> bool {
         && in_network(&packet.dst, &fault.dst, &fault.dst_mask)
 }
 
-/// The fault's action if it acts on this packet. Costs every packet one array lookup; only live
-/// faults parse it. A copy this program made passes untouched.
+/// The fault if it acts on this packet. Costs every packet one array lookup; only live faults
+/// parse it. A copy this program made passes untouched.
 #[inline(always)]
-fn action_for(
+fn fault_for(
     skb: &SkBuff,
     direction: u32,
     packet: impl FnOnce(&SkBuff) -> Option<Packet>,
-) -> Option<u32> {
+) -> Option<&'static NetFault> {
     let fault = NET_FAULTS.get(0)?;
     // SAFETY: the kernel hands the program a valid __sk_buff.
     if unsafe { (*skb.skb).mark } == DUPLICATE_MARK {
         return None;
     }
-    acts_on(skb, fault, direction, packet).then_some(fault.action)
+    acts_on(skb, fault, direction, packet).then_some(fault)
 }
 
 #[inline(always)]
@@ -187,24 +192,76 @@ fn duplicate(ctx: &TcContext, flags: u64) -> i32 {
     TC_ACT_UNSPEC
 }
 
+/// Moves the packet's earliest departure time `delay ± jitter` past the later of now and the
+/// time it already had; the fq qdisc on the interface holds it until then. Packets of one flow
+/// leave in order (fq keeps a flow's queue in order), as with netem's default.
+#[inline(always)]
+fn delay(ctx: &TcContext, fault: &NetFault) -> i32 {
+    // SAFETY: helper calls without arguments; the kernel hands the program a valid __sk_buff,
+    // whose tstamp a TC egress program may write (kernel >= 5.18 marks it a delivery time).
+    unsafe {
+        let now = bpf_ktime_get_ns();
+        let skb = ctx.skb.skb;
+        let departs = if (*skb).tstamp > now {
+            (*skb).tstamp
+        } else {
+            now
+        };
+        (*skb).tstamp = departs + sampled_delay(fault);
+    }
+    TC_ACT_UNSPEC
+}
+
+/// One draw of the delay in ns: `delay` plus jitter, uniform in [-jitter, jitter) or, with a
+/// table, netem's tabledist (`delay + jitter * t / NET_DIST_SCALE` for a random entry `t`);
+/// never below zero. Signed division is avoided (BPF v3 has none).
+#[inline(always)]
+fn sampled_delay(fault: &NetFault) -> u64 {
+    let (mu, sigma) = (fault.delay_ns, fault.jitter_ns);
+    if sigma == 0 {
+        return mu;
+    }
+    // SAFETY: a helper call without arguments.
+    let random = u64::from(unsafe { bpf_get_prandom_u32() });
+    // checked_rem: a plain `%` would bring a panic path the verifier refuses (the divisors are
+    // never zero here).
+    if fault.dist_size == 0 {
+        let spread = random.checked_rem(2 * sigma).unwrap_or(0);
+        return (mu + spread).saturating_sub(sigma);
+    }
+    let index = random.checked_rem(u64::from(fault.dist_size)).unwrap_or(0) as u32;
+    let Some(&entry) = NET_DELAY_DIST.get(index) else {
+        return mu;
+    };
+    let scale = NET_DIST_SCALE as u64;
+    let t = u64::from(entry.unsigned_abs());
+    let offset = ((sigma % scale) * t + scale / 2) / scale + (sigma / scale) * t;
+    if entry < 0 {
+        mu.saturating_sub(offset)
+    } else {
+        mu + offset
+    }
+}
+
 /// Packets arriving on the interface: dropped (the receiver never sees them, as on a lossy
 /// wire) or duplicated (the copy arrives right behind).
 #[classifier]
 pub fn tc_ingress(ctx: TcContext) -> i32 {
-    match action_for(&ctx.skb, DIRECTION_INGRESS, parse_ethernet) {
-        None => TC_ACT_UNSPEC,
+    match fault_for(&ctx.skb, DIRECTION_INGRESS, parse_ethernet).map(|f| f.action) {
+        None | Some(NET_ACTION_DELAY) => TC_ACT_UNSPEC,
         Some(NET_ACTION_DUPLICATE) => duplicate(&ctx, BPF_F_INGRESS),
         Some(_) => TC_ACT_SHOT,
     }
 }
 
-/// Packets leaving through the interface: dropped after the sender's stack let them go, or
-/// duplicated.
+/// Packets leaving through the interface: dropped after the sender's stack let them go,
+/// duplicated, or delayed.
 #[classifier]
 pub fn tc_egress(ctx: TcContext) -> i32 {
-    match action_for(&ctx.skb, DIRECTION_EGRESS, parse_ethernet) {
+    match fault_for(&ctx.skb, DIRECTION_EGRESS, parse_ethernet) {
         None => TC_ACT_UNSPEC,
-        Some(NET_ACTION_DUPLICATE) => duplicate(&ctx, 0),
+        Some(fault) if fault.action == NET_ACTION_DUPLICATE => duplicate(&ctx, 0),
+        Some(fault) if fault.action == NET_ACTION_DELAY => delay(&ctx, fault),
         // SAFETY: a helper call with plain integer arguments.
         Some(_) => unsafe { bpf_redirect(NO_IFINDEX, 0) as i32 },
     }
@@ -215,7 +272,7 @@ pub fn tc_egress(ctx: TcContext) -> i32 {
 /// traffic even when it shares a namespace with others (host-network containers).
 #[cgroup_skb]
 pub fn cgroup_skb_ingress(ctx: SkBuffContext) -> i32 {
-    match action_for(&ctx.skb, DIRECTION_INGRESS, parse_ip) {
+    match fault_for(&ctx.skb, DIRECTION_INGRESS, parse_ip) {
         Some(_) => CGROUP_SKB_DROP,
         None => CGROUP_SKB_PASS,
     }

@@ -26,6 +26,7 @@ use thiserror::Error;
 use tracing::debug;
 
 pub mod net;
+pub mod qdisc;
 
 use crate::{
     fault::{Backend, BackendChoice, Hook, Mechanism, Op},

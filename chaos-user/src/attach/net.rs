@@ -19,22 +19,29 @@ use chaos_common::{
     net::{self, NetCounters},
 };
 
-use super::{AttachError, map, map_error, monotonic_now_ns, pin_link, program};
+use super::{
+    AttachError, map, map_error, monotonic_now_ns, pin_link, program,
+    qdisc::{self, FqGuard},
+};
 use crate::{object, target::net::NetTarget};
 
-/// A live network fault; dropping it detaches every program.
+/// A live network fault; dropping it detaches every program (and puts back the qdiscs a delay
+/// replaced).
 pub struct NetAttachment {
     ebpf: Ebpf,
     programs: Vec<&'static str>,
+    fq: Vec<FqGuard>,
 }
 
 impl NetAttachment {
     /// Loads the net object, writes `fault` with its deadline `lifetime` from now, and attaches
-    /// the program of each direction the fault asks for to every target interface.
+    /// the program of each direction the fault asks for to every target interface; a delay
+    /// first makes fq the root qdisc of each (with `delay_table`, netem's, for its jitter).
     /// With `pin`, every link and the counters are pinned there too (a detached run).
     pub fn attach(
         target: &NetTarget,
         mut fault: net::NetFault,
+        delay_table: &[i16],
         lifetime: Duration,
         pin: Option<&Path>,
     ) -> Result<Self, AttachError> {
@@ -48,6 +55,19 @@ impl NetAttachment {
         let mut ebpf = EbpfLoader::new()
             .load(object::NET)
             .map_err(AttachError::Object)?;
+        let mut table: Array<_, i16> = map(&mut ebpf, names::MAP_NET_DELAY_DIST)?;
+        for (index, &entry) in delay_table.iter().enumerate() {
+            table
+                .set(index as u32, entry, 0)
+                .map_err(map_error(names::MAP_NET_DELAY_DIST))?;
+        }
+        fault.dist_size = delay_table.len() as u32;
+        let mut fq = Vec::new();
+        if fault.action == net::NET_ACTION_DELAY {
+            for iface in &target.ifaces {
+                fq.push(qdisc::install_fq(target.netns.as_ref(), iface)?);
+            }
+        }
         fault.deadline_ns = monotonic_now_ns().saturating_add(lifetime.as_nanos() as u64);
         let mut faults: Array<_, net::NetFault> = map(&mut ebpf, names::MAP_NET_FAULTS)?;
         faults
@@ -127,7 +147,7 @@ impl NetAttachment {
                 reason: err.to_string(),
             })?;
         }
-        Ok(NetAttachment { ebpf, programs })
+        Ok(NetAttachment { ebpf, programs, fq })
     }
 
     /// Detaches and unloads the programs but keeps the maps for the final counters.
@@ -141,6 +161,9 @@ impl NetAttachment {
             if let Err(err) = result {
                 tracing::warn!(program = name, %err, "detach");
             }
+        }
+        for guard in self.fq.drain(..) {
+            guard.restore();
         }
     }
 

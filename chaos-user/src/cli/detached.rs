@@ -34,6 +34,58 @@ pub struct StopArgs {
     pub all: bool,
 }
 
+/// Put back what runs that were killed left behind: the root qdiscs that delay faults replaced,
+/// and the pins of detached runs past their deadline. Every chaos command does this first;
+/// this one only does that, and says what it did.
+///
+/// Example: chaos cleanup --json
+#[derive(Debug, Args)]
+pub struct CleanupArgs {
+    /// Print what was put back as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// What `chaos cleanup` (or any chaos command, first) put back.
+#[derive(Debug, Default, serde::Serialize)]
+pub struct CleanedUp {
+    /// Detached runs past their deadline, unpinned.
+    pub expired_runs: Vec<String>,
+    /// Interfaces whose default root qdisc was put back (`iface (netns)`).
+    pub qdiscs: Vec<String>,
+}
+
+/// Puts back what killed runs left behind.
+pub fn clean_up() -> CleanedUp {
+    CleanedUp {
+        expired_runs: detached::clean_up_expired(),
+        qdiscs: crate::attach::qdisc::restore_orphans(),
+    }
+}
+
+pub fn cleanup(args: CleanupArgs, cleaned: CleanedUp) -> Result<u8, Error> {
+    if args.json {
+        println!("{}", serde_json::to_string(&cleaned).expect("serializes"));
+    } else {
+        println!(
+            "unpinned {} expired detached run(s){}; put back the root qdisc of {} interface(s){}",
+            cleaned.expired_runs.len(),
+            in_parens(&cleaned.expired_runs),
+            cleaned.qdiscs.len(),
+            in_parens(&cleaned.qdiscs),
+        );
+    }
+    Ok(exit::OK)
+}
+
+fn in_parens(items: &[String]) -> String {
+    if items.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", items.join(", "))
+    }
+}
+
 #[derive(serde::Serialize)]
 struct Listed<'a> {
     #[serde(flatten)]

@@ -220,6 +220,7 @@ pub enum Command {
     Run(experiment::RunFileArgs),
     List(detached::ListArgs),
     Stop(detached::StopArgs),
+    Cleanup(detached::CleanupArgs),
     Probe(probe::ProbeArgs),
     Demo(demo::DemoArgs),
     /// Print a shell completion script.
@@ -238,13 +239,18 @@ pub enum Command {
     DemoWorkload(demo::WorkloadArgs),
 }
 
-/// Runs a parsed command line; returns the exit code. Detached runs past their deadline are
-/// unpinned first, whatever the command.
+/// Runs a parsed command line; returns the exit code. What killed runs left behind (expired
+/// detached runs, replaced qdiscs) is put back first, whatever the command.
 pub fn execute(cli: Cli) -> Result<u8, Error> {
-    for id in crate::detached::clean_up_expired() {
+    let cleaned = detached::clean_up();
+    for id in &cleaned.expired_runs {
         tracing::debug!(%id, "unpinned an expired detached run");
     }
+    for iface in &cleaned.qdiscs {
+        tracing::info!(%iface, "put back the default root qdisc a killed delay run replaced");
+    }
     match cli.command {
+        Command::Cleanup(args) => detached::cleanup(args, cleaned),
         Command::Fail(args) => fail::execute(args),
         Command::Signal(args) => signal::execute(args),
         Command::Net(args) => net::execute(args),

@@ -9,7 +9,10 @@ use crate::{
     error::{Error, exit},
     fault::{
         self,
-        net::{self as net_fault, Direction, PacketAction, PacketFault, PacketFilter},
+        net::{
+            self as net_fault, Delay, Direction, Distribution, PacketAction, PacketFault,
+            PacketFilter,
+        },
     },
     report::Report,
     run,
@@ -55,6 +58,21 @@ pub enum NetAction {
     ///   chaos net duplicate --iface veth1a2b --proto udp --probability 0.5
     #[command(verbatim_doc_comment)]
     Duplicate(PacketArgs),
+    /// Hold packets back: each leaving packet departs DELAY (± jitter) later, as with netem.
+    ///
+    /// A TC egress program moves the packet's earliest departure time (skb->tstamp) and the fq
+    /// qdisc holds it until then; chaos puts fq in place of the interface's default root qdisc
+    /// for the run and the default back afterwards (a killed run's qdisc is put back by the next
+    /// chaos invocation, or `chaos cleanup`). Only leaving packets: to delay both ways, delay
+    /// both ends. Packets of one flow stay in order. Needs kernel >= 6.6 (tcx links) and
+    /// CONFIG_NET_SCH_FQ; tc (iproute2) installs the qdisc.
+    ///
+    /// Examples:
+    ///   chaos net delay --netns /run/netns/app --delay 100ms --for 5m
+    ///   chaos net delay --iface veth1a2b --delay 50ms --jitter 10ms --distribution normal
+    ///   chaos net delay --container db --proto tcp --sport 5432 --delay 200ms
+    #[command(verbatim_doc_comment)]
+    Delay(DelayArgs),
 }
 
 /// A packet fault's target, filters and run.
@@ -76,6 +94,64 @@ pub struct PacketArgs {
 
     #[command(flatten)]
     pub run: NetRunArgs,
+}
+
+/// A delay fault's target, delay, filters and run.
+#[derive(Debug, Args)]
+pub struct DelayArgs {
+    #[command(flatten)]
+    pub target: NetTargetArgs,
+
+    /// How long each packet is held back: 100ms, 1s (with 4 x jitter, at most fq's 10 s
+    /// horizon).
+    #[arg(long, value_parser = fault::parse_duration, allow_hyphen_values = true)]
+    pub delay: Duration,
+
+    /// The spread of the delay (netem's jitter): uniform in [-J, +J), or the standard deviation
+    /// of --distribution. A draw below zero delays by nothing.
+    #[arg(long, value_name = "J", value_parser = fault::parse_duration, allow_hyphen_values = true)]
+    pub jitter: Option<Duration>,
+
+    /// The shape of the jitter: uniform, or netem's normal, pareto or paretonormal table
+    /// (iproute2's .dist files).
+    #[arg(long, default_value = "uniform", value_parser = net_fault::parse_distribution)]
+    pub distribution: Distribution,
+
+    /// Delay each matching packet with this probability (0 < P <= 1).
+    #[arg(long, value_name = "P", default_value = "1", value_parser = fault::parse_probability)]
+    pub probability: f64,
+
+    #[command(flatten)]
+    pub filter: PacketFilterArgs,
+
+    #[command(flatten)]
+    pub run: NetRunArgs,
+}
+
+impl DelayArgs {
+    /// The delay fault, checked as far as that is possible without the kernel and the target.
+    pub fn fault(&self) -> Result<PacketFault, fault::ParseError> {
+        let delay = Delay {
+            delay: self.delay,
+            jitter: self.jitter.unwrap_or_default(),
+            distribution: self.distribution,
+        };
+        delay.check()?;
+        let fault = PacketFault {
+            action: PacketAction::Delay(delay),
+            direction: Direction::Egress,
+            probability: self.probability,
+            filter: self.filter.filter(),
+        };
+        fault.filter.check()?;
+        if self.target.cgroup.is_some() {
+            return Err(fault::ParseError::CgroupNetIngressDropOnly);
+        }
+        if self.run.detach {
+            return Err(fault::ParseError::DelayDetached);
+        }
+        Ok(fault)
+    }
 }
 
 /// Where a network fault acts.
@@ -178,8 +254,22 @@ impl NetRunArgs {
 
 pub fn execute(args: NetArgs) -> Result<u8, Error> {
     match args.action {
-        NetAction::Drop(args) => packet_fault(PacketAction::Drop, args),
-        NetAction::Duplicate(args) => packet_fault(PacketAction::Duplicate, args),
+        NetAction::Drop(args) => {
+            run::defer_interrupts();
+            packet_fault(args.fault(PacketAction::Drop)?, &args.target, &args.run)
+        }
+        NetAction::Duplicate(args) => {
+            run::defer_interrupts();
+            packet_fault(
+                args.fault(PacketAction::Duplicate)?,
+                &args.target,
+                &args.run,
+            )
+        }
+        NetAction::Delay(args) => {
+            run::defer_interrupts();
+            packet_fault(args.fault()?, &args.target, &args.run)
+        }
     }
 }
 
@@ -203,25 +293,51 @@ impl PacketArgs {
     }
 }
 
-fn packet_fault(action: PacketAction, args: PacketArgs) -> Result<u8, Error> {
-    run::defer_interrupts();
-    let fault = args.fault(action)?;
+/// Runs a checked packet fault: privileges, the target, the kernel's support, then the run.
+fn packet_fault(
+    fault: PacketFault,
+    target: &NetTargetArgs,
+    run_args: &NetRunArgs,
+) -> Result<u8, Error> {
     let missing = capabilities::missing();
     if !missing.is_empty() {
         return Err(Error::Privileges(missing));
     }
     let spec = NetTargetSpec {
-        cgroup: args.target.cgroup.as_deref(),
-        netns: args.target.netns.as_deref(),
-        container: args.target.container.as_deref(),
-        iface: args.target.iface.as_deref(),
+        cgroup: target.cgroup.as_deref(),
+        netns: target.netns.as_deref(),
+        container: target.container.as_deref(),
+        iface: target.iface.as_deref(),
     };
-    let target = NetTarget::resolve(spec, args.run.force)?;
+    let target = NetTarget::resolve(spec, run_args.force)?;
+    if let PacketAction::Delay(_) = fault.action {
+        let fq = crate::kernel::sch_fq_finding();
+        if !fq.supported {
+            return Err(crate::attach::AttachError::NetUnsupported(format!(
+                "a delay needs the fq qdisc, which this kernel lacks: {}",
+                fq.explain()
+            ))
+            .into());
+        }
+    }
     eprintln!(
         "chaos: {} {:.4}% of the {} packets of {} for {}{}",
-        match action {
-            PacketAction::Drop => "dropping",
-            PacketAction::Duplicate => "duplicating",
+        match fault.action {
+            PacketAction::Drop => "dropping".to_owned(),
+            PacketAction::Duplicate => "duplicating".to_owned(),
+            PacketAction::Delay(d) => format!(
+                "delaying by {}{}",
+                humantime::format_duration(d.delay),
+                if d.jitter.is_zero() {
+                    String::new()
+                } else {
+                    format!(
+                        " ± {} ({})",
+                        humantime::format_duration(d.jitter),
+                        d.distribution.name()
+                    )
+                }
+            ),
         },
         fault.probability * 100.0,
         match fault.direction {
@@ -230,20 +346,20 @@ fn packet_fault(action: PacketAction, args: PacketArgs) -> Result<u8, Error> {
             Direction::Both => "arriving and leaving",
         },
         target.describe(),
-        humantime::format_duration(args.run.duration),
-        if args.run.detach {
+        humantime::format_duration(run_args.duration),
+        if run_args.detach {
             ", detached"
         } else {
             " (Ctrl-C ends it early)"
         },
     );
-    if args.run.detach {
+    if run_args.detach {
         let describe = target.describe();
-        let run = run::net_detached(&target, &fault, args.run.duration, describe)?;
-        super::detached::announce(&run, args.run.json, args.run.duration);
+        let run = run::net_detached(&target, &fault, run_args.duration, describe)?;
+        super::detached::announce(&run, run_args.json, run_args.duration);
         return Ok(exit::OK);
     }
-    let report = run::net_run(&target, &fault, args.run.duration)?;
-    args.run.print(&report);
+    let report = run::net_run(&target, &fault, run_args.duration)?;
+    run_args.print(&report);
     Ok(exit::OK)
 }

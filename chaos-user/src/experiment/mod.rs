@@ -25,7 +25,7 @@ use crate::{
 };
 
 /// The commands a fault can run, as the `command` key spells them.
-pub const FAULT_COMMANDS: [&str; 4] = ["fail", "signal", "net drop", "net duplicate"];
+pub const FAULT_COMMANDS: [&str; 5] = ["fail", "signal", "net drop", "net duplicate", "net delay"];
 
 /// The keys of each table (README's reference lists them; a test checks it does).
 pub const TOP_KEYS: [&str; 5] = [
@@ -428,6 +428,7 @@ impl FaultContext<'_> {
             Command::Net(args) => match &args.action {
                 NetAction::Drop(packet) => packet.fault(PacketAction::Drop).map(drop),
                 NetAction::Duplicate(packet) => packet.fault(PacketAction::Duplicate).map(drop),
+                NetAction::Delay(delay) => delay.fault().map(drop),
             },
             _ => Ok(()),
         };

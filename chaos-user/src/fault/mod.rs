@@ -69,6 +69,30 @@ pub enum ParseError {
         "--cgroup takes only `chaos net drop --direction ingress`: a cgroup_skb program can drop what arrives for a cgroup's sockets, while its egress drops are reported to the sender and it cannot copy packets; use --iface, --netns or --container for those"
     )]
     CgroupNetIngressDropOnly,
+    #[error(
+        "--delay {delay} with --jitter {jitter} reaches past {horizon:?}, the fq qdisc's horizon (fq drops packets timed later): expected a delay plus 4 x jitter of at most that"
+    )]
+    DelayPastHorizon {
+        delay: String,
+        jitter: String,
+        horizon: std::time::Duration,
+    },
+    #[error(
+        "--detach is not available for delay yet: the fq qdisc it installs would outlive chaos; run it attached"
+    )]
+    DelayDetached,
+    #[error("unknown distribution '{0}': expected uniform, normal, pareto or paretonormal")]
+    UnknownDistribution(String),
+    #[error("--distribution {0} needs --jitter: the distribution shapes the jitter")]
+    DistributionWithoutJitter(String),
+    #[error(
+        "cannot read the {name} distribution table (iproute2's {name}.dist, searched in {searched}): {reason}; install iproute2 or use --distribution uniform"
+    )]
+    DistributionTable {
+        name: &'static str,
+        searched: String,
+        reason: String,
+    },
     #[error("unknown direction '{0}': expected ingress, egress or both")]
     UnknownDirection(String),
     #[error("unknown protocol '{0}': expected tcp, udp or icmp")]

@@ -1,5 +1,7 @@
 //! Network faults: what `chaos net ACTION` asks the TC programs to do, parsed and checked.
 
+use std::time::Duration;
+
 use chaos_common::net;
 
 use super::{Cidr, ParseError, probability_threshold};
@@ -70,6 +72,8 @@ pub enum PacketAction {
     Drop,
     /// Delivered twice.
     Duplicate,
+    /// Held back (egress only).
+    Delay(Delay),
 }
 
 impl PacketAction {
@@ -77,6 +81,7 @@ impl PacketAction {
         match self {
             PacketAction::Drop => "drop",
             PacketAction::Duplicate => "duplicate",
+            PacketAction::Delay(_) => "delay",
         }
     }
 
@@ -84,7 +89,112 @@ impl PacketAction {
         match self {
             PacketAction::Drop => net::NET_ACTION_DROP,
             PacketAction::Duplicate => net::NET_ACTION_DUPLICATE,
+            PacketAction::Delay(_) => net::NET_ACTION_DELAY,
         }
+    }
+}
+
+/// The horizon of the fq qdisc (its default): a packet timed further ahead is dropped by fq.
+pub const FQ_HORIZON: Duration = Duration::from_secs(10);
+
+/// How a delay fault holds packets back: `delay` plus jitter drawn from `distribution` with
+/// `jitter` as its spread (netem's mu and sigma).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Delay {
+    pub delay: Duration,
+    pub jitter: Duration,
+    pub distribution: Distribution,
+}
+
+impl Delay {
+    /// Checks the delay against fq's horizon (netem's tables reach 4 sigma).
+    pub fn check(&self) -> Result<(), ParseError> {
+        if self.distribution != Distribution::Uniform && self.jitter.is_zero() {
+            return Err(ParseError::DistributionWithoutJitter(
+                self.distribution.name().into(),
+            ));
+        }
+        if self.delay + self.jitter * 4 > FQ_HORIZON {
+            return Err(ParseError::DelayPastHorizon {
+                delay: humantime::format_duration(self.delay).to_string(),
+                jitter: humantime::format_duration(self.jitter).to_string(),
+                horizon: FQ_HORIZON,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// The shape of a delay's jitter: uniform, or one of netem's tables.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Distribution {
+    Uniform,
+    Normal,
+    Pareto,
+    Paretonormal,
+}
+
+/// Where iproute2 installs netem's distribution tables.
+const DIST_DIRS: [&str; 4] = [
+    "/usr/lib/x86_64-linux-gnu/tc",
+    "/usr/lib/aarch64-linux-gnu/tc",
+    "/usr/lib/tc",
+    "/usr/lib64/tc",
+];
+
+impl Distribution {
+    pub const fn name(self) -> &'static str {
+        match self {
+            Distribution::Uniform => "uniform",
+            Distribution::Normal => "normal",
+            Distribution::Pareto => "pareto",
+            Distribution::Paretonormal => "paretonormal",
+        }
+    }
+
+    /// The table the kernel samples: netem's own, iproute2's NAME.dist (entries scaled by
+    /// NET_DIST_SCALE); empty for uniform jitter.
+    pub fn table(self) -> Result<Vec<i16>, ParseError> {
+        if self == Distribution::Uniform {
+            return Ok(Vec::new());
+        }
+        let name = self.name();
+        let error = |reason: String| ParseError::DistributionTable {
+            name,
+            searched: DIST_DIRS.join(", "),
+            reason,
+        };
+        let text = DIST_DIRS
+            .iter()
+            .find_map(|dir| std::fs::read_to_string(format!("{dir}/{name}.dist")).ok())
+            .ok_or_else(|| error("not found".into()))?;
+        let table = text
+            .lines()
+            .filter(|line| !line.trim_start().starts_with('#'))
+            .flat_map(str::split_whitespace)
+            .map(|word| {
+                word.parse::<i16>()
+                    .map_err(|_| error(format!("'{word}' is not a table entry")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        if table.is_empty() || table.len() > net::NET_DIST_MAX as usize {
+            return Err(error(format!(
+                "{} entries, expected 1 to {}",
+                table.len(),
+                net::NET_DIST_MAX
+            )));
+        }
+        Ok(table)
+    }
+}
+
+pub fn parse_distribution(s: &str) -> Result<Distribution, ParseError> {
+    match s {
+        "uniform" => Ok(Distribution::Uniform),
+        "normal" => Ok(Distribution::Normal),
+        "pareto" => Ok(Distribution::Pareto),
+        "paretonormal" => Ok(Distribution::Paretonormal),
+        other => Err(ParseError::UnknownDistribution(other.to_owned())),
     }
 }
 
@@ -117,11 +227,19 @@ impl PacketFault {
             proto: self.filter.proto.unwrap_or(0),
             sport: self.filter.sport.map_or(0, u32::from),
             dport: self.filter.dport.map_or(0, u32::from),
-            _pad: 0,
+            dist_size: 0,
             src,
             src_mask,
             dst,
             dst_mask,
+            delay_ns: match self.action {
+                PacketAction::Delay(d) => d.delay.as_nanos() as u64,
+                _ => 0,
+            },
+            jitter_ns: match self.action {
+                PacketAction::Delay(d) => d.jitter.as_nanos() as u64,
+                _ => 0,
+            },
         }
     }
 }

@@ -4,6 +4,9 @@
 //!   netpeer udp-send ADDR N          send N datagrams, paced; print "sent N"
 //!   netpeer tcp-sink ADDR            accept one connection, read it to the end; print the bytes
 //!   netpeer tcp-send ADDR BYTES      send BYTES over TCP; print the retransmissions (TCP_INFO)
+//!   netpeer udp-echo ADDR            send every datagram back to where it came from, forever
+//!   netpeer udp-rtt ADDR N GAP_MS    N probes GAP_MS apart to an echo server; print each round
+//!                                    trip in microseconds on one line (a lost probe: 0)
 //!
 //! Sinks print "ready" once they listen.
 
@@ -34,6 +37,12 @@ fn main() {
         "udp-send" => udp_send(addr, arg(3).parse().expect("N")),
         "tcp-sink" => tcp_sink(addr),
         "tcp-send" => tcp_send(addr, arg(3).parse().expect("BYTES")),
+        "udp-echo" => udp_echo(addr),
+        "udp-rtt" => udp_rtt(
+            addr,
+            arg(3).parse().expect("N"),
+            Duration::from_millis(arg(4).parse().expect("GAP_MS")),
+        ),
         other => panic!("unknown mode {other}"),
     }
 }
@@ -117,4 +126,44 @@ fn tcp_send(addr: SocketAddr, bytes: usize) {
     };
     assert_eq!(rc, 0, "TCP_INFO");
     println!("{}", info.tcpi_total_retrans);
+}
+
+fn udp_echo(addr: SocketAddr) {
+    let socket = UdpSocket::bind(addr).expect("bind");
+    println!("ready");
+    let mut buf = [0u8; 2048];
+    loop {
+        let (n, from) = socket.recv_from(&mut buf).expect("recv");
+        let _ = socket.send_to(&buf[..n], from);
+    }
+}
+
+fn udp_rtt(addr: SocketAddr, n: u32, gap: Duration) {
+    let local: SocketAddr = if addr.is_ipv4() {
+        "0.0.0.0:0".parse().unwrap()
+    } else {
+        "[::]:0".parse().unwrap()
+    };
+    let socket = UdpSocket::bind(local).expect("bind");
+    socket.connect(addr).expect("connect");
+    socket
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .expect("timeout");
+    let mut rtts = Vec::new();
+    let mut buf = [0u8; 64];
+    for seq in 0..n {
+        let sent = Instant::now();
+        socket.send(&seq.to_be_bytes()).expect("send");
+        // Skip late echoes of earlier probes; a probe whose echo never comes counts 0.
+        let rtt = loop {
+            match socket.recv(&mut buf) {
+                Ok(4) if buf[..4] == seq.to_be_bytes() => break sent.elapsed().as_micros() as u64,
+                Ok(_) => continue,
+                Err(_) => break 0,
+            }
+        };
+        rtts.push(rtt.to_string());
+        thread::sleep(gap.saturating_sub(sent.elapsed()));
+    }
+    println!("{}", rtts.join(" "));
 }

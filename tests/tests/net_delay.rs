@@ -1,0 +1,322 @@
+//! `chaos net delay` on a real veth path between two namespaces: the round trip over the faulted
+//! path grows by the delay (side by side with netem configured the same way on the same kernel),
+//! the jitter has the spread asked for, the path beside it keeps its round trip, and the
+//! interface's default qdisc is back afterwards — also after a SIGKILL, at the next chaos
+//! invocation. On a kernel without sch_fq each test asserts the refusal instead.
+
+use std::{process::Child, process::Command, thread, time::Duration};
+
+use chaos_tests::*;
+
+const NETPEER: &str = env!("CARGO_BIN_EXE_netpeer");
+const ECHO_PORT: u16 = 7007;
+
+/// Whether this kernel has fq; when it has not (and need not, per CHAOS_EXPECT), asserts that
+/// chaos refuses a delay naming the option, with nothing attached, and says so.
+fn delay_supported(net: &TestNet) -> bool {
+    let (supported, detail) = Probe::run().feature("sch-fq");
+    if supported {
+        return true;
+    }
+    assert!(!expected("sch-fq"), "{detail}");
+    let netns = TestNet::netns_path(&net.a);
+    let output = chaos(&[
+        "net", "delay", "--netns", &netns, "--iface", "a0", "--delay", "50ms", "--for", "2s",
+    ]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("CONFIG_NET_SCH_FQ"), "{stderr}");
+    assert_eq!(root_qdisc(&net.a, "a0"), "noqueue");
+    assert_no_chaos_programs();
+    eprintln!("NOT INJECTED on this kernel, which has no fq qdisc (refusal asserted): {detail}");
+    false
+}
+
+/// The kind of the root qdisc of `dev` in namespace `ns`.
+fn root_qdisc(ns: &str, dev: &str) -> String {
+    let output = Command::new("tc")
+        .args(["-n", ns, "-j", "qdisc", "show", "dev", dev, "root"])
+        .output()
+        .expect("run tc");
+    let qdiscs: serde_json::Value = serde_json::from_slice(&output.stdout).expect("tc -j");
+    qdiscs[0]["kind"].as_str().unwrap_or_default().to_owned()
+}
+
+fn tc(args: &[&str]) {
+    let status = Command::new("tc").args(args).status().expect("run tc");
+    assert!(status.success(), "tc {}", args.join(" "));
+}
+
+/// Echo servers in B on both paths.
+fn echo_servers(net: &TestNet) -> Vec<Peer> {
+    (0..2)
+        .map(|path| {
+            let addr = format!("{}:{ECHO_PORT}", net.v4(path, 2));
+            let mut echo = net.spawn(&net.b, NETPEER, &["udp-echo", &addr]);
+            assert_eq!(echo.line(), "ready");
+            echo
+        })
+        .collect()
+}
+
+/// Round trips in ms from A to the echo server on `path`: `n` probes `gap_ms` apart.
+fn round_trips(net: &TestNet, path: u32, n: u32, gap_ms: u32) -> Vec<f64> {
+    let addr = format!("{}:{ECHO_PORT}", net.v4(path, 2));
+    let mut probe = net.spawn(
+        &net.a,
+        NETPEER,
+        &["udp-rtt", &addr, &n.to_string(), &gap_ms.to_string()],
+    );
+    let line = probe.line();
+    let rtts: Vec<f64> = line
+        .split_whitespace()
+        .map(|us| us.parse::<f64>().expect("a round trip") / 1000.0)
+        .collect();
+    assert!(
+        rtts.iter().all(|&rtt| rtt > 0.0),
+        "probes were lost: {line}"
+    );
+    rtts
+}
+
+fn median(values: &[f64]) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    sorted[sorted.len() / 2]
+}
+
+fn mean_and_sd(values: &[f64]) -> (f64, f64) {
+    let mean = values.iter().sum::<f64>() / values.len() as f64;
+    let var = values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (values.len() - 1) as f64;
+    (mean, var.sqrt())
+}
+
+/// Starts `chaos net delay ARGS --for 10m --json` on a0 in A and waits until it is attached.
+fn start_delay(net: &TestNet, args: &[&str]) -> Child {
+    let netns = TestNet::netns_path(&net.a);
+    let mut full = vec!["net", "delay", "--netns", &netns, "--iface", "a0"];
+    full.extend_from_slice(args);
+    full.extend_from_slice(&["--for", "10m", "--json"]);
+    let chaos = spawn_chaos(&full);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !loaded_program_names()
+        .iter()
+        .any(|name| name == "tc_egress")
+    {
+        assert!(std::time::Instant::now() < deadline, "chaos never attached");
+        thread::sleep(Duration::from_millis(20));
+    }
+    thread::sleep(Duration::from_millis(300));
+    chaos
+}
+
+fn stop(chaos: Child) -> serde_json::Value {
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(chaos.id() as i32, libc::SIGINT) };
+    let output = chaos.wait_with_output().expect("chaos");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    json_report(&output)
+}
+
+#[test]
+fn a_delay_adds_to_the_round_trip_as_netem_does() {
+    let net = TestNet::new("delay");
+    if !delay_supported(&net) {
+        return;
+    }
+    let _echo = echo_servers(&net);
+    let base = [
+        median(&round_trips(&net, 0, 20, 20)),
+        median(&round_trips(&net, 1, 20, 20)),
+    ];
+
+    let chaos = start_delay(&net, &["--delay", "50ms"]);
+    assert_eq!(root_qdisc(&net.a, "a0"), "fq", "chaos did not install fq");
+    let delayed = median(&round_trips(&net, 0, 20, 20)) - base[0];
+    let beside = median(&round_trips(&net, 1, 20, 20)) - base[1];
+    let report = stop(chaos);
+    assert_eq!(
+        root_qdisc(&net.a, "a0"),
+        "noqueue",
+        "the default qdisc was not put back"
+    );
+    assert_no_chaos_programs();
+
+    tc(&[
+        "-n", &net.a, "qdisc", "replace", "dev", "a0", "root", "netem", "delay", "50ms",
+    ]);
+    let netem = median(&round_trips(&net, 0, 20, 20)) - base[0];
+    tc(&["-n", &net.a, "qdisc", "del", "dev", "a0", "root"]);
+
+    eprintln!(
+        "added round trip, median of 20 probes: configured 50 ms; chaos {delayed:.1} ms; netem {netem:.1} ms; untargeted path {beside:+.1} ms"
+    );
+    let fault = &report["faults"][0];
+    assert_eq!(fault["mechanism"], "tcx+fq");
+    assert!(fault["injected"].as_u64().unwrap() >= 20, "{report}");
+    assert!(
+        (45.0..65.0).contains(&delayed),
+        "chaos added {delayed:.1} ms for 50 ms"
+    );
+    assert!(
+        (delayed - netem).abs() < 10.0,
+        "chaos {delayed:.1} ms, netem {netem:.1} ms"
+    );
+    assert!(
+        beside.abs() < 10.0,
+        "the untargeted path changed by {beside:.1} ms"
+    );
+}
+
+#[test]
+fn jitter_follows_the_distribution_as_netem_does() {
+    let net = TestNet::new("jitter");
+    if !delay_supported(&net) {
+        return;
+    }
+    let _echo = echo_servers(&net);
+    let base = median(&round_trips(&net, 0, 20, 20));
+    // Probes 150 ms apart, more than the delay's spread, so none waits behind another in fq's
+    // per-flow queue.
+    let chaos = start_delay(
+        &net,
+        &[
+            "--delay",
+            "40ms",
+            "--jitter",
+            "20ms",
+            "--distribution",
+            "normal",
+        ],
+    );
+    let ours: Vec<f64> = round_trips(&net, 0, 60, 150)
+        .iter()
+        .map(|rtt| rtt - base)
+        .collect();
+    stop(chaos);
+    assert_eq!(root_qdisc(&net.a, "a0"), "noqueue");
+    tc(&[
+        "-n",
+        &net.a,
+        "qdisc",
+        "replace",
+        "dev",
+        "a0",
+        "root",
+        "netem",
+        "delay",
+        "40ms",
+        "20ms",
+        "distribution",
+        "normal",
+    ]);
+    let theirs: Vec<f64> = round_trips(&net, 0, 60, 150)
+        .iter()
+        .map(|rtt| rtt - base)
+        .collect();
+    tc(&["-n", &net.a, "qdisc", "del", "dev", "a0", "root"]);
+
+    let ((mean, sd), (netem_mean, netem_sd)) = (mean_and_sd(&ours), mean_and_sd(&theirs));
+    eprintln!(
+        "added round trip, 60 probes, normal 40 ms ± 20 ms: chaos mean {mean:.1} sd {sd:.1}; netem mean {netem_mean:.1} sd {netem_sd:.1}"
+    );
+    assert!((32.0..48.0).contains(&mean), "mean {mean:.1} ms for 40 ms");
+    assert!(
+        (14.0..26.0).contains(&sd),
+        "standard deviation {sd:.1} ms for 20 ms"
+    );
+    assert_no_chaos_programs();
+}
+
+/// SIGKILL: the delay ends with the process (its tcx link goes), the fq it installed stays
+/// recorded, and the next chaos invocation puts the default back.
+#[test]
+fn a_killed_delay_run_is_undone() {
+    let net = TestNet::new("delaykill");
+    if !delay_supported(&net) {
+        return;
+    }
+    let _echo = echo_servers(&net);
+    let base = median(&round_trips(&net, 0, 10, 20));
+    let mut run = start_delay(&net, &["--delay", "200ms"]);
+    assert!(
+        median(&round_trips(&net, 0, 5, 20)) - base > 150.0,
+        "the delay never took effect"
+    );
+    run.kill().expect("SIGKILL chaos");
+    let _ = run.wait();
+    assert_no_chaos_programs();
+    let after = median(&round_trips(&net, 0, 10, 20)) - base;
+    assert!(
+        after < 20.0,
+        "the delay outlived the killed run: +{after:.1} ms"
+    );
+    assert_eq!(
+        root_qdisc(&net.a, "a0"),
+        "fq",
+        "the killed run's fq should still be recorded"
+    );
+
+    let output = chaos(&["cleanup", "--json"]);
+    assert!(output.status.success());
+    let cleaned: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    eprintln!("chaos cleanup: {cleaned}");
+    assert_eq!(
+        root_qdisc(&net.a, "a0"),
+        "noqueue",
+        "chaos cleanup did not put the default back"
+    );
+    assert!(
+        cleaned["qdiscs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|q| q.as_str().unwrap().starts_with("a0 ")),
+        "{cleaned}"
+    );
+}
+
+/// A root qdisc someone configured is left alone: exit 2, named, nothing attached or changed.
+/// So are delays past fq's horizon and delays with a direction or a cgroup.
+#[test]
+fn bad_delays_exit_2_and_change_nothing() {
+    let net = TestNet::new("delaybad");
+    let netns = TestNet::netns_path(&net.a);
+    let refused = |args: &[&str], named: &str| {
+        let mut full = vec![
+            "net", "delay", "--netns", &netns, "--iface", "a0", "--for", "2s",
+        ];
+        full.extend_from_slice(args);
+        let output = chaos(&full);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{full:?}: {stderr}");
+        assert!(stderr.contains(named), "{full:?}: {stderr}");
+    };
+    refused(&["--delay", "9s", "--jitter", "1s"], "horizon");
+    refused(&["--delay", "-5ms"], "-5ms");
+    refused(
+        &["--delay", "10ms", "--distribution", "normal"],
+        "needs --jitter",
+    );
+    refused(
+        &["--delay", "10ms", "--direction", "ingress"],
+        "--direction",
+    );
+    refused(&["--delay", "10ms", "--detach"], "--detach");
+    if delay_supported(&net) {
+        tc(&[
+            "-n", &net.a, "qdisc", "add", "dev", "a0", "root", "handle", "1:", "pfifo",
+        ]);
+        refused(&["--delay", "10ms"], "configured pfifo root qdisc");
+        assert_eq!(
+            root_qdisc(&net.a, "a0"),
+            "pfifo",
+            "a configured qdisc was changed"
+        );
+    }
+    assert_no_chaos_programs();
+}
