@@ -25,6 +25,8 @@ pub const MAP_NET_FAULTS: &str = "NET_FAULTS";
 pub const MAP_NET_COUNTERS: &str = "NET_COUNTERS";
 /// The delay distribution table (i16 entries, iproute2's `.dist` files) of a delay fault.
 pub const MAP_NET_DELAY_DIST: &str = "NET_DELAY_DIST";
+/// A rate limit's state: slot 0 → the departure time (ns) from which the next packet may leave.
+pub const MAP_NET_RATE_STATE: &str = "NET_RATE_STATE";
 /// TC programs of the net object, on an interface's ingress and egress.
 pub const PROG_TC_INGRESS: &str = "tc_ingress";
 pub const PROG_TC_EGRESS: &str = "tc_egress";

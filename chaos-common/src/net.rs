@@ -15,6 +15,14 @@ pub const NET_ACTION_DUPLICATE: u32 = 2;
 /// `delay_ns` (± jitter) later, which the fq qdisc on the interface honours. Egress only.
 pub const NET_ACTION_DELAY: u32 = 3;
 
+/// [`NetFault::action`]: let packets leave at no more than `rate_bytes` per second, all the
+/// target's leaving packets together: each departs when the ones before it would have finished
+/// at that rate (fq holds it until then); one that would wait longer than
+/// [`LIMIT_QUEUE_NS`] is dropped, as a full queue would. Egress only.
+pub const NET_ACTION_LIMIT: u32 = 4;
+/// The longest a [`NET_ACTION_LIMIT`] packet may wait: the queue it stands for.
+pub const LIMIT_QUEUE_NS: u64 = 1_000_000_000;
+
 /// The largest delay distribution table (netem's limit), and the scale of its entries: an entry
 /// `t` stands for `t / NET_DIST_SCALE` standard deviations, as in netem and iproute2's tables.
 pub const NET_DIST_MAX: u32 = 16384;
@@ -53,8 +61,10 @@ pub struct NetFault {
     /// [`NET_ACTION_DELAY`]: the mean delay and its jitter (netem's sigma).
     pub delay_ns: u64,
     pub jitter_ns: u64,
+    /// [`NET_ACTION_LIMIT`]: bytes per second.
+    pub rate_bytes: u64,
 }
-const _: () = assert!(core::mem::size_of::<NetFault>() == 120);
+const _: () = assert!(core::mem::size_of::<NetFault>() == 128);
 
 /// Per-CPU counters of one direction.
 #[repr(C)]

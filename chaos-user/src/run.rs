@@ -353,7 +353,7 @@ pub fn net_run(
                 signal: None,
                 mechanism: match (&target.cgroup, fault.action) {
                     (Some(_), _) => "cgroup_skb",
-                    (None, PacketAction::Delay(_)) => "tcx+fq",
+                    (None, action) if action.needs_fq() => "tcx+fq",
                     (None, _) => "tcx",
                 },
                 covers: match &target.cgroup {

@@ -1,4 +1,4 @@
-//! `chaos net delay` on a real veth path between two namespaces: the round trip over the faulted
+//! `chaos net delay` and `chaos net limit` on a real veth path between two namespaces: the round trip over the faulted
 //! path grows by the delay (side by side with netem configured the same way on the same kernel),
 //! the jitter has the spread asked for, the path beside it keeps its round trip, and the
 //! interface's default qdisc is back afterwards — also after a SIGKILL, at the next chaos
@@ -93,8 +93,13 @@ fn mean_and_sd(values: &[f64]) -> (f64, f64) {
 
 /// Starts `chaos net delay ARGS --for 10m --json` on a0 in A and waits until it is attached.
 fn start_delay(net: &TestNet, args: &[&str]) -> Child {
+    start_net_fault(net, "delay", args)
+}
+
+/// Starts `chaos net ACTION ARGS --for 10m --json` on a0 in A and waits until it is attached.
+fn start_net_fault(net: &TestNet, action: &str, args: &[&str]) -> Child {
     let netns = TestNet::netns_path(&net.a);
-    let mut full = vec!["net", "delay", "--netns", &netns, "--iface", "a0"];
+    let mut full = vec!["net", action, "--netns", &netns, "--iface", "a0"];
     full.extend_from_slice(args);
     full.extend_from_slice(&["--for", "10m", "--json"]);
     let chaos = spawn_chaos(&full);
@@ -280,6 +285,61 @@ fn a_killed_delay_run_is_undone() {
     );
 }
 
+/// Seconds to move `bytes` over TCP from A to B on `path`.
+fn transfer_seconds(net: &TestNet, path: u32, port: u16, bytes: u64) -> f64 {
+    let addr = format!("{}:{port}", net.v4(path, 2));
+    let mut sink = net.spawn(&net.b, NETPEER, &["tcp-sink", &addr]);
+    assert_eq!(sink.line(), "ready");
+    let started = std::time::Instant::now();
+    let sender = net.spawn(&net.a, NETPEER, &["tcp-send", &addr, &bytes.to_string()]);
+    let _retransmits = sender.result();
+    assert_eq!(sink.result(), bytes, "the transfer did not arrive whole");
+    started.elapsed().as_secs_f64()
+}
+
+/// `chaos net limit --rate 10mbit`: a TCP transfer over the path takes as long as at 10 Mbit/s,
+/// as under netem's rate; the path beside it stays fast.
+#[test]
+fn a_rate_limit_paces_tcp_as_netem_does() {
+    let net = TestNet::new("limit");
+    if !delay_supported(&net) {
+        return;
+    }
+    const BYTES: u64 = 2_500_000; // 2 s at 10 Mbit/s
+    let mbit = |seconds: f64| BYTES as f64 * 8.0 / seconds / 1e6;
+    let chaos = start_net_fault(&net, "limit", &["--rate", "10mbit"]);
+    let limited = mbit(transfer_seconds(&net, 0, 7201, BYTES));
+    let beside = mbit(transfer_seconds(&net, 1, 7202, BYTES));
+    let report = stop(chaos);
+    assert_eq!(
+        root_qdisc(&net.a, "a0"),
+        "noqueue",
+        "the default qdisc was not put back"
+    );
+    assert_no_chaos_programs();
+    tc(&[
+        "-n", &net.a, "qdisc", "replace", "dev", "a0", "root", "netem", "rate", "10mbit",
+    ]);
+    let netem = mbit(transfer_seconds(&net, 0, 7203, BYTES));
+    tc(&["-n", &net.a, "qdisc", "del", "dev", "a0", "root"]);
+    eprintln!(
+        "TCP goodput of 2.5 MB: configured 10 Mbit/s; chaos {limited:.2} Mbit/s; netem {netem:.2} Mbit/s; untargeted path {beside:.1} Mbit/s"
+    );
+    assert_eq!(report["faults"][0]["mechanism"], "tcx+fq");
+    assert!(
+        (8.5..10.5).contains(&limited),
+        "chaos let {limited:.2} Mbit/s through for 10"
+    );
+    assert!(
+        (limited - netem).abs() < 1.5,
+        "chaos {limited:.2}, netem {netem:.2} Mbit/s"
+    );
+    assert!(
+        beside > 20.0,
+        "the untargeted path was slowed to {beside:.1} Mbit/s"
+    );
+}
+
 /// A root qdisc someone configured is left alone: exit 2, named, nothing attached or changed.
 /// So are delays past fq's horizon and delays with a direction or a cgroup.
 #[test]
@@ -307,6 +367,7 @@ fn bad_delays_exit_2_and_change_nothing() {
         "--direction",
     );
     refused(&["--delay", "10ms", "--detach"], "--detach");
+    refused(&["--delay", "10ms", "--rate", "1mbit"], "--rate");
     if delay_supported(&net) {
         tc(&[
             "-n", &net.a, "qdisc", "add", "dev", "a0", "root", "handle", "1:", "pfifo",

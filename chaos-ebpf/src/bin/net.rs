@@ -13,9 +13,9 @@ use aya_ebpf::{
 use chaos_common::{
     errno::{IPV4_MAPPED_WORD, PROBABILITY_ONE},
     net::{
-        DIRECTION_EGRESS, DIRECTION_INGRESS, DUPLICATE_MARK, NET_ACTION_DELAY,
-        NET_ACTION_DUPLICATE, NET_COUNTER_ENTRIES, NET_DIST_MAX, NET_DIST_SCALE, NetCounters,
-        NetFault, in_network,
+        DIRECTION_EGRESS, DIRECTION_INGRESS, DUPLICATE_MARK, LIMIT_QUEUE_NS, NET_ACTION_DELAY,
+        NET_ACTION_DUPLICATE, NET_ACTION_LIMIT, NET_COUNTER_ENTRIES, NET_DIST_MAX, NET_DIST_SCALE,
+        NetCounters, NetFault, in_network,
     },
 };
 
@@ -25,6 +25,10 @@ static NET_FAULTS: Array<NetFault> = Array::with_max_entries(1, 0);
 #[map]
 static NET_COUNTERS: PerCpuArray<NetCounters> =
     PerCpuArray::with_max_entries(NET_COUNTER_ENTRIES, 0);
+
+/// A rate limit's next free departure time, shared by every CPU and interface of the fault.
+#[map]
+static NET_RATE_STATE: Array<u64> = Array::with_max_entries(1, 0);
 
 /// A delay fault's distribution table (netem's format), when its jitter is not uniform.
 #[map]
@@ -212,6 +216,36 @@ fn delay(ctx: &TcContext, fault: &NetFault) -> i32 {
     TC_ACT_UNSPEC
 }
 
+/// Gives the packet the next free departure slot at the fault's rate, or drops it when that
+/// slot is more than [`LIMIT_QUEUE_NS`] away. The slot is taken with a plain read and write:
+/// CPUs racing for it can send a packet each early, which slightly exceeds the rate.
+#[inline(always)]
+fn limit(ctx: &TcContext, fault: &NetFault) -> i32 {
+    let Some(next) = NET_RATE_STATE.get_ptr_mut(0) else {
+        return TC_ACT_UNSPEC;
+    };
+    // SAFETY: a helper call without arguments; the kernel hands the program a valid __sk_buff
+    // whose tstamp a TC egress program may write; `next` points into a live array map.
+    unsafe {
+        let now = bpf_ktime_get_ns();
+        let skb = ctx.skb.skb;
+        let mut departs = if *next > now { *next } else { now };
+        if (*skb).tstamp > departs {
+            departs = (*skb).tstamp;
+        }
+        if departs - now > LIMIT_QUEUE_NS {
+            return TC_ACT_SHOT;
+        }
+        // Nanoseconds the packet takes at the rate (checked_div: no panic path for the verifier).
+        let cost = (u64::from((*skb).len) * 1_000_000_000)
+            .checked_div(fault.rate_bytes)
+            .unwrap_or(0);
+        *next = departs + cost;
+        (*skb).tstamp = departs;
+    }
+    TC_ACT_UNSPEC
+}
+
 /// One draw of the delay in ns: `delay` plus jitter, uniform in [-jitter, jitter) or, with a
 /// table, netem's tabledist (`delay + jitter * t / NET_DIST_SCALE` for a random entry `t`);
 /// never below zero. Signed division is avoided (BPF v3 has none).
@@ -248,7 +282,7 @@ fn sampled_delay(fault: &NetFault) -> u64 {
 #[classifier]
 pub fn tc_ingress(ctx: TcContext) -> i32 {
     match fault_for(&ctx.skb, DIRECTION_INGRESS, parse_ethernet).map(|f| f.action) {
-        None | Some(NET_ACTION_DELAY) => TC_ACT_UNSPEC,
+        None | Some(NET_ACTION_DELAY | NET_ACTION_LIMIT) => TC_ACT_UNSPEC,
         Some(NET_ACTION_DUPLICATE) => duplicate(&ctx, BPF_F_INGRESS),
         Some(_) => TC_ACT_SHOT,
     }
@@ -262,6 +296,7 @@ pub fn tc_egress(ctx: TcContext) -> i32 {
         None => TC_ACT_UNSPEC,
         Some(fault) if fault.action == NET_ACTION_DUPLICATE => duplicate(&ctx, 0),
         Some(fault) if fault.action == NET_ACTION_DELAY => delay(&ctx, fault),
+        Some(fault) if fault.action == NET_ACTION_LIMIT => limit(&ctx, fault),
         // SAFETY: a helper call with plain integer arguments.
         Some(_) => unsafe { bpf_redirect(NO_IFINDEX, 0) as i32 },
     }

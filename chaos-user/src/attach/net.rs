@@ -63,7 +63,7 @@ impl NetAttachment {
         }
         fault.dist_size = delay_table.len() as u32;
         let mut fq = Vec::new();
-        if fault.action == net::NET_ACTION_DELAY {
+        if matches!(fault.action, net::NET_ACTION_DELAY | net::NET_ACTION_LIMIT) {
             for iface in &target.ifaces {
                 fq.push(qdisc::install_fq(target.netns.as_ref(), iface)?);
             }

@@ -73,6 +73,20 @@ pub enum NetAction {
     ///   chaos net delay --container db --proto tcp --sport 5432 --delay 200ms
     #[command(verbatim_doc_comment)]
     Delay(DelayArgs),
+    /// Limit the bandwidth: the leaving packets of the target, together, depart at no more than
+    /// RATE, as through a slower link.
+    ///
+    /// A TC egress program gives each packet the next free departure time at that rate (its
+    /// skb->tstamp) and the fq qdisc holds it until then, as for `chaos net delay` (fq installed
+    /// and put back the same way). A packet that would wait more than 1 s is dropped, as by a
+    /// full queue; the sender's TCP slows down. Packets racing on several CPUs can exceed the
+    /// rate slightly. Needs kernel >= 6.6 (tcx links) and CONFIG_NET_SCH_FQ.
+    ///
+    /// Examples:
+    ///   chaos net limit --netns /run/netns/app --rate 10mbit --for 5m
+    ///   chaos net limit --container db --proto tcp --sport 5432 --rate 512kbit
+    #[command(verbatim_doc_comment)]
+    Limit(LimitArgs),
 }
 
 /// A packet fault's target, filters and run.
@@ -141,6 +155,44 @@ impl DelayArgs {
             action: PacketAction::Delay(delay),
             direction: Direction::Egress,
             probability: self.probability,
+            filter: self.filter.filter(),
+        };
+        fault.filter.check()?;
+        if self.target.cgroup.is_some() {
+            return Err(fault::ParseError::CgroupNetIngressDropOnly);
+        }
+        if self.run.detach {
+            return Err(fault::ParseError::DelayDetached);
+        }
+        Ok(fault)
+    }
+}
+
+/// A rate limit's target, rate, filters and run.
+#[derive(Debug, Args)]
+pub struct LimitArgs {
+    #[command(flatten)]
+    pub target: NetTargetArgs,
+
+    /// The most the target's matching packets may send, together: 10mbit, 512kbit, 1gbit
+    /// (bits per second) or 2mbps (bytes per second), as tc writes rates.
+    #[arg(long, value_parser = net_fault::parse_rate, allow_hyphen_values = true)]
+    pub rate: u64,
+
+    #[command(flatten)]
+    pub filter: PacketFilterArgs,
+
+    #[command(flatten)]
+    pub run: NetRunArgs,
+}
+
+impl LimitArgs {
+    /// The rate limit, checked as far as that is possible without the kernel and the target.
+    pub fn fault(&self) -> Result<PacketFault, fault::ParseError> {
+        let fault = PacketFault {
+            action: PacketAction::Limit(self.rate),
+            direction: Direction::Egress,
+            probability: 1.0,
             filter: self.filter.filter(),
         };
         fault.filter.check()?;
@@ -270,6 +322,10 @@ pub fn execute(args: NetArgs) -> Result<u8, Error> {
             run::defer_interrupts();
             packet_fault(args.fault()?, &args.target, &args.run)
         }
+        NetAction::Limit(args) => {
+            run::defer_interrupts();
+            packet_fault(args.fault()?, &args.target, &args.run)
+        }
     }
 }
 
@@ -310,11 +366,12 @@ fn packet_fault(
         iface: target.iface.as_deref(),
     };
     let target = NetTarget::resolve(spec, run_args.force)?;
-    if let PacketAction::Delay(_) = fault.action {
+    if fault.action.needs_fq() {
         let fq = crate::kernel::sch_fq_finding();
         if !fq.supported {
             return Err(crate::attach::AttachError::NetUnsupported(format!(
-                "a delay needs the fq qdisc, which this kernel lacks: {}",
+                "a {} needs the fq qdisc, which this kernel lacks: {}",
+                fault.action.name(),
                 fq.explain()
             ))
             .into());
@@ -338,6 +395,7 @@ fn packet_fault(
                     )
                 }
             ),
+            PacketAction::Limit(rate) => format!("limiting to {} bit/s", rate * 8),
         },
         fault.probability * 100.0,
         match fault.direction {

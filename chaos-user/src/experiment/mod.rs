@@ -25,7 +25,14 @@ use crate::{
 };
 
 /// The commands a fault can run, as the `command` key spells them.
-pub const FAULT_COMMANDS: [&str; 5] = ["fail", "signal", "net drop", "net duplicate", "net delay"];
+pub const FAULT_COMMANDS: [&str; 6] = [
+    "fail",
+    "signal",
+    "net drop",
+    "net duplicate",
+    "net delay",
+    "net limit",
+];
 
 /// The keys of each table (README's reference lists them; a test checks it does).
 pub const TOP_KEYS: [&str; 5] = [
@@ -429,6 +436,7 @@ impl FaultContext<'_> {
                 NetAction::Drop(packet) => packet.fault(PacketAction::Drop).map(drop),
                 NetAction::Duplicate(packet) => packet.fault(PacketAction::Duplicate).map(drop),
                 NetAction::Delay(delay) => delay.fault().map(drop),
+                NetAction::Limit(limit) => limit.fault().map(drop),
             },
             _ => Ok(()),
         };

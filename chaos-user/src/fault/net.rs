@@ -74,6 +74,8 @@ pub enum PacketAction {
     Duplicate,
     /// Held back (egress only).
     Delay(Delay),
+    /// Paced to a rate in bytes per second (egress only).
+    Limit(u64),
 }
 
 impl PacketAction {
@@ -82,7 +84,13 @@ impl PacketAction {
             PacketAction::Drop => "drop",
             PacketAction::Duplicate => "duplicate",
             PacketAction::Delay(_) => "delay",
+            PacketAction::Limit(_) => "limit",
         }
+    }
+
+    /// Delays and limits time packets' departures, which the fq qdisc honours.
+    pub const fn needs_fq(self) -> bool {
+        matches!(self, PacketAction::Delay(_) | PacketAction::Limit(_))
     }
 
     const fn kernel(self) -> u32 {
@@ -90,6 +98,7 @@ impl PacketAction {
             PacketAction::Drop => net::NET_ACTION_DROP,
             PacketAction::Duplicate => net::NET_ACTION_DUPLICATE,
             PacketAction::Delay(_) => net::NET_ACTION_DELAY,
+            PacketAction::Limit(_) => net::NET_ACTION_LIMIT,
         }
     }
 }
@@ -188,6 +197,34 @@ impl Distribution {
     }
 }
 
+/// Parses a rate as tc writes them: `10mbit` (bits per second; bit, kbit, mbit, gbit, decimal
+/// prefixes) or `1mbps` (bytes per second); returns bytes per second.
+pub fn parse_rate(s: &str) -> Result<u64, ParseError> {
+    let error = || ParseError::InvalidRate(s.to_owned());
+    let lower = s.trim().to_ascii_lowercase();
+    let split = lower
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .ok_or_else(error)?;
+    let (number, unit) = lower.split_at(split);
+    let number: f64 = number.parse().map_err(|_| error())?;
+    let bits_per_unit = match unit {
+        "bit" => 1.0,
+        "kbit" => 1e3,
+        "mbit" => 1e6,
+        "gbit" => 1e9,
+        "bps" => 8.0,
+        "kbps" => 8e3,
+        "mbps" => 8e6,
+        "gbps" => 8e9,
+        _ => return Err(error()),
+    };
+    let bits = number * bits_per_unit;
+    if !(8e3..=100e9).contains(&bits) {
+        return Err(error());
+    }
+    Ok((bits / 8.0) as u64)
+}
+
 pub fn parse_distribution(s: &str) -> Result<Distribution, ParseError> {
     match s {
         "uniform" => Ok(Distribution::Uniform),
@@ -240,6 +277,10 @@ impl PacketFault {
                 PacketAction::Delay(d) => d.jitter.as_nanos() as u64,
                 _ => 0,
             },
+            rate_bytes: match self.action {
+                PacketAction::Limit(rate) => rate,
+                _ => 0,
+            },
         }
     }
 }
@@ -248,6 +289,19 @@ impl PacketFault {
 mod tests {
     use super::*;
     use crate::fault::parse_cidr;
+
+    #[test]
+    fn parses_rates_as_tc_does() {
+        assert_eq!(parse_rate("10mbit"), Ok(1_250_000));
+        assert_eq!(parse_rate("1Gbit"), Ok(125_000_000));
+        assert_eq!(parse_rate("512kbit"), Ok(64_000));
+        assert_eq!(parse_rate("2mbps"), Ok(2_000_000));
+        assert_eq!(parse_rate("1.5mbit"), Ok(187_500));
+        for bad in ["10", "fast", "10mb", "-1mbit", "1bit", "1tbit", ""] {
+            let err = parse_rate(bad).unwrap_err().to_string();
+            assert!(err.contains(&format!("'{bad}'")), "{bad}: {err}");
+        }
+    }
 
     #[test]
     fn parses_directions_and_protocols() {
