@@ -148,6 +148,14 @@ impl Report {
     }
 }
 
+/// The end of a run: the human summary on stderr, and with `--json` the report on stdout.
+pub fn print_final(human: &str, json: impl FnOnce() -> String, as_json: bool) {
+    eprint!("{human}");
+    if as_json {
+        println!("{}", json());
+    }
+}
+
 /// Set by `chaos run` for the fault processes it starts: their status goes to stderr as one
 /// [`STATUS_LINE_PREFIX`] line of JSON per tick, on a pipe too, for the experiment's status line.
 pub const STATUS_LINES_ENV: &str = "CHAOS_STATUS_LINES";

@@ -77,11 +77,7 @@ pub fn execute(args: RunFileArgs) -> Result<u8, Error> {
     let mut holder = run::Holder::new()?;
     let report = holder
         .block_on(async |interrupts| supervise::run(&experiment, &args.file, interrupts).await);
-    if args.json {
-        println!("{}", report.json());
-    } else {
-        print!("{}", report.human());
-    }
+    crate::report::print_final(&report.human(), || report.json(), args.json);
     Ok(if report.passed {
         exit::OK
     } else {

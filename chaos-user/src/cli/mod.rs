@@ -73,13 +73,10 @@ impl RunArgs {
         }
     }
 
-    /// Prints the final report: JSON with --json, else the human summary.
+    /// Prints the end of the run: the human summary on stderr, the JSON report on stdout with
+    /// --json.
     pub fn print(&self, report: &crate::report::Report) {
-        if self.json {
-            println!("{}", report.json());
-        } else {
-            print!("{}", report.human());
-        }
+        crate::report::print_final(&report.human(), || report.json(), self.json);
     }
 }
 

@@ -14,7 +14,6 @@ use crate::{
             PacketFilter,
         },
     },
-    report::Report,
     run,
     target::net::{NetTarget, NetTargetSpec},
 };
@@ -295,12 +294,10 @@ pub struct NetRunArgs {
 }
 
 impl NetRunArgs {
-    fn print(&self, report: &Report) {
-        if self.json {
-            println!("{}", report.json());
-        } else {
-            print!("{}", report.human());
-        }
+    /// Prints the end of the run: the human summary on stderr, the JSON report on stdout with
+    /// --json.
+    pub fn print(&self, report: &crate::report::Report) {
+        crate::report::print_final(&report.human(), || report.json(), self.json);
     }
 }
 
