@@ -286,6 +286,125 @@ fn a_killed_loader_leaves_no_loss_behind() {
     assert_no_chaos_programs();
 }
 
+/// The kinds of the qdiscs of `dev` in namespace `ns`.
+fn qdisc_kinds(ns: &str, dev: &str) -> Vec<String> {
+    let output = std::process::Command::new("tc")
+        .args(["-n", ns, "-j", "qdisc", "show", "dev", dev])
+        .output()
+        .expect("run tc");
+    let all: serde_json::Value = serde_json::from_slice(&output.stdout).expect("tc -j");
+    all.as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|q| q["kind"].as_str().map(str::to_owned))
+        .collect()
+}
+
+/// Starts `chaos net drop` on b0 with the clsact fallback forced (CHAOS_TC_ATTACH=clsact, as on
+/// kernels before 6.6) and waits until it is attached.
+fn start_clsact_drop(net: &TestNet) -> Child {
+    let netns = TestNet::netns_path(&net.b);
+    let chaos = std::process::Command::new(chaos_bin())
+        .args([
+            "net",
+            "drop",
+            "--netns",
+            &netns,
+            "--iface",
+            "b0",
+            "--probability",
+            "1",
+        ])
+        .args(["--for", "10m", "--json"])
+        .env("CHAOS_TC_ATTACH", "clsact")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn chaos");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !qdisc_kinds(&net.b, "b0").iter().any(|k| k == "clsact")
+        || !loaded_program_names()
+            .iter()
+            .any(|name| name == "tc_ingress")
+    {
+        assert!(std::time::Instant::now() < deadline, "chaos never attached");
+        thread::sleep(Duration::from_millis(20));
+    }
+    thread::sleep(Duration::from_millis(300));
+    chaos
+}
+
+/// Kernels before 6.6 have no tcx links: the programs hang from a clsact qdisc as cls_bpf
+/// filters, which outlive a killed process. Forced here: the drops happen, the clsact chaos
+/// added is gone after the run; after a SIGKILL the loss goes on until the next chaos
+/// invocation removes the recorded clsact; and on a clsact that was there before, only chaos's
+/// filter is removed.
+#[test]
+fn the_clsact_fallback_drops_and_is_undone_even_after_sigkill() {
+    let net = TestNet::new("clsact");
+    let chaos = start_clsact_drop(&net);
+    let lost_path = udp_arrivals(&net, &net.v4(0, 2), 7301);
+    let other_path = udp_arrivals(&net, &net.v4(1, 2), 7302);
+    let report = stop(chaos);
+    assert_eq!(lost_path, 0, "the clsact filter did not drop: {report}");
+    assert_eq!(other_path, DATAGRAMS, "the untargeted path lost packets");
+    // Every datagram, and the odd IPv6 neighbour or multicast-listener packet besides.
+    let injected = report["faults"][0]["injected"].as_u64().unwrap();
+    assert!((DATAGRAMS..DATAGRAMS + 50).contains(&injected), "{report}");
+    assert!(
+        !qdisc_kinds(&net.b, "b0").contains(&"clsact".to_owned()),
+        "the clsact chaos added is left"
+    );
+    assert_no_chaos_programs();
+
+    // SIGKILL: the filter stays and keeps dropping until the next invocation undoes it.
+    let mut chaos = start_clsact_drop(&net);
+    chaos.kill().expect("SIGKILL chaos");
+    chaos.wait().expect("wait chaos");
+    assert_eq!(
+        udp_arrivals(&net, &net.v4(0, 2), 7303),
+        0,
+        "the orphaned filter should still drop"
+    );
+    let output = chaos_stdout(&["cleanup", "--json"]);
+    eprintln!("chaos cleanup after SIGKILL: {output}");
+    assert!(
+        !qdisc_kinds(&net.b, "b0").contains(&"clsact".to_owned()),
+        "cleanup left the clsact"
+    );
+    assert_no_chaos_programs();
+    assert_eq!(udp_arrivals(&net, &net.v4(0, 2), 7304), DATAGRAMS);
+
+    // A clsact that was there before stays; only chaos's filter goes.
+    let status = std::process::Command::new("tc")
+        .args(["-n", &net.b, "qdisc", "add", "dev", "b0", "clsact"])
+        .status()
+        .expect("tc");
+    assert!(status.success());
+    let mut chaos = start_clsact_drop(&net);
+    chaos.kill().expect("SIGKILL chaos");
+    chaos.wait().expect("wait chaos");
+    let output = chaos_stdout(&["cleanup", "--json"]);
+    eprintln!("chaos cleanup with a clsact of its own: {output}");
+    assert!(
+        qdisc_kinds(&net.b, "b0").contains(&"clsact".to_owned()),
+        "cleanup removed a clsact it had not added"
+    );
+    assert_no_chaos_programs();
+    assert_eq!(udp_arrivals(&net, &net.v4(0, 2), 7305), DATAGRAMS);
+}
+
+/// `chaos ARGS` to the end; its stdout.
+fn chaos_stdout(args: &[&str]) -> String {
+    let output = chaos(args);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
 /// A container's network namespace by container name: datagrams from the host to it are lost
 /// at the configured rate; a second container on the same bridge loses nothing.
 #[test]

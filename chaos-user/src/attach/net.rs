@@ -1,6 +1,7 @@
 //! Attaching a network fault: the TC programs of the `net` object on each target interface,
 //! through tcx links that belong to the [`NetAttachment`] (the kernel drops them with chaos's
-//! file descriptors, so a killed loader leaves nothing behind).
+//! file descriptors, so a killed loader leaves nothing behind) or, on kernels before 6.6, as
+//! cls_bpf filters on a clsact qdisc, which [`qdisc`] records and removes.
 
 use std::{fs::File, path::Path, time::Duration};
 
@@ -10,7 +11,7 @@ use aya::{
     maps::{Array, PerCpuArray},
     programs::{
         CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, Program, SchedClassifier, TcAttachType,
-        tc::TcAttachOptions,
+        tc::{NlOptions, TcAttachOptions},
     },
     util::KernelVersion,
 };
@@ -21,16 +22,26 @@ use chaos_common::{
 
 use super::{
     AttachError, map, map_error, monotonic_now_ns, pin_link, program,
-    qdisc::{self, FqGuard},
+    qdisc::{self, Changed},
 };
 use crate::{object, target::net::NetTarget};
 
-/// A live network fault; dropping it detaches every program (and puts back the qdiscs a delay
-/// replaced).
+/// Set to `clsact` to attach TC programs as cls_bpf filters even where tcx links exist: how the
+/// tests exercise the fallback on a kernel that has tcx.
+pub const TC_ATTACH_ENV: &str = "CHAOS_TC_ATTACH";
+
+/// Whether TC programs attach through tcx links (kernel >= 6.6) rather than clsact filters.
+pub fn tcx_links() -> bool {
+    std::env::var_os(TC_ATTACH_ENV).is_none_or(|mode| mode != "clsact")
+        && KernelVersion::current().is_ok_and(|v| v >= KernelVersion::new(6, 6, 0))
+}
+
+/// A live network fault; dropping it detaches every program (and undoes what it changed on the
+/// interfaces: an fq or clsact qdisc it added).
 pub struct NetAttachment {
     ebpf: Ebpf,
     programs: Vec<&'static str>,
-    fq: Vec<FqGuard>,
+    changes: Vec<Changed>,
 }
 
 impl NetAttachment {
@@ -45,11 +56,10 @@ impl NetAttachment {
         lifetime: Duration,
         pin: Option<&Path>,
     ) -> Result<Self, AttachError> {
-        if target.cgroup.is_none()
-            && !KernelVersion::current().is_ok_and(|v| v >= KernelVersion::new(6, 6, 0))
-        {
+        let tcx = tcx_links();
+        if !tcx && pin.is_some() && target.cgroup.is_none() {
             return Err(AttachError::NetUnsupported(
-                "network faults attach through tcx links, which need kernel >= 6.6 (the clsact fallback for older kernels is not implemented yet)".into(),
+                "a detached network run pins tcx links, which need kernel >= 6.6; this kernel attaches TC programs as clsact filters: run it attached".into(),
             ));
         }
         let mut ebpf = EbpfLoader::new()
@@ -62,10 +72,17 @@ impl NetAttachment {
                 .map_err(map_error(names::MAP_NET_DELAY_DIST))?;
         }
         fault.dist_size = delay_table.len() as u32;
-        let mut fq = Vec::new();
+        let mut changes = Vec::new();
         if matches!(fault.action, net::NET_ACTION_DELAY | net::NET_ACTION_LIMIT) {
             for iface in &target.ifaces {
-                fq.push(qdisc::install_fq(target.netns.as_ref(), iface)?);
+                changes.push(qdisc::install_fq(target.netns.as_ref(), iface)?);
+            }
+        }
+        // Without tcx: a clsact qdisc on each interface (one per interface, both directions).
+        let mut clsact = Vec::new();
+        if !tcx && target.cgroup.is_none() {
+            for iface in &target.ifaces {
+                clsact.push(qdisc::ensure_clsact(target.netns.as_ref(), iface)?);
             }
         }
         fault.deadline_ns = monotonic_now_ns().saturating_add(lifetime.as_nanos() as u64);
@@ -101,16 +118,21 @@ impl NetAttachment {
         } else {
             fault.directions
         };
-        for (bit, name, attach_type) in [
+        // The clsact filters' preference: chaos's own per process, so a killed run's filters can
+        // be told from others on a clsact that was there before.
+        let pref = 0xc000 | (std::process::id() & 0x3fff) as u16;
+        for (bit, name, attach_type, hook) in [
             (
                 net::DIRECTION_INGRESS,
                 names::PROG_TC_INGRESS,
                 TcAttachType::Ingress,
+                "ingress",
             ),
             (
                 net::DIRECTION_EGRESS,
                 names::PROG_TC_EGRESS,
                 TcAttachType::Egress,
+                "egress",
             ),
         ] {
             if tc_directions & bit == 0 {
@@ -123,10 +145,20 @@ impl NetAttachment {
             let mut attach_all = || -> Result<(), AttachError> {
                 let error = |source| AttachError::Program { name, source };
                 for (n, iface) in target.ifaces.iter().enumerate() {
-                    let options = TcAttachOptions::TcxOrder(LinkOrder::default());
+                    let options = if tcx {
+                        TcAttachOptions::TcxOrder(LinkOrder::default())
+                    } else {
+                        TcAttachOptions::Netlink(NlOptions {
+                            priority: pref,
+                            ..NlOptions::default()
+                        })
+                    };
                     let id = classifier
                         .attach_with_options(iface, attach_type, options)
                         .map_err(error)?;
+                    if let Some(change) = clsact.get_mut(n) {
+                        change.record_filter(hook, pref)?;
+                    }
                     if let Some(dir) = pin {
                         pin_link(classifier.take_link(id).map_err(error)?, dir, name, n)?;
                     }
@@ -147,7 +179,12 @@ impl NetAttachment {
                 reason: err.to_string(),
             })?;
         }
-        Ok(NetAttachment { ebpf, programs, fq })
+        changes.extend(clsact);
+        Ok(NetAttachment {
+            ebpf,
+            programs,
+            changes,
+        })
     }
 
     /// Detaches and unloads the programs but keeps the maps for the final counters.
@@ -162,8 +199,8 @@ impl NetAttachment {
                 tracing::warn!(program = name, %err, "detach");
             }
         }
-        for guard in self.fq.drain(..) {
-            guard.restore();
+        for change in self.changes.drain(..) {
+            change.restore();
         }
     }
 

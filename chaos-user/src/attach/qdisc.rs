@@ -1,7 +1,11 @@
-//! The fq qdisc a delay fault needs on each interface (fq holds packets until their departure
-//! time). chaos puts fq only in place of a device's default root qdisc, records that in a state
-//! file under /run/chaos/qdisc before it does, and puts the default back when the run ends —
-//! or, when the run was killed, at the next chaos invocation or `chaos cleanup`.
+//! What a network fault changes on an interface besides attaching its own programs, recorded in
+//! a state file under /run/chaos/qdisc before the change and undone when the run ends — or,
+//! when the run was killed, by the next chaos invocation or `chaos cleanup`:
+//! - the fq qdisc a delay or limit needs (fq holds packets until their departure time), put only
+//!   in place of the device's default root qdisc;
+//! - on kernels without tcx, the clsact qdisc the TC programs hang from as cls_bpf filters, or,
+//!   when a clsact was there already, those filters (netlink filters, unlike tcx links, outlive
+//!   a killed process).
 
 use std::{
     fs,
@@ -14,28 +18,53 @@ use serde::{Deserialize, Serialize};
 use super::AttachError;
 use crate::target::net::Netns;
 
-/// Where a run records each qdisc it replaced.
+/// Where a run records each change it makes to an interface.
 pub const STATE_DIR: &str = "/run/chaos/qdisc";
 
-/// What a state file says: who replaced the root qdisc of which interface.
+/// What a state file says: which chaos process changed what on which interface.
 #[derive(Debug, Serialize, Deserialize)]
-struct Replaced {
+struct Record {
     /// The chaos process, and its start time (a recycled PID is not it).
     pid: u32,
     start_time: u64,
     /// The namespace as chaos opened it (`None`: chaos's own).
     netns: Option<PathBuf>,
     iface: String,
+    change: Change,
 }
 
-/// An fq root qdisc installed for a run; [`FqGuard::restore`] (or dropping it) puts the
-/// device's default back.
+/// One change to an interface, and so what undoing it means.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum Change {
+    /// fq put in place of the default root qdisc: delete the root (the default comes back).
+    Fq,
+    /// A clsact qdisc added: delete it, with every filter on it.
+    Clsact,
+    /// cls_bpf filters added to a clsact qdisc that was there before: delete those, by hook
+    /// (`ingress`, `egress`) and preference.
+    Filters { filters: Vec<(String, u16)> },
+}
+
+impl Change {
+    fn tag(&self) -> &'static str {
+        match self {
+            Change::Fq => "fq",
+            Change::Clsact => "clsact",
+            Change::Filters { .. } => "filters",
+        }
+    }
+}
+
+/// A change made for a run; [`Changed::restore`] (or dropping it) undoes it.
 #[derive(Debug)]
-pub struct FqGuard {
-    /// `None` when fq was there already: nothing to put back.
+pub struct Changed {
+    /// `None` while there is nothing to undo (fq or clsact were there already).
     state_file: Option<PathBuf>,
     netns: Option<PathBuf>,
+    netns_id: u64,
     iface: String,
+    change: Change,
 }
 
 /// Runs `tc ARGS` inside `netns` (chaos's own namespace for `None`).
@@ -47,20 +76,38 @@ fn tc(netns: Option<&Netns>, args: &[&str]) -> Result<std::process::Output, Atta
     };
     output.map_err(|err| {
         AttachError::NetUnsupported(format!(
-            "cannot run tc (iproute2), which installs the fq qdisc: {err}"
+            "cannot run tc (iproute2), which manages the qdiscs of network faults: {err}"
         ))
     })
 }
 
-/// The kind and handle of the device's root qdisc (`noqueue`, `0:`).
-fn root_qdisc(netns: Option<&Netns>, iface: &str) -> Result<(String, String), AttachError> {
-    let output = tc(netns, &["-j", "qdisc", "show", "dev", iface, "root"])?;
-    let qdiscs: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap_or_default();
-    let root = &qdiscs[0];
-    match (root["kind"].as_str(), root["handle"].as_str()) {
-        (Some(kind), Some(handle)) => Ok((kind.to_owned(), handle.to_owned())),
+fn tc_ok(netns: Option<&Netns>, args: &[&str]) -> Result<(), AttachError> {
+    let output = tc(netns, args)?;
+    if output.status.success() {
+        return Ok(());
+    }
+    Err(AttachError::NetUnsupported(format!(
+        "tc {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&output.stderr).trim()
+    )))
+}
+
+/// The qdiscs of `iface` as `tc -j` lists them.
+fn qdiscs(
+    netns: Option<&Netns>,
+    iface: &str,
+    root_only: bool,
+) -> Result<Vec<serde_json::Value>, AttachError> {
+    let mut args = vec!["-j", "qdisc", "show", "dev", iface];
+    if root_only {
+        args.push("root");
+    }
+    let output = tc(netns, &args)?;
+    match serde_json::from_slice(&output.stdout) {
+        Ok(serde_json::Value::Array(all)) if !all.is_empty() => Ok(all),
         _ => Err(AttachError::NetUnsupported(format!(
-            "cannot read the root qdisc of {iface}: {}",
+            "cannot read the qdiscs of {iface}: {}",
             String::from_utf8_lossy(&output.stderr).trim()
         ))),
     }
@@ -68,54 +115,131 @@ fn root_qdisc(netns: Option<&Netns>, iface: &str) -> Result<(String, String), At
 
 /// Makes fq the root qdisc of `iface`: kept if it is one already, put in place of the device's
 /// default (handle 0:) otherwise. Any other configured root qdisc is refused, untouched.
-pub fn install_fq(netns: Option<&Netns>, iface: &str) -> Result<FqGuard, AttachError> {
-    let (kind, handle) = root_qdisc(netns, iface)?;
-    let netns_path = netns.map(|n| n.path.clone());
+pub fn install_fq(netns: Option<&Netns>, iface: &str) -> Result<Changed, AttachError> {
+    let root = qdiscs(netns, iface, true)?.swap_remove(0);
+    let (kind, handle) = (
+        root["kind"].as_str().unwrap_or_default(),
+        root["handle"].as_str().unwrap_or_default(),
+    );
     if kind == "fq" {
-        return Ok(FqGuard {
-            state_file: None,
-            netns: netns_path,
-            iface: iface.to_owned(),
-        });
+        return Ok(Changed::nothing(netns, iface, Change::Fq));
     }
     if handle != "0:" {
         return Err(AttachError::NetUnsupported(format!(
-            "{iface} has a configured {kind} root qdisc ({handle}): chaos puts fq only in place of a device's default qdisc, which it can put back; remove it or delay on another interface"
+            "{iface} has a configured {kind} root qdisc ({handle}): chaos puts fq only in place of a device's default qdisc, which it can put back; remove it or fault another interface"
         )));
     }
-    fs::create_dir_all(STATE_DIR).map_err(|err| state_error(Path::new(STATE_DIR), err))?;
-    let state_file = Path::new(STATE_DIR).join(format!(
-        "{}-{}-{iface}.json",
-        std::process::id(),
-        netns_id(netns)
-    ));
-    let replaced = Replaced {
-        pid: std::process::id(),
-        start_time: start_time(std::process::id()).unwrap_or_default(),
-        netns: netns_path.clone(),
-        iface: iface.to_owned(),
-    };
-    let json = serde_json::to_vec(&replaced).expect("a state record serializes");
-    fs::write(&state_file, json).map_err(|err| state_error(&state_file, err))?;
-    let output = tc(netns, &["qdisc", "replace", "dev", iface, "root", "fq"])?;
-    if !output.status.success() {
-        let _ = fs::remove_file(&state_file);
-        return Err(AttachError::NetUnsupported(format!(
-            "tc qdisc replace dev {iface} root fq: {}",
-            String::from_utf8_lossy(&output.stderr).trim()
-        )));
+    let changed = Changed::record(netns, iface, Change::Fq)?;
+    if let Err(err) = tc_ok(netns, &["qdisc", "replace", "dev", iface, "root", "fq"]) {
+        changed.forget();
+        return Err(err);
     }
     tracing::debug!(iface, "fq installed");
-    Ok(FqGuard {
-        state_file: Some(state_file),
-        netns: netns_path,
-        iface: iface.to_owned(),
-    })
+    Ok(changed)
+}
+
+/// Makes sure `iface` has a clsact qdisc for cls_bpf filters: adds one (recorded) if it has
+/// none. With one there already, the filters chaos adds are recorded once attached
+/// ([`Changed::record_filter`]).
+pub fn ensure_clsact(netns: Option<&Netns>, iface: &str) -> Result<Changed, AttachError> {
+    let present = qdiscs(netns, iface, false)?
+        .iter()
+        .any(|qdisc| qdisc["kind"] == "clsact");
+    if present {
+        let filters = Change::Filters {
+            filters: Vec::new(),
+        };
+        return Ok(Changed::nothing(netns, iface, filters));
+    }
+    let changed = Changed::record(netns, iface, Change::Clsact)?;
+    if let Err(err) = tc_ok(netns, &["qdisc", "add", "dev", iface, "clsact"]) {
+        changed.forget();
+        return Err(err);
+    }
+    Ok(changed)
+}
+
+impl Changed {
+    fn nothing(netns: Option<&Netns>, iface: &str, change: Change) -> Self {
+        Changed {
+            state_file: None,
+            netns: netns.map(|n| n.path.clone()),
+            netns_id: netns_id(netns),
+            iface: iface.to_owned(),
+            change,
+        }
+    }
+
+    /// Writes the state file of a change about to be made.
+    fn record(netns: Option<&Netns>, iface: &str, change: Change) -> Result<Self, AttachError> {
+        let mut changed = Changed::nothing(netns, iface, change);
+        changed.save()?;
+        Ok(changed)
+    }
+
+    fn save(&mut self) -> Result<(), AttachError> {
+        fs::create_dir_all(STATE_DIR).map_err(|err| state_error(Path::new(STATE_DIR), err))?;
+        let state_file = self.state_file.get_or_insert_with(|| {
+            Path::new(STATE_DIR).join(format!(
+                "{}-{}-{}-{}.json",
+                std::process::id(),
+                self.netns_id,
+                self.iface,
+                self.change.tag()
+            ))
+        });
+        let record = Record {
+            pid: std::process::id(),
+            start_time: start_time(std::process::id()).unwrap_or_default(),
+            netns: self.netns.clone(),
+            iface: self.iface.clone(),
+            change: self.change.clone(),
+        };
+        let json = serde_json::to_vec(&record).expect("a state record serializes");
+        fs::write(&*state_file, json).map_err(|err| state_error(state_file, err))
+    }
+
+    /// Records a cls_bpf filter chaos added to a clsact qdisc that was there before (by hook and
+    /// preference), so that a killed run's filter can be found and deleted. For a clsact chaos
+    /// added itself, deleting the qdisc takes the filters along: nothing to record.
+    pub fn record_filter(&mut self, hook: &str, pref: u16) -> Result<(), AttachError> {
+        let Change::Filters { filters } = &mut self.change else {
+            return Ok(());
+        };
+        filters.push((hook.to_owned(), pref));
+        self.save()
+    }
+
+    /// Undoes the change.
+    pub fn restore(mut self) {
+        self.undo();
+    }
+
+    /// Drops the record without undoing anything (the change was never made).
+    fn forget(mut self) {
+        if let Some(state_file) = self.state_file.take() {
+            let _ = fs::remove_file(state_file);
+        }
+    }
+
+    fn undo(&mut self) {
+        let Some(state_file) = self.state_file.take() else {
+            return;
+        };
+        undo(self.netns.as_deref(), &self.iface, &self.change);
+        let _ = fs::remove_file(state_file);
+    }
+}
+
+impl Drop for Changed {
+    fn drop(&mut self) {
+        self.undo();
+    }
 }
 
 fn state_error(path: &Path, err: std::io::Error) -> AttachError {
     AttachError::NetUnsupported(format!(
-        "cannot record the qdisc change in {}: {err}",
+        "cannot record the change to the interface in {}: {err}",
         path.display()
     ))
 }
@@ -134,30 +258,9 @@ fn start_time(pid: u32) -> Option<u64> {
     after_comm.split_whitespace().nth(19)?.parse().ok()
 }
 
-impl FqGuard {
-    /// Puts the device's default root qdisc back (deleting the root makes the kernel attach it).
-    pub fn restore(mut self) {
-        self.put_back();
-    }
-
-    fn put_back(&mut self) {
-        let Some(state_file) = self.state_file.take() else {
-            return;
-        };
-        restore_default(self.netns.as_deref(), &self.iface);
-        let _ = fs::remove_file(state_file);
-    }
-}
-
-impl Drop for FqGuard {
-    fn drop(&mut self) {
-        self.put_back();
-    }
-}
-
-/// Deletes the fq root qdisc of `iface`, if fq is still there; a namespace that is gone took its
-/// interfaces with it.
-fn restore_default(netns: Option<&Path>, iface: &str) -> bool {
+/// Undoes `change` on `iface` as far as it is still in place; a namespace that is gone took its
+/// interfaces with it. Returns whether something was undone.
+fn undo(netns: Option<&Path>, iface: &str, change: &Change) -> bool {
     let netns = match netns {
         Some(path) => match Netns::open(&path.to_string_lossy()) {
             Ok(netns) => Some(netns),
@@ -165,37 +268,51 @@ fn restore_default(netns: Option<&Path>, iface: &str) -> bool {
         },
         None => None,
     };
-    match root_qdisc(netns.as_ref(), iface) {
-        Ok((kind, _)) if kind == "fq" => {
-            let deleted = tc(netns.as_ref(), &["qdisc", "del", "dev", iface, "root"]);
-            deleted.is_ok_and(|output| output.status.success())
+    let netns = netns.as_ref();
+    let done = |args: &[&str]| tc_ok(netns, args).is_ok();
+    match change {
+        Change::Fq => {
+            let root_is_fq = qdiscs(netns, iface, true)
+                .is_ok_and(|all| all.first().is_some_and(|q| q["kind"] == "fq"));
+            root_is_fq && done(&["qdisc", "del", "dev", iface, "root"])
         }
-        _ => false,
+        Change::Clsact => done(&["qdisc", "del", "dev", iface, "clsact"]),
+        Change::Filters { filters } => filters.iter().fold(false, |any, (hook, pref)| {
+            done(&[
+                "filter",
+                "del",
+                "dev",
+                iface,
+                hook,
+                "pref",
+                &pref.to_string(),
+            ]) || any
+        }),
     }
 }
 
-/// Puts back the qdiscs of runs that ended without doing so (killed): every state file whose
-/// chaos process is gone. Returns what it restored, as `iface (netns)`.
+/// Undoes the changes of runs that ended without doing so (killed): every state file whose
+/// chaos process is gone. Returns the interfaces it restored, as `iface (netns)`.
 pub fn restore_orphans() -> Vec<String> {
     let Ok(entries) = fs::read_dir(STATE_DIR) else {
         return Vec::new();
     };
     let mut restored = Vec::new();
     for path in entries.flatten().map(|e| e.path()) {
-        let Some(replaced) = fs::read(&path)
+        let Some(record) = fs::read(&path)
             .ok()
-            .and_then(|data| serde_json::from_slice::<Replaced>(&data).ok())
+            .and_then(|data| serde_json::from_slice::<Record>(&data).ok())
         else {
             let _ = fs::remove_file(&path);
             continue;
         };
-        if start_time(replaced.pid).is_some_and(|t| t == replaced.start_time) {
+        if start_time(record.pid).is_some_and(|t| t == record.start_time) {
             continue;
         }
-        if restore_default(replaced.netns.as_deref(), &replaced.iface) {
-            restored.push(match &replaced.netns {
-                Some(netns) => format!("{} ({})", replaced.iface, netns.display()),
-                None => replaced.iface.clone(),
+        if undo(record.netns.as_deref(), &record.iface, &record.change) {
+            restored.push(match &record.netns {
+                Some(netns) => format!("{} ({})", record.iface, netns.display()),
+                None => record.iface.clone(),
             });
         }
         let _ = fs::remove_file(&path);

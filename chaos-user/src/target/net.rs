@@ -227,9 +227,15 @@ fn carries_default_route(iface: &str, routes: &str, routes6: &str) -> bool {
         let f: Vec<&str> = line.split_whitespace().collect();
         f.len() > 7 && f[0] == iface && f[1] == "00000000" && f[7] == "00000000"
     });
+    // The kernel's own "unreachable" ::/0 entry on lo carries RTF_REJECT: not a route out.
+    const RTF_REJECT: u32 = 0x0200;
     let v6 = routes6.lines().any(|line| {
         let f: Vec<&str> = line.split_whitespace().collect();
-        f.len() == 10 && f[9] == iface && f[0].bytes().all(|b| b == b'0') && f[1] == "00"
+        f.len() == 10
+            && f[9] == iface
+            && f[0].bytes().all(|b| b == b'0')
+            && f[1] == "00"
+            && u32::from_str_radix(f[8], 16).is_ok_and(|flags| flags & RTF_REJECT == 0)
     });
     v4 || v6
 }
@@ -251,7 +257,8 @@ mod tests {
         let routes = "Iface\tDestination\tGateway\tFlags\tRefCnt\tUse\tMetric\tMask\n\
                       eth0\t00000000\t0100A8C0\t0003\t0\t0\t0\t00000000\n\
                       eth1\t0000A8C0\t00000000\t0001\t0\t0\t0\t00FFFFFF\n";
-        let routes6 = "00000000000000000000000000000000 00 00000000000000000000000000000000 00 fe800000000000000000000000000001 00000400 00000001 00000000 00000003 wlan0\n";
+        let routes6 = "00000000000000000000000000000000 00 00000000000000000000000000000000 00 fe800000000000000000000000000001 00000400 00000001 00000000 00000003 wlan0\n\
+                       00000000000000000000000000000000 00 00000000000000000000000000000000 00 00000000000000000000000000000000 ffffffff 00000001 00000000 00200200       lo\n";
         assert!(carries_default_route("eth0", routes, ""));
         assert!(!carries_default_route("eth1", routes, ""));
         assert!(carries_default_route("wlan0", "", routes6));
