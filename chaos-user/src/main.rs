@@ -4,6 +4,11 @@ use clap::Parser as _;
 use tracing_subscriber::{EnvFilter, fmt};
 
 fn main() -> ExitCode {
+    // `chaos probe --json | head` ends quietly, as Unix tools do, instead of panicking on EPIPE.
+    // SAFETY: resetting a signal disposition before any thread starts.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = chaos::cli::Cli::parse();
     let default_level = match cli.verbose {
         0 => "warn",

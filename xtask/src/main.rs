@@ -1,6 +1,7 @@
 //! Everything that is not `cargo build`: toolchain setup, tests on this host and in qemu guests,
 //! the demo. Reached with `cargo xtask`.
 
+mod matrix;
 mod setup;
 mod test;
 mod vm;
@@ -43,6 +44,9 @@ enum Task {
     /// Benchmark the errno faults: connect() on this host, open() in the qemu guest; prints
     /// ns per call per case and the required ratios.
     Bench,
+    /// Write the fault family x kernel support table into README.md from the last results of
+    /// `cargo xtask test` / `vm-test` (target/matrix).
+    SupportTable,
     /// Run the integration tests inside a qemu guest kernel.
     VmTest {
         #[arg(long, default_value = vm::DEFAULT_KERNEL)]
@@ -75,13 +79,14 @@ fn main() -> anyhow::Result<()> {
         Task::Test { host_only, filter } => test::all(host_only, filter.as_deref()),
         Task::Bench => test::bench(),
         Task::Fuzz { seconds } => test::fuzz(seconds),
+        Task::SupportTable => matrix::write_support_table(),
         Task::VmTest { kernel, filter } => test::in_vm(&kernel, filter.first().map(String::as_str)),
         Task::VmRun {
             kernel,
             env,
             command,
         } => {
-            let status = vm::run(&vm::Kernel::named(&kernel)?, &env, &command)?;
+            let status = vm::run(&vm::Kernel::named(&kernel)?, &env, &command, None)?;
             std::process::exit(status);
         }
     }

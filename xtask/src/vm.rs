@@ -18,6 +18,10 @@ use anyhow::{Context as _, bail};
 use crate::{run_command, workspace_root};
 
 pub const DEFAULT_KERNEL: &str = "faultinj-6.12";
+/// Every kernel `vm-run` and `vm-test` can boot.
+pub const KERNELS: [&str; 2] = ["faultinj-6.12", "debian-6.1"];
+/// The kernels `cargo xtask test` runs the integration tests on, after the host.
+pub const MATRIX: [&str; 2] = KERNELS;
 
 /// Guest stage 1 (in the initramfs): mounts the 9p root under an overlay and switches to it.
 const INIT: &str = include_str!("vm/init.sh");
@@ -35,6 +39,86 @@ pub struct Kernel {
     pub name: &'static str,
     pub image: PathBuf,
     pub expect: &'static [&'static str],
+    /// A stock kernel's modules: loaded at boot as far as the runner needs them, the rest on
+    /// demand from the tree mounted at /lib/modules/RELEASE in the guest.
+    pub modules: Option<Modules>,
+}
+
+/// The module tree of a distribution kernel, extracted on the host.
+pub struct Modules {
+    /// `lib/modules/RELEASE` of the extracted package.
+    pub tree: PathBuf,
+    /// What the initramfs loads, in order, before it mounts the 9p root (paths in `tree`).
+    pub boot: &'static [&'static str],
+}
+
+/// The modules a Debian kernel needs to mount the runner's 9p shares and overlay root.
+const DEBIAN_BOOT_MODULES: &[&str] = &[
+    "kernel/drivers/virtio/virtio_ring.ko",
+    "kernel/drivers/virtio/virtio.ko",
+    "kernel/drivers/virtio/virtio_pci_modern_dev.ko",
+    "kernel/drivers/virtio/virtio_pci_legacy_dev.ko",
+    "kernel/drivers/virtio/virtio_pci.ko",
+    "kernel/net/9p/9pnet.ko",
+    "kernel/net/9p/9pnet_virtio.ko",
+    "kernel/fs/netfs/netfs.ko",
+    "kernel/fs/fscache/fscache.ko",
+    "kernel/fs/9p/9p.ko",
+    "kernel/fs/overlayfs/overlay.ko",
+];
+
+/// A stock Debian kernel package: fetched with apt-get download (Debian's package service),
+/// checked, and extracted into a cache outside the repository.
+struct DebianKernel {
+    package: &'static str,
+    version: &'static str,
+    sha256: &'static str,
+    release: &'static str,
+}
+
+/// Bookworm's 6.1 LTS kernel, as of 2026-11 (bookworm-security).
+const DEBIAN_6_1: DebianKernel = DebianKernel {
+    package: "linux-image-6.1.0-56-amd64",
+    version: "6.1.192-2",
+    sha256: "a86e2049672f52354c4536a089203b6c82639420424d31c91cf31a181fd4d8f1",
+    release: "6.1.0-56-amd64",
+};
+
+impl DebianKernel {
+    /// Downloads and extracts the package unless the cache has it; returns the image and the
+    /// module tree.
+    fn fetch(&self) -> anyhow::Result<(PathBuf, PathBuf)> {
+        let home = std::env::var_os("HOME").map_or_else(|| PathBuf::from("/root"), PathBuf::from);
+        let cache = home.join(".cache/chaos/kernels").join(self.package);
+        let root = cache.join("root");
+        let image = root.join(format!("boot/vmlinuz-{}", self.release));
+        let tree = root.join(format!("lib/modules/{}", self.release));
+        if image.exists() && tree.join("modules.dep").exists() {
+            return Ok((image, tree));
+        }
+        fs::create_dir_all(&cache)?;
+        let deb = cache.join(format!("{}_{}_amd64.deb", self.package, self.version));
+        if !deb.exists() {
+            eprintln!("vm: downloading {} {}", self.package, self.version);
+            run_command(
+                Command::new("apt-get")
+                    .args(["download", &format!("{}={}", self.package, self.version)])
+                    .current_dir(&cache),
+            )
+            .with_context(|| format!("apt-get download {} {} (run apt-get update if the version is unknown; Debian may have moved on: update DebianKernel in xtask/src/vm.rs)", self.package, self.version))?;
+        }
+        verify_sha256(&deb, self.sha256)?;
+        let _ = fs::remove_dir_all(&root);
+        run_command(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&root))?;
+        // Debian generates modules.dep at install time; the package has none.
+        run_command(
+            Command::new("depmod")
+                .arg("-b")
+                .arg(&root)
+                .arg(self.release),
+        )?;
+        Ok((image, tree))
+    }
 }
 
 impl Kernel {
@@ -61,9 +145,37 @@ impl Kernel {
                         "cgroup-skb",
                         "sch-fq",
                     ],
+                    modules: None,
                 })
             }
-            other => bail!("unknown kernel '{other}': expected one of: faultinj-6.12"),
+            "debian-6.1" => {
+                let (image, tree) = DEBIAN_6_1.fetch()?;
+                Ok(Kernel {
+                    name: "debian-6.1",
+                    image,
+                    // No tcx (6.6) and no kprobe override (CONFIG_BPF_KPROBE_OVERRIDE unset).
+                    expect: &[
+                        "btf",
+                        "bpf-lsm",
+                        "trampoline",
+                        "kprobes",
+                        "cgroup-sock-addr",
+                        "tracepoint-signal",
+                        "xdp",
+                        "cgroup-skb",
+                        "sch-fq",
+                        "bridge",
+                    ],
+                    modules: Some(Modules {
+                        tree,
+                        boot: DEBIAN_BOOT_MODULES,
+                    }),
+                })
+            }
+            other => bail!(
+                "unknown kernel '{other}': expected one of: {}",
+                KERNELS.join(", ")
+            ),
         }
     }
 }
@@ -83,7 +195,7 @@ fn verify_sha256(path: &Path, expected: &str) -> anyhow::Result<()> {
     let actual = String::from_utf8_lossy(&output.stdout);
     if !actual.starts_with(expected) {
         bail!(
-            "kernel image {} has sha256 {}, expected {expected}; see ../shared/kernels/README.md to rebuild it",
+            "{} has sha256 {}, expected {expected} (a cached kernel: see ../shared/kernels/README.md; a Debian package: delete it to fetch it again)",
             path.display(),
             actual.split_whitespace().next().unwrap_or_default()
         );
@@ -92,14 +204,25 @@ fn verify_sha256(path: &Path, expected: &str) -> anyhow::Result<()> {
 }
 
 /// Boots `kernel`, runs `command` (with `env`, NAME=VALUE) in the host's current directory, and
-/// returns its exit status. The console streams to stdout.
-pub fn run(kernel: &Kernel, env: &[String], command: &[String]) -> anyhow::Result<i32> {
-    let initramfs = initramfs()?;
+/// returns its exit status. The console streams to stdout. With `keep`, what the guest wrote to
+/// /scratch is copied there.
+pub fn run(
+    kernel: &Kernel,
+    env: &[String],
+    command: &[String],
+    keep: Option<&Path>,
+) -> anyhow::Result<i32> {
+    let initramfs = initramfs(kernel.modules.as_ref())?;
     let control = TempDir::new("ctl")?;
     let scratch = TempDir::new("scratch")?;
     fs::write(control.path.join("cmd.sh"), command_script(env, command)?)?;
 
-    let append = "console=ttyS0 panic=-1 loglevel=3 lsm=lockdown,capability,landlock,yama,bpf";
+    let mut append =
+        "console=ttyS0 panic=-1 loglevel=3 lsm=lockdown,capability,landlock,yama,bpf".to_owned();
+    if let Some(modules) = &kernel.modules {
+        // Stage 2 mounts the host's extracted tree at /lib/modules/RELEASE for modprobe.
+        append.push_str(&format!(" chaosvm.modules={}", modules.tree.display()));
+    }
     let share = |id: &str, path: &Path, extra: &str| {
         [
             "-fsdev".to_owned(),
@@ -137,7 +260,7 @@ pub fn run(kernel: &Kernel, env: &[String], command: &[String]) -> anyhow::Resul
     .arg(&kernel.image)
     .arg("-initrd")
     .arg(&initramfs)
-    .args(["-append", append])
+    .args(["-append", &append])
     .args(share(
         "hostroot",
         Path::new("/"),
@@ -173,6 +296,15 @@ pub fn run(kernel: &Kernel, env: &[String], command: &[String]) -> anyhow::Resul
         let _ = writeln!(stdout, "{line}");
     }
     let _ = child.wait();
+    if let Some(keep) = keep {
+        fs::create_dir_all(keep)?;
+        for entry in fs::read_dir(&scratch.path)? {
+            let entry = entry?;
+            if entry.file_type()?.is_file() {
+                fs::copy(entry.path(), keep.join(entry.file_name()))?;
+            }
+        }
+    }
     let status = fs::read_to_string(control.path.join("status"))
         .ok()
         .and_then(|status| status.trim().parse().ok())
@@ -224,11 +356,19 @@ fn quote(word: &str) -> String {
     format!("'{}'", word.replace('\'', r"'\''"))
 }
 
-/// The initramfs (static busybox, the two stage scripts), rebuilt when the scripts change.
-fn initramfs() -> anyhow::Result<PathBuf> {
+/// The initramfs (static busybox, the two stage scripts, a stock kernel's boot modules),
+/// rebuilt when they change.
+fn initramfs(modules: Option<&Modules>) -> anyhow::Result<PathBuf> {
     let dir = workspace_root().join("target/vm");
     fs::create_dir_all(&dir)?;
-    let stamp = format!("{:016x}", fnv1a(format!("{INIT}{STAGE2}").as_bytes()));
+    let boot: Vec<PathBuf> = modules
+        .map(|m| m.boot.iter().map(|path| m.tree.join(path)).collect())
+        .unwrap_or_default();
+    let listed: String = boot.iter().map(|p| p.display().to_string()).collect();
+    let stamp = format!(
+        "{:016x}",
+        fnv1a(format!("{INIT}{STAGE2}{listed}").as_bytes())
+    );
     let image = dir.join(format!("initramfs-{stamp}.cpio.gz"));
     if image.exists() {
         return Ok(image);
@@ -253,6 +393,16 @@ fn initramfs() -> anyhow::Result<PathBuf> {
     {
         std::os::unix::fs::symlink("busybox", root.path.join("bin").join(applet))?;
     }
+    // Stage 1 loads these in the order of modules/order.
+    fs::create_dir_all(root.path.join("modules"))?;
+    let mut order = String::new();
+    for module in &boot {
+        let name = module.file_name().context("a module file name")?;
+        fs::copy(module, root.path.join("modules").join(name))
+            .with_context(|| format!("copy {}", module.display()))?;
+        order.push_str(&format!("{}\n", name.to_string_lossy()));
+    }
+    fs::write(root.path.join("modules/order"), order)?;
     write_executable(&root.path.join("init"), INIT)?;
     write_executable(&root.path.join("stage2"), STAGE2)?;
     run_command(

@@ -20,8 +20,17 @@ use std::{
 };
 
 /// Datagrams per millisecond: slow enough that the receiver's socket never overflows, so every
-/// loss the tests see is the fault's.
+/// loss the tests see is the fault's. `NETPEER_UDP_PER_MS` lowers it for slow (emulated)
+/// machines, where a receiver behind a container runtime falls behind.
 const UDP_PER_MS: u32 = 20;
+
+fn udp_per_ms() -> u32 {
+    std::env::var("NETPEER_UDP_PER_MS")
+        .ok()
+        .and_then(|rate| rate.parse().ok())
+        .filter(|&rate| rate > 0)
+        .unwrap_or(UDP_PER_MS)
+}
 /// How long a sink waits for its first datagram before it reports that none arrived: long
 /// enough for a sender started through nsenter on a slow emulated machine.
 const FIRST_DATAGRAM_WAIT: Duration = Duration::from_secs(8);
@@ -81,11 +90,12 @@ fn udp_send(addr: SocketAddr, n: u32) {
     };
     let socket = UdpSocket::bind(local).expect("bind");
     let payload = [0x5au8; 64];
+    let per_ms = udp_per_ms();
     let start = Instant::now();
     for i in 0..n {
         socket.send_to(&payload, addr).expect("send");
-        if (i + 1) % UDP_PER_MS == 0 {
-            let due = start + Duration::from_millis(u64::from((i + 1) / UDP_PER_MS));
+        if (i + 1) % per_ms == 0 {
+            let due = start + Duration::from_millis(u64::from((i + 1) / per_ms));
             thread::sleep(due.saturating_duration_since(Instant::now()));
         }
     }

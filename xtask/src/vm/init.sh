@@ -14,6 +14,11 @@ fail() {
     sleep 10
 }
 
+# A stock kernel has virtio, 9p and overlayfs as modules: load them first.
+while read -r module; do
+    insmod "/modules/$module" || fail "cannot load $module"
+done < /modules/order
+
 cache=loose
 msize=512000
 for w in $(cat /proc/cmdline); do

@@ -13,6 +13,16 @@ m tracefs rw tracefs /sys/kernel/tracing
 m bpf mode=0700 bpf /sys/fs/bpf
 m cgroup2 nsdelegate cgroup2 /sys/fs/cgroup
 $bb mkdir -p /run/netns /run/lock
+# A stock kernel's module tree (extracted on the host) where modprobe looks for it.
+for w in $($bb cat /proc/cmdline); do
+    case $w in
+        chaosvm.modules=*)
+            modules=/lib/modules/$($bb uname -r)
+            $bb mkdir -p "$modules" && $bb mount --bind "${w#*=}" "$modules" \
+                || echo "chaos-vm: cannot mount the module tree ${w#*=}"
+            ;;
+    esac
+done
 $bb ln -sf /proc/self/fd /dev/fd 2>/dev/null
 $bb ip link set lo up
 $bb hostname chaos-vm
