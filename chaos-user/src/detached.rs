@@ -122,6 +122,8 @@ pub fn stop(id: &str) -> io::Result<()> {
         }
         fs::remove_dir(&dir)?;
     }
+    // What the run changed on interfaces (fq, clsact filters) goes with it.
+    crate::attach::qdisc::restore_orphans();
     match fs::remove_file(state_file(id)) {
         Err(err) if err.kind() != io::ErrorKind::NotFound => Err(err),
         _ => Ok(()),

@@ -263,9 +263,10 @@ pub fn net_detached(
     lifetime: Duration,
     describe: String,
 ) -> Result<DetachedRun, Error> {
+    let table = fault.delay_table()?;
     let id = detached::new_id();
     let dir = detached::prepare(&id)?;
-    if let Err(err) = NetAttachment::attach(target, fault.kernel(), &[], lifetime, Some(&dir)) {
+    if let Err(err) = NetAttachment::attach(target, fault.kernel(), &table, lifetime, Some(&dir)) {
         let _ = detached::stop(&id);
         return Err(err.into());
     }
@@ -277,11 +278,19 @@ pub fn net_detached(
     let run = DetachedRun {
         id,
         targets: describe,
-        fault: format!(
-            "{} {}% {direction}",
-            fault.action.name(),
-            fault.probability * 100.0
-        ),
+        fault: match fault.action {
+            PacketAction::Delay(d) => format!(
+                "delay {} ± {} {direction}",
+                humantime::format_duration(d.delay),
+                humantime::format_duration(d.jitter)
+            ),
+            PacketAction::Limit(rate) => format!("limit {} bit/s {direction}", rate * 8),
+            action => format!(
+                "{} {}% {direction}",
+                action.name(),
+                fault.probability * 100.0
+            ),
+        },
         deadline_ns: crate::attach::monotonic_now_ns().saturating_add(lifetime.as_nanos() as u64),
     };
     detached::save(&run)?;
@@ -331,10 +340,7 @@ pub fn net_run(
     lifetime: Duration,
 ) -> Result<Report, Error> {
     let mut holder = Holder::new()?;
-    let table = match fault.action {
-        PacketAction::Delay(delay) => delay.distribution.table()?,
-        _ => Vec::new(),
-    };
+    let table = fault.delay_table()?;
     let mut attachment = NetAttachment::attach(target, fault.kernel(), &table, lifetime, None)?;
     let started = std::time::Instant::now();
     let rows = |attachment: &NetAttachment| -> Vec<FaultReport> {

@@ -305,6 +305,49 @@ fn a_killed_delay_run_is_undone() {
     );
 }
 
+/// A detached delay: chaos returns at once, the delay holds with no chaos process alive, ends
+/// at the in-kernel deadline, and the next chaos invocation puts the default qdisc back.
+#[test]
+fn a_detached_delay_ends_at_its_deadline_and_is_undone() {
+    let net = TestNet::new("delaydetach");
+    if !delay_supported(&net) {
+        return;
+    }
+    let _echo = echo_servers(&net);
+    let base = median(&round_trips(&net, 0, 10, 20));
+    let netns = TestNet::netns_path(&net.a);
+    let run = start_detached(&[
+        "net", "delay", "--netns", &netns, "--iface", "a0", "--delay", "100ms", "--for", "4s",
+    ]);
+    let during = median(&round_trips(&net, 0, 5, 20)) - base;
+    assert!(
+        during > 80.0,
+        "the detached delay is not in effect: +{during:.1} ms"
+    );
+    while monotonic_ns() < run.deadline_ns + 300_000_000 {
+        thread::sleep(Duration::from_millis(50));
+    }
+    let after = median(&round_trips(&net, 0, 10, 20)) - base;
+    assert!(
+        after < 20.0,
+        "the delay outlived its deadline: +{after:.1} ms"
+    );
+    assert_eq!(
+        root_qdisc(&net.a, "a0"),
+        "fq",
+        "fq belongs to the run until it is unpinned"
+    );
+    let output = chaos(&["list", "--json"]);
+    assert!(output.status.success());
+    assert_eq!(
+        root_qdisc(&net.a, "a0"),
+        "noqueue",
+        "the next invocation did not put the default back"
+    );
+    assert_no_chaos_programs();
+    eprintln!("detached delay: +{during:.1} ms during, +{after:.1} ms after the deadline");
+}
+
 /// Seconds to move `bytes` over TCP from A to B on `path`.
 fn transfer_seconds(net: &TestNet, path: u32, port: u16, bytes: u64) -> f64 {
     let addr = format!("{}:{port}", net.v4(path, 2));
@@ -386,7 +429,6 @@ fn bad_delays_exit_2_and_change_nothing() {
         &["--delay", "10ms", "--direction", "ingress"],
         "--direction",
     );
-    refused(&["--delay", "10ms", "--detach"], "--detach");
     refused(&["--delay", "10ms", "--rate", "1mbit"], "--rate");
     if delay_supported(&net) {
         tc(&[

@@ -15,6 +15,7 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "busybox-static", // the VM runner's initramfs
     "cpio",           // packs the initramfs
     "iproute2",       // tc, ip: probe and network tests
+    "kmod",           // depmod for the Debian kernels' module trees
     "iperf3",         // the network benchmark
     "podman",         // real containers for the --container tests
     "qemu-system-x86",

@@ -100,12 +100,20 @@ impl DebianKernel {
         let deb = cache.join(format!("{}_{}_amd64.deb", self.package, self.version));
         if !deb.exists() {
             eprintln!("vm: downloading {} {}", self.package, self.version);
-            run_command(
-                Command::new("apt-get")
-                    .args(["download", &format!("{}={}", self.package, self.version)])
-                    .current_dir(&cache),
-            )
-            .with_context(|| format!("apt-get download {} {} (run apt-get update if the version is unknown; Debian may have moved on: update DebianKernel in xtask/src/vm.rs)", self.package, self.version))?;
+            let download = || {
+                run_command(
+                    Command::new("apt-get")
+                        .args(["download", &format!("{}={}", self.package, self.version)])
+                        .current_dir(&cache),
+                )
+            };
+            // Package lists older than the version: refresh them once.
+            download()
+                .or_else(|_| {
+                    run_command(Command::new("apt-get").args(["update", "-qq"]))?;
+                    download()
+                })
+                .with_context(|| format!("apt-get download {} {} (run apt-get update if the version is unknown; Debian may have moved on: update DebianKernel in xtask/src/vm.rs)", self.package, self.version))?;
         }
         verify_sha256(&deb, self.sha256)?;
         let _ = fs::remove_dir_all(&root);

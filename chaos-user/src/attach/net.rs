@@ -57,11 +57,6 @@ impl NetAttachment {
         pin: Option<&Path>,
     ) -> Result<Self, AttachError> {
         let tcx = tcx_links();
-        if !tcx && pin.is_some() && target.cgroup.is_none() {
-            return Err(AttachError::NetUnsupported(
-                "a detached network run pins tcx links, which need kernel >= 6.6; this kernel attaches TC programs as clsact filters: run it attached".into(),
-            ));
-        }
         let mut ebpf = EbpfLoader::new()
             .load(object::NET)
             .map_err(AttachError::Object)?;
@@ -160,7 +155,14 @@ impl NetAttachment {
                         change.record_filter(hook, pref)?;
                     }
                     if let Some(dir) = pin {
-                        pin_link(classifier.take_link(id).map_err(error)?, dir, name, n)?;
+                        let link = classifier.take_link(id).map_err(error)?;
+                        if tcx {
+                            pin_link(link, dir, name, n)?;
+                        } else {
+                            // A clsact filter stays without a holder; the run's record of it
+                            // (handed over below) removes it once the run is gone.
+                            std::mem::forget(link);
+                        }
                     }
                 }
                 Ok(())
@@ -180,6 +182,16 @@ impl NetAttachment {
             })?;
         }
         changes.extend(clsact);
+        if let Some(dir) = pin {
+            // A detached run: its qdiscs and filters stay until the run is stopped or expires.
+            let id = dir
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            for change in changes.drain(..) {
+                change.hand_over(&id)?;
+            }
+        }
         Ok(NetAttachment {
             ebpf,
             programs,

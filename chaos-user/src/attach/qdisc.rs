@@ -31,6 +31,10 @@ struct Record {
     netns: Option<PathBuf>,
     iface: String,
     change: Change,
+    /// A detached run the change belongs to: undone once that run is gone (stopped or
+    /// expired), not when the process that made it exits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    run: Option<String>,
 }
 
 /// One change to an interface, and so what undoing it means.
@@ -65,6 +69,7 @@ pub struct Changed {
     netns_id: u64,
     iface: String,
     change: Change,
+    run: Option<String>,
 }
 
 /// Runs `tc ARGS` inside `netns` (chaos's own namespace for `None`).
@@ -167,6 +172,7 @@ impl Changed {
             netns_id: netns_id(netns),
             iface: iface.to_owned(),
             change,
+            run: None,
         }
     }
 
@@ -194,6 +200,7 @@ impl Changed {
             netns: self.netns.clone(),
             iface: self.iface.clone(),
             change: self.change.clone(),
+            run: self.run.clone(),
         };
         let json = serde_json::to_vec(&record).expect("a state record serializes");
         fs::write(&*state_file, json).map_err(|err| state_error(state_file, err))
@@ -208,6 +215,17 @@ impl Changed {
         };
         filters.push((hook.to_owned(), pref));
         self.save()
+    }
+
+    /// Hands the change over to detached run `id`: it stays in place after this process exits
+    /// and is undone once the run is gone (`chaos stop`, or its deadline passed).
+    pub fn hand_over(mut self, id: &str) -> Result<(), AttachError> {
+        if self.state_file.is_some() {
+            self.run = Some(id.to_owned());
+            self.save()?;
+        }
+        self.state_file = None;
+        Ok(())
     }
 
     /// Undoes the change.
@@ -291,8 +309,9 @@ fn undo(netns: Option<&Path>, iface: &str, change: &Change) -> bool {
     }
 }
 
-/// Undoes the changes of runs that ended without doing so (killed): every state file whose
-/// chaos process is gone. Returns the interfaces it restored, as `iface (netns)`.
+/// Undoes the changes of runs that ended without doing so: every state file whose chaos process
+/// is gone (killed), or whose detached run is (stopped or expired, so unpinned). Returns the
+/// interfaces it restored, as `iface (netns)`.
 pub fn restore_orphans() -> Vec<String> {
     let Ok(entries) = fs::read_dir(STATE_DIR) else {
         return Vec::new();
@@ -306,7 +325,11 @@ pub fn restore_orphans() -> Vec<String> {
             let _ = fs::remove_file(&path);
             continue;
         };
-        if start_time(record.pid).is_some_and(|t| t == record.start_time) {
+        let owner_alive = match &record.run {
+            Some(id) => crate::detached::pin_dir(id).exists(),
+            None => start_time(record.pid).is_some_and(|t| t == record.start_time),
+        };
+        if owner_alive {
             continue;
         }
         if undo(record.netns.as_deref(), &record.iface, &record.change) {

@@ -160,9 +160,6 @@ impl DelayArgs {
         if self.target.cgroup.is_some() {
             return Err(fault::ParseError::CgroupNetIngressDropOnly);
         }
-        if self.run.detach {
-            return Err(fault::ParseError::DelayDetached);
-        }
         Ok(fault)
     }
 }
@@ -197,9 +194,6 @@ impl LimitArgs {
         fault.filter.check()?;
         if self.target.cgroup.is_some() {
             return Err(fault::ParseError::CgroupNetIngressDropOnly);
-        }
-        if self.run.detach {
-            return Err(fault::ParseError::DelayDetached);
         }
         Ok(fault)
     }

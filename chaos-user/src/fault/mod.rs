@@ -78,10 +78,6 @@ pub enum ParseError {
         horizon: std::time::Duration,
     },
     #[error(
-        "--detach is not available for delay and limit yet: the fq qdisc they install would outlive chaos; run them attached"
-    )]
-    DelayDetached,
-    #[error(
         "invalid rate '{0}': expected a number with a unit, bit, kbit, mbit or gbit (bits per second) or bps, kbps, mbps, gbps (bytes per second), between 8kbit and 100gbit, such as 10mbit"
     )]
     InvalidRate(String),

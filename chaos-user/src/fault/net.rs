@@ -246,6 +246,14 @@ pub struct PacketFault {
 }
 
 impl PacketFault {
+    /// The distribution table a delay's jitter samples (empty for anything else).
+    pub fn delay_table(&self) -> Result<Vec<i16>, ParseError> {
+        match self.action {
+            PacketAction::Delay(delay) => delay.distribution.table(),
+            _ => Ok(Vec::new()),
+        }
+    }
+
     /// The fault as the TC programs read it (the deadline is set when attaching).
     pub fn kernel(&self) -> net::NetFault {
         let (src, src_mask) = self
