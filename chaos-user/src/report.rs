@@ -46,11 +46,12 @@ pub struct FaultReport {
 }
 
 impl FaultReport {
-    /// What the fault injects: the errno or the signal name.
+    /// What the fault injects: the errno or the signal name; for a network fault, the direction.
     pub fn injected_as(&self) -> &str {
         self.errno
             .as_deref()
             .or(self.signal.as_deref())
+            .or(self.direction)
             .unwrap_or_default()
     }
 }

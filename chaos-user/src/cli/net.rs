@@ -340,6 +340,12 @@ impl PacketArgs {
     }
 }
 
+/// A probability as a percentage without trailing zeros: 100, 0.5, 0.0001.
+fn percent(probability: f64) -> String {
+    let text = format!("{:.4}", probability * 100.0);
+    text.trim_end_matches('0').trim_end_matches('.').to_owned()
+}
+
 /// Runs a checked packet fault: privileges, the target, the kernel's support, then the run.
 fn packet_fault(
     fault: PacketFault,
@@ -369,7 +375,7 @@ fn packet_fault(
         }
     }
     eprintln!(
-        "chaos: {} {:.4}% of the {} packets of {} for {}{}",
+        "chaos: {} {}% of the {} packets of {} for {}{}",
         match fault.action {
             PacketAction::Drop => "dropping".to_owned(),
             PacketAction::Duplicate => "duplicating".to_owned(),
@@ -388,7 +394,7 @@ fn packet_fault(
             ),
             PacketAction::Limit(rate) => format!("limiting to {} bit/s", rate * 8),
         },
-        fault.probability * 100.0,
+        percent(fault.probability),
         match fault.direction {
             Direction::Ingress => "arriving",
             Direction::Egress => "leaving",
