@@ -27,6 +27,8 @@ pub const MAP_NET_COUNTERS: &str = "NET_COUNTERS";
 pub const MAP_NET_DELAY_DIST: &str = "NET_DELAY_DIST";
 /// A rate limit's state: slot 0 → the departure time (ns) from which the next packet may leave.
 pub const MAP_NET_RATE_STATE: &str = "NET_RATE_STATE";
+/// The Gilbert-Elliott loss model's state: slot 0 → 0 good, 1 bad.
+pub const MAP_NET_GE_STATE: &str = "NET_GE_STATE";
 /// TC programs of the net object, on an interface's ingress and egress.
 pub const PROG_TC_INGRESS: &str = "tc_ingress";
 pub const PROG_TC_EGRESS: &str = "tc_egress";

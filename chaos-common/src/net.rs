@@ -23,6 +23,12 @@ pub const NET_ACTION_LIMIT: u32 = 4;
 /// The longest a [`NET_ACTION_LIMIT`] packet may wait: the queue it stands for.
 pub const LIMIT_QUEUE_NS: u64 = 1_000_000_000;
 
+/// [`NetFault::loss_model`]: each packet is picked on its own, with `probability`.
+pub const NET_LOSS_INDEPENDENT: u32 = 0;
+/// [`NetFault::loss_model`]: netem's Gilbert-Elliott model: a good and a bad state, `ge_*`
+/// thresholds for the transitions and the loss in each (correlated, bursty loss).
+pub const NET_LOSS_GEMODEL: u32 = 1;
+
 /// The largest delay distribution table (netem's limit), and the scale of its entries: an entry
 /// `t` stands for `t / NET_DIST_SCALE` standard deviations, as in netem and iproute2's tables.
 pub const NET_DIST_MAX: u32 = 16384;
@@ -63,8 +69,17 @@ pub struct NetFault {
     pub jitter_ns: u64,
     /// [`NET_ACTION_LIMIT`]: bytes per second.
     pub rate_bytes: u64,
+    /// How packets are picked: [`NET_LOSS_INDEPENDENT`] or [`NET_LOSS_GEMODEL`].
+    pub loss_model: u32,
+    /// Gilbert-Elliott, as 32-bit thresholds of a random draw (netem's p, r, h and 1-k): good
+    /// to bad, bad to good, no loss in the bad state, loss in the good state.
+    pub ge_p: u32,
+    pub ge_r: u32,
+    pub ge_h: u32,
+    pub ge_1k: u32,
+    pub _pad: u32,
 }
-const _: () = assert!(core::mem::size_of::<NetFault>() == 128);
+const _: () = assert!(core::mem::size_of::<NetFault>() == 152);
 
 /// Per-CPU counters of one direction.
 #[repr(C)]

@@ -285,11 +285,17 @@ pub fn net_detached(
                 humantime::format_duration(d.jitter)
             ),
             PacketAction::Limit(rate) => format!("limit {} bit/s {direction}", rate * 8),
-            action => format!(
-                "{} {}% {direction}",
-                action.name(),
-                fault.probability * 100.0
-            ),
+            action => match fault.loss_model {
+                Some(m) => format!(
+                    "drop gemodel:{},{},{},{} {direction}",
+                    m.p, m.r, m.loss_bad, m.loss_good
+                ),
+                None => format!(
+                    "{} {}% {direction}",
+                    action.name(),
+                    fault.probability * 100.0
+                ),
+            },
         },
         deadline_ns: crate::attach::monotonic_now_ns().saturating_add(lifetime.as_nanos() as u64),
     };

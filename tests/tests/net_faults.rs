@@ -445,6 +445,61 @@ fn a_detached_clsact_drop_is_removed_when_stopped() {
     assert_eq!(udp_arrivals(&net, &net.v4(0, 2), 7312), DATAGRAMS);
 }
 
+/// `--loss-model gemodel:5,20`: netem's Gilbert-Elliott model loses 20 % of the datagrams in
+/// bursts of 5 on average (independent loss at 20 % would make bursts of 1.25). The loss of a
+/// correlated chain varies more than independent loss: its 4 sigma are widened by the chain's
+/// (1 + rho) / (1 - rho), rho = 1 - p - r.
+#[test]
+fn gemodel_loss_comes_in_bursts() {
+    let net = TestNet::new("gemodel");
+    let chaos = start_drop(&[
+        "--netns",
+        &net.b,
+        "--iface",
+        "b0",
+        "--loss-model",
+        "gemodel:5,20",
+    ]);
+    let addr = format!("{}:7321", net.v4(0, 2));
+    let mut sink = net.spawn(&net.b, NETPEER, &["udp-bursts", &addr, "1000"]);
+    assert_eq!(sink.line(), "ready");
+    let mut sender = net.spawn(
+        &net.a,
+        NETPEER,
+        &["udp-send", &addr, &DATAGRAMS.to_string()],
+    );
+    assert_eq!(sender.line(), format!("sent {DATAGRAMS}"));
+    let line = sink.line();
+    let report = stop(chaos);
+    let mut fields = line.split_whitespace();
+    let arrived: u64 = fields.next().unwrap().parse().unwrap();
+    let mean_burst: f64 = fields.next().unwrap().parse().unwrap();
+    let loss = 1.0 - arrived as f64 / DATAGRAMS as f64;
+    let rho: f64 = 1.0 - 0.05 - 0.20;
+    let sigma = (0.2 * 0.8 / DATAGRAMS as f64 * (1.0 + rho) / (1.0 - rho)).sqrt();
+    eprintln!(
+        "gemodel:5,20: lost {:.1} % (expected 20 +- {:.1}), mean burst {mean_burst:.2} datagrams (expected 5)",
+        loss * 100.0,
+        400.0 * sigma
+    );
+    assert!(
+        (loss - 0.2).abs() <= 4.0 * sigma,
+        "loss {loss:.3}: {report}"
+    );
+    assert!(
+        (3.5..7.0).contains(&mean_burst),
+        "mean burst {mean_burst:.2}: not the model's 5"
+    );
+    // The report counts the drops (give or take a stray neighbour-discovery packet).
+    let injected = report["faults"][0]["injected"].as_u64().unwrap();
+    let lost = DATAGRAMS - arrived;
+    assert!(
+        injected.abs_diff(lost) <= 5,
+        "{injected} injected, {lost} lost"
+    );
+    assert_no_chaos_programs();
+}
+
 /// `chaos ARGS` to the end; its stdout.
 fn chaos_stdout(args: &[&str]) -> String {
     let output = chaos(args);

@@ -15,7 +15,7 @@ use chaos_common::{
     net::{
         DIRECTION_EGRESS, DIRECTION_INGRESS, DUPLICATE_MARK, LIMIT_QUEUE_NS, NET_ACTION_DELAY,
         NET_ACTION_DUPLICATE, NET_ACTION_LIMIT, NET_COUNTER_ENTRIES, NET_DIST_MAX, NET_DIST_SCALE,
-        NetCounters, NetFault, in_network,
+        NET_LOSS_GEMODEL, NetCounters, NetFault, in_network,
     },
 };
 
@@ -25,6 +25,12 @@ static NET_FAULTS: Array<NetFault> = Array::with_max_entries(1, 0);
 #[map]
 static NET_COUNTERS: PerCpuArray<NetCounters> =
     PerCpuArray::with_max_entries(NET_COUNTER_ENTRIES, 0);
+
+/// The Gilbert-Elliott model's state (0 good, 1 bad), shared by every CPU and interface.
+#[map]
+static NET_GE_STATE: Array<u32> = Array::with_max_entries(1, 0);
+const GE_GOOD: u32 = 0;
+const GE_BAD: u32 = 1;
 
 /// A rate limit's next free departure time, shared by every CPU and interface of the fault.
 #[map]
@@ -174,14 +180,47 @@ fn acts_on(
     // SAFETY: a per-CPU value; TC programs do not nest on one CPU.
     let counters = unsafe { &mut *counters };
     counters.matched += 1;
-    // SAFETY: a helper call without arguments.
-    if fault.probability < PROBABILITY_ONE
-        && u64::from(unsafe { bpf_get_prandom_u32() }) >= fault.probability
-    {
+    if !picked(fault) {
         return false;
     }
     counters.acted += 1;
     true
+}
+
+/// Whether the fault acts on this matching packet: a draw against its probability, or a step of
+/// the Gilbert-Elliott model.
+#[inline(always)]
+fn picked(fault: &NetFault) -> bool {
+    if fault.loss_model == NET_LOSS_GEMODEL {
+        return gilbert_elliott(fault);
+    }
+    // SAFETY: a helper call without arguments.
+    fault.probability >= PROBABILITY_ONE
+        || u64::from(unsafe { bpf_get_prandom_u32() }) < fault.probability
+}
+
+/// One step of netem's Gilbert-Elliott model (loss_gilb_ell): first the state may change, then
+/// the packet is lost with the loss of the state it is in. Racing CPUs may both step the state:
+/// the model's rates hold on average.
+#[inline(always)]
+fn gilbert_elliott(fault: &NetFault) -> bool {
+    let Some(state) = NET_GE_STATE.get_ptr_mut(0) else {
+        return false;
+    };
+    // SAFETY: helper calls without arguments; `state` points into a live array map.
+    unsafe {
+        if *state == GE_GOOD {
+            if bpf_get_prandom_u32() < fault.ge_p {
+                *state = GE_BAD;
+            }
+            bpf_get_prandom_u32() < fault.ge_1k
+        } else {
+            if bpf_get_prandom_u32() < fault.ge_r {
+                *state = GE_GOOD;
+            }
+            bpf_get_prandom_u32() > fault.ge_h
+        }
+    }
 }
 
 /// Sends a copy of the packet through the same interface in the same direction, marked so that

@@ -10,8 +10,8 @@ use crate::{
     fault::{
         self,
         net::{
-            self as net_fault, Delay, Direction, Distribution, PacketAction, PacketFault,
-            PacketFilter,
+            self as net_fault, Delay, Direction, Distribution, GilbertElliott, PacketAction,
+            PacketFault, PacketFilter,
         },
     },
     run,
@@ -95,8 +95,16 @@ pub struct PacketArgs {
     pub target: NetTargetArgs,
 
     /// Act on each matching packet with this probability (0 < P <= 1).
-    #[arg(long, value_name = "P", value_parser = fault::parse_probability)]
-    pub probability: f64,
+    #[arg(long, value_name = "P", value_parser = fault::parse_probability,
+          required_unless_present = "loss_model", conflicts_with = "loss_model")]
+    pub probability: Option<f64>,
+
+    /// Correlated loss instead of --probability (drop only): netem's Gilbert-Elliott model,
+    /// gemodel:P,R[,1-H[,1-K]] in percent — P good to bad, R bad to good (defaults to 100-P),
+    /// 1-H the loss in the bad state (100), 1-K the loss in the good state (0). gemodel:5,20
+    /// loses 20 % of the packets in bursts of 5 on average.
+    #[arg(long, value_name = "MODEL", value_parser = net_fault::parse_loss_model)]
+    pub loss_model: Option<GilbertElliott>,
 
     /// Which packets, seen from the interface: ingress (arriving), egress (leaving) or both.
     #[arg(long, default_value = "ingress", value_parser = net_fault::parse_direction)]
@@ -155,6 +163,7 @@ impl DelayArgs {
             direction: Direction::Egress,
             probability: self.probability,
             filter: self.filter.filter(),
+            loss_model: None,
         };
         fault.filter.check()?;
         if self.target.cgroup.is_some() {
@@ -190,6 +199,7 @@ impl LimitArgs {
             direction: Direction::Egress,
             probability: 1.0,
             filter: self.filter.filter(),
+            loss_model: None,
         };
         fault.filter.check()?;
         if self.target.cgroup.is_some() {
@@ -327,10 +337,14 @@ impl PacketArgs {
         let fault = PacketFault {
             action,
             direction: self.direction,
-            probability: self.probability,
+            probability: self.probability.unwrap_or(1.0),
             filter: self.filter.filter(),
+            loss_model: self.loss_model,
         };
         fault.filter.check()?;
+        if fault.loss_model.is_some() && action != PacketAction::Drop {
+            return Err(fault::ParseError::LossModelNotForDuplicate);
+        }
         if self.target.cgroup.is_some()
             && (action != PacketAction::Drop || fault.direction != Direction::Ingress)
         {
@@ -375,12 +389,23 @@ fn packet_fault(
         }
     }
     eprintln!(
-        "chaos: {} {}% of the {} packets of {} for {}{}",
+        "chaos: {} of the {} packets of {} for {}{}",
         match fault.action {
-            PacketAction::Drop => "dropping".to_owned(),
-            PacketAction::Duplicate => "duplicating".to_owned(),
+            PacketAction::Drop => match fault.loss_model {
+                Some(m) => format!(
+                    "dropping (Gilbert-Elliott p={}% r={}% 1-h={}% 1-k={}%, {}% on average)",
+                    m.p,
+                    m.r,
+                    m.loss_bad,
+                    m.loss_good,
+                    percent(m.mean_loss())
+                ),
+                None => format!("dropping {}%", percent(fault.probability)),
+            },
+            PacketAction::Duplicate => format!("duplicating {}%", percent(fault.probability)),
             PacketAction::Delay(d) => format!(
-                "delaying by {}{}",
+                "delaying {}% by {}{}",
+                percent(fault.probability),
                 humantime::format_duration(d.delay),
                 if d.jitter.is_zero() {
                     String::new()
@@ -392,9 +417,8 @@ fn packet_fault(
                     )
                 }
             ),
-            PacketAction::Limit(rate) => format!("limiting to {} bit/s", rate * 8),
+            PacketAction::Limit(rate) => format!("limiting to {} bit/s all", rate * 8),
         },
-        percent(fault.probability),
         match fault.direction {
             Direction::Ingress => "arriving",
             Direction::Egress => "leaving",

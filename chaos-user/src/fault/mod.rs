@@ -81,6 +81,12 @@ pub enum ParseError {
         "invalid rate '{0}': expected a number with a unit, bit, kbit, mbit or gbit (bits per second) or bps, kbps, mbps, gbps (bytes per second), between 8kbit and 100gbit, such as 10mbit"
     )]
     InvalidRate(String),
+    #[error(
+        "invalid loss model '{0}': expected gemodel:P,R[,1-H[,1-K]] with percentages (netem's Gilbert-Elliott parameters), such as gemodel:1,10 or gemodel:5,20,100,0"
+    )]
+    InvalidLossModel(String),
+    #[error("--loss-model is for `chaos net drop`: a duplicate picks its packets by --probability")]
+    LossModelNotForDuplicate,
     #[error("unknown distribution '{0}': expected uniform, normal, pareto or paretonormal")]
     UnknownDistribution(String),
     #[error("--distribution {0} needs --jitter: the distribution shapes the jitter")]

@@ -243,6 +243,58 @@ pub struct PacketFault {
     pub direction: Direction,
     pub probability: f64,
     pub filter: PacketFilter,
+    /// Correlated loss instead of `probability` (drops only).
+    pub loss_model: Option<GilbertElliott>,
+}
+
+/// netem's Gilbert-Elliott loss model, in percent: `p` good to bad, `r` bad to good, the loss
+/// in the bad state (1-h) and in the good state (1-k), each per packet.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct GilbertElliott {
+    pub p: f64,
+    pub r: f64,
+    pub loss_bad: f64,
+    pub loss_good: f64,
+}
+
+impl GilbertElliott {
+    /// The share of packets lost in the long run: the time in each state by its loss.
+    pub fn mean_loss(&self) -> f64 {
+        let bad = self.p / (self.p + self.r);
+        (bad * self.loss_bad + (1.0 - bad) * self.loss_good) / 100.0
+    }
+}
+
+/// Parses `gemodel:P,R[,1-H[,1-K]]` (percentages; netem's defaults: R = 100 - P, 1-H = 100,
+/// 1-K = 0).
+pub fn parse_loss_model(s: &str) -> Result<GilbertElliott, ParseError> {
+    let error = || ParseError::InvalidLossModel(s.to_owned());
+    let values = s.strip_prefix("gemodel:").ok_or_else(error)?;
+    let numbers: Vec<f64> = values
+        .split(',')
+        .map(|v| v.trim().trim_end_matches('%').parse::<f64>())
+        .collect::<Result<_, _>>()
+        .map_err(|_| error())?;
+    if numbers.is_empty() || numbers.len() > 4 || numbers.iter().any(|n| !(0.0..=100.0).contains(n))
+    {
+        return Err(error());
+    }
+    let p = numbers[0];
+    let model = GilbertElliott {
+        p,
+        r: numbers.get(1).copied().unwrap_or(100.0 - p),
+        loss_bad: numbers.get(2).copied().unwrap_or(100.0),
+        loss_good: numbers.get(3).copied().unwrap_or(0.0),
+    };
+    if model.p + model.r == 0.0 {
+        return Err(error());
+    }
+    Ok(model)
+}
+
+/// A percentage as the threshold of a 32-bit random draw.
+fn threshold(percent: f64) -> u32 {
+    (percent / 100.0 * f64::from(u32::MAX)).round() as u32
 }
 
 impl PacketFault {
@@ -289,6 +341,16 @@ impl PacketFault {
                 PacketAction::Limit(rate) => rate,
                 _ => 0,
             },
+            loss_model: if self.loss_model.is_some() {
+                net::NET_LOSS_GEMODEL
+            } else {
+                net::NET_LOSS_INDEPENDENT
+            },
+            ge_p: self.loss_model.map_or(0, |m| threshold(m.p)),
+            ge_r: self.loss_model.map_or(0, |m| threshold(m.r)),
+            ge_h: self.loss_model.map_or(0, |m| threshold(100.0 - m.loss_bad)),
+            ge_1k: self.loss_model.map_or(0, |m| threshold(m.loss_good)),
+            _pad: 0,
         }
     }
 }
@@ -297,6 +359,39 @@ impl PacketFault {
 mod tests {
     use super::*;
     use crate::fault::parse_cidr;
+
+    #[test]
+    fn parses_gemodel_as_netem_does() {
+        let m = parse_loss_model("gemodel:5,20").unwrap();
+        assert_eq!((m.p, m.r, m.loss_bad, m.loss_good), (5.0, 20.0, 100.0, 0.0));
+        assert!((m.mean_loss() - 0.2).abs() < 1e-9);
+        let m = parse_loss_model("gemodel:1%").unwrap();
+        assert_eq!(m.r, 99.0);
+        for bad in [
+            "gemodel:",
+            "gemodel:101",
+            "gemodel:1,2,3,4,5",
+            "ge:1,2",
+            "gemodel:0,0",
+            "gemodel:x",
+        ] {
+            let err = parse_loss_model(bad).unwrap_err().to_string();
+            assert!(err.contains(&format!("'{bad}'")), "{bad}: {err}");
+        }
+        let kernel = PacketFault {
+            action: PacketAction::Drop,
+            direction: Direction::Ingress,
+            probability: 1.0,
+            filter: PacketFilter::default(),
+            loss_model: Some(parse_loss_model("gemodel:50,100,100,0").unwrap()),
+        }
+        .kernel();
+        assert_eq!(kernel.loss_model, net::NET_LOSS_GEMODEL);
+        assert_eq!(
+            (kernel.ge_p, kernel.ge_r, kernel.ge_h, kernel.ge_1k),
+            (u32::MAX / 2 + 1, u32::MAX, 0, 0)
+        );
+    }
 
     #[test]
     fn parses_rates_as_tc_does() {
@@ -339,6 +434,7 @@ mod tests {
                 dst: Some(parse_cidr("10.0.0.0/8").unwrap()),
                 ..PacketFilter::default()
             },
+            loss_model: None,
         };
         let kernel = fault.kernel();
         assert_eq!(kernel.probability, 1 << 30);

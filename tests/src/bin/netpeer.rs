@@ -5,6 +5,8 @@
 //!   netpeer udp-send ADDR N          send N datagrams, paced; print "sent N"
 //!   netpeer tcp-sink ADDR            accept one connection, read it to the end; print the bytes
 //!   netpeer tcp-send ADDR BYTES      send BYTES over TCP; print the retransmissions (TCP_INFO)
+//!   netpeer udp-bursts ADDR IDLE_MS  as udp-sink, from a udp-send's sequence numbers: print the
+//!                                    count and the mean length of the runs of lost datagrams
 //!   netpeer udp-echo ADDR            send every datagram back to where it came from, forever
 //!   netpeer udp-rtt ADDR N GAP_MS    N probes GAP_MS apart to an echo server; print each round
 //!                                    trip in microseconds on one line (a lost probe: 0)
@@ -51,6 +53,10 @@ fn main() {
         "tcp-sink" => tcp_sink(addr),
         "tcp-send" => tcp_send(addr, arg(3).parse().expect("BYTES")),
         "udp-echo" => udp_echo(addr),
+        "udp-bursts" => udp_bursts(
+            addr,
+            Duration::from_millis(arg(3).parse().expect("IDLE_MS")),
+        ),
         "udp-rtt" => udp_rtt(
             addr,
             arg(3).parse().expect("N"),
@@ -89,10 +95,12 @@ fn udp_send(addr: SocketAddr, n: u32) {
         "[::]:0".parse().unwrap()
     };
     let socket = UdpSocket::bind(local).expect("bind");
-    let payload = [0x5au8; 64];
+    // Each datagram starts with its sequence number (big-endian), for udp-bursts.
+    let mut payload = [0x5au8; 64];
     let per_ms = udp_per_ms();
     let start = Instant::now();
     for i in 0..n {
+        payload[..4].copy_from_slice(&i.to_be_bytes());
         socket.send_to(&payload, addr).expect("send");
         if (i + 1) % per_ms == 0 {
             let due = start + Duration::from_millis(u64::from((i + 1) / per_ms));
@@ -187,4 +195,32 @@ fn udp_rtt(addr: SocketAddr, n: u32, gap: Duration) {
         thread::sleep(gap.saturating_sub(sent.elapsed()));
     }
     println!("{}", rtts.join(" "));
+}
+
+fn udp_bursts(addr: SocketAddr, idle: Duration) {
+    let socket = UdpSocket::bind(addr).expect("bind");
+    println!("ready");
+    let mut buf = [0u8; 2048];
+    socket
+        .set_read_timeout(Some(FIRST_DATAGRAM_WAIT))
+        .expect("timeout");
+    let (mut count, mut next, mut lost, mut bursts) = (0u64, 0u32, 0u64, 0u64);
+    while let Ok(n) = socket.recv(&mut buf) {
+        if n >= 4 {
+            let seq = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]);
+            if seq > next {
+                lost += u64::from(seq - next);
+                bursts += 1;
+            }
+            next = next.max(seq + 1);
+            count += 1;
+        }
+        socket.set_read_timeout(Some(idle)).expect("timeout");
+    }
+    let mean = if bursts == 0 {
+        0.0
+    } else {
+        lost as f64 / bursts as f64
+    };
+    println!("{count} {mean:.3}");
 }
