@@ -309,23 +309,23 @@ fn qdisc_kinds(ns: &str, dev: &str) -> Vec<String> {
         .collect()
 }
 
+/// `chaos net drop` of every packet arriving on b0 for 10 minutes, with the clsact fallback
+/// forced (CHAOS_TC_ATTACH=clsact, as on kernels before 6.6).
+fn clsact_drop(net: &TestNet) -> std::process::Command {
+    let netns = TestNet::netns_path(&net.b);
+    let mut command = std::process::Command::new(chaos_bin());
+    command
+        .args(["net", "drop", "--netns", &netns, "--iface", "b0"])
+        .args(["--probability", "1", "--for", "10m"])
+        .env("CHAOS_TC_ATTACH", "clsact");
+    command
+}
+
 /// Starts `chaos net drop` on b0 with the clsact fallback forced (CHAOS_TC_ATTACH=clsact, as on
 /// kernels before 6.6) and waits until it is attached.
 fn start_clsact_drop(net: &TestNet) -> Child {
-    let netns = TestNet::netns_path(&net.b);
-    let chaos = std::process::Command::new(chaos_bin())
-        .args([
-            "net",
-            "drop",
-            "--netns",
-            &netns,
-            "--iface",
-            "b0",
-            "--probability",
-            "1",
-        ])
-        .args(["--for", "10m", "--json"])
-        .env("CHAOS_TC_ATTACH", "clsact")
+    let chaos = clsact_drop(net)
+        .arg("--json")
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -408,20 +408,8 @@ fn the_clsact_fallback_drops_and_is_undone_even_after_sigkill() {
 #[test]
 fn a_detached_clsact_drop_is_removed_when_stopped() {
     let net = TestNet::new("clsact-detach");
-    let netns = TestNet::netns_path(&net.b);
-    let output = std::process::Command::new(chaos_bin())
-        .args([
-            "net",
-            "drop",
-            "--netns",
-            &netns,
-            "--iface",
-            "b0",
-            "--probability",
-            "1",
-        ])
-        .args(["--for", "10m", "--detach", "--json"])
-        .env("CHAOS_TC_ATTACH", "clsact")
+    let output = clsact_drop(&net)
+        .args(["--detach", "--json"])
         .output()
         .expect("run chaos");
     assert!(

@@ -158,18 +158,12 @@ impl DelayArgs {
             distribution: self.distribution,
         };
         delay.check()?;
-        let fault = PacketFault {
-            action: PacketAction::Delay(delay),
-            direction: Direction::Egress,
-            probability: self.probability,
-            filter: self.filter.filter(),
-            loss_model: None,
-        };
-        fault.filter.check()?;
-        if self.target.cgroup.is_some() {
-            return Err(fault::ParseError::CgroupNetIngressDropOnly);
-        }
-        Ok(fault)
+        egress_fault(
+            PacketAction::Delay(delay),
+            self.probability,
+            &self.filter,
+            &self.target,
+        )
     }
 }
 
@@ -194,19 +188,35 @@ pub struct LimitArgs {
 impl LimitArgs {
     /// The rate limit, checked as far as that is possible without the kernel and the target.
     pub fn fault(&self) -> Result<PacketFault, fault::ParseError> {
-        let fault = PacketFault {
-            action: PacketAction::Limit(self.rate),
-            direction: Direction::Egress,
-            probability: 1.0,
-            filter: self.filter.filter(),
-            loss_model: None,
-        };
-        fault.filter.check()?;
-        if self.target.cgroup.is_some() {
-            return Err(fault::ParseError::CgroupNetIngressDropOnly);
-        }
-        Ok(fault)
+        egress_fault(
+            PacketAction::Limit(self.rate),
+            1.0,
+            &self.filter,
+            &self.target,
+        )
     }
+}
+
+/// A fault that times leaving packets (delay, limit), checked: fq paces egress only, and a
+/// cgroup target has no interface to put fq on.
+fn egress_fault(
+    action: PacketAction,
+    probability: f64,
+    filter: &PacketFilterArgs,
+    target: &NetTargetArgs,
+) -> Result<PacketFault, fault::ParseError> {
+    let fault = PacketFault {
+        action,
+        direction: Direction::Egress,
+        probability,
+        filter: filter.filter(),
+        loss_model: None,
+    };
+    fault.filter.check()?;
+    if target.cgroup.is_some() {
+        return Err(fault::ParseError::CgroupNetIngressDropOnly);
+    }
+    Ok(fault)
 }
 
 /// Where a network fault acts.
