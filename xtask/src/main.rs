@@ -47,10 +47,11 @@ enum Task {
     /// Write the fault family x kernel support table into README.md from the last results of
     /// `cargo xtask test` / `vm-test` (target/matrix).
     SupportTable,
-    /// Run the integration tests inside a qemu guest kernel.
+    /// Run the integration tests inside qemu guests, one per kernel, side by side.
     VmTest {
+        /// A kernel to test on (repeatable; `all`: every kernel of the matrix).
         #[arg(long, default_value = vm::DEFAULT_KERNEL)]
-        kernel: String,
+        kernel: Vec<String>,
         /// Only tests whose name contains this.
         #[arg(last = true)]
         filter: Vec<String>,
@@ -80,13 +81,20 @@ fn main() -> anyhow::Result<()> {
         Task::Bench => test::bench(),
         Task::Fuzz { seconds } => test::fuzz(seconds),
         Task::SupportTable => matrix::write_support_table(),
-        Task::VmTest { kernel, filter } => test::in_vm(&kernel, filter.first().map(String::as_str)),
+        Task::VmTest { kernel, filter } => {
+            let kernels: Vec<&str> = if kernel.iter().any(|k| k == "all") {
+                vm::MATRIX.to_vec()
+            } else {
+                kernel.iter().map(String::as_str).collect()
+            };
+            test::in_vms(&kernels, filter.first().map(String::as_str))
+        }
         Task::VmRun {
             kernel,
             env,
             command,
         } => {
-            let status = vm::run(&vm::Kernel::named(&kernel)?, &env, &command, None)?;
+            let status = vm::run(&vm::Kernel::named(&kernel)?, &env, &command, None, "")?;
             std::process::exit(status);
         }
     }

@@ -9,10 +9,11 @@ use anyhow::{Context as _, bail};
 use crate::workspace_root;
 
 /// The kernels of the table, in column order, as their results directories name them.
-const COLUMNS: [(&str, &str); 3] = [
+const COLUMNS: [(&str, &str); 4] = [
     ("host", "host 6.18 (dev/CI VM)"),
     ("faultinj-6.12", "faultinj-6.12 (qemu)"),
     ("debian-6.1", "debian-6.1 (qemu)"),
+    ("debian-6.12", "debian-6.12 (qemu)"),
 ];
 
 const START: &str = "<!-- support-table:start -->";

@@ -22,6 +22,7 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "runc",       // podman's runtime here (crun refuses hybrid cgroups)
     "strace",     // the benchmark's comparison point
     "util-linux", // setpriv, unshare, nsenter
+    "xz-utils",   // a stock kernel's .ko.xz boot modules, unpacked for busybox insmod
 ];
 
 /// The bpf-linker release built here, and the nightly toolchain that builds the eBPF side.

@@ -33,9 +33,7 @@ pub fn all(host_only: bool, filter: Option<&str>) -> anyhow::Result<()> {
         fuzz(TEST_FUZZ_SECONDS)?;
     }
     if !host_only {
-        for kernel in vm::MATRIX {
-            in_vm(kernel, filter)?;
-        }
+        in_vms(&vm::MATRIX, filter)?;
         if filter.is_none() {
             crate::matrix::write_support_table()?;
         }
@@ -65,23 +63,82 @@ fn record_host_results() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Builds the integration tests on the host and runs every test binary inside one guest boot.
-pub fn in_vm(kernel: &str, filter: Option<&str>) -> anyhow::Result<()> {
+/// Builds the integration tests on the host and runs them in a guest of each kernel (every test
+/// binary in one boot), several guests at a time: a guest is one TCG thread (see vm::run), so
+/// each core of the host runs one.
+pub fn in_vms(kernels: &[&str], filter: Option<&str>) -> anyhow::Result<()> {
     setup::run()?;
-    let kernel = vm::Kernel::named(kernel)?;
+    let kernels = kernels
+        .iter()
+        .map(|name| vm::Kernel::named(name))
+        .collect::<anyhow::Result<Vec<_>>>()?;
     cargo(&["build", "--package", "chaos-user"])?;
     let binaries = integration_test_binaries()?;
+    let at_once = std::thread::available_parallelism()
+        .map_or(1, std::num::NonZero::get)
+        .min(kernels.len());
+    let queue = std::sync::Mutex::new(kernels.iter());
+    let outcomes = std::sync::Mutex::new(Vec::new());
+    std::thread::scope(|scope| {
+        for _ in 0..at_once {
+            scope.spawn(|| {
+                while let Some(kernel) = queue.lock().expect("queue").next() {
+                    let prefix = if kernels.len() > 1 {
+                        format!("[{}] ", kernel.name)
+                    } else {
+                        String::new()
+                    };
+                    let started = std::time::Instant::now();
+                    let outcome = guest_suite(kernel, &binaries, filter, &prefix);
+                    outcomes
+                        .lock()
+                        .expect("outcomes")
+                        .push((kernel.name, outcome, started.elapsed()));
+                }
+            });
+        }
+    });
+    let mut failed = Vec::new();
+    for (name, outcome, took) in outcomes.into_inner().expect("outcomes") {
+        match outcome {
+            Ok(0) => eprintln!("vm-test: {name}: passed in {} s", took.as_secs()),
+            Ok(status) => {
+                eprintln!("vm-test: {name}: FAILED (status {status}) after {} s", took.as_secs());
+                failed.push(name);
+            }
+            Err(error) => {
+                eprintln!("vm-test: {name}: could not run: {error:#}");
+                failed.push(name);
+            }
+        }
+    }
+    if !failed.is_empty() {
+        bail!("integration tests failed in the {} guest(s)", failed.join(", "));
+    }
+    Ok(())
+}
+
+/// One guest boot running every test binary, one at a time; returns the guest's status.
+fn guest_suite(
+    kernel: &vm::Kernel,
+    binaries: &[String],
+    filter: Option<&str>,
+    prefix: &str,
+) -> anyhow::Result<i32> {
     let chaos = workspace_root().join("target/debug/chaos");
     // The probe's findings and each binary's outcome go to /scratch for the support table.
     let mut script = format!(
         "status=0\n{} probe --json > /scratch/probe.json\n: > /scratch/results\n",
         shell_quote(&chaos.display().to_string())
     );
-    for binary in &binaries {
+    for binary in binaries {
         let name = binary.rsplit('/').next().unwrap_or(binary);
         let short = name.rsplit_once('-').map_or(name, |(stem, _hash)| stem);
         script.push_str(&format!(
-            "echo '== {name} on {kernel}'\nif {binary} --test-threads=1 --show-output {filter}; then echo '{short} passed' >> /scratch/results; else echo '{short} FAILED' >> /scratch/results; status=1; fi\n",
+            "echo '== {name} on {kernel}'\nstarted=$(date +%s)\n\
+             if {binary} --test-threads=1 --show-output {filter}; then outcome=passed; else outcome=FAILED; status=1; fi\n\
+             echo \"{short} $outcome\" >> /scratch/results\n\
+             echo \"== {short} on {kernel}: $outcome in $(( $(date +%s) - started )) s\"\n",
             kernel = kernel.name,
             filter = filter.map(shell_quote).unwrap_or_default(),
         ));
@@ -95,19 +152,13 @@ pub fn in_vm(kernel: &str, filter: Option<&str>) -> anyhow::Result<()> {
         "NETPEER_UDP_PER_MS=5".to_owned(),
     ];
     let results = crate::matrix::results_dir(kernel.name);
-    let status = vm::run(
-        &kernel,
+    vm::run(
+        kernel,
         &env,
         &["sh".into(), "-c".into(), script],
         filter.is_none().then_some(results.as_path()),
-    )?;
-    if status != 0 {
-        bail!(
-            "integration tests in the {} guest failed (status {status})",
-            kernel.name
-        );
-    }
-    Ok(())
+        prefix,
+    )
 }
 
 /// Paths of the integration test executables of `chaos-tests`, built for the host.
@@ -185,7 +236,7 @@ pub fn bench() -> anyhow::Result<()> {
             shell_quote(&bench.display().to_string())
         ),
     ];
-    let status = vm::run(&kernel, &env, &command, None)?;
+    let status = vm::run(&kernel, &env, &command, None, "")?;
     if status != 0 {
         bail!(
             "the benchmark in the {} guest failed (status {status})",

@@ -19,9 +19,10 @@ use crate::{run_command, workspace_root};
 
 pub const DEFAULT_KERNEL: &str = "faultinj-6.12";
 /// Every kernel `vm-run` and `vm-test` can boot.
-pub const KERNELS: [&str; 2] = ["faultinj-6.12", "debian-6.1"];
-/// The kernels `cargo xtask test` runs the integration tests on, after the host.
-pub const MATRIX: [&str; 2] = KERNELS;
+pub const KERNELS: [&str; 3] = ["faultinj-6.12", "debian-6.1", "debian-6.12"];
+/// The kernels `cargo xtask test` runs the integration tests on, after the host: the longest
+/// suites first, as the guests run side by side.
+pub const MATRIX: [&str; 3] = ["debian-6.1", "debian-6.12", "faultinj-6.12"];
 
 /// Guest stage 1 (in the initramfs): mounts the 9p root under an overlay and switches to it.
 const INIT: &str = include_str!("vm/init.sh");
@@ -52,8 +53,8 @@ pub struct Modules {
     pub boot: &'static [&'static str],
 }
 
-/// The modules a Debian kernel needs to mount the runner's 9p shares and overlay root.
-const DEBIAN_BOOT_MODULES: &[&str] = &[
+/// The modules Debian's 6.1 kernel needs to mount the runner's 9p shares and overlay root.
+const DEBIAN_6_1_BOOT_MODULES: &[&str] = &[
     "kernel/drivers/virtio/virtio_ring.ko",
     "kernel/drivers/virtio/virtio.ko",
     "kernel/drivers/virtio/virtio_pci_modern_dev.ko",
@@ -67,9 +68,22 @@ const DEBIAN_BOOT_MODULES: &[&str] = &[
     "kernel/fs/overlayfs/overlay.ko",
 ];
 
+/// The same for Debian's 6.12 (virtio built in, fscache part of netfs, modules xz-compressed:
+/// the initramfs gets them unpacked, as busybox insmod cannot read xz).
+const DEBIAN_6_12_BOOT_MODULES: &[&str] = &[
+    "kernel/fs/netfs/netfs.ko.xz",
+    "kernel/net/9p/9pnet.ko.xz",
+    "kernel/net/9p/9pnet_virtio.ko.xz",
+    "kernel/fs/9p/9p.ko.xz",
+    "kernel/fs/overlayfs/overlay.ko.xz",
+];
+
 /// A stock Debian kernel package: fetched with apt-get download (Debian's package service),
 /// checked, and extracted into a cache outside the repository.
 struct DebianKernel {
+    /// A suite this machine's apt sources may lack (bookworm-backports), or None for the
+    /// configured ones.
+    suite: Option<&'static str>,
     package: &'static str,
     version: &'static str,
     sha256: &'static str,
@@ -78,18 +92,27 @@ struct DebianKernel {
 
 /// Bookworm's 6.1 LTS kernel, as of 2026-11 (bookworm-security).
 const DEBIAN_6_1: DebianKernel = DebianKernel {
+    suite: None,
     package: "linux-image-6.1.0-56-amd64",
     version: "6.1.192-2",
     sha256: "a86e2049672f52354c4536a089203b6c82639420424d31c91cf31a181fd4d8f1",
     release: "6.1.0-56-amd64",
 };
 
+/// Bookworm-backports' 6.12 kernel, as of 2026-11.
+const DEBIAN_6_12: DebianKernel = DebianKernel {
+    suite: Some("bookworm-backports"),
+    package: "linux-image-6.12.95+deb12-amd64",
+    version: "6.12.95-1~bpo12+1",
+    sha256: "5e524b782be67cb0d6a2e7b51816a2ac519e573ef7324b9a63a4124365653ecc",
+    release: "6.12.95+deb12-amd64",
+};
+
 impl DebianKernel {
     /// Downloads and extracts the package unless the cache has it; returns the image and the
     /// module tree.
     fn fetch(&self) -> anyhow::Result<(PathBuf, PathBuf)> {
-        let home = std::env::var_os("HOME").map_or_else(|| PathBuf::from("/root"), PathBuf::from);
-        let cache = home.join(".cache/chaos/kernels").join(self.package);
+        let cache = kernel_cache().join(self.package);
         let root = cache.join("root");
         let image = root.join(format!("boot/vmlinuz-{}", self.release));
         let tree = root.join(format!("lib/modules/{}", self.release));
@@ -100,17 +123,19 @@ impl DebianKernel {
         let deb = cache.join(format!("{}_{}_amd64.deb", self.package, self.version));
         if !deb.exists() {
             eprintln!("vm: downloading {} {}", self.package, self.version);
+            let options = self.apt_options()?;
             let download = || {
                 run_command(
                     Command::new("apt-get")
+                        .args(&options)
                         .args(["download", &format!("{}={}", self.package, self.version)])
                         .current_dir(&cache),
                 )
             };
-            // Package lists older than the version: refresh them once.
+            // Package lists older than the version (or none yet for the suite): refresh once.
             download()
                 .or_else(|_| {
-                    run_command(Command::new("apt-get").args(["update", "-qq"]))?;
+                    run_command(Command::new("apt-get").args(&options).args(["update", "-qq"]))?;
                     download()
                 })
                 .with_context(|| format!("apt-get download {} {} (run apt-get update if the version is unknown; Debian may have moved on: update DebianKernel in xtask/src/vm.rs)", self.package, self.version))?;
@@ -127,6 +152,35 @@ impl DebianKernel {
         )?;
         Ok((image, tree))
     }
+
+    /// apt-get options that make it read the suite from a sources list and package lists of its
+    /// own in the cache, leaving the machine's apt configuration alone.
+    fn apt_options(&self) -> anyhow::Result<Vec<String>> {
+        let Some(suite) = self.suite else {
+            return Ok(Vec::new());
+        };
+        let dir = kernel_cache().join(format!("apt-{suite}"));
+        fs::create_dir_all(dir.join("lists/partial"))?;
+        let sources = dir.join("sources.list");
+        fs::write(
+            &sources,
+            format!("deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian {suite} main\n"),
+        )?;
+        Ok(vec![
+            "-o".into(),
+            format!("Dir::Etc::SourceList={}", sources.display()),
+            "-o".into(),
+            "Dir::Etc::SourceParts=/dev/null".into(),
+            "-o".into(),
+            format!("Dir::State::Lists={}", dir.join("lists").display()),
+        ])
+    }
+}
+
+/// Where downloaded and built kernels live: outside the repository, kept across clones.
+fn kernel_cache() -> PathBuf {
+    let home = std::env::var_os("HOME").map_or_else(|| PathBuf::from("/root"), PathBuf::from);
+    home.join(".cache/chaos/kernels")
 }
 
 impl Kernel {
@@ -176,7 +230,32 @@ impl Kernel {
                     ],
                     modules: Some(Modules {
                         tree,
-                        boot: DEBIAN_BOOT_MODULES,
+                        boot: DEBIAN_6_1_BOOT_MODULES,
+                    }),
+                })
+            }
+            "debian-6.12" => {
+                let (image, tree) = DEBIAN_6_12.fetch()?;
+                Ok(Kernel {
+                    name: "debian-6.12",
+                    image,
+                    // No kprobe override (CONFIG_BPF_KPROBE_OVERRIDE unset).
+                    expect: &[
+                        "btf",
+                        "bpf-lsm",
+                        "trampoline",
+                        "kprobes",
+                        "cgroup-sock-addr",
+                        "tracepoint-signal",
+                        "tcx",
+                        "xdp",
+                        "cgroup-skb",
+                        "sch-fq",
+                        "bridge",
+                    ],
+                    modules: Some(Modules {
+                        tree,
+                        boot: DEBIAN_6_12_BOOT_MODULES,
                     }),
                 })
             }
@@ -212,13 +291,15 @@ fn verify_sha256(path: &Path, expected: &str) -> anyhow::Result<()> {
 }
 
 /// Boots `kernel`, runs `command` (with `env`, NAME=VALUE) in the host's current directory, and
-/// returns its exit status. The console streams to stdout. With `keep`, what the guest wrote to
-/// /scratch is copied there.
+/// returns its exit status. The console streams to stdout, each line after `prefix` (which
+/// tells guests running side by side apart). With `keep`, what the guest wrote to /scratch is
+/// copied there.
 pub fn run(
     kernel: &Kernel,
     env: &[String],
     command: &[String],
     keep: Option<&Path>,
+    prefix: &str,
 ) -> anyhow::Result<i32> {
     let initramfs = initramfs(kernel.modules.as_ref())?;
     let control = TempDir::new("ctl")?;
@@ -289,7 +370,6 @@ pub fn run(
         std::thread::sleep(TIMEOUT);
         let _ = Command::new("kill").args(["-KILL", &qemu_pid]).status();
     });
-    let mut stdout = std::io::stdout().lock();
     let mut marker = None;
     for line in BufReader::new(console).split(b'\n').map_while(Result::ok) {
         let line = String::from_utf8_lossy(&line);
@@ -301,7 +381,7 @@ pub fn run(
         if line.ends_with("reboot: Power down") {
             continue;
         }
-        let _ = writeln!(stdout, "{line}");
+        let _ = writeln!(std::io::stdout().lock(), "{prefix}{line}");
     }
     let _ = child.wait();
     if let Some(keep) = keep {
@@ -406,9 +486,23 @@ fn initramfs(modules: Option<&Modules>) -> anyhow::Result<PathBuf> {
     let mut order = String::new();
     for module in &boot {
         let name = module.file_name().context("a module file name")?;
-        fs::copy(module, root.path.join("modules").join(name))
-            .with_context(|| format!("copy {}", module.display()))?;
-        order.push_str(&format!("{}\n", name.to_string_lossy()));
+        let name = name.to_string_lossy();
+        if let Some(plain) = name.strip_suffix(".xz") {
+            let unpacked = Command::new("xz")
+                .args(["--decompress", "--stdout"])
+                .arg(module)
+                .output()
+                .context("run xz (cargo xtask setup installs xz-utils)")?;
+            if !unpacked.status.success() {
+                bail!("xz cannot unpack {}", module.display());
+            }
+            fs::write(root.path.join("modules").join(plain), unpacked.stdout)?;
+            order.push_str(&format!("{plain}\n"));
+        } else {
+            fs::copy(module, root.path.join("modules").join(&*name))
+                .with_context(|| format!("copy {}", module.display()))?;
+            order.push_str(&format!("{name}\n"));
+        }
     }
     fs::write(root.path.join("modules/order"), order)?;
     write_executable(&root.path.join("init"), INIT)?;
