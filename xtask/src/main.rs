@@ -1,6 +1,7 @@
 //! Everything that is not `cargo build`: toolchain setup, tests on this host and in qemu guests,
 //! the demo. Reached with `cargo xtask`.
 
+mod kernels;
 mod matrix;
 mod setup;
 mod test;
@@ -44,6 +45,10 @@ enum Task {
     /// Benchmark the errno faults: connect() on this host, open() in the qemu guest; prints
     /// ns per call per case and the required ratios.
     Bench,
+    /// Build the faultinj-6.12 test kernel from Debian's linux-source-6.12 into
+    /// ~/.cache/chaos/kernels (the guests use it when ../shared/kernels lacks the image or its
+    /// checksum differs; without either, the first guest run builds it).
+    BuildKernel,
     /// Write the fault family x kernel support table into README.md from the last results of
     /// `cargo xtask test` / `vm-test` (target/matrix).
     SupportTable,
@@ -81,6 +86,7 @@ fn main() -> anyhow::Result<()> {
         Task::Bench => test::bench(),
         Task::Fuzz { seconds } => test::fuzz(seconds),
         Task::SupportTable => matrix::write_support_table(),
+        Task::BuildKernel => kernels::build_faultinj(),
         Task::VmTest { kernel, filter } => {
             let kernels: Vec<&str> = if kernel.iter().any(|k| k == "all") {
                 vm::MATRIX.to_vec()

@@ -39,7 +39,12 @@ pub fn run() -> anyhow::Result<()> {
 }
 
 fn debian_packages() -> anyhow::Result<()> {
-    let missing: Vec<&str> = DEBIAN_PACKAGES
+    install_debian_packages(DEBIAN_PACKAGES)
+}
+
+/// Installs those of `packages` that are missing.
+pub fn install_debian_packages(packages: &[&str]) -> anyhow::Result<()> {
+    let missing: Vec<&str> = packages
         .iter()
         .copied()
         .filter(|package| !installed(package))

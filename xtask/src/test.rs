@@ -82,7 +82,10 @@ pub fn in_vms(kernels: &[&str], filter: Option<&str>) -> anyhow::Result<()> {
     std::thread::scope(|scope| {
         for _ in 0..at_once {
             scope.spawn(|| {
-                while let Some(kernel) = queue.lock().expect("queue").next() {
+                loop {
+                    // Its own statement: the lock is released before the guest runs.
+                    let next = queue.lock().expect("queue").next();
+                    let Some(kernel) = next else { break };
                     let prefix = if kernels.len() > 1 {
                         format!("[{}] ", kernel.name)
                     } else {
@@ -90,10 +93,11 @@ pub fn in_vms(kernels: &[&str], filter: Option<&str>) -> anyhow::Result<()> {
                     };
                     let started = std::time::Instant::now();
                     let outcome = guest_suite(kernel, &binaries, filter, &prefix);
-                    outcomes
-                        .lock()
-                        .expect("outcomes")
-                        .push((kernel.name, outcome, started.elapsed()));
+                    outcomes.lock().expect("outcomes").push((
+                        kernel.name,
+                        outcome,
+                        started.elapsed(),
+                    ));
                 }
             });
         }
@@ -103,7 +107,10 @@ pub fn in_vms(kernels: &[&str], filter: Option<&str>) -> anyhow::Result<()> {
         match outcome {
             Ok(0) => eprintln!("vm-test: {name}: passed in {} s", took.as_secs()),
             Ok(status) => {
-                eprintln!("vm-test: {name}: FAILED (status {status}) after {} s", took.as_secs());
+                eprintln!(
+                    "vm-test: {name}: FAILED (status {status}) after {} s",
+                    took.as_secs()
+                );
                 failed.push(name);
             }
             Err(error) => {
@@ -113,7 +120,10 @@ pub fn in_vms(kernels: &[&str], filter: Option<&str>) -> anyhow::Result<()> {
         }
     }
     if !failed.is_empty() {
-        bail!("integration tests failed in the {} guest(s)", failed.join(", "));
+        bail!(
+            "integration tests failed in the {} guest(s)",
+            failed.join(", ")
+        );
     }
     Ok(())
 }

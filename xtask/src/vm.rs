@@ -15,7 +15,7 @@ use std::{
 
 use anyhow::{Context as _, bail};
 
-use crate::{run_command, workspace_root};
+use crate::{kernels, run_command, workspace_root};
 
 pub const DEFAULT_KERNEL: &str = "faultinj-6.12";
 /// Every kernel `vm-run` and `vm-test` can boot.
@@ -78,120 +78,11 @@ const DEBIAN_6_12_BOOT_MODULES: &[&str] = &[
     "kernel/fs/overlayfs/overlay.ko.xz",
 ];
 
-/// A stock Debian kernel package: fetched with apt-get download (Debian's package service),
-/// checked, and extracted into a cache outside the repository.
-struct DebianKernel {
-    /// A suite this machine's apt sources may lack (bookworm-backports), or None for the
-    /// configured ones.
-    suite: Option<&'static str>,
-    package: &'static str,
-    version: &'static str,
-    sha256: &'static str,
-    release: &'static str,
-}
-
-/// Bookworm's 6.1 LTS kernel, as of 2026-11 (bookworm-security).
-const DEBIAN_6_1: DebianKernel = DebianKernel {
-    suite: None,
-    package: "linux-image-6.1.0-56-amd64",
-    version: "6.1.192-2",
-    sha256: "a86e2049672f52354c4536a089203b6c82639420424d31c91cf31a181fd4d8f1",
-    release: "6.1.0-56-amd64",
-};
-
-/// Bookworm-backports' 6.12 kernel, as of 2026-11.
-const DEBIAN_6_12: DebianKernel = DebianKernel {
-    suite: Some("bookworm-backports"),
-    package: "linux-image-6.12.95+deb12-amd64",
-    version: "6.12.95-1~bpo12+1",
-    sha256: "5e524b782be67cb0d6a2e7b51816a2ac519e573ef7324b9a63a4124365653ecc",
-    release: "6.12.95+deb12-amd64",
-};
-
-impl DebianKernel {
-    /// Downloads and extracts the package unless the cache has it; returns the image and the
-    /// module tree.
-    fn fetch(&self) -> anyhow::Result<(PathBuf, PathBuf)> {
-        let cache = kernel_cache().join(self.package);
-        let root = cache.join("root");
-        let image = root.join(format!("boot/vmlinuz-{}", self.release));
-        let tree = root.join(format!("lib/modules/{}", self.release));
-        if image.exists() && tree.join("modules.dep").exists() {
-            return Ok((image, tree));
-        }
-        fs::create_dir_all(&cache)?;
-        let deb = cache.join(format!("{}_{}_amd64.deb", self.package, self.version));
-        if !deb.exists() {
-            eprintln!("vm: downloading {} {}", self.package, self.version);
-            let options = self.apt_options()?;
-            let download = || {
-                run_command(
-                    Command::new("apt-get")
-                        .args(&options)
-                        .args(["download", &format!("{}={}", self.package, self.version)])
-                        .current_dir(&cache),
-                )
-            };
-            // Package lists older than the version (or none yet for the suite): refresh once.
-            download()
-                .or_else(|_| {
-                    run_command(Command::new("apt-get").args(&options).args(["update", "-qq"]))?;
-                    download()
-                })
-                .with_context(|| format!("apt-get download {} {} (run apt-get update if the version is unknown; Debian may have moved on: update DebianKernel in xtask/src/vm.rs)", self.package, self.version))?;
-        }
-        verify_sha256(&deb, self.sha256)?;
-        let _ = fs::remove_dir_all(&root);
-        run_command(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&root))?;
-        // Debian generates modules.dep at install time; the package has none.
-        run_command(
-            Command::new("depmod")
-                .arg("-b")
-                .arg(&root)
-                .arg(self.release),
-        )?;
-        Ok((image, tree))
-    }
-
-    /// apt-get options that make it read the suite from a sources list and package lists of its
-    /// own in the cache, leaving the machine's apt configuration alone.
-    fn apt_options(&self) -> anyhow::Result<Vec<String>> {
-        let Some(suite) = self.suite else {
-            return Ok(Vec::new());
-        };
-        let dir = kernel_cache().join(format!("apt-{suite}"));
-        fs::create_dir_all(dir.join("lists/partial"))?;
-        let sources = dir.join("sources.list");
-        fs::write(
-            &sources,
-            format!("deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian {suite} main\n"),
-        )?;
-        Ok(vec![
-            "-o".into(),
-            format!("Dir::Etc::SourceList={}", sources.display()),
-            "-o".into(),
-            "Dir::Etc::SourceParts=/dev/null".into(),
-            "-o".into(),
-            format!("Dir::State::Lists={}", dir.join("lists").display()),
-        ])
-    }
-}
-
-/// Where downloaded and built kernels live: outside the repository, kept across clones.
-fn kernel_cache() -> PathBuf {
-    let home = std::env::var_os("HOME").map_or_else(|| PathBuf::from("/root"), PathBuf::from);
-    home.join(".cache/chaos/kernels")
-}
-
 impl Kernel {
     pub fn named(name: &str) -> anyhow::Result<Self> {
         match name {
             "faultinj-6.12" => {
-                let image = workspace_root().join("../shared/kernels/bzImage-6.12.95-faultinj");
-                verify_sha256(
-                    &image,
-                    "cf59f2fc93016ed8c761b0f73e355c7dde7ebb8c4e06cd4ffee034b7f5b7be94",
-                )?;
+                let image = kernels::faultinj_image()?;
                 Ok(Kernel {
                     name: "faultinj-6.12",
                     image,
@@ -211,7 +102,7 @@ impl Kernel {
                 })
             }
             "debian-6.1" => {
-                let (image, tree) = DEBIAN_6_1.fetch()?;
+                let (image, tree) = kernels::DEBIAN_6_1.fetch()?;
                 Ok(Kernel {
                     name: "debian-6.1",
                     image,
@@ -235,7 +126,7 @@ impl Kernel {
                 })
             }
             "debian-6.12" => {
-                let (image, tree) = DEBIAN_6_12.fetch()?;
+                let (image, tree) = kernels::DEBIAN_6_12.fetch()?;
                 Ok(Kernel {
                     name: "debian-6.12",
                     image,
@@ -265,29 +156,6 @@ impl Kernel {
             ),
         }
     }
-}
-
-fn verify_sha256(path: &Path, expected: &str) -> anyhow::Result<()> {
-    let output = Command::new("sha256sum")
-        .arg(path)
-        .output()
-        .context("run sha256sum")?;
-    if !output.status.success() {
-        bail!(
-            "cannot read kernel image {}: {}",
-            path.display(),
-            String::from_utf8_lossy(&output.stderr).trim()
-        );
-    }
-    let actual = String::from_utf8_lossy(&output.stdout);
-    if !actual.starts_with(expected) {
-        bail!(
-            "{} has sha256 {}, expected {expected} (a cached kernel: see ../shared/kernels/README.md; a Debian package: delete it to fetch it again)",
-            path.display(),
-            actual.split_whitespace().next().unwrap_or_default()
-        );
-    }
-    Ok(())
 }
 
 /// Boots `kernel`, runs `command` (with `env`, NAME=VALUE) in the host's current directory, and
