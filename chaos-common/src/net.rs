@@ -20,6 +20,15 @@ pub const NET_ACTION_DELAY: u32 = 3;
 /// at that rate (fq holds it until then); one that would wait longer than
 /// [`LIMIT_QUEUE_NS`] is dropped, as a full queue would. Egress only.
 pub const NET_ACTION_LIMIT: u32 = 4;
+/// [`NetFault::action`]: flip one bit in the payload of a TCP or UDP packet and leave its
+/// checksum wrong, so that the receiver's checksum check drops it, as after a bad wire. A packet
+/// whose checksum is not computed yet (checksum offload), which no check on this host would
+/// catch, is dropped in place of that check.
+pub const NET_ACTION_CORRUPT: u32 = 5;
+/// [`NetFault::action`]: flip one bit in the payload of a TCP or UDP packet and fix its checksum:
+/// the application receives the altered data.
+pub const NET_ACTION_CORRUPT_SILENT: u32 = 6;
+
 /// The longest a [`NET_ACTION_LIMIT`] packet may wait: the queue it stands for.
 pub const LIMIT_QUEUE_NS: u64 = 1_000_000_000;
 

@@ -580,3 +580,35 @@ pub fn assert_scoped_fault(
         .collect();
     assert!(hit.is_empty(), "the untargeted process was hit: {hit:?}");
 }
+
+/// Starts `chaos net ACTION ARGS --for 10m --json` and waits until its programs are attached.
+pub fn start_net_fault(action: &str, args: &[&str]) -> Child {
+    let mut full = vec!["net", action];
+    full.extend_from_slice(args);
+    full.extend_from_slice(&["--for", "10m", "--json"]);
+    let chaos = spawn_chaos(&full);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !loaded_program_names()
+        .iter()
+        .any(|name| ["tc_ingress", "tc_egress", "cgroup_skb_ingress"].contains(&name.as_str()))
+    {
+        assert!(std::time::Instant::now() < deadline, "chaos never attached");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    // The links come right after the programs load.
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    chaos
+}
+
+/// Ends a network fault's run with SIGINT; returns its report.
+pub fn stop_net_fault(chaos: Child) -> Value {
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(chaos.id() as i32, libc::SIGINT) };
+    let output = chaos.wait_with_output().expect("chaos");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    json_report(&output)
+}

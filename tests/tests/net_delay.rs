@@ -93,38 +93,15 @@ fn mean_and_sd(values: &[f64]) -> (f64, f64) {
 
 /// Starts `chaos net delay ARGS --for 10m --json` on a0 in A and waits until it is attached.
 fn start_delay(net: &TestNet, args: &[&str]) -> Child {
-    start_net_fault(net, "delay", args)
+    start_on_a0(net, "delay", args)
 }
 
 /// Starts `chaos net ACTION ARGS --for 10m --json` on a0 in A and waits until it is attached.
-fn start_net_fault(net: &TestNet, action: &str, args: &[&str]) -> Child {
+fn start_on_a0(net: &TestNet, action: &str, args: &[&str]) -> Child {
     let netns = TestNet::netns_path(&net.a);
-    let mut full = vec!["net", action, "--netns", &netns, "--iface", "a0"];
+    let mut full = vec!["--netns", &netns, "--iface", "a0"];
     full.extend_from_slice(args);
-    full.extend_from_slice(&["--for", "10m", "--json"]);
-    let chaos = spawn_chaos(&full);
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while !loaded_program_names()
-        .iter()
-        .any(|name| name == "tc_egress")
-    {
-        assert!(std::time::Instant::now() < deadline, "chaos never attached");
-        thread::sleep(Duration::from_millis(20));
-    }
-    thread::sleep(Duration::from_millis(300));
-    chaos
-}
-
-fn stop(chaos: Child) -> serde_json::Value {
-    // SAFETY: kill(2) on our own child.
-    unsafe { libc::kill(chaos.id() as i32, libc::SIGINT) };
-    let output = chaos.wait_with_output().expect("chaos");
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    json_report(&output)
+    start_net_fault(action, &full)
 }
 
 #[test]
@@ -143,7 +120,7 @@ fn a_delay_adds_to_the_round_trip_as_netem_does() {
     assert_eq!(root_qdisc(&net.a, "a0"), "fq", "chaos did not install fq");
     let delayed = median(&round_trips(&net, 0, 20, 20)) - base[0];
     let beside = median(&round_trips(&net, 1, 20, 20)) - base[1];
-    let report = stop(chaos);
+    let report = stop_net_fault(chaos);
     assert_eq!(
         root_qdisc(&net.a, "a0"),
         "noqueue",
@@ -202,7 +179,7 @@ fn jitter_follows_the_distribution_as_netem_does() {
         .iter()
         .map(|rtt| rtt - base)
         .collect();
-    stop(chaos);
+    stop_net_fault(chaos);
     assert_eq!(root_qdisc(&net.a, "a0"), "noqueue");
     tc(&[
         "-n",
@@ -370,10 +347,10 @@ fn a_rate_limit_paces_tcp_as_netem_does() {
     }
     const BYTES: u64 = 2_500_000; // 2 s at 10 Mbit/s
     let mbit = |seconds: f64| BYTES as f64 * 8.0 / seconds / 1e6;
-    let chaos = start_net_fault(&net, "limit", &["--rate", "10mbit"]);
+    let chaos = start_on_a0(&net, "limit", &["--rate", "10mbit"]);
     let limited = mbit(transfer_seconds(&net, 0, 7201, BYTES));
     let beside = mbit(transfer_seconds(&net, 1, 7202, BYTES));
-    let report = stop(chaos);
+    let report = stop_net_fault(chaos);
     assert_eq!(
         root_qdisc(&net.a, "a0"),
         "noqueue",

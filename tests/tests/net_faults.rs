@@ -12,39 +12,7 @@ const DATAGRAMS: u64 = 10_000;
 
 /// Starts `chaos net drop ARGS --for 10m --json` and waits until its programs are attached.
 fn start_drop(args: &[&str]) -> Child {
-    start_net("drop", args)
-}
-
-/// Starts `chaos net ACTION ARGS --for 10m --json` and waits until its programs are attached.
-fn start_net(action: &str, args: &[&str]) -> Child {
-    let mut full = vec!["net", action];
-    full.extend_from_slice(args);
-    full.extend_from_slice(&["--for", "10m", "--json"]);
-    let chaos = spawn_chaos(&full);
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while !loaded_program_names()
-        .iter()
-        .any(|name| ["tc_ingress", "tc_egress", "cgroup_skb_ingress"].contains(&name.as_str()))
-    {
-        assert!(std::time::Instant::now() < deadline, "chaos never attached");
-        thread::sleep(Duration::from_millis(20));
-    }
-    // The links come right after the programs load.
-    thread::sleep(Duration::from_millis(300));
-    chaos
-}
-
-/// Ends the run with SIGINT; returns its report.
-fn stop(chaos: Child) -> serde_json::Value {
-    // SAFETY: kill(2) on our own child.
-    unsafe { libc::kill(chaos.id() as i32, libc::SIGINT) };
-    let output = chaos.wait_with_output().expect("chaos");
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    json_report(&output)
+    start_net_fault("drop", args)
 }
 
 /// Sends DATAGRAMS from A to `to` (an address of B, IPv4 or IPv6) and returns how many arrived.
@@ -102,7 +70,7 @@ fn drop_at(direction: &str, netns: &str, iface: &str) {
     let v4 = udp_arrivals(&net, &net.v4(0, 2), 7001);
     let v6 = udp_arrivals(&net, &net.v6(0, 2), 7002);
     let beside = udp_arrivals(&net, &net.v4(1, 2), 7003);
-    let report = stop(chaos);
+    let report = stop_net_fault(chaos);
     assert_loss_rate(v4, p, &format!("{direction} IPv4"));
     assert_loss_rate(v6, p, &format!("{direction} IPv6"));
     assert_eq!(beside, DATAGRAMS, "the untargeted path lost packets");
@@ -135,7 +103,7 @@ fn egress_drop_follows_the_probability_on_the_faulted_path_only() {
 fn duplicate_at(direction: &str, netns: &str, iface: &str) {
     let net = TestNet::new(&format!("dup-{direction}"));
     let p = 0.3;
-    let chaos = start_net(
+    let chaos = start_net_fault(
         "duplicate",
         &[
             "--netns",
@@ -153,7 +121,7 @@ fn duplicate_at(direction: &str, netns: &str, iface: &str) {
     let v4 = udp_arrivals(&net, &net.v4(0, 2), 7301);
     let v6 = udp_arrivals(&net, &net.v6(0, 2), 7302);
     let beside = udp_arrivals(&net, &net.v4(1, 2), 7303);
-    let report = stop(chaos);
+    let report = stop_net_fault(chaos);
     let expected = DATAGRAMS as f64 * (1.0 + p);
     assert_rate(v4, expected, p, &format!("duplicate {direction} IPv4"));
     assert_rate(v6, expected, p, &format!("duplicate {direction} IPv6"));
@@ -199,7 +167,7 @@ fn tcp_over_a_lossy_path_retransmits() {
     };
     let lossy = transfer(0, 7101);
     let clean = transfer(1, 7102);
-    let report = stop(chaos);
+    let report = stop_net_fault(chaos);
     eprintln!("TCP retransmissions: {lossy} over the lossy path, {clean} beside it");
     assert!(lossy > 0, "10 % loss caused no retransmission: {report}");
     // The path beside it is not faulted, but TCP on a loaded two-core VM can still retransmit
@@ -354,7 +322,7 @@ fn the_clsact_fallback_drops_and_is_undone_even_after_sigkill() {
     let chaos = start_clsact_drop(&net);
     let lost_path = udp_arrivals(&net, &net.v4(0, 2), 7301);
     let other_path = udp_arrivals(&net, &net.v4(1, 2), 7302);
-    let report = stop(chaos);
+    let report = stop_net_fault(chaos);
     assert_eq!(lost_path, 0, "the clsact filter did not drop: {report}");
     assert_eq!(other_path, DATAGRAMS, "the untargeted path lost packets");
     // Every datagram, and the odd IPv6 neighbour or multicast-listener packet besides.
@@ -458,7 +426,7 @@ fn gemodel_loss_comes_in_bursts() {
     );
     assert_eq!(sender.line(), format!("sent {DATAGRAMS}"));
     let line = sink.line();
-    let report = stop(chaos);
+    let report = stop_net_fault(chaos);
     let mut fields = line.split_whitespace();
     let arrived: u64 = fields.next().unwrap().parse().unwrap();
     let mean_burst: f64 = fields.next().unwrap().parse().unwrap();
@@ -533,7 +501,7 @@ fn a_container_loses_packets_and_its_neighbour_does_not() {
     };
     let lossy = arrivals(&target, 7401);
     let clean = arrivals(&neighbour, 7402);
-    let report = stop(chaos);
+    let report = stop_net_fault(chaos);
     assert_loss_rate(lossy, 0.3, "container");
     assert_eq!(clean, DATAGRAMS, "the neighbour container lost packets");
     assert_eq!(report["targets"][0]["container"], target.id.as_str());
@@ -621,7 +589,7 @@ fn a_cgroup_loses_its_packets_and_its_neighbour_in_the_namespace_does_not() {
     };
     let lossy_arrivals = arrivals(&lossy, 7601);
     let clean_arrivals = arrivals(&clean, 7602);
-    let report = stop(chaos);
+    let report = stop_net_fault(chaos);
     assert_loss_rate(lossy_arrivals, 0.3, "cgroup");
     assert_eq!(
         clean_arrivals, DATAGRAMS,

@@ -26,7 +26,7 @@ struct Family {
     tests: &'static str,
 }
 
-const FAMILIES: [Family; 9] = [
+const FAMILIES: [Family; 10] = [
     Family {
         name: "`fail` connect/bind/send/socket (cgroup hooks)",
         needs: &["cgroup-sock-addr"],
@@ -51,6 +51,11 @@ const FAMILIES: [Family; 9] = [
         name: "`net drop`, `net duplicate` (tcx, else clsact)",
         needs: &[],
         tests: "net_faults",
+    },
+    Family {
+        name: "`net corrupt` (tcx, else clsact)",
+        needs: &[],
+        tests: "net_corrupt",
     },
     Family {
         name: "`net drop --cgroup` (cgroup_skb)",
@@ -133,7 +138,7 @@ fn cell(family: &Family, results: &Results) -> String {
         let enable: String = enable.split(" (").next().unwrap_or(enable).to_owned();
         return format!("no: {enable} (refusal tested){tested}");
     }
-    let how = if family.tests == "net_faults" && family.needs.is_empty() {
+    let how = if family.tests.starts_with("net_") && family.needs.is_empty() {
         match results.findings.get("tcx") {
             Some((true, _)) => " (tcx)",
             _ => " (clsact)",

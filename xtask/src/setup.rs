@@ -14,6 +14,7 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "bpftool",        // tests check that no program is left behind
     "busybox-static", // the VM runner's initramfs
     "cpio",           // packs the initramfs
+    "ethtool",        // the corruption tests turn a veth's checksum offload off
     "iproute2",       // tc, ip: probe and network tests
     "kmod",           // depmod for the Debian kernels' module trees
     "iperf3",         // the network benchmark

@@ -1,11 +1,12 @@
-//! Network faults: TC programs on an interface's ingress and egress drop, duplicate or (egress)
-//! delay the packets a fault picks. Kernel >= 6.6 attaches them through tcx links (older kernels: a clsact qdisc),
+//! Network faults: TC programs on an interface's ingress and egress drop, duplicate, corrupt or
+//! (egress) delay the packets a fault picks. Kernel >= 6.6 attaches them through tcx links (older kernels: a clsact qdisc),
 //! CONFIG_NET_CLS_BPF / CONFIG_NET_XGRESS.
 #![no_std]
 #![no_main]
 
 use aya_ebpf::{
-    helpers::{bpf_get_prandom_u32, bpf_ktime_get_ns, bpf_redirect},
+    bindings::{BPF_CSUM_LEVEL_RESET, BPF_F_MARK_MANGLED_0, BPF_F_RECOMPUTE_CSUM},
+    helpers::{bpf_csum_level, bpf_get_prandom_u32, bpf_ktime_get_ns, bpf_redirect},
     macros::{cgroup_skb, classifier, map},
     maps::{Array, PerCpuArray},
     programs::{SkBuffContext, TcContext, sk_buff::SkBuff},
@@ -13,9 +14,10 @@ use aya_ebpf::{
 use chaos_common::{
     errno::{IPV4_MAPPED_WORD, PROBABILITY_ONE},
     net::{
-        DIRECTION_EGRESS, DIRECTION_INGRESS, DUPLICATE_MARK, LIMIT_QUEUE_NS, NET_ACTION_DELAY,
-        NET_ACTION_DUPLICATE, NET_ACTION_LIMIT, NET_COUNTER_ENTRIES, NET_DIST_MAX, NET_DIST_SCALE,
-        NET_LOSS_GEMODEL, NetCounters, NetFault, in_network,
+        DIRECTION_EGRESS, DIRECTION_INGRESS, DUPLICATE_MARK, LIMIT_QUEUE_NS, NET_ACTION_CORRUPT,
+        NET_ACTION_CORRUPT_SILENT, NET_ACTION_DELAY, NET_ACTION_DROP, NET_ACTION_DUPLICATE,
+        NET_ACTION_LIMIT, NET_COUNTER_ENTRIES, NET_DIST_MAX, NET_DIST_SCALE, NET_LOSS_GEMODEL,
+        NetCounters, NetFault, in_network,
     },
 };
 
@@ -61,23 +63,29 @@ const IPPROTO_TCP: u32 = 6;
 const IPPROTO_UDP: u32 = 17;
 const IPPROTO_ICMPV6: u32 = 58;
 
-/// What the filters look at in a packet.
+/// What the filters look at in a packet, and where its TCP or UDP segment lies.
 struct Packet {
     proto: u32,
+    ipv6: bool,
     src: [u32; 4],
     dst: [u32; 4],
     sport: u32,
     dport: u32,
+    /// The offset of the TCP or UDP header and the segment's length from the IP header (0 for
+    /// other protocols and later fragments).
+    l4: usize,
+    l4_len: usize,
 }
 
 /// Reads the IP header (and the ports of TCP and UDP) that starts at `l3`, of the given
 /// ethertype; `None` for anything but IPv4 and IPv6. IPv6 extension headers are not followed.
 #[inline(always)]
 fn parse(skb: &SkBuff, l3: usize, ethertype: u16) -> Option<Packet> {
-    let (proto, src, dst, l4, first_fragment) = match ethertype {
+    let (proto, src, dst, l4, l4_len, first_fragment) = match ethertype {
         ETH_P_IP => {
             let version_ihl: u8 = skb.load(l3).ok()?;
             let header_len = usize::from(version_ihl & 0x0f) * 4;
+            let total_len = usize::from(u16::from_be(skb.load::<u16>(l3 + 2).ok()?));
             let fragment = u16::from_be(skb.load::<u16>(l3 + 6).ok()?);
             let proto: u8 = skb.load(l3 + 9).ok()?;
             let src: u32 = skb.load(l3 + 12).ok()?;
@@ -87,18 +95,21 @@ fn parse(skb: &SkBuff, l3: usize, ethertype: u16) -> Option<Packet> {
                 [0, 0, IPV4_MAPPED_WORD, src],
                 [0, 0, IPV4_MAPPED_WORD, dst],
                 l3 + header_len,
+                total_len.saturating_sub(header_len),
                 fragment & 0x1fff == 0,
             )
         }
         ETH_P_IPV6 => {
+            let payload_len = usize::from(u16::from_be(skb.load::<u16>(l3 + 4).ok()?));
             let proto: u8 = skb.load(l3 + 6).ok()?;
             let src: [u32; 4] = skb.load(l3 + 8).ok()?;
             let dst: [u32; 4] = skb.load(l3 + 24).ok()?;
-            (u32::from(proto), src, dst, l3 + 40, true)
+            (u32::from(proto), src, dst, l3 + 40, payload_len, true)
         }
         _ => return None,
     };
-    let (sport, dport) = if first_fragment && (proto == IPPROTO_TCP || proto == IPPROTO_UDP) {
+    let segment = first_fragment && (proto == IPPROTO_TCP || proto == IPPROTO_UDP);
+    let (sport, dport) = if segment {
         let ports: u32 = skb.load(l4).ok()?;
         // Both ports in network order, as they lie in the packet.
         let sport = u16::from_be(ports as u16);
@@ -109,10 +120,13 @@ fn parse(skb: &SkBuff, l3: usize, ethertype: u16) -> Option<Packet> {
     };
     Some(Packet {
         proto,
+        ipv6: ethertype == ETH_P_IPV6,
         src,
         dst,
         sport,
         dport,
+        l4: if segment { l4 } else { 0 },
+        l4_len,
     })
 }
 
@@ -141,50 +155,52 @@ fn passes_filters(fault: &NetFault, packet: &Packet) -> bool {
         && in_network(&packet.dst, &fault.dst, &fault.dst_mask)
 }
 
-/// The fault if it acts on this packet. Costs every packet one array lookup; only live faults
-/// parse it. A copy this program made passes untouched.
+/// The fault if it acts on this packet, and the packet. Costs every packet one array lookup;
+/// only live faults parse it. A copy this program made passes untouched.
 #[inline(always)]
 fn fault_for(
     skb: &SkBuff,
     direction: u32,
     packet: impl FnOnce(&SkBuff) -> Option<Packet>,
-) -> Option<&'static NetFault> {
+) -> Option<(&'static NetFault, Packet)> {
     let fault = NET_FAULTS.get(0)?;
     // SAFETY: the kernel hands the program a valid __sk_buff.
     if unsafe { (*skb.skb).mark } == DUPLICATE_MARK {
         return None;
     }
-    acts_on(skb, fault, direction, packet).then_some(fault)
+    let packet = acts_on(skb, fault, direction, packet)?;
+    Some((fault, packet))
 }
 
+/// The packet, if it matches the fault and is picked (counted either way).
 #[inline(always)]
 fn acts_on(
     skb: &SkBuff,
     fault: &NetFault,
     direction: u32,
     packet: impl FnOnce(&SkBuff) -> Option<Packet>,
-) -> bool {
+) -> Option<Packet> {
     // SAFETY: a helper call without arguments.
     if fault.directions & direction == 0 || unsafe { bpf_ktime_get_ns() } >= fault.deadline_ns {
-        return false;
+        return None;
     }
-    let Some(packet) = packet(skb) else {
-        return false;
-    };
+    let packet = packet(skb)?;
     if !passes_filters(fault, &packet) {
-        return false;
+        return None;
     }
-    let Some(counters) = NET_COUNTERS.get_ptr_mut(direction - 1) else {
-        return false;
-    };
+    // Corruption needs a payload to flip a bit in: segments without one do not match.
+    if is_corrupt(fault) && payload(skb, &packet).is_none() {
+        return None;
+    }
+    let counters = NET_COUNTERS.get_ptr_mut(direction - 1)?;
     // SAFETY: a per-CPU value; TC programs do not nest on one CPU.
     let counters = unsafe { &mut *counters };
     counters.matched += 1;
     if !picked(fault) {
-        return false;
+        return None;
     }
     counters.acted += 1;
-    true
+    Some(packet)
 }
 
 /// Whether the fault acts on this matching packet: a draw against its probability, or a step of
@@ -316,28 +332,141 @@ fn sampled_delay(fault: &NetFault) -> u64 {
     }
 }
 
+#[inline(always)]
+fn is_corrupt(fault: &NetFault) -> bool {
+    fault.action == NET_ACTION_CORRUPT || fault.action == NET_ACTION_CORRUPT_SILENT
+}
+
+/// The part of a TCP or UDP segment a corrupt fault flips bits in.
+struct Payload {
+    /// Offsets of the segment's checksum field and of its payload.
+    checksum: usize,
+    start: usize,
+    /// 16-bit words of payload (a trailing odd byte is left alone).
+    words: u32,
+}
+
+#[inline(always)]
+fn payload(skb: &SkBuff, packet: &Packet) -> Option<Payload> {
+    if packet.l4 == 0 {
+        return None;
+    }
+    let (header_len, checksum) = if packet.proto == IPPROTO_TCP {
+        let data_offset: u8 = skb.load(packet.l4 + 12).ok()?;
+        (usize::from(data_offset >> 4) * 4, packet.l4 + 16)
+    } else {
+        (8, packet.l4 + 6)
+    };
+    let words = (packet.l4_len.checked_sub(header_len)? / 2) as u32;
+    (words > 0).then_some(Payload {
+        checksum,
+        start: packet.l4 + header_len,
+        words,
+    })
+}
+
+/// Flips one random bit of the payload. Silent: the checksum is fixed, and the application gets
+/// the altered data (a packet whose checksum is yet to be computed needs no fix: the computation
+/// covers the flipped bit). Otherwise the checksum is left as it was, so the receiver's check
+/// drops the packet: a checksum a device or an earlier check vouched for (CHECKSUM_UNNECESSARY)
+/// is marked unchecked again, and a packet whose checksum is yet to be computed, which nothing
+/// would check, is lost here instead: true when the caller is to drop it.
+#[inline(always)]
+fn corrupt(ctx: &TcContext, fault: &NetFault, packet: &Packet) -> bool {
+    let Some(payload) = payload(&ctx.skb, packet) else {
+        return false;
+    };
+    // SAFETY: helper calls without arguments.
+    let (word, bit) = unsafe { (bpf_get_prandom_u32(), bpf_get_prandom_u32() & 15) };
+    // checked_rem: no panic path for the verifier (words > 0).
+    let at = payload.start + 2 * word.checked_rem(payload.words).unwrap_or(0) as usize;
+    let Ok(old) = ctx.load::<u16>(at) else {
+        return false;
+    };
+    let new = old ^ (1 << bit);
+    if fault.action == NET_ACTION_CORRUPT_SILENT {
+        // UDP over IPv4 may carry no checksum (0): MARK_MANGLED_0 keeps it so.
+        let udp = if packet.proto == IPPROTO_UDP {
+            u64::from(BPF_F_MARK_MANGLED_0)
+        } else {
+            0
+        };
+        let _ = ctx.store(at, &new, 0);
+        let _ = ctx.l4_csum_replace(payload.checksum, u64::from(old), u64::from(new), 2 | udp);
+        return false;
+    }
+    if checksum_pending(ctx, packet, &payload) {
+        return true;
+    }
+    // RECOMPUTE_CSUM: a received packet's CHECKSUM_COMPLETE sum follows the data, so the check
+    // made from it fails too.
+    let _ = ctx.store(at, &new, u64::from(BPF_F_RECOMPUTE_CSUM));
+    // SAFETY: the kernel hands the program a valid __sk_buff.
+    unsafe { bpf_csum_level(ctx.skb.skb, u64::from(BPF_CSUM_LEVEL_RESET)) };
+    false
+}
+
+/// Whether the segment's checksum is still to be computed (CHECKSUM_PARTIAL, sent from this
+/// host with checksum offload): its checksum field then holds just the sum of the pseudo-header
+/// (addresses, protocol, length), which a finished checksum equals once in 65,536 packets (that
+/// one is then lost in place of a failed check, which is what it was picked for anyway). The
+/// kernel trusts such a packet's checksum on every path within the host, so flipping a bit of
+/// it would deliver the damage unnoticed.
+#[inline(always)]
+fn checksum_pending(ctx: &TcContext, packet: &Packet, payload: &Payload) -> bool {
+    let Ok(field) = ctx.load::<u16>(payload.checksum) else {
+        return false;
+    };
+    // One's complement sum of the pseudo-header's 16-bit words, in memory order like `field`.
+    let halves = |word: u32| u64::from(word & 0xffff) + u64::from(word >> 16);
+    let addresses = if packet.ipv6 { 0 } else { 3 };
+    let mut sum = 0u64;
+    for i in addresses..4 {
+        sum += halves(packet.src[i]) + halves(packet.dst[i]);
+    }
+    let length = packet.l4_len as u32;
+    sum += u64::from(u16::from_ne_bytes([0, packet.proto as u8]))
+        + u64::from(u16::from_ne_bytes(((length >> 16) as u16).to_be_bytes()))
+        + u64::from(u16::from_ne_bytes((length as u16).to_be_bytes()));
+    for _ in 0..3 {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    let is_zero = |value: u64| value == 0 || value == 0xffff;
+    u64::from(field) == sum || (is_zero(u64::from(field)) && is_zero(sum))
+}
+
 /// Packets arriving on the interface: dropped (the receiver never sees them, as on a lossy
-/// wire) or duplicated (the copy arrives right behind).
+/// wire), duplicated (the copy arrives right behind) or corrupted.
 #[classifier]
 pub fn tc_ingress(ctx: TcContext) -> i32 {
-    match fault_for(&ctx.skb, DIRECTION_INGRESS, parse_ethernet).map(|f| f.action) {
-        None | Some(NET_ACTION_DELAY | NET_ACTION_LIMIT) => TC_ACT_UNSPEC,
-        Some(NET_ACTION_DUPLICATE) => duplicate(&ctx, BPF_F_INGRESS),
-        Some(_) => TC_ACT_SHOT,
-    }
+    let lost = match fault_for(&ctx.skb, DIRECTION_INGRESS, parse_ethernet) {
+        None => false,
+        Some((fault, _)) if fault.action == NET_ACTION_DUPLICATE => {
+            return duplicate(&ctx, BPF_F_INGRESS);
+        }
+        Some((fault, packet)) if is_corrupt(fault) => corrupt(&ctx, fault, &packet),
+        Some((fault, _)) => fault.action == NET_ACTION_DROP,
+    };
+    if lost { TC_ACT_SHOT } else { TC_ACT_UNSPEC }
 }
 
 /// Packets leaving through the interface: dropped after the sender's stack let them go,
-/// duplicated, or delayed.
+/// duplicated, corrupted, or delayed.
 #[classifier]
 pub fn tc_egress(ctx: TcContext) -> i32 {
-    match fault_for(&ctx.skb, DIRECTION_EGRESS, parse_ethernet) {
-        None => TC_ACT_UNSPEC,
-        Some(fault) if fault.action == NET_ACTION_DUPLICATE => duplicate(&ctx, 0),
-        Some(fault) if fault.action == NET_ACTION_DELAY => delay(&ctx, fault),
-        Some(fault) if fault.action == NET_ACTION_LIMIT => limit(&ctx, fault),
+    let lost = match fault_for(&ctx.skb, DIRECTION_EGRESS, parse_ethernet) {
+        None => false,
+        Some((fault, _)) if fault.action == NET_ACTION_DUPLICATE => return duplicate(&ctx, 0),
+        Some((fault, _)) if fault.action == NET_ACTION_DELAY => return delay(&ctx, fault),
+        Some((fault, _)) if fault.action == NET_ACTION_LIMIT => return limit(&ctx, fault),
+        Some((fault, packet)) if is_corrupt(fault) => corrupt(&ctx, fault, &packet),
+        Some((fault, _)) => fault.action == NET_ACTION_DROP,
+    };
+    if lost {
         // SAFETY: a helper call with plain integer arguments.
-        Some(_) => unsafe { bpf_redirect(NO_IFINDEX, 0) as i32 },
+        unsafe { bpf_redirect(NO_IFINDEX, 0) as i32 }
+    } else {
+        TC_ACT_UNSPEC
     }
 }
 

@@ -18,7 +18,8 @@ use crate::{
     target::net::{NetTarget, NetTargetSpec},
 };
 
-/// Network faults: packets of one interface or network namespace are lost or duplicated, by TC
+/// Network faults: packets of one interface or network namespace are lost, duplicated,
+/// corrupted, delayed or rate-limited, by TC
 /// programs that only the faulted interfaces run and that go away when the run ends.
 ///
 /// Examples:
@@ -57,6 +58,22 @@ pub enum NetAction {
     ///   chaos net duplicate --iface veth1a2b --proto udp --probability 0.5
     #[command(verbatim_doc_comment)]
     Duplicate(PacketArgs),
+    /// Flip a bit in packets' payloads, as a bad wire or a faulty device would.
+    ///
+    /// One random bit of the TCP or UDP payload (not the headers) of each picked packet flips;
+    /// packets without payload (bare ACKs) do not match. By default the checksum is left as it
+    /// was, so the receiver's checksum check drops the packet (its Udp/Tcp InCsumErrors count
+    /// it) and TCP retransmits: loss, as on a bad wire. A packet this host sent with checksum
+    /// offload has no checksum yet, and the kernel trusts such a packet on every path inside the
+    /// host: chaos drops it in place of the check. With --silent the checksum is fixed and the
+    /// application receives the altered bytes: the test of end-to-end integrity checks. IPv4
+    /// and IPv6; a TSO/GRO packet counts as one. Needs kernel >= 6.6 (tcx links) or clsact.
+    ///
+    /// Examples:
+    ///   chaos net corrupt --netns /run/netns/app --probability 0.01 --for 5m
+    ///   chaos net corrupt --container db --proto tcp --sport 5432 --probability 0.001 --silent
+    #[command(verbatim_doc_comment)]
+    Corrupt(CorruptArgs),
     /// Hold packets back: each leaving packet departs DELAY (± jitter) later, as with netem.
     ///
     /// A TC egress program moves the packet's earliest departure time (skb->tstamp) and the fq
@@ -115,6 +132,30 @@ pub struct PacketArgs {
 
     #[command(flatten)]
     pub run: NetRunArgs,
+}
+
+/// A corrupt fault: a packet fault and whether the damage reaches the application.
+#[derive(Debug, Args)]
+pub struct CorruptArgs {
+    #[command(flatten)]
+    pub packet: PacketArgs,
+
+    /// Fix the checksum of each corrupted packet, so the application receives the altered
+    /// payload instead of the receiver dropping it.
+    #[arg(long)]
+    pub silent: bool,
+}
+
+impl CorruptArgs {
+    /// The corrupt fault, checked as far as that is possible without the kernel and the target.
+    pub fn fault(&self) -> Result<PacketFault, fault::ParseError> {
+        if self.packet.filter.proto == Some(net_fault::IPPROTO_ICMP) {
+            return Err(fault::ParseError::CorruptNeedsTcpOrUdp);
+        }
+        self.packet.fault(PacketAction::Corrupt {
+            silent: self.silent,
+        })
+    }
 }
 
 /// A delay fault's target, delay, filters and run.
@@ -329,6 +370,10 @@ pub fn execute(args: NetArgs) -> Result<u8, Error> {
                 &args.run,
             )
         }
+        NetAction::Corrupt(args) => {
+            run::defer_interrupts();
+            packet_fault(args.fault()?, &args.packet.target, &args.packet.run)
+        }
         NetAction::Delay(args) => {
             run::defer_interrupts();
             packet_fault(args.fault()?, &args.target, &args.run)
@@ -353,7 +398,7 @@ impl PacketArgs {
         };
         fault.filter.check()?;
         if fault.loss_model.is_some() && action != PacketAction::Drop {
-            return Err(fault::ParseError::LossModelNotForDuplicate);
+            return Err(fault::ParseError::LossModelOnlyForDrop(action.name()));
         }
         if self.target.cgroup.is_some()
             && (action != PacketAction::Drop || fault.direction != Direction::Ingress)
@@ -413,6 +458,15 @@ fn packet_fault(
                 None => format!("dropping {}%", percent(fault.probability)),
             },
             PacketAction::Duplicate => format!("duplicating {}%", percent(fault.probability)),
+            PacketAction::Corrupt { silent } => format!(
+                "corrupting {}% ({})",
+                percent(fault.probability),
+                if silent {
+                    "checksums fixed: the application gets the damage"
+                } else {
+                    "left to the receiver's checksum check"
+                }
+            ),
             PacketAction::Delay(d) => format!(
                 "delaying {}% by {}{}",
                 percent(fault.probability),

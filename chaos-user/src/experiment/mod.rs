@@ -25,11 +25,12 @@ use crate::{
 };
 
 /// The commands a fault can run, as the `command` key spells them.
-pub const FAULT_COMMANDS: [&str; 6] = [
+pub const FAULT_COMMANDS: [&str; 7] = [
     "fail",
     "signal",
     "net drop",
     "net duplicate",
+    "net corrupt",
     "net delay",
     "net limit",
 ];
@@ -435,6 +436,7 @@ impl FaultContext<'_> {
             Command::Net(args) => match &args.action {
                 NetAction::Drop(packet) => packet.fault(PacketAction::Drop).map(drop),
                 NetAction::Duplicate(packet) => packet.fault(PacketAction::Duplicate).map(drop),
+                NetAction::Corrupt(corrupt) => corrupt.fault().map(drop),
                 NetAction::Delay(delay) => delay.fault().map(drop),
                 NetAction::Limit(limit) => limit.fault().map(drop),
             },

@@ -66,7 +66,7 @@ pub enum ParseError {
     #[error("--family unix needs the lsm backend: cgroup socket hooks never run for UNIX sockets")]
     NotForCgroup,
     #[error(
-        "--cgroup takes only `chaos net drop --direction ingress`: a cgroup_skb program can drop what arrives for a cgroup's sockets, while its egress drops are reported to the sender and it cannot copy packets; use --iface, --netns or --container for those"
+        "--cgroup takes only `chaos net drop --direction ingress`: a cgroup_skb program can drop what arrives for a cgroup's sockets, while its egress drops are reported to the sender and it can neither copy nor rewrite packets; use --iface, --netns or --container for those"
     )]
     CgroupNetIngressDropOnly,
     #[error(
@@ -85,8 +85,12 @@ pub enum ParseError {
         "invalid loss model '{0}': expected gemodel:P,R[,1-H[,1-K]] with percentages (netem's Gilbert-Elliott parameters), such as gemodel:1,10 or gemodel:5,20,100,0"
     )]
     InvalidLossModel(String),
-    #[error("--loss-model is for `chaos net drop`: a duplicate picks its packets by --probability")]
-    LossModelNotForDuplicate,
+    #[error("--loss-model is for `chaos net drop`: a {0} picks its packets by --probability")]
+    LossModelOnlyForDrop(&'static str),
+    #[error(
+        "--proto icmp: `chaos net corrupt` flips bits in TCP and UDP payloads: expected --proto tcp or udp, or no --proto (both)"
+    )]
+    CorruptNeedsTcpOrUdp,
     #[error("unknown distribution '{0}': expected uniform, normal, pareto or paretonormal")]
     UnknownDistribution(String),
     #[error("--distribution {0} needs --jitter: the distribution shapes the jitter")]

@@ -36,11 +36,14 @@ pub fn parse_direction(s: &str) -> Result<Direction, ParseError> {
 }
 
 /// Parses `--proto`: tcp, udp or icmp (ICMPv6 too); returns the IP protocol number.
+/// IPPROTO_ICMP: `--proto icmp`, which the programs take for ICMPv6 too.
+pub const IPPROTO_ICMP: u32 = 1;
+
 pub fn parse_proto(s: &str) -> Result<u32, ParseError> {
     match s {
         "tcp" => Ok(6),
         "udp" => Ok(17),
-        "icmp" | "icmpv6" => Ok(1),
+        "icmp" | "icmpv6" => Ok(IPPROTO_ICMP),
         other => Err(ParseError::UnknownProto(other.to_owned())),
     }
 }
@@ -58,7 +61,7 @@ pub struct PacketFilter {
 impl PacketFilter {
     /// Ports belong to TCP and UDP: `--proto icmp` with a port matches nothing, so it is refused.
     pub fn check(&self) -> Result<(), ParseError> {
-        if self.proto == Some(1) && (self.sport.is_some() || self.dport.is_some()) {
+        if self.proto == Some(IPPROTO_ICMP) && (self.sport.is_some() || self.dport.is_some()) {
             return Err(ParseError::PortWithoutPorts);
         }
         Ok(())
@@ -76,6 +79,9 @@ pub enum PacketAction {
     Delay(Delay),
     /// Paced to a rate in bytes per second (egress only).
     Limit(u64),
+    /// One bit of the payload flipped; `silent`: with the checksum fixed, so the application
+    /// gets the damage, else left for the receiver's checksum check to catch.
+    Corrupt { silent: bool },
 }
 
 impl PacketAction {
@@ -85,6 +91,7 @@ impl PacketAction {
             PacketAction::Duplicate => "duplicate",
             PacketAction::Delay(_) => "delay",
             PacketAction::Limit(_) => "limit",
+            PacketAction::Corrupt { .. } => "corrupt",
         }
     }
 
@@ -99,6 +106,8 @@ impl PacketAction {
             PacketAction::Duplicate => net::NET_ACTION_DUPLICATE,
             PacketAction::Delay(_) => net::NET_ACTION_DELAY,
             PacketAction::Limit(_) => net::NET_ACTION_LIMIT,
+            PacketAction::Corrupt { silent: false } => net::NET_ACTION_CORRUPT,
+            PacketAction::Corrupt { silent: true } => net::NET_ACTION_CORRUPT_SILENT,
         }
     }
 }

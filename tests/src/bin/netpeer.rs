@@ -7,6 +7,8 @@
 //!   netpeer tcp-send ADDR BYTES      send BYTES over TCP; print the retransmissions (TCP_INFO)
 //!   netpeer udp-bursts ADDR IDLE_MS  as udp-sink, from a udp-send's sequence numbers: print the
 //!                                    count and the mean length of the runs of lost datagrams
+//!   netpeer udp-intact ADDR IDLE_MS  as udp-sink, checking each of a udp-send's datagrams: print
+//!                                    the count and how many arrived altered
 //!   netpeer udp-echo ADDR            send every datagram back to where it came from, forever
 //!   netpeer udp-rtt ADDR N GAP_MS    N probes GAP_MS apart to an echo server; print each round
 //!                                    trip in microseconds on one line (a lost probe: 0)
@@ -53,6 +55,10 @@ fn main() {
         "tcp-sink" => tcp_sink(addr),
         "tcp-send" => tcp_send(addr, arg(3).parse().expect("BYTES")),
         "udp-echo" => udp_echo(addr),
+        "udp-intact" => udp_intact(
+            addr,
+            Duration::from_millis(arg(3).parse().expect("IDLE_MS")),
+        ),
         "udp-bursts" => udp_bursts(
             addr,
             Duration::from_millis(arg(3).parse().expect("IDLE_MS")),
@@ -95,12 +101,12 @@ fn udp_send(addr: SocketAddr, n: u32) {
         "[::]:0".parse().unwrap()
     };
     let socket = UdpSocket::bind(local).expect("bind");
-    // Each datagram starts with its sequence number (big-endian), for udp-bursts.
-    let mut payload = [0x5au8; 64];
+    let mut payload = [FILLER; DATAGRAM_LEN];
     let per_ms = udp_per_ms();
     let start = Instant::now();
     for i in 0..n {
         payload[..4].copy_from_slice(&i.to_be_bytes());
+        payload[DATAGRAM_LEN - 4..].copy_from_slice(&(!i).to_be_bytes());
         socket.send_to(&payload, addr).expect("send");
         if (i + 1) % per_ms == 0 {
             let due = start + Duration::from_millis(u64::from((i + 1) / per_ms));
@@ -195,6 +201,37 @@ fn udp_rtt(addr: SocketAddr, n: u32, gap: Duration) {
         thread::sleep(gap.saturating_sub(sent.elapsed()));
     }
     println!("{}", rtts.join(" "));
+}
+
+/// A udp-send datagram: its sequence number (big-endian, for udp-bursts), filler bytes, and the
+/// sequence number's complement, so that any one flipped bit shows.
+const DATAGRAM_LEN: usize = 64;
+const FILLER: u8 = 0x5a;
+
+fn intact(datagram: &[u8]) -> bool {
+    let n = DATAGRAM_LEN;
+    datagram.len() == n
+        && datagram[4..n - 4].iter().all(|&b| b == FILLER)
+        && datagram[..4]
+            .iter()
+            .zip(&datagram[n - 4..])
+            .all(|(a, b)| a ^ b == 0xff)
+}
+
+fn udp_intact(addr: SocketAddr, idle: Duration) {
+    let socket = UdpSocket::bind(addr).expect("bind");
+    println!("ready");
+    let mut buf = [0u8; 2048];
+    socket
+        .set_read_timeout(Some(FIRST_DATAGRAM_WAIT))
+        .expect("timeout");
+    let (mut count, mut altered) = (0u64, 0u64);
+    while let Ok(n) = socket.recv(&mut buf) {
+        count += 1;
+        altered += u64::from(!intact(&buf[..n]));
+        socket.set_read_timeout(Some(idle)).expect("timeout");
+    }
+    println!("{count} {altered}");
 }
 
 fn udp_bursts(addr: SocketAddr, idle: Duration) {

@@ -1,0 +1,250 @@
+//! `chaos net corrupt` on a real veth path between two namespaces, IPv4 and IPv6: by default the
+//! receiving kernel's checksum check drops what the fault corrupts (its InCsumErrors counter
+//! says so) or, for packets whose checksum was still to be computed, chaos drops them in its
+//! place; with --silent every datagram arrives and the altered ones are exactly those the fault
+//! reports. The path beside the faulted one is untouched; no program is left afterwards.
+
+use std::process::Command;
+
+use chaos_tests::*;
+
+const NETPEER: &str = env!("CARGO_BIN_EXE_netpeer");
+const DATAGRAMS: u64 = 10_000;
+const P: f64 = 0.3;
+
+/// What a receiver in B saw of DATAGRAMS sent from A.
+struct Received {
+    arrived: u64,
+    altered: u64,
+    /// The growth of B's UDP (or UDP6) InCsumErrors counter meanwhile.
+    checksum_errors: u64,
+}
+
+/// Sends DATAGRAMS from A to `to` (an address of B) and checks each one that arrives.
+fn send_and_check(net: &TestNet, to: &str, port: u16) -> Received {
+    let ipv6 = to.contains(':');
+    let addr = if ipv6 {
+        format!("[{to}]:{port}")
+    } else {
+        format!("{to}:{port}")
+    };
+    let errors_before = udp_checksum_errors(&net.b, ipv6);
+    let mut sink = net.spawn(&net.b, NETPEER, &["udp-intact", &addr, "1000"]);
+    assert_eq!(sink.line(), "ready");
+    let mut sender = net.spawn(
+        &net.a,
+        NETPEER,
+        &["udp-send", &addr, &DATAGRAMS.to_string()],
+    );
+    assert_eq!(sender.line(), format!("sent {DATAGRAMS}"));
+    let line = sink.line();
+    let (arrived, altered) = line
+        .split_once(' ')
+        .and_then(|(a, b)| Some((a.parse().ok()?, b.parse().ok()?)))
+        .unwrap_or_else(|| panic!("udp-intact printed '{line}'"));
+    Received {
+        arrived,
+        altered,
+        checksum_errors: udp_checksum_errors(&net.b, ipv6) - errors_before,
+    }
+}
+
+/// UDP's InCsumErrors in namespace `ns` (/proc/net/snmp, or Udp6InCsumErrors in snmp6).
+fn udp_checksum_errors(ns: &str, ipv6: bool) -> u64 {
+    let file = if ipv6 {
+        "/proc/net/snmp6"
+    } else {
+        "/proc/net/snmp"
+    };
+    let output = Command::new("nsenter")
+        .arg(format!("--net={}", TestNet::netns_path(ns)))
+        .args(["cat", file])
+        .output()
+        .expect("run nsenter cat");
+    let text = String::from_utf8_lossy(&output.stdout);
+    if ipv6 {
+        return text
+            .lines()
+            .find_map(|line| line.strip_prefix("Udp6InCsumErrors"))
+            .and_then(|value| value.trim().parse().ok())
+            .expect("Udp6InCsumErrors in /proc/net/snmp6");
+    }
+    // Two "Udp:" lines: the field names, then their values.
+    let mut udp = text.lines().filter(|line| line.starts_with("Udp:"));
+    let (names, values) = (
+        udp.next().expect("Udp names"),
+        udp.next().expect("Udp values"),
+    );
+    let column = names
+        .split_whitespace()
+        .position(|name| name == "InCsumErrors")
+        .expect("InCsumErrors column");
+    values
+        .split_whitespace()
+        .nth(column)
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+/// Turns checksum offload of `dev` in `ns` on or off: off, the sender's stack computes each
+/// checksum itself, as a packet from the wire carries one.
+fn checksum_offload(ns: &str, dev: &str, on: bool) {
+    let status = Command::new("nsenter")
+        .arg(format!("--net={}", TestNet::netns_path(ns)))
+        .args(["ethtool", "-K", dev, "tx", if on { "on" } else { "off" }])
+        .stdout(std::process::Stdio::null())
+        .status()
+        .expect("run ethtool (cargo xtask setup installs it)");
+    assert!(status.success(), "ethtool -K {dev} tx failed");
+}
+
+/// Asserts `count` of DATAGRAMS is within 4 sigma of DATAGRAMS * `share` (each datagram picked
+/// with probability P).
+fn assert_share(count: u64, share: f64, what: &str) {
+    let n = DATAGRAMS as f64;
+    let sigma = (n * P * (1.0 - P)).sqrt();
+    let expected = n * share;
+    eprintln!(
+        "{what}: {count} of {DATAGRAMS}, expected {expected:.0} +- {:.0} (4 sigma)",
+        4.0 * sigma
+    );
+    assert!(
+        (count as f64 - expected).abs() <= 4.0 * sigma,
+        "{what}: {count}, expected {expected:.0} +- {:.0}",
+        4.0 * sigma
+    );
+}
+
+/// Runs a corrupt fault on the A-B path (A's a0 for egress, B's b0 for ingress), sends IPv4 and
+/// IPv6 datagrams over it and over the path beside it, and returns what arrived and the report.
+fn corrupt(
+    net: &TestNet,
+    direction: &str,
+    silent: bool,
+) -> (Received, Received, serde_json::Value) {
+    let (ns, dev) = if direction == "egress" {
+        (TestNet::netns_path(&net.a), "a0")
+    } else {
+        (TestNet::netns_path(&net.b), "b0")
+    };
+    let mut args = vec![
+        "--netns",
+        &ns,
+        "--iface",
+        dev,
+        "--direction",
+        direction,
+        "--probability",
+        "0.3",
+    ];
+    if silent {
+        args.push("--silent");
+    }
+    let chaos = start_net_fault("corrupt", &args);
+    let v4 = send_and_check(net, &net.v4(0, 2), 7101);
+    let v6 = send_and_check(net, &net.v6(0, 2), 7102);
+    let beside = send_and_check(net, &net.v4(1, 2), 7103);
+    let report = stop_net_fault(chaos);
+    assert_eq!(
+        (beside.arrived, beside.altered, beside.checksum_errors),
+        (DATAGRAMS, 0, 0),
+        "the untargeted path was touched"
+    );
+    assert_eq!(report["faults"][0]["direction"], direction);
+    assert_no_chaos_programs();
+    (v4, v6, report)
+}
+
+fn injected(report: &serde_json::Value) -> u64 {
+    report["faults"][0]["injected"].as_u64().unwrap()
+}
+
+#[test]
+fn the_receivers_checksum_check_drops_corrupted_packets() {
+    let net = TestNet::new("corrupt-caught");
+    // The sender computes its checksums: the packets carry them as from a wire.
+    checksum_offload(&net.a, "a0", false);
+    let (v4, v6, report) = corrupt(&net, "egress", false);
+    for (family, got) in [("IPv4", &v4), ("IPv6", &v6)] {
+        let lost = DATAGRAMS - got.arrived;
+        assert_share(got.arrived, 1.0 - P, &format!("{family} arrived"));
+        assert_eq!(
+            got.altered, 0,
+            "{family}: corrupted data reached the application"
+        );
+        assert_eq!(
+            got.checksum_errors, lost,
+            "{family}: every lost datagram failed B's checksum check"
+        );
+    }
+    let lost = 2 * DATAGRAMS - v4.arrived - v6.arrived;
+    assert_eq!(injected(&report), lost, "{report}");
+}
+
+#[test]
+fn offloaded_packets_are_lost_in_place_of_the_check() {
+    let net = TestNet::new("corrupt-offload");
+    // veth's default: checksum offload on, so the packets have no checksum yet, which the kernel
+    // never checks between two namespaces of one host; chaos drops them instead.
+    let (v4, v6, report) = corrupt(&net, "ingress", false);
+    for (family, got) in [("IPv4", &v4), ("IPv6", &v6)] {
+        assert_share(got.arrived, 1.0 - P, &format!("{family} arrived"));
+        assert_eq!(
+            got.altered, 0,
+            "{family}: corrupted data reached the application"
+        );
+        assert_eq!(
+            got.checksum_errors, 0,
+            "{family}: chaos, not the check, drops these"
+        );
+    }
+    let lost = 2 * DATAGRAMS - v4.arrived - v6.arrived;
+    assert_eq!(injected(&report), lost, "{report}");
+}
+
+#[test]
+fn silent_corruption_delivers_the_altered_payloads() {
+    for (direction, offload) in [("egress", false), ("ingress", true)] {
+        let net = TestNet::new(&format!("corrupt-silent-{direction}"));
+        // Without offload the program fixes a finished checksum; with it, the checksum is still
+        // to be computed and covers the flipped bit.
+        checksum_offload(&net.a, "a0", offload);
+        let (v4, v6, report) = corrupt(&net, direction, true);
+        for (family, got) in [("IPv4", &v4), ("IPv6", &v6)] {
+            let what = format!("{direction} (offload {offload}) {family}");
+            assert_eq!(got.arrived, DATAGRAMS, "{what}: datagrams were lost");
+            assert_eq!(got.checksum_errors, 0, "{what}: a checksum was left wrong");
+            assert_share(got.altered, P, &format!("{what} altered"));
+        }
+        assert_eq!(injected(&report), v4.altered + v6.altered, "{report}");
+    }
+}
+
+#[test]
+fn corrupt_refuses_what_it_cannot_do() {
+    let net = TestNet::new("corrupt-bad");
+    let netns = TestNet::netns_path(&net.a);
+    let on_a0 = ["net", "corrupt", "--netns", &netns, "--iface", "a0"];
+    let with = |extra: &[&'static str]| [&on_a0[..], extra].concat();
+    assert_refused(
+        &with(&["--probability", "0.1", "--proto", "icmp"]),
+        &["--proto icmp", "tcp or udp"],
+    );
+    assert_refused(
+        &with(&["--loss-model", "gemodel:5,20"]),
+        &["--loss-model", "corrupt"],
+    );
+    assert_refused(
+        &[
+            "net",
+            "corrupt",
+            "--cgroup",
+            "/sys/fs/cgroup",
+            "--probability",
+            "0.1",
+        ],
+        &["--cgroup", "rewrite"],
+    );
+    assert_no_chaos_programs();
+}
