@@ -27,6 +27,8 @@ pub const MAP_NET_COUNTERS: &str = "NET_COUNTERS";
 pub const MAP_NET_DELAY_DIST: &str = "NET_DELAY_DIST";
 /// A rate limit's state: slot 0 → the departure time (ns) from which the next packet may leave.
 pub const MAP_NET_RATE_STATE: &str = "NET_RATE_STATE";
+/// A DNS fault's name: slot 0 → [`crate::net::DnsName`].
+pub const MAP_NET_DNS_NAME: &str = "NET_DNS_NAME";
 /// The Gilbert-Elliott loss model's state: slot 0 → 0 good, 1 bad.
 pub const MAP_NET_GE_STATE: &str = "NET_GE_STATE";
 /// TC programs of the net object, on an interface's ingress and egress.

@@ -29,6 +29,34 @@ pub const NET_ACTION_CORRUPT: u32 = 5;
 /// the application receives the altered data.
 pub const NET_ACTION_CORRUPT_SILENT: u32 = 6;
 
+/// [`NetFault::action`]: DNS responses (UDP from port 53) with one question under the name in
+/// [`crate::names::MAP_NET_DNS_NAME`] get [`NetFault::dns_rcode`] as their response code and lose
+/// their answer, authority and additional sections; lengths and checksums are fixed.
+pub const NET_ACTION_DNS_RCODE: u32 = 7;
+/// [`NetFault::action`]: DNS queries (UDP to port 53) for names under that name vanish.
+pub const NET_ACTION_DNS_DROP: u32 = 8;
+/// The DNS port, and the longest name in wire format (RFC 1035: 255 bytes).
+pub const DNS_PORT: u32 = 53;
+pub const DNS_NAME_MAX: usize = 255;
+
+/// The name a DNS fault is limited to (slot 0 of [`crate::names::MAP_NET_DNS_NAME`]): in wire
+/// format (length-prefixed labels and the root's 0), lowercase; `len` 0: every name.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DnsName {
+    pub len: u32,
+    pub wire: [u8; DNS_NAME_MAX + 1],
+}
+
+impl Default for DnsName {
+    fn default() -> Self {
+        DnsName {
+            len: 0,
+            wire: [0; DNS_NAME_MAX + 1],
+        }
+    }
+}
+
 /// The longest a [`NET_ACTION_LIMIT`] packet may wait: the queue it stands for.
 pub const LIMIT_QUEUE_NS: u64 = 1_000_000_000;
 
@@ -86,7 +114,8 @@ pub struct NetFault {
     pub ge_r: u32,
     pub ge_h: u32,
     pub ge_1k: u32,
-    pub _pad: u32,
+    /// [`NET_ACTION_DNS_RCODE`]: the response code (2 SERVFAIL, 3 NXDOMAIN, 5 REFUSED).
+    pub dns_rcode: u32,
 }
 const _: () = assert!(core::mem::size_of::<NetFault>() == 152);
 
@@ -114,3 +143,5 @@ pub fn in_network(addr: &[u32; 4], net: &[u32; 4], mask: &[u32; 4]) -> bool {
 unsafe impl aya::Pod for NetFault {}
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for NetCounters {}
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for DnsName {}

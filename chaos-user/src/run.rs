@@ -263,10 +263,10 @@ pub fn net_detached(
     lifetime: Duration,
     describe: String,
 ) -> Result<DetachedRun, Error> {
-    let table = fault.delay_table()?;
+    let tables = fault.tables()?;
     let id = detached::new_id();
     let dir = detached::prepare(&id)?;
-    if let Err(err) = NetAttachment::attach(target, fault.kernel(), &table, lifetime, Some(&dir)) {
+    if let Err(err) = NetAttachment::attach(target, fault.kernel(), &tables, lifetime, Some(&dir)) {
         let _ = detached::stop(&id);
         return Err(err.into());
     }
@@ -346,8 +346,8 @@ pub fn net_run(
     lifetime: Duration,
 ) -> Result<Report, Error> {
     let mut holder = Holder::new()?;
-    let table = fault.delay_table()?;
-    let mut attachment = NetAttachment::attach(target, fault.kernel(), &table, lifetime, None)?;
+    let tables = fault.tables()?;
+    let mut attachment = NetAttachment::attach(target, fault.kernel(), &tables, lifetime, None)?;
     let started = std::time::Instant::now();
     let rows = |attachment: &NetAttachment| -> Vec<FaultReport> {
         [

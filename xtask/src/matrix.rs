@@ -26,7 +26,7 @@ struct Family {
     tests: &'static str,
 }
 
-const FAMILIES: [Family; 10] = [
+const FAMILIES: [Family; 11] = [
     Family {
         name: "`fail` connect/bind/send/socket (cgroup hooks)",
         needs: &["cgroup-sock-addr"],
@@ -56,6 +56,11 @@ const FAMILIES: [Family; 10] = [
         name: "`net corrupt` (tcx, else clsact)",
         needs: &[],
         tests: "net_corrupt",
+    },
+    Family {
+        name: "`net dns` (tcx, else clsact)",
+        needs: &[],
+        tests: "net_dns",
     },
     Family {
         name: "`net drop --cgroup` (cgroup_skb)",

@@ -11,9 +11,11 @@ use crate::run_command;
 
 /// Debian packages the build, the tests and the VM runner use.
 const DEBIAN_PACKAGES: &[&str] = &[
+    "bind9-dnsutils", // dig: the DNS fault tests' resolver
     "bpftool",        // tests check that no program is left behind
     "busybox-static", // the VM runner's initramfs
     "cpio",           // packs the initramfs
+    "dnsmasq-base",   // the DNS server of the DNS fault tests
     "ethtool",        // the corruption tests turn a veth's checksum offload off
     "iproute2",       // tc, ip: probe and network tests
     "kmod",           // depmod for the Debian kernels' module trees

@@ -4,6 +4,9 @@
 #![no_std]
 #![no_main]
 
+#[path = "net/dns.rs"]
+mod dns;
+
 use aya_ebpf::{
     bindings::{BPF_CSUM_LEVEL_RESET, BPF_F_MARK_MANGLED_0, BPF_F_RECOMPUTE_CSUM},
     helpers::{bpf_csum_level, bpf_get_prandom_u32, bpf_ktime_get_ns, bpf_redirect},
@@ -15,9 +18,9 @@ use chaos_common::{
     errno::{IPV4_MAPPED_WORD, PROBABILITY_ONE},
     net::{
         DIRECTION_EGRESS, DIRECTION_INGRESS, DUPLICATE_MARK, LIMIT_QUEUE_NS, NET_ACTION_CORRUPT,
-        NET_ACTION_CORRUPT_SILENT, NET_ACTION_DELAY, NET_ACTION_DROP, NET_ACTION_DUPLICATE,
-        NET_ACTION_LIMIT, NET_COUNTER_ENTRIES, NET_DIST_MAX, NET_DIST_SCALE, NET_LOSS_GEMODEL,
-        NetCounters, NetFault, in_network,
+        NET_ACTION_CORRUPT_SILENT, NET_ACTION_DELAY, NET_ACTION_DNS_DROP, NET_ACTION_DNS_RCODE,
+        NET_ACTION_DROP, NET_ACTION_DUPLICATE, NET_ACTION_LIMIT, NET_COUNTER_ENTRIES, NET_DIST_MAX,
+        NET_DIST_SCALE, NET_LOSS_GEMODEL, NetCounters, NetFault, in_network,
     },
 };
 
@@ -66,7 +69,9 @@ const IPPROTO_ICMPV6: u32 = 58;
 /// What the filters look at in a packet, and where its TCP or UDP segment lies.
 struct Packet {
     proto: u32,
-    ipv6: bool,
+    /// ETH_P_IP or ETH_P_IPV6 (not a bool: an `Option<Packet>` with a niche in it gets BTF the
+    /// kernel refuses).
+    ethertype: u16,
     src: [u32; 4],
     dst: [u32; 4],
     sport: u32,
@@ -75,6 +80,8 @@ struct Packet {
     /// other protocols and later fragments).
     l4: usize,
     l4_len: usize,
+    /// For a DNS fault: the offset just past the message's question.
+    question_end: usize,
 }
 
 /// Reads the IP header (and the ports of TCP and UDP) that starts at `l3`, of the given
@@ -120,13 +127,14 @@ fn parse(skb: &SkBuff, l3: usize, ethertype: u16) -> Option<Packet> {
     };
     Some(Packet {
         proto,
-        ipv6: ethertype == ETH_P_IPV6,
+        ethertype,
         src,
         dst,
         sport,
         dport,
         l4: if segment { l4 } else { 0 },
         l4_len,
+        question_end: 0,
     })
 }
 
@@ -184,13 +192,17 @@ fn acts_on(
     if fault.directions & direction == 0 || unsafe { bpf_ktime_get_ns() } >= fault.deadline_ns {
         return None;
     }
-    let packet = packet(skb)?;
+    let mut packet = packet(skb)?;
     if !passes_filters(fault, &packet) {
         return None;
     }
     // Corruption needs a payload to flip a bit in: segments without one do not match.
     if is_corrupt(fault) && payload(skb, &packet).is_none() {
         return None;
+    }
+    // A DNS fault matches the DNS messages it acts on, nothing else.
+    if dns::is_dns(fault) {
+        packet.question_end = dns::message(skb, &packet, fault)?;
     }
     let counters = NET_COUNTERS.get_ptr_mut(direction - 1)?;
     // SAFETY: a per-CPU value; TC programs do not nest on one CPU.
@@ -332,6 +344,12 @@ fn sampled_delay(fault: &NetFault) -> u64 {
     }
 }
 
+/// Whether the fault's packets are simply lost.
+#[inline(always)]
+fn is_loss(fault: &NetFault) -> bool {
+    fault.action == NET_ACTION_DROP || fault.action == NET_ACTION_DNS_DROP
+}
+
 #[inline(always)]
 fn is_corrupt(fault: &NetFault) -> bool {
     fault.action == NET_ACTION_CORRUPT || fault.action == NET_ACTION_CORRUPT_SILENT
@@ -395,7 +413,7 @@ fn corrupt(ctx: &TcContext, fault: &NetFault, packet: &Packet) -> bool {
         let _ = ctx.l4_csum_replace(payload.checksum, u64::from(old), u64::from(new), 2 | udp);
         return false;
     }
-    if checksum_pending(ctx, packet, &payload) {
+    if checksum_pending(ctx, packet, payload.checksum) {
         return true;
     }
     // RECOMPUTE_CSUM: a received packet's CHECKSUM_COMPLETE sum follows the data, so the check
@@ -406,33 +424,46 @@ fn corrupt(ctx: &TcContext, fault: &NetFault, packet: &Packet) -> bool {
     false
 }
 
-/// Whether the segment's checksum is still to be computed (CHECKSUM_PARTIAL, sent from this
-/// host with checksum offload): its checksum field then holds just the sum of the pseudo-header
-/// (addresses, protocol, length), which a finished checksum equals once in 65,536 packets (that
-/// one is then lost in place of a failed check, which is what it was picked for anyway). The
-/// kernel trusts such a packet's checksum on every path within the host, so flipping a bit of
-/// it would deliver the damage unnoticed.
+/// Whether the segment's checksum (the field at `checksum_at`) is still to be computed
+/// (CHECKSUM_PARTIAL, sent from this host with checksum offload): the field then holds just the
+/// sum of the pseudo-header (addresses, protocol, length), which a finished checksum equals
+/// once in 65,536 packets (a corrupted one is then lost in place of a failed check, which is
+/// what it was picked for anyway). The kernel trusts such a packet's checksum on every path
+/// within the host.
 #[inline(always)]
-fn checksum_pending(ctx: &TcContext, packet: &Packet, payload: &Payload) -> bool {
-    let Ok(field) = ctx.load::<u16>(payload.checksum) else {
+fn checksum_pending(ctx: &TcContext, packet: &Packet, checksum_at: usize) -> bool {
+    let Ok(field) = ctx.load::<u16>(checksum_at) else {
         return false;
     };
-    // One's complement sum of the pseudo-header's 16-bit words, in memory order like `field`.
+    let sum = fold(pseudo_header_sum(packet, packet.l4_len));
+    let is_zero = |value: u16| value == 0 || value == 0xffff;
+    field == sum || (is_zero(field) && is_zero(sum))
+}
+
+/// The one's complement sum (unfolded) of the TCP/UDP pseudo-header's 16-bit words for a
+/// segment of `len` bytes, in memory order like the checksum field as loaded.
+#[inline(always)]
+fn pseudo_header_sum(packet: &Packet, len: usize) -> u64 {
     let halves = |word: u32| u64::from(word & 0xffff) + u64::from(word >> 16);
-    let addresses = if packet.ipv6 { 0 } else { 3 };
+    // IPv4 addresses are the last word of their IPv4-mapped form.
+    let first = if packet.ethertype == ETH_P_IPV6 { 0 } else { 3 };
     let mut sum = 0u64;
-    for i in addresses..4 {
+    for i in first..4 {
         sum += halves(packet.src[i]) + halves(packet.dst[i]);
     }
-    let length = packet.l4_len as u32;
-    sum += u64::from(u16::from_ne_bytes([0, packet.proto as u8]))
-        + u64::from(u16::from_ne_bytes(((length >> 16) as u16).to_be_bytes()))
-        + u64::from(u16::from_ne_bytes((length as u16).to_be_bytes()));
-    for _ in 0..3 {
+    let len = len as u32;
+    sum + u64::from(u16::from_ne_bytes([0, packet.proto as u8]))
+        + u64::from(u16::from_ne_bytes(((len >> 16) as u16).to_be_bytes()))
+        + u64::from(u16::from_ne_bytes((len as u16).to_be_bytes()))
+}
+
+/// Folds a one's complement sum to 16 bits.
+#[inline(always)]
+fn fold(mut sum: u64) -> u16 {
+    for _ in 0..4 {
         sum = (sum & 0xffff) + (sum >> 16);
     }
-    let is_zero = |value: u64| value == 0 || value == 0xffff;
-    u64::from(field) == sum || (is_zero(u64::from(field)) && is_zero(sum))
+    sum as u16
 }
 
 /// Packets arriving on the interface: dropped (the receiver never sees them, as on a lossy
@@ -445,7 +476,11 @@ pub fn tc_ingress(ctx: TcContext) -> i32 {
             return duplicate(&ctx, BPF_F_INGRESS);
         }
         Some((fault, packet)) if is_corrupt(fault) => corrupt(&ctx, fault, &packet),
-        Some((fault, _)) => fault.action == NET_ACTION_DROP,
+        Some((fault, packet)) if fault.action == NET_ACTION_DNS_RCODE => {
+            dns::answer_with_error(&ctx, &packet, fault, packet.question_end);
+            false
+        }
+        Some((fault, _)) => is_loss(fault),
     };
     if lost { TC_ACT_SHOT } else { TC_ACT_UNSPEC }
 }
@@ -460,7 +495,11 @@ pub fn tc_egress(ctx: TcContext) -> i32 {
         Some((fault, _)) if fault.action == NET_ACTION_DELAY => return delay(&ctx, fault),
         Some((fault, _)) if fault.action == NET_ACTION_LIMIT => return limit(&ctx, fault),
         Some((fault, packet)) if is_corrupt(fault) => corrupt(&ctx, fault, &packet),
-        Some((fault, _)) => fault.action == NET_ACTION_DROP,
+        Some((fault, packet)) if fault.action == NET_ACTION_DNS_RCODE => {
+            dns::answer_with_error(&ctx, &packet, fault, packet.question_end);
+            false
+        }
+        Some((fault, _)) => is_loss(fault),
     };
     if lost {
         // SAFETY: a helper call with plain integer arguments.

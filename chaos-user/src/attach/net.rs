@@ -24,7 +24,7 @@ use super::{
     AttachError, map, map_error, monotonic_now_ns, pin_link, program,
     qdisc::{self, Changed},
 };
-use crate::{object, target::net::NetTarget};
+use crate::{fault::net::NetTables, object, target::net::NetTarget};
 
 /// Set to `clsact` to attach TC programs as cls_bpf filters even where tcx links exist: how the
 /// tests exercise the fallback on a kernel that has tcx.
@@ -47,12 +47,13 @@ pub struct NetAttachment {
 impl NetAttachment {
     /// Loads the net object, writes `fault` with its deadline `lifetime` from now, and attaches
     /// the program of each direction the fault asks for to every target interface; a delay
-    /// first makes fq the root qdisc of each (with `delay_table`, netem's, for its jitter).
+    /// first makes fq the root qdisc of each; `tables` go to the maps beside the fault (a
+    /// delay's distribution, a DNS fault's name).
     /// With `pin`, every link and the counters are pinned there too (a detached run).
     pub fn attach(
         target: &NetTarget,
         mut fault: net::NetFault,
-        delay_table: &[i16],
+        tables: &NetTables,
         lifetime: Duration,
         pin: Option<&Path>,
     ) -> Result<Self, AttachError> {
@@ -61,12 +62,16 @@ impl NetAttachment {
             .load(object::NET)
             .map_err(AttachError::Object)?;
         let mut table: Array<_, i16> = map(&mut ebpf, names::MAP_NET_DELAY_DIST)?;
-        for (index, &entry) in delay_table.iter().enumerate() {
+        for (index, &entry) in tables.delay.iter().enumerate() {
             table
                 .set(index as u32, entry, 0)
                 .map_err(map_error(names::MAP_NET_DELAY_DIST))?;
         }
-        fault.dist_size = delay_table.len() as u32;
+        fault.dist_size = tables.delay.len() as u32;
+        let mut dns_name: Array<_, net::DnsName> = map(&mut ebpf, names::MAP_NET_DNS_NAME)?;
+        dns_name
+            .set(0, tables.dns_name, 0)
+            .map_err(map_error(names::MAP_NET_DNS_NAME))?;
         let mut changes = Vec::new();
         if matches!(fault.action, net::NET_ACTION_DELAY | net::NET_ACTION_LIMIT) {
             for iface in &target.ifaces {

@@ -74,6 +74,22 @@ pub enum NetAction {
     ///   chaos net corrupt --container db --proto tcp --sport 5432 --probability 0.001 --silent
     #[command(verbatim_doc_comment)]
     Corrupt(CorruptArgs),
+    /// Break name resolution: DNS answers come back as errors, or queries vanish.
+    ///
+    /// --rcode: each DNS response (UDP from port 53) with one question, passing the target's
+    /// interfaces either way, gets that response code and loses its answer, authority and
+    /// additional sections (lengths and checksums fixed): resolvers see a real SERVFAIL,
+    /// NXDOMAIN or REFUSED from their server. --drop: the queries (UDP to port 53) vanish and
+    /// resolvers time out. --name limits either to names under a domain (the domain itself
+    /// included), so everything else still resolves. DNS over TCP is not touched. Needs kernel
+    /// >= 6.6 (tcx links) or clsact.
+    ///
+    /// Examples:
+    ///   chaos net dns --container web --rcode SERVFAIL --for 2m
+    ///   chaos net dns --netns /run/netns/app --rcode NXDOMAIN --name db.internal --probability 0.5
+    ///   chaos net dns --iface veth1a2b --drop --name example.com
+    #[command(verbatim_doc_comment)]
+    Dns(DnsArgs),
     /// Hold packets back: each leaving packet departs DELAY (± jitter) later, as with netem.
     ///
     /// A TC egress program moves the packet's earliest departure time (skb->tstamp) and the fq
@@ -154,6 +170,55 @@ impl CorruptArgs {
         }
         self.packet.fault(PacketAction::Corrupt {
             silent: self.silent,
+        })
+    }
+}
+
+/// A DNS fault's target, effect, name and run.
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("dns_effect").required(true).args(["rcode", "drop"])))]
+pub struct DnsArgs {
+    #[command(flatten)]
+    pub target: NetTargetArgs,
+
+    /// The response code resolvers get: SERVFAIL, NXDOMAIN or REFUSED.
+    #[arg(long, value_parser = net_fault::parse_rcode)]
+    pub rcode: Option<net_fault::Rcode>,
+
+    /// Let the queries vanish instead: resolvers time out.
+    #[arg(long)]
+    pub drop: bool,
+
+    /// Only names under this domain, the domain included: db.internal, example.com.
+    #[arg(long, value_name = "DOMAIN", value_parser = net_fault::parse_dns_name)]
+    pub name: Option<chaos_common::net::DnsName>,
+
+    /// Act on each matching response (or query) with this probability (0 < P <= 1).
+    #[arg(long, value_name = "P", default_value = "1", value_parser = fault::parse_probability)]
+    pub probability: f64,
+
+    #[command(flatten)]
+    pub run: NetRunArgs,
+}
+
+impl DnsArgs {
+    /// The DNS fault: UDP in both directions, the programs telling queries from responses.
+    pub fn fault(&self) -> Result<PacketFault, fault::ParseError> {
+        if self.target.cgroup.is_some() {
+            return Err(fault::ParseError::CgroupNetIngressDropOnly);
+        }
+        Ok(PacketFault {
+            action: PacketAction::Dns(net_fault::Dns {
+                rcode: self.rcode,
+                name: self.name.unwrap_or_default(),
+            }),
+            direction: Direction::Both,
+            probability: self.probability,
+            filter: PacketFilter {
+                proto: Some(net_fault::IPPROTO_UDP),
+                ..PacketFilter::default()
+            },
+            loss_model: None,
         })
     }
 }
@@ -374,6 +439,10 @@ pub fn execute(args: NetArgs) -> Result<u8, Error> {
             run::defer_interrupts();
             packet_fault(args.fault()?, &args.packet.target, &args.packet.run)
         }
+        NetAction::Dns(args) => {
+            run::defer_interrupts();
+            packet_fault(args.fault()?, &args.target, &args.run)
+        }
         NetAction::Delay(args) => {
             run::defer_interrupts();
             packet_fault(args.fault()?, &args.target, &args.run)
@@ -482,6 +551,19 @@ fn packet_fault(
                 }
             ),
             PacketAction::Limit(rate) => format!("limiting to {} bit/s all", rate * 8),
+            PacketAction::Dns(dns) => format!(
+                "{} {}% of the DNS {}",
+                match dns.rcode {
+                    Some(rcode) => format!("answering {} to", rcode.name()),
+                    None => "dropping".to_owned(),
+                },
+                percent(fault.probability),
+                if dns.name.len == 0 {
+                    "queries".to_owned()
+                } else {
+                    format!("queries for {}", net_fault::dns_name_text(&dns.name))
+                }
+            ),
         },
         match fault.direction {
             Direction::Ingress => "arriving",

@@ -25,12 +25,13 @@ use crate::{
 };
 
 /// The commands a fault can run, as the `command` key spells them.
-pub const FAULT_COMMANDS: [&str; 7] = [
+pub const FAULT_COMMANDS: [&str; 8] = [
     "fail",
     "signal",
     "net drop",
     "net duplicate",
     "net corrupt",
+    "net dns",
     "net delay",
     "net limit",
 ];
@@ -437,6 +438,7 @@ impl FaultContext<'_> {
                 NetAction::Drop(packet) => packet.fault(PacketAction::Drop).map(drop),
                 NetAction::Duplicate(packet) => packet.fault(PacketAction::Duplicate).map(drop),
                 NetAction::Corrupt(corrupt) => corrupt.fault().map(drop),
+                NetAction::Dns(dns) => dns.fault().map(drop),
                 NetAction::Delay(delay) => delay.fault().map(drop),
                 NetAction::Limit(limit) => limit.fault().map(drop),
             },

@@ -91,6 +91,12 @@ pub enum ParseError {
         "--proto icmp: `chaos net corrupt` flips bits in TCP and UDP payloads: expected --proto tcp or udp, or no --proto (both)"
     )]
     CorruptNeedsTcpOrUdp,
+    #[error("unknown DNS response code '{0}': expected SERVFAIL, NXDOMAIN or REFUSED")]
+    UnknownRcode(String),
+    #[error(
+        "invalid DNS name '{0}': expected a domain such as example.com (labels of letters, digits, - and _, 1 to 63 bytes each, 253 characters in all)"
+    )]
+    InvalidDnsName(String),
     #[error("unknown distribution '{0}': expected uniform, normal, pareto or paretonormal")]
     UnknownDistribution(String),
     #[error("--distribution {0} needs --jitter: the distribution shapes the jitter")]

@@ -38,11 +38,12 @@ pub fn parse_direction(s: &str) -> Result<Direction, ParseError> {
 /// Parses `--proto`: tcp, udp or icmp (ICMPv6 too); returns the IP protocol number.
 /// IPPROTO_ICMP: `--proto icmp`, which the programs take for ICMPv6 too.
 pub const IPPROTO_ICMP: u32 = 1;
+pub const IPPROTO_UDP: u32 = 17;
 
 pub fn parse_proto(s: &str) -> Result<u32, ParseError> {
     match s {
         "tcp" => Ok(6),
-        "udp" => Ok(17),
+        "udp" => Ok(IPPROTO_UDP),
         "icmp" | "icmpv6" => Ok(IPPROTO_ICMP),
         other => Err(ParseError::UnknownProto(other.to_owned())),
     }
@@ -69,6 +70,8 @@ impl PacketFilter {
 }
 
 /// What a packet fault does to the packets it picks.
+// A DNS fault's name makes this 264 bytes; a run has one fault, copied a few times.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PacketAction {
     /// Lost.
@@ -82,6 +85,81 @@ pub enum PacketAction {
     /// One bit of the payload flipped; `silent`: with the checksum fixed, so the application
     /// gets the damage, else left for the receiver's checksum check to catch.
     Corrupt { silent: bool },
+    /// DNS over UDP: responses rewritten to an error, or queries lost.
+    Dns(Dns),
+}
+
+/// What a DNS fault does: answer with `rcode` (None: the queries vanish), for names under
+/// `name` (length 0: every name).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Dns {
+    pub rcode: Option<Rcode>,
+    pub name: net::DnsName,
+}
+
+/// The DNS response codes a DNS fault answers with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Rcode {
+    ServFail = 2,
+    NxDomain = 3,
+    Refused = 5,
+}
+
+impl Rcode {
+    pub const fn name(self) -> &'static str {
+        match self {
+            Rcode::ServFail => "SERVFAIL",
+            Rcode::NxDomain => "NXDOMAIN",
+            Rcode::Refused => "REFUSED",
+        }
+    }
+}
+
+pub fn parse_rcode(s: &str) -> Result<Rcode, ParseError> {
+    match s.to_ascii_uppercase().as_str() {
+        "SERVFAIL" => Ok(Rcode::ServFail),
+        "NXDOMAIN" => Ok(Rcode::NxDomain),
+        "REFUSED" => Ok(Rcode::Refused),
+        _ => Err(ParseError::UnknownRcode(s.to_owned())),
+    }
+}
+
+/// A domain name as the programs compare it: wire format, lowercase. `example.com` and
+/// `example.com.` alike; labels of letters, digits, `-` and `_`, 1 to 63 bytes, 255 in all.
+pub fn parse_dns_name(s: &str) -> Result<net::DnsName, ParseError> {
+    let error = || ParseError::InvalidDnsName(s.to_owned());
+    let text = s.strip_suffix('.').unwrap_or(s).to_ascii_lowercase();
+    if text.is_empty() {
+        return Err(error());
+    }
+    let mut name = net::DnsName::default();
+    let mut at = 0;
+    for label in text.split('.') {
+        let valid = (1..=63).contains(&label.len())
+            && label
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if !valid || at + 1 + label.len() + 1 > net::DNS_NAME_MAX {
+            return Err(error());
+        }
+        name.wire[at] = label.len() as u8;
+        name.wire[at + 1..at + 1 + label.len()].copy_from_slice(label.as_bytes());
+        at += 1 + label.len();
+    }
+    name.len = at as u32 + 1; // the root label's 0 is already there
+    Ok(name)
+}
+
+/// The name back in dotted form, for messages.
+pub fn dns_name_text(name: &net::DnsName) -> String {
+    let mut labels = Vec::new();
+    let mut at = 0;
+    while at < name.len as usize && name.wire[at] != 0 {
+        let len = usize::from(name.wire[at]);
+        labels.push(String::from_utf8_lossy(&name.wire[at + 1..at + 1 + len]).into_owned());
+        at += 1 + len;
+    }
+    labels.join(".")
 }
 
 impl PacketAction {
@@ -92,6 +170,7 @@ impl PacketAction {
             PacketAction::Delay(_) => "delay",
             PacketAction::Limit(_) => "limit",
             PacketAction::Corrupt { .. } => "corrupt",
+            PacketAction::Dns(_) => "dns",
         }
     }
 
@@ -108,6 +187,8 @@ impl PacketAction {
             PacketAction::Limit(_) => net::NET_ACTION_LIMIT,
             PacketAction::Corrupt { silent: false } => net::NET_ACTION_CORRUPT,
             PacketAction::Corrupt { silent: true } => net::NET_ACTION_CORRUPT_SILENT,
+            PacketAction::Dns(Dns { rcode: Some(_), .. }) => net::NET_ACTION_DNS_RCODE,
+            PacketAction::Dns(Dns { rcode: None, .. }) => net::NET_ACTION_DNS_DROP,
         }
     }
 }
@@ -244,6 +325,12 @@ pub fn parse_distribution(s: &str) -> Result<Distribution, ParseError> {
     }
 }
 
+/// What a network fault's programs read besides the fault itself.
+pub struct NetTables {
+    pub delay: Vec<i16>,
+    pub dns_name: net::DnsName,
+}
+
 /// A packet fault: the packets the filter picks, in `direction`, get `action` with
 /// `probability`.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -307,12 +394,19 @@ fn threshold(percent: f64) -> u32 {
 }
 
 impl PacketFault {
-    /// The distribution table a delay's jitter samples (empty for anything else).
-    pub fn delay_table(&self) -> Result<Vec<i16>, ParseError> {
-        match self.action {
-            PacketAction::Delay(delay) => delay.distribution.table(),
-            _ => Ok(Vec::new()),
-        }
+    /// What the programs read besides the fault: the distribution table a delay's jitter
+    /// samples, a DNS fault's name.
+    pub fn tables(&self) -> Result<NetTables, ParseError> {
+        Ok(NetTables {
+            delay: match self.action {
+                PacketAction::Delay(delay) => delay.distribution.table()?,
+                _ => Vec::new(),
+            },
+            dns_name: match self.action {
+                PacketAction::Dns(dns) => dns.name,
+                _ => net::DnsName::default(),
+            },
+        })
     }
 
     /// The fault as the TC programs read it (the deadline is set when attaching).
@@ -359,13 +453,52 @@ impl PacketFault {
             ge_r: self.loss_model.map_or(0, |m| threshold(m.r)),
             ge_h: self.loss_model.map_or(0, |m| threshold(100.0 - m.loss_bad)),
             ge_1k: self.loss_model.map_or(0, |m| threshold(m.loss_good)),
-            _pad: 0,
+            dns_rcode: match self.action {
+                PacketAction::Dns(Dns {
+                    rcode: Some(rcode), ..
+                }) => rcode as u32,
+                _ => 0,
+            },
         }
     }
 }
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn dns_names_become_lowercase_wire_format() {
+        let name = parse_dns_name("Db.Internal.").unwrap();
+        assert_eq!(&name.wire[..name.len as usize], b"\x02db\x08internal\x00");
+        assert_eq!(dns_name_text(&name), "db.internal");
+        for bad in [
+            "",
+            ".",
+            "a..b",
+            "a b.c",
+            &"x".repeat(64),
+            &["abc"; 64].join("."),
+        ] {
+            assert!(parse_dns_name(bad).is_err(), "{bad:?}");
+        }
+        // 253 characters is the longest a name can be written.
+        let longest = [
+            "a".repeat(63),
+            "b".repeat(63),
+            "c".repeat(63),
+            "d".repeat(61),
+        ]
+        .join(".");
+        assert_eq!(parse_dns_name(&longest).unwrap().len, 255);
+    }
+
+    #[test]
+    fn rcodes_by_name() {
+        assert_eq!(parse_rcode("servfail").unwrap() as u32, 2);
+        assert_eq!(parse_rcode("NXDOMAIN").unwrap() as u32, 3);
+        assert_eq!(parse_rcode("REFUSED").unwrap() as u32, 5);
+        assert!(parse_rcode("NOERROR").is_err());
+    }
+
     use super::*;
     use crate::fault::parse_cidr;
 
