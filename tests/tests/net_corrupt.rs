@@ -2,7 +2,9 @@
 //! receiving kernel's checksum check drops what the fault corrupts (its InCsumErrors counter
 //! says so) or, for packets whose checksum was still to be computed, chaos drops them in its
 //! place; with --silent every datagram arrives and the altered ones are exactly those the fault
-//! reports. The path beside the faulted one is untouched; no program is left afterwards.
+//! reports. Over TCP the default mode is loss (retransmissions, every byte intact), --silent
+//! hands the application altered bytes. The path beside the faulted one is untouched; no program
+//! is left afterwards.
 
 use std::process::Command;
 
@@ -51,48 +53,40 @@ fn send_and_check(net: &TestNet, to: &str, port: u16) -> Received {
 
 /// UDP's InCsumErrors in namespace `ns` (/proc/net/snmp, or Udp6InCsumErrors in snmp6).
 fn udp_checksum_errors(ns: &str, ipv6: bool) -> u64 {
-    let file = if ipv6 {
-        "/proc/net/snmp6"
-    } else {
-        "/proc/net/snmp"
-    };
-    let output = Command::new("nsenter")
-        .arg(format!("--net={}", TestNet::netns_path(ns)))
-        .args(["cat", file])
-        .output()
-        .expect("run nsenter cat");
-    let text = String::from_utf8_lossy(&output.stdout);
-    if ipv6 {
-        return text
-            .lines()
-            .find_map(|line| line.strip_prefix("Udp6InCsumErrors"))
-            .and_then(|value| value.trim().parse().ok())
-            .expect("Udp6InCsumErrors in /proc/net/snmp6");
-    }
-    // Two "Udp:" lines: the field names, then their values.
-    let mut udp = text.lines().filter(|line| line.starts_with("Udp:"));
-    let (names, values) = (
-        udp.next().expect("Udp names"),
-        udp.next().expect("Udp values"),
-    );
-    let column = names
-        .split_whitespace()
-        .position(|name| name == "InCsumErrors")
-        .expect("InCsumErrors column");
-    values
-        .split_whitespace()
-        .nth(column)
-        .unwrap()
-        .parse()
-        .unwrap()
+    checksum_errors(
+        ns,
+        if ipv6 {
+            "Udp6InCsumErrors"
+        } else {
+            "UdpInCsumErrors"
+        },
+    )
 }
 
-/// Turns checksum offload of `dev` in `ns` on or off: off, the sender's stack computes each
-/// checksum itself, as a packet from the wire carries one.
+/// A checksum error counter in namespace `ns`, by nstat's name (UdpInCsumErrors,
+/// Udp6InCsumErrors, TcpInCsumErrors).
+fn checksum_errors(ns: &str, counter: &str) -> u64 {
+    let output = Command::new("nsenter")
+        .arg(format!("--net={}", TestNet::netns_path(ns)))
+        .args(["nstat", "-az", counter])
+        .output()
+        .expect("run nstat (iproute2)");
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .find(|line| line.starts_with(counter))
+        .and_then(|line| line.split_whitespace().nth(1)?.parse().ok())
+        .unwrap_or_else(|| panic!("no {counter} from nstat"))
+}
+
+/// Turns checksum and segmentation offload of `dev` in `ns` on or off: off, the sender's stack
+/// cuts segments and computes each checksum itself, as packets from a wire carry them.
 fn checksum_offload(ns: &str, dev: &str, on: bool) {
+    let state = if on { "on" } else { "off" };
     let status = Command::new("nsenter")
         .arg(format!("--net={}", TestNet::netns_path(ns)))
-        .args(["ethtool", "-K", dev, "tx", if on { "on" } else { "off" }])
+        .args([
+            "ethtool", "-K", dev, "tx", state, "tso", state, "gso", state,
+        ])
         .stdout(std::process::Stdio::null())
         .status()
         .expect("run ethtool (cargo xtask setup installs it)");
@@ -246,5 +240,73 @@ fn corrupt_refuses_what_it_cannot_do() {
         ],
         &["--cgroup", "rewrite"],
     );
+    assert_no_chaos_programs();
+}
+
+#[test]
+fn tcp_retransmits_what_the_check_drops_and_silent_mode_reaches_the_application() {
+    const BYTES: u64 = 2_000_000;
+    let net = TestNet::new("corrupt-tcp");
+    // Segments cut and checksummed by the sender (TCP hands TC egress 64 KB GSO packets, cut
+    // after it): 1,400 of 1,448 bytes arrive at B, and a 2 % fault there picks some 28.
+    checksum_offload(&net.a, "a0", false);
+    let netns = TestNet::netns_path(&net.b);
+    let transfer = |silent: bool, port: u16| {
+        let mut args = vec![
+            "--netns",
+            &netns,
+            "--iface",
+            "b0",
+            "--direction",
+            "ingress",
+            "--proto",
+            "tcp",
+            "--probability",
+            "0.02",
+        ];
+        if silent {
+            args.push("--silent");
+        }
+        let errors_before = checksum_errors(&net.b, "TcpInCsumErrors");
+        let chaos = start_net_fault("corrupt", &args);
+        let addr = format!("{}:{port}", net.v4(0, 2));
+        let mut sink = net.spawn(&net.b, NETPEER, &["tcp-intact", &addr]);
+        assert_eq!(sink.line(), "ready");
+        let sender = net.spawn(&net.a, NETPEER, &["tcp-send", &addr, &BYTES.to_string()]);
+        let retransmits = sender.result();
+        let line = sink.line();
+        let report = stop_net_fault(chaos);
+        let (total, altered): (u64, u64) = line
+            .split_once(' ')
+            .and_then(|(a, b)| Some((a.parse().ok()?, b.parse().ok()?)))
+            .unwrap_or_else(|| panic!("tcp-intact printed '{line}'"));
+        let errors = checksum_errors(&net.b, "TcpInCsumErrors") - errors_before;
+        eprintln!(
+            "TCP, silent {silent}: {total} bytes, {altered} altered, {retransmits} retransmissions, {errors} checksum errors at the receiver, {} corrupted",
+            injected(&report)
+        );
+        assert_eq!(total, BYTES, "the transfer did not arrive whole");
+        (altered, retransmits, errors, injected(&report))
+    };
+    let (altered, retransmits, errors, corrupted) = transfer(false, 7111);
+    assert!(corrupted > 0, "nothing corrupted");
+    assert_eq!(
+        altered, 0,
+        "TCP delivered corrupted bytes in the default mode"
+    );
+    assert_eq!(
+        errors, corrupted,
+        "every corrupted segment failed the receiver's check"
+    );
+    assert!(
+        retransmits >= corrupted,
+        "TCP resent fewer segments than it lost"
+    );
+    let (altered, _, errors, corrupted) = transfer(true, 7112);
+    assert!(
+        altered > 0 && altered <= corrupted,
+        "{altered} bytes altered by {corrupted} corrupted segments"
+    );
+    assert_eq!(errors, 0, "a silently corrupted segment failed its check");
     assert_no_chaos_programs();
 }

@@ -5,6 +5,8 @@
 //!   netpeer udp-send ADDR N          send N datagrams, paced; print "sent N"
 //!   netpeer tcp-sink ADDR            accept one connection, read it to the end; print the bytes
 //!   netpeer tcp-send ADDR BYTES      send BYTES over TCP; print the retransmissions (TCP_INFO)
+//!   netpeer tcp-intact ADDR          as tcp-sink, checking a tcp-send's bytes: print the bytes and
+//!                                    how many arrived altered
 //!   netpeer udp-bursts ADDR IDLE_MS  as udp-sink, from a udp-send's sequence numbers: print the
 //!                                    count and the mean length of the runs of lost datagrams
 //!   netpeer udp-intact ADDR IDLE_MS  as udp-sink, checking each of a udp-send's datagrams: print
@@ -53,6 +55,7 @@ fn main() {
         ),
         "udp-send" => udp_send(addr, arg(3).parse().expect("N")),
         "tcp-sink" => tcp_sink(addr),
+        "tcp-intact" => tcp_intact(addr),
         "tcp-send" => tcp_send(addr, arg(3).parse().expect("BYTES")),
         "udp-echo" => udp_echo(addr),
         "udp-intact" => udp_intact(
@@ -116,25 +119,42 @@ fn udp_send(addr: SocketAddr, n: u32) {
     println!("sent {n}");
 }
 
+/// Every byte tcp-send sends.
+const TCP_FILLER: u8 = 0xa5;
+
 fn tcp_sink(addr: SocketAddr) {
+    let (total, _) = tcp_receive(addr);
+    println!("{total}");
+}
+
+fn tcp_intact(addr: SocketAddr) {
+    let (total, altered) = tcp_receive(addr);
+    println!("{total} {altered}");
+}
+
+/// Accepts one connection and reads it to the end: the bytes, and those not TCP_FILLER.
+fn tcp_receive(addr: SocketAddr) -> (u64, u64) {
     let listener = TcpListener::bind(addr).expect("bind");
     println!("ready");
     let (mut stream, _) = listener.accept().expect("accept");
     let mut buf = vec![0u8; 1 << 16];
-    let mut total = 0u64;
+    let (mut total, mut altered) = (0u64, 0u64);
     loop {
         match stream.read(&mut buf) {
             Ok(0) => break,
-            Ok(n) => total += n as u64,
+            Ok(n) => {
+                total += n as u64;
+                altered += buf[..n].iter().filter(|&&b| b != TCP_FILLER).count() as u64;
+            }
             Err(err) => panic!("read: {err}"),
         }
     }
-    println!("{total}");
+    (total, altered)
 }
 
 fn tcp_send(addr: SocketAddr, bytes: usize) {
     let mut stream = TcpStream::connect(addr).expect("connect");
-    let chunk = vec![0xa5u8; 1 << 16];
+    let chunk = vec![TCP_FILLER; 1 << 16];
     let mut left = bytes;
     while left > 0 {
         let n = left.min(chunk.len());
