@@ -363,11 +363,7 @@ pub fn net_run(
                 op: fault.action.name().into(),
                 errno: None,
                 signal: None,
-                mechanism: match (&target.cgroup, fault.action) {
-                    (Some(_), _) => "cgroup_skb",
-                    (None, action) if action.needs_fq() => "tcx+fq",
-                    (None, _) => "tcx",
-                },
+                mechanism: attachment.mechanism(target.cgroup.is_some(), fault.action.needs_fq()),
                 covers: match &target.cgroup {
                     Some(cgroup) => format!(
                         "IPv4 and IPv6 packets arriving for the sockets of {}",

@@ -612,3 +612,9 @@ pub fn stop_net_fault(chaos: Child) -> Value {
     );
     json_report(&output)
 }
+
+/// How this kernel hangs the TC programs, as the report names it: tcx links (6.6 and later,
+/// when CHAOS_EXPECT says so) or a clsact qdisc's filters.
+pub fn tc_hook() -> &'static str {
+    if expected("tcx") { "tcx" } else { "clsact" }
+}

@@ -138,7 +138,7 @@ fn a_delay_adds_to_the_round_trip_as_netem_does() {
         "added round trip, median of 20 probes: configured 50 ms; chaos {delayed:.1} ms; netem {netem:.1} ms; untargeted path {beside:+.1} ms"
     );
     let fault = &report["faults"][0];
-    assert_eq!(fault["mechanism"], "tcx+fq");
+    assert_eq!(fault["mechanism"], format!("{}+fq", tc_hook()));
     assert!(fault["injected"].as_u64().unwrap() >= 20, "{report}");
     assert!(
         (45.0..65.0).contains(&delayed),
@@ -365,7 +365,10 @@ fn a_rate_limit_paces_tcp_as_netem_does() {
     eprintln!(
         "TCP goodput of 2.5 MB: configured 10 Mbit/s; chaos {limited:.2} Mbit/s; netem {netem:.2} Mbit/s; untargeted path {beside:.1} Mbit/s"
     );
-    assert_eq!(report["faults"][0]["mechanism"], "tcx+fq");
+    assert_eq!(
+        report["faults"][0]["mechanism"],
+        format!("{}+fq", tc_hook())
+    );
     assert!(
         (8.5..10.5).contains(&limited),
         "chaos let {limited:.2} Mbit/s through for 10"

@@ -76,6 +76,7 @@ fn drop_at(direction: &str, netns: &str, iface: &str) {
     assert_eq!(beside, DATAGRAMS, "the untargeted path lost packets");
     let fault = &report["faults"][0];
     assert_eq!(fault["direction"], direction);
+    assert_eq!(fault["mechanism"], tc_hook(), "{report}");
     let lost = 2 * DATAGRAMS - v4 - v6;
     let injected = fault["injected"].as_u64().unwrap();
     // The report may also count a few neighbour-discovery packets it dropped.
@@ -324,6 +325,7 @@ fn the_clsact_fallback_drops_and_is_undone_even_after_sigkill() {
     let other_path = udp_arrivals(&net, &net.v4(1, 2), 7302);
     let report = stop_net_fault(chaos);
     assert_eq!(lost_path, 0, "the clsact filter did not drop: {report}");
+    assert_eq!(report["faults"][0]["mechanism"], "clsact", "{report}");
     assert_eq!(other_path, DATAGRAMS, "the untargeted path lost packets");
     // Every datagram, and the odd IPv6 neighbour or multicast-listener packet besides.
     let injected = report["faults"][0]["injected"].as_u64().unwrap();

@@ -8,7 +8,7 @@ use crate::{cargo, setup, vm, workspace_root};
 
 /// Features the host tests must find working (the development and CI host has them; the qemu
 /// kernels cover the rest): set as CHAOS_EXPECT unless the caller set one.
-const HOST_EXPECT: &str = "btf,cgroup-sock-addr,tracepoint-signal,cgroup-v2,bridge";
+const HOST_EXPECT: &str = "btf,cgroup-sock-addr,tracepoint-signal,cgroup-v2,bridge,tcx";
 
 /// The whole suite: host tests, then the integration tests in the guest.
 pub fn all(host_only: bool, filter: Option<&str>) -> anyhow::Result<()> {

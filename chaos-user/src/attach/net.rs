@@ -42,6 +42,8 @@ pub struct NetAttachment {
     ebpf: Ebpf,
     programs: Vec<&'static str>,
     changes: Vec<Changed>,
+    /// How the TC programs hang on the interfaces: tcx links, or cls_bpf filters of a clsact.
+    tcx: bool,
 }
 
 impl NetAttachment {
@@ -201,7 +203,20 @@ impl NetAttachment {
             ebpf,
             programs,
             changes,
+            tcx,
         })
+    }
+
+    /// The mechanism for the report: cgroup_skb, or the TC hook (tcx or clsact) and, when the
+    /// fault times departures, the fq qdisc.
+    pub fn mechanism(&self, cgroup: bool, fq: bool) -> &'static str {
+        match (cgroup, self.tcx, fq) {
+            (true, _, _) => "cgroup_skb",
+            (false, true, true) => "tcx+fq",
+            (false, true, false) => "tcx",
+            (false, false, true) => "clsact+fq",
+            (false, false, false) => "clsact",
+        }
     }
 
     /// Detaches and unloads the programs but keeps the maps for the final counters.

@@ -218,22 +218,38 @@ fn rewrite(ctx: &TcContext, packet: &Packet, fault: &NetFault, question_end: usi
     ctx.store(checksum_at, &checksum, recompute).ok()
 }
 
-/// Copies `len` bytes (1 to SCRATCH_LEN: the verifier wants the bound) of the packet at
-/// `offset` to the start of `buf`.
+/// Copies `len` bytes (1 to SCRATCH_LEN) of the packet at `offset` to the start of `buf`, in
+/// two pieces at most: the first 256 bytes, then the rest.
 #[inline(always)]
 fn load_into(skb: &SkBuff, offset: usize, buf: &mut [u8; SCRATCH_LEN], len: usize) -> Option<()> {
     if len == 0 || len > SCRATCH_LEN {
         return None;
     }
-    // SAFETY: the kernel hands the program a valid __sk_buff; `buf` has room for `len` bytes.
-    let copied = unsafe {
-        bpf_skb_load_bytes(
-            skb.skb.cast(),
-            offset as u32,
-            buf.as_mut_ptr().cast(),
-            len as u32,
-        )
-    };
+    let first = len.min(256);
+    copy(skb, offset, buf.as_mut_ptr(), helper_size(first, 0xff))?;
+    if len > first {
+        // SAFETY: 256 bytes into a 288-byte buffer; the rest is at most 32 bytes.
+        let rest = unsafe { buf.as_mut_ptr().add(256) };
+        copy(skb, offset + 256, rest, helper_size(len - first, 0x1f))?;
+    }
+    Some(())
+}
+
+/// A size the helper is given: `n` (1 to mask + 1) as the verifier can bound it. A bound it
+/// learns from a comparison is lost when LLVM passes a copy spilled before the comparison (the
+/// 6.1 verifier then refuses the call); a bound made by masking travels with the value. The
+/// volatile read keeps LLVM from dropping the mask as redundant.
+#[inline(always)]
+fn helper_size(n: usize, mask: usize) -> u32 {
+    // SAFETY: a read of a local.
+    let n = unsafe { core::ptr::read_volatile(&n) };
+    ((n.wrapping_sub(1) & mask) + 1) as u32
+}
+
+#[inline(always)]
+fn copy(skb: &SkBuff, offset: usize, to: *mut u8, size: u32) -> Option<()> {
+    // SAFETY: the kernel hands the program a valid __sk_buff; the callers pass room for `size`.
+    let copied = unsafe { bpf_skb_load_bytes(skb.skb.cast(), offset as u32, to.cast(), size) };
     (copied == 0).then_some(())
 }
 
