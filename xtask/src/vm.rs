@@ -33,7 +33,7 @@ const STAGE2: &str = include_str!("vm/stage2.sh");
 /// Status reported when the guest gave none (crash, timeout).
 const NO_STATUS: i32 = 125;
 /// A guest that runs longer than this is killed.
-const TIMEOUT: Duration = Duration::from_secs(20 * 60);
+const TIMEOUT: Duration = Duration::from_secs(45 * 60);
 
 /// A kernel the tests can boot, and the `chaos probe` features that must work on it.
 pub struct Kernel {
