@@ -101,6 +101,22 @@ impl TestNet {
         format!("/run/netns/{ns}")
     }
 
+    /// Sends `n` numbered datagrams (netpeer udp-send) from A to `to` (an address of B, IPv4 or
+    /// IPv6) on `port`, where netpeer `sink` (udp-sink, udp-intact, udp-bursts) receives them
+    /// until they stop for a second; returns the sink's report line.
+    pub fn udp_a_to_b(&self, netpeer: &str, sink: &str, to: &str, port: u16, n: u64) -> String {
+        let addr = if to.contains(':') {
+            format!("[{to}]:{port}")
+        } else {
+            format!("{to}:{port}")
+        };
+        let mut receiver = self.spawn(&self.b, netpeer, &[sink, &addr, "1000"]);
+        assert_eq!(receiver.line(), "ready");
+        let mut sender = self.spawn(&self.a, netpeer, &["udp-send", &addr, &n.to_string()]);
+        assert_eq!(sender.line(), format!("sent {n}"));
+        receiver.line()
+    }
+
     /// Starts `netpeer ARGS` inside namespace `ns` with piped stdout.
     pub fn spawn(&self, ns: &str, netpeer: &str, args: &[&str]) -> Peer {
         Peer::spawn(self.command(ns, netpeer, args))

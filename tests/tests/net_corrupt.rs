@@ -25,21 +25,8 @@ struct Received {
 /// Sends DATAGRAMS from A to `to` (an address of B) and checks each one that arrives.
 fn send_and_check(net: &TestNet, to: &str, port: u16) -> Received {
     let ipv6 = to.contains(':');
-    let addr = if ipv6 {
-        format!("[{to}]:{port}")
-    } else {
-        format!("{to}:{port}")
-    };
     let errors_before = udp_checksum_errors(&net.b, ipv6);
-    let mut sink = net.spawn(&net.b, NETPEER, &["udp-intact", &addr, "1000"]);
-    assert_eq!(sink.line(), "ready");
-    let mut sender = net.spawn(
-        &net.a,
-        NETPEER,
-        &["udp-send", &addr, &DATAGRAMS.to_string()],
-    );
-    assert_eq!(sender.line(), format!("sent {DATAGRAMS}"));
-    let line = sink.line();
+    let line = net.udp_a_to_b(NETPEER, "udp-intact", to, port, DATAGRAMS);
     let (arrived, altered) = line
         .split_once(' ')
         .and_then(|(a, b)| Some((a.parse().ok()?, b.parse().ok()?)))

@@ -17,20 +17,9 @@ fn start_drop(args: &[&str]) -> Child {
 
 /// Sends DATAGRAMS from A to `to` (an address of B, IPv4 or IPv6) and returns how many arrived.
 fn udp_arrivals(net: &TestNet, to: &str, port: u16) -> u64 {
-    let addr = if to.contains(':') {
-        format!("[{to}]:{port}")
-    } else {
-        format!("{to}:{port}")
-    };
-    let mut sink = net.spawn(&net.b, NETPEER, &["udp-sink", &addr, "1000"]);
-    assert_eq!(sink.line(), "ready");
-    let mut sender = net.spawn(
-        &net.a,
-        NETPEER,
-        &["udp-send", &addr, &DATAGRAMS.to_string()],
-    );
-    assert_eq!(sender.line(), format!("sent {DATAGRAMS}"));
-    sink.result()
+    let line = net.udp_a_to_b(NETPEER, "udp-sink", to, port, DATAGRAMS);
+    line.parse()
+        .unwrap_or_else(|_| panic!("udp-sink printed '{line}'"))
 }
 
 /// Asserts `arrived` is within 4 sigma of DATAGRAMS * (1 - p).
@@ -418,16 +407,7 @@ fn gemodel_loss_comes_in_bursts() {
         "--loss-model",
         "gemodel:5,20",
     ]);
-    let addr = format!("{}:7321", net.v4(0, 2));
-    let mut sink = net.spawn(&net.b, NETPEER, &["udp-bursts", &addr, "1000"]);
-    assert_eq!(sink.line(), "ready");
-    let mut sender = net.spawn(
-        &net.a,
-        NETPEER,
-        &["udp-send", &addr, &DATAGRAMS.to_string()],
-    );
-    assert_eq!(sender.line(), format!("sent {DATAGRAMS}"));
-    let line = sink.line();
+    let line = net.udp_a_to_b(NETPEER, "udp-bursts", &net.v4(0, 2), 7321, DATAGRAMS);
     let report = stop_net_fault(chaos);
     let mut fields = line.split_whitespace();
     let arrived: u64 = fields.next().unwrap().parse().unwrap();

@@ -76,25 +76,25 @@ fn main() {
 }
 
 fn udp_sink(addr: SocketAddr, idle: Duration) {
+    let mut count = 0u64;
+    receive(addr, idle, |_| count += 1);
+    println!("{count}");
+}
+
+/// Binds `addr`, prints "ready", and hands each datagram to `each`: the first if one comes
+/// within FIRST_DATAGRAM_WAIT (none at all: every one was lost), then every one until none
+/// came for `idle` (the sender has gone quiet).
+fn receive(addr: SocketAddr, idle: Duration, mut each: impl FnMut(&[u8])) {
     let socket = UdpSocket::bind(addr).expect("bind");
     println!("ready");
     let mut buf = [0u8; 2048];
-    let mut count = 0u64;
-    // Wait a while for the first datagram (none at all: every one was lost), then until the
-    // sender has gone quiet.
     socket
         .set_read_timeout(Some(FIRST_DATAGRAM_WAIT))
         .expect("timeout");
-    if socket.recv(&mut buf).is_err() {
-        println!("0");
-        return;
+    while let Ok(n) = socket.recv(&mut buf) {
+        each(&buf[..n]);
+        socket.set_read_timeout(Some(idle)).expect("timeout");
     }
-    count += 1;
-    socket.set_read_timeout(Some(idle)).expect("timeout");
-    while socket.recv(&mut buf).is_ok() {
-        count += 1;
-    }
-    println!("{count}");
 }
 
 fn udp_send(addr: SocketAddr, n: u32) {
@@ -239,41 +239,30 @@ fn intact(datagram: &[u8]) -> bool {
 }
 
 fn udp_intact(addr: SocketAddr, idle: Duration) {
-    let socket = UdpSocket::bind(addr).expect("bind");
-    println!("ready");
-    let mut buf = [0u8; 2048];
-    socket
-        .set_read_timeout(Some(FIRST_DATAGRAM_WAIT))
-        .expect("timeout");
     let (mut count, mut altered) = (0u64, 0u64);
-    while let Ok(n) = socket.recv(&mut buf) {
+    receive(addr, idle, |datagram| {
         count += 1;
-        altered += u64::from(!intact(&buf[..n]));
-        socket.set_read_timeout(Some(idle)).expect("timeout");
-    }
+        altered += u64::from(!intact(datagram));
+    });
     println!("{count} {altered}");
 }
 
 fn udp_bursts(addr: SocketAddr, idle: Duration) {
-    let socket = UdpSocket::bind(addr).expect("bind");
-    println!("ready");
-    let mut buf = [0u8; 2048];
-    socket
-        .set_read_timeout(Some(FIRST_DATAGRAM_WAIT))
-        .expect("timeout");
     let (mut count, mut next, mut lost, mut bursts) = (0u64, 0u32, 0u64, 0u64);
-    while let Ok(n) = socket.recv(&mut buf) {
-        if n >= 4 {
-            let seq = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]);
-            if seq > next {
-                lost += u64::from(seq - next);
-                bursts += 1;
-            }
-            next = next.max(seq + 1);
-            count += 1;
+    receive(addr, idle, |datagram| {
+        let Some(seq) = datagram
+            .first_chunk::<4>()
+            .map(|bytes| u32::from_be_bytes(*bytes))
+        else {
+            return;
+        };
+        if seq > next {
+            lost += u64::from(seq - next);
+            bursts += 1;
         }
-        socket.set_read_timeout(Some(idle)).expect("timeout");
-    }
+        next = next.max(seq + 1);
+        count += 1;
+    });
     let mean = if bursts == 0 {
         0.0
     } else {
