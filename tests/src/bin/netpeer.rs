@@ -86,6 +86,25 @@ fn udp_sink(addr: SocketAddr, idle: Duration) {
 /// came for `idle` (the sender has gone quiet).
 fn receive(addr: SocketAddr, idle: Duration, mut each: impl FnMut(&[u8])) {
     let socket = UdpSocket::bind(addr).expect("bind");
+    // Room for every datagram of a test: a receiver the busy machine delays for a moment must
+    // not lose any (the tests count each loss as the fault's). FORCE passes rmem_max; where it
+    // is not allowed (a container without CAP_NET_ADMIN), rmem_max it is.
+    let room: libc::c_int = 32 << 20;
+    for option in [libc::SO_RCVBUFFORCE, libc::SO_RCVBUF] {
+        // SAFETY: setsockopt with an int we own and its size.
+        let rc = unsafe {
+            libc::setsockopt(
+                socket.as_raw_fd(),
+                libc::SOL_SOCKET,
+                option,
+                (&raw const room).cast(),
+                size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if rc == 0 {
+            break;
+        }
+    }
     println!("ready");
     let mut buf = [0u8; 2048];
     socket
