@@ -618,3 +618,18 @@ pub fn stop_net_fault(chaos: Child) -> Value {
 pub fn tc_hook() -> &'static str {
     if expected("tcx") { "tcx" } else { "clsact" }
 }
+
+/// Asserts that `count` of `n` packets is within 4 sigma of `expected`, for an action taken with
+/// probability `p` on each; prints the comparison either way.
+pub fn assert_within_4_sigma(count: u64, expected: f64, n: u64, p: f64, what: &str) {
+    let sigma = (n as f64 * p * (1.0 - p)).sqrt();
+    eprintln!(
+        "{what}: {count} of {n}, expected {expected:.0} +- {:.0} (4 sigma)",
+        4.0 * sigma
+    );
+    assert!(
+        (count as f64 - expected).abs() <= 4.0 * sigma,
+        "{what}: {count}, expected {expected:.0} +- {:.0}",
+        4.0 * sigma
+    );
+}

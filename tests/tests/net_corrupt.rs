@@ -83,18 +83,7 @@ fn checksum_offload(ns: &str, dev: &str, on: bool) {
 /// Asserts `count` of DATAGRAMS is within 4 sigma of DATAGRAMS * `share` (each datagram picked
 /// with probability P).
 fn assert_share(count: u64, share: f64, what: &str) {
-    let n = DATAGRAMS as f64;
-    let sigma = (n * P * (1.0 - P)).sqrt();
-    let expected = n * share;
-    eprintln!(
-        "{what}: {count} of {DATAGRAMS}, expected {expected:.0} +- {:.0} (4 sigma)",
-        4.0 * sigma
-    );
-    assert!(
-        (count as f64 - expected).abs() <= 4.0 * sigma,
-        "{what}: {count}, expected {expected:.0} +- {:.0}",
-        4.0 * sigma
-    );
+    assert_within_4_sigma(count, DATAGRAMS as f64 * share, DATAGRAMS, P, what);
 }
 
 /// Runs a corrupt fault on the A-B path (A's a0 for egress, B's b0 for ingress), sends IPv4 and

@@ -30,17 +30,7 @@ fn assert_loss_rate(arrived: u64, p: f64, what: &str) {
 /// Asserts `arrived` is within 4 sigma (for an action taken with probability `p` on each of
 /// DATAGRAMS packets) of `expected`.
 fn assert_rate(arrived: u64, expected: f64, p: f64, what: &str) {
-    let n = DATAGRAMS as f64;
-    let sigma = (n * p * (1.0 - p)).sqrt();
-    eprintln!(
-        "{what}: {arrived} of {DATAGRAMS} arrived, expected {expected:.0} +- {:.0} (4 sigma)",
-        4.0 * sigma
-    );
-    assert!(
-        (arrived as f64 - expected).abs() <= 4.0 * sigma,
-        "{what}: {arrived} arrived, expected {expected:.0} +- {:.0}",
-        4.0 * sigma
-    );
+    assert_within_4_sigma(arrived, expected, DATAGRAMS, p, &format!("{what} arrived"));
 }
 
 fn drop_at(direction: &str, netns: &str, iface: &str) {

@@ -101,60 +101,64 @@ impl Kernel {
                     modules: None,
                 })
             }
-            "debian-6.1" => {
-                let (image, tree) = kernels::DEBIAN_6_1.fetch()?;
-                Ok(Kernel {
-                    name: "debian-6.1",
-                    image,
-                    // No tcx (6.6) and no kprobe override (CONFIG_BPF_KPROBE_OVERRIDE unset).
-                    expect: &[
-                        "btf",
-                        "bpf-lsm",
-                        "trampoline",
-                        "kprobes",
-                        "cgroup-sock-addr",
-                        "tracepoint-signal",
-                        "xdp",
-                        "cgroup-skb",
-                        "sch-fq",
-                        "bridge",
-                    ],
-                    modules: Some(Modules {
-                        tree,
-                        boot: DEBIAN_6_1_BOOT_MODULES,
-                    }),
-                })
-            }
-            "debian-6.12" => {
-                let (image, tree) = kernels::DEBIAN_6_12.fetch()?;
-                Ok(Kernel {
-                    name: "debian-6.12",
-                    image,
-                    // No kprobe override (CONFIG_BPF_KPROBE_OVERRIDE unset).
-                    expect: &[
-                        "btf",
-                        "bpf-lsm",
-                        "trampoline",
-                        "kprobes",
-                        "cgroup-sock-addr",
-                        "tracepoint-signal",
-                        "tcx",
-                        "xdp",
-                        "cgroup-skb",
-                        "sch-fq",
-                        "bridge",
-                    ],
-                    modules: Some(Modules {
-                        tree,
-                        boot: DEBIAN_6_12_BOOT_MODULES,
-                    }),
-                })
-            }
+            // No tcx (6.6) and no kprobe override (CONFIG_BPF_KPROBE_OVERRIDE unset).
+            "debian-6.1" => Self::debian(
+                "debian-6.1",
+                &kernels::DEBIAN_6_1,
+                DEBIAN_6_1_BOOT_MODULES,
+                &[
+                    "btf",
+                    "bpf-lsm",
+                    "trampoline",
+                    "kprobes",
+                    "cgroup-sock-addr",
+                    "tracepoint-signal",
+                    "xdp",
+                    "cgroup-skb",
+                    "sch-fq",
+                    "bridge",
+                ],
+            ),
+            // No kprobe override (CONFIG_BPF_KPROBE_OVERRIDE unset).
+            "debian-6.12" => Self::debian(
+                "debian-6.12",
+                &kernels::DEBIAN_6_12,
+                DEBIAN_6_12_BOOT_MODULES,
+                &[
+                    "btf",
+                    "bpf-lsm",
+                    "trampoline",
+                    "kprobes",
+                    "cgroup-sock-addr",
+                    "tracepoint-signal",
+                    "tcx",
+                    "xdp",
+                    "cgroup-skb",
+                    "sch-fq",
+                    "bridge",
+                ],
+            ),
             other => bail!(
                 "unknown kernel '{other}': expected one of: {}",
                 KERNELS.join(", ")
             ),
         }
+    }
+
+    /// A stock Debian kernel, fetched unless cached, with its module tree shared in.
+    fn debian(
+        name: &'static str,
+        package: &kernels::DebianKernel,
+        boot: &'static [&'static str],
+        expect: &'static [&'static str],
+    ) -> anyhow::Result<Self> {
+        let (image, tree) = package.fetch()?;
+        Ok(Kernel {
+            name,
+            image,
+            expect,
+            modules: Some(Modules { tree, boot }),
+        })
     }
 }
 
