@@ -195,10 +195,18 @@ impl StatusLine {
         StatusLine { mode, drawn: false }
     }
 
-    pub fn draw(&mut self, elapsed: Duration, remaining: Duration, faults: &[FaultReport]) {
+    /// Redraws the line with the counters `faults` reads; with the line off, reads nothing (every
+    /// read is a map lookup per fault and CPU).
+    pub fn draw(
+        &mut self,
+        elapsed: Duration,
+        remaining: Duration,
+        faults: impl FnOnce() -> Vec<FaultReport>,
+    ) {
         let line = match self.mode {
             StatusMode::Off => return,
             StatusMode::Lines => {
+                let faults = faults();
                 let counters = StatusCounters {
                     matched: faults.iter().map(|f| f.matched).sum(),
                     injected: faults.iter().map(|f| f.injected).sum(),
@@ -212,7 +220,7 @@ impl StatusLine {
                     elapsed.as_secs_f64(),
                     remaining.as_secs_f64()
                 );
-                for fault in faults {
+                for fault in faults() {
                     let _ = write!(
                         line,
                         "  {} {}: {}/{}",

@@ -384,7 +384,7 @@ pub fn net_run(
         lifetime,
         &[],
         || false,
-        |elapsed, remaining| status.draw(elapsed, remaining, &rows(&attachment)),
+        |elapsed, remaining| status.draw(elapsed, remaining, || rows(&attachment)),
     )?;
     status.clear();
     attachment.detach();
@@ -431,7 +431,7 @@ fn hold_and_report(
         lifetime,
         &pidfds,
         || targets.container_stopped(),
-        |elapsed, remaining| status.draw(elapsed, remaining, &rows(&attachment)),
+        |elapsed, remaining| status.draw(elapsed, remaining, || rows(&attachment)),
     )?;
     status.clear();
     attachment.detach();
