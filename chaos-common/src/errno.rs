@@ -5,6 +5,22 @@ pub const MAX_FAULTS: u32 = 16;
 /// Most processes one run can target.
 pub const MAX_TARGET_PIDS: u32 = 4096;
 
+/// Words of the target PID bitmap, [`crate::names::MAP_TARGET_PID_BITS`]: one bit for every
+/// PID Linux can hand out (PID_MAX_LIMIT, 2^22 on 64-bit), 512 KiB.
+pub const PID_BITMAP_WORDS: u32 = (1 << 22) / 64;
+
+/// The bitmap word that holds `pid`'s bit.
+#[inline(always)]
+pub const fn pid_word(pid: u32) -> u32 {
+    pid / 64
+}
+
+/// `pid`'s bit within its word.
+#[inline(always)]
+pub const fn pid_bit(pid: u32) -> u64 {
+    1 << (pid % 64)
+}
+
 /// Operations an errno fault can fail. The value is a bit position in [`ErrnoFault::ops`] and the
 /// column of [`crate::counters::counter_index`].
 pub const OP_OPEN: u32 = 0;

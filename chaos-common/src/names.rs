@@ -2,6 +2,9 @@
 
 /// Process targets: tgid (`u32`) → [`crate::errno::Target`].
 pub const MAP_TARGET_PIDS: &str = "TARGET_PIDS";
+/// A bit per PID (`u64` words, see [`crate::errno::pid_word`]), set for the keys of
+/// `TARGET_PIDS`: the one lookup an untargeted process pays. Mappable.
+pub const MAP_TARGET_PID_BITS: &str = "TARGET_PID_BITS";
 /// Errno faults: slot (`u32`) → [`crate::errno::ErrnoFault`].
 pub const MAP_ERRNO_FAULTS: &str = "ERRNO_FAULTS";
 /// Fault run-time state: slot (`u32`) → [`crate::errno::FaultState`].

@@ -1,10 +1,11 @@
 //! The decision every errno program makes: is the current process a target, and what does it get.
 
-use core::intrinsics::{AtomicOrdering, atomic_xadd};
+use core::intrinsics::{AtomicOrdering, atomic_and, atomic_or, atomic_xadd};
 
 use crate::path::under_dir;
 use aya_ebpf::{
     Global,
+    bindings::BPF_F_MMAPABLE,
     helpers::{
         bpf_get_current_ancestor_cgroup_id, bpf_get_current_pid_tgid, bpf_get_prandom_u32,
         bpf_ktime_get_ns,
@@ -14,11 +15,20 @@ use aya_ebpf::{
 };
 use chaos_common::{
     counters::{COUNTER_ENTRIES, Counters, TARGET_COUNTER_ENTRIES, counter_index},
-    errno::{ErrnoFault, FaultState, MAX_FAULTS, MAX_TARGET_PIDS, PROBABILITY_ONE, Target},
+    errno::{
+        ErrnoFault, FaultState, MAX_FAULTS, MAX_TARGET_PIDS, PID_BITMAP_WORDS, PROBABILITY_ONE,
+        Target, pid_bit, pid_word,
+    },
 };
 
 #[map]
-pub static TARGET_PIDS: HashMap<u32, Target> = HashMap::with_max_entries(MAX_TARGET_PIDS, 0);
+static TARGET_PIDS: HashMap<u32, Target> = HashMap::with_max_entries(MAX_TARGET_PIDS, 0);
+
+/// One bit per PID, set for the keys of [`TARGET_PIDS`]: an untargeted process costs this one
+/// array lookup, not a hash lookup. Mappable, so that the loader sets bits atomically while the
+/// fork program may set others in the same word.
+#[map]
+static TARGET_PID_BITS: Array<u64> = Array::with_max_entries(PID_BITMAP_WORDS, BPF_F_MMAPABLE);
 
 /// Non-zero: the targets are the processes under this cgroup v2, not [`TARGET_PIDS`]. Set at
 /// load, so the verifier drops the branch that is not taken.
@@ -70,7 +80,7 @@ impl Call {
 /// The errno (positive) that the current call of `op` must fail with, or `None` to let it pass.
 /// `call` reads what the filters need, and runs only for targets.
 ///
-/// An untargeted process costs exactly one hash lookup here; everything after it runs only for
+/// An untargeted process costs exactly one array lookup here; everything after it runs only for
 /// targets.
 #[inline(always)]
 pub fn injected_errno(op: u32, call: impl FnOnce() -> Call) -> Option<i32> {
@@ -99,7 +109,7 @@ pub fn injected_errno(op: u32, call: impl FnOnce() -> Call) -> Option<i32> {
     Some(fault.errno)
 }
 
-/// The fault slot and target index of the current process if it is a target: one hash lookup,
+/// The fault slot and target index of the current process if it is a target: one array lookup,
 /// or for a cgroup target one ancestor-id read.
 #[inline(always)]
 fn current_target() -> Option<(u32, u32)> {
@@ -111,8 +121,42 @@ fn current_target() -> Option<(u32, u32)> {
         return (ancestor == cgroup).then_some((CGROUP_TARGET_SLOT, 0));
     }
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    target_of(tgid).map(|target| (target.fault, target.index))
+}
+
+/// The target entry of `pid`, if it is a target: one array lookup for a process that is not.
+#[inline(always)]
+pub fn target_of(pid: u32) -> Option<Target> {
+    if TARGET_PID_BITS
+        .get(pid_word(pid))
+        .is_some_and(|word| word & pid_bit(pid) == 0)
+    {
+        return None;
+    }
     // SAFETY: the value is copied out at once; the entry may be deleted concurrently.
-    unsafe { TARGET_PIDS.get(&tgid) }.map(|target| (target.fault, target.index))
+    unsafe { TARGET_PIDS.get(&pid) }.copied()
+}
+
+/// Makes `pid` a target of `target` (a process or thread forked by a tree target).
+#[inline(always)]
+pub fn add_target(pid: u32, target: &Target) {
+    if TARGET_PIDS.insert(&pid, target, 0).is_ok()
+        && let Some(word) = TARGET_PID_BITS.get_ptr_mut(pid_word(pid))
+    {
+        // SAFETY: `word` points into the map's value, which outlives the call.
+        unsafe { atomic_or::<u64, u64, { AtomicOrdering::SeqCst }>(word, pid_bit(pid)) };
+    }
+}
+
+/// Takes the exiting task `pid` out of the targets, if it was one.
+#[inline(always)]
+pub fn remove_target(pid: u32) {
+    if TARGET_PIDS.remove(&pid).is_ok()
+        && let Some(word) = TARGET_PID_BITS.get_ptr_mut(pid_word(pid))
+    {
+        // SAFETY: as in `add_target`.
+        unsafe { atomic_and::<u64, u64, { AtomicOrdering::SeqCst }>(word, !pid_bit(pid)) };
+    }
 }
 
 /// Whether this covered call is one the fault's rules pick (`after`, `every`, `probability`,

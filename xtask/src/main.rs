@@ -100,7 +100,14 @@ fn main() -> anyhow::Result<()> {
             env,
             command,
         } => {
-            let status = vm::run(&vm::Kernel::named(&kernel)?, &env, &command, None, "")?;
+            let status = vm::run(
+                &vm::Kernel::named(&kernel)?,
+                &env,
+                &command,
+                None,
+                "",
+                vm::Clock::Real,
+            )?;
             std::process::exit(status);
         }
     }

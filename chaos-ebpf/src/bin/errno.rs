@@ -20,7 +20,7 @@ use aya_ebpf::{
 };
 use chaos_common::errno::*;
 use chaos_ebpf::{
-    errno::{Call, TARGET_PIDS, injected_errno},
+    errno::{Call, add_target, injected_errno, remove_target, target_of},
     path::{dentry_of_bprm, dentry_of_file, dentry_of_path},
 };
 
@@ -367,7 +367,7 @@ pub fn kprobe_syscall_override(ctx: ProbeContext) -> u32 {
 
 /// Sends the fault's signal to a target process entering the syscall whose
 /// `syscalls:sys_enter_*` tracepoint this is attached to. Kernel >= 5.3 (`bpf_send_signal`),
-/// CONFIG_FTRACE_SYSCALLS. Only that syscall's entries pay, one hash lookup each.
+/// CONFIG_FTRACE_SYSCALLS. Only that syscall's entries pay, one array lookup each.
 #[tracepoint]
 pub fn tracepoint_syscall_signal(_ctx: TracePointContext) -> u32 {
     if let Some(signal) = injected_errno(OP_SIGNAL, || Call::UNKNOWN) {
@@ -382,12 +382,11 @@ pub fn tracepoint_syscall_signal(_ctx: TracePointContext) -> u32 {
 static FORK_CHILD_PID_OFFSET: Global<u32> = Global::new(44);
 
 /// A fork by a tree target makes the child a target too. The parent is the current task. Runs
-/// on every fork of the machine while a `--pid-tree` run lasts: one hash lookup.
+/// on every fork of the machine while a `--pid-tree` run lasts: one array lookup.
 #[tracepoint]
 pub fn tracepoint_sched_process_fork(ctx: TracePointContext) -> u32 {
     let parent = (bpf_get_current_pid_tgid() >> 32) as u32;
-    // SAFETY: the entry is copied out at once.
-    let Some(&target) = (unsafe { TARGET_PIDS.get(&parent) }) else {
+    let Some(target) = target_of(parent) else {
         return 0;
     };
     if target.flags & TARGET_TREE == 0 {
@@ -399,15 +398,14 @@ pub fn tracepoint_sched_process_fork(ctx: TracePointContext) -> u32 {
     };
     // A new thread gets an entry under its thread ID too, which no process uses while it lives;
     // the exit program removes it.
-    let _ = TARGET_PIDS.insert(&(child as u32), &target, 0);
+    add_target(child as u32, &target);
     0
 }
 
 /// An exiting task leaves the targets, so a recycled PID never inherits a fault.
 #[tracepoint]
 pub fn tracepoint_sched_process_exit(_ctx: TracePointContext) -> u32 {
-    let task = bpf_get_current_pid_tgid() as u32;
-    let _ = TARGET_PIDS.remove(&task);
+    remove_target(bpf_get_current_pid_tgid() as u32);
     0
 }
 

@@ -26,8 +26,10 @@ use thiserror::Error;
 use tracing::debug;
 
 pub mod net;
+mod pid_bits;
 pub mod qdisc;
 
+use self::pid_bits::PidBits;
 use crate::{
     fault::{Backend, BackendChoice, Hook, Mechanism, Op},
     kernel::{self, Finding},
@@ -48,6 +50,12 @@ pub enum AttachError {
         name: &'static str,
         #[source]
         source: MapError,
+    },
+    #[error("cannot map {name} into memory")]
+    MapMemory {
+        name: &'static str,
+        #[source]
+        source: io::Error,
     },
     #[error("program {name}")]
     Program {
@@ -195,22 +203,18 @@ impl ErrnoAttachment {
         faults
             .set(FAULT_SLOT, kernel_fault, 0)
             .map_err(map_error(names::MAP_ERRNO_FAULTS))?;
-        let mut pids: HashMap<_, u32, Target> = map(&mut ebpf, names::MAP_TARGET_PIDS)?;
+        let pid_bits = PidBits::map(&ebpf)?;
         // The index of each process target is its place in `targets.processes`: the report
         // reads its counters from there.
         for (index, process) in targets.processes.iter().enumerate() {
             let flags = if process.tree { TARGET_TREE } else { 0 };
-            pids.insert(
-                process.pid,
-                Target {
-                    fault: FAULT_SLOT,
-                    flags,
-                    index: index as u32,
-                    _pad: 0,
-                },
-                0,
-            )
-            .map_err(map_error(names::MAP_TARGET_PIDS))?;
+            let target = Target {
+                fault: FAULT_SLOT,
+                flags,
+                index: index as u32,
+                _pad: 0,
+            };
+            add_target(&mut ebpf, &pid_bits, process.pid, target)?;
         }
 
         let hooks = hooks_of(&plan);
@@ -262,7 +266,6 @@ impl ErrnoAttachment {
         }
         // Descendants that exist already: looked up once the fork tracepoint is live, so that a
         // process forked meanwhile is found by one or the other.
-        let mut pids: HashMap<_, u32, Target> = map(&mut ebpf, names::MAP_TARGET_PIDS)?;
         for (index, process) in targets.processes.iter().enumerate().filter(|(_, p)| p.tree) {
             for pid in crate::target::descendants(process.pid) {
                 let target = Target {
@@ -271,10 +274,10 @@ impl ErrnoAttachment {
                     index: index as u32,
                     _pad: 0,
                 };
-                pids.insert(pid, target, 0)
-                    .map_err(map_error(names::MAP_TARGET_PIDS))?;
+                add_target(&mut ebpf, &pid_bits, pid, target)?;
             }
         }
+        drop(pid_bits);
         let cgroups = targets
             .attach_cgroups()
             .into_iter()
@@ -555,6 +558,20 @@ where
     program
         .try_into()
         .map_err(|source| AttachError::Program { name, source })
+}
+
+/// Makes `pid` a target: its entry, then its bit (the bit says to look for the entry).
+fn add_target(
+    ebpf: &mut Ebpf,
+    pid_bits: &PidBits,
+    pid: u32,
+    target: Target,
+) -> Result<(), AttachError> {
+    let mut pids: HashMap<_, u32, Target> = map(ebpf, names::MAP_TARGET_PIDS)?;
+    pids.insert(pid, target, 0)
+        .map_err(map_error(names::MAP_TARGET_PIDS))?;
+    pid_bits.set(pid);
+    Ok(())
 }
 
 fn map<'a, T>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<T, AttachError>
