@@ -169,15 +169,7 @@ fn net_bench(passes: usize) {
             let chaos = args.as_ref().map(|args| {
                 let mut full = vec!["net", "drop", "--for", "10m"];
                 full.extend(args.iter().copied());
-                let child = Command::new(chaos_bin())
-                    .args(&full)
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null())
-                    .spawn()
-                    .expect("chaos");
-                wait_for_net_programs();
-                wait_until_idle(child.id());
-                child
+                start_chaos(&full, wait_for_net_programs)
             });
             samples[i].push(iperf3(&net, &server));
             if let Some(chaos) = chaos {
@@ -416,15 +408,7 @@ impl Looper {
                     full.extend(["--pid".into(), pid.clone()]);
                 }
                 full.extend(args.iter().cloned());
-                let child = Command::new(chaos_bin())
-                    .args(&full)
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null())
-                    .spawn()
-                    .expect("chaos");
-                wait_for_programs();
-                wait_until_idle(child.id());
-                Some(child)
+                Some(start_chaos(&full, wait_for_programs))
             }
             Injector::Strace(inject) => {
                 let child = Command::new("strace")
@@ -453,6 +437,20 @@ impl Looper {
         drop(self.child.stdin.take());
         let _ = self.child.wait();
     }
+}
+
+/// Starts `chaos ARGS` and returns once `attached` says its programs are in the kernel and it
+/// has gone idle.
+fn start_chaos(args: &[impl AsRef<std::ffi::OsStr>], attached: fn()) -> Child {
+    let child = Command::new(chaos_bin())
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("chaos");
+    attached();
+    wait_until_idle(child.id());
+    child
 }
 
 /// Waits until a tracer is attached to `pid` (`traced`) or none is.
