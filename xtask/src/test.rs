@@ -250,7 +250,7 @@ pub fn bench() -> anyhow::Result<()> {
     ];
     println!(
         "in the {} guest, whose clock counts instructions (qemu -icount shift=0): a ns below is one \
-         guest instruction",
+         instruction of either guest CPU",
         kernel.name
     );
     let status = vm::run(&kernel, &env, &command, None, "", vm::Clock::Instructions)?;

@@ -167,8 +167,8 @@ impl Kernel {
 pub enum Clock {
     /// Real time, as on any machine.
     Real,
-    /// Instructions: one nanosecond of guest time per guest instruction executed (qemu
-    /// `-icount shift=0`; real time while the guest idles). A loop timed this way costs the
+    /// Instructions: one nanosecond of guest time per instruction the guest's CPUs execute (qemu
+    /// `-icount shift=0`; real time while they all idle). A loop timed this way costs the
     /// same from run to run (to 0.3 %), where real time under TCG moves by 35 % with the host.
     Instructions,
 }

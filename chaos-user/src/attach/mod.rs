@@ -264,17 +264,29 @@ impl ErrnoAttachment {
                 pin_link(program.take_link(id).map_err(error)?, dir, name, 0)?;
             }
         }
-        // Descendants that exist already: looked up once the fork tracepoint is live, so that a
-        // process forked meanwhile is found by one or the other.
+        // Descendants that exist already, looked up once the fork tracepoint is live. A
+        // descendant that forks before it is marked has a child the program does not see: so
+        // look again until a pass finds no one new; after that every fork is the program's.
         for (index, process) in targets.processes.iter().enumerate().filter(|(_, p)| p.tree) {
-            for pid in crate::target::descendants(process.pid) {
-                let target = Target {
-                    fault: FAULT_SLOT,
-                    flags: TARGET_TREE,
-                    index: index as u32,
-                    _pad: 0,
-                };
-                add_target(&mut ebpf, &pid_bits, pid, target)?;
+            let target = Target {
+                fault: FAULT_SLOT,
+                flags: TARGET_TREE,
+                index: index as u32,
+                _pad: 0,
+            };
+            let mut marked = std::collections::HashSet::from([process.pid]);
+            loop {
+                let found = crate::target::descendants(process.pid);
+                let new: Vec<u32> = found
+                    .into_iter()
+                    .filter(|&pid| marked.insert(pid))
+                    .collect();
+                if new.is_empty() {
+                    break;
+                }
+                for pid in new {
+                    add_target(&mut ebpf, &pid_bits, pid, target)?;
+                }
             }
         }
         drop(pid_bits);

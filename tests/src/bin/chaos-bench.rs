@@ -424,6 +424,8 @@ impl Looper {
         let result = self.lines.next().expect("loop result").expect("read");
         if let Some(attached) = attached {
             let _ = kill(attached);
+        }
+        if matches!(injector, Injector::Strace(_)) {
             // The next case must not start while strace is still detaching.
             wait_until_traced(pid, false);
         }
