@@ -206,10 +206,19 @@ fn jitter_follows_the_distribution_as_netem_does() {
     eprintln!(
         "added round trip, 60 probes, normal 40 ms ± 20 ms: chaos mean {mean:.1} sd {sd:.1}; netem mean {netem_mean:.1} sd {netem_sd:.1}"
     );
-    assert!((32.0..48.0).contains(&mean), "mean {mean:.1} ms for 40 ms");
+    // Within 4 sigma of the configured distribution: the standard error of a mean of n samples
+    // is sd/sqrt(n), of their standard deviation sd/sqrt(2(n-1)).
+    let n = ours.len() as f64;
+    let (mean_sigma, sd_sigma) = (20.0 / n.sqrt(), 20.0 / (2.0 * (n - 1.0)).sqrt());
     assert!(
-        (14.0..26.0).contains(&sd),
-        "standard deviation {sd:.1} ms for 20 ms"
+        (mean - 40.0).abs() < 4.0 * mean_sigma,
+        "mean {mean:.1} ms for 40 ms (4 sigma: {:.1} ms)",
+        4.0 * mean_sigma
+    );
+    assert!(
+        (sd - 20.0).abs() < 4.0 * sd_sigma,
+        "standard deviation {sd:.1} ms for 20 ms (4 sigma: {:.1} ms)",
+        4.0 * sd_sigma
     );
     assert_no_chaos_programs();
 }
