@@ -62,6 +62,9 @@ pub struct Report {
     pub ended_by: EndedBy,
     pub targets: Vec<TargetReport>,
     pub elapsed_ms: u64,
+    /// What the person running it must not miss: a fault that matched nothing (a filter that
+    /// named nothing the targets touched, a target that never made the call).
+    pub warnings: Vec<String>,
 }
 
 /// A target: a process (`pid`, with its descendants when `tree`), or every process under
@@ -106,6 +109,42 @@ impl TargetReport {
 }
 
 impl Report {
+    /// A finished run's report, with a warning for each fault that matched nothing; `filters`
+    /// names the fault's filters as given (`--path /srv/db`), if it had any.
+    pub fn new(
+        faults: Vec<FaultReport>,
+        ended_by: EndedBy,
+        targets: Vec<TargetReport>,
+        elapsed_ms: u64,
+        filters: &[String],
+    ) -> Self {
+        let warnings = faults
+            .iter()
+            .filter(|fault| fault.matched == 0)
+            .map(|fault| {
+                let what = match fault.direction {
+                    Some(direction) => format!("{} {direction}", fault.op),
+                    None => fault.op.clone(),
+                };
+                let passing = if filters.is_empty() {
+                    String::new()
+                } else {
+                    format!(" passing {}", filters.join(" "))
+                };
+                format!(
+                    "{what} matched nothing: the targets made no such call{passing} while the fault was live"
+                )
+            })
+            .collect();
+        Report {
+            faults,
+            ended_by,
+            targets,
+            elapsed_ms,
+            warnings,
+        }
+    }
+
     /// The summary a person reads at the end of a run.
     pub fn human(&self) -> String {
         let mut out = String::new();
@@ -129,6 +168,9 @@ impl Report {
                 fault.injected,
                 if fault.dry_run { "  (dry run)" } else { "" }
             );
+        }
+        for warning in &self.warnings {
+            let _ = writeln!(out, "  warning: {warning}");
         }
         if self.targets.len() > 1 {
             for target in &self.targets {
@@ -259,8 +301,8 @@ mod tests {
 
     #[test]
     fn json_has_the_documented_fields() {
-        let report = Report {
-            faults: vec![FaultReport {
+        let report = Report::new(
+            vec![FaultReport {
                 kind: "errno",
                 op: "open".into(),
                 errno: Some("EIO".into()),
@@ -272,8 +314,8 @@ mod tests {
                 matched: 3,
                 injected: 3,
             }],
-            ended_by: EndedBy::TargetExited,
-            targets: vec![TargetReport {
+            EndedBy::TargetExited,
+            vec![TargetReport {
                 pid: Some(7),
                 tree: false,
                 container: None,
@@ -283,8 +325,9 @@ mod tests {
                 iface: None,
                 netns: None,
             }],
-            elapsed_ms: 1500,
-        };
+            1500,
+            &[],
+        );
         let value: serde_json::Value = serde_json::from_str(&report.json()).unwrap();
         assert_eq!(value["faults"][0]["kind"], "errno");
         assert_eq!(value["faults"][0]["op"], "open");

@@ -188,42 +188,49 @@ pub fn errno_run(
     let attachment =
         ErrnoAttachment::attach(targets, fault.kernel(), plan, syscall, lifetime, None)?;
     on_attached();
-    hold_and_report(targets, attachment, holder, lifetime, |attachment| {
-        attachment
-            .plan()
-            .iter()
-            .map(|&(op, backend)| {
-                let counters = attachment.counters(op.code());
-                FaultReport {
-                    kind: "errno",
-                    op: op.name().to_owned(),
-                    errno: Some(fault.errno.to_string()),
-                    signal: None,
-                    mechanism: backend.mechanism.name(),
-                    covers: backend.covers.to_owned(),
-                    direction: None,
-                    dry_run: fault.dry_run,
-                    matched: counters.matched,
-                    injected: counters.injected,
-                }
-            })
-            .chain(fault.syscall.iter().map(|syscall| {
-                let counters = attachment.counters(OP_SYSCALL);
-                FaultReport {
-                    kind: "errno",
-                    op: syscall.clone(),
-                    errno: Some(fault.errno.to_string()),
-                    signal: None,
-                    mechanism: "kprobe-override",
-                    covers: format!("{syscall}() (a kprobe on its entry function)"),
-                    direction: None,
-                    dry_run: fault.dry_run,
-                    matched: counters.matched,
-                    injected: counters.injected,
-                }
-            }))
-            .collect()
-    })
+    hold_and_report(
+        targets,
+        attachment,
+        holder,
+        lifetime,
+        &fault.describe_filters(),
+        |attachment| {
+            attachment
+                .plan()
+                .iter()
+                .map(|&(op, backend)| {
+                    let counters = attachment.counters(op.code());
+                    FaultReport {
+                        kind: "errno",
+                        op: op.name().to_owned(),
+                        errno: Some(fault.errno.to_string()),
+                        signal: None,
+                        mechanism: backend.mechanism.name(),
+                        covers: backend.covers.to_owned(),
+                        direction: None,
+                        dry_run: fault.dry_run,
+                        matched: counters.matched,
+                        injected: counters.injected,
+                    }
+                })
+                .chain(fault.syscall.iter().map(|syscall| {
+                    let counters = attachment.counters(OP_SYSCALL);
+                    FaultReport {
+                        kind: "errno",
+                        op: syscall.clone(),
+                        errno: Some(fault.errno.to_string()),
+                        signal: None,
+                        mechanism: "kprobe-override",
+                        covers: format!("{syscall}() (a kprobe on its entry function)"),
+                        direction: None,
+                        dry_run: fault.dry_run,
+                        matched: counters.matched,
+                        injected: counters.injected,
+                    }
+                }))
+                .collect()
+        },
+    )
 }
 
 /// Starts a detached run of the errno object (an errno or a signal fault): the links and
@@ -318,7 +325,7 @@ pub fn signal_run(
         lifetime,
         None,
     )?;
-    hold_and_report(targets, attachment, holder, lifetime, |attachment| {
+    hold_and_report(targets, attachment, holder, lifetime, &[], |attachment| {
         let counters = attachment.counters(OP_SIGNAL);
         vec![FaultReport {
             kind: "signal",
@@ -403,12 +410,13 @@ pub fn net_run(
         matched: faults.iter().map(|f| f.matched).sum(),
         injected: faults.iter().map(|f| f.injected).sum(),
     }];
-    Ok(Report {
+    Ok(Report::new(
         faults,
         ended_by,
         targets,
-        elapsed_ms: started.elapsed().as_millis() as u64,
-    })
+        started.elapsed().as_millis() as u64,
+        &fault.filter.describe(),
+    ))
 }
 
 /// Holds a live attachment until the run ends (redrawing the status line), detaches, and
@@ -418,6 +426,7 @@ fn hold_and_report(
     mut attachment: ErrnoAttachment,
     mut holder: Holder,
     lifetime: Duration,
+    filters: &[String],
     rows: impl Fn(&ErrnoAttachment) -> Vec<FaultReport>,
 ) -> Result<Report, Error> {
     let started = std::time::Instant::now();
@@ -436,12 +445,13 @@ fn hold_and_report(
     status.clear();
     attachment.detach();
     debug!(?ended_by, "detached");
-    Ok(Report {
-        faults: rows(&attachment),
+    Ok(Report::new(
+        rows(&attachment),
         ended_by,
-        targets: target_reports(targets, &attachment),
-        elapsed_ms: started.elapsed().as_millis() as u64,
-    })
+        target_reports(targets, &attachment),
+        started.elapsed().as_millis() as u64,
+        filters,
+    ))
 }
 
 /// One report per target, with its counters: process targets by their place in the list, a

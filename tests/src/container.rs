@@ -1,6 +1,13 @@
 //! Real podman containers for the tests: a busybox root with the host's /usr and the test binaries
 //! mounted read-only, run by runc with the cgroupfs manager (../shared/KERNEL.md: crun refuses
 //! hybrid cgroups). No image registry is involved.
+//!
+//! The tests' podman has a configuration of its own that names everything the machine's defaults
+//! would otherwise choose: the vfs storage driver in a storage directory of its own (overlay
+//! storage cannot work over the guests' overlay root without fuse-overlayfs, and a machine's
+//! existing storage may use another driver) and the CNI network backend (netavark, when
+//! installed, would be picked instead). The chaos processes the tests start get the same
+//! configuration ([`podman_env`]), so that chaos finds the tests' containers by name.
 
 use std::{
     fs,
@@ -16,7 +23,35 @@ default_ulimits = ["nofile=20000:20000", "nproc=32768:32768"]
 [engine]
 runtime = "runc"
 cgroup_manager = "cgroupfs"
+[network]
+network_backend = "cni"
 "#;
+
+/// The storage the tests' containers use, under [`PODMAN_DIR`] (`{dir}`).
+const STORAGE_CONF: &str = r#"[storage]
+driver = "vfs"
+graphroot = "{dir}/storage"
+runroot = "{dir}/run"
+"#;
+
+/// Where the tests' podman keeps its configuration and storage: on a tmpfs, reused by every run.
+const PODMAN_DIR: &str = "/run/chaos-tests/podman";
+
+/// The environment that gives podman the tests' configuration, written on first use.
+pub fn podman_env() -> [(&'static str, PathBuf); 2] {
+    static WRITTEN: std::sync::Once = std::sync::Once::new();
+    let dir = Path::new(PODMAN_DIR);
+    WRITTEN.call_once(|| {
+        fs::create_dir_all(dir).expect("make the tests' podman directory");
+        fs::write(dir.join("containers.conf"), CONTAINERS_CONF).expect("write containers.conf");
+        let storage = STORAGE_CONF.replace("{dir}", PODMAN_DIR);
+        fs::write(dir.join("storage.conf"), storage).expect("write storage.conf");
+    });
+    [
+        ("CONTAINERS_CONF", dir.join("containers.conf")),
+        ("CONTAINERS_STORAGE_CONF", dir.join("storage.conf")),
+    ]
+}
 
 /// A running container, removed on drop with everything it runs.
 pub struct TestContainer {
@@ -61,7 +96,6 @@ impl TestContainer {
         ] {
             std::os::unix::fs::symlink(to, rootfs.join(link)).expect("link in the container root");
         }
-        fs::write(dir.join("containers.conf"), CONTAINERS_CONF).expect("write containers.conf");
         let bin_dir = Path::new(victim_bin)
             .parent()
             .expect("the victim's directory");
@@ -112,6 +146,19 @@ impl TestContainer {
         crate::netbed::Peer::spawn(command)
     }
 
+    /// The PID of the container's first process, as this machine sees it.
+    pub fn pid(&self) -> u32 {
+        let output = self
+            .podman()
+            .args(["inspect", "--format", "{{.State.Pid}}", &self.name])
+            .output()
+            .expect("podman inspect");
+        let text = String::from_utf8_lossy(&output.stdout);
+        text.trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("podman inspect gave no PID: {text}"))
+    }
+
     /// The container's IPv4 address on its network.
     pub fn ip(&self) -> String {
         let output = self
@@ -139,7 +186,7 @@ impl TestContainer {
 
     fn podman(&self) -> Command {
         let mut command = Command::new("podman");
-        command.env("CONTAINERS_CONF", self.dir.join("containers.conf"));
+        command.envs(podman_env());
         command
     }
 }

@@ -17,9 +17,11 @@ use std::os::unix::{net::UnixDatagram, process::CommandExt as _};
 use serde_json::Value;
 
 mod container;
+mod mounts;
 mod netbed;
 
 pub use container::TestContainer;
+pub use mounts::TestMount;
 pub use netbed::{Peer, TestNet};
 
 /// `CLOCK_MONOTONIC` in nanoseconds, the clock the victims stamp their lines with.
@@ -58,18 +60,21 @@ pub fn chaos_bin() -> PathBuf {
         .unwrap_or_else(|| panic!("no chaos binary beside {}: build it with `cargo build -p chaos-user` or run `cargo xtask test`", exe.display()))
 }
 
+/// `chaos ARGS`, with the tests' podman configuration, so that it finds their containers.
+pub fn chaos_command(args: &[&str]) -> Command {
+    let mut command = Command::new(chaos_bin());
+    command.args(args).envs(container::podman_env());
+    command
+}
+
 /// Runs `chaos ARGS` to the end.
 pub fn chaos(args: &[&str]) -> Output {
-    Command::new(chaos_bin())
-        .args(args)
-        .output()
-        .expect("run chaos")
+    chaos_command(args).output().expect("run chaos")
 }
 
 /// Starts `chaos ARGS` in the background with piped output.
 pub fn spawn_chaos(args: &[&str]) -> Child {
-    Command::new(chaos_bin())
-        .args(args)
+    chaos_command(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()

@@ -446,12 +446,16 @@ fn a_container_loses_packets_and_its_neighbour_does_not() {
     let target = match TestContainer::start_networked("net-target", NETPEER) {
         Ok(container) => container,
         Err(err) => {
-            // The trimmed guest kernels have no bridge driver; the host must.
+            // The trimmed guest kernels have no bridge driver; the host must. Whatever podman's
+            // network backend says, the probe must agree that no bridge can be made here.
+            let (bridge, detail) = Probe::run().feature("bridge");
             assert!(
-                !expected("bridge") && err.contains("Operation not supported"),
-                "no bridge network for containers here: {err}"
+                !bridge && !expected("bridge"),
+                "podman could not make a bridge network although this kernel can: {err}"
             );
-            eprintln!("SKIPPED: no bridge network for containers on this kernel (asserted): {err}");
+            eprintln!(
+                "SKIPPED: no bridge network for containers on this kernel (asserted: {detail}): {err}"
+            );
             return;
         }
     };

@@ -145,9 +145,10 @@ impl DebianPackage {
     }
 }
 
-/// The shared cache's faultinj-6.12 image and its checksum (see ../shared/kernels/README.md).
-const FAULTINJ_SHARED: &str = "../shared/kernels/bzImage-6.12.95-faultinj";
-const FAULTINJ_SHA256: &str = "cf59f2fc93016ed8c761b0f73e355c7dde7ebb8c4e06cd4ffee034b7f5b7be94";
+/// The shared cache's faultinj-6.12 image and its checksum (see ../shared/kernels/README.md):
+/// the second build, which adds the kernel's own fault-injection points, loop, ext4 and XFS.
+const FAULTINJ_SHARED: &str = "../shared/kernels/bzImage-6.12.95-faultinj-2";
+const FAULTINJ_SHA256: &str = "cb2ffa046a9b40e2a7241996a6e428bdbd979c8e9836f4bcd26756ed79c02c78";
 /// What it was built from, and how: defconfig + kvm_guest.config + this fragment.
 const FAULTINJ_SOURCE: DebianPackage = DebianPackage {
     suite: Some("bookworm-backports"),
@@ -155,7 +156,9 @@ const FAULTINJ_SOURCE: DebianPackage = DebianPackage {
     version: "6.12.95-1~bpo12+1",
     sha256: "a7fe4673af74236c99dad9766eca714a198e50a07e5d659e63ec312ae6afccfe",
 };
-const FAULTINJ_CONFIG: &str = include_str!("vm/faultinj.config");
+const FAULTINJ_CONFIG: &str = include_str!("vm/faultinj-2.config");
+/// Where the image built here is cached, named after the fragment it was built with.
+const FAULTINJ_BUILD_DIR: &str = "faultinj-6.12-2";
 /// What building a kernel needs beyond the setup's packages.
 const KERNEL_BUILD_PACKAGES: &[&str] = &[
     "bc",
@@ -169,7 +172,7 @@ const KERNEL_BUILD_PACKAGES: &[&str] = &[
 ];
 
 /// The faultinj-6.12 image: the shared cache's when its checksum matches, else one built here
-/// earlier, else one built now (about 11 minutes on two idle cores).
+/// earlier, else one built now (about 17 minutes on two idle cores).
 pub fn faultinj_image() -> anyhow::Result<PathBuf> {
     let shared = workspace_root().join(FAULTINJ_SHARED);
     match verify_sha256(&shared, FAULTINJ_SHA256) {
@@ -185,14 +188,14 @@ pub fn faultinj_image() -> anyhow::Result<PathBuf> {
 }
 
 fn faultinj_built_image() -> PathBuf {
-    kernel_cache().join("faultinj-6.12/bzImage")
+    kernel_cache().join(FAULTINJ_BUILD_DIR).join("bzImage")
 }
 
 /// `cargo xtask build-kernel`: builds faultinj-6.12 from Debian's linux-source-6.12 into the
 /// cache, whether or not the shared image is there.
 pub fn build_faultinj() -> anyhow::Result<()> {
     setup::install_debian_packages(KERNEL_BUILD_PACKAGES)?;
-    let dir = kernel_cache().join("faultinj-6.12");
+    let dir = kernel_cache().join(FAULTINJ_BUILD_DIR);
     let deb = FAULTINJ_SOURCE.download(&dir)?;
     let work = dir.join("build");
     let _ = fs::remove_dir_all(&work);
@@ -208,7 +211,7 @@ pub fn build_faultinj() -> anyhow::Result<()> {
             .arg(&work),
     )?;
     let source = work.join("linux-source-6.12");
-    fs::write(source.join("faultinj.config"), FAULTINJ_CONFIG)?;
+    fs::write(source.join("faultinj-2.config"), FAULTINJ_CONFIG)?;
     let make = |args: &[&str]| run_command(Command::new("make").args(args).current_dir(&source));
     make(&["x86_64_defconfig"])?;
     run_command(
@@ -217,7 +220,7 @@ pub fn build_faultinj() -> anyhow::Result<()> {
                 "-m",
                 ".config",
                 "kernel/configs/kvm_guest.config",
-                "faultinj.config",
+                "faultinj-2.config",
             ])
             .current_dir(&source),
     )?;

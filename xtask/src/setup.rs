@@ -16,6 +16,7 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "busybox-static", // the VM runner's initramfs
     "cpio",           // packs the initramfs
     "dnsmasq-base",   // the DNS server of the DNS fault tests
+    "e2fsprogs",      // mkfs.ext4: the --path tests' ext4 image
     "ethtool",        // the corruption tests turn a veth's checksum offload off
     "iproute2",       // tc, ip: probe and network tests
     "kmod",           // depmod for the Debian kernels' module trees

@@ -851,14 +851,24 @@ impl SocketFilter {
     }
 }
 
-/// `--path`: only calls on the files at or below a directory (or on one file), identified by
-/// inode and filesystem.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// `--path`: only calls on the files at or below a directory (or on one file), identified as the
+/// kernel's hooks see it: the inode number and the filesystem (`s_dev`) of its inode.
+///
+/// Held open (`O_PATH`) while the run lasts, so the inode stays in the kernel's cache: overlayfs
+/// numbers directories on mixed filesystems as it loads them, and that number must not change.
+#[derive(Clone, Debug)]
 pub struct PathFilter {
     pub path: std::path::PathBuf,
     pub ino: u64,
     /// The filesystem as the kernel numbers it (`s_dev`: `MAJOR << 20 | MINOR`).
     pub dev: u32,
+    _held: std::sync::Arc<std::fs::File>,
+}
+
+impl PartialEq for PathFilter {
+    fn eq(&self, other: &Self) -> bool {
+        (&self.path, self.ino, self.dev) == (&other.path, other.ino, other.dev)
+    }
 }
 
 impl PathFilter {
@@ -874,21 +884,72 @@ impl PathFilter {
     }
 }
 
-/// Parses `--path`: an existing file or directory, resolved now (symlinks followed).
+/// Parses `--path`: an existing file or directory, resolved now (symlinks followed, and the
+/// `/proc/PID/root` of a container's process into that container's files).
+///
+/// The inode number is `stat`'s, which is the inode's own on every filesystem (on overlayfs too,
+/// whose `st_ino` is the overlay inode's number). The device is not `stat`'s: overlayfs reports
+/// a file's `st_dev` as the layer's, while the hooks see the overlay's inode, on the overlay's
+/// superblock. The superblock's number is the mount's, from mountinfo.
 pub fn parse_path_filter(s: &str) -> Result<PathFilter, ParseError> {
-    use std::os::unix::fs::MetadataExt as _;
+    use std::os::{fd::AsRawFd as _, unix::fs::OpenOptionsExt as _};
     let invalid = |reason: String| ParseError::InvalidPath {
         path: s.to_owned(),
         reason,
     };
-    let path = std::fs::canonicalize(s).map_err(|err| invalid(err.to_string()))?;
-    let metadata = std::fs::metadata(&path).map_err(|err| invalid(err.to_string()))?;
-    let (major, minor) = (libc::major(metadata.dev()), libc::minor(metadata.dev()));
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_PATH)
+        .open(s)
+        .map_err(|err| invalid(err.to_string()))?;
+    let metadata = file.metadata().map_err(|err| invalid(err.to_string()))?;
+    let dev = superblock_dev(file.as_raw_fd()).map_err(invalid)?;
+    let path = std::path::absolute(s).map_err(|err| invalid(err.to_string()))?;
     Ok(PathFilter {
         path,
-        ino: metadata.ino(),
-        dev: (major << 20) | minor,
+        ino: std::os::unix::fs::MetadataExt::ino(&metadata),
+        dev,
+        _held: std::sync::Arc::new(file),
     })
+}
+
+/// The `s_dev` of the superblock the open file `fd` is on: its mount's ID from
+/// /proc/self/fdinfo, and that mount's `MAJOR:MINOR` from a mountinfo that lists it (ours, or,
+/// for a file in another mount namespace, a process's there: mount IDs are unique machine-wide).
+fn superblock_dev(fd: i32) -> Result<u32, String> {
+    let fdinfo = format!("/proc/self/fdinfo/{fd}");
+    let info = std::fs::read_to_string(&fdinfo).map_err(|err| format!("{fdinfo}: {err}"))?;
+    let mount_id = info
+        .lines()
+        .find_map(|line| line.strip_prefix("mnt_id:"))
+        .map(str::trim)
+        .ok_or_else(|| format!("{fdinfo} has no mnt_id"))?
+        .to_owned();
+    let in_mountinfo = |path: &std::path::Path| -> Option<u32> {
+        let text = std::fs::read_to_string(path).ok()?;
+        text.lines().find_map(|line| {
+            let mut fields = line.split_whitespace();
+            (fields.next()? == mount_id).then_some(())?;
+            let (major, minor) = fields.nth(1)?.split_once(':')?;
+            Some((major.parse::<u32>().ok()? << 20) | minor.parse::<u32>().ok()?)
+        })
+    };
+    let others = std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|entry| {
+            entry
+                .file_name()
+                .to_string_lossy()
+                .bytes()
+                .all(|b| b.is_ascii_digit())
+        })
+        .map(|entry| entry.path().join("mountinfo"));
+    std::iter::once(std::path::PathBuf::from("/proc/self/mountinfo"))
+        .chain(others)
+        .find_map(|path| in_mountinfo(&path))
+        .ok_or_else(|| format!("mount {mount_id} is in no /proc/*/mountinfo"))
 }
 
 /// Parses a run duration: positive, humantime syntax (`30s`, `1m30s`, `250ms`).
@@ -1015,6 +1076,29 @@ impl ErrnoFault {
                 .when
                 .kernel(self.op_mask(), self.errno.get(), self.dry_run)
         }
+    }
+
+    /// The filters as the command line gave them, for the report.
+    pub fn describe_filters(&self) -> Vec<String> {
+        let mut filters = Vec::new();
+        if let Some(port) = self.filter.port {
+            filters.push(format!("--port {port}"));
+        }
+        if let Some(addr) = self.filter.addr {
+            filters.push(format!("--addr {addr}"));
+        }
+        if let Some(family) = self.filter.family {
+            let name = match family {
+                errno::AF_INET => "inet",
+                errno::AF_INET6 => "inet6",
+                _ => "unix",
+            };
+            filters.push(format!("--family {name}"));
+        }
+        if let Some(path) = &self.path {
+            filters.push(format!("--path {}", path.path.display()));
+        }
+        filters
     }
 
     /// The `ops` bit mask the eBPF side reads.
@@ -1233,7 +1317,7 @@ mod tests {
         assert_eq!(
             filter.dev,
             (libc::major(dev) << 20) | libc::minor(dev),
-            "the kernel's s_dev encoding"
+            "the kernel's s_dev encoding (the temporary directory is on no overlay here)"
         );
         let err = parse_path_filter("/no/such/dir").unwrap_err().to_string();
         assert!(err.contains("/no/such/dir"), "{err}");

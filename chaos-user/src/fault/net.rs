@@ -60,6 +60,22 @@ pub struct PacketFilter {
 }
 
 impl PacketFilter {
+    /// The filters as the command line gave them, for the report.
+    pub fn describe(&self) -> Vec<String> {
+        let proto = self.proto.map(|proto| match proto {
+            IPPROTO_ICMP => "--proto icmp".to_owned(),
+            IPPROTO_UDP => "--proto udp".to_owned(),
+            _ => "--proto tcp".to_owned(),
+        });
+        proto
+            .into_iter()
+            .chain(self.sport.map(|port| format!("--sport {port}")))
+            .chain(self.dport.map(|port| format!("--dport {port}")))
+            .chain(self.src.map(|net| format!("--src {net}")))
+            .chain(self.dst.map(|net| format!("--dst {net}")))
+            .collect()
+    }
+
     /// Ports belong to TCP and UDP: `--proto icmp` with a port matches nothing, so it is refused.
     pub fn check(&self) -> Result<(), ParseError> {
         if self.proto == Some(IPPROTO_ICMP) && (self.sport.is_some() || self.dport.is_some()) {
