@@ -47,6 +47,7 @@ pub struct DnsName {
     pub len: u32,
     pub wire: [u8; DNS_NAME_MAX + 1],
 }
+const _: () = assert!(core::mem::size_of::<DnsName>() == 260);
 
 impl Default for DnsName {
     fn default() -> Self {
@@ -83,7 +84,7 @@ pub const DUPLICATE_MARK: u32 = 0x6368_616f;
 pub struct NetFault {
     /// After this `CLOCK_MONOTONIC` time the programs act on nothing, even if the loader hangs.
     pub deadline_ns: u64,
-    /// Act when a 32-bit random draw is below this; [`crate::errno::PROBABILITY_ONE`]: always.
+    /// Act when a 32-bit random draw is below this; [`crate::fault::PROBABILITY_ONE`]: always.
     pub probability: u64,
     pub action: u32,
     pub directions: u32,
@@ -95,7 +96,7 @@ pub struct NetFault {
     pub dport: u32,
     /// Entries of the delay distribution table in use; 0: jitter is uniform.
     pub dist_size: u32,
-    /// Source and destination networks, in the layout of [`crate::errno::ErrnoFault::addr`]
+    /// Source and destination networks, in the layout of [`crate::fault::CallFault::addr`]
     /// (IPv4 as IPv4-mapped IPv6, network order); a mask of all zeros: any.
     pub src: [u32; 4],
     pub src_mask: [u32; 4],
@@ -119,17 +120,6 @@ pub struct NetFault {
 }
 const _: () = assert!(core::mem::size_of::<NetFault>() == 152);
 
-/// Per-CPU counters of one direction.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct NetCounters {
-    /// IP packets that passed the filters while the fault was live.
-    pub matched: u64,
-    /// Of those, the packets the action was applied to.
-    pub acted: u64,
-}
-const _: () = assert!(core::mem::size_of::<NetCounters>() == 16);
-
 /// Whether `addr` lies in the network `net`/`mask` (all words network order).
 #[inline(always)]
 pub fn in_network(addr: &[u32; 4], net: &[u32; 4], mask: &[u32; 4]) -> bool {
@@ -140,8 +130,8 @@ pub fn in_network(addr: &[u32; 4], net: &[u32; 4], mask: &[u32; 4]) -> bool {
 }
 
 #[cfg(feature = "user")]
+// SAFETY: #[repr(C)] integers and arrays of them, no padding (size checked above).
 unsafe impl aya::Pod for NetFault {}
 #[cfg(feature = "user")]
-unsafe impl aya::Pod for NetCounters {}
-#[cfg(feature = "user")]
+// SAFETY: #[repr(C)] a u32 and a byte array of 256 bytes, no padding (size checked above).
 unsafe impl aya::Pod for DnsName {}

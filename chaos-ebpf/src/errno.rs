@@ -1,4 +1,5 @@
-//! The decision every errno program makes: is the current process a target, and what does it get.
+//! The decision every program on calls makes: is the current process a target, does the fault
+//! cover this call, and is this one of the calls it acts on.
 
 use core::intrinsics::{AtomicOrdering, atomic_and, atomic_or, atomic_xadd};
 
@@ -15,10 +16,8 @@ use aya_ebpf::{
 };
 use chaos_common::{
     counters::{COUNTER_ENTRIES, Counters, TARGET_COUNTER_ENTRIES, counter_index},
-    errno::{
-        ErrnoFault, FaultState, MAX_FAULTS, MAX_TARGET_PIDS, PID_BITMAP_WORDS, PROBABILITY_ONE,
-        Target, pid_bit, pid_word,
-    },
+    fault::{CallFault, FaultState, MAX_FAULTS, PROBABILITY_ONE},
+    target::{MAX_TARGET_PIDS, PID_BITMAP_WORDS, Target, pid_bit, pid_word},
 };
 
 #[map]
@@ -42,7 +41,7 @@ static TARGET_CGROUP_LEVEL: Global<u32> = Global::new(0);
 const CGROUP_TARGET_SLOT: u32 = 0;
 
 #[map]
-static ERRNO_FAULTS: Array<ErrnoFault> = Array::with_max_entries(MAX_FAULTS, 0);
+static FAULTS: Array<CallFault> = Array::with_max_entries(MAX_FAULTS, 0);
 
 #[map]
 static FAULT_STATE: Array<FaultState> = Array::with_max_entries(MAX_FAULTS, 0);
@@ -61,7 +60,7 @@ pub struct Call {
     pub port: u32,
     /// Address family; 0 when the hook does not see one.
     pub family: u32,
-    /// IP address in the layout of [`ErrnoFault::addr`]; zeros when the hook does not see one.
+    /// IP address in the layout of [`CallFault::addr`]; zeros when the hook does not see one.
     pub addr: [u32; 4],
     /// The `struct dentry *` of the file the call acts on; 0 when the hook has none.
     pub dentry: u64,
@@ -77,15 +76,16 @@ impl Call {
     };
 }
 
-/// The errno (positive) that the current call of `op` must fail with, or `None` to let it pass.
-/// `call` reads what the filters need, and runs only for targets.
+/// The fault that acts on the current call of `op`, or `None` to let it pass. `call` reads what
+/// the filters need, and runs only for targets.
 ///
 /// An untargeted process costs exactly one array lookup here; everything after it runs only for
 /// targets.
 #[inline(always)]
-pub fn injected_errno(op: u32, call: impl FnOnce() -> Call) -> Option<i32> {
+pub fn acting_fault(op: u32, call: impl FnOnce() -> Call) -> Option<&'static CallFault> {
     let (slot, target) = current_target()?;
-    let fault = ERRNO_FAULTS.get(slot)?;
+    let fault = FAULTS.get(slot)?;
+    // SAFETY: a helper call without arguments.
     if !fault.covers(op) || unsafe { bpf_ktime_get_ns() } >= fault.deadline_ns {
         return None;
     }
@@ -106,7 +106,7 @@ pub fn injected_errno(op: u32, call: impl FnOnce() -> Call) -> Option<i32> {
     }
     by_op.injected += 1;
     by_target.injected += 1;
-    Some(fault.errno)
+    Some(fault)
 }
 
 /// The fault slot and target index of the current process if it is a target: one array lookup,
@@ -134,13 +134,13 @@ pub fn target_of(pid: u32) -> Option<Target> {
         return None;
     }
     // SAFETY: the value is copied out at once; the entry may be deleted concurrently.
-    unsafe { TARGET_PIDS.get(&pid) }.copied()
+    unsafe { TARGET_PIDS.get(pid) }.copied()
 }
 
 /// Makes `pid` a target of `target` (a process or thread forked by a tree target).
 #[inline(always)]
 pub fn add_target(pid: u32, target: &Target) {
-    if TARGET_PIDS.insert(&pid, target, 0).is_ok()
+    if TARGET_PIDS.insert(pid, target, 0).is_ok()
         && let Some(word) = TARGET_PID_BITS.get_ptr_mut(pid_word(pid))
     {
         // SAFETY: `word` points into the map's value, which outlives the call.
@@ -151,7 +151,7 @@ pub fn add_target(pid: u32, target: &Target) {
 /// Takes the exiting task `pid` out of the targets, if it was one.
 #[inline(always)]
 pub fn remove_target(pid: u32) {
-    if TARGET_PIDS.remove(&pid).is_ok()
+    if TARGET_PIDS.remove(pid).is_ok()
         && let Some(word) = TARGET_PID_BITS.get_ptr_mut(pid_word(pid))
     {
         // SAFETY: as in `add_target`.
@@ -162,21 +162,23 @@ pub fn remove_target(pid: u32) {
 /// Whether this covered call is one the fault's rules pick (`after`, `every`, `probability`,
 /// `count`). The sequence and the injected total are shared by all CPUs.
 #[inline(always)]
-fn due(fault: &ErrnoFault, slot: u32) -> Option<bool> {
+fn due(fault: &CallFault, slot: u32) -> Option<bool> {
     let state = FAULT_STATE.get_ptr_mut(slot)?;
+    // SAFETY: a field address within the map value `state` points to; nothing is read.
     let seq = fetch_add(unsafe { &raw mut (*state).seen });
     if seq < fault.after {
         return Some(false);
     }
-    if fault.every > 1 && (seq - fault.after) % fault.every != 0 {
+    if fault.every > 1 && !(seq - fault.after).is_multiple_of(fault.every) {
         return Some(false);
     }
-    if fault.probability < PROBABILITY_ONE
-        && u64::from(unsafe { bpf_get_prandom_u32() }) >= fault.probability
-    {
+    // SAFETY: a helper call without arguments.
+    let draw = || u64::from(unsafe { bpf_get_prandom_u32() });
+    if fault.probability < PROBABILITY_ONE && draw() >= fault.probability {
         return Some(false);
     }
-    if fault.count != 0 && fetch_add(unsafe { &raw mut (*state).injected }) >= fault.count {
+    // SAFETY: as for `seen`.
+    if fault.count != 0 && fetch_add(unsafe { &raw mut (*state).acted }) >= fault.count {
         return Some(false);
     }
     Some(true)

@@ -2,7 +2,7 @@
 //! kernel pointers at offsets read from the running kernel's BTF at load.
 
 use aya_ebpf::{Global, helpers::bpf_probe_read_kernel};
-use chaos_common::errno::{MAX_PATH_DEPTH, PathOffsets};
+use chaos_common::fault::{MAX_PATH_DEPTH, PathOffsets};
 
 #[unsafe(no_mangle)]
 static PATH_OFFSETS: Global<PathOffsets> = Global::new(PathOffsets::ZERO);
@@ -17,10 +17,20 @@ fn pointer_at(base: u64, offset: u32) -> u64 {
     unsafe { bpf_probe_read_kernel((base + u64::from(offset)) as *const u64) }.unwrap_or(0)
 }
 
-/// The dentry of a `struct file *`.
+/// The dentry of a `struct file *`; 0 for an overlayfs backing file that carries the overlay's
+/// path (kernels before 6.6 open the layer's file with the overlay's path, so its inode differs
+/// from its dentry's): the hook already judged the same call on the overlay's own file, and a
+/// second match would count it twice.
 #[inline(always)]
 pub fn dentry_of_file(file: u64) -> u64 {
-    pointer_at(file, PATH_OFFSETS.load().file_dentry)
+    let offsets = PATH_OFFSETS.load();
+    let dentry = pointer_at(file, offsets.file_dentry);
+    if dentry != 0
+        && pointer_at(file, offsets.file_inode) != pointer_at(dentry, offsets.dentry_inode)
+    {
+        return 0;
+    }
+    dentry
 }
 
 /// The dentry of a `const struct path *`.

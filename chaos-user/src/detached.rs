@@ -1,22 +1,42 @@
 //! Detached runs (`--detach`): links and counter maps pinned under `/sys/fs/bpf/chaos/<id>`,
-//! a description under `/run/chaos/<id>.json`. The in-kernel deadline is the run's only guard:
-//! after it the programs inject nothing, and the next `chaos` invocation unpins them.
+//! a record under `/run/chaos/<id>.json`. The in-kernel deadline is the run's only guard:
+//! after it the programs act on nothing, and the next `chaos` invocation unpins them.
 
-use std::{
-    fs, io,
-    path::{Path, PathBuf},
-};
+use std::{fs, io, path::PathBuf};
 
 use aya::maps::{MapData, PerCpuArray};
 use chaos_common::{counters::Counters, names};
 use serde::{Deserialize, Serialize};
+use thiserror::Error;
 
-use crate::attach::monotonic_now_ns;
+use crate::{
+    attach::qdisc,
+    clock::{Deadline, monotonic_now_ns},
+    report::FaultKind,
+    state::{RUN_ROOT, pin_dir, run_file},
+    sys::ensure_mounted,
+};
 
-/// Where detached runs pin their links and maps (bpffs).
-pub const PIN_ROOT: &str = "/sys/fs/bpf/chaos";
-/// Where detached runs describe themselves.
-pub const STATE_ROOT: &str = "/run/chaos";
+#[derive(Debug, Error)]
+#[error("cannot {action} {}", path.display())]
+pub struct DetachedError {
+    action: &'static str,
+    path: PathBuf,
+    #[source]
+    source: io::Error,
+}
+
+fn failed(
+    action: &'static str,
+    path: impl Into<PathBuf>,
+) -> impl FnOnce(io::Error) -> DetachedError {
+    let path = path.into();
+    move |source| DetachedError {
+        action,
+        path,
+        source,
+    }
+}
 
 /// What `chaos list` knows of a detached run.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -24,27 +44,33 @@ pub struct DetachedRun {
     pub id: String,
     /// The targets, as the start line put them.
     pub targets: String,
-    /// The fault in a few words: `connect,bind ECONNREFUSED`, `drop 30% ingress`.
-    pub fault: String,
-    /// `CLOCK_MONOTONIC` ns after which the programs inject nothing.
+    /// What the run does, as its report would say: one entry per operation or direction.
+    pub faults: Vec<FaultKind>,
+    /// `CLOCK_MONOTONIC` ns after which the programs act on nothing: the deadline they carry.
     pub deadline_ns: u64,
 }
 
 impl DetachedRun {
-    pub fn pin_dir(&self) -> PathBuf {
-        pin_dir(&self.id)
-    }
-
     /// Seconds until the in-kernel deadline; 0 once it passed.
     pub fn remaining_s(&self) -> f64 {
-        self.deadline_ns.saturating_sub(monotonic_now_ns()) as f64 / 1e9
+        Deadline {
+            ns: self.deadline_ns,
+        }
+        .remaining()
+        .as_secs_f64()
     }
 
-    /// Matched and injected calls (or packets) over every operation or direction, from the
-    /// pinned counters: the per-target ones of an errno run, the per-direction ones of a
-    /// network run (both pairs of u64).
+    /// The faults in a few words: `connect ECONNREFUSED, bind ECONNREFUSED`.
+    pub fn describe_faults(&self) -> String {
+        let faults: Vec<String> = self.faults.iter().map(ToString::to_string).collect();
+        faults.join(", ")
+    }
+
+    /// Matched and acted-on calls (or packets) over every operation or direction, from the
+    /// pinned counters: the per-target ones of a run on calls, the per-direction ones of a
+    /// network run.
     pub fn counters(&self) -> Counters {
-        let dir = self.pin_dir();
+        let dir = pin_dir(&self.id);
         let Some(data) = [names::MAP_TARGET_COUNTERS, names::MAP_NET_COUNTERS]
             .into_iter()
             .find_map(|name| MapData::from_pin(dir.join(name)).ok())
@@ -61,19 +87,8 @@ impl DetachedRun {
             .iter()
             .filter_map(Result::ok)
             .flat_map(|per_cpu| per_cpu.iter().copied().collect::<Vec<_>>())
-            .fold(Counters::default(), |sum, c| Counters {
-                matched: sum.matched + c.matched,
-                injected: sum.injected + c.injected,
-            })
+            .fold(Counters::default(), |sum, cpu| Counters::sum(sum, &cpu))
     }
-}
-
-pub fn pin_dir(id: &str) -> PathBuf {
-    Path::new(PIN_ROOT).join(id)
-}
-
-fn state_file(id: &str) -> PathBuf {
-    Path::new(STATE_ROOT).join(format!("{id}.json"))
 }
 
 /// A fresh run ID: 8 hex digits from the clock and the PID.
@@ -82,26 +97,27 @@ pub fn new_id() -> String {
     format!("{:08x}", (seed ^ (seed >> 29)) as u32)
 }
 
-/// Makes the run's pin directory (mounting bpffs if needed).
-pub fn prepare(id: &str) -> io::Result<PathBuf> {
-    let note = crate::kernel::ensure_mounted("bpf", "/sys/fs/bpf");
+/// Makes the run's pin directory (mounting bpffs if need be).
+pub fn prepare(id: &str) -> Result<PathBuf, DetachedError> {
+    let note = ensure_mounted("bpf", "/sys/fs/bpf");
     if !note.is_empty() {
         eprintln!("chaos: {}", note.trim());
     }
     let dir = pin_dir(id);
-    fs::create_dir_all(&dir)?;
+    fs::create_dir_all(&dir).map_err(failed("make the pin directory", &dir))?;
     Ok(dir)
 }
 
-pub fn save(run: &DetachedRun) -> io::Result<()> {
-    fs::create_dir_all(STATE_ROOT)?;
-    let json = serde_json::to_string(run).map_err(io::Error::other)?;
-    fs::write(state_file(&run.id), json)
+pub fn save(run: &DetachedRun) -> Result<(), DetachedError> {
+    fs::create_dir_all(RUN_ROOT).map_err(failed("make the directory", RUN_ROOT))?;
+    let json = serde_json::to_string(run).expect("a run serializes");
+    let file = run_file(&run.id);
+    fs::write(&file, json).map_err(failed("write the run's record", &file))
 }
 
-/// Every detached run that has a description.
+/// Every detached run that has a record.
 pub fn all() -> Vec<DetachedRun> {
-    let Ok(entries) = fs::read_dir(STATE_ROOT) else {
+    let Ok(entries) = fs::read_dir(RUN_ROOT) else {
         return Vec::new();
     };
     let mut runs: Vec<DetachedRun> = entries
@@ -114,18 +130,22 @@ pub fn all() -> Vec<DetachedRun> {
 }
 
 /// Ends a run: removing its pins releases the links, which detaches the programs.
-pub fn stop(id: &str) -> io::Result<()> {
+pub fn stop(id: &str) -> Result<(), DetachedError> {
     let dir = pin_dir(id);
     if let Ok(entries) = fs::read_dir(&dir) {
         for entry in entries.flatten() {
-            fs::remove_file(entry.path())?;
+            let path = entry.path();
+            fs::remove_file(&path).map_err(failed("unpin", &path))?;
         }
-        fs::remove_dir(&dir)?;
+        fs::remove_dir(&dir).map_err(failed("remove the pin directory", &dir))?;
     }
     // What the run changed on interfaces (fq, clsact filters) goes with it.
-    crate::attach::qdisc::restore_orphans();
-    match fs::remove_file(state_file(id)) {
-        Err(err) if err.kind() != io::ErrorKind::NotFound => Err(err),
+    qdisc::restore_orphans();
+    let file = run_file(id);
+    match fs::remove_file(&file) {
+        Err(err) if err.kind() != io::ErrorKind::NotFound => {
+            Err(failed("remove the run's record", &file)(err))
+        }
         _ => Ok(()),
     }
 }

@@ -1,22 +1,22 @@
 //! What the running kernel can do, found by trying: load a tiny program, read /sys, ask the
 //! kernel through a throwaway network namespace. Never from version numbers.
 
-use std::{ffi::CString, fs, io, path::Path, process::Command};
+use std::{fs, io, path::Path, process::Command};
 
-use aya::{
-    Btf, Ebpf, EbpfLoader,
-    programs::{
-        CgroupSkb, CgroupSockAddr, KProbe, Lsm, LsmCgroup, ProgramError, SchedClassifier,
-        TracePoint, Xdp,
-        links::LinkOrder,
-        tc::{TcAttachOptions, TcAttachType},
-        xdp::XdpMode,
-    },
+use aya::Btf;
+use chaos_common::{
+    fault::PathOffsets,
+    features as feature,
+    hook::{self, Hook},
+    ops::OPS,
 };
-use chaos_common::names;
 use serde::Serialize;
 
-use crate::{capabilities, object, target};
+use crate::{
+    attach::{Loaded, Sites},
+    capabilities, object,
+    sys::{self, ensure_mounted},
+};
 
 /// One capability of the kernel, supported or not, with why and how to get it.
 #[derive(Clone, Debug, Serialize)]
@@ -58,28 +58,6 @@ impl Finding {
     }
 }
 
-/// Feature names, as `chaos probe` prints them and tests look them up.
-pub mod feature {
-    pub const BTF: &str = "btf";
-    pub const BPF_LSM: &str = "bpf-lsm";
-    pub const TRAMPOLINE: &str = "trampoline";
-    pub const LSM_CGROUP: &str = "lsm-cgroup";
-    pub const KPROBES: &str = "kprobes";
-    pub const KPROBE_OVERRIDE: &str = "kprobe-override";
-    pub const CGROUP_SOCK_ADDR: &str = "cgroup-sock-addr";
-    pub const TRACEPOINT_SIGNAL: &str = "tracepoint-signal";
-    pub const TCX: &str = "tcx";
-    pub const XDP: &str = "xdp";
-    pub const CGROUP_SKB: &str = "cgroup-skb";
-    pub const CGROUP_V2: &str = "cgroup-v2";
-    pub const SCH_FQ: &str = "sch-fq";
-    /// A bridge device can be made: container networks (podman's default) need one.
-    pub const BRIDGE: &str = "bridge";
-    pub const BPFFS: &str = "bpffs";
-    pub const LOCKDOWN: &str = "lockdown";
-    pub const CAPABILITIES: &str = "capabilities";
-}
-
 /// Everything `chaos probe` reports, in order.
 pub fn probe() -> Vec<Finding> {
     let btf = Btf::from_sys_fs();
@@ -92,8 +70,8 @@ pub fn probe() -> Vec<Finding> {
         ),
     }];
     findings.push(bpf_lsm_listed());
-    findings.push(lsm_loadable(btf.as_ref().ok()));
-    findings.push(lsm_cgroup(btf.as_ref().ok()));
+    findings.push(lsm_loadable(btf.is_ok()));
+    findings.push(lsm_cgroup(btf.is_ok()));
     findings.push(kprobes());
     findings.push(kprobe_override());
     findings.push(cgroup_sock_addr());
@@ -109,8 +87,8 @@ pub fn probe() -> Vec<Finding> {
 
 /// Why LSM-based faults cannot run here, or `None` when they can.
 pub fn lsm_unsupported() -> Option<Finding> {
-    let btf = Btf::from_sys_fs().ok();
-    [bpf_lsm_listed(), lsm_loadable(btf.as_ref())]
+    let btf = Btf::from_sys_fs().is_ok();
+    [bpf_lsm_listed(), lsm_loadable(btf)]
         .into_iter()
         .find(|finding| !finding.supported)
 }
@@ -136,20 +114,15 @@ fn bpf_lsm_listed() -> Finding {
 }
 
 /// Trampoline programs (LSM, fentry, fexit, fmod_ret): load the real `file_open` program.
-fn lsm_loadable(btf: Option<&Btf>) -> Finding {
-    let Some(btf) = btf else {
+fn lsm_loadable(btf: bool) -> Finding {
+    if !btf {
         return Finding::no(
             feature::TRAMPOLINE,
             "no kernel BTF to resolve the hook",
             "CONFIG_DEBUG_INFO_BTF=y",
         );
-    };
-    let result = load_object(object::ERRNO).and_then(|mut ebpf| {
-        let program: &mut Lsm = program(&mut ebpf, names::LSM_FILE_OPEN.0)?;
-        program
-            .load(names::LSM_FILE_OPEN.1, btf)
-            .map_err(|err| err.to_string())
-    });
+    }
+    let result = try_load(object::ERRNO, first_lsm_hook());
     match result {
         Ok(()) => Finding::yes(feature::TRAMPOLINE, "an LSM program (lsm/file_open) loads"),
         Err(err) if is_eperm_without_log(&err) => trampoline_refused(),
@@ -171,20 +144,15 @@ fn trampoline_refused() -> Finding {
     )
 }
 
-fn lsm_cgroup(btf: Option<&Btf>) -> Finding {
-    let Some(btf) = btf else {
+fn lsm_cgroup(btf: bool) -> Finding {
+    if !btf {
         return Finding::no(
             feature::LSM_CGROUP,
             "no kernel BTF",
             "CONFIG_DEBUG_INFO_BTF=y",
         );
-    };
-    let result = load_object(object::PROBE).and_then(|mut ebpf| {
-        let program: &mut LsmCgroup = program(&mut ebpf, names::PROG_PROBE_LSM_CGROUP)?;
-        program
-            .load(names::LSM_HOOK_SOCKET_BIND, btf)
-            .map_err(|err| err.to_string())
-    });
+    }
+    let result = try_load(object::PROBE, hook::PROBE_LSM_CGROUP);
     match result {
         Ok(()) => Finding::yes(feature::LSM_CGROUP, "an lsm_cgroup program loads"),
         Err(err) if is_eperm_without_log(&err) => Finding::no(
@@ -216,16 +184,12 @@ fn kprobes() -> Finding {
 /// a kprobe may use it only on functions allowed for error injection.
 pub fn kprobe_override() -> Finding {
     const ENABLE: &str = "CONFIG_BPF_KPROBE_OVERRIDE=y (needs CONFIG_FUNCTION_ERROR_INJECTION=y and CONFIG_KPROBES=y)";
-    let mut ebpf = match load_object(object::PROBE) {
-        Ok(ebpf) => ebpf,
-        Err(err) => return Finding::no(feature::KPROBE_OVERRIDE, err, ENABLE),
+    let mut probe = match Loaded::plain(object::PROBE) {
+        Ok(probe) => probe,
+        Err(err) => return Finding::no(feature::KPROBE_OVERRIDE, chain(&err), ENABLE),
     };
-    let program: &mut KProbe = match program(&mut ebpf, names::PROG_PROBE_KPROBE_OVERRIDE) {
-        Ok(program) => program,
-        Err(err) => return Finding::no(feature::KPROBE_OVERRIDE, err, ENABLE),
-    };
-    if let Err(err) = program.load() {
-        let err = err.to_string();
+    if let Err(err) = probe.load(hook::PROBE_KPROBE_OVERRIDE) {
+        let err = chain(&err);
         let detail = if err.contains("bpf_override_return") || err.contains("unknown func") {
             "the verifier does not know bpf_override_return".to_owned()
         } else {
@@ -247,33 +211,50 @@ pub fn kprobe_override() -> Finding {
             "CONFIG_FUNCTION_ERROR_INJECTION=y",
         );
     };
-    match program.attach(&function, 0) {
-        Ok(link) => {
-            let _ = program.detach(link);
-            Finding::yes(
-                feature::KPROBE_OVERRIDE,
-                format!("an overriding kprobe attaches to {function}{note}"),
-            )
-        }
+    let syscall = function
+        .split_once("_sys_")
+        .map_or(function.as_str(), |(_, name)| name);
+    let sites = Sites {
+        syscall: Some(syscall),
+        ..Sites::default()
+    };
+    let attached = probe.attach(hook::PROBE_KPROBE_OVERRIDE, &sites, None);
+    probe.detach();
+    match attached {
+        Ok(()) => Finding::yes(
+            feature::KPROBE_OVERRIDE,
+            format!("an overriding kprobe attaches to {function}{note}"),
+        ),
         Err(err) => Finding::no(
             feature::KPROBE_OVERRIDE,
             format!(
                 "an overriding kprobe does not attach to {function}: {}",
-                first_line(&err.to_string())
+                first_line(&chain(&err))
             ),
             ENABLE,
         ),
     }
 }
 
-fn error_injectable_syscall() -> Option<String> {
-    let list = fs::read_to_string("/sys/kernel/debug/error_injection/list").ok()?;
-    let functions: Vec<&str> = list
+/// The functions the kernel allows error injection for (debugfs).
+fn error_injection_list() -> Vec<String> {
+    ensure_mounted("debugfs", "/sys/kernel/debug");
+    fs::read_to_string("/sys/kernel/debug/error_injection/list")
+        .unwrap_or_default()
         .lines()
-        .filter_map(|line| line.split_whitespace().next())
-        .collect();
+        .filter_map(|line| line.split_whitespace().next().map(str::to_owned))
+        .collect()
+}
+
+/// Whether the kernel allows error injection for `function`.
+pub fn error_injectable(function: &str) -> bool {
+    error_injection_list().iter().any(|f| f == function)
+}
+
+fn error_injectable_syscall() -> Option<String> {
+    let functions = error_injection_list();
     // A kprobe by name needs a symbol that exists once; some are listed twice.
-    let unique = |name: &&str| functions.iter().filter(|other| *other == name).count() == 1;
+    let unique = |name: &&str| functions.iter().filter(|other| other == name).count() == 1;
     [
         "__x64_sys_getppid",
         "__arm64_sys_getppid",
@@ -281,11 +262,11 @@ fn error_injectable_syscall() -> Option<String> {
         "__arm64_sys_openat",
     ]
     .into_iter()
-    .find(|name| functions.contains(name) && unique(name))
+    .find(|name| functions.iter().any(|f| f == name) && unique(name))
     .or_else(|| {
         functions
             .iter()
-            .copied()
+            .map(String::as_str)
             .filter(unique)
             .find(|name| name.contains("_sys_"))
     })
@@ -293,10 +274,7 @@ fn error_injectable_syscall() -> Option<String> {
 }
 
 pub fn cgroup_sock_addr() -> Finding {
-    let result = load_object(object::ERRNO).and_then(|mut ebpf| {
-        let program: &mut CgroupSockAddr = program(&mut ebpf, names::PROG_CGROUP_CONNECT4)?;
-        program.load().map_err(|err| err.to_string())
-    });
+    let result = try_load(object::ERRNO, first_cgroup_hook());
     match result {
         Ok(()) => Finding::yes(
             feature::CGROUP_SOCK_ADDR,
@@ -316,14 +294,11 @@ pub fn cgroup_sock_addr() -> Finding {
 fn tracepoint_signal() -> Finding {
     const ENABLE: &str = "CONFIG_FTRACE_SYSCALLS=y and kernel >= 5.3 (bpf_send_signal)";
     let note = ensure_mounted("tracefs", "/sys/kernel/tracing");
-    let result = load_object(object::PROBE).and_then(|mut ebpf| {
-        let program: &mut TracePoint = program(&mut ebpf, names::PROG_PROBE_TRACEPOINT_SIGNAL)?;
-        program.load().map_err(|err| err.to_string())?;
-        let link = program
-            .attach("syscalls", "sys_enter_getppid")
-            .map_err(|err| err.to_string())?;
-        program.detach(link).map_err(|err| err.to_string())
-    });
+    let sites = Sites {
+        syscall: Some("getppid"),
+        ..Sites::default()
+    };
+    let result = try_attach(object::PROBE, hook::PROBE_TRACEPOINT_SIGNAL, &sites);
     match result {
         Ok(()) => Finding::yes(
             feature::TRACEPOINT_SIGNAL,
@@ -340,10 +315,7 @@ fn tracepoint_signal() -> Finding {
 }
 
 fn cgroup_skb() -> Finding {
-    let result = load_object(object::PROBE).and_then(|mut ebpf| {
-        let program: &mut CgroupSkb = program(&mut ebpf, names::PROG_PROBE_CGROUP_SKB)?;
-        program.load().map_err(|err| err.to_string())
-    });
+    let result = try_load(object::PROBE, hook::PROBE_CGROUP_SKB);
     match result {
         Ok(()) => Finding::yes(feature::CGROUP_SKB, "a cgroup_skb program loads"),
         Err(err) => Finding::no(feature::CGROUP_SKB, first_line(&err), "CONFIG_CGROUP_BPF=y"),
@@ -387,15 +359,11 @@ fn network_findings() -> Vec<Finding> {
 }
 
 fn tcx() -> Finding {
-    let result = load_object(object::PROBE).and_then(|mut ebpf| {
-        let program: &mut SchedClassifier = program(&mut ebpf, names::PROG_PROBE_TC)?;
-        program.load().map_err(|err| err.to_string())?;
-        let options = TcAttachOptions::TcxOrder(LinkOrder::default());
-        let link = program
-            .attach_with_options("lo", TcAttachType::Ingress, options)
-            .map_err(|err| err.to_string())?;
-        program.detach(link).map_err(|err| err.to_string())
-    });
+    let result = if crate::attach::tcx_links() {
+        try_attach(object::PROBE, hook::PROBE_TC, &loopback())
+    } else {
+        Err("tcx links are off (kernel before 6.6, or CHAOS_TC_ATTACH=clsact)".to_owned())
+    };
     match result {
         Ok(()) => Finding::yes(feature::TCX, "a TC program attaches through a tcx link"),
         Err(err) => Finding::no(
@@ -410,14 +378,7 @@ fn tcx() -> Finding {
 }
 
 fn xdp() -> Finding {
-    let result = load_object(object::PROBE).and_then(|mut ebpf| {
-        let program: &mut Xdp = program(&mut ebpf, names::PROG_PROBE_XDP)?;
-        program.load().map_err(|err| err.to_string())?;
-        let link = program
-            .attach("lo", XdpMode::Skb)
-            .map_err(|err| err.to_string())?;
-        program.detach(link).map_err(|err| err.to_string())
-    });
+    let result = try_attach(object::PROBE, hook::PROBE_XDP, &loopback());
     match result {
         Ok(()) => Finding::yes(feature::XDP, "an XDP program attaches in generic mode"),
         Err(err) => Finding::no(
@@ -482,15 +443,15 @@ fn cgroup_v2() -> Finding {
     let v1 = mounts
         .lines()
         .any(|line| line.split_whitespace().nth(2) == Some("cgroup"));
-    match target::cgroup2_mount() {
-        Ok(dir) => {
+    match sys::cgroup2_mount() {
+        Some(dir) => {
             let mode = if v1 { "hybrid" } else { "unified" };
             Finding::yes(
                 feature::CGROUP_V2,
                 format!("mounted at {} ({mode} mode)", dir.display()),
             )
         }
-        Err(_) => Finding::no(
+        None => Finding::no(
             feature::CGROUP_V2,
             "no cgroup2 mount in /proc/self/mounts",
             "mount -t cgroup2 none /sys/fs/cgroup/unified, or boot with systemd.unified_cgroup_hierarchy=1",
@@ -499,18 +460,8 @@ fn cgroup_v2() -> Finding {
 }
 
 fn bpffs() -> Finding {
-    let mounts = fs::read_to_string("/proc/self/mounts").unwrap_or_default();
-    match mounts
-        .lines()
-        .find(|line| line.split_whitespace().nth(2) == Some("bpf"))
-    {
-        Some(line) => Finding::yes(
-            feature::BPFFS,
-            format!(
-                "mounted at {}",
-                line.split_whitespace().nth(1).unwrap_or("?")
-            ),
-        ),
+    match sys::mounted("bpf") {
+        Some(dir) => Finding::yes(feature::BPFFS, format!("mounted at {}", dir.display())),
         None => Finding::no(
             feature::BPFFS,
             "not mounted",
@@ -557,20 +508,64 @@ fn capabilities_finding() -> Finding {
     }
 }
 
-fn load_object(bytes: &[u8]) -> Result<Ebpf, String> {
-    EbpfLoader::new().load(bytes).map_err(|err| err.to_string())
+/// Loads `hook`'s program of `object` and lets go of it: what the verifier says.
+fn try_load(object: &[u8], hook: Hook) -> Result<(), String> {
+    let mut loaded = Loaded::plain(object).map_err(|err| chain(&err))?;
+    let result = loaded.load(hook).map_err(|err| chain(&err));
+    loaded.detach();
+    result
 }
 
-fn program<'a, T>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut T, String>
-where
-    &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = ProgramError>,
-{
-    let program = ebpf
-        .program_mut(name)
-        .ok_or_else(|| format!("program {name} missing from the object"))?;
-    program
-        .try_into()
-        .map_err(|err: ProgramError| err.to_string())
+/// Loads and attaches `hook`'s program of `object` at `sites`, and lets go of it at once.
+fn try_attach(object: &[u8], hook: Hook, sites: &Sites<'_>) -> Result<(), String> {
+    let mut loaded = Loaded::plain(object).map_err(|err| chain(&err))?;
+    let result = loaded.attach(hook, sites, None).map_err(|err| chain(&err));
+    loaded.detach();
+    result
+}
+
+/// The probe's interface: loopback, in the scratch namespace the caller runs in.
+fn loopback() -> Sites<'static> {
+    static LO: std::sync::LazyLock<[String; 1]> = std::sync::LazyLock::new(|| ["lo".to_owned()]);
+    Sites {
+        ifaces: &*LO,
+        ..Sites::default()
+    }
+}
+
+/// The first LSM hook of the catalogue (`file_open`): the one the trampoline probe loads.
+fn first_lsm_hook() -> Hook {
+    OPS.iter()
+        .flat_map(|op| op.rungs)
+        .flat_map(|rung| rung.hooks)
+        .copied()
+        .find(|hook| matches!(hook, Hook::Lsm { .. }))
+        .expect("the catalogue has LSM hooks")
+}
+
+/// The first cgroup sock_addr hook of the catalogue (`connect4`).
+fn first_cgroup_hook() -> Hook {
+    OPS.iter()
+        .flat_map(|op| op.rungs)
+        .flat_map(|rung| rung.hooks)
+        .copied()
+        .find(|hook| matches!(hook, Hook::CgroupSockAddr { .. }))
+        .expect("the catalogue has cgroup hooks")
+}
+
+/// An error with its causes, as one line of text: the verifier's log is in the last.
+fn chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        // aya repeats a cause in its own message (the syscall's error in "returned ...").
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(&format!(": {cause_text}"));
+        }
+        source = cause.source();
+    }
+    text
 }
 
 /// The form the kernel's refusal of trampoline programs takes here.
@@ -582,38 +577,60 @@ fn first_line(text: &str) -> String {
     text.lines().next().unwrap_or_default().to_owned()
 }
 
-/// Mounts a pseudo file system the probe needs when it is missing; the returned note says so.
-pub fn ensure_mounted(fstype: &str, dir: &str) -> String {
-    let mounts = fs::read_to_string("/proc/self/mounts").unwrap_or_default();
-    if mounts
-        .lines()
-        .any(|line| line.split_whitespace().nth(1) == Some(dir))
-    {
-        return String::new();
-    }
-    let (Ok(source), Ok(target), Ok(kind)) = (
-        CString::new(fstype),
-        CString::new(dir),
-        CString::new(fstype),
-    ) else {
-        return String::new();
-    };
-    // SAFETY: plain C strings that outlive the call.
-    let rc = unsafe {
-        libc::mount(
-            source.as_ptr(),
-            target.as_ptr(),
-            kind.as_ptr(),
-            0,
-            std::ptr::null(),
-        )
-    };
-    if rc == 0 {
-        format!(" (mounted {fstype} at {dir})")
+/// Whether the tracepoint `syscalls:EVENT` exists.
+pub enum Tracepoint {
+    Exists,
+    /// No syscall has a tracepoint here (CONFIG_FTRACE_SYSCALLS unset).
+    NoSyscallEvents,
+    /// Other syscalls have one; this name is unknown. The directory they are listed in.
+    Unknown(String),
+}
+
+/// Looks for `syscalls:EVENT` in tracefs (mounted if need be).
+pub fn syscall_tracepoint(event: &str) -> Tracepoint {
+    ensure_mounted("tracefs", "/sys/kernel/tracing");
+    let dir = Path::new("/sys/kernel/tracing/events/syscalls");
+    if !dir.join("sys_enter_getpid").exists() {
+        Tracepoint::NoSyscallEvents
+    } else if dir.join(event).exists() {
+        Tracepoint::Exists
     } else {
-        format!(
-            " ({fstype} not mounted at {dir}: {})",
-            io::Error::last_os_error()
-        )
+        Tracepoint::Unknown(dir.display().to_string())
     }
+}
+
+/// The offset of `child_pid` in a `sched:sched_process_fork` record, from the event's format.
+pub fn fork_child_pid_offset() -> Result<u32, String> {
+    ensure_mounted("tracefs", "/sys/kernel/tracing");
+    let path = "/sys/kernel/tracing/events/sched/sched_process_fork/format";
+    let format = fs::read_to_string(path).map_err(|err| format!("{path}: {err}"))?;
+    format
+        .lines()
+        .find(|line| line.contains(" child_pid;"))
+        .and_then(|line| {
+            line.split("offset:")
+                .nth(1)?
+                .split(';')
+                .next()?
+                .trim()
+                .parse()
+                .ok()
+        })
+        .ok_or_else(|| format!("{path} has no child_pid field"))
+}
+
+/// Where the fields the `--path` filter follows lie in the running kernel's structs.
+pub fn path_offsets() -> Result<PathOffsets, crate::btf::BtfError> {
+    let btf = crate::btf::Btf::kernel()?;
+    Ok(PathOffsets {
+        file_dentry: btf.offset_of("file", "f_path.dentry")?,
+        file_inode: btf.offset_of("file", "f_inode")?,
+        path_dentry: btf.offset_of("path", "dentry")?,
+        bprm_file: btf.offset_of("linux_binprm", "file")?,
+        dentry_parent: btf.offset_of("dentry", "d_parent")?,
+        dentry_inode: btf.offset_of("dentry", "d_inode")?,
+        inode_ino: btf.offset_of("inode", "i_ino")?,
+        inode_sb: btf.offset_of("inode", "i_sb")?,
+        sb_dev: btf.offset_of("super_block", "s_dev")?,
+    })
 }

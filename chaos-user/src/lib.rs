@@ -1,20 +1,28 @@
 //! chaos: kernel-level fault injection for one process, container or network path.
 //!
-//! One module per concern: [`cli`] parses, [`fault`] is the typed fault model, [`target`] resolves
-//! what to break, [`kernel`] probes what the running kernel allows, [`attach`] loads and attaches
-//! the eBPF programs, [`run`] holds a run until it ends, [`report`] counts and prints.
+//! One module per concern, each importing only from the layers below it:
+//! - [`cli`]: the command line, each command's flow and its error; experiments (`chaos run`).
+//! - [`run`]: a fault live in the kernel until its run ends, and its report; [`detached`] runs.
+//! - [`plan`]: which mechanism fails each operation on this kernel.
+//! - [`fault`] (the typed fault model), [`target`] (what to break), [`kernel`] (what the running
+//!   kernel allows, found by trying), [`report`] (counters, status line, JSON).
+//! - [`attach`]: the one path from a hook to a program live in the kernel and back.
+//! - [`sys`], [`state`], [`clock`], [`object`], [`btf`], [`capabilities`], [`errno_names`]: the
+//!   machine, where runs keep their state, the kernel's clock, the embedded objects.
 
 pub mod attach;
 pub mod btf;
 pub mod capabilities;
 pub mod cli;
+pub mod clock;
 pub mod detached;
 pub mod errno_names;
-pub mod error;
-pub mod experiment;
 pub mod fault;
 pub mod kernel;
 pub mod object;
+pub mod plan;
 pub mod report;
 pub mod run;
+pub mod state;
+pub mod sys;
 pub mod target;

@@ -2,11 +2,115 @@
 
 use aya::include_bytes_aligned;
 
-/// Errno faults: cgroup sock_addr and LSM programs sharing the target, fault and counter maps.
+/// Faults on calls: cgroup sock_addr, LSM, tracepoint and kprobe programs sharing the target,
+/// fault and counter maps.
 pub static ERRNO: &[u8] = include_bytes_aligned!(concat!(env!("OUT_DIR"), "/errno"));
 
-/// Network faults: TC programs sharing the fault and counter maps.
+/// Network faults: TC and cgroup_skb programs sharing the fault and counter maps.
 pub static NET: &[u8] = include_bytes_aligned!(concat!(env!("OUT_DIR"), "/net"));
 
 /// Tiny harmless programs that `chaos probe` loads to learn what the kernel allows.
 pub static PROBE: &[u8] = include_bytes_aligned!(concat!(env!("OUT_DIR"), "/probe"));
+
+/// The embedded objects by name, as `chaos_common::names` names them.
+pub fn by_name(name: &str) -> Option<&'static [u8]> {
+    match name {
+        "errno" => Some(ERRNO),
+        "net" => Some(NET),
+        "probe" => Some(PROBE),
+        _ => None,
+    }
+}
+
+/// Every name the loader uses is in the objects it loads, with the section it expects: a rename
+/// on either side fails here, on any machine, not at load time in a guest.
+#[cfg(test)]
+mod tests {
+    use chaos_common::{
+        hook::{self, Hook},
+        names::{self, Object},
+        ops::OPS,
+    };
+    use object::{Object as _, ObjectSection as _, ObjectSymbol as _};
+
+    use super::by_name;
+
+    /// (symbol, section) of every symbol of the object.
+    fn symbols(object: &Object) -> Vec<(String, String)> {
+        let bytes = by_name(object.name).expect("an embedded object");
+        if let Err(err) = aya_obj::Object::parse(bytes) {
+            panic!("aya cannot parse the {} object: {err}", object.name);
+        }
+        let file = object::File::parse(bytes).expect("an ELF object");
+        file.symbols()
+            .filter_map(|symbol| {
+                let section = file.section_by_index(symbol.section_index()?).ok()?;
+                Some((
+                    symbol.name().ok()?.to_owned(),
+                    section.name().ok()?.to_owned(),
+                ))
+            })
+            .collect()
+    }
+
+    fn check(object: &Object, hooks: &[Hook]) {
+        let symbols = symbols(object);
+        let section_of = |name: &str| {
+            symbols
+                .iter()
+                .find(|(symbol, _)| symbol == name)
+                .map(|(_, section)| section.as_str())
+        };
+        for hook in hooks {
+            let (kind, attach) = hook.section();
+            let expected = format!("{kind}{attach}");
+            assert_eq!(
+                section_of(hook.program()),
+                Some(expected.as_str()),
+                "program {} of the {} object",
+                hook.program(),
+                object.name
+            );
+        }
+        for map in object.maps {
+            let section = section_of(map);
+            assert!(
+                matches!(section, Some("maps" | ".maps")),
+                "map {map} of the {} object is in {section:?}",
+                object.name
+            );
+        }
+        for global in object.globals {
+            let section = section_of(global).unwrap_or_default();
+            assert!(
+                [".bss", ".data", ".rodata"]
+                    .iter()
+                    .any(|s| section.starts_with(s)),
+                "global {global} of the {} object is in {section:?}",
+                object.name
+            );
+        }
+    }
+
+    #[test]
+    fn the_errno_object_has_every_program_map_and_global_the_loader_names() {
+        let hooks: Vec<Hook> = OPS
+            .iter()
+            .flat_map(|op| op.rungs)
+            .flat_map(|rung| rung.hooks)
+            .chain(&hook::ERRNO_EXTRA)
+            .copied()
+            .collect();
+        check(&names::ERRNO, &hooks);
+    }
+
+    #[test]
+    fn the_net_object_has_every_program_and_map_the_loader_names() {
+        check(&names::NET, &hook::NET);
+    }
+
+    #[test]
+    fn the_probe_object_has_every_program_the_probe_names() {
+        check(&names::PROBE, &hook::PROBE);
+    }
+}

@@ -1,12 +1,12 @@
 //! Counters, the live status line and the final report (human on stderr, JSON on stdout).
 
 use std::{
-    fmt::Write as _,
+    fmt::{self, Write as _},
     io::{IsTerminal as _, Write as _},
     time::Duration,
 };
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Why a run ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -22,38 +22,71 @@ pub enum EndedBy {
     TargetExited,
 }
 
-/// The counters of one fault on one operation (for a signal fault: one syscall).
-#[derive(Clone, Debug, Serialize)]
-pub struct FaultReport {
-    /// `errno` or `signal`.
-    pub kind: &'static str,
-    pub op: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub errno: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub signal: Option<String>,
-    pub mechanism: &'static str,
-    /// The calls (or packets) the mechanism acts on.
-    pub covers: String,
-    /// For a network fault: `ingress` or `egress`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub direction: Option<&'static str>,
-    pub dry_run: bool,
-    /// Calls by a target that the fault covered.
-    pub matched: u64,
-    /// Of those, the calls that were failed.
-    pub injected: u64,
+/// What a fault does, one variant per kind of fault: the report's rows and a detached run's
+/// record carry it as it is.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum FaultKind {
+    /// Calls of operation `op` (or the syscall `op`) fail with `errno`.
+    Errno { op: String, errno: String },
+    /// A target entering the syscall `op` gets `signal`.
+    Signal { op: String, signal: String },
+    /// Packets travelling in `direction` (ingress, egress) get the action `op` (drop, delay…)
+    /// with `setting` (30%, 50ms ± 10ms normal, 10 Mbit/s…).
+    Net {
+        op: String,
+        direction: String,
+        setting: String,
+    },
 }
 
-impl FaultReport {
-    /// What the fault injects: the errno or the signal name; for a network fault, the direction.
-    pub fn injected_as(&self) -> &str {
-        self.errno
-            .as_deref()
-            .or(self.signal.as_deref())
-            .or(self.direction)
-            .unwrap_or_default()
+impl FaultKind {
+    /// The operation, syscall or packet action.
+    pub fn op(&self) -> &str {
+        match self {
+            FaultKind::Errno { op, .. }
+            | FaultKind::Signal { op, .. }
+            | FaultKind::Net { op, .. } => op,
+        }
     }
+
+    /// What the fault injects: the errno, the signal, or for packets the direction.
+    pub fn injected_as(&self) -> &str {
+        match self {
+            FaultKind::Errno { errno, .. } => errno,
+            FaultKind::Signal { signal, .. } => signal,
+            FaultKind::Net { direction, .. } => direction,
+        }
+    }
+}
+
+impl fmt::Display for FaultKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FaultKind::Errno { op, errno } => write!(f, "{op} {errno}"),
+            FaultKind::Signal { op, signal } => write!(f, "{signal} on {op}()"),
+            FaultKind::Net {
+                op,
+                direction,
+                setting,
+            } => write!(f, "{op} {setting} {direction}"),
+        }
+    }
+}
+
+/// The counters of one fault on one operation, syscall or direction.
+#[derive(Clone, Debug, Serialize)]
+pub struct FaultReport {
+    #[serde(flatten)]
+    pub fault: FaultKind,
+    pub mechanism: String,
+    /// The calls (or packets) the mechanism acts on.
+    pub covers: String,
+    pub dry_run: bool,
+    /// Calls (packets) of a target that the fault covered.
+    pub matched: u64,
+    /// Of those, the calls that were failed (signalled, packets acted on).
+    pub injected: u64,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -121,10 +154,10 @@ impl Report {
         let warnings = faults
             .iter()
             .filter(|fault| fault.matched == 0)
-            .map(|fault| {
-                let what = match fault.direction {
-                    Some(direction) => format!("{} {direction}", fault.op),
-                    None => fault.op.clone(),
+            .map(|row| {
+                let what = match &row.fault {
+                    FaultKind::Net { op, direction, .. } => format!("{op} {direction}"),
+                    other => other.op().to_owned(),
                 };
                 let passing = if filters.is_empty() {
                     String::new()
@@ -161,8 +194,8 @@ impl Report {
             let _ = writeln!(
                 out,
                 "  {:<8} {:<14} via {:<7} matched {:>8}  injected {:>8}{}",
-                fault.op,
-                fault.injected_as(),
+                fault.fault.op(),
+                fault.fault.injected_as(),
                 fault.mechanism,
                 fault.matched,
                 fault.injected,
@@ -266,8 +299,8 @@ impl StatusLine {
                     let _ = write!(
                         line,
                         "  {} {}: {}/{}",
-                        fault.op,
-                        fault.injected_as(),
+                        fault.fault.op(),
+                        fault.fault.injected_as(),
                         fault.injected,
                         fault.matched
                     );
@@ -303,13 +336,12 @@ mod tests {
     fn json_has_the_documented_fields() {
         let report = Report::new(
             vec![FaultReport {
-                kind: "errno",
-                op: "open".into(),
-                errno: Some("EIO".into()),
-                signal: None,
-                mechanism: "lsm",
+                fault: FaultKind::Errno {
+                    op: "open".into(),
+                    errno: "EIO".into(),
+                },
+                mechanism: "lsm".into(),
                 covers: "open()".into(),
-                direction: None,
                 dry_run: false,
                 matched: 3,
                 injected: 3,
@@ -331,6 +363,8 @@ mod tests {
         let value: serde_json::Value = serde_json::from_str(&report.json()).unwrap();
         assert_eq!(value["faults"][0]["kind"], "errno");
         assert_eq!(value["faults"][0]["op"], "open");
+        assert_eq!(value["faults"][0]["errno"], "EIO");
+        assert_eq!(value["faults"][0]["mechanism"], "lsm");
         assert_eq!(value["faults"][0]["matched"], 3);
         assert_eq!(value["faults"][0]["injected"], 3);
         assert_eq!(value["ended_by"], "target-exited");

@@ -7,6 +7,6 @@ use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(text) = std::str::from_utf8(data) {
-        let _ = chaos::experiment::Experiment::parse(Path::new("fuzz.toml"), text, None);
+        let _ = chaos::cli::experiment::Experiment::parse(Path::new("fuzz.toml"), text, None);
     }
 });

@@ -14,6 +14,10 @@ use std::{
 
 use std::os::unix::{net::UnixDatagram, process::CommandExt as _};
 
+use chaos_common::{
+    features,
+    hook::{self, Hook},
+};
 use serde_json::Value;
 
 mod container;
@@ -104,14 +108,14 @@ pub fn refused_for_lack_of_lsm(output: &Output, what: &str) -> bool {
     }
     let stderr = String::from_utf8_lossy(&output.stderr);
     let probe = Probe::run();
-    let (trampoline, trampoline_detail) = probe.feature("trampoline");
-    let (lsm, lsm_detail) = probe.feature("bpf-lsm");
+    let (trampoline, trampoline_detail) = probe.feature(features::TRAMPOLINE);
+    let (lsm, lsm_detail) = probe.feature(features::BPF_LSM);
     assert!(
         !(trampoline && lsm),
         "{what} refused although BPF LSM works here: {stderr}"
     );
     assert!(
-        !expected("trampoline") && !expected("bpf-lsm"),
+        !expected(features::TRAMPOLINE) && !expected(features::BPF_LSM),
         "{what} must inject on this kernel (CHAOS_EXPECT): {stderr}"
     );
     let reason = if trampoline {
@@ -255,27 +259,50 @@ pub fn loaded_program_names() -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// Panics if any program of the tool is still in the kernel after a short grace period.
-/// bpftool shows the full name when the program has BTF, else the kernel's first 15
-/// characters: either counts.
-pub fn assert_no_chaos_programs() {
-    use chaos_common::names::{
-        ERRNO_PROGRAMS, PROG_CGROUP_SKB_INGRESS, PROG_TC_EGRESS, PROG_TC_INGRESS,
-    };
-    let ours = |loaded: &str| {
-        ERRNO_PROGRAMS
+/// Whether `loaded` (a name as bpftool shows it: the full name when the program has BTF, else
+/// the kernel's first 15 characters) is `hook`'s program.
+fn is_program_of(loaded: &str, hook: Hook) -> bool {
+    let name = hook.program();
+    name == loaded || name[..name.len().min(15)] == *loaded
+}
+
+/// The programs of chaos loaded in the kernel now.
+pub fn loaded_chaos_programs() -> Vec<String> {
+    loaded_program_names()
+        .into_iter()
+        .filter(|name| hook::all().any(|hook| is_program_of(name, hook)))
+        .collect()
+}
+
+/// Waits (up to 60 s) until every program of `hooks` is loaded, then a little more for the
+/// links, which come right after the programs load.
+pub fn wait_for_programs(hooks: &[Hook]) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let loaded = loaded_program_names();
+        if hooks
             .iter()
-            .chain(&[PROG_TC_INGRESS, PROG_TC_EGRESS, PROG_CGROUP_SKB_INGRESS])
-            .any(|name| *name == loaded || name[..name.len().min(15)] == *loaded)
-    };
+            .all(|&hook| loaded.iter().any(|name| is_program_of(name, hook)))
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "chaos never loaded {:?}",
+            hooks.iter().map(|h| h.program()).collect::<Vec<_>>()
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+    thread::sleep(Duration::from_millis(300));
+}
+
+/// Panics if any program of the tool is still in the kernel after a short grace period.
+pub fn assert_no_chaos_programs() {
     // The kernel frees a program shortly after its last link goes (an RCU grace period, for a
     // tcx link released by removing its pin): allow it two seconds.
     let deadline = Instant::now() + Duration::from_secs(2);
     loop {
-        let left: Vec<String> = loaded_program_names()
-            .into_iter()
-            .filter(|name| ours(name))
-            .collect();
+        let left = loaded_chaos_programs();
         if left.is_empty() {
             return;
         }
@@ -592,16 +619,16 @@ pub fn start_net_fault(action: &str, args: &[&str]) -> Child {
     full.extend_from_slice(args);
     full.extend_from_slice(&["--for", "10m", "--json"]);
     let chaos = spawn_chaos(&full);
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let deadline = Instant::now() + Duration::from_secs(60);
     while !loaded_program_names()
         .iter()
-        .any(|name| ["tc_ingress", "tc_egress", "cgroup_skb_ingress"].contains(&name.as_str()))
+        .any(|name| hook::NET.iter().any(|&hook| is_program_of(name, hook)))
     {
-        assert!(std::time::Instant::now() < deadline, "chaos never attached");
-        std::thread::sleep(std::time::Duration::from_millis(20));
+        assert!(Instant::now() < deadline, "chaos never attached");
+        thread::sleep(Duration::from_millis(20));
     }
     // The links come right after the programs load.
-    std::thread::sleep(std::time::Duration::from_millis(300));
+    thread::sleep(Duration::from_millis(300));
     chaos
 }
 
@@ -621,7 +648,11 @@ pub fn stop_net_fault(chaos: Child) -> Value {
 /// How this kernel hangs the TC programs, as the report names it: tcx links (6.6 and later,
 /// when CHAOS_EXPECT says so) or a clsact qdisc's filters.
 pub fn tc_hook() -> &'static str {
-    if expected("tcx") { "tcx" } else { "clsact" }
+    if expected(features::TCX) {
+        "tcx"
+    } else {
+        "clsact"
+    }
 }
 
 /// Asserts that `count` of `n` packets is within 4 sigma of `expected`, for an action taken with

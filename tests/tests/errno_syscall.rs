@@ -4,6 +4,7 @@
 
 use std::{thread, time::Duration};
 
+use chaos_common::features;
 use chaos_tests::*;
 
 const VICTIM: &str = env!("CARGO_BIN_EXE_victim");
@@ -32,10 +33,10 @@ fn fsync_fails_only_for_the_target_and_only_during_the_run() {
     let end_ns = monotonic_ns();
     let stderr = String::from_utf8_lossy(&output.stderr);
 
-    let (supported, detail) = Probe::run().feature("kprobe-override");
+    let (supported, detail) = Probe::run().feature(features::KPROBE_OVERRIDE);
     if !supported {
         assert!(
-            !expected("kprobe-override"),
+            !expected(features::KPROBE_OVERRIDE),
             "--syscall must work on this kernel: {detail} / {stderr}"
         );
         assert_eq!(output.status.code(), Some(2), "{stderr}");
@@ -83,7 +84,7 @@ fn fsync_fails_only_for_the_target_and_only_during_the_run() {
 
 #[test]
 fn a_syscall_the_kernel_cannot_fail_is_refused() {
-    if !Probe::run().feature("kprobe-override").0 {
+    if !Probe::run().feature(features::KPROBE_OVERRIDE).0 {
         return eprintln!(
             "NOT RUN: needs kprobe-override, which fsync_fails_… asserts is absent here"
         );

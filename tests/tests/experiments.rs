@@ -9,6 +9,7 @@ use std::{
     time::Duration,
 };
 
+use chaos_common::features;
 use chaos_tests::*;
 use serde_json::Value;
 
@@ -327,9 +328,9 @@ fn tempdir(name: &str) -> PathBuf {
 /// Whether this kernel can send signals from syscall tracepoints; when it cannot (and need not,
 /// per CHAOS_EXPECT), says so.
 fn signals_supported() -> bool {
-    let (supported, detail) = Probe::run().feature("tracepoint-signal");
+    let (supported, detail) = Probe::run().feature(features::TRACEPOINT_SIGNAL);
     if !supported {
-        assert!(!expected("tracepoint-signal"), "{detail}");
+        assert!(!expected(features::TRACEPOINT_SIGNAL), "{detail}");
         eprintln!(
             "SKIPPED on this kernel, which cannot send signals from syscall tracepoints: {detail}"
         );

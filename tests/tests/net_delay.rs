@@ -6,6 +6,7 @@
 
 use std::{process::Child, process::Command, thread, time::Duration};
 
+use chaos_common::features;
 use chaos_tests::*;
 
 const NETPEER: &str = env!("CARGO_BIN_EXE_netpeer");
@@ -14,11 +15,11 @@ const ECHO_PORT: u16 = 7007;
 /// Whether this kernel has fq; when it has not (and need not, per CHAOS_EXPECT), asserts that
 /// chaos refuses a delay naming the option, with nothing attached, and says so.
 fn delay_supported(net: &TestNet) -> bool {
-    let (supported, detail) = Probe::run().feature("sch-fq");
+    let (supported, detail) = Probe::run().feature(features::SCH_FQ);
     if supported {
         return true;
     }
-    assert!(!expected("sch-fq"), "{detail}");
+    assert!(!expected(features::SCH_FQ), "{detail}");
     let netns = TestNet::netns_path(&net.a);
     let output = chaos(&[
         "net", "delay", "--netns", &netns, "--iface", "a0", "--delay", "50ms", "--for", "2s",
@@ -239,7 +240,7 @@ fn a_killed_delay_run_is_undone() {
         "the delay never took effect"
     );
     // Read before the kill: every chaos invocation (the probe too) undoes a killed run's changes.
-    let (tcx, detail) = Probe::run().feature("tcx");
+    let (tcx, detail) = Probe::run().feature(features::TCX);
     run.kill().expect("SIGKILL chaos");
     let _ = run.wait();
     if tcx {
@@ -252,7 +253,7 @@ fn a_killed_delay_run_is_undone() {
         );
     } else {
         // A clsact filter outlives the process: the delay goes on until the next invocation.
-        assert!(!expected("tcx"), "{detail}");
+        assert!(!expected(features::TCX), "{detail}");
         let still = median(&round_trips(&net, 0, 5, 20)) - base;
         assert!(
             still > 150.0,

@@ -5,6 +5,7 @@
 
 use std::{process::Child, thread, time::Duration};
 
+use chaos_common::features;
 use chaos_tests::*;
 
 const NETPEER: &str = env!("CARGO_BIN_EXE_netpeer");
@@ -215,7 +216,7 @@ fn bad_network_input_exits_2_and_attaches_nothing() {
 fn a_killed_loader_leaves_no_loss_behind() {
     let net = TestNet::new("drop-kill");
     // Read before the kill: every chaos invocation (the probe too) undoes a killed run's changes.
-    let (tcx, detail) = Probe::run().feature("tcx");
+    let (tcx, detail) = Probe::run().feature(features::TCX);
     let mut chaos = start_drop(&["--netns", &net.b, "--iface", "b0", "--probability", "1"]);
     let addr = format!("{}:7201", net.v4(0, 2));
     let mut sink = net.spawn(&net.b, NETPEER, &["udp-sink", &addr, "300"]);
@@ -228,7 +229,7 @@ fn a_killed_loader_leaves_no_loss_behind() {
     if !tcx {
         // Without tcx the programs hang from clsact filters, which outlive the process until
         // the next chaos invocation undoes them (the clsact test shows the loss going on).
-        assert!(!expected("tcx"), "{detail}");
+        assert!(!expected(features::TCX), "{detail}");
         eprintln!("no tcx here ({detail}): the killed run's filter is removed by chaos cleanup");
         assert!(chaos_tests::chaos(&["cleanup"]).status.success());
     }
@@ -448,9 +449,9 @@ fn a_container_loses_packets_and_its_neighbour_does_not() {
         Err(err) => {
             // The trimmed guest kernels have no bridge driver; the host must. Whatever podman's
             // network backend says, the probe must agree that no bridge can be made here.
-            let (bridge, detail) = Probe::run().feature("bridge");
+            let (bridge, detail) = Probe::run().feature(features::BRIDGE);
             assert!(
-                !bridge && !expected("bridge"),
+                !bridge && !expected(features::BRIDGE),
                 "podman could not make a bridge network although this kernel can: {err}"
             );
             eprintln!(

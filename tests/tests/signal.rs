@@ -1,6 +1,7 @@
 //! `chaos signal`: a target gets a signal when it enters one syscall (its sys_enter tracepoint).
 //! On a kernel without syscall tracepoints, chaos must refuse and name CONFIG_FTRACE_SYSCALLS.
 
+use chaos_common::features;
 use chaos_tests::*;
 
 const VICTIM: &str = env!("CARGO_BIN_EXE_victim");
@@ -32,10 +33,10 @@ fn sigkill_at_the_third_fsync_of_the_target_only() {
     let output = chaos(&args);
     let stderr = String::from_utf8_lossy(&output.stderr);
 
-    let (supported, detail) = Probe::run().feature("tracepoint-signal");
+    let (supported, detail) = Probe::run().feature(features::TRACEPOINT_SIGNAL);
     if !supported {
         assert!(
-            !expected("tracepoint-signal"),
+            !expected(features::TRACEPOINT_SIGNAL),
             "chaos signal must work on this kernel: {detail} / {stderr}"
         );
         assert_eq!(output.status.code(), Some(2), "{stderr}");
@@ -118,7 +119,7 @@ fn unknown_syscalls_and_signals_exit_2() {
     ] {
         assert_refused(&args, &[named]);
     }
-    if Probe::run().feature("tracepoint-signal").0 {
+    if Probe::run().feature(features::TRACEPOINT_SIGNAL).0 {
         let output = chaos(&[
             "signal",
             "--pid",
@@ -229,9 +230,9 @@ fn sigkill_of_the_loader_ends_a_signal_fault() {
 /// Whether this kernel can send signals from syscall tracepoints; when it cannot (and need not,
 /// per CHAOS_EXPECT), says so. The first test asserts the exact refusal.
 fn signals_supported() -> bool {
-    let (supported, detail) = Probe::run().feature("tracepoint-signal");
+    let (supported, detail) = Probe::run().feature(features::TRACEPOINT_SIGNAL);
     if !supported {
-        assert!(!expected("tracepoint-signal"), "{detail}");
+        assert!(!expected(features::TRACEPOINT_SIGNAL), "{detail}");
         eprintln!(
             "NOT INJECTED on this kernel (the refusal is asserted by the first test): {detail}"
         );

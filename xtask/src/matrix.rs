@@ -2,6 +2,7 @@
 //! runs, never by hand: each kernel's `chaos probe --json` and the outcome of each integration
 //! test binary there, under target/matrix/KERNEL (`host` for this machine).
 
+use chaos_common::features;
 use std::{collections::BTreeMap, fs, path::PathBuf};
 
 use anyhow::{Context as _, bail};
@@ -26,25 +27,30 @@ struct Family {
     tests: &'static str,
 }
 
-const FAMILIES: [Family; 11] = [
+const FAMILIES: [Family; 12] = [
     Family {
         name: "`fail` connect/bind/send/socket (cgroup hooks)",
-        needs: &["cgroup-sock-addr"],
+        needs: &[features::CGROUP_SOCK_ADDR],
         tests: "errno_connect",
     },
     Family {
         name: "`fail` file, exec, fork, socket ops (BPF LSM)",
-        needs: &["bpf-lsm", "trampoline"],
+        needs: &[features::BPF_LSM, features::TRAMPOLINE],
         tests: "errno_ops",
     },
     Family {
+        name: "`fail --path` on tmpfs, ext4, overlayfs, a container's root (BPF LSM)",
+        needs: &[features::BPF_LSM, features::TRAMPOLINE],
+        tests: "errno_path",
+    },
+    Family {
         name: "`fail --syscall` (kprobe override)",
-        needs: &["kprobe-override"],
+        needs: &[features::KPROBE_OVERRIDE],
         tests: "errno_syscall",
     },
     Family {
         name: "`signal` (syscall tracepoints)",
-        needs: &["tracepoint-signal"],
+        needs: &[features::TRACEPOINT_SIGNAL],
         tests: "signal",
     },
     Family {
@@ -64,12 +70,12 @@ const FAMILIES: [Family; 11] = [
     },
     Family {
         name: "`net drop --cgroup` (cgroup_skb)",
-        needs: &["cgroup-skb"],
+        needs: &[features::CGROUP_SKB],
         tests: "net_faults",
     },
     Family {
         name: "`net delay`, `net limit` (fq)",
-        needs: &["sch-fq"],
+        needs: &[features::SCH_FQ],
         tests: "net_delay",
     },
     Family {
@@ -144,7 +150,7 @@ fn cell(family: &Family, results: &Results) -> String {
         return format!("no: {enable} (refusal tested){tested}");
     }
     let how = if family.tests.starts_with("net_") && family.needs.is_empty() {
-        match results.findings.get("tcx") {
+        match results.findings.get(features::TCX) {
             Some((true, _)) => " (tcx)",
             _ => " (clsact)",
         }

@@ -3,12 +3,20 @@
 use std::process::Command;
 
 use anyhow::{Context as _, bail};
+use chaos_common::features;
 
 use crate::{cargo, setup, vm, workspace_root};
 
 /// Features the host tests must find working (the development and CI host has them; the qemu
 /// kernels cover the rest): set as CHAOS_EXPECT unless the caller set one.
-const HOST_EXPECT: &str = "btf,cgroup-sock-addr,tracepoint-signal,cgroup-v2,bridge,tcx";
+const HOST_EXPECT: [&str; 6] = [
+    features::BTF,
+    features::CGROUP_SOCK_ADDR,
+    features::TRACEPOINT_SIGNAL,
+    features::CGROUP_V2,
+    features::BRIDGE,
+    features::TCX,
+];
 
 /// The whole suite: host tests, then the integration tests in the guest.
 pub fn all(host_only: bool, filter: Option<&str>) -> anyhow::Result<()> {
@@ -20,7 +28,7 @@ pub fn all(host_only: bool, filter: Option<&str>) -> anyhow::Result<()> {
     // shown too: it carries the measured rates and every "NOT INJECTED / SKIPPED on this
     // kernel" line with its reason.
     args.extend(["--test-threads=1", "--show-output"]);
-    let expect = std::env::var("CHAOS_EXPECT").unwrap_or_else(|_| HOST_EXPECT.to_owned());
+    let expect = std::env::var("CHAOS_EXPECT").unwrap_or_else(|_| HOST_EXPECT.join(","));
     let cargo_bin = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     crate::run_command(
         Command::new(cargo_bin)

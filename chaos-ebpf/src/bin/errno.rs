@@ -1,9 +1,12 @@
-//! Errno faults: calls of target processes fail with a chosen errno.
+//! Faults on calls: calls of target processes fail with a chosen errno, or the process gets a
+//! signal when it makes one.
 //!
 //! cgroup programs (kernel >= 5.18 for `bpf_set_retval`, CONFIG_CGROUP_BPF) fail the calls of
 //! target processes in the cgroup they are attached to. LSM programs (kernel >= 5.7,
 //! CONFIG_BPF_LSM, `bpf` in `lsm=`, and a kernel that lets trampoline programs load) are global
-//! and fail the calls of targets anywhere.
+//! and fail the calls of targets anywhere. The program names and sections are those of the
+//! operation catalogue (`chaos_common::ops`) and `chaos_common::hook`; a test of chaos-user
+//! checks them against this object.
 #![no_std]
 #![no_main]
 
@@ -18,9 +21,13 @@ use aya_ebpf::{
     macros::{cgroup_sock, cgroup_sock_addr, kprobe, tracepoint},
     programs::{LsmContext, ProbeContext, SockAddrContext, SockContext, TracePointContext},
 };
-use chaos_common::errno::*;
+use chaos_common::{
+    fault::{AF_INET, AF_INET6, IPV4_MAPPED_WORD},
+    ops::*,
+    target::TARGET_TREE,
+};
 use chaos_ebpf::{
-    errno::{Call, add_target, injected_errno, remove_target, target_of},
+    errno::{Call, acting_fault, add_target, remove_target, target_of},
     path::{dentry_of_bprm, dentry_of_file, dentry_of_path},
 };
 
@@ -70,20 +77,23 @@ fn sockaddr_call(sockaddr: *const u8) -> Call {
     if sockaddr.is_null() {
         return Call::UNKNOWN;
     }
-    // SAFETY: bpf_probe_read_kernel checks the addresses; failures give UNKNOWN.
-    let read =
+    // SAFETY: bpf_probe_read_kernel checks the address; a failure gives UNKNOWN. The offsets
+    // stay within a sockaddr_in6 (28 bytes).
+    let read = |offset: usize| unsafe { bpf_probe_read_kernel(sockaddr.add(offset).cast::<u32>()) };
+    // SAFETY: as `read`.
+    let read16 =
         |offset: usize| unsafe { bpf_probe_read_kernel(sockaddr.add(offset).cast::<[u32; 4]>()) };
-    let Ok(head) = (unsafe { bpf_probe_read_kernel(sockaddr.cast::<u32>()) }) else {
+    let Ok(head) = read(0) else {
         return Call::UNKNOWN;
     };
     let family = u32::from(head as u16);
     let port = u32::from(u16::from_be((head >> 16) as u16));
     let addr = match family {
-        AF_INET => match unsafe { bpf_probe_read_kernel(sockaddr.add(4).cast::<u32>()) } {
+        AF_INET => match read(4) {
             Ok(ip4) => [0, 0, IPV4_MAPPED_WORD, ip4],
             Err(_) => return Call::UNKNOWN,
         },
-        AF_INET6 => match read(8) {
+        AF_INET6 => match read16(8) {
             Ok(ip6) => ip6,
             Err(_) => return Call::UNKNOWN,
         },
@@ -104,14 +114,14 @@ fn sockaddr_call(sockaddr: *const u8) -> Call {
 
 #[inline(always)]
 fn cgroup_verdict(op: u32, call: impl FnOnce() -> Call) -> i32 {
-    match injected_errno(op, call) {
-        Some(errno) => {
+    match acting_fault(op, call) {
+        Some(fault) => {
             // Another run's program that ran before this one may have failed the call already:
             // its errno stands, as with LSM hooks, where the first failing program ends the call.
             // SAFETY: helper calls with plain integer arguments.
             unsafe {
                 if bpf_get_retval() == 0 {
-                    bpf_set_retval(-errno);
+                    bpf_set_retval(-fault.errno);
                 }
             }
             CGROUP_DENY
@@ -178,8 +188,8 @@ fn lsm_verdict(op: u32) -> i64 {
 /// targets, after the one lookup).
 #[inline(always)]
 fn lsm_call_verdict(op: u32, call: impl FnOnce() -> Call) -> i64 {
-    match injected_errno(op, call) {
-        Some(errno) => clamp_errno(-i64::from(errno)),
+    match acting_fault(op, call) {
+        Some(fault) => clamp_errno(-i64::from(fault.errno)),
         None => 0,
     }
 }
@@ -358,9 +368,9 @@ lsm_program!(
 /// (every `__x64_sys_*` with CONFIG_FUNCTION_ERROR_INJECTION).
 #[kprobe]
 pub fn kprobe_syscall_override(ctx: ProbeContext) -> u32 {
-    if let Some(errno) = injected_errno(OP_SYSCALL, || Call::UNKNOWN) {
+    if let Some(fault) = acting_fault(OP_SYSCALL, || Call::UNKNOWN) {
         // SAFETY: the probe's own registers; the return value is a negative errno.
-        unsafe { bpf_override_return(ctx.regs, (-i64::from(errno)) as u64) };
+        unsafe { bpf_override_return(ctx.regs, (-i64::from(fault.errno)) as u64) };
     }
     0
 }
@@ -370,9 +380,9 @@ pub fn kprobe_syscall_override(ctx: ProbeContext) -> u32 {
 /// CONFIG_FTRACE_SYSCALLS. Only that syscall's entries pay, one array lookup each.
 #[tracepoint]
 pub fn tracepoint_syscall_signal(_ctx: TracePointContext) -> u32 {
-    if let Some(signal) = injected_errno(OP_SIGNAL, || Call::UNKNOWN) {
+    if let Some(fault) = acting_fault(OP_SIGNAL, || Call::UNKNOWN) {
         // SAFETY: a helper call with a plain integer argument; signals the whole process.
-        unsafe { bpf_send_signal(signal as u32) };
+        unsafe { bpf_send_signal(fault.signal) };
     }
     0
 }
@@ -409,12 +419,4 @@ pub fn tracepoint_sched_process_exit(_ctx: TracePointContext) -> u32 {
     0
 }
 
-#[cfg(not(test))]
-#[panic_handler]
-fn panic(_info: &core::panic::PanicInfo) -> ! {
-    loop {}
-}
-
-#[unsafe(link_section = "license")]
-#[unsafe(no_mangle)]
-static LICENSE: [u8; 4] = *b"GPL\0";
+chaos_ebpf::gpl_program!();

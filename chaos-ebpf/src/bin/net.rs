@@ -15,12 +15,13 @@ use aya_ebpf::{
     programs::{SkBuffContext, TcContext, sk_buff::SkBuff},
 };
 use chaos_common::{
-    errno::{IPV4_MAPPED_WORD, PROBABILITY_ONE},
+    counters::Counters,
+    fault::{IPV4_MAPPED_WORD, PROBABILITY_ONE},
     net::{
         DIRECTION_EGRESS, DIRECTION_INGRESS, DUPLICATE_MARK, LIMIT_QUEUE_NS, NET_ACTION_CORRUPT,
         NET_ACTION_CORRUPT_SILENT, NET_ACTION_DELAY, NET_ACTION_DNS_DROP, NET_ACTION_DNS_RCODE,
         NET_ACTION_DROP, NET_ACTION_DUPLICATE, NET_ACTION_LIMIT, NET_COUNTER_ENTRIES, NET_DIST_MAX,
-        NET_DIST_SCALE, NET_LOSS_GEMODEL, NetCounters, NetFault, in_network,
+        NET_DIST_SCALE, NET_LOSS_GEMODEL, NetFault, in_network,
     },
 };
 
@@ -28,8 +29,7 @@ use chaos_common::{
 static NET_FAULTS: Array<NetFault> = Array::with_max_entries(1, 0);
 
 #[map]
-static NET_COUNTERS: PerCpuArray<NetCounters> =
-    PerCpuArray::with_max_entries(NET_COUNTER_ENTRIES, 0);
+static NET_COUNTERS: PerCpuArray<Counters> = PerCpuArray::with_max_entries(NET_COUNTER_ENTRIES, 0);
 
 /// The Gilbert-Elliott model's state (0 good, 1 bad), shared by every CPU and interface.
 #[map]
@@ -211,7 +211,7 @@ fn acts_on(
     if !picked(fault) {
         return None;
     }
-    counters.acted += 1;
+    counters.injected += 1;
     Some(packet)
 }
 
@@ -512,7 +512,7 @@ pub fn tc_egress(ctx: TcContext) -> i32 {
 /// Drops packets on their way to the sockets of the processes in the cgroup it is attached to
 /// (cgroup_skb ingress, CONFIG_CGROUP_BPF): loss as the receiver sees it, for one cgroup's
 /// traffic even when it shares a namespace with others (host-network containers).
-#[cgroup_skb]
+#[cgroup_skb(ingress)]
 pub fn cgroup_skb_ingress(ctx: SkBuffContext) -> i32 {
     match fault_for(&ctx.skb, DIRECTION_INGRESS, parse_ip) {
         Some(_) => CGROUP_SKB_DROP,
@@ -520,12 +520,4 @@ pub fn cgroup_skb_ingress(ctx: SkBuffContext) -> i32 {
     }
 }
 
-#[cfg(not(test))]
-#[panic_handler]
-fn panic(_info: &core::panic::PanicInfo) -> ! {
-    loop {}
-}
-
-#[unsafe(link_section = "license")]
-#[unsafe(no_mangle)]
-static LICENSE: [u8; 4] = *b"GPL\0";
+chaos_ebpf::gpl_program!();

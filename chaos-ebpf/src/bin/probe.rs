@@ -14,6 +14,7 @@ use aya_ebpf::{
 /// on a chance of one in 2^32, and is never attached to anything.
 #[kprobe]
 pub fn kprobe_override_probe(ctx: ProbeContext) -> u32 {
+    // SAFETY: a helper call without arguments.
     if unsafe { bpf_get_prandom_u32() } == u32::MAX {
         // SAFETY: ctx.regs is the probe's own register set.
         unsafe { bpf_override_return(ctx.regs, 0) };
@@ -25,7 +26,9 @@ pub fn kprobe_override_probe(ctx: ProbeContext) -> u32 {
 /// delivers nothing, so attaching it is harmless.
 #[tracepoint]
 pub fn tracepoint_signal_probe(_ctx: TracePointContext) -> u32 {
+    // SAFETY: a helper call without arguments.
     if unsafe { bpf_get_prandom_u32() } == u32::MAX {
+        // SAFETY: signal 0 delivers nothing.
         unsafe { bpf_send_signal(0) };
     }
     0
@@ -44,7 +47,7 @@ pub fn xdp_probe(_ctx: XdpContext) -> u32 {
 }
 
 /// Lets every packet pass.
-#[cgroup_skb]
+#[cgroup_skb(ingress)]
 pub fn cgroup_skb_probe(_ctx: SkBuffContext) -> i32 {
     1
 }
@@ -55,12 +58,4 @@ pub fn lsm_cgroup_probe(_ctx: LsmContext) -> i32 {
     1
 }
 
-#[cfg(not(test))]
-#[panic_handler]
-fn panic(_info: &core::panic::PanicInfo) -> ! {
-    loop {}
-}
-
-#[unsafe(link_section = "license")]
-#[unsafe(no_mangle)]
-static LICENSE: [u8; 4] = *b"GPL\0";
+chaos_ebpf::gpl_program!();

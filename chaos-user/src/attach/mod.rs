@@ -1,41 +1,32 @@
-//! Loading and attaching: from a planned fault to programs live in the kernel. Every link belongs
-//! to the [`ErrnoAttachment`]; dropping it (or the process dying) detaches everything.
+//! The one path from a [`Hook`] to a program live in the kernel and back: load (the verifier),
+//! attach to every site of its kind (with a pin for a detached run), detach. Every kind of hook
+//! goes through [`Loaded`]: the faults of a run and the probe's tries alike.
 
 use std::{
-    collections::HashMap as Map,
     fs::File,
     io,
     path::{Path, PathBuf},
-    time::Duration,
 };
 
 use aya::{
     Btf, Ebpf, EbpfLoader,
-    maps::{Array, HashMap, MapError, PerCpuArray},
+    maps::{Array, MapError, PerCpuArray},
     programs::{
-        CgroupAttachMode, CgroupSock, CgroupSockAddr, KProbe, Lsm, ProgramError, TracePoint,
-        links::FdLink,
+        CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSock, CgroupSockAddr, KProbe, Lsm,
+        LsmCgroup, Program, ProgramError, SchedClassifier, TcAttachType, TracePoint, Xdp,
+        links::{FdLink, LinkOrder},
+        tc::{NlOptions, TcAttachOptions},
+        xdp::XdpMode,
     },
+    util::KernelVersion,
 };
-use chaos_common::{
-    counters::{Counters, counter_index},
-    errno::{self as common, PathOffsets, TARGET_TREE, Target},
-    names,
-};
+use chaos_common::{counters::Counters, hook::Hook, net::DIRECTION_INGRESS};
 use thiserror::Error;
-use tracing::debug;
 
-pub mod net;
-mod pid_bits;
+pub mod pid_bits;
 pub mod qdisc;
 
-use self::pid_bits::PidBits;
-use crate::{
-    fault::{Backend, BackendChoice, Hook, Mechanism, Op},
-    kernel::{self, Finding},
-    object,
-    target::Targets,
-};
+use crate::sys::Netns;
 
 #[derive(Debug, Error)]
 pub enum AttachError {
@@ -63,404 +54,401 @@ pub enum AttachError {
         #[source]
         source: ProgramError,
     },
+    #[error(
+        "program {0} is an LSM program, which needs the kernel's BTF at /sys/kernel/btf/vmlinux; to enable: CONFIG_DEBUG_INFO_BTF=y"
+    )]
+    NoBtf(&'static str),
+    #[error("program {0} attaches to {1}, which this run does not name")]
+    NoSite(&'static str, &'static str),
     #[error("cannot open cgroup {path}")]
     Cgroup {
         path: PathBuf,
         #[source]
         source: io::Error,
     },
-    #[error("--op {op} cannot be injected on this kernel: {explanation}")]
-    Unsupported { op: Op, explanation: String },
     #[error("cannot pin {name} for a detached run: {reason}")]
     Pin { name: String, reason: String },
+    #[error("cannot enter network namespace {path}")]
+    Netns {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
     #[error("network faults cannot run on this kernel: {0}")]
     NetUnsupported(String),
-    #[error("cannot enter the target network namespace")]
-    Netns(#[source] io::Error),
-    #[error("--path needs the kernel's struct layouts from its BTF: {0}")]
-    PathOffsets(#[source] crate::btf::BtfError),
-    #[error("--pid-tree needs the sched:sched_process_fork tracepoint: {0}")]
-    ForkTracepoint(String),
-    #[error("no tracepoint syscalls:{event}: {reason}")]
-    SyscallTracepoint { event: String, reason: String },
-    #[error("--syscall {syscall} cannot be failed on this kernel: {reason}")]
-    SyscallOverride { syscall: String, reason: String },
+    #[error("cannot record the change to {iface} in {path}")]
+    Record {
+        iface: String,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
 }
 
-/// The slot of the one fault a `chaos fail` run holds.
-const FAULT_SLOT: u32 = 0;
-
-/// The backend chosen for each operation of a fault.
-pub type Plan = Vec<(Op, &'static Backend)>;
-
-/// Picks, for each operation, the first backend the kernel supports (or the one `choice`
-/// insists on). `unsupported` says why a mechanism cannot run here, or `None` when it can.
-pub fn plan(
-    ops: &[Op],
-    choice: BackendChoice,
-    mut unsupported: impl FnMut(Mechanism) -> Option<Finding>,
-) -> Result<Plan, AttachError> {
-    let mut verdicts: Map<Mechanism, Option<Finding>> = Map::new();
-    ops.iter()
-        .map(|&op| {
-            let candidates: Vec<&'static Backend> = op
-                .backends()
-                .iter()
-                .filter(|backend| {
-                    choice == BackendChoice::Auto
-                        || choice == BackendChoice::Only(backend.mechanism)
-                })
-                .collect();
-            if candidates.is_empty() {
-                let offered: Vec<&str> = op.backends().iter().map(|b| b.mechanism.name()).collect();
-                return Err(AttachError::Unsupported {
-                    op,
-                    explanation: format!("no such backend for it; it has: {}", offered.join(", ")),
-                });
-            }
-            let mut reasons = Vec::new();
-            for backend in candidates {
-                let verdict = verdicts
-                    .entry(backend.mechanism)
-                    .or_insert_with(|| unsupported(backend.mechanism));
-                match verdict {
-                    None => return Ok((op, backend)),
-                    Some(finding) => {
-                        reasons.push(format!("{}: {}", backend.mechanism, finding.explain()))
-                    }
-                }
-            }
-            Err(AttachError::Unsupported {
-                op,
-                explanation: reasons.join("; "),
-            })
-        })
-        .collect()
-}
-
-/// Why `mechanism` cannot run on this kernel, or `None`.
-pub fn mechanism_unsupported(mechanism: Mechanism) -> Option<Finding> {
-    match mechanism {
-        Mechanism::Lsm => kernel::lsm_unsupported(),
-        Mechanism::Cgroup => Some(kernel::cgroup_sock_addr()).filter(|finding| !finding.supported),
+impl AttachError {
+    /// Whether the kernel or the machine cannot do what was asked (the user can act on it), as
+    /// opposed to something failing on the way.
+    pub fn is_unsupported(&self) -> bool {
+        matches!(self, AttachError::NoBtf(_) | AttachError::NetUnsupported(_))
     }
 }
 
-/// A fault on one syscall rather than on `--op`s.
-#[derive(Clone, Copy, Debug)]
-pub enum SyscallHook<'a> {
-    /// `chaos signal`: the syscall's entry tracepoint sends a signal.
-    Signal(&'a str),
-    /// `chaos fail --syscall`: a kprobe on the syscall's entry function overrides its return.
-    Override(&'a str),
+/// Set to `clsact` to attach TC programs as cls_bpf filters even where tcx links exist: how the
+/// tests exercise the fallback on a kernel that has tcx.
+pub const TC_ATTACH_ENV: &str = "CHAOS_TC_ATTACH";
+
+/// Whether TC programs attach through tcx links (kernel >= 6.6) rather than clsact filters.
+pub fn tcx_links() -> bool {
+    std::env::var_os(TC_ATTACH_ENV).is_none_or(|mode| mode != "clsact")
+        && KernelVersion::current().is_ok_and(|v| v >= KernelVersion::new(6, 6, 0))
 }
 
-/// An errno or signal fault live in the kernel.
-pub struct ErrnoAttachment {
+/// Where the hooks that attach per place attach, for one run.
+#[derive(Default)]
+pub struct Sites<'a> {
+    /// cgroup programs: every one of these cgroup v2 directories.
+    pub cgroups: &'a [File],
+    /// Syscall entry tracepoints and overriding kprobes: this syscall (`fsync`).
+    pub syscall: Option<&'a str>,
+    /// TC and XDP programs: these interfaces, in `netns` (chaos's own when `None`).
+    pub ifaces: &'a [String],
+    pub netns: Option<&'a Netns>,
+}
+
+/// An eBPF object loaded for one run, and the hooks of it loaded so far. Dropping it (or the
+/// process dying) releases every link; [`Loaded::detach`] unloads the programs first and keeps
+/// the maps, so counters read after it are final.
+pub struct Loaded {
     ebpf: Ebpf,
-    plan: Plan,
-    /// Tracepoint programs attached: a signal's syscall, a process tree's fork and exit.
-    tracepoints: Vec<&'static str>,
-    /// Whether the syscall-override kprobe is attached.
-    kprobe: bool,
+    btf: Option<Btf>,
+    loaded: Vec<Hook>,
+    /// What attaching changed on interfaces (a clsact qdisc and its filters, an fq qdisc),
+    /// undone on detach.
+    changes: Vec<qdisc::Changed>,
+    /// TC programs hang from tcx links, else from a clsact qdisc's filters.
+    tcx: bool,
 }
 
-impl ErrnoAttachment {
-    /// Loads every program the fault needs (the plan's hooks, and the `syscall` hook), fills the
-    /// maps, then attaches: if any program fails to load, nothing has been attached.
-    pub fn attach(
-        targets: &Targets,
-        mut kernel_fault: common::ErrnoFault,
-        plan: Plan,
-        syscall: Option<SyscallHook<'_>>,
-        lifetime: Duration,
-        pin: Option<&Path>,
-    ) -> Result<Self, AttachError> {
+impl Loaded {
+    /// Loads `object` with `loader`'s globals; no program is loaded yet.
+    pub fn new(loader: &mut EbpfLoader<'_>, object: &[u8]) -> Result<Self, AttachError> {
         let btf = Btf::from_sys_fs().ok();
-        let tree = targets.processes.iter().any(|p| p.tree);
-        let fork_child_pid_offset = if tree { fork_child_pid_offset()? } else { 0 };
-        let (cgroup_id, cgroup_level) = targets.cgroup.as_ref().map_or((0, 0), |c| (c.id, c.level));
-        let path_offsets = if kernel_fault.dir_ino != 0 {
-            path_offsets().map_err(AttachError::PathOffsets)?
-        } else {
-            PathOffsets::ZERO
-        };
-        let mut ebpf = EbpfLoader::new()
-            .btf(btf.as_ref())
-            .override_global(names::GLOBAL_TARGET_CGROUP_ID, &cgroup_id, true)
-            .override_global(names::GLOBAL_TARGET_CGROUP_LEVEL, &cgroup_level, true)
-            .override_global(
-                names::GLOBAL_FORK_CHILD_PID_OFFSET,
-                &fork_child_pid_offset,
-                true,
-            )
-            .override_global(names::GLOBAL_PATH_OFFSETS, &path_offsets, true)
-            .load(object::ERRNO)
-            .map_err(AttachError::Object)?;
-
-        kernel_fault.deadline_ns = monotonic_now_ns().saturating_add(lifetime.as_nanos() as u64);
-        let mut faults: Array<_, common::ErrnoFault> = map(&mut ebpf, names::MAP_ERRNO_FAULTS)?;
-        faults
-            .set(FAULT_SLOT, kernel_fault, 0)
-            .map_err(map_error(names::MAP_ERRNO_FAULTS))?;
-        let pid_bits = PidBits::map(&ebpf)?;
-        // The index of each process target is its place in `targets.processes`: the report
-        // reads its counters from there.
-        for (index, process) in targets.processes.iter().enumerate() {
-            let flags = if process.tree { TARGET_TREE } else { 0 };
-            let target = Target {
-                fault: FAULT_SLOT,
-                flags,
-                index: index as u32,
-                _pad: 0,
-            };
-            add_target(&mut ebpf, &pid_bits, process.pid, target)?;
-        }
-
-        let hooks = hooks_of(&plan);
-        for &hook in &hooks {
-            load(&mut ebpf, hook, btf.as_ref())?;
-        }
-        let mut tracepoints: Vec<(&'static str, &str, String)> = Vec::new();
-        if tree {
-            tracepoints.push((
-                names::PROG_TRACEPOINT_FORK,
-                "sched",
-                "sched_process_fork".into(),
-            ));
-            tracepoints.push((
-                names::PROG_TRACEPOINT_EXIT,
-                "sched",
-                "sched_process_exit".into(),
-            ));
-        }
-        if let Some(SyscallHook::Signal(syscall)) = syscall {
-            let event = format!("sys_enter_{syscall}");
-            syscall_tracepoint_exists(&event)?;
-            tracepoints.push((names::PROG_TRACEPOINT_SYSCALL_SIGNAL, "syscalls", event));
-        }
-        let override_function = match syscall {
-            Some(SyscallHook::Override(name)) => {
-                let function = override_function(name)?;
-                let name = names::PROG_KPROBE_SYSCALL_OVERRIDE;
-                program::<KProbe>(&mut ebpf, name)?
-                    .load()
-                    .map_err(|source| AttachError::Program { name, source })?;
-                Some(function)
-            }
-            _ => None,
-        };
-        for (name, ..) in &tracepoints {
-            program::<TracePoint>(&mut ebpf, name)?
-                .load()
-                .map_err(|source| AttachError::Program { name, source })?;
-        }
-        // Follow forks before the fault starts, so no child escapes.
-        for (name, category, event) in &tracepoints {
-            let program = program::<TracePoint>(&mut ebpf, name)?;
-            let error = |source| AttachError::Program { name, source };
-            let id = program.attach(category, event).map_err(error)?;
-            if let Some(dir) = pin {
-                pin_link(program.take_link(id).map_err(error)?, dir, name, 0)?;
-            }
-        }
-        // Descendants that exist already, looked up once the fork tracepoint is live. A
-        // descendant that forks before it is marked has a child the program does not see: so
-        // look again until a pass finds no one new; after that every fork is the program's.
-        for (index, process) in targets.processes.iter().enumerate().filter(|(_, p)| p.tree) {
-            let target = Target {
-                fault: FAULT_SLOT,
-                flags: TARGET_TREE,
-                index: index as u32,
-                _pad: 0,
-            };
-            let mut marked = std::collections::HashSet::from([process.pid]);
-            loop {
-                let found = crate::target::descendants(process.pid);
-                let new: Vec<u32> = found
-                    .into_iter()
-                    .filter(|&pid| marked.insert(pid))
-                    .collect();
-                if new.is_empty() {
-                    break;
-                }
-                for pid in new {
-                    add_target(&mut ebpf, &pid_bits, pid, target)?;
-                }
-            }
-        }
-        drop(pid_bits);
-        let cgroups = targets
-            .attach_cgroups()
-            .into_iter()
-            .map(|path| File::open(&path).map_err(|source| AttachError::Cgroup { path, source }))
-            .collect::<Result<Vec<File>, _>>()?;
-        for &hook in &hooks {
-            attach(&mut ebpf, hook, &cgroups, pin)?;
-            debug!(program = hook.program(), "attached");
-        }
-        if let Some(function) = &override_function {
-            let name = names::PROG_KPROBE_SYSCALL_OVERRIDE;
-            let program = program::<KProbe>(&mut ebpf, name)?;
-            let error = |source| AttachError::Program { name, source };
-            let id = program.attach(function, 0).map_err(error)?;
-            if let Some(dir) = pin {
-                pin_link(program.take_link(id).map_err(error)?, dir, name, 0)?;
-            }
-        }
-        if let Some(dir) = pin {
-            // The counters `chaos list` reads, and what keeps them once this process is gone.
-            for name in [names::MAP_TARGET_COUNTERS, names::MAP_COUNTERS] {
-                let map = ebpf.map(name).ok_or(AttachError::MissingMap(name))?;
-                map.pin(dir.join(name)).map_err(|err| AttachError::Pin {
-                    name: name.to_owned(),
-                    reason: err.to_string(),
-                })?;
-            }
-        }
-        let tracepoints = tracepoints.into_iter().map(|(name, ..)| name).collect();
-        Ok(ErrnoAttachment {
+        // The loader reads the kernel's BTF for itself; this one is for loading LSM programs.
+        let ebpf = loader.load(object).map_err(AttachError::Object)?;
+        Ok(Loaded {
             ebpf,
-            plan,
-            tracepoints,
-            kprobe: override_function.is_some(),
+            btf,
+            loaded: Vec::new(),
+            changes: Vec::new(),
+            tcx: tcx_links(),
         })
     }
 
-    /// Detaches and unloads every program but keeps the maps, so the final counters read after
-    /// this are exact: no call can be failed between the reading and the detaching.
-    pub fn detach(&mut self) {
-        for hook in hooks_of(&self.plan) {
-            if let Err(err) = unload(&mut self.ebpf, hook) {
-                tracing::warn!(program = hook.program(), %err, "detach");
-            }
-        }
-        if self.kprobe {
-            let name = names::PROG_KPROBE_SYSCALL_OVERRIDE;
-            if let Err(err) = program::<KProbe>(&mut self.ebpf, name).and_then(|p| {
-                p.unload()
-                    .map_err(|source| AttachError::Program { name, source })
-            }) {
-                tracing::warn!(program = name, %err, "detach");
-            }
-        }
-        for &name in &self.tracepoints {
-            if let Err(err) = program::<TracePoint>(&mut self.ebpf, name).and_then(|p| {
-                p.unload()
-                    .map_err(|source| AttachError::Program { name, source })
-            }) {
-                tracing::warn!(program = name, %err, "detach");
-            }
-        }
+    /// Loads `object` without globals.
+    pub fn plain(object: &[u8]) -> Result<Self, AttachError> {
+        Self::new(&mut EbpfLoader::new(), object)
     }
 
-    /// Matched and injected calls of operation `code` (`OP_*`) so far, summed over CPUs.
-    pub fn counters(&self, code: u32) -> Counters {
-        self.sum_counters(names::MAP_COUNTERS, counter_index(FAULT_SLOT, code))
-    }
-
-    /// Matched and injected calls of the target at `index` (its place in
-    /// [`Targets::processes`]; 0 for a cgroup target), over every operation.
-    pub fn target_counters(&self, index: usize) -> Counters {
-        self.sum_counters(names::MAP_TARGET_COUNTERS, index as u32)
-    }
-
-    fn sum_counters(&self, map_name: &str, index: u32) -> Counters {
-        let Some(map) = self.ebpf.map(map_name) else {
-            return Counters::default();
+    /// Loads `hook`'s program into the kernel (the verifier runs here); once per program.
+    pub fn load(&mut self, hook: Hook) -> Result<(), AttachError> {
+        if self.loaded.contains(&hook) {
+            return Ok(());
+        }
+        let name = hook.program();
+        let btf = self.btf.as_ref();
+        let ebpf = &mut self.ebpf;
+        let result = match hook {
+            Hook::Lsm { hook: lsm_hook, .. } => {
+                let btf = btf.ok_or(AttachError::NoBtf(name))?;
+                program::<Lsm>(ebpf, name)?.load(lsm_hook, btf)
+            }
+            Hook::LsmCgroup { hook: lsm_hook, .. } => {
+                let btf = btf.ok_or(AttachError::NoBtf(name))?;
+                program::<LsmCgroup>(ebpf, name)?.load(lsm_hook, btf)
+            }
+            Hook::CgroupSockAddr { .. } => program::<CgroupSockAddr>(ebpf, name)?.load(),
+            Hook::CgroupSock { .. } => program::<CgroupSock>(ebpf, name)?.load(),
+            Hook::CgroupSkb { .. } => program::<CgroupSkb>(ebpf, name)?.load(),
+            Hook::Tracepoint { .. } | Hook::SyscallEntry { .. } => {
+                program::<TracePoint>(ebpf, name)?.load()
+            }
+            Hook::SyscallOverride { .. } => program::<KProbe>(ebpf, name)?.load(),
+            Hook::Tc { .. } => program::<SchedClassifier>(ebpf, name)?.load(),
+            Hook::Xdp { .. } => program::<Xdp>(ebpf, name)?.load(),
         };
-        let Ok(counters) = PerCpuArray::<_, Counters>::try_from(map) else {
+        result.map_err(|source| AttachError::Program { name, source })?;
+        self.loaded.push(hook);
+        Ok(())
+    }
+
+    /// Attaches `hook` (loading it first if need be) at each of its sites in `sites`; with
+    /// `pin`, each link is pinned there too, so that it outlives this process (a detached run).
+    pub fn attach(
+        &mut self,
+        hook: Hook,
+        sites: &Sites<'_>,
+        pin: Option<&Path>,
+    ) -> Result<(), AttachError> {
+        self.load(hook)?;
+        let name = hook.program();
+        let error = |source| AttachError::Program { name, source };
+        let ebpf = &mut self.ebpf;
+        // Attaches one link with `$attach` on the program of type `$kind`, pinned as number `$n`.
+        macro_rules! link {
+            ($kind:ty, $n:expr, |$program:ident| $attach:expr) => {{
+                let $program = program::<$kind>(ebpf, name)?;
+                let id = $attach.map_err(error)?;
+                if let Some(dir) = pin {
+                    pin_link($program.take_link(id).map_err(error)?, dir, name, $n)?;
+                }
+            }};
+        }
+        let syscall = || sites.syscall.ok_or(AttachError::NoSite(name, "a syscall"));
+        let single = CgroupAttachMode::Single;
+        match hook {
+            Hook::Lsm { .. } => link!(Lsm, 0, |p| p.attach()),
+            Hook::CgroupSockAddr { .. } => {
+                for (n, cgroup) in sites.cgroups.iter().enumerate() {
+                    link!(CgroupSockAddr, n, |p| p.attach(cgroup, single));
+                }
+            }
+            Hook::CgroupSock { .. } => {
+                for (n, cgroup) in sites.cgroups.iter().enumerate() {
+                    link!(CgroupSock, n, |p| p.attach(cgroup, single));
+                }
+            }
+            Hook::CgroupSkb { attach, .. } => {
+                let kind = if attach == "egress" {
+                    CgroupSkbAttachType::Egress
+                } else {
+                    CgroupSkbAttachType::Ingress
+                };
+                for (n, cgroup) in sites.cgroups.iter().enumerate() {
+                    link!(CgroupSkb, n, |p| p.attach(cgroup, kind, single));
+                }
+            }
+            Hook::LsmCgroup { .. } => {
+                for (n, cgroup) in sites.cgroups.iter().enumerate() {
+                    link!(LsmCgroup, n, |p| p.attach(cgroup));
+                }
+            }
+            Hook::Tracepoint {
+                category, event, ..
+            } => link!(TracePoint, 0, |p| p.attach(category, event)),
+            Hook::SyscallEntry { .. } => {
+                let event = format!("sys_enter_{}", syscall()?);
+                link!(TracePoint, 0, |p| p.attach("syscalls", &event));
+            }
+            Hook::SyscallOverride { .. } => {
+                let function = syscall_entry_function(syscall()?);
+                link!(KProbe, 0, |p| p.attach(&function, 0));
+            }
+            Hook::Tc { direction, .. } => self.attach_tc(name, direction, sites, pin)?,
+            Hook::Xdp { .. } => {
+                let ifaces = sites.ifaces;
+                in_netns(sites.netns, || -> Result<(), AttachError> {
+                    for (n, iface) in ifaces.iter().enumerate() {
+                        link!(Xdp, n, |p| p.attach(iface, XdpMode::Skb));
+                    }
+                    Ok(())
+                })??;
+            }
+        }
+        tracing::debug!(program = name, "attached");
+        Ok(())
+    }
+
+    /// A TC program on each interface: through a tcx link, or as a cls_bpf filter of the
+    /// interface's clsact qdisc (added, and recorded, when it has none).
+    fn attach_tc(
+        &mut self,
+        name: &'static str,
+        direction: u32,
+        sites: &Sites<'_>,
+        pin: Option<&Path>,
+    ) -> Result<(), AttachError> {
+        let error = |source| AttachError::Program { name, source };
+        let (attach_type, hook) = if direction == DIRECTION_INGRESS {
+            (TcAttachType::Ingress, "ingress")
+        } else {
+            (TcAttachType::Egress, "egress")
+        };
+        // The clsact filters' preference: chaos's own per process, so a killed run's filters
+        // can be told from others on a clsact that was there before.
+        let pref = 0xc000 | (std::process::id() & 0x3fff) as u16;
+        for (n, iface) in sites.ifaces.iter().enumerate() {
+            let clsact = if self.tcx {
+                None
+            } else {
+                Some(self.clsact_of(sites.netns, iface)?)
+            };
+            let options = if self.tcx {
+                TcAttachOptions::TcxOrder(LinkOrder::default())
+            } else {
+                TcAttachOptions::Netlink(NlOptions {
+                    priority: pref,
+                    ..NlOptions::default()
+                })
+            };
+            let classifier = program::<SchedClassifier>(&mut self.ebpf, name)?;
+            let id = in_netns(sites.netns, || {
+                classifier.attach_with_options(iface, attach_type, options)
+            })?
+            .map_err(error)?;
+            if let Some(index) = clsact {
+                self.changes[index].record_filter(hook, pref)?;
+            }
+            if let Some(dir) = pin {
+                let classifier = program::<SchedClassifier>(&mut self.ebpf, name)?;
+                let link = classifier.take_link(id).map_err(error)?;
+                if self.tcx {
+                    pin_link(link, dir, name, n)?;
+                } else {
+                    // A clsact filter stays without a holder; the run's record of it (handed
+                    // over with the other changes) removes it once the run is gone.
+                    std::mem::forget(link);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The index in `changes` of the clsact qdisc of `iface`, made sure of first.
+    fn clsact_of(&mut self, netns: Option<&Netns>, iface: &str) -> Result<usize, AttachError> {
+        if let Some(index) = self
+            .changes
+            .iter()
+            .position(|change| change.is_clsact_of(netns, iface))
+        {
+            return Ok(index);
+        }
+        self.changes.push(qdisc::ensure_clsact(netns, iface)?);
+        Ok(self.changes.len() - 1)
+    }
+
+    /// Keeps a change made to an interface for this run (an fq qdisc): undone on detach.
+    pub fn keep_change(&mut self, change: qdisc::Changed) {
+        self.changes.push(change);
+    }
+
+    /// Whether TC programs hang from tcx links (else clsact filters).
+    pub fn tcx(&self) -> bool {
+        self.tcx
+    }
+
+    /// Hands what this run changed on interfaces over to detached run `id`: it stays after this
+    /// process exits and is undone once the run is gone.
+    pub fn hand_over(&mut self, id: &str) -> Result<(), AttachError> {
+        self.changes
+            .drain(..)
+            .try_for_each(|change| change.hand_over(id))
+    }
+
+    /// Detaches and unloads every program and undoes the changes, but keeps the maps: counters
+    /// read after this are final, as no call can be acted on between the reading and the
+    /// detaching.
+    pub fn detach(&mut self) {
+        for hook in self.loaded.drain(..).rev() {
+            let name = hook.program();
+            let result = match self.ebpf.program_mut(name) {
+                Some(Program::Lsm(p)) => p.unload(),
+                Some(Program::LsmCgroup(p)) => p.unload(),
+                Some(Program::CgroupSockAddr(p)) => p.unload(),
+                Some(Program::CgroupSock(p)) => p.unload(),
+                Some(Program::CgroupSkb(p)) => p.unload(),
+                Some(Program::TracePoint(p)) => p.unload(),
+                Some(Program::KProbe(p)) => p.unload(),
+                Some(Program::SchedClassifier(p)) => p.unload(),
+                Some(Program::Xdp(p)) => p.unload(),
+                _ => continue,
+            };
+            if let Err(err) = result {
+                tracing::warn!(program = name, %err, "detach");
+            }
+        }
+        for change in self.changes.drain(..) {
+            change.restore();
+        }
+    }
+
+    /// The map `name`, as type `T`.
+    pub fn map<'a, T>(&'a mut self, name: &'static str) -> Result<T, AttachError>
+    where
+        T: TryFrom<&'a mut aya::maps::Map, Error = MapError>,
+    {
+        let map = self
+            .ebpf
+            .map_mut(name)
+            .ok_or(AttachError::MissingMap(name))?;
+        T::try_from(map).map_err(|source| AttachError::Map { name, source })
+    }
+
+    /// Writes `value` at `index` of the array map `name`.
+    pub fn set<T: aya::Pod>(
+        &mut self,
+        name: &'static str,
+        index: u32,
+        value: T,
+    ) -> Result<(), AttachError> {
+        let mut array: Array<_, T> = self.map(name)?;
+        array
+            .set(index, value, 0)
+            .map_err(|source| AttachError::Map { name, source })
+    }
+
+    /// Entry `index` of the per-CPU counters `name`, summed over the CPUs; zero if unreadable.
+    pub fn counters(&self, name: &'static str, index: u32) -> Counters {
+        let Some(Ok(counters)) = self
+            .ebpf
+            .map(name)
+            .map(PerCpuArray::<_, Counters>::try_from)
+        else {
             return Counters::default();
         };
         counters
             .get(&index, 0)
-            .map(|per_cpu| {
-                per_cpu
-                    .iter()
-                    .fold(Counters::default(), |sum, cpu| Counters {
-                        matched: sum.matched + cpu.matched,
-                        injected: sum.injected + cpu.injected,
-                    })
-            })
+            .map(|per_cpu| per_cpu.iter().fold(Counters::default(), Counters::sum))
             .unwrap_or_default()
     }
 
-    pub fn plan(&self) -> &Plan {
-        &self.plan
+    /// Pins the map `name` under `dir` (a detached run's counters).
+    pub fn pin_map(&self, name: &'static str, dir: &Path) -> Result<(), AttachError> {
+        let map = self.ebpf.map(name).ok_or(AttachError::MissingMap(name))?;
+        map.pin(dir.join(name)).map_err(|err| AttachError::Pin {
+            name: name.to_owned(),
+            reason: err.to_string(),
+        })
+    }
+
+    /// The object itself, for what only aya offers (mapping a map into memory).
+    pub fn ebpf(&self) -> &Ebpf {
+        &self.ebpf
     }
 }
 
-/// Every hook of the plan, once (read and write share one program).
-fn hooks_of(plan: &Plan) -> Vec<Hook> {
-    let mut hooks: Vec<Hook> = Vec::new();
-    for hook in plan.iter().flat_map(|(_, backend)| backend.hooks) {
-        if !hooks.contains(hook) {
-            hooks.push(*hook);
-        }
+/// Runs `work` inside `netns` (on this thread), or here when `None`.
+fn in_netns<T>(netns: Option<&Netns>, work: impl FnOnce() -> T) -> Result<T, AttachError> {
+    match netns {
+        Some(netns) => netns.enter(work).map_err(|source| AttachError::Netns {
+            path: netns.path.clone(),
+            source,
+        }),
+        None => Ok(work()),
     }
-    hooks
 }
 
-fn load(ebpf: &mut Ebpf, hook: Hook, btf: Option<&Btf>) -> Result<(), AttachError> {
-    let name = hook.program();
-    let result = match hook {
-        Hook::SockAddr(_) => program::<CgroupSockAddr>(ebpf, name)?.load(),
-        Hook::Sock(_) => program::<CgroupSock>(ebpf, name)?.load(),
-        Hook::Lsm((_, lsm_hook)) => {
-            let btf = btf.ok_or_else(|| AttachError::Unsupported {
-                op: Op::Open,
-                explanation:
-                    "no kernel BTF at /sys/kernel/btf/vmlinux; to enable: CONFIG_DEBUG_INFO_BTF=y"
-                        .into(),
-            })?;
-            program::<Lsm>(ebpf, name)?.load(lsm_hook, btf)
-        }
+/// The kernel function a syscall enters through on this architecture (`__x64_sys_fsync`).
+pub fn syscall_entry_function(syscall: &str) -> String {
+    let prefix = match std::env::consts::ARCH {
+        "aarch64" => "__arm64_sys_",
+        _ => "__x64_sys_",
     };
-    result.map_err(|source| AttachError::Program { name, source })
-}
-
-/// Attaches `hook`: an LSM program once, globally; a cgroup program to each of `cgroups`.
-/// With `pin`, each link is pinned there too (a detached run).
-fn attach(
-    ebpf: &mut Ebpf,
-    hook: Hook,
-    cgroups: &[File],
-    pin: Option<&Path>,
-) -> Result<(), AttachError> {
-    let name = hook.program();
-    let error = |source| AttachError::Program { name, source };
-    // A cgroup program goes on each cgroup, through a link, which always lets other programs
-    // run beside ours. (A macro: the two cgroup program types share these methods, not a trait.)
-    macro_rules! attach_to_cgroups {
-        ($kind:ty) => {{
-            let program = program::<$kind>(ebpf, name)?;
-            for (n, cgroup) in cgroups.iter().enumerate() {
-                let id = program
-                    .attach(cgroup, CgroupAttachMode::Single)
-                    .map_err(error)?;
-                if let Some(dir) = pin {
-                    pin_link(program.take_link(id).map_err(error)?, dir, name, n)?;
-                }
-            }
-        }};
-    }
-    match hook {
-        Hook::SockAddr(_) => attach_to_cgroups!(CgroupSockAddr),
-        Hook::Sock(_) => attach_to_cgroups!(CgroupSock),
-        Hook::Lsm(_) => {
-            let program = program::<Lsm>(ebpf, name)?;
-            let id = program.attach().map_err(error)?;
-            if let Some(dir) = pin {
-                pin_link(program.take_link(id).map_err(error)?, dir, name, 0)?;
-            }
-        }
-    }
-    Ok(())
+    format!("{prefix}{syscall}")
 }
 
 /// Pins `link` as `dir/NAME-N`: the link then lives until the pin is removed, whatever happens
 /// to this process.
-pub(crate) fn pin_link<L>(link: L, dir: &Path, name: &str, n: usize) -> Result<(), AttachError>
+fn pin_link<L>(link: L, dir: &Path, name: &str, n: usize) -> Result<(), AttachError>
 where
     FdLink: TryFrom<L>,
     <FdLink as TryFrom<L>>::Error: std::fmt::Display,
@@ -475,94 +463,9 @@ where
         .map_err(|err| failed(err.to_string()))
 }
 
-/// The kernel function of `syscall` that a kprobe may override, after checking that this kernel
-/// can: bpf_override_return exists and the function is allowed for error injection.
-pub fn override_function(syscall: &str) -> Result<String, AttachError> {
-    let refuse = |reason: String| AttachError::SyscallOverride {
-        syscall: syscall.to_owned(),
-        reason,
-    };
-    let finding = kernel::kprobe_override();
-    if !finding.supported {
-        let covering = Op::covering(syscall)
-            .map(|op| format!("; --op {op} covers {syscall}() through another mechanism"))
-            .unwrap_or_default();
-        return Err(refuse(format!("{}{covering}", finding.explain())));
-    }
-    let prefix = match std::env::consts::ARCH {
-        "aarch64" => "__arm64_sys_",
-        _ => "__x64_sys_",
-    };
-    let function = format!("{prefix}{syscall}");
-    let list =
-        std::fs::read_to_string("/sys/kernel/debug/error_injection/list").unwrap_or_default();
-    if !list
-        .lines()
-        .any(|line| line.split_whitespace().next() == Some(function.as_str()))
-    {
-        return Err(refuse(format!(
-            "{function} is not in /sys/kernel/debug/error_injection/list: unknown syscall, or one the kernel does not allow to fail"
-        )));
-    }
-    Ok(function)
-}
-
-/// Checks that `syscalls:EVENT` exists, naming the kernel option when no syscall has one.
-fn syscall_tracepoint_exists(event: &str) -> Result<(), AttachError> {
-    kernel::ensure_mounted("tracefs", "/sys/kernel/tracing");
-    let dir = std::path::Path::new("/sys/kernel/tracing/events/syscalls");
-    let missing = |reason: String| AttachError::SyscallTracepoint {
-        event: event.to_owned(),
-        reason,
-    };
-    if !dir.join("sys_enter_getpid").exists() {
-        return Err(missing(
-            "this kernel has no syscall tracepoints; to enable: CONFIG_FTRACE_SYSCALLS=y".into(),
-        ));
-    }
-    if !dir.join(event).exists() {
-        return Err(missing(format!(
-            "unknown syscall; expected a name from {} without the sys_enter_ prefix, such as fsync, write, openat",
-            dir.display()
-        )));
-    }
-    Ok(())
-}
-
-/// The offset of `child_pid` in a `sched:sched_process_fork` record, from the event's format.
-fn fork_child_pid_offset() -> Result<u32, AttachError> {
-    kernel::ensure_mounted("tracefs", "/sys/kernel/tracing");
-    let path = "/sys/kernel/tracing/events/sched/sched_process_fork/format";
-    let format = std::fs::read_to_string(path)
-        .map_err(|err| AttachError::ForkTracepoint(format!("{path}: {err}")))?;
-    format
-        .lines()
-        .find(|line| line.contains(" child_pid;"))
-        .and_then(|line| {
-            line.split("offset:")
-                .nth(1)?
-                .split(';')
-                .next()?
-                .trim()
-                .parse()
-                .ok()
-        })
-        .ok_or_else(|| AttachError::ForkTracepoint(format!("{path} has no child_pid field")))
-}
-
-fn unload(ebpf: &mut Ebpf, hook: Hook) -> Result<(), AttachError> {
-    let name = hook.program();
-    let result = match hook {
-        Hook::SockAddr(_) => program::<CgroupSockAddr>(ebpf, name)?.unload(),
-        Hook::Sock(_) => program::<CgroupSock>(ebpf, name)?.unload(),
-        Hook::Lsm(_) => program::<Lsm>(ebpf, name)?.unload(),
-    };
-    result.map_err(|source| AttachError::Program { name, source })
-}
-
 fn program<'a, T>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut T, AttachError>
 where
-    &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = ProgramError>,
+    &'a mut T: TryFrom<&'a mut Program, Error = ProgramError>,
 {
     let program = ebpf
         .program_mut(name)
@@ -570,134 +473,4 @@ where
     program
         .try_into()
         .map_err(|source| AttachError::Program { name, source })
-}
-
-/// Makes `pid` a target: its entry, then its bit (the bit says to look for the entry).
-fn add_target(
-    ebpf: &mut Ebpf,
-    pid_bits: &PidBits,
-    pid: u32,
-    target: Target,
-) -> Result<(), AttachError> {
-    let mut pids: HashMap<_, u32, Target> = map(ebpf, names::MAP_TARGET_PIDS)?;
-    pids.insert(pid, target, 0)
-        .map_err(map_error(names::MAP_TARGET_PIDS))?;
-    pid_bits.set(pid);
-    Ok(())
-}
-
-fn map<'a, T>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<T, AttachError>
-where
-    T: TryFrom<&'a mut aya::maps::Map, Error = MapError>,
-{
-    let map = ebpf.map_mut(name).ok_or(AttachError::MissingMap(name))?;
-    T::try_from(map).map_err(map_error(name))
-}
-
-/// Where the fields the `--path` filter follows lie in the running kernel's structs.
-fn path_offsets() -> Result<PathOffsets, crate::btf::BtfError> {
-    let btf = crate::btf::Btf::kernel()?;
-    Ok(PathOffsets {
-        file_dentry: btf.offset_of("file", "f_path.dentry")?,
-        path_dentry: btf.offset_of("path", "dentry")?,
-        bprm_file: btf.offset_of("linux_binprm", "file")?,
-        dentry_parent: btf.offset_of("dentry", "d_parent")?,
-        dentry_inode: btf.offset_of("dentry", "d_inode")?,
-        inode_ino: btf.offset_of("inode", "i_ino")?,
-        inode_sb: btf.offset_of("inode", "i_sb")?,
-        sb_dev: btf.offset_of("super_block", "s_dev")?,
-    })
-}
-
-fn map_error(name: &'static str) -> impl Fn(MapError) -> AttachError {
-    move |source| AttachError::Map { name, source }
-}
-
-/// `CLOCK_MONOTONIC` in nanoseconds: the clock `bpf_ktime_get_ns` reads.
-pub fn monotonic_now_ns() -> u64 {
-    let mut now = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes into the timespec we own.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
-    now.tv_sec as u64 * 1_000_000_000 + now.tv_nsec as u64
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn refused(mechanism: Mechanism) -> Option<Finding> {
-        Some(Finding {
-            feature: "trampoline",
-            supported: false,
-            detail: format!("{mechanism} refused"),
-            enable: Some("a better kernel".into()),
-        })
-    }
-
-    #[test]
-    fn picks_the_most_complete_supported_backend() {
-        let lsm_everywhere = plan(&[Op::Send, Op::Connect], BackendChoice::Auto, |_| None).unwrap();
-        assert_eq!(
-            lsm_everywhere[0].1.mechanism,
-            Mechanism::Lsm,
-            "send prefers LSM"
-        );
-        assert_eq!(
-            lsm_everywhere[1].1.mechanism,
-            Mechanism::Cgroup,
-            "connect is cgroup only"
-        );
-
-        let no_lsm = |m| {
-            if m == Mechanism::Lsm {
-                refused(m)
-            } else {
-                None
-            }
-        };
-        let plan = plan(&[Op::Send, Op::Socket], BackendChoice::Auto, no_lsm).unwrap();
-        assert!(
-            plan.iter()
-                .all(|(_, backend)| backend.mechanism == Mechanism::Cgroup)
-        );
-        assert!(
-            plan[0].1.covers.contains("UDP"),
-            "the narrower coverage is said"
-        );
-    }
-
-    #[test]
-    fn an_op_without_a_usable_backend_names_every_reason() {
-        let no_lsm = |m| {
-            if m == Mechanism::Lsm {
-                refused(m)
-            } else {
-                None
-            }
-        };
-        let err = plan(&[Op::Open], BackendChoice::Auto, no_lsm)
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.contains("--op open")
-                && err.contains("lsm refused")
-                && err.contains("a better kernel"),
-            "{err}"
-        );
-        let err = plan(&[Op::Open], BackendChoice::Only(Mechanism::Cgroup), |_| {
-            None
-        })
-        .unwrap_err()
-        .to_string();
-        assert!(err.contains("it has: lsm"), "{err}");
-    }
-
-    #[test]
-    fn read_and_write_share_one_program() {
-        let plan = plan(&[Op::Read, Op::Write], BackendChoice::Auto, |_| None).unwrap();
-        assert_eq!(hooks_of(&plan), vec![Hook::Lsm(names::LSM_FILE_PERMISSION)]);
-    }
 }

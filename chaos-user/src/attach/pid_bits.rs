@@ -11,8 +11,8 @@ use std::{
 
 use aya::{Ebpf, maps::Map};
 use chaos_common::{
-    errno::{PID_BITMAP_WORDS, pid_bit, pid_word},
     names,
+    target::{PID_BITMAP_WORDS, pid_bit, pid_word},
 };
 
 use super::AttachError;

@@ -16,10 +16,10 @@ use std::{
 use serde::{Deserialize, Serialize};
 
 use super::AttachError;
-use crate::target::net::Netns;
-
-/// Where a run records each change it makes to an interface.
-pub const STATE_DIR: &str = "/run/chaos/qdisc";
+use crate::{
+    state::{QDISC_ROOT, pin_dir},
+    sys::Netns,
+};
 
 /// What a state file says: which chaos process changed what on which interface.
 #[derive(Debug, Serialize, Deserialize)]
@@ -74,11 +74,7 @@ pub struct Changed {
 
 /// Runs `tc ARGS` inside `netns` (chaos's own namespace for `None`).
 fn tc(netns: Option<&Netns>, args: &[&str]) -> Result<std::process::Output, AttachError> {
-    let run = || Command::new("tc").args(args).output();
-    let output = match netns {
-        Some(netns) => netns.enter(run).map_err(AttachError::Netns)?,
-        None => run(),
-    };
+    let output = super::in_netns(netns, || Command::new("tc").args(args).output())?;
     output.map_err(|err| {
         AttachError::NetUnsupported(format!(
             "cannot run tc (iproute2), which manages the qdiscs of network faults: {err}"
@@ -184,9 +180,14 @@ impl Changed {
     }
 
     fn save(&mut self) -> Result<(), AttachError> {
-        fs::create_dir_all(STATE_DIR).map_err(|err| state_error(Path::new(STATE_DIR), err))?;
+        let record_error = |path: &Path, source| AttachError::Record {
+            iface: self.iface.clone(),
+            path: path.to_owned(),
+            source,
+        };
+        fs::create_dir_all(QDISC_ROOT).map_err(|err| record_error(Path::new(QDISC_ROOT), err))?;
         let state_file = self.state_file.get_or_insert_with(|| {
-            Path::new(STATE_DIR).join(format!(
+            Path::new(QDISC_ROOT).join(format!(
                 "{}-{}-{}-{}.json",
                 std::process::id(),
                 self.netns_id,
@@ -203,7 +204,14 @@ impl Changed {
             run: self.run.clone(),
         };
         let json = serde_json::to_vec(&record).expect("a state record serializes");
-        fs::write(&*state_file, json).map_err(|err| state_error(state_file, err))
+        fs::write(&*state_file, json).map_err(|err| record_error(state_file, err))
+    }
+
+    /// Whether this is the clsact qdisc (chaos's, or one that was there) of `iface` in `netns`.
+    pub fn is_clsact_of(&self, netns: Option<&Netns>, iface: &str) -> bool {
+        matches!(self.change, Change::Clsact | Change::Filters { .. })
+            && self.iface == iface
+            && self.netns.as_deref() == netns.map(|n| n.path.as_path())
     }
 
     /// Records a cls_bpf filter chaos added to a clsact qdisc that was there before (by hook and
@@ -255,13 +263,6 @@ impl Drop for Changed {
     }
 }
 
-fn state_error(path: &Path, err: std::io::Error) -> AttachError {
-    AttachError::NetUnsupported(format!(
-        "cannot record the change to the interface in {}: {err}",
-        path.display()
-    ))
-}
-
 /// The inode of the namespace, to tell interfaces of the same name apart in state file names.
 fn netns_id(netns: Option<&Netns>) -> u64 {
     use std::os::unix::fs::MetadataExt as _;
@@ -280,7 +281,7 @@ fn start_time(pid: u32) -> Option<u64> {
 /// interfaces with it. Returns whether something was undone.
 fn undo(netns: Option<&Path>, iface: &str, change: &Change) -> bool {
     let netns = match netns {
-        Some(path) => match Netns::open(&path.to_string_lossy()) {
+        Some(path) => match Netns::open(path) {
             Ok(netns) => Some(netns),
             Err(_) => return false,
         },
@@ -313,7 +314,7 @@ fn undo(netns: Option<&Path>, iface: &str, change: &Change) -> bool {
 /// is gone (killed), or whose detached run is (stopped or expired, so unpinned). Returns the
 /// interfaces it restored, as `iface (netns)`.
 pub fn restore_orphans() -> Vec<String> {
-    let Ok(entries) = fs::read_dir(STATE_DIR) else {
+    let Ok(entries) = fs::read_dir(QDISC_ROOT) else {
         return Vec::new();
     };
     let mut restored = Vec::new();
@@ -326,7 +327,7 @@ pub fn restore_orphans() -> Vec<String> {
             continue;
         };
         let owner_alive = match &record.run {
-            Some(id) => crate::detached::pin_dir(id).exists(),
+            Some(id) => pin_dir(id).exists(),
             None => start_time(record.pid).is_some_and(|t| t == record.start_time),
         };
         if owner_alive {

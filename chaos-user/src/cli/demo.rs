@@ -12,10 +12,10 @@ use std::{
 use clap::Args;
 
 use crate::{
-    attach,
-    error::{Error, exit},
-    fault::{self, BackendChoice, Errno, ErrnoFault, Op, SocketFilter, When},
-    run,
+    cli::error::{Error, exit},
+    fault::{self, BackendChoice, Errno, ErrnoFault, SocketFilter, When, parse_op},
+    plan,
+    run::{self, CallsFault},
     target::{ProcessTarget, Targets},
 };
 
@@ -70,8 +70,11 @@ const PHASES: [&str; 3] = ["before", "during", "after"];
 const QUIET_TIME: Duration = Duration::from_secs(1);
 
 pub fn execute(args: DemoArgs) -> Result<u8, Error> {
-    let server = TcpListener::bind("127.0.0.1:0")?;
-    let address = server.local_addr()?;
+    let server = TcpListener::bind("127.0.0.1:0")
+        .map_err(Error::io("bind the demo's server to 127.0.0.1"))?;
+    let address = server
+        .local_addr()
+        .map_err(Error::io("read the demo server's address"))?;
     thread::spawn(move || for _connection in server.incoming() {});
 
     let phase = Arc::new(Mutex::new(0usize));
@@ -85,16 +88,20 @@ pub fn execute(args: DemoArgs) -> Result<u8, Error> {
 
     thread::sleep(QUIET_TIME);
     let fault = ErrnoFault {
-        ops: vec![Op::Connect],
+        ops: vec![parse_op("connect")?],
         errno: Errno::from_raw(libc::ECONNREFUSED),
         dry_run: false,
-        backend: BackendChoice::Auto,
         when: When::default(),
         syscall: None,
         filter: SocketFilter::default(),
         path: None,
     };
-    let plan = attach::plan(&fault.ops, fault.backend, attach::mechanism_unsupported)?;
+    let plan = plan::plan(
+        &fault.ops,
+        0,
+        BackendChoice::Auto,
+        plan::mechanism_unsupported,
+    )?;
     eprintln!(
         "demo: connect() of pid {} fails with ECONNREFUSED for {}",
         target.child.id(),
@@ -105,9 +112,12 @@ pub fn execute(args: DemoArgs) -> Result<u8, Error> {
         cgroup: None,
         container: None,
     };
-    let report = run::errno_run(&targets, &fault, plan, args.duration, || {
-        *phase.lock().expect("phase lock") = 1
-    });
+    let report = run::calls_run(
+        &targets,
+        &CallsFault::errno(&fault, plan),
+        args.duration,
+        || *phase.lock().expect("phase lock") = 1,
+    );
     *phase.lock().expect("phase lock") = 2;
     thread::sleep(QUIET_TIME);
 
@@ -156,10 +166,12 @@ struct Workload {
 
 impl Workload {
     fn start(address: SocketAddr, phase: &Arc<Mutex<usize>>) -> Result<Self, Error> {
-        let mut child = Command::new(std::env::current_exe()?)
+        let exe = std::env::current_exe().map_err(Error::io("find chaos's own executable"))?;
+        let mut child = Command::new(&exe)
             .args(["demo-workload", "--connect", &address.to_string()])
             .stdout(Stdio::piped())
-            .spawn()?;
+            .spawn()
+            .map_err(Error::io(format!("start {} demo-workload", exe.display())))?;
         let stdout = child.stdout.take().expect("piped stdout");
         let phase = Arc::clone(phase);
         let tally = thread::spawn(move || {

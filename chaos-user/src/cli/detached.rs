@@ -3,8 +3,8 @@
 use clap::Args;
 
 use crate::{
+    cli::error::{Error, exit},
     detached::{self, DetachedRun},
-    error::{Error, exit},
 };
 
 /// Show the detached runs: targets, faults, time left and counters.
@@ -140,7 +140,12 @@ pub fn list(args: ListArgs) -> Result<u8, Error> {
         for l in &listed {
             println!(
                 "{:<10} {:>7.1}s {:>9} {:>9}  {}: {}",
-                l.run.id, l.remaining_s, l.matched, l.injected, l.run.fault, l.run.targets
+                l.run.id,
+                l.remaining_s,
+                l.matched,
+                l.injected,
+                l.run.describe_faults(),
+                l.run.targets
             );
         }
     }

@@ -3,13 +3,14 @@
 use clap::Args;
 
 use crate::{
-    attach,
-    attach::SyscallHook,
-    capabilities,
-    cli::{RunArgs, TargetArgs},
-    error::{Error, exit},
-    fault::{self, BackendChoice, Errno, ErrnoFault, Mechanism, Op, PathFilter, SocketFilter},
-    run,
+    cli::{
+        RunArgs, TargetArgs,
+        error::{Error, exit},
+        require_privileges,
+    },
+    fault::{self, BackendChoice, Errno, ErrnoFault, Op, SocketFilter, ops},
+    plan,
+    run::{self, CallsFault},
 };
 
 /// Make calls of a process fail with an errno, for a while.
@@ -19,11 +20,8 @@ use crate::{
 /// SIGTERM or SIGHUP, or when the process exits; the programs also stop injecting on their own
 /// at the deadline. The report gives, per operation, the calls matched and the calls failed.
 ///
-/// Operations (README.md lists the calls and hooks of each): open, read, write, exec, fork,
-/// mmap, unlink, rmdir, mkdir, rename, link, symlink, truncate, chmod, chown, ioctl, lock, stat
-/// (BPF LSM hooks); connect, bind (cgroup hooks on the target's cgroup v2, filtered by PID);
-/// listen, accept, recv (LSM); send, socket (LSM, else cgroup hooks with narrower coverage).
-/// `chaos probe` says which mechanisms this kernel offers.
+/// The operations and the mechanisms that can fail each are listed below; `chaos probe` says
+/// which mechanisms this kernel offers.
 ///
 /// Examples:
 ///   chaos fail --pid 4242 --op connect --errno ECONNREFUSED --for 30s
@@ -39,13 +37,13 @@ use crate::{
 /// every --every-th is a candidate; a candidate fails with --probability; after --count
 /// failures, every call passes. matched in the report counts every covered call.
 #[derive(Debug, Args)]
-#[command(verbatim_doc_comment)]
+#[command(verbatim_doc_comment, after_long_help = ops::help())]
 pub struct FailArgs {
     #[command(flatten)]
     pub targets: TargetArgs,
 
-    /// Operations to fail, comma-separated (see the list above).
-    #[arg(long, required_unless_present = "syscall", value_delimiter = ',')]
+    /// Operations to fail, comma-separated (see the list below).
+    #[arg(long, required_unless_present = "syscall", value_delimiter = ',', value_parser = fault::parse_op)]
     pub op: Vec<Op>,
 
     /// One syscall to fail by name (fsync, renameat2…), through a kprobe with
@@ -88,17 +86,17 @@ pub struct FailArgs {
 }
 
 impl FailArgs {
-    /// The fault these arguments ask for and the mechanism choice it allows, checked as far as
-    /// that is possible without the kernel and the targets.
-    pub fn fault(&self) -> Result<(ErrnoFault, BackendChoice), fault::ParseError> {
+    /// The fault these arguments ask for, checked as far as that is possible without the kernel
+    /// and the targets: each operation has a mechanism that honours the filters (one of
+    /// `--backend`'s, when it names one).
+    pub fn fault(&self) -> Result<ErrnoFault, fault::ParseError> {
         let mut ops = self.op.clone();
-        ops.sort();
+        ops.sort_by_key(|op| op.code);
         ops.dedup();
         let fault = ErrnoFault {
             ops,
             errno: self.errno,
             dry_run: self.run.dry_run,
-            backend: self.backend,
             when: self.run.when(),
             syscall: self.syscall.clone(),
             filter: SocketFilter {
@@ -108,75 +106,48 @@ impl FailArgs {
             },
             path: self.path.clone(),
         };
-        fault.filter.check(&fault.ops)?;
-        if fault.path.is_some() {
-            PathFilter::check(&fault.ops)?;
-        }
-        let backend = match fault.backend {
-            BackendChoice::Only(Mechanism::Cgroup) if fault.filter.needs_lsm() => {
-                return Err(fault::ParseError::NotForCgroup);
-            }
-            _ if fault.filter.needs_lsm() => BackendChoice::Only(Mechanism::Lsm),
-            choice => choice,
-        };
-        Ok((fault, backend))
+        fault.check()?;
+        ops::check_backend(&fault.ops, fault.filter_bits(), self.backend)?;
+        Ok(fault)
     }
 }
 
 pub fn execute(args: FailArgs) -> Result<u8, Error> {
     run::defer_interrupts();
-    let (fault, backend) = args.fault()?;
-    let missing = capabilities::missing();
-    if !missing.is_empty() {
-        return Err(Error::Privileges(missing));
-    }
+    let fault = args.fault()?;
+    require_privileges()?;
     let targets = args.targets.resolve(args.run.force)?;
-    let plan = attach::plan(&fault.ops, backend, attach::mechanism_unsupported)?;
+    let plan = plan::plan(
+        &fault.ops,
+        fault.filter_bits(),
+        args.backend,
+        plan::mechanism_unsupported,
+    )?;
     if let Some(syscall) = &fault.syscall {
-        attach::override_function(syscall)?;
+        plan::check_syscall_override(syscall)?;
     }
+    let calls: Vec<String> = fault
+        .ops
+        .iter()
+        .map(|op| op.name.to_owned())
+        .chain(fault.syscall.iter().map(|syscall| format!("{syscall}()")))
+        .collect();
     eprintln!(
         "chaos: failing {} of {} with {} for {}{}{}",
-        fault
-            .ops
-            .iter()
-            .map(|op| op.name().to_owned())
-            .chain(fault.syscall.iter().map(|syscall| format!("{syscall}()")))
-            .collect::<Vec<_>>()
-            .join(","),
-        TargetArgs::describe(&targets),
+        calls.join(","),
+        targets.describe(),
         fault.errno,
         humantime::format_duration(args.run.duration),
         if fault.dry_run { ", dry run" } else { "" },
-        if args.run.detach {
-            ", detached"
-        } else {
-            " (Ctrl-C ends it early)"
-        },
+        args.run.how_it_ends(),
     );
+    let calls_fault = CallsFault::errno(&fault, plan);
     if args.run.detach {
-        let ops: Vec<String> = plan
-            .iter()
-            .map(|(op, _)| op.name().to_owned())
-            .chain(fault.syscall.iter().cloned())
-            .collect();
-        let describe = (
-            TargetArgs::describe(&targets),
-            format!("{} {}", ops.join(","), fault.errno),
-        );
-        let syscall = fault.syscall.as_deref().map(SyscallHook::Override);
-        let run = run::errno_detached(
-            &targets,
-            fault.kernel(),
-            plan,
-            syscall,
-            args.run.duration,
-            describe,
-        )?;
+        let run = run::calls_detached(&targets, &calls_fault, args.run.duration)?;
         super::detached::announce(&run, args.run.json, args.run.duration);
         return Ok(exit::OK);
     }
-    let report = run::errno_run(&targets, &fault, plan, args.run.duration, || {})?;
+    let report = run::calls_run(&targets, &calls_fault, args.run.duration, || {})?;
     args.run.print(&report);
     Ok(exit::OK)
 }

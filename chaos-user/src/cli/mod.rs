@@ -1,21 +1,23 @@
-//! The command line: clap definitions, one file per subcommand.
+//! The command line: clap definitions, one file per subcommand, and the error of a command.
 
 pub mod demo;
 pub mod detached;
+pub mod error;
 pub mod experiment;
 pub mod fail;
 pub mod net;
 pub mod probe;
+pub mod run_file;
 pub mod signal;
 
 use std::{path::PathBuf, time::Duration};
 
 use clap::{Args, CommandFactory as _, Parser, Subcommand};
 
+use self::error::{Error, exit};
 use crate::{
-    error::Error,
-    fault::{self, When},
-    target::{CgroupTarget, ProcessTarget, TargetError, Targets, pids_by_comm},
+    fault::{self, ParseError, When},
+    target::{TargetError, TargetSpec, Targets},
 };
 
 /// How long a fault lasts and which of the calls it covers it acts on; shared by every fault
@@ -73,6 +75,11 @@ impl RunArgs {
         }
     }
 
+    /// How the start line ends: how the run can be ended.
+    pub fn how_it_ends(&self) -> &'static str {
+        how_it_ends(self.detach)
+    }
+
     /// Prints the end of the run: the human summary on stderr, the JSON report on stdout with
     /// --json.
     pub fn print(&self, report: &crate::report::Report) {
@@ -111,78 +118,33 @@ impl TargetArgs {
     /// Resolves the targets; `force` lifts the guards (PID 1, chaos and its parents, kernel
     /// threads, the root cgroup).
     pub fn resolve(&self, force: bool) -> Result<Targets, TargetError> {
-        if let Some(path) = &self.cgroup {
-            return Ok(Targets {
-                processes: Vec::new(),
-                cgroup: Some(CgroupTarget::resolve(path, force)?),
-                container: None,
-            });
-        }
-        if let Some(query) = &self.container {
-            let container = crate::target::container::resolve(query)?;
-            return Ok(Targets {
-                processes: Vec::new(),
-                cgroup: Some(CgroupTarget::resolve(&container.cgroup, force)?),
-                container: Some(container),
-            });
-        }
-        let mut processes: Vec<ProcessTarget> = Vec::new();
-        let add =
-            |pid: u32, tree: bool, processes: &mut Vec<ProcessTarget>| -> Result<(), TargetError> {
-                match processes.iter_mut().find(|p| p.pid == pid) {
-                    Some(existing) => existing.tree |= tree,
-                    None => processes.push(ProcessTarget::resolve(pid, tree, force)?),
-                }
-                Ok(())
-            };
-        for &pid in &self.pid {
-            add(pid, false, &mut processes)?;
-        }
-        for &pid in &self.pid_tree {
-            add(pid, true, &mut processes)?;
-        }
-        if let Some(name) = &self.comm {
-            let before = processes.len();
-            for pid in pids_by_comm(name)? {
-                // Guarded processes that merely share the name are skipped, not refused.
-                match add(pid, false, &mut processes) {
-                    Ok(()) | Err(TargetError::Guarded { .. } | TargetError::NoSuchProcess(_)) => {}
-                    Err(err) => return Err(err),
-                }
-            }
-            if processes.len() == before {
-                return Err(TargetError::NoSuchComm(name.clone()));
-            }
-        }
-        Ok(Targets {
-            processes,
-            cgroup: None,
-            container: None,
+        Targets::resolve(&TargetSpec {
+            pids: &self.pid,
+            trees: &self.pid_tree,
+            cgroup: self.cgroup.as_deref(),
+            container: self.container.as_deref(),
+            comm: self.comm.as_deref(),
+            force,
         })
     }
+}
 
-    /// A short description for the start line.
-    pub fn describe(targets: &Targets) -> String {
-        match (&targets.container, &targets.cgroup) {
-            (Some(container), _) => format!(
-                "every process of {} container {}",
-                container.runtime,
-                &container.id[..container.id.len().min(12)]
-            ),
-            (None, Some(cgroup)) => format!("every process under {}", cgroup.path.display()),
-            (None, None) => targets
-                .processes
-                .iter()
-                .map(|p| {
-                    if p.tree {
-                        format!("pid {} and its children", p.pid)
-                    } else {
-                        format!("pid {}", p.pid)
-                    }
-                })
-                .collect::<Vec<_>>()
-                .join(", "),
-        }
+/// How a start line ends: a detached run is ended by `chaos stop`, another by Ctrl-C.
+pub fn how_it_ends(detach: bool) -> &'static str {
+    if detach {
+        ", detached (`chaos stop ID` ends it early)"
+    } else {
+        " (Ctrl-C ends it early)"
+    }
+}
+
+/// Refuses to go on without the capabilities chaos needs to load and attach programs.
+pub fn require_privileges() -> Result<(), Error> {
+    let missing = crate::capabilities::missing();
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::Privileges(missing))
     }
 }
 
@@ -214,7 +176,7 @@ pub enum Command {
     Fail(fail::FailArgs),
     Signal(signal::SignalArgs),
     Net(net::NetArgs),
-    Run(experiment::RunFileArgs),
+    Run(run_file::RunFileArgs),
     List(detached::ListArgs),
     Stop(detached::StopArgs),
     Cleanup(detached::CleanupArgs),
@@ -251,7 +213,7 @@ pub fn execute(cli: Cli) -> Result<u8, Error> {
         Command::Fail(args) => fail::execute(args),
         Command::Signal(args) => signal::execute(args),
         Command::Net(args) => net::execute(args),
-        Command::Run(args) => experiment::execute(args),
+        Command::Run(args) => run_file::execute(args),
         Command::List(args) => detached::list(args),
         Command::Stop(args) => detached::stop(args),
         Command::Probe(args) => probe::execute(args),
@@ -259,13 +221,59 @@ pub fn execute(cli: Cli) -> Result<u8, Error> {
         Command::DemoWorkload(args) => demo::workload(args),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "chaos", &mut std::io::stdout());
-            Ok(crate::error::exit::OK)
+            Ok(exit::OK)
         }
         Command::Man => {
-            clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout())?;
-            Ok(crate::error::exit::OK)
+            clap_mangen::Man::new(Cli::command())
+                .render(&mut std::io::stdout())
+                .map_err(Error::io("write the man page to stdout"))?;
+            Ok(exit::OK)
         }
     }
+}
+
+impl Command {
+    /// For a command that injects a fault, the fault checked as far as that is possible without
+    /// the kernel and the targets (what `chaos run` checks of a file's faults); `None` for the
+    /// other commands. Every command is named: a new one must say which it is.
+    pub fn check_fault(&self) -> Option<Result<(), ParseError>> {
+        match self {
+            Command::Fail(args) => Some(args.fault().map(drop)),
+            Command::Signal(_) => Some(Ok(())),
+            Command::Net(args) => Some(args.action.fault().map(drop)),
+            Command::Run(_)
+            | Command::List(_)
+            | Command::Stop(_)
+            | Command::Cleanup(_)
+            | Command::Probe(_)
+            | Command::Demo(_)
+            | Command::Completions { .. }
+            | Command::Man
+            | Command::DemoWorkload(_) => None,
+        }
+    }
+}
+
+/// The commands that inject a fault, as `chaos run`'s `command` key spells them (`net drop`):
+/// those that can run detached (`--detach`).
+pub fn fault_commands() -> Vec<String> {
+    fn leaves(command: &clap::Command, path: String, found: &mut Vec<String>) {
+        if command.has_subcommands() {
+            for sub in command.get_subcommands() {
+                leaves(sub, format!("{path} {}", sub.get_name()), found);
+            }
+        } else if command
+            .get_arguments()
+            .any(|arg| arg.get_long() == Some("detach"))
+        {
+            found.push(path);
+        }
+    }
+    let mut found = Vec::new();
+    for sub in Cli::command().get_subcommands() {
+        leaves(sub, sub.get_name().to_owned(), &mut found);
+    }
+    found
 }
 
 #[cfg(test)]
@@ -275,5 +283,22 @@ mod tests {
     #[test]
     fn definitions_are_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn the_fault_commands_are_those_that_run_detached() {
+        assert_eq!(
+            fault_commands(),
+            [
+                "fail",
+                "signal",
+                "net drop",
+                "net duplicate",
+                "net corrupt",
+                "net dns",
+                "net delay",
+                "net limit"
+            ]
+        );
     }
 }

@@ -5,16 +5,19 @@ use std::time::Duration;
 use clap::{Args, Subcommand};
 
 use crate::{
-    capabilities,
-    error::{Error, exit},
+    cli::{
+        error::{Error, exit},
+        how_it_ends, require_privileges,
+    },
     fault::{
         self,
         net::{
             self as net_fault, Delay, Direction, Distribution, GilbertElliott, PacketAction,
-            PacketFault, PacketFilter,
+            PacketFault, PacketFilter, percent,
         },
     },
-    run,
+    plan,
+    run::{self, NetFaultRun},
     target::net::{NetTarget, NetTargetSpec},
 };
 
@@ -421,37 +424,37 @@ impl NetRunArgs {
     }
 }
 
-pub fn execute(args: NetArgs) -> Result<u8, Error> {
-    match args.action {
-        NetAction::Drop(args) => {
-            run::defer_interrupts();
-            packet_fault(args.fault(PacketAction::Drop)?, &args.target, &args.run)
-        }
-        NetAction::Duplicate(args) => {
-            run::defer_interrupts();
-            packet_fault(
-                args.fault(PacketAction::Duplicate)?,
-                &args.target,
-                &args.run,
-            )
-        }
-        NetAction::Corrupt(args) => {
-            run::defer_interrupts();
-            packet_fault(args.fault()?, &args.packet.target, &args.packet.run)
-        }
-        NetAction::Dns(args) => {
-            run::defer_interrupts();
-            packet_fault(args.fault()?, &args.target, &args.run)
-        }
-        NetAction::Delay(args) => {
-            run::defer_interrupts();
-            packet_fault(args.fault()?, &args.target, &args.run)
-        }
-        NetAction::Limit(args) => {
-            run::defer_interrupts();
-            packet_fault(args.fault()?, &args.target, &args.run)
+impl NetAction {
+    /// The fault the arguments ask for, checked as far as that is possible without the kernel
+    /// and the target.
+    pub fn fault(&self) -> Result<PacketFault, fault::ParseError> {
+        match self {
+            NetAction::Drop(args) => args.fault(PacketAction::Drop),
+            NetAction::Duplicate(args) => args.fault(PacketAction::Duplicate),
+            NetAction::Corrupt(args) => args.fault(),
+            NetAction::Dns(args) => args.fault(),
+            NetAction::Delay(args) => args.fault(),
+            NetAction::Limit(args) => args.fault(),
         }
     }
+
+    /// Where the fault acts and how it runs.
+    fn target_and_run(&self) -> (&NetTargetArgs, &NetRunArgs) {
+        match self {
+            NetAction::Drop(args) | NetAction::Duplicate(args) => (&args.target, &args.run),
+            NetAction::Corrupt(args) => (&args.packet.target, &args.packet.run),
+            NetAction::Dns(args) => (&args.target, &args.run),
+            NetAction::Delay(args) => (&args.target, &args.run),
+            NetAction::Limit(args) => (&args.target, &args.run),
+        }
+    }
+}
+
+pub fn execute(args: NetArgs) -> Result<u8, Error> {
+    run::defer_interrupts();
+    let fault = args.action.fault()?;
+    let (target, run_args) = args.action.target_and_run();
+    packet_fault(fault, target, run_args)
 }
 
 impl PacketArgs {
@@ -478,22 +481,13 @@ impl PacketArgs {
     }
 }
 
-/// A probability as a percentage without trailing zeros: 100, 0.5, 0.0001.
-fn percent(probability: f64) -> String {
-    let text = format!("{:.4}", probability * 100.0);
-    text.trim_end_matches('0').trim_end_matches('.').to_owned()
-}
-
 /// Runs a checked packet fault: privileges, the target, the kernel's support, then the run.
 fn packet_fault(
     fault: PacketFault,
     target: &NetTargetArgs,
     run_args: &NetRunArgs,
 ) -> Result<u8, Error> {
-    let missing = capabilities::missing();
-    if !missing.is_empty() {
-        return Err(Error::Privileges(missing));
-    }
+    require_privileges()?;
     let spec = NetTargetSpec {
         cgroup: target.cgroup.as_deref(),
         netns: target.netns.as_deref(),
@@ -501,17 +495,7 @@ fn packet_fault(
         iface: target.iface.as_deref(),
     };
     let target = NetTarget::resolve(spec, run_args.force)?;
-    if fault.action.needs_fq() {
-        let fq = crate::kernel::sch_fq_finding();
-        if !fq.supported {
-            return Err(crate::attach::AttachError::NetUnsupported(format!(
-                "a {} needs the fq qdisc, which this kernel lacks: {}",
-                fault.action.name(),
-                fq.explain()
-            ))
-            .into());
-        }
-    }
+    plan::check_packet_action(fault.action)?;
     eprintln!(
         "chaos: {} of the {} packets of {} for {}{}",
         match fault.action {
@@ -572,19 +556,18 @@ fn packet_fault(
         },
         target.describe(),
         humantime::format_duration(run_args.duration),
-        if run_args.detach {
-            ", detached"
-        } else {
-            " (Ctrl-C ends it early)"
-        },
+        how_it_ends(run_args.detach),
     );
+    let run = NetFaultRun {
+        target: &target,
+        fault: &fault,
+    };
     if run_args.detach {
-        let describe = target.describe();
-        let run = run::net_detached(&target, &fault, run_args.duration, describe)?;
+        let run = run::net_detached(&run, run_args.duration)?;
         super::detached::announce(&run, run_args.json, run_args.duration);
         return Ok(exit::OK);
     }
-    let report = run::net_run(&target, &fault, run_args.duration)?;
+    let report = run::net_run(&run, run_args.duration)?;
     run_args.print(&report);
     Ok(exit::OK)
 }

@@ -4,7 +4,7 @@ use clap::Args;
 use serde_json::json;
 
 use crate::{
-    error::{Error, exit},
+    cli::error::{Error, exit},
     kernel,
 };
 

@@ -3,12 +3,14 @@
 use clap::Args;
 
 use crate::{
-    attach::SyscallHook,
-    capabilities,
-    cli::{RunArgs, TargetArgs},
-    error::{Error, exit},
+    cli::{
+        RunArgs, TargetArgs,
+        error::{Error, exit},
+        require_privileges,
+    },
     fault::{self, Signal, SignalFault},
-    run,
+    plan,
+    run::{self, CallsFault},
 };
 
 /// Send a signal to a process when it enters a syscall: SIGKILL at its 3rd fsync, the crash test
@@ -51,36 +53,25 @@ pub fn execute(args: SignalArgs) -> Result<u8, Error> {
         dry_run: args.run.dry_run,
         when: args.run.when(),
     };
-    let missing = capabilities::missing();
-    if !missing.is_empty() {
-        return Err(Error::Privileges(missing));
-    }
+    require_privileges()?;
     let targets = args.targets.resolve(args.run.force)?;
+    plan::check_syscall_tracepoint(&fault.syscall)?;
     eprintln!(
-        "chaos: sending {} to {} on {}() for {}{} (Ctrl-C ends it early)",
+        "chaos: sending {} to {} on {}() for {}{}{}",
         fault.signal,
-        TargetArgs::describe(&targets),
+        targets.describe(),
         fault.syscall,
         humantime::format_duration(args.run.duration),
         if fault.dry_run { ", dry run" } else { "" },
+        args.run.how_it_ends(),
     );
+    let calls_fault = CallsFault::signal(&fault);
     if args.run.detach {
-        let describe = (
-            TargetArgs::describe(&targets),
-            format!("{} on {}()", fault.signal, fault.syscall),
-        );
-        let run = run::errno_detached(
-            &targets,
-            fault.kernel(),
-            Vec::new(),
-            Some(SyscallHook::Signal(&fault.syscall)),
-            args.run.duration,
-            describe,
-        )?;
+        let run = run::calls_detached(&targets, &calls_fault, args.run.duration)?;
         super::detached::announce(&run, args.run.json, args.run.duration);
         return Ok(exit::OK);
     }
-    let report = run::signal_run(&targets, &fault, args.run.duration)?;
+    let report = run::calls_run(&targets, &calls_fault, args.run.duration, || {})?;
     args.run.print(&report);
     Ok(exit::OK)
 }

@@ -15,6 +15,15 @@ pub enum Direction {
 }
 
 impl Direction {
+    /// As `--direction` takes it.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Direction::Ingress => "ingress",
+            Direction::Egress => "egress",
+            Direction::Both => "both",
+        }
+    }
+
     /// The directions as [`net::NetFault::directions`] bits.
     pub const fn bits(self) -> u32 {
         match self {
@@ -409,7 +418,52 @@ fn threshold(percent: f64) -> u32 {
     (percent / 100.0 * f64::from(u32::MAX)).round() as u32
 }
 
+/// A probability as a percentage without trailing zeros: 100, 0.5, 0.0001.
+pub fn percent(probability: f64) -> String {
+    let text = format!("{:.4}", probability * 100.0);
+    text.trim_end_matches('0').trim_end_matches('.').to_owned()
+}
+
 impl PacketFault {
+    /// The fault's parameters in a few words, for reports and `chaos list`: `30%`,
+    /// `gemodel:1,10,100,0`, `50ms ± 10ms normal`, `80 Mbit/s`, `SERVFAIL for db.internal`.
+    pub fn setting(&self) -> String {
+        let share = match self.loss_model {
+            Some(m) => format!("gemodel:{},{},{},{}", m.p, m.r, m.loss_bad, m.loss_good),
+            None => format!("{}%", percent(self.probability)),
+        };
+        match self.action {
+            PacketAction::Drop | PacketAction::Duplicate => share,
+            PacketAction::Corrupt { silent } => {
+                format!("{share}{}", if silent { " silent" } else { "" })
+            }
+            PacketAction::Delay(d) => {
+                let mut text = humantime::format_duration(d.delay).to_string();
+                if !d.jitter.is_zero() {
+                    text += &format!(
+                        " ± {} {}",
+                        humantime::format_duration(d.jitter),
+                        d.distribution.name()
+                    );
+                }
+                if self.probability < 1.0 {
+                    text += &format!(" {share}");
+                }
+                text
+            }
+            PacketAction::Limit(rate) => format!("{} bit/s", rate * 8),
+            PacketAction::Dns(dns) => {
+                let effect = dns.rcode.map_or("drop", Rcode::name);
+                let name = if dns.name.len == 0 {
+                    String::new()
+                } else {
+                    format!(" for {}", dns_name_text(&dns.name))
+                };
+                format!("{effect}{name} {share}")
+            }
+        }
+    }
+
     /// What the programs read besides the fault: the distribution table a delay's jitter
     /// samples, a DNS fault's name.
     pub fn tables(&self) -> Result<NetTables, ParseError> {

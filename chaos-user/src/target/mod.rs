@@ -81,7 +81,101 @@ pub struct Targets {
     pub container: Option<Container>,
 }
 
+/// What to fault, as the user named it.
+#[derive(Debug, Default)]
+pub struct TargetSpec<'a> {
+    /// `--pid`: processes, with all of their threads.
+    pub pids: &'a [u32],
+    /// `--pid-tree`: processes and every process they fork while the run lasts.
+    pub trees: &'a [u32],
+    /// `--cgroup`: every process in this cgroup v2 directory or below.
+    pub cgroup: Option<&'a Path>,
+    /// `--container`: every process of this container (ID, prefix or name).
+    pub container: Option<&'a str>,
+    /// `--comm`: every process of this command name when the run starts.
+    pub comm: Option<&'a str>,
+    /// Lift the guards (PID 1, chaos and its parents, kernel threads, the root cgroup).
+    pub force: bool,
+}
+
 impl Targets {
+    /// Resolves what `spec` names.
+    pub fn resolve(spec: &TargetSpec<'_>) -> Result<Targets, TargetError> {
+        let force = spec.force;
+        if let Some(path) = spec.cgroup {
+            return Ok(Targets {
+                processes: Vec::new(),
+                cgroup: Some(CgroupTarget::resolve(path, force)?),
+                container: None,
+            });
+        }
+        if let Some(query) = spec.container {
+            let container = container::resolve(query)?;
+            return Ok(Targets {
+                processes: Vec::new(),
+                cgroup: Some(CgroupTarget::resolve(&container.cgroup, force)?),
+                container: Some(container),
+            });
+        }
+        let mut processes: Vec<ProcessTarget> = Vec::new();
+        let add =
+            |pid: u32, tree: bool, processes: &mut Vec<ProcessTarget>| -> Result<(), TargetError> {
+                match processes.iter_mut().find(|p| p.pid == pid) {
+                    Some(existing) => existing.tree |= tree,
+                    None => processes.push(ProcessTarget::resolve(pid, tree, force)?),
+                }
+                Ok(())
+            };
+        for &pid in spec.pids {
+            add(pid, false, &mut processes)?;
+        }
+        for &pid in spec.trees {
+            add(pid, true, &mut processes)?;
+        }
+        if let Some(name) = spec.comm {
+            let before = processes.len();
+            for pid in pids_by_comm(name)? {
+                // Guarded processes that merely share the name are skipped, not refused.
+                match add(pid, false, &mut processes) {
+                    Ok(()) | Err(TargetError::Guarded { .. } | TargetError::NoSuchProcess(_)) => {}
+                    Err(err) => return Err(err),
+                }
+            }
+            if processes.len() == before {
+                return Err(TargetError::NoSuchComm(name.to_owned()));
+            }
+        }
+        Ok(Targets {
+            processes,
+            cgroup: None,
+            container: None,
+        })
+    }
+
+    /// A short description for the start line and `chaos list`.
+    pub fn describe(&self) -> String {
+        match (&self.container, &self.cgroup) {
+            (Some(container), _) => format!(
+                "every process of {} container {}",
+                container.runtime,
+                &container.id[..container.id.len().min(12)]
+            ),
+            (None, Some(cgroup)) => format!("every process under {}", cgroup.path.display()),
+            (None, None) => self
+                .processes
+                .iter()
+                .map(|p| {
+                    if p.tree {
+                        format!("pid {} and its children", p.pid)
+                    } else {
+                        format!("pid {}", p.pid)
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join(", "),
+        }
+    }
+
     /// The cgroup v2 directories cgroup programs attach to: the target cgroup, or the cgroup of
     /// each target process.
     pub fn attach_cgroups(&self) -> Vec<PathBuf> {
@@ -312,43 +406,9 @@ fn pidfd_open(pid: u32) -> Result<OwnedFd, TargetError> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
 
-/// Where the cgroup v2 hierarchy is mounted (`/sys/fs/cgroup` when unified,
-/// `/sys/fs/cgroup/unified` on hybrid systems, or elsewhere).
+/// Where the cgroup v2 hierarchy is mounted.
 pub fn cgroup2_mount() -> Result<PathBuf, TargetError> {
-    let mounts = read("/proc/self/mounts")?;
-    cgroup2_mount_in(&mounts).ok_or(TargetError::NoCgroup2)
-}
-
-fn cgroup2_mount_in(mounts: &str) -> Option<PathBuf> {
-    mounts.lines().find_map(|line| {
-        let mut fields = line.split_whitespace();
-        let (_source, dir, kind) = (fields.next()?, fields.next()?, fields.next()?);
-        (kind == "cgroup2").then(|| PathBuf::from(unescape_mount_path(dir)))
-    })
-}
-
-/// /proc/self/mounts escapes spaces and a few other bytes as octal (`\040`).
-fn unescape_mount_path(path: &str) -> String {
-    let mut out = String::with_capacity(path.len());
-    let mut rest = path;
-    while let Some(i) = rest.find('\\') {
-        out.push_str(&rest[..i]);
-        let code = rest
-            .get(i + 1..i + 4)
-            .and_then(|octal| u8::from_str_radix(octal, 8).ok());
-        match code {
-            Some(byte) => {
-                out.push(byte as char);
-                rest = &rest[i + 4..];
-            }
-            None => {
-                out.push('\\');
-                rest = &rest[i + 1..];
-            }
-        }
-    }
-    out.push_str(rest);
-    out
+    crate::sys::cgroup2_mount().ok_or(TargetError::NoCgroup2)
 }
 
 /// The cgroup v2 path of `pid`, relative to the v2 mount (`/` for the root).
@@ -377,26 +437,6 @@ fn read(path: impl AsRef<Path>) -> Result<String, TargetError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn finds_the_cgroup2_mount_in_hybrid_and_unified_layouts() {
-        let hybrid = "tmpfs /sys/fs/cgroup tmpfs rw 0 0\n\
-                      cgroup /sys/fs/cgroup/cpu cgroup rw,cpu 0 0\n\
-                      cgroup2 /sys/fs/cgroup/unified cgroup2 rw 0 0\n";
-        assert_eq!(
-            cgroup2_mount_in(hybrid),
-            Some("/sys/fs/cgroup/unified".into())
-        );
-        let unified = "cgroup2 /sys/fs/cgroup cgroup2 rw,nosuid 0 0\n";
-        assert_eq!(cgroup2_mount_in(unified), Some("/sys/fs/cgroup".into()));
-        assert_eq!(cgroup2_mount_in("proc /proc proc rw 0 0\n"), None);
-    }
-
-    #[test]
-    fn unescapes_octal_in_mount_paths() {
-        assert_eq!(unescape_mount_path(r"/mnt/a\040b"), "/mnt/a b");
-        assert_eq!(unescape_mount_path(r"/plain"), "/plain");
-    }
 
     #[test]
     fn resolves_this_process() {

@@ -3,13 +3,11 @@
 
 use std::{
     ffi::{CStr, CString},
-    fs::File,
-    io,
-    os::fd::AsRawFd as _,
     path::{Path, PathBuf},
 };
 
 use super::TargetError;
+use crate::sys::Netns;
 
 /// The interfaces to fault, and the namespace they live in (`None`: chaos's own).
 #[derive(Debug)]
@@ -23,72 +21,25 @@ pub struct NetTarget {
     pub container: Option<String>,
 }
 
-/// A network namespace, held open for the run.
-#[derive(Debug)]
-pub struct Netns {
-    /// As the user named it, resolved to a path (`/run/netns/NAME`, `/proc/PID/ns/net`).
-    pub path: PathBuf,
-    file: File,
+/// Opens `spec`: a path, a PID (the namespace of that process) or a name under /run/netns (as
+/// `ip netns add` makes them).
+pub fn open_netns(spec: &str) -> Result<Netns, TargetError> {
+    let path = if spec.parse::<u32>().is_ok() {
+        PathBuf::from(format!("/proc/{spec}/ns/net"))
+    } else if spec.contains('/') {
+        PathBuf::from(spec)
+    } else {
+        Path::new("/run/netns").join(spec)
+    };
+    Netns::open(&path).map_err(|err| TargetError::NoSuchNetns {
+        spec: spec.to_owned(),
+        reason: format!("{}: {err}", path.display()),
+    })
 }
 
-impl Netns {
-    /// Opens `spec`: a path, a PID (the namespace of that process) or a name under /run/netns
-    /// (as `ip netns add` makes them).
-    pub fn open(spec: &str) -> Result<Self, TargetError> {
-        let path = if spec.parse::<u32>().is_ok() {
-            PathBuf::from(format!("/proc/{spec}/ns/net"))
-        } else if spec.contains('/') {
-            PathBuf::from(spec)
-        } else {
-            Path::new("/run/netns").join(spec)
-        };
-        let bad = |reason: String| TargetError::NoSuchNetns {
-            spec: spec.to_owned(),
-            reason,
-        };
-        let file = File::open(&path).map_err(|err| bad(format!("{}: {err}", path.display())))?;
-        // A network namespace file: setns with CLONE_NEWNET accepts nothing else; try it on a
-        // throwaway thread so this one stays where it is.
-        let fd = file.as_raw_fd();
-        let entered = std::thread::scope(|scope| {
-            // SAFETY: setns on this short-lived thread only.
-            scope
-                .spawn(|| unsafe { libc::setns(fd, libc::CLONE_NEWNET) } == 0)
-                .join()
-                .unwrap_or(false)
-        });
-        if !entered {
-            return Err(bad(format!(
-                "{} is not a network namespace",
-                path.display()
-            )));
-        }
-        Ok(Netns { path, file })
-    }
-
-    /// Runs `work` on this thread inside the namespace, then returns to the thread's own.
-    pub fn enter<T>(&self, work: impl FnOnce() -> T) -> io::Result<T> {
-        let own = File::open("/proc/thread-self/ns/net")?;
-        // SAFETY: setns switches this thread's network namespace; it is switched back below.
-        if unsafe { libc::setns(self.file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let result = work();
-        // SAFETY: as above, back to where the thread was.
-        if unsafe { libc::setns(own.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-            // Staying in the target namespace would be worse than stopping here.
-            panic!(
-                "cannot return to chaos's own network namespace: {}",
-                io::Error::last_os_error()
-            );
-        }
-        Ok(result)
-    }
-}
-
-impl Netns {
+impl NetTarget {
     /// The network namespace of a container: that of a process in its cgroup.
-    pub fn of_container(container: &super::Container) -> Result<Self, TargetError> {
+    fn container_netns(container: &super::Container) -> Result<Netns, TargetError> {
         let procs = container.cgroup.join("cgroup.procs");
         let pid = std::fs::read_to_string(&procs)
             .ok()
@@ -97,7 +48,7 @@ impl Netns {
                 spec: container.id.clone(),
                 reason: format!("the container has no process in {}", procs.display()),
             })?;
-        Netns::open(&format!("/proc/{pid}/ns/net"))
+        open_netns(&format!("/proc/{pid}/ns/net"))
     }
 }
 
@@ -145,8 +96,8 @@ impl NetTarget {
             .map(super::container::resolve)
             .transpose()?;
         let netns = match (spec.netns, &container) {
-            (Some(netns), _) => Some(Netns::open(netns)?),
-            (None, Some(container)) => Some(Netns::of_container(container)?),
+            (Some(netns), _) => Some(open_netns(netns)?),
+            (None, Some(container)) => Some(Self::container_netns(container)?),
             (None, None) => None,
         };
         let in_netns = |work: &dyn Fn() -> Result<Vec<String>, TargetError>| match &netns {

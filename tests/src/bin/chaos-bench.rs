@@ -15,6 +15,7 @@
 //!
 //! Deadline precision: how close to `--for` a fault's failures stop.
 
+use chaos_common::features;
 use std::{
     io::{BufRead as _, BufReader, Write as _},
     net::{SocketAddr, TcpListener},
@@ -65,7 +66,7 @@ fn main() {
             chaos(&["--op", &op, "--errno", errno]),
         ),
     ];
-    if Probe::run().feature("kprobe-override").0 {
+    if Probe::run().feature(features::KPROBE_OVERRIDE).0 {
         cases.push((
             format!("4s target, failed by --syscall {syscall}"),
             chaos(&["--syscall", syscall, "--errno", errno]),
@@ -562,6 +563,7 @@ fn measure_loop(op: &str, iterations: u32, rounds: u32) {
                 let start = Instant::now();
                 for _ in 0..iterations {
                     match op {
+                        // SAFETY: connect(2) with a sockaddr_in we own and its size.
                         "connect" => unsafe {
                             libc::connect(
                                 fd,

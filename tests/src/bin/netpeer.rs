@@ -186,9 +186,10 @@ fn tcp_send(addr: SocketAddr, bytes: usize) {
         .expect("shutdown");
     // Wait for the peer to close: every byte acknowledged, the retransmissions final.
     let _ = stream.read(&mut [0u8; 1]);
-    // SAFETY: getsockopt(TCP_INFO) into a tcp_info we own, with its size.
+    // SAFETY: tcp_info is plain integers; all zeros is a valid value.
     let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
     let mut len = size_of::<libc::tcp_info>() as libc::socklen_t;
+    // SAFETY: getsockopt(TCP_INFO) into a tcp_info we own, with its size.
     let rc = unsafe {
         libc::getsockopt(
             stream.as_raw_fd(),

@@ -148,9 +148,10 @@ fn make_call(op: &str, arg: &str) -> Call {
         "write" => {
             let handle = File::options().write(true).open(&file).expect("open");
             Box::new(move || {
-                check(
-                    unsafe { libc::pwrite(handle.as_raw_fd(), b"x".as_ptr().cast(), 1, 0) } as i32,
-                )
+                // SAFETY: pwrite(2) of a static byte on a file we own.
+                let written =
+                    unsafe { libc::pwrite(handle.as_raw_fd(), b"x".as_ptr().cast(), 1, 0) };
+                check(written as i32)
             })
         }
         "exec" => {
@@ -176,9 +177,11 @@ fn make_call(op: &str, arg: &str) -> Call {
             let pid = unsafe { libc::fork() };
             match pid {
                 -1 => Err(io::Error::last_os_error()),
+                // SAFETY: the child leaves at once, without running anything of the parent's.
                 0 => unsafe { libc::_exit(0) },
                 child => {
                     let mut status = 0;
+                    // SAFETY: waits for our own child into a local.
                     unsafe { libc::waitpid(child, &mut status, 0) };
                     Ok(())
                 }
@@ -192,6 +195,7 @@ fn make_call(op: &str, arg: &str) -> Call {
             if ptr == libc::MAP_FAILED {
                 return Err(io::Error::last_os_error());
             }
+            // SAFETY: the mapping made just above, not used after this.
             unsafe { libc::munmap(ptr, 4096) };
             Ok(())
         }),
@@ -242,24 +246,30 @@ fn make_call(op: &str, arg: &str) -> Call {
                 result
             })
         }
+        // SAFETY: a C string the closure owns.
         "truncate" => Box::new(move || check(unsafe { libc::truncate(c_file.as_ptr(), 4) })),
+        // SAFETY: as above.
         "chmod" => Box::new(move || check(unsafe { libc::chmod(c_file.as_ptr(), 0o644) })),
+        // SAFETY: as above.
         "chown" => Box::new(move || check(unsafe { libc::chown(c_file.as_ptr(), 0, 0) })),
         "ioctl" => {
             let handle = File::open(&file).expect("open");
             Box::new(move || {
                 let mut available: libc::c_int = 0;
+                // SAFETY: FIONREAD writes one int into a local.
                 check(unsafe { libc::ioctl(handle.as_raw_fd(), libc::FIONREAD, &mut available) })
             })
         }
         // Taking a shared lock again is allowed; no unlock, which would be a second lock call.
         "lock" => {
             let handle = File::open(&file).expect("open");
+            // SAFETY: flock(2) on a file we own.
             Box::new(move || check(unsafe { libc::flock(handle.as_raw_fd(), libc::LOCK_SH) }))
         }
         "stat" => Box::new(move || std::fs::metadata(&file).map(drop)),
         "fsync" => {
             let handle = File::options().write(true).open(&file).expect("open");
+            // SAFETY: fsync(2) on a file we own.
             Box::new(move || check(unsafe { libc::fsync(handle.as_raw_fd()) }))
         }
         // A path is a UNIX stream socket's.
@@ -303,7 +313,9 @@ fn make_call(op: &str, arg: &str) -> Call {
             })
         }
         "socket" => Box::new(|| {
+            // SAFETY: socket(2) with constant arguments; the fd is closed below.
             let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM, 0) };
+            // SAFETY: closes the fd just made.
             check(fd).map(|()| unsafe { libc::close(fd) }).map(drop)
         }),
         other => panic!("unknown op {other}"),

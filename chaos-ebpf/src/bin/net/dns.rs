@@ -183,7 +183,7 @@ fn rewrite(ctx: &TcContext, packet: &Packet, fault: &NetFault, question_end: usi
     // Decided before the lengths change: whether the checksum is still to be computed, and
     // whether there is one at all (UDP over IPv4 may go without).
     let pending = checksum_pending(ctx, packet, checksum_at);
-    let unchecked = !packet.ethertype == ETH_P_IPV6 && ctx.load::<u16>(checksum_at).ok()? == 0;
+    let unchecked = packet.ethertype != ETH_P_IPV6 && ctx.load::<u16>(checksum_at).ok()? == 0;
 
     let flags = u16::from_be(ctx.load::<u16>(dns + 2).ok()?);
     let flags = (flags & KEPT_FLAGS) | (fault.dns_rcode as u16 & 0x0f);

@@ -5,9 +5,11 @@ use std::path::PathBuf;
 use clap::Args;
 
 use crate::{
-    capabilities,
-    error::{Error, exit},
-    experiment::{Experiment, supervise},
+    cli::{
+        error::{Error, exit},
+        experiment::{Experiment, supervise},
+        require_privileges,
+    },
     run,
 };
 
@@ -64,17 +66,15 @@ pub fn execute(args: RunFileArgs) -> Result<u8, Error> {
         );
         return Ok(exit::OK);
     }
-    let missing = capabilities::missing();
-    if !missing.is_empty() {
-        return Err(Error::Privileges(missing));
-    }
+    require_privileges()?;
     eprintln!(
         "chaos: running {} ({} fault(s) over {}; Ctrl-C ends it early)",
         args.file.display(),
         experiment.faults.len(),
         humantime::format_duration(experiment.duration)
     );
-    let mut holder = run::Holder::new()?;
+    let mut holder =
+        run::Holder::new().map_err(Error::io("listen for Ctrl-C, SIGTERM and SIGHUP"))?;
     let report = holder
         .block_on(async |interrupts| supervise::run(&experiment, &args.file, interrupts).await);
     crate::report::print_final(&report.human(), || report.json(), args.json);

@@ -147,7 +147,7 @@ fn the_readme_reference_lists_every_key() {
             assert!(readme.contains(&row), "README lacks the row {row}");
         }
     }
-    for command in FAULT_COMMANDS {
+    for command in fault_commands() {
         assert!(
             readme.contains(&format!("`{command}`")),
             "README lacks the command {command}"

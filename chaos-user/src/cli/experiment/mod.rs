@@ -5,6 +5,7 @@
 //! the file and the command line share one definition: each fault is checked by the same clap
 //! parser and the same fault checks as the command would be, and runs as that command.
 
+pub mod report;
 pub mod supervise;
 
 use std::{ops::Range, path::Path, time::Duration};
@@ -20,21 +21,9 @@ use toml::{
 };
 
 use crate::{
-    cli::{Cli, Command, net::NetAction},
-    fault::{self, net::PacketAction},
+    cli::{Cli, fault_commands},
+    fault,
 };
-
-/// The commands a fault can run, as the `command` key spells them.
-pub const FAULT_COMMANDS: [&str; 8] = [
-    "fail",
-    "signal",
-    "net drop",
-    "net duplicate",
-    "net corrupt",
-    "net dns",
-    "net delay",
-    "net limit",
-];
 
 /// The keys of each table (README's reference lists them; a test checks it does).
 pub const TOP_KEYS: [&str; 5] = [
@@ -80,7 +69,7 @@ pub struct SteadyState {
 #[derive(Debug, Clone)]
 pub struct PlannedFault {
     pub name: String,
-    /// One of [`FAULT_COMMANDS`].
+    /// One of [`fault_commands`].
     pub command: String,
     pub start: Duration,
     pub lifetime: Duration,
@@ -287,13 +276,14 @@ impl FaultContext<'_> {
         let command = required_string(source, table, value.span(), &prefix, "command")?;
         let command_span = command_value.map(Spanned::span).unwrap_or_default();
         let command = command.split_whitespace().collect::<Vec<_>>().join(" ");
-        if !FAULT_COMMANDS.contains(&command.as_str()) {
+        let commands = fault_commands();
+        if !commands.contains(&command) {
             return Err(source.error(
                 &command_span,
                 &self.field("command"),
                 format!(
                     "unknown command '{command}': expected one of {}",
-                    FAULT_COMMANDS.join(", ")
+                    commands.join(", ")
                 ),
             ));
         }
@@ -432,18 +422,8 @@ impl FaultContext<'_> {
                 .unwrap_or_else(|| self.field.clone());
             source.error(&span, &field, clap_message(&err))
         })?;
-        let checked: Result<(), fault::ParseError> = match &cli.command {
-            Command::Fail(args) => args.fault().map(drop),
-            Command::Net(args) => match &args.action {
-                NetAction::Drop(packet) => packet.fault(PacketAction::Drop).map(drop),
-                NetAction::Duplicate(packet) => packet.fault(PacketAction::Duplicate).map(drop),
-                NetAction::Corrupt(corrupt) => corrupt.fault().map(drop),
-                NetAction::Dns(dns) => dns.fault().map(drop),
-                NetAction::Delay(delay) => delay.fault().map(drop),
-                NetAction::Limit(limit) => limit.fault().map(drop),
-            },
-            _ => Ok(()),
-        };
+        let not_a_fault = || Err(fault::ParseError::NotAFault(fault.command.clone()));
+        let checked = cli.command.check_fault().unwrap_or_else(not_a_fault);
         checked.map_err(|err| source.error(&value.span(), &self.field, err.to_string()))
     }
 }

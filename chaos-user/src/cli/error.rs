@@ -1,8 +1,13 @@
 //! The error of a whole command, and the exit code it maps to.
 
+use std::{io, path::PathBuf};
+
 use thiserror::Error;
 
-use crate::{attach::AttachError, fault::ParseError, target::TargetError};
+use super::experiment::ExperimentError;
+use crate::{
+    detached::DetachedError, fault::ParseError, plan::PlanError, run::RunError, target::TargetError,
+};
 
 /// Exit codes, as `chaos --help` documents them.
 pub mod exit {
@@ -22,27 +27,43 @@ pub enum Error {
     #[error(transparent)]
     Target(#[from] TargetError),
     #[error(transparent)]
-    Attach(#[from] AttachError),
+    Plan(#[from] PlanError),
+    #[error(transparent)]
+    Run(#[from] RunError),
+    #[error(transparent)]
+    Detached(#[from] DetachedError),
     #[error("missing capabilities {}: run as root or grant them", .0.join(", "))]
     Privileges(Vec<&'static str>),
     #[error("no detached run '{id}': expected one of the IDs `chaos list` shows ({known})")]
     NoSuchRun { id: String, known: String },
     #[error(transparent)]
-    Experiment(#[from] crate::experiment::ExperimentError),
+    Experiment(#[from] ExperimentError),
     #[error("cannot read the experiment file {}", path.display())]
     ExperimentFile {
-        path: std::path::PathBuf,
+        path: PathBuf,
         #[source]
-        source: std::io::Error,
+        source: io::Error,
     },
-    #[error("{0}")]
-    Io(#[from] std::io::Error),
+    /// Anything else the command does with the system: `action` says what, with its object.
+    #[error("cannot {action}")]
+    Io {
+        action: String,
+        #[source]
+        source: io::Error,
+    },
 }
 
 impl Error {
+    /// An I/O error of `action` (`bind the demo's server to 127.0.0.1:0`).
+    pub fn io(action: impl Into<String>) -> impl FnOnce(io::Error) -> Error {
+        let action = action.into();
+        move |source| Error::Io { action, source }
+    }
+
     pub fn exit_code(&self) -> u8 {
         match self {
             Error::Parse(_)
+            | Error::Plan(_)
             | Error::Privileges(_)
             | Error::NoSuchRun { .. }
             | Error::Experiment(_)
@@ -51,14 +72,8 @@ impl Error {
                 exit::FAILURE
             }
             Error::Target(_) => exit::USAGE,
-            Error::Attach(
-                AttachError::Unsupported { .. }
-                | AttachError::SyscallTracepoint { .. }
-                | AttachError::SyscallOverride { .. }
-                | AttachError::PathOffsets(_)
-                | AttachError::NetUnsupported(_),
-            ) => exit::USAGE,
-            Error::Attach(_) | Error::Io(_) => exit::FAILURE,
+            Error::Run(err) if err.is_unsupported() => exit::USAGE,
+            Error::Run(_) | Error::Detached(_) | Error::Io { .. } => exit::FAILURE,
         }
     }
 }

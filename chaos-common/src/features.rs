@@ -1,0 +1,42 @@
+//! The kernel features `chaos probe` reports, by the names it prints, tests look up and the VM
+//! matrix expects.
+
+pub const BTF: &str = "btf";
+pub const BPF_LSM: &str = "bpf-lsm";
+pub const TRAMPOLINE: &str = "trampoline";
+pub const LSM_CGROUP: &str = "lsm-cgroup";
+pub const KPROBES: &str = "kprobes";
+pub const KPROBE_OVERRIDE: &str = "kprobe-override";
+pub const CGROUP_SOCK_ADDR: &str = "cgroup-sock-addr";
+pub const TRACEPOINT_SIGNAL: &str = "tracepoint-signal";
+pub const TCX: &str = "tcx";
+pub const XDP: &str = "xdp";
+pub const SCH_FQ: &str = "sch-fq";
+/// A bridge device can be made: container networks (podman's default) need one.
+pub const BRIDGE: &str = "bridge";
+pub const CGROUP_SKB: &str = "cgroup-skb";
+pub const CGROUP_V2: &str = "cgroup-v2";
+pub const BPFFS: &str = "bpffs";
+pub const LOCKDOWN: &str = "lockdown";
+pub const CAPABILITIES: &str = "capabilities";
+
+/// Every feature, in the order `chaos probe` reports them.
+pub const ALL: [&str; 17] = [
+    BTF,
+    BPF_LSM,
+    TRAMPOLINE,
+    LSM_CGROUP,
+    KPROBES,
+    KPROBE_OVERRIDE,
+    CGROUP_SOCK_ADDR,
+    TRACEPOINT_SIGNAL,
+    TCX,
+    XDP,
+    SCH_FQ,
+    BRIDGE,
+    CGROUP_SKB,
+    CGROUP_V2,
+    BPFFS,
+    LOCKDOWN,
+    CAPABILITIES,
+];

@@ -1,0 +1,179 @@
+//! Where each program of chaos attaches. A hook names its program and says how the loader loads,
+//! attaches, pins and detaches it; the section the program must be in follows from it, which a
+//! test of chaos-user checks against the built objects.
+
+use crate::net::{DIRECTION_EGRESS, DIRECTION_INGRESS};
+
+/// A program and the kind of place it attaches to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Hook {
+    /// A BPF LSM program on LSM hook `hook` (section `lsm/HOOK`): global, it filters by target.
+    Lsm {
+        program: &'static str,
+        hook: &'static str,
+    },
+    /// A cgroup sock_addr program (section `cgroup/ATTACH`: connect4, bind6, sendmsg4…) on each
+    /// target cgroup.
+    CgroupSockAddr {
+        program: &'static str,
+        attach: &'static str,
+    },
+    /// A cgroup sock program (section `cgroup/ATTACH`: sock_create) on each target cgroup.
+    CgroupSock {
+        program: &'static str,
+        attach: &'static str,
+    },
+    /// A cgroup_skb program (section `cgroup_skb/ATTACH`: ingress, egress) on the target cgroup.
+    CgroupSkb {
+        program: &'static str,
+        attach: &'static str,
+    },
+    /// A tracepoint program (section `tracepoint`) on `category:event`.
+    Tracepoint {
+        program: &'static str,
+        category: &'static str,
+        event: &'static str,
+    },
+    /// A tracepoint program (section `tracepoint`) on the entry of the syscall the fault names,
+    /// `syscalls:sys_enter_NAME`.
+    SyscallEntry { program: &'static str },
+    /// A kprobe (section `kprobe`) on the entry function of the syscall the fault names, whose
+    /// return it overrides with `bpf_override_return`.
+    SyscallOverride { program: &'static str },
+    /// A TC program (section `classifier`) on each target interface, in one direction (a
+    /// [`crate::net`] `DIRECTION_*` bit): a tcx link, or a cls_bpf filter of a clsact qdisc.
+    Tc {
+        program: &'static str,
+        direction: u32,
+    },
+    /// An XDP program (section `xdp`) on an interface.
+    Xdp { program: &'static str },
+    /// An LSM program attached per cgroup (section `lsm_cgroup/HOOK`).
+    LsmCgroup {
+        program: &'static str,
+        hook: &'static str,
+    },
+}
+
+impl Hook {
+    pub const fn program(self) -> &'static str {
+        match self {
+            Hook::Lsm { program, .. }
+            | Hook::CgroupSockAddr { program, .. }
+            | Hook::CgroupSock { program, .. }
+            | Hook::CgroupSkb { program, .. }
+            | Hook::Tracepoint { program, .. }
+            | Hook::SyscallEntry { program }
+            | Hook::SyscallOverride { program }
+            | Hook::Tc { program, .. }
+            | Hook::Xdp { program }
+            | Hook::LsmCgroup { program, .. } => program,
+        }
+    }
+
+    /// The ELF section the program must be in, as two parts to concatenate (`lsm/` and
+    /// `file_open`): aya reads the program type and attach type from it.
+    pub const fn section(self) -> (&'static str, &'static str) {
+        match self {
+            Hook::Lsm { hook, .. } => ("lsm/", hook),
+            Hook::CgroupSockAddr { attach, .. } | Hook::CgroupSock { attach, .. } => {
+                ("cgroup/", attach)
+            }
+            Hook::CgroupSkb { attach, .. } => ("cgroup_skb/", attach),
+            Hook::Tracepoint { .. } | Hook::SyscallEntry { .. } => ("tracepoint", ""),
+            Hook::SyscallOverride { .. } => ("kprobe", ""),
+            Hook::Tc { .. } => ("classifier", ""),
+            Hook::Xdp { .. } => ("xdp", ""),
+            Hook::LsmCgroup { hook, .. } => ("lsm_cgroup/", hook),
+        }
+    }
+}
+
+/// `--pid-tree`: a fork by a tree target makes the child a target too.
+pub const FORK: Hook = Hook::Tracepoint {
+    program: "tracepoint_sched_process_fork",
+    category: "sched",
+    event: "sched_process_fork",
+};
+/// `--pid-tree`: an exiting task leaves the targets.
+pub const EXIT: Hook = Hook::Tracepoint {
+    program: "tracepoint_sched_process_exit",
+    category: "sched",
+    event: "sched_process_exit",
+};
+/// `chaos signal`: a target entering the syscall gets the signal.
+pub const SIGNAL: Hook = Hook::SyscallEntry {
+    program: "tracepoint_syscall_signal",
+};
+/// `chaos fail --syscall`: a target's call of the syscall returns the errno without running.
+pub const SYSCALL_OVERRIDE: Hook = Hook::SyscallOverride {
+    program: "kprobe_syscall_override",
+};
+
+/// The hooks of the errno object besides the operations' ([`crate::ops::OPS`]).
+pub const ERRNO_EXTRA: [Hook; 4] = [FORK, EXIT, SIGNAL, SYSCALL_OVERRIDE];
+
+/// Network faults (object `net`): packets arriving on and leaving the target interfaces, and
+/// those arriving for a cgroup's sockets (`chaos net --cgroup`).
+pub const TC_INGRESS: Hook = Hook::Tc {
+    program: "tc_ingress",
+    direction: DIRECTION_INGRESS,
+};
+pub const TC_EGRESS: Hook = Hook::Tc {
+    program: "tc_egress",
+    direction: DIRECTION_EGRESS,
+};
+pub const CGROUP_SKB_INGRESS: Hook = Hook::CgroupSkb {
+    program: "cgroup_skb_ingress",
+    attach: "ingress",
+};
+
+/// Every hook of the net object.
+pub const NET: [Hook; 3] = [TC_INGRESS, TC_EGRESS, CGROUP_SKB_INGRESS];
+
+/// Probe programs (object `probe`): tiny harmless programs `chaos probe` loads to learn what the
+/// kernel allows.
+pub const PROBE_KPROBE_OVERRIDE: Hook = Hook::SyscallOverride {
+    program: "kprobe_override_probe",
+};
+pub const PROBE_TRACEPOINT_SIGNAL: Hook = Hook::SyscallEntry {
+    program: "tracepoint_signal_probe",
+};
+pub const PROBE_TC: Hook = Hook::Tc {
+    program: "tc_probe",
+    direction: DIRECTION_INGRESS,
+};
+pub const PROBE_XDP: Hook = Hook::Xdp {
+    program: "xdp_probe",
+};
+pub const PROBE_CGROUP_SKB: Hook = Hook::CgroupSkb {
+    program: "cgroup_skb_probe",
+    attach: "ingress",
+};
+pub const PROBE_LSM_CGROUP: Hook = Hook::LsmCgroup {
+    program: "lsm_cgroup_probe",
+    hook: "socket_bind",
+};
+
+/// Every hook of the probe object.
+pub const PROBE: [Hook; 6] = [
+    PROBE_KPROBE_OVERRIDE,
+    PROBE_TRACEPOINT_SIGNAL,
+    PROBE_TC,
+    PROBE_XDP,
+    PROBE_CGROUP_SKB,
+    PROBE_LSM_CGROUP,
+];
+
+/// Every program of chaos, in every object: the operations' ([`crate::ops::OPS`]) and the
+/// others; a program shared by several operations comes once per operation.
+pub fn all() -> impl Iterator<Item = Hook> {
+    crate::ops::OPS
+        .iter()
+        .flat_map(|op| op.rungs)
+        .flat_map(|rung| rung.hooks)
+        .chain(ERRNO_EXTRA.iter())
+        .chain(NET.iter())
+        .chain(PROBE.iter())
+        .copied()
+}

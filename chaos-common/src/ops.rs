@@ -1,0 +1,413 @@
+//! The operation catalogue: every operation `chaos fail --op` can fail, one row each. A row says
+//! which calls the operation covers, the mechanisms that can fail them in order of preference
+//! (each with its programs and the filters it honours) and how it is numbered for the programs.
+//! The planner, `--help`, README's table and the tests all read it; a new operation is one row
+//! here, one eBPF function and one test.
+
+use crate::hook::Hook;
+
+/// Operation numbers: the bit of an operation in [`crate::fault::CallFault::ops`] and its column
+/// in the counters ([`crate::counters::counter_index`]).
+pub const OP_OPEN: u32 = 0;
+pub const OP_READ: u32 = 1;
+pub const OP_WRITE: u32 = 2;
+pub const OP_EXEC: u32 = 3;
+pub const OP_FORK: u32 = 4;
+pub const OP_MMAP: u32 = 5;
+pub const OP_UNLINK: u32 = 6;
+pub const OP_RMDIR: u32 = 7;
+pub const OP_MKDIR: u32 = 8;
+pub const OP_RENAME: u32 = 9;
+pub const OP_LINK: u32 = 10;
+pub const OP_SYMLINK: u32 = 11;
+pub const OP_TRUNCATE: u32 = 12;
+pub const OP_CHMOD: u32 = 13;
+pub const OP_CHOWN: u32 = 14;
+pub const OP_IOCTL: u32 = 15;
+pub const OP_LOCK: u32 = 16;
+pub const OP_STAT: u32 = 17;
+pub const OP_CONNECT: u32 = 18;
+pub const OP_BIND: u32 = 19;
+pub const OP_LISTEN: u32 = 20;
+pub const OP_ACCEPT: u32 = 21;
+pub const OP_SEND: u32 = 22;
+pub const OP_RECV: u32 = 23;
+pub const OP_SOCKET: u32 = 24;
+/// Not an `--op`: a signal sent when a target enters one syscall (`chaos signal`).
+pub const OP_SIGNAL: u32 = 25;
+/// Not an `--op` either: one syscall failed at its entry (`chaos fail --syscall`).
+pub const OP_SYSCALL: u32 = 26;
+/// Number of operation numbers; sizes the counter map.
+pub const OP_COUNT: u32 = 27;
+
+/// Filters a mechanism can honour, as bits of [`Rung::filters`].
+pub const FILTER_PATH: u32 = 1;
+pub const FILTER_PORT: u32 = 2;
+pub const FILTER_ADDR: u32 = 4;
+pub const FILTER_FAMILY: u32 = 8;
+/// `--family unix`: only hooks that run for UNIX sockets can honour it.
+pub const FILTER_UNIX: u32 = 16;
+
+/// The socket address filters of the hooks that see a destination or a local address.
+const SOCKET_ADDRESS: u32 = FILTER_PORT | FILTER_ADDR | FILTER_FAMILY;
+
+/// How the kernel is made to fail a call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Mechanism {
+    /// BPF LSM programs return the errno: global hooks, filtered by target (needs trampoline
+    /// programs and `bpf` in `lsm=`).
+    Lsm,
+    /// cgroup programs on the target's cgroup v2 deny the call and set the errno with
+    /// `bpf_set_retval`: only processes in that cgroup run them.
+    Cgroup,
+}
+
+impl Mechanism {
+    pub const ALL: [Mechanism; 2] = [Mechanism::Lsm, Mechanism::Cgroup];
+
+    /// The name `--backend` takes and the report gives.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Mechanism::Lsm => "lsm",
+            Mechanism::Cgroup => "cgroup",
+        }
+    }
+}
+
+/// One way to fail an operation.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Rung {
+    pub mechanism: Mechanism,
+    /// The programs, all attached (connect4 and connect6 together).
+    pub hooks: &'static [Hook],
+    /// What it fails when that is not every call of the operation, in words:
+    /// "bind() on IPv4 and IPv6 sockets".
+    pub only: &'static str,
+    /// The `FILTER_*` bits it honours.
+    pub filters: u32,
+    /// A kernel option it needs beyond its mechanism's.
+    pub needs: &'static str,
+}
+
+/// One operation `--op` takes.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Op {
+    pub code: u32,
+    pub name: &'static str,
+    /// The syscalls it covers (also what `--syscall` suggests it for).
+    pub syscalls: &'static [&'static str],
+    /// What else it covers, in words: "sendfile/splice reads".
+    pub also: &'static str,
+    /// The mechanisms that can fail it, the most complete first.
+    pub rungs: &'static [Rung],
+}
+
+impl Op {
+    /// The union of the filters its rungs honour.
+    pub fn filters(&self) -> u32 {
+        let mut filters = 0;
+        let mut i = 0;
+        while i < self.rungs.len() {
+            filters |= self.rungs[i].filters;
+            i += 1;
+        }
+        filters
+    }
+}
+
+const fn lsm(program: &'static str, hook: &'static str) -> Hook {
+    Hook::Lsm { program, hook }
+}
+
+const fn sock_addr(program: &'static str, attach: &'static str) -> Hook {
+    Hook::CgroupSockAddr { program, attach }
+}
+
+/// An LSM rung with one hook that honours `filters`.
+const fn lsm_rung(hook: &'static [Hook], filters: u32) -> Rung {
+    Rung {
+        mechanism: Mechanism::Lsm,
+        hooks: hook,
+        only: "",
+        filters,
+        needs: "",
+    }
+}
+
+/// `read` and `write` share one program: `file_permission`'s mask tells them apart.
+const FILE_PERMISSION: Hook = lsm("lsm_file_permission", "file_permission");
+
+/// An operation failed by one LSM hook, with the `--path` filter.
+macro_rules! file_op {
+    ($code:expr, $name:literal, [$($syscall:literal),*], $also:literal, $hook:expr) => {
+        file_op!($code, $name, [$($syscall),*], $also, $hook, "")
+    };
+    ($code:expr, $name:literal, [$($syscall:literal),*], $also:literal, $hook:expr, $needs:literal) => {
+        Op {
+            code: $code,
+            name: $name,
+            syscalls: &[$($syscall),*],
+            also: $also,
+            rungs: &[Rung {
+                needs: $needs,
+                ..lsm_rung(&[$hook], FILTER_PATH)
+            }],
+        }
+    };
+}
+
+/// Every operation, in the order `--help` and README list them.
+pub const OPS: &[Op] = &[
+    file_op!(
+        OP_OPEN,
+        "open",
+        ["open", "openat", "openat2", "creat"],
+        "",
+        lsm("lsm_file_open", "file_open")
+    ),
+    file_op!(
+        OP_READ,
+        "read",
+        ["read", "readv", "pread64", "preadv", "preadv2"],
+        "sendfile/splice reads",
+        FILE_PERMISSION
+    ),
+    file_op!(
+        OP_WRITE,
+        "write",
+        ["write", "writev", "pwrite64", "pwritev", "pwritev2"],
+        "sendfile/splice writes; also writes to pipes and sockets",
+        FILE_PERMISSION
+    ),
+    file_op!(
+        OP_EXEC,
+        "exec",
+        ["execve", "execveat"],
+        "",
+        lsm("lsm_bprm_check", "bprm_check_security")
+    ),
+    Op {
+        code: OP_FORK,
+        name: "fork",
+        syscalls: &["fork", "vfork", "clone", "clone3"],
+        also: "including new threads",
+        rungs: &[lsm_rung(&[lsm("lsm_task_alloc", "task_alloc")], 0)],
+    },
+    file_op!(
+        OP_MMAP,
+        "mmap",
+        ["mmap"],
+        "file-backed and anonymous (the allocator's too)",
+        lsm("lsm_mmap_file", "mmap_file")
+    ),
+    file_op!(
+        OP_UNLINK,
+        "unlink",
+        ["unlink", "unlinkat"],
+        "",
+        lsm("lsm_inode_unlink", "inode_unlink")
+    ),
+    file_op!(
+        OP_RMDIR,
+        "rmdir",
+        ["rmdir"],
+        "unlinkat(AT_REMOVEDIR)",
+        lsm("lsm_inode_rmdir", "inode_rmdir")
+    ),
+    file_op!(
+        OP_MKDIR,
+        "mkdir",
+        ["mkdir", "mkdirat"],
+        "",
+        lsm("lsm_inode_mkdir", "inode_mkdir")
+    ),
+    file_op!(
+        OP_RENAME,
+        "rename",
+        ["rename", "renameat", "renameat2"],
+        "",
+        lsm("lsm_inode_rename", "inode_rename")
+    ),
+    file_op!(
+        OP_LINK,
+        "link",
+        ["link", "linkat"],
+        "",
+        lsm("lsm_inode_link", "inode_link")
+    ),
+    file_op!(
+        OP_SYMLINK,
+        "symlink",
+        ["symlink", "symlinkat"],
+        "",
+        lsm("lsm_inode_symlink", "inode_symlink")
+    ),
+    file_op!(
+        OP_TRUNCATE,
+        "truncate",
+        ["truncate"],
+        "by path; not ftruncate()",
+        lsm("lsm_path_truncate", "path_truncate"),
+        "CONFIG_SECURITY_PATH"
+    ),
+    file_op!(
+        OP_CHMOD,
+        "chmod",
+        ["chmod", "fchmod", "fchmodat"],
+        "",
+        lsm("lsm_path_chmod", "path_chmod"),
+        "CONFIG_SECURITY_PATH"
+    ),
+    file_op!(
+        OP_CHOWN,
+        "chown",
+        ["chown", "fchown", "lchown", "fchownat"],
+        "",
+        lsm("lsm_path_chown", "path_chown"),
+        "CONFIG_SECURITY_PATH"
+    ),
+    file_op!(
+        OP_IOCTL,
+        "ioctl",
+        ["ioctl"],
+        "",
+        lsm("lsm_file_ioctl", "file_ioctl")
+    ),
+    file_op!(
+        OP_LOCK,
+        "lock",
+        ["flock"],
+        "fcntl() locks (unlocks too)",
+        lsm("lsm_file_lock", "file_lock")
+    ),
+    file_op!(
+        OP_STAT,
+        "stat",
+        ["stat", "lstat", "fstat", "newfstatat", "statx"],
+        "",
+        lsm("lsm_inode_getattr", "inode_getattr")
+    ),
+    Op {
+        code: OP_CONNECT,
+        name: "connect",
+        syscalls: &["connect"],
+        also: "",
+        rungs: &[
+            Rung {
+                mechanism: Mechanism::Cgroup,
+                hooks: &[
+                    sock_addr("cgroup_connect4", "connect4"),
+                    sock_addr("cgroup_connect6", "connect6"),
+                ],
+                only: "connect() on IPv4 and IPv6 sockets, TCP and UDP (no packet leaves)",
+                filters: SOCKET_ADDRESS,
+                needs: "",
+            },
+            Rung {
+                only: "connect() on sockets of every family, UNIX too",
+                ..lsm_rung(
+                    &[lsm("lsm_socket_connect", "socket_connect")],
+                    SOCKET_ADDRESS | FILTER_UNIX,
+                )
+            },
+        ],
+    },
+    Op {
+        code: OP_BIND,
+        name: "bind",
+        syscalls: &["bind"],
+        also: "",
+        rungs: &[
+            Rung {
+                mechanism: Mechanism::Cgroup,
+                hooks: &[
+                    sock_addr("cgroup_bind4", "bind4"),
+                    sock_addr("cgroup_bind6", "bind6"),
+                ],
+                only: "bind() on IPv4 and IPv6 sockets",
+                filters: SOCKET_ADDRESS,
+                needs: "",
+            },
+            Rung {
+                only: "bind() on sockets of every family, UNIX too",
+                ..lsm_rung(
+                    &[lsm("lsm_socket_bind", "socket_bind")],
+                    SOCKET_ADDRESS | FILTER_UNIX,
+                )
+            },
+        ],
+    },
+    Op {
+        code: OP_LISTEN,
+        name: "listen",
+        syscalls: &["listen"],
+        also: "",
+        rungs: &[lsm_rung(&[lsm("lsm_socket_listen", "socket_listen")], 0)],
+    },
+    Op {
+        code: OP_ACCEPT,
+        name: "accept",
+        syscalls: &["accept", "accept4"],
+        also: "(a refused connection stays queued)",
+        rungs: &[lsm_rung(&[lsm("lsm_socket_accept", "socket_accept")], 0)],
+    },
+    Op {
+        code: OP_SEND,
+        name: "send",
+        syscalls: &["sendto", "sendmsg", "sendmmsg"],
+        also: "send() and write() on sockets, every protocol",
+        rungs: &[
+            lsm_rung(
+                &[lsm("lsm_socket_sendmsg", "socket_sendmsg")],
+                SOCKET_ADDRESS | FILTER_UNIX,
+            ),
+            Rung {
+                mechanism: Mechanism::Cgroup,
+                hooks: &[
+                    sock_addr("cgroup_sendmsg4", "sendmsg4"),
+                    sock_addr("cgroup_sendmsg6", "sendmsg6"),
+                ],
+                only: "UDP sendto()/sendmsg() that name a destination",
+                filters: SOCKET_ADDRESS,
+                needs: "",
+            },
+        ],
+    },
+    Op {
+        code: OP_RECV,
+        name: "recv",
+        syscalls: &["recvfrom", "recvmsg", "recvmmsg"],
+        also: "recv() and read() on sockets",
+        rungs: &[lsm_rung(&[lsm("lsm_socket_recvmsg", "socket_recvmsg")], 0)],
+    },
+    Op {
+        code: OP_SOCKET,
+        name: "socket",
+        syscalls: &["socket"],
+        also: "",
+        rungs: &[
+            Rung {
+                only: "socket() of every family, but not the kernel's own sockets",
+                ..lsm_rung(
+                    &[lsm("lsm_socket_create", "socket_create")],
+                    FILTER_FAMILY | FILTER_UNIX,
+                )
+            },
+            Rung {
+                mechanism: Mechanism::Cgroup,
+                hooks: &[Hook::CgroupSock {
+                    program: "cgroup_sock_create",
+                    attach: "sock_create",
+                }],
+                only: "socket() of AF_INET and AF_INET6 only",
+                filters: FILTER_FAMILY,
+                needs: "",
+            },
+        ],
+    },
+];
+
+/// The operation numbered `code`.
+pub fn by_code(code: u32) -> Option<&'static Op> {
+    OPS.iter().find(|op| op.code == code)
+}

@@ -1,0 +1,40 @@
+//! The clock the kernel side checks deadlines against, and a run's deadline on it.
+
+use std::time::Duration;
+
+/// `CLOCK_MONOTONIC` in nanoseconds: the clock `bpf_ktime_get_ns` reads.
+pub fn monotonic_now_ns() -> u64 {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes into the timespec we own.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
+    now.tv_sec as u64 * 1_000_000_000 + now.tv_nsec as u64
+}
+
+/// When a run ends, on `CLOCK_MONOTONIC`: computed once, when the programs are about to attach,
+/// and used by the kernel side, the loader's hold and a detached run's record alike.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Deadline {
+    pub ns: u64,
+}
+
+impl Deadline {
+    /// `lifetime` from now.
+    pub fn after(lifetime: Duration) -> Self {
+        let lifetime = u64::try_from(lifetime.as_nanos()).unwrap_or(u64::MAX);
+        Deadline {
+            ns: monotonic_now_ns().saturating_add(lifetime),
+        }
+    }
+
+    /// How long until it passes; zero once it has.
+    pub fn remaining(self) -> Duration {
+        Duration::from_nanos(self.ns.saturating_sub(monotonic_now_ns()))
+    }
+
+    pub fn passed(self) -> bool {
+        self.ns <= monotonic_now_ns()
+    }
+}

@@ -1,0 +1,226 @@
+//! The planner: which mechanism fails each operation of a fault on this kernel, and whether the
+//! kernel has what a syscall fault needs. Reads the catalogue's rungs and `chaos probe`'s
+//! findings; everything it refuses, it refuses before anything is attached.
+
+use std::collections::HashMap;
+
+use chaos_common::ops::{Mechanism, Rung};
+use thiserror::Error;
+
+use crate::{
+    fault::{BackendChoice, Op, net::PacketAction, ops},
+    kernel::{self, Finding},
+};
+
+#[derive(Debug, Error)]
+pub enum PlanError {
+    #[error("--op {op} cannot be injected on this kernel: {explanation}")]
+    Unsupported {
+        op: &'static str,
+        explanation: String,
+    },
+    #[error("no tracepoint syscalls:{event}: {reason}")]
+    SyscallTracepoint { event: String, reason: String },
+    #[error("--syscall {syscall} cannot be failed on this kernel: {reason}")]
+    SyscallOverride { syscall: String, reason: String },
+    #[error("a {action} needs the fq qdisc, which this kernel lacks: {reason}")]
+    NoFq {
+        action: &'static str,
+        reason: String,
+    },
+}
+
+/// The rung chosen for each operation of a fault.
+pub type Plan = Vec<(Op, &'static Rung)>;
+
+/// Picks, for each operation, the first rung that `choice` allows, that honours every filter in
+/// `filters` (`FILTER_*` bits) and whose mechanism the kernel supports. `unsupported` says why a
+/// mechanism cannot run here, or `None` when it can; it is asked once per mechanism.
+pub fn plan(
+    ops: &[Op],
+    filters: u32,
+    choice: BackendChoice,
+    mut unsupported: impl FnMut(Mechanism) -> Option<Finding>,
+) -> Result<Plan, PlanError> {
+    let mut verdicts: HashMap<Mechanism, Option<Finding>> = HashMap::new();
+    ops.iter()
+        .map(|&op| {
+            let mut reasons = Vec::new();
+            for rung in op.rungs {
+                if choice != BackendChoice::Auto && choice != BackendChoice::Only(rung.mechanism) {
+                    continue;
+                }
+                if filters & !rung.filters != 0 {
+                    reasons.push(format!(
+                        "{}: its hooks do not see every filter given",
+                        rung.mechanism.name()
+                    ));
+                    continue;
+                }
+                let verdict = verdicts
+                    .entry(rung.mechanism)
+                    .or_insert_with(|| unsupported(rung.mechanism));
+                match verdict {
+                    None => return Ok((op, rung)),
+                    Some(finding) => {
+                        reasons.push(format!("{}: {}", rung.mechanism.name(), finding.explain()))
+                    }
+                }
+            }
+            Err(PlanError::Unsupported {
+                op: op.name,
+                explanation: reasons.join("; "),
+            })
+        })
+        .collect()
+}
+
+/// Why `mechanism` cannot run on this kernel, or `None`.
+pub fn mechanism_unsupported(mechanism: Mechanism) -> Option<Finding> {
+    match mechanism {
+        Mechanism::Lsm => kernel::lsm_unsupported(),
+        Mechanism::Cgroup => Some(kernel::cgroup_sock_addr()).filter(|finding| !finding.supported),
+    }
+}
+
+/// Checks that this kernel can fail `syscall` at its entry: bpf_override_return exists and the
+/// syscall's entry function is allowed for error injection.
+pub fn check_syscall_override(syscall: &str) -> Result<(), PlanError> {
+    let refuse = |reason: String| PlanError::SyscallOverride {
+        syscall: syscall.to_owned(),
+        reason,
+    };
+    let finding = kernel::kprobe_override();
+    if !finding.supported {
+        let covering = ops::covering(syscall)
+            .map(|op| {
+                format!(
+                    "; --op {} covers {syscall}() through another mechanism",
+                    op.name
+                )
+            })
+            .unwrap_or_default();
+        return Err(refuse(format!("{}{covering}", finding.explain())));
+    }
+    let function = crate::attach::syscall_entry_function(syscall);
+    if !kernel::error_injectable(&function) {
+        return Err(refuse(format!(
+            "{function} is not in /sys/kernel/debug/error_injection/list: unknown syscall, or one the kernel does not allow to fail"
+        )));
+    }
+    Ok(())
+}
+
+/// Checks that `syscalls:sys_enter_SYSCALL` exists, naming the kernel option when no syscall has
+/// one.
+pub fn check_syscall_tracepoint(syscall: &str) -> Result<(), PlanError> {
+    let event = format!("sys_enter_{syscall}");
+    let missing = |reason: String| PlanError::SyscallTracepoint {
+        event: event.clone(),
+        reason,
+    };
+    match kernel::syscall_tracepoint(&event) {
+        kernel::Tracepoint::Exists => Ok(()),
+        kernel::Tracepoint::NoSyscallEvents => Err(missing(
+            "this kernel has no syscall tracepoints; to enable: CONFIG_FTRACE_SYSCALLS=y".into(),
+        )),
+        kernel::Tracepoint::Unknown(dir) => Err(missing(format!(
+            "unknown syscall; expected a name from {dir} without the sys_enter_ prefix, such as fsync, write, openat"
+        ))),
+    }
+}
+
+/// Checks that this kernel has what the packet `action` needs beyond TC programs: fq for the
+/// actions that time departures.
+pub fn check_packet_action(action: PacketAction) -> Result<(), PlanError> {
+    if !action.needs_fq() {
+        return Ok(());
+    }
+    let fq = kernel::sch_fq_finding();
+    if fq.supported {
+        Ok(())
+    } else {
+        Err(PlanError::NoFq {
+            action: action.name(),
+            reason: fq.explain(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chaos_common::ops::{FILTER_FAMILY, FILTER_UNIX};
+
+    use super::*;
+    use crate::fault::parse_op;
+
+    fn refused(mechanism: Mechanism) -> Option<Finding> {
+        Some(Finding {
+            feature: "trampoline",
+            supported: false,
+            detail: format!("{} refused", mechanism.name()),
+            enable: Some("a better kernel".into()),
+        })
+    }
+
+    fn no_lsm(mechanism: Mechanism) -> Option<Finding> {
+        (mechanism == Mechanism::Lsm)
+            .then(|| refused(mechanism))
+            .flatten()
+    }
+
+    fn ops(names: &[&str]) -> Vec<Op> {
+        names.iter().map(|name| parse_op(name).unwrap()).collect()
+    }
+
+    #[test]
+    fn picks_the_most_complete_supported_rung() {
+        let all = plan(&ops(&["send", "connect"]), 0, BackendChoice::Auto, |_| None).unwrap();
+        assert_eq!(all[0].1.mechanism, Mechanism::Lsm, "send prefers LSM");
+        assert_eq!(
+            all[1].1.mechanism,
+            Mechanism::Cgroup,
+            "connect prefers cgroup"
+        );
+        let plan = plan(&ops(&["send", "socket"]), 0, BackendChoice::Auto, no_lsm).unwrap();
+        assert!(
+            plan.iter()
+                .all(|(_, rung)| rung.mechanism == Mechanism::Cgroup)
+        );
+        assert!(
+            plan[0].1.only.contains("UDP"),
+            "the narrower coverage is said"
+        );
+    }
+
+    #[test]
+    fn a_rung_that_cannot_honour_a_filter_is_skipped() {
+        let unix = FILTER_FAMILY | FILTER_UNIX;
+        let plan = plan(&ops(&["connect"]), unix, BackendChoice::Auto, |_| None).unwrap();
+        assert_eq!(
+            plan[0].1.mechanism,
+            Mechanism::Lsm,
+            "only LSM sees UNIX sockets"
+        );
+        let err = super::plan(&ops(&["connect"]), unix, BackendChoice::Auto, no_lsm)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("cgroup: its hooks do not see") && err.contains("lsm refused"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn an_op_without_a_usable_rung_names_every_reason() {
+        let err = plan(&ops(&["open"]), 0, BackendChoice::Auto, no_lsm)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("--op open")
+                && err.contains("lsm refused")
+                && err.contains("a better kernel"),
+            "{err}"
+        );
+    }
+}

@@ -1,0 +1,256 @@
+//! A fault on calls live in the kernel: the errno object loaded with the targets in its maps,
+//! the plan's hooks (and a signal's or a syscall's) attached.
+
+use std::{collections::HashSet, fs::File, path::Path};
+
+use aya::EbpfLoader;
+use chaos_common::{
+    counters::{Counters, counter_index},
+    fault::{CallFault, PathOffsets},
+    hook::{self, Hook},
+    names,
+    target::{TARGET_TREE, Target},
+};
+use thiserror::Error;
+
+use crate::{
+    attach::{AttachError, Loaded, Sites, pid_bits::PidBits},
+    clock::Deadline,
+    kernel, object,
+    plan::Plan,
+    target::Targets,
+};
+
+/// What only a fault on calls needs of the kernel beyond its programs.
+#[derive(Debug, Error)]
+pub enum CallsError {
+    #[error("--path needs the kernel's struct layouts from its BTF")]
+    PathOffsets(#[source] crate::btf::BtfError),
+    #[error("--pid-tree needs the sched:sched_process_fork tracepoint: {0}")]
+    ForkTracepoint(String),
+    #[error("cannot open cgroup {path}")]
+    Cgroup {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Attach(#[from] AttachError),
+}
+
+/// The slot of the one fault a run holds.
+const FAULT_SLOT: u32 = 0;
+
+/// The extra hook of a fault on one syscall rather than on `--op`s.
+#[derive(Clone, Copy, Debug)]
+pub enum SyscallHook<'a> {
+    /// `chaos signal`: the syscall's entry tracepoint sends a signal.
+    Signal(&'a str),
+    /// `chaos fail --syscall`: a kprobe on the syscall's entry function overrides its return.
+    Override(&'a str),
+}
+
+/// The errno object loaded for a run: every program verified, the targets in the maps, nothing
+/// attached yet ([`CallsLoaded::start`] attaches).
+pub struct CallsLoaded<'t> {
+    loaded: Loaded,
+    targets: &'t Targets,
+    fault: CallFault,
+    hooks: Vec<Hook>,
+    syscall: Option<String>,
+}
+
+impl<'t> CallsLoaded<'t> {
+    /// Loads every program `fault` needs: the plan's hooks, the syscall's, a tree's fork and
+    /// exit tracepoints; if any is refused, nothing has been attached.
+    pub fn load(
+        targets: &'t Targets,
+        fault: CallFault,
+        plan: &Plan,
+        syscall: Option<SyscallHook<'_>>,
+    ) -> Result<Self, CallsError> {
+        let tree = targets.processes.iter().any(|p| p.tree);
+        let fork_child_pid_offset = if tree {
+            kernel::fork_child_pid_offset().map_err(CallsError::ForkTracepoint)?
+        } else {
+            0
+        };
+        let (cgroup_id, cgroup_level) = targets.cgroup.as_ref().map_or((0, 0), |c| (c.id, c.level));
+        let path_offsets = if fault.dir_ino != 0 {
+            kernel::path_offsets().map_err(CallsError::PathOffsets)?
+        } else {
+            PathOffsets::ZERO
+        };
+        let mut loaded = Loaded::new(
+            EbpfLoader::new()
+                .override_global(names::GLOBAL_TARGET_CGROUP_ID, &cgroup_id, true)
+                .override_global(names::GLOBAL_TARGET_CGROUP_LEVEL, &cgroup_level, true)
+                .override_global(
+                    names::GLOBAL_FORK_CHILD_PID_OFFSET,
+                    &fork_child_pid_offset,
+                    true,
+                )
+                .override_global(names::GLOBAL_PATH_OFFSETS, &path_offsets, true),
+            object::ERRNO,
+        )?;
+        // The fork and exit tracepoints first, so that no child escapes once targets are live.
+        let mut hooks = if tree {
+            vec![hook::FORK, hook::EXIT]
+        } else {
+            Vec::new()
+        };
+        let syscall = match syscall {
+            Some(SyscallHook::Signal(name)) => {
+                hooks.push(hook::SIGNAL);
+                Some(name.to_owned())
+            }
+            Some(SyscallHook::Override(name)) => {
+                hooks.push(hook::SYSCALL_OVERRIDE);
+                Some(name.to_owned())
+            }
+            None => None,
+        };
+        for &hook in plan.iter().flat_map(|(_, rung)| rung.hooks) {
+            // Read and write share one program.
+            if !hooks.contains(&hook) {
+                hooks.push(hook);
+            }
+        }
+        for &hook in &hooks {
+            loaded.load(hook)?;
+        }
+        // The index of each process target is its place in `targets.processes`: the report
+        // reads its counters from there.
+        let pid_bits = PidBits::map(loaded.ebpf())?;
+        for (index, process) in targets.processes.iter().enumerate() {
+            let target = Target {
+                fault: FAULT_SLOT,
+                flags: if process.tree { TARGET_TREE } else { 0 },
+                index: index as u32,
+                _pad: 0,
+            };
+            add_target(&mut loaded, &pid_bits, process.pid, target)?;
+        }
+        drop(pid_bits);
+        Ok(CallsLoaded {
+            loaded,
+            targets,
+            fault,
+            hooks,
+            syscall,
+        })
+    }
+
+    /// Writes the fault with `deadline` and attaches every hook; with `pin`, every link and the
+    /// counters are pinned there (a detached run).
+    pub fn start(
+        mut self,
+        deadline: Deadline,
+        pin: Option<&Path>,
+    ) -> Result<CallsAttachment, CallsError> {
+        let fault = CallFault {
+            deadline_ns: deadline.ns,
+            ..self.fault
+        };
+        self.loaded.set(names::MAP_FAULTS, FAULT_SLOT, fault)?;
+        let cgroups = self
+            .targets
+            .attach_cgroups()
+            .into_iter()
+            .map(|path| File::open(&path).map_err(|source| CallsError::Cgroup { path, source }))
+            .collect::<Result<Vec<File>, _>>()?;
+        let syscall = self.syscall.take();
+        let sites = Sites {
+            cgroups: &cgroups,
+            syscall: syscall.as_deref(),
+            ..Sites::default()
+        };
+        for hook in std::mem::take(&mut self.hooks) {
+            self.loaded.attach(hook, &sites, pin)?;
+            // Once the fork and exit tracepoints are live (they come first), the descendants
+            // that exist already.
+            if hook == hook::EXIT {
+                self.mark_descendants()?;
+            }
+        }
+        if let Some(dir) = pin {
+            // The counters `chaos list` reads, and what keeps them once this process is gone.
+            for name in [names::MAP_TARGET_COUNTERS, names::MAP_COUNTERS] {
+                self.loaded.pin_map(name, dir)?;
+            }
+        }
+        Ok(CallsAttachment {
+            loaded: self.loaded,
+        })
+    }
+
+    /// Makes the tree targets' existing descendants targets. A descendant that forks before it
+    /// is marked has a child the fork program does not see: so look again until a pass finds no
+    /// one new; after that every fork is the program's.
+    fn mark_descendants(&mut self) -> Result<(), CallsError> {
+        let pid_bits = PidBits::map(self.loaded.ebpf())?;
+        let trees = self.targets.processes.iter().enumerate();
+        for (index, process) in trees.filter(|(_, p)| p.tree) {
+            let target = Target {
+                fault: FAULT_SLOT,
+                flags: TARGET_TREE,
+                index: index as u32,
+                _pad: 0,
+            };
+            let mut marked = HashSet::from([process.pid]);
+            loop {
+                let new: Vec<u32> = crate::target::descendants(process.pid)
+                    .into_iter()
+                    .filter(|&pid| marked.insert(pid))
+                    .collect();
+                if new.is_empty() {
+                    break;
+                }
+                for pid in new {
+                    add_target(&mut self.loaded, &pid_bits, pid, target)?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A fault on calls live in the kernel.
+pub struct CallsAttachment {
+    loaded: Loaded,
+}
+
+impl CallsAttachment {
+    /// Detaches and unloads every program but keeps the maps (final counters).
+    pub fn detach(&mut self) {
+        self.loaded.detach();
+    }
+
+    /// Matched and acted-on calls of operation `code` (`OP_*`) so far.
+    pub fn counters(&self, code: u32) -> Counters {
+        self.loaded
+            .counters(names::MAP_COUNTERS, counter_index(FAULT_SLOT, code))
+    }
+
+    /// Matched and acted-on calls of the target at `index` (its place in
+    /// [`Targets::processes`]; 0 for a cgroup target), over every operation.
+    pub fn target_counters(&self, index: usize) -> Counters {
+        self.loaded
+            .counters(names::MAP_TARGET_COUNTERS, index as u32)
+    }
+}
+
+/// Makes `pid` a target: its entry, then its bit (the bit says to look for the entry).
+fn add_target(
+    loaded: &mut Loaded,
+    pid_bits: &PidBits,
+    pid: u32,
+    target: Target,
+) -> Result<(), AttachError> {
+    let name = names::MAP_TARGET_PIDS;
+    let mut pids: aya::maps::HashMap<_, u32, Target> = loaded.map(name)?;
+    pids.insert(pid, target, 0)
+        .map_err(|source| AttachError::Map { name, source })?;
+    pid_bits.set(pid);
+    Ok(())
+}

@@ -1,0 +1,405 @@
+//! A run: from a checked fault and its targets to programs live in the kernel, held until the run
+//! ends (or handed to a detached run), then detached and reported. Every kind of fault runs
+//! through [`hold_and_report`]; what differs is how it attaches ([`errno`], [`net`]) and the rows
+//! its report has.
+
+use std::{io, os::fd::OwnedFd, path::PathBuf, time::Duration};
+
+use chaos_common::{
+    fault::CallFault,
+    net::{DIRECTION_EGRESS, DIRECTION_INGRESS},
+    ops::{OP_SIGNAL, OP_SYSCALL},
+};
+use thiserror::Error;
+use tracing::debug;
+
+pub mod errno;
+pub mod hold;
+pub mod net;
+
+pub use hold::{Holder, defer_interrupts};
+
+use self::{
+    errno::{CallsAttachment, CallsError, CallsLoaded, SyscallHook},
+    net::NetAttachment,
+};
+use crate::{
+    attach::AttachError,
+    clock::Deadline,
+    detached::{self, DetachedError, DetachedRun},
+    fault::{
+        ErrnoFault, ParseError, SignalFault,
+        net::{Direction, PacketFault},
+        ops,
+    },
+    plan::Plan,
+    report::{EndedBy, FaultKind, FaultReport, Report, StatusLine, TargetReport},
+    target::{Targets, net::NetTarget},
+};
+
+#[derive(Debug, Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Attach(#[from] AttachError),
+    #[error(transparent)]
+    Calls(#[from] CallsError),
+    #[error(transparent)]
+    Parse(#[from] ParseError),
+    #[error(transparent)]
+    Detached(#[from] DetachedError),
+    #[error("cannot listen for Ctrl-C, SIGTERM and SIGHUP")]
+    Interrupts(#[source] io::Error),
+    #[error("cannot wait for the targets to exit")]
+    Hold(#[source] io::Error),
+}
+
+impl RunError {
+    /// Whether the kernel or the machine cannot do what was asked, as opposed to something
+    /// failing on the way.
+    pub fn is_unsupported(&self) -> bool {
+        match self {
+            RunError::Attach(err) | RunError::Calls(CallsError::Attach(err)) => {
+                err.is_unsupported()
+            }
+            RunError::Calls(CallsError::PathOffsets(_) | CallsError::ForkTracepoint(_)) => true,
+            RunError::Parse(_) => true,
+            _ => false,
+        }
+    }
+}
+
+/// One row of a fault on calls: the counters of operation `code`, reported as `fault`.
+struct CallsRow {
+    code: u32,
+    fault: FaultKind,
+    mechanism: String,
+    covers: String,
+}
+
+/// A fault on calls as a run starts it: the kernel's fault, its programs, and its report's rows.
+pub struct CallsFault<'a> {
+    kernel: CallFault,
+    plan: Plan,
+    syscall: Option<SyscallHook<'a>>,
+    rows: Vec<CallsRow>,
+    dry_run: bool,
+    /// The filters as given, for the warning when nothing matched.
+    filters: Vec<String>,
+}
+
+impl<'a> CallsFault<'a> {
+    /// `chaos fail`: each operation through its planned rung, and the `--syscall` override.
+    pub fn errno(fault: &'a ErrnoFault, plan: Plan) -> Self {
+        let errno = fault.errno.to_string();
+        let ops = plan.iter().map(|&(op, rung)| CallsRow {
+            code: op.code,
+            fault: FaultKind::Errno {
+                op: op.name.to_owned(),
+                errno: errno.clone(),
+            },
+            mechanism: rung.mechanism.name().to_owned(),
+            covers: ops::covers(op, rung),
+        });
+        let syscall = fault.syscall.iter().map(|syscall| CallsRow {
+            code: OP_SYSCALL,
+            fault: FaultKind::Errno {
+                op: syscall.clone(),
+                errno: errno.clone(),
+            },
+            mechanism: "kprobe-override".to_owned(),
+            covers: format!("{syscall}() (a kprobe on its entry function)"),
+        });
+        let rows = ops.chain(syscall).collect();
+        CallsFault {
+            kernel: fault.kernel(),
+            plan,
+            syscall: fault.syscall.as_deref().map(SyscallHook::Override),
+            rows,
+            dry_run: fault.dry_run,
+            filters: fault.describe_filters(),
+        }
+    }
+
+    /// `chaos signal`: the syscall's entry tracepoint.
+    pub fn signal(fault: &'a SignalFault) -> Self {
+        CallsFault {
+            kernel: fault.kernel(),
+            plan: Vec::new(),
+            syscall: Some(SyscallHook::Signal(&fault.syscall)),
+            rows: vec![CallsRow {
+                code: OP_SIGNAL,
+                fault: FaultKind::Signal {
+                    op: fault.syscall.clone(),
+                    signal: fault.signal.to_string(),
+                },
+                mechanism: "tracepoint".to_owned(),
+                covers: format!(
+                    "entries to {}() (syscalls:sys_enter_{})",
+                    fault.syscall, fault.syscall
+                ),
+            }],
+            dry_run: fault.dry_run,
+            filters: Vec::new(),
+        }
+    }
+
+    fn report_rows(&self, attachment: &CallsAttachment) -> Vec<FaultReport> {
+        self.rows
+            .iter()
+            .map(|row| {
+                let counters = attachment.counters(row.code);
+                FaultReport {
+                    fault: row.fault.clone(),
+                    mechanism: row.mechanism.clone(),
+                    covers: row.covers.clone(),
+                    dry_run: self.dry_run,
+                    matched: counters.matched,
+                    injected: counters.injected,
+                }
+            })
+            .collect()
+    }
+
+    fn kinds(&self) -> Vec<FaultKind> {
+        self.rows.iter().map(|row| row.fault.clone()).collect()
+    }
+}
+
+/// A whole run of a fault on calls: attach, hold until the run ends, read the counters, detach.
+/// `on_attached` runs once every program is live.
+pub fn calls_run(
+    targets: &Targets,
+    fault: &CallsFault<'_>,
+    lifetime: Duration,
+    on_attached: impl FnOnce(),
+) -> Result<Report, RunError> {
+    let holder = Holder::new().map_err(RunError::Interrupts)?;
+    let loaded = CallsLoaded::load(targets, fault.kernel, &fault.plan, fault.syscall)?;
+    let deadline = Deadline::after(lifetime);
+    let mut attachment = loaded.start(deadline, None)?;
+    on_attached();
+    let pidfds: Vec<&OwnedFd> = if targets.ends_with_processes() {
+        targets.processes.iter().map(|p| &p.pidfd).collect()
+    } else {
+        Vec::new()
+    };
+    let ends = Ends {
+        deadline,
+        pidfds,
+        gone: &|| targets.container_stopped(),
+    };
+    let (ended_by, elapsed) = hold(holder, ends, || fault.report_rows(&attachment))?;
+    attachment.detach();
+    debug!(?ended_by, "detached");
+    Ok(Report::new(
+        fault.report_rows(&attachment),
+        ended_by,
+        target_reports(targets, &attachment),
+        elapsed,
+        &fault.filters,
+    ))
+}
+
+/// Starts a detached run of a fault on calls: the links and counters pinned under the run's
+/// directory, its record saved with the deadline the kernel enforces; returns once every
+/// program is live.
+pub fn calls_detached(
+    targets: &Targets,
+    fault: &CallsFault<'_>,
+    lifetime: Duration,
+) -> Result<DetachedRun, RunError> {
+    let loaded = CallsLoaded::load(targets, fault.kernel, &fault.plan, fault.syscall)?;
+    start_detached(
+        targets.describe(),
+        fault.kinds(),
+        lifetime,
+        |deadline, dir| {
+            loaded
+                .start(deadline, Some(dir))
+                .map(drop)
+                .map_err(RunError::from)
+        },
+    )
+}
+
+/// A network fault as a run starts it, and its report's rows.
+pub struct NetFaultRun<'a> {
+    pub target: &'a NetTarget,
+    pub fault: &'a PacketFault,
+}
+
+impl NetFaultRun<'_> {
+    /// The rows of each direction the fault acts in.
+    fn rows(&self, attachment: Option<&NetAttachment>) -> Vec<FaultReport> {
+        let directions = [
+            (DIRECTION_INGRESS, Direction::Ingress, "arriving on"),
+            (DIRECTION_EGRESS, Direction::Egress, "leaving through"),
+        ];
+        directions
+            .into_iter()
+            .filter(|&(bit, ..)| self.fault.direction.bits() & bit != 0)
+            .map(|(bit, direction, verb)| {
+                let counters = attachment.map(|a| a.counters(bit)).unwrap_or_default();
+                FaultReport {
+                    fault: FaultKind::Net {
+                        op: self.fault.action.name().to_owned(),
+                        direction: direction.name().to_owned(),
+                        setting: self.fault.setting(),
+                    },
+                    mechanism: attachment.map_or("", |a| a.mechanism()).to_owned(),
+                    covers: match &self.target.cgroup {
+                        Some(cgroup) => format!(
+                            "IPv4 and IPv6 packets arriving for the sockets of {}",
+                            cgroup.path.display()
+                        ),
+                        None => format!(
+                            "IPv4 and IPv6 packets {verb} {}",
+                            self.target.ifaces.join(", ")
+                        ),
+                    },
+                    dry_run: false,
+                    matched: counters.matched,
+                    injected: counters.injected,
+                }
+            })
+            .collect()
+    }
+}
+
+/// A whole network run: attach, hold until the run ends, detach, report per direction.
+pub fn net_run(run: &NetFaultRun<'_>, lifetime: Duration) -> Result<Report, RunError> {
+    let holder = Holder::new().map_err(RunError::Interrupts)?;
+    let tables = run.fault.tables()?;
+    let deadline = Deadline::after(lifetime);
+    let mut attachment =
+        NetAttachment::attach(run.target, run.fault.kernel(), &tables, deadline, None)?;
+    let ends = Ends {
+        deadline,
+        pidfds: Vec::new(),
+        gone: &|| false,
+    };
+    let (ended_by, elapsed) = hold(holder, ends, || run.rows(Some(&attachment)))?;
+    attachment.detach();
+    let faults = run.rows(Some(&attachment));
+    // One target: the interfaces (all of a namespace's, with --netns alone) count together.
+    let target = run.target;
+    let targets = vec![TargetReport {
+        pid: None,
+        tree: false,
+        container: target.container.clone(),
+        cgroup: target.cgroup.as_ref().map(|c| c.path.display().to_string()),
+        iface: (!target.ifaces.is_empty()).then(|| target.ifaces.join(",")),
+        netns: target
+            .netns
+            .as_ref()
+            .map(|ns| ns.path.display().to_string()),
+        matched: faults.iter().map(|f| f.matched).sum(),
+        injected: faults.iter().map(|f| f.injected).sum(),
+    }];
+    Ok(Report::new(
+        faults,
+        ended_by,
+        targets,
+        elapsed,
+        &run.fault.filter.describe(),
+    ))
+}
+
+/// Starts a detached network run: the links and counters pinned, what it changed on the
+/// interfaces handed to the run, its record saved.
+pub fn net_detached(run: &NetFaultRun<'_>, lifetime: Duration) -> Result<DetachedRun, RunError> {
+    let tables = run.fault.tables()?;
+    let kinds = run.rows(None).into_iter().map(|row| row.fault).collect();
+    start_detached(run.target.describe(), kinds, lifetime, |deadline, dir| {
+        NetAttachment::attach(run.target, run.fault.kernel(), &tables, deadline, Some(dir))
+            .map(drop)
+            .map_err(RunError::from)
+    })
+}
+
+/// A detached run: its pin directory made, `attach` given the deadline and the directory, the
+/// record saved with that same deadline; a failed attach leaves nothing behind.
+fn start_detached(
+    targets: String,
+    faults: Vec<FaultKind>,
+    lifetime: Duration,
+    attach: impl FnOnce(Deadline, &std::path::Path) -> Result<(), RunError>,
+) -> Result<DetachedRun, RunError> {
+    let id = detached::new_id();
+    let dir: PathBuf = detached::prepare(&id)?;
+    let deadline = Deadline::after(lifetime);
+    if let Err(err) = attach(deadline, &dir) {
+        let _ = detached::stop(&id);
+        return Err(err);
+    }
+    let run = DetachedRun {
+        id,
+        targets,
+        faults,
+        deadline_ns: deadline.ns,
+    };
+    detached::save(&run)?;
+    Ok(run)
+}
+
+/// How a held run ends besides Ctrl-C, SIGTERM and SIGHUP.
+struct Ends<'a> {
+    deadline: Deadline,
+    /// Every one of these processes exited (none: never).
+    pidfds: Vec<&'a OwnedFd>,
+    /// The target went away (a container stopped).
+    gone: &'a dyn Fn() -> bool,
+}
+
+/// Holds a live run until it ends, redrawing the status line from `rows`; returns why it ended
+/// and how long it was held, in ms.
+fn hold(
+    mut holder: Holder,
+    ends: Ends<'_>,
+    rows: impl Fn() -> Vec<FaultReport>,
+) -> Result<(EndedBy, u64), RunError> {
+    let started = std::time::Instant::now();
+    let mut status = StatusLine::new();
+    let ended_by = holder
+        .hold(
+            ends.deadline,
+            &ends.pidfds,
+            ends.gone,
+            |elapsed, remaining| status.draw(elapsed, remaining, &rows),
+        )
+        .map_err(RunError::Hold)?;
+    status.clear();
+    Ok((ended_by, started.elapsed().as_millis() as u64))
+}
+
+/// One report per target, with its counters: process targets by their place in the list, a
+/// cgroup target at index 0.
+fn target_reports(targets: &Targets, attachment: &CallsAttachment) -> Vec<TargetReport> {
+    let processes = targets.processes.iter().enumerate().map(|(index, p)| {
+        let counters = attachment.target_counters(index);
+        TargetReport {
+            pid: Some(p.pid),
+            tree: p.tree,
+            container: None,
+            cgroup: Some(p.cgroup.display().to_string()),
+            iface: None,
+            netns: None,
+            matched: counters.matched,
+            injected: counters.injected,
+        }
+    });
+    let cgroup = targets.cgroup.iter().map(|c| {
+        let counters = attachment.target_counters(0);
+        TargetReport {
+            pid: None,
+            tree: false,
+            container: targets.container.as_ref().map(|c| c.id.clone()),
+            cgroup: Some(c.path.display().to_string()),
+            iface: None,
+            netns: None,
+            matched: counters.matched,
+            injected: counters.injected,
+        }
+    });
+    processes.chain(cgroup).collect()
+}

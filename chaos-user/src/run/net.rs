@@ -1,0 +1,129 @@
+//! A network fault live in the kernel: the TC programs of the `net` object on each target
+//! interface (tcx links that die with chaos, or cls_bpf filters of a clsact qdisc, which the
+//! qdisc records remove), or the cgroup_skb program on a cgroup, and fq where packets are timed.
+
+use std::{fs::File, path::Path};
+
+use chaos_common::{
+    counters::Counters,
+    hook::{self, Hook},
+    names,
+    net::{self, DIRECTION_EGRESS, DIRECTION_INGRESS},
+};
+
+use crate::{
+    attach::{AttachError, Loaded, Sites, qdisc},
+    clock::Deadline,
+    fault::net::NetTables,
+    object,
+    target::net::NetTarget,
+};
+
+/// A live network fault; dropping it detaches every program (and undoes what it changed on the
+/// interfaces: an fq or clsact qdisc it added).
+pub struct NetAttachment {
+    loaded: Loaded,
+    cgroup: bool,
+    fq: bool,
+}
+
+impl NetAttachment {
+    /// Loads the net object, writes `fault` with `deadline` and `tables` (a delay's
+    /// distribution, a DNS fault's name), and attaches the program of each direction the fault
+    /// asks for to every target interface (or the cgroup_skb program to the target cgroup); a
+    /// delay or a limit first makes fq the root qdisc of each interface. With `pin`, every link
+    /// and the counters are pinned there, and what changed on the interfaces belongs to the run.
+    pub fn attach(
+        target: &NetTarget,
+        mut fault: net::NetFault,
+        tables: &NetTables,
+        deadline: Deadline,
+        pin: Option<&Path>,
+    ) -> Result<Self, AttachError> {
+        let mut loaded = Loaded::plain(object::NET)?;
+        let hooks: Vec<Hook> = match &target.cgroup {
+            Some(_) => vec![hook::CGROUP_SKB_INGRESS],
+            None => [hook::TC_INGRESS, hook::TC_EGRESS]
+                .into_iter()
+                .filter(|hook| matches!(hook, Hook::Tc { direction, .. } if fault.directions & direction != 0))
+                .collect(),
+        };
+        for &hook in &hooks {
+            loaded.load(hook)?;
+        }
+        for (index, &entry) in tables.delay.iter().enumerate() {
+            loaded.set(names::MAP_NET_DELAY_DIST, index as u32, entry)?;
+        }
+        fault.dist_size = tables.delay.len() as u32;
+        loaded.set(names::MAP_NET_DNS_NAME, 0, tables.dns_name)?;
+        let fq = matches!(fault.action, net::NET_ACTION_DELAY | net::NET_ACTION_LIMIT);
+        if fq {
+            for iface in &target.ifaces {
+                loaded.keep_change(qdisc::install_fq(target.netns.as_ref(), iface)?);
+            }
+        }
+        fault.deadline_ns = deadline.ns;
+        loaded.set(names::MAP_NET_FAULTS, 0, fault)?;
+        let cgroups = match &target.cgroup {
+            Some(cgroup) => {
+                vec![
+                    File::open(&cgroup.path).map_err(|source| AttachError::Cgroup {
+                        path: cgroup.path.clone(),
+                        source,
+                    })?,
+                ]
+            }
+            None => Vec::new(),
+        };
+        let sites = Sites {
+            cgroups: &cgroups,
+            ifaces: &target.ifaces,
+            netns: target.netns.as_ref(),
+            ..Sites::default()
+        };
+        for hook in hooks {
+            loaded.attach(hook, &sites, pin)?;
+        }
+        if let Some(dir) = pin {
+            loaded.pin_map(names::MAP_NET_COUNTERS, dir)?;
+            // A detached run: its qdiscs and filters stay until the run is stopped or expires.
+            let id = dir
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            loaded.hand_over(&id)?;
+        }
+        Ok(NetAttachment {
+            loaded,
+            cgroup: target.cgroup.is_some(),
+            fq,
+        })
+    }
+
+    /// The mechanism for the report: cgroup_skb, or the TC hook (tcx or clsact) and, when the
+    /// fault times departures, the fq qdisc.
+    pub fn mechanism(&self) -> &'static str {
+        match (self.cgroup, self.loaded.tcx(), self.fq) {
+            (true, _, _) => "cgroup_skb",
+            (false, true, true) => "tcx+fq",
+            (false, true, false) => "tcx",
+            (false, false, true) => "clsact+fq",
+            (false, false, false) => "clsact",
+        }
+    }
+
+    /// Detaches and unloads the programs but keeps the maps for the final counters.
+    pub fn detach(&mut self) {
+        self.loaded.detach();
+    }
+
+    /// Packets matched and acted on in `direction` (a `DIRECTION_*` bit), summed over CPUs.
+    pub fn counters(&self, direction: u32) -> Counters {
+        let index = match direction {
+            DIRECTION_INGRESS => 0,
+            DIRECTION_EGRESS => 1,
+            _ => return Counters::default(),
+        };
+        self.loaded.counters(names::MAP_NET_COUNTERS, index)
+    }
+}

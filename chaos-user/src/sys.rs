@@ -1,0 +1,170 @@
+//! The machine's pseudo file systems: where cgroup v2 is mounted, and mounting what a command
+//! needs when a fresh boot did not.
+
+use std::{
+    ffi::CString,
+    fs::{self, File},
+    io,
+    os::fd::AsRawFd as _,
+    path::{Path, PathBuf},
+};
+
+/// Where the cgroup v2 hierarchy is mounted (`/sys/fs/cgroup` when unified,
+/// `/sys/fs/cgroup/unified` on hybrid systems, or elsewhere); `None` without one.
+pub fn cgroup2_mount() -> Option<PathBuf> {
+    cgroup2_mount_in(&fs::read_to_string("/proc/self/mounts").ok()?)
+}
+
+fn cgroup2_mount_in(mounts: &str) -> Option<PathBuf> {
+    mounts.lines().find_map(|line| {
+        let mut fields = line.split_whitespace();
+        let (_source, dir, kind) = (fields.next()?, fields.next()?, fields.next()?);
+        (kind == "cgroup2").then(|| PathBuf::from(unescape_mount_path(dir)))
+    })
+}
+
+/// Whether a file system of type `fstype` is mounted anywhere.
+pub fn mounted(fstype: &str) -> Option<PathBuf> {
+    let mounts = fs::read_to_string("/proc/self/mounts").ok()?;
+    mounts.lines().find_map(|line| {
+        let mut fields = line.split_whitespace();
+        let (_source, dir, kind) = (fields.next()?, fields.next()?, fields.next()?);
+        (kind == fstype).then(|| PathBuf::from(unescape_mount_path(dir)))
+    })
+}
+
+/// /proc/self/mounts escapes spaces and a few other bytes as octal (`\040`).
+fn unescape_mount_path(path: &str) -> String {
+    let mut out = String::with_capacity(path.len());
+    let mut rest = path;
+    while let Some(i) = rest.find('\\') {
+        out.push_str(&rest[..i]);
+        let code = rest
+            .get(i + 1..i + 4)
+            .and_then(|octal| u8::from_str_radix(octal, 8).ok());
+        match code {
+            Some(byte) => {
+                out.push(byte as char);
+                rest = &rest[i + 4..];
+            }
+            None => {
+                out.push('\\');
+                rest = &rest[i + 1..];
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Mounts a pseudo file system at `dir` when nothing is mounted there; the returned note says
+/// what happened (empty when it was there already).
+pub fn ensure_mounted(fstype: &str, dir: &str) -> String {
+    let mounts = fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+    if mounts
+        .lines()
+        .any(|line| line.split_whitespace().nth(1) == Some(dir))
+    {
+        return String::new();
+    }
+    let (Ok(source), Ok(target)) = (CString::new(fstype), CString::new(dir)) else {
+        return String::new();
+    };
+    // SAFETY: plain C strings that outlive the call.
+    let rc = unsafe {
+        libc::mount(
+            source.as_ptr(),
+            target.as_ptr(),
+            source.as_ptr(),
+            0,
+            std::ptr::null(),
+        )
+    };
+    if rc == 0 {
+        format!(" (mounted {fstype} at {dir})")
+    } else {
+        format!(
+            " ({fstype} not mounted at {dir}: {})",
+            io::Error::last_os_error()
+        )
+    }
+}
+
+/// A network namespace, held open; threads enter it for a while.
+#[derive(Debug)]
+pub struct Netns {
+    /// Where it was opened (`/run/netns/NAME`, `/proc/PID/ns/net`).
+    pub path: PathBuf,
+    file: File,
+}
+
+impl Netns {
+    /// Opens the namespace file at `path`, checking that it is a network namespace.
+    pub fn open(path: &Path) -> io::Result<Self> {
+        let file = File::open(path)?;
+        // setns with CLONE_NEWNET accepts nothing but a network namespace: try it on a
+        // throwaway thread so this one stays where it is.
+        let fd = file.as_raw_fd();
+        let entered = std::thread::scope(|scope| {
+            scope
+                // SAFETY: setns on this short-lived thread only.
+                .spawn(|| unsafe { libc::setns(fd, libc::CLONE_NEWNET) } == 0)
+                .join()
+                .unwrap_or(false)
+        });
+        if !entered {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{} is not a network namespace", path.display()),
+            ));
+        }
+        Ok(Netns {
+            path: path.to_owned(),
+            file,
+        })
+    }
+
+    /// Runs `work` on this thread inside the namespace, then returns to the thread's own.
+    pub fn enter<T>(&self, work: impl FnOnce() -> T) -> io::Result<T> {
+        let own = File::open("/proc/thread-self/ns/net")?;
+        // SAFETY: setns switches this thread's network namespace; it is switched back below.
+        if unsafe { libc::setns(self.file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let result = work();
+        // SAFETY: as above, back to where the thread was.
+        if unsafe { libc::setns(own.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+            // Staying in the target namespace would be worse than stopping here.
+            panic!(
+                "cannot return to chaos's own network namespace: {}",
+                io::Error::last_os_error()
+            );
+        }
+        Ok(result)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_the_cgroup2_mount_in_hybrid_and_unified_layouts() {
+        let hybrid = "tmpfs /sys/fs/cgroup tmpfs rw 0 0\n\
+                      cgroup /sys/fs/cgroup/cpu cgroup rw,cpu 0 0\n\
+                      cgroup2 /sys/fs/cgroup/unified cgroup2 rw 0 0\n";
+        assert_eq!(
+            cgroup2_mount_in(hybrid),
+            Some("/sys/fs/cgroup/unified".into())
+        );
+        let unified = "cgroup2 /sys/fs/cgroup cgroup2 rw,nosuid 0 0\n";
+        assert_eq!(cgroup2_mount_in(unified), Some("/sys/fs/cgroup".into()));
+        assert_eq!(cgroup2_mount_in("proc /proc proc rw 0 0\n"), None);
+    }
+
+    #[test]
+    fn unescapes_octal_in_mount_paths() {
+        assert_eq!(unescape_mount_path(r"/mnt/a\040b"), "/mnt/a b");
+        assert_eq!(unescape_mount_path(r"/plain"), "/plain");
+    }
+}
