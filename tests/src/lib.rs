@@ -85,6 +85,57 @@ pub fn spawn_chaos(args: &[&str]) -> Child {
         .expect("spawn chaos")
 }
 
+/// A run of `chaos ARGS` to its end: its JSON report and the window around it.
+pub struct Ran {
+    pub report: Value,
+    /// `CLOCK_MONOTONIC` ns just before chaos started and just after it ended: every failure
+    /// the run caused lies inside.
+    pub window: (u64, u64),
+    pub stderr: String,
+}
+
+/// Runs `chaos ARGS` (a fault command with `--json`) to its end and checks that it succeeded.
+pub fn run_chaos(args: &[&str]) -> Ran {
+    let start = monotonic_ns();
+    let output = chaos(args);
+    let end = monotonic_ns();
+    ran(args, output, start, end)
+}
+
+/// Runs `chaos ARGS --for 10m --json` until each of `victims` has seen a failure, then ends it
+/// with Ctrl-C: the fault is proved live however slowly chaos attaches (an emulated guest can
+/// take longer than any fixed `--for` would allow).
+pub fn run_chaos_until_failed(args: &[&str], victims: &[&Victim]) -> Ran {
+    let mut full = args.to_vec();
+    full.extend_from_slice(&["--for", "10m", "--json"]);
+    let start = monotonic_ns();
+    let child = spawn_chaos(&full);
+    for victim in victims {
+        victim.wait_for_failure();
+    }
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let output = child.wait_with_output().expect("wait for chaos");
+    let end = monotonic_ns();
+    let ran = ran(&full, output, start, end);
+    assert_eq!(ran.report["ended_by"], "sigint", "{}", ran.report);
+    ran
+}
+
+fn ran(args: &[&str], output: Output, start: u64, end: u64) -> Ran {
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(
+        output.status.success(),
+        "{args:?}: {:?}: {stderr}",
+        output.status
+    );
+    Ran {
+        report: json_report(&output),
+        window: (start, end),
+        stderr,
+    }
+}
+
 /// A UNIX stream server at a fresh path that accepts and drops connections until the test ends;
 /// returns the path.
 pub fn unix_server() -> String {
@@ -274,23 +325,34 @@ pub fn loaded_chaos_programs() -> Vec<String> {
         .collect()
 }
 
-/// Waits (up to 60 s) until every program of `hooks` is loaded, then a little more for the
-/// links, which come right after the programs load.
-pub fn wait_for_programs(hooks: &[Hook]) {
+/// How many programs of `hook` are loaded in the kernel now (one per run that attached it).
+pub fn loaded_count(hook: Hook) -> usize {
+    loaded_program_names()
+        .iter()
+        .filter(|name| is_program_of(name, hook))
+        .count()
+}
+
+/// Whether a program of `hook` is loaded in the kernel now.
+pub fn loaded(hook: Hook) -> bool {
+    loaded_count(hook) > 0
+}
+
+/// The first hook of operation `op`'s preferred mechanism (`connect`: cgroup_connect4).
+pub fn first_hook(op: &str) -> Hook {
+    let op = chaos_common::ops::OPS
+        .iter()
+        .find(|candidate| candidate.name == op)
+        .unwrap_or_else(|| panic!("no operation {op} in the catalogue"));
+    op.rungs[0].hooks[0]
+}
+
+/// Waits (up to 60 s) until `ready` says the programs it looks for are loaded (see [`loaded`]),
+/// then a little more for the links, which come right after the programs load.
+pub fn wait_for_programs(what: &str, ready: impl Fn() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let loaded = loaded_program_names();
-        if hooks
-            .iter()
-            .all(|&hook| loaded.iter().any(|name| is_program_of(name, hook)))
-        {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "chaos never loaded {:?}",
-            hooks.iter().map(|h| h.program()).collect::<Vec<_>>()
-        );
+    while !ready() {
+        assert!(Instant::now() < deadline, "chaos never loaded {what}");
         thread::sleep(Duration::from_millis(20));
     }
     thread::sleep(Duration::from_millis(300));
@@ -619,16 +681,7 @@ pub fn start_net_fault(action: &str, args: &[&str]) -> Child {
     full.extend_from_slice(args);
     full.extend_from_slice(&["--for", "10m", "--json"]);
     let chaos = spawn_chaos(&full);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !loaded_program_names()
-        .iter()
-        .any(|name| hook::NET.iter().any(|&hook| is_program_of(name, hook)))
-    {
-        assert!(Instant::now() < deadline, "chaos never attached");
-        thread::sleep(Duration::from_millis(20));
-    }
-    // The links come right after the programs load.
-    thread::sleep(Duration::from_millis(300));
+    wait_for_programs("a network program", || hook::NET.iter().any(|&h| loaded(h)));
     chaos
 }
 

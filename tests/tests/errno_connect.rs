@@ -12,9 +12,8 @@ fn fault_for_a_while(listen: &str, name: &str) {
     let target = Victim::start(VICTIM, "connect", &address, &cgroup);
     let bystander = Victim::start(VICTIM, "connect", &address, &cgroup);
 
-    let start_ns = monotonic_ns();
     let pid = target.pid().to_string();
-    let output = chaos(&[
+    let Ran { report, window, .. } = run_chaos(&[
         "fail",
         "--pid",
         &pid,
@@ -26,27 +25,13 @@ fn fault_for_a_while(listen: &str, name: &str) {
         "2s",
         "--json",
     ]);
-    let end_ns = monotonic_ns();
-    assert!(
-        output.status.success(),
-        "chaos failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    target.wait_for_call_after(end_ns);
+    target.wait_for_call_after(window.1);
     thread::sleep(Duration::from_millis(100));
-
-    let report = json_report(&output);
     assert_eq!(report["ended_by"], "deadline");
     let fault = &report["faults"][0];
     assert_eq!(fault["kind"], "errno");
     assert_eq!(fault["op"], "connect");
-    assert_scoped_fault(
-        &[&target],
-        &bystander,
-        libc::ECONNREFUSED,
-        (start_ns, end_ns),
-        fault,
-    );
+    assert_scoped_fault(&[&target], &bystander, libc::ECONNREFUSED, window, fault);
     assert_no_chaos_programs();
 }
 
@@ -67,9 +52,8 @@ fn ctrl_c_ends_the_run_early_with_the_same_report() {
     let target = Victim::start(VICTIM, "connect", &address, &cgroup);
     let bystander = Victim::start(VICTIM, "connect", &address, &cgroup);
 
-    let start_ns = monotonic_ns();
     let pid = target.pid().to_string();
-    let chaos = spawn_chaos(&[
+    let args = [
         "fail",
         "--pid",
         &pid,
@@ -77,32 +61,14 @@ fn ctrl_c_ends_the_run_early_with_the_same_report() {
         "connect",
         "--errno",
         "ETIMEDOUT",
-        "--for",
-        "10m",
-        "--json",
-    ]);
-    // Wait until the fault is visibly live, then interrupt.
-    target.wait_for_failure();
-    thread::sleep(Duration::from_millis(300));
-    // SAFETY: kill(2) on our own child.
-    unsafe { libc::kill(chaos.id() as i32, libc::SIGINT) };
-    let output = chaos.wait_with_output().expect("wait for chaos");
-    let end_ns = monotonic_ns();
-    assert!(
-        output.status.success(),
-        "chaos after SIGINT: {:?} {}",
-        output.status,
-        String::from_utf8_lossy(&output.stderr)
-    );
-    target.wait_for_call_after(end_ns);
-
-    let report = json_report(&output);
-    assert_eq!(report["ended_by"], "sigint");
+    ];
+    let Ran { report, window, .. } = run_chaos_until_failed(&args, &[&target]);
+    target.wait_for_call_after(window.1);
     assert_scoped_fault(
         &[&target],
         &bystander,
         libc::ETIMEDOUT,
-        (start_ns, end_ns),
+        window,
         &report["faults"][0],
     );
     assert_no_chaos_programs();

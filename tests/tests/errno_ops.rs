@@ -68,7 +68,17 @@ macro_rules! op_tests {
                 fault_op($op);
             }
         )*
+
+        /// The operations a test proves.
+        const TESTED: &[&str] = &[$($op),*];
     };
+}
+
+/// A new operation in the catalogue needs its test here.
+#[test]
+fn every_operation_of_the_catalogue_has_a_test() {
+    let catalogue: Vec<&str> = chaos_common::ops::OPS.iter().map(|op| op.name).collect();
+    assert_eq!(TESTED, catalogue.as_slice());
 }
 
 op_tests! {

@@ -28,14 +28,11 @@ fn run(name: &str, rules: &[&str]) -> (Vec<Call>, serde_json::Value, Victim, Vic
         "--json",
     ];
     args.extend_from_slice(rules);
-    let start_ns = monotonic_ns();
-    let output = chaos(&args);
-    let end_ns = monotonic_ns();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let Ran {
+        report,
+        window: (start_ns, end_ns),
+        ..
+    } = run_chaos(&args);
     target.wait_for_call_after(end_ns);
     thread::sleep(Duration::from_millis(50));
     let inside: Vec<Call> = target
@@ -53,7 +50,6 @@ fn run(name: &str, rules: &[&str]) -> (Vec<Call>, serde_json::Value, Victim, Vic
         bystander.calls().iter().all(|c| c.errno.is_none()),
         "the bystander was hit"
     );
-    let report = json_report(&output);
     (inside, report, target, bystander)
 }
 

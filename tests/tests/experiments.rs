@@ -5,8 +5,6 @@
 use std::{
     path::{Path, PathBuf},
     process::{Command, Output},
-    thread,
-    time::Duration,
 };
 
 use chaos_common::features;
@@ -302,16 +300,7 @@ fn an_invalid_file_is_refused_before_anything_runs() {
 
 /// Waits until a fault program of a chaos child is in the kernel.
 fn wait_for_fault_programs() {
-    for _ in 0..600 {
-        if loaded_program_names()
-            .iter()
-            .any(|name| name.starts_with("cgroup_connect"))
-        {
-            return;
-        }
-        thread::sleep(Duration::from_millis(50));
-    }
-    panic!("no fault program was attached within 30 s");
+    wait_for_programs("connect4", || loaded(first_hook("connect")));
 }
 
 fn signal(pid: u32, signal: i32) {

@@ -265,6 +265,38 @@ fn rewritten_answers_carry_checksums_the_resolver_side_verifies() {
     assert_no_chaos_programs();
 }
 
+const NETPEER: &str = env!("CARGO_BIN_EXE_netpeer");
+
+/// UDP over IPv4 may go without a checksum (field 0): a rewritten answer must keep none, as a
+/// computed one would be a checksum the server never sent. Seen by a raw socket on the resolver's
+/// side, before UDP looks at the packet.
+#[test]
+fn an_ipv4_answer_without_a_checksum_keeps_none() {
+    let net = TestNet::new("dns-nocsum");
+    let server = net.v4(0, 2);
+    let mut responder = net.spawn(&net.b, NETPEER, &["dns-nocsum", &format!("{server}:53")]);
+    assert_eq!(responder.line(), "ready");
+    let mut capture = net.spawn(&net.a, NETPEER, &["udp-checksums", "0.0.0.0:53"]);
+    assert_eq!(capture.line(), "ready");
+    let answer = dig(&net, &server, "a.svc.test", "A");
+    assert_eq!(
+        (answer.status.as_str(), answer.records),
+        ("NOERROR", vec!["10.9.9.9".to_owned()])
+    );
+    assert_eq!(capture.line(), "0000", "the server sends no checksum");
+    let chaos = start_dns_fault(&net, &["--rcode", "SERVFAIL"]);
+    let answer = dig(&net, &server, "a.svc.test", "A");
+    assert_eq!(answer.status, "SERVFAIL");
+    assert_eq!(
+        capture.line(),
+        "0000",
+        "the rewritten answer got a checksum the server never sent"
+    );
+    let report = stop_net_fault(chaos);
+    assert_eq!(counted(&report, "ingress"), (1, 1), "{report}");
+    assert_no_chaos_programs();
+}
+
 #[test]
 fn dropped_queries_time_out_for_the_domain_only() {
     let net = TestNet::new("dns-drop");

@@ -281,9 +281,7 @@ fn start_clsact_drop(net: &TestNet) -> Child {
         .expect("spawn chaos");
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     while !qdisc_kinds(&net.b, "b0").iter().any(|k| k == "clsact")
-        || !loaded_program_names()
-            .iter()
-            .any(|name| name == "tc_ingress")
+        || !loaded(chaos_common::hook::TC_INGRESS)
     {
         assert!(std::time::Instant::now() < deadline, "chaos never attached");
         thread::sleep(Duration::from_millis(20));

@@ -29,15 +29,8 @@ fn fail_connect(target_args: &[&str]) -> (serde_json::Value, (u64, u64)) {
         "2s",
         "--json",
     ]);
-    let start = monotonic_ns();
-    let output = chaos(&args);
-    let end = monotonic_ns();
-    assert!(
-        output.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    (json_report(&output), (start, end))
+    let ran = run_chaos(&args);
+    (ran.report, ran.window)
 }
 
 #[test]
@@ -106,7 +99,9 @@ fn a_pid_tree_covers_children_forked_after_the_run_started() {
         "10m",
         "--json",
     ]);
-    wait_for_programs(&["tracepoint_sched_process_fork", "cgroup_connect4"]);
+    wait_for_programs("the fork tracepoint and connect4", || {
+        loaded(chaos_common::hook::FORK) && loaded(first_hook("connect"))
+    });
     std::fs::write(&flag, b"").expect("create the flag");
     family.wait_for_failure();
     thread::sleep(Duration::from_millis(300));
@@ -169,21 +164,6 @@ fn a_pid_tree_covers_children_that_already_run() {
     );
     assert_eq!(failures(&bystander), 0, "the bystander was hit");
     assert_no_chaos_programs();
-}
-
-/// Waits (up to 60 s) until programs with these names are loaded.
-fn wait_for_programs(names: &[&str]) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while !names
-        .iter()
-        .all(|name| loaded_program_names().iter().any(|loaded| loaded == name))
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "chaos never attached {names:?}"
-        );
-        thread::sleep(Duration::from_millis(50));
-    }
 }
 
 #[test]
@@ -414,12 +394,7 @@ fn runs_at_once_keep_to_their_own_targets() {
     // live.
     let run_a2 = run(a.pid(), "EHOSTUNREACH");
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while loaded_program_names()
-        .iter()
-        .filter(|name| name.as_str() == "cgroup_connect4")
-        .count()
-        < 3
-    {
+    while loaded_count(first_hook("connect")) < 3 {
         assert!(
             std::time::Instant::now() < deadline,
             "the second run never attached"

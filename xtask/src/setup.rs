@@ -38,8 +38,22 @@ const CARGO_FUZZ_VERSION: &str = "0.13.2";
 pub fn run() -> anyhow::Result<()> {
     debian_packages()?;
     rust_src()?;
+    nightly_clippy()?;
     bpf_linker()?;
     Ok(())
+}
+
+/// Clippy for the nightly toolchain: CI lints the eBPF crate with it.
+fn nightly_clippy() -> anyhow::Result<()> {
+    let present = Command::new("rustup")
+        .args(["run", NIGHTLY, "cargo", "clippy", "--version"])
+        .output()
+        .is_ok_and(|output| output.status.success());
+    if present {
+        return Ok(());
+    }
+    eprintln!("setup: adding clippy to {NIGHTLY}");
+    run_command(Command::new("rustup").args(["component", "add", "clippy", "--toolchain", NIGHTLY]))
 }
 
 fn debian_packages() -> anyhow::Result<()> {

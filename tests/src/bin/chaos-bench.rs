@@ -15,7 +15,6 @@
 //!
 //! Deadline precision: how close to `--for` a fault's failures stop.
 
-use chaos_common::features;
 use std::{
     io::{BufRead as _, BufReader, Write as _},
     net::{SocketAddr, TcpListener},
@@ -24,7 +23,8 @@ use std::{
     time::{Duration, Instant},
 };
 
-use chaos_tests::{Probe, chaos_bin, loaded_program_names};
+use chaos_common::features;
+use chaos_tests::{Probe, chaos_bin};
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -255,14 +255,11 @@ fn iperf3(net: &chaos_tests::TestNet, server: &str) -> f64 {
 
 /// Waits until the net programs are in the kernel.
 fn wait_for_net_programs() {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !loaded_program_names()
-        .iter()
-        .any(|name| name.starts_with("tc_"))
-    {
-        assert!(Instant::now() < deadline, "chaos never attached");
-        thread::sleep(Duration::from_millis(20));
-    }
+    chaos_tests::wait_for_programs("a network program", || {
+        chaos_common::hook::NET
+            .iter()
+            .any(|&hook| chaos_tests::loaded(hook))
+    });
 }
 
 /// How long each deadline trial's fault lasts.
@@ -512,16 +509,9 @@ fn wait_until_idle(pid: u32) {
 
 /// Waits until chaos has programs in the kernel.
 fn wait_for_programs() {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !loaded_program_names().iter().any(|name| {
-        ["cgroup_", "lsm_", "kprobe_"]
-            .iter()
-            .any(|p| name.starts_with(p))
-    }) {
-        assert!(Instant::now() < deadline, "chaos never attached");
-        thread::sleep(Duration::from_millis(50));
-    }
-    thread::sleep(Duration::from_millis(200));
+    chaos_tests::wait_for_programs("a fault program", || {
+        !chaos_tests::loaded_chaos_programs().is_empty()
+    });
 }
 
 fn kill(mut child: Child) -> std::io::Result<std::process::ExitStatus> {

@@ -14,6 +14,11 @@
 //!   netpeer udp-echo ADDR            send every datagram back to where it came from, forever
 //!   netpeer udp-rtt ADDR N GAP_MS    N probes GAP_MS apart to an echo server; print each round
 //!                                    trip in microseconds on one line (a lost probe: 0)
+//!   netpeer dns-nocsum ADDR          an IPv4 DNS server that answers every query with one A
+//!                                    record, 10.9.9.9, sent without a UDP checksum (SO_NO_CHECK)
+//!   netpeer udp-checksums ADDR       print the UDP checksum field (4 hex digits) of every IPv4
+//!                                    UDP packet arriving from ADDR's port, as a raw socket sees
+//!                                    it before UDP checks it; forever
 //!
 //! Sinks print "ready" once they listen.
 
@@ -71,7 +76,62 @@ fn main() {
             arg(3).parse().expect("N"),
             Duration::from_millis(arg(4).parse().expect("GAP_MS")),
         ),
+        "dns-nocsum" => dns_nocsum(addr),
+        "udp-checksums" => udp_checksums(addr.port()),
         other => panic!("unknown mode {other}"),
+    }
+}
+
+fn dns_nocsum(addr: SocketAddr) {
+    let socket = UdpSocket::bind(addr).expect("bind");
+    let one: libc::c_int = 1;
+    // SAFETY: setsockopt with an int we own and its size.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_NO_CHECK,
+            (&raw const one).cast(),
+            size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(rc, 0, "SO_NO_CHECK: {}", std::io::Error::last_os_error());
+    println!("ready");
+    let mut buf = [0u8; 512];
+    loop {
+        let (n, from) = socket.recv_from(&mut buf).expect("recv");
+        if n < 12 {
+            continue;
+        }
+        // The query, turned into a response with one answer: QR and RA set, ANCOUNT 1, then a
+        // pointer to the question's name, type A, class IN, TTL 60, 4 bytes of address.
+        let mut answer = buf[..n].to_vec();
+        answer[2] |= 0x80;
+        answer[3] = 0x80;
+        answer[6..8].copy_from_slice(&1u16.to_be_bytes());
+        answer.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 10, 9, 9, 9]);
+        socket.send_to(&answer, from).expect("send");
+    }
+}
+
+fn udp_checksums(port: u16) {
+    // SAFETY: socket(2) with constant arguments.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_UDP) };
+    assert!(fd >= 0, "raw socket: {}", std::io::Error::last_os_error());
+    println!("ready");
+    let mut buf = [0u8; 2048];
+    loop {
+        // SAFETY: recv(2) into a buffer we own, on the socket made above.
+        let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), 0) };
+        assert!(n >= 0, "recv: {}", std::io::Error::last_os_error());
+        let packet = &buf[..n as usize];
+        // The IPv4 header (its length in the low nibble), then UDP: ports, length, checksum.
+        let udp = usize::from(packet[0] & 0x0f) * 4;
+        if packet.len() < udp + 8 || u16::from_be_bytes([packet[udp], packet[udp + 1]]) != port {
+            continue;
+        }
+        println!("{:02x}{:02x}", packet[udp + 6], packet[udp + 7]);
+        let _ = std::io::stdout().flush();
     }
 }
 
