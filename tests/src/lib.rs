@@ -76,13 +76,77 @@ pub fn chaos(args: &[&str]) -> Output {
     chaos_command(args).output().expect("run chaos")
 }
 
+/// A chaos process a test started in the background: killed on drop, so that a test that
+/// panics leaves no run behind for the next one to trip over.
+pub struct Chaos(Option<Child>);
+
+impl Chaos {
+    /// Starts `command` (a chaos command line) with piped output.
+    pub fn spawn(command: &mut Command) -> Chaos {
+        let child = command
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn chaos");
+        Chaos(Some(child))
+    }
+
+    /// Waits for it to exit and collects its output.
+    pub fn wait_with_output(mut self) -> std::io::Result<Output> {
+        self.0.take().expect("running").wait_with_output()
+    }
+}
+
+impl std::ops::Deref for Chaos {
+    type Target = Child;
+
+    fn deref(&self) -> &Child {
+        self.0.as_ref().expect("running")
+    }
+}
+
+impl std::ops::DerefMut for Chaos {
+    fn deref_mut(&mut self) -> &mut Child {
+        self.0.as_mut().expect("running")
+    }
+}
+
+impl Drop for Chaos {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
 /// Starts `chaos ARGS` in the background with piped output.
-pub fn spawn_chaos(args: &[&str]) -> Child {
-    chaos_command(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn chaos")
+pub fn spawn_chaos(args: &[&str]) -> Chaos {
+    Chaos::spawn(&mut chaos_command(args))
+}
+
+/// The bed of most connect faults: a TCP server on loopback and a child cgroup, in which
+/// victims connect to it every 20 ms.
+pub struct ConnectBed {
+    pub address: String,
+    pub cgroup: TestCgroup,
+    victim_bin: &'static str,
+}
+
+impl ConnectBed {
+    /// `victim_bin` is the tests' victim binary (`env!("CARGO_BIN_EXE_victim")`).
+    pub fn new(victim_bin: &'static str, name: &str) -> Self {
+        ConnectBed {
+            address: tcp_server("127.0.0.1:0"),
+            cgroup: TestCgroup::new(name),
+            victim_bin,
+        }
+    }
+
+    /// A victim connecting in the bed's cgroup, started and past its first call.
+    pub fn victim(&self) -> Victim {
+        Victim::start(self.victim_bin, "connect", &self.address, &self.cgroup)
+    }
 }
 
 /// A run of `chaos ARGS` to its end: its JSON report and the window around it.
@@ -102,8 +166,8 @@ pub fn run_chaos(args: &[&str]) -> Ran {
     ran(args, output, start, end)
 }
 
-/// Runs `chaos ARGS --for 10m --json` until each of `victims` has seen a failure, then ends it
-/// with Ctrl-C: the fault is proved live however slowly chaos attaches (an emulated guest can
+/// Runs `chaos ARGS --for 10m --json` until each of `victims` has seen a failure, and 300 ms
+/// more, then ends it with Ctrl-C: the fault is proved live however slowly chaos attaches (an emulated guest can
 /// take longer than any fixed `--for` would allow).
 pub fn run_chaos_until_failed(args: &[&str], victims: &[&Victim]) -> Ran {
     let mut full = args.to_vec();
@@ -113,6 +177,8 @@ pub fn run_chaos_until_failed(args: &[&str], victims: &[&Victim]) -> Ran {
     for victim in victims {
         victim.wait_for_failure();
     }
+    // Live for a while, so the bystanders' calls meanwhile can be compared.
+    thread::sleep(Duration::from_millis(300));
     // SAFETY: kill(2) on our own child.
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
     let output = child.wait_with_output().expect("wait for chaos");
@@ -676,7 +742,7 @@ pub fn assert_scoped_fault(
 }
 
 /// Starts `chaos net ACTION ARGS --for 10m --json` and waits until its programs are attached.
-pub fn start_net_fault(action: &str, args: &[&str]) -> Child {
+pub fn start_net_fault(action: &str, args: &[&str]) -> Chaos {
     let mut full = vec!["net", action];
     full.extend_from_slice(args);
     full.extend_from_slice(&["--for", "10m", "--json"]);
@@ -686,7 +752,7 @@ pub fn start_net_fault(action: &str, args: &[&str]) -> Child {
 }
 
 /// Ends a network fault's run with SIGINT; returns its report.
-pub fn stop_net_fault(chaos: Child) -> Value {
+pub fn stop_net_fault(chaos: Chaos) -> Value {
     // SAFETY: kill(2) on our own child.
     unsafe { libc::kill(chaos.id() as i32, libc::SIGINT) };
     let output = chaos.wait_with_output().expect("chaos");

@@ -47,10 +47,9 @@ fn connect_ipv6_fails_only_for_the_target_and_only_during_the_run() {
 
 #[test]
 fn ctrl_c_ends_the_run_early_with_the_same_report() {
-    let address = tcp_server("127.0.0.1:0");
-    let cgroup = TestCgroup::new("sigint");
-    let target = Victim::start(VICTIM, "connect", &address, &cgroup);
-    let bystander = Victim::start(VICTIM, "connect", &address, &cgroup);
+    let bed = ConnectBed::new(VICTIM, "sigint");
+    let target = bed.victim();
+    let bystander = bed.victim();
 
     let pid = target.pid().to_string();
     let args = [
@@ -76,18 +75,14 @@ fn ctrl_c_ends_the_run_early_with_the_same_report() {
 
 #[test]
 fn the_run_ends_when_the_target_exits() {
-    let address = tcp_server("127.0.0.1:0");
-    let cgroup = TestCgroup::new("exit");
-    let mut target = Victim::start(VICTIM, "connect", &address, &cgroup);
+    let bed = ConnectBed::new(VICTIM, "exit");
+    let mut target = bed.victim();
     let pid = target.pid().to_string();
     let chaos = spawn_chaos(&[
         "fail", "--pid", &pid, "--op", "connect", "--errno", "EIO", "--for", "10m", "--json",
     ]);
     target.wait_for_failure();
-    drop(std::mem::replace(
-        &mut target,
-        Victim::start(VICTIM, "connect", &address, &cgroup),
-    ));
+    drop(std::mem::replace(&mut target, bed.victim()));
     let output = chaos.wait_with_output().expect("wait for chaos");
     assert!(
         output.status.success(),
@@ -104,9 +99,8 @@ fn the_run_ends_when_the_target_exits() {
 
 #[test]
 fn dry_run_counts_but_fails_nothing() {
-    let address = tcp_server("127.0.0.1:0");
-    let cgroup = TestCgroup::new("dry");
-    let target = Victim::start(VICTIM, "connect", &address, &cgroup);
+    let bed = ConnectBed::new(VICTIM, "dry");
+    let target = bed.victim();
     let pid = target.pid().to_string();
     let before = target.calls().len();
     let output = chaos(&[

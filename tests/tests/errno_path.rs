@@ -289,9 +289,8 @@ fn a_containers_own_file_through_its_root() {
 /// report, not a silent success. Shown with a port (cgroup hooks, every kernel).
 #[test]
 fn a_run_that_matched_nothing_says_so() {
-    let address = tcp_server("127.0.0.1:0");
-    let cgroup = TestCgroup::new("matched-nothing");
-    let target = Victim::start(VICTIM, "connect", &address, &cgroup);
+    let bed = ConnectBed::new(VICTIM, "matched-nothing");
+    let target = bed.victim();
     let pid = target.pid().to_string();
     let output = chaos(&[
         "fail", "--pid", &pid, "--op", "connect", "--port", "9", "--errno", "EIO", "--for", "1s",

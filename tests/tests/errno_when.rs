@@ -10,10 +10,9 @@ const VICTIM: &str = env!("CARGO_BIN_EXE_victim");
 /// Runs a connect fault with `rules` against a fresh target; returns the target's calls made
 /// inside the run, the report, and the bystander.
 fn run(name: &str, rules: &[&str]) -> (Vec<Call>, serde_json::Value, Victim, Victim) {
-    let address = tcp_server("127.0.0.1:0");
-    let cgroup = TestCgroup::new(name);
-    let target = Victim::start(VICTIM, "connect", &address, &cgroup);
-    let bystander = Victim::start(VICTIM, "connect", &address, &cgroup);
+    let bed = ConnectBed::new(VICTIM, name);
+    let target = bed.victim();
+    let bystander = bed.victim();
     let pid = target.pid().to_string();
     let mut args = vec![
         "fail",

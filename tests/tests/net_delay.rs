@@ -4,7 +4,7 @@
 //! interface's default qdisc is back afterwards — also after a SIGKILL, at the next chaos
 //! invocation. On a kernel without sch_fq each test asserts the refusal instead.
 
-use std::{process::Child, process::Command, thread, time::Duration};
+use std::{process::Command, thread, time::Duration};
 
 use chaos_common::features;
 use chaos_tests::*;
@@ -93,12 +93,12 @@ fn mean_and_sd(values: &[f64]) -> (f64, f64) {
 }
 
 /// Starts `chaos net delay ARGS --for 10m --json` on a0 in A and waits until it is attached.
-fn start_delay(net: &TestNet, args: &[&str]) -> Child {
+fn start_delay(net: &TestNet, args: &[&str]) -> Chaos {
     start_on_a0(net, "delay", args)
 }
 
 /// Starts `chaos net ACTION ARGS --for 10m --json` on a0 in A and waits until it is attached.
-fn start_on_a0(net: &TestNet, action: &str, args: &[&str]) -> Child {
+fn start_on_a0(net: &TestNet, action: &str, args: &[&str]) -> Chaos {
     let netns = TestNet::netns_path(&net.a);
     let mut full = vec!["--netns", &netns, "--iface", "a0"];
     full.extend_from_slice(args);

@@ -141,7 +141,7 @@ impl Drop for ResolvConf {
 }
 
 /// Starts `chaos net dns --netns A --iface a0 ARGS` (the resolver's side).
-fn start_dns_fault(net: &TestNet, args: &[&str]) -> Child {
+fn start_dns_fault(net: &TestNet, args: &[&str]) -> Chaos {
     let netns = TestNet::netns_path(&net.a);
     let mut full = vec!["--netns", &netns, "--iface", "a0"];
     full.extend_from_slice(args);

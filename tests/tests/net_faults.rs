@@ -3,7 +3,7 @@
 //! TCP over a lossy path retransmits, the path beside it is untouched, and no program of the tool
 //! is left afterwards.
 
-use std::{process::Child, thread, time::Duration};
+use std::{thread, time::Duration};
 
 use chaos_common::features;
 use chaos_tests::*;
@@ -12,7 +12,7 @@ const NETPEER: &str = env!("CARGO_BIN_EXE_netpeer");
 const DATAGRAMS: u64 = 10_000;
 
 /// Starts `chaos net drop ARGS --for 10m --json` and waits until its programs are attached.
-fn start_drop(args: &[&str]) -> Child {
+fn start_drop(args: &[&str]) -> Chaos {
     start_net_fault("drop", args)
 }
 
@@ -262,9 +262,8 @@ fn qdisc_kinds(ns: &str, dev: &str) -> Vec<String> {
 /// forced (CHAOS_TC_ATTACH=clsact, as on kernels before 6.6).
 fn clsact_drop(net: &TestNet) -> std::process::Command {
     let netns = TestNet::netns_path(&net.b);
-    let mut command = std::process::Command::new(chaos_bin());
+    let mut command = chaos_command(&["net", "drop", "--netns", &netns, "--iface", "b0"]);
     command
-        .args(["net", "drop", "--netns", &netns, "--iface", "b0"])
         .args(["--probability", "1", "--for", "10m"])
         .env("CHAOS_TC_ATTACH", "clsact");
     command
@@ -272,13 +271,8 @@ fn clsact_drop(net: &TestNet) -> std::process::Command {
 
 /// Starts `chaos net drop` on b0 with the clsact fallback forced (CHAOS_TC_ATTACH=clsact, as on
 /// kernels before 6.6) and waits until it is attached.
-fn start_clsact_drop(net: &TestNet) -> Child {
-    let chaos = clsact_drop(net)
-        .arg("--json")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("spawn chaos");
+fn start_clsact_drop(net: &TestNet) -> Chaos {
+    let chaos = Chaos::spawn(clsact_drop(net).arg("--json"));
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     while !qdisc_kinds(&net.b, "b0").iter().any(|k| k == "clsact")
         || !loaded(chaos_common::hook::TC_INGRESS)

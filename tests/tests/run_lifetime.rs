@@ -14,9 +14,8 @@ fn signal(pid: u32, signal: i32) {
 
 #[test]
 fn sigkill_of_the_loader_ends_the_fault() {
-    let address = tcp_server("127.0.0.1:0");
-    let cgroup = TestCgroup::new("sigkill");
-    let target = Victim::start(VICTIM, "connect", &address, &cgroup);
+    let bed = ConnectBed::new(VICTIM, "sigkill");
+    let target = bed.victim();
     let pid = target.pid().to_string();
     let mut chaos = spawn_chaos(&[
         "fail",
@@ -65,10 +64,9 @@ fn sigkill_of_the_loader_ends_the_fault() {
 
 #[test]
 fn the_in_kernel_deadline_holds_while_the_loader_is_stopped() {
-    let address = tcp_server("127.0.0.1:0");
-    let cgroup = TestCgroup::new("sigstop");
-    let target = Victim::start(VICTIM, "connect", &address, &cgroup);
-    let bystander = Victim::start(VICTIM, "connect", &address, &cgroup);
+    let bed = ConnectBed::new(VICTIM, "sigstop");
+    let target = bed.victim();
+    let bystander = bed.victim();
     let pid = target.pid().to_string();
     let start_ns = monotonic_ns();
     let chaos = spawn_chaos(&[
@@ -168,10 +166,9 @@ fn listed() -> serde_json::Value {
 /// invocation unpins it.
 #[test]
 fn a_detached_run_expires_with_no_userspace_left() {
-    let address = tcp_server("127.0.0.1:0");
-    let cgroup = TestCgroup::new("detached");
-    let target = Victim::start(VICTIM, "connect", &address, &cgroup);
-    let bystander = Victim::start(VICTIM, "connect", &address, &cgroup);
+    let bed = ConnectBed::new(VICTIM, "detached");
+    let target = bed.victim();
+    let bystander = bed.victim();
     let run = detach(&target.pid().to_string(), "2s");
     target.wait_for_failure();
     let pins = std::path::Path::new("/sys/fs/bpf/chaos").join(&run.id);
@@ -206,9 +203,8 @@ fn a_detached_run_expires_with_no_userspace_left() {
 /// `chaos list` shows a live detached run with its counters; `chaos stop ID` ends it at once.
 #[test]
 fn chaos_stop_ends_a_detached_run_now() {
-    let address = tcp_server("127.0.0.1:0");
-    let cgroup = TestCgroup::new("stop");
-    let target = Victim::start(VICTIM, "connect", &address, &cgroup);
+    let bed = ConnectBed::new(VICTIM, "stop");
+    let target = bed.victim();
     let run = detach(&target.pid().to_string(), "10m");
     let id = run.id.clone();
     target.wait_for_failure();

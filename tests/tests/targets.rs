@@ -35,13 +35,9 @@ fn fail_connect(target_args: &[&str]) -> (serde_json::Value, (u64, u64)) {
 
 #[test]
 fn several_pids_are_all_targets() {
-    let address = tcp_server("127.0.0.1:0");
-    let cgroup = TestCgroup::new("pids");
-    let (a, b) = (
-        Victim::start(VICTIM, "connect", &address, &cgroup),
-        Victim::start(VICTIM, "connect", &address, &cgroup),
-    );
-    let bystander = Victim::start(VICTIM, "connect", &address, &cgroup);
+    let bed = ConnectBed::new(VICTIM, "pids");
+    let (a, b) = (bed.victim(), bed.victim());
+    let bystander = bed.victim();
     let (pid_a, pid_b) = (a.pid().to_string(), b.pid().to_string());
     let (report, (_, end)) = fail_connect(&["--pid", &pid_a, "--pid", &pid_b]);
     a.wait_for_call_after(end);
@@ -72,9 +68,8 @@ fn several_pids_are_all_targets() {
 
 #[test]
 fn a_pid_tree_covers_children_forked_after_the_run_started() {
-    let address = tcp_server("127.0.0.1:0");
-    let cgroup = TestCgroup::new("tree");
-    let bystander = Victim::start(VICTIM, "connect", &address, &cgroup);
+    let bed = ConnectBed::new(VICTIM, "tree");
+    let bystander = bed.victim();
     // A shell that forks a victim (a child, not an exec) once the flag file exists, which the
     // test creates only after chaos has attached.
     let flag = std::env::temp_dir().join(format!("chaos-tree-flag-{}", std::process::id()));
@@ -84,8 +79,8 @@ fn a_pid_tree_covers_children_forked_after_the_run_started() {
         "-c",
         "while [ ! -e \"$2\" ]; do sleep 0.05; done; \"$0\" connect \"$1\"; true",
     ]);
-    shell.args([VICTIM, &address, flag.to_str().unwrap()]);
-    let family = Victim::spawn(shell, false, Some(&cgroup));
+    shell.args([VICTIM, &bed.address, flag.to_str().unwrap()]);
+    let family = Victim::spawn(shell, false, Some(&bed.cgroup));
     let root = family.pid().to_string();
     let chaos = spawn_chaos(&[
         "fail",
@@ -143,12 +138,11 @@ fn a_pid_tree_covers_children_forked_after_the_run_started() {
 /// (a fork, not an exec) already runs when chaos starts.
 #[test]
 fn a_pid_tree_covers_children_that_already_run() {
-    let address = tcp_server("127.0.0.1:0");
-    let cgroup = TestCgroup::new("tree-existing");
-    let bystander = Victim::start(VICTIM, "connect", &address, &cgroup);
+    let bed = ConnectBed::new(VICTIM, "tree-existing");
+    let bystander = bed.victim();
     let mut shell = Command::new("sh");
-    shell.args(["-c", "\"$0\" connect \"$1\"; true", VICTIM, &address]);
-    let family = Victim::spawn(shell, false, Some(&cgroup));
+    shell.args(["-c", "\"$0\" connect \"$1\"; true", VICTIM, &bed.address]);
+    let family = Victim::spawn(shell, false, Some(&bed.cgroup));
     family.wait_for_calls(1);
     let root = family.pid().to_string();
     let (report, (_, end)) = fail_connect(&["--pid-tree", &root]);
@@ -216,13 +210,12 @@ fn a_cgroup_target_covers_its_processes_and_no_sibling() {
 
 #[test]
 fn a_comm_target_takes_the_processes_of_that_name() {
-    let address = tcp_server("127.0.0.1:0");
-    let cgroup = TestCgroup::new("comm");
+    let bed = ConnectBed::new(VICTIM, "comm");
     let link = std::env::temp_dir().join(format!("vcomm{}", std::process::id() % 100_000));
     let _ = std::fs::remove_file(&link);
     std::os::unix::fs::symlink(VICTIM, &link).expect("symlink");
-    let named = Victim::start(link.to_str().unwrap(), "connect", &address, &cgroup);
-    let bystander = Victim::start(VICTIM, "connect", &address, &cgroup);
+    let named = Victim::start(link.to_str().unwrap(), "connect", &bed.address, &bed.cgroup);
+    let bystander = bed.victim();
     let name = link.file_name().unwrap().to_str().unwrap().to_owned();
     let (report, (_, end)) = fail_connect(&["--comm", &name]);
     named.wait_for_call_after(end);
@@ -346,20 +339,16 @@ fn an_unknown_container_is_refused() {
 /// first keeps setting the errno (README documents it).
 #[test]
 fn runs_at_once_keep_to_their_own_targets() {
-    let address = tcp_server("127.0.0.1:0");
-    let cgroup = TestCgroup::new("concurrent");
-    let (a, b) = (
-        Victim::start(VICTIM, "connect", &address, &cgroup),
-        Victim::start(VICTIM, "connect", &address, &cgroup),
-    );
-    let bystander = Victim::start(VICTIM, "connect", &address, &cgroup);
+    let bed = ConnectBed::new(VICTIM, "concurrent");
+    let (a, b) = (bed.victim(), bed.victim());
+    let bystander = bed.victim();
     let run = |pid: u32, errno: &str| {
         let pid = pid.to_string();
         spawn_chaos(&[
             "fail", "--pid", &pid, "--op", "connect", "--errno", errno, "--for", "10m", "--json",
         ])
     };
-    let stop = |chaos: std::process::Child| {
+    let stop = |chaos: Chaos| {
         // SAFETY: kill(2) on our own child.
         unsafe { libc::kill(chaos.id() as i32, libc::SIGINT) };
         let output = chaos.wait_with_output().expect("chaos");
