@@ -4,6 +4,8 @@
 pub const BTF: &str = "btf";
 pub const BPF_LSM: &str = "bpf-lsm";
 pub const TRAMPOLINE: &str = "trampoline";
+/// An LSM program loads as fmod_ret on its `security_*` function (trampolines, no BPF LSM).
+pub const FMOD_RET: &str = "fmod-ret";
 pub const LSM_CGROUP: &str = "lsm-cgroup";
 pub const KPROBES: &str = "kprobes";
 pub const KPROBE_OVERRIDE: &str = "kprobe-override";
@@ -21,10 +23,11 @@ pub const LOCKDOWN: &str = "lockdown";
 pub const CAPABILITIES: &str = "capabilities";
 
 /// Every feature, in the order `chaos probe` reports them.
-pub const ALL: [&str; 17] = [
+pub const ALL: [&str; 18] = [
     BTF,
     BPF_LSM,
     TRAMPOLINE,
+    FMOD_RET,
     LSM_CGROUP,
     KPROBES,
     KPROBE_OVERRIDE,

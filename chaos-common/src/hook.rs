@@ -12,6 +12,14 @@ pub enum Hook {
         program: &'static str,
         hook: &'static str,
     },
+    /// The BPF LSM program of `hook` (section `lsm/HOOK`) run instead on the kernel function
+    /// `function` (`security_file_open`) as an fmod_ret program: global, it filters by target,
+    /// and needs trampolines but not `bpf` in the active LSM list.
+    FmodRet {
+        program: &'static str,
+        hook: &'static str,
+        function: &'static str,
+    },
     /// A cgroup sock_addr program (section `cgroup/ATTACH`: connect4, bind6, sendmsg4…) on each
     /// target cgroup.
     CgroupSockAddr {
@@ -59,6 +67,7 @@ impl Hook {
     pub const fn program(self) -> &'static str {
         match self {
             Hook::Lsm { program, .. }
+            | Hook::FmodRet { program, .. }
             | Hook::CgroupSockAddr { program, .. }
             | Hook::CgroupSock { program, .. }
             | Hook::CgroupSkb { program, .. }
@@ -75,7 +84,7 @@ impl Hook {
     /// `file_open`): aya reads the program type and attach type from it.
     pub const fn section(self) -> (&'static str, &'static str) {
         match self {
-            Hook::Lsm { hook, .. } => ("lsm/", hook),
+            Hook::Lsm { hook, .. } | Hook::FmodRet { hook, .. } => ("lsm/", hook),
             Hook::CgroupSockAddr { attach, .. } | Hook::CgroupSock { attach, .. } => {
                 ("cgroup/", attach)
             }

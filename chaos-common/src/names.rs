@@ -84,3 +84,9 @@ pub const PROBE: Object = Object {
     maps: &[],
     globals: &[],
 };
+
+/// Set for a chaos process (by `chaos run` for its faults, by the tests): its status goes to
+/// stderr as one [`STATUS_LINE_PREFIX`] line of JSON per tick, on a pipe too, the first once
+/// every program of the run is attached.
+pub const STATUS_LINES_ENV: &str = "CHAOS_STATUS_LINES";
+pub const STATUS_LINE_PREFIX: &str = "chaos-status ";

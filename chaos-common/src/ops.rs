@@ -57,18 +57,22 @@ pub enum Mechanism {
     /// BPF LSM programs return the errno: global hooks, filtered by target (needs trampoline
     /// programs and `bpf` in `lsm=`).
     Lsm,
+    /// The same programs as fmod_ret programs on the hooks' `security_*` functions: where `bpf`
+    /// is not in the active LSM list (needs trampoline programs only).
+    FmodRet,
     /// cgroup programs on the target's cgroup v2 deny the call and set the errno with
     /// `bpf_set_retval`: only processes in that cgroup run them.
     Cgroup,
 }
 
 impl Mechanism {
-    pub const ALL: [Mechanism; 2] = [Mechanism::Lsm, Mechanism::Cgroup];
+    pub const ALL: [Mechanism; 3] = [Mechanism::Lsm, Mechanism::FmodRet, Mechanism::Cgroup];
 
     /// The name `--backend` takes and the report gives.
     pub const fn name(self) -> &'static str {
         match self {
             Mechanism::Lsm => "lsm",
+            Mechanism::FmodRet => "fmod_ret",
             Mechanism::Cgroup => "cgroup",
         }
     }
@@ -115,27 +119,78 @@ impl Op {
     }
 }
 
-const fn lsm(program: &'static str, hook: &'static str) -> Hook {
-    Hook::Lsm { program, hook }
+/// A BPF LSM program, and the `security_*` function its fmod_ret rung runs it on.
+struct LsmProgram {
+    program: &'static str,
+    hook: &'static str,
+    function: &'static str,
+}
+
+/// The LSM program of `hook`, named `lsm_` + its short name, on `security_` + the hook.
+macro_rules! lsm {
+    ($program:literal, $hook:literal) => {
+        lsm!($program, $hook, concat!("security_", $hook))
+    };
+    ($program:literal, $hook:literal, $function:expr) => {
+        LsmProgram {
+            program: $program,
+            hook: $hook,
+            function: $function,
+        }
+    };
 }
 
 const fn sock_addr(program: &'static str, attach: &'static str) -> Hook {
     Hook::CgroupSockAddr { program, attach }
 }
 
-/// An LSM rung with one hook that honours `filters`.
-const fn lsm_rung(hook: &'static [Hook], filters: u32) -> Rung {
-    Rung {
-        mechanism: Mechanism::Lsm,
-        hooks: hook,
-        only: "",
-        filters,
-        needs: "",
+impl LsmProgram {
+    /// The program's hook for `mechanism`, one of the two an LSM program has.
+    const fn hook(&self, mechanism: Mechanism) -> Hook {
+        match mechanism {
+            Mechanism::Lsm => Hook::Lsm {
+                program: self.program,
+                hook: self.hook,
+            },
+            Mechanism::FmodRet => Hook::FmodRet {
+                program: self.program,
+                hook: self.hook,
+                function: self.function,
+            },
+            Mechanism::Cgroup => panic!("an LSM program has no cgroup hook"),
+        }
     }
 }
 
+/// One rung of an LSM program: `Lsm` or `FmodRet`, honouring `filters`, with `only` and
+/// `needs` as in [`Rung`].
+macro_rules! rung {
+    ($mechanism:ident, $program:expr, $filters:expr, $only:expr, $needs:expr) => {
+        Rung {
+            mechanism: Mechanism::$mechanism,
+            hooks: &[$program.hook(Mechanism::$mechanism)],
+            only: $only,
+            filters: $filters,
+            needs: $needs,
+        }
+    };
+}
+
+/// The two rungs of an LSM program: BPF LSM, else the same program as fmod_ret.
+macro_rules! lsm_rungs {
+    ($program:expr, $filters:expr) => {
+        lsm_rungs!($program, $filters, "", "")
+    };
+    ($program:expr, $filters:expr, $only:expr, $needs:expr) => {
+        [
+            rung!(Lsm, $program, $filters, $only, $needs),
+            rung!(FmodRet, $program, $filters, $only, $needs),
+        ]
+    };
+}
+
 /// `read` and `write` share one program: `file_permission`'s mask tells them apart.
-const FILE_PERMISSION: Hook = lsm("lsm_file_permission", "file_permission");
+const FILE_PERMISSION: LsmProgram = lsm!("lsm_file_permission", "file_permission");
 
 /// An operation failed by one LSM hook, with the `--path` filter.
 macro_rules! file_op {
@@ -148,13 +203,17 @@ macro_rules! file_op {
             name: $name,
             syscalls: &[$($syscall),*],
             also: $also,
-            rungs: &[Rung {
-                needs: $needs,
-                ..lsm_rung(&[$hook], FILTER_PATH)
-            }],
+            rungs: &lsm_rungs!($hook, FILTER_PATH, "", $needs),
         }
     };
 }
+
+/// The socket programs with more than their LSM rungs.
+const SOCKET_CONNECT: LsmProgram = lsm!("lsm_socket_connect", "socket_connect");
+const SOCKET_BIND: LsmProgram = lsm!("lsm_socket_bind", "socket_bind");
+const SOCKET_SENDMSG: LsmProgram = lsm!("lsm_socket_sendmsg", "socket_sendmsg");
+const SOCKET_CREATE: LsmProgram = lsm!("lsm_socket_create", "socket_create");
+const SOCKET_CREATE_ONLY: &str = "socket() of every family, but not the kernel's own sockets";
 
 /// Every operation, in the order `--help` and README list them.
 pub const OPS: &[Op] = &[
@@ -163,7 +222,7 @@ pub const OPS: &[Op] = &[
         "open",
         ["open", "openat", "openat2", "creat"],
         "",
-        lsm("lsm_file_open", "file_open")
+        lsm!("lsm_file_open", "file_open")
     ),
     file_op!(
         OP_READ,
@@ -184,70 +243,74 @@ pub const OPS: &[Op] = &[
         "exec",
         ["execve", "execveat"],
         "",
-        lsm("lsm_bprm_check", "bprm_check_security")
+        lsm!(
+            "lsm_bprm_check",
+            "bprm_check_security",
+            "security_bprm_check"
+        )
     ),
     Op {
         code: OP_FORK,
         name: "fork",
         syscalls: &["fork", "vfork", "clone", "clone3"],
         also: "including new threads",
-        rungs: &[lsm_rung(&[lsm("lsm_task_alloc", "task_alloc")], 0)],
+        rungs: &lsm_rungs!(lsm!("lsm_task_alloc", "task_alloc"), 0),
     },
     file_op!(
         OP_MMAP,
         "mmap",
         ["mmap"],
         "file-backed and anonymous (the allocator's too)",
-        lsm("lsm_mmap_file", "mmap_file")
+        lsm!("lsm_mmap_file", "mmap_file")
     ),
     file_op!(
         OP_UNLINK,
         "unlink",
         ["unlink", "unlinkat"],
         "",
-        lsm("lsm_inode_unlink", "inode_unlink")
+        lsm!("lsm_inode_unlink", "inode_unlink")
     ),
     file_op!(
         OP_RMDIR,
         "rmdir",
         ["rmdir"],
         "unlinkat(AT_REMOVEDIR)",
-        lsm("lsm_inode_rmdir", "inode_rmdir")
+        lsm!("lsm_inode_rmdir", "inode_rmdir")
     ),
     file_op!(
         OP_MKDIR,
         "mkdir",
         ["mkdir", "mkdirat"],
         "",
-        lsm("lsm_inode_mkdir", "inode_mkdir")
+        lsm!("lsm_inode_mkdir", "inode_mkdir")
     ),
     file_op!(
         OP_RENAME,
         "rename",
         ["rename", "renameat", "renameat2"],
         "",
-        lsm("lsm_inode_rename", "inode_rename")
+        lsm!("lsm_inode_rename", "inode_rename")
     ),
     file_op!(
         OP_LINK,
         "link",
         ["link", "linkat"],
         "",
-        lsm("lsm_inode_link", "inode_link")
+        lsm!("lsm_inode_link", "inode_link")
     ),
     file_op!(
         OP_SYMLINK,
         "symlink",
         ["symlink", "symlinkat"],
         "",
-        lsm("lsm_inode_symlink", "inode_symlink")
+        lsm!("lsm_inode_symlink", "inode_symlink")
     ),
     file_op!(
         OP_TRUNCATE,
         "truncate",
         ["truncate"],
         "by path; not ftruncate()",
-        lsm("lsm_path_truncate", "path_truncate"),
+        lsm!("lsm_path_truncate", "path_truncate"),
         "CONFIG_SECURITY_PATH"
     ),
     file_op!(
@@ -255,7 +318,7 @@ pub const OPS: &[Op] = &[
         "chmod",
         ["chmod", "fchmod", "fchmodat"],
         "",
-        lsm("lsm_path_chmod", "path_chmod"),
+        lsm!("lsm_path_chmod", "path_chmod"),
         "CONFIG_SECURITY_PATH"
     ),
     file_op!(
@@ -263,7 +326,7 @@ pub const OPS: &[Op] = &[
         "chown",
         ["chown", "fchown", "lchown", "fchownat"],
         "",
-        lsm("lsm_path_chown", "path_chown"),
+        lsm!("lsm_path_chown", "path_chown"),
         "CONFIG_SECURITY_PATH"
     ),
     file_op!(
@@ -271,21 +334,21 @@ pub const OPS: &[Op] = &[
         "ioctl",
         ["ioctl"],
         "",
-        lsm("lsm_file_ioctl", "file_ioctl")
+        lsm!("lsm_file_ioctl", "file_ioctl")
     ),
     file_op!(
         OP_LOCK,
         "lock",
         ["flock"],
         "fcntl() locks (unlocks too)",
-        lsm("lsm_file_lock", "file_lock")
+        lsm!("lsm_file_lock", "file_lock")
     ),
     file_op!(
         OP_STAT,
         "stat",
         ["stat", "lstat", "fstat", "newfstatat", "statx"],
         "",
-        lsm("lsm_inode_getattr", "inode_getattr")
+        lsm!("lsm_inode_getattr", "inode_getattr")
     ),
     Op {
         code: OP_CONNECT,
@@ -303,13 +366,20 @@ pub const OPS: &[Op] = &[
                 filters: SOCKET_ADDRESS,
                 needs: "",
             },
-            Rung {
-                only: "connect() on sockets of every family, UNIX too",
-                ..lsm_rung(
-                    &[lsm("lsm_socket_connect", "socket_connect")],
-                    SOCKET_ADDRESS | FILTER_UNIX,
-                )
-            },
+            rung!(
+                Lsm,
+                SOCKET_CONNECT,
+                SOCKET_ADDRESS | FILTER_UNIX,
+                "connect() on sockets of every family, UNIX too",
+                ""
+            ),
+            rung!(
+                FmodRet,
+                SOCKET_CONNECT,
+                SOCKET_ADDRESS | FILTER_UNIX,
+                "connect() on sockets of every family, UNIX too",
+                ""
+            ),
         ],
     },
     Op {
@@ -328,13 +398,20 @@ pub const OPS: &[Op] = &[
                 filters: SOCKET_ADDRESS,
                 needs: "",
             },
-            Rung {
-                only: "bind() on sockets of every family, UNIX too",
-                ..lsm_rung(
-                    &[lsm("lsm_socket_bind", "socket_bind")],
-                    SOCKET_ADDRESS | FILTER_UNIX,
-                )
-            },
+            rung!(
+                Lsm,
+                SOCKET_BIND,
+                SOCKET_ADDRESS | FILTER_UNIX,
+                "bind() on sockets of every family, UNIX too",
+                ""
+            ),
+            rung!(
+                FmodRet,
+                SOCKET_BIND,
+                SOCKET_ADDRESS | FILTER_UNIX,
+                "bind() on sockets of every family, UNIX too",
+                ""
+            ),
         ],
     },
     Op {
@@ -342,14 +419,14 @@ pub const OPS: &[Op] = &[
         name: "listen",
         syscalls: &["listen"],
         also: "",
-        rungs: &[lsm_rung(&[lsm("lsm_socket_listen", "socket_listen")], 0)],
+        rungs: &lsm_rungs!(lsm!("lsm_socket_listen", "socket_listen"), 0),
     },
     Op {
         code: OP_ACCEPT,
         name: "accept",
         syscalls: &["accept", "accept4"],
         also: "(a refused connection stays queued)",
-        rungs: &[lsm_rung(&[lsm("lsm_socket_accept", "socket_accept")], 0)],
+        rungs: &lsm_rungs!(lsm!("lsm_socket_accept", "socket_accept"), 0),
     },
     Op {
         code: OP_SEND,
@@ -357,9 +434,13 @@ pub const OPS: &[Op] = &[
         syscalls: &["sendto", "sendmsg", "sendmmsg"],
         also: "send() and write() on sockets, every protocol",
         rungs: &[
-            lsm_rung(
-                &[lsm("lsm_socket_sendmsg", "socket_sendmsg")],
+            rung!(Lsm, SOCKET_SENDMSG, SOCKET_ADDRESS | FILTER_UNIX, "", ""),
+            rung!(
+                FmodRet,
+                SOCKET_SENDMSG,
                 SOCKET_ADDRESS | FILTER_UNIX,
+                "",
+                ""
             ),
             Rung {
                 mechanism: Mechanism::Cgroup,
@@ -378,7 +459,7 @@ pub const OPS: &[Op] = &[
         name: "recv",
         syscalls: &["recvfrom", "recvmsg", "recvmmsg"],
         also: "recv() and read() on sockets",
-        rungs: &[lsm_rung(&[lsm("lsm_socket_recvmsg", "socket_recvmsg")], 0)],
+        rungs: &lsm_rungs!(lsm!("lsm_socket_recvmsg", "socket_recvmsg"), 0),
     },
     Op {
         code: OP_SOCKET,
@@ -386,13 +467,20 @@ pub const OPS: &[Op] = &[
         syscalls: &["socket"],
         also: "",
         rungs: &[
-            Rung {
-                only: "socket() of every family, but not the kernel's own sockets",
-                ..lsm_rung(
-                    &[lsm("lsm_socket_create", "socket_create")],
-                    FILTER_FAMILY | FILTER_UNIX,
-                )
-            },
+            rung!(
+                Lsm,
+                SOCKET_CREATE,
+                FILTER_FAMILY | FILTER_UNIX,
+                SOCKET_CREATE_ONLY,
+                ""
+            ),
+            rung!(
+                FmodRet,
+                SOCKET_CREATE,
+                FILTER_FAMILY | FILTER_UNIX,
+                SOCKET_CREATE_ONLY,
+                ""
+            ),
             Rung {
                 mechanism: Mechanism::Cgroup,
                 hooks: &[Hook::CgroupSock {

@@ -71,6 +71,7 @@ pub fn probe() -> Vec<Finding> {
     }];
     findings.push(bpf_lsm_listed());
     findings.push(lsm_loadable(btf.is_ok()));
+    findings.push(fmod_ret());
     findings.push(lsm_cgroup(btf.is_ok()));
     findings.push(kprobes());
     findings.push(kprobe_override());
@@ -131,6 +132,51 @@ fn lsm_loadable(btf: bool) -> Finding {
             format!("loading lsm/file_open failed: {err}"),
             "CONFIG_BPF_LSM=y and CONFIG_BPF_JIT=y",
         ),
+    }
+}
+
+/// Why fmod_ret faults cannot run here, or `None` when they can.
+pub fn fmod_ret_unsupported() -> Option<Finding> {
+    Some(fmod_ret()).filter(|finding| !finding.supported)
+}
+
+/// An LSM program of the catalogue (`file_open`'s) loads as fmod_ret on its `security_*`
+/// function: trampolines work, whatever the active LSM list.
+fn fmod_ret() -> Finding {
+    let hook = first_hook(|hook| matches!(hook, Hook::FmodRet { .. }));
+    let Hook::FmodRet { function, .. } = hook else {
+        unreachable!("an fmod_ret hook")
+    };
+    let loaded = Loaded::plain(object::ERRNO).and_then(|mut loaded| {
+        let result = loaded.load(hook);
+        loaded.detach();
+        result
+    });
+    match loaded {
+        Ok(()) => Finding::yes(
+            feature::FMOD_RET,
+            format!("an LSM program loads as fmod_ret on {function}"),
+        ),
+        Err(err) => {
+            let err = chain(&err);
+            if err.contains("Operation not permitted")
+                && err.trim_end().ends_with("verifier output:")
+            {
+                return Finding::no(
+                    feature::FMOD_RET,
+                    "refused with EPERM like every trampoline program on this kernel",
+                    "a kernel that lets BPF trampolines load",
+                );
+            }
+            Finding::no(
+                feature::FMOD_RET,
+                format!(
+                    "loading fmod_ret on {function} failed: {}",
+                    first_line(&err)
+                ),
+                "kernel >= 5.7 with CONFIG_BPF_JIT=y, CONFIG_DEBUG_INFO_BTF=y and CONFIG_FUNCTION_ERROR_INJECTION or CONFIG_SECURITY",
+            )
+        }
     }
 }
 
@@ -509,7 +555,7 @@ fn capabilities_finding() -> Finding {
 }
 
 /// Loads `hook`'s program of `object` and lets go of it: what the verifier says.
-fn try_load(object: &[u8], hook: Hook) -> Result<(), String> {
+fn try_load(object: &'static [u8], hook: Hook) -> Result<(), String> {
     let mut loaded = Loaded::plain(object).map_err(|err| chain(&err))?;
     let result = loaded.load(hook).map_err(|err| chain(&err));
     loaded.detach();
@@ -517,7 +563,7 @@ fn try_load(object: &[u8], hook: Hook) -> Result<(), String> {
 }
 
 /// Loads and attaches `hook`'s program of `object` at `sites`, and lets go of it at once.
-fn try_attach(object: &[u8], hook: Hook, sites: &Sites<'_>) -> Result<(), String> {
+fn try_attach(object: &'static [u8], hook: Hook, sites: &Sites<'_>) -> Result<(), String> {
     let mut loaded = Loaded::plain(object).map_err(|err| chain(&err))?;
     let result = loaded.attach(hook, sites, None).map_err(|err| chain(&err));
     loaded.detach();
@@ -533,24 +579,24 @@ fn loopback() -> Sites<'static> {
     }
 }
 
-/// The first LSM hook of the catalogue (`file_open`): the one the trampoline probe loads.
-fn first_lsm_hook() -> Hook {
+/// The first hook of the catalogue that `kind` accepts: the one a probe loads of its kind.
+fn first_hook(kind: impl Fn(&Hook) -> bool) -> Hook {
     OPS.iter()
         .flat_map(|op| op.rungs)
         .flat_map(|rung| rung.hooks)
         .copied()
-        .find(|hook| matches!(hook, Hook::Lsm { .. }))
-        .expect("the catalogue has LSM hooks")
+        .find(kind)
+        .expect("the catalogue has a hook of each kind the probe tries")
+}
+
+/// The first LSM hook of the catalogue (`file_open`): the one the trampoline probe loads.
+fn first_lsm_hook() -> Hook {
+    first_hook(|hook| matches!(hook, Hook::Lsm { .. }))
 }
 
 /// The first cgroup sock_addr hook of the catalogue (`connect4`).
 fn first_cgroup_hook() -> Hook {
-    OPS.iter()
-        .flat_map(|op| op.rungs)
-        .flat_map(|rung| rung.hooks)
-        .copied()
-        .find(|hook| matches!(hook, Hook::CgroupSockAddr { .. }))
-        .expect("the catalogue has cgroup hooks")
+    first_hook(|hook| matches!(hook, Hook::CgroupSockAddr { .. }))
 }
 
 /// An error with its causes, as one line of text: the verifier's log is in the last.
@@ -633,4 +679,21 @@ pub fn path_offsets() -> Result<PathOffsets, crate::btf::BtfError> {
         inode_sb: btf.offset_of("inode", "i_sb")?,
         sb_dev: btf.offset_of("super_block", "s_dev")?,
     })
+}
+
+/// Why `hook` cannot attach here though its mechanism can: the kernel function it runs on is not
+/// in the kernel's BTF (`bpf_lsm_path_truncate` without CONFIG_SECURITY_PATH, a `security_*`
+/// function a kernel renamed); `None` when it is, or when there is no BTF to ask (the
+/// mechanism's own check says so).
+pub fn hook_missing(hook: Hook) -> Option<String> {
+    static BTF: std::sync::OnceLock<Option<Btf>> = std::sync::OnceLock::new();
+    let function = match hook {
+        Hook::Lsm { hook, .. } => format!("bpf_lsm_{hook}"),
+        Hook::FmodRet { function, .. } => function.to_owned(),
+        _ => return None,
+    };
+    let btf = BTF.get_or_init(|| Btf::from_sys_fs().ok()).as_ref()?;
+    btf.id_by_type_name_kind(&function, aya_obj::btf::BtfKind::Func)
+        .is_err()
+        .then(|| format!("the kernel has no function {function} (its BTF lists none)"))
 }

@@ -4,7 +4,10 @@
 
 use std::collections::HashMap;
 
-use chaos_common::ops::{Mechanism, Rung};
+use chaos_common::{
+    hook::Hook,
+    ops::{Mechanism, Rung},
+};
 use thiserror::Error;
 
 use crate::{
@@ -33,14 +36,41 @@ pub enum PlanError {
 /// The rung chosen for each operation of a fault.
 pub type Plan = Vec<(Op, &'static Rung)>;
 
+/// What the planner asks of the kernel.
+pub trait Kernel {
+    /// Why `mechanism` cannot run here, or `None` when it can (asked once per mechanism).
+    fn unsupported(&mut self, mechanism: Mechanism) -> Option<Finding>;
+    /// Why `hook` cannot attach here though its mechanism can (the kernel lacks the function it
+    /// runs on), or `None`.
+    fn missing(&mut self, hook: Hook) -> Option<String>;
+}
+
+/// The running kernel, as `chaos probe` finds it.
+pub struct Running;
+
+impl Kernel for Running {
+    fn unsupported(&mut self, mechanism: Mechanism) -> Option<Finding> {
+        match mechanism {
+            Mechanism::Lsm => kernel::lsm_unsupported(),
+            Mechanism::FmodRet => kernel::fmod_ret_unsupported(),
+            Mechanism::Cgroup => {
+                Some(kernel::cgroup_sock_addr()).filter(|finding| !finding.supported)
+            }
+        }
+    }
+
+    fn missing(&mut self, hook: Hook) -> Option<String> {
+        kernel::hook_missing(hook)
+    }
+}
+
 /// Picks, for each operation, the first rung that `choice` allows, that honours every filter in
-/// `filters` (`FILTER_*` bits) and whose mechanism the kernel supports. `unsupported` says why a
-/// mechanism cannot run here, or `None` when it can; it is asked once per mechanism.
+/// `filters` (`FILTER_*` bits), whose mechanism `kernel` supports and whose hooks it has.
 pub fn plan(
     ops: &[Op],
     filters: u32,
     choice: BackendChoice,
-    mut unsupported: impl FnMut(Mechanism) -> Option<Finding>,
+    kernel: &mut impl Kernel,
 ) -> Result<Plan, PlanError> {
     let mut verdicts: HashMap<Mechanism, Option<Finding>> = HashMap::new();
     ops.iter()
@@ -59,11 +89,20 @@ pub fn plan(
                 }
                 let verdict = verdicts
                     .entry(rung.mechanism)
-                    .or_insert_with(|| unsupported(rung.mechanism));
-                match verdict {
+                    .or_insert_with(|| kernel.unsupported(rung.mechanism));
+                if let Some(finding) = verdict {
+                    reasons.push(format!("{}: {}", rung.mechanism.name(), finding.explain()));
+                    continue;
+                }
+                match rung.hooks.iter().find_map(|&hook| kernel.missing(hook)) {
                     None => return Ok((op, rung)),
-                    Some(finding) => {
-                        reasons.push(format!("{}: {}", rung.mechanism.name(), finding.explain()))
+                    Some(missing) => {
+                        let needs = if rung.needs.is_empty() {
+                            String::new()
+                        } else {
+                            format!("; to enable: {}", rung.needs)
+                        };
+                        reasons.push(format!("{}: {missing}{needs}", rung.mechanism.name()));
                     }
                 }
             }
@@ -73,14 +112,6 @@ pub fn plan(
             })
         })
         .collect()
-}
-
-/// Why `mechanism` cannot run on this kernel, or `None`.
-pub fn mechanism_unsupported(mechanism: Mechanism) -> Option<Finding> {
-    match mechanism {
-        Mechanism::Lsm => kernel::lsm_unsupported(),
-        Mechanism::Cgroup => Some(kernel::cgroup_sock_addr()).filter(|finding| !finding.supported),
-    }
 }
 
 /// Checks that this kernel can fail `syscall` at its entry: bpf_override_return exists and the
@@ -154,6 +185,19 @@ mod tests {
     use super::*;
     use crate::fault::parse_op;
 
+    /// A kernel that refuses the mechanisms `refuses` says and has every hook.
+    struct Fake(fn(Mechanism) -> Option<Finding>);
+
+    impl Kernel for Fake {
+        fn unsupported(&mut self, mechanism: Mechanism) -> Option<Finding> {
+            self.0(mechanism)
+        }
+
+        fn missing(&mut self, _hook: Hook) -> Option<String> {
+            None
+        }
+    }
+
     fn refused(mechanism: Mechanism) -> Option<Finding> {
         Some(Finding {
             feature: "trampoline",
@@ -163,8 +207,16 @@ mod tests {
         })
     }
 
+    /// A production kernel: `bpf` is not in the active LSM list, trampolines work.
     fn no_lsm(mechanism: Mechanism) -> Option<Finding> {
         (mechanism == Mechanism::Lsm)
+            .then(|| refused(mechanism))
+            .flatten()
+    }
+
+    /// A kernel that refuses trampolines: neither BPF LSM nor fmod_ret.
+    fn no_trampolines(mechanism: Mechanism) -> Option<Finding> {
+        matches!(mechanism, Mechanism::Lsm | Mechanism::FmodRet)
             .then(|| refused(mechanism))
             .flatten()
     }
@@ -175,14 +227,39 @@ mod tests {
 
     #[test]
     fn picks_the_most_complete_supported_rung() {
-        let all = plan(&ops(&["send", "connect"]), 0, BackendChoice::Auto, |_| None).unwrap();
+        let all = plan(
+            &ops(&["send", "connect"]),
+            0,
+            BackendChoice::Auto,
+            &mut Fake(|_| None),
+        )
+        .unwrap();
         assert_eq!(all[0].1.mechanism, Mechanism::Lsm, "send prefers LSM");
         assert_eq!(
             all[1].1.mechanism,
             Mechanism::Cgroup,
             "connect prefers cgroup"
         );
-        let plan = plan(&ops(&["send", "socket"]), 0, BackendChoice::Auto, no_lsm).unwrap();
+        let fmod_ret = plan(
+            &ops(&["open", "send"]),
+            0,
+            BackendChoice::Auto,
+            &mut Fake(no_lsm),
+        )
+        .unwrap();
+        assert!(
+            fmod_ret
+                .iter()
+                .all(|(_, rung)| rung.mechanism == Mechanism::FmodRet),
+            "without BPF LSM, the same programs as fmod_ret"
+        );
+        let plan = plan(
+            &ops(&["send", "socket"]),
+            0,
+            BackendChoice::Auto,
+            &mut Fake(no_trampolines),
+        )
+        .unwrap();
         assert!(
             plan.iter()
                 .all(|(_, rung)| rung.mechanism == Mechanism::Cgroup)
@@ -196,26 +273,44 @@ mod tests {
     #[test]
     fn a_rung_that_cannot_honour_a_filter_is_skipped() {
         let unix = FILTER_FAMILY | FILTER_UNIX;
-        let plan = plan(&ops(&["connect"]), unix, BackendChoice::Auto, |_| None).unwrap();
+        let plan = plan(
+            &ops(&["connect"]),
+            unix,
+            BackendChoice::Auto,
+            &mut Fake(|_| None),
+        )
+        .unwrap();
         assert_eq!(
             plan[0].1.mechanism,
             Mechanism::Lsm,
             "only LSM sees UNIX sockets"
         );
-        let err = super::plan(&ops(&["connect"]), unix, BackendChoice::Auto, no_lsm)
-            .unwrap_err()
-            .to_string();
+        let err = super::plan(
+            &ops(&["connect"]),
+            unix,
+            BackendChoice::Auto,
+            &mut Fake(no_trampolines),
+        )
+        .unwrap_err()
+        .to_string();
         assert!(
-            err.contains("cgroup: its hooks do not see") && err.contains("lsm refused"),
+            err.contains("cgroup: its hooks do not see")
+                && err.contains("lsm refused")
+                && err.contains("fmod_ret refused"),
             "{err}"
         );
     }
 
     #[test]
     fn an_op_without_a_usable_rung_names_every_reason() {
-        let err = plan(&ops(&["open"]), 0, BackendChoice::Auto, no_lsm)
-            .unwrap_err()
-            .to_string();
+        let err = plan(
+            &ops(&["open"]),
+            0,
+            BackendChoice::Auto,
+            &mut Fake(no_trampolines),
+        )
+        .unwrap_err()
+        .to_string();
         assert!(
             err.contains("--op open")
                 && err.contains("lsm refused")

@@ -232,10 +232,7 @@ pub fn print_final(human: &str, json: impl FnOnce() -> String, as_json: bool) {
     }
 }
 
-/// Set by `chaos run` for the fault processes it starts: their status goes to stderr as one
-/// [`STATUS_LINE_PREFIX`] line of JSON per tick, on a pipe too, for the experiment's status line.
-pub const STATUS_LINES_ENV: &str = "CHAOS_STATUS_LINES";
-pub const STATUS_LINE_PREFIX: &str = "chaos-status ";
+pub use chaos_common::names::{STATUS_LINE_PREFIX, STATUS_LINES_ENV};
 
 /// What a machine-readable status line carries: the run's counters over every fault.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, serde::Deserialize)]

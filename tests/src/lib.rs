@@ -17,6 +17,7 @@ use std::os::unix::{net::UnixDatagram, process::CommandExt as _};
 use chaos_common::{
     features,
     hook::{self, Hook},
+    names::{STATUS_LINE_PREFIX, STATUS_LINES_ENV},
 };
 use serde_json::Value;
 
@@ -78,7 +79,12 @@ pub fn chaos(args: &[&str]) -> Output {
 
 /// A chaos process a test started in the background: killed on drop, so that a test that
 /// panics leaves no run behind for the next one to trip over.
-pub struct Chaos(Option<Child>);
+pub struct Chaos {
+    child: Option<Child>,
+    /// With [`Chaos::spawn_live`]: the thread reading its stderr, which returns it without the
+    /// status lines.
+    stderr: Option<thread::JoinHandle<Vec<u8>>>,
+}
 
 impl Chaos {
     /// Starts `command` (a chaos command line) with piped output.
@@ -88,12 +94,54 @@ impl Chaos {
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawn chaos");
-        Chaos(Some(child))
+        Chaos {
+            child: Some(child),
+            stderr: None,
+        }
+    }
+
+    /// Starts `command` (a fault) and returns once its programs are attached: chaos prints its
+    /// first machine-readable status line (`CHAOS_STATUS_LINES`) when its run is held, after
+    /// every program is attached, whatever else (a qdisc, a clsact filter) that took.
+    pub fn spawn_live(command: &mut Command) -> Chaos {
+        let mut chaos = Chaos::spawn(command.env(STATUS_LINES_ENV, "1"));
+        let pipe = chaos
+            .child
+            .as_mut()
+            .and_then(|c| c.stderr.take())
+            .expect("piped");
+        let (live, is_live) = std::sync::mpsc::channel();
+        let reader = thread::spawn(move || {
+            let mut kept = Vec::new();
+            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                if line.starts_with(STATUS_LINE_PREFIX) {
+                    let _ = live.send(());
+                } else {
+                    kept.extend_from_slice(line.as_bytes());
+                    kept.push(b'\n');
+                }
+            }
+            kept
+        });
+        chaos.stderr = Some(reader);
+        if is_live.recv_timeout(Duration::from_secs(60)).is_err() {
+            let output = chaos.wait_with_output().expect("chaos");
+            panic!(
+                "chaos never held its run: {:?} {}",
+                output.status,
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        chaos
     }
 
     /// Waits for it to exit and collects its output.
     pub fn wait_with_output(mut self) -> std::io::Result<Output> {
-        self.0.take().expect("running").wait_with_output()
+        let mut output = self.child.take().expect("running").wait_with_output()?;
+        if let Some(reader) = self.stderr.take() {
+            output.stderr = reader.join().unwrap_or_default();
+        }
+        Ok(output)
     }
 }
 
@@ -101,19 +149,19 @@ impl std::ops::Deref for Chaos {
     type Target = Child;
 
     fn deref(&self) -> &Child {
-        self.0.as_ref().expect("running")
+        self.child.as_ref().expect("running")
     }
 }
 
 impl std::ops::DerefMut for Chaos {
     fn deref_mut(&mut self) -> &mut Child {
-        self.0.as_mut().expect("running")
+        self.child.as_mut().expect("running")
     }
 }
 
 impl Drop for Chaos {
     fn drop(&mut self) {
-        if let Some(mut child) = self.0.take() {
+        if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
         }
@@ -746,9 +794,7 @@ pub fn start_net_fault(action: &str, args: &[&str]) -> Chaos {
     let mut full = vec!["net", action];
     full.extend_from_slice(args);
     full.extend_from_slice(&["--for", "10m", "--json"]);
-    let chaos = spawn_chaos(&full);
-    wait_for_programs("a network program", || hook::NET.iter().any(|&h| loaded(h)));
-    chaos
+    Chaos::spawn_live(&mut chaos_command(&full))
 }
 
 /// Ends a network fault's run with SIGINT; returns its report.

@@ -272,16 +272,7 @@ fn clsact_drop(net: &TestNet) -> std::process::Command {
 /// Starts `chaos net drop` on b0 with the clsact fallback forced (CHAOS_TC_ATTACH=clsact, as on
 /// kernels before 6.6) and waits until it is attached.
 fn start_clsact_drop(net: &TestNet) -> Chaos {
-    let chaos = Chaos::spawn(clsact_drop(net).arg("--json"));
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while !qdisc_kinds(&net.b, "b0").iter().any(|k| k == "clsact")
-        || !loaded(chaos_common::hook::TC_INGRESS)
-    {
-        assert!(std::time::Instant::now() < deadline, "chaos never attached");
-        thread::sleep(Duration::from_millis(20));
-    }
-    thread::sleep(Duration::from_millis(300));
-    chaos
+    Chaos::spawn_live(clsact_drop(net).arg("--json"))
 }
 
 /// Kernels before 6.6 have no tcx links: the programs hang from a clsact qdisc as cls_bpf

@@ -82,7 +82,7 @@ fn a_pid_tree_covers_children_forked_after_the_run_started() {
     shell.args([VICTIM, &bed.address, flag.to_str().unwrap()]);
     let family = Victim::spawn(shell, false, Some(&bed.cgroup));
     let root = family.pid().to_string();
-    let chaos = spawn_chaos(&[
+    let chaos = Chaos::spawn_live(&mut chaos_command(&[
         "fail",
         "--pid-tree",
         &root,
@@ -93,10 +93,7 @@ fn a_pid_tree_covers_children_forked_after_the_run_started() {
         "--for",
         "10m",
         "--json",
-    ]);
-    wait_for_programs("the fork tracepoint and connect4", || {
-        loaded(chaos_common::hook::FORK) && loaded(first_hook("connect"))
-    });
+    ]));
     std::fs::write(&flag, b"").expect("create the flag");
     family.wait_for_failure();
     thread::sleep(Duration::from_millis(300));

@@ -152,6 +152,9 @@ fn guest_suite(
     for binary in binaries {
         let name = binary.rsplit('/').next().unwrap_or(binary);
         let short = name.rsplit_once('-').map_or(name, |(stem, _hash)| stem);
+        if kernel.only.is_some_and(|only| !only.contains(&short)) {
+            continue;
+        }
         script.push_str(&format!(
             "echo '== {name} on {kernel}'\nstarted=$(date +%s)\n\
              if {binary} --test-threads=1 --show-output {filter}; then outcome=passed; else outcome=FAILED; status=1; fi\n\

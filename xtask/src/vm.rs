@@ -20,10 +20,26 @@ use crate::{kernels, run_command, workspace_root};
 
 pub const DEFAULT_KERNEL: &str = "faultinj-6.12";
 /// Every kernel `vm-run` and `vm-test` can boot.
-pub const KERNELS: [&str; 3] = ["faultinj-6.12", "debian-6.1", "debian-6.12"];
+pub const KERNELS: [&str; 4] = [
+    "faultinj-6.12",
+    "debian-6.1",
+    "debian-6.12",
+    "debian-6.12-nolsm",
+];
 /// The kernels `cargo xtask test` runs the integration tests on, after the host: the longest
 /// suites first, as the guests run side by side.
-pub const MATRIX: [&str; 3] = ["debian-6.1", "debian-6.12", "faultinj-6.12"];
+pub const MATRIX: [&str; 4] = [
+    "debian-6.1",
+    "debian-6.12",
+    "faultinj-6.12",
+    "debian-6.12-nolsm",
+];
+
+/// The active LSM list the guests boot with: Debian's and Ubuntu's, with bpf (apparmor left out:
+/// the shared guest root cannot load its policy).
+const LSM_WITH_BPF: &str = "lockdown,capability,landlock,yama,bpf";
+/// A production list without bpf, as Ubuntu, RHEL and Amazon Linux boot.
+const LSM_WITHOUT_BPF: &str = "landlock,lockdown,yama";
 
 /// Guest stage 1 (in the initramfs): mounts the 9p root under an overlay and switches to it.
 const INIT: &str = include_str!("vm/init.sh");
@@ -41,6 +57,11 @@ pub struct Kernel {
     pub name: &'static str,
     pub image: PathBuf,
     pub expect: &'static [&'static str],
+    /// The `lsm=` it boots with.
+    pub lsm: &'static str,
+    /// Only these integration test binaries run on it (the families its difference from a
+    /// kernel of the matrix changes); `None`: all.
+    pub only: Option<&'static [&'static str]>,
     /// A stock kernel's modules: loaded at boot as far as the runner needs them, the rest on
     /// demand from the tree mounted at /lib/modules/RELEASE in the guest.
     pub modules: Option<Modules>,
@@ -87,10 +108,13 @@ impl Kernel {
                 Ok(Kernel {
                     name: "faultinj-6.12",
                     image,
+                    lsm: LSM_WITH_BPF,
+                    only: None,
                     expect: &[
                         features::BTF,
                         features::BPF_LSM,
                         features::TRAMPOLINE,
+                        features::FMOD_RET,
                         features::KPROBES,
                         features::KPROBE_OVERRIDE,
                         features::CGROUP_SOCK_ADDR,
@@ -111,6 +135,7 @@ impl Kernel {
                     features::BTF,
                     features::BPF_LSM,
                     features::TRAMPOLINE,
+                    features::FMOD_RET,
                     features::KPROBES,
                     features::CGROUP_SOCK_ADDR,
                     features::TRACEPOINT_SIGNAL,
@@ -129,6 +154,7 @@ impl Kernel {
                     features::BTF,
                     features::BPF_LSM,
                     features::TRAMPOLINE,
+                    features::FMOD_RET,
                     features::KPROBES,
                     features::CGROUP_SOCK_ADDR,
                     features::TRACEPOINT_SIGNAL,
@@ -139,6 +165,28 @@ impl Kernel {
                     features::BRIDGE,
                 ],
             ),
+            // The same kernel booted as production distributions boot theirs: bpf not in the
+            // active LSM list, so file, exec and fork faults take the fmod_ret rung. Only the
+            // suites that list changes run here; the rest is debian-6.12's.
+            "debian-6.12-nolsm" => Ok(Kernel {
+                lsm: LSM_WITHOUT_BPF,
+                only: Some(&["cli", "errno_ops", "errno_path", "run_lifetime"]),
+                ..Self::debian(
+                    "debian-6.12-nolsm",
+                    &kernels::DEBIAN_6_12,
+                    DEBIAN_6_12_BOOT_MODULES,
+                    &[
+                        features::BTF,
+                        features::TRAMPOLINE,
+                        features::FMOD_RET,
+                        features::KPROBES,
+                        features::CGROUP_SOCK_ADDR,
+                        features::TRACEPOINT_SIGNAL,
+                        features::TCX,
+                        features::CGROUP_SKB,
+                    ],
+                )?
+            }),
             other => bail!(
                 "unknown kernel '{other}': expected one of: {}",
                 KERNELS.join(", ")
@@ -158,6 +206,8 @@ impl Kernel {
             name,
             image,
             expect,
+            lsm: LSM_WITH_BPF,
+            only: None,
             modules: Some(Modules { tree, boot }),
         })
     }
@@ -191,8 +241,7 @@ pub fn run(
     let scratch = TempDir::new("scratch")?;
     fs::write(control.path.join("cmd.sh"), command_script(env, command)?)?;
 
-    let mut append =
-        "console=ttyS0 panic=-1 loglevel=3 lsm=lockdown,capability,landlock,yama,bpf".to_owned();
+    let mut append = format!("console=ttyS0 panic=-1 loglevel=3 lsm={}", kernel.lsm);
     if let Some(modules) = &kernel.modules {
         // Stage 2 mounts the host's extracted tree at /lib/modules/RELEASE for modprobe.
         append.push_str(&format!(" chaosvm.modules={}", modules.tree.display()));

@@ -5,6 +5,7 @@
 use std::{
     fs::File,
     io,
+    os::fd::OwnedFd,
     path::{Path, PathBuf},
 };
 
@@ -23,6 +24,7 @@ use aya::{
 use chaos_common::{counters::Counters, hook::Hook, net::DIRECTION_INGRESS};
 use thiserror::Error;
 
+pub mod fmod_ret;
 pub mod pid_bits;
 pub mod qdisc;
 
@@ -58,6 +60,12 @@ pub enum AttachError {
         "program {0} is an LSM program, which needs the kernel's BTF at /sys/kernel/btf/vmlinux; to enable: CONFIG_DEBUG_INFO_BTF=y"
     )]
     NoBtf(&'static str),
+    #[error("program {program} as fmod_ret on {function}: {reason}")]
+    FmodRet {
+        program: &'static str,
+        function: String,
+        reason: String,
+    },
     #[error("program {0} attaches to {1}, which this run does not name")]
     NoSite(&'static str, &'static str),
     #[error("cannot open cgroup {path}")]
@@ -120,8 +128,14 @@ pub struct Sites<'a> {
 /// the maps, so counters read after it are final.
 pub struct Loaded {
     ebpf: Ebpf,
+    /// The object's bytes, for loading its LSM programs as fmod_ret ones.
+    object: &'static [u8],
     btf: Option<Btf>,
     loaded: Vec<Hook>,
+    /// The object relocated against `ebpf`'s maps, once a program is loaded as fmod_ret.
+    relocated: Option<fmod_ret::Relocated>,
+    /// fmod_ret programs (loaded past aya) and their links.
+    fmod_ret: Vec<FmodRetProgram>,
     /// What attaching changed on interfaces (a clsact qdisc and its filters, an fq qdisc),
     /// undone on detach.
     changes: Vec<qdisc::Changed>,
@@ -131,21 +145,24 @@ pub struct Loaded {
 
 impl Loaded {
     /// Loads `object` with `loader`'s globals; no program is loaded yet.
-    pub fn new(loader: &mut EbpfLoader<'_>, object: &[u8]) -> Result<Self, AttachError> {
+    pub fn new(loader: &mut EbpfLoader<'_>, object: &'static [u8]) -> Result<Self, AttachError> {
         let btf = Btf::from_sys_fs().ok();
         // The loader reads the kernel's BTF for itself; this one is for loading LSM programs.
         let ebpf = loader.load(object).map_err(AttachError::Object)?;
         Ok(Loaded {
             ebpf,
+            object,
             btf,
             loaded: Vec::new(),
+            relocated: None,
+            fmod_ret: Vec::new(),
             changes: Vec::new(),
             tcx: tcx_links(),
         })
     }
 
     /// Loads `object` without globals.
-    pub fn plain(object: &[u8]) -> Result<Self, AttachError> {
+    pub fn plain(object: &'static [u8]) -> Result<Self, AttachError> {
         Self::new(&mut EbpfLoader::new(), object)
     }
 
@@ -155,6 +172,16 @@ impl Loaded {
             return Ok(());
         }
         let name = hook.program();
+        if let Hook::FmodRet { function, .. } = hook {
+            let program = self.load_fmod_ret(name, function)?;
+            self.fmod_ret.push(FmodRetProgram {
+                hook,
+                program,
+                link: None,
+            });
+            self.loaded.push(hook);
+            return Ok(());
+        }
         let btf = self.btf.as_ref();
         let ebpf = &mut self.ebpf;
         let result = match hook {
@@ -175,10 +202,33 @@ impl Loaded {
             Hook::SyscallOverride { .. } => program::<KProbe>(ebpf, name)?.load(),
             Hook::Tc { .. } => program::<SchedClassifier>(ebpf, name)?.load(),
             Hook::Xdp { .. } => program::<Xdp>(ebpf, name)?.load(),
+            Hook::FmodRet { .. } => unreachable!("loaded above"),
         };
         result.map_err(|source| AttachError::Program { name, source })?;
         self.loaded.push(hook);
         Ok(())
+    }
+
+    /// Loads the LSM program `name` as an fmod_ret program on `function`.
+    fn load_fmod_ret(
+        &mut self,
+        name: &'static str,
+        function: &'static str,
+    ) -> Result<OwnedFd, AttachError> {
+        let btf = self.btf.as_ref().ok_or(AttachError::NoBtf(name))?;
+        if self.relocated.is_none() {
+            let relocated =
+                fmod_ret::Relocated::new(self.object, &self.ebpf, btf).map_err(|reason| {
+                    AttachError::FmodRet {
+                        program: name,
+                        function: function.to_owned(),
+                        reason: format!("cannot relocate the object: {reason}"),
+                    }
+                })?;
+            self.relocated = Some(relocated);
+        }
+        let relocated = self.relocated.as_ref().expect("relocated above");
+        fmod_ret::load(relocated, btf, name, function)
     }
 
     /// Attaches `hook` (loading it first if need be) at each of its sites in `sites`; with
@@ -244,6 +294,27 @@ impl Loaded {
                 link!(KProbe, 0, |p| p.attach(&function, 0));
             }
             Hook::Tc { direction, .. } => self.attach_tc(name, direction, sites, pin)?,
+            Hook::FmodRet { function, .. } => {
+                let fmod_ret = self
+                    .fmod_ret
+                    .iter_mut()
+                    .find(|p| p.hook == hook)
+                    .expect("loaded above");
+                let failed = |err: io::Error| AttachError::FmodRet {
+                    program: name,
+                    function: function.to_owned(),
+                    reason: err.to_string(),
+                };
+                let link = fmod_ret::attach(&fmod_ret.program).map_err(failed)?;
+                if let Some(dir) = pin {
+                    let path = dir.join(format!("{name}-0"));
+                    fmod_ret::pin(&link, &path).map_err(|err| AttachError::Pin {
+                        name: name.to_owned(),
+                        reason: err.to_string(),
+                    })?;
+                }
+                fmod_ret.link = Some(link);
+            }
             Hook::Xdp { .. } => {
                 let ifaces = sites.ifaces;
                 in_netns(sites.netns, || -> Result<(), AttachError> {
@@ -348,7 +419,15 @@ impl Loaded {
     /// read after this are final, as no call can be acted on between the reading and the
     /// detaching.
     pub fn detach(&mut self) {
+        // Links first, then the programs.
+        for fmod_ret in &mut self.fmod_ret {
+            fmod_ret.link = None;
+        }
+        self.fmod_ret.clear();
         for hook in self.loaded.drain(..).rev() {
+            if matches!(hook, Hook::FmodRet { .. }) {
+                continue;
+            }
             let name = hook.program();
             let result = match self.ebpf.program_mut(name) {
                 Some(Program::Lsm(p)) => p.unload(),
@@ -424,6 +503,13 @@ impl Loaded {
     pub fn ebpf(&self) -> &Ebpf {
         &self.ebpf
     }
+}
+
+/// An LSM program loaded as fmod_ret, and its link once attached.
+struct FmodRetProgram {
+    hook: Hook,
+    program: OwnedFd,
+    link: Option<OwnedFd>,
 }
 
 /// Runs `work` inside `netns` (on this thread), or here when `None`.

@@ -96,12 +96,7 @@ pub fn execute(args: DemoArgs) -> Result<u8, Error> {
         filter: SocketFilter::default(),
         path: None,
     };
-    let plan = plan::plan(
-        &fault.ops,
-        0,
-        BackendChoice::Auto,
-        plan::mechanism_unsupported,
-    )?;
+    let plan = plan::plan(&fault.ops, 0, BackendChoice::Auto, &mut plan::Running)?;
     eprintln!(
         "demo: connect() of pid {} fails with ECONNREFUSED for {}",
         target.child.id(),

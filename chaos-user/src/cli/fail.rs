@@ -121,7 +121,7 @@ pub fn execute(args: FailArgs) -> Result<u8, Error> {
         &fault.ops,
         fault.filter_bits(),
         args.backend,
-        plan::mechanism_unsupported,
+        &mut plan::Running,
     )?;
     if let Some(syscall) = &fault.syscall {
         plan::check_syscall_override(syscall)?;

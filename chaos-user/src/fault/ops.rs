@@ -4,9 +4,12 @@
 
 use std::{fmt::Write as _, str::FromStr};
 
-use chaos_common::ops::{
-    self as catalogue, FILTER_ADDR, FILTER_FAMILY, FILTER_PATH, FILTER_PORT, FILTER_UNIX,
-    Mechanism, OPS, Rung,
+use chaos_common::{
+    hook::Hook,
+    ops::{
+        self as catalogue, FILTER_ADDR, FILTER_FAMILY, FILTER_PATH, FILTER_PORT, FILTER_UNIX,
+        Mechanism, OPS, Rung,
+    },
 };
 
 use super::ParseError;
@@ -196,9 +199,10 @@ pub fn readme_table() -> String {
                 let hooks: Vec<&str> = rung
                     .hooks
                     .iter()
-                    .map(|hook| match hook.section() {
-                        (kind, "") => kind,
-                        (_, name) => name,
+                    .map(|hook| match (hook, hook.section()) {
+                        (Hook::FmodRet { function, .. }, _) => function,
+                        (_, (kind, "")) => kind,
+                        (_, (_, name)) => name,
                     })
                     .collect();
                 let mut text = format!("{} ({})", rung.mechanism.name(), hooks.join(", "));
@@ -324,7 +328,7 @@ mod tests {
         assert_eq!("lsm".parse(), Ok(BackendChoice::Only(Mechanism::Lsm)));
         let err = "ebpf".parse::<BackendChoice>().unwrap_err().to_string();
         assert!(
-            err.contains("ebpf") && err.contains("auto, lsm, cgroup"),
+            err.contains("ebpf") && err.contains("auto, lsm, fmod_ret, cgroup"),
             "{err}"
         );
     }
