@@ -9,83 +9,138 @@ use anyhow::{Context as _, bail};
 
 use crate::workspace_root;
 
-/// The kernels of the table, in column order, as their results directories name them.
-const COLUMNS: [(&str, &str); 4] = [
-    ("host", "host 6.18 (dev/CI VM)"),
-    ("faultinj-6.12", "faultinj-6.12 (qemu)"),
-    ("debian-6.1", "debian-6.1 (qemu)"),
-    ("debian-6.12", "debian-6.12 (qemu)"),
+/// The kernels of the table, in column order, as their results directories name them, and the
+/// kernel a column shares its suites with when it runs only some (see vm::Kernel::only).
+const COLUMNS: [(&str, &str, Option<&str>); 5] = [
+    ("host", "host 6.18 (dev/CI VM)", None),
+    ("faultinj-6.12", "faultinj-6.12 (qemu)", None),
+    ("debian-6.1", "debian-6.1 (qemu)", None),
+    ("debian-6.12", "debian-6.12 (qemu)", None),
+    (
+        "debian-6.12-nolsm",
+        "debian-6.12, bpf not in lsm= (qemu)",
+        Some("debian-6.12"),
+    ),
 ];
 
 const START: &str = "<!-- support-table:start -->";
 const END: &str = "<!-- support-table:end -->";
 
-/// A row: what a family needs from `chaos probe`, and the test binary that proves it.
+/// A row: the ways a family can run, the preferred first, and the test binary that proves it.
 struct Family {
     name: &'static str,
-    needs: &'static [&'static str],
+    ways: &'static [Way],
     tests: &'static str,
 }
+
+/// One way a family runs: the mechanism the cell names, and the `chaos probe` features it needs.
+struct Way {
+    label: &'static str,
+    needs: &'static [&'static str],
+}
+
+/// One way, needing nothing the probe reports (what the tests assert is enough).
+const ANYWHERE: &[Way] = &[Way {
+    label: "",
+    needs: &[],
+}];
+/// The BPF LSM operations: lsm, else the same programs as fmod_ret.
+const LSM_OR_FMOD_RET: &[Way] = &[
+    Way {
+        label: "lsm",
+        needs: &[features::BPF_LSM, features::TRAMPOLINE],
+    },
+    Way {
+        label: "fmod_ret",
+        needs: &[features::FMOD_RET],
+    },
+];
+/// TC programs: tcx links, else a clsact qdisc's filters.
+const TCX_OR_CLSACT: &[Way] = &[
+    Way {
+        label: "tcx",
+        needs: &[features::TCX],
+    },
+    Way {
+        label: "clsact",
+        needs: &[],
+    },
+];
 
 const FAMILIES: [Family; 12] = [
     Family {
         name: "`fail` connect/bind/send/socket (cgroup hooks)",
-        needs: &[features::CGROUP_SOCK_ADDR],
+        ways: &[Way {
+            label: "",
+            needs: &[features::CGROUP_SOCK_ADDR],
+        }],
         tests: "errno_connect",
     },
     Family {
-        name: "`fail` file, exec, fork, socket ops (BPF LSM)",
-        needs: &[features::BPF_LSM, features::TRAMPOLINE],
+        name: "`fail` file, exec, fork, socket ops (BPF LSM, else fmod_ret)",
+        ways: LSM_OR_FMOD_RET,
         tests: "errno_ops",
     },
     Family {
-        name: "`fail --path` on tmpfs, ext4, overlayfs, a container's root (BPF LSM)",
-        needs: &[features::BPF_LSM, features::TRAMPOLINE],
+        name: "`fail --path` on tmpfs, ext4, overlayfs, a container's root (BPF LSM, else fmod_ret)",
+        ways: LSM_OR_FMOD_RET,
         tests: "errno_path",
     },
     Family {
         name: "`fail --syscall` (kprobe override)",
-        needs: &[features::KPROBE_OVERRIDE],
+        ways: &[Way {
+            label: "",
+            needs: &[features::KPROBE_OVERRIDE],
+        }],
         tests: "errno_syscall",
     },
     Family {
         name: "`signal` (syscall tracepoints)",
-        needs: &[features::TRACEPOINT_SIGNAL],
+        ways: &[Way {
+            label: "",
+            needs: &[features::TRACEPOINT_SIGNAL],
+        }],
         tests: "signal",
     },
     Family {
         name: "`net drop`, `net duplicate` (tcx, else clsact)",
-        needs: &[],
+        ways: TCX_OR_CLSACT,
         tests: "net_faults",
     },
     Family {
         name: "`net corrupt` (tcx, else clsact)",
-        needs: &[],
+        ways: TCX_OR_CLSACT,
         tests: "net_corrupt",
     },
     Family {
         name: "`net dns` (tcx, else clsact)",
-        needs: &[],
+        ways: TCX_OR_CLSACT,
         tests: "net_dns",
     },
     Family {
         name: "`net drop --cgroup` (cgroup_skb)",
-        needs: &[features::CGROUP_SKB],
+        ways: &[Way {
+            label: "",
+            needs: &[features::CGROUP_SKB],
+        }],
         tests: "net_faults",
     },
     Family {
         name: "`net delay`, `net limit` (fq)",
-        needs: &[features::SCH_FQ],
+        ways: &[Way {
+            label: "",
+            needs: &[features::SCH_FQ],
+        }],
         tests: "net_delay",
     },
     Family {
         name: "runs that end: deadlines, SIGKILL, detached runs",
-        needs: &[],
+        ways: ANYWHERE,
         tests: "run_lifetime",
     },
     Family {
         name: "`run` experiments",
-        needs: &[],
+        ways: ANYWHERE,
         tests: "experiments",
     },
 ];
@@ -127,52 +182,50 @@ fn load(kernel: &str) -> anyhow::Result<Option<Results>> {
     Ok(Some(Results { findings, passed }))
 }
 
-fn cell(family: &Family, results: &Results) -> String {
-    let tested = match results.passed.get(family.tests) {
-        Some(true) => "",
-        Some(false) => " — tests FAILED",
-        None => " — not tested",
+fn cell(family: &Family, results: &Results, shares: Option<&str>) -> String {
+    let tested = match (results.passed.get(family.tests), shares) {
+        (Some(true), _) => String::new(),
+        (Some(false), _) => " — tests FAILED".to_owned(),
+        (None, Some(kernel)) => format!(" (tests: as on {kernel})"),
+        (None, None) => " — not tested".to_owned(),
     };
-    let missing: Vec<&str> = family
-        .needs
-        .iter()
-        .filter(|need| !results.findings.get(**need).is_some_and(|(yes, _)| *yes))
-        .copied()
-        .collect();
-    if let Some(first) = missing.first() {
-        let enable = results
-            .findings
-            .get(*first)
-            .map(|(_, enable)| enable.as_str())
-            .filter(|enable| !enable.is_empty())
-            .unwrap_or(first);
-        let enable: String = enable.split(" (").next().unwrap_or(enable).to_owned();
-        return format!("no: {enable} (refusal tested){tested}");
+    let has = |need: &&str| results.findings.get(*need).is_some_and(|(yes, _)| *yes);
+    if let Some(way) = family.ways.iter().find(|way| way.needs.iter().all(has)) {
+        return match way.label {
+            "" => format!("yes{tested}"),
+            label => format!("yes ({label}){tested}"),
+        };
     }
-    let how = if family.tests.starts_with("net_") && family.needs.is_empty() {
-        match results.findings.get(features::TCX) {
-            Some((true, _)) => " (tcx)",
-            _ => " (clsact)",
-        }
-    } else {
-        ""
-    };
-    format!("yes{how}{tested}")
+    // None works: what would enable the preferred way.
+    let first = family
+        .ways
+        .first()
+        .and_then(|way| way.needs.iter().find(|need| !has(need)))
+        .copied()
+        .unwrap_or_default();
+    let enable = results
+        .findings
+        .get(first)
+        .map(|(_, enable)| enable.as_str())
+        .filter(|enable| !enable.is_empty())
+        .unwrap_or(first);
+    let enable: String = enable.split(" (").next().unwrap_or(enable).to_owned();
+    format!("no: {enable} (refusal tested){tested}")
 }
 
 /// Renders the table from target/matrix and puts it between the markers in README.md.
 pub fn write_support_table() -> anyhow::Result<()> {
     let mut columns = Vec::new();
-    for (kernel, title) in COLUMNS {
+    for (kernel, title, shares) in COLUMNS {
         if let Some(results) = load(kernel)? {
-            columns.push((title, results));
+            columns.push((title, results, shares));
         }
     }
     if columns.is_empty() {
         bail!("no results under target/matrix: run `cargo xtask test` first");
     }
     let mut table = String::from("| fault family |");
-    for (title, _) in &columns {
+    for (title, ..) in &columns {
         table.push_str(&format!(" {title} |"));
     }
     table.push_str("\n|---|");
@@ -180,8 +233,8 @@ pub fn write_support_table() -> anyhow::Result<()> {
     table.push('\n');
     for family in &FAMILIES {
         table.push_str(&format!("| {} |", family.name));
-        for (_, results) in &columns {
-            table.push_str(&format!(" {} |", cell(family, results)));
+        for (_, results, shares) in &columns {
+            table.push_str(&format!(" {} |", cell(family, results, *shares)));
         }
         table.push('\n');
     }
