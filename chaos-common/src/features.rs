@@ -20,10 +20,14 @@ pub const CGROUP_SKB: &str = "cgroup-skb";
 pub const CGROUP_V2: &str = "cgroup-v2";
 pub const BPFFS: &str = "bpffs";
 pub const LOCKDOWN: &str = "lockdown";
+/// Programs may call `bpf_probe_write_user` (not under lockdown=integrity or confidentiality).
+pub const PROBE_WRITE_USER: &str = "probe-write-user";
+/// The kernel has the `bpf_sock_destroy` kfunc (6.5+): a program can kill a socket.
+pub const SOCK_DESTROY: &str = "sock-destroy";
 pub const CAPABILITIES: &str = "capabilities";
 
 /// Every feature, in the order `chaos probe` reports them.
-pub const ALL: [&str; 18] = [
+pub const ALL: [&str; 20] = [
     BTF,
     BPF_LSM,
     TRAMPOLINE,
@@ -41,5 +45,7 @@ pub const ALL: [&str; 18] = [
     CGROUP_V2,
     BPFFS,
     LOCKDOWN,
+    PROBE_WRITE_USER,
+    SOCK_DESTROY,
     CAPABILITIES,
 ];

@@ -148,6 +148,9 @@ pub const PROBE_KPROBE_OVERRIDE: Hook = Hook::SyscallOverride {
 pub const PROBE_TRACEPOINT_SIGNAL: Hook = Hook::SyscallEntry {
     program: "tracepoint_signal_probe",
 };
+pub const PROBE_WRITE_USER: Hook = Hook::SyscallEntry {
+    program: "tracepoint_write_user_probe",
+};
 pub const PROBE_TC: Hook = Hook::Tc {
     program: "tc_probe",
     direction: DIRECTION_INGRESS,
@@ -165,9 +168,10 @@ pub const PROBE_LSM_CGROUP: Hook = Hook::LsmCgroup {
 };
 
 /// Every hook of the probe object.
-pub const PROBE: [Hook; 6] = [
+pub const PROBE: [Hook; 7] = [
     PROBE_KPROBE_OVERRIDE,
     PROBE_TRACEPOINT_SIGNAL,
+    PROBE_WRITE_USER,
     PROBE_TC,
     PROBE_XDP,
     PROBE_CGROUP_SKB,

@@ -82,6 +82,8 @@ pub fn probe() -> Vec<Finding> {
     findings.push(cgroup_v2());
     findings.push(bpffs());
     findings.push(lockdown());
+    findings.push(probe_write_user());
+    findings.push(sock_destroy(btf.as_ref().ok()));
     findings.push(capabilities_finding());
     findings
 }
@@ -537,6 +539,42 @@ fn lockdown() -> Finding {
             }
         }
         Err(_) => Finding::yes(feature::LOCKDOWN, format!("no lockdown LSM{note}")),
+    }
+}
+
+fn probe_write_user() -> Finding {
+    match try_load(object::PROBE, hook::PROBE_WRITE_USER) {
+        Ok(()) => Finding::yes(
+            feature::PROBE_WRITE_USER,
+            "a program calling bpf_probe_write_user loads",
+        ),
+        Err(err) => Finding::no(
+            feature::PROBE_WRITE_USER,
+            format!(
+                "a program calling bpf_probe_write_user does not load: {}",
+                first_line(&err)
+            ),
+            "boot with lockdown=none (integrity and confidentiality refuse it)",
+        ),
+    }
+}
+
+fn sock_destroy(btf: Option<&Btf>) -> Finding {
+    let found = btf.is_some_and(|btf| {
+        btf.id_by_type_name_kind("bpf_sock_destroy", aya_obj::btf::BtfKind::Func)
+            .is_ok()
+    });
+    if found {
+        Finding::yes(
+            feature::SOCK_DESTROY,
+            "the kernel's BTF has the bpf_sock_destroy kfunc",
+        )
+    } else {
+        Finding::no(
+            feature::SOCK_DESTROY,
+            "no bpf_sock_destroy kfunc in the kernel's BTF",
+            "kernel >= 6.5 with CONFIG_BPF_SYSCALL and BTF",
+        )
     }
 }
 

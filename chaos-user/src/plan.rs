@@ -72,46 +72,96 @@ pub fn plan(
     choice: BackendChoice,
     kernel: &mut impl Kernel,
 ) -> Result<Plan, PlanError> {
-    let mut verdicts: HashMap<Mechanism, Option<Finding>> = HashMap::new();
+    let mut ladder = Ladder {
+        kernel,
+        verdicts: HashMap::new(),
+    };
     ops.iter()
         .map(|&op| {
-            let mut reasons = Vec::new();
-            for rung in op.rungs {
-                if choice != BackendChoice::Auto && choice != BackendChoice::Only(rung.mechanism) {
-                    continue;
-                }
-                if filters & !rung.filters != 0 {
-                    reasons.push(format!(
-                        "{}: its hooks do not see every filter given",
-                        rung.mechanism.name()
-                    ));
-                    continue;
-                }
-                let verdict = verdicts
-                    .entry(rung.mechanism)
-                    .or_insert_with(|| kernel.unsupported(rung.mechanism));
-                if let Some(finding) = verdict {
-                    reasons.push(format!("{}: {}", rung.mechanism.name(), finding.explain()));
-                    continue;
-                }
-                match rung.hooks.iter().find_map(|&hook| kernel.missing(hook)) {
-                    None => return Ok((op, rung)),
-                    Some(missing) => {
-                        let needs = if rung.needs.is_empty() {
-                            String::new()
-                        } else {
-                            format!("; to enable: {}", rung.needs)
-                        };
-                        reasons.push(format!("{}: {missing}{needs}", rung.mechanism.name()));
-                    }
-                }
-            }
-            Err(PlanError::Unsupported {
+            let (rung, passed) = ladder.climb(op, filters, choice);
+            let reasons: Vec<String> = passed
+                .into_iter()
+                .map(|(mechanism, why)| format!("{}: {why}", mechanism.name()))
+                .collect();
+            rung.map(|rung| (op, rung)).ok_or(PlanError::Unsupported {
                 op: op.name,
                 explanation: reasons.join("; "),
             })
         })
         .collect()
+}
+
+/// For `chaos probe`: the rung each operation takes on this kernel (none: the op cannot be
+/// failed here), and why each rung it prefers cannot serve.
+pub fn ladders(
+    kernel: &mut impl Kernel,
+) -> Vec<(Op, Option<&'static Rung>, Vec<(Mechanism, String)>)> {
+    let mut ladder = Ladder {
+        kernel,
+        verdicts: HashMap::new(),
+    };
+    chaos_common::ops::OPS
+        .iter()
+        .map(|op| {
+            let (rung, passed) = ladder.climb(op, 0, BackendChoice::Auto);
+            (op, rung, passed)
+        })
+        .collect()
+}
+
+/// The kernel's verdicts on mechanisms, asked once each.
+struct Ladder<'k, K> {
+    kernel: &'k mut K,
+    verdicts: HashMap<Mechanism, Option<Finding>>,
+}
+
+impl<K: Kernel> Ladder<'_, K> {
+    /// The first rung of `op` that serves, and why each one before it cannot.
+    fn climb(
+        &mut self,
+        op: Op,
+        filters: u32,
+        choice: BackendChoice,
+    ) -> (Option<&'static Rung>, Vec<(Mechanism, String)>) {
+        let mut passed = Vec::new();
+        for rung in op.rungs {
+            if choice != BackendChoice::Auto && choice != BackendChoice::Only(rung.mechanism) {
+                continue;
+            }
+            if filters & !rung.filters != 0 {
+                passed.push((
+                    rung.mechanism,
+                    "its hooks do not see every filter given".to_owned(),
+                ));
+                continue;
+            }
+            let kernel = &mut self.kernel;
+            let verdict = self
+                .verdicts
+                .entry(rung.mechanism)
+                .or_insert_with(|| kernel.unsupported(rung.mechanism));
+            if let Some(finding) = verdict {
+                passed.push((rung.mechanism, finding.explain()));
+                continue;
+            }
+            match rung
+                .hooks
+                .iter()
+                .find_map(|&hook| self.kernel.missing(hook))
+            {
+                None => return (Some(rung), passed),
+                Some(missing) => {
+                    let needs = if rung.needs.is_empty() {
+                        String::new()
+                    } else {
+                        format!("; to enable: {}", rung.needs)
+                    };
+                    passed.push((rung.mechanism, format!("{missing}{needs}")));
+                }
+            }
+        }
+        (None, passed)
+    }
 }
 
 /// Checks that this kernel can fail `syscall` at its entry: bpf_override_return exists and the

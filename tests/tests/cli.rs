@@ -2,6 +2,7 @@
 
 use std::process::Command;
 
+use chaos_common::features;
 use chaos_tests::*;
 
 fn assert_usage_error(args: &[&str], named: &str) {
@@ -115,6 +116,52 @@ fn probe_reports_every_feature_as_json() {
         );
     }
     assert_no_chaos_programs();
+}
+
+/// `chaos probe` names, for every operation, the mechanism this kernel will use, and for each one
+/// it prefers why it cannot serve: on kernels with BPF LSM the file operations take it, where
+/// only trampolines work they take fmod_ret, elsewhere none.
+#[test]
+fn probe_names_each_operations_mechanism() {
+    let report = json_report(&chaos(&["probe", "--json"]));
+    let operations = report["operations"].as_array().expect("operations");
+    let names: Vec<&str> = operations
+        .iter()
+        .map(|op| op["op"].as_str().expect("op"))
+        .collect();
+    let catalogue: Vec<&str> = chaos_common::ops::OPS.iter().map(|op| op.name).collect();
+    assert_eq!(names, catalogue);
+    let mechanism = |name: &str| {
+        operations
+            .iter()
+            .find(|op| op["op"] == name)
+            .map(|op| op["mechanism"].clone())
+            .expect("the op")
+    };
+    for op in operations {
+        if op["mechanism"].is_null() {
+            assert!(
+                !op["better"].as_array().unwrap().is_empty(),
+                "an op no mechanism serves says why: {op}"
+            );
+        }
+    }
+    let expected_file_ops = if expected(features::BPF_LSM) {
+        serde_json::json!("lsm")
+    } else if expected(features::FMOD_RET) {
+        serde_json::json!("fmod_ret")
+    } else {
+        serde_json::Value::Null
+    };
+    if expected(features::BPF_LSM)
+        || expected(features::FMOD_RET)
+        || !expected(features::TRAMPOLINE)
+    {
+        assert_eq!(mechanism("open"), expected_file_ops, "{report}");
+    }
+    if expected(features::CGROUP_SOCK_ADDR) {
+        assert_eq!(mechanism("connect"), "cgroup", "{report}");
+    }
 }
 
 #[test]

@@ -5,7 +5,7 @@
 
 use aya_ebpf::{
     bindings::{TC_ACT_OK, xdp_action::XDP_PASS},
-    helpers::{bpf_get_prandom_u32, bpf_override_return, bpf_send_signal},
+    helpers::{bpf_get_prandom_u32, bpf_override_return, bpf_probe_write_user, bpf_send_signal},
     macros::{cgroup_skb, classifier, kprobe, lsm_cgroup, tracepoint, xdp},
     programs::{LsmContext, ProbeContext, SkBuffContext, TcContext, TracePointContext, XdpContext},
 };
@@ -30,6 +30,19 @@ pub fn tracepoint_signal_probe(_ctx: TracePointContext) -> u32 {
     if unsafe { bpf_get_prandom_u32() } == u32::MAX {
         // SAFETY: signal 0 delivers nothing.
         unsafe { bpf_send_signal(0) };
+    }
+    0
+}
+
+/// Loads only where `bpf_probe_write_user` is allowed (lockdown below integrity refuses it), as
+/// faults that change what a call returns will need. Never attached.
+#[tracepoint]
+pub fn tracepoint_write_user_probe(_ctx: TracePointContext) -> u32 {
+    // SAFETY: a helper call without arguments.
+    if unsafe { bpf_get_prandom_u32() } == u32::MAX {
+        let byte = 0u8;
+        // SAFETY: never runs (the program is only loaded); the helper checks the address.
+        let _ = unsafe { bpf_probe_write_user(core::ptr::null_mut(), &byte) };
     }
     0
 }

@@ -5,10 +5,12 @@ use serde_json::json;
 
 use crate::{
     cli::error::{Error, exit},
-    kernel,
+    kernel, plan,
 };
 
-/// Report every kernel capability chaos relies on, and how to get the missing ones.
+/// Report every kernel capability chaos relies on, and how to get the missing ones; then, for
+/// each operation of `chaos fail --op`, the mechanism this kernel will use and what the ones it
+/// prefers would need.
 ///
 /// Each line is found by trying: loading a tiny program, reading /sys, or attaching inside a
 /// throwaway network namespace. Mounts securityfs, tracefs or debugfs when they are missing, and
@@ -25,8 +27,24 @@ pub struct ProbeArgs {
 pub fn execute(args: ProbeArgs) -> Result<u8, Error> {
     let findings = kernel::probe();
     let release = kernel_release();
+    let ladders = plan::ladders(&mut plan::Running);
     if args.json {
-        println!("{}", json!({ "kernel": release, "findings": findings }));
+        let operations: Vec<serde_json::Value> = ladders
+            .iter()
+            .map(|(op, rung, passed)| {
+                let better: Vec<serde_json::Value> = passed
+                    .iter()
+                    .map(|(mechanism, why)| json!({ "mechanism": mechanism.name(), "why": why }))
+                    .collect();
+                json!({
+                    "op": op.name,
+                    "mechanism": rung.map(|rung| rung.mechanism.name()),
+                    "better": better,
+                })
+            })
+            .collect();
+        let report = json!({ "kernel": release, "findings": findings, "operations": operations });
+        println!("{report}");
         return Ok(exit::OK);
     }
     println!("kernel {release}");
@@ -35,6 +53,30 @@ pub fn execute(args: ProbeArgs) -> Result<u8, Error> {
         println!("{:<18} {:<4} {}", finding.feature, verdict, finding.detail);
         if let Some(enable) = &finding.enable {
             println!("{:<18} {:<4} to enable: {enable}", "", "");
+        }
+    }
+    // Operations that take the same mechanism for the same reasons share a line.
+    let mut groups: Vec<(
+        &str,
+        &Vec<(chaos_common::ops::Mechanism, String)>,
+        Vec<&str>,
+    )> = Vec::new();
+    for (op, rung, passed) in &ladders {
+        let mechanism = rung.map_or("none", |rung| rung.mechanism.name());
+        match groups
+            .iter_mut()
+            .find(|(m, p, _)| *m == mechanism && *p == passed)
+        {
+            Some((_, _, ops)) => ops.push(op.name),
+            None => groups.push((mechanism, passed, vec![op.name])),
+        }
+    }
+    println!();
+    println!("operations by the mechanism this kernel uses (and why the ones preferred cannot):");
+    for (mechanism, passed, ops) in groups {
+        println!("{mechanism:<18} {}", ops.join(", "));
+        for (better, why) in passed {
+            println!("{:<18}   {}: {why}", "", better.name());
         }
     }
     Ok(exit::OK)
