@@ -91,11 +91,20 @@ pub fn plan(
         .collect()
 }
 
-/// For `chaos probe`: the rung each operation takes on this kernel (none: the op cannot be
-/// failed here), and why each rung it prefers cannot serve.
-pub fn ladders(
-    kernel: &mut impl Kernel,
-) -> Vec<(Op, Option<&'static Rung>, Vec<(Mechanism, String)>)> {
+/// Why a rung cannot serve here: its mechanism, and the reason.
+pub type Refusal = (Mechanism, String);
+
+/// Where an operation stands on its ladder on this kernel.
+pub struct Step {
+    pub op: Op,
+    /// The rung it takes; none: it cannot be failed here.
+    pub rung: Option<&'static Rung>,
+    /// Why each rung it prefers cannot serve.
+    pub refused: Vec<Refusal>,
+}
+
+/// For `chaos probe`: where every operation stands on its ladder on this kernel.
+pub fn ladders(kernel: &mut impl Kernel) -> Vec<Step> {
     let mut ladder = Ladder {
         kernel,
         verdicts: HashMap::new(),
@@ -103,8 +112,8 @@ pub fn ladders(
     chaos_common::ops::OPS
         .iter()
         .map(|op| {
-            let (rung, passed) = ladder.climb(op, 0, BackendChoice::Auto);
-            (op, rung, passed)
+            let (rung, refused) = ladder.climb(op, 0, BackendChoice::Auto);
+            Step { op, rung, refused }
         })
         .collect()
 }
@@ -122,7 +131,7 @@ impl<K: Kernel> Ladder<'_, K> {
         op: Op,
         filters: u32,
         choice: BackendChoice,
-    ) -> (Option<&'static Rung>, Vec<(Mechanism, String)>) {
+    ) -> (Option<&'static Rung>, Vec<Refusal>) {
         let mut passed = Vec::new();
         for rung in op.rungs {
             if choice != BackendChoice::Auto && choice != BackendChoice::Only(rung.mechanism) {

@@ -31,8 +31,8 @@ pub fn execute(args: ProbeArgs) -> Result<u8, Error> {
     if args.json {
         let operations: Vec<serde_json::Value> = ladders
             .iter()
-            .map(|(op, rung, passed)| {
-                let better: Vec<serde_json::Value> = passed
+            .map(|plan::Step { op, rung, refused }| {
+                let better: Vec<serde_json::Value> = refused
                     .iter()
                     .map(|(mechanism, why)| json!({ "mechanism": mechanism.name(), "why": why }))
                     .collect();
@@ -56,19 +56,15 @@ pub fn execute(args: ProbeArgs) -> Result<u8, Error> {
         }
     }
     // Operations that take the same mechanism for the same reasons share a line.
-    let mut groups: Vec<(
-        &str,
-        &Vec<(chaos_common::ops::Mechanism, String)>,
-        Vec<&str>,
-    )> = Vec::new();
-    for (op, rung, passed) in &ladders {
+    let mut groups: Vec<(&str, &[plan::Refusal], Vec<&str>)> = Vec::new();
+    for plan::Step { op, rung, refused } in &ladders {
         let mechanism = rung.map_or("none", |rung| rung.mechanism.name());
         match groups
             .iter_mut()
-            .find(|(m, p, _)| *m == mechanism && *p == passed)
+            .find(|(m, r, _)| *m == mechanism && *r == refused.as_slice())
         {
             Some((_, _, ops)) => ops.push(op.name),
-            None => groups.push((mechanism, passed, vec![op.name])),
+            None => groups.push((mechanism, refused, vec![op.name])),
         }
     }
     println!();

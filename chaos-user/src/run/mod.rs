@@ -21,7 +21,7 @@ pub use hold::{Holder, defer_interrupts};
 
 use self::{
     errno::{CallsAttachment, CallsError, CallsLoaded, SyscallHook},
-    net::NetAttachment,
+    net::{NetAttachment, NetLoaded},
 };
 use crate::{
     attach::AttachError,
@@ -270,9 +270,9 @@ impl NetFaultRun<'_> {
 pub fn net_run(run: &NetFaultRun<'_>, lifetime: Duration) -> Result<Report, RunError> {
     let holder = Holder::new().map_err(RunError::Interrupts)?;
     let tables = run.fault.tables()?;
+    let loaded = NetLoaded::load(run.target, run.fault.kernel(), &tables)?;
     let deadline = Deadline::after(lifetime);
-    let mut attachment =
-        NetAttachment::attach(run.target, run.fault.kernel(), &tables, deadline, None)?;
+    let mut attachment = loaded.start(deadline, None)?;
     let ends = Ends {
         deadline,
         pidfds: Vec::new(),
@@ -309,16 +309,19 @@ pub fn net_run(run: &NetFaultRun<'_>, lifetime: Duration) -> Result<Report, RunE
 /// interfaces handed to the run, its record saved.
 pub fn net_detached(run: &NetFaultRun<'_>, lifetime: Duration) -> Result<DetachedRun, RunError> {
     let tables = run.fault.tables()?;
+    let loaded = NetLoaded::load(run.target, run.fault.kernel(), &tables)?;
     let kinds = run.rows(None).into_iter().map(|row| row.fault).collect();
     start_detached(run.target.describe(), kinds, lifetime, |deadline, dir| {
-        NetAttachment::attach(run.target, run.fault.kernel(), &tables, deadline, Some(dir))
+        loaded
+            .start(deadline, Some(dir))
             .map(drop)
             .map_err(RunError::from)
     })
 }
 
-/// A detached run: its pin directory made, `attach` given the deadline and the directory, the
-/// record saved with that same deadline; a failed attach leaves nothing behind.
+/// A detached run: its pin directory made, `attach` given the deadline (computed here, once the
+/// programs are loaded) and the directory, the record saved with that same deadline; a failed
+/// attach leaves nothing behind.
 fn start_detached(
     targets: String,
     faults: Vec<FaultKind>,

@@ -27,18 +27,24 @@ pub struct NetAttachment {
     fq: bool,
 }
 
-impl NetAttachment {
-    /// Loads the net object, writes `fault` with `deadline` and `tables` (a delay's
-    /// distribution, a DNS fault's name), and attaches the program of each direction the fault
-    /// asks for to every target interface (or the cgroup_skb program to the target cgroup); a
-    /// delay or a limit first makes fq the root qdisc of each interface. With `pin`, every link
-    /// and the counters are pinned there, and what changed on the interfaces belongs to the run.
-    pub fn attach(
-        target: &NetTarget,
+/// The net object loaded for a run: its programs verified, its tables written and fq in place
+/// where packets are timed; nothing attached yet ([`NetLoaded::start`] attaches).
+pub struct NetLoaded<'t> {
+    loaded: Loaded,
+    target: &'t NetTarget,
+    fault: net::NetFault,
+    hooks: Vec<Hook>,
+    fq: bool,
+}
+
+impl<'t> NetLoaded<'t> {
+    /// Loads the program of each direction `fault` acts in (or the cgroup_skb program for a
+    /// cgroup target) and writes `tables` (a delay's distribution, a DNS fault's name); a delay
+    /// or a limit makes fq the root qdisc of each interface (undone when this is dropped).
+    pub fn load(
+        target: &'t NetTarget,
         mut fault: net::NetFault,
         tables: &NetTables,
-        deadline: Deadline,
-        pin: Option<&Path>,
     ) -> Result<Self, AttachError> {
         let mut loaded = Loaded::plain(object::NET)?;
         let hooks: Vec<Hook> = match &target.cgroup {
@@ -62,7 +68,33 @@ impl NetAttachment {
                 loaded.keep_change(qdisc::install_fq(target.netns.as_ref(), iface)?);
             }
         }
-        fault.deadline_ns = deadline.ns;
+        Ok(NetLoaded {
+            loaded,
+            target,
+            fault,
+            hooks,
+            fq,
+        })
+    }
+
+    /// Writes the fault with `deadline` and attaches every program. With `pin`, every link and
+    /// the counters are pinned there, and what changed on the interfaces belongs to the run.
+    pub fn start(
+        self,
+        deadline: Deadline,
+        pin: Option<&Path>,
+    ) -> Result<NetAttachment, AttachError> {
+        let NetLoaded {
+            mut loaded,
+            target,
+            fault,
+            hooks,
+            fq,
+        } = self;
+        let fault = net::NetFault {
+            deadline_ns: deadline.ns,
+            ..fault
+        };
         loaded.set(names::MAP_NET_FAULTS, 0, fault)?;
         let cgroups = match &target.cgroup {
             Some(cgroup) => {
@@ -99,7 +131,9 @@ impl NetAttachment {
             fq,
         })
     }
+}
 
+impl NetAttachment {
     /// The mechanism for the report: cgroup_skb, or the TC hook (tcx or clsact) and, when the
     /// fault times departures, the fq qdisc.
     pub fn mechanism(&self) -> &'static str {
