@@ -1,5 +1,6 @@
 //! Builds the eBPF objects of `chaos-ebpf` (one per `[[bin]]`) with the nightly toolchain into
-//! OUT_DIR, where `src/object.rs` embeds them.
+//! OUT_DIR, where `src/object.rs` embeds them; and the `errno` object a second time with
+//! `--cfg chaos_legacy`, as `errno-legacy`, for kernels without BPF atomics (before 5.12).
 //!
 //! This is what `aya_build::build_ebpf` does, plus `-C target-cpu=v3`: the programs use BPF atomic
 //! fetch-add (kernel >= 5.12), which LLVM emits only for BPF v3, and aya-build 0.2.0 replaces
@@ -38,39 +39,69 @@ fn main() -> anyhow::Result<()> {
         for bin in ebpf.targets.iter().filter(|target| target.is_bin()) {
             fs::write(out_dir.join(&bin.name), b"")?;
         }
+        fs::write(out_dir.join("errno-legacy"), b"")?;
         return Ok(());
     }
     let arch = env::var("CARGO_CFG_TARGET_ARCH").context("CARGO_CFG_TARGET_ARCH not set")?;
-    let rustflags: OsString = [
-        format!("--cfg=bpf_target_arch=\"{arch}\""),
-        "-Cdebuginfo=2".into(),
-        "-Clink-arg=--btf".into(),
-        "-Ctarget-cpu=v3".into(),
-    ]
-    .join("\x1f")
-    .into();
-    let target_dir = out_dir.join("ebpf-target");
-    let status = Command::new("rustup")
-        .args(["run", "nightly", "cargo", "build", "--package", EBPF_PACKAGE, "--bins", "--release"])
-        .args(["--target", TARGET, "-Z", "build-std=core", "--target-dir"])
-        .arg(&target_dir)
-        .current_dir(&metadata.workspace_root)
-        .env("CARGO_ENCODED_RUSTFLAGS", rustflags)
-        // The outer build's compiler and wrappers are for the host toolchain.
-        .env_remove("RUSTC")
-        .env_remove("RUSTC_WORKSPACE_WRAPPER")
-        .env_remove("RUSTC_WRAPPER")
-        .status()
-        .context("run `rustup run nightly cargo build` for the eBPF programs (cargo xtask setup installs what it needs)")?;
-    if !status.success() {
-        bail!(
-            "building the eBPF programs failed ({status}); run `cargo xtask setup` if bpf-linker or rust-src is missing"
-        );
-    }
+    let build = |extra_flags: &[&str],
+                 bins: &[&str],
+                 target_dir: PathBuf|
+     -> anyhow::Result<PathBuf> {
+        let mut flags = vec![
+            format!("--cfg=bpf_target_arch=\"{arch}\""),
+            "-Cdebuginfo=2".into(),
+            "-Clink-arg=--btf".into(),
+            "-Ctarget-cpu=v3".into(),
+        ];
+        flags.extend(extra_flags.iter().map(|flag| (*flag).to_owned()));
+        let rustflags: OsString = flags.join("\x1f").into();
+        let mut command = Command::new("rustup");
+        command
+            .args([
+                "run",
+                "nightly",
+                "cargo",
+                "build",
+                "--package",
+                EBPF_PACKAGE,
+                "--release",
+            ])
+            .args(["--target", TARGET, "-Z", "build-std=core", "--target-dir"])
+            .arg(&target_dir);
+        if bins.is_empty() {
+            command.arg("--bins");
+        }
+        for bin in bins {
+            command.args(["--bin", bin]);
+        }
+        let status = command
+            .current_dir(&metadata.workspace_root)
+            .env("CARGO_ENCODED_RUSTFLAGS", rustflags)
+            // The outer build's compiler and wrappers are for the host toolchain.
+            .env_remove("RUSTC")
+            .env_remove("RUSTC_WORKSPACE_WRAPPER")
+            .env_remove("RUSTC_WRAPPER")
+            .status()
+            .context("run `rustup run nightly cargo build` for the eBPF programs (cargo xtask setup installs what it needs)")?;
+        if !status.success() {
+            bail!(
+                "building the eBPF programs failed ({status}); run `cargo xtask setup` if bpf-linker or rust-src is missing"
+            );
+        }
+        Ok(target_dir.join(TARGET).join("release"))
+    };
+    let built = build(&[], &[], out_dir.join("ebpf-target"))?;
     for bin in ebpf.targets.iter().filter(|target| target.is_bin()) {
-        let built = target_dir.join(TARGET).join("release").join(&bin.name);
-        fs::copy(&built, out_dir.join(&bin.name))
-            .with_context(|| format!("copy {}", built.display()))?;
+        let from = built.join(&bin.name);
+        fs::copy(&from, out_dir.join(&bin.name))
+            .with_context(|| format!("copy {}", from.display()))?;
     }
+    let legacy = build(
+        &["--cfg=chaos_legacy"],
+        &["errno"],
+        out_dir.join("ebpf-target-legacy"),
+    )?;
+    fs::copy(legacy.join("errno"), out_dir.join("errno-legacy"))
+        .with_context(|| format!("copy {}", legacy.join("errno").display()))?;
     Ok(())
 }

@@ -9,8 +9,15 @@ pub const FMOD_RET: &str = "fmod-ret";
 pub const LSM_CGROUP: &str = "lsm-cgroup";
 pub const KPROBES: &str = "kprobes";
 pub const KPROBE_OVERRIDE: &str = "kprobe-override";
+/// Programs may use BPF atomic instructions (5.12): the fault rules and the PID bitmap.
+pub const BPF_ATOMICS: &str = "bpf-atomics";
+/// Trampoline programs take struct arguments by value (6.1): `chown`'s hooks take `kuid_t`.
+pub const STRUCT_ARGS: &str = "struct-args";
 pub const CGROUP_SOCK_ADDR: &str = "cgroup-sock-addr";
 pub const TRACEPOINT_SIGNAL: &str = "tracepoint-signal";
+/// Programs on tracepoints and kprobes attach through BPF links (5.15), which a detached run
+/// pins: signal faults, `--syscall` and `--pid-tree` run detached.
+pub const PERF_LINK: &str = "perf-link";
 pub const TCX: &str = "tcx";
 pub const XDP: &str = "xdp";
 pub const SCH_FQ: &str = "sch-fq";
@@ -27,7 +34,7 @@ pub const SOCK_DESTROY: &str = "sock-destroy";
 pub const CAPABILITIES: &str = "capabilities";
 
 /// Every feature, in the order `chaos probe` reports them.
-pub const ALL: [&str; 20] = [
+pub const ALL: [&str; 23] = [
     BTF,
     BPF_LSM,
     TRAMPOLINE,
@@ -35,8 +42,11 @@ pub const ALL: [&str; 20] = [
     LSM_CGROUP,
     KPROBES,
     KPROBE_OVERRIDE,
+    BPF_ATOMICS,
+    STRUCT_ARGS,
     CGROUP_SOCK_ADDR,
     TRACEPOINT_SIGNAL,
+    PERF_LINK,
     TCX,
     XDP,
     SCH_FQ,

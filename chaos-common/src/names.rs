@@ -20,10 +20,15 @@ pub const MAP_TARGET_COUNTERS: &str = "TARGET_COUNTERS";
 /// the processes under that cgroup v2 (at depth `TARGET_CGROUP_LEVEL`) instead of `TARGET_PIDS`.
 pub const GLOBAL_TARGET_CGROUP_ID: &str = "TARGET_CGROUP_ID";
 pub const GLOBAL_TARGET_CGROUP_LEVEL: &str = "TARGET_CGROUP_LEVEL";
+/// The legacy errno object's cgroup array: that cgroup's directory at index 0.
+pub const MAP_TARGET_CGROUP: &str = "TARGET_CGROUP";
 /// Offset of `child_pid` in the `sched:sched_process_fork` record, read from its format file.
 pub const GLOBAL_FORK_CHILD_PID_OFFSET: &str = "FORK_CHILD_PID_OFFSET";
 /// [`crate::fault::PathOffsets`] of the running kernel, for `--path`.
 pub const GLOBAL_PATH_OFFSETS: &str = "PATH_OFFSETS";
+/// Non-zero where the kernel has `bpf_set_retval` (5.18): cgroup programs then choose the errno;
+/// without it they fail calls with EPERM.
+pub const GLOBAL_KERNEL_SET_RETVAL: &str = "KERNEL_SET_RETVAL";
 
 /// Network faults (object `net`): slot 0 → [`crate::net::NetFault`]; per-CPU counters by
 /// direction → [`crate::net::NetCounters`].
@@ -61,7 +66,24 @@ pub const ERRNO: Object = Object {
         GLOBAL_TARGET_CGROUP_LEVEL,
         GLOBAL_FORK_CHILD_PID_OFFSET,
         GLOBAL_PATH_OFFSETS,
+        GLOBAL_KERNEL_SET_RETVAL,
     ],
+};
+
+/// The errno object built without BPF atomics (`--cfg chaos_legacy`), for kernels before 5.12:
+/// the same programs, maps and globals, and a cgroup array for a cgroup target.
+pub const ERRNO_LEGACY: Object = Object {
+    name: "errno-legacy",
+    maps: &[
+        MAP_TARGET_PIDS,
+        MAP_TARGET_PID_BITS,
+        MAP_FAULTS,
+        MAP_FAULT_STATE,
+        MAP_COUNTERS,
+        MAP_TARGET_COUNTERS,
+        MAP_TARGET_CGROUP,
+    ],
+    ..ERRNO
 };
 
 /// Faults on packets.

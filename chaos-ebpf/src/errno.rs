@@ -1,9 +1,21 @@
 //! The decision every program on calls makes: is the current process a target, does the fault
 //! cover this call, and is this one of the calls it acts on.
+//!
+//! Built twice: as is, for kernels with BPF atomics (5.12+), and with `--cfg chaos_legacy` for
+//! older ones, whose verifier refuses an atomic instruction anywhere in a program, even one no
+//! path reaches. The legacy build has no PID bitmap (a process is found by its hash lookup
+//! alone: still one lookup for an untargeted one) and no rules that count calls across CPUs
+//! (`--after`, `--every`, `--count`, which the loader refuses there); `--probability` needs no
+//! state. Its LSM and tracing programs find a cgroup target with
+//! `bpf_current_task_under_cgroup` and a cgroup array, as the ancestor-id helper is not theirs
+//! before 5.11.
 
+#[cfg(not(chaos_legacy))]
 use core::intrinsics::{AtomicOrdering, atomic_and, atomic_or, atomic_xadd};
 
 use crate::path::under_dir;
+#[cfg(chaos_legacy)]
+use aya_ebpf::maps::CgroupArray;
 use aya_ebpf::{
     Global,
     bindings::BPF_F_MMAPABLE,
@@ -14,10 +26,12 @@ use aya_ebpf::{
     macros::map,
     maps::{Array, HashMap, PerCpuArray},
 };
+#[cfg(not(chaos_legacy))]
+use chaos_common::target::{pid_bit, pid_word};
 use chaos_common::{
     counters::{COUNTER_ENTRIES, Counters, TARGET_COUNTER_ENTRIES, counter_index},
     fault::{CallFault, FaultState, MAX_FAULTS, PROBABILITY_ONE},
-    target::{MAX_TARGET_PIDS, PID_BITMAP_WORDS, Target, pid_bit, pid_word},
+    target::{MAX_TARGET_PIDS, PID_BITMAP_WORDS, Target},
 };
 
 #[map]
@@ -36,6 +50,11 @@ static TARGET_CGROUP_ID: Global<u64> = Global::new(0);
 /// The depth of that cgroup below the root (the root is 0).
 #[unsafe(no_mangle)]
 static TARGET_CGROUP_LEVEL: Global<u32> = Global::new(0);
+
+/// The legacy build's handle on that cgroup: its directory at index 0, set by the loader.
+#[cfg(chaos_legacy)]
+#[map]
+static TARGET_CGROUP: CgroupArray = CgroupArray::with_max_entries(1, 0);
 
 /// The fault slot a cgroup target uses.
 const CGROUP_TARGET_SLOT: u32 = 0;
@@ -76,14 +95,27 @@ impl Call {
     };
 }
 
+/// What a program is attached to, which decides the helpers the verifier lets it call.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Attached {
+    /// A cgroup (sock_addr, sock programs).
+    Cgroup,
+    /// A kernel function or event (LSM hooks, tracepoints, kprobes).
+    Kernel,
+}
+
 /// The fault that acts on the current call of `op`, or `None` to let it pass. `call` reads what
 /// the filters need, and runs only for targets.
 ///
 /// An untargeted process costs exactly one array lookup here; everything after it runs only for
 /// targets.
 #[inline(always)]
-pub fn acting_fault(op: u32, call: impl FnOnce() -> Call) -> Option<&'static CallFault> {
-    let (slot, target) = current_target()?;
+pub fn acting_fault(
+    op: u32,
+    attached: Attached,
+    call: impl FnOnce() -> Call,
+) -> Option<&'static CallFault> {
+    let (slot, target) = current_target(attached)?;
     let fault = FAULTS.get(slot)?;
     // SAFETY: a helper call without arguments.
     if !fault.covers(op) || unsafe { bpf_ktime_get_ns() } >= fault.deadline_ns {
@@ -112,21 +144,35 @@ pub fn acting_fault(op: u32, call: impl FnOnce() -> Call) -> Option<&'static Cal
 /// The fault slot and target index of the current process if it is a target: one array lookup,
 /// or for a cgroup target one ancestor-id read.
 #[inline(always)]
-fn current_target() -> Option<(u32, u32)> {
+fn current_target(attached: Attached) -> Option<(u32, u32)> {
     let cgroup = TARGET_CGROUP_ID.load();
     if cgroup != 0 {
-        let level = TARGET_CGROUP_LEVEL.load() as i32;
-        // SAFETY: a helper call with a plain integer argument.
-        let ancestor = unsafe { bpf_get_current_ancestor_cgroup_id(level) };
-        return (ancestor == cgroup).then_some((CGROUP_TARGET_SLOT, 0));
+        return in_target_cgroup(cgroup, attached).then_some((CGROUP_TARGET_SLOT, 0));
     }
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
     target_of(tgid).map(|target| (target.fault, target.index))
 }
 
-/// The target entry of `pid`, if it is a target: one array lookup for a process that is not.
+/// Whether the current process is under the target cgroup `cgroup`.
+#[inline(always)]
+fn in_target_cgroup(cgroup: u64, attached: Attached) -> bool {
+    #[cfg(chaos_legacy)]
+    if attached == Attached::Kernel {
+        return TARGET_CGROUP.current_task_under_cgroup(0) == Ok(true);
+    }
+    // Only the legacy build tells the two apart.
+    #[cfg(not(chaos_legacy))]
+    let _ = attached;
+    let level = TARGET_CGROUP_LEVEL.load() as i32;
+    // SAFETY: a helper call with a plain integer argument.
+    unsafe { bpf_get_current_ancestor_cgroup_id(level) == cgroup }
+}
+
+/// The target entry of `pid`, if it is a target: one array lookup for a process that is not
+/// (the legacy build: one hash lookup).
 #[inline(always)]
 pub fn target_of(pid: u32) -> Option<Target> {
+    #[cfg(not(chaos_legacy))]
     if TARGET_PID_BITS
         .get(pid_word(pid))
         .is_some_and(|word| word & pid_bit(pid) == 0)
@@ -140,27 +186,44 @@ pub fn target_of(pid: u32) -> Option<Target> {
 /// Makes `pid` a target of `target` (a process or thread forked by a tree target).
 #[inline(always)]
 pub fn add_target(pid: u32, target: &Target) {
-    if TARGET_PIDS.insert(pid, target, 0).is_ok()
-        && let Some(word) = TARGET_PID_BITS.get_ptr_mut(pid_word(pid))
-    {
-        // SAFETY: `word` points into the map's value, which outlives the call.
-        unsafe { atomic_or::<u64, u64, { AtomicOrdering::SeqCst }>(word, pid_bit(pid)) };
+    if TARGET_PIDS.insert(pid, target, 0).is_ok() {
+        set_pid_bit(pid, true);
     }
 }
 
 /// Takes the exiting task `pid` out of the targets, if it was one.
 #[inline(always)]
 pub fn remove_target(pid: u32) {
-    if TARGET_PIDS.remove(pid).is_ok()
-        && let Some(word) = TARGET_PID_BITS.get_ptr_mut(pid_word(pid))
-    {
-        // SAFETY: as in `add_target`.
-        unsafe { atomic_and::<u64, u64, { AtomicOrdering::SeqCst }>(word, !pid_bit(pid)) };
+    if TARGET_PIDS.remove(pid).is_ok() {
+        set_pid_bit(pid, false);
     }
 }
 
+/// Sets or clears `pid`'s bit in the bitmap that spares untargeted processes the hash lookup.
+#[cfg(not(chaos_legacy))]
+#[inline(always)]
+fn set_pid_bit(pid: u32, on: bool) {
+    let Some(word) = TARGET_PID_BITS.get_ptr_mut(pid_word(pid)) else {
+        return;
+    };
+    // SAFETY: `word` points into the map's value, which outlives the call.
+    unsafe {
+        if on {
+            atomic_or::<u64, u64, { AtomicOrdering::SeqCst }>(word, pid_bit(pid));
+        } else {
+            atomic_and::<u64, u64, { AtomicOrdering::SeqCst }>(word, !pid_bit(pid));
+        }
+    }
+}
+
+/// The legacy build has no bitmap.
+#[cfg(chaos_legacy)]
+#[inline(always)]
+fn set_pid_bit(_pid: u32, _on: bool) {}
+
 /// Whether this covered call is one the fault's rules pick (`after`, `every`, `probability`,
 /// `count`). The sequence and the injected total are shared by all CPUs.
+#[cfg(not(chaos_legacy))]
 #[inline(always)]
 fn due(fault: &CallFault, slot: u32) -> Option<bool> {
     let state = FAULT_STATE.get_ptr_mut(slot)?;
@@ -184,10 +247,21 @@ fn due(fault: &CallFault, slot: u32) -> Option<bool> {
     Some(true)
 }
 
+/// Whether this covered call is one the fault picks, in the legacy build: by `probability`
+/// alone (the loader refuses the rules that count calls).
+#[cfg(chaos_legacy)]
+#[inline(always)]
+fn due(fault: &CallFault, _slot: u32) -> Option<bool> {
+    // SAFETY: a helper call without arguments.
+    let draw = u64::from(unsafe { bpf_get_prandom_u32() });
+    Some(fault.probability >= PROBABILITY_ONE || draw < fault.probability)
+}
+
 /// Atomically adds one and returns the previous value (a BPF atomic fetch-add, kernel >= 5.12).
 /// core's `AtomicU64::fetch_add` is not offered on the BPF target, the intrinsic is. SeqCst, not
 /// Relaxed: with Relaxed, LLVM 22's BPF backend emits a plain locked add (no fetch) and then
 /// treats the addend register as the old value.
+#[cfg(not(chaos_legacy))]
 #[inline(always)]
 fn fetch_add(counter: *mut u64) -> u64 {
     // SAFETY: `counter` points into a map value that outlives the call.

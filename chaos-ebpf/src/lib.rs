@@ -2,8 +2,9 @@
 //! they share.
 #![no_std]
 // The BPF target lacks core's atomic read-modify-write methods; the intrinsic works (nightly).
+// The legacy build (no atomics) does not use it.
 #![allow(internal_features)]
-#![feature(core_intrinsics)]
+#![cfg_attr(not(chaos_legacy), feature(core_intrinsics))]
 
 pub mod errno;
 pub mod path;

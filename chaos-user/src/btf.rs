@@ -1,7 +1,7 @@
 //! Just enough of the kernel's BTF (/sys/kernel/btf/vmlinux) to find where a field lies in a
 //! kernel struct on the running kernel, for programs that follow kernel pointers (the `--path`
-//! filter walks `dentry->d_parent`). aya keeps its BTF type accessors private, and these offsets
-//! are all that is needed.
+//! filter walks `dentry->d_parent`), and which kernel functions exist and what they take, for
+//! the planner. aya keeps its BTF type accessors private.
 
 use std::{io, path::Path};
 
@@ -21,6 +21,8 @@ pub enum BtfError {
     NoStruct(String),
     #[error("struct {strukt} of this kernel has no field {field}")]
     NoField { strukt: String, field: String },
+    #[error("the kernel has no function {0} (its BTF lists none)")]
+    NoFunction(String),
 }
 
 const MAGIC: u16 = 0xeb9f;
@@ -32,12 +34,15 @@ const KIND_VOLATILE: u32 = 9;
 const KIND_CONST: u32 = 10;
 const KIND_RESTRICT: u32 = 11;
 const KIND_TYPE_TAG: u32 = 18;
+const KIND_FUNC: u32 = 12;
+const KIND_FUNC_PROTO: u32 = 13;
 
-/// One type of the BTF: its kind, name, and for structs and unions the members.
+/// One type of the BTF: its kind, name, and for structs and unions the members, for function
+/// prototypes the parameters.
 struct Type {
     kind: u32,
     name: u32,
-    /// The type a modifier or typedef refers to.
+    /// The type a modifier, typedef or function refers to (a function: its prototype).
     refers_to: u32,
     members: Vec<Member>,
 }
@@ -120,7 +125,18 @@ impl Btf {
                     }
                     12 * vlen
                 }
-                6 | 13 => 8 * vlen,        // ENUM, FUNC_PROTO
+                KIND_FUNC_PROTO => {
+                    for i in 0..vlen {
+                        let p = at + 8 * i;
+                        members.push(Member {
+                            name: u32_at(p)?,
+                            type_id: u32_at(p + 4)?,
+                            bit_offset: 0,
+                        });
+                    }
+                    8 * vlen
+                }
+                6 => 8 * vlen,             // ENUM
                 15 | 19 => 12 * vlen,      // DATASEC, ENUM64
                 2 | 7..=12 | 16 | 18 => 0, // PTR, FWD, TYPEDEF, modifiers, FUNC, FLOAT, TYPE_TAG
                 _ => return Err(BtfError::Malformed("unknown type kind")),
@@ -166,6 +182,39 @@ impl Btf {
             type_id = self.skip_modifiers(field_type);
         }
         Ok(offset)
+    }
+
+    /// The names of the types kernel function `function` takes by value that are structs or
+    /// unions (`kuid_t` for `security_path_chown`): trampoline programs accept those only from
+    /// kernel 6.1 on.
+    pub fn struct_params(&self, function: &str) -> Result<Vec<String>, BtfError> {
+        let func = self
+            .types
+            .iter()
+            .find(|t| t.kind == KIND_FUNC && self.name(t.name) == function.as_bytes())
+            .ok_or_else(|| BtfError::NoFunction(function.to_owned()))?;
+        let params = self
+            .types
+            .get(func.refers_to as usize)
+            .filter(|proto| proto.kind == KIND_FUNC_PROTO)
+            .map(|proto| proto.members.as_slice())
+            .unwrap_or_default();
+        Ok(params
+            .iter()
+            .filter(|param| {
+                let kind = self.types.get(self.skip_modifiers(param.type_id) as usize);
+                kind.is_some_and(|t| matches!(t.kind, KIND_STRUCT | KIND_UNION))
+            })
+            .map(|param| {
+                let named = self.types.get(param.type_id as usize).map_or(0, |t| t.name);
+                String::from_utf8_lossy(self.name(named)).into_owned()
+            })
+            .collect())
+    }
+
+    /// Whether the kernel has function `function`.
+    pub fn has_function(&self, function: &str) -> bool {
+        self.struct_params(function).is_ok()
     }
 
     /// The type and bit offset of member `field` of the struct or union `type_id`, looking inside
@@ -222,6 +271,23 @@ mod tests {
         assert!(matches!(
             btf.offset_of("no_such_struct", "x"),
             Err(BtfError::NoStruct(_))
+        ));
+    }
+
+    /// `in_group_p(kgid_t)` takes a struct by value (kgid_t wraps a gid_t), `security_file_open`
+    /// (`struct file *`) none; an unknown function is an error.
+    #[test]
+    fn finds_struct_parameters_of_the_running_kernel() {
+        let Ok(btf) = Btf::kernel() else {
+            eprintln!("no /sys/kernel/btf/vmlinux here: nothing to check");
+            return;
+        };
+        assert_eq!(btf.struct_params("in_group_p").unwrap(), ["kgid_t"]);
+        assert!(btf.struct_params("security_file_open").unwrap().is_empty());
+        assert!(btf.has_function("security_file_open"));
+        assert!(matches!(
+            btf.struct_params("no_such_function"),
+            Err(BtfError::NoFunction(_))
         ));
     }
 }

@@ -8,6 +8,7 @@ use chaos_common::{
     fault::PathOffsets,
     features as feature,
     hook::{self, Hook},
+    names,
     ops::OPS,
 };
 use serde::Serialize;
@@ -75,15 +76,18 @@ pub fn probe() -> Vec<Finding> {
     findings.push(lsm_cgroup(btf.is_ok()));
     findings.push(kprobes());
     findings.push(kprobe_override());
+    findings.push(atomics_finding());
+    findings.push(struct_args());
     findings.push(cgroup_sock_addr());
     findings.push(tracepoint_signal());
+    findings.push(perf_link());
     findings.extend(in_scratch_netns(network_findings));
     findings.push(cgroup_skb());
     findings.push(cgroup_v2());
     findings.push(bpffs());
     findings.push(lockdown());
     findings.push(probe_write_user());
-    findings.push(sock_destroy(btf.as_ref().ok()));
+    findings.push(sock_destroy());
     findings.push(capabilities_finding());
     findings
 }
@@ -125,7 +129,7 @@ fn lsm_loadable(btf: bool) -> Finding {
             "CONFIG_DEBUG_INFO_BTF=y",
         );
     }
-    let result = try_load(object::ERRNO, first_lsm_hook());
+    let result = try_load(errno_object(), first_lsm_hook());
     match result {
         Ok(()) => Finding::yes(feature::TRAMPOLINE, "an LSM program (lsm/file_open) loads"),
         Err(err) if is_eperm_without_log(&err) => trampoline_refused(),
@@ -149,7 +153,7 @@ fn fmod_ret() -> Finding {
     let Hook::FmodRet { function, .. } = hook else {
         unreachable!("an fmod_ret hook")
     };
-    let loaded = Loaded::plain(object::ERRNO).and_then(|mut loaded| {
+    let loaded = Loaded::plain(errno_object()).and_then(|mut loaded| {
         let result = loaded.load(hook);
         loaded.detach();
         result
@@ -161,9 +165,7 @@ fn fmod_ret() -> Finding {
         ),
         Err(err) => {
             let err = chain(&err);
-            if err.contains("Operation not permitted")
-                && err.trim_end().ends_with("verifier output:")
-            {
+            if is_eperm_without_log(&err) {
                 return Finding::no(
                     feature::FMOD_RET,
                     "refused with EPERM like every trampoline program on this kernel",
@@ -210,7 +212,7 @@ fn lsm_cgroup(btf: bool) -> Finding {
         ),
         Err(err) => Finding::no(
             feature::LSM_CGROUP,
-            format!("loading an lsm_cgroup program failed: {err}"),
+            format!("loading an lsm_cgroup program failed: {}", first_line(&err)),
             "kernel >= 6.0 with CONFIG_BPF_LSM=y",
         ),
     }
@@ -321,8 +323,76 @@ fn error_injectable_syscall() -> Option<String> {
     .map(str::to_owned)
 }
 
+/// Whether tracepoint and kprobe programs attach through BPF links, which bpffs can pin.
+fn perf_link() -> Finding {
+    if aya::features().bpf_perf_link() {
+        Finding::yes(
+            feature::PERF_LINK,
+            "tracepoint and kprobe programs attach through BPF links (a detached run pins them)",
+        )
+    } else {
+        Finding::no(
+            feature::PERF_LINK,
+            "tracepoint and kprobe programs attach only through perf event ioctls, which bpffs cannot pin: signal faults, --syscall and --pid-tree do not run detached",
+            "kernel >= 5.15 (BPF perf-event links)",
+        )
+    }
+}
+
+/// Whether the kernel has BPF atomics (5.12): the errno object's fork program, which uses them,
+/// loads. Asked once.
+pub fn bpf_atomics() -> bool {
+    static ATOMICS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ATOMICS.get_or_init(|| atomics_finding().supported)
+}
+
+fn atomics_finding() -> Finding {
+    match try_load(object::ERRNO, hook::FORK) {
+        Ok(()) => Finding::yes(
+            feature::BPF_ATOMICS,
+            "a program with BPF atomic instructions loads",
+        ),
+        Err(err) => Finding::no(
+            feature::BPF_ATOMICS,
+            format!(
+                "a program with BPF atomic instructions does not load ({}): chaos uses its build without them, which has no --after, --every or --count",
+                first_line(&err)
+            ),
+            "kernel >= 5.12",
+        ),
+    }
+}
+
+/// The errno object this kernel loads: the one built without BPF atomics where it has none.
+pub fn errno_object() -> &'static [u8] {
+    if bpf_atomics() {
+        object::ERRNO
+    } else {
+        object::ERRNO_LEGACY
+    }
+}
+
+/// Whether cgroup programs can choose the errno (`bpf_set_retval`, 5.18). Asked once.
+pub fn set_retval() -> bool {
+    static SET_RETVAL: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *SET_RETVAL.get_or_init(|| cgroup_sock_addr().supported)
+}
+
+/// Why cgroup programs cannot fail calls even with EPERM here (without `bpf_set_retval`), or
+/// `None` when they can.
+pub fn cgroup_eperm_unsupported() -> Option<String> {
+    let mut loader = aya::EbpfLoader::new();
+    loader.override_global(names::GLOBAL_KERNEL_SET_RETVAL, &0u32, true);
+    let result = Loaded::new(&mut loader, errno_object()).and_then(|mut loaded| {
+        let result = loaded.load(first_cgroup_hook());
+        loaded.detach();
+        result
+    });
+    result.err().map(|err| first_line(&chain(&err)))
+}
+
 pub fn cgroup_sock_addr() -> Finding {
-    let result = try_load(object::ERRNO, first_cgroup_hook());
+    let result = try_load(errno_object(), first_cgroup_hook());
     match result {
         Ok(()) => Finding::yes(
             feature::CGROUP_SOCK_ADDR,
@@ -559,11 +629,8 @@ fn probe_write_user() -> Finding {
     }
 }
 
-fn sock_destroy(btf: Option<&Btf>) -> Finding {
-    let found = btf.is_some_and(|btf| {
-        btf.id_by_type_name_kind("bpf_sock_destroy", aya_obj::btf::BtfKind::Func)
-            .is_ok()
-    });
+fn sock_destroy() -> Finding {
+    let found = kernel_btf().is_some_and(|btf| btf.has_function("bpf_sock_destroy"));
     if found {
         Finding::yes(
             feature::SOCK_DESTROY,
@@ -654,11 +721,42 @@ fn chain(err: &dyn std::error::Error) -> String {
 
 /// The form the kernel's refusal of trampoline programs takes here.
 pub fn is_eperm_without_log(err: &str) -> bool {
-    err.contains("Operation not permitted") && err.trim_end().ends_with("Verifier output:")
+    err.contains("Operation not permitted")
+        && err
+            .trim_end()
+            .to_ascii_lowercase()
+            .ends_with("verifier output:")
 }
 
+/// A load error in one line: its first, and of the verifier's log (which starts on that line)
+/// only the reason, the last line that is neither an instruction, source nor a statistic.
 fn first_line(text: &str) -> String {
-    text.lines().next().unwrap_or_default().to_owned()
+    let first = text.lines().next().unwrap_or_default();
+    // aya says "Verifier output:", chaos's own fmod_ret loader "verifier output:".
+    let Some(at) = text.to_ascii_lowercase().find("verifier output:") else {
+        return first.to_owned();
+    };
+    let (head, log) = (&text[..at], &text[at + "verifier output:".len()..]);
+    // Statistics, source lines, and the cause the error chain appends after the log.
+    let statistic = [
+        "verification time",
+        "stack depth",
+        "processed ",
+        "; ",
+        "mark_precise",
+        ": ",
+    ];
+    let reason = log.lines().map(str::trim).rev().find(|line| {
+        let instruction = line.split_once(':').is_some_and(|(index, _)| {
+            !index.is_empty() && index.bytes().all(|byte| byte.is_ascii_digit())
+        });
+        !line.is_empty() && !instruction && !statistic.iter().any(|s| line.starts_with(s))
+    });
+    let head = head.trim_end().trim_end_matches([';', '.']);
+    match reason {
+        Some(reason) => format!("{head}: {reason}"),
+        None => head.to_owned(),
+    }
 }
 
 /// Whether the tracepoint `syscalls:EVENT` exists.
@@ -721,17 +819,111 @@ pub fn path_offsets() -> Result<PathOffsets, crate::btf::BtfError> {
 
 /// Why `hook` cannot attach here though its mechanism can: the kernel function it runs on is not
 /// in the kernel's BTF (`bpf_lsm_path_truncate` without CONFIG_SECURITY_PATH, a `security_*`
-/// function a kernel renamed); `None` when it is, or when there is no BTF to ask (the
-/// mechanism's own check says so).
+/// function a kernel renamed), or takes a struct by value where trampolines cannot; `None` when
+/// it can, or when there is no BTF to ask (the mechanism's own check says so).
 pub fn hook_missing(hook: Hook) -> Option<String> {
-    static BTF: std::sync::OnceLock<Option<Btf>> = std::sync::OnceLock::new();
     let function = match hook {
         Hook::Lsm { hook, .. } => format!("bpf_lsm_{hook}"),
         Hook::FmodRet { function, .. } => function.to_owned(),
         _ => return None,
     };
-    let btf = BTF.get_or_init(|| Btf::from_sys_fs().ok()).as_ref()?;
-    btf.id_by_type_name_kind(&function, aya_obj::btf::BtfKind::Func)
-        .is_err()
-        .then(|| format!("the kernel has no function {function} (its BTF lists none)"))
+    match kernel_btf()?.struct_params(&function) {
+        Err(err) => Some(err.to_string()),
+        Ok(types) if !types.is_empty() && !struct_args().supported => Some(format!(
+            "{function} takes {} by value: {}",
+            types.join(", "),
+            struct_args().explain()
+        )),
+        Ok(_) => None,
+    }
+}
+
+/// The running kernel's BTF, parsed once; `None` without one.
+fn kernel_btf() -> Option<&'static crate::btf::Btf> {
+    static BTF: std::sync::OnceLock<Option<crate::btf::Btf>> = std::sync::OnceLock::new();
+    BTF.get_or_init(|| crate::btf::Btf::kernel().ok()).as_ref()
+}
+
+/// Whether trampoline programs take struct arguments by value here (6.1). Asked once.
+fn struct_args() -> Finding {
+    static STRUCT_ARGS: std::sync::OnceLock<Finding> = std::sync::OnceLock::new();
+    STRUCT_ARGS.get_or_init(try_struct_args).clone()
+}
+
+/// Whether the fmod_ret program of the one catalogue hook whose function takes a struct by value
+/// (`security_path_chown`, `kuid_t`) loads.
+fn try_struct_args() -> Finding {
+    let takes_struct = |hook: &Hook| match hook {
+        Hook::FmodRet { function, .. } => kernel_btf()
+            .and_then(|btf| btf.struct_params(function).ok())
+            .is_some_and(|types| !types.is_empty()),
+        _ => false,
+    };
+    let Some(hook) = OPS
+        .iter()
+        .flat_map(|op| op.rungs)
+        .flat_map(|rung| rung.hooks)
+        .copied()
+        .find(takes_struct)
+    else {
+        return Finding::no(
+            feature::STRUCT_ARGS,
+            "cannot tell: no function chaos hooks here takes a struct by value",
+            "CONFIG_SECURITY_PATH=y (security_path_chown takes kuid_t and kgid_t)",
+        );
+    };
+    let function = match hook {
+        Hook::FmodRet { function, .. } => function,
+        _ => unreachable!("an fmod_ret hook"),
+    };
+    let loaded = Loaded::plain(errno_object()).and_then(|mut loaded| {
+        let result = loaded.load(hook);
+        loaded.detach();
+        result
+    });
+    match loaded.map_err(|err| chain(&err)) {
+        Ok(()) => Finding::yes(
+            feature::STRUCT_ARGS,
+            format!("an fmod_ret program on {function}, which takes a struct by value, loads"),
+        ),
+        Err(err) if is_eperm_without_log(&err) => Finding::no(
+            feature::STRUCT_ARGS,
+            "refused with EPERM like every trampoline program on this kernel",
+            "a kernel that lets BPF trampolines load",
+        ),
+        Err(err) => Finding::no(
+            feature::STRUCT_ARGS,
+            format!(
+                "an fmod_ret program on {function}, which takes a struct by value, does not load: {}",
+                first_line(&err)
+            ),
+            "kernel >= 6.1 (struct arguments in BPF trampolines)",
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::first_line;
+
+    /// Load errors as aya and the fmod_ret loader give them, from Debian's 5.10 and this host.
+    #[test]
+    fn a_load_error_keeps_the_verifiers_reason() {
+        let helper = "program cgroup_connect4: the BPF_PROG_LOAD syscall returned Invalid argument (os error 22). Verifier output: ; #[cgroup_sock_addr(connect4)]\n0: (bf) r6 = r1\n; fun(ancestor_level)\n22: (85) call bpf_get_retval#186\nunknown func bpf_get_retval#186\nverification time 5470 usec\nstack depth 0\nprocessed 7 insns (limit 1000000) max_states_per_insn 0 total_states 0\n: Invalid argument (os error 22)";
+        assert_eq!(
+            first_line(helper),
+            "program cgroup_connect4: the BPF_PROG_LOAD syscall returned Invalid argument (os error 22): unknown func bpf_get_retval#186"
+        );
+        let no_reason = "program lsm_cgroup_probe: the BPF_PROG_LOAD syscall returned Invalid argument (os error 22). Verifier output: verification time 44 usec\nstack depth 0\nprocessed 0 insns (limit 1000000)\n";
+        assert_eq!(
+            first_line(no_reason),
+            "program lsm_cgroup_probe: the BPF_PROG_LOAD syscall returned Invalid argument (os error 22)"
+        );
+        let fmod_ret = "program lsm_path_chown as fmod_ret on security_path_chown: Invalid argument (os error 22); verifier output: The function security_path_chown arg1 type STRUCT is unsupported.\nverification time 164 usec\n";
+        assert_eq!(
+            first_line(fmod_ret),
+            "program lsm_path_chown as fmod_ret on security_path_chown: Invalid argument (os error 22): The function security_path_chown arg1 type STRUCT is unsupported."
+        );
+        assert_eq!(first_line("no log here\nsecond"), "no log here");
+    }
 }

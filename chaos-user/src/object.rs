@@ -6,6 +6,9 @@ use aya::include_bytes_aligned;
 /// fault and counter maps.
 pub static ERRNO: &[u8] = include_bytes_aligned!(concat!(env!("OUT_DIR"), "/errno"));
 
+/// The same, built without BPF atomics for kernels before 5.12 (`--cfg chaos_legacy`).
+pub static ERRNO_LEGACY: &[u8] = include_bytes_aligned!(concat!(env!("OUT_DIR"), "/errno-legacy"));
+
 /// Network faults: TC and cgroup_skb programs sharing the fault and counter maps.
 pub static NET: &[u8] = include_bytes_aligned!(concat!(env!("OUT_DIR"), "/net"));
 
@@ -16,6 +19,7 @@ pub static PROBE: &[u8] = include_bytes_aligned!(concat!(env!("OUT_DIR"), "/prob
 pub fn by_name(name: &str) -> Option<&'static [u8]> {
     match name {
         "errno" => Some(ERRNO),
+        "errno-legacy" => Some(ERRNO_LEGACY),
         "net" => Some(NET),
         "probe" => Some(PROBE),
         _ => None,
@@ -102,6 +106,18 @@ mod tests {
             .copied()
             .collect();
         check(&names::ERRNO, &hooks);
+    }
+
+    #[test]
+    fn the_legacy_errno_object_has_the_same_names() {
+        let hooks: Vec<Hook> = OPS
+            .iter()
+            .flat_map(|op| op.rungs)
+            .flat_map(|rung| rung.hooks)
+            .chain(&hook::ERRNO_EXTRA)
+            .copied()
+            .collect();
+        check(&names::ERRNO_LEGACY, &hooks);
     }
 
     #[test]

@@ -11,7 +11,7 @@ use chaos_common::{
 use thiserror::Error;
 
 use crate::{
-    fault::{BackendChoice, Op, net::PacketAction, ops},
+    fault::{BackendChoice, Op, When, net::PacketAction, ops},
     kernel::{self, Finding},
 };
 
@@ -26,6 +26,14 @@ pub enum PlanError {
     SyscallTracepoint { event: String, reason: String },
     #[error("--syscall {syscall} cannot be failed on this kernel: {reason}")]
     SyscallOverride { syscall: String, reason: String },
+    #[error(
+        "--after, --every and --count number the calls across CPUs with BPF atomics, which this kernel lacks; to enable: kernel >= 5.12 (--probability works without them)"
+    )]
+    NoAtomics,
+    #[error(
+        "a detached run cannot keep {what} without its loader on this kernel: they attach through perf events, which bpffs pins only as BPF links; to enable: kernel >= 5.15 (or run without --detach)"
+    )]
+    NotDetachable { what: &'static str },
     #[error("a {action} needs the fq qdisc, which this kernel lacks: {reason}")]
     NoFq {
         action: &'static str,
@@ -46,15 +54,34 @@ pub trait Kernel {
 }
 
 /// The running kernel, as `chaos probe` finds it.
-pub struct Running;
+pub struct Running {
+    /// The fault's calls may fail with EPERM (its errno is EPERM, or `--accept-eperm`): cgroup
+    /// hooks serve without `bpf_set_retval`, which is all they can do there.
+    pub eperm_ok: bool,
+}
 
 impl Kernel for Running {
     fn unsupported(&mut self, mechanism: Mechanism) -> Option<Finding> {
         match mechanism {
             Mechanism::Lsm => kernel::lsm_unsupported(),
             Mechanism::FmodRet => kernel::fmod_ret_unsupported(),
+            Mechanism::Cgroup if kernel::set_retval() => None,
             Mechanism::Cgroup => {
-                Some(kernel::cgroup_sock_addr()).filter(|finding| !finding.supported)
+                let finding = kernel::cgroup_sock_addr();
+                match kernel::cgroup_eperm_unsupported() {
+                    Some(_) => Some(finding),
+                    None if self.eperm_ok => None,
+                    None => Some(Finding {
+                        detail: format!(
+                            "cgroup hooks here can fail calls only with EPERM ({})",
+                            finding.detail
+                        ),
+                        enable: Some(
+                            "kernel >= 5.18 for bpf_set_retval; or --errno EPERM, or --accept-eperm to take EPERM for the errno asked".into(),
+                        ),
+                        ..finding
+                    }),
+                }
             }
         }
     }
@@ -170,6 +197,26 @@ impl<K: Kernel> Ladder<'_, K> {
             }
         }
         (None, passed)
+    }
+}
+
+/// Checks that this kernel can count calls for the fault's rules (`--after`, `--every`,
+/// `--count`): they need BPF atomics.
+pub fn check_rules(when: &When) -> Result<(), PlanError> {
+    let counts = when.after > 0 || when.every > 1 || when.count.is_some();
+    if counts && !kernel::bpf_atomics() {
+        return Err(PlanError::NoAtomics);
+    }
+    Ok(())
+}
+
+/// Checks that a detached run can pin the programs it needs: `perf_events` names those that
+/// attach through perf events (tracepoints, kprobes), if any, which bpffs pins only as BPF
+/// perf-event links (5.15).
+pub fn check_detachable(perf_events: Option<&'static str>) -> Result<(), PlanError> {
+    match perf_events {
+        Some(what) if !aya::features().bpf_perf_link() => Err(PlanError::NotDetachable { what }),
+        _ => Ok(()),
     }
 }
 

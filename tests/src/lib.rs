@@ -297,6 +297,34 @@ pub fn refused_for_lack_of_lsm(output: &Output, what: &str) -> bool {
     true
 }
 
+/// Whether `output` is chaos refusing an operation whose hooks take a struct by value (`chown`'s
+/// `kuid_t`) on a kernel whose trampolines take none (before 6.1), as the probe says: then it
+/// checks that the message gives the probe's reason and that CHAOS_EXPECT does not require the
+/// feature here, and prints the reason. `false` when chaos did not exit 2 or trampolines are
+/// refused altogether ([`refused_for_lack_of_lsm`] covers that).
+pub fn refused_for_lack_of_struct_args(output: &Output, what: &str) -> bool {
+    if output.status.code() != Some(2) {
+        return false;
+    }
+    let probe = Probe::run();
+    let (struct_args, detail) = probe.feature(features::STRUCT_ARGS);
+    if struct_args || !probe.feature(features::TRAMPOLINE).0 {
+        return false;
+    }
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("by value") && stderr.contains(&detail),
+        "{what}: chaos must give the probe's reason '{detail}': {stderr}"
+    );
+    assert!(
+        !expected(features::STRUCT_ARGS),
+        "{what} must inject on this kernel (CHAOS_EXPECT): {stderr}"
+    );
+    eprintln!("{what} NOT INJECTED on this kernel, as the probe predicts (asserted): {detail}");
+    assert_no_chaos_programs();
+    true
+}
+
 /// Runs `chaos ARGS` and checks it refused: exit 2, every one of `named` in the message, and
 /// nothing of the tool left in the kernel.
 pub fn assert_refused(args: &[&str], named: &[&str]) {
@@ -310,6 +338,19 @@ pub fn assert_refused(args: &[&str], named: &[&str]) {
         );
     }
     assert_no_chaos_programs();
+}
+
+/// Whether this kernel can count calls for `--after`, `--every` and `--count` (BPF atomics,
+/// 5.12). Where it cannot (and need not, per CHAOS_EXPECT), checks that `chaos ARGS`, a fault
+/// with such rules, is refused naming what is missing, and says the rules were not injected.
+pub fn counting_supported_or_refused(args: &[&str]) -> bool {
+    let (supported, detail) = Probe::run().feature(features::BPF_ATOMICS);
+    if !supported {
+        assert!(!expected(features::BPF_ATOMICS), "{detail}");
+        assert_refused(args, &["BPF atomics", "5.12"]);
+        eprintln!("NOT INJECTED on this kernel (the refusal is asserted): {detail}");
+    }
+    supported
 }
 
 /// A detached run a test started, stopped on drop if the test ends first (a panic included).
@@ -367,6 +408,13 @@ impl Probe {
             .as_array()
             .map(Vec::as_slice)
             .unwrap_or_default()
+    }
+
+    /// The mechanism this kernel uses for operation `op`, or `None` if it has none.
+    pub fn mechanism(&self, op: &str) -> Option<String> {
+        let operations = self.0["operations"].as_array()?;
+        let row = operations.iter().find(|row| row["op"] == op)?;
+        row["mechanism"].as_str().map(str::to_owned)
     }
 
     /// `(supported, detail)` of `feature`.
@@ -452,13 +500,26 @@ pub fn loaded(hook: Hook) -> bool {
     loaded_count(hook) > 0
 }
 
-/// The first hook of operation `op`'s preferred mechanism (`connect`: cgroup_connect4).
-pub fn first_hook(op: &str) -> Hook {
+/// The hooks of the mechanism this kernel uses for operation `op`, as `chaos probe` says
+/// (`connect`: cgroup_connect4 and cgroup_connect6 where cgroup programs can set the errno).
+pub fn hooks_in_use(op: &str) -> &'static [Hook] {
+    let mechanism = Probe::run()
+        .mechanism(op)
+        .unwrap_or_else(|| panic!("no mechanism for {op} on this kernel"));
     let op = chaos_common::ops::OPS
         .iter()
         .find(|candidate| candidate.name == op)
         .unwrap_or_else(|| panic!("no operation {op} in the catalogue"));
-    op.rungs[0].hooks[0]
+    op.rungs
+        .iter()
+        .find(|rung| rung.mechanism.name() == mechanism)
+        .expect("the probe names a rung of the catalogue")
+        .hooks
+}
+
+/// The first of [`hooks_in_use`].
+pub fn first_hook(op: &str) -> Hook {
+    hooks_in_use(op)[0]
 }
 
 /// Waits (up to 60 s) until `ready` says the programs it looks for are loaded (see [`loaded`]),

@@ -1,4 +1,5 @@
-//! `chaos fail --op connect`: cgroup sock_addr programs, on every kernel with cgroup BPF.
+//! `chaos fail --op connect`: cgroup sock_addr programs where they can set the errno (5.18),
+//! else the LSM hook, which the planner picks.
 
 use std::{thread, time::Duration};
 
@@ -248,4 +249,53 @@ fn an_address_filter_on_a_file_op_is_refused() {
         "EIO",
     ];
     assert_refused(&args, &["--family unix", "lsm"]);
+}
+
+/// Where cgroup programs cannot set the errno (kernels before 5.18, without `bpf_set_retval`),
+/// a cgroup fault that asks for another errno is refused, naming what would do; with
+/// `--accept-eperm` it fails the target's calls with EPERM and the report says EPERM. Where
+/// they can, `--accept-eperm` changes nothing.
+#[test]
+fn cgroup_hooks_fail_with_eperm_where_they_cannot_set_the_errno() {
+    let (set_retval, detail) = Probe::run().feature(chaos_common::features::CGROUP_SOCK_ADDR);
+    let bed = ConnectBed::new(VICTIM, "eperm");
+    let (target, bystander) = (bed.victim(), bed.victim());
+    let pid = target.pid().to_string();
+    let args = [
+        "fail",
+        "--pid",
+        &pid,
+        "--op",
+        "connect",
+        "--backend",
+        "cgroup",
+        "--errno",
+        "ECONNREFUSED",
+    ];
+    if !set_retval {
+        assert!(
+            !expected(chaos_common::features::CGROUP_SOCK_ADDR),
+            "cgroup programs must set the errno on this kernel: {detail}"
+        );
+        let mut refused = args.to_vec();
+        refused.extend_from_slice(&["--for", "1s"]);
+        assert_refused(&refused, &["only with EPERM", "--accept-eperm", "5.18"]);
+        eprintln!(
+            "--errno ECONNREFUSED through cgroup hooks refused, as the probe predicts: {detail}"
+        );
+    }
+    let mut accepted = args.to_vec();
+    accepted.push("--accept-eperm");
+    let Ran { report, window, .. } = run_chaos_until_failed(&accepted, &[&target]);
+    let (errno, name) = if set_retval {
+        (libc::ECONNREFUSED, "ECONNREFUSED")
+    } else {
+        (libc::EPERM, "EPERM")
+    };
+    target.wait_for_call_after(window.1);
+    let fault = &report["faults"][0];
+    assert_eq!(fault["mechanism"], "cgroup", "{fault}");
+    assert_eq!(fault["errno"], name, "{fault}");
+    assert_scoped_fault(&[&target], &bystander, errno, window, fault);
+    assert_no_chaos_programs();
 }

@@ -34,7 +34,8 @@ fn fault_op(op: &str) {
     let end_ns = monotonic_ns();
     let stderr = String::from_utf8_lossy(&output.stderr);
 
-    if refused_for_lack_of_lsm(&output, &format!("--op {op}")) {
+    let what = format!("--op {op}");
+    if refused_for_lack_of_struct_args(&output, &what) || refused_for_lack_of_lsm(&output, &what) {
         assert!(
             target.calls().iter().all(|call| call.errno.is_none()),
             "nothing may be attached"

@@ -15,9 +15,10 @@ use crate::{run_command, setup, workspace_root};
 
 /// A Debian package: where it comes from and what it must hash to.
 struct DebianPackage {
-    /// A suite this machine's apt sources may lack (bookworm-backports), or None for the
+    /// A suite this machine's apt sources may lack, and the archive that serves it
+    /// (`debian`: bookworm-backports; `debian-security`: bullseye-security), or None for the
     /// configured ones.
-    suite: Option<&'static str>,
+    suite: Option<(&'static str, &'static str)>,
     name: &'static str,
     version: &'static str,
     sha256: &'static str,
@@ -40,10 +41,22 @@ pub const DEBIAN_6_1: DebianKernel = DebianKernel {
     release: "6.1.0-56-amd64",
 };
 
+/// Bullseye's 5.10 LTS kernel, as of 2026-12 (bullseye-security: Debian 11, and the kernel line
+/// of Amazon Linux 2): before BPF atomics (5.12) and `bpf_set_retval` (5.18).
+pub const DEBIAN_5_10: DebianKernel = DebianKernel {
+    package: DebianPackage {
+        suite: Some(("debian-security", "bullseye-security")),
+        name: "linux-image-5.10.0-46-amd64",
+        version: "5.10.262-1",
+        sha256: "6d89bdf9a7c4458c64de7221edfb8e7b2c3279012636e4bb9d6bba4e6b7a67eb",
+    },
+    release: "5.10.0-46-amd64",
+};
+
 /// Bookworm-backports' 6.12 kernel, as of 2026-11.
 pub const DEBIAN_6_12: DebianKernel = DebianKernel {
     package: DebianPackage {
-        suite: Some("bookworm-backports"),
+        suite: Some(("debian", "bookworm-backports")),
         name: "linux-image-6.12.95+deb12-amd64",
         version: "6.12.95-1~bpo12+1",
         sha256: "5e524b782be67cb0d6a2e7b51816a2ac519e573ef7324b9a63a4124365653ecc",
@@ -122,7 +135,7 @@ impl DebianPackage {
     /// apt-get options that make it read the suite from a sources list and package lists of its
     /// own in the cache, leaving the machine's apt configuration alone.
     fn apt_options(&self) -> anyhow::Result<Vec<String>> {
-        let Some(suite) = self.suite else {
+        let Some((archive, suite)) = self.suite else {
             return Ok(Vec::new());
         };
         let dir = kernel_cache().join(format!("apt-{suite}"));
@@ -131,7 +144,7 @@ impl DebianPackage {
         fs::write(
             &sources,
             format!(
-                "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian {suite} main\n"
+                "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/{archive} {suite} main\n"
             ),
         )?;
         Ok(vec![
@@ -151,7 +164,7 @@ const FAULTINJ_SHARED: &str = "../shared/kernels/bzImage-6.12.95-faultinj-2";
 const FAULTINJ_SHA256: &str = "cb2ffa046a9b40e2a7241996a6e428bdbd979c8e9836f4bcd26756ed79c02c78";
 /// What it was built from, and how: defconfig + kvm_guest.config + this fragment.
 const FAULTINJ_SOURCE: DebianPackage = DebianPackage {
-    suite: Some("bookworm-backports"),
+    suite: Some(("debian", "bookworm-backports")),
     name: "linux-source-6.12",
     version: "6.12.95-1~bpo12+1",
     sha256: "a7fe4673af74236c99dad9766eca714a198e50a07e5d659e63ec312ae6afccfe",

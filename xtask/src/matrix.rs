@@ -11,9 +11,10 @@ use crate::workspace_root;
 
 /// The kernels of the table, in column order, as their results directories name them, and the
 /// kernel a column shares its suites with when it runs only some (see vm::Kernel::only).
-const COLUMNS: [(&str, &str, Option<&str>); 5] = [
+const COLUMNS: [(&str, &str, Option<&str>); 6] = [
     ("host", "host 6.18 (dev/CI VM)", None),
     ("faultinj-6.12", "faultinj-6.12 (qemu)", None),
+    ("debian-5.10", "debian-5.10 (qemu)", None),
     ("debian-6.1", "debian-6.1 (qemu)", None),
     ("debian-6.12", "debian-6.12 (qemu)", None),
     (
@@ -67,7 +68,7 @@ const TCX_OR_CLSACT: &[Way] = &[
     },
 ];
 
-const FAMILIES: [Family; 12] = [
+const FAMILIES: [Family; 14] = [
     Family {
         name: "`fail` connect/bind/send/socket (cgroup hooks)",
         ways: &[Way {
@@ -80,6 +81,32 @@ const FAMILIES: [Family; 12] = [
         name: "`fail` file, exec, fork, socket ops (BPF LSM, else fmod_ret)",
         ways: LSM_OR_FMOD_RET,
         tests: "errno_ops",
+    },
+    Family {
+        name: "`fail --op chown` (its hooks take structs by value)",
+        ways: &[
+            Way {
+                label: "lsm",
+                needs: &[
+                    features::BPF_LSM,
+                    features::TRAMPOLINE,
+                    features::STRUCT_ARGS,
+                ],
+            },
+            Way {
+                label: "fmod_ret",
+                needs: &[features::FMOD_RET, features::STRUCT_ARGS],
+            },
+        ],
+        tests: "errno_ops",
+    },
+    Family {
+        name: "`fail`, `signal` rules `--after`, `--every`, `--count` (BPF atomics)",
+        ways: &[Way {
+            label: "",
+            needs: &[features::BPF_ATOMICS],
+        }],
+        tests: "errno_when",
     },
     Family {
         name: "`fail --path` on tmpfs, ext4, overlayfs, a container's root (BPF LSM, else fmod_ret)",

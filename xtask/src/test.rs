@@ -9,10 +9,12 @@ use crate::{cargo, setup, vm, workspace_root};
 
 /// Features the host tests must find working (the development and CI host has them; the qemu
 /// kernels cover the rest): set as CHAOS_EXPECT unless the caller set one.
-const HOST_EXPECT: [&str; 6] = [
+const HOST_EXPECT: [&str; 8] = [
     features::BTF,
+    features::BPF_ATOMICS,
     features::CGROUP_SOCK_ADDR,
     features::TRACEPOINT_SIGNAL,
+    features::PERF_LINK,
     features::CGROUP_V2,
     features::BRIDGE,
     features::TCX,

@@ -20,18 +20,20 @@ use crate::{kernels, run_command, workspace_root};
 
 pub const DEFAULT_KERNEL: &str = "faultinj-6.12";
 /// Every kernel `vm-run` and `vm-test` can boot.
-pub const KERNELS: [&str; 4] = [
+pub const KERNELS: [&str; 5] = [
     "faultinj-6.12",
+    "debian-5.10",
     "debian-6.1",
     "debian-6.12",
     "debian-6.12-nolsm",
 ];
 /// The kernels `cargo xtask test` runs the integration tests on, after the host: the longest
 /// suites first, as the guests run side by side.
-pub const MATRIX: [&str; 4] = [
+pub const MATRIX: [&str; 5] = [
     "debian-6.1",
     "debian-6.12",
     "faultinj-6.12",
+    "debian-5.10",
     "debian-6.12-nolsm",
 ];
 
@@ -90,6 +92,18 @@ const DEBIAN_6_1_BOOT_MODULES: &[&str] = &[
     "kernel/fs/overlayfs/overlay.ko",
 ];
 
+/// The same for Debian's 5.10 (no netfs yet).
+const DEBIAN_5_10_BOOT_MODULES: &[&str] = &[
+    "kernel/drivers/virtio/virtio_ring.ko",
+    "kernel/drivers/virtio/virtio.ko",
+    "kernel/drivers/virtio/virtio_pci.ko",
+    "kernel/net/9p/9pnet.ko",
+    "kernel/net/9p/9pnet_virtio.ko",
+    "kernel/fs/fscache/fscache.ko",
+    "kernel/fs/9p/9p.ko",
+    "kernel/fs/overlayfs/overlay.ko",
+];
+
 /// The same for Debian's 6.12 (virtio built in, fscache part of netfs, modules xz-compressed:
 /// the initramfs gets them unpacked, as busybox insmod cannot read xz).
 const DEBIAN_6_12_BOOT_MODULES: &[&str] = &[
@@ -116,7 +130,10 @@ impl Kernel {
                         features::TRAMPOLINE,
                         features::FMOD_RET,
                         features::KPROBES,
+                        features::BPF_ATOMICS,
+                        features::STRUCT_ARGS,
                         features::KPROBE_OVERRIDE,
+                        features::PERF_LINK,
                         features::CGROUP_SOCK_ADDR,
                         features::TCX,
                         features::XDP,
@@ -137,8 +154,11 @@ impl Kernel {
                     features::TRAMPOLINE,
                     features::FMOD_RET,
                     features::KPROBES,
+                    features::BPF_ATOMICS,
+                    features::STRUCT_ARGS,
                     features::CGROUP_SOCK_ADDR,
                     features::TRACEPOINT_SIGNAL,
+                    features::PERF_LINK,
                     features::XDP,
                     features::CGROUP_SKB,
                     features::SCH_FQ,
@@ -156,8 +176,11 @@ impl Kernel {
                     features::TRAMPOLINE,
                     features::FMOD_RET,
                     features::KPROBES,
+                    features::BPF_ATOMICS,
+                    features::STRUCT_ARGS,
                     features::CGROUP_SOCK_ADDR,
                     features::TRACEPOINT_SIGNAL,
+                    features::PERF_LINK,
                     features::TCX,
                     features::XDP,
                     features::CGROUP_SKB,
@@ -165,6 +188,40 @@ impl Kernel {
                     features::BRIDGE,
                 ],
             ),
+            // Debian 11's and Amazon Linux 2's kernel line: no BPF atomics (5.12), no
+            // bpf_set_retval (5.18), no struct arguments in trampolines (6.1), no tcx (6.6).
+            // The suites of faults on calls run here, which the build without atomics serves;
+            // the network faults' programs are the ones debian-6.1 runs through clsact.
+            "debian-5.10" => Ok(Kernel {
+                only: Some(&[
+                    "cli",
+                    "errno_connect",
+                    "errno_ops",
+                    "errno_path",
+                    "errno_when",
+                    "experiments",
+                    "run_lifetime",
+                    "signal",
+                    "targets",
+                ]),
+                ..Self::debian(
+                    "debian-5.10",
+                    &kernels::DEBIAN_5_10,
+                    DEBIAN_5_10_BOOT_MODULES,
+                    &[
+                        features::BTF,
+                        features::BPF_LSM,
+                        features::TRAMPOLINE,
+                        features::FMOD_RET,
+                        features::KPROBES,
+                        features::TRACEPOINT_SIGNAL,
+                        features::XDP,
+                        features::CGROUP_SKB,
+                        features::SCH_FQ,
+                        features::BRIDGE,
+                    ],
+                )?
+            }),
             // The same kernel booted as production distributions boot theirs: bpf not in the
             // active LSM list, so file, exec and fork faults take the fmod_ret rung. Only the
             // suites that list changes run here; the rest is debian-6.12's.
@@ -180,8 +237,11 @@ impl Kernel {
                         features::TRAMPOLINE,
                         features::FMOD_RET,
                         features::KPROBES,
+                        features::BPF_ATOMICS,
+                        features::STRUCT_ARGS,
                         features::CGROUP_SOCK_ADDR,
                         features::TRACEPOINT_SIGNAL,
+                        features::PERF_LINK,
                         features::TCX,
                         features::CGROUP_SKB,
                     ],

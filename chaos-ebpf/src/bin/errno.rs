@@ -15,8 +15,8 @@ use core::ffi::c_void;
 use aya_ebpf::{
     Global,
     helpers::{
-        bpf_get_current_pid_tgid, bpf_get_retval, bpf_override_return, bpf_probe_read_kernel,
-        bpf_send_signal, bpf_set_retval,
+        bpf_get_current_pid_tgid, bpf_override_return, bpf_probe_read_kernel, bpf_send_signal,
+        bpf_set_retval,
     },
     macros::{cgroup_sock, cgroup_sock_addr, kprobe, tracepoint},
     programs::{LsmContext, ProbeContext, SockAddrContext, SockContext, TracePointContext},
@@ -27,7 +27,7 @@ use chaos_common::{
     target::TARGET_TREE,
 };
 use chaos_ebpf::{
-    errno::{Call, acting_fault, add_target, remove_target, target_of},
+    errno::{Attached, Call, acting_fault, add_target, remove_target, target_of},
     path::{dentry_of_bprm, dentry_of_file, dentry_of_path},
 };
 
@@ -112,17 +112,21 @@ fn sockaddr_call(sockaddr: *const u8) -> Call {
     }
 }
 
+/// Non-zero where the kernel has `bpf_set_retval` (5.18+); set at load. Without it a denied call
+/// fails with EPERM, and the verifier drops the calls of the helpers here, which it would refuse.
+#[unsafe(no_mangle)]
+static KERNEL_SET_RETVAL: Global<u32> = Global::new(1);
+
 #[inline(always)]
 fn cgroup_verdict(op: u32, call: impl FnOnce() -> Call) -> i32 {
-    match acting_fault(op, call) {
+    match acting_fault(op, Attached::Cgroup, call) {
         Some(fault) => {
-            // Another run's program that ran before this one may have failed the call already:
-            // its errno stands, as with LSM hooks, where the first failing program ends the call.
-            // SAFETY: helper calls with plain integer arguments.
-            unsafe {
-                if bpf_get_retval() == 0 {
-                    bpf_set_retval(-fault.errno);
-                }
+            // A cgroup runs its programs oldest first, so the newest run's errno is the one the
+            // call returns, as with LSM hooks, whose trampoline runs the newest program first
+            // and stops at its denial.
+            if KERNEL_SET_RETVAL.load() != 0 {
+                // SAFETY: a helper call with a plain integer argument.
+                unsafe { bpf_set_retval(-fault.errno) };
             }
             CGROUP_DENY
         }
@@ -188,7 +192,7 @@ fn lsm_verdict(op: u32) -> i64 {
 /// targets, after the one lookup).
 #[inline(always)]
 fn lsm_call_verdict(op: u32, call: impl FnOnce() -> Call) -> i64 {
-    match acting_fault(op, call) {
+    match acting_fault(op, Attached::Kernel, call) {
         Some(fault) => clamp_errno(-i64::from(fault.errno)),
         None => 0,
     }
@@ -368,7 +372,7 @@ lsm_program!(
 /// (every `__x64_sys_*` with CONFIG_FUNCTION_ERROR_INJECTION).
 #[kprobe]
 pub fn kprobe_syscall_override(ctx: ProbeContext) -> u32 {
-    if let Some(fault) = acting_fault(OP_SYSCALL, || Call::UNKNOWN) {
+    if let Some(fault) = acting_fault(OP_SYSCALL, Attached::Kernel, || Call::UNKNOWN) {
         // SAFETY: the probe's own registers; the return value is a negative errno.
         unsafe { bpf_override_return(ctx.regs, (-i64::from(fault.errno)) as u64) };
     }
@@ -380,7 +384,7 @@ pub fn kprobe_syscall_override(ctx: ProbeContext) -> u32 {
 /// CONFIG_FTRACE_SYSCALLS. Only that syscall's entries pay, one array lookup each.
 #[tracepoint]
 pub fn tracepoint_syscall_signal(_ctx: TracePointContext) -> u32 {
-    if let Some(fault) = acting_fault(OP_SIGNAL, || Call::UNKNOWN) {
+    if let Some(fault) = acting_fault(OP_SIGNAL, Attached::Kernel, || Call::UNKNOWN) {
         // SAFETY: a helper call with a plain integer argument; signals the whole process.
         unsafe { bpf_send_signal(fault.signal) };
     }

@@ -96,7 +96,12 @@ pub fn execute(args: DemoArgs) -> Result<u8, Error> {
         filter: SocketFilter::default(),
         path: None,
     };
-    let plan = plan::plan(&fault.ops, 0, BackendChoice::Auto, &mut plan::Running)?;
+    let plan = plan::plan(
+        &fault.ops,
+        0,
+        BackendChoice::Auto,
+        &mut plan::Running { eperm_ok: false },
+    )?;
     eprintln!(
         "demo: connect() of pid {} fails with ECONNREFUSED for {}",
         target.child.id(),

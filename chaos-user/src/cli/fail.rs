@@ -80,9 +80,15 @@ pub struct FailArgs {
     pub run: RunArgs,
 
     /// Which mechanism fails the calls: auto (the most complete one this kernel offers), lsm,
-    /// or cgroup. The report names the one used.
+    /// fmod_ret or cgroup. The report names the one used.
     #[arg(long, default_value = "auto")]
     pub backend: BackendChoice,
+
+    /// Where the only mechanism left for an operation can fail calls only with EPERM (cgroup
+    /// hooks on kernels before 5.18, without bpf_set_retval), use it: those calls fail with
+    /// EPERM, not --errno, and the report says so. Without it such a fault is refused.
+    #[arg(long)]
+    pub accept_eperm: bool,
 }
 
 impl FailArgs {
@@ -117,14 +123,26 @@ pub fn execute(args: FailArgs) -> Result<u8, Error> {
     let fault = args.fault()?;
     require_privileges()?;
     let targets = args.targets.resolve(args.run.force)?;
+    let eperm_ok = fault.errno.get() == libc::EPERM || args.accept_eperm;
     let plan = plan::plan(
         &fault.ops,
         fault.filter_bits(),
         args.backend,
-        &mut plan::Running,
+        &mut plan::Running { eperm_ok },
     )?;
+    plan::check_rules(&fault.when)?;
     if let Some(syscall) = &fault.syscall {
         plan::check_syscall_override(syscall)?;
+    }
+    if args.run.detach {
+        let tree = targets.processes.iter().any(|process| process.tree);
+        plan::check_detachable(if fault.syscall.is_some() {
+            Some("the --syscall kprobe")
+        } else if tree {
+            Some("the fork and exit tracepoints of --pid-tree")
+        } else {
+            None
+        })?;
     }
     let calls: Vec<String> = fault
         .ops

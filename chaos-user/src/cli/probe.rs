@@ -27,7 +27,7 @@ pub struct ProbeArgs {
 pub fn execute(args: ProbeArgs) -> Result<u8, Error> {
     let findings = kernel::probe();
     let release = kernel_release();
-    let ladders = plan::ladders(&mut plan::Running);
+    let ladders = plan::ladders(&mut plan::Running { eperm_ok: false });
     if args.json {
         let operations: Vec<serde_json::Value> = ladders
             .iter()

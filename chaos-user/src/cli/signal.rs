@@ -56,6 +56,10 @@ pub fn execute(args: SignalArgs) -> Result<u8, Error> {
     require_privileges()?;
     let targets = args.targets.resolve(args.run.force)?;
     plan::check_syscall_tracepoint(&fault.syscall)?;
+    plan::check_rules(&fault.when)?;
+    if args.run.detach {
+        plan::check_detachable(Some("a signal fault's syscall tracepoint"))?;
+    }
     eprintln!(
         "chaos: sending {} to {} on {}() for {}{}{}",
         fault.signal,

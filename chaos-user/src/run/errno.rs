@@ -1,9 +1,9 @@
 //! A fault on calls live in the kernel: the errno object loaded with the targets in its maps,
 //! the plan's hooks (and a signal's or a syscall's) attached.
 
-use std::{collections::HashSet, fs::File, path::Path};
+use std::{collections::HashSet, fs::File, os::fd::AsFd, path::Path};
 
-use aya::EbpfLoader;
+use aya::{EbpfLoader, maps::CgroupArray};
 use chaos_common::{
     counters::{Counters, counter_index},
     fault::{CallFault, PathOffsets},
@@ -16,7 +16,7 @@ use thiserror::Error;
 use crate::{
     attach::{AttachError, Loaded, Sites, pid_bits::PidBits},
     clock::Deadline,
-    kernel, object,
+    kernel,
     plan::Plan,
     target::Targets,
 };
@@ -81,8 +81,10 @@ impl<'t> CallsLoaded<'t> {
         } else {
             PathOffsets::ZERO
         };
+        let set_retval = u32::from(kernel::set_retval());
         let mut loaded = Loaded::new(
             EbpfLoader::new()
+                .override_global(names::GLOBAL_KERNEL_SET_RETVAL, &set_retval, true)
                 .override_global(names::GLOBAL_TARGET_CGROUP_ID, &cgroup_id, true)
                 .override_global(names::GLOBAL_TARGET_CGROUP_LEVEL, &cgroup_level, true)
                 .override_global(
@@ -91,7 +93,7 @@ impl<'t> CallsLoaded<'t> {
                     true,
                 )
                 .override_global(names::GLOBAL_PATH_OFFSETS, &path_offsets, true),
-            object::ERRNO,
+            kernel::errno_object(),
         )?;
         // The fork and exit tracepoints first, so that no child escapes once targets are live.
         let mut hooks = if tree {
@@ -132,6 +134,23 @@ impl<'t> CallsLoaded<'t> {
             add_target(&mut loaded, &pid_bits, process.pid, target)?;
         }
         drop(pid_bits);
+        // The legacy object's programs on kernel functions find a cgroup target through a
+        // cgroup array (the ancestor-id helper is not theirs before 5.11).
+        if let Some(cgroup) = &targets.cgroup
+            && loaded.ebpf().map(names::MAP_TARGET_CGROUP).is_some()
+        {
+            let dir = File::open(&cgroup.path).map_err(|source| CallsError::Cgroup {
+                path: cgroup.path.clone(),
+                source,
+            })?;
+            let mut array: CgroupArray<_> = loaded.map(names::MAP_TARGET_CGROUP)?;
+            array
+                .set(0, dir.as_fd(), 0)
+                .map_err(|source| AttachError::Map {
+                    name: names::MAP_TARGET_CGROUP,
+                    source,
+                })?;
+        }
         Ok(CallsLoaded {
             loaded,
             targets,

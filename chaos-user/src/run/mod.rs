@@ -8,7 +8,7 @@ use std::{io, os::fd::OwnedFd, path::PathBuf, time::Duration};
 use chaos_common::{
     fault::CallFault,
     net::{DIRECTION_EGRESS, DIRECTION_INGRESS},
-    ops::{OP_SIGNAL, OP_SYSCALL},
+    ops::{Mechanism, OP_SIGNAL, OP_SYSCALL},
 };
 use thiserror::Error;
 use tracing::debug;
@@ -88,14 +88,20 @@ pub struct CallsFault<'a> {
 }
 
 impl<'a> CallsFault<'a> {
-    /// `chaos fail`: each operation through its planned rung, and the `--syscall` override.
+    /// `chaos fail`: each operation through its planned rung, and the `--syscall` override. On a
+    /// kernel without `bpf_set_retval` the cgroup rungs fail calls with EPERM, and say so.
     pub fn errno(fault: &'a ErrnoFault, plan: Plan) -> Self {
         let errno = fault.errno.to_string();
+        let set_retval = crate::kernel::set_retval();
         let ops = plan.iter().map(|&(op, rung)| CallsRow {
             code: op.code,
             fault: FaultKind::Errno {
                 op: op.name.to_owned(),
-                errno: errno.clone(),
+                errno: if rung.mechanism == Mechanism::Cgroup && !set_retval {
+                    "EPERM".to_owned()
+                } else {
+                    errno.clone()
+                },
             },
             mechanism: rung.mechanism.name().to_owned(),
             covers: ops::covers(op, rung),
