@@ -402,6 +402,8 @@ fn the_run_attached_last_sets_the_errno() {
         let over = connect_fault(target.pid(), "EHOSTUNREACH", mechanism);
         let over_live = monotonic_ns();
         target.wait_for_call_after(over_live + 200_000_000);
+        // The later run detaches before stop() returns: the stacked window ends at the request.
+        let over_stopping = monotonic_ns();
         let over_report = stop(over);
         let over_gone = monotonic_ns();
         target.wait_for_call_after(over_gone + 200_000_000);
@@ -409,7 +411,7 @@ fn the_run_attached_last_sets_the_errno() {
         let seen_while_stacked: Vec<i32> = target
             .calls()
             .iter()
-            .filter(|c| (over_live..over_gone).contains(&c.at_ns))
+            .filter(|c| (over_live..over_stopping).contains(&c.at_ns))
             .filter_map(|c| c.errno)
             .collect();
         assert!(
