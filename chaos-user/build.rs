@@ -5,7 +5,13 @@
 //! This is what `aya_build::build_ebpf` does, plus `-C target-cpu=v3`: the programs use BPF atomic
 //! fetch-add (kernel >= 5.12), which LLVM emits only for BPF v3, and aya-build 0.2.0 replaces
 //! CARGO_ENCODED_RUSTFLAGS wholesale, leaving no way to ask for it.
-use std::{env, ffi::OsString, fs, path::PathBuf, process::Command};
+use std::{
+    env,
+    ffi::OsString,
+    fs,
+    path::{Path, PathBuf},
+    process::Command,
+};
 
 use anyhow::{Context as _, anyhow, bail};
 
@@ -26,6 +32,7 @@ fn main() -> anyhow::Result<()> {
         .manifest_path
         .parent()
         .context("manifest without a directory")?;
+    emit_commit(metadata.workspace_root.as_std_path());
     println!("cargo:rerun-if-changed={ebpf_dir}");
     println!(
         "cargo:rerun-if-changed={}",
@@ -90,7 +97,10 @@ fn main() -> anyhow::Result<()> {
         }
         Ok(target_dir.join(TARGET).join("release"))
     };
-    let built = build(&[], &[], out_dir.join("ebpf-target"))?;
+    // One eBPF build per target directory, shared by the debug, release, musl and clippy builds
+    // of chaos-user (its own cargo lock keeps concurrent builds apart).
+    let ebpf_target = metadata.target_directory.as_std_path().join("ebpf");
+    let built = build(&[], &[], ebpf_target.join("default"))?;
     for bin in ebpf.targets.iter().filter(|target| target.is_bin()) {
         let from = built.join(&bin.name);
         fs::copy(&from, out_dir.join(&bin.name))
@@ -99,9 +109,34 @@ fn main() -> anyhow::Result<()> {
     let legacy = build(
         &["--cfg=chaos_legacy"],
         &["errno"],
-        out_dir.join("ebpf-target-legacy"),
+        ebpf_target.join("legacy"),
     )?;
     fs::copy(legacy.join("errno"), out_dir.join("errno-legacy"))
         .with_context(|| format!("copy {}", legacy.join("errno").display()))?;
     Ok(())
+}
+
+/// Sets CHAOS_COMMIT, the commit `chaos --version` names: git's HEAD, or "unknown" outside a
+/// checkout (a source tarball). Built again when HEAD moves.
+fn emit_commit(root: &Path) {
+    let git = |args: &[&str]| {
+        Command::new("git")
+            .args(args)
+            .current_dir(root)
+            .output()
+            .ok()
+            .filter(|output| output.status.success())
+            .map(|output| String::from_utf8_lossy(&output.stdout).trim().to_owned())
+    };
+    let commit = git(&["rev-parse", "--short=12", "HEAD"]).unwrap_or_else(|| "unknown".into());
+    // HEAD names the branch; the branch's ref file (or packed-refs) moves with each commit.
+    let branch = git(&["symbolic-ref", "-q", "HEAD"]);
+    for name in ["HEAD", "packed-refs"].into_iter().chain(branch.as_deref()) {
+        if let Some(path) = git(&["rev-parse", "--git-path", name])
+            && root.join(&path).exists()
+        {
+            println!("cargo:rerun-if-changed={}", root.join(path).display());
+        }
+    }
+    println!("cargo:rustc-env=CHAOS_COMMIT={commit}");
 }

@@ -110,6 +110,9 @@ pub struct TargetReport {
     /// The full container ID (or lxc name).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub container: Option<String>,
+    /// The pod's UID (--pod-uid).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pod: Option<String>,
     /// The cgroup v2 directory (process, cgroup and container targets).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cgroup: Option<String>,
@@ -132,6 +135,9 @@ impl TargetReport {
             (Some(pid), _) if self.tree => format!("pid {pid} and children"),
             (Some(pid), _) => format!("pid {pid}"),
             (None, Some(id)) => format!("container {}", &id[..id.len().min(12)]),
+            (None, None) if self.pod.is_some() => {
+                format!("pod {}", self.pod.as_deref().unwrap_or_default())
+            }
             (None, None) => match (&self.iface, &self.netns) {
                 (Some(iface), Some(netns)) => format!("{iface} in {netns}"),
                 (Some(iface), None) => iface.clone(),
@@ -348,6 +354,7 @@ mod tests {
                 pid: Some(7),
                 tree: false,
                 container: None,
+                pod: None,
                 matched: 3,
                 injected: 3,
                 cgroup: Some("/sys/fs/cgroup".into()),

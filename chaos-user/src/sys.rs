@@ -124,6 +124,16 @@ impl Netns {
         })
     }
 
+    /// Whether this is chaos's own network namespace (a host-network container's or pod's).
+    pub fn is_own(&self) -> bool {
+        use std::os::unix::fs::MetadataExt as _;
+        let id = |meta: std::fs::Metadata| (meta.dev(), meta.ino());
+        match (self.file.metadata(), std::fs::metadata("/proc/self/ns/net")) {
+            (Ok(target), Ok(own)) => id(target) == id(own),
+            _ => false,
+        }
+    }
+
     /// Runs `work` on this thread inside the namespace, then returns to the thread's own.
     pub fn enter<T>(&self, work: impl FnOnce() -> T) -> io::Result<T> {
         let own = File::open("/proc/thread-self/ns/net")?;

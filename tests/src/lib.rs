@@ -25,7 +25,7 @@ mod container;
 mod mounts;
 mod netbed;
 
-pub use container::TestContainer;
+pub use container::{TestContainer, podman_env};
 pub use mounts::TestMount;
 pub use netbed::{Peer, TestNet};
 

@@ -1,6 +1,7 @@
 //! Everything that is not `cargo build`: toolchain setup, tests on this host and in qemu guests,
 //! the demo. Reached with `cargo xtask`.
 
+mod dist;
 mod kernels;
 mod matrix;
 mod setup;
@@ -45,6 +46,9 @@ enum Task {
     /// Benchmark the errno faults: connect() on this host, open() in the qemu guest; prints
     /// ns per call per case and the required ratios.
     Bench,
+    /// Build the static `chaos` (musl, stripped, eBPF objects inside) and an OCI image FROM
+    /// scratch holding it: target/dist/chaos and target/dist/chaos-image.tar.
+    Dist,
     /// Build the faultinj-6.12 test kernel from Debian's linux-source-6.12 into
     /// ~/.cache/chaos/kernels (the guests use it when ../shared/kernels lacks the image or its
     /// checksum differs; without either, the first guest run builds it).
@@ -87,6 +91,7 @@ fn main() -> anyhow::Result<()> {
         Task::Fuzz { seconds } => test::fuzz(seconds),
         Task::SupportTable => matrix::write_support_table(),
         Task::BuildKernel => kernels::build_faultinj(),
+        Task::Dist => dist::run(),
         Task::VmTest { kernel, filter } => {
             let kernels: Vec<&str> = if kernel.iter().any(|k| k == "all") {
                 vm::MATRIX.to_vec()

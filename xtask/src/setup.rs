@@ -43,6 +43,22 @@ pub fn run() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Rust's musl target, for the static binary (`cargo xtask dist`).
+pub fn musl_target() -> anyhow::Result<()> {
+    let installed = Command::new("rustup")
+        .args(["target", "list", "--installed"])
+        .output()
+        .context("rustup target list")?;
+    if String::from_utf8_lossy(&installed.stdout)
+        .lines()
+        .any(|target| target == crate::dist::MUSL)
+    {
+        return Ok(());
+    }
+    eprintln!("setup: adding the {} target", crate::dist::MUSL);
+    run_command(Command::new("rustup").args(["target", "add", crate::dist::MUSL]))
+}
+
 /// Clippy for the nightly toolchain: CI lints the eBPF crate with it.
 fn nightly_clippy() -> anyhow::Result<()> {
     let present = Command::new("rustup")

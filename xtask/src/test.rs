@@ -24,6 +24,8 @@ const HOST_EXPECT: [&str; 8] = [
 pub fn all(host_only: bool, filter: Option<&str>) -> anyhow::Result<()> {
     setup::run()?;
     cargo(&["build"])?;
+    // The static binary and its image: tests/tests/dist.rs runs them, each guest probes with it.
+    crate::dist::run()?;
     let mut args = vec!["test", "--"];
     args.extend(filter);
     // Integration tests change cgroups and the kernel: one at a time. Passing tests' output is
@@ -83,6 +85,7 @@ pub fn in_vms(kernels: &[&str], filter: Option<&str>) -> anyhow::Result<()> {
         .map(|name| vm::Kernel::named(name))
         .collect::<anyhow::Result<Vec<_>>>()?;
     cargo(&["build", "--package", "chaos-user"])?;
+    crate::dist::run()?;
     let binaries = integration_test_binaries()?;
     let at_once = std::thread::available_parallelism()
         .map_or(1, std::num::NonZero::get)
@@ -117,9 +120,20 @@ pub fn in_vms(kernels: &[&str], filter: Option<&str>) -> anyhow::Result<()> {
         match outcome {
             Ok(0) => eprintln!("vm-test: {name}: passed in {} s", took.as_secs()),
             Ok(status) => {
+                // The binaries that failed, from the guest's results, so that the last lines
+                // of a long log say where to look.
+                let results = crate::matrix::results_dir(name).join("results");
+                let failed_binaries: Vec<String> = std::fs::read_to_string(results)
+                    .ok()
+                    .filter(|_| filter.is_none())
+                    .unwrap_or_default()
+                    .lines()
+                    .filter_map(|line| line.strip_suffix(" FAILED").map(str::to_owned))
+                    .collect();
                 eprintln!(
-                    "vm-test: {name}: FAILED (status {status}) after {} s",
-                    took.as_secs()
+                    "vm-test: {name}: FAILED (status {status}) after {} s: {}",
+                    took.as_secs(),
+                    failed_binaries.join(", ")
                 );
                 failed.push(name);
             }
@@ -146,10 +160,11 @@ fn guest_suite(
     prefix: &str,
 ) -> anyhow::Result<i32> {
     let chaos = workspace_root().join("target/debug/chaos");
-    // The probe's findings and each binary's outcome go to /scratch for the support table.
+    // The probe's findings and each binary's outcome go to /scratch for the support table; the
+    // static binary probes, which shows it runs on each kernel.
     let mut script = format!(
-        "status=0\n{} probe --json > /scratch/probe.json\n: > /scratch/results\n",
-        shell_quote(&chaos.display().to_string())
+        "status=0\n{} probe --json > /scratch/probe.json || status=1\n: > /scratch/results\n",
+        shell_quote(&crate::dist::dir().join("chaos").display().to_string())
     );
     for binary in binaries {
         let name = binary.rsplit('/').next().unwrap_or(binary);

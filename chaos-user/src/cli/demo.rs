@@ -111,6 +111,7 @@ pub fn execute(args: DemoArgs) -> Result<u8, Error> {
         processes: vec![ProcessTarget::resolve(target.child.id(), false, false)?],
         cgroup: None,
         container: None,
+        pod: None,
     };
     let report = run::calls_run(
         &targets,

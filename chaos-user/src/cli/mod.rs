@@ -101,13 +101,20 @@ pub struct TargetArgs {
 
     /// Every process in this cgroup v2 directory or below it, including ones that join later:
     /// a path under the cgroup v2 mount, or relative to it (/system.slice/nginx.service).
-    #[arg(long, value_name = "PATH", group = "target", conflicts_with_all = ["pid", "pid_tree", "comm", "container"])]
+    #[arg(long, value_name = "PATH", group = "target", conflicts_with_all = ["pid", "pid_tree", "comm", "container", "pod_uid"])]
     pub cgroup: Option<PathBuf>,
 
     /// Every process of this container, including ones started later (`podman exec`): its full
-    /// ID, a unique prefix of it, or its name (podman, docker, containerd, cri-o, lxc).
-    #[arg(long, value_name = "ID", group = "target", conflicts_with_all = ["pid", "pid_tree", "comm"])]
+    /// ID, a unique prefix of it, its name (podman, docker, containerd, cri-o, lxc), or
+    /// RUNTIME://ID as a Pod's status reports it (containerd://, cri-o://, docker://).
+    #[arg(long, value_name = "ID", group = "target", conflicts_with_all = ["pid", "pid_tree", "comm", "pod_uid"])]
     pub container: Option<String>,
+
+    /// Every process of every container of the pod with this UID on this node (its sandbox
+    /// included), found in kubelet's cgroups (`kubectl get pod NAME -o
+    /// jsonpath='{.metadata.uid}'`).
+    #[arg(long, value_name = "UID", group = "target", conflicts_with_all = ["pid", "pid_tree", "comm"])]
+    pub pod_uid: Option<String>,
 
     /// Every process whose command name (/proc/PID/comm) is NAME when the run starts.
     #[arg(long, value_name = "NAME", group = "target")]
@@ -123,6 +130,7 @@ impl TargetArgs {
             trees: &self.pid_tree,
             cgroup: self.cgroup.as_deref(),
             container: self.container.as_deref(),
+            pod_uid: self.pod_uid.as_deref(),
             comm: self.comm.as_deref(),
             force,
         })
@@ -148,6 +156,14 @@ pub fn require_privileges() -> Result<(), Error> {
     }
 }
 
+/// `chaos --version`: the version and the commit it was built from (build.rs).
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("CHAOS_COMMIT"),
+    ")"
+);
+
 const EXIT_CODES: &str = "\
 Exit codes:
   0  the run went as asked (also when Ctrl-C, SIGTERM or SIGHUP ended it early)
@@ -161,7 +177,7 @@ Exit codes:
 /// through eBPF programs that only its targets pay for, and takes every program out of the
 /// kernel when the run ends (a detached run: at its in-kernel deadline).
 #[derive(Debug, Parser)]
-#[command(name = "chaos", version, after_long_help = EXIT_CODES)]
+#[command(name = "chaos", version = VERSION, after_long_help = EXIT_CODES)]
 pub struct Cli {
     /// More log output on stderr: -v for debug, -vv for trace (RUST_LOG overrides).
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]

@@ -342,19 +342,29 @@ pub struct NetTargetArgs {
         long,
         value_name = "NETNS",
         group = "net_target",
-        conflicts_with = "container"
+        conflicts_with_all = ["container", "pod_uid"]
     )]
     pub netns: Option<String>,
 
-    /// A container's network namespace (its full ID, a unique prefix or its name, as for
-    /// `chaos fail`): every interface in it but lo, or --iface inside it.
-    #[arg(long, value_name = "ID", group = "net_target")]
+    /// A container's network namespace (its full ID, a unique prefix, its name or
+    /// RUNTIME://ID, as for `chaos fail`): every interface in it but lo, or --iface inside it.
+    /// A Kubernetes container's is its pod's, found through the pod's sandbox.
+    #[arg(
+        long,
+        value_name = "ID",
+        group = "net_target",
+        conflicts_with = "pod_uid"
+    )]
     pub container: Option<String>,
+
+    /// The network namespace of the pod with this UID on this node (its sandbox's).
+    #[arg(long, value_name = "UID", group = "net_target")]
+    pub pod_uid: Option<String>,
 
     /// The packets arriving for the sockets of the processes in this cgroup v2 directory (and
     /// below), whatever namespace or interface they use: a host-network container, one service.
     /// Ingress drops only (cgroup_skb).
-    #[arg(long, value_name = "PATH", group = "net_target", conflicts_with_all = ["iface", "netns", "container"])]
+    #[arg(long, value_name = "PATH", group = "net_target", conflicts_with_all = ["iface", "netns", "container", "pod_uid"])]
     pub cgroup: Option<std::path::PathBuf>,
 }
 
@@ -492,6 +502,7 @@ fn packet_fault(
         cgroup: target.cgroup.as_deref(),
         netns: target.netns.as_deref(),
         container: target.container.as_deref(),
+        pod_uid: target.pod_uid.as_deref(),
         iface: target.iface.as_deref(),
     };
     let target = NetTarget::resolve(spec, run_args.force)?;

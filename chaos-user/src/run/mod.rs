@@ -293,6 +293,7 @@ pub fn net_run(run: &NetFaultRun<'_>, lifetime: Duration) -> Result<Report, RunE
         pid: None,
         tree: false,
         container: target.container.clone(),
+        pod: target.pod.clone(),
         cgroup: target.cgroup.as_ref().map(|c| c.path.display().to_string()),
         iface: (!target.ifaces.is_empty()).then(|| target.ifaces.join(",")),
         netns: target
@@ -390,6 +391,7 @@ fn target_reports(targets: &Targets, attachment: &CallsAttachment) -> Vec<Target
             pid: Some(p.pid),
             tree: p.tree,
             container: None,
+            pod: None,
             cgroup: Some(p.cgroup.display().to_string()),
             iface: None,
             netns: None,
@@ -403,6 +405,7 @@ fn target_reports(targets: &Targets, attachment: &CallsAttachment) -> Vec<Target
             pid: None,
             tree: false,
             container: targets.container.as_ref().map(|c| c.id.clone()),
+            pod: targets.pod.as_ref().map(|p| p.uid.clone()),
             cgroup: Some(c.path.display().to_string()),
             iface: None,
             netns: None,

@@ -19,11 +19,19 @@ pub struct Container {
     pub cgroup: PathBuf,
 }
 
-/// The container that `query` names: its full ID, a unique prefix of its ID, or its name (lxc
-/// names are in the cgroup tree; podman and docker names are asked of their CLI when installed).
+/// The runtimes of the IDs Kubernetes reports, `containerd://ID` (a Pod's
+/// status.containerStatuses[].containerID); each is also the runtime its cgroup names.
+const CRI_RUNTIMES: [&str; 3] = ["containerd", "cri-o", "docker"];
+
+/// The container that `query` names: its full ID, a unique prefix of its ID, its name (lxc
+/// names are in the cgroup tree; podman and docker names are asked of their CLI when installed),
+/// or `RUNTIME://ID` as Kubernetes reports it.
 pub fn resolve(query: &str) -> Result<Container, TargetError> {
     let mount = super::cgroup2_mount()?;
     let running = running_containers(&mount);
+    if let Some((runtime, id)) = query.split_once("://") {
+        return by_runtime_id(query, runtime, id, &running);
+    }
     if let Some(found) = pick(query, &running)? {
         return Ok(found);
     }
@@ -37,6 +45,30 @@ pub fn resolve(query: &str) -> Result<Container, TargetError> {
         query: query.to_owned(),
         running: running.len(),
     })
+}
+
+/// The container of `runtime` (containerd, cri-o, docker) whose full ID is `id`: a cgroup named
+/// for that runtime, or a bare ID (kubelet's cgroupfs layout names no runtime).
+fn by_runtime_id(
+    query: &str,
+    runtime: &str,
+    id: &str,
+    running: &[Container],
+) -> Result<Container, TargetError> {
+    if !CRI_RUNTIMES.contains(&runtime) {
+        return Err(TargetError::UnknownRuntime {
+            query: query.to_owned(),
+            runtime: runtime.to_owned(),
+        });
+    }
+    running
+        .iter()
+        .find(|c| c.id == id && (c.runtime == runtime || c.runtime == "container"))
+        .cloned()
+        .ok_or_else(|| TargetError::NoSuchContainer {
+            query: query.to_owned(),
+            running: running.len(),
+        })
 }
 
 /// The container among `running` that `query` names by full ID, lxc name or unique ID prefix;
@@ -226,5 +258,39 @@ mod tests {
         let err = pick("a1", &running).unwrap_err().to_string();
         assert!(err.contains(A) && err.contains(B), "{err}");
         assert!(pick("", &running).is_err());
+    }
+
+    #[test]
+    fn kubernetes_ids_name_their_runtime() {
+        let running = [
+            container(A, "containerd"),
+            container(B, "container"),
+            container(&"c".repeat(64), "cri-o"),
+            container(&"d".repeat(64), "podman"),
+        ];
+        let found = |query: &str| {
+            let (runtime, id) = query.split_once("://").unwrap();
+            by_runtime_id(query, runtime, id, &running)
+        };
+        assert_eq!(found(&format!("containerd://{A}")).unwrap().id, A);
+        // A bare ID (cgroupfs driver) serves any of the three runtimes.
+        assert_eq!(found(&format!("containerd://{B}")).unwrap().id, B);
+        assert_eq!(found(&format!("cri-o://{B}")).unwrap().id, B);
+        assert_eq!(found(&format!("docker://{B}")).unwrap().id, B);
+        assert_eq!(
+            found(&format!("cri-o://{}", "c".repeat(64)))
+                .unwrap()
+                .runtime,
+            "cri-o"
+        );
+        // The runtime must match, and Kubernetes gives whole IDs: no prefixes.
+        assert!(found(&format!("cri-o://{A}")).is_err());
+        assert!(found(&format!("docker://{}", "d".repeat(64))).is_err());
+        assert!(found("containerd://a1b2").is_err());
+        let err = found(&format!("rkt://{A}")).unwrap_err().to_string();
+        assert!(
+            err.contains("'rkt'") && err.contains("containerd://ID"),
+            "{err}"
+        );
     }
 }

@@ -11,8 +11,10 @@ use thiserror::Error;
 
 pub mod container;
 pub mod net;
+pub mod pod;
 
 pub use container::Container;
+pub use pod::Pod;
 
 #[derive(Debug, Error)]
 pub enum TargetError {
@@ -65,6 +67,14 @@ pub enum TargetError {
     )]
     DefaultRouteIface(String),
     #[error(
+        "unknown container runtime '{runtime}' in '{query}': expected containerd://ID, cri-o://ID or docker://ID (a Pod's status.containerStatuses[].containerID)"
+    )]
+    UnknownRuntime { query: String, runtime: String },
+    #[error(
+        "no pod with UID '{uid}' runs on this node ({running} pods found in the kubepods cgroups under the cgroup v2 mount): expected a pod's metadata.uid, as `kubectl get pod NAME -o jsonpath='{{.metadata.uid}}'` prints it"
+    )]
+    NoSuchPod { uid: String, running: usize },
+    #[error(
         "container '{query}' is ambiguous: it is a prefix of the IDs {candidates}; give more of the ID"
     )]
     AmbiguousContainer { query: String, candidates: String },
@@ -79,6 +89,8 @@ pub struct Targets {
     pub cgroup: Option<CgroupTarget>,
     /// The container whose cgroup that is (--container): the run ends when it stops.
     pub container: Option<Container>,
+    /// The pod whose cgroup that is (--pod-uid): the run ends when it is deleted.
+    pub pod: Option<Pod>,
 }
 
 /// What to fault, as the user named it.
@@ -92,6 +104,8 @@ pub struct TargetSpec<'a> {
     pub cgroup: Option<&'a Path>,
     /// `--container`: every process of this container (ID, prefix or name).
     pub container: Option<&'a str>,
+    /// `--pod-uid`: every process of every container of this pod, its sandbox included.
+    pub pod_uid: Option<&'a str>,
     /// `--comm`: every process of this command name when the run starts.
     pub comm: Option<&'a str>,
     /// Lift the guards (PID 1, chaos and its parents, kernel threads, the root cgroup).
@@ -107,6 +121,7 @@ impl Targets {
                 processes: Vec::new(),
                 cgroup: Some(CgroupTarget::resolve(path, force)?),
                 container: None,
+                pod: None,
             });
         }
         if let Some(query) = spec.container {
@@ -115,6 +130,16 @@ impl Targets {
                 processes: Vec::new(),
                 cgroup: Some(CgroupTarget::resolve(&container.cgroup, force)?),
                 container: Some(container),
+                pod: None,
+            });
+        }
+        if let Some(uid) = spec.pod_uid {
+            let pod = pod::resolve(uid)?;
+            return Ok(Targets {
+                processes: Vec::new(),
+                cgroup: Some(CgroupTarget::resolve(&pod.cgroup, force)?),
+                container: None,
+                pod: Some(pod),
             });
         }
         let mut processes: Vec<ProcessTarget> = Vec::new();
@@ -149,11 +174,15 @@ impl Targets {
             processes,
             cgroup: None,
             container: None,
+            pod: None,
         })
     }
 
     /// A short description for the start line and `chaos list`.
     pub fn describe(&self) -> String {
+        if let Some(pod) = &self.pod {
+            return format!("every container of pod {} ({})", pod.uid, pod.qos.as_str());
+        }
         match (&self.container, &self.cgroup) {
             (Some(container), _) => format!(
                 "every process of {} container {}",
@@ -193,11 +222,12 @@ impl Targets {
         self.cgroup.is_none()
     }
 
-    /// Whether the target container has stopped (its cgroup directory is gone).
+    /// Whether the target container has stopped or the target pod is gone (its cgroup
+    /// directory was removed).
     pub fn container_stopped(&self) -> bool {
-        self.container
-            .as_ref()
-            .is_some_and(|container| !container.cgroup.exists())
+        let container = self.container.as_ref().map(|c| &c.cgroup);
+        let pod = self.pod.as_ref().map(|p| &p.cgroup);
+        container.or(pod).is_some_and(|dir| !dir.exists())
     }
 }
 

@@ -19,6 +19,8 @@ pub struct NetTarget {
     pub cgroup: Option<super::CgroupTarget>,
     /// The container whose namespace it is (--container): its full ID.
     pub container: Option<String>,
+    /// The pod whose namespace it is (--pod-uid): its UID.
+    pub pod: Option<String>,
 }
 
 /// Opens `spec`: a path, a PID (the namespace of that process) or a name under /run/netns (as
@@ -38,15 +40,16 @@ pub fn open_netns(spec: &str) -> Result<Netns, TargetError> {
 }
 
 impl NetTarget {
-    /// The network namespace of a container: that of a process in its cgroup.
-    fn container_netns(container: &super::Container) -> Result<Netns, TargetError> {
-        let procs = container.cgroup.join("cgroup.procs");
-        let pid = std::fs::read_to_string(&procs)
-            .ok()
-            .and_then(|pids| pids.lines().next().map(str::to_owned))
+    /// The network namespace of the processes in `dir`: a container's, or a pod's (its
+    /// sandbox's). A Kubernetes container with no process now (crash-looping, not started yet)
+    /// shares its pod's, so a container directory inside a pod falls back to the pod's.
+    fn group_netns(name: &str, dir: &Path) -> Result<Netns, TargetError> {
+        let pod_dir = dir.parent().filter(|parent| super::pod::is_pod_dir(parent));
+        let pid = super::pod::first_process_under(dir)
+            .or_else(|| pod_dir.and_then(super::pod::first_process_under))
             .ok_or_else(|| TargetError::NoSuchNetns {
-                spec: container.id.clone(),
-                reason: format!("the container has no process in {}", procs.display()),
+                spec: name.to_owned(),
+                reason: format!("no process is in {} or below it", dir.display()),
             })?;
         open_netns(&format!("/proc/{pid}/ns/net"))
     }
@@ -58,6 +61,7 @@ pub struct NetTargetSpec<'a> {
     pub cgroup: Option<&'a Path>,
     pub netns: Option<&'a str>,
     pub container: Option<&'a str>,
+    pub pod_uid: Option<&'a str>,
     pub iface: Option<&'a str>,
 }
 
@@ -87,6 +91,7 @@ impl NetTarget {
                 ifaces: Vec::new(),
                 cgroup: Some(super::CgroupTarget::resolve(path, force)?),
                 container: None,
+                pod: None,
             });
         }
         let iface = spec.iface;
@@ -95,10 +100,18 @@ impl NetTarget {
             .filter(|_| spec.netns.is_none())
             .map(super::container::resolve)
             .transpose()?;
-        let netns = match (spec.netns, &container) {
-            (Some(netns), _) => Some(open_netns(netns)?),
-            (None, Some(container)) => Some(Self::container_netns(container)?),
-            (None, None) => None,
+        let pod = spec
+            .pod_uid
+            .filter(|_| spec.netns.is_none() && container.is_none())
+            .map(super::pod::resolve)
+            .transpose()?;
+        let netns = match (spec.netns, &container, &pod) {
+            (Some(netns), _, _) => Some(open_netns(netns)?),
+            (None, Some(container), _) => {
+                Some(Self::group_netns(&container.id, &container.cgroup)?)
+            }
+            (None, None, Some(pod)) => Some(Self::group_netns(&pod.uid, &pod.cgroup)?),
+            (None, None, None) => None,
         };
         let in_netns = |work: &dyn Fn() -> Result<Vec<String>, TargetError>| match &netns {
             Some(ns) => ns.enter(work).map_err(|source| TargetError::Proc {
@@ -129,7 +142,8 @@ impl NetTarget {
         if ifaces.is_empty() {
             return Err(TargetError::NoIfaces(where_()));
         }
-        if netns.is_none() && !force {
+        // Guarded in chaos's own namespace, however it was named (a host-network pod's).
+        if netns.as_ref().is_none_or(Netns::is_own) && !force {
             let routes = std::fs::read_to_string("/proc/net/route").unwrap_or_default();
             let routes6 = std::fs::read_to_string("/proc/net/ipv6_route").unwrap_or_default();
             if let Some(default) = ifaces
@@ -144,6 +158,7 @@ impl NetTarget {
             ifaces,
             cgroup: None,
             container: container.map(|c| c.id),
+            pod: pod.map(|p| p.uid),
         })
     }
 }

@@ -4,7 +4,7 @@
 //!   victim OP ARG
 //!
 //! OP is one of chaos's operations; ARG is a directory of the victim's own for file operations,
-//! or `ip:port` (TCP) or a UNIX socket's path for connect.
+//! or `ip:port` (TCP), a UNIX socket's path, or `-` (a loopback listener of its own) for connect.
 //! The loop makes no other call of the same kind (no allocation after
 //! start, no unlock after a lock), so the failures it reports are exactly the ones chaos injected.
 //! Reports go to stdout, except for `write`, whose reports would themselves be writes: those go
@@ -277,8 +277,17 @@ fn make_call(op: &str, arg: &str) -> Call {
             let path = arg.to_owned();
             Box::new(move || std::os::unix::net::UnixStream::connect(&path).map(drop))
         }
+        // "-": a listener of its own on loopback, which a container without a network has too.
+        "connect" if arg == "-" => {
+            let listener = TcpListener::bind("127.0.0.1:0").expect("listen");
+            let address = listener.local_addr().unwrap();
+            Box::new(move || {
+                let client = TcpStream::connect(address)?;
+                listener.accept().map(|_| drop(client))
+            })
+        }
         "connect" => {
-            let address: SocketAddr = arg.parse().expect("connect takes ip:port or a path");
+            let address: SocketAddr = arg.parse().expect("connect takes ip:port, a path or -");
             Box::new(move || TcpStream::connect(address).map(drop))
         }
         "bind" => Box::new(|| UdpSocket::bind("127.0.0.1:0").map(drop)),

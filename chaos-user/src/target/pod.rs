@@ -1,0 +1,252 @@
+//! Kubernetes pods on this node, found through the cgroup v2 directories kubelet makes for them:
+//! `kubepods/[burstable/|besteffort/]pod<UID>` with the cgroupfs driver,
+//! `kubepods[-burstable|-besteffort]-pod<UID, '-' as '_'>.slice` with the systemd driver (under
+//! whatever root kubelet was given: `kubelet.slice/kubelet-kubepods.slice` in kind). Every
+//! container of the pod, its sandbox included, has its cgroup below the pod's.
+
+use std::{
+    fs,
+    path::{Path, PathBuf},
+};
+
+use super::TargetError;
+
+/// A pod on this node.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Pod {
+    /// Its UID, as `metadata.uid` spells it.
+    pub uid: String,
+    pub qos: Qos,
+    pub cgroup: PathBuf,
+}
+
+/// The pod's QoS class, which kubelet encodes in the cgroup path.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Qos {
+    Guaranteed,
+    Burstable,
+    BestEffort,
+}
+
+impl Qos {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Qos::Guaranteed => "Guaranteed",
+            Qos::Burstable => "Burstable",
+            Qos::BestEffort => "BestEffort",
+        }
+    }
+}
+
+/// The pod whose UID is `uid` (as `kubectl get pod -o jsonpath='{.metadata.uid}'` prints it).
+pub fn resolve(uid: &str) -> Result<Pod, TargetError> {
+    let mount = super::cgroup2_mount()?;
+    let pods = running_pods(&mount);
+    let wanted = uid.trim().to_ascii_lowercase();
+    pods.iter()
+        .find(|pod| pod.uid == wanted)
+        .cloned()
+        .ok_or_else(|| TargetError::NoSuchPod {
+            uid: uid.to_owned(),
+            running: pods.len(),
+        })
+}
+
+/// Every pod cgroup under the v2 mount; a pod's own subdirectories are not searched.
+pub fn running_pods(mount: &Path) -> Vec<Pod> {
+    let mut found = Vec::new();
+    let mut pending = vec![mount.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        let Ok(entries) = fs::read_dir(&dir) else {
+            continue;
+        };
+        let parent = dir.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+        for entry in entries.flatten() {
+            if !entry.file_type().is_ok_and(|t| t.is_dir()) {
+                continue;
+            }
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else { continue };
+            match pod_of_dir(parent, name) {
+                Some((qos, uid)) => found.push(Pod {
+                    uid,
+                    qos,
+                    cgroup: entry.path(),
+                }),
+                None => pending.push(entry.path()),
+            }
+        }
+    }
+    found.sort_by(|a, b| a.uid.cmp(&b.uid));
+    found
+}
+
+/// The QoS class and UID of the pod whose cgroup directory is `name` inside `parent`, if it is
+/// a pod's.
+fn pod_of_dir(parent: &str, name: &str) -> Option<(Qos, String)> {
+    if let Some(stem) = name.strip_suffix(".slice") {
+        // systemd: kubepods-burstable-pod0c7b…_…_….slice; '-' separates slice levels, so the
+        // UID's dashes are underscores.
+        let (slice, uid) = stem.rsplit_once("-pod")?;
+        let uid = uid.replace('_', "-");
+        let qos = if slice.ends_with("kubepods-burstable") {
+            Qos::Burstable
+        } else if slice.ends_with("kubepods-besteffort") {
+            Qos::BestEffort
+        } else if slice.ends_with("kubepods") {
+            Qos::Guaranteed
+        } else {
+            return None;
+        };
+        return is_pod_uid(&uid).then_some((qos, uid));
+    }
+    let uid = name.strip_prefix("pod").filter(|uid| is_pod_uid(uid))?;
+    let qos = match parent {
+        "burstable" => Qos::Burstable,
+        "besteffort" => Qos::BestEffort,
+        "kubepods" => Qos::Guaranteed,
+        _ => return None,
+    };
+    Some((qos, uid.to_owned()))
+}
+
+/// Pod UIDs are UUIDs (8-4-4-4-12 lowercase hex), or 32 hex digits for static pods (a hash of
+/// their manifest).
+fn is_pod_uid(s: &str) -> bool {
+    let hex = |part: &str| part.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+    let parts: Vec<&str> = s.split('-').collect();
+    match parts.as_slice() {
+        [whole] => whole.len() == 32 && hex(whole),
+        parts => parts.iter().map(|p| p.len()).eq([8, 4, 4, 4, 12]) && parts.iter().all(|p| hex(p)),
+    }
+}
+
+/// The first process found in `dir` or below it: a pod's sandbox, or any of its containers.
+pub fn first_process_under(dir: &Path) -> Option<u32> {
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        let procs = fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
+        if let Some(pid) = procs.lines().find_map(|line| line.trim().parse().ok()) {
+            return Some(pid);
+        }
+        let Ok(entries) = fs::read_dir(&dir) else {
+            continue;
+        };
+        pending.extend(
+            entries
+                .flatten()
+                .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                .map(|e| e.path()),
+        );
+    }
+    None
+}
+
+/// Whether `dir` is a pod's cgroup directory.
+pub fn is_pod_dir(dir: &Path) -> bool {
+    let name = |p: &Path| {
+        p.file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let parent = dir.parent().map(name).unwrap_or_default();
+    pod_of_dir(&parent, &name(dir)).is_some()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const UID: &str = "0c7b3b4e-5f1a-4c2d-9e8f-1a2b3c4d5e6f";
+    const UNDERSCORED: &str = "0c7b3b4e_5f1a_4c2d_9e8f_1a2b3c4d5e6f";
+    const STATIC: &str = "6b4b1c9e3f0a7d2e8c5b4a3f2e1d0c9b";
+
+    #[test]
+    fn finds_pods_in_every_driver_and_qos_layout() {
+        let cases = [
+            // cgroupfs driver: kubepods/pod<UID>, kubepods/<qos>/pod<UID>.
+            ("kubepods", format!("pod{UID}"), Qos::Guaranteed, UID),
+            ("burstable", format!("pod{UID}"), Qos::Burstable, UID),
+            ("besteffort", format!("pod{UID}"), Qos::BestEffort, UID),
+            ("kubepods", format!("pod{STATIC}"), Qos::Guaranteed, STATIC),
+            // systemd driver.
+            (
+                "kubepods.slice",
+                format!("kubepods-pod{UNDERSCORED}.slice"),
+                Qos::Guaranteed,
+                UID,
+            ),
+            (
+                "kubepods-burstable.slice",
+                format!("kubepods-burstable-pod{UNDERSCORED}.slice"),
+                Qos::Burstable,
+                UID,
+            ),
+            (
+                "kubepods-besteffort.slice",
+                format!("kubepods-besteffort-pod{UNDERSCORED}.slice"),
+                Qos::BestEffort,
+                UID,
+            ),
+            // kind and other nested kubelets: the same names under another root.
+            (
+                "kubelet-kubepods-burstable.slice",
+                format!("kubelet-kubepods-burstable-pod{UNDERSCORED}.slice"),
+                Qos::Burstable,
+                UID,
+            ),
+        ];
+        for (parent, name, qos, uid) in cases {
+            assert_eq!(
+                pod_of_dir(parent, &name),
+                Some((qos, uid.to_owned())),
+                "{parent}/{name}"
+            );
+        }
+    }
+
+    #[test]
+    fn other_directories_are_not_pods() {
+        let not_pods = [
+            ("kubepods", "burstable".to_owned()),
+            ("kubepods.slice", "kubepods-burstable.slice".to_owned()),
+            ("system.slice", format!("app-pod{UNDERSCORED}.slice")),
+            ("system.slice", "podman.service".to_owned()),
+            ("machine.slice", format!("libpod-pod-{STATIC}.slice")),
+            ("user.slice", format!("pod{UID}")),
+            ("kubepods", "pod0c7b3b4e".to_owned()),
+            ("burstable", format!("pod{}", UID.to_uppercase())),
+        ];
+        for (parent, name) in not_pods {
+            assert_eq!(pod_of_dir(parent, &name), None, "{parent}/{name}");
+        }
+    }
+
+    #[test]
+    fn walks_a_cgroup_tree_to_its_pods_and_their_first_process() {
+        let root = std::env::temp_dir().join(format!("chaos-pods-{}", std::process::id()));
+        let pod = root.join(format!("kubepods/burstable/pod{UID}"));
+        let sandbox = pod.join("a".repeat(64));
+        fs::create_dir_all(&sandbox).unwrap();
+        fs::create_dir_all(root.join(format!(
+            "kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod{}.slice",
+            STATIC
+        )))
+        .unwrap();
+        fs::write(pod.join("cgroup.procs"), "").unwrap();
+        fs::write(sandbox.join("cgroup.procs"), "4242\n4243\n").unwrap();
+        let pods = running_pods(&root);
+        assert_eq!(
+            pods.iter()
+                .map(|p| (p.uid.as_str(), p.qos))
+                .collect::<Vec<_>>(),
+            [(UID, Qos::Burstable), (STATIC, Qos::BestEffort)]
+        );
+        assert!(is_pod_dir(&pods[0].cgroup));
+        assert!(!is_pod_dir(&sandbox));
+        assert_eq!(first_process_under(&pod), Some(4242));
+        assert_eq!(first_process_under(&pods[1].cgroup), None);
+        fs::remove_dir_all(&root).unwrap();
+    }
+}

@@ -1,0 +1,187 @@
+//! What `cargo xtask dist` ships (target/dist, or $CHAOS_DIST): a static `chaos` that runs where
+//! there is no Rust and no glibc, and its FROM-scratch image, which run as a Kubernetes
+//! DaemonSet pod runs it (host PID namespace, privileged, the host's bpffs and cgroup tree
+//! mounted) fails one sibling container's connect() and nothing else, and leaves nothing behind
+//! when its process is SIGKILLed.
+
+use std::{
+    path::PathBuf,
+    process::{Command, Output, Stdio},
+};
+
+use chaos_common::names::STATUS_LINES_ENV;
+use chaos_tests::{
+    Chaos, TestContainer, assert_no_chaos_programs, chaos, monotonic_ns, podman_env,
+};
+
+const VICTIM: &str = env!("CARGO_BIN_EXE_victim");
+/// The most the static binary may weigh.
+const MAX_BYTES: u64 = 10 * 1024 * 1024;
+
+/// The directory `cargo xtask dist` fills (`cargo xtask test` runs it first).
+fn dist_dir() -> PathBuf {
+    let dir = std::env::var_os("CHAOS_DIST").map_or_else(
+        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/dist"),
+        PathBuf::from,
+    );
+    assert!(
+        dir.join("chaos").exists() && dir.join("chaos-image.tar").exists(),
+        "no static binary and image in {}: run `cargo xtask dist` first (`cargo xtask test` does)",
+        dir.display()
+    );
+    dir
+}
+
+fn podman(args: &[&str]) -> Output {
+    Command::new("podman")
+        .args(args)
+        .envs(podman_env())
+        .stdin(Stdio::null())
+        .output()
+        .expect("run podman")
+}
+
+/// Loads the image into the tests' podman storage, as a node would import it; its name.
+fn load_image() -> &'static str {
+    let archive = dist_dir().join("chaos-image.tar");
+    let loaded = podman(&["load", "--quiet", "--input", archive.to_str().unwrap()]);
+    assert!(
+        loaded.status.success(),
+        "podman load: {}",
+        String::from_utf8_lossy(&loaded.stderr)
+    );
+    "localhost/chaos:dist"
+}
+
+fn text(output: &Output) -> String {
+    format!(
+        "{:?}\nstdout: {}\nstderr: {}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+#[test]
+fn the_static_binary_runs_in_an_image_with_nothing_else() {
+    let binary = dist_dir().join("chaos");
+    let size = std::fs::metadata(&binary).unwrap().len();
+    assert!(size <= MAX_BYTES, "{} is {size} bytes", binary.display());
+    let image = load_image();
+
+    // The same version and commit as the binary the other tests run.
+    let own = chaos(&["--version"]);
+    let version = podman(&["run", "--rm", image, "--version"]);
+    assert!(version.status.success(), "{}", text(&version));
+    assert_eq!(
+        String::from_utf8_lossy(&version.stdout),
+        String::from_utf8_lossy(&own.stdout)
+    );
+    assert!(
+        String::from_utf8_lossy(&version.stdout).contains("(commit "),
+        "{}",
+        text(&version)
+    );
+
+    // Nothing but chaos in it: no shell, no libc, no loader.
+    let shell = podman(&[
+        "run",
+        "--rm",
+        "--entrypoint",
+        "/bin/sh",
+        image,
+        "-c",
+        "true",
+    ]);
+    assert!(!shell.status.success(), "the image has a shell");
+
+    // It loads programs from inside the container: its probe finds what the host's finds.
+    let probe = |output: Output| -> Vec<(String, bool)> {
+        assert!(output.status.success(), "{}", text(&output));
+        let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+        report["findings"]
+            .as_array()
+            .expect("findings")
+            .iter()
+            // These two run iproute2's `ip` and `tc`, which the image does not hold (README).
+            .filter(|f| f["feature"] != "bridge" && f["feature"] != "sch-fq")
+            .map(|f| {
+                (
+                    f["feature"].as_str().unwrap().to_owned(),
+                    f["supported"] == true,
+                )
+            })
+            .collect()
+    };
+    let in_image = probe(podman(&[
+        "run",
+        "--rm",
+        "--privileged",
+        "--volume=/sys/fs/bpf:/sys/fs/bpf",
+        "--volume=/sys/fs/cgroup:/sys/fs/cgroup",
+        image,
+        "probe",
+        "--json",
+    ]));
+    let on_host = probe(chaos(&["probe", "--json"]));
+    assert_eq!(in_image, on_host);
+}
+
+#[test]
+fn the_image_as_a_daemonset_pod_fails_one_sibling_container_only() {
+    let image = load_image();
+    let target = TestContainer::start("dist-target", VICTIM);
+    let neighbour = TestContainer::start("dist-neighbour", VICTIM);
+    let victim = target.exec_victim("connect", "-");
+    let sibling = neighbour.exec_victim("connect", "-");
+    let injector = format!("chaos-test-injector-{}", std::process::id());
+    let status_lines = format!("{STATUS_LINES_ENV}=1");
+    let start = monotonic_ns();
+    // What a DaemonSet pod gets: the host's PID namespace, privileges, the host's bpffs and
+    // cgroup tree (hostPath volumes); its own mount, network and cgroup namespaces.
+    let mut run = Command::new("podman");
+    run.envs(podman_env())
+        .args(["run", "--rm", "--name", &injector])
+        .args(["--pid=host", "--privileged", "--network=none"])
+        .args(["--volume=/sys/fs/bpf:/sys/fs/bpf"])
+        .args(["--volume=/sys/fs/cgroup:/sys/fs/cgroup"])
+        .args(["--env", &status_lines, image])
+        .args(["fail", "--container", &target.id, "--op", "connect"])
+        .args(["--errno", "EHOSTUNREACH", "--for", "10m"]);
+    let chaos = Chaos::spawn_live(&mut run);
+    victim.wait_for_failure();
+    let live = monotonic_ns();
+    victim.wait_for_call_after(live + 200_000_000);
+
+    // SIGKILL, as a deleted pod's container gets once its grace period is over.
+    let killed = podman(&["kill", "--signal", "KILL", &injector]);
+    assert!(killed.status.success(), "{}", text(&killed));
+    let killed_at = monotonic_ns();
+    let output = chaos.wait_with_output().expect("podman run");
+    assert!(!output.status.success(), "the injector was not killed");
+    assert_no_chaos_programs();
+    victim.wait_for_call_after(monotonic_ns() + 200_000_000);
+
+    let calls = victim.calls();
+    let failed: Vec<i32> = calls.iter().filter_map(|c| c.errno).collect();
+    assert!(
+        !failed.is_empty() && failed.iter().all(|&e| e == libc::EHOSTUNREACH),
+        "the target's connect() must fail with EHOSTUNREACH only: {failed:?}"
+    );
+    assert!(
+        calls
+            .iter()
+            .filter(|c| c.at_ns < start || c.at_ns > killed_at + 100_000_000)
+            .all(|c| c.errno.is_none()),
+        "the target failed outside the run"
+    );
+    assert!(
+        sibling.calls().iter().all(|c| c.errno.is_none()),
+        "the sibling container was hit"
+    );
+    // A run that is not detached pins nothing; nothing may be left under chaos's pin root.
+    let pinned: Vec<_> = std::fs::read_dir("/sys/fs/bpf/chaos")
+        .map(|dir| dir.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(pinned.is_empty(), "left pinned: {pinned:?}");
+}
