@@ -22,6 +22,7 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "kmod",           // depmod for the Debian kernels' module trees
     "iperf3",         // the network benchmark
     "podman",         // real containers for the --container tests
+    "python3-venv",   // the tests' Python tools (python_tools)
     "qemu-system-x86",
     "runc",       // podman's runtime here (crun refuses hybrid cgroups)
     "strace",     // the benchmark's comparison point
@@ -32,6 +33,10 @@ const DEBIAN_PACKAGES: &[&str] = &[
 /// The bpf-linker release built here, and the nightly toolchain that builds the eBPF side.
 const BPF_LINKER_VERSION: &str = "0.13.0";
 pub const NIGHTLY: &str = "nightly";
+/// Python tools from PyPI the tests run, pinned, in a venv of their own (python_tools).
+const PYPI_PACKAGES: &[&str] = &[
+    "kubernetes-validate==1.37.0", // deploy/kubernetes against Kubernetes' own schemas
+];
 /// The cargo-fuzz release `cargo xtask fuzz` installs.
 const CARGO_FUZZ_VERSION: &str = "0.13.2";
 
@@ -40,7 +45,44 @@ pub fn run() -> anyhow::Result<()> {
     rust_src()?;
     nightly_clippy()?;
     bpf_linker()?;
+    python_tools()?;
     Ok(())
+}
+
+/// The venv holding [`PYPI_PACKAGES`]; the tests find its `bin` in CHAOS_PYTHON_BIN.
+pub fn python_venv() -> anyhow::Result<PathBuf> {
+    let home = std::env::var_os("HOME").context("HOME is not set")?;
+    Ok(PathBuf::from(home).join(".local/share/chaos/python"))
+}
+
+/// Creates the venv with Debian's python3 and installs what is missing from PyPI.
+fn python_tools() -> anyhow::Result<()> {
+    let venv = python_venv()?;
+    let pip = venv.join("bin/pip");
+    if !pip.exists() {
+        eprintln!("setup: making a Python venv at {}", venv.display());
+        run_command(
+            Command::new("/usr/bin/python3")
+                .args(["-m", "venv"])
+                .arg(&venv),
+        )?;
+    }
+    let frozen = Command::new(&pip).args(["freeze"]).output()?;
+    let have = String::from_utf8_lossy(&frozen.stdout).to_lowercase();
+    let missing: Vec<&str> = PYPI_PACKAGES
+        .iter()
+        .copied()
+        .filter(|package| !have.lines().any(|line| line == package.to_lowercase()))
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    eprintln!("setup: installing from PyPI {}", missing.join(" "));
+    run_command(
+        Command::new(&pip)
+            .args(["install", "--quiet"])
+            .args(&missing),
+    )
 }
 
 /// Rust's musl target, for the static binary (`cargo xtask dist`).

@@ -5,6 +5,7 @@ pub mod detached;
 pub mod error;
 pub mod experiment;
 pub mod fail;
+pub mod idle;
 pub mod net;
 pub mod probe;
 pub mod run_file;
@@ -198,6 +199,7 @@ pub enum Command {
     Cleanup(detached::CleanupArgs),
     Probe(probe::ProbeArgs),
     Demo(demo::DemoArgs),
+    Idle(idle::IdleArgs),
     /// Print a shell completion script.
     ///
     /// Example: chaos completions bash > /etc/bash_completion.d/chaos
@@ -234,6 +236,7 @@ pub fn execute(cli: Cli) -> Result<u8, Error> {
         Command::Stop(args) => detached::stop(args),
         Command::Probe(args) => probe::execute(args),
         Command::Demo(args) => demo::execute(args),
+        Command::Idle(args) => idle::execute(args),
         Command::DemoWorkload(args) => demo::workload(args),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "chaos", &mut std::io::stdout());
@@ -263,6 +266,7 @@ impl Command {
             | Command::Cleanup(_)
             | Command::Probe(_)
             | Command::Demo(_)
+            | Command::Idle(_)
             | Command::Completions { .. }
             | Command::Man
             | Command::DemoWorkload(_) => None,

@@ -1,0 +1,175 @@
+//! deploy/kubernetes: valid against Kubernetes' own schemas in strict mode for the supported
+//! versions (kubernetes-validate from PyPI), and running chaos as the tested image is run (the
+//! DaemonSet test in dist.rs) with arguments the real CLI accepts. No API server runs here: what
+//! a cluster would do with them is not tested.
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Command, Output, Stdio},
+    time::Duration,
+};
+
+use chaos_tests::{chaos, chaos_command};
+use serde_json::Value;
+
+/// The Kubernetes versions the manifests must validate against.
+const VERSIONS: [&str; 8] = [
+    "1.30.0", "1.31.0", "1.32.0", "1.33.0", "1.34.0", "1.35.0", "1.36.0", "1.37.0",
+];
+/// The image `cargo xtask dist` builds.
+const IMAGE: &str = "localhost/chaos:dist";
+
+fn manifests() -> Vec<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/kubernetes");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|err| panic!("{}: {err}", dir.display()))
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    files.sort();
+    assert!(files.len() >= 3, "manifests: {files:?}");
+    files
+}
+
+/// The venv `cargo xtask setup` makes, with kubernetes-validate and its PyYAML.
+fn python_bin(tool: &str) -> PathBuf {
+    let bin = std::env::var_os("CHAOS_PYTHON_BIN").map(PathBuf::from).expect(
+        "CHAOS_PYTHON_BIN is not set: run through `cargo xtask test`, whose setup installs kubernetes-validate",
+    );
+    bin.join(tool)
+}
+
+fn validate(files: &[PathBuf], version: &str) -> Output {
+    Command::new(python_bin("kubernetes-validate"))
+        .args(["--strict", "--kubernetes-version", version])
+        .args(files)
+        .output()
+        .expect("run kubernetes-validate")
+}
+
+#[test]
+fn the_manifests_validate_strictly_against_every_supported_version() {
+    let files = manifests();
+    for version in VERSIONS {
+        let output = validate(&files, version);
+        assert!(
+            output.status.success(),
+            "Kubernetes {version}: {}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    // Strict mode is on: a misspelt field is refused.
+    let misspelt = std::env::temp_dir().join(format!("chaos-misspelt-{}.yaml", std::process::id()));
+    let daemonset = std::fs::read_to_string(
+        files
+            .iter()
+            .find(|f| f.ends_with("daemonset.yaml"))
+            .unwrap(),
+    )
+    .unwrap();
+    std::fs::write(&misspelt, daemonset.replace("hostPID:", "hostPid:")).unwrap();
+    let refused = validate(&[misspelt.clone()], VERSIONS[VERSIONS.len() - 1]);
+    std::fs::remove_file(&misspelt).unwrap();
+    assert!(
+        !refused.status.success(),
+        "strict validation let hostPid through"
+    );
+}
+
+/// Every document of every manifest, as JSON.
+fn documents() -> Vec<Value> {
+    manifests()
+        .iter()
+        .flat_map(|file| {
+            let output = Command::new(python_bin("python"))
+                .args([
+                    "-c",
+                    "import json, sys, yaml; print(json.dumps([d for d in yaml.safe_load_all(open(sys.argv[1])) if d]))",
+                ])
+                .arg(file)
+                .output()
+                .expect("run the venv's python");
+            assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+            serde_json::from_slice::<Vec<Value>>(&output.stdout).unwrap()
+        })
+        .collect()
+}
+
+#[test]
+fn the_pods_run_chaos_as_the_tested_image_is_run() {
+    let documents = documents();
+    let namespace = documents.iter().find(|d| d["kind"] == "Namespace").unwrap();
+    assert_eq!(
+        namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"],
+        "privileged"
+    );
+    let pod_specs: Vec<&Value> = documents
+        .iter()
+        .filter_map(|d| match d["kind"].as_str() {
+            Some("Pod") => Some(&d["spec"]),
+            Some("DaemonSet") => Some(&d["spec"]["template"]["spec"]),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(pod_specs.len(), 2, "a DaemonSet and an injector Pod");
+    for spec in pod_specs {
+        // What dist.rs gave the image under podman: the host's PID namespace, privileges, the
+        // host's bpffs and cgroup tree.
+        assert_eq!(spec["hostPID"], true);
+        let container = &spec["containers"][0];
+        assert_eq!(container["image"], IMAGE);
+        assert_eq!(container["securityContext"]["privileged"], true);
+        for path in ["/sys/fs/bpf", "/sys/fs/cgroup"] {
+            let mount = container["volumeMounts"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|m| m["mountPath"] == path)
+                .unwrap_or_else(|| panic!("no mount at {path}"));
+            let volume = spec["volumes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|v| v["name"] == mount["name"])
+                .unwrap();
+            assert_eq!(volume["hostPath"]["path"], path);
+        }
+        let args: Vec<&str> = container["args"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a.as_str().unwrap())
+            .collect();
+        assert_runs(&args);
+    }
+}
+
+/// The real chaos accepts `args`: `idle` waits and ends 0 on SIGTERM; a fault gets past its
+/// flags to the target, which does not exist here (exit 2 naming the pod).
+fn assert_runs(args: &[&str]) {
+    if args == ["idle"] {
+        let mut idle = chaos_command(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        assert!(
+            idle.try_wait().unwrap().is_none(),
+            "chaos idle did not wait"
+        );
+        // SAFETY: kill(2) on our own child.
+        unsafe { libc::kill(idle.id() as i32, libc::SIGTERM) };
+        let status = idle.wait().unwrap();
+        assert!(status.success(), "chaos idle on SIGTERM: {status:?}");
+        return;
+    }
+    let output = chaos(args);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "chaos {args:?}: {stderr}");
+    assert!(
+        stderr.contains("no pod with UID"),
+        "chaos {args:?}: {stderr}"
+    );
+}
