@@ -25,6 +25,16 @@ pub enum BtfError {
     NoFunction(String),
 }
 
+/// The kernel's BTF as aya parses it, for loading LSM and fmod_ret programs: parsed once per
+/// process (about 5 MB, a parse costs time and memory at a run's start); the parse error as
+/// text where there is none.
+pub fn aya_kernel() -> Result<&'static aya::Btf, &'static str> {
+    static BTF: std::sync::OnceLock<Result<aya::Btf, String>> = std::sync::OnceLock::new();
+    BTF.get_or_init(|| aya::Btf::from_sys_fs().map_err(|err| err.to_string()))
+        .as_ref()
+        .map_err(String::as_str)
+}
+
 const MAGIC: u16 = 0xeb9f;
 const KIND_STRUCT: u32 = 4;
 const KIND_UNION: u32 = 5;

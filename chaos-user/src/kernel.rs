@@ -3,7 +3,6 @@
 
 use std::{fs, io, path::Path, process::Command};
 
-use aya::Btf;
 use chaos_common::{
     fault::PathOffsets,
     features as feature,
@@ -61,7 +60,7 @@ impl Finding {
 
 /// Everything `chaos probe` reports, in order.
 pub fn probe() -> Vec<Finding> {
-    let btf = Btf::from_sys_fs();
+    let btf = crate::btf::aya_kernel();
     let mut findings = vec![match &btf {
         Ok(_) => Finding::yes(feature::BTF, "/sys/kernel/btf/vmlinux parses"),
         Err(err) => Finding::no(
@@ -94,7 +93,7 @@ pub fn probe() -> Vec<Finding> {
 
 /// Why LSM-based faults cannot run here, or `None` when they can.
 pub fn lsm_unsupported() -> Option<Finding> {
-    let btf = Btf::from_sys_fs().is_ok();
+    let btf = crate::btf::aya_kernel().is_ok();
     [bpf_lsm_listed(), lsm_loadable(btf)]
         .into_iter()
         .find(|finding| !finding.supported)

@@ -69,7 +69,10 @@ fn the_manifests_validate_strictly_against_every_supported_version() {
     )
     .unwrap();
     std::fs::write(&misspelt, daemonset.replace("hostPID:", "hostPid:")).unwrap();
-    let refused = validate(&[misspelt.clone()], VERSIONS[VERSIONS.len() - 1]);
+    let refused = validate(
+        std::slice::from_ref(&misspelt),
+        VERSIONS[VERSIONS.len() - 1],
+    );
     std::fs::remove_file(&misspelt).unwrap();
     assert!(
         !refused.status.success(),

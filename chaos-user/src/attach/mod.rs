@@ -130,7 +130,7 @@ pub struct Loaded {
     ebpf: Ebpf,
     /// The object's bytes, for loading its LSM programs as fmod_ret ones.
     object: &'static [u8],
-    btf: Option<Btf>,
+    btf: Option<&'static Btf>,
     loaded: Vec<Hook>,
     /// The object relocated against `ebpf`'s maps, once a program is loaded as fmod_ret.
     relocated: Option<fmod_ret::Relocated>,
@@ -146,8 +146,8 @@ pub struct Loaded {
 impl Loaded {
     /// Loads `object` with `loader`'s globals; no program is loaded yet.
     pub fn new(loader: &mut EbpfLoader<'_>, object: &'static [u8]) -> Result<Self, AttachError> {
-        let btf = Btf::from_sys_fs().ok();
         // The loader reads the kernel's BTF for itself; this one is for loading LSM programs.
+        let btf = crate::btf::aya_kernel().ok();
         let ebpf = loader.load(object).map_err(AttachError::Object)?;
         Ok(Loaded {
             ebpf,
@@ -182,7 +182,7 @@ impl Loaded {
             self.loaded.push(hook);
             return Ok(());
         }
-        let btf = self.btf.as_ref();
+        let btf = self.btf;
         let ebpf = &mut self.ebpf;
         let result = match hook {
             Hook::Lsm { hook: lsm_hook, .. } => {
@@ -215,7 +215,7 @@ impl Loaded {
         name: &'static str,
         function: &'static str,
     ) -> Result<OwnedFd, AttachError> {
-        let btf = self.btf.as_ref().ok_or(AttachError::NoBtf(name))?;
+        let btf = self.btf.ok_or(AttachError::NoBtf(name))?;
         if self.relocated.is_none() {
             let relocated =
                 fmod_ret::Relocated::new(self.object, &self.ebpf, btf).map_err(|reason| {
