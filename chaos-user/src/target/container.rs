@@ -2,7 +2,6 @@
 //! container after its ID (podman, docker, containerd, cri-o) or its name (lxc).
 
 use std::{
-    fs,
     path::{Path, PathBuf},
     process::{Command, Stdio},
 };
@@ -104,29 +103,14 @@ fn pick(query: &str, running: &[Container]) -> Result<Option<Container>, TargetE
 /// Every container cgroup under the v2 mount. A container's own subdirectories are not
 /// searched: they belong to it.
 pub fn running_containers(mount: &Path) -> Vec<Container> {
-    let mut found = Vec::new();
-    let mut pending = vec![mount.to_path_buf()];
-    while let Some(dir) = pending.pop() {
-        let Ok(entries) = fs::read_dir(&dir) else {
-            continue;
-        };
-        let parent = dir.file_name().and_then(|n| n.to_str()).unwrap_or_default();
-        for entry in entries.flatten() {
-            if !entry.file_type().is_ok_and(|t| t.is_dir()) {
-                continue;
-            }
-            let name = entry.file_name();
-            let Some(name) = name.to_str() else { continue };
-            match container_of_dir(parent, name) {
-                Some((runtime, id)) => found.push(Container {
-                    id,
-                    runtime,
-                    cgroup: entry.path(),
-                }),
-                None => pending.push(entry.path()),
-            }
-        }
-    }
+    let mut found: Vec<Container> = super::find_cgroups(mount, container_of_dir)
+        .into_iter()
+        .map(|((runtime, id), cgroup)| Container {
+            id,
+            runtime,
+            cgroup,
+        })
+        .collect();
     found.sort_by(|a, b| a.id.cmp(&b.id));
     found
 }

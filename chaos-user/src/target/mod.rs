@@ -441,6 +441,32 @@ pub fn cgroup2_mount() -> Result<PathBuf, TargetError> {
     crate::sys::cgroup2_mount().ok_or(TargetError::NoCgroup2)
 }
 
+/// The cgroup directories below `root` that `classify` recognises (from the name of the
+/// directory holding it and its own name), each with its path; a recognised directory's own
+/// subdirectories are not searched: they belong to it (a container's, a pod's).
+fn find_cgroups<T>(root: &Path, classify: impl Fn(&str, &str) -> Option<T>) -> Vec<(T, PathBuf)> {
+    let mut found = Vec::new();
+    let mut pending = vec![root.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        let Ok(entries) = fs::read_dir(&dir) else {
+            continue;
+        };
+        let parent = dir.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+        for entry in entries.flatten() {
+            if !entry.file_type().is_ok_and(|t| t.is_dir()) {
+                continue;
+            }
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else { continue };
+            match classify(parent, name) {
+                Some(what) => found.push((what, entry.path())),
+                None => pending.push(entry.path()),
+            }
+        }
+    }
+    found
+}
+
 /// The cgroup v2 path of `pid`, relative to the v2 mount (`/` for the root).
 fn cgroup2_path_of(pid: u32) -> Result<String, TargetError> {
     let content = read(format!("/proc/{pid}/cgroup")).map_err(|err| match err {

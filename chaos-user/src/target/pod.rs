@@ -54,29 +54,10 @@ pub fn resolve(uid: &str) -> Result<Pod, TargetError> {
 
 /// Every pod cgroup under the v2 mount; a pod's own subdirectories are not searched.
 pub fn running_pods(mount: &Path) -> Vec<Pod> {
-    let mut found = Vec::new();
-    let mut pending = vec![mount.to_path_buf()];
-    while let Some(dir) = pending.pop() {
-        let Ok(entries) = fs::read_dir(&dir) else {
-            continue;
-        };
-        let parent = dir.file_name().and_then(|n| n.to_str()).unwrap_or_default();
-        for entry in entries.flatten() {
-            if !entry.file_type().is_ok_and(|t| t.is_dir()) {
-                continue;
-            }
-            let name = entry.file_name();
-            let Some(name) = name.to_str() else { continue };
-            match pod_of_dir(parent, name) {
-                Some((qos, uid)) => found.push(Pod {
-                    uid,
-                    qos,
-                    cgroup: entry.path(),
-                }),
-                None => pending.push(entry.path()),
-            }
-        }
-    }
+    let mut found: Vec<Pod> = super::find_cgroups(mount, pod_of_dir)
+        .into_iter()
+        .map(|((qos, uid), cgroup)| Pod { uid, qos, cgroup })
+        .collect();
     found.sort_by(|a, b| a.uid.cmp(&b.uid));
     found
 }
