@@ -46,6 +46,38 @@ fn bad_input_exits_2_naming_the_value_and_attaches_nothing() {
         "frobnicate",
     );
     assert_usage_error(&["fail", "--op", "connect", "--errno", "EIO"], "--pid");
+    // Kubernetes targets that do not run here, or are malformed.
+    let fail_connect = |target: &[&str]| -> Vec<String> {
+        ["fail"]
+            .iter()
+            .chain(target)
+            .chain(&["--op", "connect", "--errno", "EIO"])
+            .map(|s| (*s).to_owned())
+            .collect()
+    };
+    let a_uid = "0c7b3b4e-5f1a-4c2d-9e8f-1a2b3c4d5e6f";
+    let an_id = "a".repeat(64);
+    let containerd_id = format!("containerd://{an_id}");
+    for (target, named) in [
+        (vec!["--container", "rkt://abc"], "'rkt'"),
+        (
+            vec!["--container", containerd_id.as_str()],
+            containerd_id.as_str(),
+        ),
+        (vec!["--pod-uid", a_uid], a_uid),
+        (vec!["--pod", "shop/web-0"], "shop/web-0"),
+        (
+            vec!["--pod", "shop/web-0", "--container-name", "web"],
+            "shop/web-0",
+        ),
+        (vec!["--pid", me, "--container-name", "web"], "web"),
+    ] {
+        let args = fail_connect(&target);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        assert_usage_error(&args, named);
+    }
+    let net = ["net", "drop", "--pod", "shop/web-0", "--probability", "0.5"];
+    assert_usage_error(&net, "shop/web-0");
     // Above pid_max (at most 2^22), so no such process can exist.
     assert_usage_error(
         &[

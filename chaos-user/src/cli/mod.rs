@@ -102,20 +102,29 @@ pub struct TargetArgs {
 
     /// Every process in this cgroup v2 directory or below it, including ones that join later:
     /// a path under the cgroup v2 mount, or relative to it (/system.slice/nginx.service).
-    #[arg(long, value_name = "PATH", group = "target", conflicts_with_all = ["pid", "pid_tree", "comm", "container", "pod_uid"])]
+    #[arg(long, value_name = "PATH", group = "target", conflicts_with_all = ["pid", "pid_tree", "comm", "container", "pod_uid", "pod"])]
     pub cgroup: Option<PathBuf>,
 
     /// Every process of this container, including ones started later (`podman exec`): its full
     /// ID, a unique prefix of it, its name (podman, docker, containerd, cri-o, lxc), or
     /// RUNTIME://ID as a Pod's status reports it (containerd://, cri-o://, docker://).
-    #[arg(long, value_name = "ID", group = "target", conflicts_with_all = ["pid", "pid_tree", "comm", "pod_uid"])]
+    #[arg(long, value_name = "ID", group = "target", conflicts_with_all = ["pid", "pid_tree", "comm", "pod_uid", "pod"])]
     pub container: Option<String>,
 
     /// Every process of every container of the pod with this UID on this node (its sandbox
     /// included), found in kubelet's cgroups (`kubectl get pod NAME -o
     /// jsonpath='{.metadata.uid}'`).
-    #[arg(long, value_name = "UID", group = "target", conflicts_with_all = ["pid", "pid_tree", "comm"])]
+    #[arg(long, value_name = "UID", group = "target", conflicts_with_all = ["pid", "pid_tree", "comm", "pod"])]
     pub pod_uid: Option<String>,
+
+    /// As --pod-uid, for the pod NAMESPACE/NAME on this node (NAME alone: in `default`), named
+    /// by its containers' runtime (containerd or cri-o).
+    #[arg(long, value_name = "NAMESPACE/NAME", group = "target", conflicts_with_all = ["pid", "pid_tree", "comm"])]
+    pub pod: Option<String>,
+
+    /// With --pod or --pod-uid: only the pod's container of this name (`spec.containers[].name`).
+    #[arg(long, value_name = "NAME")]
+    pub container_name: Option<String>,
 
     /// Every process whose command name (/proc/PID/comm) is NAME when the run starts.
     #[arg(long, value_name = "NAME", group = "target")]
@@ -131,11 +140,21 @@ impl TargetArgs {
             trees: &self.pid_tree,
             cgroup: self.cgroup.as_deref(),
             container: self.container.as_deref(),
-            pod_uid: self.pod_uid.as_deref(),
+            pod: pod_ref(self.pod_uid.as_deref(), self.pod.as_deref()),
+            container_name: self.container_name.as_deref(),
             comm: self.comm.as_deref(),
             force,
         })
     }
+}
+
+/// The pod `--pod-uid` or `--pod` names, if either.
+pub fn pod_ref<'a>(
+    uid: Option<&'a str>,
+    name: Option<&'a str>,
+) -> Option<crate::target::pod::PodRef<'a>> {
+    use crate::target::pod::PodRef;
+    uid.map(PodRef::Uid).or(name.map(PodRef::Name))
 }
 
 /// How a start line ends: a detached run is ended by `chaos stop`, another by Ctrl-C.

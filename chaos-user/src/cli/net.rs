@@ -342,7 +342,7 @@ pub struct NetTargetArgs {
         long,
         value_name = "NETNS",
         group = "net_target",
-        conflicts_with_all = ["container", "pod_uid"]
+        conflicts_with_all = ["container", "pod_uid", "pod"]
     )]
     pub netns: Option<String>,
 
@@ -358,13 +358,26 @@ pub struct NetTargetArgs {
     pub container: Option<String>,
 
     /// The network namespace of the pod with this UID on this node (its sandbox's).
-    #[arg(long, value_name = "UID", group = "net_target")]
+    #[arg(long, value_name = "UID", group = "net_target", conflicts_with = "pod")]
     pub pod_uid: Option<String>,
+
+    /// The network namespace of the pod NAMESPACE/NAME on this node (as for `chaos fail`).
+    #[arg(
+        long,
+        value_name = "NAMESPACE/NAME",
+        group = "net_target",
+        conflicts_with = "container"
+    )]
+    pub pod: Option<String>,
+
+    /// With --pod or --pod-uid: that container of the pod (its network namespace is the pod's).
+    #[arg(long, value_name = "NAME")]
+    pub container_name: Option<String>,
 
     /// The packets arriving for the sockets of the processes in this cgroup v2 directory (and
     /// below), whatever namespace or interface they use: a host-network container, one service.
     /// Ingress drops only (cgroup_skb).
-    #[arg(long, value_name = "PATH", group = "net_target", conflicts_with_all = ["iface", "netns", "container", "pod_uid"])]
+    #[arg(long, value_name = "PATH", group = "net_target", conflicts_with_all = ["iface", "netns", "container", "pod_uid", "pod"])]
     pub cgroup: Option<std::path::PathBuf>,
 }
 
@@ -502,7 +515,8 @@ fn packet_fault(
         cgroup: target.cgroup.as_deref(),
         netns: target.netns.as_deref(),
         container: target.container.as_deref(),
-        pod_uid: target.pod_uid.as_deref(),
+        pod: super::pod_ref(target.pod_uid.as_deref(), target.pod.as_deref()),
+        container_name: target.container_name.as_deref(),
         iface: target.iface.as_deref(),
     };
     let target = NetTarget::resolve(spec, run_args.force)?;

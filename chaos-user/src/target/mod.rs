@@ -12,6 +12,7 @@ use thiserror::Error;
 pub mod container;
 pub mod net;
 pub mod pod;
+pub mod runtime;
 
 pub use container::Container;
 pub use pod::Pod;
@@ -75,6 +76,20 @@ pub enum TargetError {
     )]
     NoSuchPod { uid: String, running: usize },
     #[error(
+        "no pod {name} runs on this node ({known} Kubernetes pods found through the containerd shims and cri-o conmons here): expected NAMESPACE/NAME of a pod on this node (`kubectl get pod -o wide` shows its node)"
+    )]
+    NoSuchPodName { name: String, known: usize },
+    #[error(
+        "--container-name {0} names a container of a pod: give the pod too (--pod or --pod-uid)"
+    )]
+    ContainerNameWithoutPod(String),
+    #[error("pod {pod} has no running container named '{name}': its containers are {names}")]
+    NoSuchPodContainer {
+        pod: String,
+        name: String,
+        names: String,
+    },
+    #[error(
         "container '{query}' is ambiguous: it is a prefix of the IDs {candidates}; give more of the ID"
     )]
     AmbiguousContainer { query: String, candidates: String },
@@ -104,8 +119,10 @@ pub struct TargetSpec<'a> {
     pub cgroup: Option<&'a Path>,
     /// `--container`: every process of this container (ID, prefix or name).
     pub container: Option<&'a str>,
-    /// `--pod-uid`: every process of every container of this pod, its sandbox included.
-    pub pod_uid: Option<&'a str>,
+    /// `--pod-uid` or `--pod`: every process of every container of this pod, its sandbox
+    /// included; with `container_name`, of that container only.
+    pub pod: Option<pod::PodRef<'a>>,
+    pub container_name: Option<&'a str>,
     /// `--comm`: every process of this command name when the run starts.
     pub comm: Option<&'a str>,
     /// Lift the guards (PID 1, chaos and its parents, kernel threads, the root cgroup).
@@ -116,6 +133,9 @@ impl Targets {
     /// Resolves what `spec` names.
     pub fn resolve(spec: &TargetSpec<'_>) -> Result<Targets, TargetError> {
         let force = spec.force;
+        if let (Some(name), None) = (spec.container_name, spec.pod) {
+            return Err(TargetError::ContainerNameWithoutPod(name.to_owned()));
+        }
         if let Some(path) = spec.cgroup {
             return Ok(Targets {
                 processes: Vec::new(),
@@ -133,13 +153,20 @@ impl Targets {
                 pod: None,
             });
         }
-        if let Some(uid) = spec.pod_uid {
-            let pod = pod::resolve(uid)?;
-            return Ok(Targets {
-                processes: Vec::new(),
-                cgroup: Some(CgroupTarget::resolve(&pod.cgroup, force)?),
-                container: None,
-                pod: Some(pod),
+        if let Some(pod) = spec.pod {
+            return Ok(match pod::select(pod, spec.container_name)? {
+                pod::Selected::Pod(pod) => Targets {
+                    processes: Vec::new(),
+                    cgroup: Some(CgroupTarget::resolve(&pod.cgroup, force)?),
+                    container: None,
+                    pod: Some(pod),
+                },
+                pod::Selected::Container(container) => Targets {
+                    processes: Vec::new(),
+                    cgroup: Some(CgroupTarget::resolve(&container.cgroup, force)?),
+                    container: Some(container),
+                    pod: None,
+                },
             });
         }
         let mut processes: Vec<ProcessTarget> = Vec::new();

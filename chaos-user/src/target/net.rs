@@ -61,7 +61,8 @@ pub struct NetTargetSpec<'a> {
     pub cgroup: Option<&'a Path>,
     pub netns: Option<&'a str>,
     pub container: Option<&'a str>,
-    pub pod_uid: Option<&'a str>,
+    pub pod: Option<super::pod::PodRef<'a>>,
+    pub container_name: Option<&'a str>,
     pub iface: Option<&'a str>,
 }
 
@@ -95,16 +96,24 @@ impl NetTarget {
             });
         }
         let iface = spec.iface;
-        let container = spec
+        if let (Some(name), None) = (spec.container_name, spec.pod) {
+            return Err(TargetError::ContainerNameWithoutPod(name.to_owned()));
+        }
+        let mut container = spec
             .container
             .filter(|_| spec.netns.is_none())
             .map(super::container::resolve)
             .transpose()?;
-        let pod = spec
-            .pod_uid
+        let mut pod = None;
+        if let Some(named) = spec
+            .pod
             .filter(|_| spec.netns.is_none() && container.is_none())
-            .map(super::pod::resolve)
-            .transpose()?;
+        {
+            match super::pod::select(named, spec.container_name)? {
+                super::pod::Selected::Pod(selected) => pod = Some(selected),
+                super::pod::Selected::Container(selected) => container = Some(selected),
+            }
+        }
         let netns = match (spec.netns, &container, &pod) {
             (Some(netns), _, _) => Some(open_netns(netns)?),
             (None, Some(container), _) => {

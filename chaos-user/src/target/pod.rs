@@ -52,6 +52,81 @@ pub fn resolve(uid: &str) -> Result<Pod, TargetError> {
         })
 }
 
+/// A pod as the user names it: by UID (`--pod-uid`) or by `NAMESPACE/NAME` (`--pod`).
+#[derive(Clone, Copy, Debug)]
+pub enum PodRef<'a> {
+    Uid(&'a str),
+    Name(&'a str),
+}
+
+/// What a pod reference selects: the whole pod, or one of its containers (`--container-name`).
+#[derive(Debug)]
+pub enum Selected {
+    Pod(Pod),
+    Container(super::Container),
+}
+
+/// The pod `pod` names, or its container named `container_name`. Names come from the
+/// runtimes' bundles (runtime.rs), the cgroups from kubelet's layout.
+pub fn select(pod: PodRef<'_>, container_name: Option<&str>) -> Result<Selected, TargetError> {
+    let mount = super::cgroup2_mount()?;
+    let pod = match pod {
+        PodRef::Uid(uid) => resolve(uid)?,
+        PodRef::Name(name) => by_name(name, &mount)?,
+    };
+    let Some(wanted) = container_name else {
+        return Ok(Selected::Pod(pod));
+    };
+    let in_pod = super::container::running_containers(&pod.cgroup);
+    let named: Vec<(String, &super::Container)> = super::runtime::known_containers()
+        .into_iter()
+        .filter_map(|known| {
+            let running = in_pod.iter().find(|c| c.id == known.id)?;
+            Some((known.container_name?, running))
+        })
+        .collect();
+    match named.iter().find(|(name, _)| name == wanted) {
+        Some((_, container)) => Ok(Selected::Container((*container).clone())),
+        None => Err(TargetError::NoSuchPodContainer {
+            pod: pod.uid,
+            name: wanted.to_owned(),
+            names: named
+                .iter()
+                .map(|(name, _)| name.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+        }),
+    }
+}
+
+/// The pod `NAMESPACE/NAME` on this node: its containers' bundles name it, and the cgroup
+/// directory holding theirs is the pod's.
+fn by_name(name: &str, mount: &Path) -> Result<Pod, TargetError> {
+    let (namespace, pod_name) = name.split_once('/').unwrap_or(("default", name));
+    let known = super::runtime::known_containers();
+    let ids: Vec<&str> = known
+        .iter()
+        .filter(|k| k.pod_namespace == namespace && k.pod_name == pod_name)
+        .map(|k| k.id.as_str())
+        .collect();
+    let pods = running_pods(mount);
+    super::container::running_containers(mount)
+        .iter()
+        .filter(|c| ids.contains(&c.id.as_str()))
+        .find_map(|c| {
+            let dir = c.cgroup.parent()?;
+            pods.iter().find(|pod| pod.cgroup == dir).cloned()
+        })
+        .ok_or_else(|| TargetError::NoSuchPodName {
+            name: format!("{namespace}/{pod_name}"),
+            known: known
+                .iter()
+                .map(|k| (k.pod_namespace.as_str(), k.pod_name.as_str()))
+                .collect::<std::collections::BTreeSet<_>>()
+                .len(),
+        })
+}
+
 /// Every pod cgroup under the v2 mount; a pod's own subdirectories are not searched.
 pub fn running_pods(mount: &Path) -> Vec<Pod> {
     let mut found: Vec<Pod> = super::find_cgroups(mount, pod_of_dir)
