@@ -265,6 +265,21 @@ pub fn bench() -> anyhow::Result<()> {
     let bench = release.join("chaos-bench");
     crate::run_command(Command::new(&bench).args(["connect", "20000", "5", "5"]))?;
     crate::run_command(Command::new(&bench).args(["deadline", "7"]))?;
+    // Start and memory as a node runs it: the static binary `dist` ships.
+    crate::dist::run()?;
+    let dist = crate::dist::dir();
+    crate::run_command(
+        Command::new(&bench)
+            .args(["start", "7"])
+            .env("CHAOS_BIN", dist.join("chaos")),
+    )?;
+    for file in ["chaos", "chaos-image.tar"] {
+        let bytes = std::fs::metadata(dist.join(file))?.len();
+        println!(
+            "size: target/dist/{file} {:.1} MiB",
+            bytes as f64 / (1024.0 * 1024.0)
+        );
+    }
     crate::run_command(Command::new(&bench).args(["net", "7"]))?;
     let kernel = vm::Kernel::named(vm::DEFAULT_KERNEL)?;
     let env = [format!("CHAOS_BIN={}", release.join("chaos").display())];

@@ -14,6 +14,12 @@
 //!   chaos-bench deadline [TRIALS]
 //!
 //! Deadline precision: how close to `--for` a fault's failures stop.
+//!
+//!   chaos-bench start [TRIALS]
+//!
+//! Start, as a new user meets it: from starting `chaos fail --pid P --op connect` (or
+//! `strace -p P -e inject=connect:…`) to the first failure P's connect() loop sees, and the
+//! injector's peak RSS (wait4's ru_maxrss), side by side.
 
 use std::{
     io::{BufRead as _, BufReader, Write as _},
@@ -34,6 +40,7 @@ fn main() {
         }
         Some("deadline") => return deadline(args.get(2).and_then(|n| n.parse().ok()).unwrap_or(7)),
         Some("deadline-loop") => return deadline_loop(),
+        Some("start") => return start(args.get(2).and_then(|n| n.parse().ok()).unwrap_or(7)),
         Some("net") => return net_bench(args.get(2).and_then(|n| n.parse().ok()).unwrap_or(3)),
         _ => {}
     }
@@ -335,6 +342,8 @@ fn deadline_loop() {
         flag.store(true, std::sync::atomic::Ordering::Relaxed);
     });
     println!("ready {}", std::process::id());
+    // For `start`: the CLOCK_MONOTONIC ns of the first injected failure, as it happens.
+    let say_first = std::env::var_os("CHAOS_BENCH_FIRST").is_some();
     let (mut first, mut last) = (None, None);
     while !stop.load(std::sync::atomic::Ordering::Relaxed) {
         let result = std::net::TcpStream::connect(closed);
@@ -342,6 +351,9 @@ fn deadline_loop() {
         if let Err(err) = result
             && err.raw_os_error() == Some(libc::ETIMEDOUT)
         {
+            if first.is_none() && say_first {
+                println!("{}", chaos_tests::monotonic_ns());
+            }
             first.get_or_insert(now);
             last = Some(now);
         }
@@ -351,6 +363,106 @@ fn deadline_loop() {
         _ => Duration::ZERO,
     };
     println!("{}", window.as_nanos());
+}
+
+/// `chaos-bench start`: time to the first injected failure and peak RSS, chaos against strace,
+/// `trials` interleaved runs of each on a fresh loop process.
+fn start(trials: u32) {
+    let exe = std::env::current_exe().unwrap();
+    let chaos = chaos_bin();
+    let tools: [(&str, Box<dyn Fn(&str) -> Command>); 2] = [
+        (
+            "chaos fail --op connect",
+            Box::new(|pid: &str| {
+                let mut command = Command::new(&chaos);
+                command.args([
+                    "fail",
+                    "--pid",
+                    pid,
+                    "--op",
+                    "connect",
+                    "--errno",
+                    "ETIMEDOUT",
+                ]);
+                command.args(["--for", "30s"]);
+                command
+            }),
+        ),
+        (
+            "strace -e inject=connect",
+            Box::new(|pid: &str| {
+                let mut command = Command::new("strace");
+                command.args(["-o", "/dev/null", "-e", "trace=connect"]);
+                command.args(["-e", "inject=connect:error=ETIMEDOUT", "-p", pid]);
+                command
+            }),
+        ),
+    ];
+    let mut results: Vec<(Vec<f64>, Vec<f64>)> = vec![(Vec::new(), Vec::new()); tools.len()];
+    for _ in 0..trials {
+        for ((_, command), (firsts, rss)) in tools.iter().zip(&mut results) {
+            let mut looper = Command::new(&exe)
+                .arg("deadline-loop")
+                .env("CHAOS_BENCH_FIRST", "1")
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .spawn()
+                .expect("start the loop");
+            let mut lines = BufReader::new(looper.stdout.take().unwrap()).lines();
+            let pid = lines.next().unwrap().unwrap();
+            let pid = pid.trim_start_matches("ready ");
+            let started = chaos_tests::monotonic_ns();
+            let injector = command(pid)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("start the injector");
+            let first: u64 = lines.next().unwrap().unwrap().trim().parse().unwrap();
+            firsts.push((first - started) as f64 / 1e6);
+            // SAFETY: kill(2) on our own child: SIGINT ends chaos's run and detaches strace.
+            unsafe { libc::kill(injector.id() as i32, libc::SIGINT) };
+            rss.push(peak_rss_kib(injector) as f64 / 1024.0);
+            writeln!(looper.stdin.as_mut().unwrap(), "stop").unwrap();
+            let _ = looper.wait();
+        }
+    }
+    println!(
+        "start: {trials} interleaved runs each, a fresh connect() loop per run; time from starting the injector to the loop's first injected failure, and the injector's peak RSS; median (lowest, highest)"
+    );
+    for ((name, _), (firsts, rss)) in tools.iter().zip(&mut results) {
+        let (ms, ms_range) = (median(firsts), (firsts[0], firsts[firsts.len() - 1]));
+        let mib = median(rss);
+        println!(
+            "  {name:<28} {ms:>7.1} ms ({:.1}, {:.1})   peak RSS {mib:>5.1} MiB ({:.1}, {:.1})",
+            ms_range.0,
+            ms_range.1,
+            rss[0],
+            rss[rss.len() - 1]
+        );
+    }
+    let (chaos_ms, strace_ms) = (median(&mut results[0].0), median(&mut results[1].0));
+    let chaos_rss = results[0].1.iter().copied().fold(0.0, f64::max);
+    println!(
+        "  first failure, chaos against strace       {:>8.2}   required <= 1: {}",
+        chaos_ms / strace_ms,
+        verdict(chaos_ms <= strace_ms)
+    );
+    println!(
+        "  chaos's peak RSS, highest run             {chaos_rss:>5.1} MiB   required <= 16 MiB: {}",
+        verdict(chaos_rss <= 16.0)
+    );
+}
+
+/// Waits for `child` and returns its peak resident set (ru_maxrss, KiB).
+fn peak_rss_kib(child: Child) -> i64 {
+    let mut status = 0;
+    // SAFETY: rusage is plain data that wait4 fills; the child is ours and not yet reaped.
+    let usage = unsafe {
+        let mut usage: libc::rusage = std::mem::zeroed();
+        libc::wait4(child.id() as i32, &mut status, 0, &mut usage);
+        usage
+    };
+    usage.ru_maxrss
 }
 
 /// What a case attaches to the loop.
