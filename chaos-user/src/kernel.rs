@@ -345,8 +345,43 @@ pub fn bpf_atomics() -> bool {
     *ATOMICS.get_or_init(|| atomics_finding().supported)
 }
 
+/// What loading the errno object tells of this kernel, from one load of it (each load parses
+/// the kernel's BTF again, most of a run's start): whether its fork program's BPF atomics load
+/// (5.12), and whether its cgroup programs' `bpf_set_retval` does (5.18), in the object this
+/// kernel loads. Asked once.
+struct ErrnoLoads {
+    atomics: Result<(), String>,
+    set_retval: Result<(), String>,
+}
+
+fn errno_loads() -> &'static ErrnoLoads {
+    static LOADS: std::sync::OnceLock<ErrnoLoads> = std::sync::OnceLock::new();
+    LOADS.get_or_init(|| match Loaded::plain(object::ERRNO) {
+        Err(err) => {
+            let err = chain(&err);
+            ErrnoLoads {
+                atomics: Err(err.clone()),
+                set_retval: Err(err),
+            }
+        }
+        Ok(mut loaded) => {
+            let atomics = loaded.load(hook::FORK).map_err(|err| chain(&err));
+            let set_retval = if atomics.is_ok() {
+                loaded.load(first_cgroup_hook()).map_err(|err| chain(&err))
+            } else {
+                try_load(object::ERRNO_LEGACY, first_cgroup_hook())
+            };
+            loaded.detach();
+            ErrnoLoads {
+                atomics,
+                set_retval,
+            }
+        }
+    })
+}
+
 fn atomics_finding() -> Finding {
-    match try_load(object::ERRNO, hook::FORK) {
+    match &errno_loads().atomics {
         Ok(()) => Finding::yes(
             feature::BPF_ATOMICS,
             "a program with BPF atomic instructions loads",
@@ -391,8 +426,7 @@ pub fn cgroup_eperm_unsupported() -> Option<String> {
 }
 
 pub fn cgroup_sock_addr() -> Finding {
-    let result = try_load(errno_object(), first_cgroup_hook());
-    match result {
+    match &errno_loads().set_retval {
         Ok(()) => Finding::yes(
             feature::CGROUP_SOCK_ADDR,
             "a cgroup/connect4 program calling bpf_set_retval loads",

@@ -10,7 +10,7 @@ use std::{
 };
 
 use aya::{
-    Btf, Ebpf, EbpfLoader,
+    Ebpf, EbpfLoader,
     maps::{Array, MapError, PerCpuArray},
     programs::{
         CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSock, CgroupSockAddr, KProbe, Lsm,
@@ -130,7 +130,6 @@ pub struct Loaded {
     ebpf: Ebpf,
     /// The object's bytes, for loading its LSM programs as fmod_ret ones.
     object: &'static [u8],
-    btf: Option<&'static Btf>,
     loaded: Vec<Hook>,
     /// The object relocated against `ebpf`'s maps, once a program is loaded as fmod_ret.
     relocated: Option<fmod_ret::Relocated>,
@@ -146,13 +145,10 @@ pub struct Loaded {
 impl Loaded {
     /// Loads `object` with `loader`'s globals; no program is loaded yet.
     pub fn new(loader: &mut EbpfLoader<'_>, object: &'static [u8]) -> Result<Self, AttachError> {
-        // The loader reads the kernel's BTF for itself; this one is for loading LSM programs.
-        let btf = crate::btf::aya_kernel().ok();
         let ebpf = loader.load(object).map_err(AttachError::Object)?;
         Ok(Loaded {
             ebpf,
             object,
-            btf,
             loaded: Vec::new(),
             relocated: None,
             fmod_ret: Vec::new(),
@@ -182,15 +178,17 @@ impl Loaded {
             self.loaded.push(hook);
             return Ok(());
         }
-        let btf = self.btf;
+        // The kernel's BTF, which LSM programs need to load: parsed only when one is (the
+        // loader parses it for itself too; a cgroup or tracepoint run then parses it once).
+        let btf = || crate::btf::aya_kernel().ok();
         let ebpf = &mut self.ebpf;
         let result = match hook {
             Hook::Lsm { hook: lsm_hook, .. } => {
-                let btf = btf.ok_or(AttachError::NoBtf(name))?;
+                let btf = btf().ok_or(AttachError::NoBtf(name))?;
                 program::<Lsm>(ebpf, name)?.load(lsm_hook, btf)
             }
             Hook::LsmCgroup { hook: lsm_hook, .. } => {
-                let btf = btf.ok_or(AttachError::NoBtf(name))?;
+                let btf = btf().ok_or(AttachError::NoBtf(name))?;
                 program::<LsmCgroup>(ebpf, name)?.load(lsm_hook, btf)
             }
             Hook::CgroupSockAddr { .. } => program::<CgroupSockAddr>(ebpf, name)?.load(),
@@ -215,7 +213,7 @@ impl Loaded {
         name: &'static str,
         function: &'static str,
     ) -> Result<OwnedFd, AttachError> {
-        let btf = self.btf.ok_or(AttachError::NoBtf(name))?;
+        let btf = crate::btf::aya_kernel().map_err(|_| AttachError::NoBtf(name))?;
         if self.relocated.is_none() {
             let relocated =
                 fmod_ret::Relocated::new(self.object, &self.ebpf, btf).map_err(|reason| {
