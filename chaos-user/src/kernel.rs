@@ -390,7 +390,7 @@ fn atomics_finding() -> Finding {
             feature::BPF_ATOMICS,
             format!(
                 "a program with BPF atomic instructions does not load ({}): chaos uses its build without them, which has no --after, --every or --count",
-                first_line(&err)
+                first_line(err)
             ),
             "kernel >= 5.12",
         ),
@@ -435,7 +435,7 @@ pub fn cgroup_sock_addr() -> Finding {
             feature::CGROUP_SOCK_ADDR,
             format!(
                 "cgroup/connect4 with bpf_set_retval does not load: {}",
-                first_line(&err)
+                first_line(err)
             ),
             "CONFIG_CGROUP_BPF=y and kernel >= 5.18 (bpf_set_retval)",
         ),
