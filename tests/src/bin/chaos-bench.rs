@@ -369,34 +369,21 @@ fn deadline_loop() {
 /// `trials` interleaved runs of each on a fresh loop process.
 fn start(trials: u32) {
     let exe = std::env::current_exe().unwrap();
-    let chaos = chaos_bin();
-    let tools: [(&str, Box<dyn Fn(&str) -> Command>); 2] = [
-        (
-            "chaos fail --op connect",
-            Box::new(|pid: &str| {
-                let mut command = Command::new(&chaos);
-                command.args([
-                    "fail",
-                    "--pid",
-                    pid,
-                    "--op",
-                    "connect",
-                    "--errno",
-                    "ETIMEDOUT",
-                ]);
-                command.args(["--for", "30s"]);
-                command
-            }),
-        ),
-        (
-            "strace -e inject=connect",
-            Box::new(|pid: &str| {
-                let mut command = Command::new("strace");
-                command.args(["-o", "/dev/null", "-e", "trace=connect"]);
-                command.args(["-e", "inject=connect:error=ETIMEDOUT", "-p", pid]);
-                command
-            }),
-        ),
+    /// An injector's command line against the loop `pid`.
+    type StartCommand = fn(&str) -> Command;
+    let tools: [(&str, StartCommand); 2] = [
+        ("chaos fail --op connect", |pid| {
+            let mut command = Command::new(chaos_bin());
+            command.args(["fail", "--pid", pid, "--op", "connect"]);
+            command.args(["--errno", "ETIMEDOUT", "--for", "30s"]);
+            command
+        }),
+        ("strace -e inject=connect", |pid| {
+            let mut command = Command::new("strace");
+            command.args(["-o", "/dev/null", "-e", "trace=connect"]);
+            command.args(["-e", "inject=connect:error=ETIMEDOUT", "-p", pid]);
+            command
+        }),
     ];
     let mut results: Vec<(Vec<f64>, Vec<f64>)> = vec![(Vec::new(), Vec::new()); tools.len()];
     for _ in 0..trials {
