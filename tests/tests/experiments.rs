@@ -161,7 +161,7 @@ command = "fail"
 pid_tree = "workload"
 op = "connect"
 errno = "ETIMEDOUT"
-for = "6s"
+for = "10s"
 
 [[fault]]
 name = "second"
