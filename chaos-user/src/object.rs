@@ -96,28 +96,24 @@ mod tests {
         }
     }
 
-    #[test]
-    fn the_errno_object_has_every_program_map_and_global_the_loader_names() {
-        let hooks: Vec<Hook> = OPS
-            .iter()
+    /// Every hook of the errno objects: each operation's rungs, and the bookkeeping ones.
+    fn errno_hooks() -> Vec<Hook> {
+        OPS.iter()
             .flat_map(|op| op.rungs)
             .flat_map(|rung| rung.hooks)
             .chain(&hook::ERRNO_EXTRA)
             .copied()
-            .collect();
-        check(&names::ERRNO, &hooks);
+            .collect()
+    }
+
+    #[test]
+    fn the_errno_object_has_every_program_map_and_global_the_loader_names() {
+        check(&names::ERRNO, &errno_hooks());
     }
 
     #[test]
     fn the_legacy_errno_object_has_the_same_names() {
-        let hooks: Vec<Hook> = OPS
-            .iter()
-            .flat_map(|op| op.rungs)
-            .flat_map(|rung| rung.hooks)
-            .chain(&hook::ERRNO_EXTRA)
-            .copied()
-            .collect();
-        check(&names::ERRNO_LEGACY, &hooks);
+        check(&names::ERRNO_LEGACY, &errno_hooks());
     }
 
     #[test]

@@ -14,18 +14,8 @@ fn run(name: &str, rules: &[&str]) -> (Vec<Call>, serde_json::Value, Victim, Vic
     let target = bed.victim();
     let bystander = bed.victim();
     let pid = target.pid().to_string();
-    let mut args = vec![
-        "fail",
-        "--pid",
-        &pid,
-        "--op",
-        "connect",
-        "--errno",
-        "ECONNABORTED",
-        "--for",
-        "3s",
-        "--json",
-    ];
+    let mut args = connect_fault(&pid, "3s");
+    args.push("--json");
     args.extend_from_slice(rules);
     let Ran {
         report,
@@ -52,6 +42,21 @@ fn run(name: &str, rules: &[&str]) -> (Vec<Call>, serde_json::Value, Victim, Vic
     (inside, report, target, bystander)
 }
 
+/// `chaos fail` failing `pid`'s connect() with ECONNABORTED for `duration`.
+fn connect_fault<'a>(pid: &'a str, duration: &'a str) -> Vec<&'a str> {
+    vec![
+        "fail",
+        "--pid",
+        pid,
+        "--op",
+        "connect",
+        "--errno",
+        "ECONNABORTED",
+        "--for",
+        duration,
+    ]
+}
+
 /// Whether this kernel counts calls for `rules`: where it cannot, checks that a fault with them
 /// on a live process is refused (see [`counting_supported_or_refused`]).
 fn counting(rules: &[&str]) -> bool {
@@ -60,17 +65,7 @@ fn counting(rules: &[&str]) -> bool {
         .spawn()
         .expect("spawn sleep");
     let pid = sleeper.id().to_string();
-    let mut args = vec![
-        "fail",
-        "--pid",
-        &pid,
-        "--op",
-        "connect",
-        "--errno",
-        "ECONNABORTED",
-        "--for",
-        "2s",
-    ];
+    let mut args = connect_fault(&pid, "2s");
     args.extend_from_slice(rules);
     let supported = counting_supported_or_refused(&args);
     let _ = sleeper.kill();
