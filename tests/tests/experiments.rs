@@ -183,6 +183,7 @@ for = "2s"
     );
     let seen: Vec<&str> = stderr
         .lines()
+        .filter_map(|line| line.strip_prefix("[workload] "))
         .filter(|line| *line == "Connection timed out" || *line == "Network is unreachable")
         .collect();
     let (first, second) = (&"Connection timed out", &"Network is unreachable");
@@ -213,7 +214,7 @@ fn a_failing_check_aborts_the_experiment() {
     assert_eq!(code, 1, "exit code");
     assert_eq!(report["passed"], false);
     assert_eq!(report["ended_by"], "check-failed");
-    assert_eq!(report["workload"]["signal"], libc::SIGKILL);
+    assert_eq!(report["workloads"][0]["signal"], libc::SIGKILL);
     assert_eq!(report["steady_state"]["before"], true);
     assert!(report["steady_state"]["during_failed"].as_u64().unwrap() >= 1);
     assert_eq!(report["faults"][1]["state"], "not-started");
@@ -235,12 +236,120 @@ fn the_workload_from_the_command_line_and_its_exit_status() {
     let during = "for i in $(seq 30); do bash -c 'exec 3<>/dev/tcp/127.0.0.1/9' 2>&1 | grep -q 'No route to host' && exit 3; sleep 0.2; done";
     let (report, code, _) = run(&file, &["--during", during]);
     assert_eq!(code, 1, "a failed workload fails the experiment");
-    assert_eq!(report["workload"]["command"], during);
+    let workload = &report["workloads"][0];
+    assert_eq!(workload["command"], during);
     assert_eq!(
-        report["workload"]["exit_code"], 3,
+        workload["exit_code"], 3,
         "the workload did not see the fault"
     );
-    assert_eq!(report["workload"]["ok"], false);
+    assert_eq!(workload["ok"], false);
+    assert_no_chaos_programs();
+}
+
+/// Chaos Plus: several workloads side by side, one faulted by name. Each reports what it printed
+/// per phase; the other, a bystander workload, never fails; a workload expected to fail does;
+/// one with a `for` is stopped then; the check sees each workload's PID by name.
+#[test]
+fn several_workloads_each_with_its_metrics_and_expectation() {
+    let address = tcp_server("127.0.0.1:0");
+    let port = address.rsplit(':').next().unwrap();
+    let dir = tempdir("workloads");
+    let file = dir.join("plus.toml");
+    // One JSON line per connect() attempt to the live server.
+    let json_loop = format!(
+        r#"bash -c 'while :; do if (exec 3<>/dev/tcp/127.0.0.1/{port}) 2>/dev/null; then echo "{{\"ok\": 1, \"failed\": 0}}"; else echo "{{\"ok\": 0, \"failed\": 1}}"; fi; sleep 0.05; done'"#
+    );
+    let text_loop = format!(
+        r#"bash -c 'while :; do (exec 3<>/dev/tcp/127.0.0.1/{port}) 2>/dev/null; echo "result=$?"; sleep 0.05; done'"#
+    );
+    std::fs::write(
+        &file,
+        format!(
+            r#"
+duration = "6s"
+
+[steady_state]
+command = 'kill -0 "$CHAOS_WORKLOAD_PID_TARGET" && [ "$CHAOS_WORKLOAD_PID_LOAD_GEN" -gt 1 ]'
+every = "500ms"
+
+[[workload]]
+name = "target"
+command = '''{json_loop}'''
+metrics = "json-lines"
+
+[[workload]]
+name = "load-gen"
+command = '''{text_loop}'''
+metrics = 'result=(?P<result>\d+)'
+for = "4s"
+
+[[workload]]
+name = "short"
+command = "echo starting; exit 4"
+expect = "failure"
+
+[[fault]]
+name = "refused"
+command = "fail"
+pid_tree = "workload:target"
+op = "connect"
+errno = "ECONNREFUSED"
+start = "2s"
+for = "2s"
+"#
+        ),
+    )
+    .unwrap();
+    let (report, code, stderr) = run(&file, &[]);
+    assert_eq!(code, 0, "exit code");
+    assert_eq!(report["passed"], true);
+    assert_eq!(
+        report["steady_state"]["during_failed"], 0,
+        "the check did not see both PIDs"
+    );
+    let workload = |name: &str| {
+        report["workloads"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|w| w["name"] == name)
+            .unwrap_or_else(|| panic!("no workload {name}"))
+            .clone()
+    };
+    let (target, load, short) = (workload("target"), workload("load-gen"), workload("short"));
+    let metric = |w: &Value, phase: &str, name: &str, stat: &str| {
+        w["metrics"][phase][name][stat]
+            .as_f64()
+            .unwrap_or_else(|| panic!("no {stat} of {name} {phase} in {w}"))
+    };
+
+    // The faulted workload: no failure before, failures during, as many as the fault injected.
+    assert_eq!(metric(&target, "before", "failed", "max"), 0.0);
+    assert_eq!(metric(&target, "during", "failed", "max"), 1.0);
+    let failed_during = (metric(&target, "during", "failed", "mean")
+        * metric(&target, "during", "failed", "samples"))
+    .round() as u64;
+    assert_seen_as_injected(failed_during, fault_row(&report, "refused"), "ECONNREFUSED");
+    assert_eq!(target["stopped_by_chaos"], true);
+    assert_eq!(target["ok"], true);
+    assert!(!target["output"].as_array().unwrap().is_empty());
+    assert!(lines_with(&stderr, "[target] {\"ok\": 1") >= 1);
+
+    // The bystander workload: every connect() succeeded, in every phase it ran.
+    for phase in ["before", "during"] {
+        assert_eq!(metric(&load, phase, "result", "max"), 0.0, "{load}");
+    }
+    assert_eq!(load["stopped_by_chaos"], true);
+    let stopped_at = load["elapsed_ms"].as_u64().unwrap();
+    assert!(
+        stopped_at >= 4000 && stopped_at < target["elapsed_ms"].as_u64().unwrap(),
+        "load-gen was not stopped by its for = \"4s\": {load}"
+    );
+
+    // Expected to fail, and it did.
+    assert_eq!(short["exit_code"], 4);
+    assert_eq!(short["ok"], true);
+    assert_eq!(short["output"][0], "starting");
     assert_no_chaos_programs();
 }
 
@@ -267,7 +376,7 @@ fn sigint_ends_the_experiment_early() {
         "{report}"
     );
     assert_eq!(report["faults"][1]["state"], "not-started", "{report}");
-    assert_eq!(report["workload"]["stopped_by_chaos"], true, "{report}");
+    assert_eq!(report["workloads"][0]["stopped_by_chaos"], true, "{report}");
     assert_eq!(report["steady_state"]["after"], true, "{report}");
     assert_eq!(output.status.code(), Some(0), "{report}");
     assert_no_chaos_programs();

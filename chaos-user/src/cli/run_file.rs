@@ -14,29 +14,32 @@ use crate::{
 };
 
 /// Run a scripted experiment: several faults on a timeline, a steady-state check before, during
-/// and after them, and a workload that runs while they are active.
+/// and after them, and workloads (load, clients, fuzzers) that run beside them.
 ///
 /// The file is TOML (README.md documents it; examples/ has examples). Each [[fault]] table is a
 /// `chaos fail`, `chaos signal` or `chaos net` command whose long options are its keys, with a
 /// start offset and a duration; each runs as that command, in a child process that dies with
-/// this one. Commands run with `sh -c` in the file's directory; the check sees the workload's
-/// PID in $CHAOS_WORKLOAD_PID, and a fault reaches the workload with pid = "workload" (or
-/// pid_tree). Ctrl-C, SIGTERM and SIGHUP end every fault early.
+/// this one. Commands run with `sh -c` in the file's directory; the check sees the first
+/// workload's PID in $CHAOS_WORKLOAD_PID and each one's in $CHAOS_WORKLOAD_PID_<NAME>; a fault
+/// reaches a workload with pid = "workload" (the first) or "workload:NAME" (or pid_tree). A
+/// workload with metrics = "json-lines" (or a regex) has the numbers it prints reported per
+/// phase. Ctrl-C, SIGTERM and SIGHUP end every fault early.
 ///
 /// Examples:
 ///   chaos run examples/connect-timeouts.toml
 ///   chaos run --check experiment.toml
 ///   chaos run experiment.toml --during './load-test --duration 60s' --json
 ///
-/// Exit status: 0 when the checks held, the workload succeeded (or ran until the end) and every
-/// fault ran; 1 otherwise; 2 when the file is invalid (the message names file, line and field).
+/// Exit status: 0 when the checks held, every workload met its expectation (or ran until chaos
+/// stopped it) and every fault ran; 1 otherwise; 2 when the file is invalid (the message names
+/// file, line and field).
 #[derive(Debug, Args)]
 #[command(verbatim_doc_comment)]
 pub struct RunFileArgs {
     /// The experiment file.
     pub file: PathBuf,
 
-    /// A shell command run while the faults are active; takes the place of the file's
+    /// A shell command run while the faults are active; takes the place of the file's single
     /// [workload]. Its exit status is part of the result.
     #[arg(long, value_name = "CMD")]
     pub during: Option<String>,

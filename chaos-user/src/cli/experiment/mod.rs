@@ -1,12 +1,14 @@
 //! Scripted experiments (`chaos run FILE`): several faults on a timeline, an optional
-//! steady-state check and an optional workload, read from a TOML file.
+//! steady-state check and workloads, read from a TOML file.
 //!
 //! A fault's keys are the long options of its command (`errno = "EIO"` is `--errno EIO`), so
 //! the file and the command line share one definition: each fault is checked by the same clap
 //! parser and the same fault checks as the command would be, and runs as that command.
 
+pub mod metrics;
 pub mod report;
 pub mod supervise;
+pub mod workload;
 
 use std::{ops::Range, path::Path, time::Duration};
 
@@ -20,6 +22,7 @@ use toml::{
     de::{DeTable, DeValue},
 };
 
+pub use self::workload::{WORKLOAD_KEYS, Workload};
 use crate::{
     cli::{Cli, fault_commands},
     fault,
@@ -34,7 +37,6 @@ pub const TOP_KEYS: [&str; 5] = [
     "fault",
 ];
 pub const STEADY_STATE_KEYS: [&str; 4] = ["command", "every", "timeout", "abort"];
-pub const WORKLOAD_KEYS: [&str; 1] = ["command"];
 /// A fault's own keys; every other key is a long option of its command.
 pub const FAULT_KEYS: [&str; 4] = ["name", "command", "start", "for"];
 
@@ -50,8 +52,8 @@ pub struct Experiment {
     /// From the start of the experiment to the end of its last fault window.
     pub duration: Duration,
     pub steady_state: Option<SteadyState>,
-    /// A shell command run while the faults are active.
-    pub workload: Option<String>,
+    /// What runs beside the faults, in file order (`pid = "workload"` names the first).
+    pub workloads: Vec<Workload>,
     pub faults: Vec<PlannedFault>,
 }
 
@@ -81,17 +83,25 @@ pub struct PlannedFault {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Arg {
     Literal(String),
-    /// The workload's PID, known once it started (`pid = "workload"`).
-    WorkloadPid,
+    /// The PID of the workload of this index, known once it started (`pid = "workload"`,
+    /// `pid = "workload:NAME"`).
+    WorkloadPid(usize),
 }
 
 impl PlannedFault {
-    /// The fault's command line after `chaos`, with the workload's PID filled in.
-    pub fn argv(&self, workload_pid: Option<u32>) -> Vec<String> {
+    /// The fault's command line after `chaos`, with the workloads' PIDs filled in.
+    pub fn argv(&self, workload_pids: &[Option<u32>]) -> Vec<String> {
         let mut argv: Vec<String> = self.command.split(' ').map(str::to_owned).collect();
-        argv.extend(self.args.iter().map(|arg| match arg {
-            Arg::Literal(word) => word.clone(),
-            Arg::WorkloadPid => workload_pid.map(|pid| pid.to_string()).unwrap_or_default(),
+        argv.extend(self.args.iter().map(|arg| {
+            match arg {
+                Arg::Literal(word) => word.clone(),
+                Arg::WorkloadPid(index) => workload_pids
+                    .get(*index)
+                    .copied()
+                    .flatten()
+                    .map(|pid| pid.to_string())
+                    .unwrap_or_default(),
+            }
         }));
         argv.push("--for".into());
         argv.push(format!("{}ms", self.lifetime.as_millis()));
@@ -146,7 +156,7 @@ type Value<'i> = Spanned<DeValue<'i>>;
 
 impl Experiment {
     /// Parses and checks an experiment. `file` names it in errors; `during` is the command
-    /// line's `--during`, which takes the place of the file's workload.
+    /// line's `--during`, which takes the place of the file's single workload.
     pub fn parse(file: &Path, text: &str, during: Option<&str>) -> Result<Self, ExperimentError> {
         let file_name = file.display().to_string();
         let source = Source {
@@ -168,21 +178,7 @@ impl Experiment {
             Some(value) => Some(steady_state(&source, value)?),
             None => None,
         };
-        let workload = match (during, root.get("workload")) {
-            (Some(command), _) => Some(command.to_owned()),
-            (None, Some(value)) => {
-                let table = table(&source, value, "workload")?;
-                check_keys(&source, table, "workload.", &WORKLOAD_KEYS)?;
-                Some(required_string(
-                    &source,
-                    table,
-                    value.span(),
-                    "workload.",
-                    "command",
-                )?)
-            }
-            (None, None) => None,
-        };
+        let workloads = workload::parse_workloads(&source, root.get("workload"), during)?;
         let Some(list) = root.get("fault") else {
             return Err(source.error(
                 &root_span,
@@ -206,7 +202,7 @@ impl Experiment {
                 source: &source,
                 field: format!("fault[{}]", index + 1),
                 duration,
-                has_workload: workload.is_some(),
+                workloads: &workloads,
             };
             faults.push(context.parse(value)?);
         }
@@ -217,11 +213,28 @@ impl Experiment {
                 .max()
                 .unwrap_or_default()
         });
+        if let Some((index, workload)) = workloads
+            .iter()
+            .enumerate()
+            .find(|(_, workload)| workload.start >= duration)
+        {
+            let span = root.get("workload").map(Spanned::span).unwrap_or(root_span);
+            return Err(source.error(
+                &span,
+                &format!("workload[{}].start", index + 1),
+                format!(
+                    "'{}' starts at {}, when the experiment has ended ({})",
+                    workload.name,
+                    humantime::format_duration(workload.start),
+                    humantime::format_duration(duration)
+                ),
+            ));
+        }
         Ok(Experiment {
             description,
             duration,
             steady_state,
-            workload,
+            workloads,
             faults,
         })
     }
@@ -260,7 +273,7 @@ struct FaultContext<'a> {
     /// `fault[N]`, counted from 1 as a person reads the file.
     field: String,
     duration: Option<Duration>,
-    has_workload: bool,
+    workloads: &'a [Workload],
 }
 
 impl FaultContext<'_> {
@@ -343,6 +356,7 @@ impl FaultContext<'_> {
             lifetime,
             args,
         };
+        self.check_workload_started(table, &fault)?;
         self.check(table, value, &fault)?;
         Ok(fault)
     }
@@ -367,13 +381,11 @@ impl FaultContext<'_> {
         let flag = format!("--{}", key.replace('_', "-"));
         let word = |value: &Value<'_>| -> Result<Arg, ExperimentError> {
             match value.get_ref() {
-                DeValue::String(text)
-                    if text == "workload" && matches!(key, "pid" | "pid_tree" | "pid-tree") =>
-                {
-                    if self.has_workload {
-                        Ok(Arg::WorkloadPid)
-                    } else {
-                        Err(source.error(&value.span(), &field, "\"workload\" names the workload's PID, but the experiment has no [workload] (or --during)"))
+                DeValue::String(text) if matches!(key, "pid" | "pid_tree" | "pid-tree") => {
+                    match workload::pid_reference(text, self.workloads) {
+                        None => Ok(Arg::Literal(text.to_string())),
+                        Some(Ok(index)) => Ok(Arg::WorkloadPid(index)),
+                        Some(Err(why)) => Err(source.error(&value.span(), &field, why)),
                     }
                 }
                 DeValue::String(text) => Ok(Arg::Literal(text.to_string())),
@@ -410,8 +422,9 @@ impl FaultContext<'_> {
         fault: &PlannedFault,
     ) -> Result<(), ExperimentError> {
         let source = self.source;
-        // Any PID stands in for the workload's: clap only checks that it is one.
-        let argv = std::iter::once("chaos".to_owned()).chain(fault.argv(Some(1)));
+        // Any PID stands in for a workload's: clap only checks that it is one.
+        let pids = vec![Some(1); self.workloads.len()];
+        let argv = std::iter::once("chaos".to_owned()).chain(fault.argv(&pids));
         let cli = Cli::try_parse_from(argv).map_err(|err| {
             let (span, key) = match flag_of(&err).and_then(|flag| key_of(table, &flag)) {
                 Some((span, key)) => (span, key),
@@ -425,6 +438,42 @@ impl FaultContext<'_> {
         let not_a_fault = || Err(fault::ParseError::NotAFault(fault.command.clone()));
         let checked = cli.command.check_fault().unwrap_or_else(not_a_fault);
         checked.map_err(|err| source.error(&value.span(), &self.field, err.to_string()))
+    }
+}
+
+impl FaultContext<'_> {
+    /// Refuses a fault that targets a workload before that workload starts: its PID is not
+    /// known yet.
+    fn check_workload_started(
+        &self,
+        table: &Table<'_>,
+        fault: &PlannedFault,
+    ) -> Result<(), ExperimentError> {
+        for arg in &fault.args {
+            let Arg::WorkloadPid(index) = arg else {
+                continue;
+            };
+            let workload = &self.workloads[*index];
+            if workload.start > fault.start {
+                let span = table
+                    .get("start")
+                    .or(table.get("pid"))
+                    .or(table.get("pid_tree"))
+                    .map(Spanned::span)
+                    .unwrap_or_default();
+                return Err(self.source.error(
+                    &span,
+                    &self.field("start"),
+                    format!(
+                        "the fault starts at {}, before the workload '{}' it targets (at {})",
+                        humantime::format_duration(fault.start),
+                        workload.name,
+                        humantime::format_duration(workload.start)
+                    ),
+                ));
+            }
+        }
+        Ok(())
     }
 }
 

@@ -3,6 +3,10 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::{
+    metrics::{Phase, PhaseMetrics},
+    workload::Expect,
+};
 use crate::report::{EndedBy, FaultKind};
 
 /// Why an experiment ended.
@@ -38,14 +42,14 @@ pub struct ExperimentReport {
     pub file: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
-    /// The checks held, the workload succeeded (or ran until chaos stopped it) and every fault ran.
+    /// The checks held, every workload met its expectation (or ran until chaos stopped it) and
+    /// every fault ran.
     pub passed: bool,
     pub ended_by: ExperimentEnd,
     pub elapsed_ms: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub steady_state: Option<CheckReport>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub workload: Option<WorkloadReport>,
+    pub workloads: Vec<WorkloadReport>,
     pub faults: Vec<FaultOutcome>,
 }
 
@@ -65,13 +69,28 @@ pub struct CheckReport {
 
 #[derive(Debug, Serialize)]
 pub struct WorkloadReport {
+    pub name: String,
     pub command: String,
+    pub start_ms: u64,
+    pub expect: Expect,
+    /// None: it never started (the experiment ended before its offset, or it could not start).
     pub pid: Option<u32>,
+    /// From its start to its end.
+    pub elapsed_ms: Option<u64>,
     pub exit_code: Option<i32>,
     pub signal: Option<i32>,
-    /// Still running when the experiment ended, and stopped by chaos (SIGTERM to its group).
+    /// Still running at the end of the experiment or of its `for`, and stopped by chaos
+    /// (SIGTERM to its group): it did its part.
     pub stopped_by_chaos: bool,
+    /// It met its expectation, was stopped by chaos, or never had to start.
     pub ok: bool,
+    /// Its last lines of output (stdout and stderr).
+    pub output: Vec<String>,
+    /// The numbers it printed, per phase (with `metrics`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<PhaseMetrics>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -142,17 +161,42 @@ impl ExperimentReport {
                 check.during
             );
         }
-        if let Some(workload) = &self.workload {
+        for workload in &self.workloads {
             let _ = writeln!(
                 out,
-                "  workload: {}{}",
+                "  workload {}: {}{}, expected {}{}",
+                workload.name,
                 describe_exit(workload),
                 if workload.stopped_by_chaos {
-                    " (stopped at the end)"
+                    " (stopped by chaos)"
                 } else {
                     ""
-                }
+                },
+                workload.expect.name(),
+                if workload.ok { "" } else { ": FAILED" }
             );
+            if let Some(error) = &workload.error {
+                let _ = writeln!(out, "    {error}");
+            }
+            for (phase, stats) in workload.metrics.iter().flatten() {
+                let phase = match phase {
+                    Phase::Before => "before",
+                    Phase::During => "during",
+                    Phase::Between => "between",
+                    Phase::After => "after",
+                };
+                for (name, stat) in stats {
+                    let _ = writeln!(
+                        out,
+                        "    {phase:<7} {name:<20} n {:>6}  min {:>10}  mean {:>10}  max {:>10}  last {:>10}",
+                        stat.samples,
+                        number(stat.min),
+                        number(stat.mean),
+                        number(stat.max),
+                        number(stat.last)
+                    );
+                }
+            }
         }
         for fault in &self.faults {
             let state = serde_json::to_value(fault.state)
@@ -199,9 +243,19 @@ impl ExperimentReport {
 }
 
 pub(super) fn describe_exit(report: &WorkloadReport) -> String {
-    match (report.exit_code, report.signal) {
-        (Some(code), _) => format!("exit status {code}"),
-        (None, Some(signal)) => format!("killed by signal {signal}"),
-        (None, None) => "unknown status".into(),
+    match (report.pid, report.exit_code, report.signal) {
+        (None, _, _) => "not started".into(),
+        (_, Some(code), _) => format!("exit status {code}"),
+        (_, None, Some(signal)) => format!("killed by signal {signal}"),
+        (_, None, None) => "unknown status".into(),
+    }
+}
+
+/// A metric for the summary: whole numbers as such, others with three decimals.
+fn number(value: f64) -> String {
+    if value.fract() == 0.0 && value.abs() < 1e15 {
+        format!("{value:.0}")
+    } else {
+        format!("{value:.3}")
     }
 }

@@ -1,5 +1,5 @@
 //! Running an experiment: the steady-state check before, during and after the faults, the
-//! workload, and each fault as a `chaos` child process started at its offset.
+//! workloads, and each fault as a `chaos` child process started at its offset.
 //!
 //! Each fault runs as the very command the file spells (checked by [`super::Experiment::parse`]),
 //! so it gets that command's guards, deadline and report. The children die with chaos run
@@ -18,23 +18,29 @@ use std::{
 use tokio::{
     io::{AsyncBufReadExt as _, AsyncReadExt as _, BufReader},
     process::Command,
-    sync::mpsc::{UnboundedSender, unbounded_channel},
+    sync::{
+        mpsc::{UnboundedSender, unbounded_channel},
+        oneshot,
+    },
     time::{Instant, MissedTickBehavior, interval, interval_at, sleep_until, timeout},
 };
 
 use super::{
     Experiment, PlannedFault, SteadyState,
+    metrics::{self, Phase, PhaseMetrics, SharedPhase},
     report::{
         CheckReport, ExperimentEnd, ExperimentReport, FaultOutcome, FaultState, WorkloadReport,
         describe_exit,
     },
+    workload::{Metrics, Workload},
 };
 use crate::{
     report::{STATUS_LINE_PREFIX, STATUS_LINES_ENV, StatusCounters},
     run::hold::Interrupts,
 };
 
-/// The environment variable that gives the steady-state check the workload's PID.
+/// The environment variable that gives the steady-state check the (first) workload's PID; each
+/// one's is also in [`Workload::pid_env`].
 pub const WORKLOAD_PID_ENV: &str = "CHAOS_WORKLOAD_PID";
 /// How long a stopped workload gets between SIGTERM and SIGKILL.
 const WORKLOAD_GRACE: Duration = Duration::from_secs(5);
@@ -46,6 +52,11 @@ const FAULT_GRACE: Duration = Duration::from_secs(60);
 const STATUS_EVERY: Duration = Duration::from_millis(250);
 /// How many of a failed child's last stderr lines the report keeps.
 const KEPT_LINES: usize = 8;
+/// How many of a workload's last output lines the report keeps.
+const WORKLOAD_LINES: usize = 20;
+/// How long a workload's output is read after it exited: whatever it left running in the
+/// background may hold its pipes open.
+const OUTPUT_DRAIN: Duration = Duration::from_secs(1);
 
 /// What the children tell the supervisor.
 enum Event {
@@ -55,7 +66,15 @@ enum Event {
         stdout: String,
         stderr_tail: Vec<String>,
     },
-    WorkloadExited(std::io::Result<ExitStatus>),
+    WorkloadExited {
+        index: usize,
+        status: std::io::Result<ExitStatus>,
+        /// Chaos stopped it (its `for`, or the end of the experiment).
+        stopped: bool,
+        elapsed: Duration,
+        output: Vec<String>,
+        metrics: Option<PhaseMetrics>,
+    },
     Checked(CheckResult),
 }
 
@@ -140,7 +159,27 @@ pub async fn run(
             })
             .collect(),
         fault_pids: vec![None; experiment.faults.len()],
-        workload_pid: None,
+        workloads: experiment
+            .workloads
+            .iter()
+            .map(|workload| WorkloadReport {
+                name: workload.name.clone(),
+                command: workload.command.clone(),
+                start_ms: workload.start.as_millis() as u64,
+                expect: workload.expect,
+                pid: None,
+                elapsed_ms: None,
+                exit_code: None,
+                signal: None,
+                stopped_by_chaos: false,
+                ok: true,
+                output: Vec::new(),
+                metrics: None,
+                error: None,
+            })
+            .collect(),
+        workload_stops: experiment.workloads.iter().map(|_| None).collect(),
+        phase: SharedPhase::default(),
         check: experiment.steady_state.as_ref().map(|check| CheckReport {
             command: check.command.clone(),
             before: false,
@@ -149,7 +188,6 @@ pub async fn run(
             after: None,
             failure: None,
         }),
-        workload: None,
         checking: false,
     };
     let started = Instant::now();
@@ -157,7 +195,7 @@ pub async fn run(
     let Supervisor {
         outcomes,
         check,
-        workload,
+        workloads,
         ..
     } = supervisor;
     let passed = ended_by != ExperimentEnd::SteadyStateNotMet
@@ -165,7 +203,7 @@ pub async fn run(
         && check
             .as_ref()
             .is_none_or(|c| c.before && c.during_failed == 0 && c.after != Some(false))
-        && workload.as_ref().is_none_or(|w| w.ok)
+        && workloads.iter().all(|w| w.ok)
         && outcomes.iter().all(|f| f.state != FaultState::Failed);
     ExperimentReport {
         file: file.display().to_string(),
@@ -174,7 +212,7 @@ pub async fn run(
         ended_by,
         elapsed_ms: started.elapsed().as_millis() as u64,
         steady_state: check,
-        workload,
+        workloads,
         faults: outcomes,
     }
 }
@@ -187,14 +225,25 @@ struct Supervisor<'a> {
     outcomes: Vec<FaultOutcome>,
     /// The fault processes still running.
     fault_pids: Vec<Option<u32>>,
-    workload_pid: Option<u32>,
+    workloads: Vec<WorkloadReport>,
+    /// How to stop each workload still running.
+    workload_stops: Vec<Option<oneshot::Sender<()>>>,
+    /// Where the experiment stands, for the workloads' metrics.
+    phase: SharedPhase,
     check: Option<CheckReport>,
-    workload: Option<WorkloadReport>,
     /// A check during the faults is running.
     checking: bool,
 }
 
 type Events = tokio::sync::mpsc::UnboundedReceiver<Event>;
+
+/// What starts at an offset of the timeline.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Due {
+    /// Before faults at the same offset, which may target it.
+    Workload(usize),
+    Fault(usize),
+}
 
 impl Supervisor<'_> {
     fn say(&self, line: &str) {
@@ -204,39 +253,46 @@ impl Supervisor<'_> {
     async fn run(&mut self, interrupts: &mut Interrupts) -> ExperimentEnd {
         let experiment = self.experiment;
         let (events, mut received) = unbounded_channel();
-        if let Some(command) = &experiment.workload {
-            let spawned = self.spawn_workload(command, events.clone());
-            if let Err(err) = &spawned {
-                self.say(&format!("chaos run: cannot start the workload: {err}"));
+        let mut timeline: Vec<(Duration, Due)> = experiment
+            .workloads
+            .iter()
+            .enumerate()
+            .map(|(i, w)| (w.start, Due::Workload(i)))
+            .chain(
+                experiment
+                    .faults
+                    .iter()
+                    .enumerate()
+                    .map(|(i, f)| (f.start, Due::Fault(i))),
+            )
+            .collect();
+        timeline.sort();
+        // The workloads at offset 0 start first: the check before the faults sees them.
+        let first_fault = timeline
+            .iter()
+            .position(|(offset, due)| !(offset.is_zero() && matches!(due, Due::Workload(_))))
+            .unwrap_or(timeline.len());
+        for (_, due) in timeline.drain(..first_fault) {
+            if let Due::Workload(index) = due {
+                self.spawn_workload(index, events.clone());
             }
-            self.workload_pid = spawned.as_ref().ok().copied();
-            self.workload = Some(WorkloadReport {
-                command: command.clone(),
-                pid: self.workload_pid,
-                exit_code: None,
-                signal: None,
-                stopped_by_chaos: false,
-                ok: spawned.is_ok(),
-            });
         }
 
         if let Some(check) = &experiment.steady_state {
-            let result = run_check(check, &self.workdir, self.workload_pid).await;
+            let result = run_check(check, &self.workdir, self.check_env()).await;
             let report = self.check.as_mut().expect("a check report");
             report.before = result.ok;
             if !result.ok {
                 report.failure = Some(result.output.clone());
                 self.say(&format!("chaos run: the steady-state check fails before any fault; nothing was started\n{}", result.output));
-                self.stop_workload(&mut received).await;
+                self.stop_workloads(&mut received).await;
                 return ExperimentEnd::SteadyStateNotMet;
             }
         }
 
         let start = Instant::now();
         let deadline = start + experiment.duration;
-        let mut order: Vec<usize> = (0..experiment.faults.len()).collect();
-        order.sort_by_key(|&i| experiment.faults[i].start);
-        let mut order = order.into_iter().peekable();
+        let mut timeline = timeline.into_iter().peekable();
         let check_every = experiment
             .steady_state
             .as_ref()
@@ -247,23 +303,27 @@ impl Supervisor<'_> {
         status_ticks.set_missed_tick_behavior(MissedTickBehavior::Skip);
 
         let ended_by = loop {
-            let next_start = order.peek().map(|&i| start + experiment.faults[i].start);
+            let next_start = timeline.peek().map(|(offset, _)| start + *offset);
             tokio::select! {
                 _ = sleep_until(next_start.unwrap_or(deadline)), if next_start.is_some() => {
-                    let index = order.next().expect("a fault was due");
-                    if let Err(err) = self.spawn_fault(index, events.clone()) {
-                        let outcome = &mut self.outcomes[index];
-                        outcome.state = FaultState::Failed;
-                        outcome.error = Some(format!("cannot start chaos: {err}"));
-                        break ExperimentEnd::FaultFailed;
+                    match timeline.next().expect("something was due").1 {
+                        Due::Workload(index) => self.spawn_workload(index, events.clone()),
+                        Due::Fault(index) => {
+                            if let Err(err) = self.spawn_fault(index, events.clone()) {
+                                let outcome = &mut self.outcomes[index];
+                                outcome.state = FaultState::Failed;
+                                outcome.error = Some(format!("cannot start chaos: {err}"));
+                                break ExperimentEnd::FaultFailed;
+                            }
+                        }
                     }
                 }
                 _ = check_ticks.tick(), if experiment.steady_state.is_some() && !self.checking => {
                     self.checking = true;
                     let check = experiment.steady_state.clone().expect("a check");
-                    let (workdir, pid, events) = (self.workdir.clone(), self.workload_pid, events.clone());
+                    let (workdir, env, events) = (self.workdir.clone(), self.check_env(), events.clone());
                     tokio::spawn(async move {
-                        let result = run_check(&check, &workdir, pid).await;
+                        let result = run_check(&check, &workdir, env).await;
                         let _ = events.send(Event::Checked(result));
                     });
                 }
@@ -280,8 +340,9 @@ impl Supervisor<'_> {
         self.console.lock().expect("console lock").clear();
 
         let ended_by = self.end_faults(ended_by, &mut received, interrupts).await;
+        self.phase.set(Phase::After);
         if let Some(check) = &experiment.steady_state {
-            let result = run_check(check, &self.workdir, self.workload_pid).await;
+            let result = run_check(check, &self.workdir, self.check_env()).await;
             let report = self.check.as_mut().expect("a check report");
             report.after = Some(result.ok);
             if !result.ok {
@@ -292,8 +353,25 @@ impl Supervisor<'_> {
                 ));
             }
         }
-        self.stop_workload(&mut received).await;
+        self.stop_workloads(&mut received).await;
         ended_by
+    }
+
+    /// What a check sees of the workloads started so far: the first one's PID in
+    /// [`WORKLOAD_PID_ENV`], each one's in its own variable.
+    fn check_env(&self) -> Vec<(String, String)> {
+        let started = self
+            .experiment
+            .workloads
+            .iter()
+            .zip(&self.workloads)
+            .filter_map(|(workload, report)| Some((workload.pid_env(), report.pid?.to_string())));
+        let first = self
+            .workloads
+            .first()
+            .and_then(|report| report.pid)
+            .map(|pid| (WORKLOAD_PID_ENV.to_owned(), pid.to_string()));
+        first.into_iter().chain(started).collect()
     }
 
     /// Records what a child reports; returns why the experiment must end now, if it must.
@@ -319,11 +397,41 @@ impl Supervisor<'_> {
                 ));
                 abort.then_some(ExperimentEnd::CheckFailed)
             }
-            Event::WorkloadExited(status) => {
-                let report = self.workload.as_mut()?;
-                record_workload(report, status);
-                let line = format!("chaos run: the workload ended ({})", describe_exit(report));
-                self.say(&line);
+            Event::WorkloadExited {
+                index,
+                status,
+                stopped,
+                elapsed,
+                output,
+                metrics,
+            } => {
+                self.workload_stops[index] = None;
+                let expect = self.experiment.workloads[index].expect;
+                let report = &mut self.workloads[index];
+                report.elapsed_ms = Some(elapsed.as_millis() as u64);
+                report.output = output;
+                report.metrics = metrics;
+                report.stopped_by_chaos = stopped;
+                match status {
+                    Ok(status) => {
+                        report.exit_code = status.code();
+                        report.signal = status.signal();
+                        report.ok = stopped || expect.met_by(status.success());
+                    }
+                    Err(err) => {
+                        report.error = Some(format!("waiting for it: {err}"));
+                        report.ok = false;
+                    }
+                }
+                if !stopped {
+                    let line = format!(
+                        "chaos run: the workload {} ended ({}{})",
+                        report.name,
+                        describe_exit(report),
+                        if report.ok { "" } else { ", not as expected" }
+                    );
+                    self.say(&line);
+                }
                 None
             }
             Event::FaultEnded {
@@ -353,6 +461,14 @@ impl Supervisor<'_> {
                     outcome.state = FaultState::Ran;
                 }
                 self.live.lock().expect("live lock")[index].state = Some(outcome.state);
+                let state = |wanted| self.outcomes.iter().any(|o| o.state == wanted);
+                self.phase.set(if state(FaultState::Running) {
+                    Phase::During
+                } else if state(FaultState::NotStarted) {
+                    Phase::Between
+                } else {
+                    Phase::After
+                });
                 failed.then_some(ExperimentEnd::FaultFailed)
             }
         }
@@ -411,42 +527,25 @@ impl Supervisor<'_> {
         }
     }
 
-    /// Ends a workload still running at the end: SIGTERM to its process group, SIGKILL after
-    /// [`WORKLOAD_GRACE`]. A workload that ran until the end did its part: it counts as ok.
-    async fn stop_workload(&mut self, received: &mut Events) {
-        let (Some(pid), Some(report)) = (self.workload_pid, &self.workload) else {
-            return;
-        };
-        if report.exit_code.is_some() || report.signal.is_some() {
-            return;
+    /// Stops the workloads still running at the end and waits for each to report: each one's
+    /// watcher sends SIGTERM to its process group, SIGKILL after [`WORKLOAD_GRACE`]. A
+    /// workload that ran until the end did its part.
+    async fn stop_workloads(&mut self, received: &mut Events) {
+        for stop in self.workload_stops.iter_mut().filter_map(Option::take) {
+            let _ = stop.send(());
         }
-        signal(-(pid as i32), libc::SIGTERM);
-        let give_up = Instant::now() + WORKLOAD_GRACE;
-        loop {
-            match timeout(
-                give_up.saturating_duration_since(Instant::now()),
-                received.recv(),
-            )
-            .await
-            {
-                Ok(Some(Event::WorkloadExited(status))) => {
-                    let report = self.workload.as_mut().expect("a workload report");
-                    record_workload(report, status);
-                    break;
-                }
-                Ok(Some(event)) => {
+        while self
+            .workloads
+            .iter()
+            .any(|w| w.pid.is_some() && w.elapsed_ms.is_none() && w.error.is_none())
+        {
+            match received.recv().await {
+                Some(event) => {
                     self.handle(event);
                 }
-                Ok(None) | Err(_) => {
-                    signal(-(pid as i32), libc::SIGKILL);
-                    self.workload.as_mut().expect("a workload report").signal = Some(libc::SIGKILL);
-                    break;
-                }
+                None => break,
             }
         }
-        let report = self.workload.as_mut().expect("a workload report");
-        report.stopped_by_chaos = true;
-        report.ok = true;
     }
 
     /// Starts fault `index` as a chaos child process.
@@ -454,7 +553,7 @@ impl Supervisor<'_> {
         let fault: &PlannedFault = &self.experiment.faults[index];
         let mut command = Command::new(std::env::current_exe()?);
         command
-            .args(fault.argv(self.workload_pid))
+            .args(fault.argv(&self.workloads.iter().map(|w| w.pid).collect::<Vec<_>>()))
             .arg("--json")
             .env(STATUS_LINES_ENV, "1")
             .stdin(Stdio::null())
@@ -465,6 +564,7 @@ impl Supervisor<'_> {
         self.fault_pids[index] = child.id();
         self.live.lock().expect("live lock")[index].state = Some(FaultState::Running);
         self.outcomes[index].state = FaultState::Running;
+        self.phase.set(Phase::During);
         let mut stdout = child.stdout.take().expect("piped stdout");
         let stderr = child.stderr.take().expect("piped stderr");
         let (live, console, name) = (self.live.clone(), self.console.clone(), fault.name.clone());
@@ -507,29 +607,47 @@ impl Supervisor<'_> {
         Ok(())
     }
 
-    fn spawn_workload(
-        &self,
-        command: &str,
-        events: UnboundedSender<Event>,
-    ) -> std::io::Result<u32> {
+    /// Starts workload `index` in its own process group, watched by a task of its own.
+    fn spawn_workload(&mut self, index: usize, events: UnboundedSender<Event>) {
+        let workload: &Workload = &self.experiment.workloads[index];
         let mut shell = Command::new("sh");
         shell
             .arg("-c")
-            .arg(command)
+            .arg(&workload.command)
             .current_dir(&self.workdir)
             .env("PATH", commands_path())
+            .envs(self.check_env())
             .stdin(Stdio::null())
-            // Its output goes with chaos's messages, never into the report on stdout.
-            .stdout(std::io::stderr())
+            // Its output goes with chaos's messages and into the report, never on stdout.
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
             .process_group(0);
         die_with_parent(&mut shell);
-        let mut child = shell.spawn()?;
-        let pid = child.id().unwrap_or_default();
-        tokio::spawn(async move {
-            let status = child.wait().await;
-            let _ = events.send(Event::WorkloadExited(status));
-        });
-        Ok(pid)
+        let child = match shell.spawn() {
+            Ok(child) => child,
+            Err(err) => {
+                let report = &mut self.workloads[index];
+                report.error = Some(format!("cannot start sh: {err}"));
+                report.ok = false;
+                self.say(&format!(
+                    "chaos run: cannot start the workload {}: {err}",
+                    workload.name
+                ));
+                return;
+            }
+        };
+        self.workloads[index].pid = child.id();
+        let (stop, stopped) = oneshot::channel();
+        self.workload_stops[index] = Some(stop);
+        let watcher = WorkloadWatcher {
+            index,
+            name: workload.name.clone(),
+            lifetime: workload.lifetime,
+            metrics: workload.metrics.clone(),
+            phase: self.phase.clone(),
+            console: self.console.clone(),
+        };
+        tokio::spawn(watcher.watch(child, stopped, events));
     }
 
     fn draw_status(&self, start: Instant, deadline: Instant) {
@@ -568,21 +686,20 @@ impl Supervisor<'_> {
     }
 }
 
-/// Runs the steady-state check once, in `workdir`, killed after its timeout.
-async fn run_check(check: &SteadyState, workdir: &Path, workload_pid: Option<u32>) -> CheckResult {
+/// Runs the steady-state check once, in `workdir`, with the workloads' PIDs in `env`, killed
+/// after its timeout.
+async fn run_check(check: &SteadyState, workdir: &Path, env: Vec<(String, String)>) -> CheckResult {
     let mut command = Command::new("sh");
     command
         .arg("-c")
         .arg(&check.command)
         .current_dir(workdir)
         .env("PATH", commands_path())
+        .envs(env)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
-    if let Some(pid) = workload_pid {
-        command.env(WORKLOAD_PID_ENV, pid.to_string());
-    }
     let output = match command.spawn() {
         Ok(child) => timeout(check.timeout, child.wait_with_output()).await,
         Err(err) => {
@@ -624,15 +741,110 @@ async fn run_check(check: &SteadyState, workdir: &Path, workload_pid: Option<u32
     }
 }
 
-fn record_workload(report: &mut WorkloadReport, status: std::io::Result<ExitStatus>) {
-    match status {
-        Ok(status) => {
-            report.exit_code = status.code();
-            report.signal = status.signal();
-            report.ok = status.success();
-        }
-        Err(_) => report.ok = false,
+/// What watches one running workload: its output, its `for`, and the request to stop it.
+struct WorkloadWatcher {
+    index: usize,
+    name: String,
+    lifetime: Option<Duration>,
+    metrics: Option<Metrics>,
+    phase: SharedPhase,
+    console: Arc<Mutex<Console>>,
+}
+
+impl WorkloadWatcher {
+    /// Follows the workload to its end, stopping it when its `for` is over or `stop` says so
+    /// (SIGTERM to its group, SIGKILL after [`WORKLOAD_GRACE`]), and reports it.
+    async fn watch(
+        mut self,
+        mut child: tokio::process::Child,
+        mut stop: oneshot::Receiver<()>,
+        events: UnboundedSender<Event>,
+    ) {
+        let started = Instant::now();
+        let group = -(child.id().unwrap_or_default() as i32);
+        let (lines, mut received) = unbounded_channel();
+        forward_lines(child.stdout.take().expect("piped stdout"), lines.clone());
+        forward_lines(child.stderr.take().expect("piped stderr"), lines);
+        let mut tail = VecDeque::new();
+        let mut gathered = PhaseMetrics::new();
+        let lifetime_end = self.lifetime.map(|lifetime| started + lifetime);
+        // Set once SIGTERM is sent: when SIGKILL follows.
+        let mut kill_at: Option<Instant> = None;
+        let mut killed = false;
+        let status = loop {
+            tokio::select! {
+                status = child.wait() => break status,
+                Some(line) = received.recv() => self.line(line, &mut tail, &mut gathered),
+                _ = sleep_until(lifetime_end.unwrap_or(started)), if lifetime_end.is_some() && kill_at.is_none() => {
+                    signal(group, libc::SIGTERM);
+                    kill_at = Some(Instant::now() + WORKLOAD_GRACE);
+                }
+                _ = &mut stop, if kill_at.is_none() => {
+                    signal(group, libc::SIGTERM);
+                    kill_at = Some(Instant::now() + WORKLOAD_GRACE);
+                }
+                _ = sleep_until(kill_at.unwrap_or(started)), if kill_at.is_some() && !killed => {
+                    signal(group, libc::SIGKILL);
+                    killed = true;
+                }
+            }
+        };
+        let elapsed = started.elapsed();
+        let _ = timeout(OUTPUT_DRAIN, async {
+            while let Some(line) = received.recv().await {
+                self.line(line, &mut tail, &mut gathered);
+            }
+        })
+        .await;
+        let _ = events.send(Event::WorkloadExited {
+            index: self.index,
+            status,
+            stopped: kill_at.is_some(),
+            elapsed,
+            output: Vec::from(tail),
+            metrics: self.metrics.is_some().then_some(gathered),
+        });
     }
+
+    /// One line of the workload's output: shown, kept in the tail, its numbers gathered.
+    fn line(&mut self, line: String, tail: &mut VecDeque<String>, gathered: &mut PhaseMetrics) {
+        if let Some(metrics) = &self.metrics {
+            metrics::record(metrics, &line, self.phase.get(), gathered);
+        }
+        self.console
+            .lock()
+            .expect("console lock")
+            .say(&format!("[{}] {line}", self.name));
+        if tail.len() == WORKLOAD_LINES {
+            tail.pop_front();
+        }
+        tail.push_back(line);
+    }
+}
+
+/// Sends each line `stream` yields to `lines` (bytes that are not UTF-8 replaced), until its end.
+fn forward_lines(
+    stream: impl tokio::io::AsyncRead + Unpin + Send + 'static,
+    lines: UnboundedSender<String>,
+) {
+    tokio::spawn(async move {
+        let mut reader = BufReader::new(stream);
+        let mut line = Vec::new();
+        while reader
+            .read_until(b'\n', &mut line)
+            .await
+            .is_ok_and(|read| read > 0)
+        {
+            let text = String::from_utf8_lossy(&line);
+            if lines
+                .send(text.trim_end_matches(['\n', '\r']).to_owned())
+                .is_err()
+            {
+                break;
+            }
+            line.clear();
+        }
+    });
 }
 
 /// The PATH of the workload and the check: this chaos binary's directory first, so that they

@@ -28,11 +28,12 @@ force = false
     )
     .unwrap();
     assert_eq!(experiment.duration, Duration::from_secs(12));
-    assert_eq!(experiment.workload.as_deref(), Some("./client"));
+    assert_eq!(experiment.workloads[0].command, "./client");
+    assert_eq!(experiment.workloads[0].name, "workload");
     let fault = &experiment.faults[0];
     assert_eq!(fault.name, "db down");
     assert_eq!(fault.start, Duration::from_secs(2));
-    let mut argv = fault.argv(Some(77));
+    let mut argv = fault.argv(&[Some(77)]);
     // Table keys come in an order of their own; compare the options as a set of pairs.
     assert_eq!(argv.drain(..1).collect::<Vec<_>>(), ["fail"]);
     let line = argv.join(" ");
@@ -77,12 +78,92 @@ probability = 0.5
 fn during_takes_the_place_of_the_files_workload() {
     let text = "[workload]\ncommand = \"a\"\n[[fault]]\ncommand = \"signal\"\npid = \"workload\"\nsyscall = \"fsync\"\nsignal = \"KILL\"\nfor = \"1s\"\n";
     let experiment = Experiment::parse(Path::new("x.toml"), text, Some("b")).unwrap();
-    assert_eq!(experiment.workload.as_deref(), Some("b"));
+    assert_eq!(experiment.workloads.len(), 1);
+    assert_eq!(experiment.workloads[0].command, "b");
     // "workload" is a PID only for the PID options.
     let err = parse(
         "[[fault]]\ncommand = \"fail\"\ncomm = \"workload\"\nop = \"open\"\nerrno = \"EIO\"\nfor = \"1s\"\n",
     );
     assert!(err.is_ok(), "{err:?}");
+}
+
+#[test]
+fn several_workloads_are_named_started_and_targeted_by_name() {
+    let experiment = parse(
+        r#"
+[[workload]]
+name = "server"
+command = "./server"
+expect = "any"
+
+[[workload]]
+name = "load-gen"
+command = "wrk http://127.0.0.1/"
+start = "2s"
+for = "5s"
+expect = "success"
+metrics = "json-lines"
+
+[[workload]]
+name = "fuzz"
+command = "./fuzz"
+expect = "failure"
+metrics = 'findings=(?P<findings>\d+)'
+
+[[fault]]
+command = "fail"
+pid_tree = "workload:load-gen"
+op = "connect"
+errno = "ECONNREFUSED"
+start = "3s"
+for = "2s"
+
+[[fault]]
+command = "signal"
+pid = "workload"
+syscall = "accept4"
+signal = "KILL"
+for = "1s"
+"#,
+    )
+    .unwrap();
+    let names: Vec<&str> = experiment
+        .workloads
+        .iter()
+        .map(|w| w.name.as_str())
+        .collect();
+    assert_eq!(names, ["server", "load-gen", "fuzz"]);
+    let load = &experiment.workloads[1];
+    assert_eq!(
+        (load.start, load.lifetime, load.expect),
+        (
+            Duration::from_secs(2),
+            Some(Duration::from_secs(5)),
+            workload::Expect::Success
+        )
+    );
+    assert!(matches!(load.metrics, Some(workload::Metrics::JsonLines)));
+    assert!(matches!(
+        experiment.workloads[2].metrics,
+        Some(workload::Metrics::Regex(_))
+    ));
+    assert_eq!(load.pid_env(), "CHAOS_WORKLOAD_PID_LOAD_GEN");
+    let pids = [Some(10), Some(20), Some(30)];
+    let first = experiment.faults[0].argv(&pids).join(" ");
+    assert!(first.contains("--pid-tree 20"), "{first}");
+    let second = experiment.faults[1].argv(&pids).join(" ");
+    assert!(
+        second.contains("--pid 10"),
+        "plain \"workload\" is the first: {second}"
+    );
+    // --during stands in for a single workload only.
+    let err = Experiment::parse(
+        Path::new("x.toml"),
+        "[[workload]]\nname = \"a\"\ncommand = \"a\"\n[[workload]]\nname = \"b\"\ncommand = \"b\"\n[[fault]]\ncommand = \"fail\"\npid = \"1\"\nop = \"open\"\nerrno = \"EIO\"\nfor = \"1s\"\n",
+        Some("c"),
+    )
+    .unwrap_err();
+    assert_eq!(err.field.as_deref(), Some("workload"), "{err}");
 }
 
 /// Every file of the invalid corpus is refused with the message its first line expects: the
