@@ -1,6 +1,7 @@
 //! `cargo xtask setup`: everything a fresh Debian machine lacks, installed idempotently.
 
 use std::{
+    os::unix::fs::PermissionsExt as _,
     path::{Path, PathBuf},
     process::Command,
 };
@@ -15,11 +16,13 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "bpftool",        // tests check that no program is left behind
     "busybox-static", // the VM runner's initramfs
     "cpio",           // packs the initramfs
+    "curl",           // the drills' readiness and budget checks
     "dnsmasq-base",   // the DNS server of the DNS fault tests
     "e2fsprogs",      // mkfs.ext4: the --path tests' ext4 image
     "ethtool",        // the corruption tests turn a veth's checksum offload off
     "iproute2",       // tc, ip: probe and network tests
     "kmod",           // depmod for the Debian kernels' module trees
+    "nginx-light",    // the HTTP drills' server
     "iperf3",         // the network benchmark
     "podman",         // real containers for the --container tests
     "python3-venv",   // the tests' Python tools (python_tools)
@@ -27,6 +30,7 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "runc",       // podman's runtime here (crun refuses hybrid cgroups)
     "strace",     // the benchmark's comparison point
     "util-linux", // setpriv, unshare, nsenter
+    "wrk",        // the HTTP drills' load
     "xz-utils",   // a stock kernel's .ko.xz boot modules, unpacked for busybox insmod
 ];
 
@@ -130,12 +134,44 @@ pub fn install_debian_packages(packages: &[&str]) -> anyhow::Result<()> {
     }
     eprintln!("setup: installing Debian packages {}", missing.join(" "));
     run_command(Command::new("apt-get").args(["update", "-qq"]))?;
+    let _no_services = NoServiceStarts::new()?;
     run_command(
         Command::new("apt-get")
             .args(["install", "-y", "-qq", "--no-install-recommends"])
             .args(&missing)
             .env("DEBIAN_FRONTEND", "noninteractive"),
     )
+}
+
+/// Keeps the servers the tests install (nginx, PostgreSQL…) from being started as services by
+/// their packages: a policy-rc.d that denies every start while it lives, unless the machine
+/// has its own.
+struct NoServiceStarts(Option<&'static Path>);
+
+impl NoServiceStarts {
+    const POLICY: &'static str = "/usr/sbin/policy-rc.d";
+
+    fn new() -> anyhow::Result<Self> {
+        let path = Path::new(Self::POLICY);
+        if path.exists() {
+            return Ok(NoServiceStarts(None));
+        }
+        std::fs::write(
+            path,
+            "#!/bin/sh\n# cargo xtask setup: no service starts while it installs\nexit 101\n",
+        )
+        .with_context(|| format!("write {}", path.display()))?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755))?;
+        Ok(NoServiceStarts(Some(path)))
+    }
+}
+
+impl Drop for NoServiceStarts {
+    fn drop(&mut self) {
+        if let Some(path) = self.0 {
+            let _ = std::fs::remove_file(path);
+        }
+    }
 }
 
 fn installed(package: &str) -> bool {

@@ -1,20 +1,17 @@
-//! The numbers workloads print, gathered per phase of the experiment: before the first fault
-//! starts, while any fault runs, between faults, after the last one ended.
+//! The numbers workloads print, gathered per phase of the experiment: `before` the first fault
+//! starts, `during` any fault (and `during:NAME` for each fault running), `between` faults,
+//! `after` the last one ended.
 
 use std::{
     collections::BTreeMap,
-    sync::{
-        Arc,
-        atomic::{AtomicU8, Ordering},
-    },
+    sync::{Arc, Mutex},
 };
 
 use serde::Serialize;
 
 use super::workload::Metrics;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "kebab-case")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Phase {
     Before,
     During,
@@ -22,20 +19,54 @@ pub enum Phase {
     After,
 }
 
-const PHASES: [Phase; 4] = [Phase::Before, Phase::During, Phase::Between, Phase::After];
+impl Phase {
+    fn name(self) -> &'static str {
+        match self {
+            Phase::Before => "before",
+            Phase::During => "during",
+            Phase::Between => "between",
+            Phase::After => "after",
+        }
+    }
+}
 
-/// The experiment's phase, set by the supervisor and read by the workloads' output readers.
-#[derive(Clone, Default)]
-pub struct SharedPhase(Arc<AtomicU8>);
+/// The experiment's phase and the faults running, set by the supervisor and read by the
+/// workloads' output readers.
+#[derive(Clone)]
+pub struct SharedPhase(Arc<Mutex<Vec<String>>>);
+
+impl Default for SharedPhase {
+    fn default() -> Self {
+        SharedPhase(Arc::new(Mutex::new(vec![Phase::Before.name().to_owned()])))
+    }
+}
 
 impl SharedPhase {
-    pub fn set(&self, phase: Phase) {
-        self.0.store(phase as u8, Ordering::Relaxed);
+    /// Enters `phase`, with the names of the faults running.
+    pub fn set<'a>(&self, phase: Phase, running: impl IntoIterator<Item = &'a str>) {
+        let mut labels = vec![phase.name().to_owned()];
+        if phase == Phase::During {
+            labels.extend(running.into_iter().map(|name| format!("during:{name}")));
+        }
+        *self.0.lock().expect("phase lock") = labels;
     }
 
-    pub fn get(&self) -> Phase {
-        PHASES[usize::from(self.0.load(Ordering::Relaxed)).min(PHASES.len() - 1)]
+    /// The phases a sample taken now counts in.
+    pub fn labels(&self) -> Vec<String> {
+        self.0.lock().expect("phase lock").clone()
     }
+}
+
+/// Where a phase comes in the summary: in the order they happen.
+pub fn rank(label: &str) -> (u8, &str) {
+    let order = match label.split(':').next().unwrap_or(label) {
+        "before" => 0,
+        "during" if label.contains(':') => 2,
+        "during" => 1,
+        "between" => 3,
+        _ => 4,
+    };
+    (order, label)
 }
 
 /// One metric's samples in one phase.
@@ -69,17 +100,19 @@ impl Stat {
 }
 
 /// Per phase, per metric name, what a workload printed.
-pub type PhaseMetrics = BTreeMap<Phase, BTreeMap<String, Stat>>;
+pub type PhaseMetrics = BTreeMap<String, BTreeMap<String, Stat>>;
 
-/// Adds the numbers of one output `line` to `into`, in `phase`.
-pub fn record(metrics: &Metrics, line: &str, phase: Phase, into: &mut PhaseMetrics) {
+/// Adds the numbers of one output `line` to `into`, in each phase of `labels`.
+pub fn record(metrics: &Metrics, line: &str, labels: &[String], into: &mut PhaseMetrics) {
     let mut add = |name: String, value: f64| {
         if value.is_finite() {
-            into.entry(phase)
-                .or_default()
-                .entry(name)
-                .and_modify(|stat| stat.add(value))
-                .or_insert_with(|| Stat::new(value));
+            for label in labels {
+                into.entry(label.clone())
+                    .or_default()
+                    .entry(name.clone())
+                    .and_modify(|stat| stat.add(value))
+                    .or_insert_with(|| Stat::new(value));
+            }
         }
     };
     match metrics {
@@ -133,21 +166,25 @@ mod tests {
 
     #[test]
     fn json_lines_give_every_number_by_its_path() {
+        let phase = SharedPhase::default();
         let mut into = PhaseMetrics::new();
+        phase.set(Phase::During, ["loss"]);
         for line in [
             r#"{"p99_ms": 12.5, "errors": 0, "latency": {"p50": 3}, "host": "x"}"#,
             "not json",
             r#"{"p99_ms": 30, "errors": 4}"#,
         ] {
-            record(&Metrics::JsonLines, line, Phase::During, &mut into);
+            record(&Metrics::JsonLines, line, &phase.labels(), &mut into);
         }
+        phase.set(Phase::After, ["loss"]);
         record(
             &Metrics::JsonLines,
             r#"{"errors": 1}"#,
-            Phase::After,
+            &phase.labels(),
             &mut into,
         );
-        let during = &into[&Phase::During];
+        let during = &into["during"];
+        assert_eq!(during["errors"].max, into["during:loss"]["errors"].max);
         let p99 = &during["p99_ms"];
         assert_eq!(
             (p99.samples, p99.min, p99.max, p99.last),
@@ -156,8 +193,8 @@ mod tests {
         assert_eq!(p99.mean, 21.25);
         assert_eq!(during["latency.p50"].samples, 1);
         assert!(!during.contains_key("host"));
-        assert_eq!(into[&Phase::After]["errors"].last, 1.0);
-        assert!(!into.contains_key(&Phase::Before));
+        assert_eq!(into["after"]["errors"].last, 1.0);
+        assert!(!into.contains_key("before") && !into.contains_key("after:loss"));
     }
 
     #[test]
@@ -174,9 +211,9 @@ mod tests {
             "Non-2xx or 3xx responses: 7",
             "other",
         ] {
-            record(&metrics, line, Phase::Before, &mut into);
+            record(&metrics, line, &SharedPhase::default().labels(), &mut into);
         }
-        let before = &into[&Phase::Before];
+        let before = &into["before"];
         assert_eq!(before["rps"].last, 1234.56);
         assert_eq!(before["non2xx"].last, 7.0);
         assert_eq!(before.len(), 2);

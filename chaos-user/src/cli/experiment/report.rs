@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::{
-    metrics::{Phase, PhaseMetrics},
+    metrics::{self, PhaseMetrics},
     workload::Expect,
 };
 use crate::report::{EndedBy, FaultKind};
@@ -17,6 +17,9 @@ pub enum ExperimentEnd {
     Deadline,
     /// The steady-state check failed before any fault started: nothing was injected.
     SteadyStateNotMet,
+    /// A workload's `ready` command did not succeed in time (or it exited first): nothing was
+    /// injected.
+    WorkloadNotReady,
     /// The steady-state check failed during the faults and the file asked to abort.
     CheckFailed,
     /// A fault could not run (its command failed); the others were stopped.
@@ -178,17 +181,13 @@ impl ExperimentReport {
             if let Some(error) = &workload.error {
                 let _ = writeln!(out, "    {error}");
             }
-            for (phase, stats) in workload.metrics.iter().flatten() {
-                let phase = match phase {
-                    Phase::Before => "before",
-                    Phase::During => "during",
-                    Phase::Between => "between",
-                    Phase::After => "after",
-                };
+            let mut phases: Vec<_> = workload.metrics.iter().flatten().collect();
+            phases.sort_by_key(|(phase, _)| metrics::rank(phase));
+            for (phase, stats) in phases {
                 for (name, stat) in stats {
                     let _ = writeln!(
                         out,
-                        "    {phase:<7} {name:<20} n {:>6}  min {:>10}  mean {:>10}  max {:>10}  last {:>10}",
+                        "    {phase:<16} {name:<16} n {:>6}  min {:>10}  mean {:>10}  max {:>10}  last {:>10}",
                         stat.samples,
                         number(stat.min),
                         number(stat.mean),

@@ -54,6 +54,9 @@ const STATUS_EVERY: Duration = Duration::from_millis(250);
 const KEPT_LINES: usize = 8;
 /// How many of a workload's last output lines the report keeps.
 const WORKLOAD_LINES: usize = 20;
+/// How long a workload's `ready` command may take to succeed, and how often it runs.
+const READY_TIMEOUT: Duration = Duration::from_secs(60);
+const READY_EVERY: Duration = Duration::from_millis(200);
 /// How long a workload's output is read after it exited: whatever it left running in the
 /// background may hold its pipes open.
 const OUTPUT_DRAIN: Duration = Duration::from_secs(1);
@@ -198,11 +201,14 @@ pub async fn run(
         workloads,
         ..
     } = supervisor;
-    let passed = ended_by != ExperimentEnd::SteadyStateNotMet
-        && ended_by != ExperimentEnd::FaultFailed
-        && check
-            .as_ref()
-            .is_none_or(|c| c.before && c.during_failed == 0 && c.after != Some(false))
+    let passed = !matches!(
+        ended_by,
+        ExperimentEnd::SteadyStateNotMet
+            | ExperimentEnd::FaultFailed
+            | ExperimentEnd::WorkloadNotReady
+    ) && check
+        .as_ref()
+        .is_none_or(|c| c.before && c.during_failed == 0 && c.after != Some(false))
         && workloads.iter().all(|w| w.ok)
         && outcomes.iter().all(|f| f.state != FaultState::Failed);
     ExperimentReport {
@@ -278,6 +284,11 @@ impl Supervisor<'_> {
             }
         }
 
+        if let Err(ended_by) = self.wait_until_ready(&mut received, interrupts).await {
+            self.stop_workloads(&mut received).await;
+            return ended_by;
+        }
+
         if let Some(check) = &experiment.steady_state {
             let result = run_check(check, &self.workdir, self.check_env()).await;
             let report = self.check.as_mut().expect("a check report");
@@ -340,7 +351,7 @@ impl Supervisor<'_> {
         self.console.lock().expect("console lock").clear();
 
         let ended_by = self.end_faults(ended_by, &mut received, interrupts).await;
-        self.phase.set(Phase::After);
+        self.phase.set(Phase::After, []);
         if let Some(check) = &experiment.steady_state {
             let result = run_check(check, &self.workdir, self.check_env()).await;
             let report = self.check.as_mut().expect("a check report");
@@ -355,6 +366,71 @@ impl Supervisor<'_> {
         }
         self.stop_workloads(&mut received).await;
         ended_by
+    }
+
+    /// Waits until every started workload with a `ready` command is ready; why the experiment
+    /// must end instead, when one is not.
+    async fn wait_until_ready(
+        &mut self,
+        received: &mut Events,
+        interrupts: &mut Interrupts,
+    ) -> Result<(), ExperimentEnd> {
+        let waiting: Vec<(usize, String)> = self
+            .experiment
+            .workloads
+            .iter()
+            .enumerate()
+            .filter(|(index, _)| self.workloads[*index].pid.is_some())
+            .filter_map(|(index, w)| Some((index, w.ready.clone()?)))
+            .collect();
+        for (index, command) in waiting {
+            let probe = SteadyState {
+                command,
+                every: READY_EVERY,
+                timeout: READY_TIMEOUT,
+                abort: false,
+            };
+            let give_up = Instant::now() + READY_TIMEOUT;
+            let mut last = String::new();
+            loop {
+                if self.workloads[index].elapsed_ms.is_some() {
+                    last = format!("it ended ({})", describe_exit(&self.workloads[index]));
+                    break;
+                }
+                if Instant::now() >= give_up {
+                    break;
+                }
+                let env = self.check_env();
+                tokio::select! {
+                    result = run_check(&probe, &self.workdir, env) => {
+                        if result.ok {
+                            last.clear();
+                            break;
+                        }
+                        last = result.output;
+                    }
+                    ended_by = interrupts.next() => return Err(ended_by.into()),
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(READY_EVERY) => {}
+                    Some(event) = received.recv() => { self.handle(event); }
+                    ended_by = interrupts.next() => return Err(ended_by.into()),
+                }
+            }
+            if !last.is_empty() || self.workloads[index].elapsed_ms.is_some() {
+                let report = &mut self.workloads[index];
+                report.error = Some(format!("not ready: {last}"));
+                report.ok = false;
+                let line = format!(
+                    "chaos run: the workload {} did not become ready within {}; nothing was started\n{last}",
+                    report.name,
+                    humantime::format_duration(READY_TIMEOUT)
+                );
+                self.say(&line);
+                return Err(ExperimentEnd::WorkloadNotReady);
+            }
+        }
+        Ok(())
     }
 
     /// What a check sees of the workloads started so far: the first one's PID in
@@ -416,7 +492,10 @@ impl Supervisor<'_> {
                     Ok(status) => {
                         report.exit_code = status.code();
                         report.signal = status.signal();
-                        report.ok = stopped || expect.met_by(status.success());
+                        // Stopped by chaos, it did its part, unless it had failed already
+                        // (never ready).
+                        report.ok =
+                            report.error.is_none() && (stopped || expect.met_by(status.success()));
                     }
                     Err(err) => {
                         report.error = Some(format!("waiting for it: {err}"));
@@ -461,14 +540,7 @@ impl Supervisor<'_> {
                     outcome.state = FaultState::Ran;
                 }
                 self.live.lock().expect("live lock")[index].state = Some(outcome.state);
-                let state = |wanted| self.outcomes.iter().any(|o| o.state == wanted);
-                self.phase.set(if state(FaultState::Running) {
-                    Phase::During
-                } else if state(FaultState::NotStarted) {
-                    Phase::Between
-                } else {
-                    Phase::After
-                });
+                self.enter_phase();
                 failed.then_some(ExperimentEnd::FaultFailed)
             }
         }
@@ -527,6 +599,20 @@ impl Supervisor<'_> {
         }
     }
 
+    /// Sets the phase the workloads' numbers count in from the faults' states.
+    fn enter_phase(&self) {
+        let in_state = |wanted| self.outcomes.iter().filter(move |o| o.state == wanted);
+        let running = in_state(FaultState::Running).map(|o| o.name.as_str());
+        let phase = if in_state(FaultState::Running).next().is_some() {
+            Phase::During
+        } else if in_state(FaultState::NotStarted).next().is_some() {
+            Phase::Between
+        } else {
+            Phase::After
+        };
+        self.phase.set(phase, running);
+    }
+
     /// Stops the workloads still running at the end and waits for each to report: each one's
     /// watcher sends SIGTERM to its process group, SIGKILL after [`WORKLOAD_GRACE`]. A
     /// workload that ran until the end did its part.
@@ -537,7 +623,7 @@ impl Supervisor<'_> {
         while self
             .workloads
             .iter()
-            .any(|w| w.pid.is_some() && w.elapsed_ms.is_none() && w.error.is_none())
+            .any(|w| w.pid.is_some() && w.elapsed_ms.is_none())
         {
             match received.recv().await {
                 Some(event) => {
@@ -564,7 +650,7 @@ impl Supervisor<'_> {
         self.fault_pids[index] = child.id();
         self.live.lock().expect("live lock")[index].state = Some(FaultState::Running);
         self.outcomes[index].state = FaultState::Running;
-        self.phase.set(Phase::During);
+        self.enter_phase();
         let mut stdout = child.stdout.take().expect("piped stdout");
         let stderr = child.stderr.take().expect("piped stderr");
         let (live, console, name) = (self.live.clone(), self.console.clone(), fault.name.clone());
@@ -809,7 +895,7 @@ impl WorkloadWatcher {
     /// One line of the workload's output: shown, kept in the tail, its numbers gathered.
     fn line(&mut self, line: String, tail: &mut VecDeque<String>, gathered: &mut PhaseMetrics) {
         if let Some(metrics) = &self.metrics {
-            metrics::record(metrics, &line, self.phase.get(), gathered);
+            metrics::record(metrics, &line, &self.phase.labels(), gathered);
         }
         self.console
             .lock()

@@ -14,7 +14,9 @@ use super::{
 use crate::fault;
 
 /// The keys of a `[workload]` or `[[workload]]` table.
-pub const WORKLOAD_KEYS: [&str; 6] = ["name", "command", "start", "for", "expect", "metrics"];
+pub const WORKLOAD_KEYS: [&str; 7] = [
+    "name", "command", "start", "for", "expect", "metrics", "ready",
+];
 /// The name of a workload that has none: a single `[workload]`, or `--during`.
 pub const DEFAULT_NAME: &str = "workload";
 /// The value of `pid`/`pid_tree` that names a workload's PID: `workload` (the first one) or
@@ -35,6 +37,9 @@ pub struct Workload {
     pub lifetime: Option<Duration>,
     pub expect: Expect,
     pub metrics: Option<Metrics>,
+    /// A shell command that succeeds once the workload is ready (a server listening): the
+    /// check before the faults, and the timeline, wait for it.
+    pub ready: Option<String>,
 }
 
 /// The exit status a workload must end with, unless chaos stopped it.
@@ -105,6 +110,7 @@ pub(super) fn parse_workloads(
         lifetime: None,
         expect: Expect::Success,
         metrics: None,
+        ready: None,
     };
     let Some(value) = value else {
         return Ok(during.map(during_workload).into_iter().collect());
@@ -235,6 +241,14 @@ fn parse_one(
             )
         })?)),
     };
+    let ready = optional_string(source, table, &prefix, "ready")?;
+    if ready.is_some() && !start.is_zero() {
+        return Err(source.error(
+            &item_key_span(value, "ready"),
+            &format!("{prefix}ready"),
+            "only a workload that starts at 0s can be waited for: the timeline starts once it is ready",
+        ));
+    }
     Ok(Workload {
         name,
         command,
@@ -242,6 +256,7 @@ fn parse_one(
         lifetime,
         expect,
         metrics,
+        ready,
     })
 }
 

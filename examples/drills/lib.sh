@@ -1,0 +1,34 @@
+# Shared by the drills' scripts (sourced): a scratch directory and a network namespace at the
+# far end of a veth pair, made idempotently and removed again.
+
+# The drill's scratch directory: $CHAOS_DRILL_DIR, or one per drill under /tmp.
+scratch() {
+    dir=${CHAOS_DRILL_DIR:-/tmp/chaos-drill-$1}
+    mkdir -p "$dir"
+    echo "$dir"
+}
+
+# netns_up NAME PREFIX: namespace NAME holding veth "NAME-in" at PREFIX.2/24, its peer "NAME-out"
+# at PREFIX.1/24 here. What an earlier run left is removed first.
+netns_up() {
+    netns_down "$1"
+    ip netns add "$1"
+    ip link add "$1-out" type veth peer name "$1-in" netns "$1"
+    ip addr add "$2.1/24" dev "$1-out"
+    ip link set "$1-out" up
+    ip -n "$1" addr add "$2.2/24" dev "$1-in"
+    ip -n "$1" link set "$1-in" up
+    ip -n "$1" link set lo up
+}
+
+netns_down() {
+    ip link del "$1-out" 2>/dev/null || true
+    ip netns del "$1" 2>/dev/null || true
+}
+
+# stop_pidfile FILE: ends the process FILE names, if it still runs.
+stop_pidfile() {
+    if [ -s "$1" ]; then
+        kill "$(cat "$1")" 2>/dev/null || true
+    fi
+}

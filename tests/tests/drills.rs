@@ -1,0 +1,209 @@
+//! The drills of examples/drills run as a user runs them (`chaos run FILE --json`) against the
+//! real servers (nginx, wrk), and their reports say what the faults did to the load: slower and
+//! fewer requests while degraded, back to normal after. Each leaves nothing behind: no program,
+//! no namespace, no server.
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use chaos_common::features;
+use chaos_tests::*;
+use serde_json::Value;
+
+const VICTIM: &str = env!("CARGO_BIN_EXE_victim");
+
+fn drill(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../examples/drills")
+        .join(name)
+}
+
+/// Runs a drill to its end: its report and exit code.
+fn run_drill(name: &str) -> (Value, i32) {
+    let path = drill(name);
+    let output = chaos(&["run", path.to_str().unwrap(), "--json"]);
+    eprintln!("{}", String::from_utf8_lossy(&output.stderr));
+    let report = json_report(&output);
+    let code = output.status.code().unwrap_or(-1);
+    assert_eq!(
+        code,
+        if report["passed"] == true { 0 } else { 1 },
+        "the exit code says what the report says"
+    );
+    (report, code)
+}
+
+/// A bystander: a process connecting to a live server in a loop, off the drill's path.
+fn bystander() -> Victim {
+    let address = tcp_server("127.0.0.1:0");
+    let mut command = Command::new(VICTIM);
+    command.args(["connect", &address]);
+    let victim = Victim::spawn(command, false, None);
+    victim.wait_for_calls(1);
+    victim
+}
+
+fn assert_untouched(bystander: &Victim) {
+    let calls = bystander.calls();
+    assert!(calls.len() > 5, "the bystander made too few calls");
+    let hit: Vec<_> = calls.iter().filter_map(|c| c.errno).collect();
+    assert!(hit.is_empty(), "the bystander was hit: {hit:?}");
+}
+
+/// What the drill left: nothing of chaos in the kernel, no namespace, no nginx.
+fn assert_left_nothing() {
+    assert_no_chaos_programs();
+    let netns = Command::new("ip").args(["netns", "list"]).output().unwrap();
+    let netns = String::from_utf8_lossy(&netns.stdout);
+    assert!(!netns.contains("drill-http"), "namespace left: {netns}");
+    let nginx = Command::new("pgrep")
+        .args(["-f", "chaos-drill-http"])
+        .output()
+        .unwrap();
+    assert!(
+        nginx.stdout.is_empty(),
+        "processes left: {}",
+        String::from_utf8_lossy(&nginx.stdout)
+    );
+}
+
+fn workload<'a>(report: &'a Value, name: &str) -> &'a Value {
+    report["workloads"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|w| w["name"] == name)
+        .unwrap_or_else(|| panic!("no workload {name} in {report}"))
+}
+
+/// A statistic of one metric of a workload in one phase.
+fn stat(workload: &Value, phase: &str, metric: &str, stat: &str) -> f64 {
+    workload["metrics"][phase][metric][stat]
+        .as_f64()
+        .unwrap_or_else(|| panic!("no {stat} of {metric} {phase}: {workload}"))
+}
+
+fn injected(report: &Value, fault: &str) -> u64 {
+    let outcome = report["faults"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["name"] == fault)
+        .unwrap_or_else(|| panic!("no fault {fault}"));
+    assert_eq!(outcome["state"], "ran", "{outcome}");
+    outcome["report"]["faults"][0]["injected"].as_u64().unwrap()
+}
+
+/// The load while `phase` lasted served fewer requests a second than before the faults, and
+/// after them it served again.
+fn assert_degraded_then_recovered(load: &Value, phase: &str) {
+    let before = stat(load, "before", "requests", "max");
+    let during = stat(load, phase, "requests", "mean");
+    assert!(
+        during < before / 2.0,
+        "{phase}: {during} requests a second, against {before} before"
+    );
+    let after = stat(load, "after", "requests", "last");
+    assert!(
+        after > during && stat(load, "after", "errors", "last") == 0.0,
+        "no recovery after the faults: {load}"
+    );
+}
+
+fn fq_supported() -> bool {
+    let (supported, detail) = Probe::run().feature(features::SCH_FQ);
+    if !supported {
+        assert!(!expected(features::SCH_FQ), "{detail}");
+    }
+    supported
+}
+
+/// Packet loss under nginx while wrk loads it: runs on every kernel.
+#[test]
+fn http_loss() {
+    let bystander = bystander();
+    let (report, _) = run_drill("http-loss.toml");
+    assert!(injected(&report, "loss") > 0);
+    let load = workload(&report, "load");
+    assert_degraded_then_recovered(load, "during:loss");
+    assert!(
+        stat(load, "during:loss", "p99_ms", "max") > stat(load, "before", "p99_ms", "max"),
+        "loss did not show in the p99 latency: {load}"
+    );
+    assert_eq!(report["steady_state"]["before"], true);
+    assert_untouched(&bystander);
+    assert_left_nothing();
+}
+
+/// Loss, then delay, then a bandwidth limit (fq). Without fq, the delay is refused when it is
+/// due: the experiment ends there, naming the kernel option, and undoes everything.
+#[test]
+fn http_under_load() {
+    let bystander = bystander();
+    let (report, code) = run_drill("http-under-load.toml");
+    if !fq_supported() {
+        assert_eq!(code, 1);
+        assert_eq!(report["ended_by"], "fault-failed", "{report}");
+        let delay = &report["faults"][1];
+        assert_eq!(delay["state"], "failed", "{delay}");
+        assert!(
+            delay["error"]
+                .as_str()
+                .unwrap()
+                .contains("CONFIG_NET_SCH_FQ"),
+            "{delay}"
+        );
+        assert_eq!(report["faults"][2]["state"], "not-started");
+        assert_left_nothing();
+        eprintln!("NOT RUN in full on this kernel, which has no fq qdisc (refusal asserted)");
+        return;
+    }
+    let load = workload(&report, "load");
+    for fault in ["loss", "delay", "limit"] {
+        assert!(injected(&report, fault) > 0, "{fault} injected nothing");
+    }
+    assert_degraded_then_recovered(load, "during:delay");
+    assert!(
+        stat(load, "during:delay", "p50_ms", "min") >= 50.0,
+        "a 50 ms delay under the median: {load}"
+    );
+    assert!(
+        stat(load, "during:limit", "requests", "mean") < stat(load, "before", "requests", "max")
+    );
+    assert_untouched(&bystander);
+    assert_left_nothing();
+}
+
+/// Chaos Plus: load and a protocol fuzzer at once, while packets are lost and delayed.
+#[test]
+fn http_chaos_plus() {
+    if !fq_supported() {
+        eprintln!(
+            "NOT RUN on this kernel, which has no fq qdisc for the delay (http_under_load asserts the refusal)"
+        );
+        return;
+    }
+    let bystander = bystander();
+    let (report, _) = run_drill("http-chaos-plus.toml");
+    assert!(injected(&report, "loss") > 0 && injected(&report, "delay") > 0);
+    let load = workload(&report, "load");
+    assert_degraded_then_recovered(load, "during");
+    let fuzz = workload(&report, "fuzz");
+    assert!(
+        stat(fuzz, "during", "sent", "samples") >= 1.0,
+        "the fuzzer reported nothing while degraded: {fuzz}"
+    );
+    assert!(
+        stat(fuzz, "after", "4xx", "max") > 0.0,
+        "nginx never refused a malformed request: {fuzz}"
+    );
+    assert_eq!(
+        stat(fuzz, "after", "findings", "last"),
+        0.0,
+        "the fuzzer found a 5xx or a dead server: {fuzz}"
+    );
+    assert_untouched(&bystander);
+    assert_left_nothing();
+}
