@@ -1,7 +1,9 @@
 //! The drills of examples/drills run as a user runs them (`chaos run FILE --json`) against the
-//! real servers (nginx, wrk), and their reports say what the faults did to the load: slower and
-//! fewer requests while degraded, back to normal after. Each leaves nothing behind: no program,
-//! no namespace, no server.
+//! real servers (nginx, wrk), and their reports say what each fault did to the load, in terms
+//! that hold on a fast host and in a slow emulated guest alike: lost packets cost the p99 a
+//! retransmission timeout, a delay shows in the median, a bandwidth limit caps the requests a
+//! second; after the faults, no errors. Each leaves nothing behind: no program, no namespace,
+//! no server.
 
 use std::{
     path::{Path, PathBuf},
@@ -96,18 +98,20 @@ fn injected(report: &Value, fault: &str) -> u64 {
     outcome["report"]["faults"][0]["injected"].as_u64().unwrap()
 }
 
-/// The load while `phase` lasted served fewer requests a second than before the faults, and
-/// after them it served again.
-fn assert_degraded_then_recovered(load: &Value, phase: &str) {
-    let before = stat(load, "before", "requests", "max");
-    let during = stat(load, phase, "requests", "mean");
+/// Lost packets: some requests waited for TCP's retransmission timeout (200 ms at least).
+fn assert_loss_seen(load: &Value, phase: &str) {
+    let p99 = stat(load, phase, "p99_ms", "max");
     assert!(
-        during < before / 2.0,
-        "{phase}: {during} requests a second, against {before} before"
+        p99 >= 200.0,
+        "{phase}: p99 {p99} ms, under a retransmission timeout: {load}"
     );
-    let after = stat(load, "after", "requests", "last");
+}
+
+/// After the faults the load is served again, without errors.
+fn assert_recovered(load: &Value) {
     assert!(
-        after > during && stat(load, "after", "errors", "last") == 0.0,
+        stat(load, "after", "requests", "last") > 0.0
+            && stat(load, "after", "errors", "last") == 0.0,
         "no recovery after the faults: {load}"
     );
 }
@@ -127,11 +131,8 @@ fn http_loss() {
     let (report, _) = run_drill("http-loss.toml");
     assert!(injected(&report, "loss") > 0);
     let load = workload(&report, "load");
-    assert_degraded_then_recovered(load, "during:loss");
-    assert!(
-        stat(load, "during:loss", "p99_ms", "max") > stat(load, "before", "p99_ms", "max"),
-        "loss did not show in the p99 latency: {load}"
-    );
+    assert_loss_seen(load, "during:loss");
+    assert_recovered(load);
     assert_eq!(report["steady_state"]["before"], true);
     assert_untouched(&bystander);
     assert_left_nothing();
@@ -164,14 +165,18 @@ fn http_under_load() {
     for fault in ["loss", "delay", "limit"] {
         assert!(injected(&report, fault) > 0, "{fault} injected nothing");
     }
-    assert_degraded_then_recovered(load, "during:delay");
+    assert_loss_seen(load, "during:loss");
     assert!(
-        stat(load, "during:delay", "p50_ms", "min") >= 50.0,
-        "a 50 ms delay under the median: {load}"
+        stat(load, "during:delay", "p50_ms", "max") >= 50.0,
+        "a 50 ms delay did not show in the median: {load}"
     );
+    // 1 Mbit/s carries at most 15 of the 8 KiB pages a second.
+    let limited = stat(load, "during:limit", "requests", "min");
     assert!(
-        stat(load, "during:limit", "requests", "mean") < stat(load, "before", "requests", "max")
+        limited <= 16.0,
+        "{limited} pages a second through 1 Mbit/s: {load}"
     );
+    assert_recovered(load);
     assert_untouched(&bystander);
     assert_left_nothing();
 }
@@ -189,20 +194,25 @@ fn http_chaos_plus() {
     let (report, _) = run_drill("http-chaos-plus.toml");
     assert!(injected(&report, "loss") > 0 && injected(&report, "delay") > 0);
     let load = workload(&report, "load");
-    assert_degraded_then_recovered(load, "during");
+    assert_loss_seen(load, "during");
+    assert!(
+        stat(load, "during:delay", "p50_ms", "max") >= 30.0,
+        "{load}"
+    );
+    assert_recovered(load);
     let fuzz = workload(&report, "fuzz");
     assert!(
         stat(fuzz, "during", "sent", "samples") >= 1.0,
         "the fuzzer reported nothing while degraded: {fuzz}"
     );
     assert!(
-        stat(fuzz, "after", "4xx", "max") > 0.0,
+        stat(fuzz, "during", "4xx", "max") > 0.0,
         "nginx never refused a malformed request: {fuzz}"
     );
     assert_eq!(
         stat(fuzz, "after", "findings", "last"),
         0.0,
-        "the fuzzer found a 5xx or a dead server: {fuzz}"
+        "the fuzzer found a failure or a dead server: {fuzz}"
     );
     assert_untouched(&bystander);
     assert_left_nothing();

@@ -2,8 +2,9 @@
 """A small HTTP protocol fuzzer: malformed requests at the drill's nginx, one JSON line a second.
 
 Each request is a valid one with one mutation (a bad method, version, header, length, chunk,
-a long line, random bytes, a truncation). Counts the answers by class; a finding is a 5xx, or
-the server refusing connections after it had answered (it died). The lines also go to
+a long line, random bytes, a truncation). Counts the answers by class; a finding is an answer
+of 500, 502, 503 or 504 (the server failed, where a 4xx, 501 or 505 is it refusing what it
+should refuse), or the server refusing connections after it had answered (it died). The lines also go to
 fuzz.jsonl in the drill's scratch directory, where the steady-state check reads them.
 """
 
@@ -37,8 +38,12 @@ def mutate(rng):
     return BASE[: rng.randint(1, len(BASE) - 1)]
 
 
+FAILED = (b"500", b"502", b"503", b"504")
+
+
 def send(payload):
-    """The status class of the answer ('2xx', '4xx'...), 'reset', 'timeout' or 'refused'."""
+    """The status class of the answer ('2xx', '4xx'...; 'failed' for a failure of the server),
+    'reset', 'timeout', 'no-answer' or 'refused'."""
     try:
         with socket.create_connection((HOST, PORT), timeout=2) as sock:
             sock.sendall(payload)
@@ -53,6 +58,8 @@ def send(payload):
     except OSError:
         return "reset"
     if answer.startswith(b"HTTP/") and len(answer) >= 12:
+        if answer[9:12] in FAILED:
+            return "failed"
         return answer[9:10].decode(errors="replace") + "xx"
     return "no-answer"
 
@@ -65,14 +72,15 @@ def main():
     answered = False
     findings = 0
     while True:
-        counts = {"sent": 0, "2xx": 0, "4xx": 0, "5xx": 0, "reset": 0, "timeout": 0, "no-answer": 0, "refused": 0}
+        counts = {"sent": 0, "2xx": 0, "4xx": 0, "5xx": 0, "failed": 0, "reset": 0,
+                  "timeout": 0, "no-answer": 0, "refused": 0}
         until = time.monotonic() + 1
         while time.monotonic() < until:
             outcome = send(mutate(rng))
             counts["sent"] += 1
             counts[outcome] = counts.get(outcome, 0) + 1
-            answered |= outcome.endswith("xx")
-            if outcome == "5xx" or (answered and outcome == "refused"):
+            answered |= outcome.endswith("xx") or outcome == "failed"
+            if outcome == "failed" or (answered and outcome == "refused"):
                 findings += 1
         counts["findings"] = findings
         line = json.dumps(counts)

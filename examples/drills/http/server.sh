@@ -13,7 +13,8 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 0' TERM INT HUP
 netns_up drill-http 10.201.0
-mkdir -p "$dir/tmp"
+mkdir -p "$dir/tmp" "$dir/www"
+head -c 8192 /dev/zero | tr '\0' x > "$dir/www/index.html"
 rm -f "$dir/load.jsonl" "$dir/fuzz.jsonl"
 sed "s|@DIR@|$dir|g" "$here/nginx.conf" > "$dir/nginx.conf"
 ip netns exec drill-http nginx -c "$dir/nginx.conf" -p "$dir" &

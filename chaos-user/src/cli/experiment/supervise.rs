@@ -69,6 +69,10 @@ enum Event {
         stdout: String,
         stderr_tail: Vec<String>,
     },
+    /// A fault process reported its first counters: its programs are attached.
+    FaultAttached {
+        index: usize,
+    },
     WorkloadExited {
         index: usize,
         status: std::io::Result<ExitStatus>,
@@ -183,6 +187,7 @@ pub async fn run(
             .collect(),
         workload_stops: experiment.workloads.iter().map(|_| None).collect(),
         phase: SharedPhase::default(),
+        attached: vec![false; experiment.faults.len()],
         check: experiment.steady_state.as_ref().map(|check| CheckReport {
             command: check.command.clone(),
             before: false,
@@ -236,6 +241,8 @@ struct Supervisor<'a> {
     workload_stops: Vec<Option<oneshot::Sender<()>>>,
     /// Where the experiment stands, for the workloads' metrics.
     phase: SharedPhase,
+    /// Which faults' programs were attached (they reported counters).
+    attached: Vec<bool>,
     check: Option<CheckReport>,
     /// A check during the faults is running.
     checking: bool,
@@ -513,6 +520,11 @@ impl Supervisor<'_> {
                 }
                 None
             }
+            Event::FaultAttached { index } => {
+                self.attached[index] = true;
+                self.enter_phase();
+                None
+            }
             Event::FaultEnded {
                 index,
                 status,
@@ -599,18 +611,33 @@ impl Supervisor<'_> {
         }
     }
 
-    /// Sets the phase the workloads' numbers count in from the faults' states.
+    /// Sets the phase the workloads' numbers count in from the faults' states: a fault is
+    /// active from when its programs are attached until its process ends.
     fn enter_phase(&self) {
-        let in_state = |wanted| self.outcomes.iter().filter(move |o| o.state == wanted);
-        let running = in_state(FaultState::Running).map(|o| o.name.as_str());
-        let phase = if in_state(FaultState::Running).next().is_some() {
+        let active = || {
+            self.outcomes
+                .iter()
+                .zip(&self.attached)
+                .filter(|(o, attached)| o.state == FaultState::Running && **attached)
+                .map(|(o, _)| o.name.as_str())
+        };
+        let pending = self
+            .outcomes
+            .iter()
+            .zip(&self.attached)
+            .any(|(o, attached)| {
+                o.state == FaultState::NotStarted || (o.state == FaultState::Running && !attached)
+            });
+        let phase = if !self.attached.iter().any(|a| *a) {
+            Phase::Before
+        } else if active().next().is_some() {
             Phase::During
-        } else if in_state(FaultState::NotStarted).next().is_some() {
+        } else if pending {
             Phase::Between
         } else {
             Phase::After
         };
-        self.phase.set(phase, running);
+        self.phase.set(phase, active());
     }
 
     /// Stops the workloads still running at the end and waits for each to report: each one's
@@ -654,6 +681,7 @@ impl Supervisor<'_> {
         let mut stdout = child.stdout.take().expect("piped stdout");
         let stderr = child.stderr.take().expect("piped stderr");
         let (live, console, name) = (self.live.clone(), self.console.clone(), fault.name.clone());
+        let attached = events.clone();
         tokio::spawn(async move {
             let read_stdout = async {
                 let mut text = String::new();
@@ -662,11 +690,15 @@ impl Supervisor<'_> {
             };
             let read_stderr = async {
                 let mut tail = VecDeque::new();
+                let mut seen_status = false;
                 let mut lines = BufReader::new(stderr).lines();
                 while let Ok(Some(line)) = lines.next_line().await {
                     if let Some(json) = line.strip_prefix(STATUS_LINE_PREFIX) {
                         if let Ok(counters) = serde_json::from_str(json) {
                             live.lock().expect("live lock")[index].counters = counters;
+                        }
+                        if !std::mem::replace(&mut seen_status, true) {
+                            let _ = attached.send(Event::FaultAttached { index });
                         }
                         continue;
                     }
