@@ -185,10 +185,15 @@ impl TestContainer {
     }
 
     fn podman(&self) -> Command {
-        let mut command = Command::new("podman");
-        command.envs(podman_env());
-        command
+        podman()
     }
+}
+
+/// `podman` with the tests' configuration.
+pub fn podman() -> Command {
+    let mut command = Command::new("podman");
+    command.envs(podman_env());
+    command
 }
 
 impl Drop for TestContainer {

@@ -22,10 +22,11 @@ use chaos_common::{
 use serde_json::Value;
 
 mod container;
+pub mod containerd;
 mod mounts;
 mod netbed;
 
-pub use container::{TestContainer, podman_env};
+pub use container::{TestContainer, podman, podman_env};
 pub use mounts::TestMount;
 pub use netbed::{Peer, TestNet};
 
@@ -610,7 +611,9 @@ pub struct Call {
 
 /// A victim process (the `victim` binary) making one call in a loop, its lines collected.
 pub struct Victim {
-    child: Child,
+    /// None for a victim started elsewhere (in a container), that reports over a socket.
+    child: Option<Child>,
+    pid: u32,
     calls: Arc<Mutex<Vec<Call>>>,
 }
 
@@ -631,48 +634,58 @@ impl Victim {
     pub fn spawn(mut command: Command, report_socket: bool, cgroup: Option<&TestCgroup>) -> Self {
         command.stdout(Stdio::piped());
         let calls = Arc::new(Mutex::new(Vec::new()));
-        let report_socket = report_socket.then(|| {
-            let path = std::env::temp_dir().join(format!(
-                "chaos-victim-{}-{}.sock",
-                std::process::id(),
-                monotonic_ns()
-            ));
-            let socket = UnixDatagram::bind(&path).expect("bind the report socket");
+        if report_socket {
+            let path = report_to(&std::env::temp_dir(), &calls);
             command.env("VICTIM_REPORT_SOCKET", &path);
-            (socket, path)
-        });
+        }
         if let Some(cgroup) = cgroup {
             join_before_exec(&mut command, cgroup);
         }
         let mut child = command.spawn().expect("spawn victim");
         let stdout = child.stdout.take().expect("piped");
-        let sink = Arc::clone(&calls);
-        match report_socket {
-            Some((socket, path)) => {
-                thread::spawn(move || {
-                    let mut datagram = [0u8; 256];
-                    while let Ok(n) = socket.recv(&mut datagram) {
-                        sink.lock()
-                            .unwrap()
-                            .push(parse_line(&String::from_utf8_lossy(&datagram[..n])));
-                    }
-                    let _ = fs::remove_file(path);
-                });
-                drop(stdout);
-            }
-            None => {
-                thread::spawn(move || {
-                    for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                        sink.lock().unwrap().push(parse_line(&line));
-                    }
-                });
-            }
+        if report_socket {
+            drop(stdout);
+        } else {
+            let sink = Arc::clone(&calls);
+            thread::spawn(move || {
+                for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                    sink.lock().unwrap().push(parse_line(&line));
+                }
+            });
         }
-        Victim { child, calls }
+        Victim {
+            pid: child.id(),
+            child: Some(child),
+            calls,
+        }
+    }
+
+    /// A victim started elsewhere (in a container) that reports over a UNIX datagram socket in
+    /// `dir`: the socket's path, for its VICTIM_REPORT_SOCKET, and the victim collecting its
+    /// lines. [`Victim::set_pid`] names it once it runs.
+    pub fn reporting_in(dir: &std::path::Path) -> (Self, PathBuf) {
+        let calls = Arc::new(Mutex::new(Vec::new()));
+        let path = report_to(dir, &calls);
+        let victim = Victim {
+            child: None,
+            pid: 0,
+            calls,
+        };
+        (victim, path)
+    }
+
+    pub fn set_pid(&mut self, pid: u32) {
+        self.pid = pid;
     }
 
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        self.pid
+    }
+
+    fn child(&mut self) -> &mut Child {
+        self.child
+            .as_mut()
+            .expect("a victim started elsewhere is not a child of the test")
     }
 
     /// Waits (up to 60 s) for the victim to die; returns the signal that killed it, if one did.
@@ -680,7 +693,7 @@ impl Victim {
         use std::os::unix::process::ExitStatusExt as _;
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
+            if let Some(status) = self.child().try_wait().expect("try_wait") {
                 return status.signal();
             }
             assert!(
@@ -694,7 +707,7 @@ impl Victim {
 
     /// Whether the victim is still running.
     pub fn alive(&mut self) -> bool {
-        self.child.try_wait().expect("try_wait").is_none()
+        self.child().try_wait().expect("try_wait").is_none()
     }
 
     pub fn calls(&self) -> Vec<Call> {
@@ -743,9 +756,33 @@ impl Victim {
 
 impl Drop for Victim {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        if let Some(child) = &mut self.child {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
+}
+
+/// Binds a UNIX datagram socket in `dir` whose lines go to `calls`: its path.
+fn report_to(dir: &std::path::Path, calls: &Arc<Mutex<Vec<Call>>>) -> PathBuf {
+    let path = dir.join(format!(
+        "chaos-victim-{}-{}.sock",
+        std::process::id(),
+        monotonic_ns()
+    ));
+    let socket = UnixDatagram::bind(&path).expect("bind the report socket");
+    let sink = Arc::clone(calls);
+    let bound = path.clone();
+    thread::spawn(move || {
+        let mut datagram = [0u8; 256];
+        while let Ok(n) = socket.recv(&mut datagram) {
+            sink.lock()
+                .unwrap()
+                .push(parse_line(&String::from_utf8_lossy(&datagram[..n])));
+        }
+        let _ = fs::remove_file(bound);
+    });
+    path
 }
 
 /// Makes `command` join `cgroup` before exec: cgroup socket hooks go by the cgroup a socket was

@@ -12,20 +12,23 @@ use crate::run_command;
 
 /// Debian packages the build, the tests and the VM runner use.
 const DEBIAN_PACKAGES: &[&str] = &[
-    "bind9-dnsutils", // dig: the DNS fault tests' resolver
-    "bpftool",        // tests check that no program is left behind
-    "busybox-static", // the VM runner's initramfs
-    "cpio",           // packs the initramfs
-    "curl",           // the drills' readiness and budget checks
-    "dnsmasq-base",   // the DNS server of the DNS fault tests
-    "e2fsprogs",      // mkfs.ext4: the --path tests' ext4 image
-    "ethtool",        // the corruption tests turn a veth's checksum offload off
-    "iproute2",       // tc, ip: probe and network tests
-    "kmod",           // depmod for the Debian kernels' module trees
-    "nginx-light",    // the HTTP drills' server
-    "iperf3",         // the network benchmark
-    "podman",         // real containers for the --container tests
-    "python3-venv",   // the tests' Python tools (python_tools)
+    "bind9-dnsutils",              // dig: the DNS fault tests' resolver
+    "bpftool",                     // tests check that no program is left behind
+    "busybox-static",              // the VM runner's initramfs, the test containers' root
+    "containerd",                  // a real containerd for the CRI pod tests
+    "containernetworking-plugins", // their pods' bridge network
+    "cpio",                        // packs the initramfs
+    "curl",                        // the drills' readiness and budget checks
+    "dnsmasq-base",                // the DNS server of the DNS fault tests
+    "e2fsprogs",                   // mkfs.ext4: the --path tests' ext4 image
+    "ethtool",                     // the corruption tests turn a veth's checksum offload off
+    "iproute2",                    // tc, ip: probe and network tests
+    "kmod",                        // depmod for the Debian kernels' module trees
+    "nginx-light",                 // the HTTP drills' server
+    "iperf3",                      // the network benchmark
+    "podman",                      // real containers for the --container tests
+    "protobuf-compiler", // protoc: the CRI client of the containerd tests (k8s-cri) builds with it
+    "python3-venv",      // the tests' Python tools (python_tools)
     "qemu-system-x86",
     "runc",       // podman's runtime here (crun refuses hybrid cgroups)
     "strace",     // the benchmark's comparison point

@@ -20,9 +20,9 @@ const HOST_EXPECT: [&str; 8] = [
     features::TCX,
 ];
 
-/// Test binaries that ask nothing of the kernel (the manifests' schema checks): run on the host
-/// only.
-const HOST_ONLY: [&str; 1] = ["deploy"];
+/// Test binaries that run on the host only: the manifests' schema checks, which ask nothing of
+/// the kernel, and the real containerd's pods, whose faults the podman tests run on every kernel.
+const HOST_ONLY: [&str; 2] = ["deploy", "containerd"];
 
 /// Test binaries that run on the host and in one guest only: the drills, which test servers
 /// under faults the other binaries test on every kernel; the guest has what the host lacks (fq).

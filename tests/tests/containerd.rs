@@ -1,0 +1,239 @@
+//! chaos against the pods of a real containerd (Debian's 1.6 and runc, started by the test with
+//! its own root, state and socket; pods and containers made through its CRI API as kubelet makes
+//! them, cgroup parent `/kubepods/burstable/pod<UID>`). Pod "web" runs two containers, "app"
+//! and "sidecar"; pod "other" runs one. Each container is a victim connecting to a server on the
+//! host in a loop. A fault on one container leaves its sibling in the same pod untouched (the
+//! leak users report in other tools), a fault on a pod leaves the other pod untouched, and every
+//! run leaves nothing behind.
+
+use std::path::{Path, PathBuf};
+
+use chaos_tests::{
+    containerd::{BRIDGE_ADDRESS, Container, Containerd, Pod},
+    *,
+};
+
+const VICTIM: &str = env!("CARGO_BIN_EXE_victim");
+const WEB_UID: &str = "5f0c3a52-7d1e-4b7a-9a43-0c1d2e3f4a51";
+const OTHER_UID: &str = "9b8e7d6c-5a4b-4c3d-8e2f-1a0b9c8d7e62";
+const EHOSTUNREACH: i32 = 113;
+
+/// The two pods, their three containers and the victims in them.
+struct Pods {
+    containerd: Containerd,
+    web: Pod,
+    app: (Container, Victim),
+    sidecar: (Container, Victim),
+    other: (Container, Victim),
+    reports: PathBuf,
+}
+
+impl Pods {
+    fn start() -> Self {
+        let server = tcp_server("0.0.0.0:0");
+        let port = server.rsplit(':').next().unwrap();
+        let target = format!("{BRIDGE_ADDRESS}:{port}");
+        let reports =
+            std::env::temp_dir().join(format!("chaos-cri-reports-{}", std::process::id()));
+        std::fs::create_dir_all(&reports).unwrap();
+        let mut containerd = Containerd::start();
+        let web = containerd.run_pod("web", WEB_UID);
+        let other = containerd.run_pod("other", OTHER_UID);
+        let bin_dir = Path::new(VICTIM).parent().unwrap().to_path_buf();
+        let mut start = |pod: &Pod, name: &str| {
+            let (mut victim, socket) = Victim::reporting_in(&reports);
+            let socket = socket.to_str().unwrap().to_owned();
+            let container = containerd.start_container(
+                pod,
+                name,
+                &["/chaos/victim", "connect", &target],
+                &[("VICTIM_REPORT_SOCKET", &socket)],
+                &bin_dir,
+                &reports,
+            );
+            victim.set_pid(container.pid);
+            victim.wait_for_calls(1);
+            (container, victim)
+        };
+        let app = start(&web, "app");
+        let sidecar = start(&web, "sidecar");
+        let other = start(&other, "app");
+        for (_, victim) in [&app, &sidecar, &other] {
+            let calls = victim.calls();
+            assert!(
+                calls.iter().all(|call| call.errno.is_none()),
+                "a container cannot reach the server: {calls:?}"
+            );
+        }
+        Pods {
+            containerd,
+            web,
+            app,
+            sidecar,
+            other,
+            reports,
+        }
+    }
+}
+
+impl Drop for Pods {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.reports);
+    }
+}
+
+/// Runs the errno fault `target` names until each of `hit` failed, then checks that exactly they
+/// failed, with EHOSTUNREACH, as often as chaos says, and that `spared` did not.
+fn assert_errno_fault(target: &[&str], hit: &[&Victim], spared: &[&Victim]) {
+    let mut args = vec!["fail"];
+    args.extend_from_slice(target);
+    args.extend_from_slice(&["--op", "connect", "--errno", "EHOSTUNREACH"]);
+    let ran = run_chaos_until_failed(&args, hit);
+    for victim in hit {
+        victim.wait_for_call_after(ran.window.1);
+    }
+    for bystander in spared {
+        assert_scoped_fault(
+            hit,
+            bystander,
+            EHOSTUNREACH,
+            ran.window,
+            &ran.report["faults"][0],
+        );
+    }
+    assert_no_chaos_programs();
+}
+
+/// `--container containerd://ID`, the form of a pod's status.containerStatuses[].containerID:
+/// the one container fails, its sibling in the pod and the other pod do not.
+#[test]
+fn one_container_of_a_pod_by_its_cri_id() {
+    let pods = Pods::start();
+    let id = format!("containerd://{}", pods.app.0.id);
+    assert_errno_fault(
+        &["--container", &id],
+        &[&pods.app.1],
+        &[&pods.sidecar.1, &pods.other.1],
+    );
+}
+
+/// `--pod-uid`: every container of the pod, none of the other pod's.
+#[test]
+fn every_container_of_a_pod_by_its_uid() {
+    let pods = Pods::start();
+    assert_errno_fault(
+        &["--pod-uid", WEB_UID],
+        &[&pods.app.1, &pods.sidecar.1],
+        &[&pods.other.1],
+    );
+}
+
+/// `--pod NAMESPACE/NAME --container-name C`, read from the runtime's annotations.
+#[test]
+fn one_container_by_pod_and_container_name() {
+    let pods = Pods::start();
+    let pod = format!("{}/{}", pods.web.namespace, pods.web.name);
+    assert_errno_fault(
+        &["--pod", &pod, "--container-name", "sidecar"],
+        &[&pods.sidecar.1],
+        &[&pods.app.1, &pods.other.1],
+    );
+}
+
+/// A signal at the container's next connect(): it dies, and containerd reports it killed; its
+/// sibling and the other pod go on.
+#[test]
+fn a_signal_kills_one_container() {
+    let mut pods = Pods::start();
+    let id = format!("containerd://{}", pods.app.0.id);
+    let ran = run_chaos(&[
+        "signal",
+        "--container",
+        &id,
+        "--syscall",
+        "connect",
+        "--signal",
+        "KILL",
+        "--count",
+        "1",
+        "--for",
+        "3s",
+        "--json",
+    ]);
+    assert_eq!(ran.report["faults"][0]["injected"], 1, "{}", ran.report);
+    let app = pods.app.0.clone();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let code = loop {
+        if let Some(code) = pods.containerd.exit_code(&app) {
+            break code;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the app container still runs"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert_eq!(code, 128 + libc::SIGKILL, "the container's exit code");
+    for (container, victim) in [&pods.sidecar, &pods.other] {
+        assert_eq!(
+            pods.containerd.exit_code(container),
+            None,
+            "{} died",
+            container.name
+        );
+        victim.wait_for_call_after(ran.window.1);
+        assert!(victim.calls().iter().all(|call| call.errno.is_none()));
+    }
+    assert_no_chaos_programs();
+}
+
+/// A network fault on a pod acts in its sandbox's network namespace, which its containers
+/// share: every connect() of the pod hangs while its packets are dropped, the other pod's go on.
+#[test]
+fn packet_loss_for_one_pod() {
+    let pods = Pods::start();
+    let chaos = start_net_fault(
+        "drop",
+        &[
+            "--pod-uid",
+            WEB_UID,
+            "--probability",
+            "1",
+            "--direction",
+            "both",
+        ],
+    );
+    // Calls in flight when the programs attached may still complete: count from a moment later.
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let from = monotonic_ns();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let to = monotonic_ns();
+    let report = stop_net_fault(chaos);
+    let inside = |victim: &Victim| {
+        victim
+            .calls()
+            .iter()
+            .filter(|call| (from..to).contains(&call.at_ns))
+            .count()
+    };
+    assert_eq!(inside(&pods.app.1), 0, "the app's connect() went through");
+    assert_eq!(
+        inside(&pods.sidecar.1),
+        0,
+        "the sidecar's connect() went through"
+    );
+    assert!(
+        inside(&pods.other.1) >= 10,
+        "the other pod was held up: {} calls",
+        inside(&pods.other.1)
+    );
+    assert!(pods.other.1.calls().iter().all(|call| call.errno.is_none()));
+    assert!(
+        report["faults"][0]["injected"].as_u64().unwrap() > 0,
+        "{report}"
+    );
+    for victim in [&pods.app.1, &pods.sidecar.1] {
+        victim.wait_for_call_after(to);
+    }
+    assert_no_chaos_programs();
+}
