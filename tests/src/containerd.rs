@@ -20,7 +20,7 @@ use k8s_cri::v1::{
     CreateContainerRequest, ImageSpec, KeyValue, LinuxContainerConfig,
     LinuxContainerSecurityContext, LinuxPodSandboxConfig, LinuxSandboxSecurityContext, Mount,
     NamespaceMode, NamespaceOption, PodSandboxConfig, PodSandboxMetadata, RemovePodSandboxRequest,
-    RunPodSandboxRequest, StartContainerRequest, StopPodSandboxRequest,
+    RunPodSandboxRequest, StartContainerRequest, StopContainerRequest, StopPodSandboxRequest,
     runtime_service_client::RuntimeServiceClient,
 };
 use tonic::transport::{Channel, Endpoint, Uri};
@@ -49,7 +49,20 @@ pub struct Pod {
     pub uid: String,
     pub name: String,
     pub namespace: String,
+    /// A DaemonSet-like pod: privileged, in the host's PID namespace.
+    privileged: bool,
     config: PodSandboxConfig,
+}
+
+/// What a container runs, and with what.
+pub struct Spec<'a> {
+    pub image: &'a str,
+    /// Empty: the image's entrypoint.
+    pub command: &'a [&'a str],
+    pub args: &'a [&'a str],
+    pub env: &'a [(&'a str, &'a str)],
+    /// Host path, path in the container, read-only.
+    pub mounts: &'a [(&'a Path, &'a Path, bool)],
 }
 
 #[derive(Clone, Debug)]
@@ -57,6 +70,29 @@ pub struct Container {
     pub id: String,
     pub name: String,
     pub pid: u32,
+    /// Its CRI log file.
+    log: PathBuf,
+}
+
+impl Container {
+    /// What it wrote to stdout, from its CRI log (`TIME STREAM P|F TEXT` lines; P is part of a
+    /// line the next one continues), as `kubectl logs` shows it.
+    pub fn stdout(&self) -> String {
+        let log = fs::read_to_string(&self.log).unwrap_or_default();
+        let mut out = String::new();
+        for line in log.lines() {
+            let mut fields = line.splitn(4, ' ');
+            let (_, stream, tag, text) =
+                (fields.next(), fields.next(), fields.next(), fields.next());
+            if stream == Some("stdout") {
+                out.push_str(text.unwrap_or_default());
+                if tag == Some("F") {
+                    out.push('\n');
+                }
+            }
+        }
+        out
+    }
 }
 
 impl Containerd {
@@ -118,6 +154,21 @@ impl Containerd {
         containerd
     }
 
+    /// Imports an image archive (docker or OCI) into the namespace the CRI plugin uses, as a
+    /// node without a registry would.
+    pub fn import(&self, archive: &Path) {
+        let archive = archive.to_str().expect("a UTF-8 path");
+        let output = ctr(
+            &self.dir,
+            &["--namespace", "k8s.io", "images", "import", archive],
+        );
+        assert!(
+            output.status.success(),
+            "ctr images import: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+
     /// The busybox image, made from a root directory with podman and imported with ctr.
     fn import_image(&self) {
         let rootfs = self.dir.join("image-root");
@@ -155,25 +206,12 @@ impl Containerd {
             .arg(&archive)
             .arg(IMAGE));
         let _ = crate::podman().args(["rmi", IMAGE]).output();
-        let output = ctr(
-            &self.dir,
-            &[
-                "--namespace",
-                "k8s.io",
-                "images",
-                "import",
-                archive.to_str().unwrap(),
-            ],
-        );
-        assert!(
-            output.status.success(),
-            "ctr images import: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
+        self.import(&archive);
     }
 
-    /// Runs a pod sandbox, as kubelet does for a burstable pod of namespace `default`.
-    pub fn run_pod(&mut self, name: &str, uid: &str) -> Pod {
+    /// Runs a pod sandbox, as kubelet does for a burstable pod of namespace `default`;
+    /// `privileged`: as for a DaemonSet pod with `hostPID` and a privileged container.
+    pub fn run_pod(&mut self, name: &str, uid: &str, privileged: bool) -> Pod {
         let namespace = "default".to_owned();
         let log_directory = self.dir.join(format!("logs/{namespace}_{name}_{uid}"));
         fs::create_dir_all(&log_directory).expect("make the pod's log directory");
@@ -194,7 +232,8 @@ impl Containerd {
             linux: Some(LinuxPodSandboxConfig {
                 cgroup_parent: format!("{CGROUP_PARENT}/pod{uid}"),
                 security_context: Some(LinuxSandboxSecurityContext {
-                    namespace_options: Some(kubelet_namespaces()),
+                    namespace_options: Some(kubelet_namespaces(privileged)),
+                    privileged,
                     ..Default::default()
                 }),
                 ..Default::default()
@@ -216,16 +255,17 @@ impl Containerd {
             uid: uid.into(),
             name: name.into(),
             namespace,
+            privileged,
             config,
         };
         self.pods.push(pod.clone());
         pod
     }
 
-    /// Creates and starts container `name` in `pod`, running `command` with `env`, with /usr
-    /// and the directory of the test binaries (at /chaos) mounted read-only and `shared` (at the
-    /// same path) writable.
-    pub fn start_container(
+    /// Creates and starts container `name` of the busybox image in `pod`, running `command`
+    /// with `env`, with /usr and the directory of the test binaries (at /chaos) mounted
+    /// read-only and `shared` (at the same path) writable.
+    pub fn start_busybox(
         &mut self,
         pod: &Pod,
         name: &str,
@@ -234,22 +274,36 @@ impl Containerd {
         bin_dir: &Path,
         shared: &Path,
     ) -> Container {
-        let mounts = vec![
-            mount(Path::new("/usr"), Path::new("/usr"), true),
-            mount(bin_dir, Path::new("/chaos"), true),
-            mount(shared, shared, false),
-        ];
+        let spec = Spec {
+            image: IMAGE,
+            command,
+            args: &[],
+            env,
+            mounts: &[
+                (Path::new("/usr"), Path::new("/usr"), true),
+                (bin_dir, Path::new("/chaos"), true),
+                (shared, shared, false),
+            ],
+        };
+        self.start_container(pod, name, &spec)
+    }
+
+    /// Creates and starts container `name` in `pod` as `spec` says; privileged in a privileged
+    /// pod.
+    pub fn start_container(&mut self, pod: &Pod, name: &str, spec: &Spec<'_>) -> Container {
         let config = ContainerConfig {
             metadata: Some(ContainerMetadata {
                 name: name.into(),
                 attempt: 0,
             }),
             image: Some(ImageSpec {
-                image: IMAGE.into(),
+                image: spec.image.into(),
                 ..Default::default()
             }),
-            command: command.iter().map(|word| word.to_string()).collect(),
-            envs: env
+            command: spec.command.iter().map(|word| word.to_string()).collect(),
+            args: spec.args.iter().map(|word| word.to_string()).collect(),
+            envs: spec
+                .env
                 .iter()
                 .map(|(key, value)| KeyValue {
                     key: key.to_string(),
@@ -257,7 +311,11 @@ impl Containerd {
                 })
                 .collect(),
             log_path: format!("{name}/0.log"),
-            mounts,
+            mounts: spec
+                .mounts
+                .iter()
+                .map(|&(host, container, readonly)| mount(host, container, readonly))
+                .collect(),
             labels: HashMap::from([
                 ("io.kubernetes.container.name".into(), name.into()),
                 ("io.kubernetes.pod.name".into(), pod.name.clone()),
@@ -266,7 +324,8 @@ impl Containerd {
             ]),
             linux: Some(LinuxContainerConfig {
                 security_context: Some(LinuxContainerSecurityContext {
-                    namespace_options: Some(kubelet_namespaces()),
+                    namespace_options: Some(kubelet_namespaces(pod.privileged)),
+                    privileged: pod.privileged,
                     ..Default::default()
                 }),
                 ..Default::default()
@@ -294,7 +353,19 @@ impl Containerd {
             id,
             name: name.into(),
             pid,
+            log: Path::new(&pod.config.log_directory).join(format!("{name}/0.log")),
         }
+    }
+
+    /// Stops a container as kubelet does when its pod is deleted: SIGTERM, SIGKILL after
+    /// `grace` seconds.
+    pub fn stop_container(&mut self, container: &Container, grace: i64) {
+        self.runtime
+            .block_on(self.client.stop_container(StopContainerRequest {
+                container_id: container.id.clone(),
+                timeout: grace,
+            }))
+            .unwrap_or_else(|err| panic!("StopContainer {}: {err}", container.name));
     }
 
     /// A container's state and, while it has one, its PID; with its exit code once it exited.
@@ -465,11 +536,16 @@ fn collect_dirs(dir: &Path, into: &mut Vec<PathBuf>) {
     }
 }
 
-/// kubelet's namespaces for a pod: the pod's network and IPC, a PID namespace per container.
-fn kubelet_namespaces() -> NamespaceOption {
+/// kubelet's namespaces for a pod: the pod's network and IPC, a PID namespace per container (or
+/// the host's, for `hostPID`).
+fn kubelet_namespaces(host_pid: bool) -> NamespaceOption {
     NamespaceOption {
         network: NamespaceMode::Pod as i32,
-        pid: NamespaceMode::Container as i32,
+        pid: if host_pid {
+            NamespaceMode::Node
+        } else {
+            NamespaceMode::Container
+        } as i32,
         ipc: NamespaceMode::Pod as i32,
         ..Default::default()
     }

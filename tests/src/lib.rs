@@ -66,6 +66,21 @@ pub fn chaos_bin() -> PathBuf {
         .unwrap_or_else(|| panic!("no chaos binary beside {}: build it with `cargo build -p chaos-user` or run `cargo xtask test`", exe.display()))
 }
 
+/// The directory `cargo xtask dist` fills with the static binary and the image (`cargo xtask
+/// test` runs it first), or $CHAOS_DIST.
+pub fn dist_dir() -> PathBuf {
+    let dir = std::env::var_os("CHAOS_DIST").map_or_else(
+        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/dist"),
+        PathBuf::from,
+    );
+    assert!(
+        dir.join("chaos").exists() && dir.join("chaos-image.tar").exists(),
+        "no static binary and image in {}: run `cargo xtask dist` first (`cargo xtask test` does)",
+        dir.display()
+    );
+    dir
+}
+
 /// `chaos ARGS`, with the tests' podman configuration, so that it finds their containers.
 pub fn chaos_command(args: &[&str]) -> Command {
     let mut command = Command::new(chaos_bin());

@@ -9,13 +9,14 @@
 use std::path::{Path, PathBuf};
 
 use chaos_tests::{
-    containerd::{BRIDGE_ADDRESS, Container, Containerd, Pod},
+    containerd::{BRIDGE_ADDRESS, Container, Containerd, Pod, Spec},
     *,
 };
 
 const VICTIM: &str = env!("CARGO_BIN_EXE_victim");
 const WEB_UID: &str = "5f0c3a52-7d1e-4b7a-9a43-0c1d2e3f4a51";
 const OTHER_UID: &str = "9b8e7d6c-5a4b-4c3d-8e2f-1a0b9c8d7e62";
+const INJECTOR_UID: &str = "0c7b3b4e-5f1a-4c2d-9e8f-1a2b3c4d5e6f";
 const EHOSTUNREACH: i32 = 113;
 
 /// The two pods, their three containers and the victims in them.
@@ -37,13 +38,13 @@ impl Pods {
             std::env::temp_dir().join(format!("chaos-cri-reports-{}", std::process::id()));
         std::fs::create_dir_all(&reports).unwrap();
         let mut containerd = Containerd::start();
-        let web = containerd.run_pod("web", WEB_UID);
-        let other = containerd.run_pod("other", OTHER_UID);
+        let web = containerd.run_pod("web", WEB_UID, false);
+        let other = containerd.run_pod("other", OTHER_UID, false);
         let bin_dir = Path::new(VICTIM).parent().unwrap().to_path_buf();
         let mut start = |pod: &Pod, name: &str| {
             let (mut victim, socket) = Victim::reporting_in(&reports);
             let socket = socket.to_str().unwrap().to_owned();
-            let container = containerd.start_container(
+            let container = containerd.start_busybox(
                 pod,
                 name,
                 &["/chaos/victim", "connect", &target],
@@ -236,4 +237,85 @@ fn packet_loss_for_one_pod() {
         victim.wait_for_call_after(to);
     }
     assert_no_chaos_programs();
+}
+
+/// The image `cargo xtask dist` makes, imported into containerd as a node without a registry
+/// would, runs as deploy/kubernetes/injector-pod.yaml's pod runs it (privileged, host PID
+/// namespace, the host's bpffs, cgroup tree and tracefs mounted): the pod `web` fails, `other`
+/// does not; deleting the pod (SIGTERM, as kubelet stops its container) ends the fault, the
+/// report is in the container's log as `kubectl logs` shows it, and nothing is left.
+#[test]
+fn the_image_as_an_injector_pod() {
+    let mut pods = Pods::start();
+    pods.containerd.import(&dist_dir().join("chaos-image.tar"));
+    let injector_pod = pods
+        .containerd
+        .run_pod("chaos-connect-refused", INJECTOR_UID, true);
+    let host = |path: &'static str| Path::new(path);
+    let start = monotonic_ns();
+    let injector = pods.containerd.start_container(
+        &injector_pod,
+        "chaos",
+        &Spec {
+            image: "localhost/chaos:dist",
+            command: &[],
+            args: &[
+                "fail",
+                "--pod-uid",
+                WEB_UID,
+                "--op",
+                "connect",
+                "--errno",
+                "EHOSTUNREACH",
+                "--for",
+                "10m",
+                "--json",
+            ],
+            env: &[],
+            mounts: &[
+                (host("/sys/fs/bpf"), host("/sys/fs/bpf"), false),
+                (host("/sys/fs/cgroup"), host("/sys/fs/cgroup"), false),
+                (
+                    host("/sys/kernel/tracing"),
+                    host("/sys/kernel/tracing"),
+                    false,
+                ),
+            ],
+        },
+    );
+    pods.app.1.wait_for_failure();
+    pods.sidecar.1.wait_for_failure();
+    pods.app.1.wait_for_call_after(monotonic_ns() + 200_000_000);
+    // kubectl delete pod: kubelet stops the container with SIGTERM and a grace period.
+    pods.containerd.stop_container(&injector, 30);
+    let stopped = monotonic_ns();
+    assert_eq!(
+        pods.containerd.exit_code(&injector),
+        Some(0),
+        "{}",
+        injector.stdout()
+    );
+    assert_no_chaos_programs();
+    let log = injector.stdout();
+    let report: serde_json::Value = serde_json::from_str(log.trim())
+        .unwrap_or_else(|err| panic!("no JSON report in the pod's log ({err}): {log}"));
+    assert_eq!(report["ended_by"], "sigterm", "{report}");
+    let mut seen = 0;
+    for victim in [&pods.app.1, &pods.sidecar.1] {
+        victim.wait_for_call_after(stopped);
+        let calls = victim.calls();
+        let failed: Vec<&Call> = calls.iter().filter(|c| c.errno.is_some()).collect();
+        assert!(
+            failed
+                .iter()
+                .all(|c| c.errno == Some(EHOSTUNREACH) && (start..stopped).contains(&c.at_ns)),
+            "failures outside the run or with another errno: {failed:?}"
+        );
+        seen += failed.len() as u64;
+    }
+    assert_eq!(report["faults"][0]["injected"], seen, "{report}");
+    assert!(
+        pods.other.1.calls().iter().all(|c| c.errno.is_none()),
+        "the other pod was hit"
+    );
 }

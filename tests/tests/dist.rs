@@ -4,33 +4,16 @@
 //! mounted) fails one sibling container's connect() and nothing else, and leaves nothing behind
 //! when its process is SIGKILLed.
 
-use std::{
-    path::PathBuf,
-    process::{Command, Output, Stdio},
-};
+use std::process::{Command, Output, Stdio};
 
 use chaos_common::names::STATUS_LINES_ENV;
 use chaos_tests::{
-    Chaos, TestContainer, assert_no_chaos_programs, chaos, monotonic_ns, podman_env,
+    Chaos, TestContainer, assert_no_chaos_programs, chaos, dist_dir, monotonic_ns, podman_env,
 };
 
 const VICTIM: &str = env!("CARGO_BIN_EXE_victim");
 /// The most the static binary may weigh.
 const MAX_BYTES: u64 = 10 * 1024 * 1024;
-
-/// The directory `cargo xtask dist` fills (`cargo xtask test` runs it first).
-fn dist_dir() -> PathBuf {
-    let dir = std::env::var_os("CHAOS_DIST").map_or_else(
-        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/dist"),
-        PathBuf::from,
-    );
-    assert!(
-        dir.join("chaos").exists() && dir.join("chaos-image.tar").exists(),
-        "no static binary and image in {}: run `cargo xtask dist` first (`cargo xtask test` does)",
-        dir.display()
-    );
-    dir
-}
 
 fn podman(args: &[&str]) -> Output {
     Command::new("podman")
