@@ -59,9 +59,9 @@ fn assert_left_nothing() {
     assert_no_chaos_programs();
     let netns = Command::new("ip").args(["netns", "list"]).output().unwrap();
     let netns = String::from_utf8_lossy(&netns.stdout);
-    assert!(!netns.contains("drill-http"), "namespace left: {netns}");
+    assert!(!netns.contains("drill-"), "namespace left: {netns}");
     let nginx = Command::new("pgrep")
-        .args(["-f", "chaos-drill-http"])
+        .args(["-f", "chaos-drill-"])
         .output()
         .unwrap();
     assert!(
@@ -87,6 +87,8 @@ fn stat(workload: &Value, phase: &str, metric: &str, stat: &str) -> f64 {
         .unwrap_or_else(|| panic!("no {stat} of {metric} {phase}: {workload}"))
 }
 
+/// What a fault of the drill injected, over every row of its report (a DNS fault has one for
+/// each direction).
 fn injected(report: &Value, fault: &str) -> u64 {
     let outcome = report["faults"]
         .as_array()
@@ -95,7 +97,12 @@ fn injected(report: &Value, fault: &str) -> u64 {
         .find(|f| f["name"] == fault)
         .unwrap_or_else(|| panic!("no fault {fault}"));
     assert_eq!(outcome["state"], "ran", "{outcome}");
-    outcome["report"]["faults"][0]["injected"].as_u64().unwrap()
+    outcome["report"]["faults"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|row| row["injected"].as_u64().unwrap())
+        .sum()
 }
 
 /// Lost packets: some requests waited for TCP's retransmission timeout (200 ms at least).
@@ -214,6 +221,46 @@ fn http_chaos_plus() {
         0.0,
         "the fuzzer found a failure or a dead server: {fuzz}"
     );
+    assert_untouched(&bystander);
+    assert_left_nothing();
+}
+
+/// "It's always DNS": the dependency's name gets SERVFAIL, then no answer, from a real
+/// resolver (unbound); the application's retries show it, every other name resolves
+/// throughout (the steady state), and the report says how long the dependency was unresolvable.
+#[test]
+fn dns() {
+    let bystander = bystander();
+    let (report, code) = run_drill("dns.toml");
+    assert_eq!(code, 0, "other names stopped resolving: {report}");
+    assert_eq!(report["steady_state"]["during_failed"], 0);
+    assert!(injected(&report, "servfail") > 0 && injected(&report, "no-answer") > 0);
+    let app = workload(&report, "app");
+    assert!(
+        stat(app, "during:servfail", "servfail", "max") > 0.0,
+        "{app}"
+    );
+    assert!(
+        stat(app, "during:servfail", "db_failed", "max") > 0.0,
+        "{app}"
+    );
+    assert!(
+        stat(app, "during:no-answer", "timeout", "max") > 0.0,
+        "{app}"
+    );
+    for (phase, stats) in app["metrics"].as_object().unwrap() {
+        assert_eq!(
+            stats["other_failed"]["max"], 0.0,
+            "{phase}: another name failed to resolve: {app}"
+        );
+    }
+    // Each outage is measured when the name resolves again, after the fault that caused it.
+    let outages: Vec<f64> = ["between", "after"]
+        .iter()
+        .map(|phase| stat(app, phase, "unresolvable_ms", "max"))
+        .collect();
+    assert!(outages.iter().all(|&ms| ms >= 1000.0), "{outages:?}");
+    assert_eq!(stat(app, "after", "db_failed", "last"), 0.0, "{app}");
     assert_untouched(&bystander);
     assert_left_nothing();
 }

@@ -32,6 +32,7 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "qemu-system-x86",
     "runc",       // podman's runtime here (crun refuses hybrid cgroups)
     "strace",     // the benchmark's comparison point
+    "unbound",    // the DNS drill's resolver
     "util-linux", // setpriv, unshare, nsenter
     "wrk",        // the HTTP drills' load
     "xz-utils",   // a stock kernel's .ko.xz boot modules, unpacked for busybox insmod

@@ -192,8 +192,9 @@ pub struct DnsArgs {
     #[arg(long)]
     pub drop: bool,
 
-    /// Only names under this domain, the domain included: db.internal, example.com.
-    #[arg(long, value_name = "DOMAIN", value_parser = net_fault::parse_dns_name)]
+    /// Only names under this domain, the domain included: db.internal, example.com. Also
+    /// spelt --domain (an experiment file's `domain`: there `name` names the fault).
+    #[arg(long, visible_alias = "domain", value_name = "DOMAIN", value_parser = net_fault::parse_dns_name)]
     pub name: Option<chaos_common::net::DnsName>,
 
     /// Act on each matching response (or query) with this probability (0 < P <= 1).
