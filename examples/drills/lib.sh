@@ -26,7 +26,8 @@ netns_down() {
     ip netns del "$1" 2>/dev/null || true
 }
 
-# stop_pidfile FILE: ends the process FILE names, if it still runs.
+# stop_pidfile FILE: ends the process FILE names, if it still runs (the caller waits for its
+# children: a server left unwaited stays a zombie where PID 1 does not reap).
 stop_pidfile() {
     if [ -s "$1" ]; then
         kill "$(cat "$1")" 2>/dev/null || true

@@ -264,3 +264,49 @@ fn dns() {
     assert_untouched(&bystander);
     assert_left_nothing();
 }
+
+/// A crash at the worst moment: Redis is killed at an fdatasync of its append-only file,
+/// started again by its supervisor, and loses no write it acknowledged.
+#[test]
+fn redis_crash() {
+    if !Probe::run().feature(features::TRACEPOINT_SIGNAL).0 {
+        assert!(!expected(features::TRACEPOINT_SIGNAL));
+        eprintln!("NOT RUN on this kernel, which cannot signal from a tracepoint");
+        return;
+    }
+    let bystander = bystander();
+    let (report, code) = run_drill("redis-crash.toml");
+    assert_eq!(code, 0, "{report}");
+    assert_eq!(injected(&report, "crash"), 1, "one kill");
+    let redis = workload(&report, "redis");
+    assert!(
+        redis["output"].as_array().unwrap().iter().any(|line| line
+            .as_str()
+            .unwrap()
+            .contains("DB loaded from append only file")),
+        "Redis did not reload its append-only file: {redis}"
+    );
+    let writer = workload(&report, "writer");
+    assert_eq!(
+        stat(writer, "during:crash", "reconnects", "max"),
+        1.0,
+        "{writer}"
+    );
+    assert!(
+        stat(writer, "during:crash", "checked", "max") > 0.0,
+        "{writer}"
+    );
+    assert!(stat(writer, "during:crash", "down_ms", "max") >= 0.0);
+    for (phase, stats) in writer["metrics"].as_object().unwrap() {
+        assert_eq!(
+            stats["lost"]["max"], 0.0,
+            "{phase}: acknowledged writes lost"
+        );
+    }
+    assert!(
+        stat(writer, "after", "acked", "last") > 0.0,
+        "no write after the restart"
+    );
+    assert_untouched(&bystander);
+    assert_left_nothing();
+}

@@ -30,12 +30,13 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "protobuf-compiler", // protoc: the CRI client of the containerd tests (k8s-cri) builds with it
     "python3-venv",      // the tests' Python tools (python_tools)
     "qemu-system-x86",
-    "runc",       // podman's runtime here (crun refuses hybrid cgroups)
-    "strace",     // the benchmark's comparison point
-    "unbound",    // the DNS drill's resolver
-    "util-linux", // setpriv, unshare, nsenter
-    "wrk",        // the HTTP drills' load
-    "xz-utils",   // a stock kernel's .ko.xz boot modules, unpacked for busybox insmod
+    "redis-server", // the crash drill's server (redis-tools, its redis-cli, comes with it)
+    "runc",         // podman's runtime here (crun refuses hybrid cgroups)
+    "strace",       // the benchmark's comparison point
+    "unbound",      // the DNS drill's resolver
+    "util-linux",   // setpriv, unshare, nsenter
+    "wrk",          // the HTTP drills' load
+    "xz-utils",     // a stock kernel's .ko.xz boot modules, unpacked for busybox insmod
 ];
 
 /// The bpf-linker release built here, and the nightly toolchain that builds the eBPF side.

@@ -8,6 +8,7 @@ here=$(dirname "$0")
 dir=$(scratch dns)
 cleanup() {
     stop_pidfile "$dir/unbound.pid"
+    wait
     netns_down drill-dns
 }
 trap cleanup EXIT

@@ -8,6 +8,7 @@ here=$(dirname "$0")
 dir=$(scratch http)
 cleanup() {
     stop_pidfile "$dir/nginx.pid"
+    wait
     netns_down drill-http
 }
 trap cleanup EXIT
