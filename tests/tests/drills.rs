@@ -310,3 +310,35 @@ fn redis_crash() {
     assert_untouched(&bystander);
     assert_left_nothing();
 }
+
+/// PostgreSQL failover: the application's connections to the primary fail; it reads from the
+/// hot standby meanwhile, writes again afterwards, and no committed row is lost. The standby's
+/// own replication connection to the primary is not the application's: it is untouched.
+#[test]
+fn postgres_failover() {
+    let bystander = bystander();
+    let (report, code) = run_drill("postgres-failover.toml");
+    assert_eq!(code, 0, "{report}");
+    assert_eq!(
+        report["steady_state"]["during_failed"], 0,
+        "a committed row went missing"
+    );
+    assert_eq!(report["steady_state"]["after"], true);
+    assert!(injected(&report, "primary-unreachable") > 0);
+    let app = workload(&report, "app");
+    let during = "during:primary-unreachable";
+    assert!(stat(app, during, "write_failed", "max") > 0.0, "{app}");
+    assert!(stat(app, during, "standby_reads", "max") > 0.0, "{app}");
+    for (phase, stats) in app["metrics"].as_object().unwrap() {
+        assert_eq!(
+            stats["standby_failed"]["max"], 0.0,
+            "{phase}: the standby failed"
+        );
+    }
+    assert!(
+        stat(app, "after", "commits", "last") > 0.0,
+        "no write after the fault"
+    );
+    assert_untouched(&bystander);
+    assert_left_nothing();
+}

@@ -26,6 +26,7 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "kmod",                        // depmod for the Debian kernels' module trees
     "nginx-light",                 // the HTTP drills' server
     "iperf3",                      // the network benchmark
+    "postgresql",                  // the PostgreSQL drills' servers
     "podman",                      // real containers for the --container tests
     "protobuf-compiler", // protoc: the CRI client of the containerd tests (k8s-cri) builds with it
     "python3-venv",      // the tests' Python tools (python_tools)
