@@ -342,3 +342,56 @@ fn postgres_failover() {
     assert_untouched(&bystander);
     assert_left_nothing();
 }
+
+/// PostgreSQL under disk errors: its WAL writes fail with EIO, then ENOSPC. It PANICs and
+/// recovers (or stops and is started again); every transaction committed before is there
+/// whenever it answers, and after. Where chaos cannot fail file writes by path (no BPF LSM, no
+/// fmod_ret), the fault is refused when it is due, naming why, and nothing is left.
+#[test]
+fn postgres_disk_errors() {
+    let bystander = bystander();
+    let (report, code) = run_drill("postgres-disk-errors.toml");
+    if Probe::run().mechanism("write").is_none() {
+        assert_eq!(code, 1);
+        assert_eq!(report["ended_by"], "fault-failed", "{report}");
+        let eio = &report["faults"][0];
+        assert!(
+            eio["error"]
+                .as_str()
+                .unwrap()
+                .contains("--op write cannot be injected"),
+            "{eio}"
+        );
+        assert_left_nothing();
+        eprintln!(
+            "NOT RUN in full on this kernel, which cannot fail writes by path (refusal asserted)"
+        );
+        return;
+    }
+    assert_eq!(code, 0, "{report}");
+    assert_eq!(
+        report["steady_state"]["during_failed"], 0,
+        "a committed transaction was lost"
+    );
+    assert_eq!(report["steady_state"]["after"], true);
+    assert!(injected(&report, "wal-eio") > 0 && injected(&report, "wal-enospc") > 0);
+    let db = workload(&report, "db");
+    let app = workload(&report, "app");
+    assert!(
+        stat(app, "during:wal-eio", "write_failed", "max") > 0.0,
+        "{app}"
+    );
+    assert!(
+        stat(app, "after", "commits", "last") > 0.0,
+        "no commit after the faults: {app}"
+    );
+    assert!(
+        db["output"].as_array().unwrap().iter().any(|line| line
+            .as_str()
+            .unwrap()
+            .contains("ready to accept connections")),
+        "{db}"
+    );
+    assert_untouched(&bystander);
+    assert_left_nothing();
+}

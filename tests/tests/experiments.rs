@@ -323,13 +323,22 @@ for = "2s"
             .unwrap_or_else(|| panic!("no {stat} of {name} {phase} in {w}"))
     };
 
-    // The faulted workload: no failure before, failures during, as many as the fault injected.
-    assert_eq!(metric(&target, "before", "failed", "max"), 0.0);
+    // The faulted workload: failures during the fault, as many in all as the fault injected.
+    // A line is counted in the phase in which chaos run reads it, so a failure printed as the
+    // fault attaches may count in the phase before (a slow guest shows it): one at most.
+    let failures = |phase: &str| {
+        let failed = &target["metrics"][phase]["failed"];
+        (failed["mean"].as_f64().unwrap_or(0.0) * failed["samples"].as_f64().unwrap_or(0.0)).round()
+            as u64
+    };
+    assert!(failures("before") <= 1, "{target}");
+    assert!(failures("after") <= 1, "{target}");
     assert_eq!(metric(&target, "during", "failed", "max"), 1.0);
-    let failed_during = (metric(&target, "during", "failed", "mean")
-        * metric(&target, "during", "failed", "samples"))
-    .round() as u64;
-    assert_seen_as_injected(failed_during, fault_row(&report, "refused"), "ECONNREFUSED");
+    assert_seen_as_injected(
+        failures("before") + failures("during") + failures("after"),
+        fault_row(&report, "refused"),
+        "ECONNREFUSED",
+    );
     assert_eq!(target["stopped_by_chaos"], true);
     assert_eq!(target["ok"], true);
     assert!(!target["output"].as_array().unwrap().is_empty());

@@ -422,9 +422,17 @@ impl FaultContext<'_> {
         fault: &PlannedFault,
     ) -> Result<(), ExperimentError> {
         let source = self.source;
-        // Any PID stands in for a workload's: clap only checks that it is one.
+        // Any PID stands in for a workload's: clap only checks that it is one. A --path a
+        // workload will make (a server's data directory) need not exist yet: the fault's own
+        // command checks it when it starts; here any directory stands in for it.
         let pids = vec![Some(1); self.workloads.len()];
-        let argv = std::iter::once("chaos".to_owned()).chain(fault.argv(&pids));
+        let mut argv = fault.argv(&pids);
+        for at in 1..argv.len() {
+            if argv[at - 1] == "--path" && !Path::new(&argv[at]).exists() {
+                argv[at] = "/".into();
+            }
+        }
+        let argv = std::iter::once("chaos".to_owned()).chain(argv);
         let cli = Cli::try_parse_from(argv).map_err(|err| {
             let (span, key) = match flag_of(&err).and_then(|flag| key_of(table, &flag)) {
                 Some((span, key)) => (span, key),

@@ -166,6 +166,18 @@ for = "1s"
     assert_eq!(err.field.as_deref(), Some("workload"), "{err}");
 }
 
+/// A --path that a workload will make (a server's data directory) need not exist when the file
+/// is read; the fault's command checks it when it starts.
+#[test]
+fn a_path_may_not_exist_yet() {
+    let experiment = parse(
+        "[[fault]]\ncommand = \"fail\"\npid = \"1\"\nop = \"write\"\npath = \"/nonexistent/pg_wal\"\nerrno = \"EIO\"\nfor = \"1s\"\n",
+    )
+    .unwrap();
+    let argv = experiment.faults[0].argv(&[]).join(" ");
+    assert!(argv.contains("--path /nonexistent/pg_wal"), "{argv}");
+}
+
 /// Every file of the invalid corpus is refused with the message its first line expects: the
 /// file, the line and the field, and what is wrong.
 #[test]
