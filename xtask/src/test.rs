@@ -324,15 +324,15 @@ pub fn bench() -> anyhow::Result<()> {
 /// How long `cargo xtask test` fuzzes the experiment parser.
 const TEST_FUZZ_SECONDS: u64 = 60;
 
-/// Fuzzes the experiment parser for `seconds`, seeded with the shipped examples and the invalid
-/// corpus; libFuzzer exits non-zero on a crash, leaving the input under fuzz/artifacts.
+/// Fuzzes the experiment parser for `seconds`, seeded with the shipped examples, the drills and
+/// the invalid corpus; libFuzzer exits non-zero on a crash, leaving the input under fuzz/artifacts.
 pub fn fuzz(seconds: u64) -> anyhow::Result<()> {
     setup::run()?;
     setup::cargo_fuzz()?;
     let root = workspace_root();
     let corpus = root.join("target/fuzz-corpus/experiment");
     std::fs::create_dir_all(&corpus)?;
-    for dir in ["examples", "tests/experiments/invalid"] {
+    for dir in ["examples", "examples/drills", "tests/experiments/invalid"] {
         for entry in std::fs::read_dir(root.join(dir))? {
             let path = entry?.path();
             if path.extension().is_some_and(|e| e == "toml") {

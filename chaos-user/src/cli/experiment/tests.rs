@@ -206,20 +206,22 @@ fn the_invalid_corpus_is_refused_with_file_line_and_field() {
     assert!(seen >= 15, "only {seen} invalid files");
 }
 
-/// The examples shipped in examples/ are valid.
+/// The examples and drills shipped in examples/ are valid.
 #[test]
 fn the_examples_parse() {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples");
+    let examples = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples");
     let mut seen = 0;
-    for entry in std::fs::read_dir(&dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.extension().is_some_and(|e| e == "toml") {
-            let text = std::fs::read_to_string(&path).unwrap();
-            Experiment::parse(&path, &text, None).unwrap_or_else(|err| panic!("{err}"));
-            seen += 1;
+    for dir in [examples.clone(), examples.join("drills")] {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "toml") {
+                let text = std::fs::read_to_string(&path).unwrap();
+                Experiment::parse(&path, &text, None).unwrap_or_else(|err| panic!("{err}"));
+                seen += 1;
+            }
         }
     }
-    assert!(seen >= 2, "only {seen} examples");
+    assert!(seen >= 10, "only {seen} examples and drills");
 }
 
 /// README's reference table lists every key the parser accepts.
