@@ -20,6 +20,7 @@ pub mod errno_names;
 pub mod fault;
 pub mod kernel;
 pub mod object;
+pub mod pause;
 pub mod plan;
 pub mod report;
 pub mod run;

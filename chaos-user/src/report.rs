@@ -38,6 +38,8 @@ pub enum FaultKind {
         direction: String,
         setting: String,
     },
+    /// The targets are frozen (`op` pause) as `setting` says (throughout, 30% of every 10s).
+    Pause { op: String, setting: String },
 }
 
 impl FaultKind {
@@ -46,7 +48,8 @@ impl FaultKind {
         match self {
             FaultKind::Errno { op, .. }
             | FaultKind::Signal { op, .. }
-            | FaultKind::Net { op, .. } => op,
+            | FaultKind::Net { op, .. }
+            | FaultKind::Pause { op, .. } => op,
         }
     }
 
@@ -56,6 +59,7 @@ impl FaultKind {
             FaultKind::Errno { errno, .. } => errno,
             FaultKind::Signal { signal, .. } => signal,
             FaultKind::Net { direction, .. } => direction,
+            FaultKind::Pause { .. } => "frozen",
         }
     }
 }
@@ -70,6 +74,7 @@ impl fmt::Display for FaultKind {
                 direction,
                 setting,
             } => write!(f, "{op} {setting} {direction}"),
+            FaultKind::Pause { op, setting } => write!(f, "{op} {setting}"),
         }
     }
 }
@@ -98,6 +103,9 @@ pub struct Report {
     /// What the person running it must not miss: a fault that matched nothing (a filter that
     /// named nothing the targets touched, a target that never made the call).
     pub warnings: Vec<String>,
+    /// How long the targets were frozen in all (`chaos pause`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub frozen_ms: Option<u64>,
 }
 
 /// A target: a process (`pid`, with its descendants when `tree`), or every process under
@@ -181,6 +189,7 @@ impl Report {
             targets,
             elapsed_ms,
             warnings,
+            frozen_ms: None,
         }
     }
 
@@ -207,6 +216,9 @@ impl Report {
                 fault.injected,
                 if fault.dry_run { "  (dry run)" } else { "" }
             );
+        }
+        if let Some(frozen_ms) = self.frozen_ms {
+            let _ = writeln!(out, "  frozen {:.1}s in all", frozen_ms as f64 / 1000.0);
         }
         for warning in &self.warnings {
             let _ = writeln!(out, "  warning: {warning}");

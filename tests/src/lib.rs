@@ -910,8 +910,8 @@ pub fn start_net_fault(action: &str, args: &[&str]) -> Chaos {
     Chaos::spawn_live(&mut chaos_command(&full))
 }
 
-/// Ends a network fault's run with SIGINT; returns its report.
-pub fn stop_net_fault(chaos: Chaos) -> Value {
+/// Ends a run chaos holds (a fault, a pause) with SIGINT; returns its report.
+pub fn stop_chaos(chaos: Chaos) -> Value {
     // SAFETY: kill(2) on our own child.
     unsafe { libc::kill(chaos.id() as i32, libc::SIGINT) };
     let output = chaos.wait_with_output().expect("chaos");

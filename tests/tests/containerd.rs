@@ -209,7 +209,7 @@ fn packet_loss_for_one_pod() {
     let from = monotonic_ns();
     std::thread::sleep(std::time::Duration::from_millis(1500));
     let to = monotonic_ns();
-    let report = stop_net_fault(chaos);
+    let report = stop_chaos(chaos);
     let inside = |victim: &Victim| {
         victim
             .calls()

@@ -115,7 +115,7 @@ fn corrupt(
     let v4 = send_and_check(net, &net.v4(0, 2), 7101);
     let v6 = send_and_check(net, &net.v6(0, 2), 7102);
     let beside = send_and_check(net, &net.v4(1, 2), 7103);
-    let report = stop_net_fault(chaos);
+    let report = stop_chaos(chaos);
     assert_eq!(
         (beside.arrived, beside.altered, beside.checksum_errors),
         (DATAGRAMS, 0, 0),
@@ -251,7 +251,7 @@ fn tcp_retransmits_what_the_check_drops_and_silent_mode_reaches_the_application(
         let sender = net.spawn(&net.a, NETPEER, &["tcp-send", &addr, &BYTES.to_string()]);
         let retransmits = sender.result();
         let line = sink.line();
-        let report = stop_net_fault(chaos);
+        let report = stop_chaos(chaos);
         let (total, altered): (u64, u64) = line
             .split_once(' ')
             .and_then(|(a, b)| Some((a.parse().ok()?, b.parse().ok()?)))

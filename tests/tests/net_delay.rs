@@ -121,7 +121,7 @@ fn a_delay_adds_to_the_round_trip_as_netem_does() {
     assert_eq!(root_qdisc(&net.a, "a0"), "fq", "chaos did not install fq");
     let delayed = median(&round_trips(&net, 0, 20, 20)) - base[0];
     let beside = median(&round_trips(&net, 1, 20, 20)) - base[1];
-    let report = stop_net_fault(chaos);
+    let report = stop_chaos(chaos);
     assert_eq!(
         root_qdisc(&net.a, "a0"),
         "noqueue",
@@ -180,7 +180,7 @@ fn jitter_follows_the_distribution_as_netem_does() {
         .iter()
         .map(|rtt| rtt - base)
         .collect();
-    stop_net_fault(chaos);
+    stop_chaos(chaos);
     assert_eq!(root_qdisc(&net.a, "a0"), "noqueue");
     tc(&[
         "-n",
@@ -360,7 +360,7 @@ fn a_rate_limit_paces_tcp_as_netem_does() {
     let chaos = start_on_a0(&net, "limit", &["--rate", "10mbit"]);
     let limited = mbit(transfer_seconds(&net, 0, 7201, BYTES));
     let beside = mbit(transfer_seconds(&net, 1, 7202, BYTES));
-    let report = stop_net_fault(chaos);
+    let report = stop_chaos(chaos);
     assert_eq!(
         root_qdisc(&net.a, "a0"),
         "noqueue",

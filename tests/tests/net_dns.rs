@@ -215,7 +215,7 @@ fn resolvers_get_the_error_for_the_domain_and_answers_for_the_rest() {
         (beside.status.as_str(), beside.records),
         ("NOERROR", vec!["10.9.9.9".to_owned()])
     );
-    let report = stop_net_fault(chaos);
+    let report = stop_chaos(chaos);
     let (matched, injected) = counted(&report, "ingress");
     assert_eq!(matched, injected, "{report}");
     assert!(
@@ -255,7 +255,7 @@ fn rewritten_answers_carry_checksums_the_resolver_side_verifies() {
         assert_eq!(answer.status, "SERVFAIL", "via {server}");
         assert!(answer.records.is_empty());
     }
-    let report = stop_net_fault(chaos);
+    let report = stop_chaos(chaos);
     assert_eq!(counted(&report, "ingress"), (2, 2), "{report}");
     assert_eq!(
         udp_checksum_errors(&net.a),
@@ -292,7 +292,7 @@ fn an_ipv4_answer_without_a_checksum_keeps_none() {
         "0000",
         "the rewritten answer got a checksum the server never sent"
     );
-    let report = stop_net_fault(chaos);
+    let report = stop_chaos(chaos);
     assert_eq!(counted(&report, "ingress"), (1, 1), "{report}");
     assert_no_chaos_programs();
 }
@@ -319,7 +319,7 @@ fn dropped_queries_time_out_for_the_domain_only() {
         "NOERROR",
         "the path beside"
     );
-    let report = stop_net_fault(chaos);
+    let report = stop_chaos(chaos);
     assert_eq!(counted(&report, "egress"), (2, 2), "{report}");
     assert_eq!(counted(&report, "ingress"), (0, 0), "{report}");
     assert_no_chaos_programs();

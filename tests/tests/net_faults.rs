@@ -50,7 +50,7 @@ fn drop_at(direction: &str, netns: &str, iface: &str) {
     let v4 = udp_arrivals(&net, &net.v4(0, 2), 7001);
     let v6 = udp_arrivals(&net, &net.v6(0, 2), 7002);
     let beside = udp_arrivals(&net, &net.v4(1, 2), 7003);
-    let report = stop_net_fault(chaos);
+    let report = stop_chaos(chaos);
     assert_loss_rate(v4, p, &format!("{direction} IPv4"));
     assert_loss_rate(v6, p, &format!("{direction} IPv6"));
     assert_eq!(beside, DATAGRAMS, "the untargeted path lost packets");
@@ -102,7 +102,7 @@ fn duplicate_at(direction: &str, netns: &str, iface: &str) {
     let v4 = udp_arrivals(&net, &net.v4(0, 2), 7301);
     let v6 = udp_arrivals(&net, &net.v6(0, 2), 7302);
     let beside = udp_arrivals(&net, &net.v4(1, 2), 7303);
-    let report = stop_net_fault(chaos);
+    let report = stop_chaos(chaos);
     let expected = DATAGRAMS as f64 * (1.0 + p);
     assert_rate(v4, expected, p, &format!("duplicate {direction} IPv4"));
     assert_rate(v6, expected, p, &format!("duplicate {direction} IPv6"));
@@ -148,7 +148,7 @@ fn tcp_over_a_lossy_path_retransmits() {
     };
     let lossy = transfer(0, 7101);
     let clean = transfer(1, 7102);
-    let report = stop_net_fault(chaos);
+    let report = stop_chaos(chaos);
     eprintln!("TCP retransmissions: {lossy} over the lossy path, {clean} beside it");
     assert!(lossy > 0, "10 % loss caused no retransmission: {report}");
     // The path beside it is not faulted, but TCP on a loaded two-core VM can still retransmit
@@ -286,7 +286,7 @@ fn the_clsact_fallback_drops_and_is_undone_even_after_sigkill() {
     let chaos = start_clsact_drop(&net);
     let lost_path = udp_arrivals(&net, &net.v4(0, 2), 7301);
     let other_path = udp_arrivals(&net, &net.v4(1, 2), 7302);
-    let report = stop_net_fault(chaos);
+    let report = stop_chaos(chaos);
     assert_eq!(lost_path, 0, "the clsact filter did not drop: {report}");
     assert_eq!(report["faults"][0]["mechanism"], "clsact", "{report}");
     assert_eq!(other_path, DATAGRAMS, "the untargeted path lost packets");
@@ -382,7 +382,7 @@ fn gemodel_loss_comes_in_bursts() {
         "gemodel:5,20",
     ]);
     let line = net.udp_a_to_b(NETPEER, "udp-bursts", &net.v4(0, 2), 7321, DATAGRAMS);
-    let report = stop_net_fault(chaos);
+    let report = stop_chaos(chaos);
     let mut fields = line.split_whitespace();
     let arrived: u64 = fields.next().unwrap().parse().unwrap();
     let mean_burst: f64 = fields.next().unwrap().parse().unwrap();
@@ -461,7 +461,7 @@ fn a_container_loses_packets_and_its_neighbour_does_not() {
     };
     let lossy = arrivals(&target, 7401);
     let clean = arrivals(&neighbour, 7402);
-    let report = stop_net_fault(chaos);
+    let report = stop_chaos(chaos);
     assert_loss_rate(lossy, 0.3, "container");
     assert_eq!(clean, DATAGRAMS, "the neighbour container lost packets");
     assert_eq!(report["targets"][0]["container"], target.id.as_str());
@@ -549,7 +549,7 @@ fn a_cgroup_loses_its_packets_and_its_neighbour_in_the_namespace_does_not() {
     };
     let lossy_arrivals = arrivals(&lossy, 7601);
     let clean_arrivals = arrivals(&clean, 7602);
-    let report = stop_net_fault(chaos);
+    let report = stop_chaos(chaos);
     assert_loss_rate(lossy_arrivals, 0.3, "cgroup");
     assert_eq!(
         clean_arrivals, DATAGRAMS,

@@ -7,6 +7,7 @@ pub mod experiment;
 pub mod fail;
 pub mod idle;
 pub mod net;
+pub mod pause;
 pub mod probe;
 pub mod run_file;
 pub mod signal;
@@ -212,6 +213,7 @@ pub enum Command {
     Fail(fail::FailArgs),
     Signal(signal::SignalArgs),
     Net(net::NetArgs),
+    Pause(pause::PauseArgs),
     Run(run_file::RunFileArgs),
     List(detached::ListArgs),
     Stop(detached::StopArgs),
@@ -233,6 +235,9 @@ pub enum Command {
     /// The demo's workload: connects to ADDR again and again, one line per attempt.
     #[command(hide = true)]
     DemoWorkload(demo::WorkloadArgs),
+    /// What `chaos pause` leaves to thaw its target if it dies.
+    #[command(hide = true)]
+    PauseGuard(pause::PauseGuardArgs),
 }
 
 /// Runs a parsed command line; returns the exit code. What killed runs left behind (expired
@@ -250,6 +255,8 @@ pub fn execute(cli: Cli) -> Result<u8, Error> {
         Command::Fail(args) => fail::execute(args),
         Command::Signal(args) => signal::execute(args),
         Command::Net(args) => net::execute(args),
+        Command::Pause(args) => pause::execute(args),
+        Command::PauseGuard(args) => pause::guard(args),
         Command::Run(args) => run_file::execute(args),
         Command::List(args) => detached::list(args),
         Command::Stop(args) => detached::stop(args),
@@ -279,6 +286,8 @@ impl Command {
             Command::Fail(args) => Some(args.fault().map(drop)),
             Command::Signal(_) => Some(Ok(())),
             Command::Net(args) => Some(args.action.fault().map(drop)),
+            // Its options are all checked by clap.
+            Command::Pause(_) => Some(Ok(())),
             Command::Run(_)
             | Command::List(_)
             | Command::Stop(_)
@@ -288,23 +297,26 @@ impl Command {
             | Command::Idle(_)
             | Command::Completions { .. }
             | Command::Man
-            | Command::DemoWorkload(_) => None,
+            | Command::DemoWorkload(_)
+            | Command::PauseGuard(_) => None,
         }
     }
 }
 
 /// The commands that inject a fault, as `chaos run`'s `command` key spells them (`net drop`):
-/// those that can run detached (`--detach`).
+/// those that last `--for` a while and report as JSON (`--json`).
 pub fn fault_commands() -> Vec<String> {
     fn leaves(command: &clap::Command, path: String, found: &mut Vec<String>) {
+        let has = |long: &str| {
+            command
+                .get_arguments()
+                .any(|arg| arg.get_long() == Some(long))
+        };
         if command.has_subcommands() {
             for sub in command.get_subcommands() {
                 leaves(sub, format!("{path} {}", sub.get_name()), found);
             }
-        } else if command
-            .get_arguments()
-            .any(|arg| arg.get_long() == Some("detach"))
-        {
+        } else if has("for") && has("json") {
             found.push(path);
         }
     }
@@ -325,7 +337,7 @@ mod tests {
     }
 
     #[test]
-    fn the_fault_commands_are_those_that_run_detached() {
+    fn the_fault_commands_are_those_that_last_and_report() {
         assert_eq!(
             fault_commands(),
             [
@@ -336,7 +348,8 @@ mod tests {
                 "net corrupt",
                 "net dns",
                 "net delay",
-                "net limit"
+                "net limit",
+                "pause"
             ]
         );
     }

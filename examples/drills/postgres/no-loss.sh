@@ -6,7 +6,7 @@ here=$(dirname "$0")
 dir=$(scratch postgres)
 acked=$(wc -l < "$dir/acked" 2>/dev/null || echo 0)
 count() {
-    psql -h 127.0.0.1 -p "$1" -U postgres -Atq -c \
+    PGCONNECT_TIMEOUT=3 timeout 5 psql -h 127.0.0.1 -p "$1" -U postgres -Atq -c \
         "SELECT count(*) FROM drill WHERE n IN ($(paste -sd, "$dir/acked"))" 2>/dev/null
 }
 [ "$acked" -gt 0 ] || exit 0

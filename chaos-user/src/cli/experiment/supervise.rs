@@ -54,8 +54,7 @@ const STATUS_EVERY: Duration = Duration::from_millis(250);
 const KEPT_LINES: usize = 8;
 /// How many of a workload's last output lines the report keeps.
 const WORKLOAD_LINES: usize = 20;
-/// How long a workload's `ready` command may take to succeed, and how often it runs.
-const READY_TIMEOUT: Duration = Duration::from_secs(60);
+/// How often a workload's `ready` command runs until it succeeds.
 const READY_EVERY: Duration = Duration::from_millis(200);
 /// How long a workload's output is read after it exited: whatever it left running in the
 /// background may hold its pipes open.
@@ -382,22 +381,22 @@ impl Supervisor<'_> {
         received: &mut Events,
         interrupts: &mut Interrupts,
     ) -> Result<(), ExperimentEnd> {
-        let waiting: Vec<(usize, String)> = self
+        let waiting: Vec<(usize, String, Duration)> = self
             .experiment
             .workloads
             .iter()
             .enumerate()
             .filter(|(index, _)| self.workloads[*index].pid.is_some())
-            .filter_map(|(index, w)| Some((index, w.ready.clone()?)))
+            .filter_map(|(index, w)| Some((index, w.ready.clone()?, w.ready_timeout)))
             .collect();
-        for (index, command) in waiting {
+        for (index, command, ready_timeout) in waiting {
             let probe = SteadyState {
                 command,
                 every: READY_EVERY,
-                timeout: READY_TIMEOUT,
+                timeout: ready_timeout,
                 abort: false,
             };
-            let give_up = Instant::now() + READY_TIMEOUT;
+            let give_up = Instant::now() + ready_timeout;
             let mut last = String::new();
             loop {
                 if self.workloads[index].elapsed_ms.is_some() {
@@ -431,7 +430,7 @@ impl Supervisor<'_> {
                 let line = format!(
                     "chaos run: the workload {} did not become ready within {}; nothing was started\n{last}",
                     report.name,
-                    humantime::format_duration(READY_TIMEOUT)
+                    humantime::format_duration(ready_timeout)
                 );
                 self.say(&line);
                 return Err(ExperimentEnd::WorkloadNotReady);

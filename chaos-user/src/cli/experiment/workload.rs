@@ -14,9 +14,18 @@ use super::{
 use crate::fault;
 
 /// The keys of a `[workload]` or `[[workload]]` table.
-pub const WORKLOAD_KEYS: [&str; 7] = [
-    "name", "command", "start", "for", "expect", "metrics", "ready",
+pub const WORKLOAD_KEYS: [&str; 8] = [
+    "name",
+    "command",
+    "start",
+    "for",
+    "expect",
+    "metrics",
+    "ready",
+    "ready_timeout",
 ];
+/// How long a workload's `ready` command may take to succeed, unless `ready_timeout` says.
+const DEFAULT_READY_TIMEOUT: Duration = Duration::from_secs(60);
 /// The name of a workload that has none: a single `[workload]`, or `--during`.
 pub const DEFAULT_NAME: &str = "workload";
 /// The value of `pid`/`pid_tree` that names a workload's PID: `workload` (the first one) or
@@ -38,8 +47,9 @@ pub struct Workload {
     pub expect: Expect,
     pub metrics: Option<Metrics>,
     /// A shell command that succeeds once the workload is ready (a server listening): the
-    /// check before the faults, and the timeline, wait for it.
+    /// check before the faults, and the timeline, wait for it, up to `ready_timeout`.
     pub ready: Option<String>,
+    pub ready_timeout: Duration,
 }
 
 /// The exit status a workload must end with, unless chaos stopped it.
@@ -111,6 +121,7 @@ pub(super) fn parse_workloads(
         expect: Expect::Success,
         metrics: None,
         ready: None,
+        ready_timeout: DEFAULT_READY_TIMEOUT,
     };
     let Some(value) = value else {
         return Ok(during.map(during_workload).into_iter().collect());
@@ -249,6 +260,14 @@ fn parse_one(
             "only a workload that starts at 0s can be waited for: the timeline starts once it is ready",
         ));
     }
+    let ready_timeout = optional_duration(source, table, &prefix, "ready_timeout")?;
+    if ready_timeout.is_some() && ready.is_none() {
+        return Err(source.error(
+            &item_key_span(value, "ready_timeout"),
+            &format!("{prefix}ready_timeout"),
+            "a timeout for no `ready` command: give the workload one, or drop this key",
+        ));
+    }
     Ok(Workload {
         name,
         command,
@@ -257,6 +276,7 @@ fn parse_one(
         expect,
         metrics,
         ready,
+        ready_timeout: ready_timeout.unwrap_or(DEFAULT_READY_TIMEOUT),
     })
 }
 

@@ -1,0 +1,226 @@
+//! Hanging a target: the cgroup v2 freezer for a cgroup (a container, a pod), SIGSTOP and
+//! SIGCONT for processes. A guard process in a session of its own thaws whatever chaos froze
+//! when chaos ends, even by SIGKILL: it waits for its stdin, which only chaos holds, to close.
+
+use std::{
+    collections::HashMap,
+    fs, io,
+    os::unix::process::CommandExt as _,
+    path::{Path, PathBuf},
+    process::{Child, ChildStdin, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use crate::target::Targets;
+
+/// How long a freeze may take to complete (a task in an uninterruptible sleep holds it up).
+const FREEZE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What is frozen, and how.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Pausable {
+    /// Every process of a cgroup v2 directory, by its freezer (`cgroup.freeze`).
+    Cgroup(PathBuf),
+    /// Processes, by SIGSTOP; with `tree`, every descendant too.
+    Processes(Vec<(u32, bool)>),
+}
+
+impl Pausable {
+    pub fn of(targets: &Targets) -> Self {
+        match &targets.cgroup {
+            Some(cgroup) => Pausable::Cgroup(cgroup.path.clone()),
+            None => {
+                Pausable::Processes(targets.processes.iter().map(|p| (p.pid, p.tree)).collect())
+            }
+        }
+    }
+
+    pub fn mechanism(&self) -> &'static str {
+        match self {
+            Pausable::Cgroup(_) => "cgroup-freezer",
+            Pausable::Processes(_) => "sigstop",
+        }
+    }
+
+    /// Freezes every process; an error when the target is gone (its cgroup removed, its
+    /// processes exited).
+    pub fn freeze(&self) -> io::Result<()> {
+        match self {
+            Pausable::Cgroup(path) => {
+                fs::write(path.join("cgroup.freeze"), "1")?;
+                let deadline = Instant::now() + FREEZE_TIMEOUT;
+                while !frozen(path)? && Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                Ok(())
+            }
+            Pausable::Processes(roots) => signal_all(roots, libc::SIGSTOP),
+        }
+    }
+
+    /// Lets every process run again.
+    pub fn thaw(&self) -> io::Result<()> {
+        match self {
+            Pausable::Cgroup(path) => fs::write(path.join("cgroup.freeze"), "0"),
+            Pausable::Processes(roots) => signal_all(roots, libc::SIGCONT),
+        }
+    }
+
+    /// The guard's command-line arguments after `chaos pause-guard`.
+    fn guard_args(&self) -> Vec<String> {
+        match self {
+            Pausable::Cgroup(path) => vec!["--cgroup".into(), path.display().to_string()],
+            Pausable::Processes(roots) => roots
+                .iter()
+                .flat_map(|&(pid, tree)| {
+                    let flag = if tree { "--pid-tree" } else { "--pid" };
+                    [flag.to_owned(), pid.to_string()]
+                })
+                .collect(),
+        }
+    }
+
+    /// Starts the guard: a `chaos pause-guard` in a session of its own that thaws this target
+    /// once its stdin closes, which happens when this process ends, however it ends.
+    pub fn spawn_guard(&self) -> io::Result<Guard> {
+        let mut command = Command::new(std::env::current_exe()?);
+        command
+            .arg("pause-guard")
+            .args(self.guard_args())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null());
+        // SAFETY: setsid is async-signal-safe, as pre_exec requires.
+        unsafe {
+            command.pre_exec(|| {
+                if libc::setsid() == -1 {
+                    return Err(io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let mut child = command.spawn()?;
+        let stdin = child.stdin.take();
+        Ok(Guard { child, stdin })
+    }
+}
+
+/// The guard of a pause: dropping it closes its stdin, and it thaws the target and exits.
+pub struct Guard {
+    child: Child,
+    stdin: Option<ChildStdin>,
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        drop(self.stdin.take());
+        let _ = self.child.wait();
+    }
+}
+
+/// Whether the cgroup's freeze has completed (`frozen 1` in cgroup.events).
+fn frozen(path: &Path) -> io::Result<bool> {
+    Ok(fs::read_to_string(path.join("cgroup.events"))?
+        .lines()
+        .any(|line| line == "frozen 1"))
+}
+
+/// Sends `signal` to each root and, for a tree, each of its descendants now; an error when none
+/// of them exists any more.
+fn signal_all(roots: &[(u32, bool)], signal: libc::c_int) -> io::Result<()> {
+    let children = if roots.iter().any(|&(_, tree)| tree) {
+        children_by_parent()
+    } else {
+        HashMap::new()
+    };
+    let mut reached = 0;
+    for &(root, tree) in roots {
+        let mut pending = vec![root];
+        while let Some(pid) = pending.pop() {
+            // SAFETY: kill(2) has no memory effects.
+            if unsafe { libc::kill(pid as i32, signal) } == 0 {
+                reached += 1;
+            }
+            if tree {
+                pending.extend(children.get(&pid).into_iter().flatten());
+            }
+        }
+    }
+    if reached == 0 {
+        return Err(io::Error::from_raw_os_error(libc::ESRCH));
+    }
+    Ok(())
+}
+
+/// Every process's children, from each /proc/PID/stat's parent field.
+fn children_by_parent() -> HashMap<u32, Vec<u32>> {
+    let mut children: HashMap<u32, Vec<u32>> = HashMap::new();
+    for entry in fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        // The command name may hold spaces and parentheses: the fields follow its last ')'.
+        let parent = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .and_then(|ppid| ppid.parse::<u32>().ok());
+        if let Some(parent) = parent {
+            children.entry(parent).or_default().push(pid);
+        }
+    }
+    children
+}
+
+/// `chaos pause-guard`: waits until its stdin closes (the pause ended, or chaos died) or a
+/// signal ends it, then thaws the target.
+pub fn guard(target: &Pausable) {
+    // SAFETY: a signal set built here, blocked on this thread before any other exists, so that
+    // the reader thread below never takes these signals and sigwait does.
+    let set = unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for signal in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP, libc::SIGUSR1] {
+            libc::sigaddset(&mut set, signal);
+        }
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        set
+    };
+    std::thread::spawn(|| {
+        let _ = io::copy(&mut io::stdin(), &mut io::sink());
+        // SAFETY: kill(2) to this process.
+        unsafe {
+            libc::kill(libc::getpid(), libc::SIGUSR1);
+        }
+    });
+    let mut signal = 0;
+    // SAFETY: the set was initialised above.
+    unsafe {
+        libc::sigwait(&set, &mut signal);
+    }
+    if let Err(err) = target.thaw() {
+        tracing::debug!(%err, "pause guard: thaw");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_guard_is_told_what_to_thaw() {
+        let cgroup = Pausable::Cgroup("/sys/fs/cgroup/app".into());
+        assert_eq!(cgroup.guard_args(), ["--cgroup", "/sys/fs/cgroup/app"]);
+        let processes = Pausable::Processes(vec![(7, false), (9, true)]);
+        assert_eq!(processes.guard_args(), ["--pid", "7", "--pid-tree", "9"]);
+        assert_eq!(processes.mechanism(), "sigstop");
+    }
+
+    #[test]
+    fn this_process_has_a_parent_in_the_map() {
+        let children = children_by_parent();
+        let me = std::process::id();
+        assert!(children.values().any(|pids| pids.contains(&me)));
+    }
+}
