@@ -24,6 +24,7 @@ pub mod pause;
 pub mod plan;
 pub mod report;
 pub mod run;
+pub mod sockdiag;
 pub mod state;
 pub mod sys;
 pub mod target;

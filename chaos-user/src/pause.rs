@@ -3,7 +3,6 @@
 //! when chaos ends, even by SIGKILL: it waits for its stdin, which only chaos holds, to close.
 
 use std::{
-    collections::HashMap,
     fs, io,
     os::unix::process::CommandExt as _,
     path::{Path, PathBuf},
@@ -11,7 +10,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::target::Targets;
+use crate::target::{self, Targets};
 
 /// How long a freeze may take to complete (a task in an uninterruptible sleep holds it up).
 const FREEZE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -127,21 +126,17 @@ fn frozen(path: &Path) -> io::Result<bool> {
 /// Sends `signal` to each root and, for a tree, each of its descendants now; an error when none
 /// of them exists any more.
 fn signal_all(roots: &[(u32, bool)], signal: libc::c_int) -> io::Result<()> {
-    let children = if roots.iter().any(|&(_, tree)| tree) {
-        children_by_parent()
-    } else {
-        HashMap::new()
-    };
     let mut reached = 0;
     for &(root, tree) in roots {
-        let mut pending = vec![root];
-        while let Some(pid) = pending.pop() {
+        let descendants = if tree {
+            target::descendants(root)
+        } else {
+            Vec::new()
+        };
+        for pid in std::iter::once(root).chain(descendants) {
             // SAFETY: kill(2) has no memory effects.
             if unsafe { libc::kill(pid as i32, signal) } == 0 {
                 reached += 1;
-            }
-            if tree {
-                pending.extend(children.get(&pid).into_iter().flatten());
             }
         }
     }
@@ -149,28 +144,6 @@ fn signal_all(roots: &[(u32, bool)], signal: libc::c_int) -> io::Result<()> {
         return Err(io::Error::from_raw_os_error(libc::ESRCH));
     }
     Ok(())
-}
-
-/// Every process's children, from each /proc/PID/stat's parent field.
-fn children_by_parent() -> HashMap<u32, Vec<u32>> {
-    let mut children: HashMap<u32, Vec<u32>> = HashMap::new();
-    for entry in fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let Ok(stat) = fs::read_to_string(entry.path().join("stat")) else {
-            continue;
-        };
-        // The command name may hold spaces and parentheses: the fields follow its last ')'.
-        let parent = stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
-            .and_then(|ppid| ppid.parse::<u32>().ok());
-        if let Some(parent) = parent {
-            children.entry(parent).or_default().push(pid);
-        }
-    }
-    children
 }
 
 /// `chaos pause-guard`: waits until its stdin closes (the pause ended, or chaos died) or a
@@ -215,12 +188,5 @@ mod tests {
         let processes = Pausable::Processes(vec![(7, false), (9, true)]);
         assert_eq!(processes.guard_args(), ["--pid", "7", "--pid-tree", "9"]);
         assert_eq!(processes.mechanism(), "sigstop");
-    }
-
-    #[test]
-    fn this_process_has_a_parent_in_the_map() {
-        let children = children_by_parent();
-        let me = std::process::id();
-        assert!(children.values().any(|pids| pids.contains(&me)));
     }
 }

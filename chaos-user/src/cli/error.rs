@@ -44,6 +44,9 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
+    /// The running kernel cannot do what the command asks: `detail` names the kernel option.
+    #[error("{what} cannot run on this kernel: {detail}")]
+    Unsupported { what: String, detail: String },
     /// Anything else the command does with the system: `action` says what, with its object.
     #[error("cannot {action}")]
     Io {
@@ -66,6 +69,7 @@ impl Error {
             | Error::Plan(_)
             | Error::Privileges(_)
             | Error::NoSuchRun { .. }
+            | Error::Unsupported { .. }
             | Error::Experiment(_)
             | Error::ExperimentFile { .. } => exit::USAGE,
             Error::Target(TargetError::Proc { .. } | TargetError::CgroupNotVisible { .. }) => {

@@ -9,6 +9,7 @@ pub mod idle;
 pub mod net;
 pub mod pause;
 pub mod probe;
+pub mod reset;
 pub mod run_file;
 pub mod signal;
 
@@ -285,7 +286,7 @@ impl Command {
         match self {
             Command::Fail(args) => Some(args.fault().map(drop)),
             Command::Signal(_) => Some(Ok(())),
-            Command::Net(args) => Some(args.action.fault().map(drop)),
+            Command::Net(args) => Some(args.action.check()),
             // Its options are all checked by clap.
             Command::Pause(_) => Some(Ok(())),
             Command::Run(_)
@@ -349,6 +350,7 @@ mod tests {
                 "net dns",
                 "net delay",
                 "net limit",
+                "net reset",
                 "pause"
             ]
         );

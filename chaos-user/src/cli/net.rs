@@ -122,6 +122,8 @@ pub enum NetAction {
     ///   chaos net limit --container db --proto tcp --sport 5432 --rate 512kbit
     #[command(verbatim_doc_comment)]
     Limit(LimitArgs),
+    // Its help is ResetArgs's.
+    Reset(super::reset::ResetArgs),
 }
 
 /// A packet fault's target, filters and run.
@@ -449,10 +451,20 @@ impl NetRunArgs {
 }
 
 impl NetAction {
-    /// The fault the arguments ask for, checked as far as that is possible without the kernel
-    /// and the target.
-    pub fn fault(&self) -> Result<PacketFault, fault::ParseError> {
+    /// The arguments, checked as far as that is possible without the kernel and the target.
+    pub fn check(&self) -> Result<(), fault::ParseError> {
         match self {
+            // Its options are all checked by clap.
+            NetAction::Reset(_) => Ok(()),
+            packets => packets.fault().map(drop),
+        }
+    }
+
+    /// The packet fault the arguments ask for, checked as far as that is possible without the
+    /// kernel and the target.
+    fn fault(&self) -> Result<PacketFault, fault::ParseError> {
+        match self {
+            NetAction::Reset(_) => Err(fault::ParseError::NotAFault("net reset".into())),
             NetAction::Drop(args) => args.fault(PacketAction::Drop),
             NetAction::Duplicate(args) => args.fault(PacketAction::Duplicate),
             NetAction::Corrupt(args) => args.fault(),
@@ -462,9 +474,10 @@ impl NetAction {
         }
     }
 
-    /// Where the fault acts and how it runs.
+    /// Where the packet fault acts and how it runs.
     fn target_and_run(&self) -> (&NetTargetArgs, &NetRunArgs) {
         match self {
+            NetAction::Reset(_) => unreachable!("net reset is run by reset::execute"),
             NetAction::Drop(args) | NetAction::Duplicate(args) => (&args.target, &args.run),
             NetAction::Corrupt(args) => (&args.packet.target, &args.packet.run),
             NetAction::Dns(args) => (&args.target, &args.run),
@@ -475,6 +488,9 @@ impl NetAction {
 }
 
 pub fn execute(args: NetArgs) -> Result<u8, Error> {
+    if let NetAction::Reset(reset) = args.action {
+        return super::reset::execute(reset);
+    }
     run::defer_interrupts();
     let fault = args.action.fault()?;
     let (target, run_args) = args.action.target_and_run();

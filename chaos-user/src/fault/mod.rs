@@ -263,6 +263,32 @@ impl Cidr {
     }
 }
 
+impl Cidr {
+    /// Whether `addr` is in the network (an IPv4 address in IPv6 form, `::ffff:a.b.c.d`, as
+    /// the IPv4 address it is).
+    pub fn contains(&self, addr: IpAddr) -> bool {
+        let addr = match addr {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(addr, IpAddr::V4),
+            v4 => v4,
+        };
+        match (self.addr, addr) {
+            (IpAddr::V4(net), IpAddr::V4(addr)) => {
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u32::from(net) & mask == u32::from(addr) & mask
+            }
+            (IpAddr::V6(net), IpAddr::V6(addr)) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u128::from(net) & mask == u128::from(addr) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
 impl fmt::Display for Cidr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}/{}", self.addr, self.prefix)
@@ -292,6 +318,24 @@ pub fn parse_cidr(s: &str) -> Result<Cidr, ParseError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_network_contains_its_addresses() {
+        let net = parse_cidr("10.1.0.0/16").unwrap();
+        assert!(net.contains("10.1.2.3".parse().unwrap()));
+        assert!(net.contains("::ffff:10.1.2.3".parse().unwrap()));
+        assert!(!net.contains("10.2.0.1".parse().unwrap()));
+        assert!(
+            parse_cidr("0.0.0.0/0")
+                .unwrap()
+                .contains("8.8.8.8".parse().unwrap())
+        );
+        assert!(
+            parse_cidr("2001:db8::/32")
+                .unwrap()
+                .contains("2001:db8::1".parse().unwrap())
+        );
+    }
 
     #[test]
     fn probabilities_and_counts() {

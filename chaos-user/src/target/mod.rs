@@ -406,6 +406,29 @@ fn is_kernel_thread(pid: u32) -> Result<bool, TargetError> {
     Ok(flags & PF_KTHREAD != 0)
 }
 
+/// Every process in the cgroup v2 directory `dir` or below it, right now.
+pub fn processes_under(dir: &Path) -> Vec<u32> {
+    let mut found = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        let procs = fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
+        found.extend(
+            procs
+                .lines()
+                .filter_map(|line| line.trim().parse::<u32>().ok()),
+        );
+        if let Ok(entries) = fs::read_dir(&dir) {
+            pending.extend(
+                entries
+                    .flatten()
+                    .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                    .map(|e| e.path()),
+            );
+        }
+    }
+    found
+}
+
 /// The processes below `pid` in the process tree right now, children before grandchildren.
 pub fn descendants(pid: u32) -> Vec<u32> {
     let mut parents: Vec<(u32, u32)> = Vec::new();

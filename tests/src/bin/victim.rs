@@ -4,7 +4,9 @@
 //!   victim OP ARG
 //!
 //! OP is one of chaos's operations; ARG is a directory of the victim's own for file operations,
-//! or `ip:port` (TCP), a UNIX socket's path, or `-` (a loopback listener of its own) for connect.
+//! or `ip:port` (TCP), a UNIX socket's path, or `-` (a loopback listener of its own) for connect;
+//! `stream ip:port` keeps one TCP connection to an echo server and sends a byte through it per
+//! call.
 //! The loop makes no other call of the same kind (no allocation after
 //! start, no unlock after a lock), so the failures it reports are exactly the ones chaos injected.
 //! Reports go to stdout, except for `write`, whose reports would themselves be writes, and for a
@@ -293,6 +295,27 @@ fn make_call(op: &str, arg: &str) -> Call {
         "connect" => {
             let address: SocketAddr = arg.parse().expect("connect takes ip:port, a path or -");
             Box::new(move || TcpStream::connect(address).map(drop))
+        }
+        // One long-lived TCP connection to an echo server at ip:port: each call writes a byte
+        // and reads it back; after a failure the next call connects again first.
+        "stream" => {
+            use std::io::{Read as _, Write as _};
+            let address: SocketAddr = arg.parse().expect("stream takes ip:port");
+            let mut stream: Option<TcpStream> = None;
+            Box::new(move || {
+                let connection = match &mut stream {
+                    Some(connection) => connection,
+                    None => stream.insert(TcpStream::connect(address)?),
+                };
+                let mut byte = [0u8; 1];
+                let echoed = connection
+                    .write_all(b"x")
+                    .and_then(|()| connection.read_exact(&mut byte));
+                if echoed.is_err() {
+                    stream = None;
+                }
+                echoed
+            })
         }
         "bind" => Box::new(|| UdpSocket::bind("127.0.0.1:0").map(drop)),
         // std's bind makes the socket and binds it; only the listen() in it is a listen call.
