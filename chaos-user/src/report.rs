@@ -136,6 +136,43 @@ pub struct TargetReport {
     pub injected: u64,
 }
 
+/// One report per target, with the counters `counters` gives for its index: process targets by
+/// their place in the list, a cgroup target (never beside processes) at index 0.
+pub fn target_reports(
+    targets: &crate::target::Targets,
+    counters: impl Fn(usize) -> (u64, u64),
+) -> Vec<TargetReport> {
+    let processes = targets.processes.iter().enumerate().map(|(index, p)| {
+        let (matched, injected) = counters(index);
+        TargetReport {
+            pid: Some(p.pid),
+            tree: p.tree,
+            container: None,
+            pod: None,
+            cgroup: Some(p.cgroup.display().to_string()),
+            iface: None,
+            netns: None,
+            matched,
+            injected,
+        }
+    });
+    let cgroup = targets.cgroup.iter().map(|c| {
+        let (matched, injected) = counters(0);
+        TargetReport {
+            pid: None,
+            tree: false,
+            container: targets.container.as_ref().map(|c| c.id.clone()),
+            pod: targets.pod.as_ref().map(|p| p.uid.clone()),
+            cgroup: Some(c.path.display().to_string()),
+            iface: None,
+            netns: None,
+            matched,
+            injected,
+        }
+    });
+    processes.chain(cgroup).collect()
+}
+
 impl TargetReport {
     /// `pid 42`, `pid 42 and children`, `container 0123456789ab` or the cgroup path.
     pub fn describe(&self) -> String {

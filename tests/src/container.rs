@@ -83,19 +83,7 @@ impl TestContainer {
         let name = format!("chaos-test-{name}-{}", std::process::id());
         let dir = std::env::temp_dir().join(&name);
         let rootfs = dir.join("rootfs");
-        for sub in ["bin", "usr", "chaos", "proc", "sys", "dev", "tmp"] {
-            fs::create_dir_all(rootfs.join(sub)).expect("make the container root");
-        }
-        fs::copy("/bin/busybox", rootfs.join("bin/busybox"))
-            .expect("copy /bin/busybox (Debian's busybox-static)");
-        for (link, to) in [
-            ("bin/sh", "busybox"),
-            ("bin/sleep", "busybox"),
-            ("lib", "usr/lib"),
-            ("lib64", "usr/lib64"),
-        ] {
-            std::os::unix::fs::symlink(to, rootfs.join(link)).expect("link in the container root");
-        }
+        busybox_root(&rootfs);
         let bin_dir = Path::new(victim_bin)
             .parent()
             .expect("the victim's directory");
@@ -186,6 +174,24 @@ impl TestContainer {
 
     fn podman(&self) -> Command {
         podman()
+    }
+}
+
+/// Makes a container root at `rootfs`: busybox (sh, sleep) and empty /usr and /chaos, where the
+/// host's /usr and the test binaries are mounted, with /lib and /lib64 leading into /usr.
+pub(crate) fn busybox_root(rootfs: &Path) {
+    for sub in ["bin", "usr", "chaos", "proc", "sys", "dev", "tmp", "etc"] {
+        fs::create_dir_all(rootfs.join(sub)).expect("make the container root");
+    }
+    fs::copy("/bin/busybox", rootfs.join("bin/busybox"))
+        .expect("copy /bin/busybox (Debian's busybox-static)");
+    for (link, to) in [
+        ("bin/sh", "busybox"),
+        ("bin/sleep", "busybox"),
+        ("lib", "usr/lib"),
+        ("lib64", "usr/lib64"),
+    ] {
+        std::os::unix::fs::symlink(to, rootfs.join(link)).expect("link in the container root");
     }
 }
 

@@ -172,19 +172,7 @@ impl Containerd {
     /// The busybox image, made from a root directory with podman and imported with ctr.
     fn import_image(&self) {
         let rootfs = self.dir.join("image-root");
-        for sub in ["bin", "usr", "chaos", "proc", "sys", "dev", "tmp", "etc"] {
-            fs::create_dir_all(rootfs.join(sub)).expect("make the image root");
-        }
-        fs::copy("/bin/busybox", rootfs.join("bin/busybox"))
-            .expect("copy /bin/busybox (Debian's busybox-static)");
-        for (link, to) in [
-            ("bin/sh", "busybox"),
-            ("bin/sleep", "busybox"),
-            ("lib", "usr/lib"),
-            ("lib64", "usr/lib64"),
-        ] {
-            std::os::unix::fs::symlink(to, rootfs.join(link)).expect("link in the image root");
-        }
+        crate::container::busybox_root(&rootfs);
         let layer = self.dir.join("image-root.tar");
         run(Command::new("tar")
             .arg("-C")

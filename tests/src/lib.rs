@@ -675,6 +675,18 @@ impl Victim {
         }
     }
 
+    /// `victim connect` from the binary at `bin` to a live server of its own, in a loop (in
+    /// `cgroup` if given): a bystander, or a target whose calls all succeed; returns once it
+    /// made its first call.
+    pub fn connecting(bin: &str, cgroup: Option<&TestCgroup>) -> Self {
+        let address = tcp_server("127.0.0.1:0");
+        let mut command = Command::new(bin);
+        command.args(["connect", &address]);
+        let victim = Victim::spawn(command, false, cgroup);
+        victim.wait_for_calls(1);
+        victim
+    }
+
     /// A victim started elsewhere (in a container) that reports over a UNIX datagram socket in
     /// `dir`: the socket's path, for its VICTIM_REPORT_SOCKET, and the victim collecting its
     /// lines. [`Victim::set_pid`] names it once it runs.
@@ -798,6 +810,17 @@ fn report_to(dir: &std::path::Path, calls: &Arc<Mutex<Vec<Call>>>) -> PathBuf {
         let _ = fs::remove_file(bound);
     });
     path
+}
+
+/// Checks that a bystander made calls to compare, and that none of them failed.
+pub fn assert_bystander_untouched(bystander: &Victim) {
+    let calls = bystander.calls();
+    assert!(
+        calls.len() > 5,
+        "the bystander made too few calls to compare"
+    );
+    let hit: Vec<_> = calls.iter().filter_map(|c| c.errno).collect();
+    assert!(hit.is_empty(), "the bystander was hit: {hit:?}");
 }
 
 /// Makes `command` join `cgroup` before exec: cgroup socket hooks go by the cgroup a socket was

@@ -37,23 +37,6 @@ fn run_drill(name: &str) -> (Value, i32) {
     (report, code)
 }
 
-/// A bystander: a process connecting to a live server in a loop, off the drill's path.
-fn bystander() -> Victim {
-    let address = tcp_server("127.0.0.1:0");
-    let mut command = Command::new(VICTIM);
-    command.args(["connect", &address]);
-    let victim = Victim::spawn(command, false, None);
-    victim.wait_for_calls(1);
-    victim
-}
-
-fn assert_untouched(bystander: &Victim) {
-    let calls = bystander.calls();
-    assert!(calls.len() > 5, "the bystander made too few calls");
-    let hit: Vec<_> = calls.iter().filter_map(|c| c.errno).collect();
-    assert!(hit.is_empty(), "the bystander was hit: {hit:?}");
-}
-
 /// What the drill left: nothing of chaos in the kernel, no namespace, no nginx.
 fn assert_left_nothing() {
     assert_no_chaos_programs();
@@ -134,14 +117,14 @@ fn fq_supported() -> bool {
 /// Packet loss under nginx while wrk loads it: runs on every kernel.
 #[test]
 fn http_loss() {
-    let bystander = bystander();
+    let bystander = Victim::connecting(VICTIM, None);
     let (report, _) = run_drill("http-loss.toml");
     assert!(injected(&report, "loss") > 0);
     let load = workload(&report, "load");
     assert_loss_seen(load, "during:loss");
     assert_recovered(load);
     assert_eq!(report["steady_state"]["before"], true);
-    assert_untouched(&bystander);
+    assert_bystander_untouched(&bystander);
     assert_left_nothing();
 }
 
@@ -149,7 +132,7 @@ fn http_loss() {
 /// due: the experiment ends there, naming the kernel option, and undoes everything.
 #[test]
 fn http_under_load() {
-    let bystander = bystander();
+    let bystander = Victim::connecting(VICTIM, None);
     let (report, code) = run_drill("http-under-load.toml");
     if !fq_supported() {
         assert_eq!(code, 1);
@@ -184,7 +167,7 @@ fn http_under_load() {
         "{limited} pages a second through 1 Mbit/s: {load}"
     );
     assert_recovered(load);
-    assert_untouched(&bystander);
+    assert_bystander_untouched(&bystander);
     assert_left_nothing();
 }
 
@@ -197,7 +180,7 @@ fn http_chaos_plus() {
         );
         return;
     }
-    let bystander = bystander();
+    let bystander = Victim::connecting(VICTIM, None);
     let (report, _) = run_drill("http-chaos-plus.toml");
     assert!(injected(&report, "loss") > 0 && injected(&report, "delay") > 0);
     let load = workload(&report, "load");
@@ -221,7 +204,7 @@ fn http_chaos_plus() {
         0.0,
         "the fuzzer found a failure or a dead server: {fuzz}"
     );
-    assert_untouched(&bystander);
+    assert_bystander_untouched(&bystander);
     assert_left_nothing();
 }
 
@@ -230,7 +213,7 @@ fn http_chaos_plus() {
 /// throughout (the steady state), and the report says how long the dependency was unresolvable.
 #[test]
 fn dns() {
-    let bystander = bystander();
+    let bystander = Victim::connecting(VICTIM, None);
     let (report, code) = run_drill("dns.toml");
     assert_eq!(code, 0, "other names stopped resolving: {report}");
     assert_eq!(report["steady_state"]["during_failed"], 0);
@@ -261,7 +244,7 @@ fn dns() {
         .collect();
     assert!(outages.iter().all(|&ms| ms >= 1000.0), "{outages:?}");
     assert_eq!(stat(app, "after", "db_failed", "last"), 0.0, "{app}");
-    assert_untouched(&bystander);
+    assert_bystander_untouched(&bystander);
     assert_left_nothing();
 }
 
@@ -274,7 +257,7 @@ fn redis_crash() {
         eprintln!("NOT RUN on this kernel, which cannot signal from a tracepoint");
         return;
     }
-    let bystander = bystander();
+    let bystander = Victim::connecting(VICTIM, None);
     let (report, code) = run_drill("redis-crash.toml");
     assert_eq!(code, 0, "{report}");
     assert_eq!(injected(&report, "crash"), 1, "one kill");
@@ -307,7 +290,7 @@ fn redis_crash() {
         stat(writer, "after", "acked", "last") > 0.0,
         "no write after the restart"
     );
-    assert_untouched(&bystander);
+    assert_bystander_untouched(&bystander);
     assert_left_nothing();
 }
 
@@ -316,7 +299,7 @@ fn redis_crash() {
 /// own replication connection to the primary is not the application's: it is untouched.
 #[test]
 fn postgres_failover() {
-    let bystander = bystander();
+    let bystander = Victim::connecting(VICTIM, None);
     let (report, code) = run_drill("postgres-failover.toml");
     assert_eq!(code, 0, "{report}");
     assert_eq!(
@@ -339,7 +322,7 @@ fn postgres_failover() {
         stat(app, "after", "commits", "last") > 0.0,
         "no write after the fault"
     );
-    assert_untouched(&bystander);
+    assert_bystander_untouched(&bystander);
     assert_left_nothing();
 }
 
@@ -349,7 +332,7 @@ fn postgres_failover() {
 /// fmod_ret), the fault is refused when it is due, naming why, and nothing is left.
 #[test]
 fn postgres_disk_errors() {
-    let bystander = bystander();
+    let bystander = Victim::connecting(VICTIM, None);
     let (report, code) = run_drill("postgres-disk-errors.toml");
     if Probe::run().mechanism("write").is_none() {
         assert_eq!(code, 1);
@@ -392,6 +375,6 @@ fn postgres_disk_errors() {
             .contains("ready to accept connections")),
         "{db}"
     );
-    assert_untouched(&bystander);
+    assert_bystander_untouched(&bystander);
     assert_left_nothing();
 }

@@ -4,7 +4,7 @@
 
 use std::{
     path::{Path, PathBuf},
-    process::{Command, Output},
+    process::Output,
 };
 
 use chaos_common::features;
@@ -17,26 +17,6 @@ fn example(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../examples")
         .join(name)
-}
-
-/// A bystander: a process beside the workload connecting to a live server in a loop.
-fn bystander() -> Victim {
-    let address = tcp_server("127.0.0.1:0");
-    let mut command = Command::new(VICTIM);
-    command.args(["connect", &address]);
-    let victim = Victim::spawn(command, false, None);
-    victim.wait_for_calls(1);
-    victim
-}
-
-fn assert_bystander_untouched(bystander: &Victim) {
-    let calls = bystander.calls();
-    assert!(
-        calls.len() > 5,
-        "the bystander made too few calls to compare"
-    );
-    let hit: Vec<_> = calls.iter().filter_map(|c| c.errno).collect();
-    assert!(hit.is_empty(), "the bystander was hit: {hit:?}");
 }
 
 /// Runs `chaos run FILE --json ARGS` to the end: its report, exit code and stderr.
@@ -84,7 +64,7 @@ fn assert_seen_as_injected(seen: u64, row: &Value, what: &str) {
 
 #[test]
 fn the_connect_timeouts_example_fails_only_the_workload() {
-    let bystander = bystander();
+    let bystander = Victim::connecting(VICTIM, None);
     let (report, code, stderr) = run(&example("connect-timeouts.toml"), &[]);
     assert_eq!(code, 0, "exit code");
     assert_eq!(report["passed"], true);
@@ -115,7 +95,7 @@ fn the_connect_timeouts_example_fails_only_the_workload() {
 /// as its own errno, as many times as it reports.
 #[test]
 fn the_overlapping_example_shows_both_faults() {
-    let bystander = bystander();
+    let bystander = Victim::connecting(VICTIM, None);
     let (report, code, stderr) = run(&example("overlapping-faults.toml"), &[]);
     assert_eq!(code, 0, "exit code");
     assert_eq!(report["passed"], true);

@@ -14,16 +14,6 @@ use serde_json::Value;
 
 const VICTIM: &str = env!("CARGO_BIN_EXE_victim");
 
-/// A victim connecting in a loop to a live server, in `cgroup` if given.
-fn connecting(cgroup: Option<&TestCgroup>) -> Victim {
-    let address = tcp_server("127.0.0.1:0");
-    let mut command = Command::new(VICTIM);
-    command.args(["connect", &address]);
-    let victim = Victim::spawn(command, false, cgroup);
-    victim.wait_for_calls(1);
-    victim
-}
-
 /// The longest time between two consecutive calls of `victim` inside `window`, and when it began;
 /// once the victim has reported a call after the window (a container's lines come late through
 /// podman), so that a stop that lasted to the window's end counts.
@@ -46,6 +36,14 @@ fn pause(args: &[&str]) -> Ran {
     run_chaos(&all)
 }
 
+/// Starts `chaos pause --cgroup CGROUP --for DURATION --json`; returns once the cgroup is frozen.
+fn frozen(cgroup: &TestCgroup, duration: &str) -> Chaos {
+    let path = cgroup.path.to_str().unwrap();
+    Chaos::spawn_live(&mut chaos_command(&[
+        "pause", "--cgroup", path, "--for", duration, "--json",
+    ]))
+}
+
 fn assert_thawed_and_untouched(target: &Victim, bystander: &Victim, window: (u64, u64)) {
     target.wait_for_call_after(window.1);
     let (gap, _) = longest_gap(bystander, window);
@@ -63,8 +61,8 @@ fn assert_thawed_and_untouched(target: &Victim, bystander: &Victim, window: (u64
 
 #[test]
 fn a_process_hangs_then_runs_again() {
-    let target = connecting(None);
-    let bystander = connecting(None);
+    let target = Victim::connecting(VICTIM, None);
+    let bystander = Victim::connecting(VICTIM, None);
     let pid = target.pid().to_string();
     let ran = pause(&["--pid", &pid, "--for", "1500ms"]);
     let report = &ran.report;
@@ -86,17 +84,10 @@ fn a_process_hangs_then_runs_again() {
 #[test]
 fn a_cgroup_freezes_with_its_joiners() {
     let cgroup = TestCgroup::new("pause");
-    let target = connecting(Some(&cgroup));
-    let bystander = connecting(None);
+    let target = Victim::connecting(VICTIM, Some(&cgroup));
+    let bystander = Victim::connecting(VICTIM, None);
     let events = cgroup.path.join("cgroup.events");
-    let chaos = Chaos::spawn_live(&mut chaos_command(&[
-        "pause",
-        "--cgroup",
-        cgroup.path.to_str().unwrap(),
-        "--for",
-        "2s",
-        "--json",
-    ]));
+    let chaos = frozen(&cgroup, "2s");
     let start = monotonic_ns();
     assert!(
         std::fs::read_to_string(&events)
@@ -135,8 +126,8 @@ fn a_cgroup_freezes_with_its_joiners() {
 /// --every/--duty: frozen for the duty's share of each period, as many times as periods fit.
 #[test]
 fn a_periodic_pause() {
-    let target = connecting(None);
-    let bystander = connecting(None);
+    let target = Victim::connecting(VICTIM, None);
+    let bystander = Victim::connecting(VICTIM, None);
     let pid = target.pid().to_string();
     let ran = pause(&[
         "--pid", &pid, "--for", "3s", "--every", "600ms", "--duty", "50",
@@ -163,14 +154,8 @@ fn a_periodic_pause() {
 #[test]
 fn sigkill_of_chaos_still_thaws() {
     let cgroup = TestCgroup::new("pause-kill");
-    let target = connecting(Some(&cgroup));
-    let chaos = Chaos::spawn_live(&mut chaos_command(&[
-        "pause",
-        "--cgroup",
-        cgroup.path.to_str().unwrap(),
-        "--for",
-        "10m",
-    ]));
+    let target = Victim::connecting(VICTIM, Some(&cgroup));
+    let chaos = frozen(&cgroup, "10m");
     let freeze = cgroup.path.join("cgroup.freeze");
     assert_eq!(std::fs::read_to_string(&freeze).unwrap().trim(), "1");
     // SAFETY: kill(2) on our own child.
@@ -221,14 +206,7 @@ fn a_frozen_servers_peers_time_out() {
         assert!(Instant::now() < deadline, "the server never answered");
         thread::sleep(Duration::from_millis(100));
     }
-    let chaos = Chaos::spawn_live(&mut chaos_command(&[
-        "pause",
-        "--cgroup",
-        cgroup.path.to_str().unwrap(),
-        "--for",
-        "10m",
-        "--json",
-    ]));
+    let chaos = frozen(&cgroup, "10m");
     assert_eq!(get(), Some(28), "curl should time out (28), not fail");
     stop_chaos(chaos);
     assert_eq!(get(), Some(0), "the server answers again");
@@ -263,7 +241,7 @@ fn a_container_hangs_and_its_neighbour_does_not() {
 /// Bad input: exit 2, a message naming the value, nothing frozen.
 #[test]
 fn bad_input_is_refused() {
-    let target = connecting(None);
+    let target = Victim::connecting(VICTIM, None);
     let pid = target.pid().to_string();
     for (args, named) in [
         (vec!["--duty", "50"], "--every"),

@@ -13,9 +13,8 @@ use crate::{
     },
     fault,
     pause::{self, Pausable},
-    report::{EndedBy, FaultKind, FaultReport, Report, StatusLine, TargetReport},
+    report::{self, EndedBy, FaultKind, FaultReport, Report, StatusLine},
     run::{self, hold::Interrupts},
-    target::Targets,
 };
 
 /// Hang a target: freeze a container, pod or cgroup, or stop processes, then let them run again.
@@ -162,7 +161,7 @@ pub fn execute(args: PauseArgs) -> Result<u8, Error> {
     let mut report = Report::new(
         vec![row(freezes)],
         ended_by,
-        target_reports(&targets, freezes),
+        report::target_reports(&targets, |_| (freezes, freezes)),
         started.elapsed().as_millis() as u64,
         &[],
     );
@@ -238,30 +237,4 @@ async fn hang(
     }
     status.clear();
     hung
-}
-
-fn target_reports(targets: &Targets, freezes: u64) -> Vec<TargetReport> {
-    let processes = targets.processes.iter().map(|p| TargetReport {
-        pid: Some(p.pid),
-        tree: p.tree,
-        container: None,
-        pod: None,
-        cgroup: Some(p.cgroup.display().to_string()),
-        iface: None,
-        netns: None,
-        matched: freezes,
-        injected: freezes,
-    });
-    let cgroup = targets.cgroup.iter().map(|c| TargetReport {
-        pid: None,
-        tree: false,
-        container: targets.container.as_ref().map(|c| c.id.clone()),
-        pod: targets.pod.as_ref().map(|p| p.uid.clone()),
-        cgroup: Some(c.path.display().to_string()),
-        iface: None,
-        netns: None,
-        matched: freezes,
-        injected: freezes,
-    });
-    processes.chain(cgroup).collect()
 }

@@ -18,7 +18,7 @@ use crate::{
         how_it_ends, require_privileges,
     },
     fault::{self, Cidr},
-    report::{EndedBy, FaultKind, FaultReport, Report, StatusLine, TargetReport},
+    report::{self, EndedBy, FaultKind, FaultReport, Report, StatusLine},
     run,
     sockdiag::{Connection, SockDiag},
     target::{self, Targets},
@@ -144,7 +144,11 @@ pub fn execute(args: ResetArgs) -> Result<u8, Error> {
     let report = Report::new(
         vec![row(&sweeper)],
         ended_by,
-        target_reports(&targets, &sweeper),
+        report::target_reports(&targets, |index| {
+            let matched = sweeper.per_target.get(&index).cloned().unwrap_or_default();
+            let injected = matched.intersection(&sweeper.destroyed).count() as u64;
+            (matched.len() as u64, injected)
+        }),
         started.elapsed().as_millis() as u64,
         &[],
     );
@@ -280,41 +284,4 @@ fn socket_inodes(pid: u32) -> Vec<u32> {
                 .ok()
         })
         .collect()
-}
-
-fn target_reports(targets: &Targets, sweeper: &Sweeper) -> Vec<TargetReport> {
-    let counters = |index: usize| {
-        let matched = sweeper.per_target.get(&index).cloned().unwrap_or_default();
-        let injected = matched.intersection(&sweeper.destroyed).count() as u64;
-        (matched.len() as u64, injected)
-    };
-    let processes = targets.processes.iter().enumerate().map(|(index, p)| {
-        let (matched, injected) = counters(index);
-        TargetReport {
-            pid: Some(p.pid),
-            tree: p.tree,
-            container: None,
-            pod: None,
-            cgroup: Some(p.cgroup.display().to_string()),
-            iface: None,
-            netns: None,
-            matched,
-            injected,
-        }
-    });
-    let cgroup = targets.cgroup.iter().map(|c| {
-        let (matched, injected) = counters(targets.processes.len());
-        TargetReport {
-            pid: None,
-            tree: false,
-            container: targets.container.as_ref().map(|c| c.id.clone()),
-            pod: targets.pod.as_ref().map(|p| p.uid.clone()),
-            cgroup: Some(c.path.display().to_string()),
-            iface: None,
-            netns: None,
-            matched,
-            injected,
-        }
-    });
-    processes.chain(cgroup).collect()
 }

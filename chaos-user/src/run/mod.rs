@@ -33,7 +33,7 @@ use crate::{
         ops,
     },
     plan::Plan,
-    report::{EndedBy, FaultKind, FaultReport, Report, StatusLine, TargetReport},
+    report::{self, EndedBy, FaultKind, FaultReport, Report, StatusLine, TargetReport},
     target::{Targets, net::NetTarget},
 };
 
@@ -200,7 +200,10 @@ pub fn calls_run(
     Ok(Report::new(
         fault.report_rows(&attachment),
         ended_by,
-        target_reports(targets, &attachment),
+        report::target_reports(targets, |index| {
+            let counters = attachment.target_counters(index);
+            (counters.matched, counters.injected)
+        }),
         elapsed,
         &fault.filters,
     ))
@@ -380,38 +383,4 @@ fn hold(
         .map_err(RunError::Hold)?;
     status.clear();
     Ok((ended_by, started.elapsed().as_millis() as u64))
-}
-
-/// One report per target, with its counters: process targets by their place in the list, a
-/// cgroup target at index 0.
-fn target_reports(targets: &Targets, attachment: &CallsAttachment) -> Vec<TargetReport> {
-    let processes = targets.processes.iter().enumerate().map(|(index, p)| {
-        let counters = attachment.target_counters(index);
-        TargetReport {
-            pid: Some(p.pid),
-            tree: p.tree,
-            container: None,
-            pod: None,
-            cgroup: Some(p.cgroup.display().to_string()),
-            iface: None,
-            netns: None,
-            matched: counters.matched,
-            injected: counters.injected,
-        }
-    });
-    let cgroup = targets.cgroup.iter().map(|c| {
-        let counters = attachment.target_counters(0);
-        TargetReport {
-            pid: None,
-            tree: false,
-            container: targets.container.as_ref().map(|c| c.id.clone()),
-            pod: targets.pod.as_ref().map(|p| p.uid.clone()),
-            cgroup: Some(c.path.display().to_string()),
-            iface: None,
-            netns: None,
-            matched: counters.matched,
-            injected: counters.injected,
-        }
-    });
-    processes.chain(cgroup).collect()
 }
