@@ -324,9 +324,12 @@ for = "2s"
     assert!(!target["output"].as_array().unwrap().is_empty());
     assert!(lines_with(&stderr, "[target] {\"ok\": 1") >= 1);
 
-    // The bystander workload: every connect() succeeded, in every phase it ran.
-    for phase in ["before", "during"] {
-        assert_eq!(metric(&load, phase, "result", "max"), 0.0, "{load}");
+    // The bystander workload: every connect() succeeded, in every phase it ran (in a slow
+    // guest its `for` may end before the fault has attached: "before" only).
+    let phases = load["metrics"].as_object().unwrap();
+    assert!(!phases.is_empty(), "{load}");
+    for (phase, stats) in phases {
+        assert_eq!(stats["result"]["max"], 0.0, "{phase}: {load}");
     }
     assert_eq!(load["stopped_by_chaos"], true);
     let stopped_at = load["elapsed_ms"].as_u64().unwrap();

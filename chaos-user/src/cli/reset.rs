@@ -156,8 +156,8 @@ pub fn execute(args: ResetArgs) -> Result<u8, Error> {
     Ok(exit::OK)
 }
 
-/// Refuses a kernel without SOCK_DESTROY: destroying a socket that does not exist answers
-/// ENOENT where it is built in, EOPNOTSUPP where it is not.
+/// Refuses a kernel that cannot list TCP sockets, or cannot destroy them: destroying a socket
+/// that does not exist answers ENOENT where SOCK_DESTROY is built in, EOPNOTSUPP where not.
 fn check_kernel() -> Result<(), Error> {
     let unsupported = |detail: String| Error::Unsupported {
         what: "net reset".into(),
@@ -166,6 +166,11 @@ fn check_kernel() -> Result<(), Error> {
     let diag = SockDiag::new().map_err(|err| {
         unsupported(format!(
             "no NETLINK_SOCK_DIAG socket ({err}); to enable: CONFIG_INET_DIAG"
+        ))
+    })?;
+    diag.connections().map_err(|err| {
+        unsupported(format!(
+            "the kernel cannot list TCP sockets ({err}); to enable: CONFIG_INET_DIAG and CONFIG_INET_TCP_DIAG"
         ))
     })?;
     match diag.probe_destroy() {
