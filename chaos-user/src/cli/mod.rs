@@ -90,6 +90,25 @@ impl RunArgs {
     }
 }
 
+/// How long a run that chaos holds without programs lasts, and how it reports: shared by
+/// `chaos pause` and `chaos net reset`.
+#[derive(Debug, Args)]
+pub struct HeldArgs {
+    /// How long the run lasts: 30s, 1m30s, 250ms.
+    #[arg(long = "for", value_name = "DURATION", default_value = "60s",
+          value_parser = fault::parse_duration, allow_hyphen_values = true)]
+    pub duration: Duration,
+
+    /// Print the final report as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+
+    /// Allow targets that are refused by default: PID 1, chaos itself and its parents, kernel
+    /// threads, the root cgroup.
+    #[arg(long)]
+    pub force: bool,
+}
+
 /// What to fault; shared by every fault command.
 #[derive(Debug, Args)]
 #[group(id = "target", required = true, multiple = true)]

@@ -7,7 +7,7 @@ use tokio::time::{Instant, MissedTickBehavior, interval, sleep_until};
 
 use crate::{
     cli::{
-        TargetArgs,
+        HeldArgs, TargetArgs,
         error::{Error, exit},
         how_it_ends, require_privileges,
     },
@@ -40,10 +40,8 @@ pub struct PauseArgs {
     #[command(flatten)]
     pub targets: TargetArgs,
 
-    /// How long the run lasts: 30s, 1m30s, 250ms.
-    #[arg(long = "for", value_name = "DURATION", default_value = "60s",
-          value_parser = fault::parse_duration, allow_hyphen_values = true)]
-    pub duration: Duration,
+    #[command(flatten)]
+    pub held: HeldArgs,
 
     /// Hang periodically: a period of this length (with --duty).
     #[arg(long, value_name = "PERIOD", value_parser = fault::parse_duration, requires = "duty")]
@@ -52,15 +50,6 @@ pub struct PauseArgs {
     /// The percentage of each --every period the target is frozen (1-99).
     #[arg(long, value_name = "PERCENT", value_parser = clap::value_parser!(u8).range(1..=99), requires = "every")]
     pub duty: Option<u8>,
-
-    /// Print the final report as JSON on stdout.
-    #[arg(long)]
-    pub json: bool,
-
-    /// Allow targets that are refused by default: PID 1, chaos itself and its parents, kernel
-    /// threads, the root cgroup.
-    #[arg(long)]
-    pub force: bool,
 }
 
 impl PauseArgs {
@@ -68,7 +57,7 @@ impl PauseArgs {
     fn schedule(&self) -> (Duration, Duration) {
         match (self.every, self.duty) {
             (Some(every), Some(duty)) => (every.mul_f64(f64::from(duty) / 100.0), every),
-            _ => (self.duration, self.duration),
+            _ => (self.held.duration, self.held.duration),
         }
     }
 
@@ -111,14 +100,14 @@ pub fn guard(args: PauseGuardArgs) -> Result<u8, Error> {
 pub fn execute(args: PauseArgs) -> Result<u8, Error> {
     run::defer_interrupts();
     require_privileges()?;
-    let targets = args.targets.resolve(args.force)?;
+    let targets = args.targets.resolve(args.held.force)?;
     let pausable = Pausable::of(&targets);
     eprintln!(
         "chaos: freezing {} ({}, {}) for {}{}",
         targets.describe(),
         pausable.mechanism(),
         args.setting(),
-        humantime::format_duration(args.duration),
+        humantime::format_duration(args.held.duration),
         how_it_ends(false),
     );
     let mut holder =
@@ -143,7 +132,14 @@ pub fn execute(args: PauseArgs) -> Result<u8, Error> {
         injected: freezes,
     };
     let outcome = holder.block_on(async |interrupts| {
-        hang(&pausable, args.duration, (on, period), interrupts, &row).await
+        hang(
+            &pausable,
+            args.held.duration,
+            (on, period),
+            interrupts,
+            &row,
+        )
+        .await
     });
     // Whatever happened, the target runs again before chaos reports.
     let thawed = pausable.thaw();
@@ -166,7 +162,7 @@ pub fn execute(args: PauseArgs) -> Result<u8, Error> {
         &[],
     );
     report.frozen_ms = Some(frozen.as_millis() as u64);
-    crate::report::print_final(&report.human(), || report.json(), args.json);
+    crate::report::print_final(&report.human(), || report.json(), args.held.json);
     Ok(exit::OK)
 }
 

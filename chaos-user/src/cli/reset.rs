@@ -13,7 +13,7 @@ use tokio::time::{Instant, MissedTickBehavior, interval, sleep_until};
 
 use crate::{
     cli::{
-        TargetArgs,
+        HeldArgs, TargetArgs,
         error::{Error, exit},
         how_it_ends, require_privileges,
     },
@@ -54,19 +54,8 @@ pub struct ResetArgs {
     #[arg(long, value_name = "CIDR", value_parser = fault::parse_cidr)]
     pub dst: Option<Cidr>,
 
-    /// How long the run lasts: 30s, 1m30s, 250ms.
-    #[arg(long = "for", value_name = "DURATION", default_value = "60s",
-          value_parser = fault::parse_duration, allow_hyphen_values = true)]
-    pub duration: Duration,
-
-    /// Print the final report as JSON on stdout.
-    #[arg(long)]
-    pub json: bool,
-
-    /// Allow targets that are refused by default: PID 1, chaos itself and its parents, kernel
-    /// threads, the root cgroup.
-    #[arg(long)]
-    pub force: bool,
+    #[command(flatten)]
+    pub held: HeldArgs,
 }
 
 impl ResetArgs {
@@ -95,13 +84,13 @@ impl ResetArgs {
 pub fn execute(args: ResetArgs) -> Result<u8, Error> {
     run::defer_interrupts();
     require_privileges()?;
-    let targets = args.targets.resolve(args.force)?;
+    let targets = args.targets.resolve(args.held.force)?;
     check_kernel()?;
     eprintln!(
         "chaos: resetting the TCP connections of {} ({}) for {}{}",
         targets.describe(),
         args.setting(),
-        humantime::format_duration(args.duration),
+        humantime::format_duration(args.held.duration),
         how_it_ends(false),
     );
     let mut holder =
@@ -121,7 +110,7 @@ pub fn execute(args: ResetArgs) -> Result<u8, Error> {
         injected: sweeper.destroyed.len() as u64,
     };
     let ended_by = holder.block_on(async |interrupts| {
-        let deadline = started + args.duration;
+        let deadline = started + args.held.duration;
         let mut status = StatusLine::new();
         let mut sweeps = interval(SWEEP_EVERY);
         sweeps.set_missed_tick_behavior(MissedTickBehavior::Skip);
@@ -152,7 +141,7 @@ pub fn execute(args: ResetArgs) -> Result<u8, Error> {
         started.elapsed().as_millis() as u64,
         &[],
     );
-    crate::report::print_final(&report.human(), || report.json(), args.json);
+    crate::report::print_final(&report.human(), || report.json(), args.held.json);
     Ok(exit::OK)
 }
 
