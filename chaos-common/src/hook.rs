@@ -122,8 +122,9 @@ pub const SYSCALL_OVERRIDE: Hook = Hook::SyscallOverride {
 /// The hooks of the errno object besides the operations' ([`crate::ops::OPS`]).
 pub const ERRNO_EXTRA: [Hook; 4] = [FORK, EXIT, SIGNAL, SYSCALL_OVERRIDE];
 
-/// Network faults (object `net`): packets arriving on and leaving the target interfaces, and
-/// those arriving for a cgroup's sockets (`chaos net --cgroup`).
+/// Network faults (object `net`): packets arriving on and leaving the target interfaces (TC),
+/// arriving at them before the stack (`--hook xdp`), and those arriving for a cgroup's sockets
+/// (`chaos net --cgroup`).
 pub const TC_INGRESS: Hook = Hook::Tc {
     program: "tc_ingress",
     direction: DIRECTION_INGRESS,
@@ -137,8 +138,12 @@ pub const CGROUP_SKB_INGRESS: Hook = Hook::CgroupSkb {
     attach: "ingress",
 };
 
+pub const XDP_INGRESS: Hook = Hook::Xdp {
+    program: "xdp_ingress",
+};
+
 /// Every hook of the net object.
-pub const NET: [Hook; 3] = [TC_INGRESS, TC_EGRESS, CGROUP_SKB_INGRESS];
+pub const NET: [Hook; 4] = [TC_INGRESS, TC_EGRESS, CGROUP_SKB_INGRESS, XDP_INGRESS];
 
 /// Probe programs (object `probe`): tiny harmless programs `chaos probe` loads to learn what the
 /// kernel allows.

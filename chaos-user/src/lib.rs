@@ -19,6 +19,7 @@ pub mod detached;
 pub mod errno_names;
 pub mod fault;
 pub mod kernel;
+pub mod netlink;
 pub mod object;
 pub mod pause;
 pub mod plan;

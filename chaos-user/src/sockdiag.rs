@@ -5,19 +5,18 @@
 use std::{
     io,
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
-    os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
+    os::fd::AsRawFd as _,
     path::Path,
 };
+
+use crate::netlink::{self, NLMSG_DONE, NLMSG_ERROR, Netlink, messages};
 
 const NETLINK_SOCK_DIAG: libc::c_int = 4;
 const SOCK_DIAG_BY_FAMILY: u16 = 20;
 const SOCK_DESTROY: u16 = 21;
-const NLMSG_ERROR: u16 = 2;
-const NLMSG_DONE: u16 = 3;
 /// Every TCP state but LISTEN, TIME_WAIT and CLOSE: the connections there are to abort.
 const CONNECTED_STATES: u32 =
     (1 << 1) | (1 << 2) | (1 << 3) | (1 << 4) | (1 << 5) | (1 << 8) | (1 << 9) | (1 << 11);
-const NLMSG_HEADER: usize = 16;
 /// struct inet_diag_sockid: ports, addresses, interface, cookie.
 const SOCKID: usize = 48;
 /// struct inet_diag_req_v2: family, protocol, ext, pad, states, sockid.
@@ -38,24 +37,12 @@ pub struct Connection {
 }
 
 /// A NETLINK_SOCK_DIAG socket, bound to the network namespace it was made in.
-pub struct SockDiag(OwnedFd);
+pub struct SockDiag(Netlink);
 
 impl SockDiag {
     /// A socket in this process's network namespace.
     pub fn new() -> io::Result<Self> {
-        // SAFETY: socket(2) with constant arguments; the fd is owned below.
-        let fd = unsafe {
-            libc::socket(
-                libc::AF_NETLINK,
-                libc::SOCK_DGRAM | libc::SOCK_CLOEXEC,
-                NETLINK_SOCK_DIAG,
-            )
-        };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: a new fd that nothing else owns.
-        Ok(SockDiag(unsafe { OwnedFd::from_raw_fd(fd) }))
+        Netlink::new(NETLINK_SOCK_DIAG).map(SockDiag)
     }
 
     /// A socket in the network namespace at `netns` (/proc/PID/ns/net): made on a thread that
@@ -81,17 +68,17 @@ impl SockDiag {
         let mut found = Vec::new();
         for family in [libc::AF_INET as u8, libc::AF_INET6 as u8] {
             let request = request(family, &[0; SOCKID]);
-            self.send(
+            self.0.send(
                 SOCK_DIAG_BY_FAMILY,
                 (libc::NLM_F_REQUEST | libc::NLM_F_DUMP) as u16,
                 &request,
             )?;
             'dump: loop {
-                let buffer = self.receive()?;
+                let buffer = self.0.receive()?;
                 for (kind, payload) in messages(&buffer) {
                     match kind {
                         NLMSG_DONE => break 'dump,
-                        NLMSG_ERROR => return Err(netlink_error(payload)),
+                        NLMSG_ERROR => return Err(netlink::error(payload)),
                         SOCK_DIAG_BY_FAMILY => found.extend(parse(payload)),
                         _ => {}
                     }
@@ -105,14 +92,14 @@ impl SockDiag {
     /// reset. ENOENT when it is already gone.
     pub fn destroy(&self, connection: &Connection) -> io::Result<()> {
         let request = request(connection.family, &connection.sockid);
-        self.send(
+        self.0.send(
             SOCK_DESTROY,
             (libc::NLM_F_REQUEST | libc::NLM_F_ACK) as u16,
             &request,
         )?;
-        let buffer = self.receive()?;
+        let buffer = self.0.receive()?;
         match messages(&buffer).next() {
-            Some((NLMSG_ERROR, payload)) => match netlink_error(payload) {
+            Some((NLMSG_ERROR, payload)) => match netlink::error(payload) {
                 err if err.raw_os_error() == Some(0) => Ok(()),
                 err => Err(err),
             },
@@ -132,51 +119,6 @@ impl SockDiag {
         };
         self.destroy(&nobody)
     }
-
-    fn send(&self, kind: u16, flags: u16, payload: &[u8]) -> io::Result<()> {
-        let mut message = Vec::with_capacity(NLMSG_HEADER + payload.len());
-        message.extend_from_slice(&((NLMSG_HEADER + payload.len()) as u32).to_ne_bytes());
-        message.extend_from_slice(&kind.to_ne_bytes());
-        message.extend_from_slice(&flags.to_ne_bytes());
-        message.extend_from_slice(&1u32.to_ne_bytes()); // sequence
-        message.extend_from_slice(&0u32.to_ne_bytes()); // port: the kernel
-        message.extend_from_slice(payload);
-        // SAFETY: an address of the kernel (nl_pid 0) and a buffer we own, both for the call.
-        let sent = unsafe {
-            let mut kernel: libc::sockaddr_nl = std::mem::zeroed();
-            kernel.nl_family = libc::AF_NETLINK as u16;
-            libc::sendto(
-                self.0.as_raw_fd(),
-                message.as_ptr().cast(),
-                message.len(),
-                0,
-                (&raw const kernel).cast(),
-                std::mem::size_of::<libc::sockaddr_nl>() as u32,
-            )
-        };
-        if sent < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(())
-    }
-
-    fn receive(&self) -> io::Result<Vec<u8>> {
-        let mut buffer = vec![0u8; 64 * 1024];
-        // SAFETY: recv(2) into a buffer we own, at most its length.
-        let received = unsafe {
-            libc::recv(
-                self.0.as_raw_fd(),
-                buffer.as_mut_ptr().cast(),
-                buffer.len(),
-                0,
-            )
-        };
-        if received < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        buffer.truncate(received as usize);
-        Ok(buffer)
-    }
 }
 
 /// An inet_diag_req_v2 for TCP in `family`, its socket identity `sockid`.
@@ -186,34 +128,6 @@ fn request(family: u8, sockid: &[u8; SOCKID]) -> Vec<u8> {
     request.extend_from_slice(&CONNECTED_STATES.to_ne_bytes());
     request.extend_from_slice(sockid);
     request
-}
-
-/// The netlink messages in a datagram: each one's type and payload.
-fn messages(buffer: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
-    let mut rest = buffer;
-    std::iter::from_fn(move || {
-        if rest.len() < NLMSG_HEADER {
-            return None;
-        }
-        let length = u32::from_ne_bytes(rest[0..4].try_into().ok()?) as usize;
-        let kind = u16::from_ne_bytes(rest[4..6].try_into().ok()?);
-        if length < NLMSG_HEADER || length > rest.len() {
-            return None;
-        }
-        let payload = &rest[NLMSG_HEADER..length];
-        rest = &rest[((length + 3) & !3).min(rest.len())..];
-        Some((kind, payload))
-    })
-}
-
-/// The errno of an NLMSG_ERROR (0 for an acknowledgement).
-fn netlink_error(payload: &[u8]) -> io::Error {
-    let code = payload
-        .get(0..4)
-        .and_then(|bytes| bytes.try_into().ok())
-        .map(i32::from_ne_bytes)
-        .unwrap_or(-libc::EIO);
-    io::Error::from_raw_os_error(-code)
 }
 
 /// A connection from an inet_diag_msg.

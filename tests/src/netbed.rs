@@ -22,6 +22,17 @@ pub struct TestNet {
 
 impl TestNet {
     pub fn new(tag: &str) -> Self {
+        Self::build(tag, None)
+    }
+
+    /// The same bed with two NICs of this machine, joined on their wire, as the faulted path:
+    /// they move into A and B as a0 and b0 (and back, under those names, when the namespaces
+    /// go), so a fault meets their own driver.
+    pub fn over_nics(tag: &str, nics: [&str; 2]) -> Self {
+        Self::build(tag, Some(nics))
+    }
+
+    fn build(tag: &str, nics: Option<[&str; 2]>) -> Self {
         let pid = std::process::id();
         let net = TestNet {
             a: format!("chaos-{tag}-{pid}-a"),
@@ -33,17 +44,21 @@ impl TestNet {
             vec!["netns".into(), "add".into(), net.a.clone()],
             vec!["netns".into(), "add".into(), net.b.clone()],
         ];
+        let words = |line: String| line.split(' ').map(str::to_owned).collect::<Vec<_>>();
         for pair in 0..2 {
             let (a, b) = (format!("a{pair}"), format!("b{pair}"));
-            steps.push(
-                format!(
+            match nics {
+                Some([nic_a, nic_b]) if pair == 0 => {
+                    for (nic, ns, name) in [(nic_a, &net.a, &a), (nic_b, &net.b, &b)] {
+                        steps.push(words(format!("link set dev {nic} netns {ns}")));
+                        steps.push(words(format!("-n {ns} link set dev {nic} name {name}")));
+                    }
+                }
+                _ => steps.push(words(format!(
                     "link add {a} netns {} type veth peer name {b} netns {}",
                     net.a, net.b
-                )
-                .split(' ')
-                .map(str::to_owned)
-                .collect(),
-            );
+                ))),
+            }
             for (ns, dev, host) in [(&net.a, &a, 1), (&net.b, &b, 2)] {
                 let subnet = pair + 1;
                 for command in [

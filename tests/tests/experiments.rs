@@ -36,6 +36,27 @@ fn run(file: &Path, args: &[&str]) -> (Value, i32, String) {
     (report, output.status.code().unwrap_or(-1), stderr)
 }
 
+/// What made an experiment fail, from its report: how it ended, the check, and each workload
+/// and fault that did not do its part (a failure message that needs no other output).
+fn why_failed(report: &Value) -> String {
+    let failed = |key: &str, ok: &dyn Fn(&Value) -> bool| -> Vec<String> {
+        report[key]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|item| !ok(item))
+            .map(Value::to_string)
+            .collect()
+    };
+    format!(
+        "ended_by {}, steady_state {}, workloads not ok {:?}, faults not run {:?}",
+        report["ended_by"],
+        report["steady_state"],
+        failed("workloads", &|w| w["ok"] == true),
+        failed("faults", &|f| f["state"] == "ran"),
+    )
+}
+
 /// The `faults` row of a fault's own report, by the fault's name.
 fn fault_row<'a>(report: &'a Value, name: &str) -> &'a Value {
     let fault = report["faults"]
@@ -281,7 +302,7 @@ for = "2s"
     )
     .unwrap();
     let (report, code, stderr) = run(&file, &[]);
-    assert_eq!(code, 0, "exit code");
+    assert_eq!(code, 0, "exit code: {}", why_failed(&report));
     assert_eq!(report["passed"], true);
     assert_eq!(
         report["steady_state"]["during_failed"], 0,

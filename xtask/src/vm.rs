@@ -355,6 +355,16 @@ pub fn run(
     ))
     .args(share("scratch", &scratch.path, ",multidevs=remap"))
     .args(share("chaosctl", &control.path, ""))
+    // Two virtio-net NICs on one wire (a qemu hub, nothing else on it): the XDP tests' real
+    // driver, one NIC in each of their namespaces.
+    .args((0..2).flat_map(|n| {
+        [
+            "-netdev".to_owned(),
+            format!("hubport,id=wire{n},hubid=0"),
+            "-device".to_owned(),
+            format!("virtio-net-pci,netdev=wire{n},mac=52:54:00:c4:a0:0{n}"),
+        ]
+    }))
     .stdin(Stdio::null())
     .stdout(Stdio::piped())
     .stderr(Stdio::inherit());

@@ -1,6 +1,7 @@
 //! Network faults: TC programs on an interface's ingress and egress drop, duplicate, corrupt or
 //! (egress) delay the packets a fault picks. Kernel >= 6.6 attaches them through tcx links (older kernels: a clsact qdisc),
-//! CONFIG_NET_CLS_BPF / CONFIG_NET_XGRESS.
+//! CONFIG_NET_CLS_BPF / CONFIG_NET_XGRESS. An XDP program drops or corrupts arriving packets
+//! before the stack builds anything for them, with the same filters.
 #![no_std]
 #![no_main]
 
@@ -8,11 +9,14 @@
 mod dns;
 
 use aya_ebpf::{
-    bindings::{BPF_CSUM_LEVEL_RESET, BPF_F_MARK_MANGLED_0, BPF_F_RECOMPUTE_CSUM},
+    bindings::{
+        BPF_CSUM_LEVEL_RESET, BPF_F_MARK_MANGLED_0, BPF_F_RECOMPUTE_CSUM,
+        xdp_action::{XDP_DROP, XDP_PASS},
+    },
     helpers::{bpf_csum_level, bpf_get_prandom_u32, bpf_ktime_get_ns, bpf_redirect},
-    macros::{cgroup_skb, classifier, map},
+    macros::{cgroup_skb, classifier, map, xdp},
     maps::{Array, PerCpuArray},
-    programs::{SkBuffContext, TcContext, sk_buff::SkBuff},
+    programs::{SkBuffContext, TcContext, XdpContext, sk_buff::SkBuff},
 };
 use chaos_common::{
     counters::Counters,
@@ -84,19 +88,83 @@ struct Packet {
     question_end: usize,
 }
 
+/// Where a program reads a packet from: an skb (TC, cgroup_skb) or an XDP buffer.
+trait Bytes {
+    /// The `T` at `offset` from the packet's start, if the packet is that long.
+    fn read<T: Copy>(&self, offset: usize) -> Option<T>;
+    /// For a DNS fault: the offset past the question of the DNS message the packet carries, if
+    /// the fault acts on it. Only the TC programs read DNS messages.
+    fn dns_message(&self, packet: &Packet, fault: &NetFault) -> Option<usize>;
+}
+
+impl Bytes for SkBuff {
+    #[inline(always)]
+    fn read<T: Copy>(&self, offset: usize) -> Option<T> {
+        self.load(offset).ok()
+    }
+
+    #[inline(always)]
+    fn dns_message(&self, packet: &Packet, fault: &NetFault) -> Option<usize> {
+        dns::message(self, packet, fault)
+    }
+}
+
+/// The farthest into an XDP buffer the program reads or writes: a bound the verifier needs on
+/// the variable offsets (a jumbo frame's payload beyond it is left alone).
+const XDP_MAX_OFFSET: usize = 0x3fff;
+
+/// An XDP program's packet: the bytes from `start` to `end`, read and written in place.
+struct XdpBytes {
+    start: usize,
+    end: usize,
+}
+
+impl XdpBytes {
+    /// Where the `T` at `offset` lies, if it lies inside the buffer.
+    #[inline(always)]
+    fn at<T>(&self, offset: usize) -> Option<*mut T> {
+        if offset > XDP_MAX_OFFSET {
+            return None;
+        }
+        let at = self.start + offset;
+        (at + core::mem::size_of::<T>() <= self.end).then_some(at as *mut T)
+    }
+
+    #[inline(always)]
+    fn write<T: Copy>(&self, offset: usize, value: T) -> Option<()> {
+        let at = self.at::<T>(offset)?;
+        // SAFETY: `at` lies inside the packet buffer, which an XDP program may write.
+        unsafe { at.write_unaligned(value) };
+        Some(())
+    }
+}
+
+impl Bytes for XdpBytes {
+    #[inline(always)]
+    fn read<T: Copy>(&self, offset: usize) -> Option<T> {
+        let at = self.at::<T>(offset)?;
+        // SAFETY: `at` lies inside the packet buffer.
+        Some(unsafe { at.read_unaligned() })
+    }
+
+    fn dns_message(&self, _: &Packet, _: &NetFault) -> Option<usize> {
+        None
+    }
+}
+
 /// Reads the IP header (and the ports of TCP and UDP) that starts at `l3`, of the given
 /// ethertype; `None` for anything but IPv4 and IPv6. IPv6 extension headers are not followed.
 #[inline(always)]
-fn parse(skb: &SkBuff, l3: usize, ethertype: u16) -> Option<Packet> {
+fn parse(skb: &impl Bytes, l3: usize, ethertype: u16) -> Option<Packet> {
     let (proto, src, dst, l4, l4_len, first_fragment) = match ethertype {
         ETH_P_IP => {
-            let version_ihl: u8 = skb.load(l3).ok()?;
+            let version_ihl: u8 = skb.read(l3)?;
             let header_len = usize::from(version_ihl & 0x0f) * 4;
-            let total_len = usize::from(u16::from_be(skb.load::<u16>(l3 + 2).ok()?));
-            let fragment = u16::from_be(skb.load::<u16>(l3 + 6).ok()?);
-            let proto: u8 = skb.load(l3 + 9).ok()?;
-            let src: u32 = skb.load(l3 + 12).ok()?;
-            let dst: u32 = skb.load(l3 + 16).ok()?;
+            let total_len = usize::from(u16::from_be(skb.read::<u16>(l3 + 2)?));
+            let fragment = u16::from_be(skb.read::<u16>(l3 + 6)?);
+            let proto: u8 = skb.read(l3 + 9)?;
+            let src: u32 = skb.read(l3 + 12)?;
+            let dst: u32 = skb.read(l3 + 16)?;
             (
                 u32::from(proto),
                 [0, 0, IPV4_MAPPED_WORD, src],
@@ -107,17 +175,17 @@ fn parse(skb: &SkBuff, l3: usize, ethertype: u16) -> Option<Packet> {
             )
         }
         ETH_P_IPV6 => {
-            let payload_len = usize::from(u16::from_be(skb.load::<u16>(l3 + 4).ok()?));
-            let proto: u8 = skb.load(l3 + 6).ok()?;
-            let src: [u32; 4] = skb.load(l3 + 8).ok()?;
-            let dst: [u32; 4] = skb.load(l3 + 24).ok()?;
+            let payload_len = usize::from(u16::from_be(skb.read::<u16>(l3 + 4)?));
+            let proto: u8 = skb.read(l3 + 6)?;
+            let src: [u32; 4] = skb.read(l3 + 8)?;
+            let dst: [u32; 4] = skb.read(l3 + 24)?;
             (u32::from(proto), src, dst, l3 + 40, payload_len, true)
         }
         _ => return None,
     };
     let segment = first_fragment && (proto == IPPROTO_TCP || proto == IPPROTO_UDP);
     let (sport, dport) = if segment {
-        let ports: u32 = skb.load(l4).ok()?;
+        let ports: u32 = skb.read(l4)?;
         // Both ports in network order, as they lie in the packet.
         let sport = u16::from_be(ports as u16);
         let dport = u16::from_be((ports >> 16) as u16);
@@ -138,11 +206,11 @@ fn parse(skb: &SkBuff, l3: usize, ethertype: u16) -> Option<Packet> {
     })
 }
 
-/// A TC program's packet: the Ethernet header first.
+/// A TC or XDP program's packet: the Ethernet header first.
 #[inline(always)]
-fn parse_ethernet(skb: &SkBuff) -> Option<Packet> {
-    let ethertype = u16::from_be(skb.load::<u16>(12).ok()?);
-    parse(skb, ETH_HLEN, ethertype)
+fn parse_ethernet(bytes: &impl Bytes) -> Option<Packet> {
+    let ethertype = u16::from_be(bytes.read::<u16>(12)?);
+    parse(bytes, ETH_HLEN, ethertype)
 }
 
 /// A cgroup_skb program's packet: the IP header first, its ethertype in `skb->protocol`.
@@ -182,11 +250,11 @@ fn fault_for(
 
 /// The packet, if it matches the fault and is picked (counted either way).
 #[inline(always)]
-fn acts_on(
-    skb: &SkBuff,
+fn acts_on<B: Bytes>(
+    skb: &B,
     fault: &NetFault,
     direction: u32,
-    packet: impl FnOnce(&SkBuff) -> Option<Packet>,
+    packet: impl FnOnce(&B) -> Option<Packet>,
 ) -> Option<Packet> {
     // SAFETY: a helper call without arguments.
     if fault.directions & direction == 0 || unsafe { bpf_ktime_get_ns() } >= fault.deadline_ns {
@@ -202,7 +270,7 @@ fn acts_on(
     }
     // A DNS fault matches the DNS messages it acts on, nothing else.
     if dns::is_dns(fault) {
-        packet.question_end = dns::message(skb, &packet, fault)?;
+        packet.question_end = skb.dns_message(&packet, fault)?;
     }
     let counters = NET_COUNTERS.get_ptr_mut(direction - 1)?;
     // SAFETY: a per-CPU value; TC programs do not nest on one CPU.
@@ -365,12 +433,12 @@ struct Payload {
 }
 
 #[inline(always)]
-fn payload(skb: &SkBuff, packet: &Packet) -> Option<Payload> {
+fn payload(skb: &impl Bytes, packet: &Packet) -> Option<Payload> {
     if packet.l4 == 0 {
         return None;
     }
     let (header_len, checksum) = if packet.proto == IPPROTO_TCP {
-        let data_offset: u8 = skb.load(packet.l4 + 12).ok()?;
+        let data_offset: u8 = skb.read(packet.l4 + 12)?;
         (usize::from(data_offset >> 4) * 4, packet.l4 + 16)
     } else {
         (8, packet.l4 + 6)
@@ -413,7 +481,7 @@ fn corrupt(ctx: &TcContext, fault: &NetFault, packet: &Packet) -> bool {
         let _ = ctx.l4_csum_replace(payload.checksum, u64::from(old), u64::from(new), 2 | udp);
         return false;
     }
-    if checksum_pending(ctx, packet, payload.checksum) {
+    if checksum_pending(&ctx.skb, packet, payload.checksum) {
         return true;
     }
     // RECOMPUTE_CSUM: a received packet's CHECKSUM_COMPLETE sum follows the data, so the check
@@ -431,8 +499,8 @@ fn corrupt(ctx: &TcContext, fault: &NetFault, packet: &Packet) -> bool {
 /// what it was picked for anyway). The kernel trusts such a packet's checksum on every path
 /// within the host.
 #[inline(always)]
-fn checksum_pending(ctx: &TcContext, packet: &Packet, checksum_at: usize) -> bool {
-    let Ok(field) = ctx.load::<u16>(checksum_at) else {
+fn checksum_pending(bytes: &impl Bytes, packet: &Packet, checksum_at: usize) -> bool {
+    let Some(field) = bytes.read::<u16>(checksum_at) else {
         return false;
     };
     let sum = fold(pseudo_header_sum(packet, packet.l4_len));
@@ -507,6 +575,66 @@ pub fn tc_egress(ctx: TcContext) -> i32 {
     } else {
         TC_ACT_UNSPEC
     }
+}
+
+/// Flips one random bit of the payload in an XDP buffer, where the skb's checksum helpers are
+/// not: silent, the checksum is fixed by hand (RFC 1624) unless it is yet to be computed or is
+/// an IPv4 UDP datagram's "none"; otherwise it is left wrong for the receiver's check, and a
+/// packet whose checksum is yet to be computed (from a local sender over veth, which no check
+/// would catch) is dropped instead: true when the caller is to drop it. A device that vouched
+/// for the checksum before the program ran (CHECKSUM_UNNECESSARY) makes the damage reach the
+/// application: the README says so.
+#[inline(always)]
+fn xdp_corrupt(bytes: &XdpBytes, fault: &NetFault, packet: &Packet) -> bool {
+    let Some(payload) = payload(bytes, packet) else {
+        return false;
+    };
+    // SAFETY: helper calls without arguments.
+    let (word, bit) = unsafe { (bpf_get_prandom_u32(), bpf_get_prandom_u32() & 15) };
+    let at = payload.start + 2 * word.checked_rem(payload.words).unwrap_or(0) as usize;
+    let (Some(old), Some(field)) = (bytes.read::<u16>(at), bytes.read::<u16>(payload.checksum))
+    else {
+        return false;
+    };
+    let new = old ^ (1 << bit);
+    let pending = checksum_pending(bytes, packet, payload.checksum);
+    if fault.action != NET_ACTION_CORRUPT_SILENT && pending {
+        return true;
+    }
+    if bytes.write(at, new).is_none() {
+        return false;
+    }
+    let unchecked = packet.proto == IPPROTO_UDP && field == 0;
+    if fault.action == NET_ACTION_CORRUPT_SILENT && !pending && !unchecked {
+        // HC' = ~(~HC + ~m + m'), in the one's complement arithmetic of 16-bit words.
+        let sum = u64::from(!field) + u64::from(!old) + u64::from(new);
+        let mut fixed = !fold(sum);
+        if packet.proto == IPPROTO_UDP && fixed == 0 {
+            fixed = 0xffff;
+        }
+        let _ = bytes.write(payload.checksum, fixed);
+    }
+    false
+}
+
+/// Packets arriving at the interface, before the stack builds an skb for them (a native XDP
+/// driver) or right after (generic XDP): dropped or corrupted. A live fault costs every packet
+/// one array lookup, as for TC.
+#[xdp]
+pub fn xdp_ingress(ctx: XdpContext) -> u32 {
+    let Some(fault) = NET_FAULTS.get(0) else {
+        return XDP_PASS;
+    };
+    let bytes = XdpBytes {
+        start: ctx.data(),
+        end: ctx.data_end(),
+    };
+    let lost = match acts_on(&bytes, fault, DIRECTION_INGRESS, parse_ethernet) {
+        None => false,
+        Some(packet) if is_corrupt(fault) => xdp_corrupt(&bytes, fault, &packet),
+        Some(_) => is_loss(fault),
+    };
+    if lost { XDP_DROP } else { XDP_PASS }
 }
 
 /// Drops packets on their way to the sockets of the processes in the cgroup it is attached to

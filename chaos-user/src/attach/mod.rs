@@ -17,7 +17,7 @@ use aya::{
         LsmCgroup, Program, ProgramError, SchedClassifier, TcAttachType, TracePoint, Xdp,
         links::{FdLink, LinkOrder},
         tc::{NlOptions, TcAttachOptions},
-        xdp::XdpMode,
+        xdp::XdpMode as AyaXdpMode,
     },
     util::KernelVersion,
 };
@@ -28,7 +28,7 @@ pub mod fmod_ret;
 pub mod pid_bits;
 pub mod qdisc;
 
-use crate::sys::Netns;
+use crate::{fault::net::XdpMode, netlink, sys::Netns};
 
 #[derive(Debug, Error)]
 pub enum AttachError {
@@ -84,6 +84,25 @@ pub enum AttachError {
     },
     #[error("network faults cannot run on this kernel: {0}")]
     NetUnsupported(String),
+    #[error(
+        "{iface} already carries XDP program {id} ({name}, {mode}): an interface runs one XDP program per mode, and chaos does not replace someone else's; detach it (ip link set dev {iface} xdp off) or use --hook tc"
+    )]
+    XdpBusy {
+        iface: String,
+        id: u32,
+        name: String,
+        mode: &'static str,
+    },
+    #[error(
+        "the driver of {iface} has no native XDP (the kernel answered EOPNOTSUPP): use --hook xdp-generic, or --hook xdp to fall back by itself"
+    )]
+    XdpNoNative { iface: String },
+    #[error("cannot read the XDP state of {iface} (netlink RTM_GETLINK)")]
+    XdpQuery {
+        iface: String,
+        #[source]
+        source: io::Error,
+    },
     #[error("cannot record the change to {iface} in {path}")]
     Record {
         iface: String,
@@ -97,7 +116,13 @@ impl AttachError {
     /// Whether the kernel or the machine cannot do what was asked (the user can act on it), as
     /// opposed to something failing on the way.
     pub fn is_unsupported(&self) -> bool {
-        matches!(self, AttachError::NoBtf(_) | AttachError::NetUnsupported(_))
+        matches!(
+            self,
+            AttachError::NoBtf(_)
+                | AttachError::NetUnsupported(_)
+                | AttachError::XdpBusy { .. }
+                | AttachError::XdpNoNative { .. }
+        )
     }
 }
 
@@ -121,6 +146,8 @@ pub struct Sites<'a> {
     /// TC and XDP programs: these interfaces, in `netns` (chaos's own when `None`).
     pub ifaces: &'a [String],
     pub netns: Option<&'a Netns>,
+    /// XDP programs: the mode (`None`: generic).
+    pub xdp: Option<XdpMode>,
 }
 
 /// An eBPF object loaded for one run, and the hooks of it loaded so far. Dropping it (or the
@@ -140,6 +167,8 @@ pub struct Loaded {
     changes: Vec<qdisc::Changed>,
     /// TC programs hang from tcx links, else from a clsact qdisc's filters.
     tcx: bool,
+    /// Per interface an XDP program went on: whether in native (driver) mode.
+    xdp_native: Vec<bool>,
 }
 
 impl Loaded {
@@ -154,6 +183,7 @@ impl Loaded {
             fmod_ret: Vec::new(),
             changes: Vec::new(),
             tcx: tcx_links(),
+            xdp_native: Vec::new(),
         })
     }
 
@@ -313,15 +343,7 @@ impl Loaded {
                 }
                 fmod_ret.link = Some(link);
             }
-            Hook::Xdp { .. } => {
-                let ifaces = sites.ifaces;
-                in_netns(sites.netns, || -> Result<(), AttachError> {
-                    for (n, iface) in ifaces.iter().enumerate() {
-                        link!(Xdp, n, |p| p.attach(iface, XdpMode::Skb));
-                    }
-                    Ok(())
-                })??;
-            }
+            Hook::Xdp { .. } => self.attach_xdp(name, sites, pin)?,
         }
         tracing::debug!(program = name, "attached");
         Ok(())
@@ -380,6 +402,57 @@ impl Loaded {
             }
         }
         Ok(())
+    }
+
+    /// An XDP program on each interface, in the mode `sites.xdp` asks for: native (driver)
+    /// mode where the driver has it, falling back to generic with [`XdpMode::Auto`]. An
+    /// interface that already carries an XDP program is refused, naming it.
+    fn attach_xdp(
+        &mut self,
+        name: &'static str,
+        sites: &Sites<'_>,
+        pin: Option<&Path>,
+    ) -> Result<(), AttachError> {
+        let error = |source| AttachError::Program { name, source };
+        let mode = sites.xdp.unwrap_or(XdpMode::Generic);
+        for (n, iface) in sites.ifaces.iter().enumerate() {
+            let xdp = program::<Xdp>(&mut self.ebpf, name)?;
+            let (id, native) = in_netns(sites.netns, || {
+                refuse_busy_xdp(iface)?;
+                let generic = |program: &mut Xdp| program.attach(iface, AyaXdpMode::Skb);
+                match mode {
+                    XdpMode::Generic => Ok((generic(xdp).map_err(error)?, false)),
+                    XdpMode::Native | XdpMode::Auto => {
+                        match xdp.attach(iface, AyaXdpMode::Driver) {
+                            Ok(id) => Ok((id, true)),
+                            Err(err) if !is_eopnotsupp(&err) => Err(error(err)),
+                            Err(_) if mode == XdpMode::Native => Err(AttachError::XdpNoNative {
+                                iface: iface.clone(),
+                            }),
+                            Err(_) => Ok((generic(xdp).map_err(error)?, false)),
+                        }
+                    }
+                }
+            })??;
+            self.xdp_native.push(native);
+            if let Some(dir) = pin {
+                pin_link(xdp.take_link(id).map_err(error)?, dir, name, n)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// How the XDP programs went on, for the report: `xdp-native`, `xdp-generic`, or both
+    /// (`xdp-native+generic`) when the interfaces differ.
+    pub fn xdp_mode(&self) -> &'static str {
+        match (
+            self.xdp_native.iter().any(|&n| n),
+            self.xdp_native.iter().any(|&n| !n),
+        ) {
+            (true, true) => "xdp-native+generic",
+            (true, false) => "xdp-native",
+            _ => "xdp-generic",
+        }
     }
 
     /// The index in `changes` of the clsact qdisc of `iface`, made sure of first.
@@ -508,6 +581,46 @@ struct FmodRetProgram {
     hook: Hook,
     program: OwnedFd,
     link: Option<OwnedFd>,
+}
+
+/// Refuses an interface (of this thread's namespace) that already carries an XDP program.
+fn refuse_busy_xdp(iface: &str) -> Result<(), AttachError> {
+    let query = |source| AttachError::XdpQuery {
+        iface: iface.to_owned(),
+        source,
+    };
+    let name =
+        std::ffi::CString::new(iface).map_err(|_| query(io::ErrorKind::InvalidInput.into()))?;
+    // SAFETY: a NUL-terminated name that lives across the call.
+    let index = unsafe { libc::if_nametoindex(name.as_ptr()) };
+    if index == 0 {
+        // Attaching names the missing interface.
+        return Ok(());
+    }
+    let Some(other) = netlink::xdp_of(index).map_err(query)? else {
+        return Ok(());
+    };
+    let program_name = aya::programs::loaded_programs()
+        .filter_map(Result::ok)
+        .find(|info| info.id() == other.id)
+        .and_then(|info| info.name_as_str().map(str::to_owned))
+        .unwrap_or_else(|| "name unknown".to_owned());
+    Err(AttachError::XdpBusy {
+        iface: iface.to_owned(),
+        id: other.id,
+        name: program_name,
+        mode: match other.mode {
+            1 => "native",
+            2 => "generic",
+            3 => "offloaded",
+            _ => "several modes",
+        },
+    })
+}
+
+/// Whether attaching failed because the driver has no native XDP.
+fn is_eopnotsupp(err: &ProgramError) -> bool {
+    matches!(err, ProgramError::SyscallError(e) if e.io_error.raw_os_error() == Some(libc::EOPNOTSUPP))
 }
 
 /// Runs `work` inside `netns` (on this thread), or here when `None`.

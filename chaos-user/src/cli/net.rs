@@ -12,8 +12,8 @@ use crate::{
     fault::{
         self,
         net::{
-            self as net_fault, Delay, Direction, Distribution, GilbertElliott, PacketAction,
-            PacketFault, PacketFilter, percent,
+            self as net_fault, Delay, Direction, Distribution, GilbertElliott, NetHook,
+            PacketAction, PacketFault, PacketFilter, percent,
         },
     },
     plan,
@@ -22,8 +22,8 @@ use crate::{
 };
 
 /// Network faults: packets of one interface or network namespace are lost, duplicated,
-/// corrupted, delayed or rate-limited, by TC
-/// programs that only the faulted interfaces run and that go away when the run ends.
+/// corrupted, delayed or rate-limited, by TC (or XDP) programs that only the faulted interfaces
+/// run and that go away when the run ends.
 ///
 /// Examples:
 ///   chaos net drop --netns /run/netns/app --probability 0.1 --for 5m
@@ -43,11 +43,13 @@ pub enum NetAction {
     ///
     /// Ingress drops happen on arrival at the interface (the receiver never sees the packet);
     /// egress drops happen after the sender's stack let the packet go (a redirect to no device),
-    /// so the sender's TCP too sees a loss, not a local error. Needs kernel >= 6.6 (tcx links).
+    /// so the sender's TCP too sees a loss, not a local error. Needs kernel >= 6.6 (tcx links)
+    /// or clsact. With --hook xdp, arriving packets are dropped before the stack sees them.
     ///
     /// Examples:
     ///   chaos net drop --netns /run/netns/app --probability 0.1 --for 5m
     ///   chaos net drop --iface veth1a2b --direction egress --proto udp --dport 53 --probability 1
+    ///   chaos net drop --iface eth1 --hook xdp --proto tcp --dport 2049 --probability 0.01
     #[command(verbatim_doc_comment)]
     Drop(PacketArgs),
     /// Deliver packets twice: a copy follows the packet through the same interface.
@@ -225,6 +227,7 @@ impl DnsArgs {
                 ..PacketFilter::default()
             },
             loss_model: None,
+            hook: self.run.hook,
         })
     }
 }
@@ -275,6 +278,7 @@ impl DelayArgs {
             self.probability,
             &self.filter,
             &self.target,
+            self.run.hook,
         )
     }
 }
@@ -305,6 +309,7 @@ impl LimitArgs {
             1.0,
             &self.filter,
             &self.target,
+            self.run.hook,
         )
     }
 }
@@ -316,6 +321,7 @@ fn egress_fault(
     probability: f64,
     filter: &PacketFilterArgs,
     target: &NetTargetArgs,
+    hook: NetHook,
 ) -> Result<PacketFault, fault::ParseError> {
     let fault = PacketFault {
         action,
@@ -323,6 +329,7 @@ fn egress_fault(
         probability,
         filter: filter.filter(),
         loss_model: None,
+        hook,
     };
     fault.filter.check()?;
     if target.cgroup.is_some() {
@@ -436,6 +443,14 @@ pub struct NetRunArgs {
     #[arg(long)]
     pub force: bool,
 
+    /// Where on the interface the fault acts: tc (both directions, every fault: the hook for
+    /// containers' veths), or xdp: arriving packets only, drop and corrupt, before the stack
+    /// builds anything for them (the hook for NICs, and for traffic with no process behind
+    /// it); native where the driver has it, generic otherwise; xdp-native or xdp-generic
+    /// insist on one mode.
+    #[arg(long, default_value = "tc", value_name = "HOOK", value_parser = net_fault::parse_hook)]
+    pub hook: NetHook,
+
     /// Start the run and return at once, printing its ID: its links stay pinned under
     /// /sys/fs/bpf/chaos/ID and the in-kernel deadline (--for) ends it. See `chaos list`.
     #[arg(long)]
@@ -463,7 +478,7 @@ impl NetAction {
     /// The packet fault the arguments ask for, checked as far as that is possible without the
     /// kernel and the target.
     fn fault(&self) -> Result<PacketFault, fault::ParseError> {
-        match self {
+        let fault = match self {
             NetAction::Reset(_) => Err(fault::ParseError::NotAFault("net reset".into())),
             NetAction::Drop(args) => args.fault(PacketAction::Drop),
             NetAction::Duplicate(args) => args.fault(PacketAction::Duplicate),
@@ -471,7 +486,10 @@ impl NetAction {
             NetAction::Dns(args) => args.fault(),
             NetAction::Delay(args) => args.fault(),
             NetAction::Limit(args) => args.fault(),
-        }
+        }?;
+        let (target, _) = self.target_and_run();
+        fault.check_hook(target.cgroup.is_some())?;
+        Ok(fault)
     }
 
     /// Where the packet fault acts and how it runs.
@@ -507,6 +525,7 @@ impl PacketArgs {
             probability: self.probability.unwrap_or(1.0),
             filter: self.filter.filter(),
             loss_model: self.loss_model,
+            hook: self.run.hook,
         };
         fault.filter.check()?;
         if fault.loss_model.is_some() && action != PacketAction::Drop {

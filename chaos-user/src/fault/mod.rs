@@ -107,6 +107,14 @@ pub enum ParseError {
         "invalid loss model '{0}': expected gemodel:P,R[,1-H[,1-K]] with percentages (netem's Gilbert-Elliott parameters), such as gemodel:1,10 or gemodel:5,20,100,0"
     )]
     InvalidLossModel(String),
+    #[error(
+        "unknown hook '{0}': expected tc, xdp (native where the driver has it, generic otherwise), xdp-native or xdp-generic"
+    )]
+    UnknownHook(String),
+    #[error(
+        "--hook xdp takes only `chaos net drop` and `chaos net corrupt`, --direction ingress, on interfaces: {0}; use the default --hook tc"
+    )]
+    XdpCannot(&'static str),
     #[error("--loss-model is for `chaos net drop`: a {0} picks its packets by --probability")]
     LossModelOnlyForDrop(&'static str),
     #[error(

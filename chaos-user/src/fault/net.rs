@@ -44,6 +44,49 @@ pub fn parse_direction(s: &str) -> Result<Direction, ParseError> {
     }
 }
 
+/// Where on an interface a packet fault acts.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum NetHook {
+    /// TC programs: both directions, every action, an skb with its helpers.
+    #[default]
+    Tc,
+    /// An XDP program: arriving packets only, drop and corrupt, before the stack builds an skb
+    /// (native) or right after (generic).
+    Xdp(XdpMode),
+}
+
+/// How an XDP program attaches.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum XdpMode {
+    /// Native where the driver has it, generic otherwise.
+    Auto,
+    Native,
+    Generic,
+}
+
+impl NetHook {
+    /// As `--hook` takes it.
+    pub const fn name(self) -> &'static str {
+        match self {
+            NetHook::Tc => "tc",
+            NetHook::Xdp(XdpMode::Auto) => "xdp",
+            NetHook::Xdp(XdpMode::Native) => "xdp-native",
+            NetHook::Xdp(XdpMode::Generic) => "xdp-generic",
+        }
+    }
+}
+
+/// Parses `--hook`: tc, xdp, xdp-native or xdp-generic.
+pub fn parse_hook(s: &str) -> Result<NetHook, ParseError> {
+    match s {
+        "tc" => Ok(NetHook::Tc),
+        "xdp" => Ok(NetHook::Xdp(XdpMode::Auto)),
+        "xdp-native" | "xdp-drv" => Ok(NetHook::Xdp(XdpMode::Native)),
+        "xdp-generic" | "xdp-skb" => Ok(NetHook::Xdp(XdpMode::Generic)),
+        other => Err(ParseError::UnknownHook(other.to_owned())),
+    }
+}
+
 /// Parses `--proto`: tcp, udp or icmp (ICMPv6 too); returns the IP protocol number.
 /// IPPROTO_ICMP: `--proto icmp`, which the programs take for ICMPv6 too.
 pub const IPPROTO_ICMP: u32 = 1;
@@ -366,6 +409,7 @@ pub struct PacketFault {
     pub filter: PacketFilter,
     /// Correlated loss instead of `probability` (drops only).
     pub loss_model: Option<GilbertElliott>,
+    pub hook: NetHook,
 }
 
 /// netem's Gilbert-Elliott loss model, in percent: `p` good to bad, `r` bad to good, the loss
@@ -425,6 +469,31 @@ pub fn percent(probability: f64) -> String {
 }
 
 impl PacketFault {
+    /// XDP sees arriving packets before any skb or socket exists: it can drop them or rewrite
+    /// them in place, nothing else, and knows no cgroup.
+    pub fn check_hook(&self, cgroup: bool) -> Result<(), ParseError> {
+        if self.hook == NetHook::Tc {
+            return Ok(());
+        }
+        let reason = match self.action {
+            PacketAction::Duplicate => Some("XDP has no clone helper to make the copy"),
+            PacketAction::Delay(_) | PacketAction::Limit(_) => Some(
+                "XDP runs before any skb or qdisc exists, and only on arriving packets: nothing can hold a packet back there",
+            ),
+            PacketAction::Dns(_) => Some(
+                "a DNS fault rewrites and resizes responses with the skb helpers, which XDP lacks",
+            ),
+            PacketAction::Drop | PacketAction::Corrupt { .. } => None,
+        };
+        let reason = reason
+            .or((self.direction != Direction::Ingress)
+                .then_some("XDP sees only the packets arriving at an interface"))
+            .or(cgroup.then_some(
+                "XDP runs before any socket, so it cannot tell a cgroup's packets (--cgroup)",
+            ));
+        reason.map_or(Ok(()), |reason| Err(ParseError::XdpCannot(reason)))
+    }
+
     /// The fault's parameters in a few words, for reports and `chaos list`: `30%`,
     /// `gemodel:1,10,100,0`, `50ms ± 10ms normal`, `80 Mbit/s`, `SERVFAIL for db.internal`.
     pub fn setting(&self) -> String {
@@ -596,6 +665,7 @@ mod tests {
             probability: 1.0,
             filter: PacketFilter::default(),
             loss_model: Some(parse_loss_model("gemodel:50,100,100,0").unwrap()),
+            hook: NetHook::Tc,
         }
         .kernel();
         assert_eq!(kernel.loss_model, net::NET_LOSS_GEMODEL);
@@ -615,6 +685,41 @@ mod tests {
         for bad in ["10", "fast", "10mb", "-1mbit", "1bit", "1tbit", ""] {
             let err = parse_rate(bad).unwrap_err().to_string();
             assert!(err.contains(&format!("'{bad}'")), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn xdp_takes_arriving_drops_and_corruption_only() {
+        assert_eq!(parse_hook("xdp"), Ok(NetHook::Xdp(XdpMode::Auto)));
+        assert_eq!(
+            parse_hook("xdp-generic"),
+            Ok(NetHook::Xdp(XdpMode::Generic))
+        );
+        assert!(parse_hook("bpf").unwrap_err().to_string().contains("'bpf'"));
+        let at_xdp = |action, direction| PacketFault {
+            action,
+            direction,
+            probability: 1.0,
+            filter: PacketFilter::default(),
+            loss_model: None,
+            hook: NetHook::Xdp(XdpMode::Auto),
+        };
+        let ingress = Direction::Ingress;
+        assert!(
+            at_xdp(PacketAction::Drop, ingress)
+                .check_hook(false)
+                .is_ok()
+        );
+        let corrupt = PacketAction::Corrupt { silent: true };
+        assert!(at_xdp(corrupt, ingress).check_hook(false).is_ok());
+        for (action, direction, cgroup) in [
+            (PacketAction::Duplicate, ingress, false),
+            (PacketAction::Limit(1000), Direction::Egress, false),
+            (PacketAction::Drop, Direction::Both, false),
+            (PacketAction::Drop, ingress, true),
+        ] {
+            let err = at_xdp(action, direction).check_hook(cgroup).unwrap_err();
+            assert!(matches!(err, ParseError::XdpCannot(_)), "{err}");
         }
     }
 
@@ -647,6 +752,7 @@ mod tests {
                 ..PacketFilter::default()
             },
             loss_model: None,
+            hook: NetHook::Tc,
         };
         let kernel = fault.kernel();
         assert_eq!(kernel.probability, 1 << 30);

@@ -205,7 +205,9 @@ impl<'t> CallsLoaded<'t> {
 
     /// Makes the tree targets' existing descendants targets. A descendant that forks before it
     /// is marked has a child the fork program does not see: so look again until a pass finds no
-    /// one new; after that every fork is the program's.
+    /// one the kernel has not marked; after that every fork is the program's. (Stopping only at
+    /// a pass that finds no new process at all would never stop while a target forks faster than
+    /// a pass over /proc takes, as a busy shell loop under load does.)
     fn mark_descendants(&mut self) -> Result<(), CallsError> {
         let pid_bits = PidBits::map(self.loaded.ebpf())?;
         let trees = self.targets.processes.iter().enumerate();
@@ -220,7 +222,7 @@ impl<'t> CallsLoaded<'t> {
             loop {
                 let new: Vec<u32> = crate::target::descendants(process.pid)
                     .into_iter()
-                    .filter(|&pid| marked.insert(pid))
+                    .filter(|&pid| marked.insert(pid) && !is_target(&mut self.loaded, pid))
                     .collect();
                 if new.is_empty() {
                     break;
@@ -260,6 +262,13 @@ impl CallsAttachment {
 }
 
 /// Makes `pid` a target: its entry, then its bit (the bit says to look for the entry).
+/// Whether `pid` is a target already: the fork program marked it.
+fn is_target(loaded: &mut Loaded, pid: u32) -> bool {
+    loaded
+        .map::<aya::maps::HashMap<_, u32, Target>>(names::MAP_TARGET_PIDS)
+        .is_ok_and(|pids| pids.get(&pid, 0).is_ok())
+}
+
 fn add_target(
     loaded: &mut Loaded,
     pid_bits: &PidBits,

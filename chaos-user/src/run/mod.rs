@@ -279,7 +279,7 @@ impl NetFaultRun<'_> {
 pub fn net_run(run: &NetFaultRun<'_>, lifetime: Duration) -> Result<Report, RunError> {
     let holder = Holder::new().map_err(RunError::Interrupts)?;
     let tables = run.fault.tables()?;
-    let loaded = NetLoaded::load(run.target, run.fault.kernel(), &tables)?;
+    let loaded = NetLoaded::load(run.target, run.fault.kernel(), &tables, run.fault.hook)?;
     let deadline = Deadline::after(lifetime);
     let mut attachment = loaded.start(deadline, None)?;
     let ends = Ends {
@@ -319,7 +319,7 @@ pub fn net_run(run: &NetFaultRun<'_>, lifetime: Duration) -> Result<Report, RunE
 /// interfaces handed to the run, its record saved.
 pub fn net_detached(run: &NetFaultRun<'_>, lifetime: Duration) -> Result<DetachedRun, RunError> {
     let tables = run.fault.tables()?;
-    let loaded = NetLoaded::load(run.target, run.fault.kernel(), &tables)?;
+    let loaded = NetLoaded::load(run.target, run.fault.kernel(), &tables, run.fault.hook)?;
     let kinds = run.rows(None).into_iter().map(|row| row.fault).collect();
     start_detached(run.target.describe(), kinds, lifetime, |deadline, dir| {
         loaded

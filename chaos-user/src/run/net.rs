@@ -1,6 +1,7 @@
 //! A network fault live in the kernel: the TC programs of the `net` object on each target
 //! interface (tcx links that die with chaos, or cls_bpf filters of a clsact qdisc, which the
-//! qdisc records remove), or the cgroup_skb program on a cgroup, and fq where packets are timed.
+//! qdisc records remove), its XDP program (links that die with chaos), or the cgroup_skb program
+//! on a cgroup, and fq where packets are timed.
 
 use std::{fs::File, path::Path};
 
@@ -14,7 +15,7 @@ use chaos_common::{
 use crate::{
     attach::{AttachError, Loaded, Sites, qdisc},
     clock::Deadline,
-    fault::net::NetTables,
+    fault::net::{NetHook, NetTables, XdpMode},
     object,
     target::net::NetTarget,
 };
@@ -24,6 +25,7 @@ use crate::{
 pub struct NetAttachment {
     loaded: Loaded,
     cgroup: bool,
+    xdp: bool,
     fq: bool,
 }
 
@@ -34,22 +36,30 @@ pub struct NetLoaded<'t> {
     target: &'t NetTarget,
     fault: net::NetFault,
     hooks: Vec<Hook>,
+    /// The XDP mode, when the fault acts at the XDP hook.
+    xdp: Option<XdpMode>,
     fq: bool,
 }
 
 impl<'t> NetLoaded<'t> {
-    /// Loads the program of each direction `fault` acts in (or the cgroup_skb program for a
-    /// cgroup target) and writes `tables` (a delay's distribution, a DNS fault's name); a delay
-    /// or a limit makes fq the root qdisc of each interface (undone when this is dropped).
+    /// Loads the program of each direction `fault` acts in at `at` (or the cgroup_skb program
+    /// for a cgroup target) and writes `tables` (a delay's distribution, a DNS fault's name); a
+    /// delay or a limit makes fq the root qdisc of each interface (undone when this is dropped).
     pub fn load(
         target: &'t NetTarget,
         mut fault: net::NetFault,
         tables: &NetTables,
+        at: NetHook,
     ) -> Result<Self, AttachError> {
         let mut loaded = Loaded::plain(object::NET)?;
-        let hooks: Vec<Hook> = match &target.cgroup {
-            Some(_) => vec![hook::CGROUP_SKB_INGRESS],
-            None => [hook::TC_INGRESS, hook::TC_EGRESS]
+        let xdp = match at {
+            NetHook::Xdp(mode) => Some(mode),
+            NetHook::Tc => None,
+        };
+        let hooks: Vec<Hook> = match (&target.cgroup, xdp) {
+            (Some(_), _) => vec![hook::CGROUP_SKB_INGRESS],
+            (None, Some(_)) => vec![hook::XDP_INGRESS],
+            (None, None) => [hook::TC_INGRESS, hook::TC_EGRESS]
                 .into_iter()
                 .filter(|hook| matches!(hook, Hook::Tc { direction, .. } if fault.directions & direction != 0))
                 .collect(),
@@ -73,6 +83,7 @@ impl<'t> NetLoaded<'t> {
             target,
             fault,
             hooks,
+            xdp,
             fq,
         })
     }
@@ -89,6 +100,7 @@ impl<'t> NetLoaded<'t> {
             target,
             fault,
             hooks,
+            xdp,
             fq,
         } = self;
         let fault = net::NetFault {
@@ -111,6 +123,7 @@ impl<'t> NetLoaded<'t> {
             cgroups: &cgroups,
             ifaces: &target.ifaces,
             netns: target.netns.as_ref(),
+            xdp,
             ..Sites::default()
         };
         for hook in hooks {
@@ -128,15 +141,19 @@ impl<'t> NetLoaded<'t> {
         Ok(NetAttachment {
             loaded,
             cgroup: target.cgroup.is_some(),
+            xdp: xdp.is_some(),
             fq,
         })
     }
 }
 
 impl NetAttachment {
-    /// The mechanism for the report: cgroup_skb, or the TC hook (tcx or clsact) and, when the
-    /// fault times departures, the fq qdisc.
+    /// The mechanism for the report: cgroup_skb, XDP and its mode, or the TC hook (tcx or
+    /// clsact) and, when the fault times departures, the fq qdisc.
     pub fn mechanism(&self) -> &'static str {
+        if self.xdp {
+            return self.loaded.xdp_mode();
+        }
         match (self.cgroup, self.loaded.tcx(), self.fq) {
             (true, _, _) => "cgroup_skb",
             (false, true, true) => "tcx+fq",

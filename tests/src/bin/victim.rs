@@ -134,7 +134,8 @@ type Call = Box<dyn FnMut() -> io::Result<()>>;
 fn make_call(op: &str, arg: &str) -> Call {
     let dir = Path::new(arg);
     let file = dir.join("file");
-    if !matches!(op, "connect") {
+    // The network ops take an address, not a directory.
+    if !matches!(op, "connect" | "stream") {
         std::fs::create_dir_all(dir).expect("victim directory");
         std::fs::write(&file, b"victim data").expect("victim file");
     }

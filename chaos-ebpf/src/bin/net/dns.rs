@@ -182,7 +182,7 @@ fn rewrite(ctx: &TcContext, packet: &Packet, fault: &NetFault, question_end: usi
     let checksum_at = packet.l4 + 6;
     // Decided before the lengths change: whether the checksum is still to be computed, and
     // whether there is one at all (UDP over IPv4 may go without).
-    let pending = checksum_pending(ctx, packet, checksum_at);
+    let pending = checksum_pending(&ctx.skb, packet, checksum_at);
     let unchecked = packet.ethertype != ETH_P_IPV6 && ctx.load::<u16>(checksum_at).ok()? == 0;
 
     let flags = u16::from_be(ctx.load::<u16>(dns + 2).ok()?);
