@@ -30,6 +30,15 @@ pub use container::{TestContainer, podman, podman_env};
 pub use mounts::TestMount;
 pub use netbed::{Peer, TestNet};
 
+/// A tool of the Python venv `cargo xtask setup` makes (kubernetes-validate, the Chaos
+/// Toolkit), found through CHAOS_PYTHON_BIN.
+pub fn python_tool(tool: &str) -> PathBuf {
+    let bin = std::env::var_os("CHAOS_PYTHON_BIN").map(PathBuf::from).expect(
+        "CHAOS_PYTHON_BIN is not set: run through `cargo xtask test`, whose setup makes the venv",
+    );
+    bin.join(tool)
+}
+
 /// `CLOCK_MONOTONIC` in nanoseconds, the clock the victims stamp their lines with.
 pub fn monotonic_ns() -> u64 {
     let mut now = libc::timespec {

@@ -18,6 +18,8 @@ pub struct TestNet {
     pub b: String,
     /// R in the addresses above: distinct per test process.
     subnet: u32,
+    /// [`TestNet::over_nics`]: the NICs' own names, put back when the bed goes.
+    nics: Option<[String; 2]>,
 }
 
 impl TestNet {
@@ -26,8 +28,8 @@ impl TestNet {
     }
 
     /// The same bed with two NICs of this machine, joined on their wire, as the faulted path:
-    /// they move into A and B as a0 and b0 (and back, under those names, when the namespaces
-    /// go), so a fault meets their own driver.
+    /// they move into A and B as a0 and b0 (and back, under their own names, when the bed
+    /// goes), so a fault meets their own driver.
     pub fn over_nics(tag: &str, nics: [&str; 2]) -> Self {
         Self::build(tag, Some(nics))
     }
@@ -38,6 +40,7 @@ impl TestNet {
             a: format!("chaos-{tag}-{pid}-a"),
             b: format!("chaos-{tag}-{pid}-b"),
             subnet: 20 + pid % 200,
+            nics: nics.map(|nics| nics.map(str::to_owned)),
         };
         let r = net.subnet;
         let mut steps: Vec<Vec<String>> = vec![
@@ -183,6 +186,21 @@ fn mac_of(ns: &str, dev: &str) -> String {
 
 impl Drop for TestNet {
     fn drop(&mut self) {
+        // Deleting a namespace would send a NIC back as a0 or b0, which the next bed's veth
+        // pair is named: each goes back under its own name first.
+        let here = std::process::id().to_string();
+        for (ns, dev, name) in self
+            .nics
+            .iter()
+            .flat_map(|[a, b]| [(&self.a, "a0", a), (&self.b, "b0", b)])
+        {
+            let _ = Command::new("ip")
+                .args(["-n", ns, "link", "set", "dev", dev, "netns", &here])
+                .status();
+            let _ = Command::new("ip")
+                .args(["link", "set", "dev", dev, "name", name])
+                .status();
+        }
         for ns in [&self.a, &self.b] {
             let _ = Command::new("ip").args(["netns", "del", ns]).status();
         }

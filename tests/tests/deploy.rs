@@ -9,7 +9,7 @@ use std::{
     time::Duration,
 };
 
-use chaos_tests::{chaos, chaos_command};
+use chaos_tests::{chaos, chaos_command, python_tool};
 use serde_json::Value;
 
 /// The Kubernetes versions the manifests must validate against.
@@ -31,16 +31,8 @@ fn manifests() -> Vec<PathBuf> {
     files
 }
 
-/// The venv `cargo xtask setup` makes, with kubernetes-validate and its PyYAML.
-fn python_bin(tool: &str) -> PathBuf {
-    let bin = std::env::var_os("CHAOS_PYTHON_BIN").map(PathBuf::from).expect(
-        "CHAOS_PYTHON_BIN is not set: run through `cargo xtask test`, whose setup installs kubernetes-validate",
-    );
-    bin.join(tool)
-}
-
 fn validate(files: &[PathBuf], version: &str) -> Output {
-    Command::new(python_bin("kubernetes-validate"))
+    Command::new(python_tool("kubernetes-validate"))
         .args(["--strict", "--kubernetes-version", version])
         .args(files)
         .output()
@@ -85,7 +77,7 @@ fn documents() -> Vec<Value> {
     manifests()
         .iter()
         .flat_map(|file| {
-            let output = Command::new(python_bin("python"))
+            let output = Command::new(python_tool("python"))
                 .args([
                     "-c",
                     "import json, sys, yaml; print(json.dumps([d for d in yaml.safe_load_all(open(sys.argv[1])) if d]))",

@@ -46,6 +46,8 @@ pub const NIGHTLY: &str = "nightly";
 /// Python tools from PyPI the tests run, pinned, in a venv of their own (python_tools).
 const PYPI_PACKAGES: &[&str] = &[
     "kubernetes-validate==1.37.0", // deploy/kubernetes against Kubernetes' own schemas
+    "chaostoolkit==1.19.0",        // integrations/chaostoolkit, driven by the real toolkit
+    "chaostoolkit-lib==1.44.0",
 ];
 /// The cargo-fuzz release `cargo xtask fuzz` installs.
 const CARGO_FUZZ_VERSION: &str = "0.13.2";

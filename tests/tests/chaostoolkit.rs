@@ -1,0 +1,294 @@
+//! The Chaos Toolkit extension (integrations/chaostoolkit) driven by the real toolkit (chaostoolkit
+//! 1.19, chaostoolkit-lib 1.44, from the venv `cargo xtask setup` makes), with the example
+//! experiment as shipped: a real HTTP server (Python's http.server) must answer before and
+//! after; the extension starts a detached `chaos fail --cgroup … --op connect` on a victim's
+//! cgroup, its probes see the run live and counting, its rollback stops it. A bystander outside
+//! the cgroup is never hit. Killing the toolkit mid-run leaves the fault to its in-kernel
+//! deadline, which ends it.
+
+use std::{
+    net::TcpStream,
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    thread,
+    time::{Duration, Instant},
+};
+
+use chaos_tests::*;
+use serde_json::Value;
+
+const VICTIM: &str = env!("CARGO_BIN_EXE_victim");
+const ECONNREFUSED: i32 = 111;
+
+fn integration_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../integrations/chaostoolkit")
+}
+
+/// A real HTTP service on loopback: Python's http.server on a free port, serving an empty
+/// directory; stopped on drop.
+struct HttpService {
+    child: Child,
+    url: String,
+}
+
+impl HttpService {
+    fn start(dir: &std::path::Path) -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let child = Command::new("/usr/bin/python3")
+            .args([
+                "-m",
+                "http.server",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+            ])
+            .current_dir(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start python3 -m http.server");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "http.server never listened");
+            thread::sleep(Duration::from_millis(50));
+        }
+        HttpService {
+            child,
+            url: format!("http://127.0.0.1:{port}/"),
+        }
+    }
+}
+
+impl Drop for HttpService {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts the toolkit's `chaos run` on the example experiment in `dir` (its journal there), the
+/// extension importable, the configuration in its environment.
+fn start_toolkit(dir: &std::path::Path, env: &[(&str, &str)]) -> Child {
+    let experiment = integration_dir().join("examples/connect-refused.json");
+    Command::new(python_tool("chaos"))
+        .args(["--no-log-file", "run", "--journal-path", "journal.json"])
+        .arg(&experiment)
+        .current_dir(dir)
+        .env("PYTHONPATH", integration_dir())
+        .env("CHAOS_BIN", chaos_bin())
+        .envs(env.iter().copied())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the Chaos Toolkit")
+}
+
+fn workdir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("chaos-ctk-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn detached_runs() -> Vec<Value> {
+    let output = chaos(&["list", "--json"]);
+    assert!(output.status.success());
+    serde_json::from_slice::<Value>(&output.stdout)
+        .expect("chaos list --json")
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// The run entry of the journal for the activity `name`.
+fn activity<'a>(journal: &'a Value, section: &str, name: &str) -> &'a Value {
+    journal[section]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|entry| entry["activity"]["name"] == name)
+        .unwrap_or_else(|| panic!("no {name} in the journal's {section}: {journal:#}"))
+}
+
+#[test]
+fn the_toolkit_starts_watches_and_rolls_back_a_fault() {
+    let dir = workdir("run");
+    let service = HttpService::start(&dir);
+    let bed = ConnectBed::new(VICTIM, "ctk-run");
+    let victim = bed.victim();
+    let bystander = Victim::connecting(VICTIM, None);
+    let cgroup = bed.cgroup.path.display().to_string();
+    let toolkit = start_toolkit(
+        &dir,
+        &[
+            ("TARGET_CGROUP", &cgroup),
+            ("SERVICE_URL", &service.url),
+            ("FAULT_FOR", "10m"),
+            ("HOLD_S", "3"),
+        ],
+    );
+    let output = toolkit.wait_with_output().expect("the toolkit");
+    let log = String::from_utf8_lossy(&output.stderr);
+    eprintln!("{log}");
+    assert!(output.status.success(), "chaos run (the toolkit) failed");
+    let ended = monotonic_ns();
+    let journal: Value =
+        serde_json::from_slice(&std::fs::read(dir.join("journal.json")).expect("journal.json"))
+            .expect("a JSON journal");
+    assert_eq!(journal["status"], "completed", "{journal:#}");
+    assert_eq!(journal["deviated"], false);
+    for phase in ["before", "after"] {
+        assert_eq!(
+            journal["steady_states"][phase]["steady_state_met"], true,
+            "{phase}: {journal:#}"
+        );
+    }
+    let started = activity(&journal, "run", "refuse-connections");
+    assert_eq!(started["status"], "succeeded", "{started:#}");
+    let run_id = started["output"]["id"].as_str().expect("the run's id");
+    assert_eq!(activity(&journal, "run", "fault-is-live")["output"], true);
+    let counters = &activity(&journal, "run", "fault-counters")["output"];
+    assert!(
+        counters["injected"].as_u64().unwrap_or(0) > 0,
+        "the probe saw no refused connect: {counters}"
+    );
+    let rollback = activity(&journal, "rollbacks", "stop-the-fault");
+    assert_eq!(rollback["output"][0]["id"], run_id);
+    assert_eq!(rollback["output"][0]["stopped"], true, "{rollback:#}");
+
+    // The fault was real while it ran, and gone after the rollback.
+    assert!(
+        victim
+            .calls()
+            .iter()
+            .any(|call| call.errno == Some(ECONNREFUSED)),
+        "the victim's connects never failed"
+    );
+    victim.wait_for_call_after(ended);
+    let after: Vec<_> = victim
+        .calls()
+        .into_iter()
+        .filter(|c| c.at_ns > ended)
+        .collect();
+    assert!(
+        after.iter().all(|call| call.errno.is_none()),
+        "connects still failed after the rollback: {after:?}"
+    );
+    assert_bystander_untouched(&bystander);
+    assert!(detached_runs().is_empty(), "a run was left behind");
+    assert_no_chaos_programs();
+}
+
+/// The toolkit SIGKILLed in the middle of the method runs no rollback and no control: the
+/// detached run goes on, and its in-kernel deadline ends it.
+#[test]
+fn a_killed_toolkit_leaves_the_fault_to_its_deadline() {
+    let dir = workdir("kill");
+    let service = HttpService::start(&dir);
+    let bed = ConnectBed::new(VICTIM, "ctk-kill");
+    let victim = bed.victim();
+    let cgroup = bed.cgroup.path.display().to_string();
+    let mut toolkit = start_toolkit(
+        &dir,
+        &[
+            ("TARGET_CGROUP", &cgroup),
+            ("SERVICE_URL", &service.url),
+            ("FAULT_FOR", "6s"),
+            ("HOLD_S", "120"),
+        ],
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let run = loop {
+        if let Some(run) = detached_runs().into_iter().next() {
+            break run;
+        }
+        assert!(Instant::now() < deadline, "the toolkit started no run");
+        thread::sleep(Duration::from_millis(100));
+    };
+    victim.wait_for_failure();
+    toolkit.kill().expect("SIGKILL the toolkit");
+    toolkit.wait().expect("wait for the toolkit");
+    let killed = monotonic_ns();
+    assert!(
+        detached_runs().iter().any(|r| r["id"] == run["id"]),
+        "the run ended with the toolkit"
+    );
+    // Ended by its deadline (6 s after it started), not by anything the toolkit did.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !detached_runs().is_empty() {
+        assert!(Instant::now() < deadline, "the run outlived its deadline");
+        thread::sleep(Duration::from_millis(200));
+    }
+    let gone = monotonic_ns();
+    victim.wait_for_call_after(gone);
+    let calls = victim.calls();
+    assert!(
+        calls
+            .iter()
+            .any(|c| c.at_ns > killed && c.errno == Some(ECONNREFUSED)),
+        "the fault did not outlive the toolkit"
+    );
+    assert!(
+        calls
+            .iter()
+            .filter(|c| c.at_ns > gone)
+            .all(|c| c.errno.is_none()),
+        "connects still failed after the deadline"
+    );
+    assert_no_chaos_programs();
+}
+
+/// SIGTERM or SIGINT to the toolkit mid-run (a CI job cancelled, Ctrl-C): the run ends
+/// "interrupted" and the fault is stopped at once, by the rollback (the example asks for the
+/// "always" strategy) and the extension's safeguard control, not left to its deadline.
+#[test]
+fn an_interrupted_toolkit_stops_the_fault_at_once() {
+    for signal in [libc::SIGTERM, libc::SIGINT] {
+        let dir = workdir(&format!("signal-{signal}"));
+        let service = HttpService::start(&dir);
+        let bed = ConnectBed::new(VICTIM, "ctk-signal");
+        let victim = bed.victim();
+        let cgroup = bed.cgroup.path.display().to_string();
+        let toolkit = start_toolkit(
+            &dir,
+            &[
+                ("TARGET_CGROUP", &cgroup),
+                ("SERVICE_URL", &service.url),
+                ("FAULT_FOR", "10m"),
+                ("HOLD_S", "120"),
+            ],
+        );
+        victim.wait_for_failure();
+        // SAFETY: kill(2) on our own child.
+        unsafe { libc::kill(toolkit.id() as i32, signal) };
+        let started = Instant::now();
+        let output = toolkit.wait_with_output().expect("the toolkit");
+        eprintln!("{}", String::from_utf8_lossy(&output.stderr));
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the toolkit took {:?} to end",
+            started.elapsed()
+        );
+        let journal: Value =
+            serde_json::from_slice(&std::fs::read(dir.join("journal.json")).expect("journal.json"))
+                .expect("a JSON journal");
+        assert_eq!(journal["status"], "interrupted", "signal {signal}");
+        assert!(
+            detached_runs().is_empty(),
+            "signal {signal}: the fault outlived the toolkit"
+        );
+        let stopped = monotonic_ns();
+        victim.wait_for_call_after(stopped);
+        assert!(
+            victim
+                .calls()
+                .iter()
+                .filter(|c| c.at_ns > stopped)
+                .all(|c| c.errno.is_none()),
+            "signal {signal}: connects still failed"
+        );
+        assert_no_chaos_programs();
+    }
+}
