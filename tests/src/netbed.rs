@@ -135,6 +135,21 @@ impl TestNet {
         receiver.line()
     }
 
+    /// Turns checksum and segmentation offload of `dev` in `ns` on or off: off, the sender's
+    /// stack cuts segments and computes each checksum itself, as packets from a wire carry them.
+    pub fn checksum_offload(&self, ns: &str, dev: &str, on: bool) {
+        let state = if on { "on" } else { "off" };
+        let status = Command::new("nsenter")
+            .arg(format!("--net={}", Self::netns_path(ns)))
+            .args([
+                "ethtool", "-K", dev, "tx", state, "tso", state, "gso", state,
+            ])
+            .stdout(Stdio::null())
+            .status()
+            .expect("run ethtool (cargo xtask setup installs it)");
+        assert!(status.success(), "ethtool -K {dev} tx failed");
+    }
+
     /// Starts `netpeer ARGS` inside namespace `ns` with piped stdout.
     pub fn spawn(&self, ns: &str, netpeer: &str, args: &[&str]) -> Peer {
         Peer::spawn(self.command(ns, netpeer, args))

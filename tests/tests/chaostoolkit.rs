@@ -92,6 +92,12 @@ fn workdir(name: &str) -> PathBuf {
     dir
 }
 
+/// The journal the toolkit wrote in `dir`.
+fn journal(dir: &std::path::Path) -> Value {
+    let text = std::fs::read(dir.join("journal.json")).expect("journal.json");
+    serde_json::from_slice(&text).expect("a JSON journal")
+}
+
 fn detached_runs() -> Vec<Value> {
     let output = chaos(&["list", "--json"]);
     assert!(output.status.success());
@@ -134,9 +140,7 @@ fn the_toolkit_starts_watches_and_rolls_back_a_fault() {
     eprintln!("{log}");
     assert!(output.status.success(), "chaos run (the toolkit) failed");
     let ended = monotonic_ns();
-    let journal: Value =
-        serde_json::from_slice(&std::fs::read(dir.join("journal.json")).expect("journal.json"))
-            .expect("a JSON journal");
+    let journal = journal(&dir);
     assert_eq!(journal["status"], "completed", "{journal:#}");
     assert_eq!(journal["deviated"], false);
     for phase in ["before", "after"] {
@@ -271,9 +275,7 @@ fn an_interrupted_toolkit_stops_the_fault_at_once() {
             "the toolkit took {:?} to end",
             started.elapsed()
         );
-        let journal: Value =
-            serde_json::from_slice(&std::fs::read(dir.join("journal.json")).expect("journal.json"))
-                .expect("a JSON journal");
+        let journal = journal(&dir);
         assert_eq!(journal["status"], "interrupted", "signal {signal}");
         assert!(
             detached_runs().is_empty(),

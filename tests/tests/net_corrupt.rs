@@ -65,21 +65,6 @@ fn checksum_errors(ns: &str, counter: &str) -> u64 {
         .unwrap_or_else(|| panic!("no {counter} from nstat"))
 }
 
-/// Turns checksum and segmentation offload of `dev` in `ns` on or off: off, the sender's stack
-/// cuts segments and computes each checksum itself, as packets from a wire carry them.
-fn checksum_offload(ns: &str, dev: &str, on: bool) {
-    let state = if on { "on" } else { "off" };
-    let status = Command::new("nsenter")
-        .arg(format!("--net={}", TestNet::netns_path(ns)))
-        .args([
-            "ethtool", "-K", dev, "tx", state, "tso", state, "gso", state,
-        ])
-        .stdout(std::process::Stdio::null())
-        .status()
-        .expect("run ethtool (cargo xtask setup installs it)");
-    assert!(status.success(), "ethtool -K {dev} tx failed");
-}
-
 /// Asserts `count` of DATAGRAMS is within 4 sigma of DATAGRAMS * `share` (each datagram picked
 /// with probability P).
 fn assert_share(count: u64, share: f64, what: &str) {
@@ -134,7 +119,7 @@ fn injected(report: &serde_json::Value) -> u64 {
 fn the_receivers_checksum_check_drops_corrupted_packets() {
     let net = TestNet::new("corrupt-caught");
     // The sender computes its checksums: the packets carry them as from a wire.
-    checksum_offload(&net.a, "a0", false);
+    net.checksum_offload(&net.a, "a0", false);
     let (v4, v6, report) = corrupt(&net, "egress", false);
     for (family, got) in [("IPv4", &v4), ("IPv6", &v6)] {
         let lost = DATAGRAMS - got.arrived;
@@ -179,7 +164,7 @@ fn silent_corruption_delivers_the_altered_payloads() {
         let net = TestNet::new(&format!("corrupt-silent-{direction}"));
         // Without offload the program fixes a finished checksum; with it, the checksum is still
         // to be computed and covers the flipped bit.
-        checksum_offload(&net.a, "a0", offload);
+        net.checksum_offload(&net.a, "a0", offload);
         let (v4, v6, report) = corrupt(&net, direction, true);
         for (family, got) in [("IPv4", &v4), ("IPv6", &v6)] {
             let what = format!("{direction} (offload {offload}) {family}");
@@ -225,7 +210,7 @@ fn tcp_retransmits_what_the_check_drops_and_silent_mode_reaches_the_application(
     let net = TestNet::new("corrupt-tcp");
     // Segments cut and checksummed by the sender (TCP hands TC egress 64 KB GSO packets, cut
     // after it): 1,400 of 1,448 bytes arrive at B, and a 2 % fault there picks some 28.
-    checksum_offload(&net.a, "a0", false);
+    net.checksum_offload(&net.a, "a0", false);
     let netns = TestNet::netns_path(&net.b);
     let transfer = |silent: bool, port: u16| {
         let mut args = vec![

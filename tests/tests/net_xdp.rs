@@ -108,21 +108,6 @@ fn generic_xdp_drops_follow_the_probability_on_the_faulted_path_only() {
     xdp_drop("generic");
 }
 
-/// Turns checksum and segmentation offload of `dev` in `ns` on or off: off, the sender computes
-/// each checksum itself, as packets from a wire carry them.
-fn checksum_offload(ns: &str, dev: &str, on: bool) {
-    let state = if on { "on" } else { "off" };
-    let status = Command::new("nsenter")
-        .arg(format!("--net={}", TestNet::netns_path(ns)))
-        .args([
-            "ethtool", "-K", dev, "tx", state, "tso", state, "gso", state,
-        ])
-        .stdout(std::process::Stdio::null())
-        .status()
-        .expect("run ethtool (cargo xtask setup installs it)");
-    assert!(status.success(), "ethtool -K {dev} tx failed");
-}
-
 /// Corruption at XDP, with the sender computing its checksums (as from a wire) or leaving them
 /// to offload (veth's default): by default what the fault picks is lost (the receiver's check
 /// catches a finished checksum, chaos drops one still to be computed) and no altered byte
@@ -135,7 +120,7 @@ fn xdp_corruption_is_lost_or_reaches_the_application_with_silent() {
             for silent in [false, true] {
                 let what = format!("{mode} offload {offload} silent {silent}");
                 let net = TestNet::new(&format!("xdp-corrupt-{mode}"));
-                checksum_offload(&net.a, "a0", offload);
+                net.checksum_offload(&net.a, "a0", offload);
                 let extra: &[&str] = if silent { &["--silent"] } else { &[] };
                 let chaos = start_at_b0(&net, "corrupt", mode, extra);
                 let (v4, v6, report) = over_both_families(&net, chaos, mode);
