@@ -48,6 +48,7 @@ const PYPI_PACKAGES: &[&str] = &[
     "kubernetes-validate==1.37.0", // deploy/kubernetes against Kubernetes' own schemas
     "chaostoolkit==1.19.0",        // integrations/chaostoolkit, driven by the real toolkit
     "chaostoolkit-lib==1.44.0",
+    "ansible-core==2.18.19", // integrations/ansible, run by ansible-playbook (Python >= 3.11)
 ];
 /// The cargo-fuzz release `cargo xtask fuzz` installs.
 const CARGO_FUZZ_VERSION: &str = "0.13.2";

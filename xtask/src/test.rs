@@ -20,10 +20,11 @@ const HOST_EXPECT: [&str; 8] = [
     features::TCX,
 ];
 
-/// Test binaries that run on the host only: the manifests' schema checks and the Chaos Toolkit
-/// extension, which ask nothing of the kernel that other tests do not ask on every kernel, and
-/// the real containerd's pods, whose faults the podman tests run on every kernel.
-const HOST_ONLY: [&str; 3] = ["deploy", "containerd", "chaostoolkit"];
+/// Test binaries that run on the host only: the manifests' schema checks, the Chaos Toolkit
+/// extension and the Ansible role, which ask nothing of the kernel that other tests do not ask
+/// on every kernel, and the real containerd's pods, whose faults the podman tests run on every
+/// kernel.
+const HOST_ONLY: [&str; 4] = ["deploy", "containerd", "chaostoolkit", "ansible"];
 
 /// Test binaries that run on the host and, of their tests, only those named here in one guest:
 /// the drills, which test servers under faults the other binaries test on every kernel; the
