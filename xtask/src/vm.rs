@@ -200,6 +200,8 @@ impl Kernel {
                     "errno_path",
                     "errno_when",
                     "experiments",
+                    "net_reset",
+                    "pause",
                     "run_lifetime",
                     "signal",
                     "targets",
