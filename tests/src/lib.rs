@@ -23,10 +23,14 @@ use serde_json::Value;
 
 mod container;
 pub mod containerd;
+mod engines;
 mod mounts;
 mod netbed;
 
 pub use container::{TestContainer, podman, podman_env};
+pub use engines::{
+    HttpService, assert_refused_then_recovered, detached_runs, free_port, scratch_dir,
+};
 pub use mounts::TestMount;
 pub use netbed::{Peer, TestNet};
 

@@ -6,71 +6,17 @@
 //! refused.
 
 use std::{
-    net::{TcpListener, TcpStream},
     path::PathBuf,
-    process::{Child, Command, Output, Stdio},
-    thread,
-    time::{Duration, Instant},
+    process::{Command, Output},
 };
 
 use chaos_tests::*;
 use serde_json::{Value, json};
 
 const VICTIM: &str = env!("CARGO_BIN_EXE_victim");
-const ECONNREFUSED: i32 = 111;
-
-/// A real HTTP service on loopback (Python's http.server), stopped on drop.
-struct HttpService {
-    child: Child,
-    url: String,
-}
-
-impl HttpService {
-    fn start(dir: &std::path::Path) -> Self {
-        let port = free_port();
-        let child = Command::new("/usr/bin/python3")
-            .args([
-                "-m",
-                "http.server",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-            ])
-            .current_dir(dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start python3 -m http.server");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "http.server never listened");
-            thread::sleep(Duration::from_millis(50));
-        }
-        HttpService {
-            child,
-            url: format!("http://127.0.0.1:{port}/"),
-        }
-    }
-}
-
-impl Drop for HttpService {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
-}
 
 fn workdir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("chaos-ansible-{name}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+    scratch_dir("ansible", name)
 }
 
 /// Runs the example playbook on localhost (local connection, no become: the tests run as root)
@@ -106,37 +52,6 @@ fn playbook_on(dir: &std::path::Path, inventory: &str, vars: Value) -> Output {
     output
 }
 
-fn detached_runs() -> Vec<Value> {
-    let output = chaos(&["list", "--json"]);
-    assert!(output.status.success());
-    serde_json::from_slice::<Value>(&output.stdout)
-        .expect("chaos list --json")
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
-}
-
-/// Asserts the victim was refused during the play and connects again after it.
-fn assert_refused_then_recovered(victim: &Victim, played: u64) {
-    assert!(
-        victim
-            .calls()
-            .iter()
-            .any(|call| call.errno == Some(ECONNREFUSED)),
-        "the victim's connects never failed"
-    );
-    victim.wait_for_call_after(played);
-    let after: Vec<_> = victim
-        .calls()
-        .into_iter()
-        .filter(|c| c.at_ns > played)
-        .collect();
-    assert!(
-        after.iter().all(|call| call.errno.is_none()),
-        "connects still failed after the play: {after:?}"
-    );
-}
-
 #[test]
 fn the_playbook_starts_holds_and_stops_a_fault() {
     let dir = workdir("play");
@@ -164,15 +79,23 @@ fn the_playbook_starts_holds_and_stops_a_fault() {
     assert_no_chaos_programs();
 }
 
-/// A task of the block fails (the service does not answer): the play fails, and its `always:`
-/// still stops the fault at once, long before its deadline.
-#[test]
-fn a_failed_play_still_stops_its_fault() {
-    let dir = workdir("failed");
-    let bed = ConnectBed::new(VICTIM, "ansible-failed");
+/// Runs the playbook on `inventory` against a service that does not answer: the play fails,
+/// and its `always:` still stops the fault at once, long before its deadline. Returns the log.
+fn play_with_the_service_down(name: &str, inventory: Option<&str>) -> String {
+    let dir = workdir(name);
+    let bed = ConnectBed::new(VICTIM, &format!("ansible-{name}"));
     let victim = bed.victim();
-    let output = playbook(
+    let inventory = match inventory {
+        Some(hosts) => {
+            let file = dir.join("inventory.ini");
+            std::fs::write(&file, hosts).unwrap();
+            file.display().to_string()
+        }
+        None => "localhost,".to_owned(),
+    };
+    let output = playbook_on(
         &dir,
+        &inventory,
         json!({
             "target_cgroup": bed.cgroup.path,
             "service_url": format!("http://127.0.0.1:{}/", free_port()),
@@ -182,11 +105,18 @@ fn a_failed_play_still_stops_its_fault() {
     );
     let played = monotonic_ns();
     assert!(!output.status.success(), "the play should fail");
-    let log = String::from_utf8_lossy(&output.stdout);
-    assert!(log.contains("Stop the fault"), "{log}");
     assert!(detached_runs().is_empty(), "the failed play left its fault");
     assert_refused_then_recovered(&victim, played);
     assert_no_chaos_programs();
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// A task of the block fails (the service does not answer): the play fails, and its `always:`
+/// still stops the fault at once.
+#[test]
+fn a_failed_play_still_stops_its_fault() {
+    let log = play_with_the_service_down("failed", None);
+    assert!(log.contains("Stop the fault"), "{log}");
 }
 
 /// The blast radius: four nodes (aliases of this machine), a quarter at a time, no failure
@@ -194,24 +124,7 @@ fn a_failed_play_still_stops_its_fault() {
 /// the other three never get one.
 #[test]
 fn a_failing_node_ends_the_rollout_before_the_next_batch() {
-    let dir = workdir("serial");
-    let inventory = dir.join("inventory.ini");
-    std::fs::write(&inventory, "node1\nnode2\nnode3\nnode4\n").unwrap();
-    let bed = ConnectBed::new(VICTIM, "ansible-serial");
-    let victim = bed.victim();
-    let output = playbook_on(
-        &dir,
-        inventory.to_str().unwrap(),
-        json!({
-            "target_cgroup": bed.cgroup.path,
-            "service_url": format!("http://127.0.0.1:{}/", free_port()),
-            "fault_for": "10m",
-            "hold_s": 1,
-        }),
-    );
-    let played = monotonic_ns();
-    assert!(!output.status.success(), "the play should fail");
-    let log = String::from_utf8_lossy(&output.stdout);
+    let log = play_with_the_service_down("serial", Some("node1\nnode2\nnode3\nnode4\n"));
     let started = |node: &str| {
         log.lines()
             .skip_while(|line| !line.contains("Start the fault as a detached run"))
@@ -225,10 +138,4 @@ fn a_failing_node_ends_the_rollout_before_the_next_batch() {
             "{node} was touched: {log}"
         );
     }
-    assert!(
-        detached_runs().is_empty(),
-        "the failed node's fault was left"
-    );
-    assert_refused_then_recovered(&victim, played);
-    assert_no_chaos_programs();
 }

@@ -7,7 +7,6 @@
 //! deadline, which ends it.
 
 use std::{
-    net::TcpStream,
     path::PathBuf,
     process::{Child, Command, Stdio},
     thread,
@@ -22,51 +21,6 @@ const ECONNREFUSED: i32 = 111;
 
 fn integration_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../integrations/chaostoolkit")
-}
-
-/// A real HTTP service on loopback: Python's http.server on a free port, serving an empty
-/// directory; stopped on drop.
-struct HttpService {
-    child: Child,
-    url: String,
-}
-
-impl HttpService {
-    fn start(dir: &std::path::Path) -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
-        let child = Command::new("/usr/bin/python3")
-            .args([
-                "-m",
-                "http.server",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-            ])
-            .current_dir(dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start python3 -m http.server");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "http.server never listened");
-            thread::sleep(Duration::from_millis(50));
-        }
-        HttpService {
-            child,
-            url: format!("http://127.0.0.1:{port}/"),
-        }
-    }
-}
-
-impl Drop for HttpService {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// Starts the toolkit's `chaos run` on the example experiment in `dir` (its journal there), the
@@ -87,25 +41,13 @@ fn start_toolkit(dir: &std::path::Path, env: &[(&str, &str)]) -> Child {
 }
 
 fn workdir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("chaos-ctk-{name}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+    scratch_dir("ctk", name)
 }
 
 /// The journal the toolkit wrote in `dir`.
 fn journal(dir: &std::path::Path) -> Value {
     let text = std::fs::read(dir.join("journal.json")).expect("journal.json");
     serde_json::from_slice(&text).expect("a JSON journal")
-}
-
-fn detached_runs() -> Vec<Value> {
-    let output = chaos(&["list", "--json"]);
-    assert!(output.status.success());
-    serde_json::from_slice::<Value>(&output.stdout)
-        .expect("chaos list --json")
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
 }
 
 /// The run entry of the journal for the activity `name`.
@@ -163,23 +105,7 @@ fn the_toolkit_starts_watches_and_rolls_back_a_fault() {
     assert_eq!(rollback["output"][0]["stopped"], true, "{rollback:#}");
 
     // The fault was real while it ran, and gone after the rollback.
-    assert!(
-        victim
-            .calls()
-            .iter()
-            .any(|call| call.errno == Some(ECONNREFUSED)),
-        "the victim's connects never failed"
-    );
-    victim.wait_for_call_after(ended);
-    let after: Vec<_> = victim
-        .calls()
-        .into_iter()
-        .filter(|c| c.at_ns > ended)
-        .collect();
-    assert!(
-        after.iter().all(|call| call.errno.is_none()),
-        "connects still failed after the rollback: {after:?}"
-    );
+    assert_refused_then_recovered(&victim, ended);
     assert_bystander_untouched(&bystander);
     assert!(detached_runs().is_empty(), "a run was left behind");
     assert_no_chaos_programs();
