@@ -28,7 +28,7 @@ pub mod fmod_ret;
 pub mod pid_bits;
 pub mod qdisc;
 
-use crate::{fault::net::XdpMode, netlink, sys::Netns};
+use crate::{netlink, sys::Netns};
 
 #[derive(Debug, Error)]
 pub enum AttachError {
@@ -134,6 +134,15 @@ pub const TC_ATTACH_ENV: &str = "CHAOS_TC_ATTACH";
 pub fn tcx_links() -> bool {
     std::env::var_os(TC_ATTACH_ENV).is_none_or(|mode| mode != "clsact")
         && KernelVersion::current().is_ok_and(|v| v >= KernelVersion::new(6, 6, 0))
+}
+
+/// How an XDP program attaches.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum XdpMode {
+    /// Native where the driver has it, generic otherwise.
+    Auto,
+    Native,
+    Generic,
 }
 
 /// Where the hooks that attach per place attach, for one run.

@@ -5,6 +5,7 @@ use std::time::Duration;
 use chaos_common::net;
 
 use super::{Cidr, ParseError, probability_threshold};
+pub use crate::attach::XdpMode;
 
 /// Which way the packets a fault acts on travel, seen from the target interface.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -53,15 +54,6 @@ pub enum NetHook {
     /// An XDP program: arriving packets only, drop and corrupt, before the stack builds an skb
     /// (native) or right after (generic).
     Xdp(XdpMode),
-}
-
-/// How an XDP program attaches.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum XdpMode {
-    /// Native where the driver has it, generic otherwise.
-    Auto,
-    Native,
-    Generic,
 }
 
 impl NetHook {

@@ -261,7 +261,6 @@ impl CallsAttachment {
     }
 }
 
-/// Makes `pid` a target: its entry, then its bit (the bit says to look for the entry).
 /// Whether `pid` is a target already: the fork program marked it.
 fn is_target(loaded: &mut Loaded, pid: u32) -> bool {
     loaded
@@ -269,6 +268,7 @@ fn is_target(loaded: &mut Loaded, pid: u32) -> bool {
         .is_ok_and(|pids| pids.get(&pid, 0).is_ok())
 }
 
+/// Makes `pid` a target: its entry, then its bit (the bit says to look for the entry).
 fn add_target(
     loaded: &mut Loaded,
     pid_bits: &PidBits,
