@@ -26,10 +26,11 @@ netns_down() {
     ip netns del "$1" 2>/dev/null || true
 }
 
-# stop_pidfile FILE: ends the process FILE names, if it still runs (the caller waits for its
-# children: a server left unwaited stays a zombie where PID 1 does not reap).
+# stop_pidfile FILE [SIGNAL]: ends the process FILE names, if it still runs, with SIGNAL (TERM
+# unless given). The caller waits for its children: a server left unwaited stays a zombie where
+# PID 1 does not reap.
 stop_pidfile() {
     if [ -s "$1" ]; then
-        kill "$(cat "$1")" 2>/dev/null || true
+        kill -"${2:-TERM}" "$(cat "$1")" 2>/dev/null || true
     fi
 }

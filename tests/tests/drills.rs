@@ -44,7 +44,7 @@ fn assert_left_nothing() {
     let netns = String::from_utf8_lossy(&netns.stdout);
     assert!(!netns.contains("drill-"), "namespace left: {netns}");
     let nginx = Command::new("pgrep")
-        .args(["-f", "chaos-drill-"])
+        .args(["-af", "chaos-drill-"])
         .output()
         .unwrap();
     assert!(
