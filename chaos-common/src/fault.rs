@@ -94,6 +94,37 @@ impl PathOffsets {
     };
 }
 
+/// Which bios a disk fault matches, and where the block layer's fields lie in this kernel's
+/// structs (from its BTF, in bytes). `dev` 0: no disk fault.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DiskFilter {
+    /// The device as the kernel numbers it (`MAJOR << 20 | MINOR`).
+    pub dev: u32,
+    /// Non-zero: `dev` is a whole disk, and bios to its partitions match too (their sectors
+    /// counted from the start of the disk).
+    pub whole: u32,
+    /// Only bios whose data overlaps sectors `[sector_first, sector_end)` of the device named;
+    /// `sector_end` 0: any (and bios without data, flushes, match only without a range).
+    pub sector_first: u64,
+    pub sector_end: u64,
+    /// The `REQ_PREFLUSH` bit of `bio->bi_opf`.
+    pub req_preflush: u32,
+    /// `bio->bi_bdev`, `bio->bi_opf`, `bio->bi_iter.bi_sector`, `bio->bi_iter.bi_size`
+    pub bio_bdev: u32,
+    pub bio_opf: u32,
+    pub bio_sector: u32,
+    pub bio_size: u32,
+    /// `block_device->bd_dev`, `block_device->bd_start_sect`, `block_device->bd_disk`
+    pub bdev_dev: u32,
+    pub bdev_start_sect: u32,
+    pub bdev_disk: u32,
+    /// `gendisk->part0` (the whole disk's `block_device`)
+    pub disk_part0: u32,
+    pub _pad: u32,
+}
+const _: () = assert!(core::mem::size_of::<DiskFilter>() == 64);
+
 /// [`CallFault::probability`] for "always": above every 32-bit draw.
 pub const PROBABILITY_ONE: u64 = 1 << 32;
 
@@ -146,6 +177,9 @@ unsafe impl aya::Pod for FaultState {}
 #[cfg(feature = "user")]
 // SAFETY: #[repr(C)] integers only, no padding (size checked above).
 unsafe impl aya::Pod for PathOffsets {}
+#[cfg(feature = "user")]
+// SAFETY: #[repr(C)] integers only, explicit padding (size checked above).
+unsafe impl aya::Pod for DiskFilter {}
 #[cfg(feature = "user")]
 // SAFETY: #[repr(C)] integers and arrays of them, explicit padding (size checked above).
 unsafe impl aya::Pod for CallFault {}

@@ -37,8 +37,14 @@ pub const OP_SOCKET: u32 = 24;
 pub const OP_SIGNAL: u32 = 25;
 /// Not an `--op` either: one syscall failed at its entry (`chaos fail --syscall`).
 pub const OP_SYSCALL: u32 = 26;
+/// Not `--op`s of `chaos fail`: bios to a block device that complete with EIO (`chaos disk
+/// error --op`), by what they do.
+pub const OP_DISK_READ: u32 = 27;
+pub const OP_DISK_WRITE: u32 = 28;
+pub const OP_DISK_FLUSH: u32 = 29;
+pub const OP_DISK_DISCARD: u32 = 30;
 /// Number of operation numbers; sizes the counter map.
-pub const OP_COUNT: u32 = 27;
+pub const OP_COUNT: u32 = 31;
 
 /// Filters a mechanism can honour, as bits of [`Rung::filters`].
 pub const FILTER_PATH: u32 = 1;

@@ -116,6 +116,18 @@ pub fn acting_fault(
     call: impl FnOnce() -> Call,
 ) -> Option<&'static CallFault> {
     let (slot, target) = current_target(attached)?;
+    act(slot, target, op, call)
+}
+
+/// The fault in `slot` if it acts on this call of `op` by target `target` (index of its
+/// counters): the deadline, the filters, the counters and the rules.
+#[inline(always)]
+pub fn act(
+    slot: u32,
+    target: u32,
+    op: u32,
+    call: impl FnOnce() -> Call,
+) -> Option<&'static CallFault> {
     let fault = FAULTS.get(slot)?;
     // SAFETY: a helper call without arguments.
     if !fault.covers(op) || unsafe { bpf_ktime_get_ns() } >= fault.deadline_ns {
@@ -139,6 +151,12 @@ pub fn acting_fault(
     by_op.injected += 1;
     by_target.injected += 1;
     Some(fault)
+}
+
+/// The fault in `slot`, if one is set.
+#[inline(always)]
+pub fn fault_in(slot: u32) -> Option<&'static CallFault> {
+    FAULTS.get(slot)
 }
 
 /// The fault slot and target index of the current process if it is a target: one array lookup,

@@ -6,6 +6,7 @@
 #![allow(internal_features)]
 #![cfg_attr(not(chaos_legacy), feature(core_intrinsics))]
 
+pub mod disk;
 pub mod errno;
 pub mod path;
 

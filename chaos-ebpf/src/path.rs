@@ -9,12 +9,18 @@ static PATH_OFFSETS: Global<PathOffsets> = Global::new(PathOffsets::ZERO);
 
 /// The pointer at `base + offset`; 0 when `base` is 0 or the read fails.
 #[inline(always)]
-fn pointer_at(base: u64, offset: u32) -> u64 {
+pub fn pointer_at(base: u64, offset: u32) -> u64 {
+    read_at(base, offset).unwrap_or(0)
+}
+
+/// The `T` at `base + offset` in kernel memory; `None` when `base` is 0 or the read fails.
+#[inline(always)]
+pub fn read_at<T>(base: u64, offset: u32) -> Option<T> {
     if base == 0 {
-        return 0;
+        return None;
     }
     // SAFETY: bpf_probe_read_kernel checks the address.
-    unsafe { bpf_probe_read_kernel((base + u64::from(offset)) as *const u64) }.unwrap_or(0)
+    unsafe { bpf_probe_read_kernel((base + u64::from(offset)) as *const T) }.ok()
 }
 
 /// The dentry of a `struct file *`; 0 for an overlayfs backing file that carries the overlay's

@@ -23,6 +23,8 @@ pub enum BtfError {
     NoField { strukt: String, field: String },
     #[error("the kernel has no function {0} (its BTF lists none)")]
     NoFunction(String),
+    #[error("the kernel has no enumerator {0} (its BTF lists none)")]
+    NoEnumerator(String),
 }
 
 /// The kernel's BTF as aya parses it, for loading LSM and fmod_ret programs: parsed once per
@@ -38,6 +40,7 @@ pub fn aya_kernel() -> Result<&'static aya::Btf, &'static str> {
 const MAGIC: u16 = 0xeb9f;
 const KIND_STRUCT: u32 = 4;
 const KIND_UNION: u32 = 5;
+const KIND_ENUM: u32 = 6;
 /// Kinds that only qualify or rename another type.
 const KIND_TYPEDEF: u32 = 8;
 const KIND_VOLATILE: u32 = 9;
@@ -146,7 +149,18 @@ impl Btf {
                     }
                     8 * vlen
                 }
-                6 => 8 * vlen,             // ENUM
+                KIND_ENUM => {
+                    // Each value as a member: its name, and its value in `type_id`.
+                    for i in 0..vlen {
+                        let e = at + 8 * i;
+                        members.push(Member {
+                            name: u32_at(e)?,
+                            type_id: u32_at(e + 4)?,
+                            bit_offset: 0,
+                        });
+                    }
+                    8 * vlen
+                }
                 15 | 19 => 12 * vlen,      // DATASEC, ENUM64
                 2 | 7..=12 | 16 | 18 => 0, // PTR, FWD, TYPEDEF, modifiers, FUNC, FLOAT, TYPE_TAG
                 _ => return Err(BtfError::Malformed("unknown type kind")),
@@ -222,6 +236,17 @@ impl Btf {
             .collect())
     }
 
+    /// The value of the enumerator `name` (`__REQ_PREFLUSH`), in whichever enum declares it.
+    pub fn enum_value(&self, name: &str) -> Result<u32, BtfError> {
+        self.types
+            .iter()
+            .filter(|t| t.kind == KIND_ENUM)
+            .flat_map(|t| &t.members)
+            .find(|m| self.name(m.name) == name.as_bytes())
+            .map(|m| m.type_id)
+            .ok_or_else(|| BtfError::NoEnumerator(name.to_owned()))
+    }
+
     /// Whether the kernel has function `function`.
     pub fn has_function(&self, function: &str) -> bool {
         self.struct_params(function).is_ok()
@@ -274,6 +299,9 @@ mod tests {
         let f_path = btf.offset_of("file", "f_path").unwrap();
         assert_eq!(btf.offset_of("file", "f_path.dentry").unwrap(), f_path + 8);
         assert!(btf.offset_of("dentry", "d_parent").unwrap() > 0);
+        // __REQ_PREFLUSH follows the eight bits of the operation and a dozen flags.
+        assert!(btf.enum_value("__REQ_PREFLUSH").unwrap() > 8);
+        assert!(btf.enum_value("no_such_enumerator").is_err());
         assert!(matches!(
             btf.offset_of("dentry", "no_such_field"),
             Err(BtfError::NoField { .. })

@@ -4,7 +4,7 @@
 use std::{fs, io, path::Path, process::Command};
 
 use chaos_common::{
-    fault::PathOffsets,
+    fault::{DiskFilter, PathOffsets},
     features as feature,
     hook::{self, Hook},
     names,
@@ -847,6 +847,24 @@ pub fn path_offsets() -> Result<PathOffsets, crate::btf::BtfError> {
         inode_ino: btf.offset_of("inode", "i_ino")?,
         inode_sb: btf.offset_of("inode", "i_sb")?,
         sb_dev: btf.offset_of("super_block", "s_dev")?,
+    })
+}
+
+/// `filter` with where the block layer's fields lie in the running kernel's structs, for
+/// `chaos disk error` (bios name their `block_device` from 5.12 on).
+pub fn disk_offsets(filter: DiskFilter) -> Result<DiskFilter, crate::btf::BtfError> {
+    let btf = crate::btf::Btf::kernel()?;
+    Ok(DiskFilter {
+        req_preflush: 1 << btf.enum_value("__REQ_PREFLUSH")?,
+        bio_bdev: btf.offset_of("bio", "bi_bdev")?,
+        bio_opf: btf.offset_of("bio", "bi_opf")?,
+        bio_sector: btf.offset_of("bio", "bi_iter.bi_sector")?,
+        bio_size: btf.offset_of("bio", "bi_iter.bi_size")?,
+        bdev_dev: btf.offset_of("block_device", "bd_dev")?,
+        bdev_start_sect: btf.offset_of("block_device", "bd_start_sect")?,
+        bdev_disk: btf.offset_of("block_device", "bd_disk")?,
+        disk_part0: btf.offset_of("gendisk", "part0")?,
+        ..filter
     })
 }
 

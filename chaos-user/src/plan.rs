@@ -26,6 +26,8 @@ pub enum PlanError {
     SyscallTracepoint { event: String, reason: String },
     #[error("--syscall {syscall} cannot be failed on this kernel: {reason}")]
     SyscallOverride { syscall: String, reason: String },
+    #[error("bios cannot be failed on this kernel: {reason}")]
+    DiskError { reason: String },
     #[error(
         "--after, --every and --count number the calls across CPUs with BPF atomics, which this kernel lacks; to enable: kernel >= 5.12 (--probability works without them)"
     )]
@@ -243,6 +245,23 @@ pub fn check_syscall_override(syscall: &str) -> Result<(), PlanError> {
     if !kernel::error_injectable(&function) {
         return Err(refuse(format!(
             "{function} is not in /sys/kernel/debug/error_injection/list: unknown syscall, or one the kernel does not allow to fail"
+        )));
+    }
+    Ok(())
+}
+
+/// Checks that bios can be failed here: kprobe override, and `should_fail_bio` in the kernel's
+/// error-injection list.
+pub fn check_bio_override() -> Result<(), PlanError> {
+    let function = "should_fail_bio";
+    let refuse = |reason: String| PlanError::DiskError { reason };
+    let finding = kernel::kprobe_override();
+    if !finding.supported {
+        return Err(refuse(finding.explain()));
+    }
+    if !kernel::error_injectable(function) {
+        return Err(refuse(format!(
+            "{function} is not in /sys/kernel/debug/error_injection/list; to enable: CONFIG_FUNCTION_ERROR_INJECTION=y"
         )));
     }
     Ok(())

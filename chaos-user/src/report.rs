@@ -129,6 +129,9 @@ pub struct TargetReport {
     pub iface: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub netns: Option<String>,
+    /// A block device (disk faults): as named, with its number.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub device: Option<String>,
     /// Calls of this target (and, for a tree, its descendants) that a fault covered, over every
     /// operation.
     pub matched: u64,
@@ -152,6 +155,7 @@ pub fn target_reports(
             cgroup: Some(p.cgroup.display().to_string()),
             iface: None,
             netns: None,
+            device: None,
             matched,
             injected,
         }
@@ -166,11 +170,27 @@ pub fn target_reports(
             cgroup: Some(c.path.display().to_string()),
             iface: None,
             netns: None,
+            device: None,
             matched,
             injected,
         }
     });
-    processes.chain(cgroup).collect()
+    let device = targets.device.iter().map(|device| {
+        let (matched, injected) = counters(0);
+        TargetReport {
+            pid: None,
+            tree: false,
+            container: None,
+            pod: None,
+            cgroup: None,
+            iface: None,
+            netns: None,
+            device: Some(device.to_string()),
+            matched,
+            injected,
+        }
+    });
+    processes.chain(cgroup).chain(device).collect()
 }
 
 impl TargetReport {
@@ -183,9 +203,10 @@ impl TargetReport {
             (None, None) if self.pod.is_some() => {
                 format!("pod {}", self.pod.as_deref().unwrap_or_default())
             }
-            (None, None) => match (&self.iface, &self.netns) {
-                (Some(iface), Some(netns)) => format!("{iface} in {netns}"),
-                (Some(iface), None) => iface.clone(),
+            (None, None) => match (&self.iface, &self.netns, &self.device) {
+                (Some(iface), Some(netns), _) => format!("{iface} in {netns}"),
+                (Some(iface), None, _) => iface.clone(),
+                (None, _, Some(device)) => device.clone(),
                 _ => self.cgroup.clone().unwrap_or_default(),
             },
         }
@@ -409,6 +430,7 @@ mod tests {
                 cgroup: Some("/sys/fs/cgroup".into()),
                 iface: None,
                 netns: None,
+                device: None,
             }],
             1500,
             &[],

@@ -27,7 +27,8 @@ use chaos_common::{
     target::TARGET_TREE,
 };
 use chaos_ebpf::{
-    errno::{Attached, Call, acting_fault, add_target, remove_target, target_of},
+    disk::bio_ops,
+    errno::{Attached, Call, act, acting_fault, add_target, fault_in, remove_target, target_of},
     path::{dentry_of_bprm, dentry_of_file, dentry_of_path},
 };
 
@@ -35,6 +36,9 @@ use chaos_ebpf::{
 /// EPERM without).
 const CGROUP_ALLOW: i32 = 1;
 const CGROUP_DENY: i32 = 0;
+
+/// The errno a failed bio completes with (as BLK_STS_IOERR).
+const EIO: i64 = 5;
 
 /// The largest errno a kernel call can return.
 const MAX_ERRNO: i64 = 4095;
@@ -375,6 +379,36 @@ pub fn kprobe_syscall_override(ctx: ProbeContext) -> u32 {
     if let Some(fault) = acting_fault(OP_SYSCALL, Attached::Kernel, || Call::UNKNOWN) {
         // SAFETY: the probe's own registers; the return value is a negative errno.
         unsafe { bpf_override_return(ctx.regs, (-i64::from(fault.errno)) as u64) };
+    }
+    0
+}
+
+/// `chaos disk error`: a bio to the fault's device completes with EIO. On the block layer's
+/// `should_fail_bio(bio)` (CONFIG_BPF_KPROBE_OVERRIDE, CONFIG_FUNCTION_ERROR_INJECTION), which
+/// turns any error into BLK_STS_IOERR. Runs for the bios of every device while the fault lasts:
+/// a few kernel reads, and for the device's own the counters and rules of slot 0.
+#[kprobe]
+pub fn kprobe_bio_error(ctx: ProbeContext) -> u32 {
+    let Some(bio) = ctx.arg::<u64>(0) else {
+        return 0;
+    };
+    let ops = bio_ops(bio);
+    if ops == 0 {
+        return 0;
+    }
+    // The op the fault covers, as the counters count it: a write that is also a flush counts
+    // as a write when the fault covers writes.
+    let Some(fault) = fault_in(0) else {
+        return 0;
+    };
+    let covered = ops & fault.ops;
+    if covered == 0 {
+        return 0;
+    }
+    let op = covered.trailing_zeros();
+    if act(0, 0, op, || Call::UNKNOWN).is_some() {
+        // SAFETY: the probe's own registers; any error becomes BLK_STS_IOERR.
+        unsafe { bpf_override_return(ctx.regs, (-EIO) as u64) };
     }
     0
 }

@@ -236,7 +236,9 @@ impl Loaded {
             Hook::Tracepoint { .. } | Hook::SyscallEntry { .. } => {
                 program::<TracePoint>(ebpf, name)?.load()
             }
-            Hook::SyscallOverride { .. } => program::<KProbe>(ebpf, name)?.load(),
+            Hook::SyscallOverride { .. } | Hook::FunctionOverride { .. } => {
+                program::<KProbe>(ebpf, name)?.load()
+            }
             Hook::Tc { .. } => program::<SchedClassifier>(ebpf, name)?.load(),
             Hook::Xdp { .. } => program::<Xdp>(ebpf, name)?.load(),
             Hook::FmodRet { .. } => unreachable!("loaded above"),
@@ -330,6 +332,7 @@ impl Loaded {
                 let function = syscall_entry_function(syscall()?);
                 link!(KProbe, 0, |p| p.attach(&function, 0));
             }
+            Hook::FunctionOverride { function, .. } => link!(KProbe, 0, |p| p.attach(function, 0)),
             Hook::Tc { direction, .. } => self.attach_tc(name, direction, sites, pin)?,
             Hook::FmodRet { function, .. } => {
                 let fmod_ret = self

@@ -112,6 +112,7 @@ pub fn execute(args: DemoArgs) -> Result<u8, Error> {
         cgroup: None,
         container: None,
         pod: None,
+        device: None,
     };
     let report = run::calls_run(
         &targets,

@@ -2,6 +2,7 @@
 
 pub mod demo;
 pub mod detached;
+pub mod disk;
 pub mod error;
 pub mod experiment;
 pub mod fail;
@@ -234,6 +235,7 @@ pub enum Command {
     Signal(signal::SignalArgs),
     Net(net::NetArgs),
     Pause(pause::PauseArgs),
+    Disk(disk::DiskArgs),
     Run(run_file::RunFileArgs),
     List(detached::ListArgs),
     Stop(detached::StopArgs),
@@ -276,6 +278,7 @@ pub fn execute(cli: Cli) -> Result<u8, Error> {
         Command::Signal(args) => signal::execute(args),
         Command::Net(args) => net::execute(args),
         Command::Pause(args) => pause::execute(args),
+        Command::Disk(args) => disk::execute(args),
         Command::PauseGuard(args) => pause::guard(args),
         Command::Run(args) => run_file::execute(args),
         Command::List(args) => detached::list(args),
@@ -306,8 +309,8 @@ impl Command {
             Command::Fail(args) => Some(args.fault().map(drop)),
             Command::Signal(_) => Some(Ok(())),
             Command::Net(args) => Some(args.action.check()),
-            // Its options are all checked by clap.
-            Command::Pause(_) => Some(Ok(())),
+            // Their options are all checked by clap.
+            Command::Pause(_) | Command::Disk(_) => Some(Ok(())),
             Command::Run(_)
             | Command::List(_)
             | Command::Stop(_)

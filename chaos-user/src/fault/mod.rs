@@ -8,6 +8,7 @@ use std::{fmt, net::IpAddr, time::Duration};
 use chaos_common::fault::{CallFault, PROBABILITY_ONE};
 use thiserror::Error;
 
+pub mod disk;
 pub mod errno;
 pub mod net;
 pub mod ops;
@@ -70,6 +71,16 @@ pub enum ParseError {
         "--{filter} cannot be combined with --family unix: UNIX sockets have no ports or IP addresses"
     )]
     NotForUnix { filter: &'static str },
+    #[error(
+        "invalid device '{0}': {1}; expected a block device such as /dev/sdb or /dev/loop0, or MAJOR:MINOR such as 7:0 (see lsblk)"
+    )]
+    InvalidDevice(String, String),
+    #[error("unknown disk operation '{0}': expected read, write, flush or discard")]
+    UnknownDiskOp(String),
+    #[error(
+        "invalid sectors '{0}': expected FIRST-LAST (512-byte sectors from the start of the device, FIRST <= LAST) or one sector"
+    )]
+    InvalidSectors(String),
     #[error("'{0}' injects no fault")]
     NotAFault(String),
     #[error("--backend {backend} cannot fail --op {op}: it has {has}")]

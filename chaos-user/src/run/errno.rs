@@ -6,7 +6,7 @@ use std::{collections::HashSet, fs::File, os::fd::AsFd, path::Path};
 use aya::{EbpfLoader, maps::CgroupArray};
 use chaos_common::{
     counters::{Counters, counter_index},
-    fault::{CallFault, PathOffsets},
+    fault::{CallFault, DiskFilter, PathOffsets},
     hook::{self, Hook},
     names,
     target::{TARGET_TREE, Target},
@@ -26,6 +26,10 @@ use crate::{
 pub enum CallsError {
     #[error("--path needs the kernel's struct layouts from its BTF")]
     PathOffsets(#[source] crate::btf::BtfError),
+    #[error(
+        "a disk fault needs the block layer's struct layouts from the kernel's BTF (kernel 5.12 or later)"
+    )]
+    DiskOffsets(#[source] crate::btf::BtfError),
     #[error("--pid-tree needs the sched:sched_process_fork tracepoint: {0}")]
     ForkTracepoint(String),
     #[error("cannot open cgroup {path}")]
@@ -41,13 +45,15 @@ pub enum CallsError {
 /// The slot of the one fault a run holds.
 const FAULT_SLOT: u32 = 0;
 
-/// The extra hook of a fault on one syscall rather than on `--op`s.
+/// The hook of a fault on one syscall or on bios rather than on `--op`s.
 #[derive(Clone, Copy, Debug)]
-pub enum SyscallHook<'a> {
+pub enum ExtraHook<'a> {
     /// `chaos signal`: the syscall's entry tracepoint sends a signal.
     Signal(&'a str),
     /// `chaos fail --syscall`: a kprobe on the syscall's entry function overrides its return.
     Override(&'a str),
+    /// `chaos disk error`: a kprobe on `should_fail_bio` fails the bios this filter matches.
+    Bio(DiskFilter),
 }
 
 /// The errno object loaded for a run: every program verified, the targets in the maps, nothing
@@ -67,7 +73,7 @@ impl<'t> CallsLoaded<'t> {
         targets: &'t Targets,
         fault: CallFault,
         plan: &Plan,
-        syscall: Option<SyscallHook<'_>>,
+        syscall: Option<ExtraHook<'_>>,
     ) -> Result<Self, CallsError> {
         let tree = targets.processes.iter().any(|p| p.tree);
         let fork_child_pid_offset = if tree {
@@ -81,6 +87,12 @@ impl<'t> CallsLoaded<'t> {
         } else {
             PathOffsets::ZERO
         };
+        let disk = match syscall {
+            Some(ExtraHook::Bio(filter)) => {
+                kernel::disk_offsets(filter).map_err(CallsError::DiskOffsets)?
+            }
+            _ => DiskFilter::default(),
+        };
         let set_retval = u32::from(kernel::set_retval());
         let mut loaded = Loaded::new(
             EbpfLoader::new()
@@ -92,7 +104,8 @@ impl<'t> CallsLoaded<'t> {
                     &fork_child_pid_offset,
                     true,
                 )
-                .override_global(names::GLOBAL_PATH_OFFSETS, &path_offsets, true),
+                .override_global(names::GLOBAL_PATH_OFFSETS, &path_offsets, true)
+                .override_global(names::GLOBAL_DISK, &disk, true),
             kernel::errno_object(),
         )?;
         // The fork and exit tracepoints first, so that no child escapes once targets are live.
@@ -102,13 +115,17 @@ impl<'t> CallsLoaded<'t> {
             Vec::new()
         };
         let syscall = match syscall {
-            Some(SyscallHook::Signal(name)) => {
+            Some(ExtraHook::Signal(name)) => {
                 hooks.push(hook::SIGNAL);
                 Some(name.to_owned())
             }
-            Some(SyscallHook::Override(name)) => {
+            Some(ExtraHook::Override(name)) => {
                 hooks.push(hook::SYSCALL_OVERRIDE);
                 Some(name.to_owned())
+            }
+            Some(ExtraHook::Bio(_)) => {
+                hooks.push(hook::BIO_ERROR);
+                None
             }
             None => None,
         };

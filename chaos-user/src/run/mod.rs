@@ -20,7 +20,7 @@ pub mod net;
 pub use hold::{Holder, defer_interrupts};
 
 use self::{
-    errno::{CallsAttachment, CallsError, CallsLoaded, SyscallHook},
+    errno::{CallsAttachment, CallsError, CallsLoaded, ExtraHook},
     net::{NetAttachment, NetLoaded},
 };
 use crate::{
@@ -29,6 +29,7 @@ use crate::{
     detached::{self, DetachedError, DetachedRun},
     fault::{
         ErrnoFault, ParseError, SignalFault,
+        disk::DiskFault,
         net::{Direction, PacketFault},
         ops,
     },
@@ -61,7 +62,11 @@ impl RunError {
             RunError::Attach(err) | RunError::Calls(CallsError::Attach(err)) => {
                 err.is_unsupported()
             }
-            RunError::Calls(CallsError::PathOffsets(_) | CallsError::ForkTracepoint(_)) => true,
+            RunError::Calls(
+                CallsError::PathOffsets(_)
+                | CallsError::DiskOffsets(_)
+                | CallsError::ForkTracepoint(_),
+            ) => true,
             RunError::Parse(_) => true,
             _ => false,
         }
@@ -80,7 +85,7 @@ struct CallsRow {
 pub struct CallsFault<'a> {
     kernel: CallFault,
     plan: Plan,
-    syscall: Option<SyscallHook<'a>>,
+    syscall: Option<ExtraHook<'a>>,
     rows: Vec<CallsRow>,
     dry_run: bool,
     /// The filters as given, for the warning when nothing matched.
@@ -119,7 +124,32 @@ impl<'a> CallsFault<'a> {
         CallsFault {
             kernel: fault.kernel(),
             plan,
-            syscall: fault.syscall.as_deref().map(SyscallHook::Override),
+            syscall: fault.syscall.as_deref().map(ExtraHook::Override),
+            rows,
+            dry_run: fault.dry_run,
+            filters: fault.describe_filters(),
+        }
+    }
+
+    /// `chaos disk error`: a row per operation, all through the kprobe on `should_fail_bio`.
+    pub fn disk(fault: &'a DiskFault) -> Self {
+        let rows = fault
+            .ops
+            .iter()
+            .map(|&op| CallsRow {
+                code: op.code(),
+                fault: FaultKind::Errno {
+                    op: format!("disk-{}", op.name()),
+                    errno: "EIO".to_owned(),
+                },
+                mechanism: "kprobe-override".to_owned(),
+                covers: fault.covers(op),
+            })
+            .collect();
+        CallsFault {
+            kernel: fault.kernel(),
+            plan: Vec::new(),
+            syscall: Some(ExtraHook::Bio(fault.filter())),
             rows,
             dry_run: fault.dry_run,
             filters: fault.describe_filters(),
@@ -131,7 +161,7 @@ impl<'a> CallsFault<'a> {
         CallsFault {
             kernel: fault.kernel(),
             plan: Vec::new(),
-            syscall: Some(SyscallHook::Signal(&fault.syscall)),
+            syscall: Some(ExtraHook::Signal(&fault.syscall)),
             rows: vec![CallsRow {
                 code: OP_SIGNAL,
                 fault: FaultKind::Signal {
@@ -303,6 +333,7 @@ pub fn net_run(run: &NetFaultRun<'_>, lifetime: Duration) -> Result<Report, RunE
             .netns
             .as_ref()
             .map(|ns| ns.path.display().to_string()),
+        device: None,
         matched: faults.iter().map(|f| f.matched).sum(),
         injected: faults.iter().map(|f| f.injected).sum(),
     }];

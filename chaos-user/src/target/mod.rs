@@ -96,7 +96,7 @@ pub enum TargetError {
 }
 
 /// Everything one run faults.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct Targets {
     /// Processes (all their threads): from --pid, --pid-tree and --comm.
     pub processes: Vec<ProcessTarget>,
@@ -106,6 +106,8 @@ pub struct Targets {
     pub container: Option<Container>,
     /// The pod whose cgroup that is (--pod-uid): the run ends when it is deleted.
     pub pod: Option<Pod>,
+    /// A block device (`chaos disk error`): its bios, whoever submits them.
+    pub device: Option<crate::fault::disk::Device>,
 }
 
 /// What to fault, as the user named it.
@@ -142,6 +144,7 @@ impl Targets {
                 cgroup: Some(CgroupTarget::resolve(path, force)?),
                 container: None,
                 pod: None,
+                device: None,
             });
         }
         if let Some(query) = spec.container {
@@ -151,6 +154,7 @@ impl Targets {
                 cgroup: Some(CgroupTarget::resolve(&container.cgroup, force)?),
                 container: Some(container),
                 pod: None,
+                device: None,
             });
         }
         if let Some(pod) = spec.pod {
@@ -160,12 +164,14 @@ impl Targets {
                     cgroup: Some(CgroupTarget::resolve(&pod.cgroup, force)?),
                     container: None,
                     pod: Some(pod),
+                    device: None,
                 },
                 pod::Selected::Container(container) => Targets {
                     processes: Vec::new(),
                     cgroup: Some(CgroupTarget::resolve(&container.cgroup, force)?),
                     container: Some(container),
                     pod: None,
+                    device: None,
                 },
             });
         }
@@ -202,11 +208,15 @@ impl Targets {
             cgroup: None,
             container: None,
             pod: None,
+            device: None,
         })
     }
 
     /// A short description for the start line and `chaos list`.
     pub fn describe(&self) -> String {
+        if let Some(device) = &self.device {
+            return format!("block device {device}");
+        }
         if let Some(pod) = &self.pod {
             return format!("every container of pod {} ({})", pod.uid, pod.qos.as_str());
         }

@@ -1,0 +1,129 @@
+//! `chaos disk`: failures of a block device.
+
+use clap::{Args, Subcommand};
+
+use crate::{
+    cli::{
+        RunArgs,
+        error::{Error, exit},
+        require_privileges,
+    },
+    fault::disk::{Device, DiskFault, DiskOp, Sectors},
+    plan,
+    run::{self, CallsFault},
+    target::Targets,
+};
+
+/// Make a block device fail, for a while.
+///
+/// Examples:
+///   chaos disk error --device /dev/loop0 --op write --for 10s
+///   chaos disk error --device 8:16 --op write,flush --probability 0.01 --for 5m --json
+///   chaos disk error --device /dev/sdb1 --sector 2048-4095 --count 1
+#[derive(Debug, Args)]
+#[command(verbatim_doc_comment)]
+pub struct DiskArgs {
+    #[command(subcommand)]
+    pub action: DiskAction,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DiskAction {
+    Error(DiskErrorArgs),
+}
+
+/// Bios to a block device complete with EIO, as from a failing disk.
+///
+/// The block layer fails the bio before any driver sees it (its should_fail_bio, which turns
+/// any error into BLK_STS_IOERR, so the errno is always EIO): a write() into the page cache
+/// still succeeds, and the error comes back from fsync() or as lost data when the cache is
+/// dropped, as on real hardware. Every bio to the device matches, whoever submits it:
+/// writeback kworkers, a journal's thread, direct I/O. Needs kernel >= 5.12 with kprobes,
+/// CONFIG_BPF_KPROBE_OVERRIDE and CONFIG_FUNCTION_ERROR_INJECTION (see `chaos probe`).
+///
+/// Examples:
+///   chaos disk error --device /dev/loop0 --op write --for 10s
+///   chaos disk error --device 8:16 --op write,flush --probability 0.01 --for 5m --json
+///   chaos disk error --device /dev/sdb1 --sector 2048-4095 --count 1
+///
+/// --op: read, write (a journal's commit blocks included), flush (bios carrying a cache
+/// flush, REQ_PREFLUSH: fsync's and a journal's) and discard. A write that carries a flush
+/// counts as a write when the fault covers writes.
+#[derive(Debug, Args)]
+#[command(verbatim_doc_comment)]
+pub struct DiskErrorArgs {
+    /// The block device: a path (/dev/sdb, /dev/loop0, /dev/mapper/vg-data) or MAJOR:MINOR
+    /// (8:16). A whole disk includes its partitions.
+    #[arg(long, value_name = "DEV")]
+    pub device: Device,
+
+    /// Which bios fail, comma-separated: read, write, flush, discard.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "read,write,flush,discard"
+    )]
+    pub op: Vec<DiskOp>,
+
+    /// Only bios whose data overlaps sectors FIRST-LAST (512 bytes each, inclusive), counted
+    /// from the start of the device named; flushes carry no data and then never match.
+    #[arg(long, value_name = "FIRST-LAST")]
+    pub sector: Option<Sectors>,
+
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+impl DiskErrorArgs {
+    pub fn fault(&self) -> DiskFault {
+        let mut ops = self.op.clone();
+        ops.sort();
+        ops.dedup();
+        DiskFault {
+            device: self.device.clone(),
+            ops,
+            sectors: self.sector,
+            when: self.run.when(),
+            dry_run: self.run.dry_run,
+        }
+    }
+}
+
+pub fn execute(args: DiskArgs) -> Result<u8, Error> {
+    match args.action {
+        DiskAction::Error(args) => error(args),
+    }
+}
+
+fn error(args: DiskErrorArgs) -> Result<u8, Error> {
+    run::defer_interrupts();
+    let fault = args.fault();
+    require_privileges()?;
+    plan::check_bio_override()?;
+    plan::check_rules(&fault.when)?;
+    if args.run.detach {
+        plan::check_detachable(Some("the should_fail_bio kprobe"))?;
+    }
+    let ops: Vec<&str> = fault.ops.iter().map(|op| op.name()).collect();
+    eprintln!(
+        "chaos: failing {} bios of {} with EIO for {}{}{}",
+        ops.join(","),
+        fault.device,
+        humantime::format_duration(args.run.duration),
+        if fault.dry_run { ", dry run" } else { "" },
+        args.run.how_it_ends(),
+    );
+    let targets = Targets {
+        device: Some(fault.device.clone()),
+        ..Targets::default()
+    };
+    let calls_fault = CallsFault::disk(&fault);
+    if args.run.detach {
+        let run = run::calls_detached(&targets, &calls_fault, args.run.duration)?;
+        super::detached::announce(&run, args.run.json, args.run.duration);
+        return Ok(exit::OK);
+    }
+    let report = run::calls_run(&targets, &calls_fault, args.run.duration, || {})?;
+    args.run.print(&report);
+    Ok(exit::OK)
+}

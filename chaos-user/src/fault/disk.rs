@@ -1,0 +1,263 @@
+//! `chaos disk error`: bios to one block device complete with EIO. The device (a path or
+//! MAJ:MIN), the operations, the sectors, and which of the matching bios fail ([`When`]).
+
+use std::{fmt, os::unix::fs::FileTypeExt, path::Path, str::FromStr};
+
+use chaos_common::{
+    fault::{CallFault, DiskFilter},
+    ops::{OP_DISK_DISCARD, OP_DISK_FLUSH, OP_DISK_READ, OP_DISK_WRITE},
+};
+
+use super::{ParseError, When};
+
+/// A block device as the kernel numbers it, and what the user called it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Device {
+    /// As given: `/dev/loop0` or `7:0`.
+    pub name: String,
+    pub major: u32,
+    pub minor: u32,
+    /// A whole disk (not a partition): its partitions' bios match too.
+    pub whole: bool,
+}
+
+impl Device {
+    /// `MAJOR << 20 | MINOR`, the kernel's own `dev_t`.
+    pub fn kernel_dev(&self) -> u32 {
+        self.major << 20 | self.minor
+    }
+}
+
+impl fmt::Display for Device {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({}:{})", self.name, self.major, self.minor)
+    }
+}
+
+impl FromStr for Device {
+    type Err = ParseError;
+
+    /// A block device node (`/dev/loop0`) or `MAJ:MIN`, which must exist in /sys/dev/block.
+    fn from_str(s: &str) -> Result<Self, ParseError> {
+        let invalid = |reason: String| ParseError::InvalidDevice(s.to_owned(), reason);
+        let (major, minor) = match s.split_once(':') {
+            Some((major, minor)) if !s.starts_with('/') => {
+                match (major.parse::<u32>(), minor.parse::<u32>()) {
+                    (Ok(major), Ok(minor)) if major < 1 << 12 && minor < 1 << 20 => (major, minor),
+                    _ => return Err(invalid("not a MAJOR:MINOR pair".into())),
+                }
+            }
+            _ => {
+                let meta = std::fs::metadata(s).map_err(|err| invalid(err.to_string()))?;
+                if !meta.file_type().is_block_device() {
+                    return Err(invalid("not a block device".into()));
+                }
+                let rdev = std::os::unix::fs::MetadataExt::rdev(&meta);
+                (libc::major(rdev), libc::minor(rdev))
+            }
+        };
+        let sys = format!("/sys/dev/block/{major}:{minor}");
+        if !Path::new(&sys).exists() {
+            return Err(invalid(format!("no block device {major}:{minor} ({sys})")));
+        }
+        Ok(Device {
+            name: s.to_owned(),
+            major,
+            minor,
+            whole: !Path::new(&sys).join("partition").exists(),
+        })
+    }
+}
+
+/// What a bio does, as `--op` names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum DiskOp {
+    Read,
+    Write,
+    Flush,
+    Discard,
+}
+
+impl DiskOp {
+    pub const ALL: [DiskOp; 4] = [DiskOp::Read, DiskOp::Write, DiskOp::Flush, DiskOp::Discard];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            DiskOp::Read => "read",
+            DiskOp::Write => "write",
+            DiskOp::Flush => "flush",
+            DiskOp::Discard => "discard",
+        }
+    }
+
+    /// Its operation number (`OP_DISK_*`).
+    pub fn code(self) -> u32 {
+        match self {
+            DiskOp::Read => OP_DISK_READ,
+            DiskOp::Write => OP_DISK_WRITE,
+            DiskOp::Flush => OP_DISK_FLUSH,
+            DiskOp::Discard => OP_DISK_DISCARD,
+        }
+    }
+
+    /// The bios it covers, in words.
+    pub fn covers(self) -> &'static str {
+        match self {
+            DiskOp::Read => "read bios (readahead too)",
+            DiskOp::Write => "write bios, a journal's commit blocks included",
+            DiskOp::Flush => "cache flushes: bios carrying REQ_PREFLUSH (fsync's, a journal's)",
+            DiskOp::Discard => "discard bios (TRIM)",
+        }
+    }
+}
+
+impl FromStr for DiskOp {
+    type Err = ParseError;
+
+    fn from_str(s: &str) -> Result<Self, ParseError> {
+        DiskOp::ALL
+            .into_iter()
+            .find(|op| op.name() == s)
+            .ok_or_else(|| ParseError::UnknownDiskOp(s.to_owned()))
+    }
+}
+
+/// Sectors `first` to `last` (512 bytes each, inclusive), counted from the start of the device
+/// named.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sectors {
+    pub first: u64,
+    pub last: u64,
+}
+
+impl FromStr for Sectors {
+    type Err = ParseError;
+
+    /// `A-B` (inclusive) or one sector `A`.
+    fn from_str(s: &str) -> Result<Self, ParseError> {
+        let (first, last) = s.split_once('-').unwrap_or((s, s));
+        match (first.trim().parse::<u64>(), last.trim().parse::<u64>()) {
+            (Ok(first), Ok(last)) if first <= last && last < u64::MAX / 2 => {
+                Ok(Sectors { first, last })
+            }
+            _ => Err(ParseError::InvalidSectors(s.to_owned())),
+        }
+    }
+}
+
+/// A checked disk fault.
+#[derive(Debug, Clone)]
+pub struct DiskFault {
+    pub device: Device,
+    /// Sorted, without repeats.
+    pub ops: Vec<DiskOp>,
+    pub sectors: Option<Sectors>,
+    pub when: When,
+    pub dry_run: bool,
+}
+
+impl DiskFault {
+    /// The kernel's fault: the operations and rules (bios fail with EIO whatever the errno).
+    pub fn kernel(&self) -> CallFault {
+        let ops = self.ops.iter().fold(0, |bits, op| bits | 1 << op.code());
+        CallFault {
+            errno: libc::EIO,
+            ..self.when.kernel(ops, self.dry_run)
+        }
+    }
+
+    /// The bios it matches, for the programs (the struct offsets are the kernel's, added at
+    /// load).
+    pub fn filter(&self) -> DiskFilter {
+        DiskFilter {
+            dev: self.device.kernel_dev(),
+            whole: u32::from(self.device.whole),
+            sector_first: self.sectors.map_or(0, |s| s.first),
+            sector_end: self.sectors.map_or(0, |s| s.last + 1),
+            ..DiskFilter::default()
+        }
+    }
+
+    /// What one operation's row covers: `write bios … to /dev/loop0 (7:0), sectors 8-15`.
+    pub fn covers(&self, op: DiskOp) -> String {
+        let partitions = if self.device.whole {
+            " and its partitions"
+        } else {
+            ""
+        };
+        let sectors = self
+            .sectors
+            .map(|s| format!(", sectors {}-{}", s.first, s.last))
+            .unwrap_or_default();
+        format!("{} to {}{partitions}{sectors}", op.covers(), self.device)
+    }
+
+    /// The filters as given, for the warning when nothing matched.
+    pub fn describe_filters(&self) -> Vec<String> {
+        self.sectors
+            .map(|s| format!("--sector {}-{}", s.first, s.last))
+            .into_iter()
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sectors_parse_as_inclusive_ranges() {
+        assert_eq!("8-15".parse(), Ok(Sectors { first: 8, last: 15 }));
+        assert_eq!("7".parse(), Ok(Sectors { first: 7, last: 7 }));
+        for bad in ["15-8", "a-b", "", "-1", "1-"] {
+            assert_eq!(
+                bad.parse::<Sectors>(),
+                Err(ParseError::InvalidSectors(bad.into())),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn devices_by_number_must_exist() {
+        // 1:3 is /dev/null, a character device: no block device has that number.
+        assert!(matches!(
+            "1:3".parse::<Device>(),
+            Err(ParseError::InvalidDevice(name, reason)) if name == "1:3" && reason.contains("no block device")
+        ));
+        assert!(matches!(
+            "/dev/null".parse::<Device>(),
+            Err(ParseError::InvalidDevice(_, reason)) if reason == "not a block device"
+        ));
+        assert!(matches!(
+            "7".parse::<Device>(),
+            Err(ParseError::InvalidDevice(..))
+        ));
+        assert!(matches!(
+            "x:1".parse::<Device>(),
+            Err(ParseError::InvalidDevice(_, reason)) if reason.contains("MAJOR:MINOR")
+        ));
+    }
+
+    #[test]
+    fn the_kernel_fault_fails_with_eio() {
+        let fault = DiskFault {
+            device: Device {
+                name: "7:0".into(),
+                major: 7,
+                minor: 0,
+                whole: true,
+            },
+            ops: vec![DiskOp::Write, DiskOp::Flush],
+            sectors: Some(Sectors { first: 8, last: 15 }),
+            when: When::default(),
+            dry_run: false,
+        };
+        let kernel = fault.kernel();
+        assert_eq!(kernel.errno, libc::EIO);
+        assert_eq!(kernel.ops, 1 << OP_DISK_WRITE | 1 << OP_DISK_FLUSH);
+        let filter = fault.filter();
+        assert_eq!(filter.dev, 7 << 20);
+        assert_eq!((filter.sector_first, filter.sector_end), (8, 16));
+    }
+}

@@ -1,0 +1,329 @@
+//! `chaos disk error`: bios to one block device complete with EIO (a kprobe overriding the block
+//! layer's `should_fail_bio`). On loop devices carrying ext4: a write() into the page cache
+//! succeeds, fsync() reports EIO once, and after the cache is dropped the old data is back (the
+//! silent loss a failing disk causes); with every write failing, the journal aborts and the
+//! next create gets EROFS. A second loop device sees nothing. Where the kernel cannot override
+//! should_fail_bio, the refusal names what is missing.
+
+use std::{
+    fs::{self, File, OpenOptions},
+    io::ErrorKind,
+    os::unix::fs::FileExt,
+    path::{Path, PathBuf},
+    process::Command,
+    thread,
+    time::{Duration, Instant},
+};
+
+use chaos_common::features;
+use chaos_tests::*;
+
+/// The size of the file whose sectors fail, and of each write to it.
+const FILE_LEN: usize = 64 * 1024;
+
+/// A loop device on a file in the test's directory, carrying a fresh ext4 mounted below it;
+/// unmounted and detached on drop.
+struct LoopDisk {
+    device: String,
+    mount: PathBuf,
+}
+
+impl LoopDisk {
+    /// `None` where the kernel has no loop devices.
+    fn new(dir: &Path, name: &str) -> Option<Self> {
+        let image = dir.join(format!("{name}.img"));
+        File::create(&image)
+            .and_then(|f| f.set_len(32 << 20))
+            .expect("image file");
+        if !Path::new("/dev/loop-control").exists() {
+            let _ = Command::new("modprobe").arg("loop").status();
+        }
+        let losetup = Command::new("losetup")
+            .args(["--find", "--show"])
+            .arg(&image)
+            .output()
+            .expect("losetup");
+        if !losetup.status.success() {
+            eprintln!(
+                "no loop device: {}",
+                String::from_utf8_lossy(&losetup.stderr)
+            );
+            return None;
+        }
+        let device = String::from_utf8_lossy(&losetup.stdout).trim().to_owned();
+        let mount = dir.join(name);
+        fs::create_dir_all(&mount).unwrap();
+        let disk = LoopDisk { device, mount };
+        // Every inode table and the journal written now, so that no lazy init writes later.
+        sh(&format!(
+            "mkfs.ext4 -q -F -E lazy_itable_init=0,lazy_journal_init=0 {} && mount {} {}",
+            disk.device,
+            disk.device,
+            disk.mount.display()
+        ));
+        Some(disk)
+    }
+
+    fn file(&self, name: &str) -> PathBuf {
+        self.mount.join(name)
+    }
+}
+
+impl Drop for LoopDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.mount).status();
+        let _ = Command::new("losetup").args(["-d", &self.device]).status();
+    }
+}
+
+fn sh(script: &str) {
+    let status = Command::new("sh").args(["-c", script]).status().unwrap();
+    assert!(status.success(), "{script}: {status}");
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("chaos-disk-{name}-{}", std::process::id()));
+    fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Writes `FILE_LEN` bytes of `byte` at the start of `path` (created if need be) and fsyncs:
+/// the fsync's result.
+fn write_and_fsync(path: &Path, byte: u8) -> std::io::Result<()> {
+    let file = OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(false)
+        .open(path)?;
+    file.write_all_at(&[byte; FILE_LEN], 0)
+        .expect("a write into the page cache succeeds");
+    file.sync_all()
+}
+
+/// The sectors of the device `path`'s data lies on (`filefrag -e -b512`: one extent).
+fn sectors_of(path: &Path) -> (u64, u64) {
+    let out = Command::new("filefrag")
+        .args(["-e", "-b512"])
+        .arg(path)
+        .output()
+        .expect("filefrag");
+    let text = String::from_utf8_lossy(&out.stdout);
+    // "   0:        0..     127:      34816..     34943:    128:             last,eof"
+    let extent = text
+        .lines()
+        .find(|line| line.trim_start().starts_with("0:"))
+        .unwrap_or_else(|| panic!("no extent in {text}"));
+    let physical: Vec<u64> = extent
+        .split(':')
+        .nth(2)
+        .unwrap()
+        .split("..")
+        .map(|n| n.trim().parse().unwrap())
+        .collect();
+    assert!(!text.contains("1:"), "the file must be one extent: {text}");
+    (physical[0], physical[1])
+}
+
+fn drop_caches() {
+    sh("sync; echo 3 > /proc/sys/vm/drop_caches");
+}
+
+/// Whether this kernel can fail bios; asserts the refusal (exit 2, naming the kernel option)
+/// where it cannot.
+fn supported_or_refused(device: &str) -> bool {
+    let (supported, detail) = Probe::run().feature(features::KPROBE_OVERRIDE);
+    if supported {
+        return true;
+    }
+    assert!(
+        !expected(features::KPROBE_OVERRIDE),
+        "kprobe override must work on this kernel: {detail}"
+    );
+    let output = chaos(&["disk", "error", "--device", device, "--for", "5s"]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("bios cannot be failed on this kernel")
+            && (stderr.contains("CONFIG_BPF_KPROBE_OVERRIDE") || stderr.contains("kprobe")),
+        "the refusal must say what is missing: {stderr}"
+    );
+    assert_no_chaos_programs();
+    eprintln!(
+        "NOT INJECTED on this kernel, which cannot override should_fail_bio (refusal asserted): {detail}"
+    );
+    false
+}
+
+/// The failing disk the page cache hides: write() succeeds, fsync() reports EIO once, the next
+/// fsync() reports nothing, and once the cache is dropped the old data reads back. The fault
+/// covers only the file's sectors; the other device's writes all land.
+#[test]
+fn writeback_fails_fsync_reports_it_once_and_the_old_data_comes_back() {
+    let dir = scratch("writeback");
+    let (Some(disk), Some(bystander)) = (LoopDisk::new(&dir, "a"), LoopDisk::new(&dir, "b")) else {
+        assert!(
+            !expected(features::KPROBE_OVERRIDE),
+            "the kernel that can fail bios must have loop devices"
+        );
+        eprintln!(
+            "NOT RUN: no loop devices on this kernel (the fault is exercised on faultinj-6.12)"
+        );
+        return;
+    };
+    if !supported_or_refused(&disk.device) {
+        return;
+    }
+    let data = disk.file("data");
+    write_and_fsync(&data, b'o').expect("before the fault");
+    let (first, last) = sectors_of(&data);
+    let other = bystander.file("data");
+    write_and_fsync(&other, b'o').expect("before the fault");
+
+    let range = format!("{first}-{last}");
+    let chaos = Chaos::spawn_live(&mut chaos_command(&[
+        "disk",
+        "error",
+        "--device",
+        &disk.device,
+        "--op",
+        "write",
+        "--sector",
+        &range,
+        "--for",
+        "10m",
+        "--json",
+    ]));
+    let failed = write_and_fsync(&data, b'n');
+    let again = File::open(&data).and_then(|f| f.sync_all());
+    let bystander_result = write_and_fsync(&other, b'n');
+    let report = stop_chaos(chaos);
+
+    assert_eq!(
+        failed.as_ref().map_err(|e| e.raw_os_error()),
+        Err(Some(libc::EIO)),
+        "fsync() must report the failed writeback"
+    );
+    assert!(again.is_ok(), "the error is reported once: {again:?}");
+    assert!(
+        bystander_result.is_ok(),
+        "the other device: {bystander_result:?}"
+    );
+    let fault = &report["faults"][0];
+    assert_eq!(fault["op"], "disk-write", "{report}");
+    assert_eq!(fault["errno"], "EIO", "{report}");
+    assert_eq!(fault["mechanism"], "kprobe-override", "{report}");
+    assert!(fault["injected"].as_u64().unwrap() > 0, "{report}");
+    assert!(
+        report["targets"][0]["device"]
+            .as_str()
+            .unwrap()
+            .starts_with(&disk.device),
+        "{report}"
+    );
+    assert_no_chaos_programs();
+
+    drop_caches();
+    let mut read = vec![0; FILE_LEN];
+    File::open(&data)
+        .unwrap()
+        .read_exact_at(&mut read, 0)
+        .unwrap();
+    assert!(
+        read.iter().all(|&b| b == b'o'),
+        "the write fsync() reported lost is lost: the old data reads back"
+    );
+    File::open(&other)
+        .unwrap()
+        .read_exact_at(&mut read, 0)
+        .unwrap();
+    assert!(
+        read.iter().all(|&b| b == b'n'),
+        "the other device kept its write"
+    );
+    eprintln!("write() ok, fsync() EIO, fsync() ok, old data back after drop_caches; {fault}");
+}
+
+/// With every write to the device failing, ext4's journal aborts: the next create fails with
+/// EROFS, from the errno and in the kernel log. The other device goes on.
+#[test]
+fn failing_every_write_aborts_the_journal() {
+    let dir = scratch("journal");
+    let (Some(disk), Some(bystander)) = (LoopDisk::new(&dir, "a"), LoopDisk::new(&dir, "b")) else {
+        eprintln!("NOT RUN: no loop devices on this kernel");
+        return;
+    };
+    if !supported_or_refused(&disk.device) {
+        return;
+    }
+    let chaos = Chaos::spawn_live(&mut chaos_command(&[
+        "disk",
+        "error",
+        "--device",
+        &disk.device,
+        "--op",
+        "write",
+        "--for",
+        "10m",
+        "--json",
+    ]));
+    let first = write_and_fsync(&disk.file("first"), b'x');
+    // The journal thread aborts on its failed commit; creates fail with EROFS from then on.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut n = 0;
+    let erofs = loop {
+        n += 1;
+        match File::create(disk.file(&format!("f{n}"))) {
+            Err(err) if err.raw_os_error() == Some(libc::EROFS) => break true,
+            _ if Instant::now() > deadline => break false,
+            Ok(file) => drop(file.sync_all()),
+            Err(err) => assert_ne!(err.kind(), ErrorKind::NotFound, "{err}"),
+        }
+        thread::sleep(Duration::from_millis(100));
+    };
+    let bystander_result = write_and_fsync(&bystander.file("data"), b'n');
+    let report = stop_chaos(chaos);
+    assert!(first.is_err(), "the first fsync fails");
+    assert!(erofs, "no create failed with EROFS within 60 s: {report}");
+    assert!(
+        bystander_result.is_ok(),
+        "the other device: {bystander_result:?}"
+    );
+    assert!(
+        report["faults"][0]["injected"].as_u64().unwrap() > 0,
+        "{report}"
+    );
+    let dmesg = Command::new("dmesg").output().unwrap();
+    let dmesg = String::from_utf8_lossy(&dmesg.stdout);
+    let name = disk.device.trim_start_matches("/dev/");
+    assert!(
+        dmesg
+            .lines()
+            .any(|line| line.contains(name) && line.to_lowercase().contains("journal")),
+        "the kernel log says the journal aborted on {name}"
+    );
+    assert_no_chaos_programs();
+    eprintln!("journal aborted after {n} creates; {}", report["faults"][0]);
+}
+
+/// A device that is not one is refused before anything is attached, naming the value.
+#[test]
+fn a_bad_device_is_refused_naming_it() {
+    for (device, says) in [
+        ("/dev/null", "not a block device"),
+        ("/no/such/disk", "No such file"),
+        ("4095:1048575", "no block device"),
+        ("sda", "No such file"),
+    ] {
+        let output = chaos(&["disk", "error", "--device", device]);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{device}: {stderr}");
+        assert!(
+            stderr.contains(device) && stderr.contains(says),
+            "{device}: {stderr}"
+        );
+    }
+    let output = chaos(&["disk", "error", "--op", "trim", "--device", "7:0"]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("'trim'"));
+    assert_no_chaos_programs();
+}
