@@ -158,7 +158,7 @@ fn supported_or_refused(device: &str) -> bool {
 /// fsync() reports nothing, and once the cache is dropped the old data reads back. The fault
 /// covers only the file's sectors; the other device's writes all land.
 #[test]
-fn writeback_fails_fsync_reports_it_once_and_the_old_data_comes_back() {
+fn disk_writeback_fails_fsync_reports_it_once_and_the_old_data_comes_back() {
     let dir = scratch("writeback");
     let (Some(disk), Some(bystander)) = (LoopDisk::new(&dir, "a"), LoopDisk::new(&dir, "b")) else {
         assert!(
@@ -246,7 +246,7 @@ fn writeback_fails_fsync_reports_it_once_and_the_old_data_comes_back() {
 /// With every write to the device failing, ext4's journal aborts: the next create fails with
 /// EROFS, from the errno and in the kernel log. The other device goes on.
 #[test]
-fn failing_every_write_aborts_the_journal() {
+fn disk_failing_every_write_aborts_the_journal() {
     let dir = scratch("journal");
     let (Some(disk), Some(bystander)) = (LoopDisk::new(&dir, "a"), LoopDisk::new(&dir, "b")) else {
         eprintln!("NOT RUN: no loop devices on this kernel");
@@ -307,7 +307,7 @@ fn failing_every_write_aborts_the_journal() {
 
 /// A device that is not one is refused before anything is attached, naming the value.
 #[test]
-fn a_bad_device_is_refused_naming_it() {
+fn disk_bad_device_is_refused_naming_it() {
     for (device, says) in [
         ("/dev/null", "not a block device"),
         ("/no/such/disk", "No such file"),
