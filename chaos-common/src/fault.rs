@@ -121,7 +121,8 @@ pub struct DiskFilter {
     pub bdev_disk: u32,
     /// `gendisk->part0` (the whole disk's `block_device`)
     pub disk_part0: u32,
-    pub _pad: u32,
+    /// Non-zero: only bios the current task submits, if it is a target (`--pid`, `--cgroup`…).
+    pub targeted: u32,
 }
 const _: () = assert!(core::mem::size_of::<DiskFilter>() == 64);
 

@@ -21,8 +21,14 @@ static DISK: Global<DiskFilter> = Global::new(DiskFilter {
     bdev_start_sect: 0,
     bdev_disk: 0,
     disk_part0: 0,
-    _pad: 0,
+    targeted: 0,
 });
+
+/// Whether only the targets' own bios fail.
+#[inline(always)]
+pub fn targeted() -> bool {
+    DISK.load().targeted != 0
+}
 
 /// `REQ_OP_*` of `bio->bi_opf` (its low 8 bits: linux/blk_types.h, the same since 4.10).
 const REQ_OP_MASK: u32 = 0xff;

@@ -175,7 +175,9 @@ pub fn target_reports(
             injected,
         }
     });
-    let device = targets.device.iter().map(|device| {
+    // The device is the target only when no process narrows the fault.
+    let untargeted = targets.processes.is_empty() && targets.cgroup.is_none();
+    let device = targets.device.iter().filter(|_| untargeted).map(|device| {
         let (matched, injected) = counters(0);
         TargetReport {
             pid: None,

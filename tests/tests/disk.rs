@@ -18,6 +18,8 @@ use std::{
 use chaos_common::features;
 use chaos_tests::*;
 
+const VICTIM: &str = env!("CARGO_BIN_EXE_victim");
+
 /// The size of the file whose sectors fail, and of each write to it.
 const FILE_LEN: usize = 64 * 1024;
 
@@ -303,6 +305,64 @@ fn disk_failing_every_write_aborts_the_journal() {
     );
     assert_no_chaos_programs();
     eprintln!("journal aborted after {n} creates; {}", report["faults"][0]);
+}
+
+/// With --pid, only the bios the target submits itself fail: its fsync()-driven writeback
+/// fails, while another process writing and fsyncing on the same filesystem sees nothing.
+#[test]
+fn disk_fault_narrowed_to_one_process() {
+    let dir = scratch("pid");
+    let Some(disk) = LoopDisk::new(&dir, "a") else {
+        eprintln!("NOT RUN: no loop devices on this kernel");
+        return;
+    };
+    if !supported_or_refused(&disk.device) {
+        return;
+    }
+    let victim = |name: &str| {
+        let mut command = Command::new(VICTIM);
+        command.args(["write-fsync", disk.file(name).to_str().unwrap()]);
+        let victim = Victim::spawn(command, false, None);
+        victim.wait_for_calls(1);
+        victim
+    };
+    let target = victim("target");
+    let bystander = victim("bystander");
+    let pid = target.pid().to_string();
+    let chaos = Chaos::spawn_live(&mut chaos_command(&[
+        "disk",
+        "error",
+        "--device",
+        &disk.device,
+        "--op",
+        "write",
+        "--pid",
+        &pid,
+        "--for",
+        "10m",
+        "--json",
+    ]));
+    target.wait_for_failure();
+    let failed_at = monotonic_ns();
+    bystander.wait_for_call_after(failed_at);
+    target.wait_for_call_after(monotonic_ns());
+    let report = stop_chaos(chaos);
+    let eio = target
+        .calls()
+        .iter()
+        .filter(|c| c.errno == Some(libc::EIO))
+        .count();
+    assert!(eio > 0, "the target's fsync() fails with EIO");
+    assert_bystander_untouched(&bystander);
+    let fault = &report["faults"][0];
+    assert!(fault["injected"].as_u64().unwrap() > 0, "{report}");
+    assert_eq!(report["targets"][0]["pid"], target.pid(), "{report}");
+    assert_no_chaos_programs();
+    eprintln!(
+        "target: {eio} fsync() EIO of {} calls; bystander: {} calls, none failed; {fault}",
+        target.calls().len(),
+        bystander.calls().len()
+    );
 }
 
 /// A device that is not one is refused before anything is attached, naming the value.

@@ -27,7 +27,7 @@ use chaos_common::{
     target::TARGET_TREE,
 };
 use chaos_ebpf::{
-    disk::bio_ops,
+    disk::{self, bio_ops},
     errno::{Attached, Call, act, acting_fault, add_target, fault_in, remove_target, target_of},
     path::{dentry_of_bprm, dentry_of_file, dentry_of_path},
 };
@@ -386,7 +386,8 @@ pub fn kprobe_syscall_override(ctx: ProbeContext) -> u32 {
 /// `chaos disk error`: a bio to the fault's device completes with EIO. On the block layer's
 /// `should_fail_bio(bio)` (CONFIG_BPF_KPROBE_OVERRIDE, CONFIG_FUNCTION_ERROR_INJECTION), which
 /// turns any error into BLK_STS_IOERR. Runs for the bios of every device while the fault lasts:
-/// a few kernel reads, and for the device's own the counters and rules of slot 0.
+/// a few kernel reads, and for the device's own the counters and rules of slot 0 (with targets,
+/// only for the bios a target submits itself).
 #[kprobe]
 pub fn kprobe_bio_error(ctx: ProbeContext) -> u32 {
     let Some(bio) = ctx.arg::<u64>(0) else {
@@ -406,7 +407,12 @@ pub fn kprobe_bio_error(ctx: ProbeContext) -> u32 {
         return 0;
     }
     let op = covered.trailing_zeros();
-    if act(0, 0, op, || Call::UNKNOWN).is_some() {
+    let acting = if disk::targeted() {
+        acting_fault(op, Attached::Kernel, || Call::UNKNOWN)
+    } else {
+        act(0, 0, op, || Call::UNKNOWN)
+    };
+    if acting.is_some() {
         // SAFETY: the probe's own registers; any error becomes BLK_STS_IOERR.
         unsafe { bpf_override_return(ctx.regs, (-EIO) as u64) };
     }

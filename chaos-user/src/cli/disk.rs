@@ -4,7 +4,7 @@ use clap::{Args, Subcommand};
 
 use crate::{
     cli::{
-        RunArgs,
+        RunArgs, TargetArgs,
         error::{Error, exit},
         require_privileges,
     },
@@ -51,6 +51,8 @@ pub enum DiskAction {
 /// counts as a write when the fault covers writes.
 #[derive(Debug, Args)]
 #[command(verbatim_doc_comment)]
+// A target is optional here: without one, every bio to the device.
+#[command(mut_group("target", |group: clap::ArgGroup| group.required(false)))]
 pub struct DiskErrorArgs {
     /// The block device: a path (/dev/sdb, /dev/loop0, /dev/mapper/vg-data) or MAJOR:MINOR
     /// (8:16). A whole disk includes its partitions.
@@ -70,6 +72,12 @@ pub struct DiskErrorArgs {
     #[arg(long, value_name = "FIRST-LAST")]
     pub sector: Option<Sectors>,
 
+    /// Only bios the target submits itself (--pid, --pid-tree, --cgroup, --container, …):
+    /// reads, direct I/O, and the writeback an fsync() of its own does; not the background
+    /// writeback of the kworkers nor a journal's commits. Without one, every bio.
+    #[command(flatten)]
+    pub targets: Option<TargetArgs>,
+
     #[command(flatten)]
     pub run: RunArgs,
 }
@@ -85,6 +93,7 @@ impl DiskErrorArgs {
             sectors: self.sector,
             when: self.run.when(),
             dry_run: self.run.dry_run,
+            targeted: self.targets.is_some(),
         }
     }
 }
@@ -104,19 +113,22 @@ fn error(args: DiskErrorArgs) -> Result<u8, Error> {
     if args.run.detach {
         plan::check_detachable(Some("the should_fail_bio kprobe"))?;
     }
+    let targets = Targets {
+        device: Some(fault.device.clone()),
+        ..match &args.targets {
+            Some(targets) => targets.resolve(args.run.force)?,
+            None => Targets::default(),
+        }
+    };
     let ops: Vec<&str> = fault.ops.iter().map(|op| op.name()).collect();
     eprintln!(
-        "chaos: failing {} bios of {} with EIO for {}{}{}",
+        "chaos: failing {} bios to {} with EIO for {}{}{}",
         ops.join(","),
-        fault.device,
+        targets.describe(),
         humantime::format_duration(args.run.duration),
         if fault.dry_run { ", dry run" } else { "" },
         args.run.how_it_ends(),
     );
-    let targets = Targets {
-        device: Some(fault.device.clone()),
-        ..Targets::default()
-    };
     let calls_fault = CallsFault::disk(&fault);
     if args.run.detach {
         let run = run::calls_detached(&targets, &calls_fault, args.run.duration)?;

@@ -154,6 +154,8 @@ pub struct DiskFault {
     pub sectors: Option<Sectors>,
     pub when: When,
     pub dry_run: bool,
+    /// Only the bios targets submit themselves.
+    pub targeted: bool,
 }
 
 impl DiskFault {
@@ -174,6 +176,7 @@ impl DiskFault {
             whole: u32::from(self.device.whole),
             sector_first: self.sectors.map_or(0, |s| s.first),
             sector_end: self.sectors.map_or(0, |s| s.last + 1),
+            targeted: u32::from(self.targeted),
             ..DiskFilter::default()
         }
     }
@@ -252,6 +255,7 @@ mod tests {
             sectors: Some(Sectors { first: 8, last: 15 }),
             when: When::default(),
             dry_run: false,
+            targeted: false,
         };
         let kernel = fault.kernel();
         assert_eq!(kernel.errno, libc::EIO);

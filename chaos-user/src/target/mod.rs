@@ -214,9 +214,21 @@ impl Targets {
 
     /// A short description for the start line and `chaos list`.
     pub fn describe(&self) -> String {
-        if let Some(device) = &self.device {
-            return format!("block device {device}");
+        let Some(device) = &self.device else {
+            return self.describe_processes();
+        };
+        if self.processes.is_empty() && self.cgroup.is_none() {
+            format!("block device {device}")
+        } else {
+            format!(
+                "block device {device}, the bios of {}",
+                self.describe_processes()
+            )
         }
+    }
+
+    /// The processes: by pod, container, cgroup or PIDs.
+    fn describe_processes(&self) -> String {
         if let Some(pod) = &self.pod {
             return format!("every container of pod {} ({})", pod.uid, pod.qos.as_str());
         }

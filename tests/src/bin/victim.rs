@@ -274,6 +274,15 @@ fn make_call(op: &str, arg: &str) -> Call {
             Box::new(move || check(unsafe { libc::flock(handle.as_raw_fd(), libc::LOCK_SH) }))
         }
         "stat" => Box::new(move || std::fs::metadata(&file).map(drop)),
+        // Not an operation of chaos fail: a 4 KiB write into the page cache, then fsync(), which
+        // writes it back from this process (`chaos disk error --pid`); reports the fsync.
+        "write-fsync" => {
+            let handle = File::options().write(true).open(&file).expect("open");
+            Box::new(move || {
+                std::os::unix::fs::FileExt::write_all_at(&handle, &[b'v'; 4096], 0)?;
+                handle.sync_all()
+            })
+        }
         "fsync" => {
             let handle = File::options().write(true).open(&file).expect("open");
             // SAFETY: fsync(2) on a file we own.
