@@ -372,7 +372,7 @@ fn disk_bad_device_is_refused_naming_it() {
         ("/dev/null", "not a block device"),
         ("/no/such/disk", "No such file"),
         ("4095:1048575", "no block device"),
-        ("sda", "No such file"),
+        ("sda", "neither a path nor a MAJOR:MINOR pair"),
     ] {
         let output = chaos(&["disk", "error", "--device", device]);
         let stderr = String::from_utf8_lossy(&output.stderr);

@@ -68,7 +68,7 @@ const TCX_OR_CLSACT: &[Way] = &[
     },
 ];
 
-const FAMILIES: [Family; 14] = [
+const FAMILIES: [Family; 16] = [
     Family {
         name: "`fail` connect/bind/send/socket (cgroup hooks)",
         ways: &[Way {
@@ -151,6 +151,22 @@ const FAMILIES: [Family; 14] = [
             needs: &[features::CGROUP_SKB],
         }],
         tests: "net_faults",
+    },
+    Family {
+        name: "`net drop`, `net corrupt` `--hook xdp` (XDP)",
+        ways: &[Way {
+            label: "",
+            needs: &[features::XDP],
+        }],
+        tests: "net_xdp",
+    },
+    Family {
+        name: "`disk error` (kprobe override on should_fail_bio)",
+        ways: &[Way {
+            label: "",
+            needs: &[features::KPROBE_OVERRIDE],
+        }],
+        tests: "disk",
     },
     Family {
         name: "`net delay`, `net limit` (fq)",

@@ -8,7 +8,10 @@ use crate::{
         error::{Error, exit},
         require_privileges,
     },
-    fault::disk::{Device, DiskFault, DiskOp, Sectors},
+    fault::{
+        ParseError,
+        disk::{DeviceArg, DiskFault, DiskOp, Sectors},
+    },
     plan,
     run::{self, CallsFault},
     target::Targets,
@@ -57,7 +60,7 @@ pub struct DiskErrorArgs {
     /// The block device: a path (/dev/sdb, /dev/loop0, /dev/mapper/vg-data) or MAJOR:MINOR
     /// (8:16). A whole disk includes its partitions.
     #[arg(long, value_name = "DEV")]
-    pub device: Device,
+    pub device: DeviceArg,
 
     /// Which bios fail, comma-separated: read, write, flush, discard.
     #[arg(
@@ -83,18 +86,19 @@ pub struct DiskErrorArgs {
 }
 
 impl DiskErrorArgs {
-    pub fn fault(&self) -> DiskFault {
+    /// The fault, with its device resolved (it must exist).
+    pub fn fault(&self) -> Result<DiskFault, ParseError> {
         let mut ops = self.op.clone();
         ops.sort();
         ops.dedup();
-        DiskFault {
-            device: self.device.clone(),
+        Ok(DiskFault {
+            device: self.device.resolve()?,
             ops,
             sectors: self.sector,
             when: self.run.when(),
             dry_run: self.run.dry_run,
             targeted: self.targets.is_some(),
-        }
+        })
     }
 }
 
@@ -106,7 +110,7 @@ pub fn execute(args: DiskArgs) -> Result<u8, Error> {
 
 fn error(args: DiskErrorArgs) -> Result<u8, Error> {
     run::defer_interrupts();
-    let fault = args.fault();
+    let fault = args.fault()?;
     require_privileges()?;
     plan::check_bio_override()?;
     plan::check_rules(&fault.when)?;

@@ -373,7 +373,8 @@ mod tests {
                 "net delay",
                 "net limit",
                 "net reset",
-                "pause"
+                "pause",
+                "disk error"
             ]
         );
     }

@@ -34,34 +34,59 @@ impl fmt::Display for Device {
     }
 }
 
-impl FromStr for Device {
+/// `--device` as given: a path, or `MAJ:MIN`. Checked for form when parsed, resolved (the
+/// device must exist) when the fault starts, so that an experiment may name a device its
+/// workload makes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeviceArg {
+    Path(String),
+    Number(u32, u32),
+}
+
+impl FromStr for DeviceArg {
     type Err = ParseError;
 
-    /// A block device node (`/dev/loop0`) or `MAJ:MIN`, which must exist in /sys/dev/block.
     fn from_str(s: &str) -> Result<Self, ParseError> {
-        let invalid = |reason: String| ParseError::InvalidDevice(s.to_owned(), reason);
-        let (major, minor) = match s.split_once(':') {
-            Some((major, minor)) if !s.starts_with('/') => {
-                match (major.parse::<u32>(), minor.parse::<u32>()) {
-                    (Ok(major), Ok(minor)) if major < 1 << 12 && minor < 1 << 20 => (major, minor),
-                    _ => return Err(invalid("not a MAJOR:MINOR pair".into())),
-                }
+        let invalid = |reason: &str| ParseError::InvalidDevice(s.to_owned(), reason.to_owned());
+        if s.starts_with('/') {
+            return Ok(DeviceArg::Path(s.to_owned()));
+        }
+        let (major, minor) = s
+            .split_once(':')
+            .ok_or_else(|| invalid("neither a path nor a MAJOR:MINOR pair"))?;
+        match (major.parse::<u32>(), minor.parse::<u32>()) {
+            (Ok(major), Ok(minor)) if major < 1 << 12 && minor < 1 << 20 => {
+                Ok(DeviceArg::Number(major, minor))
             }
-            _ => {
-                let meta = std::fs::metadata(s).map_err(|err| invalid(err.to_string()))?;
+            _ => Err(invalid("not a MAJOR:MINOR pair")),
+        }
+    }
+}
+
+impl DeviceArg {
+    /// The block device it names, which must exist (in /sys/dev/block).
+    pub fn resolve(&self) -> Result<Device, ParseError> {
+        let (name, major, minor) = match self {
+            DeviceArg::Path(path) => {
+                let invalid = |reason: String| ParseError::InvalidDevice(path.clone(), reason);
+                let meta = std::fs::metadata(path).map_err(|err| invalid(err.to_string()))?;
                 if !meta.file_type().is_block_device() {
                     return Err(invalid("not a block device".into()));
                 }
                 let rdev = std::os::unix::fs::MetadataExt::rdev(&meta);
-                (libc::major(rdev), libc::minor(rdev))
+                (path.clone(), libc::major(rdev), libc::minor(rdev))
             }
+            &DeviceArg::Number(major, minor) => (format!("{major}:{minor}"), major, minor),
         };
         let sys = format!("/sys/dev/block/{major}:{minor}");
         if !Path::new(&sys).exists() {
-            return Err(invalid(format!("no block device {major}:{minor} ({sys})")));
+            return Err(ParseError::InvalidDevice(
+                name,
+                format!("no block device {major}:{minor} ({sys})"),
+            ));
         }
         Ok(Device {
-            name: s.to_owned(),
+            name,
             major,
             minor,
             whole: !Path::new(&sys).join("partition").exists(),
@@ -222,24 +247,23 @@ mod tests {
     }
 
     #[test]
-    fn devices_by_number_must_exist() {
+    fn devices_are_paths_or_numbers_that_exist() {
+        let resolve = |s: &str| s.parse::<DeviceArg>().and_then(|arg| arg.resolve());
         // 1:3 is /dev/null, a character device: no block device has that number.
         assert!(matches!(
-            "1:3".parse::<Device>(),
+            resolve("1:3"),
             Err(ParseError::InvalidDevice(name, reason)) if name == "1:3" && reason.contains("no block device")
         ));
         assert!(matches!(
-            "/dev/null".parse::<Device>(),
+            resolve("/dev/null"),
             Err(ParseError::InvalidDevice(_, reason)) if reason == "not a block device"
         ));
-        assert!(matches!(
-            "7".parse::<Device>(),
-            Err(ParseError::InvalidDevice(..))
-        ));
-        assert!(matches!(
-            "x:1".parse::<Device>(),
-            Err(ParseError::InvalidDevice(_, reason)) if reason.contains("MAJOR:MINOR")
-        ));
+        for bad in ["7", "sda", "x:1", "7:-1"] {
+            assert!(
+                matches!(bad.parse::<DeviceArg>(), Err(ParseError::InvalidDevice(name, _)) if name == bad),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

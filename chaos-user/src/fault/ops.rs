@@ -230,6 +230,8 @@ pub fn readme_table() -> String {
 mod tests {
     use chaos_common::ops::OP_COUNT;
 
+    use crate::fault::disk::DiskOp;
+
     use super::*;
 
     #[test]
@@ -250,9 +252,9 @@ mod tests {
         codes.dedup();
         assert_eq!(codes.len(), OPS.len());
         assert_eq!(
-            OPS.len() as u32 + 2,
+            OPS.len() as u32 + 2 + DiskOp::ALL.len() as u32,
             OP_COUNT,
-            "every op, OP_SIGNAL and OP_SYSCALL"
+            "every op, OP_SIGNAL, OP_SYSCALL and the disk ops"
         );
         for op in OPS {
             assert!(
