@@ -47,9 +47,17 @@ pub struct CallFault {
     /// `d_parent` up to [`MAX_PATH_DEPTH`] levels (within one filesystem).
     pub dir_ino: u64,
     pub dir_dev: u32,
+    /// For `should_failslab` and `should_fail_alloc_page`: the argument (0-based) holding the
+    /// allocation's gfp flags, so that one that may not fail (`__GFP_NOFAIL`) passes.
+    pub gfp_arg: u32,
+    /// What a function a kprobe overrides returns: `-errno`, or 0 or 1 for a function of
+    /// the error-injection list's NULL or TRUE type.
+    pub retval: i64,
+    /// The `__GFP_NOFAIL` bit of this kernel when `gfp_arg` applies; 0: no gfp check.
+    pub gfp_nofail: u32,
     pub _pad2: u32,
 }
-const _: () = assert!(core::mem::size_of::<CallFault>() == 120);
+const _: () = assert!(core::mem::size_of::<CallFault>() == 136);
 
 /// How many directories up the `--path` filter looks for its directory.
 pub const MAX_PATH_DEPTH: u32 = 64;

@@ -48,12 +48,10 @@ pub enum Hook {
     /// A kprobe (section `kprobe`) on the entry function of the syscall the fault names, whose
     /// return it overrides with `bpf_override_return`.
     SyscallOverride { program: &'static str },
-    /// A kprobe (section `kprobe`) on kernel function `function`, whose return it overrides with
-    /// `bpf_override_return` (a function of the kernel's error-injection list).
-    FunctionOverride {
-        program: &'static str,
-        function: &'static str,
-    },
+    /// A kprobe (section `kprobe`) on the kernel function the fault names (`should_failslab`,
+    /// `should_fail_bio`), whose return it overrides with `bpf_override_return` (a function of
+    /// the kernel's error-injection list).
+    FunctionOverride { program: &'static str },
     /// A TC program (section `classifier`) on each target interface, in one direction (a
     /// [`crate::net`] `DIRECTION_*` bit): a tcx link, or a cls_bpf filter of a clsact qdisc.
     Tc {
@@ -80,7 +78,7 @@ impl Hook {
             | Hook::Tracepoint { program, .. }
             | Hook::SyscallEntry { program }
             | Hook::SyscallOverride { program }
-            | Hook::FunctionOverride { program, .. }
+            | Hook::FunctionOverride { program }
             | Hook::Tc { program, .. }
             | Hook::Xdp { program }
             | Hook::LsmCgroup { program, .. } => program,
@@ -123,17 +121,28 @@ pub const SIGNAL: Hook = Hook::SyscallEntry {
 };
 /// `chaos fail --syscall`: a target's call of the syscall returns the errno without running.
 pub const SYSCALL_OVERRIDE: Hook = Hook::SyscallOverride {
-    program: "kprobe_syscall_override",
+    program: "kprobe_override",
 };
-/// `chaos disk error`: bios to the device complete with EIO (the block layer's
-/// `should_fail_bio`, which turns any error into BLK_STS_IOERR).
+/// `chaos fail --kernel-fn`: the same program on a function of the error-injection list.
+pub const KERNEL_FN_OVERRIDE: Hook = Hook::FunctionOverride {
+    program: "kprobe_override",
+};
+/// `chaos disk error`: bios to the device complete with EIO (on the block layer's
+/// [`BIO_FUNCTION`], which turns any error into BLK_STS_IOERR).
 pub const BIO_ERROR: Hook = Hook::FunctionOverride {
     program: "kprobe_bio_error",
-    function: "should_fail_bio",
 };
+pub const BIO_FUNCTION: &str = "should_fail_bio";
 
 /// The hooks of the errno object besides the operations' ([`crate::ops::OPS`]).
-pub const ERRNO_EXTRA: [Hook; 5] = [FORK, EXIT, SIGNAL, SYSCALL_OVERRIDE, BIO_ERROR];
+pub const ERRNO_EXTRA: [Hook; 6] = [
+    FORK,
+    EXIT,
+    SIGNAL,
+    SYSCALL_OVERRIDE,
+    KERNEL_FN_OVERRIDE,
+    BIO_ERROR,
+];
 
 /// Network faults (object `net`): packets arriving on and leaving the target interfaces (TC),
 /// arriving at them before the stack (`--hook xdp`), and those arriving for a cgroup's sockets

@@ -301,6 +301,7 @@ mod tests {
         assert!(btf.offset_of("dentry", "d_parent").unwrap() > 0);
         // __REQ_PREFLUSH follows the eight bits of the operation and a dozen flags.
         assert!(btf.enum_value("__REQ_PREFLUSH").unwrap() > 8);
+        assert!(btf.enum_value("___GFP_NOFAIL_BIT").is_ok());
         assert!(btf.enum_value("no_such_enumerator").is_err());
         assert!(matches!(
             btf.offset_of("dentry", "no_such_field"),

@@ -14,7 +14,9 @@ use serde::Serialize;
 
 use crate::{
     attach::{Loaded, Sites},
-    capabilities, object,
+    capabilities,
+    fault::InjectionKind,
+    object,
     sys::{self, ensure_mounted},
 };
 
@@ -285,19 +287,77 @@ pub fn kprobe_override() -> Finding {
     }
 }
 
-/// The functions the kernel allows error injection for (debugfs).
-fn error_injection_list() -> Vec<String> {
+/// The functions the kernel allows error injection for (debugfs), with their types (`ERRNO`,
+/// `NULL`, …).
+fn error_injection_entries() -> Vec<(String, String)> {
     ensure_mounted("debugfs", "/sys/kernel/debug");
     fs::read_to_string("/sys/kernel/debug/error_injection/list")
         .unwrap_or_default()
         .lines()
-        .filter_map(|line| line.split_whitespace().next().map(str::to_owned))
+        .filter_map(|line| {
+            let mut words = line.split_whitespace();
+            Some((words.next()?.to_owned(), words.next()?.to_owned()))
+        })
+        .collect()
+}
+
+/// The functions the kernel allows error injection for.
+fn error_injection_list() -> Vec<String> {
+    error_injection_entries()
+        .into_iter()
+        .map(|(function, _)| function)
         .collect()
 }
 
 /// Whether the kernel allows error injection for `function`.
 pub fn error_injectable(function: &str) -> bool {
     error_injection_list().iter().any(|f| f == function)
+}
+
+/// How `function` fails, if the kernel allows error injection for it.
+pub fn error_injection_kind(function: &str) -> Option<InjectionKind> {
+    error_injection_entries()
+        .into_iter()
+        .find(|(name, _)| name == function)
+        .and_then(|(_, kind)| InjectionKind::parse(&kind))
+}
+
+/// How many functions the error-injection list holds.
+pub fn error_injection_count() -> usize {
+    error_injection_entries().len()
+}
+
+/// A few functions of the list that are not syscalls, for an error message: `; such as …`.
+pub fn error_injection_examples() -> String {
+    let examples: Vec<String> = error_injection_entries()
+        .into_iter()
+        .map(|(function, _)| function)
+        .filter(|function| !function.contains("_sys_"))
+        .take(6)
+        .collect();
+    if examples.is_empty() {
+        String::new()
+    } else {
+        format!("; such as {}", examples.join(", "))
+    }
+}
+
+/// The argument (0-based) holding the gfp flags of the allocation functions of the
+/// error-injection list.
+pub fn gfp_argument(function: &str) -> Option<u32> {
+    match function {
+        // should_failslab(struct kmem_cache *s, gfp_t gfpflags)
+        "should_failslab" => Some(1),
+        // should_fail_alloc_page(gfp_t gfp_mask, unsigned int order)
+        "should_fail_alloc_page" => Some(0),
+        _ => None,
+    }
+}
+
+/// This kernel's `__GFP_NOFAIL` (an enumerator of its BTF from 6.0 on).
+pub fn gfp_nofail() -> Result<u32, crate::btf::BtfError> {
+    let btf = crate::btf::Btf::kernel()?;
+    Ok(1 << btf.enum_value("___GFP_NOFAIL_BIT")?)
 }
 
 fn error_injectable_syscall() -> Option<String> {

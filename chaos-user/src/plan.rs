@@ -11,7 +11,7 @@ use chaos_common::{
 use thiserror::Error;
 
 use crate::{
-    fault::{BackendChoice, Op, When, net::PacketAction, ops},
+    fault::{BackendChoice, Errno, KernelFn, Op, When, net::PacketAction, ops},
     kernel::{self, Finding},
 };
 
@@ -26,6 +26,8 @@ pub enum PlanError {
     SyscallTracepoint { event: String, reason: String },
     #[error("--syscall {syscall} cannot be failed on this kernel: {reason}")]
     SyscallOverride { syscall: String, reason: String },
+    #[error("--kernel-fn {function} cannot be failed on this kernel: {reason}")]
+    KernelFn { function: String, reason: String },
     #[error("bios cannot be failed on this kernel: {reason}")]
     DiskError { reason: String },
     #[error(
@@ -247,6 +249,49 @@ pub fn check_syscall_override(syscall: &str) -> Result<(), PlanError> {
             "{function} is not in /sys/kernel/debug/error_injection/list: unknown syscall, or one the kernel does not allow to fail"
         )));
     }
+    Ok(())
+}
+
+/// Checks that this kernel can fail `function` (`--kernel-fn`) with `errno`: kprobe override,
+/// the function in the error-injection list with a type that fits `errno`, and for an
+/// allocation function where its gfp flags say `__GFP_NOFAIL`. Fills in what the list says.
+pub fn check_kernel_fn(function: &mut KernelFn, errno: Option<Errno>) -> Result<(), PlanError> {
+    let refuse = |reason: String| PlanError::KernelFn {
+        function: function.name.clone(),
+        reason,
+    };
+    let finding = kernel::kprobe_override();
+    if !finding.supported {
+        return Err(refuse(finding.explain()));
+    }
+    let Some(kind) = kernel::error_injection_kind(&function.name) else {
+        return Err(refuse(format!(
+            "not in the kernel's error-injection list (/sys/kernel/debug/error_injection/list, {} functions{})",
+            kernel::error_injection_count(),
+            kernel::error_injection_examples()
+        )));
+    };
+    match (kind.takes_errno(), errno) {
+        (true, None) => {
+            return Err(refuse(
+                "it returns an errno: give --errno (EIO, ENOMEM, a number)".to_owned(),
+            ));
+        }
+        (false, Some(_)) => {
+            return Err(refuse(
+                "it returns NULL or true when it fails, not an errno: drop --errno".to_owned(),
+            ));
+        }
+        _ => {}
+    }
+    function.kind = Some(kind);
+    function.gfp = match kernel::gfp_argument(&function.name) {
+        None => None,
+        Some(arg) => Some((
+            arg,
+            kernel::gfp_nofail().map_err(|err| refuse(err.to_string()))?,
+        )),
+    };
     Ok(())
 }
 

@@ -22,7 +22,7 @@ use aya_ebpf::{
     programs::{LsmContext, ProbeContext, SockAddrContext, SockContext, TracePointContext},
 };
 use chaos_common::{
-    fault::{AF_INET, AF_INET6, IPV4_MAPPED_WORD},
+    fault::{AF_INET, AF_INET6, CallFault, IPV4_MAPPED_WORD},
     ops::*,
     target::TARGET_TREE,
 };
@@ -371,16 +371,35 @@ lsm_program!(
     }
 );
 
-/// Makes a target's call of the syscall whose entry function this kprobe is on return `-errno`
-/// without running. Needs CONFIG_BPF_KPROBE_OVERRIDE and a function allowed for error injection
-/// (every `__x64_sys_*` with CONFIG_FUNCTION_ERROR_INJECTION).
+/// Makes a target's call of the function this kprobe is on return the fault's `retval` without
+/// running: a syscall's entry function (`chaos fail --syscall`, every `__x64_sys_*`) or a
+/// function of the error-injection list (`--kernel-fn`). Needs CONFIG_BPF_KPROBE_OVERRIDE and
+/// CONFIG_FUNCTION_ERROR_INJECTION. An allocation that may not fail (`__GFP_NOFAIL`) passes
+/// uncounted.
 #[kprobe]
-pub fn kprobe_syscall_override(ctx: ProbeContext) -> u32 {
-    if let Some(fault) = acting_fault(OP_SYSCALL, Attached::Kernel, || Call::UNKNOWN) {
-        // SAFETY: the probe's own registers; the return value is a negative errno.
-        unsafe { bpf_override_return(ctx.regs, (-i64::from(fault.errno)) as u64) };
+pub fn kprobe_override(ctx: ProbeContext) -> u32 {
+    if let Some(fault) = acting_fault(OP_SYSCALL, Attached::Kernel, || Call::UNKNOWN)
+        && !may_not_fail(&ctx, fault)
+    {
+        // SAFETY: the probe's own registers; the value is what the function's type allows.
+        unsafe { bpf_override_return(ctx.regs, fault.retval as u64) };
     }
     0
+}
+
+/// Whether the allocation this probe sees carries `__GFP_NOFAIL`.
+#[inline(always)]
+fn may_not_fail(ctx: &ProbeContext, fault: &CallFault) -> bool {
+    if fault.gfp_nofail == 0 {
+        return false;
+    }
+    // The allocation functions' first two arguments: the gfp flags are one of them.
+    let gfp: Option<u32> = if fault.gfp_arg == 0 {
+        ctx.arg(0)
+    } else {
+        ctx.arg(1)
+    };
+    gfp.is_some_and(|gfp| gfp & fault.gfp_nofail != 0)
 }
 
 /// `chaos disk error`: a bio to the fault's device completes with EIO. On the block layer's

@@ -152,6 +152,8 @@ pub struct Sites<'a> {
     pub cgroups: &'a [File],
     /// Syscall entry tracepoints and overriding kprobes: this syscall (`fsync`).
     pub syscall: Option<&'a str>,
+    /// Kprobes overriding a kernel function: this one (`should_failslab`).
+    pub function: Option<&'a str>,
     /// TC and XDP programs: these interfaces, in `netns` (chaos's own when `None`).
     pub ifaces: &'a [String],
     pub netns: Option<&'a Netns>,
@@ -332,7 +334,12 @@ impl Loaded {
                 let function = syscall_entry_function(syscall()?);
                 link!(KProbe, 0, |p| p.attach(&function, 0));
             }
-            Hook::FunctionOverride { function, .. } => link!(KProbe, 0, |p| p.attach(function, 0)),
+            Hook::FunctionOverride { .. } => {
+                let function = sites
+                    .function
+                    .ok_or(AttachError::NoSite(name, "a kernel function"))?;
+                link!(KProbe, 0, |p| p.attach(function, 0));
+            }
             Hook::Tc { direction, .. } => self.attach_tc(name, direction, sites, pin)?,
             Hook::FmodRet { function, .. } => {
                 let fmod_ret = self

@@ -89,10 +89,11 @@ pub fn execute(args: DemoArgs) -> Result<u8, Error> {
     thread::sleep(QUIET_TIME);
     let fault = ErrnoFault {
         ops: vec![parse_op("connect")?],
-        errno: Errno::from_raw(libc::ECONNREFUSED),
+        errno: Some(Errno::from_raw(libc::ECONNREFUSED)),
         dry_run: false,
         when: When::default(),
         syscall: None,
+        kernel_fn: None,
         filter: SocketFilter::default(),
         path: None,
     };

@@ -8,7 +8,7 @@ use crate::{
         error::{Error, exit},
         require_privileges,
     },
-    fault::{self, BackendChoice, Errno, ErrnoFault, Op, SocketFilter, ops},
+    fault::{self, BackendChoice, Errno, ErrnoFault, KernelFn, Op, SocketFilter, ops},
     plan,
     run::{self, CallsFault},
 };
@@ -43,7 +43,7 @@ pub struct FailArgs {
     pub targets: TargetArgs,
 
     /// Operations to fail, comma-separated (see the list below).
-    #[arg(long, required_unless_present = "syscall", value_delimiter = ',', value_parser = fault::parse_op)]
+    #[arg(long, required_unless_present_any = ["syscall", "kernel_fn"], value_delimiter = ',', value_parser = fault::parse_op)]
     pub op: Vec<Op>,
 
     /// One syscall to fail by name (fsync, renameat2…), through a kprobe with
@@ -51,6 +51,15 @@ pub struct FailArgs {
     /// for, on kernels with CONFIG_BPF_KPROBE_OVERRIDE.
     #[arg(long, value_name = "NAME", value_parser = fault::parse_syscall)]
     pub syscall: Option<String>,
+
+    /// One kernel function to fail by name, for the target's calls only: any function of the
+    /// kernel's error-injection list (/sys/kernel/debug/error_injection/list), such as
+    /// should_failslab (the target's slab allocations fail: its syscalls get ENOMEM) or
+    /// open_ctree. Functions of type ERRNO and ERRNO_NULL return -(--errno); NULL and TRUE
+    /// ones take no --errno. Allocations with __GFP_NOFAIL never fail. Kernels with
+    /// CONFIG_BPF_KPROBE_OVERRIDE.
+    #[arg(long, value_name = "NAME", value_parser = fault::parse_kernel_fn, conflicts_with = "syscall")]
+    pub kernel_fn: Option<String>,
 
     /// Only calls to (connect, send) or on (bind) this port. send: only calls that name a
     /// destination (sendto, sendmsg with an address).
@@ -74,7 +83,7 @@ pub struct FailArgs {
 
     /// The errno the calls fail with: a name (EIO, ECONNREFUSED) or a number (1-4095).
     #[arg(long)]
-    pub errno: Errno,
+    pub errno: Option<Errno>,
 
     #[command(flatten)]
     pub run: RunArgs,
@@ -105,6 +114,11 @@ impl FailArgs {
             dry_run: self.run.dry_run,
             when: self.run.when(),
             syscall: self.syscall.clone(),
+            kernel_fn: self.kernel_fn.clone().map(|name| KernelFn {
+                name,
+                kind: None,
+                gfp: None,
+            }),
             filter: SocketFilter {
                 port: self.port,
                 addr: self.addr,
@@ -120,10 +134,10 @@ impl FailArgs {
 
 pub fn execute(args: FailArgs) -> Result<u8, Error> {
     run::defer_interrupts();
-    let fault = args.fault()?;
+    let mut fault = args.fault()?;
     require_privileges()?;
     let targets = args.targets.resolve(args.run.force)?;
-    let eperm_ok = fault.errno.get() == libc::EPERM || args.accept_eperm;
+    let eperm_ok = fault.errno.is_some_and(|e| e.get() == libc::EPERM) || args.accept_eperm;
     let plan = plan::plan(
         &fault.ops,
         fault.filter_bits(),
@@ -134,10 +148,13 @@ pub fn execute(args: FailArgs) -> Result<u8, Error> {
     if let Some(syscall) = &fault.syscall {
         plan::check_syscall_override(syscall)?;
     }
+    if let Some(function) = &mut fault.kernel_fn {
+        plan::check_kernel_fn(function, fault.errno)?;
+    }
     if args.run.detach {
         let tree = targets.processes.iter().any(|process| process.tree);
-        plan::check_detachable(if fault.syscall.is_some() {
-            Some("the --syscall kprobe")
+        plan::check_detachable(if fault.syscall.is_some() || fault.kernel_fn.is_some() {
+            Some("the overriding kprobe")
         } else if tree {
             Some("the fork and exit tracepoints of --pid-tree")
         } else {
@@ -149,12 +166,18 @@ pub fn execute(args: FailArgs) -> Result<u8, Error> {
         .iter()
         .map(|op| op.name.to_owned())
         .chain(fault.syscall.iter().map(|syscall| format!("{syscall}()")))
+        .chain(
+            fault
+                .kernel_fn
+                .iter()
+                .map(|function| format!("{}()", function.name)),
+        )
         .collect();
     eprintln!(
         "chaos: failing {} of {} with {} for {}{}{}",
         calls.join(","),
         targets.describe(),
-        fault.errno,
+        fault.failure(),
         humantime::format_duration(args.run.duration),
         if fault.dry_run { ", dry run" } else { "" },
         args.run.how_it_ends(),
@@ -200,7 +223,7 @@ mod tests {
         };
         assert_eq!(args.targets.pid, [42]);
         assert_eq!(args.op.len(), 2);
-        assert_eq!(args.errno.get(), libc::EIO);
+        assert_eq!(args.errno.map(crate::fault::Errno::get), Some(libc::EIO));
         assert_eq!(args.run.duration.as_secs(), 90);
         assert!(args.run.json);
     }

@@ -64,14 +64,74 @@ impl fmt::Display for Errno {
 #[derive(Clone, Debug, PartialEq)]
 pub struct ErrnoFault {
     pub ops: Vec<Op>,
-    pub errno: Errno,
+    /// Every fault has one but one on a `--kernel-fn` of type NULL or TRUE.
+    pub errno: Option<Errno>,
     /// Count matching calls but fail none.
     pub dry_run: bool,
     pub when: When,
     /// One syscall failed through a kprobe override (`--syscall`), besides the ops.
     pub syscall: Option<String>,
+    /// One kernel function failed through a kprobe override (`--kernel-fn`), besides the ops.
+    pub kernel_fn: Option<KernelFn>,
     pub filter: SocketFilter,
     pub path: Option<PathFilter>,
+}
+
+/// A function of the kernel's error-injection list (`--kernel-fn`), and what is known of it once
+/// the list was read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KernelFn {
+    pub name: String,
+    /// How the list says the function fails; `None` until the fault starts.
+    pub kind: Option<InjectionKind>,
+    /// For an allocation function: its gfp flags' argument and this kernel's `__GFP_NOFAIL`.
+    pub gfp: Option<(u32, u32)>,
+}
+
+/// How a function of the error-injection list fails (its type there).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InjectionKind {
+    /// Returns `-errno`.
+    Errno,
+    /// Returns `-errno` or NULL: failed with `-errno`.
+    ErrnoNull,
+    /// Returns NULL.
+    Null,
+    /// Returns true.
+    True,
+}
+
+impl InjectionKind {
+    /// The type as the list writes it.
+    pub fn parse(word: &str) -> Option<Self> {
+        match word {
+            "ERRNO" => Some(InjectionKind::Errno),
+            "ERRNO_NULL" => Some(InjectionKind::ErrnoNull),
+            "NULL" => Some(InjectionKind::Null),
+            "TRUE" => Some(InjectionKind::True),
+            _ => None,
+        }
+    }
+
+    /// Whether failing it takes an errno.
+    pub fn takes_errno(self) -> bool {
+        matches!(self, InjectionKind::Errno | InjectionKind::ErrnoNull)
+    }
+}
+
+/// Parses a kernel function's name: letters, digits, `_` and `.` (`should_failslab`,
+/// `foo.constprop.0`).
+pub fn parse_kernel_fn(s: &str) -> Result<String, ParseError> {
+    let valid = !s.is_empty()
+        && s.len() <= 128
+        && !s.starts_with(|c: char| c.is_ascii_digit())
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.');
+    if valid {
+        Ok(s.to_owned())
+    } else {
+        Err(ParseError::InvalidKernelFn(s.to_owned()))
+    }
 }
 
 impl ErrnoFault {
@@ -83,6 +143,9 @@ impl ErrnoFault {
     /// Checks the fault as far as that is possible without the kernel and the targets: every
     /// operation has a mechanism that honours its filters, and the filters can match.
     pub fn check(&self) -> Result<(), ParseError> {
+        if self.errno.is_none() && (!self.ops.is_empty() || self.syscall.is_some()) {
+            return Err(ParseError::NoErrno);
+        }
         self.filter.check()?;
         ops::check_filters(&self.ops, self.filter_bits())
     }
@@ -93,8 +156,18 @@ impl ErrnoFault {
             .filter
             .addr
             .map_or(([0; 4], [0; 4]), |cidr| cidr.kernel_words());
+        let errno = self.errno.map_or(0, Errno::get);
+        let kernel_fn = self.kernel_fn.as_ref();
+        let (gfp_arg, gfp_nofail) = kernel_fn.and_then(|f| f.gfp).unwrap_or_default();
         CallFault {
-            errno: self.errno.get(),
+            errno,
+            retval: match kernel_fn.and_then(|f| f.kind) {
+                Some(InjectionKind::True) => 1,
+                Some(InjectionKind::Null) => 0,
+                _ => -i64::from(errno),
+            },
+            gfp_arg,
+            gfp_nofail,
             port: self.filter.port.map_or(0, u32::from),
             family: self.filter.family.unwrap_or(0),
             addr,
@@ -102,6 +175,16 @@ impl ErrnoFault {
             dir_ino: self.path.as_ref().map_or(0, |p| p.ino),
             dir_dev: self.path.as_ref().map_or(0, |p| p.dev),
             ..self.when.kernel(self.op_mask(), self.dry_run)
+        }
+    }
+
+    /// How the calls fail, in words: the errno, or what a `--kernel-fn` of type NULL or TRUE
+    /// returns.
+    pub fn failure(&self) -> String {
+        match (self.errno, self.kernel_fn.as_ref().and_then(|f| f.kind)) {
+            (Some(errno), _) => errno.to_string(),
+            (None, Some(InjectionKind::True)) => "true".to_owned(),
+            (None, _) => "NULL".to_owned(),
         }
     }
 
@@ -130,7 +213,7 @@ impl ErrnoFault {
 
     /// The `ops` bit mask the eBPF side reads.
     pub fn op_mask(&self) -> u64 {
-        let syscall = if self.syscall.is_some() {
+        let syscall = if self.syscall.is_some() || self.kernel_fn.is_some() {
             1 << OP_SYSCALL
         } else {
             0
@@ -336,10 +419,11 @@ mod tests {
                 .iter()
                 .map(|name| ops::parse_op(name).unwrap())
                 .collect(),
-            errno: Errno(5),
+            errno: Some(Errno(5)),
             dry_run: false,
             when: When::default(),
             syscall: None,
+            kernel_fn: None,
             filter,
             path: None,
         }

@@ -14,7 +14,10 @@ pub mod net;
 pub mod ops;
 pub mod signal;
 
-pub use errno::{Errno, ErrnoFault, PathFilter, SocketFilter, parse_family, parse_path_filter};
+pub use errno::{
+    Errno, ErrnoFault, InjectionKind, KernelFn, PathFilter, SocketFilter, parse_family,
+    parse_kernel_fn, parse_path_filter,
+};
 pub use ops::{BackendChoice, Op, parse_op};
 pub use signal::{Signal, SignalFault, parse_syscall};
 
@@ -52,6 +55,15 @@ pub enum ParseError {
     UnknownSignal(String),
     #[error("invalid syscall name '{0}': expected a name such as fsync, write or openat")]
     InvalidSyscall(String),
+    #[error(
+        "invalid kernel function name '{0}': expected a name such as should_failslab (see /sys/kernel/debug/error_injection/list)"
+    )]
+    InvalidKernelFn(String),
+    #[error(
+        "--errno is missing: --op and --syscall fail calls with an errno (EIO, ECONNREFUSED, a number)"
+    )]
+    NoErrno,
+
     #[error("invalid port '{0}': expected a number from 1 to 65535")]
     InvalidPort(String),
     #[error("unknown family '{0}': expected inet, inet6 or unix")]

@@ -52,6 +52,8 @@ pub enum ExtraHook<'a> {
     Signal(&'a str),
     /// `chaos fail --syscall`: a kprobe on the syscall's entry function overrides its return.
     Override(&'a str),
+    /// `chaos fail --kernel-fn`: a kprobe on the function overrides its return.
+    KernelFn(&'a str),
     /// `chaos disk error`: a kprobe on `should_fail_bio` fails the bios this filter matches.
     Bio(DiskFilter),
 }
@@ -64,6 +66,7 @@ pub struct CallsLoaded<'t> {
     fault: CallFault,
     hooks: Vec<Hook>,
     syscall: Option<String>,
+    function: Option<String>,
 }
 
 impl<'t> CallsLoaded<'t> {
@@ -114,20 +117,24 @@ impl<'t> CallsLoaded<'t> {
         } else {
             Vec::new()
         };
-        let syscall = match syscall {
+        let (syscall, function) = match syscall {
             Some(ExtraHook::Signal(name)) => {
                 hooks.push(hook::SIGNAL);
-                Some(name.to_owned())
+                (Some(name.to_owned()), None)
             }
             Some(ExtraHook::Override(name)) => {
                 hooks.push(hook::SYSCALL_OVERRIDE);
-                Some(name.to_owned())
+                (Some(name.to_owned()), None)
+            }
+            Some(ExtraHook::KernelFn(name)) => {
+                hooks.push(hook::KERNEL_FN_OVERRIDE);
+                (None, Some(name.to_owned()))
             }
             Some(ExtraHook::Bio(_)) => {
                 hooks.push(hook::BIO_ERROR);
-                None
+                (None, Some(hook::BIO_FUNCTION.to_owned()))
             }
-            None => None,
+            None => (None, None),
         };
         for &hook in plan.iter().flat_map(|(_, rung)| rung.hooks) {
             // Read and write share one program.
@@ -174,6 +181,7 @@ impl<'t> CallsLoaded<'t> {
             fault,
             hooks,
             syscall,
+            function,
         })
     }
 
@@ -195,10 +203,11 @@ impl<'t> CallsLoaded<'t> {
             .into_iter()
             .map(|path| File::open(&path).map_err(|source| CallsError::Cgroup { path, source }))
             .collect::<Result<Vec<File>, _>>()?;
-        let syscall = self.syscall.take();
+        let (syscall, function) = (self.syscall.take(), self.function.take());
         let sites = Sites {
             cgroups: &cgroups,
             syscall: syscall.as_deref(),
+            function: function.as_deref(),
             ..Sites::default()
         };
         for hook in std::mem::take(&mut self.hooks) {

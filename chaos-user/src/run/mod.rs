@@ -96,7 +96,7 @@ impl<'a> CallsFault<'a> {
     /// `chaos fail`: each operation through its planned rung, and the `--syscall` override. On a
     /// kernel without `bpf_set_retval` the cgroup rungs fail calls with EPERM, and say so.
     pub fn errno(fault: &'a ErrnoFault, plan: Plan) -> Self {
-        let errno = fault.errno.to_string();
+        let errno = fault.failure();
         let set_retval = crate::kernel::set_retval();
         let ops = plan.iter().map(|&(op, rung)| CallsRow {
             code: op.code,
@@ -120,11 +120,28 @@ impl<'a> CallsFault<'a> {
             mechanism: "kprobe-override".to_owned(),
             covers: format!("{syscall}() (a kprobe on its entry function)"),
         });
-        let rows = ops.chain(syscall).collect();
+        let kernel_fn = fault.kernel_fn.iter().map(|function| CallsRow {
+            code: OP_SYSCALL,
+            fault: FaultKind::Errno {
+                op: format!("{}()", function.name),
+                errno: errno.clone(),
+            },
+            mechanism: "kprobe-override".to_owned(),
+            covers: format!(
+                "{}() in the kernel, for the targets' calls (a kprobe on it)",
+                function.name
+            ),
+        });
+        let rows = ops.chain(syscall).chain(kernel_fn).collect();
+        let extra = match (&fault.syscall, &fault.kernel_fn) {
+            (Some(syscall), _) => Some(ExtraHook::Override(syscall)),
+            (None, Some(function)) => Some(ExtraHook::KernelFn(&function.name)),
+            (None, None) => None,
+        };
         CallsFault {
             kernel: fault.kernel(),
             plan,
-            syscall: fault.syscall.as_deref().map(ExtraHook::Override),
+            syscall: extra,
             rows,
             dry_run: fault.dry_run,
             filters: fault.describe_filters(),
