@@ -134,6 +134,19 @@ pub struct DiskFilter {
 }
 const _: () = assert!(core::mem::size_of::<DiskFilter>() == 64);
 
+/// `--caller FN`: the addresses of FN's code, `[start, end)`; a call is failed only when one of
+/// the kernel stack's return addresses lies there. `end` 0: no caller filter.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CallerRange {
+    pub start: u64,
+    pub end: u64,
+}
+const _: () = assert!(core::mem::size_of::<CallerRange>() == 16);
+
+/// How many frames of the kernel stack `--caller` looks at.
+pub const MAX_STACK_FRAMES: usize = 64;
+
 /// [`CallFault::probability`] for "always": above every 32-bit draw.
 pub const PROBABILITY_ONE: u64 = 1 << 32;
 
@@ -189,6 +202,9 @@ unsafe impl aya::Pod for PathOffsets {}
 #[cfg(feature = "user")]
 // SAFETY: #[repr(C)] integers only, explicit padding (size checked above).
 unsafe impl aya::Pod for DiskFilter {}
+#[cfg(feature = "user")]
+// SAFETY: #[repr(C)] integers only, no padding (size checked above).
+unsafe impl aya::Pod for CallerRange {}
 #[cfg(feature = "user")]
 // SAFETY: #[repr(C)] integers and arrays of them, explicit padding (size checked above).
 unsafe impl aya::Pod for CallFault {}

@@ -9,6 +9,9 @@ pub const FMOD_RET: &str = "fmod-ret";
 pub const LSM_CGROUP: &str = "lsm-cgroup";
 pub const KPROBES: &str = "kprobes";
 pub const KPROBE_OVERRIDE: &str = "kprobe-override";
+/// The kernel's error-injection list holds its own fault points (`should_failslab`,
+/// `should_fail_bio`, …): `chaos fail --kernel-fn`, `chaos disk error`.
+pub const ERROR_INJECTION: &str = "error-injection";
 /// Programs may use BPF atomic instructions (5.12): the fault rules and the PID bitmap.
 pub const BPF_ATOMICS: &str = "bpf-atomics";
 /// Trampoline programs take struct arguments by value (6.1): `chown`'s hooks take `kuid_t`.
@@ -34,7 +37,7 @@ pub const SOCK_DESTROY: &str = "sock-destroy";
 pub const CAPABILITIES: &str = "capabilities";
 
 /// Every feature, in the order `chaos probe` reports them.
-pub const ALL: [&str; 23] = [
+pub const ALL: [&str; 24] = [
     BTF,
     BPF_LSM,
     TRAMPOLINE,
@@ -42,6 +45,7 @@ pub const ALL: [&str; 23] = [
     LSM_CGROUP,
     KPROBES,
     KPROBE_OVERRIDE,
+    ERROR_INJECTION,
     BPF_ATOMICS,
     STRUCT_ARGS,
     CGROUP_SOCK_ADDR,

@@ -83,6 +83,9 @@ pub struct Call {
     pub addr: [u32; 4],
     /// The `struct dentry *` of the file the call acts on; 0 when the hook has none.
     pub dentry: u64,
+    /// Whether `--caller`'s function is on the kernel stack (true without one, or where the
+    /// hook cannot tell).
+    pub caller_on_stack: bool,
 }
 
 impl Call {
@@ -92,6 +95,7 @@ impl Call {
         family: 0,
         addr: [0; 4],
         dentry: 0,
+        caller_on_stack: true,
     };
 }
 
@@ -134,7 +138,8 @@ pub fn act(
         return None;
     }
     let call = call();
-    if !fault.filters_pass(call.port, call.family, &call.addr)
+    if !call.caller_on_stack
+        || !fault.filters_pass(call.port, call.family, &call.addr)
         || (fault.dir_ino != 0 && !under_dir(call.dentry, fault.dir_ino, fault.dir_dev))
     {
         return None;

@@ -4,7 +4,7 @@
 use std::{fs, io, path::Path, process::Command};
 
 use chaos_common::{
-    fault::{DiskFilter, PathOffsets},
+    fault::{CallerRange, DiskFilter, PathOffsets},
     features as feature,
     hook::{self, Hook},
     names,
@@ -77,6 +77,7 @@ pub fn probe() -> Vec<Finding> {
     findings.push(lsm_cgroup(btf.is_ok()));
     findings.push(kprobes());
     findings.push(kprobe_override());
+    findings.push(error_injection());
     findings.push(atomics_finding());
     findings.push(struct_args());
     findings.push(cgroup_sock_addr());
@@ -287,6 +288,44 @@ pub fn kprobe_override() -> Finding {
     }
 }
 
+/// The kernel's own fault points in its error-injection list, with their types: what
+/// `--kernel-fn` and `chaos disk error` fail (through kprobe override, or fmod_ret where
+/// trampolines load).
+fn error_injection() -> Finding {
+    const ENABLE: &str = "CONFIG_FUNCTION_ERROR_INJECTION=y (its fault points: CONFIG_FAILSLAB=y, CONFIG_FAIL_PAGE_ALLOC=y, CONFIG_FAIL_MAKE_REQUEST=y)";
+    let entries = error_injection_entries();
+    if entries.is_empty() {
+        return Finding::no(
+            feature::ERROR_INJECTION,
+            "no error-injection list (/sys/kernel/debug/error_injection/list)",
+            ENABLE,
+        );
+    }
+    let points: Vec<String> = entries
+        .iter()
+        .filter(|(function, _)| function.starts_with("should_fail"))
+        .map(|(function, kind)| format!("{function} {kind}"))
+        .collect();
+    let detail = format!(
+        "{} functions in /sys/kernel/debug/error_injection/list",
+        entries.len()
+    );
+    if points.is_empty() {
+        return Finding::no(
+            feature::ERROR_INJECTION,
+            format!("{detail}, none of them a fault point (should_fail*)"),
+            ENABLE,
+        );
+    }
+    Finding::yes(
+        feature::ERROR_INJECTION,
+        format!(
+            "{detail}; fault points: {}; kprobe-override or fmod-ret (above) fails them",
+            points.join(", ")
+        ),
+    )
+}
+
 /// The functions the kernel allows error injection for (debugfs), with their types (`ERRNO`,
 /// `NULL`, …).
 fn error_injection_entries() -> Vec<(String, String)> {
@@ -339,6 +378,59 @@ pub fn error_injection_examples() -> String {
         String::new()
     } else {
         format!("; such as {}", examples.join(", "))
+    }
+}
+
+/// Where function `name`'s code lies, `[start, end)`, from /proc/kallsyms: its address, and the
+/// next symbol's. Refused where kallsyms hides addresses, for an unknown name (naming the
+/// suffixed copies the compiler made, `name.constprop.0`, if any) and for a name that is
+/// several functions.
+pub fn function_range(name: &str) -> Result<CallerRange, String> {
+    let kallsyms =
+        fs::read_to_string("/proc/kallsyms").map_err(|err| format!("/proc/kallsyms: {err}"))?;
+    let mut addresses: Vec<u64> = Vec::new();
+    let mut starts: Vec<u64> = Vec::new();
+    let mut suffixed: Vec<String> = Vec::new();
+    for line in kallsyms.lines() {
+        let mut words = line.split_whitespace();
+        let (Some(address), Some(kind), Some(symbol)) = (words.next(), words.next(), words.next())
+        else {
+            continue;
+        };
+        let Ok(address) = u64::from_str_radix(address, 16) else {
+            continue;
+        };
+        addresses.push(address);
+        let text = matches!(kind, "t" | "T");
+        if text && symbol == name {
+            starts.push(address);
+        } else if text && symbol.split('.').next() == Some(name) {
+            suffixed.push(symbol.to_owned());
+        }
+    }
+    match starts.as_slice() {
+        [] if suffixed.is_empty() => Err(format!("no kernel function {name} in /proc/kallsyms")),
+        [] => Err(format!(
+            "no kernel function {name} in /proc/kallsyms, but {} (the compiler's copies): name one of them",
+            suffixed.join(", ")
+        )),
+        [0] => Err(
+            "/proc/kallsyms hides kernel addresses (kernel.kptr_restrict=2, or not root)"
+                .to_owned(),
+        ),
+        &[start] => {
+            let end = addresses
+                .iter()
+                .copied()
+                .filter(|&a| a > start)
+                .min()
+                .ok_or_else(|| format!("no symbol after {name} in /proc/kallsyms"))?;
+            Ok(CallerRange { start, end })
+        }
+        several => Err(format!(
+            "{name} is {} functions in /proc/kallsyms (static functions of several files): cannot tell which",
+            several.len()
+        )),
     }
 }
 

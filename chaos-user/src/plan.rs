@@ -284,6 +284,13 @@ pub fn check_kernel_fn(function: &mut KernelFn, errno: Option<Errno>) -> Result<
         }
         _ => {}
     }
+    if let Some(caller) = &function.caller {
+        function.caller_range =
+            kernel::function_range(caller).map_err(|reason| PlanError::KernelFn {
+                function: function.name.clone(),
+                reason: format!("--caller {caller}: {reason}"),
+            })?;
+    }
     function.kind = Some(kind);
     function.gfp = match kernel::gfp_argument(&function.name) {
         None => None,

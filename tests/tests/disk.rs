@@ -365,6 +365,86 @@ fn disk_fault_narrowed_to_one_process() {
     );
 }
 
+/// `chaos fail --kernel-fn should_fail_bio --caller vfs_fsync_range`: the target's bios fail
+/// only when fsync is on the kernel stack, so its fsync() gets EIO; with a caller that is never
+/// on that path (ksys_read), nothing matches and every fsync() succeeds. A bystander on the
+/// same filesystem never fails.
+#[test]
+fn disk_kernel_fn_should_fail_bio_only_under_fsync() {
+    let dir = scratch("caller");
+    let Some(disk) = LoopDisk::new(&dir, "a") else {
+        eprintln!("NOT RUN: no loop devices on this kernel");
+        return;
+    };
+    if !supported_or_refused(&disk.device) {
+        return;
+    }
+    let victim = |name: &str| {
+        let mut command = Command::new(VICTIM);
+        command.args(["write-fsync", disk.file(name).to_str().unwrap()]);
+        let victim = Victim::spawn(command, false, None);
+        victim.wait_for_calls(1);
+        victim
+    };
+    let target = victim("target");
+    let bystander = victim("bystander");
+    let pid = target.pid().to_string();
+    let run = |caller: &str| {
+        let started = monotonic_ns();
+        let chaos = Chaos::spawn_live(&mut chaos_command(&[
+            "fail",
+            "--pid",
+            &pid,
+            "--kernel-fn",
+            "should_fail_bio",
+            "--errno",
+            "EIO",
+            "--caller",
+            caller,
+            "--for",
+            "10m",
+            "--json",
+        ]));
+        // Ten fsyncs of the target under the fault.
+        let live = monotonic_ns();
+        while target.calls().iter().filter(|c| c.at_ns > live).count() < 10 {
+            thread::sleep(Duration::from_millis(20));
+        }
+        let report = stop_chaos(chaos);
+        let failed = target
+            .calls()
+            .iter()
+            .filter(|c| c.at_ns > started && c.errno.is_some())
+            .count();
+        (report, failed)
+    };
+
+    let (other, failed) = run("ksys_read");
+    assert_eq!(failed, 0, "no fsync fails when the caller is elsewhere");
+    assert_eq!(other["faults"][0]["matched"], 0, "{other}");
+    let (under_fsync, failed) = run("vfs_fsync_range");
+    let fault = &under_fsync["faults"][0];
+    assert!(
+        failed > 0,
+        "the target's fsync() fails under fsync: {under_fsync}"
+    );
+    assert!(
+        target
+            .calls()
+            .iter()
+            .filter_map(|c| c.errno)
+            .all(|errno| errno == libc::EIO),
+        "with EIO"
+    );
+    assert_eq!(fault["op"], "should_fail_bio()", "{under_fsync}");
+    assert!(fault["injected"].as_u64().unwrap() > 0, "{under_fsync}");
+    assert_bystander_untouched(&bystander);
+    assert_no_chaos_programs();
+    eprintln!(
+        "--caller ksys_read: 0 matched; --caller vfs_fsync_range: {failed} fsync() EIO; {fault}"
+    );
+}
+
 /// A device that is not one is refused before anything is attached, naming the value.
 #[test]
 fn disk_bad_device_is_refused_naming_it() {

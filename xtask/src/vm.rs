@@ -133,6 +133,7 @@ impl Kernel {
                         features::BPF_ATOMICS,
                         features::STRUCT_ARGS,
                         features::KPROBE_OVERRIDE,
+                        features::ERROR_INJECTION,
                         features::PERF_LINK,
                         features::CGROUP_SOCK_ADDR,
                         features::TCX,

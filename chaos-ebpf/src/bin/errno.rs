@@ -13,16 +13,17 @@
 use core::ffi::c_void;
 
 use aya_ebpf::{
-    Global,
+    EbpfContext as _, Global,
     helpers::{
-        bpf_get_current_pid_tgid, bpf_override_return, bpf_probe_read_kernel, bpf_send_signal,
-        bpf_set_retval,
+        bpf_get_current_pid_tgid, bpf_get_stack, bpf_override_return, bpf_probe_read_kernel,
+        bpf_send_signal, bpf_set_retval,
     },
-    macros::{cgroup_sock, cgroup_sock_addr, kprobe, tracepoint},
+    macros::{cgroup_sock, cgroup_sock_addr, kprobe, map, tracepoint},
+    maps::PerCpuArray,
     programs::{LsmContext, ProbeContext, SockAddrContext, SockContext, TracePointContext},
 };
 use chaos_common::{
-    fault::{AF_INET, AF_INET6, CallFault, IPV4_MAPPED_WORD},
+    fault::{AF_INET, AF_INET6, CallFault, CallerRange, IPV4_MAPPED_WORD, MAX_STACK_FRAMES},
     ops::*,
     target::TARGET_TREE,
 };
@@ -56,7 +57,7 @@ fn sock_addr_call4(ctx: &SockAddrContext) -> Call {
         port: u32::from(u16::from_be(addr.user_port as u16)),
         family: addr.user_family,
         addr: [0, 0, IPV4_MAPPED_WORD, addr.user_ip4],
-        dentry: 0,
+        ..Call::UNKNOWN
     }
 }
 
@@ -69,7 +70,7 @@ fn sock_addr_call6(ctx: &SockAddrContext) -> Call {
         port: u32::from(u16::from_be(addr.user_port as u16)),
         family: addr.user_family,
         addr: addr.user_ip6,
-        dentry: 0,
+        ..Call::UNKNOWN
     }
 }
 
@@ -112,7 +113,7 @@ fn sockaddr_call(sockaddr: *const u8) -> Call {
         port,
         family,
         addr,
-        dentry: 0,
+        ..Call::UNKNOWN
     }
 }
 
@@ -378,13 +379,57 @@ lsm_program!(
 /// uncounted.
 #[kprobe]
 pub fn kprobe_override(ctx: ProbeContext) -> u32 {
-    if let Some(fault) = acting_fault(OP_SYSCALL, Attached::Kernel, || Call::UNKNOWN)
+    let call = || Call {
+        caller_on_stack: caller_on_stack(&ctx),
+        ..Call::UNKNOWN
+    };
+    if let Some(fault) = acting_fault(OP_SYSCALL, Attached::Kernel, call)
         && !may_not_fail(&ctx, fault)
     {
         // SAFETY: the probe's own registers; the value is what the function's type allows.
         unsafe { bpf_override_return(ctx.regs, fault.retval as u64) };
     }
     0
+}
+
+/// `--caller`'s function; all zero without one.
+#[unsafe(no_mangle)]
+static CALLER: Global<CallerRange> = Global::new(CallerRange { start: 0, end: 0 });
+
+/// The kernel stack of the current call, read by `--caller` (too large for the BPF stack).
+#[map]
+static STACK: PerCpuArray<[u64; MAX_STACK_FRAMES]> = PerCpuArray::with_max_entries(1, 0);
+
+/// Whether `--caller`'s function is on the kernel stack (true without `--caller`): a return
+/// address within its code, in the innermost [`MAX_STACK_FRAMES`] frames. Runs only for a
+/// target's calls, after the cheap filters.
+#[inline(always)]
+fn caller_on_stack(ctx: &ProbeContext) -> bool {
+    let caller = CALLER.load();
+    if caller.end == 0 {
+        return true;
+    }
+    let Some(frames) = STACK.get_ptr_mut(0) else {
+        return false;
+    };
+    let size = core::mem::size_of::<[u64; MAX_STACK_FRAMES]>() as u32;
+    // SAFETY: the helper writes at most `size` bytes into the per-CPU value `frames` points to.
+    let len = unsafe { bpf_get_stack(ctx.as_ptr(), frames.cast(), size, 0) };
+    if len <= 0 {
+        return false;
+    }
+    let count = len as usize / 8;
+    for i in 0..MAX_STACK_FRAMES {
+        if i >= count {
+            break;
+        }
+        // SAFETY: `i` is within the array; the value was just written by this CPU.
+        let ip = unsafe { (*frames)[i] };
+        if ip >= caller.start && ip < caller.end {
+            return true;
+        }
+    }
+    false
 }
 
 /// Whether the allocation this probe sees carries `__GFP_NOFAIL`.

@@ -1,5 +1,6 @@
 //! `chaos fail`: calls of a target fail with an errno.
 
+use chaos_common::fault::CallerRange;
 use clap::Args;
 
 use crate::{
@@ -30,6 +31,7 @@ use crate::{
 ///   chaos fail --pid 4242 --op write --errno ENOSPC --after 100 --every 10 --count 5
 ///   chaos fail --pid 4242 --op connect --errno ETIMEDOUT --probability 0.1 --for 5m
 ///   chaos fail --pid 4242 --syscall fsync --errno EIO --count 1
+///   chaos fail --pid 4242 --kernel-fn should_failslab --errno ENOMEM --probability 0.01
 ///   chaos fail --cgroup /system.slice/app.service --op connect --port 5432 --errno ECONNREFUSED
 ///
 /// Which calls fail (compare strace -e inject=SYSCALL:error=E:when=FIRST..LAST+STEP): calls the
@@ -60,6 +62,13 @@ pub struct FailArgs {
     /// CONFIG_BPF_KPROBE_OVERRIDE.
     #[arg(long, value_name = "NAME", value_parser = fault::parse_kernel_fn, conflicts_with = "syscall")]
     pub kernel_fn: Option<String>,
+
+    /// With --kernel-fn: only calls made with kernel function FN on the kernel stack (the
+    /// innermost 64 frames), such as do_fsync or ext4_sync_file. Inlined and tail-called
+    /// functions never appear on a stack; the compiler's copies carry suffixes
+    /// (name.constprop.0), which FN must then include.
+    #[arg(long, value_name = "FN", value_parser = fault::parse_kernel_fn, requires = "kernel_fn")]
+    pub caller: Option<String>,
 
     /// Only calls to (connect, send) or on (bind) this port. send: only calls that name a
     /// destination (sendto, sendmsg with an address).
@@ -118,6 +127,8 @@ impl FailArgs {
                 name,
                 kind: None,
                 gfp: None,
+                caller: self.caller.clone(),
+                caller_range: CallerRange::default(),
             }),
             filter: SocketFilter {
                 port: self.port,

@@ -4,7 +4,7 @@
 use std::{fmt, str::FromStr};
 
 use chaos_common::{
-    fault::{AF_INET, AF_INET6, AF_UNIX, CallFault},
+    fault::{AF_INET, AF_INET6, AF_UNIX, CallFault, CallerRange},
     ops::{FILTER_ADDR, FILTER_FAMILY, FILTER_PATH, FILTER_PORT, FILTER_UNIX, OP_SYSCALL},
 };
 
@@ -86,6 +86,10 @@ pub struct KernelFn {
     pub kind: Option<InjectionKind>,
     /// For an allocation function: its gfp flags' argument and this kernel's `__GFP_NOFAIL`.
     pub gfp: Option<(u32, u32)>,
+    /// `--caller`: only calls with this function on the kernel stack.
+    pub caller: Option<String>,
+    /// Where the caller's code lies; all zero until the fault starts, or without `--caller`.
+    pub caller_range: CallerRange,
 }
 
 /// How a function of the error-injection list fails (its type there).

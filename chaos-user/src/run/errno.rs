@@ -6,7 +6,7 @@ use std::{collections::HashSet, fs::File, os::fd::AsFd, path::Path};
 use aya::{EbpfLoader, maps::CgroupArray};
 use chaos_common::{
     counters::{Counters, counter_index},
-    fault::{CallFault, DiskFilter, PathOffsets},
+    fault::{CallFault, CallerRange, DiskFilter, PathOffsets},
     hook::{self, Hook},
     names,
     target::{TARGET_TREE, Target},
@@ -52,8 +52,9 @@ pub enum ExtraHook<'a> {
     Signal(&'a str),
     /// `chaos fail --syscall`: a kprobe on the syscall's entry function overrides its return.
     Override(&'a str),
-    /// `chaos fail --kernel-fn`: a kprobe on the function overrides its return.
-    KernelFn(&'a str),
+    /// `chaos fail --kernel-fn`: a kprobe on the function overrides its return, for calls with
+    /// the caller's code on the stack (`--caller`; all zero: any).
+    KernelFn(&'a str, CallerRange),
     /// `chaos disk error`: a kprobe on `should_fail_bio` fails the bios this filter matches.
     Bio(DiskFilter),
 }
@@ -96,6 +97,10 @@ impl<'t> CallsLoaded<'t> {
             }
             _ => DiskFilter::default(),
         };
+        let caller = match syscall {
+            Some(ExtraHook::KernelFn(_, caller)) => caller,
+            _ => CallerRange::default(),
+        };
         let set_retval = u32::from(kernel::set_retval());
         let mut loaded = Loaded::new(
             EbpfLoader::new()
@@ -108,7 +113,8 @@ impl<'t> CallsLoaded<'t> {
                     true,
                 )
                 .override_global(names::GLOBAL_PATH_OFFSETS, &path_offsets, true)
-                .override_global(names::GLOBAL_DISK, &disk, true),
+                .override_global(names::GLOBAL_DISK, &disk, true)
+                .override_global(names::GLOBAL_CALLER, &caller, true),
             kernel::errno_object(),
         )?;
         // The fork and exit tracepoints first, so that no child escapes once targets are live.
@@ -126,7 +132,7 @@ impl<'t> CallsLoaded<'t> {
                 hooks.push(hook::SYSCALL_OVERRIDE);
                 (Some(name.to_owned()), None)
             }
-            Some(ExtraHook::KernelFn(name)) => {
+            Some(ExtraHook::KernelFn(name, _)) => {
                 hooks.push(hook::KERNEL_FN_OVERRIDE);
                 (None, Some(name.to_owned()))
             }

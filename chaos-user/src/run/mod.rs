@@ -127,15 +127,23 @@ impl<'a> CallsFault<'a> {
                 errno: errno.clone(),
             },
             mechanism: "kprobe-override".to_owned(),
-            covers: format!(
-                "{}() in the kernel, for the targets' calls (a kprobe on it)",
-                function.name
-            ),
+            covers: match &function.caller {
+                Some(caller) => format!(
+                    "{}() in the kernel, for the targets' calls from {caller}() (a kprobe on it)",
+                    function.name
+                ),
+                None => format!(
+                    "{}() in the kernel, for the targets' calls (a kprobe on it)",
+                    function.name
+                ),
+            },
         });
         let rows = ops.chain(syscall).chain(kernel_fn).collect();
         let extra = match (&fault.syscall, &fault.kernel_fn) {
             (Some(syscall), _) => Some(ExtraHook::Override(syscall)),
-            (None, Some(function)) => Some(ExtraHook::KernelFn(&function.name)),
+            (None, Some(function)) => {
+                Some(ExtraHook::KernelFn(&function.name, function.caller_range))
+            }
             (None, None) => None,
         };
         CallsFault {
