@@ -438,12 +438,12 @@ fn may_not_fail(ctx: &ProbeContext, fault: &CallFault) -> bool {
     if fault.gfp_nofail == 0 {
         return false;
     }
-    // The allocation functions' first two arguments: the gfp flags are one of them.
-    let gfp: Option<u32> = if fault.gfp_arg == 0 {
-        ctx.arg(0)
-    } else {
-        ctx.arg(1)
-    };
+    // The allocation functions' first two arguments: the gfp flags are one of them. Both are
+    // read (black_box) so that the compiler does not turn the choice into a context access at
+    // a variable offset, which the verifier refuses.
+    let (first, second): (Option<u32>, Option<u32>) =
+        core::hint::black_box((ctx.arg(0), ctx.arg(1)));
+    let gfp = if fault.gfp_arg == 0 { first } else { second };
     gfp.is_some_and(|gfp| gfp & fault.gfp_nofail != 0)
 }
 
