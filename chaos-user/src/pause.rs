@@ -65,6 +65,25 @@ impl Pausable {
         }
     }
 
+    /// Kills every process with SIGKILL (a frozen or stopped process dies too): `cgroup.kill`
+    /// (5.14), else each process the cgroup holds.
+    pub fn kill(&self) -> io::Result<()> {
+        match self {
+            Pausable::Cgroup(path) => {
+                let kill = path.join("cgroup.kill");
+                if kill.exists() {
+                    return fs::write(kill, "1");
+                }
+                let roots: Vec<(u32, bool)> = target::processes_under(path)
+                    .into_iter()
+                    .map(|pid| (pid, false))
+                    .collect();
+                signal_all(&roots, libc::SIGKILL)
+            }
+            Pausable::Processes(roots) => signal_all(roots, libc::SIGKILL),
+        }
+    }
+
     /// The guard's command-line arguments after `chaos pause-guard`.
     fn guard_args(&self) -> Vec<String> {
         match self {

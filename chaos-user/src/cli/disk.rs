@@ -4,16 +4,17 @@ use clap::{Args, Subcommand};
 
 use crate::{
     cli::{
-        RunArgs, TargetArgs,
+        HeldArgs, RunArgs, TargetArgs,
         error::{Error, exit},
-        require_privileges,
+        how_it_ends, require_privileges,
     },
     fault::{
-        ParseError,
+        ParseError, When,
         disk::{DeviceArg, DiskFault, DiskOp, Sectors},
     },
+    pause::Pausable,
     plan,
-    run::{self, CallsFault},
+    run::{self, CallsFault, RunError},
     target::Targets,
 };
 
@@ -33,6 +34,37 @@ pub struct DiskArgs {
 #[derive(Debug, Subcommand)]
 pub enum DiskAction {
     Error(DiskErrorArgs),
+    Cut(DiskCutArgs),
+}
+
+/// A power cut for one disk: the target stops at one instant, and nothing it wrote after that
+/// instant reaches the device.
+///
+/// At the cut the target is frozen (cgroup v2 freezer, or SIGSTOP), every write, flush and
+/// discard bio to the device starts failing (also the kernel's own writeback of the target's
+/// dirty pages: no process owns those), and the target is killed with SIGKILL. No process of
+/// the target sees an error; what it had written but not yet synced is lost, as in a power cut
+/// (a disk with a volatile write cache can lose more). Writes keep failing until --for ends,
+/// so that the filesystem can be unmounted and the device's cache dropped (detach and attach a
+/// loop device again) before it is mounted and the target's recovery tested. Reads still work.
+/// Needs what `chaos disk error` needs.
+///
+/// Examples:
+///   chaos disk cut --device /dev/loop0 --container db --for 30s
+///   chaos disk cut --device 7:0 --pid-tree 4242 --for 1m --json
+#[derive(Debug, Args)]
+#[command(verbatim_doc_comment)]
+pub struct DiskCutArgs {
+    /// The block device: a path (/dev/sdb, /dev/loop0) or MAJOR:MINOR (8:16). A whole disk
+    /// includes its partitions.
+    #[arg(long, value_name = "DEV")]
+    pub device: DeviceArg,
+
+    #[command(flatten)]
+    pub targets: TargetArgs,
+
+    #[command(flatten)]
+    pub held: HeldArgs,
 }
 
 /// Bios to a block device complete with EIO, as from a failing disk.
@@ -105,7 +137,58 @@ impl DiskErrorArgs {
 pub fn execute(args: DiskArgs) -> Result<u8, Error> {
     match args.action {
         DiskAction::Error(args) => error(args),
+        DiskAction::Cut(args) => cut(args),
     }
+}
+
+/// The bios a cut fails: everything that would change the device.
+const CUT_OPS: [DiskOp; 3] = [DiskOp::Write, DiskOp::Flush, DiskOp::Discard];
+
+fn cut(args: DiskCutArgs) -> Result<u8, Error> {
+    run::defer_interrupts();
+    let fault = DiskFault {
+        device: args.device.resolve()?,
+        ops: CUT_OPS.to_vec(),
+        sectors: None,
+        when: When::default(),
+        dry_run: false,
+        targeted: false,
+    };
+    require_privileges()?;
+    plan::check_bio_override()?;
+    let processes = args.targets.resolve(args.held.force)?;
+    let victim = Pausable::of(&processes);
+    eprintln!(
+        "chaos: power cut of {} under {}: frozen, writes failing for {}, killed{}",
+        fault.device,
+        processes.describe(),
+        humantime::format_duration(args.held.duration),
+        how_it_ends(false),
+    );
+    // Whatever happens to chaos from the freeze on, the guard thaws what is left of the target.
+    let guard = victim
+        .spawn_guard()
+        .map_err(Error::io("start the guard that thaws the target"))?;
+    let failed = |what: &'static str| move |source| RunError::Target { what, source };
+    let targets = Targets {
+        device: Some(fault.device.clone()),
+        ..Targets::default()
+    };
+    let report = run::calls_run_between(
+        &targets,
+        &CallsFault::disk(&fault),
+        args.held.duration,
+        || victim.freeze().map_err(failed("freeze")),
+        || {
+            let killed = victim.kill().map_err(failed("kill"));
+            let _ = victim.thaw();
+            killed
+        },
+    );
+    drop(guard);
+    let report = report?;
+    crate::report::print_final(&report.human(), || report.json(), args.held.json);
+    Ok(exit::OK)
 }
 
 fn error(args: DiskErrorArgs) -> Result<u8, Error> {

@@ -374,7 +374,8 @@ mod tests {
                 "net limit",
                 "net reset",
                 "pause",
-                "disk error"
+                "disk error",
+                "disk cut"
             ]
         );
     }

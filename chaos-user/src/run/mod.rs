@@ -52,6 +52,12 @@ pub enum RunError {
     Interrupts(#[source] io::Error),
     #[error("cannot wait for the targets to exit")]
     Hold(#[source] io::Error),
+    #[error("cannot {what} the target")]
+    Target {
+        what: &'static str,
+        #[source]
+        source: io::Error,
+    },
 }
 
 impl RunError {
@@ -234,11 +240,28 @@ pub fn calls_run(
     lifetime: Duration,
     on_attached: impl FnOnce(),
 ) -> Result<Report, RunError> {
+    let on_attached = || {
+        on_attached();
+        Ok(())
+    };
+    calls_run_between(targets, fault, lifetime, || Ok(()), on_attached)
+}
+
+/// [`calls_run`], with `before` run once every program is loaded and the last thing before
+/// they attach, and `after` once they are live; an error of either ends the run.
+pub fn calls_run_between(
+    targets: &Targets,
+    fault: &CallsFault<'_>,
+    lifetime: Duration,
+    before: impl FnOnce() -> Result<(), RunError>,
+    after: impl FnOnce() -> Result<(), RunError>,
+) -> Result<Report, RunError> {
     let holder = Holder::new().map_err(RunError::Interrupts)?;
     let loaded = CallsLoaded::load(targets, fault.kernel, &fault.plan, fault.syscall)?;
     let deadline = Deadline::after(lifetime);
+    before()?;
     let mut attachment = loaded.start(deadline, None)?;
-    on_attached();
+    after()?;
     let pidfds: Vec<&OwnedFd> = if targets.ends_with_processes() {
         targets.processes.iter().map(|p| &p.pidfd).collect()
     } else {
