@@ -388,7 +388,7 @@ fn disk_fault_narrowed_to_one_process() {
     );
 }
 
-/// `chaos fail --kernel-fn should_fail_bio --caller vfs_fsync_range`: the target's bios fail
+/// `chaos fail --kernel-fn should_fail_bio --caller ext4_sync_file`: the target's bios fail
 /// only when fsync is on the kernel stack, so its fsync() gets EIO; with a caller that is never
 /// on that path (ksys_read), nothing matches and every fsync() succeeds. A bystander on the
 /// same filesystem never fails.
@@ -445,7 +445,7 @@ fn disk_kernel_fn_should_fail_bio_only_under_fsync() {
     let (other, failed) = run("ksys_read");
     assert_eq!(failed, 0, "no fsync fails when the caller is elsewhere");
     assert_eq!(other["faults"][0]["matched"], 0, "{other}");
-    let (under_fsync, failed) = run("vfs_fsync_range");
+    let (under_fsync, failed) = run("ext4_sync_file");
     let fault = &under_fsync["faults"][0];
     assert!(
         failed > 0,
@@ -464,7 +464,7 @@ fn disk_kernel_fn_should_fail_bio_only_under_fsync() {
     assert_bystander_untouched(&bystander);
     assert_no_chaos_programs();
     eprintln!(
-        "--caller ksys_read: 0 matched; --caller vfs_fsync_range: {failed} fsync() EIO; {fault}"
+        "--caller ksys_read: 0 matched; --caller ext4_sync_file: {failed} fsync() EIO; {fault}"
     );
 }
 
