@@ -75,14 +75,17 @@ impl LoopDisk {
         self.mount.join(name)
     }
 
-    /// What a power cut leaves: unmounted, the loop device detached (its cache gone) and the
-    /// image attached and mounted again.
-    fn power_cycle(&mut self) {
+    /// Unmounted, the loop device detached: its cache is gone, as after a power cut.
+    fn unplug(&self) {
         sh(&format!(
             "umount {mount} && losetup -d {device}",
             mount = self.mount.display(),
             device = self.device
         ));
+    }
+
+    /// The image attached and mounted again.
+    fn plug(&mut self) {
         let losetup = Command::new("losetup")
             .args(["--find", "--show"])
             .arg(&self.image)
@@ -530,8 +533,11 @@ fn disk_cut_keeps_every_synced_record() {
         "the writer is killed at the cut: {status:?}"
     );
     let other = write_and_fsync(&bystander.file("data"), b'n');
-    disk.power_cycle();
+    // Unmounted while writes still fail, the power back (the fault ended), then mounted: the
+    // journal replays.
+    disk.unplug();
     let report = stop_chaos(chaos);
+    disk.plug();
     assert!(other.is_ok(), "the other device: {other:?}");
     let lines = lines.lock().unwrap().clone();
     assert!(

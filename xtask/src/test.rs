@@ -314,8 +314,9 @@ pub fn bench() -> anyhow::Result<()> {
         "-c".into(),
         format!(
             "mkdir -p /run/chaos-bench && mount -t tmpfs tmpfs /run/chaos-bench && \
-             TMPDIR=/run/chaos-bench exec {} open 4000 5 3",
-            shell_quote(&bench.display().to_string())
+             TMPDIR=/run/chaos-bench {bench} open 4000 5 3 && \
+             TMPDIR=/run/chaos-bench exec {bench} disk 5",
+            bench = shell_quote(&bench.display().to_string())
         ),
     ];
     println!(

@@ -15,6 +15,12 @@
 //!
 //! Deadline precision: how close to `--for` a fault's failures stop.
 //!
+//!   chaos-bench disk [PASSES]
+//!
+//! Block I/O with `chaos disk error` attached to another device (its kprobe runs for every bio,
+//! matching none) against no program: a sequential write with fsync and 4 KiB random direct
+//! reads on a loop device, in interleaved passes. Needs kprobe override (the faultinj guest).
+//!
 //!   chaos-bench start [TRIALS]
 //!
 //! Start, as a new user meets it: from starting `chaos fail --pid P --op connect` (or
@@ -42,6 +48,7 @@ fn main() {
         Some("deadline-loop") => return deadline_loop(),
         Some("start") => return start(args.get(2).and_then(|n| n.parse().ok()).unwrap_or(7)),
         Some("net") => return net_bench(args.get(2).and_then(|n| n.parse().ok()).unwrap_or(3)),
+        Some("disk") => return disk_bench(args.get(2).and_then(|n| n.parse().ok()).unwrap_or(5)),
         _ => {}
     }
     let op = args.get(1).cloned().unwrap_or_else(|| "connect".into());
@@ -140,6 +147,142 @@ fn main() {
 /// on the receiver's interface matching nothing (a port no packet uses); (3) matching every
 /// packet with a vanishing probability (every packet parsed, counted and drawn for). Then the
 /// drop accuracy: configured probability against the datagrams that did not arrive.
+/// A loop device on an image file of `mib` MiB under the temporary directory; detached on drop.
+struct LoopDevice(String);
+
+impl LoopDevice {
+    fn new(name: &str, mib: u64) -> Self {
+        let image = std::env::temp_dir().join(format!("chaos-bench-{name}.img"));
+        std::fs::File::create(&image)
+            .and_then(|f| f.set_len(mib << 20))
+            .expect("image");
+        let out = Command::new("losetup")
+            .args(["--find", "--show"])
+            .arg(&image)
+            .output()
+            .expect("losetup");
+        assert!(out.status.success(), "losetup: {out:?}");
+        LoopDevice(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    }
+}
+
+impl Drop for LoopDevice {
+    fn drop(&mut self) {
+        let _ = Command::new("losetup").args(["-d", &self.0]).status();
+    }
+}
+
+/// A 4 KiB-aligned buffer, as O_DIRECT needs.
+struct Aligned(*mut u8, std::alloc::Layout);
+
+impl Aligned {
+    fn new(len: usize) -> Self {
+        let layout = std::alloc::Layout::from_size_align(len, 4096).unwrap();
+        // SAFETY: a non-zero size.
+        let ptr = unsafe { std::alloc::alloc_zeroed(layout) };
+        assert!(!ptr.is_null());
+        Aligned(ptr, layout)
+    }
+
+    fn slice(&mut self) -> &mut [u8] {
+        // SAFETY: the allocation is `len` bytes and this is its only borrow.
+        unsafe { std::slice::from_raw_parts_mut(self.0, self.1.size()) }
+    }
+}
+
+impl Drop for Aligned {
+    fn drop(&mut self) {
+        // SAFETY: allocated with this layout.
+        unsafe { std::alloc::dealloc(self.0, self.1) }
+    }
+}
+
+/// MB/s of a 32 MiB sequential write in 64 KiB writes and its fsync, and 4 KiB direct random
+/// reads per second, on `device`.
+fn block_io(device: &str) -> (f64, f64) {
+    use std::os::unix::fs::{FileExt as _, OpenOptionsExt as _};
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(device)
+        .expect("open the device");
+    let chunk = vec![0x5a_u8; 64 << 10];
+    let started = Instant::now();
+    for i in 0..512_u64 {
+        file.write_all_at(&chunk, i * chunk.len() as u64).unwrap();
+    }
+    file.sync_all().unwrap();
+    let write_mbs = 32.0 / started.elapsed().as_secs_f64();
+    let direct = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(device)
+        .expect("open the device with O_DIRECT");
+    let mut buffer = Aligned::new(4096);
+    let blocks = (32_u64 << 20) / 4096;
+    let mut state = 0x2545_f491_4f6c_dd1d_u64;
+    let reads = 2000;
+    let started = Instant::now();
+    for _ in 0..reads {
+        // xorshift: a different block each time, the same sequence every pass.
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        direct
+            .read_exact_at(buffer.slice(), (state % blocks) * 4096)
+            .unwrap();
+    }
+    let reads_per_s = reads as f64 / started.elapsed().as_secs_f64();
+    (write_mbs, reads_per_s)
+}
+
+fn disk_bench(passes: usize) {
+    if !Probe::run().feature(features::KPROBE_OVERRIDE).0 {
+        println!("disk benchmark: NOT RUN, this kernel has no kprobe override");
+        return;
+    }
+    let measured = LoopDevice::new("measured", 64);
+    let other = LoopDevice::new("other", 16);
+    let cases = ["1 no programs", "2 disk error on another device"];
+    let mut writes: Vec<Vec<f64>> = vec![Vec::new(); cases.len()];
+    let mut reads: Vec<Vec<f64>> = vec![Vec::new(); cases.len()];
+    for _ in 0..passes {
+        for i in 0..cases.len() {
+            let chaos = (i == 1).then(|| {
+                start_chaos(
+                    &["disk", "error", "--device", &other.0, "--for", "10m"],
+                    wait_for_programs,
+                )
+            });
+            let (write, read) = block_io(&measured.0);
+            writes[i].push(write);
+            reads[i].push(read);
+            if let Some(chaos) = chaos {
+                let _ = kill(chaos);
+            }
+        }
+    }
+    println!(
+        "disk benchmark: a loop device on tmpfs, {passes} interleaved passes, medians (MB/s of a 32 MiB write + fsync; 4 KiB O_DIRECT random reads/s)"
+    );
+    let write: Vec<f64> = writes.iter_mut().map(|s| median(s)).collect();
+    let read: Vec<f64> = reads.iter_mut().map(|s| median(s)).collect();
+    for (i, name) in cases.iter().enumerate() {
+        println!(
+            "  {name:<40} {:>10.1} MB/s {:>10.0} reads/s",
+            write[i], read[i]
+        );
+    }
+    let (w, r) = (write[1] / write[0], read[1] / read[0]);
+    println!(
+        "  (2)/(1) write + fsync                   {w:>8.3}   required >= 0.98: {}",
+        verdict(w >= 0.98)
+    );
+    println!(
+        "  (2)/(1) random reads                    {r:>8.3}   required >= 0.98: {}",
+        verdict(r >= 0.98)
+    );
+}
+
 fn net_bench(passes: usize) {
     let net = chaos_tests::TestNet::new("bench");
     let b = net.b.clone();
