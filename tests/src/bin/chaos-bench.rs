@@ -80,7 +80,27 @@ fn main() {
             chaos(&["--op", &op, "--errno", errno]),
         ),
     ];
-    if Probe::run().feature(features::KPROBE_OVERRIDE).0 {
+    let probe = Probe::run();
+    // The rung kernels without an active BPF LSM use: the same programs as fmod_ret.
+    if probe.feature(features::FMOD_RET).0 && probe.feature(features::BPF_LSM).0 {
+        cases.insert(
+            2,
+            (
+                "2f all programs as fmod_ret, not a target".into(),
+                chaos(&[
+                    "--pid",
+                    &other,
+                    "--op",
+                    &all_ops,
+                    "--errno",
+                    errno,
+                    "--backend",
+                    "fmod_ret",
+                ]),
+            ),
+        );
+    }
+    if probe.feature(features::KPROBE_OVERRIDE).0 {
         cases.push((
             format!("4s target, failed by --syscall {syscall}"),
             chaos(&["--syscall", syscall, "--errno", errno]),
@@ -127,6 +147,17 @@ fn main() {
         "  (2)/(1) untargeted overhead               {overhead:>8.3}   required <= 1.05: {}",
         verdict(overhead <= 1.05)
     );
+    if let Some(fmod_ret) = figure("2f ") {
+        println!(
+            "  (2f)/(1) untargeted overhead, fmod_ret   {:>8.3}   required <= 1.05: {}",
+            fmod_ret / none,
+            verdict(fmod_ret / none <= 1.05)
+        );
+        println!(
+            "  (2f)/(2) fmod_ret against lsm            {:>8.3}",
+            fmod_ret / untargeted
+        );
+    }
     let by_op = strace / figure("4 ").unwrap();
     println!("  (5)/(4) strace vs chaos --op {op:<13} {by_op:>8.1}");
     let by_syscall = figure("4s ").map(|ns| strace / ns);
