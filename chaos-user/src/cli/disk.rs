@@ -18,12 +18,13 @@ use crate::{
     target::Targets,
 };
 
-/// Make a block device fail, for a while.
+/// Make a block device fail for a while, or cut its power under a target.
 ///
 /// Examples:
 ///   chaos disk error --device /dev/loop0 --op write --for 10s
 ///   chaos disk error --device 8:16 --op write,flush --probability 0.01 --for 5m --json
 ///   chaos disk error --device /dev/sdb1 --sector 2048-4095 --count 1
+///   chaos disk cut --device /dev/loop0 --container db --for 30s
 #[derive(Debug, Args)]
 #[command(verbatim_doc_comment)]
 pub struct DiskArgs {
