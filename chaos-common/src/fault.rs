@@ -47,17 +47,12 @@ pub struct CallFault {
     /// `d_parent` up to [`MAX_PATH_DEPTH`] levels (within one filesystem).
     pub dir_ino: u64,
     pub dir_dev: u32,
-    /// For `should_failslab` and `should_fail_alloc_page`: the argument (0-based) holding the
-    /// allocation's gfp flags, so that one that may not fail (`__GFP_NOFAIL`) passes.
-    pub gfp_arg: u32,
+    pub _pad2: u32,
     /// What a function a kprobe overrides returns: `-errno`, or 0 or 1 for a function of
     /// the error-injection list's NULL or TRUE type.
     pub retval: i64,
-    /// The `__GFP_NOFAIL` bit of this kernel when `gfp_arg` applies; 0: no gfp check.
-    pub gfp_nofail: u32,
-    pub _pad2: u32,
 }
-const _: () = assert!(core::mem::size_of::<CallFault>() == 136);
+const _: () = assert!(core::mem::size_of::<CallFault>() == 128);
 
 /// How many directories up the `--path` filter looks for its directory.
 pub const MAX_PATH_DEPTH: u32 = 64;
@@ -118,9 +113,14 @@ pub struct DiskFilter {
     pub sector_end: u64,
     /// The `REQ_PREFLUSH` bit of `bio->bi_opf`.
     pub req_preflush: u32,
-    /// `bio->bi_bdev`, `bio->bi_opf`, `bio->bi_iter.bi_sector`, `bio->bi_iter.bi_size`
+    /// The `BIO_REMAPPED` bit of `bio->bi_flags`: the sector is the whole disk's already (the
+    /// rest of a split bio, submitted again).
+    pub bio_remapped: u32,
+    /// `bio->bi_bdev`, `bio->bi_opf`, `bio->bi_flags`, `bio->bi_iter.bi_sector`,
+    /// `bio->bi_iter.bi_size`
     pub bio_bdev: u32,
     pub bio_opf: u32,
+    pub bio_flags: u32,
     pub bio_sector: u32,
     pub bio_size: u32,
     /// `block_device->bd_dev`, `block_device->bd_start_sect`, `block_device->bd_disk`
@@ -131,18 +131,62 @@ pub struct DiskFilter {
     pub disk_part0: u32,
     /// Non-zero: only bios the current task submits, if it is a target (`--pid`, `--cgroup`…).
     pub targeted: u32,
+    /// This kernel's numbers of the operations that write without being `REQ_OP_WRITE`
+    /// (`REQ_OP_WRITE_ZEROES`, `REQ_OP_ZONE_APPEND`) or discard without being
+    /// `REQ_OP_DISCARD` (`REQ_OP_SECURE_ERASE`); [`NO_REQ_OP`] where it has none.
+    pub op_write_zeroes: u32,
+    pub op_zone_append: u32,
+    pub op_secure_erase: u32,
+    pub _pad: u32,
 }
-const _: () = assert!(core::mem::size_of::<DiskFilter>() == 64);
+const _: () = assert!(core::mem::size_of::<DiskFilter>() == 88);
 
-/// `--caller FN`: the addresses of FN's code, `[start, end)`; a call is failed only when one of
-/// the kernel stack's return addresses lies there. `end` 0: no caller filter.
+/// [`DiskFilter`]'s operation number for an operation the kernel lacks.
+pub const NO_REQ_OP: u32 = u32::MAX;
+
+impl DiskFilter {
+    pub const ZERO: DiskFilter = DiskFilter {
+        dev: 0,
+        whole: 0,
+        sector_first: 0,
+        sector_end: 0,
+        req_preflush: 0,
+        bio_remapped: 0,
+        bio_bdev: 0,
+        bio_opf: 0,
+        bio_flags: 0,
+        bio_sector: 0,
+        bio_size: 0,
+        bdev_dev: 0,
+        bdev_start_sect: 0,
+        bdev_disk: 0,
+        disk_part0: 0,
+        targeted: 0,
+        op_write_zeroes: NO_REQ_OP,
+        op_zone_append: NO_REQ_OP,
+        op_secure_erase: NO_REQ_OP,
+        _pad: 0,
+    };
+}
+
+/// What only a kprobe on a kernel function (`--kernel-fn`) can tell of a call, set at load.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct CallerRange {
-    pub start: u64,
-    pub end: u64,
+pub struct KernelFnFilter {
+    /// `--caller FN`: FN's code, `[caller_start, caller_end)`; a call is failed only when one
+    /// of the kernel stack's return addresses lies there. `caller_end` 0: any caller.
+    pub caller_start: u64,
+    pub caller_end: u64,
+    /// For an allocation function: the argument (0 or 1) holding the gfp flags, the bits an
+    /// allocation must have to be failed (`__GFP_DIRECT_RECLAIM`: it may sleep, so it is a
+    /// task's own and not an interrupt's that ran on the target's CPU) and those it must not
+    /// have (`__GFP_NOFAIL`). `gfp_needs` 0: no gfp check.
+    pub gfp_arg: u32,
+    pub gfp_needs: u32,
+    pub gfp_refuses: u32,
+    pub _pad: u32,
 }
-const _: () = assert!(core::mem::size_of::<CallerRange>() == 16);
+const _: () = assert!(core::mem::size_of::<KernelFnFilter>() == 32);
 
 /// How many frames of the kernel stack `--caller` looks at.
 pub const MAX_STACK_FRAMES: usize = 64;
@@ -203,8 +247,8 @@ unsafe impl aya::Pod for PathOffsets {}
 // SAFETY: #[repr(C)] integers only, explicit padding (size checked above).
 unsafe impl aya::Pod for DiskFilter {}
 #[cfg(feature = "user")]
-// SAFETY: #[repr(C)] integers only, no padding (size checked above).
-unsafe impl aya::Pod for CallerRange {}
+// SAFETY: #[repr(C)] integers only, explicit padding (size checked above).
+unsafe impl aya::Pod for KernelFnFilter {}
 #[cfg(feature = "user")]
 // SAFETY: #[repr(C)] integers and arrays of them, explicit padding (size checked above).
 unsafe impl aya::Pod for CallFault {}

@@ -26,8 +26,8 @@ pub const MAP_TARGET_CGROUP: &str = "TARGET_CGROUP";
 pub const GLOBAL_FORK_CHILD_PID_OFFSET: &str = "FORK_CHILD_PID_OFFSET";
 /// [`crate::fault::PathOffsets`] of the running kernel, for `--path`.
 pub const GLOBAL_PATH_OFFSETS: &str = "PATH_OFFSETS";
-/// [`crate::fault::CallerRange`]: `--caller`'s function.
-pub const GLOBAL_CALLER: &str = "CALLER";
+/// [`crate::fault::KernelFnFilter`]: `--caller`'s function, an allocation's gfp flags.
+pub const GLOBAL_KERNEL_FN: &str = "KERNEL_FN";
 /// [`crate::fault::DiskFilter`]: the bios a disk fault matches.
 pub const GLOBAL_DISK: &str = "DISK";
 /// Non-zero where the kernel has `bpf_set_retval` (5.18): cgroup programs then choose the errno;
@@ -72,7 +72,7 @@ pub const ERRNO: Object = Object {
         GLOBAL_PATH_OFFSETS,
         GLOBAL_KERNEL_SET_RETVAL,
         GLOBAL_DISK,
-        GLOBAL_CALLER,
+        GLOBAL_KERNEL_FN,
     ],
 };
 

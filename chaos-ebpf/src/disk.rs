@@ -7,22 +7,7 @@ use chaos_common::{fault::DiskFilter, ops::*};
 use crate::path::{pointer_at, read_at};
 
 #[unsafe(no_mangle)]
-static DISK: Global<DiskFilter> = Global::new(DiskFilter {
-    dev: 0,
-    whole: 0,
-    sector_first: 0,
-    sector_end: 0,
-    req_preflush: 0,
-    bio_bdev: 0,
-    bio_opf: 0,
-    bio_sector: 0,
-    bio_size: 0,
-    bdev_dev: 0,
-    bdev_start_sect: 0,
-    bdev_disk: 0,
-    disk_part0: 0,
-    targeted: 0,
-});
+static DISK: Global<DiskFilter> = Global::new(DiskFilter::ZERO);
 
 /// Whether only the targets' own bios fail.
 #[inline(always)]
@@ -30,7 +15,8 @@ pub fn targeted() -> bool {
     DISK.load().targeted != 0
 }
 
-/// `REQ_OP_*` of `bio->bi_opf` (its low 8 bits: linux/blk_types.h, the same since 4.10).
+/// `REQ_OP_*` of `bio->bi_opf` (its low 8 bits: linux/blk_types.h; these four the same since
+/// 4.10, the others from the kernel's BTF in [`DiskFilter`]).
 const REQ_OP_MASK: u32 = 0xff;
 const REQ_OP_READ: u32 = 0;
 const REQ_OP_WRITE: u32 = 1;
@@ -38,42 +24,67 @@ const REQ_OP_FLUSH: u32 = 2;
 const REQ_OP_DISCARD: u32 = 3;
 
 /// The operations (`OP_DISK_*` bits) bio `bio` is, if it goes to the fault's device and
-/// sectors: a write carrying a cache flush before it (a journal commit block) is a write and a
-/// flush. Three or four kernel reads; no map lookup.
+/// sectors: a write carrying a cache flush before its data (a journal commit block) is a write
+/// and a flush, one without data (fsync's flush) a flush only. Three or four kernel reads for
+/// another device's bio; no map lookup.
 #[inline(always)]
 pub fn bio_ops(bio: u64) -> u64 {
     let filter = DISK.load();
     let bdev = pointer_at(bio, filter.bio_bdev);
-    let (dev, start) = if filter.whole != 0 {
+    let dev = if filter.whole != 0 {
         let whole = pointer_at(pointer_at(bdev, filter.bdev_disk), filter.disk_part0);
-        let start = read_at::<u64>(bdev, filter.bdev_start_sect).unwrap_or(0);
-        (read_at::<u32>(whole, filter.bdev_dev), start)
+        read_at::<u32>(whole, filter.bdev_dev)
     } else {
-        (read_at::<u32>(bdev, filter.bdev_dev), 0)
+        read_at::<u32>(bdev, filter.bdev_dev)
     };
     if dev != Some(filter.dev) {
         return 0;
     }
-    if filter.sector_end != 0 {
-        let sector = read_at::<u64>(bio, filter.bio_sector).unwrap_or(0) + start;
-        let sectors = u64::from(read_at::<u32>(bio, filter.bio_size).unwrap_or(0) >> 9);
-        if sectors == 0 || sector >= filter.sector_end || sector + sectors <= filter.sector_first {
-            return 0;
-        }
+    let size = read_at::<u32>(bio, filter.bio_size).unwrap_or(0);
+    if filter.sector_end != 0 && !in_sectors(&filter, bio, bdev, size) {
+        return 0;
     }
     let Some(opf) = read_at::<u32>(bio, filter.bio_opf) else {
         return 0;
     };
-    let op = match opf & REQ_OP_MASK {
-        REQ_OP_READ => 1 << OP_DISK_READ,
-        REQ_OP_WRITE => 1 << OP_DISK_WRITE,
-        REQ_OP_FLUSH => 1 << OP_DISK_FLUSH,
-        REQ_OP_DISCARD => 1 << OP_DISK_DISCARD,
-        _ => 0,
-    };
-    if opf & filter.req_preflush != 0 {
-        op | 1 << OP_DISK_FLUSH
+    let op = opf & REQ_OP_MASK;
+    let ops = if op == REQ_OP_READ {
+        1 << OP_DISK_READ
+    } else if op == REQ_OP_WRITE || op == filter.op_write_zeroes || op == filter.op_zone_append {
+        1 << OP_DISK_WRITE
+    } else if op == REQ_OP_FLUSH {
+        1 << OP_DISK_FLUSH
+    } else if op == REQ_OP_DISCARD || op == filter.op_secure_erase {
+        1 << OP_DISK_DISCARD
     } else {
-        op
+        0
+    };
+    match (opf & filter.req_preflush != 0, size) {
+        (true, 0) => 1 << OP_DISK_FLUSH,
+        (true, _) => ops | 1 << OP_DISK_FLUSH,
+        (false, _) => ops,
     }
+}
+
+/// Whether bio `bio` (to `bdev`, `size` bytes) overlaps the filter's sectors, counted from the
+/// start of the device named. A partition's bio counts from the partition's start until the
+/// block layer remaps it (`BIO_REMAPPED`, the rest of a split bio), then from the disk's.
+#[inline(always)]
+fn in_sectors(filter: &DiskFilter, bio: u64, bdev: u64, size: u32) -> bool {
+    let sectors = u64::from(size >> 9);
+    if sectors == 0 {
+        return false;
+    }
+    let Some(sector) = read_at::<u64>(bio, filter.bio_sector) else {
+        return false;
+    };
+    let flags = u32::from(read_at::<u16>(bio, filter.bio_flags).unwrap_or(0));
+    let remapped = flags & filter.bio_remapped != 0;
+    let start = || read_at::<u64>(bdev, filter.bdev_start_sect).unwrap_or(0);
+    let sector = match (filter.whole != 0, remapped) {
+        (true, false) => sector + start(),
+        (false, true) => sector.saturating_sub(start()),
+        _ => sector,
+    };
+    sector < filter.sector_end && sector + sectors > filter.sector_first
 }

@@ -83,9 +83,9 @@ pub struct Call {
     pub addr: [u32; 4],
     /// The `struct dentry *` of the file the call acts on; 0 when the hook has none.
     pub dentry: u64,
-    /// Whether `--caller`'s function is on the kernel stack (true without one, or where the
-    /// hook cannot tell).
-    pub caller_on_stack: bool,
+    /// What only a kprobe on a kernel function tells (`--caller` on the stack, an allocation
+    /// that may be failed); true elsewhere.
+    pub fn_filters_pass: bool,
 }
 
 impl Call {
@@ -95,7 +95,7 @@ impl Call {
         family: 0,
         addr: [0; 4],
         dentry: 0,
-        caller_on_stack: true,
+        fn_filters_pass: true,
     };
 }
 
@@ -138,7 +138,7 @@ pub fn act(
         return None;
     }
     let call = call();
-    if !call.caller_on_stack
+    if !call.fn_filters_pass
         || !fault.filters_pass(call.port, call.family, &call.addr)
         || (fault.dir_ino != 0 && !under_dir(call.dentry, fault.dir_ino, fault.dir_dev))
     {

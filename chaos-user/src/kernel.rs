@@ -4,7 +4,7 @@
 use std::{fs, io, path::Path, process::Command};
 
 use chaos_common::{
-    fault::{CallerRange, DiskFilter, PathOffsets},
+    fault::{DiskFilter, NO_REQ_OP, PathOffsets},
     features as feature,
     hook::{self, Hook},
     names,
@@ -288,9 +288,8 @@ pub fn kprobe_override() -> Finding {
     }
 }
 
-/// The kernel's own fault points in its error-injection list, with their types: what
-/// `--kernel-fn` and `chaos disk error` fail (through kprobe override, or fmod_ret where
-/// trampolines load).
+/// The kernel's error-injection list and its own fault points (`should_fail*`): what
+/// `--kernel-fn` and `chaos disk error` fail, through kprobe override.
 fn error_injection() -> Finding {
     const ENABLE: &str = "CONFIG_FUNCTION_ERROR_INJECTION=y (its fault points: CONFIG_FAILSLAB=y, CONFIG_FAIL_PAGE_ALLOC=y, CONFIG_FAIL_MAKE_REQUEST=y)";
     let entries = error_injection_entries();
@@ -306,22 +305,16 @@ fn error_injection() -> Finding {
         .filter(|(function, _)| function.starts_with("should_fail"))
         .map(|(function, kind)| format!("{function} {kind}"))
         .collect();
-    let detail = format!(
-        "{} functions in /sys/kernel/debug/error_injection/list",
-        entries.len()
-    );
-    if points.is_empty() {
-        return Finding::no(
-            feature::ERROR_INJECTION,
-            format!("{detail}, none of them a fault point (should_fail*)"),
-            ENABLE,
-        );
-    }
+    let points = if points.is_empty() {
+        "none of them a fault point (should_fail*)".to_owned()
+    } else {
+        format!("fault points: {}", points.join(", "))
+    };
     Finding::yes(
         feature::ERROR_INJECTION,
         format!(
-            "{detail}; fault points: {}; kprobe-override or fmod-ret (above) fails them",
-            points.join(", ")
+            "{} functions in /sys/kernel/debug/error_injection/list; {points}; --kernel-fn and disk error fail them through kprobe-override (above)",
+            entries.len()
         ),
     )
 }
@@ -385,7 +378,7 @@ pub fn error_injection_examples() -> String {
 /// next symbol's. Refused where kallsyms hides addresses, for an unknown name (naming the
 /// suffixed copies the compiler made, `name.constprop.0`, if any) and for a name that is
 /// several functions.
-pub fn function_range(name: &str) -> Result<CallerRange, String> {
+pub fn function_range(name: &str) -> Result<(u64, u64), String> {
     let kallsyms =
         fs::read_to_string("/proc/kallsyms").map_err(|err| format!("/proc/kallsyms: {err}"))?;
     let mut addresses: Vec<u64> = Vec::new();
@@ -425,7 +418,7 @@ pub fn function_range(name: &str) -> Result<CallerRange, String> {
                 .filter(|&a| a > start)
                 .min()
                 .ok_or_else(|| format!("no symbol after {name} in /proc/kallsyms"))?;
-            Ok(CallerRange { start, end })
+            Ok((start, end))
         }
         several => Err(format!(
             "{name} is {} functions in /proc/kallsyms (static functions of several files): cannot tell which",
@@ -446,10 +439,14 @@ pub fn gfp_argument(function: &str) -> Option<u32> {
     }
 }
 
-/// This kernel's `__GFP_NOFAIL` (an enumerator of its BTF from 6.0 on).
-pub fn gfp_nofail() -> Result<u32, crate::btf::BtfError> {
+/// This kernel's `__GFP_DIRECT_RECLAIM` and `__GFP_NOFAIL` (enumerators of its BTF from 6.10
+/// on; before, macros the BTF does not keep).
+pub fn gfp_bits() -> Result<(u32, u32), crate::btf::BtfError> {
     let btf = crate::btf::Btf::kernel()?;
-    Ok(1 << btf.enum_value("___GFP_NOFAIL_BIT")?)
+    Ok((
+        1 << btf.enum_value("___GFP_DIRECT_RECLAIM_BIT")?,
+        1 << btf.enum_value("___GFP_NOFAIL_BIT")?,
+    ))
 }
 
 fn error_injectable_syscall() -> Option<String> {
@@ -1006,10 +1003,16 @@ pub fn path_offsets() -> Result<PathOffsets, crate::btf::BtfError> {
 /// `chaos disk error` (bios name their `block_device` from 5.12 on).
 pub fn disk_offsets(filter: DiskFilter) -> Result<DiskFilter, crate::btf::BtfError> {
     let btf = crate::btf::Btf::kernel()?;
+    let op = |name: &str| btf.enum_value(name).unwrap_or(NO_REQ_OP);
     Ok(DiskFilter {
         req_preflush: 1 << btf.enum_value("__REQ_PREFLUSH")?,
+        bio_remapped: 1 << btf.enum_value("BIO_REMAPPED")?,
         bio_bdev: btf.offset_of("bio", "bi_bdev")?,
         bio_opf: btf.offset_of("bio", "bi_opf")?,
+        bio_flags: btf.offset_of("bio", "bi_flags")?,
+        op_write_zeroes: op("REQ_OP_WRITE_ZEROES"),
+        op_zone_append: op("REQ_OP_ZONE_APPEND"),
+        op_secure_erase: op("REQ_OP_SECURE_ERASE"),
         bio_sector: btf.offset_of("bio", "bi_iter.bi_sector")?,
         bio_size: btf.offset_of("bio", "bi_iter.bi_size")?,
         bdev_dev: btf.offset_of("block_device", "bd_dev")?,

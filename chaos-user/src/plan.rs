@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 
 use chaos_common::{
-    hook::Hook,
+    hook::{self, Hook},
     ops::{Mechanism, Rung},
 };
 use thiserror::Error;
@@ -256,8 +256,9 @@ pub fn check_syscall_override(syscall: &str) -> Result<(), PlanError> {
 /// the function in the error-injection list with a type that fits `errno`, and for an
 /// allocation function where its gfp flags say `__GFP_NOFAIL`. Fills in what the list says.
 pub fn check_kernel_fn(function: &mut KernelFn, errno: Option<Errno>) -> Result<(), PlanError> {
+    let name = function.name.clone();
     let refuse = |reason: String| PlanError::KernelFn {
-        function: function.name.clone(),
+        function: name.clone(),
         reason,
     };
     let finding = kernel::kprobe_override();
@@ -285,27 +286,25 @@ pub fn check_kernel_fn(function: &mut KernelFn, errno: Option<Errno>) -> Result<
         _ => {}
     }
     if let Some(caller) = &function.caller {
-        function.caller_range =
-            kernel::function_range(caller).map_err(|reason| PlanError::KernelFn {
-                function: function.name.clone(),
-                reason: format!("--caller {caller}: {reason}"),
-            })?;
+        let (start, end) = kernel::function_range(caller)
+            .map_err(|reason| refuse(format!("--caller {caller}: {reason}")))?;
+        function.filter.caller_start = start;
+        function.filter.caller_end = end;
+    }
+    if let Some(arg) = kernel::gfp_argument(&function.name) {
+        let (may_sleep, no_fail) = kernel::gfp_bits().map_err(|err| refuse(err.to_string()))?;
+        function.filter.gfp_arg = arg;
+        function.filter.gfp_needs = may_sleep;
+        function.filter.gfp_refuses = no_fail;
     }
     function.kind = Some(kind);
-    function.gfp = match kernel::gfp_argument(&function.name) {
-        None => None,
-        Some(arg) => Some((
-            arg,
-            kernel::gfp_nofail().map_err(|err| refuse(err.to_string()))?,
-        )),
-    };
     Ok(())
 }
 
 /// Checks that bios can be failed here: kprobe override, and `should_fail_bio` in the kernel's
 /// error-injection list.
 pub fn check_bio_override() -> Result<(), PlanError> {
-    let function = "should_fail_bio";
+    let function = hook::BIO_FUNCTION;
     let refuse = |reason: String| PlanError::DiskError { reason };
     let finding = kernel::kprobe_override();
     if !finding.supported {

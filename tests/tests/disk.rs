@@ -148,8 +148,20 @@ fn sectors_of(path: &Path) -> (u64, u64) {
         .split("..")
         .map(|n| n.trim().parse().unwrap())
         .collect();
-    assert!(!text.contains("1:"), "the file must be one extent: {text}");
+    assert!(
+        !text.lines().any(|line| line.trim_start().starts_with("1:")),
+        "the file must be one extent: {text}"
+    );
     (physical[0], physical[1])
+}
+
+/// The kernel log's lines.
+fn kernel_log() -> Vec<String> {
+    let dmesg = Command::new("dmesg").output().unwrap();
+    String::from_utf8_lossy(&dmesg.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect()
 }
 
 fn drop_caches() {
@@ -283,6 +295,8 @@ fn disk_failing_every_write_aborts_the_journal() {
     if !supported_or_refused(&disk.device) {
         return;
     }
+    let name = disk.device.trim_start_matches("/dev/").to_owned();
+    let logged_before = kernel_log().len();
     let chaos = Chaos::spawn_live(&mut chaos_command(&[
         "disk",
         "error",
@@ -320,13 +334,12 @@ fn disk_failing_every_write_aborts_the_journal() {
         report["faults"][0]["injected"].as_u64().unwrap() > 0,
         "{report}"
     );
-    let dmesg = Command::new("dmesg").output().unwrap();
-    let dmesg = String::from_utf8_lossy(&dmesg.stdout);
-    let name = disk.device.trim_start_matches("/dev/");
+    // Only what the kernel logged during this run: a loop device's name is reused.
+    let logged = kernel_log();
     assert!(
-        dmesg
-            .lines()
-            .any(|line| line.contains(name) && line.to_lowercase().contains("journal")),
+        logged[logged_before.min(logged.len())..]
+            .iter()
+            .any(|line| line.contains(&name) && line.to_lowercase().contains("journal")),
         "the kernel log says the journal aborted on {name}"
     );
     assert_no_chaos_programs();
@@ -533,6 +546,8 @@ fn disk_cut_keeps_every_synced_record() {
         "the writer is killed at the cut: {status:?}"
     );
     let other = write_and_fsync(&bystander.file("data"), b'n');
+    // Anyone's write to the device after the cut is lost: the disk has no power.
+    let late = write_and_fsync(&disk.file("late"), b'l');
     // Unmounted while writes still fail, the power back (the fault ended), then mounted: the
     // journal replays.
     disk.unplug();
@@ -560,6 +575,15 @@ fn disk_cut_keeps_every_synced_record() {
     }
     let fault = &report["faults"][0];
     assert_eq!(fault["op"], "disk-write", "{report}");
+    assert!(
+        fault["injected"].as_u64().unwrap() > 0,
+        "the writes after the cut failed: {report}"
+    );
+    assert!(late.is_err(), "a write after the cut cannot be synced");
+    assert!(
+        fs::read(disk.file("late")).map_or(true, |data| data.is_empty()),
+        "a write after the cut never reaches the device"
+    );
     assert_no_chaos_programs();
     eprintln!(
         "{} records synced before the cut, {} in the log after it; {}",
@@ -585,6 +609,26 @@ fn disk_bad_device_is_refused_naming_it() {
             stderr.contains(device) && stderr.contains(says),
             "{device}: {stderr}"
         );
+    }
+    // The device under this machine's root filesystem, where it is a block device (not in the
+    // guests, whose root is an overlay).
+    let mountinfo = fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let root = mountinfo
+        .lines()
+        .map(|line| line.split_whitespace().collect::<Vec<_>>())
+        .find(|fields| fields.get(4) == Some(&"/"))
+        .map(|fields| fields[2].to_owned())
+        .unwrap();
+    if Path::new(&format!("/sys/dev/block/{root}")).exists() {
+        let output = chaos(&["disk", "error", "--device", &root, "--for", "1s"]);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{stderr}");
+        assert!(
+            stderr.contains("root filesystem") && stderr.contains("--force"),
+            "{stderr}"
+        );
+    } else {
+        eprintln!("the root filesystem is on no block device here ({root}): its refusal not tried");
     }
     let output = chaos(&["disk", "error", "--op", "trim", "--device", "7:0"]);
     assert_eq!(output.status.code(), Some(2));

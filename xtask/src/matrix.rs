@@ -153,7 +153,7 @@ const FAMILIES: [Family; 16] = [
         tests: "net_faults",
     },
     Family {
-        name: "`net drop`, `net corrupt` `--hook xdp` (XDP)",
+        name: "`net drop`, `net corrupt` with `--hook xdp` (XDP)",
         ways: &[Way {
             label: "",
             needs: &[features::XDP],

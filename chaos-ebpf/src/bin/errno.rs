@@ -23,7 +23,7 @@ use aya_ebpf::{
     programs::{LsmContext, ProbeContext, SockAddrContext, SockContext, TracePointContext},
 };
 use chaos_common::{
-    fault::{AF_INET, AF_INET6, CallFault, CallerRange, IPV4_MAPPED_WORD, MAX_STACK_FRAMES},
+    fault::{AF_INET, AF_INET6, IPV4_MAPPED_WORD, KernelFnFilter, MAX_STACK_FRAMES},
     ops::*,
     target::TARGET_TREE,
 };
@@ -37,9 +37,6 @@ use chaos_ebpf::{
 /// EPERM without).
 const CGROUP_ALLOW: i32 = 1;
 const CGROUP_DENY: i32 = 0;
-
-/// The errno a failed bio completes with (as BLK_STS_IOERR).
-const EIO: i64 = 5;
 
 /// The largest errno a kernel call can return.
 const MAX_ERRNO: i64 = 4095;
@@ -375,26 +372,31 @@ lsm_program!(
 /// Makes a target's call of the function this kprobe is on return the fault's `retval` without
 /// running: a syscall's entry function (`chaos fail --syscall`, every `__x64_sys_*`) or a
 /// function of the error-injection list (`--kernel-fn`). Needs CONFIG_BPF_KPROBE_OVERRIDE and
-/// CONFIG_FUNCTION_ERROR_INJECTION. An allocation that may not fail (`__GFP_NOFAIL`) passes
-/// uncounted.
+/// CONFIG_FUNCTION_ERROR_INJECTION (kernel >= 4.16). A call `--caller` does not name, and an
+/// allocation an interrupt made or one that may not fail, pass uncounted.
 #[kprobe]
 pub fn kprobe_override(ctx: ProbeContext) -> u32 {
     let call = || Call {
-        caller_on_stack: caller_on_stack(&ctx),
+        fn_filters_pass: allocation_may_fail(&ctx) && caller_on_stack(&ctx),
         ..Call::UNKNOWN
     };
-    if let Some(fault) = acting_fault(OP_SYSCALL, Attached::Kernel, call)
-        && !may_not_fail(&ctx, fault)
-    {
+    if let Some(fault) = acting_fault(OP_SYSCALL, Attached::Kernel, call) {
         // SAFETY: the probe's own registers; the value is what the function's type allows.
         unsafe { bpf_override_return(ctx.regs, fault.retval as u64) };
     }
     0
 }
 
-/// `--caller`'s function; all zero without one.
+/// `--caller`'s function and an allocation function's gfp flags; all zero without either.
 #[unsafe(no_mangle)]
-static CALLER: Global<CallerRange> = Global::new(CallerRange { start: 0, end: 0 });
+static KERNEL_FN: Global<KernelFnFilter> = Global::new(KernelFnFilter {
+    caller_start: 0,
+    caller_end: 0,
+    gfp_arg: 0,
+    gfp_needs: 0,
+    gfp_refuses: 0,
+    _pad: 0,
+});
 
 /// The kernel stack of the current call, read by `--caller` (too large for the BPF stack).
 #[map]
@@ -405,8 +407,8 @@ static STACK: PerCpuArray<[u64; MAX_STACK_FRAMES]> = PerCpuArray::with_max_entri
 /// target's calls, after the cheap filters.
 #[inline(always)]
 fn caller_on_stack(ctx: &ProbeContext) -> bool {
-    let caller = CALLER.load();
-    if caller.end == 0 {
+    let filter = KERNEL_FN.load();
+    if filter.caller_end == 0 {
         return true;
     }
     let Some(frames) = STACK.get_ptr_mut(0) else {
@@ -425,33 +427,38 @@ fn caller_on_stack(ctx: &ProbeContext) -> bool {
         }
         // SAFETY: `i` is within the array; the value was just written by this CPU.
         let ip = unsafe { (*frames)[i] };
-        if ip >= caller.start && ip < caller.end {
+        if ip >= filter.caller_start && ip < filter.caller_end {
             return true;
         }
     }
     false
 }
 
-/// Whether the allocation this probe sees carries `__GFP_NOFAIL`.
+/// Whether the allocation this probe sees may be failed as the target's (true for a function
+/// that is not an allocation): it may sleep (`__GFP_DIRECT_RECLAIM`), so no interrupt that
+/// happened to run on the target's CPU made it, and it may fail (no `__GFP_NOFAIL`).
 #[inline(always)]
-fn may_not_fail(ctx: &ProbeContext, fault: &CallFault) -> bool {
-    if fault.gfp_nofail == 0 {
-        return false;
+fn allocation_may_fail(ctx: &ProbeContext) -> bool {
+    let filter = KERNEL_FN.load();
+    if filter.gfp_needs == 0 {
+        return true;
     }
     // The allocation functions' first two arguments: the gfp flags are one of them. Both are
     // read (black_box) so that the compiler does not turn the choice into a context access at
     // a variable offset, which the verifier refuses.
     let (first, second): (Option<u32>, Option<u32>) =
         core::hint::black_box((ctx.arg(0), ctx.arg(1)));
-    let gfp = if fault.gfp_arg == 0 { first } else { second };
-    gfp.is_some_and(|gfp| gfp & fault.gfp_nofail != 0)
+    let gfp = if filter.gfp_arg == 0 { first } else { second };
+    gfp.is_some_and(|gfp| {
+        gfp & filter.gfp_needs == filter.gfp_needs && gfp & filter.gfp_refuses == 0
+    })
 }
 
 /// `chaos disk error`: a bio to the fault's device completes with EIO. On the block layer's
-/// `should_fail_bio(bio)` (CONFIG_BPF_KPROBE_OVERRIDE, CONFIG_FUNCTION_ERROR_INJECTION), which
-/// turns any error into BLK_STS_IOERR. Runs for the bios of every device while the fault lasts:
-/// a few kernel reads, and for the device's own the counters and rules of slot 0 (with targets,
-/// only for the bios a target submits itself).
+/// `should_fail_bio(bio)` (kernel >= 5.12, for `bio->bi_bdev`; CONFIG_BPF_KPROBE_OVERRIDE and
+/// CONFIG_FUNCTION_ERROR_INJECTION), which turns any error into BLK_STS_IOERR. Runs for the
+/// bios of every device while the fault lasts: a few kernel reads, and for the device's own
+/// the counters and rules of slot 0 (with targets, only for the bios a target submits itself).
 #[kprobe]
 pub fn kprobe_bio_error(ctx: ProbeContext) -> u32 {
     let Some(bio) = ctx.arg::<u64>(0) else {
@@ -476,9 +483,9 @@ pub fn kprobe_bio_error(ctx: ProbeContext) -> u32 {
     } else {
         act(0, 0, op, || Call::UNKNOWN)
     };
-    if acting.is_some() {
+    if let Some(fault) = acting {
         // SAFETY: the probe's own registers; any error becomes BLK_STS_IOERR.
-        unsafe { bpf_override_return(ctx.regs, (-EIO) as u64) };
+        unsafe { bpf_override_return(ctx.regs, fault.retval as u64) };
     }
     0
 }

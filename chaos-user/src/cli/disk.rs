@@ -10,7 +10,7 @@ use crate::{
     },
     fault::{
         ParseError, When,
-        disk::{DeviceArg, DiskFault, DiskOp, Sectors},
+        disk::{Device, DeviceArg, DiskFault, DiskOp, Sectors},
     },
     pause::Pausable,
     plan,
@@ -155,6 +155,7 @@ fn cut(args: DiskCutArgs) -> Result<u8, Error> {
         dry_run: false,
         targeted: false,
     };
+    check_device(&fault.device, args.held.force)?;
     require_privileges()?;
     plan::check_bio_override()?;
     let processes = args.targets.resolve(args.held.force)?;
@@ -192,9 +193,21 @@ fn cut(args: DiskCutArgs) -> Result<u8, Error> {
     Ok(exit::OK)
 }
 
+/// Refuses, unless forced, a device that carries the root filesystem.
+fn check_device(device: &Device, force: bool) -> Result<(), ParseError> {
+    if !force && device.carries_root() {
+        return Err(ParseError::RootDevice(device.to_string()));
+    }
+    Ok(())
+}
+
 fn error(args: DiskErrorArgs) -> Result<u8, Error> {
     run::defer_interrupts();
     let fault = args.fault()?;
+    // With targets, only their own bios fail: the root filesystem is theirs to lose.
+    if args.targets.is_none() {
+        check_device(&fault.device, args.run.force)?;
+    }
     require_privileges()?;
     plan::check_bio_override()?;
     plan::check_rules(&fault.when)?;

@@ -1,6 +1,6 @@
 //! `chaos fail`: calls of a target fail with an errno.
 
-use chaos_common::fault::CallerRange;
+use chaos_common::fault::KernelFnFilter;
 use clap::Args;
 
 use crate::{
@@ -126,9 +126,8 @@ impl FailArgs {
             kernel_fn: self.kernel_fn.clone().map(|name| KernelFn {
                 name,
                 kind: None,
-                gfp: None,
                 caller: self.caller.clone(),
-                caller_range: CallerRange::default(),
+                filter: KernelFnFilter::default(),
             }),
             filter: SocketFilter {
                 port: self.port,

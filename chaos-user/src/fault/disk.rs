@@ -1,7 +1,12 @@
 //! `chaos disk error`: bios to one block device complete with EIO. The device (a path or
 //! MAJ:MIN), the operations, the sectors, and which of the matching bios fail ([`When`]).
 
-use std::{fmt, os::unix::fs::FileTypeExt, path::Path, str::FromStr};
+use std::{
+    fmt, fs,
+    os::unix::fs::FileTypeExt,
+    path::{Path, PathBuf},
+    str::FromStr,
+};
 
 use chaos_common::{
     fault::{CallFault, DiskFilter},
@@ -26,6 +31,57 @@ impl Device {
     pub fn kernel_dev(&self) -> u32 {
         self.major << 20 | self.minor
     }
+}
+
+impl Device {
+    /// Whether this device carries this machine's root filesystem: itself, a partition of it,
+    /// or a device stacked on either (device-mapper, md), as /sys says. Failing it would fail
+    /// every process's writes: refused unless forced.
+    pub fn carries_root(&self) -> bool {
+        let Some(root) = root_device() else {
+            return false;
+        };
+        let mut pending = vec![PathBuf::from(format!(
+            "/sys/dev/block/{}:{}",
+            self.major, self.minor
+        ))];
+        let mut seen = Vec::new();
+        while let Some(dir) = pending.pop() {
+            let Ok(dir) = dir.canonicalize() else {
+                continue;
+            };
+            if seen.contains(&dir) {
+                continue;
+            }
+            if fs::read_to_string(dir.join("dev")).is_ok_and(|dev| dev.trim() == root) {
+                return true;
+            }
+            // Its partitions (directories with a `partition` file) and its holders.
+            for entry in fs::read_dir(&dir).into_iter().flatten().flatten() {
+                if entry.path().join("partition").exists() {
+                    pending.push(entry.path());
+                }
+            }
+            for holder in fs::read_dir(dir.join("holders"))
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
+                pending.push(holder.path());
+            }
+            seen.push(dir);
+        }
+        false
+    }
+}
+
+/// `MAJOR:MINOR` of the filesystem mounted on `/` in this mount namespace.
+fn root_device() -> Option<String> {
+    let mountinfo = fs::read_to_string("/proc/self/mountinfo").ok()?;
+    mountinfo.lines().find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        (fields.get(4) == Some(&"/")).then(|| fields.get(2).map(|dev| (*dev).to_owned()))?
+    })
 }
 
 impl fmt::Display for Device {
@@ -189,6 +245,7 @@ impl DiskFault {
         let ops = self.ops.iter().fold(0, |bits, op| bits | 1 << op.code());
         CallFault {
             errno: libc::EIO,
+            retval: -i64::from(libc::EIO),
             ..self.when.kernel(ops, self.dry_run)
         }
     }

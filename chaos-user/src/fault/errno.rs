@@ -4,7 +4,7 @@
 use std::{fmt, str::FromStr};
 
 use chaos_common::{
-    fault::{AF_INET, AF_INET6, AF_UNIX, CallFault, CallerRange},
+    fault::{AF_INET, AF_INET6, AF_UNIX, CallFault, KernelFnFilter},
     ops::{FILTER_ADDR, FILTER_FAMILY, FILTER_PATH, FILTER_PORT, FILTER_UNIX, OP_SYSCALL},
 };
 
@@ -84,12 +84,11 @@ pub struct KernelFn {
     pub name: String,
     /// How the list says the function fails; `None` until the fault starts.
     pub kind: Option<InjectionKind>,
-    /// For an allocation function: its gfp flags' argument and this kernel's `__GFP_NOFAIL`.
-    pub gfp: Option<(u32, u32)>,
     /// `--caller`: only calls with this function on the kernel stack.
     pub caller: Option<String>,
-    /// Where the caller's code lies; all zero until the fault starts, or without `--caller`.
-    pub caller_range: CallerRange,
+    /// Where the caller's code lies and which allocations may fail, for the program; all zero
+    /// until the fault starts.
+    pub filter: KernelFnFilter,
 }
 
 /// How a function of the error-injection list fails (its type there).
@@ -150,6 +149,25 @@ impl ErrnoFault {
         if self.errno.is_none() && (!self.ops.is_empty() || self.syscall.is_some()) {
             return Err(ParseError::NoErrno);
         }
+        // A kprobe on a function sees no socket address and no file: the filters would make
+        // its calls never match.
+        let overriding = match (&self.syscall, &self.kernel_fn) {
+            (Some(_), _) => Some("--syscall"),
+            (None, Some(_)) => Some("--kernel-fn"),
+            (None, None) => None,
+        };
+        if let Some(flag) = overriding
+            && let Some(filter) = self.describe_filters().into_iter().next()
+        {
+            return Err(ParseError::FilterWithOverride {
+                flag,
+                filter: filter
+                    .split_whitespace()
+                    .next()
+                    .unwrap_or_default()
+                    .to_owned(),
+            });
+        }
         self.filter.check()?;
         ops::check_filters(&self.ops, self.filter_bits())
     }
@@ -161,17 +179,13 @@ impl ErrnoFault {
             .addr
             .map_or(([0; 4], [0; 4]), |cidr| cidr.kernel_words());
         let errno = self.errno.map_or(0, Errno::get);
-        let kernel_fn = self.kernel_fn.as_ref();
-        let (gfp_arg, gfp_nofail) = kernel_fn.and_then(|f| f.gfp).unwrap_or_default();
         CallFault {
             errno,
-            retval: match kernel_fn.and_then(|f| f.kind) {
+            retval: match self.kernel_fn.as_ref().and_then(|f| f.kind) {
                 Some(InjectionKind::True) => 1,
                 Some(InjectionKind::Null) => 0,
                 _ => -i64::from(errno),
             },
-            gfp_arg,
-            gfp_nofail,
             port: self.filter.port.map_or(0, u32::from),
             family: self.filter.family.unwrap_or(0),
             addr,

@@ -63,6 +63,10 @@ pub enum ParseError {
         "--errno is missing: --op and --syscall fail calls with an errno (EIO, ECONNREFUSED, a number)"
     )]
     NoErrno,
+    #[error(
+        "{filter} cannot be combined with {flag}: its kprobe sees no socket address and no file, so no call would match (run the filtered --op as a fault of its own)"
+    )]
+    FilterWithOverride { flag: &'static str, filter: String },
 
     #[error("invalid port '{0}': expected a number from 1 to 65535")]
     InvalidPort(String),
@@ -87,6 +91,10 @@ pub enum ParseError {
         "invalid device '{0}': {1}; expected a block device such as /dev/sdb or /dev/loop0, or MAJOR:MINOR such as 7:0 (see lsblk)"
     )]
     InvalidDevice(String, String),
+    #[error(
+        "device {0} carries this machine's root filesystem: failing it fails every process's writes, chaos's own too; give --force to do it anyway"
+    )]
+    RootDevice(String),
     #[error("unknown disk operation '{0}': expected read, write, flush or discard")]
     UnknownDiskOp(String),
     #[error(

@@ -1,12 +1,12 @@
 //! A fault on calls live in the kernel: the errno object loaded with the targets in its maps,
-//! the plan's hooks (and a signal's or a syscall's) attached.
+//! the plan's hooks (and a signal's, a syscall's, a kernel function's or the bios') attached.
 
 use std::{collections::HashSet, fs::File, os::fd::AsFd, path::Path};
 
 use aya::{EbpfLoader, maps::CgroupArray};
 use chaos_common::{
     counters::{Counters, counter_index},
-    fault::{CallFault, CallerRange, DiskFilter, PathOffsets},
+    fault::{CallFault, DiskFilter, KernelFnFilter, PathOffsets},
     hook::{self, Hook},
     names,
     target::{TARGET_TREE, Target},
@@ -52,9 +52,9 @@ pub enum ExtraHook<'a> {
     Signal(&'a str),
     /// `chaos fail --syscall`: a kprobe on the syscall's entry function overrides its return.
     Override(&'a str),
-    /// `chaos fail --kernel-fn`: a kprobe on the function overrides its return, for calls with
-    /// the caller's code on the stack (`--caller`; all zero: any).
-    KernelFn(&'a str, CallerRange),
+    /// `chaos fail --kernel-fn`: a kprobe on the function overrides its return, for the calls
+    /// the filter lets through (`--caller`, an allocation's gfp flags).
+    KernelFn(&'a str, KernelFnFilter),
     /// `chaos disk error`: a kprobe on `should_fail_bio` fails the bios this filter matches.
     Bio(DiskFilter),
 }
@@ -77,7 +77,7 @@ impl<'t> CallsLoaded<'t> {
         targets: &'t Targets,
         fault: CallFault,
         plan: &Plan,
-        syscall: Option<ExtraHook<'_>>,
+        extra: Option<ExtraHook<'_>>,
     ) -> Result<Self, CallsError> {
         let tree = targets.processes.iter().any(|p| p.tree);
         let fork_child_pid_offset = if tree {
@@ -91,15 +91,15 @@ impl<'t> CallsLoaded<'t> {
         } else {
             PathOffsets::ZERO
         };
-        let disk = match syscall {
+        let disk = match extra {
             Some(ExtraHook::Bio(filter)) => {
                 kernel::disk_offsets(filter).map_err(CallsError::DiskOffsets)?
             }
             _ => DiskFilter::default(),
         };
-        let caller = match syscall {
-            Some(ExtraHook::KernelFn(_, caller)) => caller,
-            _ => CallerRange::default(),
+        let kernel_fn = match extra {
+            Some(ExtraHook::KernelFn(_, filter)) => filter,
+            _ => KernelFnFilter::default(),
         };
         let set_retval = u32::from(kernel::set_retval());
         let mut loaded = Loaded::new(
@@ -114,7 +114,7 @@ impl<'t> CallsLoaded<'t> {
                 )
                 .override_global(names::GLOBAL_PATH_OFFSETS, &path_offsets, true)
                 .override_global(names::GLOBAL_DISK, &disk, true)
-                .override_global(names::GLOBAL_CALLER, &caller, true),
+                .override_global(names::GLOBAL_KERNEL_FN, &kernel_fn, true),
             kernel::errno_object(),
         )?;
         // The fork and exit tracepoints first, so that no child escapes once targets are live.
@@ -123,7 +123,7 @@ impl<'t> CallsLoaded<'t> {
         } else {
             Vec::new()
         };
-        let (syscall, function) = match syscall {
+        let (syscall, function) = match extra {
             Some(ExtraHook::Signal(name)) => {
                 hooks.push(hook::SIGNAL);
                 (Some(name.to_owned()), None)

@@ -91,7 +91,7 @@ struct CallsRow {
 pub struct CallsFault<'a> {
     kernel: CallFault,
     plan: Plan,
-    syscall: Option<ExtraHook<'a>>,
+    extra: Option<ExtraHook<'a>>,
     rows: Vec<CallsRow>,
     dry_run: bool,
     /// The filters as given, for the warning when nothing matched.
@@ -147,15 +147,13 @@ impl<'a> CallsFault<'a> {
         let rows = ops.chain(syscall).chain(kernel_fn).collect();
         let extra = match (&fault.syscall, &fault.kernel_fn) {
             (Some(syscall), _) => Some(ExtraHook::Override(syscall)),
-            (None, Some(function)) => {
-                Some(ExtraHook::KernelFn(&function.name, function.caller_range))
-            }
+            (None, Some(function)) => Some(ExtraHook::KernelFn(&function.name, function.filter)),
             (None, None) => None,
         };
         CallsFault {
             kernel: fault.kernel(),
             plan,
-            syscall: extra,
+            extra,
             rows,
             dry_run: fault.dry_run,
             filters: fault.describe_filters(),
@@ -180,7 +178,7 @@ impl<'a> CallsFault<'a> {
         CallsFault {
             kernel: fault.kernel(),
             plan: Vec::new(),
-            syscall: Some(ExtraHook::Bio(fault.filter())),
+            extra: Some(ExtraHook::Bio(fault.filter())),
             rows,
             dry_run: fault.dry_run,
             filters: fault.describe_filters(),
@@ -192,7 +190,7 @@ impl<'a> CallsFault<'a> {
         CallsFault {
             kernel: fault.kernel(),
             plan: Vec::new(),
-            syscall: Some(ExtraHook::Signal(&fault.syscall)),
+            extra: Some(ExtraHook::Signal(&fault.syscall)),
             rows: vec![CallsRow {
                 code: OP_SIGNAL,
                 fault: FaultKind::Signal {
@@ -257,7 +255,7 @@ pub fn calls_run_between(
     after: impl FnOnce() -> Result<(), RunError>,
 ) -> Result<Report, RunError> {
     let holder = Holder::new().map_err(RunError::Interrupts)?;
-    let loaded = CallsLoaded::load(targets, fault.kernel, &fault.plan, fault.syscall)?;
+    let loaded = CallsLoaded::load(targets, fault.kernel, &fault.plan, fault.extra)?;
     let deadline = Deadline::after(lifetime);
     before()?;
     let mut attachment = loaded.start(deadline, None)?;
@@ -295,7 +293,7 @@ pub fn calls_detached(
     fault: &CallsFault<'_>,
     lifetime: Duration,
 ) -> Result<DetachedRun, RunError> {
-    let loaded = CallsLoaded::load(targets, fault.kernel, &fault.plan, fault.syscall)?;
+    let loaded = CallsLoaded::load(targets, fault.kernel, &fault.plan, fault.extra)?;
     start_detached(
         targets.describe(),
         fault.kinds(),

@@ -173,11 +173,6 @@ fn main() {
     );
 }
 
-/// The network benchmark: TCP throughput (iperf3, 3 s per run) between two namespaces over a
-/// veth pair, `passes` interleaved passes of three cases: (1) no programs; (2) `chaos net drop`
-/// on the receiver's interface matching nothing (a port no packet uses); (3) matching every
-/// packet with a vanishing probability (every packet parsed, counted and drawn for). Then the
-/// drop accuracy: configured probability against the datagrams that did not arrive.
 /// A loop device on an image file of `mib` MiB under the temporary directory; detached on drop.
 struct LoopDevice(String);
 
@@ -314,6 +309,11 @@ fn disk_bench(passes: usize) {
     );
 }
 
+/// The network benchmark: TCP throughput (iperf3, 3 s per run) between two namespaces over a
+/// veth pair, `passes` interleaved passes of three cases: (1) no programs; (2) `chaos net drop`
+/// on the receiver's interface matching nothing (a port no packet uses); (3) matching every
+/// packet with a vanishing probability (every packet parsed, counted and drawn for). Then the
+/// drop accuracy: configured probability against the datagrams that did not arrive.
 fn net_bench(passes: usize) {
     let net = chaos_tests::TestNet::new("bench");
     let b = net.b.clone();
