@@ -12,6 +12,7 @@ __all__ = ["start_fault", "stop_run", "stop_started_runs", "stop_all"]
 _OWN = ("--for", "--detach", "--json")
 
 
+@cli.interruptible
 def start_fault(
     command: List[str],
     duration: str,
@@ -44,6 +45,7 @@ def start_fault(
     return run
 
 
+@cli.interruptible
 def stop_run(run_id: str, configuration: Configuration = None) -> Dict[str, Any]:
     """End one detached run now (`chaos stop ID`).
 
@@ -59,11 +61,13 @@ def stop_run(run_id: str, configuration: Configuration = None) -> Dict[str, Any]
     raise cli.failed(proc)
 
 
+@cli.interruptible
 def stop_started_runs(configuration: Configuration = None) -> List[Dict[str, Any]]:
     """End every run this experiment started (through start_fault) that is still running."""
     return [stop_run(run_id, configuration) for run_id in cli.started()]
 
 
+@cli.interruptible
 def stop_all(configuration: Configuration = None) -> Dict[str, Any]:
     """End EVERY detached run on the machine (`chaos stop --all`), this experiment's or not."""
     proc = cli.run(configuration, ["stop", "--all"])
