@@ -44,13 +44,30 @@ fn frozen(cgroup: &TestCgroup, duration: &str) -> Chaos {
     ]))
 }
 
+/// The time `victim` stood still inside `window`: the sum of its gaps between calls longer than
+/// 100 ms (it calls every 20 ms while it runs).
+fn stopped_ns(victim: &Victim, (from, to): (u64, u64)) -> u64 {
+    victim.wait_for_call_after(to);
+    victim
+        .calls()
+        .windows(2)
+        .filter(|pair| pair[1].at_ns >= from && pair[0].at_ns <= to)
+        .map(|pair| pair[1].at_ns - pair[0].at_ns)
+        .filter(|gap| *gap > 100_000_000)
+        .sum()
+}
+
+/// The bystander ran on while the target was frozen: it stood still for less than half as long
+/// (an emulated guest under load stalls every process for a moment, both alike, so no absolute
+/// bound holds there), it failed nothing and nor did the target.
 fn assert_thawed_and_untouched(target: &Victim, bystander: &Victim, window: (u64, u64)) {
-    target.wait_for_call_after(window.1);
-    let (gap, _) = longest_gap(bystander, window);
+    let frozen = stopped_ns(target, window);
+    let stopped = stopped_ns(bystander, window);
     assert!(
-        gap < 500_000_000,
-        "the bystander stopped for {} ms",
-        gap / 1_000_000
+        stopped * 2 < frozen,
+        "the bystander stood still for {} ms while the target was frozen for {} ms",
+        stopped / 1_000_000,
+        frozen / 1_000_000
     );
     assert!(bystander.calls().iter().all(|c| c.errno.is_none()));
     assert!(
