@@ -66,20 +66,30 @@ impl TestContainer {
     pub fn start(name: &str, victim_bin: &str) -> Self {
         // Their own network namespace without a bridge: the faults there are not network ones,
         // and the trimmed guest kernels have no bridge driver.
-        Self::start_on(name, victim_bin, "none")
+        Self::start_on(name, victim_bin, "none", &[])
+    }
+
+    /// As [`TestContainer::start`], with these labels (`KEY=VALUE`).
+    pub fn start_labelled(name: &str, victim_bin: &str, labels: &[&str]) -> Self {
+        Self::start_on(name, victim_bin, "none", labels)
     }
 
     /// As [`TestContainer::start`], on podman's default bridge network; podman's error when it
     /// cannot make one (a kernel without the bridge driver).
     pub fn start_networked(name: &str, bin: &str) -> Result<Self, String> {
-        Self::try_start_on(name, bin, "bridge")
+        Self::try_start_on(name, bin, "bridge", &[])
     }
 
-    fn start_on(name: &str, victim_bin: &str, network: &str) -> Self {
-        Self::try_start_on(name, victim_bin, network).unwrap_or_else(|err| panic!("{err}"))
+    fn start_on(name: &str, victim_bin: &str, network: &str, labels: &[&str]) -> Self {
+        Self::try_start_on(name, victim_bin, network, labels).unwrap_or_else(|err| panic!("{err}"))
     }
 
-    fn try_start_on(name: &str, victim_bin: &str, network: &str) -> Result<Self, String> {
+    fn try_start_on(
+        name: &str,
+        victim_bin: &str,
+        network: &str,
+        labels: &[&str],
+    ) -> Result<Self, String> {
         let name = format!("chaos-test-{name}-{}", std::process::id());
         let dir = std::env::temp_dir().join(&name);
         let rootfs = dir.join("rootfs");
@@ -96,6 +106,7 @@ impl TestContainer {
             .podman()
             .args(["run", "--detach", "--name", &container.name])
             .args(["--network", network])
+            .args(labels.iter().flat_map(|label| ["--label", label]))
             .args(["--volume", "/usr:/usr:ro"])
             .arg(format!("--volume={}:/chaos:ro", bin_dir.display()))
             .arg("--rootfs")

@@ -237,6 +237,7 @@ pub enum Command {
     Pause(pause::PauseArgs),
     Disk(disk::DiskArgs),
     Run(run_file::RunFileArgs),
+    Monkey(experiment::monkey::MonkeyArgs),
     List(detached::ListArgs),
     Stop(detached::StopArgs),
     Cleanup(detached::CleanupArgs),
@@ -281,6 +282,7 @@ pub fn execute(cli: Cli) -> Result<u8, Error> {
         Command::Disk(args) => disk::execute(args),
         Command::PauseGuard(args) => pause::guard(args),
         Command::Run(args) => run_file::execute(args),
+        Command::Monkey(args) => experiment::monkey::execute(args),
         Command::List(args) => detached::list(args),
         Command::Stop(args) => detached::stop(args),
         Command::Probe(args) => probe::execute(args),
@@ -312,6 +314,7 @@ impl Command {
             // Their options are all checked by clap.
             Command::Pause(_) | Command::Disk(_) => Some(Ok(())),
             Command::Run(_)
+            | Command::Monkey(_)
             | Command::List(_)
             | Command::Stop(_)
             | Command::Cleanup(_)
@@ -327,7 +330,8 @@ impl Command {
 }
 
 /// The commands that inject a fault, as `chaos run`'s `command` key spells them (`net drop`):
-/// those that last `--for` a while and report as JSON (`--json`).
+/// those that last `--for` a while and report as JSON (`--json`), and take options only (the
+/// monkey, which reads a FILE of faults, is not one).
 pub fn fault_commands() -> Vec<String> {
     fn leaves(command: &clap::Command, path: String, found: &mut Vec<String>) {
         let has = |long: &str| {
@@ -339,7 +343,7 @@ pub fn fault_commands() -> Vec<String> {
             for sub in command.get_subcommands() {
                 leaves(sub, format!("{path} {}", sub.get_name()), found);
             }
-        } else if has("for") && has("json") {
+        } else if has("for") && has("json") && command.get_positionals().next().is_none() {
             found.push(path);
         }
     }

@@ -6,6 +6,7 @@
 //! parser and the same fault checks as the command would be, and runs as that command.
 
 pub mod metrics;
+pub mod monkey;
 pub mod report;
 pub mod supervise;
 pub mod workload;
@@ -203,6 +204,7 @@ impl Experiment {
                 field: format!("fault[{}]", index + 1),
                 duration,
                 workloads: &workloads,
+                menu: false,
             };
             faults.push(context.parse(value)?);
         }
@@ -274,7 +276,24 @@ struct FaultContext<'a> {
     field: String,
     duration: Option<Duration>,
     workloads: &'a [Workload],
+    /// A table of the monkey's menu: it names no target and no start (the monkey picks both),
+    /// may have a `weight`, and is checked against each kind of target by the monkey.
+    menu: bool,
 }
+
+/// The keys that name a fault's target, which the monkey's menu leaves to the monkey.
+const TARGET_KEYS: [&str; 10] = [
+    "pid",
+    "pid_tree",
+    "cgroup",
+    "container",
+    "container_name",
+    "pod_uid",
+    "pod",
+    "comm",
+    "iface",
+    "netns",
+];
 
 impl FaultContext<'_> {
     fn field(&self, key: &str) -> String {
@@ -300,6 +319,19 @@ impl FaultContext<'_> {
                 ),
             ));
         }
+        if self.menu {
+            for (key, _) in table {
+                let key_name = key.get_ref().replace('-', "_");
+                let why = if TARGET_KEYS.contains(&key_name.as_str()) {
+                    "not allowed in the monkey's menu: the monkey picks the target from its [[target]] tables"
+                } else if key_name == "start" {
+                    "not allowed in the monkey's menu: the monkey picks when, by its [schedule]"
+                } else {
+                    continue;
+                };
+                return Err(source.error(&key.span(), &self.field(key.get_ref()), why));
+            }
+        }
         let name =
             optional_string(source, table, &prefix, "name")?.unwrap_or_else(|| self.field.clone());
         let start = match optional_string(source, table, &prefix, "start")? {
@@ -316,11 +348,12 @@ impl FaultContext<'_> {
             (Some(lifetime), _) => lifetime,
             (None, Some(duration)) if duration > start => duration - start,
             (None, _) => {
-                return Err(source.error(
-                    &value.span(),
-                    &self.field("for"),
-                    "missing: how long the fault lasts (or give the experiment a duration)",
-                ));
+                let why = if self.menu {
+                    "missing: how long the fault lasts, such as for = \"5m\""
+                } else {
+                    "missing: how long the fault lasts (or give the experiment a duration)"
+                };
+                return Err(source.error(&value.span(), &self.field("for"), why));
             }
         };
         if let Some(duration) = self.duration
@@ -344,7 +377,7 @@ impl FaultContext<'_> {
         let mut args = Vec::new();
         for (key, value) in table {
             let key_name = key.get_ref().as_ref();
-            if FAULT_KEYS.contains(&key_name) {
+            if FAULT_KEYS.contains(&key_name) || (self.menu && key_name == "weight") {
                 continue;
             }
             args.extend(self.option(key_name, &key.span(), value)?);
@@ -357,7 +390,9 @@ impl FaultContext<'_> {
             args,
         };
         self.check_workload_started(table, &fault)?;
-        self.check(table, value, &fault)?;
+        if !self.menu {
+            self.check(table, value, &fault, &[])?;
+        }
         Ok(fault)
     }
 
@@ -414,12 +449,14 @@ impl FaultContext<'_> {
     }
 
     /// Checks the fault as its command would before attaching anything: clap's parser, then the
-    /// fault's own checks. Errors point at the key of the option that is wrong.
+    /// fault's own checks, with `target` (options naming a target) added. Errors point at the
+    /// key of the option that is wrong.
     fn check(
         &self,
         table: &Table<'_>,
         value: &Value<'_>,
         fault: &PlannedFault,
+        target: &[&str],
     ) -> Result<(), ExperimentError> {
         let source = self.source;
         // Any PID stands in for a workload's: clap only checks that it is one. A --path a
@@ -432,6 +469,7 @@ impl FaultContext<'_> {
                 argv[at] = "/".into();
             }
         }
+        argv.extend(target.iter().map(|word| word.to_string()));
         let argv = std::iter::once("chaos".to_owned()).chain(argv);
         let cli = Cli::try_parse_from(argv).map_err(|err| {
             let (span, key) = match flag_of(&err).and_then(|flag| key_of(table, &flag)) {

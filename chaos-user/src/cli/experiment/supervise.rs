@@ -979,7 +979,7 @@ fn commands_path() -> std::ffi::OsString {
 }
 
 /// Sends `sig` to a process (or, for a negative `pid`, a process group) this run started.
-fn signal(pid: i32, sig: libc::c_int) {
+pub(super) fn signal(pid: i32, sig: libc::c_int) {
     // SAFETY: kill has no memory effects; a process that already exited yields ESRCH.
     unsafe {
         libc::kill(pid, sig);
@@ -987,7 +987,7 @@ fn signal(pid: i32, sig: libc::c_int) {
 }
 
 /// The child gets SIGTERM when chaos run dies, even by SIGKILL: a fault never outlives its run.
-fn die_with_parent(command: &mut Command) {
+pub(super) fn die_with_parent(command: &mut Command) {
     // SAFETY: prctl is async-signal-safe, as pre_exec requires.
     unsafe {
         command.pre_exec(|| {

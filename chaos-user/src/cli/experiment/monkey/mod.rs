@@ -1,0 +1,561 @@
+//! `chaos monkey FILE`: the Chaos Monkey — at random moments of the allowed hours it picks a
+//! fault from a menu and a target from a pool, runs it, and journals what it did. The picks come
+//! from a seed, so a day can be planned ahead (`--plan`) and replayed exactly.
+
+pub mod pool;
+mod run;
+pub mod schedule;
+
+use std::{path::PathBuf, time::Duration};
+
+use clap::Args;
+use serde_json::{Value, json};
+use toml::de::{DeTable, DeValue};
+
+use self::{
+    pool::{Candidate, Entry, Kind},
+    schedule::{DAY_NAMES, Instant, MenuItem, Pick, Schedule},
+};
+use super::{
+    ExperimentError, FaultContext, PlannedFault, Source, check_keys, optional_duration,
+    optional_string, table,
+};
+use crate::{
+    cli::{
+        error::{Error, exit},
+        require_privileges,
+    },
+    fault, run as runs,
+};
+
+pub const TOP_KEYS: [&str; 5] = ["description", "seed", "schedule", "target", "fault"];
+pub const SCHEDULE_KEYS: [&str; 5] = ["days", "hours", "mean_interval", "max_at_once", "budget"];
+pub const TARGET_KEYS: [&str; 4] = ["container", "label", "cgroup", "comm"];
+
+/// The Chaos Monkey: random faults on random targets, within the hours you allow.
+///
+/// FILE (TOML) holds a menu of faults ([[fault]] tables as in `chaos run` files, without a
+/// target or start, with an optional weight), a pool of targets ([[target]] tables: containers
+/// by name pattern and/or label, cgroups by path pattern, processes by name) and a [schedule]:
+/// the days and local hours it may strike, the mean time between picks, how many faults may run
+/// at once and a total budget of fault time. Targets opt out with the container label
+/// `chaos.monkey/opt-out=true`, the cgroup attribute `user.chaos.monkey.opt-out` = `true`, or
+/// `CHAOS_MONKEY_OPT_OUT=true` in a process's environment.
+///
+/// The picks are drawn from --seed (a random one when not given, printed and journaled): the
+/// same seed, file, pool and --start give the same plan, so `--plan` shows a day before it
+/// happens and a seed replays it. Every pick, run or skipped, is a line of the JSON-lines
+/// journal with its target and its fault's report. Each fault runs as its chaos command, in a
+/// child process that dies with this one; Ctrl-C, SIGTERM and SIGHUP end the faults running and
+/// the day.
+///
+/// Examples:
+///   chaos monkey examples/monkey.toml --plan
+///   chaos monkey examples/monkey.toml --seed 42 --for 8h
+///   chaos monkey monkey.toml --seed 42 --start '2026-12-07 09:00' --plan --json
+///   chaos monkey monkey.toml --time-scale 3600 --for 8h      # a working day in 8 seconds
+///
+/// Exit status: 0 when every fault the monkey started ran (also after Ctrl-C); 1 when one
+/// failed; 2 when the file or an option is invalid (the message names file, line and field).
+#[derive(Debug, Args)]
+#[command(verbatim_doc_comment)]
+pub struct MonkeyArgs {
+    /// The monkey's file: its [schedule], [[target]] pool and [[fault]] menu.
+    pub file: PathBuf,
+
+    /// The seed the picks are drawn from (default: the file's `seed`, else a random one).
+    #[arg(long)]
+    pub seed: Option<u64>,
+
+    /// Print the plan (every pick, its time, fault and target, and why a pick will be skipped)
+    /// and exit without acting.
+    #[arg(long)]
+    pub plan: bool,
+
+    /// Where the monkey's clock starts, in local time (default: now). With --seed it replays a
+    /// day's plan.
+    #[arg(long, value_name = "YYYY-MM-DD HH:MM", value_parser = schedule::parse_local)]
+    pub start: Option<Instant>,
+
+    /// How long the monkey runs, on its clock.
+    #[arg(long = "for", value_name = "DURATION", default_value = "24h", value_parser = fault::parse_duration)]
+    pub duration: Duration,
+
+    /// The monkey's clock runs this many times faster than real time, faults' lengths included
+    /// (for drills and tests: 3600 makes an hour a second).
+    #[arg(long, value_name = "FACTOR", default_value = "1", value_parser = parse_scale)]
+    pub time_scale: f64,
+
+    /// The JSON-lines journal the monkey appends every pick to.
+    #[arg(
+        long,
+        value_name = "PATH",
+        default_value = "/var/log/chaos-monkey.jsonl"
+    )]
+    pub journal: PathBuf,
+
+    /// Print the plan (with --plan) or the final report as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn parse_scale(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(scale) if (1.0..=1_000_000.0).contains(&scale) => Ok(scale),
+        _ => Err(format!(
+            "invalid time scale '{text}': expected a factor from 1 (real time) to 1000000"
+        )),
+    }
+}
+
+/// A validated monkey file.
+#[derive(Debug, Clone)]
+pub struct MonkeyFile {
+    pub description: Option<String>,
+    pub seed: Option<u64>,
+    pub schedule: Schedule,
+    pub pool: Vec<Entry>,
+    pub menu: Vec<MenuFault>,
+}
+
+/// One fault of the menu: the command it runs and what the planner needs of it.
+#[derive(Debug, Clone)]
+pub struct MenuFault {
+    pub fault: PlannedFault,
+    pub item: MenuItem,
+}
+
+impl MonkeyFile {
+    pub fn parse(file: &std::path::Path, text: &str) -> Result<Self, ExperimentError> {
+        let file_name = file.display().to_string();
+        let source = Source {
+            file: &file_name,
+            text,
+        };
+        let root = DeTable::parse(text).map_err(|err| ExperimentError {
+            file: file_name.clone(),
+            line: source.line(&err.span().unwrap_or(0..0)),
+            field: None,
+            message: err.message().trim().to_owned(),
+        })?;
+        let root_span = root.span();
+        let root = root.into_inner();
+        check_keys(&source, &root, "", &TOP_KEYS)?;
+        let description = optional_string(&source, &root, "", "description")?;
+        let seed = match root.get("seed") {
+            None => None,
+            Some(value) => Some(integer(&source, value, "seed", 0)?),
+        };
+        let Some(schedule_value) = root.get("schedule") else {
+            return Err(source.error(
+                &root_span,
+                "schedule",
+                "missing: a [schedule] table with at least mean_interval",
+            ));
+        };
+        let schedule = parse_schedule(&source, schedule_value)?;
+        let pool = array_of(&source, &root, root_span.clone(), "target")?
+            .into_iter()
+            .enumerate()
+            .map(|(index, value)| parse_target(&source, value, &format!("target[{}]", index + 1)))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut menu = Vec::new();
+        for (index, value) in array_of(&source, &root, root_span, "fault")?
+            .into_iter()
+            .enumerate()
+        {
+            menu.push(parse_menu_fault(&source, value, index, &pool)?);
+        }
+        Ok(MonkeyFile {
+            description,
+            seed,
+            schedule,
+            pool,
+            menu,
+        })
+    }
+}
+
+/// The non-empty array of tables `[[key]]`.
+fn array_of<'a, 'i>(
+    source: &Source<'_>,
+    root: &'a DeTable<'i>,
+    root_span: std::ops::Range<usize>,
+    key: &str,
+) -> Result<Vec<&'a super::Value<'i>>, ExperimentError> {
+    let Some(list) = root.get(key) else {
+        return Err(source.error(
+            &root_span,
+            key,
+            format!("missing: at least one [[{key}]] table"),
+        ));
+    };
+    match list.get_ref() {
+        DeValue::Array(items) if !items.is_empty() => Ok(items.iter().collect()),
+        _ => Err(source.error(&list.span(), key, format!("expected [[{key}]] tables"))),
+    }
+}
+
+/// A non-negative integer of at least `min`.
+fn integer(
+    source: &Source<'_>,
+    value: &super::Value<'_>,
+    field: &str,
+    min: u64,
+) -> Result<u64, ExperimentError> {
+    match value.get_ref() {
+        DeValue::Integer(number) => u64::from_str_radix(number.as_str(), number.radix())
+            .ok()
+            .filter(|n| *n >= min),
+        _ => None,
+    }
+    .ok_or_else(|| {
+        source.error(
+            &value.span(),
+            field,
+            format!("expected a whole number of at least {min}"),
+        )
+    })
+}
+
+fn parse_schedule(
+    source: &Source<'_>,
+    value: &super::Value<'_>,
+) -> Result<Schedule, ExperimentError> {
+    let table = table(source, value, "schedule")?;
+    let prefix = "schedule.";
+    check_keys(source, table, prefix, &SCHEDULE_KEYS)?;
+    let days = match table.get("days") {
+        None => [true; 7],
+        Some(list) => {
+            let bad = || {
+                source.error(
+                    &list.span(),
+                    "schedule.days",
+                    format!(
+                        "expected a list of days, each one of {}",
+                        DAY_NAMES.join(", ")
+                    ),
+                )
+            };
+            let DeValue::Array(items) = list.get_ref() else {
+                return Err(bad());
+            };
+            let mut days = [false; 7];
+            for item in items.iter() {
+                let DeValue::String(name) = item.get_ref() else {
+                    return Err(bad());
+                };
+                let short: String = name.to_ascii_lowercase().chars().take(3).collect();
+                let Some(day) = DAY_NAMES.iter().position(|d| *d == short) else {
+                    return Err(source.error(
+                        &item.span(),
+                        "schedule.days",
+                        format!(
+                            "unknown day '{name}': expected one of {}",
+                            DAY_NAMES.join(", ")
+                        ),
+                    ));
+                };
+                days[day] = true;
+            }
+            if !days.contains(&true) {
+                return Err(bad());
+            }
+            days
+        }
+    };
+    let hours = match optional_string(source, table, prefix, "hours")? {
+        None => None,
+        Some(text) => Some(schedule::parse_hours(&text).map_err(|why| {
+            let span = table.get("hours").map(|v| v.span()).unwrap_or_default();
+            source.error(&span, "schedule.hours", why)
+        })?),
+    };
+    let mean_interval =
+        optional_duration(source, table, prefix, "mean_interval")?.ok_or_else(|| {
+            source.error(
+                &value.span(),
+                "schedule.mean_interval",
+                "missing: the mean time between two picks, such as \"2h\"",
+            )
+        })?;
+    let max_at_once = match table.get("max_at_once") {
+        None => 1,
+        Some(value) => integer(source, value, "schedule.max_at_once", 1)? as usize,
+    };
+    Ok(Schedule {
+        days,
+        hours,
+        mean_interval,
+        max_at_once,
+        budget: optional_duration(source, table, prefix, "budget")?,
+    })
+}
+
+fn parse_target(
+    source: &Source<'_>,
+    value: &super::Value<'_>,
+    field: &str,
+) -> Result<Entry, ExperimentError> {
+    let table = table(source, value, field)?;
+    let prefix = format!("{field}.");
+    check_keys(source, table, &prefix, &TARGET_KEYS)?;
+    let string = |key: &str| -> Result<Option<String>, ExperimentError> {
+        let text = optional_string(source, table, &prefix, key)?;
+        if let Some(text) = &text
+            && text.trim().is_empty()
+        {
+            let span = table.get(key).map(|v| v.span()).unwrap_or_default();
+            return Err(source.error(&span, &format!("{prefix}{key}"), "must not be empty"));
+        }
+        Ok(text)
+    };
+    let (container, label, cgroup, comm) = (
+        string("container")?,
+        string("label")?,
+        string("cgroup")?,
+        string("comm")?,
+    );
+    let kinds = [
+        container.is_some() || label.is_some(),
+        cgroup.is_some(),
+        comm.is_some(),
+    ];
+    if kinds.iter().filter(|&&k| k).count() != 1 {
+        return Err(source.error(
+            &value.span(),
+            field,
+            "expected one kind of target: container and/or label, cgroup, or comm",
+        ));
+    }
+    Ok(match (cgroup, comm) {
+        (Some(cgroup), _) => {
+            if !cgroup.starts_with('/')
+                || cgroup[..cgroup.rfind('/').unwrap_or(0)].contains(['*', '?'])
+            {
+                let span = table.get("cgroup").map(|v| v.span()).unwrap_or_default();
+                return Err(source.error(&span, &format!("{prefix}cgroup"), format!("invalid cgroup '{cgroup}': expected an absolute path, with * or ? in its last component only")));
+            }
+            Entry::Cgroups(cgroup)
+        }
+        (_, Some(comm)) => Entry::Processes(comm),
+        _ => Entry::Containers {
+            name: container,
+            label,
+        },
+    })
+}
+
+fn parse_menu_fault(
+    source: &Source<'_>,
+    value: &super::Value<'_>,
+    index: usize,
+    pool: &[Entry],
+) -> Result<MenuFault, ExperimentError> {
+    let field = format!("fault[{}]", index + 1);
+    let context = FaultContext {
+        source,
+        field: field.clone(),
+        duration: None,
+        workloads: &[],
+        menu: true,
+    };
+    let fault = context.parse(value)?;
+    let table = table(source, value, &field)?;
+    let weight = match table.get("weight") {
+        None => 1,
+        Some(value) => u32::try_from(integer(source, value, &format!("{field}.weight"), 1)?)
+            .unwrap_or(u32::MAX),
+    };
+    let checks: Vec<Result<(), ExperimentError>> = Kind::ALL
+        .iter()
+        .map(|kind| {
+            let (option, stand_in) = kind.option();
+            context.check(table, value, &fault, &[option, stand_in])
+        })
+        .collect();
+    let accepts: Vec<bool> = checks.iter().map(Result::is_ok).collect();
+    if !accepts.contains(&true) {
+        // Wrong whatever the target: the fault's own options are.
+        return Err(checks
+            .into_iter()
+            .find_map(Result::err)
+            .expect("a failed check"));
+    }
+    let in_pool: Vec<Kind> = pool.iter().map(entry_kind).collect();
+    if !in_pool.iter().any(|kind| accepts[kind.index()]) {
+        let accepted: Vec<String> = Kind::ALL
+            .iter()
+            .filter(|k| accepts[k.index()])
+            .map(|k| format!("a {}", k.as_str()))
+            .collect();
+        let mut held: Vec<&str> = in_pool.iter().map(|k| k.plural()).collect();
+        held.sort();
+        held.dedup();
+        return Err(source.error(
+            &value.span(),
+            &field,
+            format!(
+                "`chaos {}` can target {}, and the pool holds only {}",
+                fault.command,
+                accepted.join(" or "),
+                held.join(" and ")
+            ),
+        ));
+    }
+    Ok(MenuFault {
+        item: MenuItem {
+            weight,
+            lifetime: fault.lifetime,
+            accepts,
+        },
+        fault,
+    })
+}
+
+fn entry_kind(entry: &Entry) -> Kind {
+    match entry {
+        Entry::Containers { .. } => Kind::Container,
+        Entry::Cgroups(_) => Kind::Cgroup,
+        Entry::Processes(_) => Kind::Process,
+    }
+}
+
+/// The day the monkey will have: the file, the seed, its clock, the pool as it is now, and the
+/// picks drawn.
+pub struct Day {
+    pub file: MonkeyFile,
+    pub seed: u64,
+    pub start: Instant,
+    pub end: Instant,
+    pub time_scale: f64,
+    pub candidates: Vec<Candidate>,
+    pub picks: Vec<Pick>,
+}
+
+impl Day {
+    pub fn new(file: MonkeyFile, args: &MonkeyArgs) -> Self {
+        let seed = args.seed.or(file.seed).unwrap_or_else(random_seed);
+        let start = args.start.unwrap_or_else(now);
+        let end = start + args.duration.as_millis() as u64;
+        let candidates = pool::candidates(&file.pool);
+        let kinds: Vec<usize> = candidates.iter().map(|c| c.kind.index()).collect();
+        let menu: Vec<MenuItem> = file.menu.iter().map(|m| m.item.clone()).collect();
+        let picks = schedule::plan(&file.schedule, &menu, &kinds, seed, start, end);
+        Day {
+            file,
+            seed,
+            start,
+            end,
+            time_scale: args.time_scale,
+            candidates,
+            picks,
+        }
+    }
+
+    /// A pick as the plan and the journal show it, on its planned target.
+    pub fn pick_json(&self, index: usize) -> Value {
+        let pick = &self.picks[index];
+        let menu = &self.file.menu[pick.fault];
+        json!({
+            "pick": index + 1,
+            "at": schedule::format(pick.at),
+            "fault": menu.fault.name,
+            "command": menu.fault.command,
+            "for_ms": menu.fault.lifetime.as_millis() as u64,
+            "target": pick.target.map(|t| self.candidates[t].json()),
+            "skip": pick.skip.map(|s| s.as_str()),
+        })
+    }
+
+    pub fn plan_json(&self) -> Value {
+        json!({
+            "seed": self.seed,
+            "start": schedule::format(self.start),
+            "end": schedule::format(self.end),
+            "time_scale": self.time_scale,
+            "candidates": self.candidates.iter().map(Candidate::json).collect::<Vec<_>>(),
+            "picks": (0..self.picks.len()).map(|i| self.pick_json(i)).collect::<Vec<_>>(),
+        })
+    }
+
+    pub fn plan_human(&self) -> String {
+        let mut text = format!(
+            "chaos monkey: seed {}, from {} to {}, {} target(s) in the pool, {} pick(s)\n",
+            self.seed,
+            schedule::format(self.start),
+            schedule::format(self.end),
+            self.candidates.len(),
+            self.picks.len()
+        );
+        for (index, pick) in self.picks.iter().enumerate() {
+            let fault = &self.file.menu[pick.fault].fault;
+            let target = pick
+                .target
+                .map(|t| {
+                    let c = &self.candidates[t];
+                    format!("{} {}", c.kind.as_str(), c.name)
+                })
+                .unwrap_or_else(|| "no target".into());
+            let outcome = pick
+                .skip
+                .map(|s| format!("  (skipped: {})", s.as_str()))
+                .unwrap_or_default();
+            text += &format!(
+                "  {:>3}. {}  {} ({}, {}) on {target}{outcome}\n",
+                index + 1,
+                schedule::format(pick.at),
+                fault.name,
+                fault.command,
+                humantime::format_duration(fault.lifetime)
+            );
+        }
+        text
+    }
+}
+
+fn now() -> Instant {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or_default()
+}
+
+fn random_seed() -> u64 {
+    let mut bytes = [0u8; 8];
+    // SAFETY: getrandom writes at most bytes.len() bytes into the buffer.
+    let filled = unsafe { libc::getrandom(bytes.as_mut_ptr().cast(), bytes.len(), 0) };
+    if filled == bytes.len() as isize {
+        u64::from_le_bytes(bytes)
+    } else {
+        now() ^ u64::from(std::process::id()) << 32
+    }
+}
+
+pub fn execute(args: MonkeyArgs) -> Result<u8, Error> {
+    runs::defer_interrupts();
+    let text = std::fs::read_to_string(&args.file).map_err(|source| Error::ExperimentFile {
+        path: args.file.clone(),
+        source,
+    })?;
+    let file = MonkeyFile::parse(&args.file, &text)?;
+    let day = Day::new(file, &args);
+    if args.plan {
+        crate::report::print_final(&day.plan_human(), || day.plan_json().to_string(), args.json);
+        return Ok(exit::OK);
+    }
+    require_privileges()?;
+    let mut holder =
+        runs::Holder::new().map_err(Error::io("listen for Ctrl-C, SIGTERM and SIGHUP"))?;
+    let report = holder.block_on(async |interrupts| run::run(&day, &args, interrupts).await)?;
+    crate::report::print_final(&report.human(), || report.json().to_string(), args.json);
+    Ok(if report.failed == 0 {
+        exit::OK
+    } else {
+        exit::FAILURE
+    })
+}
+
+#[cfg(test)]
+mod tests;
