@@ -213,6 +213,50 @@ fn a_seed_gives_the_same_plan_within_the_allowed_hours() {
     );
 }
 
+/// Cgroups join the pool by pattern, unless their `user.chaos.monkey.opt-out` says `true`.
+#[test]
+fn cgroups_join_the_pool_unless_marked() {
+    let scratch = Scratch::new("cgroups");
+    let cgroups = ["a", "b", "c"].map(|name| TestCgroup::new(&format!("monkey-{name}")));
+    for (cgroup, mark) in cgroups[1..].iter().zip(["true", "false"]) {
+        let path = std::ffi::CString::new(cgroup.path.to_str().unwrap()).unwrap();
+        // SAFETY: NUL-terminated strings and a buffer of the given length.
+        let set = unsafe {
+            libc::setxattr(
+                path.as_ptr(),
+                c"user.chaos.monkey.opt-out".as_ptr(),
+                mark.as_ptr().cast(),
+                mark.len(),
+                0,
+            )
+        };
+        assert_eq!(set, 0, "{}", std::io::Error::last_os_error());
+    }
+    let pattern = cgroups[0]
+        .path
+        .to_str()
+        .unwrap()
+        .replace("monkey-a", "monkey-?");
+    let text = format!(
+        "[schedule]\nmean_interval = \"1h\"\n[[target]]\ncgroup = \"{pattern}\"\n{}",
+        REFUSE
+    );
+    let file = scratch.0.join("cgroups.toml");
+    std::fs::write(&file, text).unwrap();
+    let planned = plan(&file, &["--seed", "1"]);
+    let names: Vec<&str> = planned["candidates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["cgroup"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [&cgroups[0], &cgroups[2]].map(|c| c.path.to_str().unwrap()),
+        "{planned}"
+    );
+}
+
 /// A working day in 20 seconds: the journal holds the plan's picks in order, each fault on its
 /// target; the victims picked fail exactly as often as the faults' reports say, those that opted
 /// out and those outside the pool never; no more than two faults ever ran at once.
