@@ -231,12 +231,5 @@ fn error(args: DiskErrorArgs) -> Result<u8, Error> {
         args.run.how_it_ends(),
     );
     let calls_fault = CallsFault::disk(&fault);
-    if args.run.detach {
-        let run = run::calls_detached(&targets, &calls_fault, args.run.duration)?;
-        super::detached::announce(&run, args.run.json, args.run.duration);
-        return Ok(exit::OK);
-    }
-    let report = run::calls_run(&targets, &calls_fault, args.run.duration, || {})?;
-    args.run.print(&report);
-    Ok(exit::OK)
+    args.run.run_or_detach(&targets, &calls_fault)
 }

@@ -4,11 +4,7 @@ use chaos_common::fault::KernelFnFilter;
 use clap::Args;
 
 use crate::{
-    cli::{
-        RunArgs, TargetArgs,
-        error::{Error, exit},
-        require_privileges,
-    },
+    cli::{RunArgs, TargetArgs, error::Error, require_privileges},
     fault::{self, BackendChoice, Errno, ErrnoFault, KernelFn, Op, SocketFilter, ops},
     plan,
     run::{self, CallsFault},
@@ -193,14 +189,7 @@ pub fn execute(args: FailArgs) -> Result<u8, Error> {
         args.run.how_it_ends(),
     );
     let calls_fault = CallsFault::errno(&fault, plan);
-    if args.run.detach {
-        let run = run::calls_detached(&targets, &calls_fault, args.run.duration)?;
-        super::detached::announce(&run, args.run.json, args.run.duration);
-        return Ok(exit::OK);
-    }
-    let report = run::calls_run(&targets, &calls_fault, args.run.duration, || {})?;
-    args.run.print(&report);
-    Ok(exit::OK)
+    args.run.run_or_detach(&targets, &calls_fault)
 }
 
 #[cfg(test)]

@@ -89,6 +89,23 @@ impl RunArgs {
     pub fn print(&self, report: &crate::report::Report) {
         crate::report::print_final(&report.human(), || report.json(), self.json);
     }
+
+    /// Runs `fault` on `targets` to its end and reports it, or with --detach leaves it to the
+    /// kernel and says how to find it.
+    pub fn run_or_detach(
+        &self,
+        targets: &crate::target::Targets,
+        fault: &crate::run::CallsFault,
+    ) -> Result<u8, error::Error> {
+        if self.detach {
+            let run = crate::run::calls_detached(targets, fault, self.duration)?;
+            detached::announce(&run, self.json, self.duration);
+        } else {
+            let report = crate::run::calls_run(targets, fault, self.duration, || {})?;
+            self.print(&report);
+        }
+        Ok(error::exit::OK)
+    }
 }
 
 /// How long a run that chaos holds without programs lasts, and how it reports: shared by

@@ -3,11 +3,7 @@
 use clap::Args;
 
 use crate::{
-    cli::{
-        RunArgs, TargetArgs,
-        error::{Error, exit},
-        require_privileges,
-    },
+    cli::{RunArgs, TargetArgs, error::Error, require_privileges},
     fault::{self, Signal, SignalFault},
     plan,
     run::{self, CallsFault},
@@ -70,12 +66,5 @@ pub fn execute(args: SignalArgs) -> Result<u8, Error> {
         args.run.how_it_ends(),
     );
     let calls_fault = CallsFault::signal(&fault);
-    if args.run.detach {
-        let run = run::calls_detached(&targets, &calls_fault, args.run.duration)?;
-        super::detached::announce(&run, args.run.json, args.run.duration);
-        return Ok(exit::OK);
-    }
-    let report = run::calls_run(&targets, &calls_fault, args.run.duration, || {})?;
-    args.run.print(&report);
-    Ok(exit::OK)
+    args.run.run_or_detach(&targets, &calls_fault)
 }

@@ -45,8 +45,9 @@ impl NetTarget {
     /// shares its pod's, so a container directory inside a pod falls back to the pod's.
     fn group_netns(name: &str, dir: &Path) -> Result<Netns, TargetError> {
         let pod_dir = dir.parent().filter(|parent| super::pod::is_pod_dir(parent));
-        let pid = super::pod::first_process_under(dir)
-            .or_else(|| pod_dir.and_then(super::pod::first_process_under))
+        let first = |dir: &Path| super::processes_under(dir).first().copied();
+        let pid = first(dir)
+            .or_else(|| pod_dir.and_then(first))
             .ok_or_else(|| TargetError::NoSuchNetns {
                 spec: name.to_owned(),
                 reason: format!("no process is in {} or below it", dir.display()),

@@ -4,10 +4,7 @@
 //! whatever root kubelet was given: `kubelet.slice/kubelet-kubepods.slice` in kind). Every
 //! container of the pod, its sandbox included, has its cgroup below the pod's.
 
-use std::{
-    fs,
-    path::{Path, PathBuf},
-};
+use std::path::{Path, PathBuf};
 
 use super::TargetError;
 
@@ -177,27 +174,6 @@ fn is_pod_uid(s: &str) -> bool {
     }
 }
 
-/// The first process found in `dir` or below it: a pod's sandbox, or any of its containers.
-pub fn first_process_under(dir: &Path) -> Option<u32> {
-    let mut pending = vec![dir.to_path_buf()];
-    while let Some(dir) = pending.pop() {
-        let procs = fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
-        if let Some(pid) = procs.lines().find_map(|line| line.trim().parse().ok()) {
-            return Some(pid);
-        }
-        let Ok(entries) = fs::read_dir(&dir) else {
-            continue;
-        };
-        pending.extend(
-            entries
-                .flatten()
-                .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
-                .map(|e| e.path()),
-        );
-    }
-    None
-}
-
 /// Whether `dir` is a pod's cgroup directory.
 pub fn is_pod_dir(dir: &Path) -> bool {
     let name = |p: &Path| {
@@ -212,6 +188,8 @@ pub fn is_pod_dir(dir: &Path) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use std::fs;
+
     use super::*;
 
     const UID: &str = "0c7b3b4e-5f1a-4c2d-9e8f-1a2b3c4d5e6f";
@@ -301,8 +279,11 @@ mod tests {
         );
         assert!(is_pod_dir(&pods[0].cgroup));
         assert!(!is_pod_dir(&sandbox));
-        assert_eq!(first_process_under(&pod), Some(4242));
-        assert_eq!(first_process_under(&pods[1].cgroup), None);
+        assert_eq!(crate::target::processes_under(&pod).first(), Some(&4242));
+        assert_eq!(
+            crate::target::processes_under(&pods[1].cgroup).first(),
+            None
+        );
         fs::remove_dir_all(&root).unwrap();
     }
 }

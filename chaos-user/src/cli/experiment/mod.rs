@@ -127,7 +127,17 @@ struct Source<'a> {
     text: &'a str,
 }
 
-impl Source<'_> {
+impl<'a> Source<'a> {
+    /// The file as TOML; a syntax error names its line.
+    fn parse(&self) -> Result<Spanned<DeTable<'a>>, ExperimentError> {
+        DeTable::parse(self.text).map_err(|err| ExperimentError {
+            file: self.file.to_owned(),
+            line: self.line(&err.span().unwrap_or(0..0)),
+            field: None,
+            message: err.message().trim().to_owned(),
+        })
+    }
+
     fn line(&self, span: &Range<usize>) -> usize {
         let at = span.start.min(self.text.len());
         self.text.as_bytes()[..at]
@@ -164,12 +174,7 @@ impl Experiment {
             file: &file_name,
             text,
         };
-        let root = DeTable::parse(text).map_err(|err| ExperimentError {
-            file: file_name.clone(),
-            line: source.line(&err.span().unwrap_or(0..0)),
-            field: None,
-            message: err.message().trim().to_owned(),
-        })?;
+        let root = source.parse()?;
         let root_span = root.span();
         let root = root.into_inner();
         check_keys(&source, &root, "", &TOP_KEYS)?;

@@ -206,7 +206,7 @@ fn the_invalid_corpus_is_refused_with_file_line_and_field() {
     assert!(seen >= 15, "only {seen} invalid files");
 }
 
-/// The examples and drills shipped in examples/ are valid.
+/// The examples and drills shipped in examples/ are valid (monkey*.toml as monkey files).
 #[test]
 fn the_examples_parse() {
     let examples = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples");
@@ -216,7 +216,13 @@ fn the_examples_parse() {
             let path = entry.unwrap().path();
             if path.extension().is_some_and(|e| e == "toml") {
                 let text = std::fs::read_to_string(&path).unwrap();
-                Experiment::parse(&path, &text, None).unwrap_or_else(|err| panic!("{err}"));
+                let monkey = path.file_name().unwrap().to_string_lossy().starts_with("monkey");
+                let parsed = if monkey {
+                    super::monkey::MonkeyFile::parse(&path, &text).map(drop)
+                } else {
+                    Experiment::parse(&path, &text, None).map(drop)
+                };
+                parsed.unwrap_or_else(|err| panic!("{err}"));
                 seen += 1;
             }
         }

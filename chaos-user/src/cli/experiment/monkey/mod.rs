@@ -132,12 +132,7 @@ impl MonkeyFile {
             file: &file_name,
             text,
         };
-        let root = DeTable::parse(text).map_err(|err| ExperimentError {
-            file: file_name.clone(),
-            line: source.line(&err.span().unwrap_or(0..0)),
-            field: None,
-            message: err.message().trim().to_owned(),
-        })?;
+        let root = source.parse()?;
         let root_span = root.span();
         let root = root.into_inner();
         check_keys(&source, &root, "", &TOP_KEYS)?;
