@@ -123,19 +123,32 @@ pub struct ExperimentError {
 
 /// Reads positions and names fields of one file for its errors.
 struct Source<'a> {
-    file: &'a str,
+    file: String,
     text: &'a str,
 }
 
 impl<'a> Source<'a> {
-    /// The file as TOML; a syntax error names its line.
-    fn parse(&self) -> Result<Spanned<DeTable<'a>>, ExperimentError> {
-        DeTable::parse(self.text).map_err(|err| ExperimentError {
-            file: self.file.to_owned(),
-            line: self.line(&err.span().unwrap_or(0..0)),
+    /// The file as TOML: its top table, with these keys only, and where it is. A syntax error
+    /// names its line.
+    fn parse(
+        file: &Path,
+        text: &'a str,
+        known: &[&str],
+    ) -> Result<(Self, DeTable<'a>, Range<usize>), ExperimentError> {
+        let source = Source {
+            file: file.display().to_string(),
+            text,
+        };
+        let root = DeTable::parse(text).map_err(|err| ExperimentError {
+            file: source.file.clone(),
+            line: source.line(&err.span().unwrap_or(0..0)),
             field: None,
             message: err.message().trim().to_owned(),
-        })
+        })?;
+        let span = root.span();
+        let root = root.into_inner();
+        check_keys(&source, &root, "", known)?;
+        Ok((source, root, span))
     }
 
     fn line(&self, span: &Range<usize>) -> usize {
@@ -154,7 +167,7 @@ impl<'a> Source<'a> {
         message: impl Into<String>,
     ) -> ExperimentError {
         ExperimentError {
-            file: self.file.to_owned(),
+            file: self.file.clone(),
             line: self.line(span),
             field: Some(field.to_owned()),
             message: message.into(),
@@ -169,15 +182,7 @@ impl Experiment {
     /// Parses and checks an experiment. `file` names it in errors; `during` is the command
     /// line's `--during`, which takes the place of the file's single workload.
     pub fn parse(file: &Path, text: &str, during: Option<&str>) -> Result<Self, ExperimentError> {
-        let file_name = file.display().to_string();
-        let source = Source {
-            file: &file_name,
-            text,
-        };
-        let root = source.parse()?;
-        let root_span = root.span();
-        let root = root.into_inner();
-        check_keys(&source, &root, "", &TOP_KEYS)?;
+        let (source, root, root_span) = Source::parse(file, text, &TOP_KEYS)?;
         let description = optional_string(&source, &root, "", "description")?;
         let duration = optional_duration(&source, &root, "", "duration")?;
         let steady_state = match root.get("steady_state") {

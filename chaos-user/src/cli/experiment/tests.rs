@@ -216,7 +216,11 @@ fn the_examples_parse() {
             let path = entry.unwrap().path();
             if path.extension().is_some_and(|e| e == "toml") {
                 let text = std::fs::read_to_string(&path).unwrap();
-                let monkey = path.file_name().unwrap().to_string_lossy().starts_with("monkey");
+                let monkey = path
+                    .file_name()
+                    .unwrap()
+                    .to_string_lossy()
+                    .starts_with("monkey");
                 let parsed = if monkey {
                     super::monkey::MonkeyFile::parse(&path, &text).map(drop)
                 } else {

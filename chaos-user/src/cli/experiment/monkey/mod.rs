@@ -127,15 +127,7 @@ pub struct MenuFault {
 
 impl MonkeyFile {
     pub fn parse(file: &std::path::Path, text: &str) -> Result<Self, ExperimentError> {
-        let file_name = file.display().to_string();
-        let source = Source {
-            file: &file_name,
-            text,
-        };
-        let root = source.parse()?;
-        let root_span = root.span();
-        let root = root.into_inner();
-        check_keys(&source, &root, "", &TOP_KEYS)?;
+        let (source, root, root_span) = Source::parse(file, text, &TOP_KEYS)?;
         let description = optional_string(&source, &root, "", "description")?;
         let seed = match root.get("seed") {
             None => None,
