@@ -41,6 +41,15 @@ pub enum ParseError {
     InvalidDuration(String),
     #[error("invalid PID '{0}': expected a process ID greater than 0")]
     InvalidPid(String),
+    #[error(
+        "--for {duration} is too long for the monkey's mean_interval of {mean}: about {expected} picks, at most {max}; expected a shorter --for or a longer mean_interval"
+    )]
+    MonkeyDayTooLong {
+        duration: String,
+        mean: String,
+        expected: u64,
+        max: u64,
+    },
     #[error("unknown backend '{0}': expected auto, {mechanisms}", mechanisms = ops::mechanism_names().join(", "))]
     UnknownBackend(String),
     #[error(

@@ -387,7 +387,7 @@ impl ProcessTarget {
 }
 
 /// Why `pid` must not be a target without --force, if it must not.
-fn guard(pid: u32) -> Result<Option<&'static str>, TargetError> {
+pub(crate) fn guard(pid: u32) -> Result<Option<&'static str>, TargetError> {
     if pid == 1 {
         return Ok(Some(
             "it is init, which every process on the machine depends on",

@@ -14,7 +14,7 @@ use toml::de::{DeTable, DeValue};
 
 use self::{
     pool::{Candidate, Entry, Kind},
-    schedule::{DAY_NAMES, Instant, MenuItem, Pick, Schedule},
+    schedule::{DAY_FULL_NAMES, DAY_NAMES, MenuItem, MonkeyTime, Pick, Schedule},
 };
 use super::{
     ExperimentError, FaultContext, PlannedFault, Source, check_keys, optional_duration,
@@ -25,12 +25,13 @@ use crate::{
         error::{Error, exit},
         require_privileges,
     },
-    fault, run as runs,
+    fault,
+    run::{Holder, defer_interrupts},
 };
 
 pub const TOP_KEYS: [&str; 5] = ["description", "seed", "schedule", "target", "fault"];
 pub const SCHEDULE_KEYS: [&str; 5] = ["days", "hours", "mean_interval", "max_at_once", "budget"];
-pub const TARGET_KEYS: [&str; 4] = ["container", "label", "cgroup", "comm"];
+pub const POOL_KEYS: [&str; 4] = ["container", "label", "cgroup", "comm"];
 
 /// The Chaos Monkey: random faults on random targets, within the hours you allow.
 ///
@@ -50,10 +51,10 @@ pub const TARGET_KEYS: [&str; 4] = ["container", "label", "cgroup", "comm"];
 /// the day.
 ///
 /// Examples:
-///   chaos monkey examples/monkey.toml --plan
-///   chaos monkey examples/monkey.toml --seed 42 --for 8h
-///   chaos monkey monkey.toml --seed 42 --start '2026-12-07 09:00' --plan --json
-///   chaos monkey monkey.toml --time-scale 3600 --for 8h      # a working day in 8 seconds
+///   chaos monkey examples/monkey.toml --seed 42 --start '2026-12-07 09:00' --for 8h --plan
+///   chaos monkey examples/monkey.toml --seed 42 --for 8h     # run at 09:00 on that day: live
+///   chaos monkey monkey.toml --seed 42 --start '2026-12-07 09:00' --for 8h --time-scale 3600
+///                                                  # the same day again, in 8 seconds
 ///
 /// Exit status: 0 when every fault the monkey started ran (also after Ctrl-C); 1 when one
 /// failed; 2 when the file or an option is invalid (the message names file, line and field).
@@ -75,7 +76,7 @@ pub struct MonkeyArgs {
     /// Where the monkey's clock starts, in local time (default: now). With --seed it replays a
     /// day's plan.
     #[arg(long, value_name = "YYYY-MM-DD HH:MM", value_parser = schedule::parse_local)]
-    pub start: Option<Instant>,
+    pub start: Option<MonkeyTime>,
 
     /// How long the monkey runs, on its clock.
     #[arg(long = "for", value_name = "DURATION", default_value = "24h", value_parser = fault::parse_duration)]
@@ -108,6 +109,11 @@ fn parse_scale(text: &str) -> Result<f64, String> {
     }
 }
 
+/// The shortest mean time between picks: a chaos command takes a while to start.
+const MIN_MEAN_INTERVAL: Duration = Duration::from_secs(1);
+/// The most picks one run may expect: a plan is held whole, and journaled in its first line.
+const MAX_EXPECTED_PICKS: u64 = 100_000;
+
 /// A validated monkey file.
 #[derive(Debug, Clone)]
 pub struct MonkeyFile {
@@ -126,6 +132,20 @@ pub struct MenuFault {
 }
 
 impl MonkeyFile {
+    /// Refuses a run so long for its mean interval that its plan would be huge.
+    fn check_length(&self, args: &MonkeyArgs) -> Result<(), Error> {
+        let expected = args.duration.as_millis() / self.schedule.mean_interval.as_millis().max(1);
+        if expected as u64 > MAX_EXPECTED_PICKS {
+            return Err(Error::Parse(fault::ParseError::MonkeyDayTooLong {
+                duration: humantime::format_duration(args.duration).to_string(),
+                mean: humantime::format_duration(self.schedule.mean_interval).to_string(),
+                expected: expected as u64,
+                max: MAX_EXPECTED_PICKS,
+            }));
+        }
+        Ok(())
+    }
+
     pub fn parse(file: &std::path::Path, text: &str) -> Result<Self, ExperimentError> {
         let (source, root, root_span) = Source::parse(file, text, &TOP_KEYS)?;
         let description = optional_string(&source, &root, "", "description")?;
@@ -183,24 +203,25 @@ fn array_of<'a, 'i>(
     }
 }
 
-/// A non-negative integer of at least `min`.
+/// A whole number of at least `min`.
 fn integer(
     source: &Source<'_>,
     value: &super::Value<'_>,
     field: &str,
     min: u64,
 ) -> Result<u64, ExperimentError> {
-    match value.get_ref() {
-        DeValue::Integer(number) => u64::from_str_radix(number.as_str(), number.radix())
-            .ok()
-            .filter(|n| *n >= min),
-        _ => None,
-    }
-    .ok_or_else(|| {
+    let (raw, number) = match value.get_ref() {
+        DeValue::Integer(number) => (
+            number.as_str().to_owned(),
+            u64::from_str_radix(number.as_str(), number.radix()).ok(),
+        ),
+        other => (format!("{other:?}"), None),
+    };
+    number.filter(|n| *n >= min).ok_or_else(|| {
         source.error(
             &value.span(),
             field,
-            format!("expected a whole number of at least {min}"),
+            format!("invalid value {raw}: expected a whole number of at least {min}"),
         )
     })
 }
@@ -215,39 +236,36 @@ fn parse_schedule(
     let days = match table.get("days") {
         None => [true; 7],
         Some(list) => {
-            let bad = || {
-                source.error(
+            let expected = format!("one of {} (or the whole name)", DAY_NAMES.join(", "));
+            let DeValue::Array(items) = list.get_ref() else {
+                return Err(source.error(
                     &list.span(),
                     "schedule.days",
-                    format!(
-                        "expected a list of days, each one of {}",
-                        DAY_NAMES.join(", ")
-                    ),
-                )
-            };
-            let DeValue::Array(items) = list.get_ref() else {
-                return Err(bad());
+                    format!("expected a list of days, each {expected}"),
+                ));
             };
             let mut days = [false; 7];
             for item in items.iter() {
-                let DeValue::String(name) = item.get_ref() else {
-                    return Err(bad());
+                let name = match item.get_ref() {
+                    DeValue::String(name) => name.to_ascii_lowercase(),
+                    other => format!("{other:?}"),
                 };
-                let short: String = name.to_ascii_lowercase().chars().take(3).collect();
-                let Some(day) = DAY_NAMES.iter().position(|d| *d == short) else {
+                let Some(day) = (0..7).find(|&d| name == DAY_NAMES[d] || name == DAY_FULL_NAMES[d])
+                else {
                     return Err(source.error(
                         &item.span(),
                         "schedule.days",
-                        format!(
-                            "unknown day '{name}': expected one of {}",
-                            DAY_NAMES.join(", ")
-                        ),
+                        format!("unknown day '{name}': expected {expected}"),
                     ));
                 };
                 days[day] = true;
             }
             if !days.contains(&true) {
-                return Err(bad());
+                return Err(source.error(
+                    &list.span(),
+                    "schedule.days",
+                    format!("expected at least one day, each {expected}"),
+                ));
             }
             days
         }
@@ -267,6 +285,20 @@ fn parse_schedule(
                 "missing: the mean time between two picks, such as \"2h\"",
             )
         })?;
+    if mean_interval < MIN_MEAN_INTERVAL {
+        let span = table
+            .get("mean_interval")
+            .map(|v| v.span())
+            .unwrap_or_default();
+        return Err(source.error(
+            &span,
+            "schedule.mean_interval",
+            format!(
+                "{} is too short: expected at least 1s",
+                humantime::format_duration(mean_interval)
+            ),
+        ));
+    }
     let max_at_once = match table.get("max_at_once") {
         None => 1,
         Some(value) => integer(source, value, "schedule.max_at_once", 1)? as usize,
@@ -287,7 +319,7 @@ fn parse_target(
 ) -> Result<Entry, ExperimentError> {
     let table = table(source, value, field)?;
     let prefix = format!("{field}.");
-    check_keys(source, table, &prefix, &TARGET_KEYS)?;
+    check_keys(source, table, &prefix, &POOL_KEYS)?;
     let string = |key: &str| -> Result<Option<String>, ExperimentError> {
         let text = optional_string(source, table, &prefix, key)?;
         if let Some(text) = &text
@@ -370,7 +402,7 @@ fn parse_menu_fault(
             .find_map(Result::err)
             .expect("a failed check"));
     }
-    let in_pool: Vec<Kind> = pool.iter().map(entry_kind).collect();
+    let in_pool: Vec<Kind> = pool.iter().map(Entry::kind).collect();
     if !in_pool.iter().any(|kind| accepts[kind.index()]) {
         let accepted: Vec<String> = Kind::ALL
             .iter()
@@ -401,21 +433,15 @@ fn parse_menu_fault(
     })
 }
 
-fn entry_kind(entry: &Entry) -> Kind {
-    match entry {
-        Entry::Containers { .. } => Kind::Container,
-        Entry::Cgroups(_) => Kind::Cgroup,
-        Entry::Processes(_) => Kind::Process,
-    }
-}
-
 /// The day the monkey will have: the file, the seed, its clock, the pool as it is now, and the
 /// picks drawn.
 pub struct Day {
     pub file: MonkeyFile,
     pub seed: u64,
-    pub start: Instant,
-    pub end: Instant,
+    /// Whether the seed was drawn at random (neither --seed nor the file gave one).
+    pub random_seed: bool,
+    pub start: MonkeyTime,
+    pub end: MonkeyTime,
     pub time_scale: f64,
     pub candidates: Vec<Candidate>,
     pub picks: Vec<Pick>,
@@ -423,7 +449,8 @@ pub struct Day {
 
 impl Day {
     pub fn new(file: MonkeyFile, args: &MonkeyArgs) -> Self {
-        let seed = args.seed.or(file.seed).unwrap_or_else(random_seed);
+        let given = args.seed.or(file.seed);
+        let seed = given.unwrap_or_else(random_seed);
         let start = args.start.unwrap_or_else(now);
         let end = start + args.duration.as_millis() as u64;
         let candidates = pool::candidates(&file.pool);
@@ -433,6 +460,7 @@ impl Day {
         Day {
             file,
             seed,
+            random_seed: given.is_none(),
             start,
             end,
             time_scale: args.time_scale,
@@ -476,6 +504,16 @@ impl Day {
             self.candidates.len(),
             self.picks.len()
         );
+        if self.random_seed {
+            text += &format!(
+                "  (a random seed: --seed {} --start '{}' replays this plan)\n",
+                self.seed,
+                schedule::format(self.start)
+                    .replace('T', " ")
+                    .get(..16)
+                    .unwrap_or_default()
+            );
+        }
         for (index, pick) in self.picks.iter().enumerate() {
             let fault = &self.file.menu[pick.fault].fault;
             let target = pick
@@ -502,7 +540,7 @@ impl Day {
     }
 }
 
-fn now() -> Instant {
+fn now() -> MonkeyTime {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
@@ -521,20 +559,22 @@ fn random_seed() -> u64 {
 }
 
 pub fn execute(args: MonkeyArgs) -> Result<u8, Error> {
-    runs::defer_interrupts();
     let text = std::fs::read_to_string(&args.file).map_err(|source| Error::ExperimentFile {
         path: args.file.clone(),
         source,
     })?;
     let file = MonkeyFile::parse(&args.file, &text)?;
+    file.check_length(&args)?;
+    if !args.plan {
+        defer_interrupts();
+    }
     let day = Day::new(file, &args);
     if args.plan {
         crate::report::print_final(&day.plan_human(), || day.plan_json().to_string(), args.json);
         return Ok(exit::OK);
     }
     require_privileges()?;
-    let mut holder =
-        runs::Holder::new().map_err(Error::io("listen for Ctrl-C, SIGTERM and SIGHUP"))?;
+    let mut holder = Holder::new().map_err(Error::io("listen for Ctrl-C, SIGTERM and SIGHUP"))?;
     let report = holder.block_on(async |interrupts| run::run(&day, &args, interrupts).await)?;
     crate::report::print_final(&report.human(), || report.json().to_string(), args.json);
     Ok(if report.failed == 0 {

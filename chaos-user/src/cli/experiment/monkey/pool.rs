@@ -75,6 +75,16 @@ pub enum Entry {
     Processes(String),
 }
 
+impl Entry {
+    pub fn kind(&self) -> Kind {
+        match self {
+            Entry::Containers { .. } => Kind::Container,
+            Entry::Cgroups(_) => Kind::Cgroup,
+            Entry::Processes(_) => Kind::Process,
+        }
+    }
+}
+
 /// A target the monkey may pick.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Candidate {
@@ -129,8 +139,11 @@ pub fn candidates(entries: &[Entry]) -> Vec<Candidate> {
             }
             Entry::Processes(comm) => {
                 let pids = target::pids_by_comm(comm).unwrap_or_default();
+                // Not init, chaos, its parents or kernel threads: they are refused as targets.
+                let pickable = |pid: &u32| matches!(target::guard(*pid), Ok(None));
                 found.extend(
                     pids.into_iter()
+                        .filter(pickable)
                         .filter(|&pid| !process_opted_out(pid))
                         .map(|pid| Candidate {
                             kind: Kind::Process,
@@ -231,7 +244,7 @@ fn has_label(labels: &std::collections::BTreeMap<String, String>, wanted: &str) 
     }
 }
 
-/// The cgroup directories `pattern` names that exist and did not opt out.
+/// The cgroup v2 directories `pattern` names that exist and did not opt out.
 fn cgroups(pattern: &str) -> Vec<PathBuf> {
     let path = Path::new(pattern);
     let matches: Vec<PathBuf> = match (path.parent(), path.file_name()) {
@@ -253,8 +266,15 @@ fn cgroups(pattern: &str) -> Vec<PathBuf> {
             .filter(|p| p.is_dir())
             .collect(),
     };
+    // Only cgroup v2 directories, and not its root.
+    let mount = target::cgroup2_mount().ok();
     matches
         .into_iter()
+        .filter(|dir| {
+            mount
+                .as_ref()
+                .is_some_and(|m| dir.starts_with(m) && dir != m)
+        })
         .filter(|dir| {
             let mark = xattr(dir, OPT_OUT_XATTR);
             !opted_out(mark.as_deref())

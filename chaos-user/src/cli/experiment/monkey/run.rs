@@ -13,8 +13,9 @@ use std::{
 
 use serde_json::{Value, json};
 use tokio::{
-    process::Command,
-    sync::mpsc::{UnboundedSender, unbounded_channel},
+    io::{AsyncRead, AsyncReadExt as _},
+    process::{Child, Command},
+    sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel},
     time::{Instant, sleep_until},
 };
 
@@ -35,7 +36,9 @@ use crate::{
 /// What the day came to.
 pub struct MonkeyReport {
     seed: u64,
-    picks: usize,
+    /// The picks of the plan, and those whose time came before the day ended.
+    planned: usize,
+    reached: usize,
     started: usize,
     pub failed: usize,
     skipped: BTreeMap<&'static str, usize>,
@@ -61,9 +64,10 @@ impl MonkeyReport {
             None => String::new(),
         };
         format!(
-            "chaos monkey: seed {}: {} pick(s), {} run ({} failed), {skipped} skipped{}, {} of faults{ended}; journal {}\n",
+            "chaos monkey: seed {}: {} of {} pick(s) due, {} run ({} failed), {skipped} skipped{}, {} of faults{ended}; journal {}\n",
             self.seed,
-            self.picks,
+            self.reached,
+            self.planned,
             self.started,
             self.failed,
             if reasons.is_empty() {
@@ -79,7 +83,8 @@ impl MonkeyReport {
     pub fn json(&self) -> Value {
         json!({
             "seed": self.seed,
-            "picks": self.picks,
+            "planned": self.planned,
+            "reached": self.reached,
             "started": self.started,
             "failed": self.failed,
             "skipped": self.skipped,
@@ -95,6 +100,18 @@ struct Ended {
     index: usize,
     output: std::io::Result<Output>,
 }
+
+/// What woke the day's loop.
+enum Woke {
+    /// The time it waited for came.
+    Due,
+    /// A fault process ended (and is journaled).
+    Ended,
+    Interrupted(EndedBy),
+}
+
+/// How long a look at the pool may take (podman and docker answer in well under a second).
+const POOL_LOOK_LIMIT: Duration = Duration::from_secs(30);
 
 /// The journal file, a JSON object per line, each written whole.
 struct Journal {
@@ -131,12 +148,51 @@ impl Journal {
     }
 }
 
+/// Collects a fault process's output and exit, and sends it SIGTERM when asked; the ended
+/// process goes back to the day's loop.
+async fn watch(
+    index: usize,
+    mut child: Child,
+    mut stop_asked: UnboundedReceiver<()>,
+    ended: UnboundedSender<Ended>,
+) {
+    let (stdout, stderr) = (child.stdout.take(), child.stderr.take());
+    let waited = async {
+        loop {
+            tokio::select! {
+                status = child.wait() => return status,
+                Some(()) = stop_asked.recv() => {
+                    // Not reaped yet (wait() has not returned), so the PID is still its own.
+                    if let (Ok(None), Some(pid)) = (child.try_wait(), child.id()) {
+                        signal(pid as i32, libc::SIGTERM);
+                    }
+                }
+            }
+        }
+    };
+    let (stdout, stderr, status) = tokio::join!(read_all(stdout), read_all(stderr), waited);
+    let output = status.map(|status| Output {
+        status,
+        stdout,
+        stderr,
+    });
+    let _ = ended.send(Ended { index, output });
+}
+
+async fn read_all(pipe: Option<impl AsyncRead + Unpin>) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    if let Some(mut pipe) = pipe {
+        let _ = pipe.read_to_end(&mut bytes).await;
+    }
+    bytes
+}
+
 /// The state of the day while it runs.
 struct Runner<'a> {
     day: &'a Day,
     journal: Journal,
-    /// The PID of each pick's fault process while it runs, and its target.
-    running: BTreeMap<usize, (u32, Candidate)>,
+    /// Each running pick's fault process: what asks it to stop, and its target.
+    running: BTreeMap<usize, (UnboundedSender<()>, Candidate)>,
     report: MonkeyReport,
 }
 
@@ -150,8 +206,8 @@ pub async fn run(
         "begin",
         json!({
             "file": args.file,
-            "start": super::schedule::format(day.start),
-            "end": super::schedule::format(day.end),
+            "start": schedule::format(day.start),
+            "end": schedule::format(day.end),
             "time_scale": day.time_scale,
             "plan": day.plan_json()["picks"],
         }),
@@ -163,7 +219,8 @@ pub async fn run(
         running: BTreeMap::new(),
         report: MonkeyReport {
             seed: day.seed,
-            picks: day.picks.len(),
+            planned: day.picks.len(),
+            reached: 0,
             started: 0,
             failed: 0,
             skipped: BTreeMap::new(),
@@ -174,60 +231,69 @@ pub async fn run(
     };
     let (sender, mut ended) = unbounded_channel();
     let real_start = Instant::now();
+    let schedule = &day.file.schedule;
     'picks: for (index, pick) in day.picks.iter().enumerate() {
         let due = real_start + runner.real(Duration::from_millis(pick.at - day.start));
         loop {
-            tokio::select! {
-                _ = sleep_until(due) => break,
-                Some(end) = ended.recv() => runner.ended(end),
-                by = interrupts.next() => {
+            match runner.wake(Some(due), &mut ended, interrupts).await {
+                Woke::Due => break,
+                Woke::Ended => {}
+                Woke::Interrupted(by) => {
                     runner.report.ended_by = Some(by);
                     break 'picks;
                 }
             }
         }
+        runner.report.reached += 1;
         if let Some(skip) = pick.skip {
-            runner.skip(index, skip);
+            runner.skip(index, skip, None);
             continue;
         }
         // The plan kept to the cap on the monkey's clock; a fault that took long to start may
         // still run: its successor waits for it.
-        while runner.running.len() >= day.file.schedule.max_at_once {
-            tokio::select! {
-                Some(end) = ended.recv() => runner.ended(end),
-                by = interrupts.next() => {
-                    runner.report.ended_by = Some(by);
-                    break 'picks;
-                }
+        while runner.running.len() >= schedule.max_at_once {
+            if let Woke::Interrupted(by) = runner.wake(None, &mut ended, interrupts).await {
+                runner.report.ended_by = Some(by);
+                break 'picks;
             }
         }
         // The target is drawn again from the pool as it is now, with the same number: the
         // planned one if the pool did not change, one that exists if it did.
-        let candidates = pool::candidates(&day.file.pool);
-        let kinds: Vec<usize> = candidates.iter().map(|c| c.kind.index()).collect();
-        match schedule::choose(&day.file.menu[pick.fault].item, &kinds, pick.draw) {
-            None => runner.skip(index, Skip::NoTarget),
-            Some(target)
-                if runner
-                    .running
-                    .values()
-                    .any(|(_, c)| *c == candidates[target]) =>
-            {
-                runner.skip(index, Skip::TargetBusy)
+        let entries = day.file.pool.clone();
+        let look = tokio::task::spawn_blocking(move || pool::candidates(&entries));
+        let candidates = match tokio::time::timeout(POOL_LOOK_LIMIT, look).await {
+            Ok(Ok(candidates)) => candidates,
+            _ => {
+                tracing::warn!("the pool could not be listed in time (podman or docker hung?)");
+                Vec::new()
             }
-            Some(target) => runner.start(index, &candidates[target], &sender),
+        };
+        let kinds: Vec<usize> = candidates.iter().map(|c| c.kind.index()).collect();
+        let menu = &day.file.menu[pick.fault];
+        // Late (a wait for the cap, a slow look at the pool): it still may not outlast the hours.
+        let now = day.start + (real_start.elapsed().as_secs_f64() * day.time_scale * 1000.0) as u64;
+        let lifetime = menu.fault.lifetime.as_millis() as u64;
+        match schedule::choose(&menu.item, &kinds, pick.draw) {
+            None => runner.skip(index, Skip::NoTarget, Some(Value::Null)),
+            Some(target) => {
+                let target = &candidates[target];
+                if runner.running.values().any(|(_, busy)| busy == target) {
+                    runner.skip(index, Skip::TargetBusy, Some(target.json()));
+                } else if now + lifetime > schedule.window_end(now, day.end) {
+                    runner.skip(index, Skip::OutlastsHours, Some(target.json()));
+                } else {
+                    runner.start(index, target, &sender);
+                }
+            }
         }
     }
     if runner.report.ended_by.is_some() {
         runner.stop_all();
     }
     while !runner.running.is_empty() {
-        tokio::select! {
-            Some(end) = ended.recv() => runner.ended(end),
-            by = interrupts.next() => {
-                runner.report.ended_by.get_or_insert(by);
-                runner.stop_all();
-            }
+        if let Woke::Interrupted(by) = runner.wake(None, &mut ended, interrupts).await {
+            runner.report.ended_by.get_or_insert(by);
+            runner.stop_all();
         }
     }
     let report_json = runner.report.json();
@@ -241,17 +307,46 @@ impl Runner<'_> {
         span.div_f64(self.day.time_scale)
     }
 
-    /// Ends every fault running now (each reports, and the loop journals it as it ends).
-    fn stop_all(&self) {
-        for (pid, _) in self.running.values() {
-            signal(*pid as i32, libc::SIGTERM);
+    /// Waits until `due` (without one, until something else happens): journals a fault
+    /// process that ends meanwhile, and hands back an interrupt.
+    async fn wake(
+        &mut self,
+        due: Option<Instant>,
+        ended: &mut UnboundedReceiver<Ended>,
+        interrupts: &mut Interrupts,
+    ) -> Woke {
+        let due = async {
+            match due {
+                Some(due) => sleep_until(due).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            () = due => Woke::Due,
+            Some(end) = ended.recv() => {
+                self.ended(end);
+                Woke::Ended
+            }
+            by = interrupts.next() => Woke::Interrupted(by),
         }
     }
 
-    fn skip(&mut self, index: usize, skip: Skip) {
+    /// Asks every fault running now to stop (each reports, and is journaled as it ends).
+    fn stop_all(&self) {
+        for (stop, _) in self.running.values() {
+            let _ = stop.send(());
+        }
+    }
+
+    /// Journals a skipped pick; `target`, when given, replaces the planned one (the target
+    /// drawn when it was due, or none).
+    fn skip(&mut self, index: usize, skip: Skip, target: Option<Value>) {
         *self.report.skipped.entry(skip.as_str()).or_default() += 1;
         let mut fields = self.day.pick_json(index);
         fields["skip"] = skip.as_str().into();
+        if let Some(target) = target {
+            fields["target"] = target;
+        }
         eprintln!(
             "chaos monkey: pick {} ({}) skipped: {}",
             index + 1,
@@ -293,8 +388,8 @@ impl Runner<'_> {
                 return;
             }
         };
-        self.running
-            .insert(index, (child.id().unwrap_or_default(), candidate.clone()));
+        let (stop, stop_asked) = unbounded_channel();
+        self.running.insert(index, (stop, candidate.clone()));
         self.report.started += 1;
         self.report.fault_time += menu.fault.lifetime;
         eprintln!(
@@ -306,11 +401,7 @@ impl Runner<'_> {
             humantime::format_duration(menu.fault.lifetime)
         );
         self.journal.write("start", fields);
-        let sender = sender.clone();
-        tokio::spawn(async move {
-            let output = child.wait_with_output().await;
-            let _ = sender.send(Ended { index, output });
-        });
+        tokio::spawn(watch(index, child, stop_asked, sender.clone()));
     }
 
     fn failed_to_start(&mut self, mut fields: Value, err: &std::io::Error) {

@@ -5,15 +5,15 @@
 use std::time::Duration;
 
 /// A moment on the monkey's clock: milliseconds since the Unix epoch.
-pub type Instant = u64;
+pub type MonkeyTime = u64;
 
 /// When the monkey may start a fault, and how much it may do.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Schedule {
     /// Allowed days, indexed as `tm_wday` (Sunday = 0).
     pub days: [bool; 7],
-    /// Allowed minutes of each allowed day, `[from, to)`; `to < from` runs past midnight.
-    /// `None`: the whole day.
+    /// Allowed minutes of each allowed day, `[from, to)`; `to < from` runs past midnight into
+    /// the next day (a Friday's 22:00-06:00 ends on Saturday morning). `None`: the whole day.
     pub hours: Option<(u32, u32)>,
     /// The mean allowed time between two picks.
     pub mean_interval: Duration,
@@ -24,7 +24,17 @@ pub struct Schedule {
 }
 
 pub const DAY_NAMES: [&str; 7] = ["sun", "mon", "tue", "wed", "thu", "fri", "sat"];
+pub const DAY_FULL_NAMES: [&str; 7] = [
+    "sunday",
+    "monday",
+    "tuesday",
+    "wednesday",
+    "thursday",
+    "friday",
+    "saturday",
+];
 
+#[cfg(test)]
 const DAY_MS: u64 = 86_400_000;
 
 /// The local calendar fields of `at` that the schedule reads.
@@ -34,7 +44,7 @@ struct Local {
     ms_of_day: u64,
 }
 
-fn local(at: Instant) -> Local {
+fn local(at: MonkeyTime) -> Local {
     let tm = local_tm(at);
     let seconds = tm.tm_hour as u64 * 3600 + tm.tm_min as u64 * 60 + tm.tm_sec.min(59) as u64;
     Local {
@@ -43,7 +53,7 @@ fn local(at: Instant) -> Local {
     }
 }
 
-fn local_tm(at: Instant) -> libc::tm {
+fn local_tm(at: MonkeyTime) -> libc::tm {
     let seconds = (at / 1000) as libc::time_t;
     // SAFETY: localtime_r writes only the tm it is given; a zeroed tm is a valid value.
     unsafe {
@@ -53,8 +63,18 @@ fn local_tm(at: Instant) -> libc::tm {
     }
 }
 
+/// The moment of a local calendar time (fields normalised: minute 1440 is the next midnight);
+/// a time the clocks skip comes out after the skip.
+fn local_moment(tm: &libc::tm) -> Option<MonkeyTime> {
+    let mut tm = *tm;
+    tm.tm_isdst = -1;
+    // SAFETY: mktime reads and normalises the tm it is given.
+    let seconds = unsafe { libc::mktime(&mut tm) };
+    u64::try_from(seconds).ok().map(|s| s * 1000)
+}
+
 /// `at` as local time with its UTC offset, `2026-12-07T09:13:05+01:00`.
-pub fn format(at: Instant) -> String {
+pub fn format(at: MonkeyTime) -> String {
     let tm = local_tm(at);
     let offset = tm.tm_gmtoff / 60;
     let sign = if offset < 0 { '-' } else { '+' };
@@ -72,7 +92,7 @@ pub fn format(at: Instant) -> String {
 }
 
 /// Reads `YYYY-MM-DD HH:MM[:SS]` (or with `T`) as local time.
-pub fn parse_local(text: &str) -> Result<Instant, String> {
+pub fn parse_local(text: &str) -> Result<MonkeyTime, String> {
     let invalid = || {
         format!(
             "invalid time '{text}': expected local time as YYYY-MM-DD HH:MM[:SS], such as '2026-12-07 08:00'"
@@ -104,21 +124,20 @@ pub fn parse_local(text: &str) -> Result<Instant, String> {
     {
         return Err(invalid());
     }
-    // SAFETY: mktime reads and normalises the tm it is given.
-    let seconds = unsafe {
-        let mut tm: libc::tm = std::mem::zeroed();
-        tm.tm_year = date[0] - 1900;
-        tm.tm_mon = month - 1;
-        tm.tm_mday = day;
-        tm.tm_hour = hour;
-        tm.tm_min = minute;
-        tm.tm_sec = second;
-        tm.tm_isdst = -1;
-        libc::mktime(&mut tm)
-    };
-    u64::try_from(seconds)
-        .map(|s| s * 1000)
-        .map_err(|_| invalid())
+    // SAFETY: a zeroed tm is a valid value.
+    let mut tm: libc::tm = unsafe { std::mem::zeroed() };
+    (tm.tm_year, tm.tm_mon, tm.tm_mday) = (date[0] - 1900, month - 1, day);
+    (tm.tm_hour, tm.tm_min, tm.tm_sec) = (hour, minute, second);
+    let at = local_moment(&tm).ok_or_else(invalid)?;
+    // mktime moves a day that does not exist (February 31) and a time the clocks skip.
+    let back = local_tm(at);
+    if (back.tm_mon, back.tm_mday, back.tm_hour, back.tm_min) != (tm.tm_mon, day, hour, minute) {
+        return Err(format!(
+            "invalid time '{text}': there is no such local time (it would be {})",
+            format(at)
+        ));
+    }
+    Ok(at)
 }
 
 /// Reads `HH:MM-HH:MM` as minutes of the day, `[from, to)`.
@@ -146,36 +165,48 @@ pub fn parse_hours(text: &str) -> Result<(u32, u32), String> {
 
 impl Schedule {
     /// Whether a fault may start at `at`.
-    pub fn allowed(&self, at: Instant) -> bool {
+    pub fn allowed(&self, at: MonkeyTime) -> bool {
         let local = local(at);
         let minute = (local.ms_of_day / 60_000) as u32;
-        self.days[local.weekday]
-            && match self.hours {
-                None => true,
-                Some((from, to)) if from < to => (from..to).contains(&minute),
-                Some((from, to)) => minute >= from || minute < to,
+        let yesterday = (local.weekday + 6) % 7;
+        match self.hours {
+            None => self.days[local.weekday],
+            Some((from, to)) if from < to => {
+                self.days[local.weekday] && (from..to).contains(&minute)
             }
+            // Past midnight, the hours belong to the day they began on.
+            Some((from, to)) => {
+                (minute >= from && self.days[local.weekday])
+                    || (minute < to && self.days[yesterday])
+            }
+        }
     }
 
     /// The next moment after `at` at which [`Schedule::allowed`] may change: the start or end
-    /// of the hours, or midnight. (On a day the clocks change it may be an hour off; the
-    /// callers look again there.)
-    fn next_mark(&self, at: Instant) -> Instant {
-        let now = local(at).ms_of_day;
-        let marks = match self.hours {
-            Some((from, to)) => [from as u64 * 60_000, to as u64 * 60_000, DAY_MS],
-            None => [DAY_MS; 3],
+    /// of the hours, or midnight, as local time (so that a day the clocks change has its hours
+    /// where they are on the wall).
+    fn next_mark(&self, at: MonkeyTime) -> MonkeyTime {
+        let today = local_tm(at);
+        let minutes = match self.hours {
+            Some((from, to)) => vec![from, to, 1440],
+            None => vec![1440],
         };
-        let next = marks
+        minutes
             .into_iter()
-            .filter(|&mark| mark > now)
+            .filter_map(|minute| {
+                let mut mark = today;
+                (mark.tm_hour, mark.tm_min, mark.tm_sec) =
+                    (minute as i32 / 60, minute as i32 % 60, 0);
+                local_moment(&mark)
+            })
+            .filter(|&mark| mark > at)
             .min()
-            .unwrap_or(DAY_MS);
-        at + (next - now).max(1)
+            // Past the day's last mark (a skipped hour): an hour on, to look again.
+            .unwrap_or(at + 3_600_000)
     }
 
     /// The moment `gap` of allowed time after `from`, if it comes before `end`.
-    fn advance(&self, from: Instant, gap: u64, end: Instant) -> Option<Instant> {
+    fn advance(&self, from: MonkeyTime, gap: u64, end: MonkeyTime) -> Option<MonkeyTime> {
         let (mut at, mut left) = (from, gap);
         while at < end {
             let mark = self.next_mark(at).min(end);
@@ -191,7 +222,7 @@ impl Schedule {
     }
 
     /// When the allowed time that holds `at` ends (at most `end`).
-    fn window_end(&self, at: Instant, end: Instant) -> Instant {
+    pub fn window_end(&self, at: MonkeyTime, end: MonkeyTime) -> MonkeyTime {
         let mut at = at;
         while at < end && self.allowed(at) {
             at = self.next_mark(at);
@@ -281,7 +312,7 @@ impl Skip {
 /// One draw of the plan.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Pick {
-    pub at: Instant,
+    pub at: MonkeyTime,
     pub fault: usize,
     /// The number that picks the target among the candidates that fit the fault.
     pub draw: u64,
@@ -308,14 +339,14 @@ pub fn plan(
     menu: &[MenuItem],
     kinds: &[usize],
     seed: u64,
-    start: Instant,
-    end: Instant,
+    start: MonkeyTime,
+    end: MonkeyTime,
 ) -> Vec<Pick> {
     let mut rng = Rng::new(seed);
     let weights: Vec<u32> = menu.iter().map(|item| item.weight).collect();
     let mut picks = Vec::new();
     // The end and target of each fault the plan has running.
-    let mut running: Vec<(Instant, usize)> = Vec::new();
+    let mut running: Vec<(MonkeyTime, usize)> = Vec::new();
     let mut spent = Duration::ZERO;
     let mut at = start;
     loop {
@@ -366,8 +397,10 @@ mod tests {
     use super::*;
 
     fn utc() {
-        // SAFETY: the tests of this module all want UTC, and set nothing else.
-        unsafe { std::env::set_var("TZ", "UTC") };
+        static ONCE: std::sync::Once = std::sync::Once::new();
+        // SAFETY: set once, before any of these tests reads local time; no other test of the
+        // crate reads TZ (other time zones are tested through the binary, in tests/monkey.rs).
+        ONCE.call_once(|| unsafe { std::env::set_var("TZ", "UTC") });
     }
 
     fn weekdays_nine_to_five() -> Schedule {
@@ -446,6 +479,26 @@ mod tests {
         for pick in plan(&overnight, &[item(1)], &[0], 7, start, end) {
             let hour = local(pick.at).ms_of_day / 3_600_000;
             assert!(!(6..22).contains(&hour), "{}", format(pick.at));
+        }
+        // Friday nights only: Friday from 22:00 to Saturday 06:00, not Friday morning.
+        let friday_nights = Schedule {
+            days: [false, false, false, false, false, true, false],
+            ..overnight
+        };
+        let picks = plan(
+            &friday_nights,
+            &[item(1)],
+            &[0],
+            7,
+            start,
+            start + 14 * DAY_MS,
+        );
+        assert!(picks.len() > 20, "{}", picks.len());
+        for pick in picks {
+            let local = local(pick.at);
+            let friday_evening = local.weekday == 5 && local.ms_of_day >= 22 * 3_600_000;
+            let saturday_morning = local.weekday == 6 && local.ms_of_day < 6 * 3_600_000;
+            assert!(friday_evening || saturday_morning, "{}", format(pick.at));
         }
     }
 

@@ -30,7 +30,7 @@ fn a_whole_file_reads() {
 description = "web tier, business hours"
 seed = 42
 [schedule]
-days = ["Mon", "tue", "wednesday"]
+days = ["Mon", "tue", "Wednesday"]
 hours = "09:00-17:00"
 mean_interval = "1h"
 max_at_once = 2
@@ -107,7 +107,19 @@ fn bad_files_name_line_field_and_what_is_accepted() {
         ),
         (
             format!("[schedule]\nmean_interval = \"1h\"\nmax_at_once = 0\n{target}{MENU}"),
-            "schedule.max_at_once: expected a whole number of at least 1",
+            "schedule.max_at_once: invalid value 0: expected a whole number of at least 1",
+        ),
+        (
+            format!("[schedule]\nmean_interval = \"10ms\"\n{target}{MENU}"),
+            "schedule.mean_interval: 10ms is too short: expected at least 1s",
+        ),
+        (
+            format!("[schedule]\nmean_interval = \"1h\"\ndays = []\n{target}{MENU}"),
+            "schedule.days: expected at least one day",
+        ),
+        (
+            format!("[schedule]\nmean_interval = \"1h\"\ndays = [\"monsoon\"]\n{target}{MENU}"),
+            "unknown day 'monsoon'",
         ),
         (
             format!("[schedule]\nhours = \"09:00-17:00\"\n{target}{MENU}"),
@@ -159,7 +171,7 @@ fn bad_files_name_line_field_and_what_is_accepted() {
             format!(
                 "{schedule}{target}[[fault]]\ncommand = \"fail\"\nop = \"open\"\nfor = \"1m\"\nweight = 0\n"
             ),
-            "fault[1].weight: expected a whole number of at least 1",
+            "fault[1].weight: invalid value 0: expected a whole number of at least 1",
         ),
         (
             format!(
