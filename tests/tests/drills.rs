@@ -368,7 +368,10 @@ fn postgres_disk_errors() {
         "a committed transaction was lost"
     );
     assert_eq!(report["steady_state"]["after"], true);
-    assert!(injected(&report, "wal-eio") > 0 && injected(&report, "wal-enospc") > 0);
+    assert!(
+        injected(&report, "wal-eio") > 0 && injected(&report, "wal-enospc") > 0,
+        "{report}"
+    );
     let db = workload(&report, "db");
     let app = workload(&report, "app");
     assert!(
