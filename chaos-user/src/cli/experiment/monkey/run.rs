@@ -270,19 +270,20 @@ pub async fn run(
         };
         let kinds: Vec<usize> = candidates.iter().map(|c| c.kind.index()).collect();
         let menu = &day.file.menu[pick.fault];
-        // Late (a wait for the cap, a slow look at the pool): it still may not outlast the hours.
+        // Late (a wait for the cap, a slow look at the pool, slow fault starts at a high
+        // --time-scale): it still ends with the hours, cut short if need be.
         let now = day.start + (real_start.elapsed().as_secs_f64() * day.time_scale * 1000.0) as u64;
-        let lifetime = menu.fault.lifetime.as_millis() as u64;
+        let left = Duration::from_millis(schedule.window_end(now, day.end).saturating_sub(now));
         match schedule::choose(&menu.item, &kinds, pick.draw) {
             None => runner.skip(index, Skip::NoTarget, Some(Value::Null)),
             Some(target) => {
                 let target = &candidates[target];
                 if runner.running.values().any(|(_, busy)| busy == target) {
                     runner.skip(index, Skip::TargetBusy, Some(target.json()));
-                } else if now + lifetime > schedule.window_end(now, day.end) {
+                } else if left.is_zero() {
                     runner.skip(index, Skip::OutlastsHours, Some(target.json()));
                 } else {
-                    runner.start(index, target, &sender);
+                    runner.start(index, target, menu.fault.lifetime.min(left), &sender);
                 }
             }
         }
@@ -356,18 +357,28 @@ impl Runner<'_> {
         self.journal.write("skip", fields);
     }
 
-    /// Starts pick `index`'s fault as a chaos child process.
-    fn start(&mut self, index: usize, candidate: &Candidate, sender: &UnboundedSender<Ended>) {
+    /// Starts pick `index`'s fault as a chaos child process, on `candidate`, for `lifetime` of
+    /// the monkey's clock (its planned length, or what is left of the hours for a late pick).
+    fn start(
+        &mut self,
+        index: usize,
+        candidate: &Candidate,
+        lifetime: Duration,
+        sender: &UnboundedSender<Ended>,
+    ) {
         let pick = &self.day.picks[index];
         let menu = &self.day.file.menu[pick.fault];
         let mut fault = menu.fault.clone();
-        fault.lifetime = self.real(fault.lifetime).max(Duration::from_millis(1));
+        fault.lifetime = self.real(lifetime).max(Duration::from_millis(1));
         let mut argv = fault.argv(&[]);
         argv.extend(candidate.args());
         argv.push("--json".into());
         let mut fields = self.day.pick_json(index);
         fields["target"] = candidate.json();
         fields["argv"] = json!(argv);
+        if lifetime < menu.fault.lifetime {
+            fields["cut_to_ms"] = (lifetime.as_millis() as u64).into();
+        }
         let mut command = match std::env::current_exe() {
             Ok(exe) => Command::new(exe),
             Err(err) => {
@@ -391,14 +402,14 @@ impl Runner<'_> {
         let (stop, stop_asked) = unbounded_channel();
         self.running.insert(index, (stop, candidate.clone()));
         self.report.started += 1;
-        self.report.fault_time += menu.fault.lifetime;
+        self.report.fault_time += lifetime;
         eprintln!(
             "chaos monkey: pick {}: {} on {} {} for {}",
             index + 1,
             menu.fault.name,
             candidate.kind.as_str(),
             candidate.name,
-            humantime::format_duration(menu.fault.lifetime)
+            humantime::format_duration(lifetime)
         );
         self.journal.write("start", fields);
         tokio::spawn(watch(index, child, stop_asked, sender.clone()));
