@@ -54,7 +54,8 @@ fn local(at: MonkeyTime) -> Local {
 }
 
 fn local_tm(at: MonkeyTime) -> libc::tm {
-    let seconds = (at / 1000) as libc::time_t;
+    // Inferred, not named: musl's libc crate deprecates the time_t alias.
+    let seconds = (at / 1000).try_into().unwrap_or_default();
     // SAFETY: localtime_r writes only the tm it is given; a zeroed tm is a valid value.
     unsafe {
         let mut tm: libc::tm = std::mem::zeroed();
