@@ -34,6 +34,7 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "redis-server", // the crash drill's server (redis-tools, its redis-cli, comes with it)
     "runc",         // podman's runtime here (crun refuses hybrid cgroups)
     "strace",       // the benchmark's comparison point
+    "tzdata",       // Europe/Berlin for the monkey's daylight-saving test
     "unbound",      // the DNS drill's resolver
     "util-linux",   // setpriv, unshare, nsenter
     "wrk",          // the HTTP drills' load
