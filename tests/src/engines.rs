@@ -95,11 +95,7 @@ pub fn assert_refused_then_recovered(victim: &Victim, ended: u64) {
         "the victim's connects never failed"
     );
     victim.wait_for_call_after(ended);
-    let after: Vec<_> = victim
-        .calls()
-        .into_iter()
-        .filter(|c| c.at_ns > ended)
-        .collect();
+    let after = victim.calls_begun_after(ended);
     assert!(
         after.iter().all(|call| call.errno.is_none()),
         "connects still failed after the run: {after:?}"

@@ -754,6 +754,18 @@ impl Victim {
         self.calls.lock().unwrap().clone()
     }
 
+    /// The calls that began after `ns`: those whose previous call had returned by then. A
+    /// call's time is read when it returns, so one the kernel failed just before `ns` can carry
+    /// a later time when the victim was preempted in between (seen in loaded emulated guests).
+    pub fn calls_begun_after(&self, ns: u64) -> Vec<Call> {
+        let calls = self.calls();
+        calls
+            .windows(2)
+            .filter(|pair| pair[0].at_ns > ns)
+            .map(|pair| pair[1])
+            .collect()
+    }
+
     /// Waits (up to 30 s, for slow emulated kernels) until at least `n` calls were made.
     pub fn wait_for_calls(&self, n: usize) {
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -780,10 +792,11 @@ impl Victim {
         }
     }
 
-    /// Waits until a call after `after_ns` has happened, so the next check sees a fresh result.
+    /// Waits until a call that began after `after_ns` has returned, so the next check sees a
+    /// fresh result.
     pub fn wait_for_call_after(&self, after_ns: u64) {
         let deadline = Instant::now() + Duration::from_secs(30);
-        while !self.calls().iter().any(|call| call.at_ns > after_ns) {
+        while self.calls_begun_after(after_ns).is_empty() {
             assert!(
                 Instant::now() < deadline,
                 "victim {} made no call in 30 s",

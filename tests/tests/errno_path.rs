@@ -204,6 +204,7 @@ fn an_overlay_file_counts_each_call_once() {
         "--detach",
         "--json",
     ];
+    let launched_ns = monotonic_ns();
     let output = chaos(&args);
     if refused_for_lack_of_lsm(&output, "--path FILE --dry-run on overlay") {
         return;
@@ -221,26 +222,22 @@ fn an_overlay_file_counts_each_call_once() {
     };
     let live_ns = monotonic_ns();
     target.wait_for_call_after(live_ns + 1_000_000_000);
-    let opened = || {
-        target
-            .calls()
-            .iter()
-            .filter(|call| call.at_ns > live_ns)
-            .count() as u64
-    };
-    let before = opened();
+    let opened_since = |ns: u64| target.calls_begun_after(ns).len() as u64;
+    // Every open counted began after chaos was launched and returned before the listing ended
+    // (give or take the one in flight at each end); every open that began after chaos returned
+    // and returned before the listing began was counted.
+    let before = opened_since(live_ns);
     let listed = json_report(&chaos(&["list", "--json"]));
-    let after = opened();
+    let after = opened_since(launched_ns);
     let matched = listed
         .as_array()
         .and_then(|runs| runs.iter().find(|r| r["id"] == id.as_str()))
         .and_then(|r| r["matched"].as_u64())
         .expect("the run in chaos list");
     eprintln!("overlay dry run: {before} to {after} opens while live, {matched} matched");
-    // A few opens may fall between the attaching and `live_ns`; twice as many would be a double
-    // count.
+    // A double count would give about twice `before`.
     assert!(
-        matched >= before && matched <= after + 3,
+        matched + 1 >= before && matched <= after + 1,
         "each open must count once: {before} to {after} opens, {matched} matched"
     );
     let calls = target.calls();

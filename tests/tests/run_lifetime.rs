@@ -91,11 +91,7 @@ fn the_in_kernel_deadline_holds_while_the_loader_is_stopped() {
         thread::sleep(Duration::from_millis(50));
     }
     target.wait_for_call_after(past_deadline_ns + 200_000_000);
-    let late = target
-        .calls()
-        .into_iter()
-        .filter(|call| call.at_ns > past_deadline_ns)
-        .collect::<Vec<_>>();
+    let late = target.calls_begun_after(past_deadline_ns);
     assert!(
         !late.is_empty() && late.iter().all(|call| call.errno.is_none()),
         "the fault outlived its deadline while the loader was stopped: {late:?}"
@@ -177,11 +173,7 @@ fn a_detached_run_expires_with_no_userspace_left() {
         pins.is_dir(),
         "something unpinned the run before the next invocation"
     );
-    let after: Vec<Call> = target
-        .calls()
-        .into_iter()
-        .filter(|c| c.at_ns > run.deadline_ns)
-        .collect();
+    let after = target.calls_begun_after(run.deadline_ns);
     assert!(
         !after.is_empty() && after.iter().all(|c| c.errno.is_none()),
         "the target still failed after the in-kernel deadline: {after:?}"
@@ -220,11 +212,7 @@ fn chaos_stop_ends_a_detached_run_now() {
     assert!(output.status.success());
     let stopped = monotonic_ns();
     target.wait_for_call_after(stopped + 20_000_000);
-    let after: Vec<Call> = target
-        .calls()
-        .into_iter()
-        .filter(|c| c.at_ns > stopped + 10_000_000)
-        .collect();
+    let after = target.calls_begun_after(stopped);
     assert!(
         after.iter().all(|c| c.errno.is_none()),
         "the target still failed after chaos stop"
