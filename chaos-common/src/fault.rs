@@ -188,6 +188,29 @@ pub struct KernelFnFilter {
 }
 const _: () = assert!(core::mem::size_of::<KernelFnFilter>() == 32);
 
+/// The filesystem whose statfs() results `chaos disk full` rewrites, as statfs() itself names it,
+/// and where the syscall tracepoints' records hold the fields the programs read (from their
+/// format files). `f_type` 0: no such fault.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StatfsFilter {
+    /// `f_type` and the 8 bytes of `f_fsid` that statfs() reports for the filesystem.
+    pub f_type: u64,
+    pub f_fsid: u64,
+    /// Offset of `buf` in the `sys_enter_statfs` and `sys_enter_fstatfs` records, and of `ret`
+    /// in the `sys_exit_*` ones.
+    pub enter_buf: u32,
+    pub exit_ret: u32,
+}
+const _: () = assert!(core::mem::size_of::<StatfsFilter>() == 24);
+
+/// Offsets in the `struct statfs` statfs() fills on 64-bit machines (the kernel's
+/// `asm-generic/statfs.h`, with 8-byte words).
+pub const STATFS_F_TYPE: usize = 0;
+pub const STATFS_F_BFREE: usize = 24;
+pub const STATFS_F_BAVAIL: usize = 32;
+pub const STATFS_F_FSID: usize = 56;
+
 /// How many frames of the kernel stack `--caller` looks at.
 pub const MAX_STACK_FRAMES: usize = 64;
 
@@ -252,3 +275,6 @@ unsafe impl aya::Pod for KernelFnFilter {}
 #[cfg(feature = "user")]
 // SAFETY: #[repr(C)] integers and arrays of them, explicit padding (size checked above).
 unsafe impl aya::Pod for CallFault {}
+#[cfg(feature = "user")]
+// SAFETY: #[repr(C)] integers only, no padding (size checked above).
+unsafe impl aya::Pod for StatfsFilter {}

@@ -134,14 +134,36 @@ pub const BIO_ERROR: Hook = Hook::FunctionOverride {
 };
 pub const BIO_FUNCTION: &str = "should_fail_bio";
 
+/// A tracepoint of the syscalls category.
+const fn syscall_event(program: &'static str, event: &'static str) -> Hook {
+    Hook::Tracepoint {
+        program,
+        category: "syscalls",
+        event,
+    }
+}
+
+/// `chaos disk full`: a target's statfs() and fstatfs() buffers, noted at entry and rewritten at
+/// exit.
+pub const STATFS: [Hook; 4] = [
+    syscall_event("tracepoint_statfs_enter", "sys_enter_statfs"),
+    syscall_event("tracepoint_fstatfs_enter", "sys_enter_fstatfs"),
+    syscall_event("tracepoint_statfs_exit", "sys_exit_statfs"),
+    syscall_event("tracepoint_fstatfs_exit", "sys_exit_fstatfs"),
+];
+
 /// The hooks of the errno object besides the operations' ([`crate::ops::OPS`]).
-pub const ERRNO_EXTRA: [Hook; 6] = [
+pub const ERRNO_EXTRA: [Hook; 10] = [
     FORK,
     EXIT,
     SIGNAL,
     SYSCALL_OVERRIDE,
     KERNEL_FN_OVERRIDE,
     BIO_ERROR,
+    STATFS[0],
+    STATFS[1],
+    STATFS[2],
+    STATFS[3],
 ];
 
 /// Network faults (object `net`): packets arriving on and leaving the target interfaces (TC),

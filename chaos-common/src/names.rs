@@ -30,6 +30,8 @@ pub const GLOBAL_PATH_OFFSETS: &str = "PATH_OFFSETS";
 pub const GLOBAL_KERNEL_FN: &str = "KERNEL_FN";
 /// [`crate::fault::DiskFilter`]: the bios a disk fault matches.
 pub const GLOBAL_DISK: &str = "DISK";
+/// [`crate::fault::StatfsFilter`]: the filesystem a disk-full fault reports full.
+pub const GLOBAL_STATFS: &str = "STATFS";
 /// Non-zero where the kernel has `bpf_set_retval` (5.18): cgroup programs then choose the errno;
 /// without it they fail calls with EPERM.
 pub const GLOBAL_KERNEL_SET_RETVAL: &str = "KERNEL_SET_RETVAL";
@@ -73,6 +75,7 @@ pub const ERRNO: Object = Object {
         GLOBAL_KERNEL_SET_RETVAL,
         GLOBAL_DISK,
         GLOBAL_KERNEL_FN,
+        GLOBAL_STATFS,
     ],
 };
 

@@ -43,8 +43,11 @@ pub const OP_DISK_READ: u32 = 27;
 pub const OP_DISK_WRITE: u32 = 28;
 pub const OP_DISK_FLUSH: u32 = 29;
 pub const OP_DISK_DISCARD: u32 = 30;
+/// Not an `--op`: a target's statfs()/fstatfs() of one filesystem reports no free blocks
+/// (`chaos disk full`).
+pub const OP_STATFS: u32 = 31;
 /// Number of operation numbers; sizes the counter map.
-pub const OP_COUNT: u32 = 31;
+pub const OP_COUNT: u32 = 32;
 
 /// Filters a mechanism can honour, as bits of [`Rung::filters`].
 pub const FILTER_PATH: u32 = 1;

@@ -86,6 +86,8 @@ pub struct Call {
     /// What only a kprobe on a kernel function tells (`--caller` on the stack, an allocation
     /// that may be failed); true elsewhere.
     pub fn_filters_pass: bool,
+    /// The program judged the `--path` filter itself (statfs, by the filesystem's id).
+    pub path_checked: bool,
 }
 
 impl Call {
@@ -96,6 +98,7 @@ impl Call {
         addr: [0; 4],
         dentry: 0,
         fn_filters_pass: true,
+        path_checked: false,
     };
 }
 
@@ -140,7 +143,9 @@ pub fn act(
     let call = call();
     if !call.fn_filters_pass
         || !fault.filters_pass(call.port, call.family, &call.addr)
-        || (fault.dir_ino != 0 && !under_dir(call.dentry, fault.dir_ino, fault.dir_dev))
+        || (fault.dir_ino != 0
+            && !call.path_checked
+            && !under_dir(call.dentry, fault.dir_ino, fault.dir_dev))
     {
         return None;
     }
@@ -167,7 +172,7 @@ pub fn fault_in(slot: u32) -> Option<&'static CallFault> {
 /// The fault slot and target index of the current process if it is a target: one array lookup,
 /// or for a cgroup target one ancestor-id read.
 #[inline(always)]
-fn current_target(attached: Attached) -> Option<(u32, u32)> {
+pub fn current_target(attached: Attached) -> Option<(u32, u32)> {
     let cgroup = TARGET_CGROUP_ID.load();
     if cgroup != 0 {
         return in_target_cgroup(cgroup, attached).then_some((CGROUP_TARGET_SLOT, 0));

@@ -4,7 +4,7 @@
 use std::{fs, io, path::Path, process::Command};
 
 use chaos_common::{
-    fault::{DiskFilter, NO_REQ_OP, PathOffsets},
+    fault::{DiskFilter, NO_REQ_OP, PathOffsets, StatfsFilter},
     features as feature,
     hook::{self, Hook},
     names,
@@ -794,7 +794,7 @@ fn lockdown() -> Finding {
     }
 }
 
-fn probe_write_user() -> Finding {
+pub fn probe_write_user() -> Finding {
     match try_load(object::PROBE, hook::PROBE_WRITE_USER) {
         Ok(()) => Finding::yes(
             feature::PROBE_WRITE_USER,
@@ -965,12 +965,19 @@ pub fn syscall_tracepoint(event: &str) -> Tracepoint {
 
 /// The offset of `child_pid` in a `sched:sched_process_fork` record, from the event's format.
 pub fn fork_child_pid_offset() -> Result<u32, String> {
+    tracepoint_field_offset("sched/sched_process_fork", "child_pid")
+}
+
+/// The offset of `field` in the records of tracepoint `event` (`category/name`), from its format
+/// file.
+fn tracepoint_field_offset(event: &str, field: &str) -> Result<u32, String> {
     ensure_mounted("tracefs", "/sys/kernel/tracing");
-    let path = "/sys/kernel/tracing/events/sched/sched_process_fork/format";
-    let format = fs::read_to_string(path).map_err(|err| format!("{path}: {err}"))?;
+    let path = format!("/sys/kernel/tracing/events/{event}/format");
+    let format = fs::read_to_string(&path).map_err(|err| format!("{path}: {err}"))?;
+    let declared = format!(" {field};");
     format
         .lines()
-        .find(|line| line.contains(" child_pid;"))
+        .find(|line| line.contains(&declared))
         .and_then(|line| {
             line.split("offset:")
                 .nth(1)?
@@ -980,7 +987,38 @@ pub fn fork_child_pid_offset() -> Result<u32, String> {
                 .parse()
                 .ok()
         })
-        .ok_or_else(|| format!("{path} has no child_pid field"))
+        .ok_or_else(|| format!("{path} has no {field} field"))
+}
+
+/// What the statfs programs of `chaos disk full` need: the filesystem at `path` as statfs()
+/// names it, and where the syscall records hold the buffer and the return value.
+pub fn statfs_filter(path: &std::fs::File) -> Result<StatfsFilter, String> {
+    use std::os::fd::AsRawFd as _;
+    let mut stat = std::mem::MaybeUninit::<libc::statfs>::uninit();
+    // SAFETY: fstatfs() on a descriptor we hold fills the struct we pass.
+    if unsafe { libc::fstatfs(path.as_raw_fd(), stat.as_mut_ptr()) } != 0 {
+        return Err(format!("statfs: {}", std::io::Error::last_os_error()));
+    }
+    // SAFETY: fstatfs() returned 0, so it filled the struct.
+    let stat = unsafe { stat.assume_init() };
+    // SAFETY: fsid_t is 8 bytes of plain data, read as the programs read them.
+    let f_fsid = unsafe { std::mem::transmute::<libc::fsid_t, u64>(stat.f_fsid) };
+    let offset =
+        |event: &str, field: &str| tracepoint_field_offset(&format!("syscalls/{event}"), field);
+    let enter_buf = offset("sys_enter_statfs", "buf")?;
+    let exit_ret = offset("sys_exit_statfs", "ret")?;
+    // Both syscalls' records must agree, as one global holds the offsets.
+    if offset("sys_enter_fstatfs", "buf")? != enter_buf
+        || offset("sys_exit_fstatfs", "ret")? != exit_ret
+    {
+        return Err("the statfs and fstatfs tracepoint records differ in layout".to_owned());
+    }
+    Ok(StatfsFilter {
+        f_type: stat.f_type as u64,
+        f_fsid,
+        enter_buf,
+        exit_ret,
+    })
 }
 
 /// Where the fields the `--path` filter follows lie in the running kernel's structs.

@@ -38,6 +38,8 @@ pub enum PlanError {
         "a detached run cannot keep {what} without its loader on this kernel: they attach through perf events, which bpffs pins only as BPF links; to enable: kernel >= 5.15 (or run without --detach)"
     )]
     NotDetachable { what: &'static str },
+    #[error("a full filesystem cannot be shown to statfs() on this kernel: {reason}")]
+    DiskFull { reason: String },
     #[error("a {action} needs the fq qdisc, which this kernel lacks: {reason}")]
     NoFq {
         action: &'static str,
@@ -314,6 +316,20 @@ pub fn check_bio_override() -> Result<(), PlanError> {
         return Err(refuse(format!(
             "{function} is not in /sys/kernel/debug/error_injection/list; to enable: CONFIG_FUNCTION_ERROR_INJECTION=y"
         )));
+    }
+    Ok(())
+}
+
+/// Checks that a target's statfs() results can be rewritten: the statfs and fstatfs syscall
+/// tracepoints, and `bpf_probe_write_user`.
+pub fn check_statfs_rewrite() -> Result<(), PlanError> {
+    let refuse = |reason: String| PlanError::DiskFull { reason };
+    for syscall in ["statfs", "fstatfs"] {
+        check_syscall_tracepoint(syscall).map_err(|err| refuse(err.to_string()))?;
+    }
+    let finding = kernel::probe_write_user();
+    if !finding.supported {
+        return Err(refuse(finding.explain()));
     }
     Ok(())
 }

@@ -40,6 +40,8 @@ pub enum FaultKind {
     },
     /// The targets are frozen (`op` pause) as `setting` says (throughout, 30% of every 10s).
     Pause { op: String, setting: String },
+    /// What the syscall `op` returns to a target is rewritten as `setting` says (no free blocks).
+    Rewrite { op: String, setting: String },
 }
 
 impl FaultKind {
@@ -49,7 +51,8 @@ impl FaultKind {
             FaultKind::Errno { op, .. }
             | FaultKind::Signal { op, .. }
             | FaultKind::Net { op, .. }
-            | FaultKind::Pause { op, .. } => op,
+            | FaultKind::Pause { op, .. }
+            | FaultKind::Rewrite { op, .. } => op,
         }
     }
 
@@ -60,6 +63,7 @@ impl FaultKind {
             FaultKind::Signal { signal, .. } => signal,
             FaultKind::Net { direction, .. } => direction,
             FaultKind::Pause { .. } => "frozen",
+            FaultKind::Rewrite { .. } => "rewritten",
         }
     }
 }
@@ -75,6 +79,7 @@ impl fmt::Display for FaultKind {
                 setting,
             } => write!(f, "{op} {setting} {direction}"),
             FaultKind::Pause { op, setting } => write!(f, "{op} {setting}"),
+            FaultKind::Rewrite { op, setting } => write!(f, "{op}: {setting}"),
         }
     }
 }

@@ -68,7 +68,7 @@ const TCX_OR_CLSACT: &[Way] = &[
     },
 ];
 
-const FAMILIES: [Family; 16] = [
+const FAMILIES: [Family; 17] = [
     Family {
         name: "`fail` connect/bind/send/socket (cgroup hooks)",
         ways: &[Way {
@@ -167,6 +167,29 @@ const FAMILIES: [Family; 16] = [
             needs: &[features::KPROBE_OVERRIDE],
         }],
         tests: "disk",
+    },
+    Family {
+        name: "`disk full` (LSM or fmod_ret; statfs rewritten at syscall exit)",
+        ways: &[
+            Way {
+                label: "lsm",
+                needs: &[
+                    features::BPF_LSM,
+                    features::TRAMPOLINE,
+                    features::TRACEPOINT_SIGNAL,
+                    features::PROBE_WRITE_USER,
+                ],
+            },
+            Way {
+                label: "fmod_ret",
+                needs: &[
+                    features::FMOD_RET,
+                    features::TRACEPOINT_SIGNAL,
+                    features::PROBE_WRITE_USER,
+                ],
+            },
+        ],
+        tests: "disk_full",
     },
     Family {
         name: "`net delay`, `net limit` (fq)",

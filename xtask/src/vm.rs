@@ -159,6 +159,7 @@ impl Kernel {
                     features::STRUCT_ARGS,
                     features::CGROUP_SOCK_ADDR,
                     features::TRACEPOINT_SIGNAL,
+                    features::PROBE_WRITE_USER,
                     features::PERF_LINK,
                     features::XDP,
                     features::CGROUP_SKB,
@@ -181,6 +182,7 @@ impl Kernel {
                     features::STRUCT_ARGS,
                     features::CGROUP_SOCK_ADDR,
                     features::TRACEPOINT_SIGNAL,
+                    features::PROBE_WRITE_USER,
                     features::PERF_LINK,
                     features::TCX,
                     features::XDP,
@@ -196,6 +198,7 @@ impl Kernel {
             "debian-5.10" => Ok(Kernel {
                 only: Some(&[
                     "cli",
+                    "disk_full",
                     "errno_connect",
                     "errno_ops",
                     "errno_path",
@@ -218,6 +221,7 @@ impl Kernel {
                         features::FMOD_RET,
                         features::KPROBES,
                         features::TRACEPOINT_SIGNAL,
+                        features::PROBE_WRITE_USER,
                         features::XDP,
                         features::CGROUP_SKB,
                         features::SCH_FQ,
@@ -230,7 +234,13 @@ impl Kernel {
             // suites that list changes run here; the rest is debian-6.12's.
             "debian-6.12-nolsm" => Ok(Kernel {
                 lsm: LSM_WITHOUT_BPF,
-                only: Some(&["cli", "errno_ops", "errno_path", "run_lifetime"]),
+                only: Some(&[
+                    "cli",
+                    "disk_full",
+                    "errno_ops",
+                    "errno_path",
+                    "run_lifetime",
+                ]),
                 ..Self::debian(
                     "debian-6.12-nolsm",
                     &kernels::DEBIAN_6_12,
@@ -244,6 +254,7 @@ impl Kernel {
                         features::STRUCT_ARGS,
                         features::CGROUP_SOCK_ADDR,
                         features::TRACEPOINT_SIGNAL,
+                        features::PROBE_WRITE_USER,
                         features::PERF_LINK,
                         features::TCX,
                         features::CGROUP_SKB,

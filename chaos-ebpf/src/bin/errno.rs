@@ -16,20 +16,26 @@ use aya_ebpf::{
     EbpfContext as _, Global,
     helpers::{
         bpf_get_current_pid_tgid, bpf_get_stack, bpf_override_return, bpf_probe_read_kernel,
-        bpf_send_signal, bpf_set_retval,
+        bpf_probe_read_user, bpf_probe_write_user, bpf_send_signal, bpf_set_retval,
     },
     macros::{cgroup_sock, cgroup_sock_addr, kprobe, map, tracepoint},
-    maps::PerCpuArray,
+    maps::{HashMap, PerCpuArray},
     programs::{LsmContext, ProbeContext, SockAddrContext, SockContext, TracePointContext},
 };
 use chaos_common::{
-    fault::{AF_INET, AF_INET6, IPV4_MAPPED_WORD, KernelFnFilter, MAX_STACK_FRAMES},
+    fault::{
+        AF_INET, AF_INET6, IPV4_MAPPED_WORD, KernelFnFilter, MAX_STACK_FRAMES, STATFS_F_BAVAIL,
+        STATFS_F_BFREE, STATFS_F_FSID, STATFS_F_TYPE, StatfsFilter,
+    },
     ops::*,
     target::TARGET_TREE,
 };
 use chaos_ebpf::{
     disk::{self, bio_ops},
-    errno::{Attached, Call, act, acting_fault, add_target, fault_in, remove_target, target_of},
+    errno::{
+        Attached, Call, act, acting_fault, add_target, current_target, fault_in, remove_target,
+        target_of,
+    },
     path::{dentry_of_bprm, dentry_of_file, dentry_of_path},
 };
 
@@ -500,6 +506,98 @@ pub fn tracepoint_syscall_signal(_ctx: TracePointContext) -> u32 {
         unsafe { bpf_send_signal(fault.signal) };
     }
     0
+}
+
+/// The filesystem a disk-full fault reports full; set at load.
+#[unsafe(no_mangle)]
+static STATFS: Global<StatfsFilter> = Global::new(StatfsFilter {
+    f_type: 0,
+    f_fsid: 0,
+    enter_buf: 24,
+    exit_ret: 16,
+});
+
+/// The buffer of each target thread's statfs()/fstatfs() in flight, by pid_tgid: the exit
+/// record has only the return value.
+#[map]
+static STATFS_BUFFERS: HashMap<u64, u64> = HashMap::with_max_entries(4096, 0);
+
+/// A target entering statfs() or fstatfs(): its buffer is noted. One array lookup for others.
+#[inline(always)]
+fn statfs_enter(ctx: &TracePointContext) -> u32 {
+    if current_target(Attached::Kernel).is_none() {
+        return 0;
+    }
+    // SAFETY: a field of the tracepoint record at the offset its format file gives.
+    let Ok(buf) = (unsafe { ctx.read_at::<u64>(STATFS.load().enter_buf as usize) }) else {
+        return 0;
+    };
+    let _ = STATFS_BUFFERS.insert(bpf_get_current_pid_tgid(), buf, 0);
+    0
+}
+
+/// A target's statfs() or fstatfs() returning 0 for the filesystem of the fault: no free blocks,
+/// none available. One array lookup for others.
+#[inline(always)]
+fn statfs_exit(ctx: &TracePointContext) -> u32 {
+    let Some((slot, target)) = current_target(Attached::Kernel) else {
+        return 0;
+    };
+    let thread = bpf_get_current_pid_tgid();
+    // SAFETY: a plain value copied out of the map.
+    let Some(buf) = (unsafe { STATFS_BUFFERS.get(thread) }).copied() else {
+        return 0;
+    };
+    let _ = STATFS_BUFFERS.remove(thread);
+    let filter = STATFS.load();
+    // SAFETY: a field of the tracepoint record at the offset its format file gives.
+    if unsafe { ctx.read_at::<i64>(filter.exit_ret as usize) } != Ok(0) {
+        return 0;
+    }
+    let field = |offset: usize| (buf as usize + offset) as *mut u64;
+    // SAFETY: reads of the caller's own buffer, which the kernel has just filled.
+    let (f_type, f_fsid) = unsafe {
+        (
+            bpf_probe_read_user(field(STATFS_F_TYPE)),
+            bpf_probe_read_user(field(STATFS_F_FSID)),
+        )
+    };
+    if f_type != Ok(filter.f_type) || f_fsid != Ok(filter.f_fsid) {
+        return 0;
+    }
+    let call = || Call {
+        path_checked: true,
+        ..Call::UNKNOWN
+    };
+    if act(slot, target, OP_STATFS, call).is_some() {
+        let none = 0u64;
+        // SAFETY: writes of two counts into the caller's buffer, as its own statfs() would.
+        unsafe {
+            let _ = bpf_probe_write_user(field(STATFS_F_BFREE), &none);
+            let _ = bpf_probe_write_user(field(STATFS_F_BAVAIL), &none);
+        }
+    }
+    0
+}
+
+#[tracepoint]
+pub fn tracepoint_statfs_enter(ctx: TracePointContext) -> u32 {
+    statfs_enter(&ctx)
+}
+
+#[tracepoint]
+pub fn tracepoint_fstatfs_enter(ctx: TracePointContext) -> u32 {
+    statfs_enter(&ctx)
+}
+
+#[tracepoint]
+pub fn tracepoint_statfs_exit(ctx: TracePointContext) -> u32 {
+    statfs_exit(&ctx)
+}
+
+#[tracepoint]
+pub fn tracepoint_fstatfs_exit(ctx: TracePointContext) -> u32 {
+    statfs_exit(&ctx)
 }
 
 /// Offset of `child_pid` in the `sched_process_fork` record; set at load from the format file.

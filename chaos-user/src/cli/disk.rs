@@ -9,8 +9,9 @@ use crate::{
         how_it_ends, require_privileges,
     },
     fault::{
-        ParseError, When,
+        BackendChoice, Errno, ErrnoFault, ParseError, PathFilter, SocketFilter, When,
         disk::{Device, DeviceArg, DiskFault, DiskOp, Sectors},
+        parse_op, parse_path_filter,
     },
     pause::Pausable,
     plan,
@@ -18,13 +19,15 @@ use crate::{
     target::Targets,
 };
 
-/// Make a block device fail for a while, or cut its power under a target.
+/// Make a block device fail for a while, cut its power under a target, or show a target a full
+/// filesystem.
 ///
 /// Examples:
 ///   chaos disk error --device /dev/loop0 --op write --for 10s
 ///   chaos disk error --device 8:16 --op write,flush --probability 0.01 --for 5m --json
 ///   chaos disk error --device /dev/sdb1 --sector 2048-4095 --count 1
 ///   chaos disk cut --device /dev/loop0 --container db --for 30s
+///   chaos disk full --container db --path /var/lib/postgresql --for 1m
 #[derive(Debug, Args)]
 #[command(verbatim_doc_comment)]
 pub struct DiskArgs {
@@ -36,6 +39,60 @@ pub struct DiskArgs {
 pub enum DiskAction {
     Error(DiskErrorArgs),
     Cut(DiskCutArgs),
+    Full(DiskFullArgs),
+}
+
+/// The target's filesystem is full: its writes below a path fail with ENOSPC, and statfs() of
+/// that filesystem reports no free blocks, to the target alone.
+///
+/// write() (writev, pwrite…) on files at or below --path, and mkdir() and symlink() there, fail
+/// with ENOSPC as on a full disk (BPF LSM, as `chaos fail --op write --path`); statfs() and
+/// fstatfs() of the filesystem --path is on return f_bfree and f_bavail 0 (what df and
+/// Python's shutil.disk_usage read; syscall tracepoints and bpf_probe_write_user, which
+/// lockdown=integrity refuses). Nothing is written to the disk, and every other process sees
+/// the filesystem as it is. Not covered: opening or creating files, truncate, fallocate, and
+/// memory-mapped writes, which a real full disk can also fail.
+///
+/// Examples:
+///   chaos disk full --container db --path /var/lib/postgresql --for 1m
+///   chaos disk full --pid 4242 --path /data --probability 0.5 --for 30s --json
+#[derive(Debug, Args)]
+#[command(verbatim_doc_comment)]
+pub struct DiskFullArgs {
+    #[command(flatten)]
+    pub targets: TargetArgs,
+
+    /// The directory (or file) whose writes fail: at or below it; statfs() of its filesystem
+    /// reports it full.
+    #[arg(long, value_name = "PATH", value_parser = parse_path_filter)]
+    pub path: PathFilter,
+
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+/// What a full filesystem fails: the writes of data and the new names that need a block.
+const FULL_OPS: [&str; 3] = ["write", "mkdir", "symlink"];
+
+impl DiskFullArgs {
+    /// The errno part of the fault: ENOSPC on the full filesystem's operations below --path.
+    pub fn fault(&self) -> Result<ErrnoFault, ParseError> {
+        let fault = ErrnoFault {
+            ops: FULL_OPS
+                .iter()
+                .map(|name| parse_op(name))
+                .collect::<Result<_, _>>()?,
+            errno: Some(Errno::from_raw(libc::ENOSPC)),
+            dry_run: self.run.dry_run,
+            when: self.run.when(),
+            syscall: None,
+            kernel_fn: None,
+            filter: SocketFilter::default(),
+            path: Some(self.path.clone()),
+        };
+        fault.check()?;
+        Ok(fault)
+    }
 }
 
 /// A power cut for one disk: the target stops at one instant, and nothing it wrote after that
@@ -139,7 +196,42 @@ pub fn execute(args: DiskArgs) -> Result<u8, Error> {
     match args.action {
         DiskAction::Error(args) => error(args),
         DiskAction::Cut(args) => cut(args),
+        DiskAction::Full(args) => full(args),
     }
+}
+
+fn full(args: DiskFullArgs) -> Result<u8, Error> {
+    run::defer_interrupts();
+    let fault = args.fault()?;
+    require_privileges()?;
+    let targets = args.targets.resolve(args.run.force)?;
+    let plan = plan::plan(
+        &fault.ops,
+        fault.filter_bits(),
+        BackendChoice::Auto,
+        &mut plan::Running { eperm_ok: false },
+    )?;
+    plan::check_rules(&fault.when)?;
+    plan::check_statfs_rewrite()?;
+    if args.run.detach {
+        plan::check_detachable(Some("the statfs tracepoints"))?;
+    }
+    let statfs = crate::kernel::statfs_filter(args.path.file()).map_err(|reason| {
+        ParseError::InvalidPath {
+            path: args.path.path.display().to_string(),
+            reason,
+        }
+    })?;
+    eprintln!(
+        "chaos: {} full for {} (writes fail with ENOSPC, statfs reports no free blocks) for {}{}{}",
+        args.path.path.display(),
+        targets.describe(),
+        humantime::format_duration(args.run.duration),
+        if fault.dry_run { ", dry run" } else { "" },
+        args.run.how_it_ends(),
+    );
+    let calls_fault = CallsFault::disk_full(&fault, plan, statfs);
+    args.run.run_or_detach(&targets, &calls_fault)
 }
 
 /// The bios a cut fails: everything that would change the device.

@@ -396,7 +396,8 @@ mod tests {
                 "net reset",
                 "pause",
                 "disk error",
-                "disk cut"
+                "disk cut",
+                "disk full"
             ]
         );
     }

@@ -307,7 +307,14 @@ pub struct PathFilter {
     pub ino: u64,
     /// The filesystem as the kernel numbers it (`s_dev`: `MAJOR << 20 | MINOR`).
     pub dev: u32,
-    _held: std::sync::Arc<std::fs::File>,
+    held: std::sync::Arc<std::fs::File>,
+}
+
+impl PathFilter {
+    /// The file or directory, open (`O_PATH`).
+    pub fn file(&self) -> &std::fs::File {
+        &self.held
+    }
 }
 
 impl PartialEq for PathFilter {
@@ -341,7 +348,7 @@ pub fn parse_path_filter(s: &str) -> Result<PathFilter, ParseError> {
         path,
         ino: std::os::unix::fs::MetadataExt::ino(&metadata),
         dev,
-        _held: std::sync::Arc::new(file),
+        held: std::sync::Arc::new(file),
     })
 }
 

@@ -6,7 +6,7 @@ use std::{collections::HashSet, fs::File, os::fd::AsFd, path::Path};
 use aya::{EbpfLoader, maps::CgroupArray};
 use chaos_common::{
     counters::{Counters, counter_index},
-    fault::{CallFault, DiskFilter, KernelFnFilter, PathOffsets},
+    fault::{CallFault, DiskFilter, KernelFnFilter, PathOffsets, StatfsFilter},
     hook::{self, Hook},
     names,
     target::{TARGET_TREE, Target},
@@ -57,6 +57,8 @@ pub enum ExtraHook<'a> {
     KernelFn(&'a str, KernelFnFilter),
     /// `chaos disk error`: a kprobe on `should_fail_bio` fails the bios this filter matches.
     Bio(DiskFilter),
+    /// `chaos disk full`: the statfs syscalls' tracepoints report this filesystem full.
+    Statfs(StatfsFilter),
 }
 
 /// The errno object loaded for a run: every program verified, the targets in the maps, nothing
@@ -101,6 +103,10 @@ impl<'t> CallsLoaded<'t> {
             Some(ExtraHook::KernelFn(_, filter)) => filter,
             _ => KernelFnFilter::default(),
         };
+        let statfs = match extra {
+            Some(ExtraHook::Statfs(filter)) => filter,
+            _ => StatfsFilter::default(),
+        };
         let set_retval = u32::from(kernel::set_retval());
         let mut loaded = Loaded::new(
             EbpfLoader::new()
@@ -114,7 +120,8 @@ impl<'t> CallsLoaded<'t> {
                 )
                 .override_global(names::GLOBAL_PATH_OFFSETS, &path_offsets, true)
                 .override_global(names::GLOBAL_DISK, &disk, true)
-                .override_global(names::GLOBAL_KERNEL_FN, &kernel_fn, true),
+                .override_global(names::GLOBAL_KERNEL_FN, &kernel_fn, true)
+                .override_global(names::GLOBAL_STATFS, &statfs, true),
             kernel::errno_object(),
         )?;
         // The fork and exit tracepoints first, so that no child escapes once targets are live.
@@ -139,6 +146,10 @@ impl<'t> CallsLoaded<'t> {
             Some(ExtraHook::Bio(_)) => {
                 hooks.push(hook::BIO_ERROR);
                 (None, Some(hook::BIO_FUNCTION.to_owned()))
+            }
+            Some(ExtraHook::Statfs(_)) => {
+                hooks.extend(hook::STATFS);
+                (None, None)
             }
             None => (None, None),
         };

@@ -6,9 +6,9 @@
 use std::{io, os::fd::OwnedFd, path::PathBuf, time::Duration};
 
 use chaos_common::{
-    fault::CallFault,
+    fault::{CallFault, StatfsFilter},
     net::{DIRECTION_EGRESS, DIRECTION_INGRESS},
-    ops::{Mechanism, OP_SIGNAL, OP_SYSCALL},
+    ops::{Mechanism, OP_SIGNAL, OP_STATFS, OP_SYSCALL},
 };
 use thiserror::Error;
 use tracing::debug;
@@ -183,6 +183,24 @@ impl<'a> CallsFault<'a> {
             dry_run: fault.dry_run,
             filters: fault.describe_filters(),
         }
+    }
+
+    /// `chaos disk full`: the fault's operations through their planned rungs, and the statfs
+    /// tracepoints reporting the filesystem `statfs` names full.
+    pub fn disk_full(fault: &'a ErrnoFault, plan: Plan, statfs: StatfsFilter) -> Self {
+        let mut calls = CallsFault::errno(fault, plan);
+        calls.kernel.ops |= 1 << OP_STATFS;
+        calls.extra = Some(ExtraHook::Statfs(statfs));
+        calls.rows.push(CallsRow {
+            code: OP_STATFS,
+            fault: FaultKind::Rewrite {
+                op: "statfs".to_owned(),
+                setting: "no free blocks".to_owned(),
+            },
+            mechanism: "tracepoint".to_owned(),
+            covers: "statfs() and fstatfs() of the filesystem (syscalls:sys_exit_statfs, sys_exit_fstatfs; f_bfree and f_bavail set to 0)".to_owned(),
+        });
+        calls
     }
 
     /// `chaos signal`: the syscall's entry tracepoint.

@@ -125,6 +125,15 @@ fn check(rc: libc::c_int) -> io::Result<()> {
     }
 }
 
+/// ENOSPC when `stat` reports no free block, as `df` would show it full.
+fn full_if_no_free_blocks(stat: &libc::statfs) -> io::Result<()> {
+    if stat.f_bfree == 0 && stat.f_bavail == 0 {
+        Err(io::Error::from_raw_os_error(libc::ENOSPC))
+    } else {
+        Ok(())
+    }
+}
+
 fn c_path(path: &Path) -> CString {
     CString::new(path.to_str().expect("utf-8 path")).expect("no NUL")
 }
@@ -274,6 +283,25 @@ fn make_call(op: &str, arg: &str) -> Call {
             Box::new(move || check(unsafe { libc::flock(handle.as_raw_fd(), libc::LOCK_SH) }))
         }
         "stat" => Box::new(move || std::fs::metadata(&file).map(drop)),
+        // Not operations of chaos fail: statfs()/fstatfs() of the file's filesystem, reported
+        // as ENOSPC when it says no block is free (`chaos disk full`).
+        "statfs" => Box::new(move || {
+            let mut stat = std::mem::MaybeUninit::<libc::statfs>::uninit();
+            // SAFETY: statfs(2) of a NUL-terminated path into a struct we own.
+            check(unsafe { libc::statfs(c_file.as_ptr(), stat.as_mut_ptr()) })?;
+            // SAFETY: statfs() returned 0, so it filled the struct.
+            full_if_no_free_blocks(&unsafe { stat.assume_init() })
+        }),
+        "fstatfs" => {
+            let handle = File::open(&file).expect("open");
+            Box::new(move || {
+                let mut stat = std::mem::MaybeUninit::<libc::statfs>::uninit();
+                // SAFETY: fstatfs(2) of a file we own into a struct we own.
+                check(unsafe { libc::fstatfs(handle.as_raw_fd(), stat.as_mut_ptr()) })?;
+                // SAFETY: fstatfs() returned 0, so it filled the struct.
+                full_if_no_free_blocks(&unsafe { stat.assume_init() })
+            })
+        }
         // Not an operation of chaos fail: a 4 KiB write into the page cache, then fsync(), which
         // writes it back from this process (`chaos disk error --pid`); reports the fsync.
         "write-fsync" => {

@@ -1,0 +1,173 @@
+//! `chaos disk full`: a target's writes below a path fail with ENOSPC and its statfs() of that
+//! filesystem reports no free blocks, while an untargeted process on the same files sees the
+//! filesystem as it is, and the target itself sees other filesystems and other directories as
+//! they are. On ext4 (a loop image). Where the kernel cannot (no BPF LSM or fmod_ret, no syscall
+//! tracepoints, bpf_probe_write_user refused), the refusal is asserted with its reason.
+
+use std::process::Output;
+
+use chaos_common::features;
+use chaos_tests::*;
+
+const VICTIM: &str = env!("CARGO_BIN_EXE_victim");
+
+/// The operations a full filesystem fails, each proved by a victim of its own, and the statfs
+/// calls that report it full.
+const FAILED_OPS: [&str; 3] = ["write", "mkdir", "symlink"];
+const STATFS_OPS: [&str; 2] = ["statfs", "fstatfs"];
+
+/// Whether `output` is chaos refusing the fault for what this kernel lacks, as the probe says
+/// (asserted, with the reason in the message).
+fn refused(output: &Output) -> bool {
+    if output.status.code() != Some(2) {
+        return false;
+    }
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    if !stderr.contains("cannot be shown to statfs()") {
+        return refused_for_lack_of_lsm(output, "chaos disk full");
+    }
+    let probe = Probe::run();
+    let (tracepoints, _) = probe.feature(features::TRACEPOINT_SIGNAL);
+    let (write_user, write_user_detail) = probe.feature(features::PROBE_WRITE_USER);
+    let reason = if !tracepoints {
+        assert!(!expected(features::TRACEPOINT_SIGNAL), "{stderr}");
+        "CONFIG_FTRACE_SYSCALLS".to_owned()
+    } else {
+        assert!(!write_user, "refused although both work here: {stderr}");
+        assert!(!expected(features::PROBE_WRITE_USER), "{stderr}");
+        write_user_detail
+    };
+    assert!(
+        stderr.contains(&reason),
+        "the refusal must name '{reason}': {stderr}"
+    );
+    eprintln!("chaos disk full NOT INJECTED on this kernel, as the probe predicts: {reason}");
+    assert_no_chaos_programs();
+    true
+}
+
+/// The report's row for `op`.
+fn row<'a>(report: &'a serde_json::Value, op: &str) -> &'a serde_json::Value {
+    report["faults"]
+        .as_array()
+        .and_then(|rows| rows.iter().find(|row| row["op"] == op))
+        .unwrap_or_else(|| panic!("no row for {op}: {report}"))
+}
+
+fn assert_never_failed(victims: &[&Victim], what: &str) {
+    for victim in victims {
+        let hit: Vec<Call> = victim
+            .calls()
+            .into_iter()
+            .filter(|call| call.errno.is_some())
+            .collect();
+        assert!(hit.is_empty(), "{what} {} was hit: {hit:?}", victim.pid());
+    }
+}
+
+/// The targets' writes, mkdirs and symlinks below the path fail with ENOSPC and their statfs()
+/// and fstatfs() of the filesystem report no free blocks; the same calls of the same targets
+/// beside the path (same filesystem) and on another filesystem, and an untargeted process
+/// writing and calling statfs() below the path, never fail.
+#[test]
+fn full_for_the_target_alone() {
+    let disk = TestMount::ext4("full");
+    let other_fs = TestMount::tmpfs("full-other");
+    let cgroup = TestCgroup::new("disk-full");
+    let at = |mount: &TestMount, sub: &str| mount.path.join(sub).to_str().unwrap().to_owned();
+    let start = |op: &str, dir: String| Victim::start(VICTIM, op, &dir, &cgroup);
+    let failing: Vec<(&str, Victim)> = FAILED_OPS
+        .iter()
+        .map(|&op| (op, start(op, at(&disk, &format!("data/{op}")))))
+        .collect();
+    let statfs: Vec<Victim> = STATFS_OPS
+        .iter()
+        .map(|&op| start(op, at(&disk, &format!("data/{op}"))))
+        .collect();
+    let beside: Vec<Victim> = FAILED_OPS
+        .iter()
+        .map(|&op| start(op, at(&disk, &format!("other/{op}"))))
+        .chain(
+            FAILED_OPS
+                .iter()
+                .chain(&STATFS_OPS)
+                .map(|&op| start(op, at(&other_fs, op))),
+        )
+        .collect();
+    let bystander_write = start("write", at(&disk, "data/bystander-write"));
+    let bystander_statfs = start("statfs", at(&disk, "data/bystander-statfs"));
+    let pids = failing
+        .iter()
+        .map(|(_, victim)| victim)
+        .chain(&statfs)
+        .chain(&beside)
+        .map(|victim| victim.pid().to_string())
+        .collect::<Vec<_>>()
+        .join(",");
+    let path = at(&disk, "data");
+    let args = [
+        "disk", "full", "--pid", &pids, "--path", &path, "--for", "2s", "--json",
+    ];
+    let start_ns = monotonic_ns();
+    let output = chaos(&args);
+    let end_ns = monotonic_ns();
+    if refused(&output) {
+        return;
+    }
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report = json_report(&output);
+    eprintln!("disk full: {}", report["faults"]);
+    let window = (start_ns, end_ns);
+    for (op, victim) in &failing {
+        victim.wait_for_call_after(end_ns);
+        let row = row(&report, op);
+        assert_eq!(row["errno"], "ENOSPC", "{row}");
+        assert_scoped_fault(&[victim], &bystander_write, libc::ENOSPC, window, row);
+    }
+    for victim in &statfs {
+        victim.wait_for_call_after(end_ns);
+    }
+    let statfs_row = row(&report, "statfs");
+    assert_eq!(statfs_row["kind"], "rewrite", "{statfs_row}");
+    assert_scoped_fault(
+        &statfs.iter().collect::<Vec<_>>(),
+        &bystander_statfs,
+        libc::ENOSPC,
+        window,
+        statfs_row,
+    );
+    assert_never_failed(
+        &beside.iter().collect::<Vec<_>>(),
+        "a target's call beside the full path",
+    );
+    assert_never_failed(&[&bystander_write], "the untargeted writer");
+    assert_no_chaos_programs();
+}
+
+/// Bad input exits 2 naming the value, with nothing attached.
+#[test]
+fn full_bad_input_is_refused() {
+    let me = std::process::id().to_string();
+    assert_refused(
+        &["disk", "full", "--pid", &me, "--path", "/no/such/dir"],
+        &["/no/such/dir"],
+    );
+    assert_refused(&["disk", "full", "--path", "/tmp"], &["--pid"]);
+    assert_refused(
+        &[
+            "disk",
+            "full",
+            "--pid",
+            &me,
+            "--path",
+            "/tmp",
+            "--probability",
+            "2",
+        ],
+        &["2"],
+    );
+}
