@@ -211,6 +211,31 @@ pub const STATFS_F_BFREE: usize = 24;
 pub const STATFS_F_BAVAIL: usize = 32;
 pub const STATFS_F_FSID: usize = 56;
 
+/// What `chaos corrupt-io` flips in a target's reads, and where the fields its programs read lie:
+/// in the syscall tracepoints' records (from their format files) and, for `--path`, in the
+/// structs that lead from a task to the file of a descriptor (from the kernel's BTF; zero
+/// without `--path`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CorruptFilter {
+    /// Bits flipped in each read, one per byte, in distinct bytes (at most the bytes read).
+    pub bits: u32,
+    /// Offsets of `fd` and `buf` in the `sys_enter_read`/`sys_enter_pread64` records, and of
+    /// `ret` in the `sys_exit_*` ones.
+    pub enter_fd: u32,
+    pub enter_buf: u32,
+    pub exit_ret: u32,
+    /// `task_struct->files`, `files_struct->fdt`, `fdtable->fd`, `fdtable->max_fds`
+    pub task_files: u32,
+    pub files_fdt: u32,
+    pub fdt_fd: u32,
+    pub fdt_max_fds: u32,
+}
+const _: () = assert!(core::mem::size_of::<CorruptFilter>() == 32);
+
+/// The most bits `--bits` flips in one read.
+pub const MAX_CORRUPT_BITS: u32 = 64;
+
 /// How many frames of the kernel stack `--caller` looks at.
 pub const MAX_STACK_FRAMES: usize = 64;
 
@@ -278,3 +303,6 @@ unsafe impl aya::Pod for CallFault {}
 #[cfg(feature = "user")]
 // SAFETY: #[repr(C)] integers only, no padding (size checked above).
 unsafe impl aya::Pod for StatfsFilter {}
+#[cfg(feature = "user")]
+// SAFETY: #[repr(C)] integers only, no padding (size checked above).
+unsafe impl aya::Pod for CorruptFilter {}

@@ -152,8 +152,17 @@ pub const STATFS: [Hook; 4] = [
     syscall_event("tracepoint_fstatfs_exit", "sys_exit_fstatfs"),
 ];
 
+/// `chaos corrupt-io --op read`: a target's read() and pread64() buffers, noted at entry (the
+/// file judged by `--path` there) and corrupted at exit.
+pub const CORRUPT_READ: [Hook; 4] = [
+    syscall_event("tracepoint_read_enter", "sys_enter_read"),
+    syscall_event("tracepoint_pread64_enter", "sys_enter_pread64"),
+    syscall_event("tracepoint_read_exit", "sys_exit_read"),
+    syscall_event("tracepoint_pread64_exit", "sys_exit_pread64"),
+];
+
 /// The hooks of the errno object besides the operations' ([`crate::ops::OPS`]).
-pub const ERRNO_EXTRA: [Hook; 10] = [
+pub const ERRNO_EXTRA: [Hook; 14] = [
     FORK,
     EXIT,
     SIGNAL,
@@ -164,6 +173,10 @@ pub const ERRNO_EXTRA: [Hook; 10] = [
     STATFS[1],
     STATFS[2],
     STATFS[3],
+    CORRUPT_READ[0],
+    CORRUPT_READ[1],
+    CORRUPT_READ[2],
+    CORRUPT_READ[3],
 ];
 
 /// Network faults (object `net`): packets arriving on and leaving the target interfaces (TC),

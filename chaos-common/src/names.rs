@@ -32,6 +32,8 @@ pub const GLOBAL_KERNEL_FN: &str = "KERNEL_FN";
 pub const GLOBAL_DISK: &str = "DISK";
 /// [`crate::fault::StatfsFilter`]: the filesystem a disk-full fault reports full.
 pub const GLOBAL_STATFS: &str = "STATFS";
+/// [`crate::fault::CorruptFilter`]: what corrupt-io flips, and where it reads.
+pub const GLOBAL_CORRUPT: &str = "CORRUPT";
 /// Non-zero where the kernel has `bpf_set_retval` (5.18): cgroup programs then choose the errno;
 /// without it they fail calls with EPERM.
 pub const GLOBAL_KERNEL_SET_RETVAL: &str = "KERNEL_SET_RETVAL";
@@ -76,6 +78,7 @@ pub const ERRNO: Object = Object {
         GLOBAL_DISK,
         GLOBAL_KERNEL_FN,
         GLOBAL_STATFS,
+        GLOBAL_CORRUPT,
     ],
 };
 

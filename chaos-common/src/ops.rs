@@ -46,8 +46,13 @@ pub const OP_DISK_DISCARD: u32 = 30;
 /// Not an `--op`: a target's statfs()/fstatfs() of one filesystem reports no free blocks
 /// (`chaos disk full`).
 pub const OP_STATFS: u32 = 31;
+/// Not an `--op` of `chaos fail`: a target's read() results with bits flipped (`chaos
+/// corrupt-io --op read`).
+pub const OP_CORRUPT_READ: u32 = 32;
+/// Not a call: the bytes corrupt-io altered, counted in the `injected` of its counters.
+pub const OP_CORRUPT_BYTES: u32 = 33;
 /// Number of operation numbers; sizes the counter map.
-pub const OP_COUNT: u32 = 32;
+pub const OP_COUNT: u32 = 34;
 
 /// Filters a mechanism can honour, as bits of [`Rung::filters`].
 pub const FILTER_PATH: u32 = 1;

@@ -163,6 +163,16 @@ pub fn act(
     Some(fault)
 }
 
+/// Adds `n` to the injected count of `op` in `slot`: for a count that is not of calls (the bytes
+/// corrupt-io altered).
+#[inline(always)]
+pub fn add_injected(slot: u32, op: u32, n: u64) {
+    if let Some(counters) = COUNTERS.get_ptr_mut(counter_index(slot, op)) {
+        // SAFETY: a per-CPU value, and programs do not nest on one CPU for these hooks.
+        unsafe { (*counters).injected += n };
+    }
+}
+
 /// The fault in `slot`, if one is set.
 #[inline(always)]
 pub fn fault_in(slot: u32) -> Option<&'static CallFault> {

@@ -4,7 +4,7 @@
 use std::{fs, io, path::Path, process::Command};
 
 use chaos_common::{
-    fault::{DiskFilter, NO_REQ_OP, PathOffsets, StatfsFilter},
+    fault::{CorruptFilter, DiskFilter, NO_REQ_OP, PathOffsets, StatfsFilter},
     features as feature,
     hook::{self, Hook},
     names,
@@ -1003,22 +1003,63 @@ pub fn statfs_filter(path: &std::fs::File) -> Result<StatfsFilter, String> {
     let stat = unsafe { stat.assume_init() };
     // SAFETY: fsid_t is 8 bytes of plain data, read as the programs read them.
     let f_fsid = unsafe { std::mem::transmute::<libc::fsid_t, u64>(stat.f_fsid) };
-    let offset =
-        |event: &str, field: &str| tracepoint_field_offset(&format!("syscalls/{event}"), field);
-    let enter_buf = offset("sys_enter_statfs", "buf")?;
-    let exit_ret = offset("sys_exit_statfs", "ret")?;
-    // Both syscalls' records must agree, as one global holds the offsets.
-    if offset("sys_enter_fstatfs", "buf")? != enter_buf
-        || offset("sys_exit_fstatfs", "ret")? != exit_ret
-    {
-        return Err("the statfs and fstatfs tracepoint records differ in layout".to_owned());
-    }
+    let [enter_buf, exit_ret] =
+        syscall_record_offsets(["statfs", "fstatfs"], [("enter", "buf"), ("exit", "ret")])?;
     Ok(StatfsFilter {
         f_type: stat.f_type as u64,
         f_fsid,
         enter_buf,
         exit_ret,
     })
+}
+
+/// The offsets of `fields` (`("enter", "buf")`: `buf` of `sys_enter_*`) in the tracepoint records
+/// of both `syscalls`, which must agree: one global holds them for the programs of both.
+fn syscall_record_offsets<const N: usize>(
+    syscalls: [&str; 2],
+    fields: [(&str, &str); N],
+) -> Result<[u32; N], String> {
+    let offsets = |syscall: &str| -> Result<[u32; N], String> {
+        let mut offsets = [0; N];
+        for (offset, (side, field)) in offsets.iter_mut().zip(fields) {
+            *offset = tracepoint_field_offset(&format!("syscalls/sys_{side}_{syscall}"), field)?;
+        }
+        Ok(offsets)
+    };
+    let first = offsets(syscalls[0])?;
+    if offsets(syscalls[1])? != first {
+        return Err(format!(
+            "the {} and {} tracepoint records differ in layout",
+            syscalls[0], syscalls[1]
+        ));
+    }
+    Ok(first)
+}
+
+/// What the read programs of `chaos corrupt-io` need: the syscall records' layout and, with
+/// `--path` (`files`), the way from a task to the file of a descriptor.
+pub fn corrupt_filter(bits: u32, files: bool) -> Result<CorruptFilter, String> {
+    let [enter_fd, enter_buf, exit_ret] = syscall_record_offsets(
+        ["read", "pread64"],
+        [("enter", "fd"), ("enter", "buf"), ("exit", "ret")],
+    )?;
+    let mut filter = CorruptFilter {
+        bits,
+        enter_fd,
+        enter_buf,
+        exit_ret,
+        ..CorruptFilter::default()
+    };
+    if files {
+        let btf = crate::btf::Btf::kernel().map_err(|err| err.to_string())?;
+        let offset =
+            |ty: &str, field: &str| btf.offset_of(ty, field).map_err(|err| err.to_string());
+        filter.task_files = offset("task_struct", "files")?;
+        filter.files_fdt = offset("files_struct", "fdt")?;
+        filter.fdt_fd = offset("fdtable", "fd")?;
+        filter.fdt_max_fds = offset("fdtable", "max_fds")?;
+    }
+    Ok(filter)
 }
 
 /// Where the fields the `--path` filter follows lie in the running kernel's structs.

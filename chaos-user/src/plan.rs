@@ -40,6 +40,8 @@ pub enum PlanError {
     NotDetachable { what: &'static str },
     #[error("a full filesystem cannot be shown to statfs() on this kernel: {reason}")]
     DiskFull { reason: String },
+    #[error("reads cannot be corrupted on this kernel: {reason}")]
+    CorruptIo { reason: String },
     #[error("a {action} needs the fq qdisc, which this kernel lacks: {reason}")]
     NoFq {
         action: &'static str,
@@ -320,16 +322,25 @@ pub fn check_bio_override() -> Result<(), PlanError> {
     Ok(())
 }
 
-/// Checks that a target's statfs() results can be rewritten: the statfs and fstatfs syscall
-/// tracepoints, and `bpf_probe_write_user`.
+/// Checks that a target's statfs() results can be rewritten.
 pub fn check_statfs_rewrite() -> Result<(), PlanError> {
-    let refuse = |reason: String| PlanError::DiskFull { reason };
-    for syscall in ["statfs", "fstatfs"] {
-        check_syscall_tracepoint(syscall).map_err(|err| refuse(err.to_string()))?;
+    check_rewrite(["statfs", "fstatfs"]).map_err(|reason| PlanError::DiskFull { reason })
+}
+
+/// Checks that a target's read() results can be corrupted.
+pub fn check_read_corruption() -> Result<(), PlanError> {
+    check_rewrite(["read", "pread64"]).map_err(|reason| PlanError::CorruptIo { reason })
+}
+
+/// Why what `syscalls` return to a target cannot be rewritten at their exit here, if so: their
+/// tracepoints, and `bpf_probe_write_user`.
+fn check_rewrite(syscalls: [&str; 2]) -> Result<(), String> {
+    for syscall in syscalls {
+        check_syscall_tracepoint(syscall).map_err(|err| err.to_string())?;
     }
     let finding = kernel::probe_write_user();
     if !finding.supported {
-        return Err(refuse(finding.explain()));
+        return Err(finding.explain());
     }
     Ok(())
 }

@@ -97,6 +97,9 @@ pub struct FaultReport {
     pub matched: u64,
     /// Of those, the calls that were failed (signalled, packets acted on).
     pub injected: u64,
+    /// The bytes altered in those calls' data (`chaos corrupt-io`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub altered_bytes: Option<u64>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -273,12 +276,16 @@ impl Report {
         for fault in &self.faults {
             let _ = writeln!(
                 out,
-                "  {:<8} {:<14} via {:<7} matched {:>8}  injected {:>8}{}",
+                "  {:<8} {:<14} via {:<7} matched {:>8}  injected {:>8}{}{}",
                 fault.fault.op(),
                 fault.fault.injected_as(),
                 fault.mechanism,
                 fault.matched,
                 fault.injected,
+                fault
+                    .altered_bytes
+                    .map(|bytes| format!("  ({bytes} bytes altered)"))
+                    .unwrap_or_default(),
                 if fault.dry_run { "  (dry run)" } else { "" }
             );
         }
@@ -425,6 +432,7 @@ mod tests {
                 dry_run: false,
                 matched: 3,
                 injected: 3,
+                altered_bytes: None,
             }],
             EndedBy::TargetExited,
             vec![TargetReport {

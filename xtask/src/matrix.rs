@@ -68,7 +68,7 @@ const TCX_OR_CLSACT: &[Way] = &[
     },
 ];
 
-const FAMILIES: [Family; 17] = [
+const FAMILIES: [Family; 18] = [
     Family {
         name: "`fail` connect/bind/send/socket (cgroup hooks)",
         ways: &[Way {
@@ -190,6 +190,14 @@ const FAMILIES: [Family; 17] = [
             },
         ],
         tests: "disk_full",
+    },
+    Family {
+        name: "`corrupt-io` (syscall tracepoints, bpf_probe_write_user)",
+        ways: &[Way {
+            label: "",
+            needs: &[features::TRACEPOINT_SIGNAL, features::PROBE_WRITE_USER],
+        }],
+        tests: "corrupt_io",
     },
     Family {
         name: "`net delay`, `net limit` (fq)",

@@ -198,6 +198,7 @@ impl Kernel {
             "debian-5.10" => Ok(Kernel {
                 only: Some(&[
                     "cli",
+                    "corrupt_io",
                     "disk_full",
                     "errno_connect",
                     "errno_ops",

@@ -15,8 +15,9 @@ use core::ffi::c_void;
 use aya_ebpf::{
     EbpfContext as _, Global,
     helpers::{
-        bpf_get_current_pid_tgid, bpf_get_stack, bpf_override_return, bpf_probe_read_kernel,
-        bpf_probe_read_user, bpf_probe_write_user, bpf_send_signal, bpf_set_retval,
+        bpf_get_current_pid_tgid, bpf_get_current_task, bpf_get_prandom_u32, bpf_get_stack,
+        bpf_override_return, bpf_probe_read_kernel, bpf_probe_read_user, bpf_probe_write_user,
+        bpf_send_signal, bpf_set_retval,
     },
     macros::{cgroup_sock, cgroup_sock_addr, kprobe, map, tracepoint},
     maps::{HashMap, PerCpuArray},
@@ -24,8 +25,9 @@ use aya_ebpf::{
 };
 use chaos_common::{
     fault::{
-        AF_INET, AF_INET6, IPV4_MAPPED_WORD, KernelFnFilter, MAX_STACK_FRAMES, STATFS_F_BAVAIL,
-        STATFS_F_BFREE, STATFS_F_FSID, STATFS_F_TYPE, StatfsFilter,
+        AF_INET, AF_INET6, CorruptFilter, IPV4_MAPPED_WORD, KernelFnFilter, MAX_CORRUPT_BITS,
+        MAX_STACK_FRAMES, STATFS_F_BAVAIL, STATFS_F_BFREE, STATFS_F_FSID, STATFS_F_TYPE,
+        StatfsFilter,
     },
     ops::*,
     target::TARGET_TREE,
@@ -33,10 +35,10 @@ use chaos_common::{
 use chaos_ebpf::{
     disk::{self, bio_ops},
     errno::{
-        Attached, Call, act, acting_fault, add_target, current_target, fault_in, remove_target,
-        target_of,
+        Attached, Call, act, acting_fault, add_injected, add_target, current_target, fault_in,
+        remove_target, target_of,
     },
-    path::{dentry_of_bprm, dentry_of_file, dentry_of_path},
+    path::{dentry_of_bprm, dentry_of_file, dentry_of_path, pointer_at, read_at, under_dir},
 };
 
 /// cgroup programs: 1 lets the call through, 0 fails it (with the errno set by `bpf_set_retval`,
@@ -598,6 +600,138 @@ pub fn tracepoint_statfs_exit(ctx: TracePointContext) -> u32 {
 #[tracepoint]
 pub fn tracepoint_fstatfs_exit(ctx: TracePointContext) -> u32 {
     statfs_exit(&ctx)
+}
+
+/// What corrupt-io flips and where it reads; set at load.
+#[unsafe(no_mangle)]
+static CORRUPT: Global<CorruptFilter> = Global::new(CorruptFilter {
+    bits: 1,
+    enter_fd: 16,
+    enter_buf: 24,
+    exit_ret: 16,
+    task_files: 0,
+    files_fdt: 0,
+    fdt_fd: 0,
+    fdt_max_fds: 0,
+});
+
+/// The buffer of each target thread's read() in flight whose file the fault covers, by
+/// pid_tgid.
+#[map]
+static CORRUPT_BUFFERS: HashMap<u64, u64> = HashMap::with_max_entries(4096, 0);
+
+/// The `struct file *` of the current task's descriptor `fd`; 0 when it has none.
+#[inline(always)]
+fn file_of_fd(filter: &CorruptFilter, fd: u64) -> u64 {
+    // SAFETY: a helper call without arguments.
+    let task = unsafe { bpf_get_current_task() };
+    let fdt = pointer_at(pointer_at(task, filter.task_files), filter.files_fdt);
+    let max_fds: u32 = read_at(fdt, filter.fdt_max_fds).unwrap_or(0);
+    if fd >= u64::from(max_fds) {
+        return 0;
+    }
+    pointer_at(pointer_at(fdt, filter.fdt_fd) + fd * 8, 0)
+}
+
+/// A target entering read() or pread64() on a file the fault covers: its buffer is noted. One
+/// array lookup for others.
+#[inline(always)]
+fn read_enter(ctx: &TracePointContext) -> u32 {
+    let Some((slot, _)) = current_target(Attached::Kernel) else {
+        return 0;
+    };
+    let Some(fault) = fault_in(slot) else {
+        return 0;
+    };
+    let filter = CORRUPT.load();
+    if fault.dir_ino != 0 {
+        // SAFETY: a field of the tracepoint record at the offset its format file gives.
+        let Ok(fd) = (unsafe { ctx.read_at::<u64>(filter.enter_fd as usize) }) else {
+            return 0;
+        };
+        let dentry = dentry_of_file(file_of_fd(&filter, fd));
+        if !under_dir(dentry, fault.dir_ino, fault.dir_dev) {
+            return 0;
+        }
+    }
+    // SAFETY: a field of the tracepoint record at the offset its format file gives.
+    let Ok(buf) = (unsafe { ctx.read_at::<u64>(filter.enter_buf as usize) }) else {
+        return 0;
+    };
+    let _ = CORRUPT_BUFFERS.insert(bpf_get_current_pid_tgid(), buf, 0);
+    0
+}
+
+/// A target's read() of a covered file returning data: `bits` bits flipped, each in its own
+/// byte (one chosen at random in each of `bits` equal stretches of what was read). One array
+/// lookup for others.
+#[inline(always)]
+fn read_exit(ctx: &TracePointContext) -> u32 {
+    let Some((slot, target)) = current_target(Attached::Kernel) else {
+        return 0;
+    };
+    let thread = bpf_get_current_pid_tgid();
+    // SAFETY: a plain value copied out of the map.
+    let Some(buf) = (unsafe { CORRUPT_BUFFERS.get(thread) }).copied() else {
+        return 0;
+    };
+    let _ = CORRUPT_BUFFERS.remove(thread);
+    let filter = CORRUPT.load();
+    // SAFETY: a field of the tracepoint record at the offset its format file gives.
+    let read = match unsafe { ctx.read_at::<i64>(filter.exit_ret as usize) } {
+        Ok(read) if read > 0 => read as u64,
+        _ => return 0,
+    };
+    let call = || Call {
+        path_checked: true,
+        ..Call::UNKNOWN
+    };
+    if act(slot, target, OP_CORRUPT_READ, call).is_none() {
+        return 0;
+    }
+    let bits = u64::from(filter.bits).min(read);
+    let stretch = read / bits.max(1);
+    let mut altered = 0;
+    for i in 0..u64::from(MAX_CORRUPT_BITS) {
+        if i >= bits {
+            break;
+        }
+        // SAFETY: helper calls without arguments.
+        let (at, bit) = unsafe { (bpf_get_prandom_u32(), bpf_get_prandom_u32()) };
+        let byte = (buf + i * stretch + u64::from(at) % stretch) as *mut u8;
+        // SAFETY: a read and a write of one byte of the caller's buffer, which the kernel has
+        // just filled.
+        unsafe {
+            if let Ok(value) = bpf_probe_read_user(byte) {
+                let flipped: u8 = value ^ (1 << (bit % 8));
+                if bpf_probe_write_user(byte, &flipped).is_ok() {
+                    altered += 1;
+                }
+            }
+        }
+    }
+    add_injected(slot, OP_CORRUPT_BYTES, altered);
+    0
+}
+
+#[tracepoint]
+pub fn tracepoint_read_enter(ctx: TracePointContext) -> u32 {
+    read_enter(&ctx)
+}
+
+#[tracepoint]
+pub fn tracepoint_pread64_enter(ctx: TracePointContext) -> u32 {
+    read_enter(&ctx)
+}
+
+#[tracepoint]
+pub fn tracepoint_read_exit(ctx: TracePointContext) -> u32 {
+    read_exit(&ctx)
+}
+
+#[tracepoint]
+pub fn tracepoint_pread64_exit(ctx: TracePointContext) -> u32 {
+    read_exit(&ctx)
 }
 
 /// Offset of `child_pid` in the `sched_process_fork` record; set at load from the format file.

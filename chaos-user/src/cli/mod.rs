@@ -1,5 +1,6 @@
 //! The command line: clap definitions, one file per subcommand, and the error of a command.
 
+pub mod corrupt;
 pub mod demo;
 pub mod detached;
 pub mod disk;
@@ -253,6 +254,7 @@ pub enum Command {
     Net(net::NetArgs),
     Pause(pause::PauseArgs),
     Disk(disk::DiskArgs),
+    CorruptIo(corrupt::CorruptIoArgs),
     Run(run_file::RunFileArgs),
     Monkey(experiment::monkey::MonkeyArgs),
     List(detached::ListArgs),
@@ -297,6 +299,7 @@ pub fn execute(cli: Cli) -> Result<u8, Error> {
         Command::Net(args) => net::execute(args),
         Command::Pause(args) => pause::execute(args),
         Command::Disk(args) => disk::execute(args),
+        Command::CorruptIo(args) => corrupt::execute(args),
         Command::PauseGuard(args) => pause::guard(args),
         Command::Run(args) => run_file::execute(args),
         Command::Monkey(args) => experiment::monkey::execute(args),
@@ -330,6 +333,7 @@ impl Command {
             Command::Net(args) => Some(args.action.check()),
             // Their options are all checked by clap.
             Command::Pause(_) | Command::Disk(_) => Some(Ok(())),
+            Command::CorruptIo(args) => Some(args.fault().map(drop)),
             Command::Run(_)
             | Command::Monkey(_)
             | Command::List(_)
@@ -397,7 +401,8 @@ mod tests {
                 "pause",
                 "disk error",
                 "disk cut",
-                "disk full"
+                "disk full",
+                "corrupt-io"
             ]
         );
     }

@@ -130,6 +130,7 @@ pub fn execute(args: PauseArgs) -> Result<u8, Error> {
         dry_run: false,
         matched: freezes,
         injected: freezes,
+        altered_bytes: None,
     };
     let outcome = holder.block_on(async |interrupts| {
         hang(

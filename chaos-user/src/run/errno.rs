@@ -6,7 +6,7 @@ use std::{collections::HashSet, fs::File, os::fd::AsFd, path::Path};
 use aya::{EbpfLoader, maps::CgroupArray};
 use chaos_common::{
     counters::{Counters, counter_index},
-    fault::{CallFault, DiskFilter, KernelFnFilter, PathOffsets, StatfsFilter},
+    fault::{CallFault, CorruptFilter, DiskFilter, KernelFnFilter, PathOffsets, StatfsFilter},
     hook::{self, Hook},
     names,
     target::{TARGET_TREE, Target},
@@ -59,6 +59,8 @@ pub enum ExtraHook<'a> {
     Bio(DiskFilter),
     /// `chaos disk full`: the statfs syscalls' tracepoints report this filesystem full.
     Statfs(StatfsFilter),
+    /// `chaos corrupt-io --op read`: the read syscalls' tracepoints flip bits as this says.
+    CorruptRead(CorruptFilter),
 }
 
 /// The errno object loaded for a run: every program verified, the targets in the maps, nothing
@@ -107,6 +109,10 @@ impl<'t> CallsLoaded<'t> {
             Some(ExtraHook::Statfs(filter)) => filter,
             _ => StatfsFilter::default(),
         };
+        let corrupt = match extra {
+            Some(ExtraHook::CorruptRead(filter)) => filter,
+            _ => CorruptFilter::default(),
+        };
         let set_retval = u32::from(kernel::set_retval());
         let mut loaded = Loaded::new(
             EbpfLoader::new()
@@ -121,7 +127,8 @@ impl<'t> CallsLoaded<'t> {
                 .override_global(names::GLOBAL_PATH_OFFSETS, &path_offsets, true)
                 .override_global(names::GLOBAL_DISK, &disk, true)
                 .override_global(names::GLOBAL_KERNEL_FN, &kernel_fn, true)
-                .override_global(names::GLOBAL_STATFS, &statfs, true),
+                .override_global(names::GLOBAL_STATFS, &statfs, true)
+                .override_global(names::GLOBAL_CORRUPT, &corrupt, true),
             kernel::errno_object(),
         )?;
         // The fork and exit tracepoints first, so that no child escapes once targets are live.
@@ -149,6 +156,10 @@ impl<'t> CallsLoaded<'t> {
             }
             Some(ExtraHook::Statfs(_)) => {
                 hooks.extend(hook::STATFS);
+                (None, None)
+            }
+            Some(ExtraHook::CorruptRead(_)) => {
+                hooks.extend(hook::CORRUPT_READ);
                 (None, None)
             }
             None => (None, None),

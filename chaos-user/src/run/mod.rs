@@ -6,9 +6,9 @@
 use std::{io, os::fd::OwnedFd, path::PathBuf, time::Duration};
 
 use chaos_common::{
-    fault::{CallFault, StatfsFilter},
+    fault::{CallFault, CorruptFilter, StatfsFilter},
     net::{DIRECTION_EGRESS, DIRECTION_INGRESS},
-    ops::{Mechanism, OP_SIGNAL, OP_STATFS, OP_SYSCALL},
+    ops::{Mechanism, OP_CORRUPT_BYTES, OP_CORRUPT_READ, OP_SIGNAL, OP_STATFS, OP_SYSCALL},
 };
 use thiserror::Error;
 use tracing::debug;
@@ -203,6 +203,34 @@ impl<'a> CallsFault<'a> {
         calls
     }
 
+    /// `chaos corrupt-io --op read`: the read tracepoints flip `filter.bits` bits in what a
+    /// target's reads of the files `fault`'s path covers return (`fault` has no operations of
+    /// its own: its path and rules).
+    pub fn corrupt_read(fault: &'a ErrnoFault, filter: CorruptFilter) -> Self {
+        let mut kernel = fault.kernel();
+        kernel.ops = 1 << OP_CORRUPT_READ;
+        let bits = match filter.bits {
+            1 => "1 bit flipped".to_owned(),
+            n => format!("{n} bits flipped"),
+        };
+        CallsFault {
+            kernel,
+            plan: Vec::new(),
+            extra: Some(ExtraHook::CorruptRead(filter)),
+            rows: vec![CallsRow {
+                code: OP_CORRUPT_READ,
+                fault: FaultKind::Rewrite {
+                    op: "read".to_owned(),
+                    setting: bits,
+                },
+                mechanism: "tracepoint".to_owned(),
+                covers: "the data read() and pread64() return (syscalls:sys_exit_read, sys_exit_pread64), one bit per byte in distinct bytes".to_owned(),
+            }],
+            dry_run: fault.dry_run,
+            filters: fault.describe_filters(),
+        }
+    }
+
     /// `chaos signal`: the syscall's entry tracepoint.
     pub fn signal(fault: &'a SignalFault) -> Self {
         CallsFault {
@@ -238,6 +266,8 @@ impl<'a> CallsFault<'a> {
                     dry_run: self.dry_run,
                     matched: counters.matched,
                     injected: counters.injected,
+                    altered_bytes: (row.code == OP_CORRUPT_READ)
+                        .then(|| attachment.counters(OP_CORRUPT_BYTES).injected),
                 }
             })
             .collect()
@@ -363,6 +393,7 @@ impl NetFaultRun<'_> {
                     dry_run: false,
                     matched: counters.matched,
                     injected: counters.injected,
+                    altered_bytes: None,
                 }
             })
             .collect()

@@ -26,6 +26,8 @@ use std::{
 };
 
 const INTERVAL: Duration = Duration::from_millis(20);
+/// What a file victim's file holds when it starts.
+const FILE_DATA: &[u8] = b"victim data";
 /// Set across `execve` so the new image knows the exec it came from succeeded.
 const EXECED: &str = "VICTIM_EXECED";
 
@@ -146,7 +148,7 @@ fn make_call(op: &str, arg: &str) -> Call {
     // The network ops take an address, not a directory.
     if !matches!(op, "connect" | "stream") {
         std::fs::create_dir_all(dir).expect("victim directory");
-        std::fs::write(&file, b"victim data").expect("victim file");
+        std::fs::write(&file, FILE_DATA).expect("victim file");
     }
     let c_file = c_path(&file);
     match op {
@@ -159,6 +161,32 @@ fn make_call(op: &str, arg: &str) -> Call {
                 check(unsafe {
                     libc::pread(handle.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0)
                 } as i32)
+            })
+        }
+        // Not operations of chaos fail: the file's data read back whole, by pread(2) or by
+        // read(2) from the start, and compared with what was written; EBADMSG when it differs
+        // (`chaos corrupt-io`).
+        "pread-data" | "read-data" => {
+            let handle = File::open(&file).expect("open");
+            let positional = op == "pread-data";
+            let mut buf = [0u8; FILE_DATA.len()];
+            Box::new(move || {
+                let fd = handle.as_raw_fd();
+                // SAFETY: pread(2), lseek(2) and read(2) on a file we own into a buffer we own.
+                let read = unsafe {
+                    if positional {
+                        libc::pread(fd, buf.as_mut_ptr().cast(), buf.len(), 0)
+                    } else {
+                        libc::lseek(fd, 0, libc::SEEK_SET);
+                        libc::read(fd, buf.as_mut_ptr().cast(), buf.len())
+                    }
+                };
+                check(read as i32)?;
+                if buf[..] == FILE_DATA[..] {
+                    Ok(())
+                } else {
+                    Err(io::Error::from_raw_os_error(libc::EBADMSG))
+                }
             })
         }
         "write" => {

@@ -1,0 +1,99 @@
+//! `chaos corrupt-io`: bits of the data a target reads are flipped on their way to it.
+
+use clap::{Args, ValueEnum};
+
+use crate::{
+    cli::{RunArgs, TargetArgs, error::Error, require_privileges},
+    fault::{ErrnoFault, ParseError, PathFilter, SocketFilter, parse_path_filter},
+    plan,
+    run::{self, CallsFault},
+};
+
+/// Bits of what a target reads are flipped on their way to it, as by a bad disk, cable or
+/// memory that no checksum caught.
+///
+/// Each read() or pread64() of a target that returns data has --bits bits flipped, one per byte
+/// in distinct bytes spread over what it read; the file, the page cache and every other
+/// process's reads are untouched. With --path, only reads of the files at or below it. Needs
+/// syscall tracepoints (CONFIG_FTRACE_SYSCALLS) and bpf_probe_write_user (refused under
+/// lockdown=integrity and confidentiality). Not covered: readv/preadv, mmap'd files, io_uring,
+/// and (--short) short reads. Written data is not corrupted: flipping bits in a writer's buffer
+/// would change its memory, which it could see after the call.
+///
+/// Examples:
+///   chaos corrupt-io --pid 4242 --path /var/lib/app/data --for 30s
+///   chaos corrupt-io --container db --bits 8 --probability 0.01 --for 5m --json
+#[derive(Debug, Args)]
+#[command(verbatim_doc_comment)]
+pub struct CorruptIoArgs {
+    #[command(flatten)]
+    pub targets: TargetArgs,
+
+    /// What is corrupted: read (the data read() and pread64() return).
+    #[arg(long, value_enum, default_value = "read")]
+    pub op: CorruptOp,
+
+    /// Only reads of the files at or below this directory (or of this one file).
+    #[arg(long, value_name = "PATH", value_parser = parse_path_filter)]
+    pub path: Option<PathFilter>,
+
+    /// Bits flipped in each read, each in its own byte (fewer when fewer bytes were read).
+    #[arg(long, value_name = "N", default_value_t = 1,
+          value_parser = clap::value_parser!(u32).range(1..=i64::from(chaos_common::fault::MAX_CORRUPT_BITS)))]
+    pub bits: u32,
+
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum CorruptOp {
+    Read,
+}
+
+impl CorruptIoArgs {
+    /// The filters and rules of the fault, as a fault on calls without operations of its own.
+    pub fn fault(&self) -> Result<ErrnoFault, ParseError> {
+        let fault = ErrnoFault {
+            ops: Vec::new(),
+            errno: None,
+            dry_run: self.run.dry_run,
+            when: self.run.when(),
+            syscall: None,
+            kernel_fn: None,
+            filter: SocketFilter::default(),
+            path: self.path.clone(),
+        };
+        fault.check()?;
+        Ok(fault)
+    }
+}
+
+pub fn execute(args: CorruptIoArgs) -> Result<u8, Error> {
+    run::defer_interrupts();
+    let fault = args.fault()?;
+    require_privileges()?;
+    let targets = args.targets.resolve(args.run.force)?;
+    plan::check_rules(&fault.when)?;
+    plan::check_read_corruption()?;
+    if args.run.detach {
+        plan::check_detachable(Some("the read tracepoints"))?;
+    }
+    let filter = crate::kernel::corrupt_filter(args.bits, fault.path.is_some())
+        .map_err(|reason| plan::PlanError::CorruptIo { reason })?;
+    eprintln!(
+        "chaos: flipping {} bit(s) in each read of {}{} for {}{}{}",
+        args.bits,
+        targets.describe(),
+        fault
+            .path
+            .as_ref()
+            .map(|path| format!(" below {}", path.path.display()))
+            .unwrap_or_default(),
+        humantime::format_duration(args.run.duration),
+        if fault.dry_run { ", dry run" } else { "" },
+        args.run.how_it_ends(),
+    );
+    let calls_fault = CallsFault::corrupt_read(&fault, filter);
+    args.run.run_or_detach(&targets, &calls_fault)
+}

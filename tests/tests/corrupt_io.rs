@@ -1,0 +1,167 @@
+//! `chaos corrupt-io --op read`: the data a target's read() and pread64() return has bits
+//! flipped, while the file and every other process's reads of it stay intact. Victims read a
+//! file they wrote and compare; a difference is reported as EBADMSG. Where the kernel cannot (no
+//! syscall tracepoints, bpf_probe_write_user refused), the refusal is asserted with its reason.
+
+use std::process::Output;
+
+use chaos_common::features;
+use chaos_tests::*;
+
+const VICTIM: &str = env!("CARGO_BIN_EXE_victim");
+
+/// Whether `output` is chaos refusing the fault for what this kernel lacks, as the probe says
+/// (asserted, with the reason in the message).
+fn refused(output: &Output) -> bool {
+    if output.status.code() != Some(2) {
+        return false;
+    }
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("reads cannot be corrupted on this kernel"),
+        "{stderr}"
+    );
+    let probe = Probe::run();
+    let (tracepoints, _) = probe.feature(features::TRACEPOINT_SIGNAL);
+    let (write_user, write_user_detail) = probe.feature(features::PROBE_WRITE_USER);
+    let reason = if !tracepoints {
+        assert!(!expected(features::TRACEPOINT_SIGNAL), "{stderr}");
+        "CONFIG_FTRACE_SYSCALLS".to_owned()
+    } else {
+        assert!(!write_user, "refused although both work here: {stderr}");
+        assert!(!expected(features::PROBE_WRITE_USER), "{stderr}");
+        write_user_detail
+    };
+    assert!(
+        stderr.contains(&reason),
+        "the refusal must name '{reason}': {stderr}"
+    );
+    eprintln!("chaos corrupt-io NOT INJECTED on this kernel, as the probe predicts: {reason}");
+    assert_no_chaos_programs();
+    true
+}
+
+/// Runs `chaos corrupt-io ARGS --for 2s --json`: the report and the run's window, or `None`
+/// where the kernel cannot (asserted).
+fn corrupt(args: &[&str]) -> Option<(serde_json::Value, (u64, u64))> {
+    let mut full = vec!["corrupt-io"];
+    full.extend_from_slice(args);
+    full.extend_from_slice(&["--for", "2s", "--json"]);
+    let start = monotonic_ns();
+    let output = chaos(&full);
+    let end = monotonic_ns();
+    if refused(&output) {
+        return None;
+    }
+    assert!(
+        output.status.success(),
+        "{full:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report = json_report(&output);
+    eprintln!("corrupt-io {args:?}: {}", report["faults"]);
+    Some((report, (start, end)))
+}
+
+/// With `--path`, a target's read() and pread64() of a file below it come back with 3 bits
+/// flipped while the run lasts (the report counts 3 bytes altered per read); the same target's
+/// reads beside the path and an untargeted process reading the same file get the true data.
+#[test]
+fn reads_below_the_path_come_back_corrupted_for_the_target_alone() {
+    let mount = TestMount::tmpfs("corrupt");
+    let cgroup = TestCgroup::new("corrupt-io");
+    let at = |sub: &str| mount.path.join(sub).to_str().unwrap().to_owned();
+    let targets: Vec<Victim> = ["pread-data", "read-data"]
+        .iter()
+        .map(|op| Victim::start(VICTIM, op, &at(&format!("data/{op}")), &cgroup))
+        .collect();
+    let beside = Victim::start(VICTIM, "pread-data", &at("other"), &cgroup);
+    let bystander = Victim::start(VICTIM, "pread-data", &at("data/pread-data"), &cgroup);
+    let pids = targets
+        .iter()
+        .chain([&beside])
+        .map(|victim| victim.pid().to_string())
+        .collect::<Vec<_>>()
+        .join(",");
+    let path = at("data");
+    let Some((report, window)) = corrupt(&["--pid", &pids, "--path", &path, "--bits", "3"]) else {
+        return;
+    };
+    for victim in &targets {
+        victim.wait_for_call_after(window.1);
+    }
+    let row = &report["faults"][0];
+    assert_eq!(row["kind"], "rewrite", "{row}");
+    assert_eq!(row["op"], "read", "{row}");
+    assert_eq!(row["setting"], "3 bits flipped", "{row}");
+    assert_scoped_fault(
+        &targets.iter().collect::<Vec<_>>(),
+        &bystander,
+        libc::EBADMSG,
+        window,
+        row,
+    );
+    assert_eq!(
+        row["altered_bytes"].as_u64(),
+        row["injected"].as_u64().map(|reads| reads * 3),
+        "{row}"
+    );
+    assert!(
+        beside.calls().iter().all(|call| call.errno.is_none()),
+        "a read beside the path was corrupted"
+    );
+    assert_no_chaos_programs();
+}
+
+/// Without `--path`, with `--probability 0.5`: some of the target's reads are corrupted and
+/// some are not, and the report counts exactly those the target saw corrupted.
+#[test]
+fn a_probability_corrupts_some_reads() {
+    let mount = TestMount::tmpfs("corrupt-some");
+    let cgroup = TestCgroup::new("corrupt-some");
+    let dir = mount.path.join("data").to_str().unwrap().to_owned();
+    let target = Victim::start(VICTIM, "read-data", &dir, &cgroup);
+    let bystander = Victim::start(VICTIM, "read-data", &dir, &cgroup);
+    let pid = target.pid().to_string();
+    let Some((report, window)) = corrupt(&["--pid", &pid, "--probability", "0.5"]) else {
+        return;
+    };
+    target.wait_for_call_after(window.1);
+    let row = &report["faults"][0];
+    let (matched, injected) = (
+        row["matched"].as_u64().unwrap(),
+        row["injected"].as_u64().unwrap(),
+    );
+    let corrupted = target
+        .calls()
+        .iter()
+        .filter(|call| call.errno == Some(libc::EBADMSG))
+        .count() as u64;
+    assert!(
+        injected > 0 && injected < matched && corrupted == injected,
+        "{corrupted} reads seen corrupted: {row}"
+    );
+    assert_eq!(row["altered_bytes"].as_u64(), Some(injected), "{row}");
+    assert!(
+        bystander.calls().iter().all(|call| call.errno.is_none()),
+        "the bystander's reads were corrupted"
+    );
+    assert_no_chaos_programs();
+}
+
+/// Bad input exits 2 naming the value, with nothing attached.
+#[test]
+fn corrupt_io_bad_input_is_refused() {
+    let me = std::process::id().to_string();
+    for (bad, named) in [
+        (["--bits", "0"], "0"),
+        (["--bits", "65"], "65"),
+        (["--op", "write"], "write"),
+        (["--path", "/no/such/file"], "/no/such/file"),
+    ] {
+        let mut args = vec!["corrupt-io", "--pid", &me];
+        args.extend(bad);
+        assert_refused(&args, &[named]);
+    }
+    assert_refused(&["corrupt-io", "--bits", "2"], &["--pid"]);
+}
