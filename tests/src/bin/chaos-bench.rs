@@ -11,6 +11,15 @@
 //! chaos's cheapest way to fail the call >= 20.
 //! Run by `cargo xtask bench` on the host (connect) and in the qemu guest (open).
 //!
+//!   chaos-bench read [ITERATIONS] [ROUNDS] [PASSES]
+//!
+//! The same for `chaos corrupt-io` on a pread() loop of a 1-byte file: (1) no programs; (2) its
+//! programs attached for another process; (3) the loop a target of `--path FILE --dry-run`;
+//! (4) every read of the file corrupted; (5) `strace -e trace=pread64`, the least a ptrace-based
+//! corrupter pays (it stops at every call and changes nothing); and (2o) `chaos disk full` for
+//! another process, whose statfs tracepoints alone put every syscall of the machine on the
+//! kernel's slow path. Needs syscall tracepoints and bpf_probe_write_user (a Debian guest).
+//!
 //!   chaos-bench deadline [TRIALS]
 //!
 //! Deadline precision: how close to `--for` a fault's failures stop.
@@ -30,6 +39,7 @@
 use std::{
     io::{BufRead as _, BufReader, Write as _},
     net::{SocketAddr, TcpListener},
+    os::fd::AsRawFd as _,
     process::{Child, Command, Stdio},
     thread,
     time::{Duration, Instant},
@@ -55,6 +65,9 @@ fn main() {
     let number =
         |i: usize, default: u32| args.get(i).and_then(|n| n.parse().ok()).unwrap_or(default);
     let (iterations, rounds, passes) = (number(2, 5000), number(3, 7), number(4, 3));
+    if op == "read" {
+        return read_bench(iterations, rounds, passes);
+    }
     let (errno, syscall, all_ops) = match op.as_str() {
         "connect" => ("ECONNREFUSED", "connect", "connect,bind,send,socket"),
         "open" => ("EIO", "openat", ALL_OPS),
@@ -64,7 +77,9 @@ fn main() {
 
     let bystander = Command::new("sleep").arg("600").spawn().expect("sleep");
     let other = bystander.id().to_string();
-    let chaos = |args: &[&str]| Injector::Chaos(args.iter().map(|a| a.to_string()).collect());
+    let chaos = |args: &[&str]| {
+        Injector::Chaos(["fail"].iter().chain(args).map(|a| a.to_string()).collect())
+    };
     let mut cases: Vec<(String, Injector)> = vec![
         ("1 no programs".into(), Injector::None),
         (
@@ -110,43 +125,14 @@ fn main() {
         "5 strace -e inject, every call failed".into(),
         Injector::Strace(format!("inject={syscall}:error={errno}")),
     ));
-    let mut looper = Looper::start(&op, iterations, rounds);
-    // Interleaved passes: every case once per pass, so drift of the machine hits all alike.
-    let mut samples: Vec<Vec<f64>> = vec![Vec::new(); cases.len()];
-    for _pass in 0..passes {
-        for (i, (_, injector)) in cases.iter().enumerate() {
-            samples[i].extend(looper.measure(injector));
-        }
-    }
-    looper.finish();
+    let figure = measure_cases("errno", &op, |_| cases, iterations, rounds, passes);
     drop(kill(bystander));
-
-    println!(
-        "errno benchmark: {op}() loop, {iterations} calls x {rounds} rounds x {passes} interleaved passes, one loop process; median ns per call (lowest, highest round)"
-    );
-    let mut figures: Vec<f64> = Vec::new();
-    for ((name, _), mut rounds) in cases.iter().zip(samples) {
-        let ns = median(&mut rounds);
-        let (low, high) = (rounds[0], rounds[rounds.len() - 1]);
-        println!("  {name:<40} {ns:>10.0}   ({low:.0}, {high:.0})");
-        figures.push(ns);
-    }
-    let figure = |prefix: &str| {
-        cases
-            .iter()
-            .zip(&figures)
-            .find_map(|((name, _), ns)| name.starts_with(prefix).then_some(*ns))
-    };
     let (none, untargeted, strace) = (
         figure("1 ").unwrap(),
         figure("2 ").unwrap(),
         figure("5 ").unwrap(),
     );
-    let overhead = untargeted / none;
-    println!(
-        "  (2)/(1) untargeted overhead               {overhead:>8.3}   required <= 1.05: {}",
-        verdict(overhead <= 1.05)
-    );
+    print_untargeted_overhead(untargeted / none);
     if let Some(fmod_ret) = figure("2f ") {
         println!(
             "  (2f)/(1) untargeted overhead, fmod_ret   {:>8.3}   required <= 1.05: {}",
@@ -171,6 +157,109 @@ fn main() {
         "  strace vs chaos's cheapest way            {cheapest:>8.1}   required >= 20: {}",
         verdict(cheapest >= 20.0)
     );
+}
+
+/// `chaos corrupt-io` on a pread() loop: see the module's documentation.
+fn read_bench(iterations: u32, rounds: u32, passes: u32) {
+    let bystander = Command::new("sleep").arg("600").spawn().expect("sleep");
+    let other = bystander.id().to_string();
+    let cases = |file: &str| {
+        let chaos = |args: &[&str]| Injector::Chaos(args.iter().map(|a| a.to_string()).collect());
+        vec![
+            ("1 no programs".to_owned(), Injector::None),
+            (
+                "2 corrupt-io programs, not a target".into(),
+                chaos(&["corrupt-io", "--pid", &other]),
+            ),
+            // Tracepoints on other syscalls only: what enabling any syscall tracepoint costs every
+            // syscall of every process (the kernel's slow syscall path).
+            (
+                "2o statfs tracepoints (disk full), other".into(),
+                chaos(&["disk", "full", "--pid", &other, "--path", "/"]),
+            ),
+            (
+                "3 target, --dry-run".into(),
+                chaos(&["corrupt-io", "--path", file, "--dry-run"]),
+            ),
+            (
+                "4 target, every read corrupted".into(),
+                chaos(&["corrupt-io", "--path", file]),
+            ),
+            (
+                "5 strace -e trace=pread64, no change".into(),
+                Injector::Strace("trace=pread64".into()),
+            ),
+        ]
+    };
+    let figure = measure_cases("corrupt-io", "pread", cases, iterations, rounds, passes);
+    drop(kill(bystander));
+    let (none, untargeted, corrupted, strace) = (
+        figure("1 ").unwrap(),
+        figure("2 ").unwrap(),
+        figure("4 ").unwrap(),
+        figure("5 ").unwrap(),
+    );
+    print_untargeted_overhead(untargeted / none);
+    if let Some(other) = figure("2o ") {
+        println!(
+            "  (2o)/(1) any syscall tracepoint enabled   {:>8.3}",
+            other / none
+        );
+    }
+    println!(
+        "  (5)/(4) strace's floor vs chaos corrupting {:>7.1}",
+        strace / corrupted
+    );
+}
+
+/// Runs every case (built from the loop's file) against one loop process of `op`, in interleaved
+/// passes, prints each case's median ns per call, and returns a lookup of those by the case
+/// name's prefix ("2 ").
+fn measure_cases(
+    title: &str,
+    op: &str,
+    cases: impl FnOnce(&str) -> Vec<(String, Injector)>,
+    iterations: u32,
+    rounds: u32,
+    passes: u32,
+) -> impl Fn(&str) -> Option<f64> {
+    let mut looper = Looper::start(op, iterations, rounds);
+    let cases = cases(&loop_file(&looper.pid).display().to_string());
+    // Interleaved passes: every case once per pass, so drift of the machine hits all alike.
+    let mut samples: Vec<Vec<f64>> = vec![Vec::new(); cases.len()];
+    for _pass in 0..passes {
+        for (i, (_, injector)) in cases.iter().enumerate() {
+            samples[i].extend(looper.measure(injector));
+        }
+    }
+    looper.finish();
+    println!(
+        "{title} benchmark: {op}() loop, {iterations} calls x {rounds} rounds x {passes} interleaved passes, one loop process; median ns per call (lowest, highest round)"
+    );
+    let mut figures: Vec<(String, f64)> = Vec::new();
+    for ((name, _), mut rounds) in cases.into_iter().zip(samples) {
+        let ns = median(&mut rounds);
+        let (low, high) = (rounds[0], rounds[rounds.len() - 1]);
+        println!("  {name:<40} {ns:>10.0}   ({low:.0}, {high:.0})");
+        figures.push((name, ns));
+    }
+    move |prefix: &str| {
+        figures
+            .iter()
+            .find_map(|(name, ns)| name.starts_with(prefix).then_some(*ns))
+    }
+}
+
+fn print_untargeted_overhead(overhead: f64) {
+    println!(
+        "  (2)/(1) untargeted overhead               {overhead:>8.3}   required <= 1.05: {}",
+        verdict(overhead <= 1.05)
+    );
+}
+
+/// The file the loop of process `pid` opens or reads.
+fn loop_file(pid: &str) -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("chaos-bench-{pid}"))
 }
 
 /// A loop device on an image file of `mib` MiB under the temporary directory; detached on drop.
@@ -629,9 +718,10 @@ fn peak_rss_kib(child: Child) -> i64 {
 /// What a case attaches to the loop.
 enum Injector {
     None,
-    /// `chaos fail` with these arguments (and `--pid LOOP` unless they name a `--pid`).
+    /// chaos with these arguments, its command first (and `--pid LOOP` unless they name a
+    /// `--pid`).
     Chaos(Vec<String>),
-    /// strace with this `inject=` expression.
+    /// strace with this `-e` expression (`inject=…`, `trace=…`).
     Strace(String),
 }
 
@@ -674,11 +764,11 @@ impl Looper {
         // Both injectors attach to the running loop, as they would to a running service.
         let attached = match injector {
             Injector::Chaos(args) => {
-                let mut full = vec!["fail".to_owned(), "--for".into(), "10m".into()];
+                let mut full = args.clone();
+                full.extend(["--for".into(), "10m".into()]);
                 if !args.iter().any(|a| a == "--pid") {
                     full.extend(["--pid".into(), pid.clone()]);
                 }
-                full.extend(args.iter().cloned());
                 Some(start_chaos(&full, wait_for_programs))
             }
             Injector::Strace(inject) => {
@@ -796,8 +886,10 @@ fn kill(mut child: Child) -> std::io::Result<std::process::ExitStatus> {
 /// The measured loop: says `ready PID`, then for each line on stdin runs `rounds` rounds of
 /// `iterations` calls and prints each round's ns per call.
 fn measure_loop(op: &str, iterations: u32, rounds: u32) {
-    let file = std::env::temp_dir().join(format!("chaos-bench-{}", std::process::id()));
+    let file = loop_file(&std::process::id().to_string());
     std::fs::write(&file, b"x").unwrap();
+    let reader = std::fs::File::open(&file).unwrap();
+    let mut byte = [0u8; 1];
     // Nobody listens here: a connect is refused by the kernel at once, a full round trip.
     let closed: SocketAddr = {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -833,6 +925,10 @@ fn measure_loop(op: &str, iterations: u32, rounds: u32) {
                                 (&raw const address).cast(),
                                 size_of::<libc::sockaddr_in>() as u32,
                             );
+                        },
+                        // SAFETY: pread(2) into a buffer we own, on a file we own.
+                        "pread" => unsafe {
+                            libc::pread(reader.as_raw_fd(), byte.as_mut_ptr().cast(), 1, 0);
                         },
                         _ => drop(std::fs::File::open(&file)),
                     }
