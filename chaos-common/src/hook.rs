@@ -60,6 +60,12 @@ pub enum Hook {
     },
     /// An XDP program (section `xdp`) on an interface.
     Xdp { program: &'static str },
+    /// An fexit program (section `fexit/FUNCTION`) on the kernel function `function`: it runs
+    /// when the function returns, with its arguments and return value.
+    Fexit {
+        program: &'static str,
+        function: &'static str,
+    },
     /// An LSM program attached per cgroup (section `lsm_cgroup/HOOK`).
     LsmCgroup {
         program: &'static str,
@@ -81,6 +87,7 @@ impl Hook {
             | Hook::FunctionOverride { program }
             | Hook::Tc { program, .. }
             | Hook::Xdp { program }
+            | Hook::Fexit { program, .. }
             | Hook::LsmCgroup { program, .. } => program,
         }
     }
@@ -98,6 +105,7 @@ impl Hook {
             Hook::SyscallOverride { .. } | Hook::FunctionOverride { .. } => ("kprobe", ""),
             Hook::Tc { .. } => ("classifier", ""),
             Hook::Xdp { .. } => ("xdp", ""),
+            Hook::Fexit { function, .. } => ("fexit/", function),
             Hook::LsmCgroup { hook, .. } => ("lsm_cgroup/", hook),
         }
     }
@@ -152,8 +160,21 @@ pub const STATFS: [Hook; 4] = [
     syscall_event("tracepoint_fstatfs_exit", "sys_exit_fstatfs"),
 ];
 
-/// `chaos corrupt-io --op read`: a target's read() and pread64() buffers, noted at entry (the
-/// file judged by `--path` there) and corrupted at exit.
+/// `chaos corrupt-io --op read`: fexit programs on the syscalls' functions (x86_64 names), where
+/// trampolines load.
+pub const CORRUPT_READ_FEXIT: [Hook; 2] = [
+    Hook::Fexit {
+        program: "fexit_read",
+        function: "__x64_sys_read",
+    },
+    Hook::Fexit {
+        program: "fexit_pread64",
+        function: "__x64_sys_pread64",
+    },
+];
+
+/// `chaos corrupt-io --op read` elsewhere: a target's read() and pread64() buffers, noted at
+/// entry (the file judged by `--path` there) and corrupted at exit.
 pub const CORRUPT_READ: [Hook; 4] = [
     syscall_event("tracepoint_read_enter", "sys_enter_read"),
     syscall_event("tracepoint_pread64_enter", "sys_enter_pread64"),
@@ -162,7 +183,7 @@ pub const CORRUPT_READ: [Hook; 4] = [
 ];
 
 /// The hooks of the errno object besides the operations' ([`crate::ops::OPS`]).
-pub const ERRNO_EXTRA: [Hook; 14] = [
+pub const ERRNO_EXTRA: [Hook; 16] = [
     FORK,
     EXIT,
     SIGNAL,
@@ -177,6 +198,8 @@ pub const ERRNO_EXTRA: [Hook; 14] = [
     CORRUPT_READ[1],
     CORRUPT_READ[2],
     CORRUPT_READ[3],
+    CORRUPT_READ_FEXIT[0],
+    CORRUPT_READ_FEXIT[1],
 ];
 
 /// Network faults (object `net`): packets arriving on and leaving the target interfaces (TC),

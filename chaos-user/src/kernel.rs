@@ -1036,20 +1036,27 @@ fn syscall_record_offsets<const N: usize>(
     Ok(first)
 }
 
-/// What the read programs of `chaos corrupt-io` need: the syscall records' layout and, with
-/// `--path` (`files`), the way from a task to the file of a descriptor.
-pub fn corrupt_filter(bits: u32, files: bool) -> Result<CorruptFilter, String> {
-    let [enter_fd, enter_buf, exit_ret] = syscall_record_offsets(
-        ["read", "pread64"],
-        [("enter", "fd"), ("enter", "buf"), ("exit", "ret")],
-    )?;
+/// Why corrupt-io's fexit programs cannot run here (trampolines refused, no such function, or
+/// bpf_probe_write_user refused), or `None` when they load.
+pub fn corrupt_fexit_refused() -> Option<String> {
+    hook::CORRUPT_READ_FEXIT
+        .into_iter()
+        .find_map(|hook| try_load(errno_object(), hook).err())
+}
+
+/// What the read programs of `chaos corrupt-io` need: for the tracepoints, the syscall records'
+/// layout; with `--path` (`files`), the way from a task to the file of a descriptor.
+pub fn corrupt_filter(bits: u32, files: bool, tracepoints: bool) -> Result<CorruptFilter, String> {
     let mut filter = CorruptFilter {
         bits,
-        enter_fd,
-        enter_buf,
-        exit_ret,
         ..CorruptFilter::default()
     };
+    if tracepoints {
+        [filter.enter_fd, filter.enter_buf, filter.exit_ret] = syscall_record_offsets(
+            ["read", "pread64"],
+            [("enter", "fd"), ("enter", "buf"), ("exit", "ret")],
+        )?;
+    }
     if files {
         let btf = crate::btf::Btf::kernel().map_err(|err| err.to_string())?;
         let offset =

@@ -1,7 +1,9 @@
 //! `chaos corrupt-io --op read`: the data a target's read() and pread64() return has bits
 //! flipped, while the file and every other process's reads of it stay intact. Victims read a
-//! file they wrote and compare; a difference is reported as EBADMSG. Where the kernel cannot (no
-//! syscall tracepoints, bpf_probe_write_user refused), the refusal is asserted with its reason.
+//! file they wrote and compare; a difference is reported as EBADMSG. Both mechanisms: fexit
+//! programs (chosen where trampolines load) and syscall tracepoints (`--backend tracepoint`).
+//! Where the kernel cannot (no trampolines and no syscall tracepoints, bpf_probe_write_user
+//! refused), the refusal is asserted with its reason.
 
 use std::process::Output;
 
@@ -87,6 +89,12 @@ fn reads_below_the_path_come_back_corrupted_for_the_target_alone() {
     let Some((report, window)) = corrupt(&["--pid", &pids, "--path", &path, "--bits", "3"]) else {
         return;
     };
+    let auto = if Probe::run().feature(features::TRAMPOLINE).0 {
+        "fexit"
+    } else {
+        "tracepoint"
+    };
+    assert_eq!(report["faults"][0]["mechanism"], auto, "{report}");
     for victim in &targets {
         victim.wait_for_call_after(window.1);
     }
@@ -113,8 +121,9 @@ fn reads_below_the_path_come_back_corrupted_for_the_target_alone() {
     assert_no_chaos_programs();
 }
 
-/// Without `--path`, with `--probability 0.5`: some of the target's reads are corrupted and
-/// some are not, and the report counts exactly those the target saw corrupted.
+/// Through the syscall tracepoints, without `--path`, with `--probability 0.5`: some of the
+/// target's reads are corrupted and some are not, and the report counts exactly those the
+/// target saw corrupted.
 #[test]
 fn a_probability_corrupts_some_reads() {
     let mount = TestMount::tmpfs("corrupt-some");
@@ -123,11 +132,20 @@ fn a_probability_corrupts_some_reads() {
     let target = Victim::start(VICTIM, "read-data", &dir, &cgroup);
     let bystander = Victim::start(VICTIM, "read-data", &dir, &cgroup);
     let pid = target.pid().to_string();
-    let Some((report, window)) = corrupt(&["--pid", &pid, "--probability", "0.5"]) else {
+    let args = [
+        "--pid",
+        &pid,
+        "--probability",
+        "0.5",
+        "--backend",
+        "tracepoint",
+    ];
+    let Some((report, window)) = corrupt(&args) else {
         return;
     };
     target.wait_for_call_after(window.1);
     let row = &report["faults"][0];
+    assert_eq!(row["mechanism"], "tracepoint", "{row}");
     let (matched, injected) = (
         row["matched"].as_u64().unwrap(),
         row["injected"].as_u64().unwrap(),
@@ -158,6 +176,7 @@ fn corrupt_io_bad_input_is_refused() {
         (["--bits", "65"], "65"),
         (["--op", "write"], "write"),
         (["--path", "/no/such/file"], "/no/such/file"),
+        (["--backend", "frob"], "frob"),
     ] {
         let mut args = vec!["corrupt-io", "--pid", &me];
         args.extend(bad);

@@ -19,9 +19,11 @@ use aya_ebpf::{
         bpf_override_return, bpf_probe_read_kernel, bpf_probe_read_user, bpf_probe_write_user,
         bpf_send_signal, bpf_set_retval,
     },
-    macros::{cgroup_sock, cgroup_sock_addr, kprobe, map, tracepoint},
+    macros::{cgroup_sock, cgroup_sock_addr, fexit, kprobe, map, tracepoint},
     maps::{HashMap, PerCpuArray},
-    programs::{LsmContext, ProbeContext, SockAddrContext, SockContext, TracePointContext},
+    programs::{
+        FExitContext, LsmContext, ProbeContext, SockAddrContext, SockContext, TracePointContext,
+    },
 };
 use chaos_common::{
     fault::{
@@ -633,6 +635,21 @@ fn file_of_fd(filter: &CorruptFilter, fd: u64) -> u64 {
     pointer_at(pointer_at(fdt, filter.fdt_fd) + fd * 8, 0)
 }
 
+/// Whether the fault in `slot` covers reads of the current task's descriptor `fd`: always
+/// without `--path`.
+#[inline(always)]
+fn covers_fd(slot: u32, filter: &CorruptFilter, fd: u64) -> bool {
+    let Some(fault) = fault_in(slot) else {
+        return false;
+    };
+    fault.dir_ino == 0
+        || under_dir(
+            dentry_of_file(file_of_fd(filter, fd)),
+            fault.dir_ino,
+            fault.dir_dev,
+        )
+}
+
 /// A target entering read() or pread64() on a file the fault covers: its buffer is noted. One
 /// array lookup for others.
 #[inline(always)]
@@ -640,30 +657,23 @@ fn read_enter(ctx: &TracePointContext) -> u32 {
     let Some((slot, _)) = current_target(Attached::Kernel) else {
         return 0;
     };
-    let Some(fault) = fault_in(slot) else {
-        return 0;
-    };
     let filter = CORRUPT.load();
-    if fault.dir_ino != 0 {
-        // SAFETY: a field of the tracepoint record at the offset its format file gives.
-        let Ok(fd) = (unsafe { ctx.read_at::<u64>(filter.enter_fd as usize) }) else {
-            return 0;
-        };
-        let dentry = dentry_of_file(file_of_fd(&filter, fd));
-        if !under_dir(dentry, fault.dir_ino, fault.dir_dev) {
-            return 0;
-        }
-    }
-    // SAFETY: a field of the tracepoint record at the offset its format file gives.
-    let Ok(buf) = (unsafe { ctx.read_at::<u64>(filter.enter_buf as usize) }) else {
+    // SAFETY: fields of the tracepoint record at the offsets its format file gives.
+    let (Ok(fd), Ok(buf)) = (unsafe {
+        (
+            ctx.read_at::<u64>(filter.enter_fd as usize),
+            ctx.read_at::<u64>(filter.enter_buf as usize),
+        )
+    }) else {
         return 0;
     };
-    let _ = CORRUPT_BUFFERS.insert(bpf_get_current_pid_tgid(), buf, 0);
+    if covers_fd(slot, &filter, fd) {
+        let _ = CORRUPT_BUFFERS.insert(bpf_get_current_pid_tgid(), buf, 0);
+    }
     0
 }
 
-/// A target's read() of a covered file returning data: `bits` bits flipped, each in its own
-/// byte (one chosen at random in each of `bits` equal stretches of what was read). One array
+/// A target's read() of a covered file returning data, seen by the exit tracepoint. One array
 /// lookup for others.
 #[inline(always)]
 fn read_exit(ctx: &TracePointContext) -> u32 {
@@ -678,16 +688,56 @@ fn read_exit(ctx: &TracePointContext) -> u32 {
     let _ = CORRUPT_BUFFERS.remove(thread);
     let filter = CORRUPT.load();
     // SAFETY: a field of the tracepoint record at the offset its format file gives.
-    let read = match unsafe { ctx.read_at::<i64>(filter.exit_ret as usize) } {
-        Ok(read) if read > 0 => read as u64,
-        _ => return 0,
+    if let Ok(read) = unsafe { ctx.read_at::<i64>(filter.exit_ret as usize) } {
+        corrupt_read(slot, target, &filter, buf, read);
+    }
+    0
+}
+
+/// `pt_regs->di` and `pt_regs->si` on x86_64: a syscall's first two arguments (the fd and the
+/// buffer of read and pread64), as the syscall's function receives them.
+const PT_REGS_DI: u32 = 112;
+const PT_REGS_SI: u32 = 104;
+
+/// A target's read() of a covered file returning data, seen by an fexit program on the
+/// syscall's function (`__x64_sys_read(const struct pt_regs *)`): one program, where only this
+/// syscall pays (a syscall tracepoint puts every syscall of the machine on the slow path). One
+/// array lookup for others.
+#[inline(always)]
+fn read_fexit(ctx: &FExitContext) -> i32 {
+    let Some((slot, target)) = current_target(Attached::Kernel) else {
+        return 0;
     };
+    let regs: u64 = ctx.arg(0);
+    let read: i64 = ctx.arg(1);
+    let filter = CORRUPT.load();
+    let (Some(fd), Some(buf)) = (
+        read_at::<u64>(regs, PT_REGS_DI),
+        read_at::<u64>(regs, PT_REGS_SI),
+    ) else {
+        return 0;
+    };
+    if read > 0 && covers_fd(slot, &filter, fd) {
+        corrupt_read(slot, target, &filter, buf, read);
+    }
+    0
+}
+
+/// Flips `filter.bits` bits in the `read` bytes at `buf`, each in its own byte (one chosen at
+/// random in each of `bits` equal stretches), if the fault in `slot` acts on this read; counts
+/// the bytes altered.
+#[inline(always)]
+fn corrupt_read(slot: u32, target: u32, filter: &CorruptFilter, buf: u64, read: i64) {
+    if read <= 0 {
+        return;
+    }
+    let read = read as u64;
     let call = || Call {
         path_checked: true,
         ..Call::UNKNOWN
     };
     if act(slot, target, OP_CORRUPT_READ, call).is_none() {
-        return 0;
+        return;
     }
     let bits = u64::from(filter.bits).min(read);
     let stretch = read / bits.max(1);
@@ -711,7 +761,16 @@ fn read_exit(ctx: &TracePointContext) -> u32 {
         }
     }
     add_injected(slot, OP_CORRUPT_BYTES, altered);
-    0
+}
+
+#[fexit(function = "__x64_sys_read")]
+pub fn fexit_read(ctx: FExitContext) -> i32 {
+    read_fexit(&ctx)
+}
+
+#[fexit(function = "__x64_sys_pread64")]
+pub fn fexit_pread64(ctx: FExitContext) -> i32 {
+    read_fexit(&ctx)
 }
 
 #[tracepoint]

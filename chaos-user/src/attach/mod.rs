@@ -13,8 +13,9 @@ use aya::{
     Ebpf, EbpfLoader,
     maps::{Array, MapError, PerCpuArray},
     programs::{
-        CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSock, CgroupSockAddr, KProbe, Lsm,
-        LsmCgroup, Program, ProgramError, SchedClassifier, TcAttachType, TracePoint, Xdp,
+        CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSock, CgroupSockAddr, FExit,
+        KProbe, Lsm, LsmCgroup, Program, ProgramError, SchedClassifier, TcAttachType, TracePoint,
+        Xdp,
         links::{FdLink, LinkOrder},
         tc::{NlOptions, TcAttachOptions},
         xdp::XdpMode as AyaXdpMode,
@@ -232,6 +233,10 @@ impl Loaded {
                 let btf = btf().ok_or(AttachError::NoBtf(name))?;
                 program::<LsmCgroup>(ebpf, name)?.load(lsm_hook, btf)
             }
+            Hook::Fexit { function, .. } => {
+                let btf = btf().ok_or(AttachError::NoBtf(name))?;
+                program::<FExit>(ebpf, name)?.load(function, btf)
+            }
             Hook::CgroupSockAddr { .. } => program::<CgroupSockAddr>(ebpf, name)?.load(),
             Hook::CgroupSock { .. } => program::<CgroupSock>(ebpf, name)?.load(),
             Hook::CgroupSkb { .. } => program::<CgroupSkb>(ebpf, name)?.load(),
@@ -298,6 +303,7 @@ impl Loaded {
         let single = CgroupAttachMode::Single;
         match hook {
             Hook::Lsm { .. } => link!(Lsm, 0, |p| p.attach()),
+            Hook::Fexit { .. } => link!(FExit, 0, |p| p.attach()),
             Hook::CgroupSockAddr { .. } => {
                 for (n, cgroup) in sites.cgroups.iter().enumerate() {
                     link!(CgroupSockAddr, n, |p| p.attach(cgroup, single));

@@ -15,8 +15,9 @@ use crate::{
 /// Each read() or pread64() of a target that returns data has --bits bits flipped, one per byte
 /// in distinct bytes spread over what it read; the file, the page cache and every other
 /// process's reads are untouched. With --path, only reads of the files at or below it. Needs
-/// syscall tracepoints (CONFIG_FTRACE_SYSCALLS) and bpf_probe_write_user (refused under
-/// lockdown=integrity and confidentiality). Not covered: readv/preadv, mmap'd files, io_uring,
+/// bpf_probe_write_user (refused under lockdown=integrity and confidentiality), and fexit
+/// programs (kernels that load trampolines) or else syscall tracepoints
+/// (CONFIG_FTRACE_SYSCALLS). Not covered: readv/preadv, mmap'd files, io_uring,
 /// and (--short) short reads. Written data is not corrupted: flipping bits in a writer's buffer
 /// would change its memory, which it could see after the call.
 ///
@@ -37,6 +38,12 @@ pub struct CorruptIoArgs {
     #[arg(long, value_name = "PATH", value_parser = parse_path_filter)]
     pub path: Option<PathFilter>,
 
+    /// How the reads are caught: fexit programs on the syscalls' functions (only those calls
+    /// pay), or syscall tracepoints (every syscall of the machine then takes the kernel's slow
+    /// path); auto: fexit where trampolines load.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub backend: CorruptBackend,
+
     /// Bits flipped in each read, each in its own byte (fewer when fewer bytes were read).
     #[arg(long, value_name = "N", default_value_t = 1,
           value_parser = clap::value_parser!(u32).range(1..=i64::from(chaos_common::fault::MAX_CORRUPT_BITS)))]
@@ -49,6 +56,13 @@ pub struct CorruptIoArgs {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum CorruptOp {
     Read,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum CorruptBackend {
+    Auto,
+    Fexit,
+    Tracepoint,
 }
 
 impl CorruptIoArgs {
@@ -75,12 +89,20 @@ pub fn execute(args: CorruptIoArgs) -> Result<u8, Error> {
     require_privileges()?;
     let targets = args.targets.resolve(args.run.force)?;
     plan::check_rules(&fault.when)?;
-    plan::check_read_corruption()?;
-    if args.run.detach {
-        plan::check_detachable(Some("the read tracepoints"))?;
+    let refuse = |reason: String| plan::PlanError::CorruptIo { reason };
+    let fexit = match (args.backend, crate::kernel::corrupt_fexit_refused()) {
+        (CorruptBackend::Tracepoint, _) | (CorruptBackend::Auto, Some(_)) => false,
+        (CorruptBackend::Fexit, Some(reason)) => return Err(refuse(reason).into()),
+        (_, None) => true,
+    };
+    if !fexit {
+        plan::check_read_corruption()?;
+        if args.run.detach {
+            plan::check_detachable(Some("the read tracepoints"))?;
+        }
     }
-    let filter = crate::kernel::corrupt_filter(args.bits, fault.path.is_some())
-        .map_err(|reason| plan::PlanError::CorruptIo { reason })?;
+    let filter =
+        crate::kernel::corrupt_filter(args.bits, fault.path.is_some(), !fexit).map_err(refuse)?;
     eprintln!(
         "chaos: flipping {} bit(s) in each read of {}{} for {}{}{}",
         args.bits,
@@ -94,6 +116,6 @@ pub fn execute(args: CorruptIoArgs) -> Result<u8, Error> {
         if fault.dry_run { ", dry run" } else { "" },
         args.run.how_it_ends(),
     );
-    let calls_fault = CallsFault::corrupt_read(&fault, filter);
+    let calls_fault = CallsFault::corrupt_read(&fault, filter, fexit);
     args.run.run_or_detach(&targets, &calls_fault)
 }

@@ -59,8 +59,9 @@ pub enum ExtraHook<'a> {
     Bio(DiskFilter),
     /// `chaos disk full`: the statfs syscalls' tracepoints report this filesystem full.
     Statfs(StatfsFilter),
-    /// `chaos corrupt-io --op read`: the read syscalls' tracepoints flip bits as this says.
-    CorruptRead(CorruptFilter),
+    /// `chaos corrupt-io --op read`: these programs (fexit, or syscall tracepoints) flip bits as
+    /// the filter says.
+    CorruptRead(CorruptFilter, &'static [Hook]),
 }
 
 /// The errno object loaded for a run: every program verified, the targets in the maps, nothing
@@ -110,7 +111,7 @@ impl<'t> CallsLoaded<'t> {
             _ => StatfsFilter::default(),
         };
         let corrupt = match extra {
-            Some(ExtraHook::CorruptRead(filter)) => filter,
+            Some(ExtraHook::CorruptRead(filter, _)) => filter,
             _ => CorruptFilter::default(),
         };
         let set_retval = u32::from(kernel::set_retval());
@@ -158,8 +159,8 @@ impl<'t> CallsLoaded<'t> {
                 hooks.extend(hook::STATFS);
                 (None, None)
             }
-            Some(ExtraHook::CorruptRead(_)) => {
-                hooks.extend(hook::CORRUPT_READ);
+            Some(ExtraHook::CorruptRead(_, read_hooks)) => {
+                hooks.extend(read_hooks);
                 (None, None)
             }
             None => (None, None),

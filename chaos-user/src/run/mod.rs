@@ -203,28 +203,43 @@ impl<'a> CallsFault<'a> {
         calls
     }
 
-    /// `chaos corrupt-io --op read`: the read tracepoints flip `filter.bits` bits in what a
-    /// target's reads of the files `fault`'s path covers return (`fault` has no operations of
-    /// its own: its path and rules).
-    pub fn corrupt_read(fault: &'a ErrnoFault, filter: CorruptFilter) -> Self {
+    /// `chaos corrupt-io --op read`: the read programs (fexit, else tracepoints) flip
+    /// `filter.bits` bits in what a target's reads of the files `fault`'s path covers return
+    /// (`fault` has no operations of its own: its path and rules).
+    pub fn corrupt_read(fault: &'a ErrnoFault, filter: CorruptFilter, fexit: bool) -> Self {
         let mut kernel = fault.kernel();
         kernel.ops = 1 << OP_CORRUPT_READ;
         let bits = match filter.bits {
             1 => "1 bit flipped".to_owned(),
             n => format!("{n} bits flipped"),
         };
+        let (hooks, mechanism, via): (&'static [_], _, _) = if fexit {
+            (
+                &chaos_common::hook::CORRUPT_READ_FEXIT,
+                "fexit",
+                "fexit on __x64_sys_read, __x64_sys_pread64",
+            )
+        } else {
+            (
+                &chaos_common::hook::CORRUPT_READ,
+                "tracepoint",
+                "syscalls:sys_exit_read, sys_exit_pread64",
+            )
+        };
         CallsFault {
             kernel,
             plan: Vec::new(),
-            extra: Some(ExtraHook::CorruptRead(filter)),
+            extra: Some(ExtraHook::CorruptRead(filter, hooks)),
             rows: vec![CallsRow {
                 code: OP_CORRUPT_READ,
                 fault: FaultKind::Rewrite {
                     op: "read".to_owned(),
                     setting: bits,
                 },
-                mechanism: "tracepoint".to_owned(),
-                covers: "the data read() and pread64() return (syscalls:sys_exit_read, sys_exit_pread64), one bit per byte in distinct bytes".to_owned(),
+                mechanism: mechanism.to_owned(),
+                covers: format!(
+                    "the data read() and pread64() return ({via}), one bit per byte in distinct bytes"
+                ),
             }],
             dry_run: fault.dry_run,
             filters: fault.describe_filters(),
