@@ -192,11 +192,17 @@ const FAMILIES: [Family; 18] = [
         tests: "disk_full",
     },
     Family {
-        name: "`corrupt-io` (syscall tracepoints, bpf_probe_write_user)",
-        ways: &[Way {
-            label: "",
-            needs: &[features::TRACEPOINT_SIGNAL, features::PROBE_WRITE_USER],
-        }],
+        name: "`corrupt-io` (fexit, else syscall tracepoints; bpf_probe_write_user)",
+        ways: &[
+            Way {
+                label: "fexit",
+                needs: &[features::TRAMPOLINE, features::PROBE_WRITE_USER],
+            },
+            Way {
+                label: "tracepoint",
+                needs: &[features::TRACEPOINT_SIGNAL, features::PROBE_WRITE_USER],
+            },
+        ],
         tests: "corrupt_io",
     },
     Family {

@@ -14,7 +14,8 @@
 //!   chaos-bench read [ITERATIONS] [ROUNDS] [PASSES]
 //!
 //! The same for `chaos corrupt-io` on a pread() loop of a 1-byte file: (1) no programs; (2) its
-//! programs attached for another process; (3) the loop a target of `--path FILE --dry-run`;
+//! programs attached for another process (fexit where trampolines load), (2t) the same through
+//! syscall tracepoints; (3) the loop a target of `--path FILE --dry-run`;
 //! (4) every read of the file corrupted; (5) `strace -e trace=pread64`, the least a ptrace-based
 //! corrupter pays (it stops at every call and changes nothing); and (2o) `chaos disk full` for
 //! another process, whose statfs tracepoints alone put every syscall of the machine on the
@@ -171,6 +172,10 @@ fn read_bench(iterations: u32, rounds: u32, passes: u32) {
                 "2 corrupt-io programs, not a target".into(),
                 chaos(&["corrupt-io", "--pid", &other]),
             ),
+            (
+                "2t the same as tracepoints, not a target".into(),
+                chaos(&["corrupt-io", "--pid", &other, "--backend", "tracepoint"]),
+            ),
             // Tracepoints on other syscalls only: what enabling any syscall tracepoint costs every
             // syscall of every process (the kernel's slow syscall path).
             (
@@ -200,6 +205,12 @@ fn read_bench(iterations: u32, rounds: u32, passes: u32) {
         figure("5 ").unwrap(),
     );
     print_untargeted_overhead(untargeted / none);
+    if let Some(tracepoints) = figure("2t ") {
+        println!(
+            "  (2t)/(1) untargeted, tracepoints          {:>8.3}",
+            tracepoints / none
+        );
+    }
     if let Some(other) = figure("2o ") {
         println!(
             "  (2o)/(1) any syscall tracepoint enabled   {:>8.3}",
