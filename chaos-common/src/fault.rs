@@ -233,6 +233,20 @@ pub struct CorruptFilter {
 }
 const _: () = assert!(core::mem::size_of::<CorruptFilter>() == 32);
 
+/// `chaos delay`: one stop, as the kernel tells chaos through the ring buffer: process `tgid`
+/// was sent SIGSTOP at `at_ns` (CLOCK_MONOTONIC) as its thread `tid` left a delayed syscall.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DelayEvent {
+    pub at_ns: u64,
+    pub tgid: u32,
+    pub tid: u32,
+}
+const _: () = assert!(core::mem::size_of::<DelayEvent>() == 16);
+
+/// How many processes `chaos delay` can hold stopped at once.
+pub const MAX_DELAYED: u32 = 4096;
+
 /// The most bits `--bits` flips in one read.
 pub const MAX_CORRUPT_BITS: u32 = 64;
 
@@ -306,3 +320,6 @@ unsafe impl aya::Pod for StatfsFilter {}
 #[cfg(feature = "user")]
 // SAFETY: #[repr(C)] integers only, no padding (size checked above).
 unsafe impl aya::Pod for CorruptFilter {}
+#[cfg(feature = "user")]
+// SAFETY: #[repr(C)] integers only, no padding (size checked above).
+unsafe impl aya::Pod for DelayEvent {}

@@ -45,6 +45,9 @@ pub enum Hook {
     /// A tracepoint program (section `tracepoint`) on the entry of the syscall the fault names,
     /// `syscalls:sys_enter_NAME`.
     SyscallEntry { program: &'static str },
+    /// A tracepoint program (section `tracepoint`) on the exit of each syscall the fault names,
+    /// `syscalls:sys_exit_NAME`.
+    SyscallExit { program: &'static str },
     /// A kprobe (section `kprobe`) on the entry function of the syscall the fault names, whose
     /// return it overrides with `bpf_override_return`.
     SyscallOverride { program: &'static str },
@@ -83,6 +86,7 @@ impl Hook {
             | Hook::CgroupSkb { program, .. }
             | Hook::Tracepoint { program, .. }
             | Hook::SyscallEntry { program }
+            | Hook::SyscallExit { program }
             | Hook::SyscallOverride { program }
             | Hook::FunctionOverride { program }
             | Hook::Tc { program, .. }
@@ -101,7 +105,9 @@ impl Hook {
                 ("cgroup/", attach)
             }
             Hook::CgroupSkb { attach, .. } => ("cgroup_skb/", attach),
-            Hook::Tracepoint { .. } | Hook::SyscallEntry { .. } => ("tracepoint", ""),
+            Hook::Tracepoint { .. } | Hook::SyscallEntry { .. } | Hook::SyscallExit { .. } => {
+                ("tracepoint", "")
+            }
             Hook::SyscallOverride { .. } | Hook::FunctionOverride { .. } => ("kprobe", ""),
             Hook::Tc { .. } => ("classifier", ""),
             Hook::Xdp { .. } => ("xdp", ""),
@@ -126,6 +132,10 @@ pub const EXIT: Hook = Hook::Tracepoint {
 /// `chaos signal`: a target entering the syscall gets the signal.
 pub const SIGNAL: Hook = Hook::SyscallEntry {
     program: "tracepoint_syscall_signal",
+};
+/// `chaos delay`: a target leaving one of the syscalls is stopped, for chaos to resume it.
+pub const DELAY: Hook = Hook::SyscallExit {
+    program: "tracepoint_syscall_delay",
 };
 /// `chaos fail --syscall`: a target's call of the syscall returns the errno without running.
 pub const SYSCALL_OVERRIDE: Hook = Hook::SyscallOverride {

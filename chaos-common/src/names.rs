@@ -15,6 +15,10 @@ pub const MAP_FAULT_STATE: &str = "FAULT_STATE";
 pub const MAP_COUNTERS: &str = "COUNTERS";
 /// Per-CPU counters by target: [`crate::target::Target::index`] → [`crate::counters::Counters`].
 pub const MAP_TARGET_COUNTERS: &str = "TARGET_COUNTERS";
+/// `chaos delay`: the processes stopped and not resumed yet, by tgid, and the ring buffer that
+/// tells chaos of each stop.
+pub const MAP_DELAYED: &str = "DELAYED";
+pub const MAP_DELAY_EVENTS: &str = "DELAY_EVENTS";
 
 /// Globals of the errno object, set at load: with a non-zero `TARGET_CGROUP_ID`, the targets are
 /// the processes under that cgroup v2 (at depth `TARGET_CGROUP_LEVEL`) instead of `TARGET_PIDS`.
@@ -68,6 +72,8 @@ pub const ERRNO: Object = Object {
         MAP_FAULT_STATE,
         MAP_COUNTERS,
         MAP_TARGET_COUNTERS,
+        MAP_DELAYED,
+        MAP_DELAY_EVENTS,
     ],
     globals: &[
         GLOBAL_TARGET_CGROUP_ID,
@@ -93,6 +99,8 @@ pub const ERRNO_LEGACY: Object = Object {
         MAP_FAULT_STATE,
         MAP_COUNTERS,
         MAP_TARGET_COUNTERS,
+        MAP_DELAYED,
+        MAP_DELAY_EVENTS,
         MAP_TARGET_CGROUP,
     ],
     ..ERRNO

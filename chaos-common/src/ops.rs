@@ -51,8 +51,11 @@ pub const OP_STATFS: u32 = 31;
 pub const OP_CORRUPT_READ: u32 = 32;
 /// Not a call: the bytes corrupt-io altered, counted in the `injected` of its counters.
 pub const OP_CORRUPT_BYTES: u32 = 33;
+/// Not an `--op` of `chaos fail`: a target's return from chosen syscalls, delayed (`chaos
+/// delay`).
+pub const OP_DELAY: u32 = 34;
 /// Number of operation numbers; sizes the counter map.
-pub const OP_COUNT: u32 = 34;
+pub const OP_COUNT: u32 = 35;
 
 /// Filters a mechanism can honour, as bits of [`Rung::filters`].
 pub const FILTER_PATH: u32 = 1;

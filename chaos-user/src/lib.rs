@@ -7,8 +7,9 @@
 //! - [`fault`] (the typed fault model), [`target`] (what to break), [`kernel`] (what the running
 //!   kernel allows, found by trying), [`report`] (counters, status line, JSON).
 //! - [`attach`]: the one path from a hook to a program live in the kernel and back.
-//! - [`sys`], [`state`], [`clock`], [`object`], [`btf`], [`capabilities`], [`errno_names`]: the
-//!   machine, where runs keep their state, the kernel's clock, the embedded objects.
+//! - [`sys`], [`state`], [`clock`], [`object`], [`btf`], [`capabilities`], [`errno_names`],
+//!   [`rng`]: the machine, where runs keep their state, the kernel's clock, the embedded objects,
+//!   random numbers.
 
 pub mod attach;
 pub mod btf;
@@ -24,6 +25,7 @@ pub mod object;
 pub mod pause;
 pub mod plan;
 pub mod report;
+pub mod rng;
 pub mod run;
 pub mod sockdiag;
 pub mod state;

@@ -1,10 +1,14 @@
 //! Hanging a target: the cgroup v2 freezer for a cgroup (a container, a pod), SIGSTOP and
 //! SIGCONT for processes. A guard process in a session of its own thaws whatever chaos froze
 //! when chaos ends, even by SIGKILL: it waits for its stdin, which only chaos holds, to close.
+//! `chaos delay` has a guard too, for the processes its programs stopped.
 
 use std::{
     fs, io,
-    os::unix::process::CommandExt as _,
+    os::{
+        fd::{AsRawFd as _, BorrowedFd, RawFd},
+        unix::process::CommandExt as _,
+    },
     path::{Path, PathBuf},
     process::{Child, ChildStdin, Command, Stdio},
     time::{Duration, Instant},
@@ -101,25 +105,44 @@ impl Pausable {
     /// Starts the guard: a `chaos pause-guard` in a session of its own that thaws this target
     /// once its stdin closes, which happens when this process ends, however it ends.
     pub fn spawn_guard(&self) -> io::Result<Guard> {
-        let mut command = Command::new(std::env::current_exe()?);
-        command
-            .arg("pause-guard")
-            .args(self.guard_args())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null());
-        // SAFETY: setsid is async-signal-safe, as pre_exec requires.
-        unsafe {
-            command.pre_exec(|| {
-                if libc::setsid() == -1 {
-                    return Err(io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-        let mut child = command.spawn()?;
-        let stdin = child.stdin.take();
-        Ok(Guard { child, stdin })
+        spawn_guard(self.guard_args(), None)
     }
+}
+
+/// The guard's descriptor for a map it is handed (`--delayed-fd`).
+pub const GUARD_MAP_FD: RawFd = 3;
+
+/// Starts `chaos pause-guard ARGS` in a session of its own, with `map` as its descriptor
+/// [`GUARD_MAP_FD`] if given; it acts once its stdin, which only this process holds, closes.
+pub fn spawn_guard(args: Vec<String>, map: Option<BorrowedFd<'_>>) -> io::Result<Guard> {
+    let mut command = Command::new(std::env::current_exe()?);
+    command
+        .arg("pause-guard")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null());
+    let map = map.map(|fd| fd.as_raw_fd());
+    // SAFETY: setsid, dup2 and fcntl are async-signal-safe, as pre_exec requires.
+    unsafe {
+        command.pre_exec(move || {
+            if libc::setsid() == -1 {
+                return Err(io::Error::last_os_error());
+            }
+            // The copy must survive exec: dup2 clears close-on-exec, except onto itself.
+            let inherited = match map {
+                Some(GUARD_MAP_FD) => libc::fcntl(GUARD_MAP_FD, libc::F_SETFD, 0),
+                Some(fd) => libc::dup2(fd, GUARD_MAP_FD),
+                None => 0,
+            };
+            if inherited == -1 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = command.spawn()?;
+    let stdin = child.stdin.take();
+    Ok(Guard { child, stdin })
 }
 
 /// The guard of a pause: dropping it closes its stdin, and it thaws the target and exits.
@@ -166,8 +189,8 @@ fn signal_all(roots: &[(u32, bool)], signal: libc::c_int) -> io::Result<()> {
 }
 
 /// `chaos pause-guard`: waits until its stdin closes (the pause ended, or chaos died) or a
-/// signal ends it, then thaws the target.
-pub fn guard(target: &Pausable) {
+/// signal ends it, then runs `thaw`.
+pub fn guard(thaw: impl FnOnce()) {
     // SAFETY: a signal set built here, blocked on this thread before any other exists, so that
     // the reader thread below never takes these signals and sigwait does.
     let set = unsafe {
@@ -191,9 +214,7 @@ pub fn guard(target: &Pausable) {
     unsafe {
         libc::sigwait(&set, &mut signal);
     }
-    if let Err(err) = target.thaw() {
-        tracing::debug!(%err, "pause guard: thaw");
-    }
+    thaw();
 }
 
 #[cfg(test)]

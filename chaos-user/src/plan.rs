@@ -11,7 +11,7 @@ use chaos_common::{
 use thiserror::Error;
 
 use crate::{
-    fault::{BackendChoice, Errno, KernelFn, Op, When, net::PacketAction, ops},
+    fault::{BackendChoice, Errno, KernelFn, Op, When, delay::Delayed, net::PacketAction, ops},
     kernel::{self, Finding},
 };
 
@@ -343,6 +343,25 @@ fn check_rewrite(syscalls: [&str; 2]) -> Result<(), String> {
         return Err(finding.explain());
     }
     Ok(())
+}
+
+/// The syscalls of a delay this kernel has tracepoints for (each has `sys_enter_` and
+/// `sys_exit_` events): every one named, or an operation's that exist here (`creat` and `open`
+/// are not on every architecture), at least one.
+pub fn delay_syscalls(delayed: &Delayed) -> Result<Vec<String>, PlanError> {
+    let mut found = Vec::new();
+    let mut missing = None;
+    for syscall in delayed.syscalls() {
+        match check_syscall_tracepoint(&syscall) {
+            Ok(()) => found.push(syscall),
+            Err(err) if matches!(delayed, Delayed::Syscalls(_)) => return Err(err),
+            Err(err) => missing = Some(err),
+        }
+    }
+    match missing {
+        Some(err) if found.is_empty() => Err(err),
+        _ => Ok(found),
+    }
 }
 
 /// Checks that `syscalls:sys_enter_SYSCALL` exists, naming the kernel option when no syscall has

@@ -42,6 +42,9 @@ pub enum FaultKind {
     Pause { op: String, setting: String },
     /// What the syscall `op` returns to a target is rewritten as `setting` says (no free blocks).
     Rewrite { op: String, setting: String },
+    /// A target's returns from `op` (an operation's syscalls, or syscalls by name) come `delay`
+    /// (50ms, 50ms ± 10ms) later.
+    Delay { op: String, delay: String },
 }
 
 impl FaultKind {
@@ -52,7 +55,8 @@ impl FaultKind {
             | FaultKind::Signal { op, .. }
             | FaultKind::Net { op, .. }
             | FaultKind::Pause { op, .. }
-            | FaultKind::Rewrite { op, .. } => op,
+            | FaultKind::Rewrite { op, .. }
+            | FaultKind::Delay { op, .. } => op,
         }
     }
 
@@ -64,6 +68,7 @@ impl FaultKind {
             FaultKind::Net { direction, .. } => direction,
             FaultKind::Pause { .. } => "frozen",
             FaultKind::Rewrite { .. } => "rewritten",
+            FaultKind::Delay { delay, .. } => delay,
         }
     }
 }
@@ -80,6 +85,7 @@ impl fmt::Display for FaultKind {
             } => write!(f, "{op} {setting} {direction}"),
             FaultKind::Pause { op, setting } => write!(f, "{op} {setting}"),
             FaultKind::Rewrite { op, setting } => write!(f, "{op}: {setting}"),
+            FaultKind::Delay { op, delay } => write!(f, "{op} delayed {delay}"),
         }
     }
 }
@@ -100,6 +106,65 @@ pub struct FaultReport {
     /// The bytes altered in those calls' data (`chaos corrupt-io`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub altered_bytes: Option<u64>,
+    /// How long the delayed calls' processes were held stopped (`chaos delay`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stopped: Option<Stopped>,
+}
+
+/// How long `chaos delay` held its targets stopped, each stop from the syscall's return (the
+/// kernel's timestamp) to the SIGCONT, in µs: the delay each call got, as chaos measured it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Stopped {
+    /// Stops resumed when due.
+    pub count: u64,
+    pub p50_us: u64,
+    pub p99_us: u64,
+    pub max_us: u64,
+    /// Stops the run's end cut short (resumed at once, early).
+    pub cut_short: u64,
+}
+
+impl Stopped {
+    /// The summary of the lengths in ns of the stops resumed when due, and of `cut_short`.
+    pub fn of(mut lengths: Vec<u64>, cut_short: u64) -> Self {
+        lengths.sort_unstable();
+        let at = |q: f64| {
+            let index = ((lengths.len() as f64 * q).ceil() as usize).clamp(1, lengths.len());
+            lengths[index - 1] / 1000
+        };
+        if lengths.is_empty() {
+            return Stopped {
+                cut_short,
+                ..Stopped::default()
+            };
+        }
+        Stopped {
+            count: lengths.len() as u64,
+            p50_us: at(0.5),
+            p99_us: at(0.99),
+            max_us: lengths[lengths.len() - 1] / 1000,
+            cut_short,
+        }
+    }
+
+    /// In words, for the human report.
+    fn describe(&self) -> String {
+        let ms = |us: u64| us as f64 / 1000.0;
+        let mut text = if self.count == 0 {
+            "no stop ran its full delay".to_owned()
+        } else {
+            format!(
+                "stopped p50 {:.1}ms, p99 {:.1}ms, max {:.1}ms",
+                ms(self.p50_us),
+                ms(self.p99_us),
+                ms(self.max_us)
+            )
+        };
+        if self.cut_short > 0 {
+            let _ = write!(text, "; {} cut short by the end", self.cut_short);
+        }
+        text
+    }
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -285,6 +350,7 @@ impl Report {
                 fault
                     .altered_bytes
                     .map(|bytes| format!("  ({bytes} bytes altered)"))
+                    .or(fault.stopped.map(|s| format!("  ({})", s.describe())))
                     .unwrap_or_default(),
                 if fault.dry_run { "  (dry run)" } else { "" }
             );
@@ -420,6 +486,29 @@ mod tests {
     use super::*;
 
     #[test]
+    fn stops_summarise_by_percentile() {
+        let lengths = (1..=100).map(|ms| ms * 1_000_000).collect();
+        let stopped = Stopped::of(lengths, 2);
+        assert_eq!(
+            (
+                stopped.count,
+                stopped.p50_us,
+                stopped.p99_us,
+                stopped.max_us
+            ),
+            (100, 50_000, 99_000, 100_000)
+        );
+        assert_eq!(
+            stopped.describe(),
+            "stopped p50 50.0ms, p99 99.0ms, max 100.0ms; 2 cut short by the end"
+        );
+        assert_eq!(
+            Stopped::of(Vec::new(), 1).describe(),
+            "no stop ran its full delay; 1 cut short by the end"
+        );
+    }
+
+    #[test]
     fn json_has_the_documented_fields() {
         let report = Report::new(
             vec![FaultReport {
@@ -433,6 +522,7 @@ mod tests {
                 matched: 3,
                 injected: 3,
                 altered_bytes: None,
+                stopped: None,
             }],
             EndedBy::TargetExited,
             vec![TargetReport {

@@ -16,20 +16,20 @@ use aya_ebpf::{
     EbpfContext as _, Global,
     helpers::{
         bpf_get_current_pid_tgid, bpf_get_current_task, bpf_get_prandom_u32, bpf_get_stack,
-        bpf_override_return, bpf_probe_read_kernel, bpf_probe_read_user, bpf_probe_write_user,
-        bpf_send_signal, bpf_set_retval,
+        bpf_ktime_get_ns, bpf_override_return, bpf_probe_read_kernel, bpf_probe_read_user,
+        bpf_probe_write_user, bpf_send_signal, bpf_set_retval,
     },
     macros::{cgroup_sock, cgroup_sock_addr, fexit, kprobe, map, tracepoint},
-    maps::{HashMap, PerCpuArray},
+    maps::{HashMap, PerCpuArray, RingBuf},
     programs::{
         FExitContext, LsmContext, ProbeContext, SockAddrContext, SockContext, TracePointContext,
     },
 };
 use chaos_common::{
     fault::{
-        AF_INET, AF_INET6, CorruptFilter, IPV4_MAPPED_WORD, KernelFnFilter, MAX_CORRUPT_BITS,
-        MAX_STACK_FRAMES, STATFS_F_BAVAIL, STATFS_F_BFREE, STATFS_F_FSID, STATFS_F_TYPE,
-        StatfsFilter,
+        AF_INET, AF_INET6, CorruptFilter, DelayEvent, IPV4_MAPPED_WORD, KernelFnFilter,
+        MAX_CORRUPT_BITS, MAX_DELAYED, MAX_STACK_FRAMES, STATFS_F_BAVAIL, STATFS_F_BFREE,
+        STATFS_F_FSID, STATFS_F_TYPE, StatfsFilter,
     },
     ops::*,
     target::TARGET_TREE,
@@ -510,6 +510,60 @@ pub fn tracepoint_syscall_signal(_ctx: TracePointContext) -> u32 {
         unsafe { bpf_send_signal(fault.signal) };
     }
     0
+}
+
+/// `chaos delay`: the processes stopped and not resumed yet (tgid → when), which chaos's guard
+/// resumes if chaos dies.
+#[map]
+static DELAYED: HashMap<u32, u64> = HashMap::with_max_entries(MAX_DELAYED, 0);
+
+/// `chaos delay`: each stop, for chaos to resume the process after the delay.
+#[map]
+static DELAY_EVENTS: RingBuf = RingBuf::with_byte_size(64 * 1024, 0);
+
+/// `BPF_NOEXIST`: an insert that fails when the key is there.
+const BPF_NOEXIST: u64 = 1;
+const SIGSTOP: u32 = 19;
+
+/// Stops a target process (SIGSTOP) as one of its threads leaves a syscall whose
+/// `syscalls:sys_exit_*` tracepoint this is attached to, and tells chaos, which resumes it
+/// (SIGCONT) after the delay: the call returns that much later. Kernel >= 5.8 (ring buffer),
+/// CONFIG_FTRACE_SYSCALLS. Only those syscalls' returns pay, one lookup each when untargeted.
+#[tracepoint]
+pub fn tracepoint_syscall_delay(_ctx: TracePointContext) -> u32 {
+    let _ = try_delay();
+    0
+}
+
+fn try_delay() -> Option<()> {
+    let (slot, target) = current_target(Attached::Kernel)?;
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tgid = (pid_tgid >> 32) as u32;
+    // One stop at a time per process: its other threads stop with it, and leave their calls
+    // only once it is resumed.
+    // SAFETY: the value is only tested for presence.
+    if unsafe { DELAYED.get(tgid) }.is_some() {
+        return None;
+    }
+    act(slot, target, OP_DELAY, || Call::UNKNOWN)?;
+    // Reserved first: a process is never stopped without chaos being told.
+    let mut event = DELAY_EVENTS.reserve::<DelayEvent>(0)?;
+    // SAFETY: a helper call without arguments.
+    let at_ns = unsafe { bpf_ktime_get_ns() };
+    if DELAYED.insert(tgid, at_ns, BPF_NOEXIST).is_err() {
+        event.discard(0);
+        return None;
+    }
+    event.write(DelayEvent {
+        at_ns,
+        tgid,
+        tid: pid_tgid as u32,
+    });
+    // SAFETY: a helper call with a plain integer argument; stops the whole process once this
+    // thread returns to user space.
+    unsafe { bpf_send_signal(SIGSTOP) };
+    event.submit(0);
+    Some(())
 }
 
 /// The filesystem a disk-full fault reports full; set at load.

@@ -153,6 +153,8 @@ pub struct Sites<'a> {
     pub cgroups: &'a [File],
     /// Syscall entry tracepoints and overriding kprobes: this syscall (`fsync`).
     pub syscall: Option<&'a str>,
+    /// Syscall exit tracepoints: each of these syscalls.
+    pub exits: &'a [String],
     /// Kprobes overriding a kernel function: this one (`should_failslab`).
     pub function: Option<&'a str>,
     /// TC and XDP programs: these interfaces, in `netns` (chaos's own when `None`).
@@ -240,7 +242,7 @@ impl Loaded {
             Hook::CgroupSockAddr { .. } => program::<CgroupSockAddr>(ebpf, name)?.load(),
             Hook::CgroupSock { .. } => program::<CgroupSock>(ebpf, name)?.load(),
             Hook::CgroupSkb { .. } => program::<CgroupSkb>(ebpf, name)?.load(),
-            Hook::Tracepoint { .. } | Hook::SyscallEntry { .. } => {
+            Hook::Tracepoint { .. } | Hook::SyscallEntry { .. } | Hook::SyscallExit { .. } => {
                 program::<TracePoint>(ebpf, name)?.load()
             }
             Hook::SyscallOverride { .. } | Hook::FunctionOverride { .. } => {
@@ -335,6 +337,15 @@ impl Loaded {
             Hook::SyscallEntry { .. } => {
                 let event = format!("sys_enter_{}", syscall()?);
                 link!(TracePoint, 0, |p| p.attach("syscalls", &event));
+            }
+            Hook::SyscallExit { .. } => {
+                if sites.exits.is_empty() {
+                    return Err(AttachError::NoSite(name, "a syscall"));
+                }
+                for (n, syscall) in sites.exits.iter().enumerate() {
+                    let event = format!("sys_exit_{syscall}");
+                    link!(TracePoint, n, |p| p.attach("syscalls", &event));
+                }
             }
             Hook::SyscallOverride { .. } => {
                 let function = syscall_entry_function(syscall()?);
@@ -593,6 +604,14 @@ impl Loaded {
             name: name.to_owned(),
             reason: err.to_string(),
         })
+    }
+
+    /// Takes map `name` out of the object, for a part of chaos that outlives the borrow (the
+    /// loaded programs keep their own reference).
+    pub fn take_map(&mut self, name: &'static str) -> Result<aya::maps::Map, AttachError> {
+        self.ebpf
+            .take_map(name)
+            .ok_or(AttachError::MissingMap(name))
     }
 
     /// The object itself, for what only aya offers (mapping a map into memory).

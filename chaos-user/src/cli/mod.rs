@@ -1,6 +1,7 @@
 //! The command line: clap definitions, one file per subcommand, and the error of a command.
 
 pub mod corrupt;
+pub mod delay;
 pub mod demo;
 pub mod detached;
 pub mod disk;
@@ -251,6 +252,7 @@ pub struct Cli {
 pub enum Command {
     Fail(fail::FailArgs),
     Signal(signal::SignalArgs),
+    Delay(delay::DelayArgs),
     Net(net::NetArgs),
     Pause(pause::PauseArgs),
     Disk(disk::DiskArgs),
@@ -296,6 +298,7 @@ pub fn execute(cli: Cli) -> Result<u8, Error> {
         Command::Cleanup(args) => detached::cleanup(args, cleaned),
         Command::Fail(args) => fail::execute(args),
         Command::Signal(args) => signal::execute(args),
+        Command::Delay(args) => delay::execute(args),
         Command::Net(args) => net::execute(args),
         Command::Pause(args) => pause::execute(args),
         Command::Disk(args) => disk::execute(args),
@@ -330,6 +333,7 @@ impl Command {
         match self {
             Command::Fail(args) => Some(args.fault().map(drop)),
             Command::Signal(_) => Some(Ok(())),
+            Command::Delay(args) => Some(args.fault().map(drop)),
             Command::Net(args) => Some(args.action.check()),
             // Their options are all checked by clap.
             Command::Pause(_) | Command::Disk(_) => Some(Ok(())),
@@ -391,6 +395,7 @@ mod tests {
             [
                 "fail",
                 "signal",
+                "delay",
                 "net drop",
                 "net duplicate",
                 "net corrupt",

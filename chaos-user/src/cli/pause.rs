@@ -76,6 +76,9 @@ impl PauseArgs {
 pub struct PauseGuardArgs {
     #[arg(long, conflicts_with_all = ["pid", "pid_tree"])]
     cgroup: Option<std::path::PathBuf>,
+    /// `chaos delay`: resume the processes in the map at this descriptor.
+    #[arg(long, conflicts_with_all = ["cgroup", "pid", "pid_tree"])]
+    delayed_fd: Option<i32>,
     #[arg(long)]
     pid: Vec<u32>,
     #[arg(long)]
@@ -83,6 +86,10 @@ pub struct PauseGuardArgs {
 }
 
 pub fn guard(args: PauseGuardArgs) -> Result<u8, Error> {
+    if let Some(fd) = args.delayed_fd {
+        pause::guard(|| crate::run::delay::resume_left(fd));
+        return Ok(exit::OK);
+    }
     let target = match args.cgroup {
         Some(path) => Pausable::Cgroup(path),
         None => Pausable::Processes(
@@ -93,7 +100,11 @@ pub fn guard(args: PauseGuardArgs) -> Result<u8, Error> {
                 .collect(),
         ),
     };
-    pause::guard(&target);
+    pause::guard(|| {
+        if let Err(err) = target.thaw() {
+            tracing::debug!(%err, "pause guard: thaw");
+        }
+    });
     Ok(exit::OK)
 }
 
@@ -131,6 +142,7 @@ pub fn execute(args: PauseArgs) -> Result<u8, Error> {
         matched: freezes,
         injected: freezes,
         altered_bytes: None,
+        stopped: None,
     };
     let outcome = holder.block_on(async |interrupts| {
         hang(

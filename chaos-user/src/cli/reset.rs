@@ -109,6 +109,7 @@ pub fn execute(args: ResetArgs) -> Result<u8, Error> {
         matched: sweeper.matched.len() as u64,
         injected: sweeper.destroyed.len() as u64,
         altered_bytes: None,
+        stopped: None,
     };
     let ended_by = holder.block_on(async |interrupts| {
         let deadline = started + args.held.duration;

@@ -8,6 +8,7 @@ use std::{fmt, net::IpAddr, time::Duration};
 use chaos_common::fault::{CallFault, PROBABILITY_ONE};
 use thiserror::Error;
 
+pub mod delay;
 pub mod disk;
 pub mod errno;
 pub mod net;
@@ -185,6 +186,18 @@ pub enum ParseError {
     UnknownProto(String),
     #[error("--sport and --dport need --proto tcp or udp (or no --proto): ICMP has no ports")]
     PortWithoutPorts,
+    #[error("invalid delay '{0}': expected a duration from 1ms to 1h, such as 50ms or 1s")]
+    InvalidSyscallDelay(String),
+    #[error("invalid jitter '{0}': expected a duration of at most 1h, such as 10ms")]
+    InvalidJitter(String),
+    #[error(
+        "--jitter {jitter} is larger than --delay {delay}: expected a jitter of at most the delay (each call waits the delay ± the jitter)"
+    )]
+    JitterOverDelay { jitter: String, delay: String },
+    #[error(
+        "--detach: a syscall delay needs chaos running, to resume each process it stops; run it without --detach (`chaos run` can schedule it from a file)"
+    )]
+    DelayNotDetachable,
     #[error("--path {path}: {reason}: expected an existing file or directory")]
     InvalidPath { path: String, reason: String },
 }

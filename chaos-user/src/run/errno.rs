@@ -62,6 +62,8 @@ pub enum ExtraHook<'a> {
     /// `chaos corrupt-io --op read`: these programs (fexit, or syscall tracepoints) flip bits as
     /// the filter says.
     CorruptRead(CorruptFilter, &'static [Hook]),
+    /// `chaos delay`: the exit tracepoints of these syscalls stop the target.
+    Delay(&'a [String]),
 }
 
 /// The errno object loaded for a run: every program verified, the targets in the maps, nothing
@@ -73,6 +75,7 @@ pub struct CallsLoaded<'t> {
     hooks: Vec<Hook>,
     syscall: Option<String>,
     function: Option<String>,
+    exits: Vec<String>,
 }
 
 impl<'t> CallsLoaded<'t> {
@@ -163,7 +166,15 @@ impl<'t> CallsLoaded<'t> {
                 hooks.extend(read_hooks);
                 (None, None)
             }
+            Some(ExtraHook::Delay(_)) => {
+                hooks.push(hook::DELAY);
+                (None, None)
+            }
             None => (None, None),
+        };
+        let exits = match extra {
+            Some(ExtraHook::Delay(syscalls)) => syscalls.to_vec(),
+            _ => Vec::new(),
         };
         for &hook in plan.iter().flat_map(|(_, rung)| rung.hooks) {
             // Read and write share one program.
@@ -211,7 +222,13 @@ impl<'t> CallsLoaded<'t> {
             hooks,
             syscall,
             function,
+            exits,
         })
+    }
+
+    /// Takes map `name` out of the object (see [`Loaded::take_map`]).
+    pub fn take_map(&mut self, name: &'static str) -> Result<aya::maps::Map, AttachError> {
+        self.loaded.take_map(name)
     }
 
     /// Writes the fault with `deadline` and attaches every hook; with `pin`, every link and the
@@ -233,10 +250,12 @@ impl<'t> CallsLoaded<'t> {
             .map(|path| File::open(&path).map_err(|source| CallsError::Cgroup { path, source }))
             .collect::<Result<Vec<File>, _>>()?;
         let (syscall, function) = (self.syscall.take(), self.function.take());
+        let exits = std::mem::take(&mut self.exits);
         let sites = Sites {
             cgroups: &cgroups,
             syscall: syscall.as_deref(),
             function: function.as_deref(),
+            exits: &exits,
             ..Sites::default()
         };
         for hook in std::mem::take(&mut self.hooks) {

@@ -8,11 +8,14 @@ use std::{io, os::fd::OwnedFd, path::PathBuf, time::Duration};
 use chaos_common::{
     fault::{CallFault, CorruptFilter, StatfsFilter},
     net::{DIRECTION_EGRESS, DIRECTION_INGRESS},
-    ops::{Mechanism, OP_CORRUPT_BYTES, OP_CORRUPT_READ, OP_SIGNAL, OP_STATFS, OP_SYSCALL},
+    ops::{
+        Mechanism, OP_CORRUPT_BYTES, OP_CORRUPT_READ, OP_DELAY, OP_SIGNAL, OP_STATFS, OP_SYSCALL,
+    },
 };
 use thiserror::Error;
 use tracing::debug;
 
+pub mod delay;
 pub mod errno;
 pub mod hold;
 pub mod net;
@@ -20,6 +23,7 @@ pub mod net;
 pub use hold::{Holder, defer_interrupts};
 
 use self::{
+    delay::{DelaySetting, Resumer},
     errno::{CallsAttachment, CallsError, CallsLoaded, ExtraHook},
     net::{NetAttachment, NetLoaded},
 };
@@ -29,12 +33,13 @@ use crate::{
     detached::{self, DetachedError, DetachedRun},
     fault::{
         ErrnoFault, ParseError, SignalFault,
+        delay::DelayFault,
         disk::DiskFault,
         net::{Direction, PacketFault},
         ops,
     },
     plan::Plan,
-    report::{self, EndedBy, FaultKind, FaultReport, Report, StatusLine, TargetReport},
+    report::{self, EndedBy, FaultKind, FaultReport, Report, StatusLine, Stopped, TargetReport},
     target::{Targets, net::NetTarget},
 };
 
@@ -96,6 +101,8 @@ pub struct CallsFault<'a> {
     dry_run: bool,
     /// The filters as given, for the warning when nothing matched.
     filters: Vec<String>,
+    /// `chaos delay`: how long the stopped targets wait to be resumed.
+    delay: Option<DelaySetting>,
 }
 
 impl<'a> CallsFault<'a> {
@@ -157,6 +164,7 @@ impl<'a> CallsFault<'a> {
             rows,
             dry_run: fault.dry_run,
             filters: fault.describe_filters(),
+            delay: None,
         }
     }
 
@@ -182,6 +190,7 @@ impl<'a> CallsFault<'a> {
             rows,
             dry_run: fault.dry_run,
             filters: fault.describe_filters(),
+            delay: None,
         }
     }
 
@@ -243,6 +252,7 @@ impl<'a> CallsFault<'a> {
             }],
             dry_run: fault.dry_run,
             filters: fault.describe_filters(),
+            delay: None,
         }
     }
 
@@ -266,10 +276,47 @@ impl<'a> CallsFault<'a> {
             }],
             dry_run: fault.dry_run,
             filters: Vec::new(),
+            delay: None,
         }
     }
 
-    fn report_rows(&self, attachment: &CallsAttachment) -> Vec<FaultReport> {
+    /// `chaos delay`: the exit tracepoints of `syscalls` (those of the fault this kernel has).
+    pub fn delay(fault: &'a DelayFault, syscalls: &'a [String]) -> Self {
+        CallsFault {
+            kernel: fault.kernel(),
+            plan: Vec::new(),
+            extra: Some(ExtraHook::Delay(syscalls)),
+            rows: vec![CallsRow {
+                code: OP_DELAY,
+                fault: FaultKind::Delay {
+                    op: fault.delayed.name(),
+                    delay: fault.setting(),
+                },
+                mechanism: "tracepoint".to_owned(),
+                covers: format!(
+                    "returns from {} (syscalls:sys_exit_*): the process is stopped (SIGSTOP) and resumed (SIGCONT) when the delay is up",
+                    syscalls
+                        .iter()
+                        .map(|s| format!("{s}()"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            }],
+            dry_run: fault.dry_run,
+            filters: Vec::new(),
+            delay: Some(DelaySetting {
+                delay: fault.delay,
+                jitter: fault.jitter,
+            }),
+        }
+    }
+
+    /// The report's rows; `stopped` is the delay's stops, known at the end.
+    fn report_rows(
+        &self,
+        attachment: &CallsAttachment,
+        stopped: Option<Stopped>,
+    ) -> Vec<FaultReport> {
         self.rows
             .iter()
             .map(|row| {
@@ -283,6 +330,7 @@ impl<'a> CallsFault<'a> {
                     injected: counters.injected,
                     altered_bytes: (row.code == OP_CORRUPT_READ)
                         .then(|| attachment.counters(OP_CORRUPT_BYTES).injected),
+                    stopped: stopped.filter(|_| row.code == OP_DELAY),
                 }
             })
             .collect()
@@ -318,7 +366,11 @@ pub fn calls_run_between(
     after: impl FnOnce() -> Result<(), RunError>,
 ) -> Result<Report, RunError> {
     let holder = Holder::new().map_err(RunError::Interrupts)?;
-    let loaded = CallsLoaded::load(targets, fault.kernel, &fault.plan, fault.extra)?;
+    let mut loaded = CallsLoaded::load(targets, fault.kernel, &fault.plan, fault.extra)?;
+    let resumer = match fault.delay {
+        Some(setting) => Some(Resumer::start(&mut loaded, setting)?),
+        None => None,
+    };
     let deadline = Deadline::after(lifetime);
     before()?;
     let mut attachment = loaded.start(deadline, None)?;
@@ -333,11 +385,12 @@ pub fn calls_run_between(
         pidfds,
         gone: &|| targets.container_stopped(),
     };
-    let (ended_by, elapsed) = hold(holder, ends, || fault.report_rows(&attachment))?;
+    let (ended_by, elapsed) = hold(holder, ends, || fault.report_rows(&attachment, None))?;
     attachment.detach();
+    let stopped = resumer.map(Resumer::finish);
     debug!(?ended_by, "detached");
     Ok(Report::new(
-        fault.report_rows(&attachment),
+        fault.report_rows(&attachment, stopped),
         ended_by,
         report::target_reports(targets, |index| {
             let counters = attachment.target_counters(index);
@@ -409,6 +462,7 @@ impl NetFaultRun<'_> {
                     matched: counters.matched,
                     injected: counters.injected,
                     altered_bytes: None,
+                    stopped: None,
                 }
             })
             .collect()

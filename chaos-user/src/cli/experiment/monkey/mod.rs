@@ -450,7 +450,7 @@ pub struct Day {
 impl Day {
     pub fn new(file: MonkeyFile, args: &MonkeyArgs) -> Self {
         let given = args.seed.or(file.seed);
-        let seed = given.unwrap_or_else(random_seed);
+        let seed = given.unwrap_or_else(crate::rng::random_seed);
         let start = args.start.unwrap_or_else(now);
         let end = start + args.duration.as_millis() as u64;
         let candidates = pool::candidates(&file.pool);
@@ -545,17 +545,6 @@ fn now() -> MonkeyTime {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or_default()
-}
-
-fn random_seed() -> u64 {
-    let mut bytes = [0u8; 8];
-    // SAFETY: getrandom writes at most bytes.len() bytes into the buffer.
-    let filled = unsafe { libc::getrandom(bytes.as_mut_ptr().cast(), bytes.len(), 0) };
-    if filled == bytes.len() as isize {
-        u64::from_le_bytes(bytes)
-    } else {
-        now() ^ u64::from(std::process::id()) << 32
-    }
 }
 
 pub fn execute(args: MonkeyArgs) -> Result<u8, Error> {
