@@ -68,7 +68,7 @@ const TCX_OR_CLSACT: &[Way] = &[
     },
 ];
 
-const FAMILIES: [Family; 18] = [
+const FAMILIES: [Family; 19] = [
     Family {
         name: "`fail` connect/bind/send/socket (cgroup hooks)",
         ways: &[Way {
@@ -128,6 +128,14 @@ const FAMILIES: [Family; 18] = [
             needs: &[features::TRACEPOINT_SIGNAL],
         }],
         tests: "signal",
+    },
+    Family {
+        name: "`delay` (syscall exit tracepoints, SIGSTOP and SIGCONT)",
+        ways: &[Way {
+            label: "",
+            needs: &[features::TRACEPOINT_SIGNAL],
+        }],
+        tests: "delay",
     },
     Family {
         name: "`net drop`, `net duplicate` (tcx, else clsact)",

@@ -199,6 +199,7 @@ impl Kernel {
                 only: Some(&[
                     "cli",
                     "corrupt_io",
+                    "delay",
                     "disk_full",
                     "errno_connect",
                     "errno_ops",

@@ -80,9 +80,11 @@ impl Relocated {
 /// The fd of a loaded map of the kinds the objects use.
 fn map_fd(map: &Map) -> Option<i32> {
     let data = match map {
-        Map::Array(data) | Map::HashMap(data) | Map::PerCpuArray(data) | Map::CgroupArray(data) => {
-            data
-        }
+        Map::Array(data)
+        | Map::HashMap(data)
+        | Map::PerCpuArray(data)
+        | Map::CgroupArray(data)
+        | Map::RingBuf(data) => data,
         _ => return None,
     };
     Some(data.fd().as_fd().as_raw_fd())

@@ -1,0 +1,326 @@
+//! `chaos delay`: a target's returns from chosen syscalls come later (the syscalls' exit
+//! tracepoints stop the process, chaos resumes it), a bystander's do not, and nothing stays
+//! stopped when the run ends, however it ends. On a kernel without syscall tracepoints chaos
+//! must refuse and name CONFIG_FTRACE_SYSCALLS.
+
+use std::time::{Duration, Instant};
+
+use chaos_common::features;
+use chaos_tests::*;
+use serde_json::Value;
+
+const VICTIM: &str = env!("CARGO_BIN_EXE_victim");
+
+/// Whether this kernel can stop a process from a syscall tracepoint; if not, asserts that chaos
+/// refuses `args` as the probe predicts, with nothing attached.
+fn supported_or_refused(args: &[&str]) -> bool {
+    let (supported, detail) = Probe::run().feature(features::TRACEPOINT_SIGNAL);
+    if supported {
+        return true;
+    }
+    assert!(
+        !expected(features::TRACEPOINT_SIGNAL),
+        "chaos delay must work on this kernel: {detail}"
+    );
+    let output = chaos(args);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("CONFIG_FTRACE_SYSCALLS"),
+        "the refusal must name the kernel option: {stderr}"
+    );
+    eprintln!("NOT INJECTED on this kernel, as the probe predicts (asserted): {detail}");
+    assert_no_chaos_programs();
+    false
+}
+
+/// The gaps between a victim's consecutive returns, in ns, of the calls that returned between
+/// `from` and `to`.
+fn gaps(victim: &Victim, from: u64, to: u64) -> Vec<u64> {
+    let times: Vec<u64> = victim
+        .calls()
+        .iter()
+        .map(|call| call.at_ns)
+        .filter(|&at| at > from && at <= to)
+        .collect();
+    times.windows(2).map(|pair| pair[1] - pair[0]).collect()
+}
+
+/// The state letter of process `pid` (R, S, T…), `None` once it is gone.
+fn state(pid: u32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(") ")?.1.chars().next()
+}
+
+/// Waits (up to `limit`) until process `pid`'s state is (`stopped`) or is not T.
+fn wait_for_stopped(pid: u32, stopped: bool, limit: Duration) -> bool {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if (state(pid) == Some('T')) == stopped {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    false
+}
+
+fn stopped_of(fault: &Value) -> (u64, u64, u64) {
+    let stopped = &fault["stopped"];
+    (
+        stopped["count"].as_u64().expect("stopped.count"),
+        stopped["p50_us"].as_u64().expect("stopped.p50_us"),
+        stopped["cut_short"].as_u64().expect("stopped.cut_short"),
+    )
+}
+
+#[test]
+fn a_targets_returns_come_later_and_a_bystanders_do_not() {
+    let cgroup = TestCgroup::new("delay");
+    let target = Victim::start(VICTIM, "statfs", "/tmp", &cgroup);
+    let bystander = Victim::start(VICTIM, "statfs", "/tmp", &cgroup);
+    let pid = target.pid().to_string();
+    let delay_ms = 400;
+    let args = [
+        "delay",
+        "--pid",
+        &pid,
+        "--syscall",
+        "statfs",
+        "--delay",
+        "400ms",
+        "--for",
+        "4s",
+        "--json",
+    ];
+    if !supported_or_refused(&args) {
+        return;
+    }
+    let started = monotonic_ns();
+    let output = chaos(&args);
+    let ended = monotonic_ns();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    let report = json_report(&output);
+    let fault = &report["faults"][0];
+    assert_eq!(fault["kind"], "delay", "{report}");
+    assert_eq!(fault["op"], "statfs");
+    assert_eq!(fault["delay"], "400ms");
+    assert_eq!(fault["mechanism"], "tracepoint");
+    let injected = fault["injected"].as_u64().unwrap();
+    let (count, p50_us, _) = stopped_of(fault);
+    assert!(count >= 3, "a few stops ran their delay in 4 s: {fault}");
+    assert!(injected >= count, "{fault}");
+    assert!(
+        p50_us >= delay_ms * 1000,
+        "a stop lasts at least the delay: {fault}"
+    );
+
+    // The victim sees it: one gap of at least the delay between returns per stop chaos timed.
+    let long = |victim: &Victim| {
+        gaps(victim, started, ended)
+            .into_iter()
+            .filter(|&gap| gap >= delay_ms * 1_000_000)
+            .count() as u64
+    };
+    assert!(
+        long(&target) >= count,
+        "the target's returns were {count} times {delay_ms} ms late, as chaos timed: {:?}",
+        gaps(&target, started, ended)
+    );
+    assert_eq!(
+        long(&bystander),
+        0,
+        "the bystander was delayed: {:?}",
+        gaps(&bystander, started, ended)
+    );
+    assert_bystander_untouched(&bystander);
+
+    // Nothing stays stopped, and the target's calls are prompt again.
+    assert_ne!(state(target.pid()), Some('T'), "the target is left stopped");
+    target.wait_for_call_after(ended);
+    assert_no_chaos_programs();
+}
+
+#[test]
+fn a_cgroup_target_is_delayed_count_times_and_a_dry_run_stops_nothing() {
+    let cgroup = TestCgroup::new("delay-cgroup");
+    let other = TestCgroup::new("delay-other");
+    let target = Victim::start(VICTIM, "statfs", "/tmp", &cgroup);
+    let bystander = Victim::start(VICTIM, "statfs", "/tmp", &other);
+    let path = cgroup.path.to_str().unwrap().to_owned();
+    let args = [
+        "delay",
+        "--cgroup",
+        &path,
+        "--op",
+        "stat",
+        "--syscall",
+        "statfs",
+        "--delay",
+        "100ms",
+        "--count",
+        "2",
+        "--for",
+        "3s",
+        "--json",
+    ];
+    // --op and --syscall together are refused; the real run names the syscall alone.
+    let both = chaos(&args);
+    assert_eq!(
+        both.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&both.stderr)
+    );
+    let args: Vec<&str> = args
+        .iter()
+        .copied()
+        .filter(|&a| a != "--op" && a != "stat")
+        .collect();
+    if !supported_or_refused(&args) {
+        return;
+    }
+    let mut dry = args.clone();
+    dry.retain(|&a| a != "--count" && a != "2");
+    dry.push("--dry-run");
+    let started = monotonic_ns();
+    let output = chaos(&dry);
+    let ended = monotonic_ns();
+    assert!(output.status.success());
+    let fault = &json_report(&output)["faults"][0];
+    assert!(fault["matched"].as_u64().unwrap() > 5, "{fault}");
+    assert_eq!(fault["injected"], 0, "{fault}");
+    let late = gaps(&target, started, ended)
+        .into_iter()
+        .filter(|&gap| gap >= 100_000_000)
+        .count();
+    assert_eq!(late, 0, "a dry run delayed the target");
+    assert_bystander_untouched(&bystander);
+    assert_eq!(
+        gaps(&bystander, started, ended)
+            .into_iter()
+            .filter(|&gap| gap >= 100_000_000)
+            .count(),
+        0,
+        "the bystander in another cgroup was delayed"
+    );
+
+    if !counting_supported_or_refused(&args) {
+        return;
+    }
+    let output = chaos(&args);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let fault = &json_report(&output)["faults"][0];
+    assert_eq!(fault["injected"], 2, "--count 2: {fault}");
+    assert!(fault["matched"].as_u64().unwrap() > 2, "{fault}");
+    assert_eq!(stopped_of(fault).0, 2, "{fault}");
+
+    assert_no_chaos_programs();
+}
+
+#[test]
+fn a_killed_chaos_leaves_nothing_stopped() {
+    let cgroup = TestCgroup::new("delay-kill");
+    let target = Victim::start(VICTIM, "statfs", "/tmp", &cgroup);
+    let pid = target.pid().to_string();
+    let args = [
+        "delay",
+        "--pid",
+        &pid,
+        "--syscall",
+        "statfs",
+        "--delay",
+        "1h",
+        "--for",
+        "10m",
+    ];
+    if !supported_or_refused(&args) {
+        return;
+    }
+    // Ended by SIGTERM, then by SIGKILL: the target must run again long before its hour.
+    for signal in [libc::SIGTERM, libc::SIGKILL] {
+        let chaos = spawn_chaos(&args);
+        assert!(
+            wait_for_stopped(target.pid(), true, Duration::from_secs(60)),
+            "the target was never stopped"
+        );
+        // SAFETY: kill(2) to our own child.
+        unsafe { libc::kill(chaos.id() as i32, signal) };
+        let output = chaos.wait_with_output().expect("chaos");
+        if signal == libc::SIGTERM {
+            assert!(output.status.success(), "{output:?}");
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            assert!(stderr.contains("1 cut short by the end"), "{stderr}");
+        }
+        assert!(
+            wait_for_stopped(target.pid(), false, Duration::from_secs(30)),
+            "the target is still stopped after chaos got signal {signal}"
+        );
+        let resumed = monotonic_ns();
+        target.wait_for_call_after(resumed);
+    }
+    // The guards are gone too, once they have resumed.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while guards() > 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(guards(), 0, "a delay guard outlived its run");
+    assert_no_chaos_programs();
+}
+
+/// Running `chaos pause-guard --delayed-fd` processes.
+fn guards() -> usize {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|entry| std::fs::read(entry.ok()?.path().join("cmdline")).ok())
+        .filter(|cmdline| String::from_utf8_lossy(cmdline).contains("pause-guard\0--delayed-fd"))
+        .count()
+}
+
+#[test]
+fn bad_input_exits_2_and_attaches_nothing() {
+    let sleeper = std::process::Command::new("sleep")
+        .arg("30")
+        .spawn()
+        .expect("sleep");
+    let pid = sleeper.id().to_string();
+    let base = ["delay", "--pid", &pid];
+    for (extra, named) in [
+        (vec!["--syscall", "statfs", "--delay", "0s"], "0s"),
+        (vec!["--syscall", "statfs", "--delay", "2h"], "2h"),
+        (
+            vec!["--syscall", "statfs", "--delay", "10ms", "--jitter", "20ms"],
+            "20ms",
+        ),
+        (
+            vec!["--syscall", "statfs", "--delay", "10ms", "--detach"],
+            "--detach",
+        ),
+        (vec!["--syscall", "../x", "--delay", "10ms"], "../x"),
+        (vec!["--op", "frobnicate", "--delay", "10ms"], "frobnicate"),
+        (vec!["--delay", "10ms"], "--syscall"),
+    ] {
+        let args: Vec<&str> = base.iter().copied().chain(extra).collect();
+        assert_refused(&args, &[named]);
+    }
+    if Probe::run().feature(features::TRACEPOINT_SIGNAL).0 {
+        assert_refused(
+            &[
+                "delay",
+                "--pid",
+                &pid,
+                "--syscall",
+                "nosuchcall",
+                "--delay",
+                "10ms",
+            ],
+            &["nosuchcall", "sys_enter_"],
+        );
+    }
+    drop(sleeper);
+    assert_no_chaos_programs();
+}
