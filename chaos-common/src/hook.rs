@@ -193,10 +193,11 @@ pub const CORRUPT_READ: [Hook; 4] = [
 ];
 
 /// The hooks of the errno object besides the operations' ([`crate::ops::OPS`]).
-pub const ERRNO_EXTRA: [Hook; 16] = [
+pub const ERRNO_EXTRA: [Hook; 17] = [
     FORK,
     EXIT,
     SIGNAL,
+    DELAY,
     SYSCALL_OVERRIDE,
     KERNEL_FN_OVERRIDE,
     BIO_ERROR,

@@ -304,6 +304,8 @@ pub fn bench() -> anyhow::Result<()> {
         );
     }
     crate::run_command(Command::new(&bench).args(["net", "7"]))?;
+    // Delay precision needs a real clock: on the host, whose syscall tracepoints serve it.
+    crate::run_command(Command::new(&bench).args(["delay", "300"]))?;
     let kernel = vm::Kernel::named(vm::DEFAULT_KERNEL)?;
     let env = [format!("CHAOS_BIN={}", release.join("chaos").display())];
     // The loop's file on a tmpfs: the guest's root is an overlay, which runs the file_open hook

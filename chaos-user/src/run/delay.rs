@@ -181,12 +181,14 @@ fn read_event(item: &[u8]) -> Option<DelayEvent> {
         .then(|| unsafe { item.as_ptr().cast::<DelayEvent>().read_unaligned() })
 }
 
-/// Resumes process `tgid`, then lets the kernel stop it again (in this order, so that no
-/// stop is made between the two that this SIGCONT would cancel unseen).
+/// Lets the kernel stop process `tgid` again, then resumes it: in this order, so that its
+/// first call once resumed can be delayed (the other way round, a loop of fast calls makes
+/// several before the entry is gone). The process is stopped in between, so none of its calls
+/// can come between the two.
 fn resume(delayed: &mut Delayed, tgid: u32) {
+    let _ = delayed.remove(&tgid);
     // SAFETY: kill(2) has no memory effects.
     unsafe { libc::kill(tgid as i32, libc::SIGCONT) };
-    let _ = delayed.remove(&tgid);
 }
 
 /// Resumes every process the map holds.

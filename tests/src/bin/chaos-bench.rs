@@ -21,6 +21,15 @@
 //! another process, whose statfs tracepoints alone put every syscall of the machine on the
 //! kernel's slow path. Needs syscall tracepoints and bpf_probe_write_user (a Debian guest).
 //!
+//!   chaos-bench delay [CALLS]
+//!
+//! `chaos delay` on a statfs() loop: the cost to a process that is not a target of the exit
+//! tracepoint (1, 2; 5: `strace -e trace=statfs`, what ptrace costs it), then the delay each of
+//! CALLS calls gets, each call timed on its own: without injector, and with 1 ms and 10 ms asked
+//! of chaos and of `strace -e inject=statfs:delay_exit=N`, the p50 and p99 of the time added to
+//! a call and of its error against the asked delay. Needs syscall tracepoints and
+//! bpf_send_signal: run on the host, whose clock is real.
+//!
 //!   chaos-bench deadline [TRIALS]
 //!
 //! Deadline precision: how close to `--for` a fault's failures stop.
@@ -60,6 +69,9 @@ fn main() {
         Some("start") => return start(args.get(2).and_then(|n| n.parse().ok()).unwrap_or(7)),
         Some("net") => return net_bench(args.get(2).and_then(|n| n.parse().ok()).unwrap_or(3)),
         Some("disk") => return disk_bench(args.get(2).and_then(|n| n.parse().ok()).unwrap_or(5)),
+        Some("delay") => {
+            return delay_bench(args.get(2).and_then(|n| n.parse().ok()).unwrap_or(300));
+        }
         _ => {}
     }
     let op = args.get(1).cloned().unwrap_or_else(|| "connect".into());
@@ -221,6 +233,89 @@ fn read_bench(iterations: u32, rounds: u32, passes: u32) {
         "  (5)/(4) strace's floor vs chaos corrupting {:>7.1}",
         strace / corrupted
     );
+}
+
+/// `chaos delay` on a statfs() loop: see the module's documentation.
+fn delay_bench(calls: u32) {
+    let bystander = Command::new("sleep").arg("600").spawn().expect("sleep");
+    let other = bystander.id().to_string();
+    let chaos = |args: &[&str]| Injector::Chaos(args.iter().map(|a| a.to_string()).collect());
+    let cases = vec![
+        ("1 no programs".to_owned(), Injector::None),
+        (
+            "2 delay program, not a target".into(),
+            chaos(&[
+                "delay",
+                "--pid",
+                &other,
+                "--syscall",
+                "statfs",
+                "--delay",
+                "1ms",
+            ]),
+        ),
+        (
+            "5 strace -e trace=statfs, no change".into(),
+            Injector::Strace("trace=statfs".into()),
+        ),
+    ];
+    let figure = measure_cases("delay", "statfs", |_| cases, 20000, 5, 3);
+    drop(kill(bystander));
+    let (none, untargeted, strace) = (
+        figure("1 ").unwrap(),
+        figure("2 ").unwrap(),
+        figure("5 ").unwrap(),
+    );
+    print_untargeted_overhead(untargeted / none);
+    println!(
+        "  (5)/(1) ptrace's cost to a traced process {:>7.1}",
+        strace / none
+    );
+
+    // Each call timed on its own: a round of one call.
+    let mut looper = Looper::start("statfs", 1, calls);
+    let mut baseline = looper.measure(&Injector::None);
+    let base = median(&mut baseline);
+    println!(
+        "delay precision: {calls} statfs() calls timed one by one; time added to a call (its duration less the median undelayed call, {base:.0} ns) and its error against the asked delay, in µs"
+    );
+    for asked_ms in [1u32, 10] {
+        let asked = format!("{asked_ms}ms");
+        let injectors = [
+            (
+                "chaos delay",
+                chaos(&["delay", "--syscall", "statfs", "--delay", &asked]),
+            ),
+            (
+                "strace delay_exit",
+                Injector::Strace(format!("inject=statfs:delay_exit={}", asked_ms * 1000)),
+            ),
+        ];
+        for (name, injector) in injectors {
+            let mut added: Vec<f64> = looper
+                .measure(&injector)
+                .into_iter()
+                .map(|ns| (ns - base) / 1000.0)
+                .collect();
+            let mut error: Vec<f64> = added
+                .iter()
+                .map(|us| us - f64::from(asked_ms) * 1000.0)
+                .collect();
+            let (p50, p99) = percentiles(&mut added);
+            let (e50, e99) = percentiles(&mut error);
+            println!(
+                "  {name:<18} {asked:>5}: added p50 {p50:>9.1}  p99 {p99:>9.1}   error p50 {e50:>8.1}  p99 {e99:>8.1}"
+            );
+        }
+    }
+    looper.finish();
+}
+
+/// The median and the 99th percentile.
+fn percentiles(samples: &mut [f64]) -> (f64, f64) {
+    samples.sort_by(f64::total_cmp);
+    let at = |q: f64| samples[((samples.len() as f64 * q) as usize).min(samples.len() - 1)];
+    (at(0.5), at(0.99))
 }
 
 /// Runs every case (built from the loop's file) against one loop process of `op`, in interleaved
@@ -901,6 +996,8 @@ fn measure_loop(op: &str, iterations: u32, rounds: u32) {
     std::fs::write(&file, b"x").unwrap();
     let reader = std::fs::File::open(&file).unwrap();
     let mut byte = [0u8; 1];
+    // SAFETY: statfs is plain data; all zeroes is a valid value.
+    let mut fs: libc::statfs = unsafe { std::mem::zeroed() };
     // Nobody listens here: a connect is refused by the kernel at once, a full round trip.
     let closed: SocketAddr = {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -940,6 +1037,10 @@ fn measure_loop(op: &str, iterations: u32, rounds: u32) {
                         // SAFETY: pread(2) into a buffer we own, on a file we own.
                         "pread" => unsafe {
                             libc::pread(reader.as_raw_fd(), byte.as_mut_ptr().cast(), 1, 0);
+                        },
+                        // SAFETY: statfs(2) of a C string into a struct we own.
+                        "statfs" => unsafe {
+                            libc::statfs(c"/".as_ptr(), &raw mut fs);
                         },
                         _ => drop(std::fs::File::open(&file)),
                     }
