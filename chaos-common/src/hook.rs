@@ -69,6 +69,14 @@ pub enum Hook {
         program: &'static str,
         function: &'static str,
     },
+    /// An fexit program (section `fexit/FUNCTION`) loaded once more per syscall the fault names,
+    /// on that syscall's entry function (`__x64_sys_fsync`), by chaos's own bpf(2) calls (aya
+    /// loads a program once): only those syscalls pay. `function` is where `chaos probe` and
+    /// the load check try it.
+    SyscallFexit {
+        program: &'static str,
+        function: &'static str,
+    },
     /// An LSM program attached per cgroup (section `lsm_cgroup/HOOK`).
     LsmCgroup {
         program: &'static str,
@@ -92,6 +100,7 @@ impl Hook {
             | Hook::Tc { program, .. }
             | Hook::Xdp { program }
             | Hook::Fexit { program, .. }
+            | Hook::SyscallFexit { program, .. }
             | Hook::LsmCgroup { program, .. } => program,
         }
     }
@@ -111,7 +120,9 @@ impl Hook {
             Hook::SyscallOverride { .. } | Hook::FunctionOverride { .. } => ("kprobe", ""),
             Hook::Tc { .. } => ("classifier", ""),
             Hook::Xdp { .. } => ("xdp", ""),
-            Hook::Fexit { function, .. } => ("fexit/", function),
+            Hook::Fexit { function, .. } | Hook::SyscallFexit { function, .. } => {
+                ("fexit/", function)
+            }
             Hook::LsmCgroup { hook, .. } => ("lsm_cgroup/", hook),
         }
     }
@@ -136,6 +147,12 @@ pub const SIGNAL: Hook = Hook::SyscallEntry {
 /// `chaos delay`: a target leaving one of the syscalls is stopped, for chaos to resume it.
 pub const DELAY: Hook = Hook::SyscallExit {
     program: "tracepoint_syscall_delay",
+};
+/// `chaos delay` where trampolines load: the same, from fexit programs on the syscalls'
+/// functions.
+pub const DELAY_FEXIT: Hook = Hook::SyscallFexit {
+    program: "fexit_syscall_delay",
+    function: "__x64_sys_fsync",
 };
 /// `chaos fail --syscall`: a target's call of the syscall returns the errno without running.
 pub const SYSCALL_OVERRIDE: Hook = Hook::SyscallOverride {
@@ -193,11 +210,12 @@ pub const CORRUPT_READ: [Hook; 4] = [
 ];
 
 /// The hooks of the errno object besides the operations' ([`crate::ops::OPS`]).
-pub const ERRNO_EXTRA: [Hook; 17] = [
+pub const ERRNO_EXTRA: [Hook; 18] = [
     FORK,
     EXIT,
     SIGNAL,
     DELAY,
+    DELAY_FEXIT,
     SYSCALL_OVERRIDE,
     KERNEL_FN_OVERRIDE,
     BIO_ERROR,

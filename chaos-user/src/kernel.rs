@@ -1036,12 +1036,25 @@ fn syscall_record_offsets<const N: usize>(
     Ok(first)
 }
 
-/// Why corrupt-io's fexit programs cannot run here (trampolines refused, no such function, or
-/// bpf_probe_write_user refused), or `None` when they load.
-pub fn corrupt_fexit_refused() -> Option<String> {
-    hook::CORRUPT_READ_FEXIT
-        .into_iter()
-        .find_map(|hook| try_load(errno_object(), hook).err())
+/// Whether the kernel's BTF has the function `name`.
+pub fn has_function(name: &str) -> bool {
+    crate::btf::aya_kernel().is_ok_and(|btf| {
+        btf.id_by_type_name_kind(name, aya_obj::btf::BtfKind::Func)
+            .is_ok()
+    })
+}
+
+/// Why the fexit programs `hooks` (corrupt-io's, delay's) cannot run here (trampolines refused,
+/// no such function, a helper refused), or `None` when they load.
+pub fn fexit_refused(hooks: &[Hook]) -> Option<String> {
+    let err = hooks
+        .iter()
+        .find_map(|&hook| try_load(errno_object(), hook).err())?;
+    Some(if is_eperm_without_log(&err) {
+        trampoline_refused().explain()
+    } else {
+        err
+    })
 }
 
 /// What the read programs of `chaos corrupt-io` need: for the tracepoints, the syscall records'

@@ -24,6 +24,10 @@ pub enum PlanError {
     },
     #[error("no tracepoint syscalls:{event}: {reason}")]
     SyscallTracepoint { event: String, reason: String },
+    #[error(
+        "unknown syscall '{syscall}': the kernel's BTF has no function {function}; expected a syscall name such as fsync, write, openat"
+    )]
+    SyscallFunction { syscall: String, function: String },
     #[error("--syscall {syscall} cannot be failed on this kernel: {reason}")]
     SyscallOverride { syscall: String, reason: String },
     #[error("--kernel-fn {function} cannot be failed on this kernel: {reason}")]
@@ -42,6 +46,8 @@ pub enum PlanError {
     DiskFull { reason: String },
     #[error("reads cannot be corrupted on this kernel: {reason}")]
     CorruptIo { reason: String },
+    #[error("--backend fexit: syscalls cannot be delayed by fexit on this kernel: {reason}")]
+    Delay { reason: String },
     #[error("a {action} needs the fq qdisc, which this kernel lacks: {reason}")]
     NoFq {
         action: &'static str,
@@ -345,14 +351,21 @@ fn check_rewrite(syscalls: [&str; 2]) -> Result<(), String> {
     Ok(())
 }
 
-/// The syscalls of a delay this kernel has tracepoints for (each has `sys_enter_` and
-/// `sys_exit_` events): every one named, or an operation's that exist here (`creat` and `open`
-/// are not on every architecture), at least one.
-pub fn delay_syscalls(delayed: &Delayed) -> Result<Vec<String>, PlanError> {
+/// The syscalls of a delay this kernel has (with `fexit`, a function in its BTF; else
+/// tracepoints, each syscall having `sys_enter_` and `sys_exit_` events): every one named, or an
+/// operation's that exist here (`creat` and `open` are not on every architecture), at least one.
+pub fn delay_syscalls(delayed: &Delayed, fexit: bool) -> Result<Vec<String>, PlanError> {
+    let check = |syscall: &str| {
+        if fexit {
+            check_syscall_function(syscall)
+        } else {
+            check_syscall_tracepoint(syscall)
+        }
+    };
     let mut found = Vec::new();
     let mut missing = None;
     for syscall in delayed.syscalls() {
-        match check_syscall_tracepoint(&syscall) {
+        match check(&syscall) {
             Ok(()) => found.push(syscall),
             Err(err) if matches!(delayed, Delayed::Syscalls(_)) => return Err(err),
             Err(err) => missing = Some(err),
@@ -361,6 +374,19 @@ pub fn delay_syscalls(delayed: &Delayed) -> Result<Vec<String>, PlanError> {
     match missing {
         Some(err) if found.is_empty() => Err(err),
         _ => Ok(found),
+    }
+}
+
+/// Checks that the kernel's BTF has `syscall`'s entry function, which fexit programs go on.
+fn check_syscall_function(syscall: &str) -> Result<(), PlanError> {
+    let function = crate::attach::syscall_entry_function(syscall);
+    if kernel::has_function(&function) {
+        Ok(())
+    } else {
+        Err(PlanError::SyscallFunction {
+            syscall: syscall.to_owned(),
+            function,
+        })
     }
 }
 

@@ -1,7 +1,8 @@
-//! `chaos delay`: a target's returns from chosen syscalls come later (the syscalls' exit
-//! tracepoints stop the process, chaos resumes it), a bystander's do not, and nothing stays
-//! stopped when the run ends, however it ends. On a kernel without syscall tracepoints chaos
-//! must refuse and name CONFIG_FTRACE_SYSCALLS.
+//! `chaos delay`: a target's returns from chosen syscalls come later (fexit programs on the
+//! syscalls' functions, or their exit tracepoints, stop the process; chaos resumes it), a
+//! bystander's do not, and nothing stays stopped when the run ends, however it ends. Where
+//! trampolines load, the default is fexit and the tracepoints are tested with `--backend
+//! tracepoint` too; where neither can run chaos must refuse and name CONFIG_FTRACE_SYSCALLS.
 
 use std::time::{Duration, Instant};
 
@@ -11,15 +12,25 @@ use serde_json::Value;
 
 const VICTIM: &str = env!("CARGO_BIN_EXE_victim");
 
-/// Whether this kernel can stop a process from a syscall tracepoint; if not, asserts that chaos
-/// refuses `args` as the probe predicts, with nothing attached.
+/// The mechanism `--backend auto` takes here: fexit where trampolines load, else tracepoints.
+fn auto_mechanism() -> &'static str {
+    if Probe::run().feature(features::TRAMPOLINE).0 {
+        "fexit"
+    } else {
+        "tracepoint"
+    }
+}
+
+/// Whether this kernel can stop a process from fexit or a syscall tracepoint; if not, asserts
+/// that chaos refuses `args` as the probe predicts, with nothing attached.
 fn supported_or_refused(args: &[&str]) -> bool {
-    let (supported, detail) = Probe::run().feature(features::TRACEPOINT_SIGNAL);
-    if supported {
+    let probe = Probe::run();
+    let (tracepoints, detail) = probe.feature(features::TRACEPOINT_SIGNAL);
+    if tracepoints || probe.feature(features::TRAMPOLINE).0 {
         return true;
     }
     assert!(
-        !expected(features::TRACEPOINT_SIGNAL),
+        !expected(features::TRACEPOINT_SIGNAL) && !expected(features::TRAMPOLINE),
         "chaos delay must work on this kernel: {detail}"
     );
     let output = chaos(args);
@@ -74,7 +85,7 @@ fn stopped_of(fault: &Value) -> (u64, u64, u64) {
 }
 
 #[test]
-fn a_targets_returns_come_later_and_a_bystanders_do_not() {
+fn syscall_delay_makes_a_targets_returns_late_and_a_bystanders_not() {
     let cgroup = TestCgroup::new("delay");
     let target = Victim::start(VICTIM, "statfs", "/tmp", &cgroup);
     let bystander = Victim::start(VICTIM, "statfs", "/tmp", &cgroup);
@@ -105,7 +116,7 @@ fn a_targets_returns_come_later_and_a_bystanders_do_not() {
     assert_eq!(fault["kind"], "delay", "{report}");
     assert_eq!(fault["op"], "statfs");
     assert_eq!(fault["delay"], "400ms");
-    assert_eq!(fault["mechanism"], "tracepoint");
+    assert_eq!(fault["mechanism"], auto_mechanism(), "{fault}");
     let injected = fault["injected"].as_u64().unwrap();
     let (count, p50_us, _) = stopped_of(fault);
     assert!(count >= 3, "a few stops ran their delay in 4 s: {fault}");
@@ -142,7 +153,7 @@ fn a_targets_returns_come_later_and_a_bystanders_do_not() {
 }
 
 #[test]
-fn a_cgroup_target_is_delayed_count_times_and_a_dry_run_stops_nothing() {
+fn syscall_delay_of_a_cgroup_target_counts_and_a_dry_run_stops_nothing() {
     let cgroup = TestCgroup::new("delay-cgroup");
     let other = TestCgroup::new("delay-other");
     let target = Victim::start(VICTIM, "statfs", "/tmp", &cgroup);
@@ -172,7 +183,7 @@ fn a_cgroup_target_is_delayed_count_times_and_a_dry_run_stops_nothing() {
         "{}",
         String::from_utf8_lossy(&both.stderr)
     );
-    let args: Vec<&str> = args
+    let mut args: Vec<&str> = args
         .iter()
         .copied()
         .filter(|&a| a != "--op" && a != "stat")
@@ -180,6 +191,13 @@ fn a_cgroup_target_is_delayed_count_times_and_a_dry_run_stops_nothing() {
     if !supported_or_refused(&args) {
         return;
     }
+    // The tracepoints wherever they exist: test 1 takes fexit where trampolines load.
+    let mechanism = if Probe::run().feature(features::TRACEPOINT_SIGNAL).0 {
+        "tracepoint"
+    } else {
+        "fexit"
+    };
+    args.extend(["--backend", mechanism]);
     let mut dry = args.clone();
     dry.retain(|&a| a != "--count" && a != "2");
     dry.push("--dry-run");
@@ -188,6 +206,7 @@ fn a_cgroup_target_is_delayed_count_times_and_a_dry_run_stops_nothing() {
     let ended = monotonic_ns();
     assert!(output.status.success());
     let fault = &json_report(&output)["faults"][0];
+    assert_eq!(fault["mechanism"], mechanism, "{fault}");
     assert!(fault["matched"].as_u64().unwrap() > 5, "{fault}");
     assert_eq!(fault["injected"], 0, "{fault}");
     let late = gaps(&target, started, ended)
@@ -223,7 +242,7 @@ fn a_cgroup_target_is_delayed_count_times_and_a_dry_run_stops_nothing() {
 }
 
 #[test]
-fn a_killed_chaos_leaves_nothing_stopped() {
+fn syscall_delay_leaves_nothing_stopped_when_chaos_is_killed() {
     let cgroup = TestCgroup::new("delay-kill");
     let target = Victim::start(VICTIM, "statfs", "/tmp", &cgroup);
     let pid = target.pid().to_string();
@@ -282,7 +301,7 @@ fn guards() -> usize {
 }
 
 #[test]
-fn bad_input_exits_2_and_attaches_nothing() {
+fn syscall_delay_bad_input_exits_2_and_attaches_nothing() {
     let sleeper = std::process::Command::new("sleep")
         .arg("30")
         .spawn()
@@ -307,7 +326,23 @@ fn bad_input_exits_2_and_attaches_nothing() {
         let args: Vec<&str> = base.iter().copied().chain(extra).collect();
         assert_refused(&args, &[named]);
     }
-    if Probe::run().feature(features::TRACEPOINT_SIGNAL).0 {
+    let probe = Probe::run();
+    if !probe.feature(features::TRAMPOLINE).0 {
+        assert_refused(
+            &[
+                "delay",
+                "--pid",
+                &pid,
+                "--syscall",
+                "statfs",
+                "--delay",
+                "10ms",
+                "--backend",
+                "fexit",
+            ],
+            &["--backend fexit", "trampoline"],
+        );
+    } else {
         assert_refused(
             &[
                 "delay",
@@ -317,6 +352,22 @@ fn bad_input_exits_2_and_attaches_nothing() {
                 "nosuchcall",
                 "--delay",
                 "10ms",
+            ],
+            &["nosuchcall", "__x64_sys_nosuchcall"],
+        );
+    }
+    if probe.feature(features::TRACEPOINT_SIGNAL).0 {
+        assert_refused(
+            &[
+                "delay",
+                "--pid",
+                &pid,
+                "--syscall",
+                "nosuchcall",
+                "--delay",
+                "10ms",
+                "--backend",
+                "tracepoint",
             ],
             &["nosuchcall", "sys_enter_"],
         );

@@ -535,6 +535,15 @@ pub fn tracepoint_syscall_delay(_ctx: TracePointContext) -> u32 {
     0
 }
 
+/// [`tracepoint_syscall_delay`] from fexit on a syscall's function (`__x64_sys_*`), loaded by
+/// chaos once per delayed syscall: only those syscalls pay, where syscall tracepoints put every
+/// syscall of the machine on the kernel's slow path. Needs trampolines (kernel >= 5.5).
+#[fexit(function = "__x64_sys_fsync")]
+pub fn fexit_syscall_delay(_ctx: FExitContext) -> i32 {
+    let _ = try_delay();
+    0
+}
+
 fn try_delay() -> Option<()> {
     let (slot, target) = current_target(Attached::Kernel)?;
     let pid_tgid = bpf_get_current_pid_tgid();

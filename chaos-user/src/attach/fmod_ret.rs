@@ -1,7 +1,8 @@
 //! fmod_ret: an LSM program's own instructions run on the hook's `security_*` function as a
 //! BPF_MODIFY_RETURN tracing program, which the kernel accepts whether or not `bpf` is in the
 //! active LSM list (it needs only trampolines): the rung below BPF LSM on Ubuntu, RHEL, Amazon
-//! Linux and Container-Optimized OS kernels.
+//! Linux and Container-Optimized OS kernels. The same calls load one fexit program once per
+//! function it goes on (aya loads a program once): `chaos delay`'s, on each delayed syscall.
 //!
 //! aya 0.14 and aya-obj 0.3 neither parse an `fmod_ret/` section nor load BPF_MODIFY_RETURN
 //! programs. Rather than carry a patched loader, chaos loads the programs aya has already parsed
@@ -97,8 +98,47 @@ pub fn load(
     program: &'static str,
     function: &str,
 ) -> Result<OwnedFd, AttachError> {
-    let failed = |reason: String| AttachError::FmodRet {
+    load_tracing(
+        relocated,
+        btf,
         program,
+        function,
+        bpf_attach_type::BPF_MODIFY_RETURN,
+    )
+}
+
+/// Loads `program` of `relocated` as an fexit program on the kernel function `function`.
+pub fn load_fexit(
+    relocated: &Relocated,
+    btf: &Btf,
+    program: &'static str,
+    function: &str,
+) -> Result<OwnedFd, AttachError> {
+    load_tracing(
+        relocated,
+        btf,
+        program,
+        function,
+        bpf_attach_type::BPF_TRACE_FEXIT,
+    )
+}
+
+/// Loads `program` of `relocated` as a tracing program of `attach_type` on `function`.
+fn load_tracing(
+    relocated: &Relocated,
+    btf: &Btf,
+    program: &'static str,
+    function: &str,
+    attach_type: bpf_attach_type,
+) -> Result<OwnedFd, AttachError> {
+    let how = if attach_type == bpf_attach_type::BPF_TRACE_FEXIT {
+        "fexit"
+    } else {
+        "fmod_ret"
+    };
+    let failed = |reason: String| AttachError::PastAya {
+        program,
+        how,
         function: function.to_owned(),
         reason,
     };
@@ -115,7 +155,7 @@ pub fn load(
     // SAFETY: writing the BPF_PROG_LOAD member of the union, which the call reads.
     let load = unsafe { &mut attr.__bindgen_anon_3 };
     load.prog_type = bpf_prog_type::BPF_PROG_TYPE_TRACING as u32;
-    load.expected_attach_type = bpf_attach_type::BPF_MODIFY_RETURN as u32;
+    load.expected_attach_type = attach_type as u32;
     load.attach_btf_id = btf_id;
     load.insns = instructions.as_ptr() as u64;
     load.insn_cnt = instructions.len() as u32;
@@ -134,7 +174,7 @@ pub fn load(
     Ok(fd)
 }
 
-/// Attaches a loaded fmod_ret program; the returned link keeps it attached.
+/// Attaches a loaded fmod_ret or fexit program; the returned link keeps it attached.
 pub fn attach(program: &OwnedFd) -> io::Result<OwnedFd> {
     // SAFETY: as in `load`.
     let mut attr: bpf_attr = unsafe { std::mem::zeroed() };

@@ -61,9 +61,11 @@ pub enum AttachError {
         "program {0} is an LSM program, which needs the kernel's BTF at /sys/kernel/btf/vmlinux; to enable: CONFIG_DEBUG_INFO_BTF=y"
     )]
     NoBtf(&'static str),
-    #[error("program {program} as fmod_ret on {function}: {reason}")]
-    FmodRet {
+    /// A program chaos loads itself (see [`fmod_ret`]): as `how` (fmod_ret, fexit).
+    #[error("program {program} as {how} on {function}: {reason}")]
+    PastAya {
         program: &'static str,
+        how: &'static str,
         function: String,
         reason: String,
     },
@@ -235,7 +237,9 @@ impl Loaded {
                 let btf = btf().ok_or(AttachError::NoBtf(name))?;
                 program::<LsmCgroup>(ebpf, name)?.load(lsm_hook, btf)
             }
-            Hook::Fexit { function, .. } => {
+            // A syscall fexit is verified here on its own function; attaching loads it again
+            // on each syscall's.
+            Hook::Fexit { function, .. } | Hook::SyscallFexit { function, .. } => {
                 let btf = btf().ok_or(AttachError::NoBtf(name))?;
                 program::<FExit>(ebpf, name)?.load(function, btf)
             }
@@ -263,20 +267,72 @@ impl Loaded {
         name: &'static str,
         function: &'static str,
     ) -> Result<OwnedFd, AttachError> {
+        let (relocated, btf) = self.relocated(name, "fmod_ret", function)?;
+        fmod_ret::load(relocated, btf, name, function)
+    }
+
+    /// The object relocated against this run's maps (made once), and the kernel's BTF, for
+    /// loading program `name` as `how` on `function` past aya.
+    fn relocated(
+        &mut self,
+        name: &'static str,
+        how: &'static str,
+        function: &str,
+    ) -> Result<(&fmod_ret::Relocated, &'static aya::Btf), AttachError> {
         let btf = crate::btf::aya_kernel().map_err(|_| AttachError::NoBtf(name))?;
         if self.relocated.is_none() {
             let relocated =
                 fmod_ret::Relocated::new(self.object, &self.ebpf, btf).map_err(|reason| {
-                    AttachError::FmodRet {
+                    AttachError::PastAya {
                         program: name,
+                        how,
                         function: function.to_owned(),
                         reason: format!("cannot relocate the object: {reason}"),
                     }
                 })?;
             self.relocated = Some(relocated);
         }
-        let relocated = self.relocated.as_ref().expect("relocated above");
-        fmod_ret::load(relocated, btf, name, function)
+        Ok((self.relocated.as_ref().expect("relocated above"), btf))
+    }
+
+    /// Loads and attaches the fexit program `name` once per syscall of `sites.exits`, on its
+    /// entry function; each link pinned in `pin` if given.
+    fn attach_syscall_fexits(
+        &mut self,
+        hook: Hook,
+        sites: &Sites<'_>,
+        pin: Option<&Path>,
+    ) -> Result<(), AttachError> {
+        let name = hook.program();
+        if sites.exits.is_empty() {
+            return Err(AttachError::NoSite(name, "a syscall"));
+        }
+        for (n, syscall) in sites.exits.iter().enumerate() {
+            let function = syscall_entry_function(syscall);
+            let (relocated, btf) = self.relocated(name, "fexit", &function)?;
+            let program = fmod_ret::load_fexit(relocated, btf, name, &function)?;
+            let failed = |err: io::Error| AttachError::PastAya {
+                program: name,
+                how: "fexit",
+                function: function.clone(),
+                reason: err.to_string(),
+            };
+            let link = fmod_ret::attach(&program).map_err(failed)?;
+            if let Some(dir) = pin {
+                fmod_ret::pin(&link, &dir.join(format!("{name}-{n}"))).map_err(|err| {
+                    AttachError::Pin {
+                        name: name.to_owned(),
+                        reason: err.to_string(),
+                    }
+                })?;
+            }
+            self.fmod_ret.push(FmodRetProgram {
+                hook,
+                program,
+                link: Some(link),
+            });
+        }
+        Ok(())
     }
 
     /// Attaches `hook` (loading it first if need be) at each of its sites in `sites`; with
@@ -364,8 +420,9 @@ impl Loaded {
                     .iter_mut()
                     .find(|p| p.hook == hook)
                     .expect("loaded above");
-                let failed = |err: io::Error| AttachError::FmodRet {
+                let failed = |err: io::Error| AttachError::PastAya {
                     program: name,
+                    how: "fmod_ret",
                     function: function.to_owned(),
                     reason: err.to_string(),
                 };
@@ -380,6 +437,7 @@ impl Loaded {
                 fmod_ret.link = Some(link);
             }
             Hook::Xdp { .. } => self.attach_xdp(name, sites, pin)?,
+            Hook::SyscallFexit { .. } => self.attach_syscall_fexits(hook, sites, pin)?,
         }
         tracing::debug!(program = name, "attached");
         Ok(())
@@ -546,6 +604,7 @@ impl Loaded {
                 Some(Program::KProbe(p)) => p.unload(),
                 Some(Program::SchedClassifier(p)) => p.unload(),
                 Some(Program::Xdp(p)) => p.unload(),
+                Some(Program::FExit(p)) => p.unload(),
                 _ => continue,
             };
             if let Err(err) = result {
@@ -620,7 +679,8 @@ impl Loaded {
     }
 }
 
-/// An LSM program loaded as fmod_ret, and its link once attached.
+/// A program chaos loaded itself: an LSM program as fmod_ret, or a syscall fexit on one
+/// syscall; its link once attached.
 struct FmodRetProgram {
     hook: Hook,
     program: OwnedFd,

@@ -3,7 +3,7 @@
 use clap::{Args, ValueEnum};
 
 use crate::{
-    cli::{RunArgs, TargetArgs, error::Error, require_privileges},
+    cli::{RunArgs, SyscallBackend, TargetArgs, error::Error, require_privileges},
     fault::{ErrnoFault, ParseError, PathFilter, SocketFilter, parse_path_filter},
     plan,
     run::{self, CallsFault},
@@ -42,7 +42,7 @@ pub struct CorruptIoArgs {
     /// pay), or syscall tracepoints (every syscall of the machine then takes the kernel's slow
     /// path); auto: fexit where trampolines load.
     #[arg(long, value_enum, default_value = "auto")]
-    pub backend: CorruptBackend,
+    pub backend: SyscallBackend,
 
     /// Bits flipped in each read, each in its own byte (fewer when fewer bytes were read).
     #[arg(long, value_name = "N", default_value_t = 1,
@@ -56,13 +56,6 @@ pub struct CorruptIoArgs {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum CorruptOp {
     Read,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum CorruptBackend {
-    Auto,
-    Fexit,
-    Tracepoint,
 }
 
 impl CorruptIoArgs {
@@ -90,11 +83,10 @@ pub fn execute(args: CorruptIoArgs) -> Result<u8, Error> {
     let targets = args.targets.resolve(args.run.force)?;
     plan::check_rules(&fault.when)?;
     let refuse = |reason: String| plan::PlanError::CorruptIo { reason };
-    let fexit = match (args.backend, crate::kernel::corrupt_fexit_refused()) {
-        (CorruptBackend::Tracepoint, _) | (CorruptBackend::Auto, Some(_)) => false,
-        (CorruptBackend::Fexit, Some(reason)) => return Err(refuse(reason).into()),
-        (_, None) => true,
-    };
+    let fexit = args
+        .backend
+        .fexit(&chaos_common::hook::CORRUPT_READ_FEXIT)
+        .map_err(refuse)?;
     if !fexit {
         plan::check_read_corruption()?;
         if args.run.detach {

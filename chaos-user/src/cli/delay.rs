@@ -5,7 +5,7 @@ use std::time::Duration;
 use clap::Args;
 
 use crate::{
-    cli::{RunArgs, TargetArgs, error::Error, require_privileges},
+    cli::{RunArgs, SyscallBackend, TargetArgs, error::Error, require_privileges},
     fault::{
         self, Op, ParseError,
         delay::{self, DelayFault, Delayed},
@@ -17,8 +17,9 @@ use crate::{
 /// Delay a target's syscalls: each covered call returns DELAY later, as if the disk, the network
 /// or the kernel were slow.
 ///
-/// The call runs as it would; as the target's thread leaves it, the syscall's exit tracepoint
-/// (syscalls:sys_exit_NAME) stops the process with SIGSTOP, and chaos resumes it with SIGCONT
+/// The call runs as it would; as the target's thread leaves it, a program (fexit on the
+/// syscall's function where trampolines load, else its exit tracepoint syscalls:sys_exit_NAME)
+/// stops the process with SIGSTOP, and chaos resumes it with SIGCONT
 /// once DELAY (± JITTER) has passed since the call returned in the kernel. The whole process
 /// waits, not only the calling thread: its other threads stop too, and one of them blocked in a
 /// call that cannot be restarted (epoll_wait, poll, select, nanosleep…) may see EINTR when
@@ -29,7 +30,7 @@ use crate::{
 /// Every stopped process is resumed when the run ends, on Ctrl-C, SIGTERM and SIGHUP, and when
 /// chaos is killed, even by SIGKILL: a guard process (`chaos pause-guard`) resumes what the
 /// kernel's map of stopped processes still holds. --detach is refused (resuming needs chaos).
-/// Needs CONFIG_FTRACE_SYSCALLS and kernel >= 5.8.
+/// Needs kernel >= 5.8, and trampolines or CONFIG_FTRACE_SYSCALLS.
 ///
 /// Examples:
 ///   chaos delay --pid 4242 --syscall fsync,fdatasync --delay 200ms --for 1m
@@ -60,6 +61,12 @@ pub struct DelayArgs {
     /// Each call waits DELAY ± up to this, uniformly; at most DELAY.
     #[arg(long, default_value = "0s", value_parser = delay::parse_jitter)]
     pub jitter: Duration,
+
+    /// How the returns are caught: fexit programs on the syscalls' functions (only those calls
+    /// pay), or syscall tracepoints (every syscall of the machine then takes the kernel's slow
+    /// path); auto: fexit where trampolines load.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub backend: SyscallBackend,
 
     #[command(flatten)]
     pub run: RunArgs,
@@ -92,8 +99,12 @@ pub fn execute(args: DelayArgs) -> Result<u8, Error> {
     let fault = args.fault()?;
     require_privileges()?;
     let targets = args.targets.resolve(args.run.force)?;
-    let syscalls = plan::delay_syscalls(&fault.delayed)?;
     plan::check_rules(&fault.when)?;
+    let fexit = args
+        .backend
+        .fexit(&[chaos_common::hook::DELAY_FEXIT])
+        .map_err(|reason| plan::PlanError::Delay { reason })?;
+    let syscalls = plan::delay_syscalls(&fault.delayed, fexit)?;
     eprintln!(
         "chaos: delaying the returns of {} from {} by {} for {}{}{}",
         targets.describe(),
@@ -103,6 +114,6 @@ pub fn execute(args: DelayArgs) -> Result<u8, Error> {
         if fault.dry_run { ", dry run" } else { "" },
         args.run.how_it_ends(),
     );
-    let calls_fault = CallsFault::delay(&fault, &syscalls);
+    let calls_fault = CallsFault::delay(&fault, &syscalls, fexit);
     args.run.run_or_detach(&targets, &calls_fault)
 }

@@ -110,6 +110,31 @@ impl RunArgs {
     }
 }
 
+/// How a fault at syscalls catches them (`chaos corrupt-io`, `chaos delay`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum SyscallBackend {
+    /// fexit where trampolines load, else syscall tracepoints.
+    Auto,
+    /// fexit programs on the syscalls' functions: only those calls pay.
+    Fexit,
+    /// Syscall tracepoints: while they are on, every syscall of the machine takes the kernel's
+    /// slower tracing path.
+    Tracepoint,
+}
+
+impl SyscallBackend {
+    /// Whether the fault's programs are the fexit ones `hooks`: an error, the reason, when
+    /// fexit is asked for and this kernel refuses them.
+    pub fn fexit(self, hooks: &[chaos_common::hook::Hook]) -> Result<bool, String> {
+        let refused = || crate::kernel::fexit_refused(hooks);
+        match self {
+            SyscallBackend::Tracepoint => Ok(false),
+            SyscallBackend::Auto => Ok(refused().is_none()),
+            SyscallBackend::Fexit => refused().map_or(Ok(true), Err),
+        }
+    }
+}
+
 /// How long a run that chaos holds without programs lasts, and how it reports: shared by
 /// `chaos pause` and `chaos net reset`.
 #[derive(Debug, Args)]

@@ -62,8 +62,9 @@ pub enum ExtraHook<'a> {
     /// `chaos corrupt-io --op read`: these programs (fexit, or syscall tracepoints) flip bits as
     /// the filter says.
     CorruptRead(CorruptFilter, &'static [Hook]),
-    /// `chaos delay`: the exit tracepoints of these syscalls stop the target.
-    Delay(&'a [String]),
+    /// `chaos delay`: this program (the exit tracepoints or fexit) on these syscalls stops the
+    /// target.
+    Delay(&'a [String], Hook),
 }
 
 /// The errno object loaded for a run: every program verified, the targets in the maps, nothing
@@ -166,14 +167,14 @@ impl<'t> CallsLoaded<'t> {
                 hooks.extend(read_hooks);
                 (None, None)
             }
-            Some(ExtraHook::Delay(_)) => {
-                hooks.push(hook::DELAY);
+            Some(ExtraHook::Delay(_, delay_hook)) => {
+                hooks.push(delay_hook);
                 (None, None)
             }
             None => (None, None),
         };
         let exits = match extra {
-            Some(ExtraHook::Delay(syscalls)) => syscalls.to_vec(),
+            Some(ExtraHook::Delay(syscalls, _)) => syscalls.to_vec(),
             _ => Vec::new(),
         };
         for &hook in plan.iter().flat_map(|(_, rung)| rung.hooks) {

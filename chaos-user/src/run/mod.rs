@@ -280,21 +280,35 @@ impl<'a> CallsFault<'a> {
         }
     }
 
-    /// `chaos delay`: the exit tracepoints of `syscalls` (those of the fault this kernel has).
-    pub fn delay(fault: &'a DelayFault, syscalls: &'a [String]) -> Self {
+    /// `chaos delay`: fexit programs on `syscalls` (those of the fault this kernel has), or
+    /// their exit tracepoints.
+    pub fn delay(fault: &'a DelayFault, syscalls: &'a [String], fexit: bool) -> Self {
+        let (hook, mechanism, via) = if fexit {
+            (
+                chaos_common::hook::DELAY_FEXIT,
+                "fexit",
+                "fexit on each syscall's function",
+            )
+        } else {
+            (
+                chaos_common::hook::DELAY,
+                "tracepoint",
+                "syscalls:sys_exit_*",
+            )
+        };
         CallsFault {
             kernel: fault.kernel(),
             plan: Vec::new(),
-            extra: Some(ExtraHook::Delay(syscalls)),
+            extra: Some(ExtraHook::Delay(syscalls, hook)),
             rows: vec![CallsRow {
                 code: OP_DELAY,
                 fault: FaultKind::Delay {
                     op: fault.delayed.name(),
                     delay: fault.setting(),
                 },
-                mechanism: "tracepoint".to_owned(),
+                mechanism: mechanism.to_owned(),
                 covers: format!(
-                    "returns from {} (syscalls:sys_exit_*): the process is stopped (SIGSTOP) and resumed (SIGCONT) when the delay is up",
+                    "returns from {} ({via}): the process is stopped (SIGSTOP) and resumed (SIGCONT) when the delay is up",
                     syscalls
                         .iter()
                         .map(|s| format!("{s}()"))
