@@ -335,14 +335,16 @@ pub fn bench() -> anyhow::Result<()> {
         );
     }
     // corrupt-io needs syscall tracepoints and bpf_probe_write_user, which the default guest
-    // (no CONFIG_FTRACE_SYSCALLS) and this host (lockdown) lack.
+    // (no CONFIG_FTRACE_SYSCALLS) and this host (lockdown) lack; delay's fexit rung needs
+    // trampolines, which this host refuses.
     let kernel = vm::Kernel::named("debian-6.12")?;
     let command = [
         "sh".into(),
         "-c".into(),
         format!(
             "mkdir -p /run/chaos-bench && mount -t tmpfs tmpfs /run/chaos-bench && \
-             TMPDIR=/run/chaos-bench exec {bench} read 4000 5 3",
+             TMPDIR=/run/chaos-bench {bench} read 4000 5 3 && \
+             exec {bench} delay 0",
             bench = shell_quote(&bench.display().to_string())
         ),
     ];

@@ -24,11 +24,12 @@
 //!   chaos-bench delay [CALLS]
 //!
 //! `chaos delay` on a statfs() loop: the cost to a process that is not a target of the exit
-//! tracepoint (1, 2; 5: `strace -e trace=statfs`, what ptrace costs it), then the delay each of
-//! CALLS calls gets, each call timed on its own: without injector, and with 1 ms and 10 ms asked
-//! of chaos and of `strace -e inject=statfs:delay_exit=N`, the p50 and p99 of the time added to
-//! a call and of its error against the asked delay. Needs syscall tracepoints and
-//! bpf_send_signal: run on the host, whose clock is real.
+//! tracepoint (1, 2; 2f: the fexit program, where trampolines load; 5: `strace -e
+//! trace=statfs`, what ptrace costs it), then (CALLS > 0) the delay each of CALLS calls gets,
+//! each call timed on its own: without injector, and with 1 ms and 10 ms asked of chaos and of
+//! `strace -e inject=statfs:delay_exit=N`, the p50 and p99 of the time added to a call and of its
+//! error against the asked delay. Run on the host, whose clock is real (tracepoints), and with
+//! CALLS 0 in the debian-6.12 guest (fexit against tracepoints).
 //!
 //!   chaos-bench deadline [TRIALS]
 //!
@@ -259,6 +260,26 @@ fn delay_bench(calls: u32) {
             Injector::Strace("trace=statfs".into()),
         ),
     ];
+    let mut cases = cases;
+    if Probe::run().feature(features::TRAMPOLINE).0 {
+        cases.insert(
+            2,
+            (
+                "2f delay fexit, not a target".into(),
+                chaos(&[
+                    "delay",
+                    "--pid",
+                    &other,
+                    "--syscall",
+                    "statfs",
+                    "--delay",
+                    "1ms",
+                    "--backend",
+                    "fexit",
+                ]),
+            ),
+        );
+    }
     let figure = measure_cases("delay", "statfs", |_| cases, 20000, 5, 3);
     drop(kill(bystander));
     let (none, untargeted, strace) = (
@@ -267,10 +288,19 @@ fn delay_bench(calls: u32) {
         figure("5 ").unwrap(),
     );
     print_untargeted_overhead(untargeted / none);
+    if let Some(fexit) = figure("2f ") {
+        println!(
+            "  (2f)/(1) untargeted overhead, fexit      {:>8.3}",
+            fexit / none
+        );
+    }
     println!(
         "  (5)/(1) ptrace's cost to a traced process {:>7.1}",
         strace / none
     );
+    if calls == 0 {
+        return;
+    }
 
     // Each call timed on its own: a round of one call.
     let mut looper = Looper::start("statfs", 1, calls);
