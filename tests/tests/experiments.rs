@@ -112,6 +112,38 @@ fn the_connect_timeouts_example_fails_only_the_workload() {
     assert_no_chaos_programs();
 }
 
+/// The slow-disk example: the workload's fsync() calls are 300 ms late while the delay runs, as
+/// its own numbers show per phase, and the check's fsync, outside it, stays fast.
+#[test]
+fn the_slow_disk_example_delays_only_the_workloads_fsync() {
+    let probe = Probe::run();
+    let (tracepoints, detail) = probe.feature(features::TRACEPOINT_SIGNAL);
+    if !tracepoints && !probe.feature(features::TRAMPOLINE).0 {
+        assert!(!expected(features::TRACEPOINT_SIGNAL), "{detail}");
+        eprintln!("SKIPPED on this kernel, which can run no delay program: {detail}");
+        return;
+    }
+    let (report, code, _) = run(&example("slow-disk.toml"), &[]);
+    assert_eq!(code, 0, "{}", why_failed(&report));
+    assert_eq!(report["passed"], true);
+    assert_eq!(
+        report["steady_state"]["during_failed"], 0,
+        "the check's own fsync was slow: the delay reached beyond its target"
+    );
+    let row = fault_row(&report, "slow-fsync");
+    assert_eq!(row["kind"], "delay", "{row}");
+    assert!(row["injected"].as_u64().unwrap() >= 2, "{row}");
+    let metrics = &report["workloads"][0]["metrics"];
+    let fsync_ms = |phase: &str, stat: &str| {
+        metrics[phase]["fsync_ms"][stat]
+            .as_f64()
+            .unwrap_or_else(|| panic!("no fsync_ms {stat} {phase}: {metrics}"))
+    };
+    assert!(fsync_ms("during:slow-fsync", "max") >= 300.0, "{metrics}");
+    assert!(fsync_ms("before", "max") < 300.0, "{metrics}");
+    assert_no_chaos_programs();
+}
+
 /// Two faults on one workload with overlapping windows, on different operations: each is seen
 /// as its own errno, as many times as it reports.
 #[test]
