@@ -257,6 +257,11 @@ impl Loaded {
             Hook::FmodRet { .. } => unreachable!("loaded above"),
         };
         result.map_err(|source| AttachError::Program { name, source })?;
+        // Attaching loads it again per syscall from the relocated object: relocate now, while
+        // every map is still the object's (a run may take some out before it attaches).
+        if let Hook::SyscallFexit { function, .. } = hook {
+            self.relocated(name, "fexit", function)?;
+        }
         self.loaded.push(hook);
         Ok(())
     }
