@@ -17,15 +17,16 @@ use crate::{
 /// Delay a target's syscalls: each covered call returns DELAY later, as if the disk, the network
 /// or the kernel were slow.
 ///
-/// The call runs as it would; as the target's thread leaves it, a program (fexit on the
-/// syscall's function where trampolines load, else its exit tracepoint syscalls:sys_exit_NAME)
-/// stops the process with SIGSTOP, and chaos resumes it with SIGCONT
-/// once DELAY (± JITTER) has passed since the call returned in the kernel. The whole process
-/// waits, not only the calling thread: its other threads stop too, and one of them blocked in a
-/// call that cannot be restarted (epoll_wait, poll, select, nanosleep…) may see EINTR when
-/// resumed, as after any SIGSTOP and SIGCONT (signal(7)); a parent waiting with WUNTRACED sees
-/// the stops. Only the named syscalls' returns pay for the program; chaos measures each stop,
-/// and the report gives their p50, p99 and maximum.
+/// The call runs as it would; as the target's thread leaves it, a program stops the process
+/// with SIGSTOP, and chaos resumes it with SIGCONT once DELAY (± JITTER) has passed since the
+/// call returned in the kernel. The program is fexit on the syscall's function where
+/// trampolines load (only those calls pay), else its exit tracepoint syscalls:sys_exit_NAME
+/// (every syscall of the machine then takes the kernel's slower tracing path). The whole
+/// process waits, not only the calling thread: its other threads stop too, and one of them
+/// blocked in a call that cannot be restarted (epoll_wait, poll, select, nanosleep…) may see
+/// EINTR when resumed, as after any SIGSTOP and SIGCONT (signal(7)); a parent waiting with
+/// WUNTRACED sees the stops. chaos measures each stop; the report gives their p50, p99 and
+/// maximum.
 ///
 /// Every stopped process is resumed when the run ends, on Ctrl-C, SIGTERM and SIGHUP, and when
 /// chaos is killed, even by SIGKILL: a guard process (`chaos pause-guard`) resumes what the
