@@ -244,7 +244,7 @@ fn delay_bench(calls: u32) {
     let cases = vec![
         ("1 no programs".to_owned(), Injector::None),
         (
-            "2 delay program, not a target".into(),
+            "2 delay tracepoint, not a target".into(),
             chaos(&[
                 "delay",
                 "--pid",
@@ -253,6 +253,8 @@ fn delay_bench(calls: u32) {
                 "statfs",
                 "--delay",
                 "1ms",
+                "--backend",
+                "tracepoint",
             ]),
         ),
         (
