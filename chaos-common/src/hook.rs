@@ -77,6 +77,12 @@ pub enum Hook {
         program: &'static str,
         function: &'static str,
     },
+    /// An fentry program (section `fentry/FUNCTION`) loaded once more, on the entry function of
+    /// the syscall the fault names, as [`Hook::SyscallFexit`] is: only that syscall pays.
+    SyscallFentry {
+        program: &'static str,
+        function: &'static str,
+    },
     /// An LSM program attached per cgroup (section `lsm_cgroup/HOOK`).
     LsmCgroup {
         program: &'static str,
@@ -101,6 +107,7 @@ impl Hook {
             | Hook::Xdp { program }
             | Hook::Fexit { program, .. }
             | Hook::SyscallFexit { program, .. }
+            | Hook::SyscallFentry { program, .. }
             | Hook::LsmCgroup { program, .. } => program,
         }
     }
@@ -123,6 +130,7 @@ impl Hook {
             Hook::Fexit { function, .. } | Hook::SyscallFexit { function, .. } => {
                 ("fexit/", function)
             }
+            Hook::SyscallFentry { function, .. } => ("fentry/", function),
             Hook::LsmCgroup { hook, .. } => ("lsm_cgroup/", hook),
         }
     }
@@ -143,6 +151,12 @@ pub const EXIT: Hook = Hook::Tracepoint {
 /// `chaos signal`: a target entering the syscall gets the signal.
 pub const SIGNAL: Hook = Hook::SyscallEntry {
     program: "tracepoint_syscall_signal",
+};
+/// `chaos signal` where trampolines load: the same, from an fentry program on the syscall's
+/// function.
+pub const SIGNAL_FENTRY: Hook = Hook::SyscallFentry {
+    program: "fentry_syscall_signal",
+    function: "__x64_sys_fsync",
 };
 /// `chaos delay`: a target leaving one of the syscalls is stopped, for chaos to resume it.
 pub const DELAY: Hook = Hook::SyscallExit {
@@ -210,10 +224,11 @@ pub const CORRUPT_READ: [Hook; 4] = [
 ];
 
 /// The hooks of the errno object besides the operations' ([`crate::ops::OPS`]).
-pub const ERRNO_EXTRA: [Hook; 18] = [
+pub const ERRNO_EXTRA: [Hook; 19] = [
     FORK,
     EXIT,
     SIGNAL,
+    SIGNAL_FENTRY,
     DELAY,
     DELAY_FEXIT,
     SYSCALL_OVERRIDE,

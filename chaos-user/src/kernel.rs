@@ -1044,9 +1044,9 @@ pub fn has_function(name: &str) -> bool {
     })
 }
 
-/// Why the fexit programs `hooks` (corrupt-io's, delay's) cannot run here (trampolines refused,
-/// no such function, a helper refused), or `None` when they load.
-pub fn fexit_refused(hooks: &[Hook]) -> Option<String> {
+/// Why the trampoline programs `hooks` (corrupt-io's and delay's fexit, signal's fentry) cannot
+/// run here (trampolines refused, no such function, a helper refused), or `None` when they load.
+pub fn trampolines_refused(hooks: &[Hook]) -> Option<String> {
     let err = hooks
         .iter()
         .find_map(|&hook| try_load(errno_object(), hook).err())?;

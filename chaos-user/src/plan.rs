@@ -48,6 +48,8 @@ pub enum PlanError {
     CorruptIo { reason: String },
     #[error("--backend fexit: syscalls cannot be delayed by fexit on this kernel: {reason}")]
     Delay { reason: String },
+    #[error("--backend fentry: signals cannot be sent from fentry on this kernel: {reason}")]
+    SignalFentry { reason: String },
     #[error("a {action} needs the fq qdisc, which this kernel lacks: {reason}")]
     NoFq {
         action: &'static str,
@@ -377,8 +379,9 @@ pub fn delay_syscalls(delayed: &Delayed, fexit: bool) -> Result<Vec<String>, Pla
     }
 }
 
-/// Checks that the kernel's BTF has `syscall`'s entry function, which fexit programs go on.
-fn check_syscall_function(syscall: &str) -> Result<(), PlanError> {
+/// Checks that the kernel's BTF has `syscall`'s entry function, which fentry and fexit programs
+/// go on.
+pub fn check_syscall_function(syscall: &str) -> Result<(), PlanError> {
     let function = crate::attach::syscall_entry_function(syscall);
     if kernel::has_function(&function) {
         Ok(())

@@ -369,6 +369,20 @@ pub fn assert_refused(args: &[&str], named: &[&str]) {
     assert_no_chaos_programs();
 }
 
+/// Whether chaos can run a program at a syscall here (`chaos signal`, `chaos delay`):
+/// fentry/fexit where trampolines load, else syscall tracepoints; and the probe's word on the
+/// tracepoints.
+pub fn syscall_programs_supported() -> (bool, String) {
+    let probe = Probe::run();
+    let (tracepoints, detail) = probe.feature(features::TRACEPOINT_SIGNAL);
+    (tracepoints || probe.feature(features::TRAMPOLINE).0, detail)
+}
+
+/// Whether neither way of running a program at a syscall is expected here (CHAOS_EXPECT).
+pub fn syscall_programs_unexpected() -> bool {
+    !expected(features::TRACEPOINT_SIGNAL) && !expected(features::TRAMPOLINE)
+}
+
 /// Whether this kernel can count calls for `--after`, `--every` and `--count` (BPF atomics,
 /// 5.12). Where it cannot (and need not, per CHAOS_EXPECT), checks that `chaos ARGS`, a fault
 /// with such rules, is refused naming what is missing, and says the rules were not injected.

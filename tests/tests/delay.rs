@@ -24,13 +24,12 @@ fn auto_mechanism() -> &'static str {
 /// Whether this kernel can stop a process from fexit or a syscall tracepoint; if not, asserts
 /// that chaos refuses `args` as the probe predicts, with nothing attached.
 fn supported_or_refused(args: &[&str]) -> bool {
-    let probe = Probe::run();
-    let (tracepoints, detail) = probe.feature(features::TRACEPOINT_SIGNAL);
-    if tracepoints || probe.feature(features::TRAMPOLINE).0 {
+    let (supported, detail) = syscall_programs_supported();
+    if supported {
         return true;
     }
     assert!(
-        !expected(features::TRACEPOINT_SIGNAL) && !expected(features::TRAMPOLINE),
+        syscall_programs_unexpected(),
         "chaos delay must work on this kernel: {detail}"
     );
     let output = chaos(args);

@@ -7,7 +7,6 @@ use std::{
     process::Output,
 };
 
-use chaos_common::features;
 use chaos_tests::*;
 use serde_json::Value;
 
@@ -116,11 +115,7 @@ fn the_connect_timeouts_example_fails_only_the_workload() {
 /// its own numbers show per phase, and the check's fsync, outside it, stays fast.
 #[test]
 fn the_slow_disk_example_delays_only_the_workloads_fsync() {
-    let probe = Probe::run();
-    let (tracepoints, detail) = probe.feature(features::TRACEPOINT_SIGNAL);
-    if !tracepoints && !probe.feature(features::TRAMPOLINE).0 {
-        assert!(!expected(features::TRACEPOINT_SIGNAL), "{detail}");
-        eprintln!("SKIPPED on this kernel, which can run no delay program: {detail}");
+    if !signals_supported() {
         return;
     }
     let (report, code, _) = run(&example("slow-disk.toml"), &[]);
@@ -483,15 +478,13 @@ fn tempdir(name: &str) -> PathBuf {
     dir
 }
 
-/// Whether this kernel can send signals from syscall tracepoints; when it cannot (and need not,
-/// per CHAOS_EXPECT), says so.
+/// Whether this kernel can send signals at a syscall (fentry or a tracepoint); when it cannot
+/// (and need not, per CHAOS_EXPECT), says so.
 fn signals_supported() -> bool {
-    let (supported, detail) = Probe::run().feature(features::TRACEPOINT_SIGNAL);
+    let (supported, detail) = syscall_programs_supported();
     if !supported {
-        assert!(!expected(features::TRACEPOINT_SIGNAL), "{detail}");
-        eprintln!(
-            "SKIPPED on this kernel, which cannot send signals from syscall tracepoints: {detail}"
-        );
+        assert!(syscall_programs_unexpected(), "{detail}");
+        eprintln!("SKIPPED on this kernel, which can run no program at a syscall: {detail}");
     }
     supported
 }

@@ -1,5 +1,7 @@
-//! `chaos signal`: a target gets a signal when it enters one syscall (its sys_enter tracepoint).
-//! On a kernel without syscall tracepoints, chaos must refuse and name CONFIG_FTRACE_SYSCALLS.
+//! `chaos signal`: a target gets a signal when it enters one syscall (an fentry program on its
+//! function where trampolines load, else its sys_enter tracepoint; `--backend tracepoint` is
+//! tested where both exist). On a kernel with neither, chaos must refuse and name
+//! CONFIG_FTRACE_SYSCALLS.
 
 use chaos_common::features;
 use chaos_tests::*;
@@ -59,6 +61,7 @@ fn sigkill_at_the_third_fsync_of_the_target_only() {
     let fault = &report["faults"][0];
     assert_eq!(fault["kind"], "signal");
     assert_eq!(fault["signal"], "SIGKILL");
+    assert_eq!(fault["mechanism"], auto_mechanism(), "{fault}");
     assert_eq!(
         fault["matched"], 3,
         "killed at the third fsync after the fault started: {fault}"
@@ -122,7 +125,7 @@ fn unknown_syscalls_and_signals_exit_2() {
     ] {
         assert_refused(&args, &[named]);
     }
-    if Probe::run().feature(features::TRACEPOINT_SIGNAL).0 {
+    if syscall_programs_supported().0 {
         let output = chaos(&[
             "signal",
             "--pid",
@@ -172,8 +175,9 @@ fn a_detached_signal_run_kills_without_a_loader() {
         "--for",
         "5m",
     ];
+    // Only a tracepoint needs a perf link to outlive chaos; fentry's link pins anywhere.
     let (links, detail) = Probe::run().feature(features::PERF_LINK);
-    if !links {
+    if !links && auto_mechanism() == "tracepoint" {
         assert!(!expected(features::PERF_LINK), "{detail}");
         let mut detached = args.to_vec();
         detached.push("--detach");
@@ -205,6 +209,12 @@ fn sigkill_of_the_loader_ends_a_signal_fault() {
     let cgroup = TestCgroup::new("signal-kill");
     let mut target = Victim::start(VICTIM, "fsync", base.to_str().unwrap(), &cgroup);
     let pid = target.pid().to_string();
+    // The tracepoint wherever it exists: the first test takes fentry where trampolines load.
+    let backend = if Probe::run().feature(features::TRACEPOINT_SIGNAL).0 {
+        "tracepoint"
+    } else {
+        "fentry"
+    };
     let args = [
         "signal",
         "--pid",
@@ -217,16 +227,20 @@ fn sigkill_of_the_loader_ends_a_signal_fault() {
         "20",
         "--for",
         "10m",
+        "--backend",
+        backend,
     ];
     if !counting_supported_or_refused(&args) {
         return;
     }
     let mut chaos = spawn_chaos(&args);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while !loaded_program_names()
-        .iter()
-        .any(|name| name.starts_with("tracepoint_sysc"))
-    {
+    let program = if backend == "tracepoint" {
+        chaos_common::hook::SIGNAL
+    } else {
+        chaos_common::hook::SIGNAL_FENTRY
+    };
+    while !loaded(program) {
         assert!(std::time::Instant::now() < deadline, "chaos never attached");
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
@@ -243,12 +257,21 @@ fn sigkill_of_the_loader_ends_a_signal_fault() {
     let _ = std::fs::remove_dir_all(&base);
 }
 
-/// Whether this kernel can send signals from syscall tracepoints; when it cannot (and need not,
-/// per CHAOS_EXPECT), says so. The first test asserts the exact refusal.
+/// The mechanism `--backend auto` takes here: fentry where trampolines load.
+fn auto_mechanism() -> &'static str {
+    if Probe::run().feature(features::TRAMPOLINE).0 {
+        "fentry"
+    } else {
+        "tracepoint"
+    }
+}
+
+/// Whether this kernel can send signals at a syscall; when it cannot (and need not, per
+/// CHAOS_EXPECT), says so. The first test asserts the exact refusal.
 fn signals_supported() -> bool {
-    let (supported, detail) = Probe::run().feature(features::TRACEPOINT_SIGNAL);
+    let (supported, detail) = syscall_programs_supported();
     if !supported {
-        assert!(!expected(features::TRACEPOINT_SIGNAL), "{detail}");
+        assert!(syscall_programs_unexpected(), "{detail}");
         eprintln!(
             "NOT INJECTED on this kernel (the refusal is asserted by the first test): {detail}"
         );

@@ -61,7 +61,7 @@ enum Task {
         /// A kernel to test on (repeatable; `all`: every kernel of the matrix).
         #[arg(long, default_value = vm::DEFAULT_KERNEL)]
         kernel: Vec<String>,
-        /// Only tests whose name contains this.
+        /// Only tests whose name contains one of these.
         #[arg(last = true)]
         filter: Vec<String>,
     },
@@ -98,7 +98,9 @@ fn main() -> anyhow::Result<()> {
             } else {
                 kernel.iter().map(String::as_str).collect()
             };
-            test::in_vms(&kernels, filter.first().map(String::as_str))
+            // Test names have no spaces: the filters travel as one string.
+            let filter = filter.join(" ");
+            test::in_vms(&kernels, (!filter.is_empty()).then_some(filter.as_str()))
         }
         Task::VmRun {
             kernel,

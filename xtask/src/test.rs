@@ -206,7 +206,10 @@ fn guest_suite(
              echo \"== {short} on {kernel}: $outcome in $(( $(date +%s) - started )) s\"\n",
             kernel = kernel.name,
             // A filter given on the command line wins over the binary's own list.
-            filter = filter.map(shell_quote).or(only_tests).unwrap_or_default(),
+            filter = filter
+                .map(|f| f.split(' ').map(shell_quote).collect::<Vec<_>>().join(" "))
+                .or(only_tests)
+                .unwrap_or_default(),
         ));
     }
     script.push_str("exit $status\n");

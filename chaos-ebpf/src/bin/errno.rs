@@ -19,10 +19,11 @@ use aya_ebpf::{
         bpf_ktime_get_ns, bpf_override_return, bpf_probe_read_kernel, bpf_probe_read_user,
         bpf_probe_write_user, bpf_send_signal, bpf_set_retval,
     },
-    macros::{cgroup_sock, cgroup_sock_addr, fexit, kprobe, map, tracepoint},
+    macros::{cgroup_sock, cgroup_sock_addr, fentry, fexit, kprobe, map, tracepoint},
     maps::{HashMap, PerCpuArray, RingBuf},
     programs::{
-        FExitContext, LsmContext, ProbeContext, SockAddrContext, SockContext, TracePointContext,
+        FEntryContext, FExitContext, LsmContext, ProbeContext, SockAddrContext, SockContext,
+        TracePointContext,
     },
 };
 use chaos_common::{
@@ -505,11 +506,26 @@ pub fn kprobe_bio_error(ctx: ProbeContext) -> u32 {
 /// CONFIG_FTRACE_SYSCALLS. Only that syscall's entries pay, one array lookup each.
 #[tracepoint]
 pub fn tracepoint_syscall_signal(_ctx: TracePointContext) -> u32 {
+    signal_if_acting();
+    0
+}
+
+/// [`tracepoint_syscall_signal`] from fentry on the syscall's function (`__x64_sys_*`), loaded by
+/// chaos on the fault's syscall: only that syscall pays, where a syscall tracepoint puts every
+/// syscall of the machine on the kernel's slow path. Needs trampolines (kernel >= 5.5).
+#[fentry(function = "__x64_sys_fsync")]
+pub fn fentry_syscall_signal(_ctx: FEntryContext) -> i32 {
+    signal_if_acting();
+    0
+}
+
+/// Sends the fault's signal to the calling process if it is a target the fault acts on now.
+#[inline(always)]
+fn signal_if_acting() {
     if let Some(fault) = acting_fault(OP_SIGNAL, Attached::Kernel, || Call::UNKNOWN) {
         // SAFETY: a helper call with a plain integer argument; signals the whole process.
         unsafe { bpf_send_signal(fault.signal) };
     }
-    0
 }
 
 /// `chaos delay`: the processes stopped and not resumed yet (tgid → when), which chaos's guard

@@ -1,8 +1,9 @@
 //! fmod_ret: an LSM program's own instructions run on the hook's `security_*` function as a
 //! BPF_MODIFY_RETURN tracing program, which the kernel accepts whether or not `bpf` is in the
 //! active LSM list (it needs only trampolines): the rung below BPF LSM on Ubuntu, RHEL, Amazon
-//! Linux and Container-Optimized OS kernels. The same calls load one fexit program once per
-//! function it goes on (aya loads a program once): `chaos delay`'s, on each delayed syscall.
+//! Linux and Container-Optimized OS kernels. The same calls load an fentry or fexit program once
+//! per function it goes on (aya loads a program once): `chaos signal`'s on its syscall,
+//! `chaos delay`'s on each delayed syscall.
 //!
 //! aya 0.14 and aya-obj 0.3 neither parse an `fmod_ret/` section nor load BPF_MODIFY_RETURN
 //! programs. Rather than carry a patched loader, chaos loads the programs aya has already parsed
@@ -107,34 +108,19 @@ pub fn load(
     )
 }
 
-/// Loads `program` of `relocated` as an fexit program on the kernel function `function`.
-pub fn load_fexit(
-    relocated: &Relocated,
-    btf: &Btf,
-    program: &'static str,
-    function: &str,
-) -> Result<OwnedFd, AttachError> {
-    load_tracing(
-        relocated,
-        btf,
-        program,
-        function,
-        bpf_attach_type::BPF_TRACE_FEXIT,
-    )
-}
-
-/// Loads `program` of `relocated` as a tracing program of `attach_type` on `function`.
-fn load_tracing(
+/// Loads `program` of `relocated` as a tracing program of `attach_type` (BPF_MODIFY_RETURN,
+/// BPF_TRACE_FENTRY, BPF_TRACE_FEXIT) on `function`.
+pub fn load_tracing(
     relocated: &Relocated,
     btf: &Btf,
     program: &'static str,
     function: &str,
     attach_type: bpf_attach_type,
 ) -> Result<OwnedFd, AttachError> {
-    let how = if attach_type == bpf_attach_type::BPF_TRACE_FEXIT {
-        "fexit"
-    } else {
-        "fmod_ret"
+    let how = match attach_type {
+        bpf_attach_type::BPF_TRACE_FENTRY => "fentry",
+        bpf_attach_type::BPF_TRACE_FEXIT => "fexit",
+        _ => "fmod_ret",
     };
     let failed = |reason: String| AttachError::PastAya {
         program,
@@ -174,7 +160,7 @@ fn load_tracing(
     Ok(fd)
 }
 
-/// Attaches a loaded fmod_ret or fexit program; the returned link keeps it attached.
+/// Attaches a loaded fmod_ret, fentry or fexit program; the returned link keeps it attached.
 pub fn attach(program: &OwnedFd) -> io::Result<OwnedFd> {
     // SAFETY: as in `load`.
     let mut attr: bpf_attr = unsafe { std::mem::zeroed() };

@@ -13,15 +13,16 @@ use aya::{
     Ebpf, EbpfLoader,
     maps::{Array, MapError, PerCpuArray},
     programs::{
-        CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSock, CgroupSockAddr, FExit,
-        KProbe, Lsm, LsmCgroup, Program, ProgramError, SchedClassifier, TcAttachType, TracePoint,
-        Xdp,
+        CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSock, CgroupSockAddr, FEntry,
+        FExit, KProbe, Lsm, LsmCgroup, Program, ProgramError, SchedClassifier, TcAttachType,
+        TracePoint, Xdp,
         links::{FdLink, LinkOrder},
         tc::{NlOptions, TcAttachOptions},
         xdp::XdpMode as AyaXdpMode,
     },
     util::KernelVersion,
 };
+use aya_obj::generated::bpf_attach_type;
 use chaos_common::{counters::Counters, hook::Hook, net::DIRECTION_INGRESS};
 use thiserror::Error;
 
@@ -237,11 +238,15 @@ impl Loaded {
                 let btf = btf().ok_or(AttachError::NoBtf(name))?;
                 program::<LsmCgroup>(ebpf, name)?.load(lsm_hook, btf)
             }
-            // A syscall fexit is verified here on its own function; attaching loads it again
-            // on each syscall's.
+            // A syscall fentry or fexit is verified here on its own function; attaching loads
+            // it again on each syscall's.
             Hook::Fexit { function, .. } | Hook::SyscallFexit { function, .. } => {
                 let btf = btf().ok_or(AttachError::NoBtf(name))?;
                 program::<FExit>(ebpf, name)?.load(function, btf)
+            }
+            Hook::SyscallFentry { function, .. } => {
+                let btf = btf().ok_or(AttachError::NoBtf(name))?;
+                program::<FEntry>(ebpf, name)?.load(function, btf)
             }
             Hook::CgroupSockAddr { .. } => program::<CgroupSockAddr>(ebpf, name)?.load(),
             Hook::CgroupSock { .. } => program::<CgroupSock>(ebpf, name)?.load(),
@@ -259,8 +264,8 @@ impl Loaded {
         result.map_err(|source| AttachError::Program { name, source })?;
         // Attaching loads it again per syscall from the relocated object: relocate now, while
         // every map is still the object's (a run may take some out before it attaches).
-        if let Hook::SyscallFexit { function, .. } = hook {
-            self.relocated(name, "fexit", function)?;
+        if let Hook::SyscallFexit { function, .. } | Hook::SyscallFentry { function, .. } = hook {
+            self.relocated(name, "a syscall's program", function)?;
         }
         self.loaded.push(hook);
         Ok(())
@@ -300,25 +305,29 @@ impl Loaded {
         Ok((self.relocated.as_ref().expect("relocated above"), btf))
     }
 
-    /// Loads and attaches the fexit program `name` once per syscall of `sites.exits`, on its
-    /// entry function; each link pinned in `pin` if given.
-    fn attach_syscall_fexits(
+    /// Loads and attaches the fentry or fexit program of `hook` once per syscall of
+    /// `syscalls`, on its entry function; each link pinned in `pin` if given.
+    fn attach_on_syscalls(
         &mut self,
         hook: Hook,
-        sites: &Sites<'_>,
+        syscalls: &[&str],
         pin: Option<&Path>,
     ) -> Result<(), AttachError> {
         let name = hook.program();
-        if sites.exits.is_empty() {
+        let (attach_type, how) = match hook {
+            Hook::SyscallFentry { .. } => (bpf_attach_type::BPF_TRACE_FENTRY, "fentry"),
+            _ => (bpf_attach_type::BPF_TRACE_FEXIT, "fexit"),
+        };
+        if syscalls.is_empty() {
             return Err(AttachError::NoSite(name, "a syscall"));
         }
-        for (n, syscall) in sites.exits.iter().enumerate() {
+        for (n, syscall) in syscalls.iter().enumerate() {
             let function = syscall_entry_function(syscall);
-            let (relocated, btf) = self.relocated(name, "fexit", &function)?;
-            let program = fmod_ret::load_fexit(relocated, btf, name, &function)?;
+            let (relocated, btf) = self.relocated(name, how, &function)?;
+            let program = fmod_ret::load_tracing(relocated, btf, name, &function, attach_type)?;
             let failed = |err: io::Error| AttachError::PastAya {
                 program: name,
-                how: "fexit",
+                how,
                 function: function.clone(),
                 reason: err.to_string(),
             };
@@ -442,7 +451,11 @@ impl Loaded {
                 fmod_ret.link = Some(link);
             }
             Hook::Xdp { .. } => self.attach_xdp(name, sites, pin)?,
-            Hook::SyscallFexit { .. } => self.attach_syscall_fexits(hook, sites, pin)?,
+            Hook::SyscallFexit { .. } => {
+                let exits: Vec<&str> = sites.exits.iter().map(String::as_str).collect();
+                self.attach_on_syscalls(hook, &exits, pin)?;
+            }
+            Hook::SyscallFentry { .. } => self.attach_on_syscalls(hook, &[syscall()?], pin)?,
         }
         tracing::debug!(program = name, "attached");
         Ok(())
@@ -610,6 +623,7 @@ impl Loaded {
                 Some(Program::SchedClassifier(p)) => p.unload(),
                 Some(Program::Xdp(p)) => p.unload(),
                 Some(Program::FExit(p)) => p.unload(),
+                Some(Program::FEntry(p)) => p.unload(),
                 _ => continue,
             };
             if let Err(err) = result {

@@ -110,7 +110,7 @@ impl RunArgs {
     }
 }
 
-/// How a fault at syscalls catches them (`chaos corrupt-io`, `chaos delay`).
+/// How a fault at syscalls' returns catches them (`chaos corrupt-io`, `chaos delay`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum SyscallBackend {
     /// fexit where trampolines load, else syscall tracepoints.
@@ -126,12 +126,52 @@ impl SyscallBackend {
     /// Whether the fault's programs are the fexit ones `hooks`: an error, the reason, when
     /// fexit is asked for and this kernel refuses them.
     pub fn fexit(self, hooks: &[chaos_common::hook::Hook]) -> Result<bool, String> {
-        let refused = || crate::kernel::fexit_refused(hooks);
-        match self {
-            SyscallBackend::Tracepoint => Ok(false),
-            SyscallBackend::Auto => Ok(refused().is_none()),
-            SyscallBackend::Fexit => refused().map_or(Ok(true), Err),
-        }
+        let want = match self {
+            SyscallBackend::Auto => None,
+            SyscallBackend::Fexit => Some(true),
+            SyscallBackend::Tracepoint => Some(false),
+        };
+        trampolines_chosen(want, hooks)
+    }
+}
+
+/// How a fault at a syscall's entry catches it (`chaos signal`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum EntryBackend {
+    /// fentry where trampolines load, else the syscall's entry tracepoint.
+    Auto,
+    /// An fentry program on the syscall's function: only its calls pay.
+    Fentry,
+    /// The syscall's entry tracepoint: while it is on, every syscall of the machine takes the
+    /// kernel's slower tracing path.
+    Tracepoint,
+}
+
+impl EntryBackend {
+    /// Whether the fault's program is the fentry one `hook`: an error, the reason, when fentry
+    /// is asked for and this kernel refuses it.
+    pub fn fentry(self, hook: chaos_common::hook::Hook) -> Result<bool, String> {
+        let want = match self {
+            EntryBackend::Auto => None,
+            EntryBackend::Fentry => Some(true),
+            EntryBackend::Tracepoint => Some(false),
+        };
+        trampolines_chosen(want, &[hook])
+    }
+}
+
+/// Whether a fault takes its trampoline programs `hooks` rather than tracepoints: `want` says
+/// which was asked for (`None`: whichever this kernel loads, trampolines first); an error, the
+/// reason, when trampolines are asked for and refused.
+fn trampolines_chosen(
+    want: Option<bool>,
+    hooks: &[chaos_common::hook::Hook],
+) -> Result<bool, String> {
+    let refused = || crate::kernel::trampolines_refused(hooks);
+    match want {
+        Some(false) => Ok(false),
+        None => Ok(refused().is_none()),
+        Some(true) => refused().map_or(Ok(true), Err),
     }
 }
 

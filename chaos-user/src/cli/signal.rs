@@ -3,7 +3,7 @@
 use clap::Args;
 
 use crate::{
-    cli::{RunArgs, TargetArgs, error::Error, require_privileges},
+    cli::{EntryBackend, RunArgs, TargetArgs, error::Error, require_privileges},
     fault::{self, Signal, SignalFault},
     plan,
     run::{self, CallsFault},
@@ -12,9 +12,11 @@ use crate::{
 /// Send a signal to a process when it enters a syscall: SIGKILL at its 3rd fsync, the crash test
 /// at the worst moment.
 ///
-/// The signal is sent from the syscall's entry tracepoint (syscalls:sys_enter_NAME) with
-/// bpf_send_signal, to the whole process, before the syscall runs; only entries to that one
-/// syscall pay for the program. Needs CONFIG_FTRACE_SYSCALLS and kernel >= 5.3.
+/// The signal is sent with bpf_send_signal, to the whole process, before the syscall runs,
+/// from an fentry program on the syscall's function where trampolines load (only that
+/// syscall's calls pay), else from its entry tracepoint syscalls:sys_enter_NAME (every syscall
+/// of the machine then takes the kernel's slower tracing path). Needs kernel >= 5.3, and
+/// trampolines or CONFIG_FTRACE_SYSCALLS.
 ///
 /// Examples:
 ///   chaos signal --pid 4242 --syscall fsync --signal KILL --after 2 --count 1
@@ -37,6 +39,12 @@ pub struct SignalArgs {
     #[arg(long)]
     pub signal: Signal,
 
+    /// How the entries are caught: an fentry program on the syscall's function (only its calls
+    /// pay), or its entry tracepoint (every syscall of the machine then takes the kernel's
+    /// slow path); auto: fentry where trampolines load.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub backend: EntryBackend,
+
     #[command(flatten)]
     pub run: RunArgs,
 }
@@ -51,10 +59,18 @@ pub fn execute(args: SignalArgs) -> Result<u8, Error> {
     };
     require_privileges()?;
     let targets = args.targets.resolve(args.run.force)?;
-    plan::check_syscall_tracepoint(&fault.syscall)?;
     plan::check_rules(&fault.when)?;
-    if args.run.detach {
-        plan::check_detachable(Some("a signal fault's syscall tracepoint"))?;
+    let fentry = args
+        .backend
+        .fentry(chaos_common::hook::SIGNAL_FENTRY)
+        .map_err(|reason| plan::PlanError::SignalFentry { reason })?;
+    if fentry {
+        plan::check_syscall_function(&fault.syscall)?;
+    } else {
+        plan::check_syscall_tracepoint(&fault.syscall)?;
+        if args.run.detach {
+            plan::check_detachable(Some("a signal fault's syscall tracepoint"))?;
+        }
     }
     eprintln!(
         "chaos: sending {} to {} on {}() for {}{}{}",
@@ -65,6 +81,6 @@ pub fn execute(args: SignalArgs) -> Result<u8, Error> {
         if fault.dry_run { ", dry run" } else { "" },
         args.run.how_it_ends(),
     );
-    let calls_fault = CallsFault::signal(&fault);
+    let calls_fault = CallsFault::signal(&fault, fentry);
     args.run.run_or_detach(&targets, &calls_fault)
 }

@@ -48,8 +48,8 @@ const FAULT_SLOT: u32 = 0;
 /// The hook of a fault on one syscall or on bios rather than on `--op`s.
 #[derive(Clone, Copy, Debug)]
 pub enum ExtraHook<'a> {
-    /// `chaos signal`: the syscall's entry tracepoint sends a signal.
-    Signal(&'a str),
+    /// `chaos signal`: this program (the syscall's entry tracepoint or fentry) sends a signal.
+    Signal(&'a str, Hook),
     /// `chaos fail --syscall`: a kprobe on the syscall's entry function overrides its return.
     Override(&'a str),
     /// `chaos fail --kernel-fn`: a kprobe on the function overrides its return, for the calls
@@ -143,8 +143,8 @@ impl<'t> CallsLoaded<'t> {
             Vec::new()
         };
         let (syscall, function) = match extra {
-            Some(ExtraHook::Signal(name)) => {
-                hooks.push(hook::SIGNAL);
+            Some(ExtraHook::Signal(name, signal_hook)) => {
+                hooks.push(signal_hook);
                 (Some(name.to_owned()), None)
             }
             Some(ExtraHook::Override(name)) => {

@@ -256,23 +256,37 @@ impl<'a> CallsFault<'a> {
         }
     }
 
-    /// `chaos signal`: the syscall's entry tracepoint.
-    pub fn signal(fault: &'a SignalFault) -> Self {
+    /// `chaos signal`: an fentry program on the syscall's function, or its entry tracepoint.
+    pub fn signal(fault: &'a SignalFault, fentry: bool) -> Self {
+        let syscall = &fault.syscall;
+        let (hook, mechanism, via) = if fentry {
+            (
+                chaos_common::hook::SIGNAL_FENTRY,
+                "fentry",
+                format!(
+                    "fentry on {}",
+                    crate::attach::syscall_entry_function(syscall)
+                ),
+            )
+        } else {
+            (
+                chaos_common::hook::SIGNAL,
+                "tracepoint",
+                format!("syscalls:sys_enter_{syscall}"),
+            )
+        };
         CallsFault {
             kernel: fault.kernel(),
             plan: Vec::new(),
-            extra: Some(ExtraHook::Signal(&fault.syscall)),
+            extra: Some(ExtraHook::Signal(syscall, hook)),
             rows: vec![CallsRow {
                 code: OP_SIGNAL,
                 fault: FaultKind::Signal {
-                    op: fault.syscall.clone(),
+                    op: syscall.clone(),
                     signal: fault.signal.to_string(),
                 },
-                mechanism: "tracepoint".to_owned(),
-                covers: format!(
-                    "entries to {}() (syscalls:sys_enter_{})",
-                    fault.syscall, fault.syscall
-                ),
+                mechanism: mechanism.to_owned(),
+                covers: format!("entries to {syscall}() ({via})"),
             }],
             dry_run: fault.dry_run,
             filters: Vec::new(),
