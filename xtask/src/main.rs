@@ -73,6 +73,10 @@ enum Task {
         /// Environment for the command: NAME=VALUE (repeatable).
         #[arg(long = "env", value_name = "NAME=VALUE")]
         env: Vec<String>,
+        /// The guest's clock counts instructions (qemu -icount shift=0), as `cargo xtask bench`
+        /// runs its guest part: timings are the work done, whatever else the host runs.
+        #[arg(long)]
+        icount: bool,
         #[arg(last = true, required = true)]
         command: Vec<String>,
     },
@@ -105,15 +109,21 @@ fn main() -> anyhow::Result<()> {
         Task::VmRun {
             kernel,
             env,
+            icount,
             command,
         } => {
+            let clock = if icount {
+                vm::Clock::Instructions
+            } else {
+                vm::Clock::Real
+            };
             let status = vm::run(
                 &vm::Kernel::named(&kernel)?,
                 &env,
                 &command,
                 None,
                 "",
-                vm::Clock::Real,
+                clock,
             )?;
             std::process::exit(status);
         }
