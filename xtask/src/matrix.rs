@@ -122,19 +122,31 @@ const FAMILIES: [Family; 19] = [
         tests: "errno_syscall",
     },
     Family {
-        name: "`signal` (syscall tracepoints)",
-        ways: &[Way {
-            label: "",
-            needs: &[features::TRACEPOINT_SIGNAL],
-        }],
+        name: "`signal` (fentry, else syscall tracepoints)",
+        ways: &[
+            Way {
+                label: "fentry",
+                needs: &[features::TRAMPOLINE],
+            },
+            Way {
+                label: "tracepoint",
+                needs: &[features::TRACEPOINT_SIGNAL],
+            },
+        ],
         tests: "signal",
     },
     Family {
-        name: "`delay` (syscall exit tracepoints, SIGSTOP and SIGCONT)",
-        ways: &[Way {
-            label: "",
-            needs: &[features::TRACEPOINT_SIGNAL],
-        }],
+        name: "`delay` (fexit, else syscall tracepoints; SIGSTOP and SIGCONT)",
+        ways: &[
+            Way {
+                label: "fexit",
+                needs: &[features::TRAMPOLINE],
+            },
+            Way {
+                label: "tracepoint",
+                needs: &[features::TRACEPOINT_SIGNAL],
+            },
+        ],
         tests: "delay",
     },
     Family {
