@@ -41,7 +41,13 @@ def missing(sock, acked):
     absent = 0
     for start in range(1, acked + 1, 500):
         keys = [f"k:{n}" for n in range(start, min(start + 500, acked + 1))]
-        present = int(command(sock, "EXISTS", *keys)[1:])
+        reply = command(sock, "EXISTS", *keys)
+        # A restarted server accepts connections while it reads its files back, and answers
+        # -LOADING until it has them all.
+        while reply.startswith("-LOADING"):
+            time.sleep(0.05)
+            reply = command(sock, "EXISTS", *keys)
+        present = int(reply[1:])
         absent += len(keys) - present
     return absent
 
