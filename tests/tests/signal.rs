@@ -32,7 +32,7 @@ fn sigkill_at_the_third_fsync_of_the_target_only() {
         "5m",
         "--json",
     ];
-    let (supported, detail) = Probe::run().feature(features::TRACEPOINT_SIGNAL);
+    let (supported, detail) = syscall_programs_supported();
     if supported && !counting_supported_or_refused(&args) {
         return;
     }
@@ -41,7 +41,7 @@ fn sigkill_at_the_third_fsync_of_the_target_only() {
 
     if !supported {
         assert!(
-            !expected(features::TRACEPOINT_SIGNAL),
+            syscall_programs_unexpected(),
             "chaos signal must work on this kernel: {detail} / {stderr}"
         );
         assert_eq!(output.status.code(), Some(2), "{stderr}");
