@@ -25,6 +25,7 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "iproute2",                    // tc, ip: probe and network tests
     "kmod",                        // depmod for the Debian kernels' module trees
     "nginx-light",                 // the HTTP drills' server
+    "perl",                        // the examples' workloads (Time::HiRes, IO::Handle)
     "iperf3",                      // the network benchmark
     "postgresql",                  // the PostgreSQL drills' servers
     "podman",                      // real containers for the --container tests
