@@ -216,3 +216,42 @@ pub fn resume_left(fd: RawFd) {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stops_last_the_delay_give_or_take_the_jitter() {
+        let mut rng = Rng::new(7);
+        let exact = DelaySetting {
+            delay: Duration::from_millis(50),
+            jitter: Duration::ZERO,
+        };
+        assert_eq!(exact.draw(&mut rng), 50_000_000);
+        let jittered = DelaySetting {
+            delay: Duration::from_millis(50),
+            jitter: Duration::from_millis(50),
+        };
+        let draws: Vec<u64> = (0..1000).map(|_| jittered.draw(&mut rng)).collect();
+        assert!(draws.iter().all(|&ns| ns <= 100_000_000));
+        // Uniform over [0, 100 ms]: both halves drawn about as often.
+        let low = draws.iter().filter(|&&ns| ns < 50_000_000).count();
+        assert!((400..=600).contains(&low), "{low} of 1000 below the delay");
+    }
+
+    #[test]
+    fn events_are_read_from_the_ring_buffer_bytes() {
+        let event = DelayEvent {
+            at_ns: 5,
+            tgid: 42,
+            tid: 43,
+        };
+        // SAFETY: a #[repr(C)] struct of integers, viewed as its bytes.
+        let bytes = unsafe {
+            std::slice::from_raw_parts((&raw const event).cast::<u8>(), size_of::<DelayEvent>())
+        };
+        assert_eq!(read_event(bytes), Some(event));
+        assert_eq!(read_event(&bytes[..8]), None);
+    }
+}
