@@ -333,12 +333,7 @@ impl Loaded {
             };
             let link = fmod_ret::attach(&program).map_err(failed)?;
             if let Some(dir) = pin {
-                fmod_ret::pin(&link, &dir.join(format!("{name}-{n}"))).map_err(|err| {
-                    AttachError::Pin {
-                        name: name.to_owned(),
-                        reason: err.to_string(),
-                    }
-                })?;
+                pin_past_aya(&link, dir, name, n)?;
             }
             self.fmod_ret.push(FmodRetProgram {
                 hook,
@@ -442,11 +437,7 @@ impl Loaded {
                 };
                 let link = fmod_ret::attach(&fmod_ret.program).map_err(failed)?;
                 if let Some(dir) = pin {
-                    let path = dir.join(format!("{name}-0"));
-                    fmod_ret::pin(&link, &path).map_err(|err| AttachError::Pin {
-                        name: name.to_owned(),
-                        reason: err.to_string(),
-                    })?;
+                    pin_past_aya(&link, dir, name, 0)?;
                 }
                 fmod_ret.link = Some(link);
             }
@@ -696,6 +687,14 @@ impl Loaded {
     pub fn ebpf(&self) -> &Ebpf {
         &self.ebpf
     }
+}
+
+/// Pins the link of a program chaos loaded itself as `dir/NAME-N`, as [`pin_link`] pins aya's.
+fn pin_past_aya(link: &OwnedFd, dir: &Path, name: &str, n: usize) -> Result<(), AttachError> {
+    fmod_ret::pin(link, &dir.join(format!("{name}-{n}"))).map_err(|err| AttachError::Pin {
+        name: name.to_owned(),
+        reason: err.to_string(),
+    })
 }
 
 /// A program chaos loaded itself: an LSM program as fmod_ret, or a syscall fexit on one
