@@ -101,10 +101,21 @@ pub fn execute(args: DelayArgs) -> Result<u8, Error> {
     require_privileges()?;
     let targets = args.targets.resolve(args.run.force)?;
     plan::check_rules(&fault.when)?;
-    let fexit = args
+    let trampolines = args
         .backend
         .fexit(&[chaos_common::hook::DELAY_FEXIT])
         .map_err(|reason| plan::PlanError::Delay { reason })?;
+    // auto: the tracepoints where they cover syscalls that have no function in the BTF to put
+    // fexit on (one without arguments, such as getpid or vfork, has none).
+    let fexit = trampolines
+        && (args.backend != SyscallBackend::Auto
+            || match (
+                plan::delay_syscalls(&fault.delayed, true),
+                plan::delay_syscalls(&fault.delayed, false),
+            ) {
+                (Ok(functions), Ok(tracepoints)) => functions.len() >= tracepoints.len(),
+                (_, tracepoints) => tracepoints.is_err(),
+            });
     let syscalls = plan::delay_syscalls(&fault.delayed, fexit)?;
     eprintln!(
         "chaos: delaying the returns of {} from {} by {} for {}{}{}",

@@ -60,10 +60,16 @@ pub fn execute(args: SignalArgs) -> Result<u8, Error> {
     require_privileges()?;
     let targets = args.targets.resolve(args.run.force)?;
     plan::check_rules(&fault.when)?;
-    let fentry = args
+    let trampolines = args
         .backend
         .fentry(chaos_common::hook::SIGNAL_FENTRY)
         .map_err(|reason| plan::PlanError::SignalFentry { reason })?;
+    // auto: the tracepoint where the syscall has no function in the BTF to put fentry on (one
+    // without arguments, such as getpid, has none).
+    let fentry = trampolines
+        && (args.backend != EntryBackend::Auto
+            || plan::check_syscall_function(&fault.syscall).is_ok()
+            || plan::check_syscall_tracepoint(&fault.syscall).is_err());
     if fentry {
         plan::check_syscall_function(&fault.syscall)?;
     } else {
