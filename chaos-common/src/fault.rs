@@ -233,6 +233,43 @@ pub struct CorruptFilter {
 }
 const _: () = assert!(core::mem::size_of::<CorruptFilter>() == 32);
 
+/// What `chaos clock` shifts and by how much, and where the fields its exec program reads lie
+/// (from the kernel's BTF).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ClockFilter {
+    /// The shift, as whole seconds (negative: back) plus nanoseconds in `0..1_000_000_000`.
+    pub offset_sec: i64,
+    pub offset_nsec: u32,
+    /// Bit N set: clock ID N is shifted in clock_gettime(); bit [`CLOCK_REALTIME`] also
+    /// shifts gettimeofday() and time().
+    pub clocks: u32,
+    /// `linux_binprm->p`, `->argc`, `->envc`: where the new image's auxiliary vector lies.
+    pub bprm_p: u32,
+    pub bprm_argc: u32,
+    pub bprm_envc: u32,
+    /// `task_struct->mm`, `mm_struct->context.vdso`: the address the vDSO entry must hold.
+    pub task_mm: u32,
+    pub mm_vdso: u32,
+    pub _pad: u32,
+}
+const _: () = assert!(core::mem::size_of::<ClockFilter>() == 40);
+
+/// The clock IDs of linux/time.h that `chaos clock` can shift.
+pub const CLOCK_REALTIME: u32 = 0;
+pub const CLOCK_MONOTONIC: u32 = 1;
+pub const CLOCK_MONOTONIC_RAW: u32 = 4;
+pub const CLOCK_REALTIME_COARSE: u32 = 5;
+pub const CLOCK_MONOTONIC_COARSE: u32 = 6;
+pub const CLOCK_BOOTTIME: u32 = 7;
+pub const CLOCK_REALTIME_ALARM: u32 = 8;
+pub const CLOCK_BOOTTIME_ALARM: u32 = 9;
+pub const CLOCK_TAI: u32 = 11;
+
+/// Auxiliary vector entry types (linux/auxvec.h): the vDSO's address, and an entry to ignore.
+pub const AT_SYSINFO_EHDR: u64 = 33;
+pub const AT_IGNORE: u64 = 1;
+
 /// `chaos delay`: one stop, as the kernel tells chaos through the ring buffer: process `tgid`
 /// was sent SIGSTOP at `at_ns` (CLOCK_MONOTONIC) as its thread `tid` left a delayed syscall.
 #[repr(C)]
@@ -323,3 +360,6 @@ unsafe impl aya::Pod for CorruptFilter {}
 #[cfg(feature = "user")]
 // SAFETY: #[repr(C)] integers only, no padding (size checked above).
 unsafe impl aya::Pod for DelayEvent {}
+#[cfg(feature = "user")]
+// SAFETY: #[repr(C)] integers only, explicit padding (size checked above).
+unsafe impl aya::Pod for ClockFilter {}

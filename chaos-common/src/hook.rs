@@ -88,6 +88,12 @@ pub enum Hook {
         program: &'static str,
         hook: &'static str,
     },
+    /// A BTF-typed tracepoint program (section `tp_btf/EVENT`): a raw tracepoint whose
+    /// arguments are the kernel's own typed pointers (no trampoline).
+    BtfTracepoint {
+        program: &'static str,
+        event: &'static str,
+    },
 }
 
 impl Hook {
@@ -108,7 +114,8 @@ impl Hook {
             | Hook::Fexit { program, .. }
             | Hook::SyscallFexit { program, .. }
             | Hook::SyscallFentry { program, .. }
-            | Hook::LsmCgroup { program, .. } => program,
+            | Hook::LsmCgroup { program, .. }
+            | Hook::BtfTracepoint { program, .. } => program,
         }
     }
 
@@ -132,6 +139,7 @@ impl Hook {
             }
             Hook::SyscallFentry { function, .. } => ("fentry/", function),
             Hook::LsmCgroup { hook, .. } => ("lsm_cgroup/", hook),
+            Hook::BtfTracepoint { event, .. } => ("tp_btf/", event),
         }
     }
 }
@@ -223,8 +231,30 @@ pub const CORRUPT_READ: [Hook; 4] = [
     syscall_event("tracepoint_pread64_exit", "sys_exit_pread64"),
 ];
 
+/// `chaos clock`: fexit programs on the clock syscalls' functions (x86_64 names) shift what
+/// they return to a target, and a program on every exec withholds the vDSO from a target's new
+/// image, so that its clock reads become those syscalls.
+pub const CLOCK_FEXIT: [Hook; 3] = [
+    Hook::Fexit {
+        program: "fexit_clock_gettime",
+        function: "__x64_sys_clock_gettime",
+    },
+    Hook::Fexit {
+        program: "fexit_gettimeofday",
+        function: "__x64_sys_gettimeofday",
+    },
+    Hook::Fexit {
+        program: "fexit_time",
+        function: "__x64_sys_time",
+    },
+];
+pub const CLOCK_EXEC: Hook = Hook::BtfTracepoint {
+    program: "tp_btf_clock_exec",
+    event: "sched_process_exec",
+};
+
 /// The hooks of the errno object besides the operations' ([`crate::ops::OPS`]).
-pub const ERRNO_EXTRA: [Hook; 19] = [
+pub const ERRNO_EXTRA: [Hook; 23] = [
     FORK,
     EXIT,
     SIGNAL,
@@ -244,6 +274,10 @@ pub const ERRNO_EXTRA: [Hook; 19] = [
     CORRUPT_READ[3],
     CORRUPT_READ_FEXIT[0],
     CORRUPT_READ_FEXIT[1],
+    CLOCK_FEXIT[0],
+    CLOCK_FEXIT[1],
+    CLOCK_FEXIT[2],
+    CLOCK_EXEC,
 ];
 
 /// Network faults (object `net`): packets arriving on and leaving the target interfaces (TC),

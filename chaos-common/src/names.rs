@@ -38,6 +38,8 @@ pub const GLOBAL_DISK: &str = "DISK";
 pub const GLOBAL_STATFS: &str = "STATFS";
 /// [`crate::fault::CorruptFilter`]: what corrupt-io flips, and where it reads.
 pub const GLOBAL_CORRUPT: &str = "CORRUPT";
+/// [`crate::fault::ClockFilter`]: what `chaos clock` shifts, and where its exec program reads.
+pub const GLOBAL_CLOCK: &str = "CLOCK";
 /// Non-zero where the kernel has `bpf_set_retval` (5.18): cgroup programs then choose the errno;
 /// without it they fail calls with EPERM.
 pub const GLOBAL_KERNEL_SET_RETVAL: &str = "KERNEL_SET_RETVAL";
@@ -85,6 +87,7 @@ pub const ERRNO: Object = Object {
         GLOBAL_KERNEL_FN,
         GLOBAL_STATFS,
         GLOBAL_CORRUPT,
+        GLOBAL_CLOCK,
     ],
 };
 

@@ -54,8 +54,13 @@ pub const OP_CORRUPT_BYTES: u32 = 33;
 /// Not an `--op` of `chaos fail`: a target's return from chosen syscalls, delayed (`chaos
 /// delay`).
 pub const OP_DELAY: u32 = 34;
+/// Not an `--op` of `chaos fail`: a target's clock reads (clock_gettime, gettimeofday, time)
+/// returned shifted (`chaos clock`).
+pub const OP_CLOCK: u32 = 35;
+/// Not a call: a target's exec whose new image had the vDSO withheld (`chaos clock`).
+pub const OP_CLOCK_EXEC: u32 = 36;
 /// Number of operation numbers; sizes the counter map.
-pub const OP_COUNT: u32 = 35;
+pub const OP_COUNT: u32 = 37;
 
 /// Filters a mechanism can honour, as bits of [`Rung::filters`].
 pub const FILTER_PATH: u32 = 1;

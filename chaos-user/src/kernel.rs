@@ -4,7 +4,7 @@
 use std::{fs, io, path::Path, process::Command};
 
 use chaos_common::{
-    fault::{CorruptFilter, DiskFilter, NO_REQ_OP, PathOffsets, StatfsFilter},
+    fault::{ClockFilter, CorruptFilter, DiskFilter, NO_REQ_OP, PathOffsets, StatfsFilter},
     features as feature,
     hook::{self, Hook},
     names,
@@ -1080,6 +1080,21 @@ pub fn corrupt_filter(bits: u32, files: bool, tracepoints: bool) -> Result<Corru
         filter.fdt_max_fds = offset("fdtable", "max_fds")?;
     }
     Ok(filter)
+}
+
+/// `filter` with the places in the running kernel's structs its exec program reads: the new
+/// image's stack and argument counts, and the address of the process's vDSO.
+pub fn clock_filter(filter: ClockFilter) -> Result<ClockFilter, String> {
+    let btf = crate::btf::Btf::kernel().map_err(|err| err.to_string())?;
+    let offset = |ty: &str, field: &str| btf.offset_of(ty, field).map_err(|err| err.to_string());
+    Ok(ClockFilter {
+        bprm_p: offset("linux_binprm", "p")?,
+        bprm_argc: offset("linux_binprm", "argc")?,
+        bprm_envc: offset("linux_binprm", "envc")?,
+        task_mm: offset("task_struct", "mm")?,
+        mm_vdso: offset("mm_struct", "context.vdso")?,
+        ..filter
+    })
 }
 
 /// Where the fields the `--path` filter follows lie in the running kernel's structs.

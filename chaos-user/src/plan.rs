@@ -46,6 +46,8 @@ pub enum PlanError {
     DiskFull { reason: String },
     #[error("reads cannot be corrupted on this kernel: {reason}")]
     CorruptIo { reason: String },
+    #[error("clocks cannot be shifted on this kernel: {reason}")]
+    Clock { reason: String },
     #[error("--backend fexit: syscalls cannot be delayed by fexit on this kernel: {reason}")]
     Delay { reason: String },
     #[error("--backend fentry: signals cannot be sent from fentry on this kernel: {reason}")]
@@ -338,6 +340,23 @@ pub fn check_statfs_rewrite() -> Result<(), PlanError> {
 /// Checks that a target's read() results can be corrupted.
 pub fn check_read_corruption() -> Result<(), PlanError> {
     check_rewrite(["read", "pread64"]).map_err(|reason| PlanError::CorruptIo { reason })
+}
+
+/// Checks that what the clock syscalls return to a target can be shifted, and its vDSO
+/// withheld: `bpf_probe_write_user` first (the reason a locked-down kernel gives), then the
+/// trampolines of the fexit programs and the exec program with the kernel's BTF.
+pub fn check_clock() -> Result<(), PlanError> {
+    let refuse = |reason| PlanError::Clock { reason };
+    let finding = kernel::probe_write_user();
+    if !finding.supported {
+        return Err(refuse(finding.explain()));
+    }
+    let mut hooks = chaos_common::hook::CLOCK_FEXIT.to_vec();
+    hooks.push(chaos_common::hook::CLOCK_EXEC);
+    match kernel::trampolines_refused(&hooks) {
+        Some(reason) => Err(refuse(reason)),
+        None => Ok(()),
+    }
 }
 
 /// Why what `syscalls` return to a target cannot be rewritten at their exit here, if so: their

@@ -109,6 +109,9 @@ pub struct FaultReport {
     /// How long the delayed calls' processes were held stopped (`chaos delay`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stopped: Option<Stopped>,
+    /// The execs of targets whose new image had the vDSO withheld (`chaos clock`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vdso_withheld: Option<u64>,
 }
 
 /// How long `chaos delay` held its targets stopped, each stop from the syscall's return (the
@@ -351,6 +354,9 @@ impl Report {
                     .altered_bytes
                     .map(|bytes| format!("  ({bytes} bytes altered)"))
                     .or(fault.stopped.map(|s| format!("  ({})", s.describe())))
+                    .or(fault
+                        .vdso_withheld
+                        .map(|execs| format!("  (vDSO withheld from {execs} execs)")))
                     .unwrap_or_default(),
                 if fault.dry_run { "  (dry run)" } else { "" }
             );
@@ -523,6 +529,7 @@ mod tests {
                 injected: 3,
                 altered_bytes: None,
                 stopped: None,
+                vdso_withheld: None,
             }],
             EndedBy::TargetExited,
             vec![TargetReport {

@@ -197,6 +197,13 @@ impl Drop for Chaos {
     }
 }
 
+/// A directory of this test process under the system's temporary directory, made if need be.
+pub fn tempdir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("chaos-test-{name}-{}", std::process::id()));
+    fs::create_dir_all(&dir).unwrap_or_else(|err| panic!("create {}: {err}", dir.display()));
+    dir
+}
+
 /// Starts `chaos ARGS` in the background with piped output.
 pub fn spawn_chaos(args: &[&str]) -> Chaos {
     Chaos::spawn(&mut chaos_command(args))

@@ -472,12 +472,6 @@ fn signal(pid: u32, signal: i32) {
     assert_eq!(unsafe { libc::kill(pid as i32, signal) }, 0, "kill {pid}");
 }
 
-fn tempdir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("chaos-experiment-{name}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
 /// Whether this kernel can send signals at a syscall (fentry or a tracepoint); when it cannot
 /// (and need not, per CHAOS_EXPECT), says so.
 fn signals_supported() -> bool {

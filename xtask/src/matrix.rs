@@ -68,7 +68,7 @@ const TCX_OR_CLSACT: &[Way] = &[
     },
 ];
 
-const FAMILIES: [Family; 19] = [
+const FAMILIES: [Family; 20] = [
     Family {
         name: "`fail` connect/bind/send/socket (cgroup hooks)",
         ways: &[Way {
@@ -224,6 +224,14 @@ const FAMILIES: [Family; 19] = [
             },
         ],
         tests: "corrupt_io",
+    },
+    Family {
+        name: "`clock` (fexit and tp_btf; bpf_probe_write_user)",
+        ways: &[Way {
+            label: "fexit",
+            needs: &[features::TRAMPOLINE, features::PROBE_WRITE_USER],
+        }],
+        tests: "clock",
     },
     Family {
         name: "`net delay`, `net limit` (fq)",

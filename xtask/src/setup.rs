@@ -22,8 +22,10 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "dnsmasq-base",                // the DNS server of the DNS fault tests
     "e2fsprogs",                   // mkfs.ext4: the --path tests' ext4 image
     "ethtool",                     // the corruption tests turn a veth's checksum offload off
+    "golang-go",                   // the clock tests' Go program (time.Now through the vDSO)
     "iproute2",                    // tc, ip: probe and network tests
     "kmod",                        // depmod for the Debian kernels' module trees
+    "musl-tools",                  // musl-gcc: the clock tests' static C program
     "nginx-light",                 // the HTTP drills' server
     "perl",                        // the examples' workloads (Time::HiRes, IO::Handle)
     "iperf3",                      // the network benchmark

@@ -198,6 +198,7 @@ impl Kernel {
             "debian-5.10" => Ok(Kernel {
                 only: Some(&[
                     "cli",
+                    "clock",
                     "corrupt_io",
                     "delay",
                     "disk_full",

@@ -19,18 +19,21 @@ use aya_ebpf::{
         bpf_ktime_get_ns, bpf_override_return, bpf_probe_read_kernel, bpf_probe_read_user,
         bpf_probe_write_user, bpf_send_signal, bpf_set_retval,
     },
-    macros::{cgroup_sock, cgroup_sock_addr, fentry, fexit, kprobe, map, tracepoint},
+    macros::{
+        btf_tracepoint, cgroup_sock, cgroup_sock_addr, fentry, fexit, kprobe, map, tracepoint,
+    },
     maps::{HashMap, PerCpuArray, RingBuf},
     programs::{
-        FEntryContext, FExitContext, LsmContext, ProbeContext, SockAddrContext, SockContext,
-        TracePointContext,
+        BtfTracePointContext, FEntryContext, FExitContext, LsmContext, ProbeContext,
+        SockAddrContext, SockContext, TracePointContext,
     },
 };
 use chaos_common::{
     fault::{
-        AF_INET, AF_INET6, CorruptFilter, DelayEvent, IPV4_MAPPED_WORD, KernelFnFilter,
-        MAX_CORRUPT_BITS, MAX_DELAYED, MAX_STACK_FRAMES, STATFS_F_BAVAIL, STATFS_F_BFREE,
-        STATFS_F_FSID, STATFS_F_TYPE, StatfsFilter,
+        AF_INET, AF_INET6, AT_IGNORE, AT_SYSINFO_EHDR, CLOCK_REALTIME, ClockFilter, CorruptFilter,
+        DelayEvent, IPV4_MAPPED_WORD, KernelFnFilter, MAX_CORRUPT_BITS, MAX_DELAYED,
+        MAX_STACK_FRAMES, STATFS_F_BAVAIL, STATFS_F_BFREE, STATFS_F_FSID, STATFS_F_TYPE,
+        StatfsFilter,
     },
     ops::*,
     target::TARGET_TREE,
@@ -870,6 +873,157 @@ pub fn tracepoint_read_exit(ctx: TracePointContext) -> u32 {
 #[tracepoint]
 pub fn tracepoint_pread64_exit(ctx: TracePointContext) -> u32 {
     read_exit(&ctx)
+}
+
+/// What a clock fault shifts, by how much, and where its exec program reads; set at load.
+#[unsafe(no_mangle)]
+static CLOCK: Global<ClockFilter> = Global::new(ClockFilter {
+    offset_sec: 0,
+    offset_nsec: 0,
+    clocks: 0,
+    bprm_p: 0,
+    bprm_argc: 0,
+    bprm_envc: 0,
+    task_mm: 0,
+    mm_vdso: 0,
+    _pad: 0,
+});
+
+/// The fault's filter, if the current process is a target whose read of `clock` (read only
+/// then) the fault shifts and acts on: one array lookup for others.
+#[inline(always)]
+fn clock_shift(clock: impl FnOnce() -> Option<u64>) -> Option<ClockFilter> {
+    let (slot, target) = current_target(Attached::Kernel)?;
+    let clock = clock()?;
+    let filter = CLOCK.load();
+    if clock >= 32 || filter.clocks & (1 << clock) == 0 {
+        return None;
+    }
+    act(slot, target, OP_CLOCK, || Call::UNKNOWN)?;
+    Some(filter)
+}
+
+/// Rewrites the (seconds, fraction) pair at `at` in the caller's memory shifted by the filter's
+/// offset; `per_sec` fractions make a second (10^9 for a timespec, 10^6 for a timeval).
+#[inline(always)]
+fn shift_time(filter: &ClockFilter, at: u64, per_sec: i64) {
+    let at = at as *mut [i64; 2];
+    // SAFETY: a read of the caller's own struct, which the kernel has just filled.
+    let Ok([sec, frac]) = (unsafe { bpf_probe_read_user(at) }) else {
+        return;
+    };
+    let mut shifted = [
+        sec + filter.offset_sec,
+        frac + i64::from(filter.offset_nsec) / (1_000_000_000 / per_sec),
+    ];
+    if shifted[1] >= per_sec {
+        shifted[0] += 1;
+        shifted[1] -= per_sec;
+    }
+    // SAFETY: a write of the same struct, as the syscall itself would have written it.
+    let _ = unsafe { bpf_probe_write_user(at, &shifted) };
+}
+
+/// `clock_gettime(clock, tp)` returning 0 to a target: `*tp` shifted if the fault covers
+/// `clock`. One array lookup for others.
+#[fexit(function = "__x64_sys_clock_gettime")]
+pub fn fexit_clock_gettime(ctx: FExitContext) -> i32 {
+    let regs: u64 = ctx.arg(0);
+    let ret: i64 = ctx.arg(1);
+    if ret != 0 {
+        return 0;
+    }
+    let Some(filter) = clock_shift(|| read_at(regs, PT_REGS_DI)) else {
+        return 0;
+    };
+    if let Some(tp) = read_at::<u64>(regs, PT_REGS_SI) {
+        shift_time(&filter, tp, 1_000_000_000);
+    }
+    0
+}
+
+/// `gettimeofday(tv, tz)` returning 0 to a target: `*tv` shifted if the fault covers the real
+/// time. One array lookup for others.
+#[fexit(function = "__x64_sys_gettimeofday")]
+pub fn fexit_gettimeofday(ctx: FExitContext) -> i32 {
+    let regs: u64 = ctx.arg(0);
+    let ret: i64 = ctx.arg(1);
+    if ret != 0 {
+        return 0;
+    }
+    let Some(filter) = clock_shift(|| Some(u64::from(CLOCK_REALTIME))) else {
+        return 0;
+    };
+    if let Some(tv) = read_at::<u64>(regs, PT_REGS_DI).filter(|&tv| tv != 0) {
+        shift_time(&filter, tv, 1_000_000);
+    }
+    0
+}
+
+/// `time(tloc)` of a target: `*tloc` shifted if the fault covers the real time (the return value
+/// cannot be changed from fexit). One array lookup for others.
+#[fexit(function = "__x64_sys_time")]
+pub fn fexit_time(ctx: FExitContext) -> i32 {
+    let regs: u64 = ctx.arg(0);
+    let now: i64 = ctx.arg(1);
+    if now < 0 {
+        return 0;
+    }
+    let tloc = || read_at::<u64>(regs, PT_REGS_DI).filter(|&tloc| tloc != 0);
+    // Counted only where a result is shifted: time(NULL)'s is the return value alone.
+    let Some(tloc) = current_target(Attached::Kernel).and_then(|_| tloc()) else {
+        return 0;
+    };
+    if let Some(filter) = clock_shift(|| Some(u64::from(CLOCK_REALTIME))) {
+        let shifted = now + filter.offset_sec;
+        // SAFETY: a write of the caller's own time_t, as time() itself wrote it.
+        let _ = unsafe { bpf_probe_write_user(tloc as *mut i64, &shifted) };
+    }
+    0
+}
+
+/// A target's exec: the new image's auxiliary vector loses its vDSO entry (its type becomes
+/// AT_IGNORE), so that its C library or Go runtime reads the clock through the syscalls above.
+/// Runs on every exec of the machine while a clock fault lasts: one array lookup for others.
+#[btf_tracepoint(function = "sched_process_exec")]
+pub fn tp_btf_clock_exec(ctx: BtfTracePointContext) -> i32 {
+    let _ = withhold_vdso(&ctx);
+    0
+}
+
+#[inline(always)]
+fn withhold_vdso(ctx: &BtfTracePointContext) -> Option<()> {
+    let (slot, _) = current_target(Attached::Kernel)?;
+    let filter = CLOCK.load();
+    // sched_process_exec(struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)
+    let bprm: u64 = ctx.arg(2);
+    let stack: u64 = read_at(bprm, filter.bprm_p)?;
+    let argc: i32 = read_at(bprm, filter.bprm_argc)?;
+    let envc: i32 = read_at(bprm, filter.bprm_envc)?;
+    // SAFETY: a helper call without arguments.
+    let task = unsafe { bpf_get_current_task() };
+    let vdso: u64 = read_at(pointer_at(task, filter.task_mm), filter.mm_vdso)?;
+    // The new stack, as the ELF loader laid it out: argc, argv[] and envp[] (each ended by a
+    // null pointer), then the auxiliary vector, whose first entry on x86_64 is the vDSO's.
+    let words = 3 + u64::try_from(argc).ok()? + u64::try_from(envc).ok()?;
+    let auxv = (stack + 8 * words) as *mut u64;
+    // SAFETY: a read of the new image's stack, which the loader has just written.
+    let entry: [u64; 2] = unsafe { bpf_probe_read_user(auxv as *const [u64; 2]) }.ok()?;
+    // Written only where the entry is the vDSO's, at the address this process maps it (not a
+    // 32-bit image's, laid out otherwise).
+    if vdso == 0 || entry != [AT_SYSINFO_EHDR, vdso] {
+        return None;
+    }
+    // Not a read of the clock: the rules (--count, --probability…) do not pick execs.
+    let fault = fault_in(slot)?;
+    // SAFETY: a helper call without arguments.
+    if fault.dry_run != 0 || unsafe { bpf_ktime_get_ns() } >= fault.deadline_ns {
+        return None;
+    }
+    // SAFETY: a write of one word of the new image's auxiliary vector, before it runs.
+    unsafe { bpf_probe_write_user(auxv, &AT_IGNORE) }.ok()?;
+    add_injected(slot, OP_CLOCK_EXEC, 1);
+    Some(())
 }
 
 /// Offset of `child_pid` in the `sched_process_fork` record; set at load from the format file.

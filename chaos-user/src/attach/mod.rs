@@ -13,9 +13,9 @@ use aya::{
     Ebpf, EbpfLoader,
     maps::{Array, MapError, PerCpuArray},
     programs::{
-        CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSock, CgroupSockAddr, FEntry,
-        FExit, KProbe, Lsm, LsmCgroup, Program, ProgramError, SchedClassifier, TcAttachType,
-        TracePoint, Xdp,
+        BtfTracePoint, CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSock,
+        CgroupSockAddr, FEntry, FExit, KProbe, Lsm, LsmCgroup, Program, ProgramError,
+        SchedClassifier, TcAttachType, TracePoint, Xdp,
         links::{FdLink, LinkOrder},
         tc::{NlOptions, TcAttachOptions},
         xdp::XdpMode as AyaXdpMode,
@@ -248,6 +248,10 @@ impl Loaded {
                 let btf = btf().ok_or(AttachError::NoBtf(name))?;
                 program::<FEntry>(ebpf, name)?.load(function, btf)
             }
+            Hook::BtfTracepoint { event, .. } => {
+                let btf = btf().ok_or(AttachError::NoBtf(name))?;
+                program::<BtfTracePoint>(ebpf, name)?.load(event, btf)
+            }
             Hook::CgroupSockAddr { .. } => program::<CgroupSockAddr>(ebpf, name)?.load(),
             Hook::CgroupSock { .. } => program::<CgroupSock>(ebpf, name)?.load(),
             Hook::CgroupSkb { .. } => program::<CgroupSkb>(ebpf, name)?.load(),
@@ -371,6 +375,7 @@ impl Loaded {
         match hook {
             Hook::Lsm { .. } => link!(Lsm, 0, |p| p.attach()),
             Hook::Fexit { .. } => link!(FExit, 0, |p| p.attach()),
+            Hook::BtfTracepoint { .. } => link!(BtfTracePoint, 0, |p| p.attach()),
             Hook::CgroupSockAddr { .. } => {
                 for (n, cgroup) in sites.cgroups.iter().enumerate() {
                     link!(CgroupSockAddr, n, |p| p.attach(cgroup, single));

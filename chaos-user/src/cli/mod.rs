@@ -1,5 +1,6 @@
 //! The command line: clap definitions, one file per subcommand, and the error of a command.
 
+pub mod clock;
 pub mod corrupt;
 pub mod delay;
 pub mod demo;
@@ -322,6 +323,7 @@ pub enum Command {
     Pause(pause::PauseArgs),
     Disk(disk::DiskArgs),
     CorruptIo(corrupt::CorruptIoArgs),
+    Clock(clock::ClockArgs),
     Run(run_file::RunFileArgs),
     Monkey(experiment::monkey::MonkeyArgs),
     List(detached::ListArgs),
@@ -368,6 +370,7 @@ pub fn execute(cli: Cli) -> Result<u8, Error> {
         Command::Pause(args) => pause::execute(args),
         Command::Disk(args) => disk::execute(args),
         Command::CorruptIo(args) => corrupt::execute(args),
+        Command::Clock(args) => clock::execute(args),
         Command::PauseGuard(args) => pause::guard(args),
         Command::Run(args) => run_file::execute(args),
         Command::Monkey(args) => experiment::monkey::execute(args),
@@ -403,6 +406,7 @@ impl Command {
             // Their options are all checked by clap.
             Command::Pause(_) | Command::Disk(_) => Some(Ok(())),
             Command::CorruptIo(args) => Some(args.fault().map(drop)),
+            Command::Clock(args) => Some(args.fault().map(drop)),
             Command::Run(_)
             | Command::Monkey(_)
             | Command::List(_)
@@ -472,7 +476,8 @@ mod tests {
                 "disk error",
                 "disk cut",
                 "disk full",
-                "corrupt-io"
+                "corrupt-io",
+                "clock"
             ]
         );
     }

@@ -143,6 +143,7 @@ pub fn execute(args: PauseArgs) -> Result<u8, Error> {
         injected: freezes,
         altered_bytes: None,
         stopped: None,
+        vdso_withheld: None,
     };
     let outcome = holder.block_on(async |interrupts| {
         hang(

@@ -110,6 +110,7 @@ pub fn execute(args: ResetArgs) -> Result<u8, Error> {
         injected: sweeper.destroyed.len() as u64,
         altered_bytes: None,
         stopped: None,
+        vdso_withheld: None,
     };
     let ended_by = holder.block_on(async |interrupts| {
         let deadline = started + args.held.duration;

@@ -8,6 +8,7 @@ use std::{fmt, net::IpAddr, time::Duration};
 use chaos_common::fault::{CallFault, PROBABILITY_ONE};
 use thiserror::Error;
 
+pub mod clock;
 pub mod delay;
 pub mod disk;
 pub mod errno;
@@ -188,6 +189,10 @@ pub enum ParseError {
     PortWithoutPorts,
     #[error("invalid delay '{0}': expected a duration from 1ms to 1h, such as 50ms or 1s")]
     InvalidSyscallDelay(String),
+    #[error(
+        "invalid clock offset '{0}': expected a duration with an optional sign, from 1ns to 100 years, such as +1h, -90s or 2d"
+    )]
+    InvalidClockOffset(String),
     #[error("invalid jitter '{0}': expected a duration of at most 1h, such as 10ms")]
     InvalidJitter(String),
     #[error(

@@ -252,9 +252,9 @@ mod tests {
         codes.dedup();
         assert_eq!(codes.len(), OPS.len());
         assert_eq!(
-            OPS.len() as u32 + 6 + DiskOp::ALL.len() as u32,
+            OPS.len() as u32 + 8 + DiskOp::ALL.len() as u32,
             OP_COUNT,
-            "every op, OP_SIGNAL, OP_SYSCALL, OP_STATFS, OP_CORRUPT_*, OP_DELAY and the disk ops"
+            "every op, OP_SIGNAL, OP_SYSCALL, OP_STATFS, OP_CORRUPT_*, OP_DELAY, OP_CLOCK* and the disk ops"
         );
         for op in OPS {
             assert!(

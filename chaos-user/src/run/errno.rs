@@ -6,7 +6,10 @@ use std::{collections::HashSet, fs::File, os::fd::AsFd, path::Path};
 use aya::{EbpfLoader, maps::CgroupArray};
 use chaos_common::{
     counters::{Counters, counter_index},
-    fault::{CallFault, CorruptFilter, DiskFilter, KernelFnFilter, PathOffsets, StatfsFilter},
+    fault::{
+        CallFault, ClockFilter, CorruptFilter, DiskFilter, KernelFnFilter, PathOffsets,
+        StatfsFilter,
+    },
     hook::{self, Hook},
     names,
     target::{TARGET_TREE, Target},
@@ -65,6 +68,9 @@ pub enum ExtraHook<'a> {
     /// `chaos delay`: this program (the exit tracepoints or fexit) on these syscalls stops the
     /// target.
     Delay(&'a [String], Hook),
+    /// `chaos clock`: fexit programs on the clock syscalls shift what they return, and an exec
+    /// program withholds the vDSO, as the filter says.
+    Clock(ClockFilter),
 }
 
 /// The errno object loaded for a run: every program verified, the targets in the maps, nothing
@@ -118,6 +124,10 @@ impl<'t> CallsLoaded<'t> {
             Some(ExtraHook::CorruptRead(filter, _)) => filter,
             _ => CorruptFilter::default(),
         };
+        let clock = match extra {
+            Some(ExtraHook::Clock(filter)) => filter,
+            _ => ClockFilter::default(),
+        };
         let set_retval = u32::from(kernel::set_retval());
         let mut loaded = Loaded::new(
             EbpfLoader::new()
@@ -133,7 +143,8 @@ impl<'t> CallsLoaded<'t> {
                 .override_global(names::GLOBAL_DISK, &disk, true)
                 .override_global(names::GLOBAL_KERNEL_FN, &kernel_fn, true)
                 .override_global(names::GLOBAL_STATFS, &statfs, true)
-                .override_global(names::GLOBAL_CORRUPT, &corrupt, true),
+                .override_global(names::GLOBAL_CORRUPT, &corrupt, true)
+                .override_global(names::GLOBAL_CLOCK, &clock, true),
             kernel::errno_object(),
         )?;
         // The fork and exit tracepoints first, so that no child escapes once targets are live.
@@ -169,6 +180,12 @@ impl<'t> CallsLoaded<'t> {
             }
             Some(ExtraHook::Delay(_, delay_hook)) => {
                 hooks.push(delay_hook);
+                (None, None)
+            }
+            Some(ExtraHook::Clock(_)) => {
+                // Reads shifted first: an image without its vDSO reads through them.
+                hooks.extend(hook::CLOCK_FEXIT);
+                hooks.push(hook::CLOCK_EXEC);
                 (None, None)
             }
             None => (None, None),

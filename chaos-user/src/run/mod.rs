@@ -6,10 +6,11 @@
 use std::{io, os::fd::OwnedFd, path::PathBuf, time::Duration};
 
 use chaos_common::{
-    fault::{CallFault, CorruptFilter, StatfsFilter},
+    fault::{CallFault, ClockFilter, CorruptFilter, StatfsFilter},
     net::{DIRECTION_EGRESS, DIRECTION_INGRESS},
     ops::{
-        Mechanism, OP_CORRUPT_BYTES, OP_CORRUPT_READ, OP_DELAY, OP_SIGNAL, OP_STATFS, OP_SYSCALL,
+        Mechanism, OP_CLOCK, OP_CLOCK_EXEC, OP_CORRUPT_BYTES, OP_CORRUPT_READ, OP_DELAY, OP_SIGNAL,
+        OP_STATFS, OP_SYSCALL,
     },
 };
 use thiserror::Error;
@@ -33,6 +34,7 @@ use crate::{
     detached::{self, DetachedError, DetachedRun},
     fault::{
         ErrnoFault, ParseError, SignalFault,
+        clock::ClockFault,
         delay::DelayFault,
         disk::DiskFault,
         net::{Direction, PacketFault},
@@ -339,6 +341,28 @@ impl<'a> CallsFault<'a> {
         }
     }
 
+    /// `chaos clock`: fexit programs on the clock syscalls' functions shift what they return to
+    /// a target, and a tp_btf program withholds the vDSO from the images targets exec.
+    pub fn clock(fault: &'a ClockFault, filter: ClockFilter) -> Self {
+        CallsFault {
+            kernel: fault.kernel(),
+            plan: Vec::new(),
+            extra: Some(ExtraHook::Clock(filter)),
+            rows: vec![CallsRow {
+                code: OP_CLOCK,
+                fault: FaultKind::Rewrite {
+                    op: "clock".to_owned(),
+                    setting: fault.setting(),
+                },
+                mechanism: "fexit".to_owned(),
+                covers: "what clock_gettime(), gettimeofday() and time()'s *tloc return (fexit on __x64_sys_clock_gettime, __x64_sys_gettimeofday, __x64_sys_time), and the vDSO withheld from images targets exec (tp_btf/sched_process_exec), so that their reads are those syscalls".to_owned(),
+            }],
+            dry_run: fault.dry_run,
+            filters: Vec::new(),
+            delay: None,
+        }
+    }
+
     /// The report's rows; `stopped` is the delay's stops, known at the end.
     fn report_rows(
         &self,
@@ -359,6 +383,8 @@ impl<'a> CallsFault<'a> {
                     altered_bytes: (row.code == OP_CORRUPT_READ)
                         .then(|| attachment.counters(OP_CORRUPT_BYTES).injected),
                     stopped: stopped.filter(|_| row.code == OP_DELAY),
+                    vdso_withheld: (row.code == OP_CLOCK)
+                        .then(|| attachment.counters(OP_CLOCK_EXEC).injected),
                 }
             })
             .collect()
@@ -491,6 +517,7 @@ impl NetFaultRun<'_> {
                     injected: counters.injected,
                     altered_bytes: None,
                     stopped: None,
+                    vdso_withheld: None,
                 }
             })
             .collect()

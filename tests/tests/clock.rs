@@ -1,0 +1,321 @@
+//! `chaos clock`: programs a target starts read their clocks shifted — `date`, Python (glibc),
+//! a static C program linked with musl and a static Go program, each of which reads the clock
+//! through the vDSO unless chaos withholds it — while the same programs outside the target, and
+//! a target process that was already running (it keeps its vDSO), read the true time. Where the
+//! kernel cannot (bpf_probe_write_user refused, no trampolines), the refusal is asserted with its
+//! reason.
+
+use std::{
+    fs,
+    path::{Path, PathBuf},
+    process::{Command, Output, Stdio},
+    time::{SystemTime, UNIX_EPOCH},
+};
+
+use chaos_common::features;
+use chaos_tests::*;
+
+/// How far a reading may be from the expected one: the readers run one after the other, and a
+/// guest under emulation starts Python in seconds.
+const SLACK_SECS: f64 = 5.0;
+
+/// Whether `output` is chaos refusing the fault for what this kernel lacks, as the probe says
+/// (asserted, with the reason in the message).
+fn refused(output: &Output) -> bool {
+    if output.status.code() != Some(2) {
+        return false;
+    }
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("clocks cannot be shifted on this kernel"),
+        "{stderr}"
+    );
+    let probe = Probe::run();
+    let (write_user, write_user_detail) = probe.feature(features::PROBE_WRITE_USER);
+    let (trampoline, trampoline_detail) = probe.feature(features::TRAMPOLINE);
+    let reason = if !write_user {
+        assert!(!expected(features::PROBE_WRITE_USER), "{stderr}");
+        write_user_detail
+    } else {
+        assert!(!trampoline, "refused although both work here: {stderr}");
+        assert!(!expected(features::TRAMPOLINE), "{stderr}");
+        trampoline_detail
+    };
+    assert!(
+        stderr.contains(&reason),
+        "the refusal must name '{reason}': {stderr}"
+    );
+    eprintln!("chaos clock NOT INJECTED on this kernel, as the probe predicts: {reason}");
+    assert_no_chaos_programs();
+    true
+}
+
+/// Starts `chaos clock ARGS --for 10m --json` and returns once it is live, or `None` where the
+/// kernel cannot (asserted).
+fn start_clock(args: &[&str]) -> Option<Chaos> {
+    let mut full = vec!["clock"];
+    full.extend_from_slice(args);
+    // A dry run first: the refusal comes before anything is attached, and costs no wait.
+    let mut dry = full.clone();
+    dry.extend_from_slice(&["--for", "1ms", "--dry-run"]);
+    let output = chaos(&dry);
+    if refused(&output) {
+        return None;
+    }
+    assert!(
+        output.status.success(),
+        "{dry:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    full.extend_from_slice(&["--for", "10m", "--json"]);
+    Some(Chaos::spawn_live(&mut chaos_command(&full)))
+}
+
+/// The programs that read the clock, built once per test in `dir`: each prints the real time in
+/// seconds since the epoch.
+struct Readers {
+    go: PathBuf,
+    musl: PathBuf,
+}
+
+impl Readers {
+    fn build(dir: &Path) -> Self {
+        let run = |command: &mut Command, what: &str| {
+            let output = command.output().unwrap_or_else(|err| {
+                panic!("{what}: {err} (cargo xtask setup installs golang-go and musl-tools)")
+            });
+            assert!(
+                output.status.success(),
+                "{what}: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+        };
+        let go_source = dir.join("now.go");
+        fs::write(
+            &go_source,
+            "package main\n\nimport (\n\t\"fmt\"\n\t\"time\"\n)\n\nfunc main() {\n\tnow := time.Now()\n\tfmt.Printf(\"%d.%09d\\n\", now.Unix(), now.Nanosecond())\n}\n",
+        )
+        .expect("write now.go");
+        let go = dir.join("now-go");
+        run(
+            Command::new("go")
+                .args(["build", "-o"])
+                .arg(&go)
+                .arg(&go_source)
+                .env("CGO_ENABLED", "0")
+                .env("GOCACHE", dir.join("go-cache"))
+                .env("GOPATH", dir.join("go-path"))
+                .env("HOME", dir),
+            "go build (Debian's golang-go)",
+        );
+        let c_source = dir.join("now.c");
+        fs::write(
+            &c_source,
+            "#include <stdio.h>\n#include <time.h>\nint main(void) {\n  struct timespec now;\n  if (clock_gettime(CLOCK_REALTIME, &now)) return 1;\n  printf(\"%lld.%09ld\\n\", (long long)now.tv_sec, now.tv_nsec);\n  return 0;\n}\n",
+        )
+        .expect("write now.c");
+        let musl = dir.join("now-musl");
+        run(
+            Command::new("musl-gcc")
+                .args(["-static", "-O2", "-o"])
+                .arg(&musl)
+                .arg(&c_source),
+            "musl-gcc -static (Debian's musl-tools)",
+        );
+        Readers { go, musl }
+    }
+
+    /// Each reader's name and command line.
+    fn commands(&self) -> Vec<(&'static str, Command)> {
+        let mut date = Command::new("date");
+        date.arg("+%s.%N");
+        let mut python = Command::new("python3");
+        python.args(["-c", "import time; print(repr(time.time()))"]);
+        vec![
+            ("date", date),
+            ("python3", python),
+            ("go", Command::new(&self.go)),
+            ("musl", Command::new(&self.musl)),
+        ]
+    }
+}
+
+/// The real time now, in seconds.
+fn now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("after the epoch")
+        .as_secs_f64()
+}
+
+/// Runs `command` (in `cgroup` if given) and returns what it printed, as seconds, with how far
+/// that is from the true time.
+fn read_clock(mut command: Command, cgroup: Option<&TestCgroup>) -> f64 {
+    if let Some(cgroup) = cgroup {
+        join_before_exec(&mut command, cgroup);
+    }
+    let output = command
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("run a reader");
+    let truth = now();
+    assert!(output.status.success(), "{command:?}: {:?}", output.status);
+    let printed = String::from_utf8_lossy(&output.stdout);
+    let read: f64 = printed
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("{command:?} printed {printed:?}"));
+    read - truth
+}
+
+/// Checks that every reader, started in `cgroup` (or outside it), reads the time `offset`
+/// seconds away from the true time.
+fn assert_readers_see(readers: &Readers, cgroup: Option<&TestCgroup>, offset: f64) {
+    for (name, command) in readers.commands() {
+        let skew = read_clock(command, cgroup);
+        let place = if cgroup.is_some() { "in" } else { "outside" };
+        eprintln!("{name} {place} the target: {skew:+.3}s from the true time");
+        assert!(
+            (skew - offset).abs() < SLACK_SECS,
+            "{name} {place} the target read {skew:+.3}s from the true time, expected {offset:+}s"
+        );
+    }
+}
+
+/// A forward shift of a day: what `date`, Python, musl and Go programs started in the target
+/// cgroup read is a day ahead (the report counts their execs and reads), the same programs
+/// outside it and a process of the target that was running before read the true time, and once
+/// the run ends the target's new programs read the true time again.
+#[test]
+fn clock_programs_started_in_the_target_read_the_shifted_time() {
+    let cgroup = TestCgroup::new("clock");
+    let mut early = Command::new("python3");
+    early.args([
+        "-c",
+        "import sys, time\nfor line in sys.stdin: print(repr(time.time()), flush=True)",
+    ]);
+    join_before_exec(&mut early, &cgroup);
+    let mut early = early
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start the early reader");
+    let path = cgroup.path.to_str().expect("utf-8").to_owned();
+    let Some(chaos) = start_clock(&["--cgroup", &path, "--offset", "+1d"]) else {
+        let _ = early.kill();
+        let _ = early.wait();
+        return;
+    };
+    let dir = tempdir("clock");
+    let readers = Readers::build(&dir);
+    const DAY: f64 = 86_400.0;
+    assert_readers_see(&readers, Some(&cgroup), DAY);
+    assert_readers_see(&readers, None, 0.0);
+    // The process that was already running keeps its vDSO: the true time.
+    {
+        use std::io::{BufRead as _, BufReader, Write as _};
+        let mut stdin = early.stdin.take().expect("piped");
+        writeln!(stdin).expect("ask the early reader");
+        let mut line = String::new();
+        BufReader::new(early.stdout.take().expect("piped"))
+            .read_line(&mut line)
+            .expect("read the early reader");
+        let skew = line.trim().parse::<f64>().expect("seconds") - now();
+        eprintln!("a target running before the fault: {skew:+.3}s from the true time");
+        assert!(skew.abs() < SLACK_SECS, "the early reader read {skew:+.3}s");
+        drop(stdin);
+        let _ = early.wait();
+    }
+    let report = stop_chaos(chaos);
+    let row = &report["faults"][0];
+    eprintln!("{row}");
+    assert_eq!(row["kind"], "rewrite", "{row}");
+    assert_eq!(row["op"], "clock", "{row}");
+    assert_eq!(row["setting"], "+1day (realtime)", "{row}");
+    assert_eq!(row["mechanism"], "fexit", "{row}");
+    let execs = readers.commands().len() as u64;
+    assert!(
+        row["vdso_withheld"].as_u64() >= Some(execs),
+        "each reader's exec in the target: {row}"
+    );
+    assert!(
+        row["injected"].as_u64() >= Some(execs),
+        "each reader's read at least: {row}"
+    );
+    assert_no_chaos_programs();
+    assert_readers_see(&readers, Some(&cgroup), 0.0);
+}
+
+/// A shift back, of the real time only, and a shift of the monotonic clock only, for a process
+/// tree: its Python child reads the chosen clock shifted and the other one true.
+#[test]
+fn clock_shifts_back_and_only_the_chosen_clocks() {
+    let script = "import sys, time\nsys.stdin.readline()\nprint(repr(time.time()), repr(time.monotonic()), flush=True)";
+    for (offset, clock, shifted) in [
+        ("-2h", "realtime", [-7200.0, 0.0]),
+        ("+1h", "monotonic", [0.0, 3600.0]),
+    ] {
+        // A shell that waits, then execs Python once the fault is live: the tree's child.
+        let mut shell = Command::new("sh")
+            .args(["-c", &format!("read go && exec python3 -c '{script}'")])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start the shell");
+        let pid = shell.id().to_string();
+        let offset_arg = format!("--offset={offset}");
+        let Some(chaos) = start_clock(&["--pid-tree", &pid, &offset_arg, "--clock", clock]) else {
+            let _ = shell.kill();
+            let _ = shell.wait();
+            return;
+        };
+        {
+            use std::io::Write as _;
+            let mut stdin = shell.stdin.take().expect("piped");
+            // One line for the shell's read, one for Python's.
+            writeln!(stdin, "go\ngo").expect("start Python");
+        }
+        let output = shell.wait_with_output().expect("the shell");
+        let (real, mono) = (now(), monotonic_ns() as f64 / 1e9);
+        let printed = String::from_utf8_lossy(&output.stdout);
+        let read: Vec<f64> = printed
+            .split_whitespace()
+            .map(|s| s.parse().expect("seconds"))
+            .collect();
+        assert_eq!(read.len(), 2, "{printed:?}");
+        let skew = [read[0] - real, read[1] - mono];
+        eprintln!("--offset={offset} --clock {clock}: {skew:+.3?}s (real, monotonic)");
+        for (what, (skew, expected)) in ["real", "monotonic"].iter().zip(skew.iter().zip(shifted)) {
+            assert!(
+                (skew - expected).abs() < SLACK_SECS,
+                "--offset={offset} --clock {clock}: the {what} time read {skew:+.3}s away, expected {expected:+}s"
+            );
+        }
+        let report = stop_chaos(chaos);
+        let row = &report["faults"][0];
+        assert_eq!(row["vdso_withheld"], 1, "Python's exec: {row}");
+        assert_no_chaos_programs();
+    }
+}
+
+/// chaos SIGKILLed: its links go with it, nothing of it stays in the kernel, and the target's
+/// new programs read the true time.
+#[test]
+fn clock_ends_when_chaos_is_killed() {
+    let cgroup = TestCgroup::new("clock-kill");
+    let path = cgroup.path.to_str().expect("utf-8").to_owned();
+    let Some(mut chaos) = start_clock(&["--cgroup", &path, "--offset", "+3h"]) else {
+        return;
+    };
+    let mut date = Command::new("date");
+    date.arg("+%s.%N");
+    let skew = read_clock(date, Some(&cgroup));
+    assert!((skew - 3.0 * 3600.0).abs() < SLACK_SECS, "{skew:+.3}s");
+    chaos.kill().expect("SIGKILL chaos");
+    let _ = chaos.wait();
+    assert_no_chaos_programs();
+    let mut date = Command::new("date");
+    date.arg("+%s.%N");
+    let skew = read_clock(date, Some(&cgroup));
+    assert!(skew.abs() < SLACK_SECS, "after chaos died: {skew:+.3}s");
+}
