@@ -22,6 +22,7 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "dnsmasq-base",                // the DNS server of the DNS fault tests
     "e2fsprogs",                   // mkfs.ext4: the --path tests' ext4 image
     "ethtool",                     // the corruption tests turn a veth's checksum offload off
+    "faketime",                    // libfaketime: the clock benchmark's comparison point
     "golang-go",                   // the clock tests' Go program (time.Now through the vDSO)
     "iproute2",                    // tc, ip: probe and network tests
     "kmod",                        // depmod for the Debian kernels' module trees

@@ -339,7 +339,7 @@ pub fn bench() -> anyhow::Result<()> {
     }
     // corrupt-io needs syscall tracepoints and bpf_probe_write_user, which the default guest
     // (no CONFIG_FTRACE_SYSCALLS) and this host (lockdown) lack; delay's fexit rung needs
-    // trampolines, which this host refuses.
+    // trampolines, which this host refuses; clock needs both.
     let kernel = vm::Kernel::named("debian-6.12")?;
     let command = [
         "sh".into(),
@@ -347,7 +347,8 @@ pub fn bench() -> anyhow::Result<()> {
         format!(
             "mkdir -p /run/chaos-bench && mount -t tmpfs tmpfs /run/chaos-bench && \
              TMPDIR=/run/chaos-bench {bench} read 4000 5 3 && \
-             exec {bench} delay 0",
+             {bench} delay 0 && \
+             exec {bench} clock 20000 5 3",
             bench = shell_quote(&bench.display().to_string())
         ),
     ];

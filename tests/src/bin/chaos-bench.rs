@@ -31,6 +31,16 @@
 //! error against the asked delay. Run on the host, whose clock is real (tracepoints), and with
 //! CALLS 0 in the debian-6.12 guest (fexit against tracepoints).
 //!
+//!   chaos-bench clock [ITERATIONS] [ROUNDS] [PASSES]
+//!
+//! `chaos clock` on a loop of clock_gettime(CLOCK_REALTIME) syscalls (what a target without its
+//! vDSO makes): (1) no programs; (2) its programs attached for another process; (3) the loop a
+//! target with --dry-run; (4) every read shifted; (5) `strace -e trace=clock_gettime`, what
+//! ptrace costs the loop. Then what one read costs a program: through the vDSO (no fault, or a
+//! process started before it), and through libfaketime (LD_PRELOAD, Debian's faketime), the
+//! tool users pick to shift a program's clock. Needs bpf_probe_write_user and trampolines (a
+//! Debian guest).
+//!
 //!   chaos-bench deadline [TRIALS]
 //!
 //! Deadline precision: how close to `--for` a fault's failures stop.
@@ -72,6 +82,12 @@ fn main() {
         Some("disk") => return disk_bench(args.get(2).and_then(|n| n.parse().ok()).unwrap_or(5)),
         Some("delay") => {
             return delay_bench(args.get(2).and_then(|n| n.parse().ok()).unwrap_or(300));
+        }
+        Some("clock") => {
+            let number = |i: usize, default: u32| {
+                args.get(i).and_then(|n| n.parse().ok()).unwrap_or(default)
+            };
+            return clock_bench(number(2, 20000), number(3, 5), number(4, 3));
         }
         _ => {}
     }
@@ -342,6 +358,84 @@ fn delay_bench(calls: u32) {
     }
     looper.finish();
 }
+
+/// `chaos clock` on a clock_gettime() loop: see the module's documentation.
+fn clock_bench(iterations: u32, rounds: u32, passes: u32) {
+    let bystander = Command::new("sleep").arg("600").spawn().expect("sleep");
+    let other = bystander.id().to_string();
+    let chaos = |args: &[&str]| {
+        Injector::Chaos(
+            ["clock", "--offset", "+1h"]
+                .iter()
+                .chain(args)
+                .map(|a| a.to_string())
+                .collect(),
+        )
+    };
+    let cases = vec![
+        ("1 no programs".to_owned(), Injector::None),
+        (
+            "2 clock programs, not a target".into(),
+            chaos(&["--pid", &other]),
+        ),
+        ("3 target, --dry-run".into(), chaos(&["--dry-run"])),
+        ("4 target, every read shifted".into(), chaos(&[])),
+        (
+            "5 strace -e trace=clock_gettime".into(),
+            Injector::Strace("trace=clock_gettime".into()),
+        ),
+    ];
+    let figure = measure_cases(
+        "clock",
+        "clock_gettime",
+        |_| cases,
+        iterations,
+        rounds,
+        passes,
+    );
+    drop(kill(bystander));
+    let (none, untargeted, shifted, strace) = (
+        figure("1 ").unwrap(),
+        figure("2 ").unwrap(),
+        figure("4 ").unwrap(),
+        figure("5 ").unwrap(),
+    );
+    print_untargeted_overhead(untargeted / none);
+    println!(
+        "  (5)/(4) ptrace's cost vs chaos shifting  {:>8.1}",
+        strace / shifted
+    );
+    // A read through the vDSO, and through libfaketime's wrapper of it.
+    let mut vdso = Looper::start("vdso", iterations, rounds);
+    let vdso_ns = median(&mut vdso.measure(&Injector::None));
+    vdso.finish();
+    println!("  one read through the vDSO (no fault)     {vdso_ns:>8.0} ns");
+    println!(
+        "  one read shifted by chaos (a syscall)    {shifted:>8.0} ns   {:.1}x the vDSO",
+        shifted / vdso_ns
+    );
+    match Looper::start_with(
+        "vdso",
+        iterations,
+        rounds,
+        &[("LD_PRELOAD", FAKETIME_LIB), ("FAKETIME", "+1h")],
+    ) {
+        Some(mut faked) => {
+            let faked_ns = median(&mut faked.measure(&Injector::None));
+            faked.finish();
+            println!(
+                "  one read shifted by libfaketime          {faked_ns:>8.0} ns   {:.1}x the vDSO",
+                faked_ns / vdso_ns
+            );
+        }
+        None => {
+            println!("  libfaketime: NOT RUN, {FAKETIME_LIB} is missing (apt-get install faketime)")
+        }
+    }
+}
+
+/// Debian's libfaketime (package faketime).
+const FAKETIME_LIB: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
 
 /// The median and the 99th percentile.
 fn percentiles(samples: &mut [f64]) -> (f64, f64) {
@@ -883,9 +977,21 @@ struct Looper {
 
 impl Looper {
     fn start(op: &str, iterations: u32, rounds: u32) -> Looper {
+        Self::start_with(op, iterations, rounds, &[]).expect("the loop starts")
+    }
+
+    /// The loop with `env` set, if any library it preloads exists.
+    fn start_with(op: &str, iterations: u32, rounds: u32, env: &[(&str, &str)]) -> Option<Looper> {
+        if env
+            .iter()
+            .any(|(name, value)| *name == "LD_PRELOAD" && !std::path::Path::new(value).exists())
+        {
+            return None;
+        }
         let exe = std::env::current_exe().unwrap();
         let mut child = Command::new(&exe)
             .args(["loop", op, &iterations.to_string(), &rounds.to_string()])
+            .envs(env.iter().copied())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
@@ -893,7 +999,7 @@ impl Looper {
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
         let ready = lines.next().expect("loop ready line").expect("read");
         let pid = ready.trim_start_matches("ready ").to_owned();
-        Looper { child, lines, pid }
+        Some(Looper { child, lines, pid })
     }
 
     /// One measurement with `injector` attached to the loop: ns per call of each round.
@@ -1030,6 +1136,10 @@ fn measure_loop(op: &str, iterations: u32, rounds: u32) {
     let mut byte = [0u8; 1];
     // SAFETY: statfs is plain data; all zeroes is a valid value.
     let mut fs: libc::statfs = unsafe { std::mem::zeroed() };
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // Nobody listens here: a connect is refused by the kernel at once, a full round trip.
     let closed: SocketAddr = {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -1073,6 +1183,18 @@ fn measure_loop(op: &str, iterations: u32, rounds: u32) {
                         // SAFETY: statfs(2) of a C string into a struct we own.
                         "statfs" => unsafe {
                             libc::statfs(c"/".as_ptr(), &raw mut fs);
+                        },
+                        // SAFETY: clock_gettime(2) itself, past the vDSO, into a struct we own.
+                        "clock_gettime" => unsafe {
+                            libc::syscall(
+                                libc::SYS_clock_gettime,
+                                libc::CLOCK_REALTIME,
+                                &raw mut now,
+                            );
+                        },
+                        // SAFETY: the C library's clock_gettime, into a struct we own.
+                        "vdso" => unsafe {
+                            libc::clock_gettime(libc::CLOCK_REALTIME, &raw mut now);
                         },
                         _ => drop(std::fs::File::open(&file)),
                     }
