@@ -209,6 +209,19 @@ pub const STATFS: [Hook; 4] = [
     syscall_event("tracepoint_fstatfs_exit", "sys_exit_fstatfs"),
 ];
 
+/// `chaos disk full` where trampolines load: fexit programs on the statfs syscalls' functions
+/// (x86_64 names) rewrite a target's buffer as they return.
+pub const STATFS_FEXIT: [Hook; 2] = [
+    Hook::Fexit {
+        program: "fexit_statfs",
+        function: "__x64_sys_statfs",
+    },
+    Hook::Fexit {
+        program: "fexit_fstatfs",
+        function: "__x64_sys_fstatfs",
+    },
+];
+
 /// `chaos corrupt-io --op read`: fexit programs on the syscalls' functions (x86_64 names), where
 /// trampolines load.
 pub const CORRUPT_READ_FEXIT: [Hook; 2] = [
@@ -254,7 +267,7 @@ pub const CLOCK_EXEC: Hook = Hook::BtfTracepoint {
 };
 
 /// The hooks of the errno object besides the operations' ([`crate::ops::OPS`]).
-pub const ERRNO_EXTRA: [Hook; 23] = [
+pub const ERRNO_EXTRA: [Hook; 25] = [
     FORK,
     EXIT,
     SIGNAL,
@@ -268,6 +281,8 @@ pub const ERRNO_EXTRA: [Hook; 23] = [
     STATFS[1],
     STATFS[2],
     STATFS[3],
+    STATFS_FEXIT[0],
+    STATFS_FEXIT[1],
     CORRUPT_READ[0],
     CORRUPT_READ[1],
     CORRUPT_READ[2],

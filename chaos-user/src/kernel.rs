@@ -991,8 +991,9 @@ fn tracepoint_field_offset(event: &str, field: &str) -> Result<u32, String> {
 }
 
 /// What the statfs programs of `chaos disk full` need: the filesystem at `path` as statfs()
-/// names it, and where the syscall records hold the buffer and the return value.
-pub fn statfs_filter(path: &std::fs::File) -> Result<StatfsFilter, String> {
+/// names it, and for the tracepoints, where the syscall records hold the buffer and the return
+/// value.
+pub fn statfs_filter(path: &std::fs::File, tracepoints: bool) -> Result<StatfsFilter, String> {
     use std::os::fd::AsRawFd as _;
     let mut stat = std::mem::MaybeUninit::<libc::statfs>::uninit();
     // SAFETY: fstatfs() on a descriptor we hold fills the struct we pass.
@@ -1003,8 +1004,11 @@ pub fn statfs_filter(path: &std::fs::File) -> Result<StatfsFilter, String> {
     let stat = unsafe { stat.assume_init() };
     // SAFETY: fsid_t is 8 bytes of plain data, read as the programs read them.
     let f_fsid = unsafe { std::mem::transmute::<libc::fsid_t, u64>(stat.f_fsid) };
-    let [enter_buf, exit_ret] =
-        syscall_record_offsets(["statfs", "fstatfs"], [("enter", "buf"), ("exit", "ret")])?;
+    let [enter_buf, exit_ret] = if tracepoints {
+        syscall_record_offsets(["statfs", "fstatfs"], [("enter", "buf"), ("exit", "ret")])?
+    } else {
+        [0, 0]
+    };
     Ok(StatfsFilter {
         f_type: stat.f_type as u64,
         f_fsid,

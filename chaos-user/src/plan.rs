@@ -332,9 +332,15 @@ pub fn check_bio_override() -> Result<(), PlanError> {
     Ok(())
 }
 
-/// Checks that a target's statfs() results can be rewritten.
-pub fn check_statfs_rewrite() -> Result<(), PlanError> {
-    check_rewrite(["statfs", "fstatfs"]).map_err(|reason| PlanError::DiskFull { reason })
+/// Checks that a target's statfs() results can be rewritten (by fexit, or else at the
+/// syscalls' exit tracepoints).
+pub fn check_statfs_rewrite(fexit: bool) -> Result<(), PlanError> {
+    let check = if fexit {
+        check_write_user()
+    } else {
+        check_rewrite(["statfs", "fstatfs"])
+    };
+    check.map_err(|reason| PlanError::DiskFull { reason })
 }
 
 /// Checks that a target's read() results can be corrupted.
@@ -347,10 +353,7 @@ pub fn check_read_corruption() -> Result<(), PlanError> {
 /// trampolines of the fexit programs and the exec program with the kernel's BTF.
 pub fn check_clock() -> Result<(), PlanError> {
     let refuse = |reason| PlanError::Clock { reason };
-    let finding = kernel::probe_write_user();
-    if !finding.supported {
-        return Err(refuse(finding.explain()));
-    }
+    check_write_user().map_err(refuse)?;
     let mut hooks = chaos_common::hook::CLOCK_FEXIT.to_vec();
     hooks.push(chaos_common::hook::CLOCK_EXEC);
     match kernel::trampolines_refused(&hooks) {
@@ -365,6 +368,11 @@ fn check_rewrite(syscalls: [&str; 2]) -> Result<(), String> {
     for syscall in syscalls {
         check_syscall_tracepoint(syscall).map_err(|err| err.to_string())?;
     }
+    check_write_user()
+}
+
+/// Why a program cannot write a target's memory here (lockdown), if so.
+fn check_write_user() -> Result<(), String> {
     let finding = kernel::probe_write_user();
     if !finding.supported {
         return Err(finding.explain());

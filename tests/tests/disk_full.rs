@@ -1,7 +1,9 @@
 //! `chaos disk full`: a target's writes below a path fail with ENOSPC and its statfs() of that
 //! filesystem reports no free blocks, while an untargeted process on the same files sees the
 //! filesystem as it is, and the target itself sees other filesystems and other directories as
-//! they are. On ext4 (a loop image). Where the kernel cannot (no BPF LSM or fmod_ret, no syscall
+//! they are. On ext4 (a loop image). The statfs part through fexit programs where trampolines
+//! load, and through the syscall tracepoints (`--statfs-backend tracepoint`) where the kernel has
+//! them. Where the kernel cannot (no BPF LSM or fmod_ret, neither trampolines nor syscall
 //! tracepoints, bpf_probe_write_user refused), the refusal is asserted with its reason.
 
 use std::process::Output;
@@ -17,8 +19,9 @@ const FAILED_OPS: [&str; 3] = ["write", "mkdir", "symlink"];
 const STATFS_OPS: [&str; 2] = ["statfs", "fstatfs"];
 
 /// Whether `output` is chaos refusing the fault for what this kernel lacks, as the probe says
-/// (asserted, with the reason in the message).
-fn refused(output: &Output) -> bool {
+/// (asserted, with the reason in the message); `tracepoints`: the run asked for the statfs
+/// tracepoints.
+fn refused(output: &Output, tracepoints: bool) -> bool {
     if output.status.code() != Some(2) {
         return false;
     }
@@ -27,13 +30,18 @@ fn refused(output: &Output) -> bool {
         return refused_for_lack_of_lsm(output, "chaos disk full");
     }
     let probe = Probe::run();
-    let (tracepoints, _) = probe.feature(features::TRACEPOINT_SIGNAL);
+    let (has_tracepoints, _) = probe.feature(features::TRACEPOINT_SIGNAL);
     let (write_user, write_user_detail) = probe.feature(features::PROBE_WRITE_USER);
-    let reason = if !tracepoints {
-        assert!(!expected(features::TRACEPOINT_SIGNAL), "{stderr}");
+    // auto takes fexit where trampolines load.
+    let through_tracepoints = tracepoints || !probe.feature(features::TRAMPOLINE).0;
+    let reason = if through_tracepoints && !has_tracepoints {
+        assert!(
+            tracepoints || !expected(features::TRACEPOINT_SIGNAL),
+            "{stderr}"
+        );
         "CONFIG_FTRACE_SYSCALLS".to_owned()
     } else {
-        assert!(!write_user, "refused although both work here: {stderr}");
+        assert!(!write_user, "refused although it works here: {stderr}");
         assert!(!expected(features::PROBE_WRITE_USER), "{stderr}");
         write_user_detail
     };
@@ -111,7 +119,7 @@ fn full_for_the_target_alone() {
     let start_ns = monotonic_ns();
     let output = chaos(&args);
     let end_ns = monotonic_ns();
-    if refused(&output) {
+    if refused(&output, false) {
         return;
     }
     assert!(
@@ -133,6 +141,12 @@ fn full_for_the_target_alone() {
     }
     let statfs_row = row(&report, "statfs");
     assert_eq!(statfs_row["kind"], "rewrite", "{statfs_row}");
+    let auto = if Probe::run().feature(features::TRAMPOLINE).0 {
+        "fexit"
+    } else {
+        "tracepoint"
+    };
+    assert_eq!(statfs_row["mechanism"], auto, "{statfs_row}");
     assert_scoped_fault(
         &statfs.iter().collect::<Vec<_>>(),
         &bystander_statfs,
@@ -145,6 +159,64 @@ fn full_for_the_target_alone() {
         "a target's call beside the full path",
     );
     assert_never_failed(&[&bystander_write], "the untargeted writer");
+    assert_no_chaos_programs();
+}
+
+/// `--statfs-backend tracepoint`: the statfs part through the syscalls' exit tracepoints, where
+/// the kernel has them (refused naming CONFIG_FTRACE_SYSCALLS where it does not).
+#[test]
+fn full_through_the_statfs_tracepoints() {
+    let disk = TestMount::ext4("full-tp");
+    let cgroup = TestCgroup::new("disk-full-tp");
+    let at = |sub: &str| disk.path.join(sub).to_str().unwrap().to_owned();
+    let statfs: Vec<Victim> = STATFS_OPS
+        .iter()
+        .map(|&op| Victim::start(VICTIM, op, &at(&format!("data/{op}")), &cgroup))
+        .collect();
+    let bystander = Victim::start(VICTIM, "statfs", &at("data/bystander"), &cgroup);
+    let pids = statfs
+        .iter()
+        .map(|victim| victim.pid().to_string())
+        .collect::<Vec<_>>()
+        .join(",");
+    let path = at("data");
+    let args = [
+        "disk",
+        "full",
+        "--pid",
+        &pids,
+        "--path",
+        &path,
+        "--statfs-backend",
+        "tracepoint",
+        "--for",
+        "2s",
+        "--json",
+    ];
+    let start_ns = monotonic_ns();
+    let output = chaos(&args);
+    let end_ns = monotonic_ns();
+    if refused(&output, true) {
+        return;
+    }
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report = json_report(&output);
+    for victim in &statfs {
+        victim.wait_for_call_after(end_ns);
+    }
+    let statfs_row = row(&report, "statfs");
+    assert_eq!(statfs_row["mechanism"], "tracepoint", "{statfs_row}");
+    assert_scoped_fault(
+        &statfs.iter().collect::<Vec<_>>(),
+        &bystander,
+        libc::ENOSPC,
+        (start_ns, end_ns),
+        statfs_row,
+    );
     assert_no_chaos_programs();
 }
 

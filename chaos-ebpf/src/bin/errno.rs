@@ -635,11 +635,44 @@ fn statfs_exit(ctx: &TracePointContext) -> u32 {
         return 0;
     };
     let _ = STATFS_BUFFERS.remove(thread);
-    let filter = STATFS.load();
     // SAFETY: a field of the tracepoint record at the offset its format file gives.
-    if unsafe { ctx.read_at::<i64>(filter.exit_ret as usize) } != Ok(0) {
-        return 0;
+    if unsafe { ctx.read_at::<i64>(STATFS.load().exit_ret as usize) } == Ok(0) {
+        statfs_rewrite(slot, target, buf);
     }
+    0
+}
+
+/// A target's statfs() or fstatfs() returning 0, seen by an fexit program on the syscall's
+/// function: only these two syscalls pay. One array lookup for others.
+#[inline(always)]
+fn statfs_fexit(ctx: &FExitContext) -> i32 {
+    let Some((slot, target)) = current_target(Attached::Kernel) else {
+        return 0;
+    };
+    let regs: u64 = ctx.arg(0);
+    let ret: i64 = ctx.arg(1);
+    // statfs(path, buf) and fstatfs(fd, buf): the buffer is the second argument of both.
+    if let Some(buf) = read_at::<u64>(regs, PT_REGS_SI).filter(|_| ret == 0) {
+        statfs_rewrite(slot, target, buf);
+    }
+    0
+}
+
+#[fexit(function = "__x64_sys_statfs")]
+pub fn fexit_statfs(ctx: FExitContext) -> i32 {
+    statfs_fexit(&ctx)
+}
+
+#[fexit(function = "__x64_sys_fstatfs")]
+pub fn fexit_fstatfs(ctx: FExitContext) -> i32 {
+    statfs_fexit(&ctx)
+}
+
+/// The statfs struct a target's call just filled at `buf`: no free blocks, none available, if
+/// it describes the fault's filesystem and the fault acts on this call.
+#[inline(always)]
+fn statfs_rewrite(slot: u32, target: u32, buf: u64) {
+    let filter = STATFS.load();
     let field = |offset: usize| (buf as usize + offset) as *mut u64;
     // SAFETY: reads of the caller's own buffer, which the kernel has just filled.
     let (f_type, f_fsid) = unsafe {
@@ -649,7 +682,7 @@ fn statfs_exit(ctx: &TracePointContext) -> u32 {
         )
     };
     if f_type != Ok(filter.f_type) || f_fsid != Ok(filter.f_fsid) {
-        return 0;
+        return;
     }
     let call = || Call {
         path_checked: true,
@@ -663,7 +696,6 @@ fn statfs_exit(ctx: &TracePointContext) -> u32 {
             let _ = bpf_probe_write_user(field(STATFS_F_BAVAIL), &none);
         }
     }
-    0
 }
 
 #[tracepoint]

@@ -4,7 +4,7 @@ use clap::{Args, Subcommand};
 
 use crate::{
     cli::{
-        HeldArgs, RunArgs, TargetArgs,
+        HeldArgs, RunArgs, SyscallBackend, TargetArgs,
         error::{Error, exit},
         how_it_ends, require_privileges,
     },
@@ -48,8 +48,8 @@ pub enum DiskAction {
 /// write() (writev, pwrite…) on files at or below --path, and mkdir() and symlink() there, fail
 /// with ENOSPC as on a full disk (BPF LSM, as `chaos fail --op write --path`); statfs() and
 /// fstatfs() of the filesystem --path is on return f_bfree and f_bavail 0 (what df and
-/// Python's shutil.disk_usage read; syscall tracepoints and bpf_probe_write_user, which
-/// lockdown=integrity refuses). Nothing is written to the disk, and every other process sees
+/// Python's shutil.disk_usage read; fexit programs where trampolines load, else syscall
+/// tracepoints, and bpf_probe_write_user, which lockdown=integrity refuses). Nothing is written to the disk, and every other process sees
 /// the filesystem as it is. Not covered: opening or creating files, truncate, fallocate, and
 /// memory-mapped writes, which a real full disk can also fail.
 ///
@@ -66,6 +66,12 @@ pub struct DiskFullArgs {
     /// reports it full.
     #[arg(long, value_name = "PATH", value_parser = parse_path_filter)]
     pub path: PathFilter,
+
+    /// How statfs() and fstatfs() are caught: fexit programs on the syscalls' functions (only
+    /// those calls pay), or syscall tracepoints (every syscall of the machine then takes the
+    /// kernel's slow path); auto: fexit where trampolines load.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub statfs_backend: SyscallBackend,
 
     #[command(flatten)]
     pub run: RunArgs,
@@ -212,11 +218,15 @@ fn full(args: DiskFullArgs) -> Result<u8, Error> {
         &mut plan::Running { eperm_ok: false },
     )?;
     plan::check_rules(&fault.when)?;
-    plan::check_statfs_rewrite()?;
-    if args.run.detach {
+    let fexit = args
+        .statfs_backend
+        .fexit(&chaos_common::hook::STATFS_FEXIT)
+        .map_err(|reason| plan::PlanError::DiskFull { reason })?;
+    plan::check_statfs_rewrite(fexit)?;
+    if args.run.detach && !fexit {
         plan::check_detachable(Some("the statfs tracepoints"))?;
     }
-    let statfs = crate::kernel::statfs_filter(args.path.file()).map_err(|reason| {
+    let statfs = crate::kernel::statfs_filter(args.path.file(), !fexit).map_err(|reason| {
         ParseError::InvalidPath {
             path: args.path.path.display().to_string(),
             reason,
@@ -230,7 +240,7 @@ fn full(args: DiskFullArgs) -> Result<u8, Error> {
         if fault.dry_run { ", dry run" } else { "" },
         args.run.how_it_ends(),
     );
-    let calls_fault = CallsFault::disk_full(&fault, plan, statfs);
+    let calls_fault = CallsFault::disk_full(&fault, plan, statfs, fexit);
     args.run.run_or_detach(&targets, &calls_fault)
 }
 

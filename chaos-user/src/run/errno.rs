@@ -60,8 +60,9 @@ pub enum ExtraHook<'a> {
     KernelFn(&'a str, KernelFnFilter),
     /// `chaos disk error`: a kprobe on `should_fail_bio` fails the bios this filter matches.
     Bio(DiskFilter),
-    /// `chaos disk full`: the statfs syscalls' tracepoints report this filesystem full.
-    Statfs(StatfsFilter),
+    /// `chaos disk full`: these programs (fexit, or the statfs syscalls' tracepoints) report
+    /// this filesystem full.
+    Statfs(StatfsFilter, &'static [Hook]),
     /// `chaos corrupt-io --op read`: these programs (fexit, or syscall tracepoints) flip bits as
     /// the filter says.
     CorruptRead(CorruptFilter, &'static [Hook]),
@@ -117,7 +118,7 @@ impl<'t> CallsLoaded<'t> {
             _ => KernelFnFilter::default(),
         };
         let statfs = match extra {
-            Some(ExtraHook::Statfs(filter)) => filter,
+            Some(ExtraHook::Statfs(filter, _)) => filter,
             _ => StatfsFilter::default(),
         };
         let corrupt = match extra {
@@ -170,8 +171,8 @@ impl<'t> CallsLoaded<'t> {
                 hooks.push(hook::BIO_ERROR);
                 (None, Some(hook::BIO_FUNCTION.to_owned()))
             }
-            Some(ExtraHook::Statfs(_)) => {
-                hooks.extend(hook::STATFS);
+            Some(ExtraHook::Statfs(_, statfs_hooks)) => {
+                hooks.extend(statfs_hooks);
                 (None, None)
             }
             Some(ExtraHook::CorruptRead(_, read_hooks)) => {

@@ -197,19 +197,34 @@ impl<'a> CallsFault<'a> {
     }
 
     /// `chaos disk full`: the fault's operations through their planned rungs, and the statfs
-    /// tracepoints reporting the filesystem `statfs` names full.
-    pub fn disk_full(fault: &'a ErrnoFault, plan: Plan, statfs: StatfsFilter) -> Self {
+    /// programs (fexit, else tracepoints) reporting the filesystem `statfs` names full.
+    pub fn disk_full(fault: &'a ErrnoFault, plan: Plan, statfs: StatfsFilter, fexit: bool) -> Self {
         let mut calls = CallsFault::errno(fault, plan);
         calls.kernel.ops |= 1 << OP_STATFS;
-        calls.extra = Some(ExtraHook::Statfs(statfs));
+        let (hooks, mechanism, via): (&'static [_], _, _) = if fexit {
+            (
+                &chaos_common::hook::STATFS_FEXIT,
+                "fexit",
+                "fexit on __x64_sys_statfs, __x64_sys_fstatfs",
+            )
+        } else {
+            (
+                &chaos_common::hook::STATFS,
+                "tracepoint",
+                "syscalls:sys_exit_statfs, sys_exit_fstatfs",
+            )
+        };
+        calls.extra = Some(ExtraHook::Statfs(statfs, hooks));
         calls.rows.push(CallsRow {
             code: OP_STATFS,
             fault: FaultKind::Rewrite {
                 op: "statfs".to_owned(),
                 setting: "no free blocks".to_owned(),
             },
-            mechanism: "tracepoint".to_owned(),
-            covers: "statfs() and fstatfs() of the filesystem (syscalls:sys_exit_statfs, sys_exit_fstatfs; f_bfree and f_bavail set to 0)".to_owned(),
+            mechanism: mechanism.to_owned(),
+            covers: format!(
+                "statfs() and fstatfs() of the filesystem ({via}; f_bfree and f_bavail set to 0)"
+            ),
         });
         calls
     }

@@ -209,7 +209,16 @@ fn read_bench(iterations: u32, rounds: u32, passes: u32) {
             // syscall of every process (the kernel's slow syscall path).
             (
                 "2o statfs tracepoints (disk full), other".into(),
-                chaos(&["disk", "full", "--pid", &other, "--path", "/"]),
+                chaos(&[
+                    "disk",
+                    "full",
+                    "--pid",
+                    &other,
+                    "--path",
+                    "/",
+                    "--statfs-backend",
+                    "tracepoint",
+                ]),
             ),
             (
                 "3 target, --dry-run".into(),
