@@ -230,8 +230,28 @@ pub struct CorruptFilter {
     pub files_fdt: u32,
     pub fdt_fd: u32,
     pub fdt_max_fds: u32,
+    /// Non-zero (`--short`): readv()/preadv() return fewer bytes than asked instead of flipped
+    /// bits.
+    pub short: u32,
+    pub _pad: u32,
 }
-const _: () = assert!(core::mem::size_of::<CorruptFilter>() == 32);
+const _: () = assert!(core::mem::size_of::<CorruptFilter>() == 40);
+
+/// The most iovecs of a readv()/preadv() call corrupt-io looks at: bits are flipped in the
+/// bytes of the first ones, and a call with more is not shortened.
+pub const MAX_IOVECS: usize = 8;
+
+/// `chaos corrupt-io --short`: a target thread's readv()/preadv() in flight whose iovecs were
+/// shortened at entry, and their lengths as the caller set them, restored as the call returns.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ShortenedIovecs {
+    /// The caller's `struct iovec` array, and how many entries it has.
+    pub iov: u64,
+    pub count: u64,
+    pub lens: [u64; MAX_IOVECS],
+}
+const _: () = assert!(core::mem::size_of::<ShortenedIovecs>() == 80);
 
 /// What `chaos clock` shifts and by how much, and where the fields its exec program reads lie
 /// (from the kernel's BTF).
@@ -363,3 +383,6 @@ unsafe impl aya::Pod for DelayEvent {}
 #[cfg(feature = "user")]
 // SAFETY: #[repr(C)] integers only, explicit padding (size checked above).
 unsafe impl aya::Pod for ClockFilter {}
+#[cfg(feature = "user")]
+// SAFETY: #[repr(C)] integers only, no padding (size checked above).
+unsafe impl aya::Pod for ShortenedIovecs {}

@@ -69,6 +69,12 @@ pub enum Hook {
         program: &'static str,
         function: &'static str,
     },
+    /// An fentry program (section `fentry/FUNCTION`) on the kernel function `function`: it runs
+    /// as the function is entered, with its arguments.
+    Fentry {
+        program: &'static str,
+        function: &'static str,
+    },
     /// An fexit program (section `fexit/FUNCTION`) loaded once more per syscall the fault names,
     /// on that syscall's entry function (`__x64_sys_fsync`), by chaos's own bpf(2) calls (aya
     /// loads a program once): only those syscalls pay. `function` is where `chaos probe` and
@@ -112,6 +118,7 @@ impl Hook {
             | Hook::Tc { program, .. }
             | Hook::Xdp { program }
             | Hook::Fexit { program, .. }
+            | Hook::Fentry { program, .. }
             | Hook::SyscallFexit { program, .. }
             | Hook::SyscallFentry { program, .. }
             | Hook::LsmCgroup { program, .. }
@@ -137,7 +144,9 @@ impl Hook {
             Hook::Fexit { function, .. } | Hook::SyscallFexit { function, .. } => {
                 ("fexit/", function)
             }
-            Hook::SyscallFentry { function, .. } => ("fentry/", function),
+            Hook::SyscallFentry { function, .. } | Hook::Fentry { function, .. } => {
+                ("fentry/", function)
+            }
             Hook::LsmCgroup { hook, .. } => ("lsm_cgroup/", hook),
             Hook::BtfTracepoint { event, .. } => ("tp_btf/", event),
         }
@@ -223,8 +232,8 @@ pub const STATFS_FEXIT: [Hook; 2] = [
 ];
 
 /// `chaos corrupt-io --op read`: fexit programs on the syscalls' functions (x86_64 names), where
-/// trampolines load.
-pub const CORRUPT_READ_FEXIT: [Hook; 2] = [
+/// trampolines load: read() and pread64(), then the calls with iovecs.
+pub const CORRUPT_READ_FEXIT: [Hook; 5] = [
     Hook::Fexit {
         program: "fexit_read",
         function: "__x64_sys_read",
@@ -233,6 +242,51 @@ pub const CORRUPT_READ_FEXIT: [Hook; 2] = [
         program: "fexit_pread64",
         function: "__x64_sys_pread64",
     },
+    READV_FEXIT[0],
+    READV_FEXIT[1],
+    READV_FEXIT[2],
+];
+
+/// The fexit programs of readv(), preadv() and preadv2(): bits flipped in what they return, or
+/// (`--short`) the iovecs the entry programs shortened restored.
+const READV_FEXIT: [Hook; 3] = [
+    Hook::Fexit {
+        program: "fexit_readv",
+        function: "__x64_sys_readv",
+    },
+    Hook::Fexit {
+        program: "fexit_preadv",
+        function: "__x64_sys_preadv",
+    },
+    Hook::Fexit {
+        program: "fexit_preadv2",
+        function: "__x64_sys_preadv2",
+    },
+];
+
+/// `chaos corrupt-io --short`: fentry programs shorten a target's iovecs of readv(), preadv()
+/// and preadv2() before the kernel reads them, and an fexit program on `import_iovec` puts them
+/// back once the kernel has its copy (the syscalls' fexit programs, if it never made one).
+pub const CORRUPT_SHORT: [Hook; 7] = [
+    Hook::Fentry {
+        program: "fentry_readv",
+        function: "__x64_sys_readv",
+    },
+    Hook::Fentry {
+        program: "fentry_preadv",
+        function: "__x64_sys_preadv",
+    },
+    Hook::Fentry {
+        program: "fentry_preadv2",
+        function: "__x64_sys_preadv2",
+    },
+    Hook::Fexit {
+        program: "fexit_import_iovec",
+        function: "import_iovec",
+    },
+    READV_FEXIT[0],
+    READV_FEXIT[1],
+    READV_FEXIT[2],
 ];
 
 /// `chaos corrupt-io --op read` elsewhere: a target's read() and pread64() buffers, noted at
@@ -267,7 +321,7 @@ pub const CLOCK_EXEC: Hook = Hook::BtfTracepoint {
 };
 
 /// The hooks of the errno object besides the operations' ([`crate::ops::OPS`]).
-pub const ERRNO_EXTRA: [Hook; 25] = [
+pub const ERRNO_EXTRA: [Hook; 32] = [
     FORK,
     EXIT,
     SIGNAL,
@@ -289,6 +343,13 @@ pub const ERRNO_EXTRA: [Hook; 25] = [
     CORRUPT_READ[3],
     CORRUPT_READ_FEXIT[0],
     CORRUPT_READ_FEXIT[1],
+    CORRUPT_READ_FEXIT[2],
+    CORRUPT_READ_FEXIT[3],
+    CORRUPT_READ_FEXIT[4],
+    CORRUPT_SHORT[0],
+    CORRUPT_SHORT[1],
+    CORRUPT_SHORT[2],
+    CORRUPT_SHORT[3],
     CLOCK_FEXIT[0],
     CLOCK_FEXIT[1],
     CLOCK_FEXIT[2],

@@ -73,7 +73,7 @@ fn reads_below_the_path_come_back_corrupted_for_the_target_alone() {
     let mount = TestMount::tmpfs("corrupt");
     let cgroup = TestCgroup::new("corrupt-io");
     let at = |sub: &str| mount.path.join(sub).to_str().unwrap().to_owned();
-    let targets: Vec<Victim> = ["pread-data", "read-data"]
+    let targets: Vec<Victim> = ["pread-data", "read-data", "readv-data", "preadv-data"]
         .iter()
         .map(|op| Victim::start(VICTIM, op, &at(&format!("data/{op}")), &cgroup))
         .collect();
@@ -89,15 +89,20 @@ fn reads_below_the_path_come_back_corrupted_for_the_target_alone() {
     let Some((report, window)) = corrupt(&["--pid", &pids, "--path", &path, "--bits", "3"]) else {
         return;
     };
-    let auto = if Probe::run().feature(features::TRAMPOLINE).0 {
-        "fexit"
-    } else {
-        "tracepoint"
-    };
+    let fexit = Probe::run().feature(features::TRAMPOLINE).0;
+    let auto = if fexit { "fexit" } else { "tracepoint" };
     assert_eq!(report["faults"][0]["mechanism"], auto, "{report}");
     for victim in &targets {
         victim.wait_for_call_after(window.1);
     }
+    // The tracepoints cover read() and pread64() only.
+    let (targets, uncovered) = targets.split_at(if fexit { 4 } else { 2 });
+    assert!(
+        uncovered
+            .iter()
+            .all(|victim| victim.calls().iter().all(|call| call.errno.is_none())),
+        "a readv() was corrupted through the tracepoints"
+    );
     let row = &report["faults"][0];
     assert_eq!(row["kind"], "rewrite", "{row}");
     assert_eq!(row["op"], "read", "{row}");
@@ -167,6 +172,87 @@ fn a_probability_corrupts_some_reads() {
     assert_no_chaos_programs();
 }
 
+/// `--short`: the target's readv() and preadv() return fewer bytes than asked while the run
+/// lasts (the report counts the bytes cut), their iovecs come back as the target set them, the
+/// data they return is true, and an untargeted process reading the same file by readv() gets
+/// it whole. Refused where trampolines do not load, naming why.
+#[test]
+fn short_reads_for_the_target_alone() {
+    let mount = TestMount::tmpfs("corrupt-short");
+    let cgroup = TestCgroup::new("corrupt-short");
+    let dir = mount.path.join("data").to_str().unwrap().to_owned();
+    let targets: Vec<Victim> = ["readv-data", "preadv-data"]
+        .iter()
+        .map(|op| Victim::start(VICTIM, op, &dir, &cgroup))
+        .collect();
+    let bystander = Victim::start(VICTIM, "readv-data", &dir, &cgroup);
+    let pids = targets
+        .iter()
+        .map(|victim| victim.pid().to_string())
+        .collect::<Vec<_>>()
+        .join(",");
+    let args = [
+        "corrupt-io",
+        "--pid",
+        &pids,
+        "--short",
+        "--for",
+        "2s",
+        "--json",
+    ];
+    let start = monotonic_ns();
+    let output = chaos(&args);
+    let end = monotonic_ns();
+    if output.status.code() == Some(2) {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let probe = Probe::run();
+        let (trampolines, trampoline_detail) = probe.feature(features::TRAMPOLINE);
+        let (write_user, write_user_detail) = probe.feature(features::PROBE_WRITE_USER);
+        assert!(!(trampolines && write_user), "refused: {stderr}");
+        let reason = if trampolines {
+            write_user_detail
+        } else {
+            trampoline_detail
+        };
+        assert!(stderr.contains(&reason), "must name '{reason}': {stderr}");
+        eprintln!("chaos corrupt-io --short NOT INJECTED here, as the probe predicts: {reason}");
+        assert_no_chaos_programs();
+        return;
+    }
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report = json_report(&output);
+    let row = &report["faults"][0];
+    eprintln!("corrupt-io --short: {row}");
+    assert_eq!(row["setting"], "short reads", "{row}");
+    assert_eq!(row["mechanism"], "fentry", "{row}");
+    for victim in &targets {
+        victim.wait_for_call_after(end);
+    }
+    // ENODATA: fewer bytes than asked; EFAULT (iovecs not restored) or EBADMSG (wrong data)
+    // fail this as a wrong errno.
+    assert_scoped_fault(
+        &targets.iter().collect::<Vec<_>>(),
+        &bystander,
+        libc::ENODATA,
+        (start, end),
+        row,
+    );
+    let (injected, cut) = (
+        row["injected"].as_u64().unwrap(),
+        row["altered_bytes"].as_u64().unwrap(),
+    );
+    // Each call keeps 1 to 10 of its 11 bytes.
+    assert!(
+        injected > 0 && (injected..=10 * injected).contains(&cut),
+        "{row}"
+    );
+    assert_no_chaos_programs();
+}
+
 /// Bad input exits 2 naming the value, with nothing attached.
 #[test]
 fn corrupt_io_bad_input_is_refused() {
@@ -177,10 +263,22 @@ fn corrupt_io_bad_input_is_refused() {
         (["--op", "write"], "write"),
         (["--path", "/no/such/file"], "/no/such/file"),
         (["--backend", "frob"], "frob"),
+        (["--short", "--bits=2"], "--bits"),
     ] {
         let mut args = vec!["corrupt-io", "--pid", &me];
         args.extend(bad);
         assert_refused(&args, &[named]);
     }
     assert_refused(&["corrupt-io", "--bits", "2"], &["--pid"]);
+    assert_refused(
+        &[
+            "corrupt-io",
+            "--pid",
+            &me,
+            "--short",
+            "--backend",
+            "tracepoint",
+        ],
+        &["--short", "trampolines"],
+    );
 }

@@ -113,8 +113,10 @@ fn full_for_the_target_alone() {
         .collect::<Vec<_>>()
         .join(",");
     let path = at(&disk, "data");
+    // 4 s: attaching the LSM and fexit programs takes a second or more of it in a slow guest
+    // (5.10 under emulation), and each target must fail more than once.
     let args = [
-        "disk", "full", "--pid", &pids, "--path", &path, "--for", "2s", "--json",
+        "disk", "full", "--pid", &pids, "--path", &path, "--for", "4s", "--json",
     ];
     let start_ns = monotonic_ns();
     let output = chaos(&args);

@@ -31,9 +31,9 @@ use aya_ebpf::{
 use chaos_common::{
     fault::{
         AF_INET, AF_INET6, AT_IGNORE, AT_SYSINFO_EHDR, CLOCK_REALTIME, ClockFilter, CorruptFilter,
-        DelayEvent, IPV4_MAPPED_WORD, KernelFnFilter, MAX_CORRUPT_BITS, MAX_DELAYED,
+        DelayEvent, IPV4_MAPPED_WORD, KernelFnFilter, MAX_CORRUPT_BITS, MAX_DELAYED, MAX_IOVECS,
         MAX_STACK_FRAMES, STATFS_F_BAVAIL, STATFS_F_BFREE, STATFS_F_FSID, STATFS_F_TYPE,
-        StatfsFilter,
+        ShortenedIovecs, StatfsFilter,
     },
     ops::*,
     target::TARGET_TREE,
@@ -729,6 +729,8 @@ static CORRUPT: Global<CorruptFilter> = Global::new(CorruptFilter {
     files_fdt: 0,
     fdt_fd: 0,
     fdt_max_fds: 0,
+    short: 0,
+    _pad: 0,
 });
 
 /// The buffer of each target thread's read() in flight whose file the fault covers, by
@@ -880,6 +882,220 @@ fn corrupt_read(slot: u32, target: u32, filter: &CorruptFilter, buf: u64, read: 
 #[fexit(function = "__x64_sys_read")]
 pub fn fexit_read(ctx: FExitContext) -> i32 {
     read_fexit(&ctx)
+}
+
+/// `pt_regs->dx` on x86_64: a syscall's third argument (the iovec count of readv and preadv).
+const PT_REGS_DX: u32 = 96;
+
+/// The iovecs of a readv()/preadv() call, as far as [`MAX_IOVECS`]: bases and lengths, and how
+/// many were read (0 when the caller's array cannot be read).
+#[inline(always)]
+fn read_iovecs(iov: u64, count: u64) -> ([u64; MAX_IOVECS], [u64; MAX_IOVECS], usize) {
+    let (mut bases, mut lens) = ([0u64; MAX_IOVECS], [0u64; MAX_IOVECS]);
+    let mut read = 0;
+    for i in 0..MAX_IOVECS {
+        if i as u64 >= count {
+            break;
+        }
+        let at = (iov + 16 * i as u64) as *const [u64; 2];
+        // SAFETY: a read of the caller's own `struct iovec`, checked by the helper.
+        let Ok([base, len]) = (unsafe { bpf_probe_read_user(at) }) else {
+            return (bases, lens, 0);
+        };
+        bases[i] = base;
+        lens[i] = len;
+        read = i + 1;
+    }
+    (bases, lens, read)
+}
+
+/// The fd, iovec array and count of a readv(), preadv() or preadv2() call, from its registers.
+#[inline(always)]
+fn readv_args(regs: u64) -> Option<(u64, u64, u64)> {
+    Some((
+        read_at(regs, PT_REGS_DI)?,
+        read_at(regs, PT_REGS_SI)?,
+        read_at(regs, PT_REGS_DX)?,
+    ))
+}
+
+/// The readv() family leaving the kernel: for `--short`, the lengths the entry program cut put
+/// back if the kernel never copied them (a descriptor not open for reading); else, bits flipped
+/// in what a target's read of a covered file returned. One array lookup for others.
+#[inline(always)]
+fn readv_fexit(ctx: &FExitContext) -> i32 {
+    let Some((slot, target)) = current_target(Attached::Kernel) else {
+        return 0;
+    };
+    let filter = CORRUPT.load();
+    if filter.short != 0 {
+        restore_iovecs();
+        return 0;
+    }
+    let regs: u64 = ctx.arg(0);
+    let read: i64 = ctx.arg(1);
+    let Some((fd, iov, count)) = readv_args(regs) else {
+        return 0;
+    };
+    if read <= 0 || !covers_fd(slot, &filter, fd) {
+        return 0;
+    }
+    let call = || Call {
+        path_checked: true,
+        ..Call::UNKNOWN
+    };
+    if act(slot, target, OP_CORRUPT_READ, call).is_none() {
+        return 0;
+    }
+    let (bases, lens, n) = read_iovecs(iov, count);
+    let read = read as u64;
+    let bits = u64::from(filter.bits).min(read);
+    let stretch = read / bits.max(1);
+    let mut altered = 0;
+    for i in 0..u64::from(MAX_CORRUPT_BITS) {
+        if i >= bits {
+            break;
+        }
+        // SAFETY: helper calls without arguments.
+        let (at, bit) = unsafe { (bpf_get_prandom_u32(), bpf_get_prandom_u32()) };
+        // The byte's place in what was read, found in the iovec that holds it.
+        let mut at = i * stretch + u64::from(at) % stretch;
+        for k in 0..MAX_IOVECS {
+            if k >= n {
+                break;
+            }
+            if at < lens[k] {
+                let byte = (bases[k] + at) as *mut u8;
+                // SAFETY: a read and a write of one byte of the caller's buffer, which the
+                // kernel has just filled.
+                unsafe {
+                    if let Ok(value) = bpf_probe_read_user(byte) {
+                        let flipped: u8 = value ^ (1 << (bit % 8));
+                        if bpf_probe_write_user(byte, &flipped).is_ok() {
+                            altered += 1;
+                        }
+                    }
+                }
+                break;
+            }
+            at -= lens[k];
+        }
+    }
+    add_injected(slot, OP_CORRUPT_BYTES, altered);
+    0
+}
+
+/// The iovecs of each target thread's readv() in flight that `--short` cut, by pid_tgid.
+#[map]
+static SHORTENED: HashMap<u64, ShortenedIovecs> = HashMap::with_max_entries(4096, 0);
+
+/// A target entering readv(), preadv() or preadv2() on a covered file, with `--short`: its
+/// iovecs are cut so that the call asks for fewer bytes (between 1 and one less than asked),
+/// before the kernel copies them; the exit program puts them back. One array lookup for others.
+#[inline(always)]
+fn readv_fentry(ctx: &FEntryContext) -> i32 {
+    let _ = shorten_iovecs(ctx);
+    0
+}
+
+#[inline(always)]
+fn shorten_iovecs(ctx: &FEntryContext) -> Option<()> {
+    let (slot, target) = current_target(Attached::Kernel)?;
+    let filter = CORRUPT.load();
+    let regs: u64 = ctx.arg(0);
+    let (fd, iov, count) = readv_args(regs)?;
+    if filter.short == 0 || count == 0 || count > MAX_IOVECS as u64 {
+        return None;
+    }
+    let (_, lens, n) = read_iovecs(iov, count);
+    let mut asked = 0u64;
+    for len in lens {
+        asked = asked.saturating_add(len);
+    }
+    if n == 0 || asked < 2 || !covers_fd(slot, &filter, fd) {
+        return None;
+    }
+    let call = || Call {
+        path_checked: true,
+        ..Call::UNKNOWN
+    };
+    act(slot, target, OP_CORRUPT_READ, call)?;
+    // SAFETY: a helper call without arguments.
+    let keep = 1 + u64::from(unsafe { bpf_get_prandom_u32() }) % (asked - 1);
+    let saved = ShortenedIovecs { iov, count, lens };
+    SHORTENED
+        .insert(bpf_get_current_pid_tgid(), saved, 0)
+        .ok()?;
+    let mut left = keep;
+    for (k, len) in lens.iter().enumerate() {
+        let cut = (*len).min(left);
+        left -= cut;
+        if cut != *len {
+            let at = (iov + 16 * k as u64 + 8) as *mut u64;
+            // SAFETY: a write of one iovec length in the caller's array, put back at exit.
+            let _ = unsafe { bpf_probe_write_user(at, &cut) };
+        }
+    }
+    add_injected(slot, OP_CORRUPT_BYTES, asked - keep);
+    Some(())
+}
+
+/// Puts back the iovec lengths of the current thread's shortened call, if it has one.
+#[inline(always)]
+fn restore_iovecs() {
+    let thread = bpf_get_current_pid_tgid();
+    // SAFETY: a plain value copied out of the map.
+    let Some(saved) = (unsafe { SHORTENED.get(thread) }).copied() else {
+        return;
+    };
+    let _ = SHORTENED.remove(thread);
+    for (k, len) in saved.lens.iter().enumerate() {
+        if k as u64 >= saved.count {
+            break;
+        }
+        let at = (saved.iov + 16 * k as u64 + 8) as *mut u64;
+        // SAFETY: a write of one iovec length in the caller's array, as the caller set it.
+        let _ = unsafe { bpf_probe_write_user(at, len) };
+    }
+}
+
+/// The kernel has copied the iovecs of the call in flight: a shortened call's are put back at
+/// once, so that nothing can find them cut once the call blocks (a pipe, a socket), even if
+/// chaos ends meanwhile. One hash lookup, only while `--short` runs.
+#[fexit(function = "import_iovec")]
+pub fn fexit_import_iovec(_ctx: FExitContext) -> i32 {
+    restore_iovecs();
+    0
+}
+
+#[fentry(function = "__x64_sys_readv")]
+pub fn fentry_readv(ctx: FEntryContext) -> i32 {
+    readv_fentry(&ctx)
+}
+
+#[fentry(function = "__x64_sys_preadv")]
+pub fn fentry_preadv(ctx: FEntryContext) -> i32 {
+    readv_fentry(&ctx)
+}
+
+#[fentry(function = "__x64_sys_preadv2")]
+pub fn fentry_preadv2(ctx: FEntryContext) -> i32 {
+    readv_fentry(&ctx)
+}
+
+#[fexit(function = "__x64_sys_readv")]
+pub fn fexit_readv(ctx: FExitContext) -> i32 {
+    readv_fexit(&ctx)
+}
+
+#[fexit(function = "__x64_sys_preadv")]
+pub fn fexit_preadv(ctx: FExitContext) -> i32 {
+    readv_fexit(&ctx)
+}
+
+#[fexit(function = "__x64_sys_preadv2")]
+pub fn fexit_preadv2(ctx: FExitContext) -> i32 {
+    readv_fexit(&ctx)
 }
 
 #[fexit(function = "__x64_sys_pread64")]

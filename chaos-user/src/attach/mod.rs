@@ -244,7 +244,7 @@ impl Loaded {
                 let btf = btf().ok_or(AttachError::NoBtf(name))?;
                 program::<FExit>(ebpf, name)?.load(function, btf)
             }
-            Hook::SyscallFentry { function, .. } => {
+            Hook::SyscallFentry { function, .. } | Hook::Fentry { function, .. } => {
                 let btf = btf().ok_or(AttachError::NoBtf(name))?;
                 program::<FEntry>(ebpf, name)?.load(function, btf)
             }
@@ -375,6 +375,7 @@ impl Loaded {
         match hook {
             Hook::Lsm { .. } => link!(Lsm, 0, |p| p.attach()),
             Hook::Fexit { .. } => link!(FExit, 0, |p| p.attach()),
+            Hook::Fentry { .. } => link!(FEntry, 0, |p| p.attach()),
             Hook::BtfTracepoint { .. } => link!(BtfTracePoint, 0, |p| p.attach()),
             Hook::CgroupSockAddr { .. } => {
                 for (n, cgroup) in sites.cgroups.iter().enumerate() {

@@ -2,6 +2,8 @@
 
 use clap::{Args, ValueEnum};
 
+use chaos_common::fault::CorruptFilter;
+
 use crate::{
     cli::{RunArgs, SyscallBackend, TargetArgs, error::Error, require_privileges},
     fault::{ErrnoFault, ParseError, PathFilter, SocketFilter, parse_path_filter},
@@ -12,18 +14,23 @@ use crate::{
 /// Bits of what a target reads are flipped on their way to it, as by a bad disk, cable or
 /// memory that no checksum caught.
 ///
-/// Each read() or pread64() of a target that returns data has --bits bits flipped, one per byte
-/// in distinct bytes spread over what it read; the file, the page cache and every other
-/// process's reads are untouched. With --path, only reads of the files at or below it. Needs
-/// bpf_probe_write_user (refused under lockdown=integrity and confidentiality), and fexit
-/// programs (kernels that load trampolines) or else syscall tracepoints
-/// (CONFIG_FTRACE_SYSCALLS). Not covered: readv/preadv, mmap'd files, io_uring,
-/// and (--short) short reads. Written data is not corrupted: flipping bits in a writer's buffer
-/// would change its memory, which it could see after the call.
+/// Each read(), pread64(), readv(), preadv() or preadv2() of a target that returns data has
+/// --bits bits flipped, one per byte in distinct bytes spread over what it read; the file, the
+/// page cache and every other process's reads are untouched. With --short instead, each
+/// readv(), preadv() and preadv2() returns fewer bytes than asked (1 to N-1 of N), as a real
+/// short read does: its iovecs' lengths are cut as the call enters and put back as soon as the
+/// kernel has copied them, so the caller never sees them changed. With --path, only reads of
+/// the files at or below it. Needs bpf_probe_write_user (refused under lockdown=integrity and
+/// confidentiality), and fexit programs (kernels that load trampolines) or else syscall
+/// tracepoints (CONFIG_FTRACE_SYSCALLS: read and pread64 only); --short needs trampolines.
+/// Not covered: mmap'd files, io_uring, short read() and pread64() (their count is a register,
+/// which a program cannot change). Written data is not corrupted: flipping bits in a writer's
+/// buffer would change its memory, which it could see after the call.
 ///
 /// Examples:
 ///   chaos corrupt-io --pid 4242 --path /var/lib/app/data --for 30s
 ///   chaos corrupt-io --container db --bits 8 --probability 0.01 --for 5m --json
+///   chaos corrupt-io --pid 4242 --short --probability 0.5 --for 1m
 #[derive(Debug, Args)]
 #[command(verbatim_doc_comment)]
 pub struct CorruptIoArgs {
@@ -44,6 +51,10 @@ pub struct CorruptIoArgs {
     #[arg(long, value_enum, default_value = "auto")]
     pub backend: SyscallBackend,
 
+    /// readv(), preadv() and preadv2() return fewer bytes than asked instead (no bit flipped).
+    #[arg(long, conflicts_with = "bits")]
+    pub short: bool,
+
     /// Bits flipped in each read, each in its own byte (fewer when fewer bytes were read).
     #[arg(long, value_name = "N", default_value_t = 1,
           value_parser = clap::value_parser!(u32).range(1..=i64::from(chaos_common::fault::MAX_CORRUPT_BITS)))]
@@ -61,6 +72,9 @@ pub enum CorruptOp {
 impl CorruptIoArgs {
     /// The filters and rules of the fault, as a fault on calls without operations of its own.
     pub fn fault(&self) -> Result<ErrnoFault, ParseError> {
+        if self.short && self.backend == SyscallBackend::Tracepoint {
+            return Err(ParseError::ShortNeedsTrampolines);
+        }
         let fault = ErrnoFault {
             ops: Vec::new(),
             errno: None,
@@ -83,10 +97,16 @@ pub fn execute(args: CorruptIoArgs) -> Result<u8, Error> {
     let targets = args.targets.resolve(args.run.force)?;
     plan::check_rules(&fault.when)?;
     let refuse = |reason: String| plan::PlanError::CorruptIo { reason };
-    let fexit = args
-        .backend
-        .fexit(&chaos_common::hook::CORRUPT_READ_FEXIT)
-        .map_err(refuse)?;
+    let hooks: &[_] = if args.short {
+        &chaos_common::hook::CORRUPT_SHORT
+    } else {
+        &chaos_common::hook::CORRUPT_READ_FEXIT
+    };
+    let fexit = args.backend.fexit(hooks).map_err(refuse)?;
+    if args.short && !fexit {
+        let reason = crate::kernel::trampolines_refused(hooks).unwrap_or_default();
+        return Err(refuse(format!("--short needs trampolines: {reason}")).into());
+    }
     if !fexit {
         plan::check_read_corruption()?;
         if args.run.detach {
@@ -95,9 +115,17 @@ pub fn execute(args: CorruptIoArgs) -> Result<u8, Error> {
     }
     let filter =
         crate::kernel::corrupt_filter(args.bits, fault.path.is_some(), !fexit).map_err(refuse)?;
+    let filter = CorruptFilter {
+        short: u32::from(args.short),
+        ..filter
+    };
+    let what = if args.short {
+        "shortening the readv() calls".to_owned()
+    } else {
+        format!("flipping {} bit(s) in each read", args.bits)
+    };
     eprintln!(
-        "chaos: flipping {} bit(s) in each read of {}{} for {}{}{}",
-        args.bits,
+        "chaos: {what} of {}{} for {}{}{}",
         targets.describe(),
         fault
             .path

@@ -190,6 +190,10 @@ pub enum ParseError {
     #[error("invalid delay '{0}': expected a duration from 1ms to 1h, such as 50ms or 1s")]
     InvalidSyscallDelay(String),
     #[error(
+        "--short with --backend tracepoint: short reads cut readv()'s iovecs from an fentry program, which needs trampolines; expected --backend auto or fexit"
+    )]
+    ShortNeedsTrampolines,
+    #[error(
         "invalid clock offset '{0}': expected a duration with an optional sign, from 1ns to 100 years, such as +1h, -90s or 2d"
     )]
     InvalidClockOffset(String),

@@ -235,21 +235,33 @@ impl<'a> CallsFault<'a> {
     pub fn corrupt_read(fault: &'a ErrnoFault, filter: CorruptFilter, fexit: bool) -> Self {
         let mut kernel = fault.kernel();
         kernel.ops = 1 << OP_CORRUPT_READ;
-        let bits = match filter.bits {
-            1 => "1 bit flipped".to_owned(),
-            n => format!("{n} bits flipped"),
+        let bits_spread = "one bit per byte in distinct bytes";
+        let bits = match (filter.short, filter.bits) {
+            (0, 1) => "1 bit flipped".to_owned(),
+            (0, n) => format!("{n} bits flipped"),
+            _ => "short reads".to_owned(),
         };
-        let (hooks, mechanism, via): (&'static [_], _, _) = if fexit {
+        let (hooks, mechanism, covers): (&'static [_], _, _) = if filter.short != 0 {
             (
-                &chaos_common::hook::CORRUPT_READ_FEXIT,
+                &chaos_common::hook::CORRUPT_SHORT[..],
+                "fentry",
+                "what readv(), preadv() and preadv2() ask for (fentry on their __x64_sys_ functions cuts the iovecs' lengths, put back once the kernel has copied them): 1 to N-1 of the N bytes asked".to_owned(),
+            )
+        } else if fexit {
+            (
+                &chaos_common::hook::CORRUPT_READ_FEXIT[..],
                 "fexit",
-                "fexit on __x64_sys_read, __x64_sys_pread64",
+                format!(
+                    "the data read(), pread64(), readv(), preadv() and preadv2() return (fexit on their __x64_sys_ functions), {bits_spread}"
+                ),
             )
         } else {
             (
-                &chaos_common::hook::CORRUPT_READ,
+                &chaos_common::hook::CORRUPT_READ[..],
                 "tracepoint",
-                "syscalls:sys_exit_read, sys_exit_pread64",
+                format!(
+                    "the data read() and pread64() return (syscalls:sys_exit_read, sys_exit_pread64), {bits_spread}"
+                ),
             )
         };
         CallsFault {
@@ -263,9 +275,7 @@ impl<'a> CallsFault<'a> {
                     setting: bits,
                 },
                 mechanism: mechanism.to_owned(),
-                covers: format!(
-                    "the data read() and pread64() return ({via}), one bit per byte in distinct bytes"
-                ),
+                covers,
             }],
             dry_run: fault.dry_run,
             filters: fault.describe_filters(),

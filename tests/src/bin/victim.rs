@@ -189,6 +189,50 @@ fn make_call(op: &str, arg: &str) -> Call {
                 }
             })
         }
+        // The same through two iovecs, by readv(2) from the start or preadv(2): ENODATA when
+        // fewer bytes came back than asked (`chaos corrupt-io --short`), EBADMSG when they
+        // differ, EFAULT when the iovecs' lengths are not what this process set.
+        "readv-data" | "preadv-data" => {
+            let handle = File::open(&file).expect("open");
+            let positional = op == "preadv-data";
+            let mut buf = [0u8; FILE_DATA.len()];
+            let split = FILE_DATA.len() / 2;
+            Box::new(move || {
+                let fd = handle.as_raw_fd();
+                let (head, tail) = buf.split_at_mut(split);
+                let iovecs = [
+                    libc::iovec {
+                        iov_base: head.as_mut_ptr().cast(),
+                        iov_len: head.len(),
+                    },
+                    libc::iovec {
+                        iov_base: tail.as_mut_ptr().cast(),
+                        iov_len: tail.len(),
+                    },
+                ];
+                // SAFETY: preadv(2), lseek(2) and readv(2) on a file we own into buffers we own.
+                let read = unsafe {
+                    if positional {
+                        libc::preadv(fd, iovecs.as_ptr(), 2, 0)
+                    } else {
+                        libc::lseek(fd, 0, libc::SEEK_SET);
+                        libc::readv(fd, iovecs.as_ptr(), 2)
+                    }
+                };
+                check(read as i32)?;
+                let errno =
+                    if iovecs[0].iov_len != split || iovecs[1].iov_len != FILE_DATA.len() - split {
+                        libc::EFAULT
+                    } else if (read as usize) < FILE_DATA.len() {
+                        libc::ENODATA
+                    } else if buf[..] != FILE_DATA[..] {
+                        libc::EBADMSG
+                    } else {
+                        return Ok(());
+                    };
+                Err(io::Error::from_raw_os_error(errno))
+            })
+        }
         "write" => {
             let handle = File::options().write(true).open(&file).expect("open");
             Box::new(move || {
