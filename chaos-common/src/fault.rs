@@ -272,8 +272,12 @@ pub struct ClockFilter {
     pub task_mm: u32,
     pub mm_vdso: u32,
     pub _pad: u32,
+    /// The shifted real time less CLOCK_BOOTTIME, in nanoseconds, when the run starts: what
+    /// time() returns where a program answers it (the two clocks differ only when the real
+    /// time is set).
+    pub shifted_real_from_boot_ns: i64,
 }
-const _: () = assert!(core::mem::size_of::<ClockFilter>() == 40);
+const _: () = assert!(core::mem::size_of::<ClockFilter>() == 48);
 
 /// The clock IDs of linux/time.h that `chaos clock` can shift.
 pub const CLOCK_REALTIME: u32 = 0;

@@ -89,6 +89,14 @@ pub enum Hook {
         program: &'static str,
         function: &'static str,
     },
+    /// A program in section `fexit/FUNCTION` that chaos loads by its own bpf(2) calls as an
+    /// fmod_ret program on `function` (aya parses no fmod_ret section): its return value, when
+    /// not 0, replaces the function's, which does not run. Only for functions of the kernel's
+    /// error-injection list (CONFIG_FUNCTION_ERROR_INJECTION).
+    FmodRetFunction {
+        program: &'static str,
+        function: &'static str,
+    },
     /// An LSM program attached per cgroup (section `lsm_cgroup/HOOK`).
     LsmCgroup {
         program: &'static str,
@@ -119,6 +127,7 @@ impl Hook {
             | Hook::Xdp { program }
             | Hook::Fexit { program, .. }
             | Hook::Fentry { program, .. }
+            | Hook::FmodRetFunction { program, .. }
             | Hook::SyscallFexit { program, .. }
             | Hook::SyscallFentry { program, .. }
             | Hook::LsmCgroup { program, .. }
@@ -141,9 +150,9 @@ impl Hook {
             Hook::SyscallOverride { .. } | Hook::FunctionOverride { .. } => ("kprobe", ""),
             Hook::Tc { .. } => ("classifier", ""),
             Hook::Xdp { .. } => ("xdp", ""),
-            Hook::Fexit { function, .. } | Hook::SyscallFexit { function, .. } => {
-                ("fexit/", function)
-            }
+            Hook::Fexit { function, .. }
+            | Hook::SyscallFexit { function, .. }
+            | Hook::FmodRetFunction { function, .. } => ("fexit/", function),
             Hook::SyscallFentry { function, .. } | Hook::Fentry { function, .. } => {
                 ("fentry/", function)
             }
@@ -315,13 +324,19 @@ pub const CLOCK_FEXIT: [Hook; 3] = [
         function: "__x64_sys_time",
     },
 ];
+/// `chaos clock` where the kernel lets fmod_ret replace time(2) (its error-injection list):
+/// the shifted second returned instead of the syscall's, in place of `CLOCK_FEXIT[2]`.
+pub const CLOCK_TIME_FMOD_RET: Hook = Hook::FmodRetFunction {
+    program: "fmod_ret_time",
+    function: "__x64_sys_time",
+};
 pub const CLOCK_EXEC: Hook = Hook::BtfTracepoint {
     program: "tp_btf_clock_exec",
     event: "sched_process_exec",
 };
 
 /// The hooks of the errno object besides the operations' ([`crate::ops::OPS`]).
-pub const ERRNO_EXTRA: [Hook; 32] = [
+pub const ERRNO_EXTRA: [Hook; 33] = [
     FORK,
     EXIT,
     SIGNAL,
@@ -353,6 +368,7 @@ pub const ERRNO_EXTRA: [Hook; 32] = [
     CLOCK_FEXIT[0],
     CLOCK_FEXIT[1],
     CLOCK_FEXIT[2],
+    CLOCK_TIME_FMOD_RET,
     CLOCK_EXEC,
 ];
 

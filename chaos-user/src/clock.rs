@@ -4,13 +4,18 @@ use std::time::Duration;
 
 /// `CLOCK_MONOTONIC` in nanoseconds: the clock `bpf_ktime_get_ns` reads.
 pub fn monotonic_now_ns() -> u64 {
+    now_ns(libc::CLOCK_MONOTONIC) as u64
+}
+
+/// `clock` now, in nanoseconds.
+pub fn now_ns(clock: libc::clockid_t) -> i64 {
     let mut now = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
     };
     // SAFETY: clock_gettime writes into the timespec we own.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
-    now.tv_sec as u64 * 1_000_000_000 + now.tv_nsec as u64
+    unsafe { libc::clock_gettime(clock, &mut now) };
+    now.tv_sec * 1_000_000_000 + now.tv_nsec
 }
 
 /// When a run ends, on `CLOCK_MONOTONIC`: computed once, when the programs are about to attach,

@@ -1048,6 +1048,12 @@ pub fn has_function(name: &str) -> bool {
     })
 }
 
+/// Why `hook`'s program cannot load here (for an fmod_ret program: its function is not on the
+/// kernel's error-injection list, or trampolines are refused), or `None` when it loads.
+pub fn load_refused(hook: Hook) -> Option<String> {
+    try_load(errno_object(), hook).err()
+}
+
 /// Why the trampoline programs `hooks` (corrupt-io's and delay's fexit, signal's fentry) cannot
 /// run here (trampolines refused, no such function, a helper refused), or `None` when they load.
 pub fn trampolines_refused(hooks: &[Hook]) -> Option<String> {
@@ -1086,12 +1092,17 @@ pub fn corrupt_filter(bits: u32, files: bool, tracepoints: bool) -> Result<Corru
     Ok(filter)
 }
 
-/// `filter` with the places in the running kernel's structs its exec program reads: the new
-/// image's stack and argument counts, and the address of the process's vDSO.
+/// `filter` with the places in the running kernel's structs its exec program reads (the new
+/// image's stack and argument counts, the address of the process's vDSO), and the shifted real
+/// time against CLOCK_BOOTTIME now.
 pub fn clock_filter(filter: ClockFilter) -> Result<ClockFilter, String> {
     let btf = crate::btf::Btf::kernel().map_err(|err| err.to_string())?;
     let offset = |ty: &str, field: &str| btf.offset_of(ty, field).map_err(|err| err.to_string());
+    let now_ns = crate::clock::now_ns;
+    let real_from_boot = now_ns(libc::CLOCK_REALTIME) - now_ns(libc::CLOCK_BOOTTIME);
+    let shift = filter.offset_sec * 1_000_000_000 + i64::from(filter.offset_nsec);
     Ok(ClockFilter {
+        shifted_real_from_boot_ns: real_from_boot + shift,
         bprm_p: offset("linux_binprm", "p")?,
         bprm_argc: offset("linux_binprm", "argc")?,
         bprm_envc: offset("linux_binprm", "envc")?,

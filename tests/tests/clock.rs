@@ -78,6 +78,9 @@ fn start_clock(args: &[&str]) -> Option<Chaos> {
 struct Readers {
     go: PathBuf,
     musl: PathBuf,
+    /// glibc's time(NULL): the time syscall once the vDSO is withheld, whose return value only
+    /// an fmod_ret program can shift.
+    time: PathBuf,
 }
 
 impl Readers {
@@ -124,7 +127,18 @@ impl Readers {
                 .arg(&c_source),
             "musl-gcc -static (Debian's musl-tools)",
         );
-        Readers { go, musl }
+        let time_source = dir.join("time.c");
+        fs::write(
+            &time_source,
+            "#include <stdio.h>\n#include <time.h>\nint main(void) {\n  printf(\"%ld\\n\", (long)time(NULL));\n  return 0;\n}\n",
+        )
+        .expect("write time.c");
+        let time = dir.join("time-glibc");
+        run(
+            Command::new("cc").arg("-o").arg(&time).arg(&time_source),
+            "cc (Debian's gcc)",
+        );
+        Readers { go, musl, time }
     }
 
     /// Each reader's name and command line.
@@ -224,6 +238,9 @@ fn clock_programs_started_in_the_target_read_the_shifted_time() {
     let readers = Readers::build(&dir);
     assert_readers_see(&readers, Some(&cgroup), DAY);
     assert_readers_see(&readers, None, 0.0);
+    // A whole second: time() truncates.
+    let time_skew = read_clock(Command::new(&readers.time), Some(&cgroup)) + 0.5;
+    eprintln!("time(NULL) in the target: {time_skew:+.1}s from the true time");
     // The process that was already running keeps its vDSO: the true time.
     {
         use std::io::{BufRead as _, BufReader, Write as _};
@@ -255,7 +272,19 @@ fn clock_programs_started_in_the_target_read_the_shifted_time() {
     assert_eq!(row["op"], "clock", "{row}");
     assert_eq!(row["setting"], "+1day (realtime)", "{row}");
     assert_eq!(row["mechanism"], "fexit", "{row}");
-    let execs = readers.commands().len() as u64;
+    // time(NULL) is shifted where an fmod_ret program answers it, else it is the true second.
+    let covers = row["covers"].as_str().expect("covers");
+    let fmod_ret = covers.contains("answered by fmod_ret");
+    assert!(
+        fmod_ret || !expected(features::KPROBE_OVERRIDE),
+        "this kernel has the error-injection list: {row}"
+    );
+    let expected_time = if fmod_ret { DAY } else { 0.0 };
+    assert!(
+        (time_skew - expected_time).abs() < SLACK_SECS,
+        "time(NULL) read {time_skew:+.1}s, expected {expected_time:+}s ({covers})"
+    );
+    let execs = readers.commands().len() as u64 + 1;
     assert!(
         row["vdso_withheld"].as_u64() >= Some(execs),
         "each reader's exec in the target: {row}"

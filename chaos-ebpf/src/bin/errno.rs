@@ -16,8 +16,8 @@ use aya_ebpf::{
     EbpfContext as _, Global,
     helpers::{
         bpf_get_current_pid_tgid, bpf_get_current_task, bpf_get_prandom_u32, bpf_get_stack,
-        bpf_ktime_get_ns, bpf_override_return, bpf_probe_read_kernel, bpf_probe_read_user,
-        bpf_probe_write_user, bpf_send_signal, bpf_set_retval,
+        bpf_ktime_get_boot_ns, bpf_ktime_get_ns, bpf_override_return, bpf_probe_read_kernel,
+        bpf_probe_read_user, bpf_probe_write_user, bpf_send_signal, bpf_set_retval,
     },
     macros::{
         btf_tracepoint, cgroup_sock, cgroup_sock_addr, fentry, fexit, kprobe, map, tracepoint,
@@ -1135,6 +1135,7 @@ static CLOCK: Global<ClockFilter> = Global::new(ClockFilter {
     task_mm: 0,
     mm_vdso: 0,
     _pad: 0,
+    shifted_real_from_boot_ns: 0,
 });
 
 /// The fault's filter, if the current process is a target whose read of `clock` (read only
@@ -1228,6 +1229,34 @@ pub fn fexit_time(ctx: FExitContext) -> i32 {
         let _ = unsafe { bpf_probe_write_user(tloc as *mut i64, &shifted) };
     }
     0
+}
+
+/// `time(tloc)` of a target where the kernel lets fmod_ret replace the syscall (its
+/// error-injection list): the shifted second is returned instead (and written to `*tloc`), so
+/// that `time(NULL)` is shifted too; for others the program returns 0 and the syscall runs.
+/// Loaded past aya as fmod_ret; its section only names the function (the fexit macro would
+/// drop the return value). One array lookup for others.
+#[unsafe(no_mangle)]
+#[unsafe(link_section = "fexit/__x64_sys_time")]
+pub fn fmod_ret_time(ctx: *mut c_void) -> i64 {
+    shifted_time(&FExitContext::new(ctx)).unwrap_or(0)
+}
+
+#[inline(always)]
+fn shifted_time(ctx: &FExitContext) -> Option<i64> {
+    let filter = clock_shift(|| Some(u64::from(CLOCK_REALTIME)))?;
+    // SAFETY: a helper call without arguments.
+    let boot = unsafe { bpf_ktime_get_boot_ns() } as i64;
+    // Unsigned: signed division needs BPF ISA v4 (kernel 6.6); a shift before 1970 is left
+    // to the syscall.
+    let now = u64::try_from(boot.checked_add(filter.shifted_real_from_boot_ns)?).ok()?;
+    let now = (now / 1_000_000_000) as i64;
+    let regs: u64 = ctx.arg(0);
+    if let Some(tloc) = read_at::<u64>(regs, PT_REGS_DI).filter(|&tloc| tloc != 0) {
+        // SAFETY: a write of the caller's own time_t, as time() itself would write it.
+        unsafe { bpf_probe_write_user(tloc as *mut i64, &now) }.ok()?;
+    }
+    Some(now)
 }
 
 /// A target's exec: the new image's auxiliary vector loses its vDSO entry (its type becomes

@@ -215,7 +215,7 @@ impl Loaded {
             return Ok(());
         }
         let name = hook.program();
-        if let Hook::FmodRet { function, .. } = hook {
+        if let Hook::FmodRet { function, .. } | Hook::FmodRetFunction { function, .. } = hook {
             let program = self.load_fmod_ret(name, function)?;
             self.fmod_ret.push(FmodRetProgram {
                 hook,
@@ -263,7 +263,7 @@ impl Loaded {
             }
             Hook::Tc { .. } => program::<SchedClassifier>(ebpf, name)?.load(),
             Hook::Xdp { .. } => program::<Xdp>(ebpf, name)?.load(),
-            Hook::FmodRet { .. } => unreachable!("loaded above"),
+            Hook::FmodRet { .. } | Hook::FmodRetFunction { .. } => unreachable!("loaded above"),
         };
         result.map_err(|source| AttachError::Program { name, source })?;
         // Attaching loads it again per syscall from the relocated object: relocate now, while
@@ -429,7 +429,7 @@ impl Loaded {
                 link!(KProbe, 0, |p| p.attach(function, 0));
             }
             Hook::Tc { direction, .. } => self.attach_tc(name, direction, sites, pin)?,
-            Hook::FmodRet { function, .. } => {
+            Hook::FmodRet { function, .. } | Hook::FmodRetFunction { function, .. } => {
                 let fmod_ret = self
                     .fmod_ret
                     .iter_mut()
@@ -605,7 +605,7 @@ impl Loaded {
         }
         self.fmod_ret.clear();
         for hook in self.loaded.drain(..).rev() {
-            if matches!(hook, Hook::FmodRet { .. }) {
+            if matches!(hook, Hook::FmodRet { .. } | Hook::FmodRetFunction { .. }) {
                 continue;
             }
             let name = hook.program();

@@ -83,6 +83,18 @@ pub fn execute(args: ClockArgs) -> Result<u8, Error> {
     plan::check_clock()?;
     let filter = crate::kernel::clock_filter(fault.filter())
         .map_err(|reason| plan::PlanError::Clock { reason })?;
+    // time(2)'s return value: only an fmod_ret program can replace it, where the kernel's
+    // error-injection list has the syscall.
+    let time_refused = fault
+        .clocks
+        .contains(&Clock::Realtime)
+        .then(|| crate::kernel::load_refused(chaos_common::hook::CLOCK_TIME_FMOD_RET));
+    if let Some(Some(reason)) = &time_refused {
+        tracing::debug!(%reason, "fmod_ret on __x64_sys_time");
+        eprintln!(
+            "chaos: time() returns the true second on this kernel (only *tloc is shifted): fmod_ret cannot replace __x64_sys_time without CONFIG_FUNCTION_ERROR_INJECTION"
+        );
+    }
     eprintln!(
         "chaos: shifting the clocks of {} by {} for {}{}{}",
         targets.describe(),
@@ -91,6 +103,6 @@ pub fn execute(args: ClockArgs) -> Result<u8, Error> {
         if fault.dry_run { ", dry run" } else { "" },
         args.run.how_it_ends(),
     );
-    let calls_fault = CallsFault::clock(&fault, filter);
+    let calls_fault = CallsFault::clock(&fault, filter, matches!(time_refused, Some(None)));
     args.run.run_or_detach(&targets, &calls_fault)
 }

@@ -69,9 +69,10 @@ pub enum ExtraHook<'a> {
     /// `chaos delay`: this program (the exit tracepoints or fexit) on these syscalls stops the
     /// target.
     Delay(&'a [String], Hook),
-    /// `chaos clock`: fexit programs on the clock syscalls shift what they return, and an exec
-    /// program withholds the vDSO, as the filter says.
-    Clock(ClockFilter),
+    /// `chaos clock`: fexit programs on the clock syscalls shift what they return (with
+    /// `time_fmod_ret`, an fmod_ret program answers time() itself), and an exec program
+    /// withholds the vDSO, as the filter says.
+    Clock(ClockFilter, bool),
 }
 
 /// The errno object loaded for a run: every program verified, the targets in the maps, nothing
@@ -126,7 +127,7 @@ impl<'t> CallsLoaded<'t> {
             _ => CorruptFilter::default(),
         };
         let clock = match extra {
-            Some(ExtraHook::Clock(filter)) => filter,
+            Some(ExtraHook::Clock(filter, _)) => filter,
             _ => ClockFilter::default(),
         };
         let set_retval = u32::from(kernel::set_retval());
@@ -183,10 +184,15 @@ impl<'t> CallsLoaded<'t> {
                 hooks.push(delay_hook);
                 (None, None)
             }
-            Some(ExtraHook::Clock(_)) => {
+            Some(ExtraHook::Clock(_, time_fmod_ret)) => {
                 // Reads shifted first: an image without its vDSO reads through them.
-                hooks.extend(hook::CLOCK_FEXIT);
-                hooks.push(hook::CLOCK_EXEC);
+                let [clock_gettime, gettimeofday, time] = hook::CLOCK_FEXIT;
+                let time = if time_fmod_ret {
+                    hook::CLOCK_TIME_FMOD_RET
+                } else {
+                    time
+                };
+                hooks.extend([clock_gettime, gettimeofday, time, hook::CLOCK_EXEC]);
                 (None, None)
             }
             None => (None, None),

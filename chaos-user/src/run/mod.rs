@@ -368,11 +368,16 @@ impl<'a> CallsFault<'a> {
 
     /// `chaos clock`: fexit programs on the clock syscalls' functions shift what they return to
     /// a target, and a tp_btf program withholds the vDSO from the images targets exec.
-    pub fn clock(fault: &'a ClockFault, filter: ClockFilter) -> Self {
+    pub fn clock(fault: &'a ClockFault, filter: ClockFilter, time_fmod_ret: bool) -> Self {
+        let time = if time_fmod_ret {
+            "time() answered by fmod_ret on __x64_sys_time"
+        } else {
+            "time()'s *tloc (fexit on __x64_sys_time; its return value stays true)"
+        };
         CallsFault {
             kernel: fault.kernel(),
             plan: Vec::new(),
-            extra: Some(ExtraHook::Clock(filter)),
+            extra: Some(ExtraHook::Clock(filter, time_fmod_ret)),
             rows: vec![CallsRow {
                 code: OP_CLOCK,
                 fault: FaultKind::Rewrite {
@@ -380,7 +385,9 @@ impl<'a> CallsFault<'a> {
                     setting: fault.setting(),
                 },
                 mechanism: "fexit".to_owned(),
-                covers: "what clock_gettime(), gettimeofday() and time()'s *tloc return (fexit on __x64_sys_clock_gettime, __x64_sys_gettimeofday, __x64_sys_time), and the vDSO withheld from images targets exec (tp_btf/sched_process_exec), so that their reads are those syscalls".to_owned(),
+                covers: format!(
+                    "what clock_gettime() and gettimeofday() return (fexit on __x64_sys_clock_gettime, __x64_sys_gettimeofday), {time}, and the vDSO withheld from images targets exec (tp_btf/sched_process_exec), so that their reads are those syscalls"
+                ),
             }],
             dry_run: fault.dry_run,
             filters: Vec::new(),
