@@ -274,8 +274,9 @@ const READV_FEXIT: [Hook; 3] = [
 ];
 
 /// `chaos corrupt-io --short`: fentry programs shorten a target's iovecs of readv(), preadv()
-/// and preadv2() before the kernel reads them, and an fexit program on `import_iovec` puts them
-/// back once the kernel has its copy (the syscalls' fexit programs, if it never made one).
+/// and preadv2() before the kernel reads them, and an fentry program on `rw_verify_area` (which
+/// the kernel runs once it has its copy, before reading) puts them back (the syscalls' fexit
+/// programs, if it never gets there).
 pub const CORRUPT_SHORT: [Hook; 7] = [
     Hook::Fentry {
         program: "fentry_readv",
@@ -289,9 +290,9 @@ pub const CORRUPT_SHORT: [Hook; 7] = [
         program: "fentry_preadv2",
         function: "__x64_sys_preadv2",
     },
-    Hook::Fexit {
-        program: "fexit_import_iovec",
-        function: "import_iovec",
+    Hook::Fentry {
+        program: "fentry_rw_verify_area",
+        function: "rw_verify_area",
     },
     READV_FEXIT[0],
     READV_FEXIT[1],

@@ -1059,12 +1059,16 @@ fn restore_iovecs() {
     }
 }
 
-/// The kernel has copied the iovecs of the call in flight: a shortened call's are put back at
-/// once, so that nothing can find them cut once the call blocks (a pipe, a socket), even if
-/// chaos ends meanwhile. One hash lookup, only while `--short` runs.
-#[fexit(function = "import_iovec")]
-pub fn fexit_import_iovec(_ctx: FExitContext) -> i32 {
-    restore_iovecs();
+/// Every read and write checks its range here, after the kernel has copied a readv()'s iovecs
+/// and before it reads or blocks: a target's shortened call gets its iovecs back at once, so
+/// that nothing can find them cut once the call blocks (a pipe, a socket), even if chaos ends
+/// meanwhile. (`import_iovec`, where the copy is made, cannot be traced.) One array lookup for
+/// others.
+#[fentry(function = "rw_verify_area")]
+pub fn fentry_rw_verify_area(_ctx: FEntryContext) -> i32 {
+    if current_target(Attached::Kernel).is_some() {
+        restore_iovecs();
+    }
     0
 }
 
