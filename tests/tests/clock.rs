@@ -370,3 +370,43 @@ fn clock_ends_when_chaos_is_killed() {
     let skew = read_clock(date, Some(&cgroup));
     assert!(skew.abs() < SLACK_SECS, "after chaos died: {skew:+.3}s");
 }
+
+/// `--detach`: the shift outlives chaos's process and ends at the run's in-kernel deadline,
+/// after which the target's new programs read the true time; `chaos cleanup` then finds the
+/// expired run and takes its programs out.
+#[test]
+fn clock_detached_run_ends_at_its_deadline() {
+    let cgroup = TestCgroup::new("clock-detach");
+    let path = cgroup.path.to_str().expect("utf-8").to_owned();
+    let args = ["clock", "--cgroup", &path, "--offset=-1h"];
+    let mut dry = args.to_vec();
+    dry.extend_from_slice(&["--for", "1ms", "--dry-run"]);
+    if refused(&chaos(&dry)) {
+        return;
+    }
+    let mut full = args.to_vec();
+    full.extend_from_slice(&["--for", "10s"]);
+    let run = start_detached(&full);
+    let date = || {
+        let mut date = Command::new("date");
+        date.arg("+%s.%N");
+        read_clock(date, Some(&cgroup))
+    };
+    let skew = date();
+    assert!(
+        monotonic_ns() < run.deadline_ns,
+        "the run ended before it was checked"
+    );
+    assert!(
+        (skew + 3600.0).abs() < SLACK_SECS,
+        "during the run: {skew:+.3}s"
+    );
+    while monotonic_ns() < run.deadline_ns {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let skew = date();
+    assert!(skew.abs() < SLACK_SECS, "after the deadline: {skew:+.3}s");
+    let output = chaos(&["cleanup", "--json"]);
+    assert!(output.status.success(), "{output:?}");
+    assert_no_chaos_programs();
+}
