@@ -278,6 +278,15 @@ const READV_FEXIT: [Hook; 3] = [
 /// the kernel runs once it has its copy, before reading) puts them back (the syscalls' fexit
 /// programs, if it never gets there).
 pub const CORRUPT_SHORT: [Hook; 7] = [
+    // What puts the lengths back first: a run attaches in this order and detaches in the
+    // reverse, so that no call is cut while nothing would put it back.
+    Hook::Fentry {
+        program: "fentry_rw_verify_area",
+        function: "rw_verify_area",
+    },
+    READV_FEXIT[0],
+    READV_FEXIT[1],
+    READV_FEXIT[2],
     Hook::Fentry {
         program: "fentry_readv",
         function: "__x64_sys_readv",
@@ -290,13 +299,6 @@ pub const CORRUPT_SHORT: [Hook; 7] = [
         program: "fentry_preadv2",
         function: "__x64_sys_preadv2",
     },
-    Hook::Fentry {
-        program: "fentry_rw_verify_area",
-        function: "rw_verify_area",
-    },
-    READV_FEXIT[0],
-    READV_FEXIT[1],
-    READV_FEXIT[2],
 ];
 
 /// `chaos corrupt-io --op read` elsewhere: a target's read() and pread64() buffers, noted at
@@ -363,9 +365,9 @@ pub const ERRNO_EXTRA: [Hook; 33] = [
     CORRUPT_READ_FEXIT[3],
     CORRUPT_READ_FEXIT[4],
     CORRUPT_SHORT[0],
-    CORRUPT_SHORT[1],
-    CORRUPT_SHORT[2],
-    CORRUPT_SHORT[3],
+    CORRUPT_SHORT[4],
+    CORRUPT_SHORT[5],
+    CORRUPT_SHORT[6],
     CLOCK_FEXIT[0],
     CLOCK_FEXIT[1],
     CLOCK_FEXIT[2],

@@ -621,6 +621,7 @@ impl Loaded {
                 Some(Program::Xdp(p)) => p.unload(),
                 Some(Program::FExit(p)) => p.unload(),
                 Some(Program::FEntry(p)) => p.unload(),
+                Some(Program::BtfTracePoint(p)) => p.unload(),
                 _ => continue,
             };
             if let Err(err) = result {
