@@ -9,6 +9,7 @@ use std::process::{Command, Output, Stdio};
 use chaos_common::names::STATUS_LINES_ENV;
 use chaos_tests::{
     Chaos, TestContainer, assert_no_chaos_programs, chaos, dist_dir, monotonic_ns, podman_env,
+    tempdir,
 };
 
 const VICTIM: &str = env!("CARGO_BIN_EXE_victim");
@@ -116,6 +117,60 @@ fn the_static_binary_runs_in_an_image_with_nothing_else() {
     ]));
     let on_host = probe(chaos(&["probe", "--json"]));
     assert_eq!(in_image, on_host);
+}
+
+/// The Debian package: the static binary as /usr/bin/chaos, its man page and its bash, zsh and
+/// fish completions, no dependencies; unpacked, it runs and names the same version and commit.
+#[test]
+fn the_debian_package_holds_the_binary_its_man_page_and_completions() {
+    let deb = std::fs::read_dir(dist_dir())
+        .expect("target/dist")
+        .filter_map(Result::ok)
+        .map(|entry| entry.path())
+        .find(|path| path.extension().is_some_and(|ext| ext == "deb"))
+        .expect("a .deb in target/dist (cargo xtask dist)");
+    let dpkg_deb = |args: &[&str]| {
+        let output = Command::new("dpkg-deb")
+            .args(args)
+            .output()
+            .expect("run dpkg-deb");
+        assert!(output.status.success(), "{}", text(&output));
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    let deb_path = deb.to_str().unwrap();
+    let fields = dpkg_deb(&["--field", deb_path]);
+    for field in ["Package: chaos", "Architecture: amd64", "Version: "] {
+        assert!(fields.contains(field), "{fields}");
+    }
+    assert!(
+        !fields.contains("Depends"),
+        "a static binary depends on nothing: {fields}"
+    );
+    let root = tempdir("deb");
+    dpkg_deb(&["--extract", deb_path, root.to_str().unwrap()]);
+    let unpacked = Command::new(root.join("usr/bin/chaos"))
+        .arg("--version")
+        .output()
+        .expect("run the unpacked chaos");
+    assert_eq!(
+        String::from_utf8_lossy(&unpacked.stdout),
+        String::from_utf8_lossy(&chaos(&["--version"]).stdout)
+    );
+    let man = Command::new("gzip")
+        .arg("-dc")
+        .arg(root.join("usr/share/man/man1/chaos.1.gz"))
+        .output()
+        .expect("gzip");
+    assert!(String::from_utf8_lossy(&man.stdout).contains(".TH chaos"));
+    for completions in [
+        "usr/share/bash-completion/completions/chaos",
+        "usr/share/zsh/vendor-completions/_chaos",
+        "usr/share/fish/vendor_completions.d/chaos.fish",
+    ] {
+        let script = std::fs::read_to_string(root.join(completions)).expect(completions);
+        assert!(script.contains("corrupt-io"), "{completions}");
+    }
+    let _ = std::fs::remove_dir_all(&root);
 }
 
 #[test]
