@@ -839,23 +839,41 @@ fn read_fexit(ctx: &FExitContext) -> i32 {
     0
 }
 
-/// Flips `filter.bits` bits in the `read` bytes at `buf`, each in its own byte (one chosen at
-/// random in each of `bits` equal stretches), if the fault in `slot` acts on this read; counts
-/// the bytes altered.
+/// Whether the fault in `slot` acts on this read of a file it covers (the counters and the rules).
 #[inline(always)]
-fn corrupt_read(slot: u32, target: u32, filter: &CorruptFilter, buf: u64, read: i64) {
-    if read <= 0 {
-        return;
-    }
-    let read = read as u64;
+fn acts_on_read(slot: u32, target: u32) -> bool {
     let call = || Call {
         path_checked: true,
         ..Call::UNKNOWN
     };
-    if act(slot, target, OP_CORRUPT_READ, call).is_none() {
+    act(slot, target, OP_CORRUPT_READ, call).is_some()
+}
+
+/// Flips `filter.bits` bits in the `read` bytes at `buf`, if the fault in `slot` acts on this
+/// read; counts the bytes altered.
+#[inline(always)]
+fn corrupt_read(slot: u32, target: u32, filter: &CorruptFilter, buf: u64, read: i64) {
+    if read <= 0 || !acts_on_read(slot, target) {
         return;
     }
-    let bits = u64::from(filter.bits).min(read);
+    let (mut bases, mut lens) = ([0u64; MAX_IOVECS], [0u64; MAX_IOVECS]);
+    (bases[0], lens[0]) = (buf, read as u64);
+    let altered = flip_bits(filter.bits, &bases, &lens, 1, read as u64);
+    add_injected(slot, OP_CORRUPT_BYTES, altered);
+}
+
+/// Flips `bits` bits in the `read` bytes the first `n` buffers (`bases`, `lens`) hold, each in
+/// its own byte (one chosen at random in each of `bits` equal stretches); returns how many
+/// bytes were altered.
+#[inline(always)]
+fn flip_bits(
+    bits: u32,
+    bases: &[u64; MAX_IOVECS],
+    lens: &[u64; MAX_IOVECS],
+    n: usize,
+    read: u64,
+) -> u64 {
+    let bits = u64::from(bits).min(read);
     let stretch = read / bits.max(1);
     let mut altered = 0;
     for i in 0..u64::from(MAX_CORRUPT_BITS) {
@@ -864,19 +882,30 @@ fn corrupt_read(slot: u32, target: u32, filter: &CorruptFilter, buf: u64, read: 
         }
         // SAFETY: helper calls without arguments.
         let (at, bit) = unsafe { (bpf_get_prandom_u32(), bpf_get_prandom_u32()) };
-        let byte = (buf + i * stretch + u64::from(at) % stretch) as *mut u8;
-        // SAFETY: a read and a write of one byte of the caller's buffer, which the kernel has
-        // just filled.
-        unsafe {
-            if let Ok(value) = bpf_probe_read_user(byte) {
-                let flipped: u8 = value ^ (1 << (bit % 8));
-                if bpf_probe_write_user(byte, &flipped).is_ok() {
-                    altered += 1;
-                }
+        // The byte's place in what was read, found in the buffer that holds it.
+        let mut at = i * stretch + u64::from(at) % stretch;
+        for k in 0..MAX_IOVECS {
+            if k >= n {
+                break;
             }
+            if at < lens[k] {
+                let byte = (bases[k] + at) as *mut u8;
+                // SAFETY: a read and a write of one byte of the caller's buffer, which the
+                // kernel has just filled.
+                unsafe {
+                    if let Ok(value) = bpf_probe_read_user(byte) {
+                        let flipped: u8 = value ^ (1 << (bit % 8));
+                        if bpf_probe_write_user(byte, &flipped).is_ok() {
+                            altered += 1;
+                        }
+                    }
+                }
+                break;
+            }
+            at -= lens[k];
         }
     }
-    add_injected(slot, OP_CORRUPT_BYTES, altered);
+    altered
 }
 
 #[fexit(function = "__x64_sys_read")]
@@ -937,50 +966,11 @@ fn readv_fexit(ctx: &FExitContext) -> i32 {
     let Some((fd, iov, count)) = readv_args(regs) else {
         return 0;
     };
-    if read <= 0 || !covers_fd(slot, &filter, fd) {
-        return 0;
-    }
-    let call = || Call {
-        path_checked: true,
-        ..Call::UNKNOWN
-    };
-    if act(slot, target, OP_CORRUPT_READ, call).is_none() {
+    if read <= 0 || !covers_fd(slot, &filter, fd) || !acts_on_read(slot, target) {
         return 0;
     }
     let (bases, lens, n) = read_iovecs(iov, count);
-    let read = read as u64;
-    let bits = u64::from(filter.bits).min(read);
-    let stretch = read / bits.max(1);
-    let mut altered = 0;
-    for i in 0..u64::from(MAX_CORRUPT_BITS) {
-        if i >= bits {
-            break;
-        }
-        // SAFETY: helper calls without arguments.
-        let (at, bit) = unsafe { (bpf_get_prandom_u32(), bpf_get_prandom_u32()) };
-        // The byte's place in what was read, found in the iovec that holds it.
-        let mut at = i * stretch + u64::from(at) % stretch;
-        for k in 0..MAX_IOVECS {
-            if k >= n {
-                break;
-            }
-            if at < lens[k] {
-                let byte = (bases[k] + at) as *mut u8;
-                // SAFETY: a read and a write of one byte of the caller's buffer, which the
-                // kernel has just filled.
-                unsafe {
-                    if let Ok(value) = bpf_probe_read_user(byte) {
-                        let flipped: u8 = value ^ (1 << (bit % 8));
-                        if bpf_probe_write_user(byte, &flipped).is_ok() {
-                            altered += 1;
-                        }
-                    }
-                }
-                break;
-            }
-            at -= lens[k];
-        }
-    }
+    let altered = flip_bits(filter.bits, &bases, &lens, n, read as u64);
     add_injected(slot, OP_CORRUPT_BYTES, altered);
     0
 }
@@ -1012,14 +1002,9 @@ fn shorten_iovecs(ctx: &FEntryContext) -> Option<()> {
     for len in lens {
         asked = asked.saturating_add(len);
     }
-    if n == 0 || asked < 2 || !covers_fd(slot, &filter, fd) {
+    if n == 0 || asked < 2 || !covers_fd(slot, &filter, fd) || !acts_on_read(slot, target) {
         return None;
     }
-    let call = || Call {
-        path_checked: true,
-        ..Call::UNKNOWN
-    };
-    act(slot, target, OP_CORRUPT_READ, call)?;
     // SAFETY: a helper call without arguments.
     let keep = 1 + u64::from(unsafe { bpf_get_prandom_u32() }) % (asked - 1);
     let saved = ShortenedIovecs { iov, count, lens };
