@@ -313,7 +313,9 @@ fn error_injection() -> Finding {
     // fmod_ret attaches to the list's functions too (the syscalls among them): `chaos clock`
     // answers time() that way.
     let fmod_ret = match load_refused(hook::CLOCK_TIME_FMOD_RET) {
-        None => "fmod_ret attaches to them (chaos clock's time() on __x64_sys_time loads)".to_owned(),
+        None => {
+            "fmod_ret attaches to them (chaos clock's time() on __x64_sys_time loads)".to_owned()
+        }
         Some(reason) => format!(
             "fmod_ret does not attach to them here: {}",
             first_line(&reason)

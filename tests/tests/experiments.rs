@@ -7,6 +7,7 @@ use std::{
     process::Output,
 };
 
+use chaos_common::features;
 use chaos_tests::*;
 use serde_json::Value;
 
@@ -136,6 +137,54 @@ fn the_slow_disk_example_delays_only_the_workloads_fsync() {
     };
     assert!(fsync_ms("during:slow-fsync", "max") >= 300.0, "{metrics}");
     assert!(fsync_ms("before", "max") < 300.0, "{metrics}");
+    assert_no_chaos_programs();
+}
+
+/// The clock-skew example: the dates the workload's shell starts read a day ahead while the
+/// fault runs and the true time before and after it, as its own numbers show per phase, and the
+/// check, outside it, keeps the true time. Where the kernel cannot shift clocks, the fault is
+/// refused when it is due, naming why.
+#[test]
+fn the_clock_skew_example_shifts_only_the_workloads_clock() {
+    let (report, code, _) = run(&example("clock-skew.toml"), &[]);
+    let probe = Probe::run();
+    let (write_user, write_user_detail) = probe.feature(features::PROBE_WRITE_USER);
+    if !write_user || !probe.feature(features::TRAMPOLINE).0 {
+        assert_eq!(code, 1, "{report}");
+        assert_eq!(report["ended_by"], "fault-failed", "{report}");
+        let fault = &report["faults"][0];
+        assert_eq!(fault["state"], "failed", "{fault}");
+        assert!(
+            fault["error"]
+                .as_str()
+                .unwrap()
+                .contains("clocks cannot be shifted"),
+            "{fault}"
+        );
+        assert_no_chaos_programs();
+        eprintln!("NOT RUN in full on this kernel (refusal asserted): {write_user_detail}");
+        return;
+    }
+    assert_eq!(code, 0, "{}", why_failed(&report));
+    assert_eq!(report["passed"], true);
+    assert_eq!(
+        report["steady_state"]["during_failed"], 0,
+        "the check's clock was shifted: the fault reached beyond its target"
+    );
+    let row = fault_row(&report, "a-day-ahead");
+    assert_eq!(row["op"], "clock", "{row}");
+    assert!(row["vdso_withheld"].as_u64().unwrap() >= 2, "{row}");
+    let metrics = &report["workloads"][0]["metrics"];
+    let clock_s = |phase: &str, stat: &str| {
+        metrics[phase]["clock_s"][stat]
+            .as_f64()
+            .unwrap_or_else(|| panic!("no clock_s {stat} {phase}: {metrics}"))
+    };
+    // The phase starts as the fault is started, a little before its programs are live.
+    let ahead = clock_s("during:a-day-ahead", "max") - clock_s("before", "max");
+    assert!((86_390.0..86_410.0).contains(&ahead), "{metrics}");
+    let back = clock_s("after", "max") - clock_s("before", "max");
+    assert!(back < 30.0, "{metrics}");
     assert_no_chaos_programs();
 }
 
