@@ -327,6 +327,24 @@ pub const CLOCK_FEXIT: [Hook; 3] = [
         function: "__x64_sys_time",
     },
 ];
+/// `chaos clock`: a target's clock_nanosleep() to an absolute deadline on a shifted clock gets
+/// the deadline taken back to the true clock as it enters, put back once the kernel holds its
+/// copy. What puts it back first: a run attaches in this order and detaches in the reverse.
+pub const CLOCK_SLEEP: [Hook; 3] = [
+    Hook::Fentry {
+        program: "fentry_do_nanosleep",
+        function: "do_nanosleep",
+    },
+    Hook::Fexit {
+        program: "fexit_clock_nanosleep",
+        function: "__x64_sys_clock_nanosleep",
+    },
+    Hook::Fentry {
+        program: "fentry_clock_nanosleep",
+        function: "__x64_sys_clock_nanosleep",
+    },
+];
+
 /// `chaos clock` where the kernel lets fmod_ret replace time(2) (its error-injection list):
 /// the shifted second returned instead of the syscall's, in place of `CLOCK_FEXIT[2]`.
 pub const CLOCK_TIME_FMOD_RET: Hook = Hook::FmodRetFunction {
@@ -339,7 +357,7 @@ pub const CLOCK_EXEC: Hook = Hook::BtfTracepoint {
 };
 
 /// The hooks of the errno object besides the operations' ([`crate::ops::OPS`]).
-pub const ERRNO_EXTRA: [Hook; 33] = [
+pub const ERRNO_EXTRA: [Hook; 36] = [
     FORK,
     EXIT,
     SIGNAL,
@@ -372,6 +390,9 @@ pub const ERRNO_EXTRA: [Hook; 33] = [
     CLOCK_FEXIT[1],
     CLOCK_FEXIT[2],
     CLOCK_TIME_FMOD_RET,
+    CLOCK_SLEEP[0],
+    CLOCK_SLEEP[1],
+    CLOCK_SLEEP[2],
     CLOCK_EXEC,
 ];
 

@@ -355,6 +355,7 @@ pub fn check_clock() -> Result<(), PlanError> {
     let refuse = |reason| PlanError::Clock { reason };
     check_write_user().map_err(refuse)?;
     let mut hooks = chaos_common::hook::CLOCK_FEXIT.to_vec();
+    hooks.extend(chaos_common::hook::CLOCK_SLEEP);
     hooks.push(chaos_common::hook::CLOCK_EXEC);
     match kernel::trampolines_refused(&hooks) {
         Some(reason) => Err(refuse(reason)),

@@ -299,17 +299,23 @@ fn clock_programs_started_in_the_target_read_the_shifted_time() {
 }
 
 /// A shift back, of the real time only, and a shift of the monotonic clock only, for a process
-/// tree: its Python child reads the chosen clock shifted and the other one true.
+/// tree: its Python child reads the chosen clock shifted and the other one true, and its
+/// `time.sleep(0.5)` (clock_nanosleep to an absolute deadline on CLOCK_MONOTONIC) still sleeps
+/// half a second, not an hour more.
 #[test]
 fn clock_shifts_back_and_only_the_chosen_clocks() {
-    let script = "import sys, time\nsys.stdin.readline()\nprint(repr(time.time()), repr(time.monotonic()), flush=True)";
+    let script = "import sys, time\nsys.stdin.readline()\nstart = time.monotonic()\ntime.sleep(0.5)\nslept = time.monotonic() - start\nprint(repr(time.time()), repr(time.monotonic()), repr(slept), flush=True)";
     for (offset, clock, shifted) in [
         ("-2h", "realtime", [-7200.0, 0.0]),
         ("+1h", "monotonic", [0.0, 3600.0]),
     ] {
         // A shell that waits, then execs Python once the fault is live: the tree's child.
         let mut shell = Command::new("sh")
-            .args(["-c", &format!("read go && exec python3 -c '{script}'")])
+            // A regression would sleep an hour: timeout ends it.
+            .args([
+                "-c",
+                &format!("read go && exec timeout 60 python3 -c '{script}'"),
+            ])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
@@ -334,9 +340,16 @@ fn clock_shifts_back_and_only_the_chosen_clocks() {
             .split_whitespace()
             .map(|s| s.parse().expect("seconds"))
             .collect();
-        assert_eq!(read.len(), 2, "{printed:?}");
+        assert_eq!(read.len(), 3, "{printed:?} {output:?}");
+        let slept = read[2];
+        assert!(
+            (0.45..5.0).contains(&slept),
+            "--offset={offset} --clock {clock}: time.sleep(0.5) took {slept:.3}s"
+        );
         let skew = [read[0] - real, read[1] - mono];
-        eprintln!("--offset={offset} --clock {clock}: {skew:+.3?}s (real, monotonic)");
+        eprintln!(
+            "--offset={offset} --clock {clock}: {skew:+.3?}s (real, monotonic), slept {slept:.3}s"
+        );
         for (what, (skew, expected)) in ["real", "monotonic"].iter().zip(skew.iter().zip(shifted)) {
             assert!(
                 (skew - expected).abs() < SLACK_SECS,
@@ -345,7 +358,10 @@ fn clock_shifts_back_and_only_the_chosen_clocks() {
         }
         let report = stop_chaos(chaos);
         let row = &report["faults"][0];
-        assert_eq!(row["vdso_withheld"], 1, "Python's exec: {row}");
+        assert_eq!(
+            row["vdso_withheld"], 2,
+            "timeout's exec and Python's: {row}"
+        );
         assert_no_chaos_programs();
     }
 }

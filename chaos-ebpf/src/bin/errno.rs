@@ -1220,6 +1220,88 @@ pub fn fexit_time(ctx: FExitContext) -> i32 {
     0
 }
 
+/// `TIMER_ABSTIME` in clock_nanosleep()'s flags.
+const TIMER_ABSTIME: u64 = 1;
+
+/// A target thread's clock_nanosleep() in flight whose absolute deadline was taken back to the
+/// true clock: where its deadline lies in the caller's memory and what the caller wrote there.
+#[map]
+static SLEEP_DEADLINES: HashMap<u64, [i64; 3]> = HashMap::with_max_entries(4096, 0);
+
+/// A target entering clock_nanosleep(clock, TIMER_ABSTIME, deadline) on a clock the fault
+/// shifts: the deadline, read from a shifted clock, is written back less the offset before the
+/// kernel copies it, so that the target sleeps as long as it meant to (not the offset more, or
+/// not at all); put back as soon as the kernel holds its copy. One array lookup for others.
+#[fentry(function = "__x64_sys_clock_nanosleep")]
+pub fn fentry_clock_nanosleep(ctx: FEntryContext) -> i32 {
+    let _ = unshift_deadline(&ctx);
+    0
+}
+
+#[inline(always)]
+fn unshift_deadline(ctx: &FEntryContext) -> Option<()> {
+    current_target(Attached::Kernel)?;
+    let regs: u64 = ctx.arg(0);
+    let (clock, flags, at): (u64, u64, u64) = (
+        read_at(regs, PT_REGS_DI)?,
+        read_at(regs, PT_REGS_SI)?,
+        read_at(regs, PT_REGS_DX)?,
+    );
+    let filter = CLOCK.load();
+    if flags & TIMER_ABSTIME == 0 || clock >= 32 || filter.clocks & (1 << clock) == 0 {
+        return None;
+    }
+    // SAFETY: a read of the caller's own timespec, checked by the helper.
+    let [sec, nsec] = unsafe { bpf_probe_read_user(at as *const [i64; 2]) }.ok()?;
+    let mut true_deadline = [
+        sec - filter.offset_sec,
+        nsec - i64::from(filter.offset_nsec),
+    ];
+    if true_deadline[1] < 0 {
+        true_deadline[0] -= 1;
+        true_deadline[1] += 1_000_000_000;
+    }
+    SLEEP_DEADLINES
+        .insert(bpf_get_current_pid_tgid(), [at as i64, sec, nsec], 0)
+        .ok()?;
+    // SAFETY: a write of the caller's timespec, put back once the kernel has copied it.
+    unsafe { bpf_probe_write_user(at as *mut [i64; 2], &true_deadline) }.ok()
+}
+
+/// Puts back the deadline of the current thread's clock_nanosleep(), if it was taken back.
+#[inline(always)]
+fn restore_deadline() {
+    let thread = bpf_get_current_pid_tgid();
+    // SAFETY: a plain value copied out of the map.
+    let Some([at, sec, nsec]) = (unsafe { SLEEP_DEADLINES.get(thread) }).copied() else {
+        return;
+    };
+    let _ = SLEEP_DEADLINES.remove(thread);
+    // SAFETY: a write of the caller's timespec, as the caller wrote it.
+    let _ = unsafe { bpf_probe_write_user(at as *mut [i64; 2], &[sec, nsec]) };
+}
+
+/// Every sleep of the machine blocks here, once the kernel holds its copy of the deadline: a
+/// target's is put back before it blocks, so that nothing sees it changed even if chaos ends
+/// meanwhile. One array lookup for others.
+#[fentry(function = "do_nanosleep")]
+pub fn fentry_do_nanosleep(_ctx: FEntryContext) -> i32 {
+    if current_target(Attached::Kernel).is_some() {
+        restore_deadline();
+    }
+    0
+}
+
+/// clock_nanosleep() returning: the deadline put back if the call never reached the sleep (a
+/// bad clock, a fault copying it). One array lookup for others.
+#[fexit(function = "__x64_sys_clock_nanosleep")]
+pub fn fexit_clock_nanosleep(_ctx: FExitContext) -> i32 {
+    if current_target(Attached::Kernel).is_some() {
+        restore_deadline();
+    }
+    0
+}
+
 /// `time(tloc)` of a target where the kernel lets fmod_ret replace the syscall (its
 /// error-injection list): the shifted second is returned instead (and written to `*tloc`), so
 /// that `time(NULL)` is shifted too; for others the program returns 0 and the syscall runs.

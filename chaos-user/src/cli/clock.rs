@@ -26,10 +26,12 @@ use crate::{
 /// or a container that starts them (--pid-tree, --container, --cgroup), or start them with
 /// `chaos run`. An image started under the fault keeps reading the clock through syscalls
 /// after it ends (true time, each read a syscall). time()'s return value is not changed (only
-/// *tloc; glibc's time() without the vDSO returns the syscall's). Timers with an absolute
-/// deadline (clock_nanosleep TIMER_ABSTIME, timerfd, futex waits) run on the true clock: a
-/// program that computes a deadline from a shifted reading waits longer (forward) or not at
-/// all (back), which --clock monotonic makes likely. x86_64 64-bit processes only. Needs
+/// *tloc; glibc's time() without the vDSO returns the syscall's, unless the kernel's
+/// error-injection list lets fmod_ret answer it). clock_nanosleep() to an absolute deadline on
+/// a shifted clock sleeps as long as meant (the deadline is taken back to the true clock as the
+/// call enters); other timers with an absolute deadline (timerfd, POSIX timers, futex waits)
+/// run on the true clock: a program that computes such a deadline from a shifted reading waits
+/// longer (forward) or not at all (back). x86_64 64-bit processes only. Needs
 /// bpf_probe_write_user (refused under lockdown=integrity and confidentiality), trampolines
 /// (fexit) and the kernel's BTF.
 ///

@@ -192,7 +192,9 @@ impl<'t> CallsLoaded<'t> {
                 } else {
                     time
                 };
-                hooks.extend([clock_gettime, gettimeofday, time, hook::CLOCK_EXEC]);
+                hooks.extend([clock_gettime, gettimeofday, time]);
+                hooks.extend(hook::CLOCK_SLEEP);
+                hooks.push(hook::CLOCK_EXEC);
                 (None, None)
             }
             None => (None, None),

@@ -386,7 +386,7 @@ impl<'a> CallsFault<'a> {
                 },
                 mechanism: "fexit".to_owned(),
                 covers: format!(
-                    "what clock_gettime() and gettimeofday() return (fexit on __x64_sys_clock_gettime, __x64_sys_gettimeofday), {time}, and the vDSO withheld from images targets exec (tp_btf/sched_process_exec), so that their reads are those syscalls"
+                    "what clock_gettime() and gettimeofday() return (fexit on __x64_sys_clock_gettime, __x64_sys_gettimeofday), {time}, and the vDSO withheld from images targets exec (tp_btf/sched_process_exec), so that their reads are those syscalls; clock_nanosleep() to an absolute deadline on a shifted clock sleeps as long as meant (fentry on __x64_sys_clock_nanosleep takes the deadline back to the true clock, fentry on do_nanosleep puts it back)"
                 ),
             }],
             dry_run: fault.dry_run,
