@@ -129,12 +129,24 @@ pub fn all() -> Vec<DetachedRun> {
     runs
 }
 
-/// Ends a run: removing its pins releases the links, which detaches the programs.
+/// Ends a run: removing its pins releases the links, which detaches the programs, in the
+/// reverse of the order they were pinned in (the order they were attached): what undoes another
+/// program's changes to a target's memory goes last.
 pub fn stop(id: &str) -> Result<(), DetachedError> {
+    use std::os::unix::fs::MetadataExt as _;
     let dir = pin_dir(id);
     if let Ok(entries) = fs::read_dir(&dir) {
-        for entry in entries.flatten() {
-            let path = entry.path();
+        let mut pins: Vec<(i64, i64, PathBuf)> = entries
+            .flatten()
+            .map(|entry| {
+                let made = entry
+                    .metadata()
+                    .map_or((0, 0), |meta| (meta.ctime(), meta.ctime_nsec()));
+                (made.0, made.1, entry.path())
+            })
+            .collect();
+        pins.sort();
+        for (_, _, path) in pins.into_iter().rev() {
             fs::remove_file(&path).map_err(failed("unpin", &path))?;
         }
         fs::remove_dir(&dir).map_err(failed("remove the pin directory", &dir))?;

@@ -59,7 +59,10 @@ fn start_clock(args: &[&str]) -> Option<Chaos> {
     full.extend_from_slice(args);
     // A dry run first: the refusal comes before anything is attached, and costs no wait.
     let mut dry = full.clone();
-    dry.extend_from_slice(&["--for", "1ms", "--dry-run"]);
+    dry.extend_from_slice(&["--for", "1ms"]);
+    if !dry.contains(&"--dry-run") {
+        dry.push("--dry-run");
+    }
     let output = chaos(&dry);
     if refused(&output) {
         return None;
@@ -276,7 +279,7 @@ fn clock_programs_started_in_the_target_read_the_shifted_time() {
     let covers = row["covers"].as_str().expect("covers");
     let fmod_ret = covers.contains("answered by fmod_ret");
     assert!(
-        fmod_ret || !expected(features::KPROBE_OVERRIDE),
+        fmod_ret || !expected(features::ERROR_INJECTION),
         "this kernel has the error-injection list: {row}"
     );
     let expected_time = if fmod_ret { DAY } else { 0.0 };
@@ -305,9 +308,12 @@ fn clock_programs_started_in_the_target_read_the_shifted_time() {
 #[test]
 fn clock_shifts_back_and_only_the_chosen_clocks() {
     let script = "import sys, time\nsys.stdin.readline()\nstart = time.monotonic()\ntime.sleep(0.5)\nslept = time.monotonic() - start\nprint(repr(time.time()), repr(time.monotonic()), repr(slept), flush=True)";
-    for (offset, clock, shifted) in [
-        ("-2h", "realtime", [-7200.0, 0.0]),
-        ("+1h", "monotonic", [0.0, 3600.0]),
+    // A dry run shifts nothing, not even the deadline of a sleep (which would then return at
+    // once: the deadline taken an hour back).
+    for (offset, clock, dry_run, shifted) in [
+        ("-2h", "realtime", false, [-7200.0, 0.0]),
+        ("+1h", "monotonic", false, [0.0, 3600.0]),
+        ("+1h", "monotonic", true, [0.0, 0.0]),
     ] {
         // A shell that waits, then execs Python once the fault is live: the tree's child.
         let mut shell = Command::new("sh")
@@ -322,7 +328,11 @@ fn clock_shifts_back_and_only_the_chosen_clocks() {
             .expect("start the shell");
         let pid = shell.id().to_string();
         let offset_arg = format!("--offset={offset}");
-        let Some(chaos) = start_clock(&["--pid-tree", &pid, &offset_arg, "--clock", clock]) else {
+        let mut args = vec!["--pid-tree", &pid, &offset_arg, "--clock", clock];
+        if dry_run {
+            args.push("--dry-run");
+        }
+        let Some(chaos) = start_clock(&args) else {
             let _ = shell.kill();
             let _ = shell.wait();
             return;
@@ -358,9 +368,10 @@ fn clock_shifts_back_and_only_the_chosen_clocks() {
         }
         let report = stop_chaos(chaos);
         let row = &report["faults"][0];
+        let withheld = if dry_run { 0 } else { 2 };
         assert_eq!(
-            row["vdso_withheld"], 2,
-            "timeout's exec and Python's: {row}"
+            row["vdso_withheld"], withheld,
+            "timeout's exec and Python's, unless a dry run: {row}"
         );
         assert_no_chaos_programs();
     }
@@ -388,14 +399,24 @@ fn clock_ends_when_chaos_is_killed() {
     assert!(skew.abs() < SLACK_SECS, "after chaos died: {skew:+.3}s");
 }
 
-/// `--detach`: the shift outlives chaos's process and ends at the run's in-kernel deadline,
-/// after which the target's new programs read the true time; `chaos cleanup` then finds the
-/// expired run and takes its programs out.
+/// `--detach`: the shift outlives chaos's process and ends at the run's in-kernel deadline. A
+/// Python started in the target during the run (so without its vDSO: every read a syscall) reads
+/// the real time an hour back and sleeps half a second as asked while it runs; after the
+/// deadline, with the programs still pinned, it reads the true time and still sleeps half a
+/// second (no deadline taken back), and a new `date` reads the true time; `chaos cleanup` then
+/// finds the expired run and takes its programs out.
 #[test]
 fn clock_detached_run_ends_at_its_deadline() {
     let cgroup = TestCgroup::new("clock-detach");
     let path = cgroup.path.to_str().expect("utf-8").to_owned();
-    let args = ["clock", "--cgroup", &path, "--offset=-1h"];
+    let args = [
+        "clock",
+        "--cgroup",
+        &path,
+        "--offset=-1h",
+        "--clock",
+        "realtime,monotonic",
+    ];
     let mut dry = args.to_vec();
     dry.extend_from_slice(&["--for", "1ms", "--dry-run"]);
     if refused(&chaos(&dry)) {
@@ -404,26 +425,75 @@ fn clock_detached_run_ends_at_its_deadline() {
     let mut full = args.to_vec();
     full.extend_from_slice(&["--for", "10s"]);
     let run = start_detached(&full);
-    let date = || {
-        let mut date = Command::new("date");
-        date.arg("+%s.%N");
-        read_clock(date, Some(&cgroup))
+    let mut python = Command::new("timeout");
+    python.args([
+        "60",
+        "python3",
+        "-c",
+        "import sys, time\nfor line in sys.stdin:\n    start = time.monotonic()\n    time.sleep(0.5)\n    print(repr(time.time()), repr(time.monotonic() - start), flush=True)",
+    ]);
+    join_before_exec(&mut python, &cgroup);
+    let mut python = python
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start Python");
+    let mut ask = {
+        use std::io::{BufRead as _, BufReader, Write as _};
+        let mut stdin = python.stdin.take().expect("piped");
+        let mut lines = BufReader::new(python.stdout.take().expect("piped")).lines();
+        move || {
+            writeln!(stdin).expect("ask Python");
+            let line = lines.next().expect("Python answers").expect("read");
+            let read: Vec<f64> = line
+                .split_whitespace()
+                .map(|s| s.parse().expect("seconds"))
+                .collect();
+            (read[0] - now(), read[1])
+        }
     };
-    let skew = date();
+    let (skew, slept) = ask();
     assert!(
         monotonic_ns() < run.deadline_ns,
         "the run ended before it was checked"
     );
+    eprintln!("during the run: {skew:+.3}s, slept {slept:.3}s");
     assert!(
         (skew + 3600.0).abs() < SLACK_SECS,
         "during the run: {skew:+.3}s"
     );
+    assert!(
+        (0.45..5.0).contains(&slept),
+        "during the run: slept {slept:.3}s"
+    );
     while monotonic_ns() < run.deadline_ns {
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
-    let skew = date();
+    let (skew, slept) = ask();
+    eprintln!("after the deadline: {skew:+.3}s, slept {slept:.3}s");
     assert!(skew.abs() < SLACK_SECS, "after the deadline: {skew:+.3}s");
+    assert!(
+        (0.45..5.0).contains(&slept),
+        "after the deadline: slept {slept:.3}s"
+    );
+    let mut date = Command::new("date");
+    date.arg("+%s.%N");
+    let skew = read_clock(date, Some(&cgroup));
+    assert!(
+        skew.abs() < SLACK_SECS,
+        "a new date after the deadline: {skew:+.3}s"
+    );
+    drop(ask);
+    let _ = python.wait();
     let output = chaos(&["cleanup", "--json"]);
     assert!(output.status.success(), "{output:?}");
+    let cleaned = json_report(&output);
+    assert!(
+        cleaned["expired_runs"]
+            .as_array()
+            .is_some_and(|runs| runs.iter().any(|id| id == run.id.as_str())),
+        "chaos cleanup did not find the expired run {}: {cleaned}",
+        run.id
+    );
     assert_no_chaos_programs();
 }

@@ -210,8 +210,10 @@ fn short_reads_for_the_target_alone() {
         let (write_user, write_user_detail) = probe.feature(features::PROBE_WRITE_USER);
         assert!(!(trampolines && write_user), "refused: {stderr}");
         let reason = if trampolines {
+            assert!(!expected(features::PROBE_WRITE_USER), "{stderr}");
             write_user_detail
         } else {
+            assert!(!expected(features::TRAMPOLINE), "{stderr}");
             trampoline_detail
         };
         assert!(stderr.contains(&reason), "must name '{reason}': {stderr}");

@@ -191,8 +191,9 @@ fn full_through_the_statfs_tracepoints() {
         &path,
         "--statfs-backend",
         "tracepoint",
+        // As above: attaching takes a second of it in a slow guest.
         "--for",
-        "2s",
+        "4s",
         "--json",
     ];
     let start_ns = monotonic_ns();

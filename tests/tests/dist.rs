@@ -123,12 +123,10 @@ fn the_static_binary_runs_in_an_image_with_nothing_else() {
 /// fish completions, no dependencies; unpacked, it runs and names the same version and commit.
 #[test]
 fn the_debian_package_holds_the_binary_its_man_page_and_completions() {
-    let deb = std::fs::read_dir(dist_dir())
-        .expect("target/dist")
-        .filter_map(Result::ok)
-        .map(|entry| entry.path())
-        .find(|path| path.extension().is_some_and(|ext| ext == "deb"))
-        .expect("a .deb in target/dist (cargo xtask dist)");
+    // `chaos 0.1.0 (commit …)`: the package of this build's version.
+    let own = String::from_utf8_lossy(&chaos(&["--version"]).stdout).into_owned();
+    let version = own.split_whitespace().nth(1).expect("a version");
+    let deb = dist_dir().join(format!("chaos_{version}_amd64.deb"));
     let dpkg_deb = |args: &[&str]| {
         let output = Command::new("dpkg-deb")
             .args(args)
@@ -152,10 +150,7 @@ fn the_debian_package_holds_the_binary_its_man_page_and_completions() {
         .arg("--version")
         .output()
         .expect("run the unpacked chaos");
-    assert_eq!(
-        String::from_utf8_lossy(&unpacked.stdout),
-        String::from_utf8_lossy(&chaos(&["--version"]).stdout)
-    );
+    assert_eq!(String::from_utf8_lossy(&unpacked.stdout), own);
     let man = Command::new("gzip")
         .arg("-dc")
         .arg(root.join("usr/share/man/man1/chaos.1.gz"))

@@ -149,20 +149,25 @@ fn the_clock_skew_example_shifts_only_the_workloads_clock() {
     let (report, code, _) = run(&example("clock-skew.toml"), &[]);
     let probe = Probe::run();
     let (write_user, write_user_detail) = probe.feature(features::PROBE_WRITE_USER);
-    if !write_user || !probe.feature(features::TRAMPOLINE).0 {
+    let (trampolines, trampoline_detail) = probe.feature(features::TRAMPOLINE);
+    if !write_user || !trampolines {
+        let (feature, reason) = if write_user {
+            (features::TRAMPOLINE, trampoline_detail)
+        } else {
+            (features::PROBE_WRITE_USER, write_user_detail)
+        };
+        assert!(!expected(feature), "{report}");
         assert_eq!(code, 1, "{report}");
         assert_eq!(report["ended_by"], "fault-failed", "{report}");
         let fault = &report["faults"][0];
         assert_eq!(fault["state"], "failed", "{fault}");
+        let error = fault["error"].as_str().unwrap();
         assert!(
-            fault["error"]
-                .as_str()
-                .unwrap()
-                .contains("clocks cannot be shifted"),
-            "{fault}"
+            error.contains("clocks cannot be shifted") && error.contains(&reason),
+            "the refusal must name '{reason}': {fault}"
         );
         assert_no_chaos_programs();
-        eprintln!("NOT RUN in full on this kernel (refusal asserted): {write_user_detail}");
+        eprintln!("NOT RUN in full on this kernel (refusal asserted): {reason}");
         return;
     }
     assert_eq!(code, 0, "{}", why_failed(&report));

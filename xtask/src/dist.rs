@@ -91,10 +91,6 @@ fn build_deb(binary: &Path, out: &Path) -> anyhow::Result<PathBuf> {
         Ok(output.stdout)
     };
     place("usr/bin/chaos", &fs::read(binary)?)?;
-    fs::set_permissions(
-        root.join("usr/bin/chaos"),
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )?;
     // `chaos 0.1.0 (commit …)`: the package takes the binary's own version.
     let version_line = String::from_utf8(generated(&["--version"])?)?;
     let version = version_line
@@ -125,6 +121,8 @@ fn build_deb(binary: &Path, out: &Path) -> anyhow::Result<PathBuf> {
         )
         .as_bytes(),
     )?;
+    // Modes of their own, whatever the umask: dpkg-deb refuses a DEBIAN/ it cannot read.
+    set_modes(&root)?;
     let deb = out.join(format!("chaos_{version}_amd64.deb"));
     run_command(
         Command::new("dpkg-deb")
@@ -134,6 +132,25 @@ fn build_deb(binary: &Path, out: &Path) -> anyhow::Result<PathBuf> {
     )?;
     fs::remove_dir_all(&root)?;
     Ok(deb)
+}
+
+/// Directories 0755 and files 0644 below `dir`, executables (`usr/bin/`) 0755.
+fn set_modes(dir: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt as _;
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o755))?;
+    for entry in fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.is_dir() {
+            set_modes(&path)?;
+        } else {
+            let executable = path
+                .parent()
+                .is_some_and(|parent| parent.ends_with("usr/bin"));
+            let mode = if executable { 0o755 } else { 0o644 };
+            fs::set_permissions(&path, fs::Permissions::from_mode(mode))?;
+        }
+    }
+    Ok(())
 }
 
 /// Builds deploy/Containerfile around the binary in `context` and saves it as an OCI archive,

@@ -30,10 +30,11 @@ use aya_ebpf::{
 };
 use chaos_common::{
     fault::{
-        AF_INET, AF_INET6, AT_IGNORE, AT_SYSINFO_EHDR, CLOCK_REALTIME, ClockFilter, CorruptFilter,
-        DelayEvent, IPV4_MAPPED_WORD, KernelFnFilter, MAX_CORRUPT_BITS, MAX_DELAYED, MAX_IOVECS,
-        MAX_STACK_FRAMES, STATFS_F_BAVAIL, STATFS_F_BFREE, STATFS_F_FSID, STATFS_F_TYPE,
-        ShortenedIovecs, StatfsFilter,
+        AF_INET, AF_INET6, AT_IGNORE, AT_SYSINFO_EHDR, CLOCK_BOOTTIME_ALARM, CLOCK_REALTIME,
+        CLOCK_REALTIME_ALARM, CallFault, ClockFilter, CorruptFilter, DelayEvent, IPV4_MAPPED_WORD,
+        KernelFnFilter, MAX_CORRUPT_BITS, MAX_DELAYED, MAX_IOVECS, MAX_STACK_FRAMES,
+        STATFS_F_BAVAIL, STATFS_F_BFREE, STATFS_F_FSID, STATFS_F_TYPE, ShortenedIovecs,
+        StatfsFilter,
     },
     ops::*,
     target::TARGET_TREE,
@@ -658,11 +659,13 @@ fn statfs_fexit(ctx: &FExitContext) -> i32 {
     0
 }
 
+/// `chaos disk full`'s statfs() rewrite ([`statfs_fexit`]). Needs trampolines (kernel >= 5.5, BTF) and bpf_probe_write_user (no lockdown).
 #[fexit(function = "__x64_sys_statfs")]
 pub fn fexit_statfs(ctx: FExitContext) -> i32 {
     statfs_fexit(&ctx)
 }
 
+/// `chaos disk full`'s fstatfs() rewrite ([`statfs_fexit`]). Needs trampolines (kernel >= 5.5, BTF) and bpf_probe_write_user (no lockdown).
 #[fexit(function = "__x64_sys_fstatfs")]
 pub fn fexit_fstatfs(ctx: FExitContext) -> i32 {
     statfs_fexit(&ctx)
@@ -966,11 +969,20 @@ fn readv_fexit(ctx: &FExitContext) -> i32 {
     let Some((fd, iov, count)) = readv_args(regs) else {
         return 0;
     };
-    if read <= 0 || !covers_fd(slot, &filter, fd) || !acts_on_read(slot, target) {
+    if read <= 0 || !covers_fd(slot, &filter, fd) {
         return 0;
     }
     let (bases, lens, n) = read_iovecs(iov, count);
-    let altered = flip_bits(filter.bits, &bases, &lens, n, read as u64);
+    // Bits land only in the iovecs looked at.
+    let mut held = 0u64;
+    for len in lens {
+        held = held.saturating_add(len);
+    }
+    let read = (read as u64).min(held);
+    if read == 0 || !acts_on_read(slot, target) {
+        return 0;
+    }
+    let altered = flip_bits(filter.bits, &bases, &lens, n, read);
     add_injected(slot, OP_CORRUPT_BYTES, altered);
     0
 }
@@ -1018,7 +1030,11 @@ fn shorten_iovecs(ctx: &FEntryContext) -> Option<()> {
         if cut != *len {
             let at = (iov + 16 * k as u64 + 8) as *mut u64;
             // SAFETY: a write of one iovec length in the caller's array, put back at exit.
-            let _ = unsafe { bpf_probe_write_user(at, &cut) };
+            if unsafe { bpf_probe_write_user(at, &cut) }.is_err() {
+                // A read-only array: nothing cut (the lengths before this one are put back).
+                restore_iovecs();
+                return None;
+            }
         }
     }
     add_injected(slot, OP_CORRUPT_BYTES, asked - keep);
@@ -1048,7 +1064,7 @@ fn restore_iovecs() {
 /// and before it reads or blocks: a target's shortened call gets its iovecs back at once, so
 /// that nothing can find them cut once the call blocks (a pipe, a socket), even if chaos ends
 /// meanwhile. (`import_iovec`, where the copy is made, cannot be traced.) One array lookup for
-/// others.
+/// others. Needs trampolines (kernel >= 5.5, BTF) and bpf_probe_write_user (no lockdown).
 #[fentry(function = "rw_verify_area")]
 pub fn fentry_rw_verify_area(_ctx: FEntryContext) -> i32 {
     if current_target(Attached::Kernel).is_some() {
@@ -1057,31 +1073,37 @@ pub fn fentry_rw_verify_area(_ctx: FEntryContext) -> i32 {
     0
 }
 
+/// `chaos corrupt-io --short` on readv() ([`readv_fentry`]). Needs trampolines (kernel >= 5.5, BTF) and bpf_probe_write_user (no lockdown).
 #[fentry(function = "__x64_sys_readv")]
 pub fn fentry_readv(ctx: FEntryContext) -> i32 {
     readv_fentry(&ctx)
 }
 
+/// `chaos corrupt-io --short` on preadv() ([`readv_fentry`]). Needs trampolines (kernel >= 5.5, BTF) and bpf_probe_write_user (no lockdown).
 #[fentry(function = "__x64_sys_preadv")]
 pub fn fentry_preadv(ctx: FEntryContext) -> i32 {
     readv_fentry(&ctx)
 }
 
+/// `chaos corrupt-io --short` on preadv2() ([`readv_fentry`]). Needs trampolines (kernel >= 5.5, BTF) and bpf_probe_write_user (no lockdown).
 #[fentry(function = "__x64_sys_preadv2")]
 pub fn fentry_preadv2(ctx: FEntryContext) -> i32 {
     readv_fentry(&ctx)
 }
 
+/// `chaos corrupt-io` on readv() ([`readv_fexit`]). Needs trampolines (kernel >= 5.5, BTF) and bpf_probe_write_user (no lockdown).
 #[fexit(function = "__x64_sys_readv")]
 pub fn fexit_readv(ctx: FExitContext) -> i32 {
     readv_fexit(&ctx)
 }
 
+/// `chaos corrupt-io` on preadv() ([`readv_fexit`]). Needs trampolines (kernel >= 5.5, BTF) and bpf_probe_write_user (no lockdown).
 #[fexit(function = "__x64_sys_preadv")]
 pub fn fexit_preadv(ctx: FExitContext) -> i32 {
     readv_fexit(&ctx)
 }
 
+/// `chaos corrupt-io` on preadv2() ([`readv_fexit`]). Needs trampolines (kernel >= 5.5, BTF) and bpf_probe_write_user (no lockdown).
 #[fexit(function = "__x64_sys_preadv2")]
 pub fn fexit_preadv2(ctx: FExitContext) -> i32 {
     readv_fexit(&ctx)
@@ -1132,7 +1154,8 @@ static CLOCK: Global<ClockFilter> = Global::new(ClockFilter {
 #[inline(always)]
 fn clock_shift(clock: impl FnOnce() -> Option<u64>) -> Option<ClockFilter> {
     let (slot, target) = current_target(Attached::Kernel)?;
-    let clock = clock()?;
+    // The kernel takes the clock as an int: CPU clocks are negative, none of them shifted.
+    let clock = u64::from(clock()? as u32);
     let filter = CLOCK.load();
     if clock >= 32 || filter.clocks & (1 << clock) == 0 {
         return None;
@@ -1163,7 +1186,7 @@ fn shift_time(filter: &ClockFilter, at: u64, per_sec: i64) {
 }
 
 /// `clock_gettime(clock, tp)` returning 0 to a target: `*tp` shifted if the fault covers
-/// `clock`. One array lookup for others.
+/// `clock`. One array lookup for others. Needs trampolines (kernel >= 5.5, BTF) and bpf_probe_write_user (no lockdown).
 #[fexit(function = "__x64_sys_clock_gettime")]
 pub fn fexit_clock_gettime(ctx: FExitContext) -> i32 {
     let regs: u64 = ctx.arg(0);
@@ -1181,7 +1204,7 @@ pub fn fexit_clock_gettime(ctx: FExitContext) -> i32 {
 }
 
 /// `gettimeofday(tv, tz)` returning 0 to a target: `*tv` shifted if the fault covers the real
-/// time. One array lookup for others.
+/// time. One array lookup for others. Needs trampolines (kernel >= 5.5, BTF) and bpf_probe_write_user (no lockdown).
 #[fexit(function = "__x64_sys_gettimeofday")]
 pub fn fexit_gettimeofday(ctx: FExitContext) -> i32 {
     let regs: u64 = ctx.arg(0);
@@ -1189,17 +1212,19 @@ pub fn fexit_gettimeofday(ctx: FExitContext) -> i32 {
     if ret != 0 {
         return 0;
     }
-    let Some(filter) = clock_shift(|| Some(u64::from(CLOCK_REALTIME))) else {
+    let tv = || read_at::<u64>(regs, PT_REGS_DI).filter(|&tv| tv != 0);
+    // Counted only where a result is shifted: gettimeofday(NULL, tz) reads no time.
+    let Some(tv) = current_target(Attached::Kernel).and_then(|_| tv()) else {
         return 0;
     };
-    if let Some(tv) = read_at::<u64>(regs, PT_REGS_DI).filter(|&tv| tv != 0) {
+    if let Some(filter) = clock_shift(|| Some(u64::from(CLOCK_REALTIME))) {
         shift_time(&filter, tv, 1_000_000);
     }
     0
 }
 
 /// `time(tloc)` of a target: `*tloc` shifted if the fault covers the real time (the return value
-/// cannot be changed from fexit). One array lookup for others.
+/// cannot be changed from fexit). One array lookup for others. Needs trampolines (kernel >= 5.5, BTF) and bpf_probe_write_user (no lockdown).
 #[fexit(function = "__x64_sys_time")]
 pub fn fexit_time(ctx: FExitContext) -> i32 {
     let regs: u64 = ctx.arg(0);
@@ -1232,6 +1257,7 @@ static SLEEP_DEADLINES: HashMap<u64, [i64; 3]> = HashMap::with_max_entries(4096,
 /// shifts: the deadline, read from a shifted clock, is written back less the offset before the
 /// kernel copies it, so that the target sleeps as long as it meant to (not the offset more, or
 /// not at all); put back as soon as the kernel holds its copy. One array lookup for others.
+/// Needs trampolines (kernel >= 5.5, BTF) and bpf_probe_write_user (no lockdown).
 #[fentry(function = "__x64_sys_clock_nanosleep")]
 pub fn fentry_clock_nanosleep(ctx: FEntryContext) -> i32 {
     let _ = unshift_deadline(&ctx);
@@ -1240,17 +1266,21 @@ pub fn fentry_clock_nanosleep(ctx: FEntryContext) -> i32 {
 
 #[inline(always)]
 fn unshift_deadline(ctx: &FEntryContext) -> Option<()> {
-    current_target(Attached::Kernel)?;
+    let (slot, _) = current_target(Attached::Kernel)?;
+    injecting(slot)?;
     let regs: u64 = ctx.arg(0);
     let (clock, flags, at): (u64, u64, u64) = (
         read_at(regs, PT_REGS_DI)?,
         read_at(regs, PT_REGS_SI)?,
         read_at(regs, PT_REGS_DX)?,
     );
-    let filter = CLOCK.load();
-    if flags & TIMER_ABSTIME == 0 || clock >= 32 || filter.clocks & (1 << clock) == 0 {
+    let clock = clock as u32;
+    // The alarm clocks sleep elsewhere than do_nanosleep, where the deadline is put back.
+    let clocks = CLOCK.load().clocks & !(1 << CLOCK_REALTIME_ALARM | 1 << CLOCK_BOOTTIME_ALARM);
+    if flags & TIMER_ABSTIME == 0 || clock >= 32 || clocks & (1 << clock) == 0 {
         return None;
     }
+    let filter = CLOCK.load();
     // SAFETY: a read of the caller's own timespec, checked by the helper.
     let [sec, nsec] = unsafe { bpf_probe_read_user(at as *const [i64; 2]) }.ok()?;
     let mut true_deadline = [
@@ -1283,7 +1313,7 @@ fn restore_deadline() {
 
 /// Every sleep of the machine blocks here, once the kernel holds its copy of the deadline: a
 /// target's is put back before it blocks, so that nothing sees it changed even if chaos ends
-/// meanwhile. One array lookup for others.
+/// meanwhile. One array lookup for others. Needs trampolines (kernel >= 5.5, BTF) and bpf_probe_write_user (no lockdown).
 #[fentry(function = "do_nanosleep")]
 pub fn fentry_do_nanosleep(_ctx: FEntryContext) -> i32 {
     if current_target(Attached::Kernel).is_some() {
@@ -1293,7 +1323,7 @@ pub fn fentry_do_nanosleep(_ctx: FEntryContext) -> i32 {
 }
 
 /// clock_nanosleep() returning: the deadline put back if the call never reached the sleep (a
-/// bad clock, a fault copying it). One array lookup for others.
+/// bad clock, a fault copying it). One array lookup for others. Needs trampolines (kernel >= 5.5, BTF) and bpf_probe_write_user (no lockdown).
 #[fexit(function = "__x64_sys_clock_nanosleep")]
 pub fn fexit_clock_nanosleep(_ctx: FExitContext) -> i32 {
     if current_target(Attached::Kernel).is_some() {
@@ -1302,14 +1332,24 @@ pub fn fexit_clock_nanosleep(_ctx: FExitContext) -> i32 {
     0
 }
 
+/// The fault in `slot` while it injects: not a dry run, and its deadline not passed (for what
+/// the rules do not pick: a clock fault's execs and sleeps).
+#[inline(always)]
+fn injecting(slot: u32) -> Option<&'static CallFault> {
+    let fault = fault_in(slot)?;
+    // SAFETY: a helper call without arguments.
+    (fault.dry_run == 0 && unsafe { bpf_ktime_get_ns() } < fault.deadline_ns).then_some(fault)
+}
+
 /// `time(tloc)` of a target where the kernel lets fmod_ret replace the syscall (its
 /// error-injection list): the shifted second is returned instead (and written to `*tloc`), so
 /// that `time(NULL)` is shifted too; for others the program returns 0 and the syscall runs.
 /// Loaded past aya as fmod_ret; its section only names the function (the fexit macro would
-/// drop the return value). One array lookup for others.
+/// drop the return value). One array lookup for others. Needs trampolines (kernel >= 5.8 for
+/// bpf_ktime_get_boot_ns, BTF), CONFIG_FUNCTION_ERROR_INJECTION and bpf_probe_write_user.
 #[unsafe(no_mangle)]
 #[unsafe(link_section = "fexit/__x64_sys_time")]
-pub fn fmod_ret_time(ctx: *mut c_void) -> i64 {
+pub extern "C" fn fmod_ret_time(ctx: *mut c_void) -> i64 {
     shifted_time(&FExitContext::new(ctx)).unwrap_or(0)
 }
 
@@ -1333,6 +1373,7 @@ fn shifted_time(ctx: &FExitContext) -> Option<i64> {
 /// A target's exec: the new image's auxiliary vector loses its vDSO entry (its type becomes
 /// AT_IGNORE), so that its C library or Go runtime reads the clock through the syscalls above.
 /// Runs on every exec of the machine while a clock fault lasts: one array lookup for others.
+/// Needs tp_btf (kernel >= 5.5, BTF; a raw tracepoint, no trampoline) and bpf_probe_write_user.
 #[btf_tracepoint(function = "sched_process_exec")]
 pub fn tp_btf_clock_exec(ctx: BtfTracePointContext) -> i32 {
     let _ = withhold_vdso(&ctx);
@@ -1363,11 +1404,7 @@ fn withhold_vdso(ctx: &BtfTracePointContext) -> Option<()> {
         return None;
     }
     // Not a read of the clock: the rules (--count, --probability…) do not pick execs.
-    let fault = fault_in(slot)?;
-    // SAFETY: a helper call without arguments.
-    if fault.dry_run != 0 || unsafe { bpf_ktime_get_ns() } >= fault.deadline_ns {
-        return None;
-    }
+    injecting(slot)?;
     // SAFETY: a write of one word of the new image's auxiliary vector, before it runs.
     unsafe { bpf_probe_write_user(auxv, &AT_IGNORE) }.ok()?;
     add_injected(slot, OP_CLOCK_EXEC, 1);

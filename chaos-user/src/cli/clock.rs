@@ -5,7 +5,7 @@ use clap::Args;
 use crate::{
     cli::{RunArgs, TargetArgs, error::Error, require_privileges},
     fault::{
-        ParseError,
+        ParseError, When,
         clock::{self, Clock, ClockFault, Offset},
     },
     plan,
@@ -65,8 +65,12 @@ pub struct ClockArgs {
 impl ClockArgs {
     /// The fault as asked (clap has checked every option).
     pub fn fault(&self) -> Result<ClockFault, ParseError> {
-        let mut clocks = self.clock.clone();
-        clocks.dedup();
+        let mut clocks: Vec<Clock> = Vec::new();
+        for &clock in &self.clock {
+            if !clocks.contains(&clock) {
+                clocks.push(clock);
+            }
+        }
         Ok(ClockFault {
             offset: self.offset,
             clocks,
@@ -92,9 +96,16 @@ pub fn execute(args: ClockArgs) -> Result<u8, Error> {
         .contains(&Clock::Realtime)
         .then(|| crate::kernel::load_refused(chaos_common::hook::CLOCK_TIME_FMOD_RET));
     if let Some(Some(reason)) = &time_refused {
-        tracing::debug!(%reason, "fmod_ret on __x64_sys_time");
         eprintln!(
-            "chaos: time() returns the true second on this kernel (only *tloc is shifted): fmod_ret cannot replace __x64_sys_time without CONFIG_FUNCTION_ERROR_INJECTION"
+            "chaos: time() returns the true second on this kernel (only *tloc is shifted): fmod_ret cannot replace __x64_sys_time ({}; it needs CONFIG_FUNCTION_ERROR_INJECTION)",
+            reason.lines().next().unwrap_or_default()
+        );
+    }
+    // Which reads the rules shift is chance: a sleep's deadline cannot be told apart.
+    let sleeps = fault.when == When::default();
+    if !sleeps {
+        eprintln!(
+            "chaos: with --after, --every, --count or --probability, sleeps to an absolute deadline are left on the true clock"
         );
     }
     eprintln!(
@@ -105,6 +116,6 @@ pub fn execute(args: ClockArgs) -> Result<u8, Error> {
         if fault.dry_run { ", dry run" } else { "" },
         args.run.how_it_ends(),
     );
-    let calls_fault = CallsFault::clock(&fault, filter, matches!(time_refused, Some(None)));
+    let calls_fault = CallsFault::clock(&fault, filter, matches!(time_refused, Some(None)), sleeps);
     args.run.run_or_detach(&targets, &calls_fault)
 }

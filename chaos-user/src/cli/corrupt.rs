@@ -104,7 +104,8 @@ pub fn execute(args: CorruptIoArgs) -> Result<u8, Error> {
     };
     let fexit = args.backend.fexit(hooks).map_err(refuse)?;
     if args.short && !fexit {
-        let reason = crate::kernel::trampolines_refused(hooks).unwrap_or_default();
+        let reason = crate::kernel::trampolines_refused(hooks)
+            .unwrap_or_else(|| "this kernel refuses trampoline programs".to_owned());
         return Err(refuse(format!("--short needs trampolines: {reason}")).into());
     }
     if !fexit {

@@ -70,9 +70,10 @@ pub enum ExtraHook<'a> {
     /// target.
     Delay(&'a [String], Hook),
     /// `chaos clock`: fexit programs on the clock syscalls shift what they return (with
-    /// `time_fmod_ret`, an fmod_ret program answers time() itself), and an exec program
-    /// withholds the vDSO, as the filter says.
-    Clock(ClockFilter, bool),
+    /// `time_fmod_ret`, the first bool, an fmod_ret program answers time() itself), and an exec
+    /// program withholds the vDSO, as the filter says; with the second, sleeps to absolute
+    /// deadlines are taken back to the true clock.
+    Clock(ClockFilter, bool, bool),
 }
 
 /// The errno object loaded for a run: every program verified, the targets in the maps, nothing
@@ -127,7 +128,7 @@ impl<'t> CallsLoaded<'t> {
             _ => CorruptFilter::default(),
         };
         let clock = match extra {
-            Some(ExtraHook::Clock(filter, _)) => filter,
+            Some(ExtraHook::Clock(filter, ..)) => filter,
             _ => ClockFilter::default(),
         };
         let set_retval = u32::from(kernel::set_retval());
@@ -184,7 +185,7 @@ impl<'t> CallsLoaded<'t> {
                 hooks.push(delay_hook);
                 (None, None)
             }
-            Some(ExtraHook::Clock(_, time_fmod_ret)) => {
+            Some(ExtraHook::Clock(_, time_fmod_ret, sleeps)) => {
                 // Reads shifted first: an image without its vDSO reads through them.
                 let [clock_gettime, gettimeofday, time] = hook::CLOCK_FEXIT;
                 let time = if time_fmod_ret {
@@ -193,7 +194,9 @@ impl<'t> CallsLoaded<'t> {
                     time
                 };
                 hooks.extend([clock_gettime, gettimeofday, time]);
-                hooks.extend(hook::CLOCK_SLEEP);
+                if sleeps {
+                    hooks.extend(hook::CLOCK_SLEEP);
+                }
                 hooks.push(hook::CLOCK_EXEC);
                 (None, None)
             }
@@ -286,7 +289,11 @@ impl<'t> CallsLoaded<'t> {
             ..Sites::default()
         };
         for hook in std::mem::take(&mut self.hooks) {
-            self.loaded.attach(hook, &sites, pin)?;
+            if let Err(err) = self.loaded.attach(hook, &sites, pin) {
+                // In the reverse of the attach order, as a run ends.
+                self.loaded.detach();
+                return Err(err.into());
+            }
             // Once the fork and exit tracepoints are live (they come first), the descendants
             // that exist already.
             if hook == hook::EXIT {
@@ -340,6 +347,15 @@ impl<'t> CallsLoaded<'t> {
 /// A fault on calls live in the kernel.
 pub struct CallsAttachment {
     loaded: Loaded,
+}
+
+/// An attachment dropped on an error path detaches as a finished run does: in the reverse of
+/// the attach order (aya alone would drop the programs in no set order). Detaching twice is a
+/// no-op; a detached run's pinned links stay.
+impl Drop for CallsAttachment {
+    fn drop(&mut self) {
+        self.loaded.detach();
+    }
 }
 
 impl CallsAttachment {

@@ -368,7 +368,17 @@ impl<'a> CallsFault<'a> {
 
     /// `chaos clock`: fexit programs on the clock syscalls' functions shift what they return to
     /// a target, and a tp_btf program withholds the vDSO from the images targets exec.
-    pub fn clock(fault: &'a ClockFault, filter: ClockFilter, time_fmod_ret: bool) -> Self {
+    pub fn clock(
+        fault: &'a ClockFault,
+        filter: ClockFilter,
+        time_fmod_ret: bool,
+        sleeps: bool,
+    ) -> Self {
+        let sleep = if sleeps {
+            "; clock_nanosleep() to an absolute deadline on a shifted clock sleeps as long as meant (fentry on __x64_sys_clock_nanosleep takes the deadline back to the true clock, fentry on do_nanosleep puts it back)"
+        } else {
+            ""
+        };
         let time = if time_fmod_ret {
             "time() answered by fmod_ret on __x64_sys_time"
         } else {
@@ -377,7 +387,7 @@ impl<'a> CallsFault<'a> {
         CallsFault {
             kernel: fault.kernel(),
             plan: Vec::new(),
-            extra: Some(ExtraHook::Clock(filter, time_fmod_ret)),
+            extra: Some(ExtraHook::Clock(filter, time_fmod_ret, sleeps)),
             rows: vec![CallsRow {
                 code: OP_CLOCK,
                 fault: FaultKind::Rewrite {
@@ -386,7 +396,7 @@ impl<'a> CallsFault<'a> {
                 },
                 mechanism: "fexit".to_owned(),
                 covers: format!(
-                    "what clock_gettime() and gettimeofday() return (fexit on __x64_sys_clock_gettime, __x64_sys_gettimeofday), {time}, and the vDSO withheld from images targets exec (tp_btf/sched_process_exec), so that their reads are those syscalls; clock_nanosleep() to an absolute deadline on a shifted clock sleeps as long as meant (fentry on __x64_sys_clock_nanosleep takes the deadline back to the true clock, fentry on do_nanosleep puts it back)"
+                    "what clock_gettime() and gettimeofday() return (fexit on __x64_sys_clock_gettime, __x64_sys_gettimeofday), {time}, and the vDSO withheld from images targets exec (tp_btf/sched_process_exec), so that their reads are those syscalls{sleep}"
                 ),
             }],
             dry_run: fault.dry_run,
