@@ -174,18 +174,20 @@ fn a_probability_corrupts_some_reads() {
 
 /// `--short`: the target's readv() and preadv() return fewer bytes than asked while the run
 /// lasts (the report counts the bytes cut), their iovecs come back as the target set them, the
-/// data they return is true, and an untargeted process reading the same file by readv() gets
-/// it whole. Refused where trampolines do not load, naming why.
+/// data they return is true, and an untargeted process reading a file of its own by readv()
+/// gets it whole. Refused where trampolines do not load, naming why.
 #[test]
 fn short_reads_for_the_target_alone() {
     let mount = TestMount::tmpfs("corrupt-short");
     let cgroup = TestCgroup::new("corrupt-short");
-    let dir = mount.path.join("data").to_str().unwrap().to_owned();
+    // A file each: a victim writes its file as it starts, which a reader of the same file could
+    // catch half written (a short read before the run).
+    let at = |sub: &str| mount.path.join(sub).to_str().unwrap().to_owned();
     let targets: Vec<Victim> = ["readv-data", "preadv-data"]
         .iter()
-        .map(|op| Victim::start(VICTIM, op, &dir, &cgroup))
+        .map(|op| Victim::start(VICTIM, op, &at(op), &cgroup))
         .collect();
-    let bystander = Victim::start(VICTIM, "readv-data", &dir, &cgroup);
+    let bystander = Victim::start(VICTIM, "readv-data", &at("bystander"), &cgroup);
     let pids = targets
         .iter()
         .map(|victim| victim.pid().to_string())
