@@ -188,8 +188,15 @@ fn the_clock_skew_example_shifts_only_the_workloads_clock() {
     // The phase starts as the fault is started, a little before its programs are live.
     let ahead = clock_s("during:a-day-ahead", "max") - clock_s("before", "max");
     assert!((86_390.0..86_410.0).contains(&ahead), "{metrics}");
-    let back = clock_s("after", "max") - clock_s("before", "max");
-    assert!(back < 30.0, "{metrics}");
+    // The true time again after the fault: the after phase, or, where a slow guest's workload
+    // ended first, the last reading of the fault's phase.
+    let last = if metrics["after"]["clock_s"]["max"].is_number() {
+        clock_s("after", "max")
+    } else {
+        clock_s("during:a-day-ahead", "last")
+    };
+    let back = last - clock_s("before", "max");
+    assert!(back < 60.0, "{metrics}");
     assert_no_chaos_programs();
 }
 
