@@ -197,6 +197,15 @@ impl Drop for Chaos {
     }
 }
 
+/// The PIDs of `victims` as `--pid` takes them: comma-separated.
+pub fn pid_list<'a>(victims: impl IntoIterator<Item = &'a Victim>) -> String {
+    victims
+        .into_iter()
+        .map(|victim| victim.pid().to_string())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 /// A directory of this test process under the system's temporary directory, made if need be.
 pub fn tempdir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("chaos-test-{name}-{}", std::process::id()));

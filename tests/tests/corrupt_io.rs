@@ -79,12 +79,7 @@ fn reads_below_the_path_come_back_corrupted_for_the_target_alone() {
         .collect();
     let beside = Victim::start(VICTIM, "pread-data", &at("other"), &cgroup);
     let bystander = Victim::start(VICTIM, "pread-data", &at("data/pread-data"), &cgroup);
-    let pids = targets
-        .iter()
-        .chain([&beside])
-        .map(|victim| victim.pid().to_string())
-        .collect::<Vec<_>>()
-        .join(",");
+    let pids = pid_list(targets.iter().chain([&beside]));
     let path = at("data");
     let Some((report, window)) = corrupt(&["--pid", &pids, "--path", &path, "--bits", "3"]) else {
         return;
@@ -188,11 +183,7 @@ fn short_reads_for_the_target_alone() {
         .map(|op| Victim::start(VICTIM, op, &at(op), &cgroup))
         .collect();
     let bystander = Victim::start(VICTIM, "readv-data", &at("bystander"), &cgroup);
-    let pids = targets
-        .iter()
-        .map(|victim| victim.pid().to_string())
-        .collect::<Vec<_>>()
-        .join(",");
+    let pids = pid_list(&targets);
     let args = [
         "corrupt-io",
         "--pid",

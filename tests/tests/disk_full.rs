@@ -54,6 +54,29 @@ fn refused(output: &Output, tracepoints: bool) -> bool {
     true
 }
 
+/// Runs `chaos disk full ARGS --for 4s --json`: the report and the run's window, or `None` where
+/// the kernel cannot (asserted). 4 s: attaching the LSM and fexit programs takes a second or more
+/// of it in a slow guest (5.10 under emulation), and each target must fail more than once.
+fn full(args: &[&str]) -> Option<(serde_json::Value, (u64, u64))> {
+    let mut all = vec!["disk", "full"];
+    all.extend_from_slice(args);
+    all.extend_from_slice(&["--for", "4s", "--json"]);
+    let start_ns = monotonic_ns();
+    let output = chaos(&all);
+    let end_ns = monotonic_ns();
+    if refused(&output, args.contains(&"tracepoint")) {
+        return None;
+    }
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report = json_report(&output);
+    eprintln!("disk full {args:?}: {}", report["faults"]);
+    Some((report, (start_ns, end_ns)))
+}
+
 /// The report's row for `op`.
 fn row<'a>(report: &'a serde_json::Value, op: &str) -> &'a serde_json::Value {
     report["faults"]
@@ -104,34 +127,18 @@ fn full_for_the_target_alone() {
         .collect();
     let bystander_write = start("write", at(&disk, "data/bystander-write"));
     let bystander_statfs = start("statfs", at(&disk, "data/bystander-statfs"));
-    let pids = failing
-        .iter()
-        .map(|(_, victim)| victim)
-        .chain(&statfs)
-        .chain(&beside)
-        .map(|victim| victim.pid().to_string())
-        .collect::<Vec<_>>()
-        .join(",");
-    let path = at(&disk, "data");
-    // 4 s: attaching the LSM and fexit programs takes a second or more of it in a slow guest
-    // (5.10 under emulation), and each target must fail more than once.
-    let args = [
-        "disk", "full", "--pid", &pids, "--path", &path, "--for", "4s", "--json",
-    ];
-    let start_ns = monotonic_ns();
-    let output = chaos(&args);
-    let end_ns = monotonic_ns();
-    if refused(&output, false) {
-        return;
-    }
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
+    let pids = pid_list(
+        failing
+            .iter()
+            .map(|(_, victim)| victim)
+            .chain(&statfs)
+            .chain(&beside),
     );
-    let report = json_report(&output);
-    eprintln!("disk full: {}", report["faults"]);
-    let window = (start_ns, end_ns);
+    let path = at(&disk, "data");
+    let Some((report, window)) = full(&["--pid", &pids, "--path", &path]) else {
+        return;
+    };
+    let end_ns = window.1;
     for (op, victim) in &failing {
         victim.wait_for_call_after(end_ns);
         let row = row(&report, op);
@@ -176,38 +183,19 @@ fn full_through_the_statfs_tracepoints() {
         .map(|&op| Victim::start(VICTIM, op, &at(&format!("data/{op}")), &cgroup))
         .collect();
     let bystander = Victim::start(VICTIM, "statfs", &at("data/bystander"), &cgroup);
-    let pids = statfs
-        .iter()
-        .map(|victim| victim.pid().to_string())
-        .collect::<Vec<_>>()
-        .join(",");
+    let pids = pid_list(&statfs);
     let path = at("data");
     let args = [
-        "disk",
-        "full",
         "--pid",
         &pids,
         "--path",
         &path,
         "--statfs-backend",
         "tracepoint",
-        // As above: attaching takes a second of it in a slow guest.
-        "--for",
-        "4s",
-        "--json",
     ];
-    let start_ns = monotonic_ns();
-    let output = chaos(&args);
-    let end_ns = monotonic_ns();
-    if refused(&output, true) {
+    let Some((report, (start_ns, end_ns))) = full(&args) else {
         return;
-    }
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let report = json_report(&output);
+    };
     for victim in &statfs {
         victim.wait_for_call_after(end_ns);
     }

@@ -1275,12 +1275,12 @@ fn unshift_deadline(ctx: &FEntryContext) -> Option<()> {
         read_at(regs, PT_REGS_DX)?,
     );
     let clock = clock as u32;
+    let filter = CLOCK.load();
     // The alarm clocks sleep elsewhere than do_nanosleep, where the deadline is put back.
-    let clocks = CLOCK.load().clocks & !(1 << CLOCK_REALTIME_ALARM | 1 << CLOCK_BOOTTIME_ALARM);
+    let clocks = filter.clocks & !(1 << CLOCK_REALTIME_ALARM | 1 << CLOCK_BOOTTIME_ALARM);
     if flags & TIMER_ABSTIME == 0 || clock >= 32 || clocks & (1 << clock) == 0 {
         return None;
     }
-    let filter = CLOCK.load();
     // SAFETY: a read of the caller's own timespec, checked by the helper.
     let [sec, nsec] = unsafe { bpf_probe_read_user(at as *const [i64; 2]) }.ok()?;
     let mut true_deadline = [
