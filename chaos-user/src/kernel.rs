@@ -13,11 +13,15 @@ use chaos_common::{
 use serde::Serialize;
 
 use crate::{
-    attach::{Loaded, Sites},
+    attach::{Loaded, Sites, fmod_ret},
     capabilities,
     fault::InjectionKind,
     object,
     sys::{self, ensure_mounted},
+};
+use aya_obj::generated::{
+    BPF_ADD, BPF_ALU64, BPF_ATOMIC, BPF_CALL, BPF_DW, BPF_EXIT, BPF_FETCH, BPF_JMP, BPF_K, BPF_MEM,
+    BPF_MOV, BPF_STX, bpf_attach_type, bpf_func_id, bpf_insn, bpf_prog_type,
 };
 
 /// One capability of the kernel, supported or not, with why and how to get it.
@@ -498,50 +502,78 @@ fn perf_link() -> Finding {
     }
 }
 
-/// Whether the kernel has BPF atomics (5.12): the errno object's fork program, which uses them,
-/// loads. Asked once.
+/// Whether the kernel has BPF atomics (5.12), which the errno object's rules and PID bitmap
+/// use. Asked once.
 pub fn bpf_atomics() -> bool {
     static ATOMICS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *ATOMICS.get_or_init(|| atomics_finding().supported)
 }
 
-/// What loading the errno object tells of this kernel, from one load of it (each load parses
-/// the kernel's BTF again, most of a run's start): whether its fork program's BPF atomics load
-/// (5.12), and whether its cgroup programs' `bpf_set_retval` does (5.18), in the object this
-/// kernel loads. Asked once.
-struct ErrnoLoads {
-    atomics: Result<(), String>,
-    set_retval: Result<(), String>,
+/// One instruction of a feature probe.
+fn insn(code: u32, dst: u8, src: u8, off: i16, imm: i32) -> bpf_insn {
+    let mut insn = bpf_insn {
+        code: code as u8,
+        _bitfield_align_1: [],
+        _bitfield_1: Default::default(),
+        off,
+        imm,
+    };
+    insn.set_dst_reg(dst);
+    insn.set_src_reg(src);
+    insn
 }
 
-fn errno_loads() -> &'static ErrnoLoads {
-    static LOADS: std::sync::OnceLock<ErrnoLoads> = std::sync::OnceLock::new();
-    LOADS.get_or_init(|| match Loaded::plain(object::ERRNO) {
-        Err(err) => {
-            let err = chain(&err);
-            ErrnoLoads {
-                atomics: Err(err.clone()),
-                set_retval: Err(err),
-            }
-        }
-        Ok(mut loaded) => {
-            let atomics = loaded.load(hook::FORK).map_err(|err| chain(&err));
-            let set_retval = if atomics.is_ok() {
-                loaded.load(first_cgroup_hook()).map_err(|err| chain(&err))
-            } else {
-                try_load(object::ERRNO_LEGACY, first_cgroup_hook())
-            };
-            loaded.detach();
-            ErrnoLoads {
-                atomics,
-                set_retval,
-            }
-        }
-    })
+/// `r0 = value; exit`: the end of every probe.
+fn return_value(value: i32) -> [bpf_insn; 2] {
+    [
+        insn(BPF_ALU64 | BPF_MOV | BPF_K, 0, 0, 0, value),
+        insn(BPF_JMP | BPF_EXIT, 0, 0, 0, 0),
+    ]
+}
+
+// The probes below load instructions of their own, not the errno object's programs: they need
+// no maps and no kernel BTF and take a fraction of a millisecond, where loading the object (all
+// its maps, twice per run) took most of a run's start.
+
+/// A tracepoint program's atomic fetch-and-add on its stack, the instruction class of the errno
+/// object's counters and PID bitmap: 5.12 on (older kernels take only BPF_XADD, without fetch).
+fn atomics_load() -> Result<(), String> {
+    let (r1, r10) = (1, 10);
+    let fetch_add = (BPF_ADD | BPF_FETCH) as i32;
+    let program = [
+        insn(BPF_ALU64 | BPF_MOV | BPF_K, r1, 0, 0, 0),
+        insn(BPF_STX | BPF_MEM | BPF_DW, r10, r1, -8, 0),
+        insn(BPF_ALU64 | BPF_MOV | BPF_K, r1, 0, 0, 1),
+        insn(BPF_STX | BPF_ATOMIC | BPF_DW, r10, r1, -8, fetch_add),
+    ];
+    let program: Vec<bpf_insn> = program.into_iter().chain(return_value(0)).collect();
+    fmod_ret::try_instructions(bpf_prog_type::BPF_PROG_TYPE_TRACEPOINT, None, &program)
+}
+
+/// A cgroup/connect4 program calling `bpf_set_retval(0)`, as the errno object's cgroup
+/// programs do to choose the errno: 5.18 on.
+fn set_retval_load() -> Result<(), String> {
+    let r1 = 1;
+    let program = [
+        insn(BPF_ALU64 | BPF_MOV | BPF_K, r1, 0, 0, 0),
+        insn(
+            BPF_JMP | BPF_CALL,
+            0,
+            0,
+            0,
+            bpf_func_id::BPF_FUNC_set_retval as i32,
+        ),
+    ];
+    let program: Vec<bpf_insn> = program.into_iter().chain(return_value(1)).collect();
+    fmod_ret::try_instructions(
+        bpf_prog_type::BPF_PROG_TYPE_CGROUP_SOCK_ADDR,
+        Some(bpf_attach_type::BPF_CGROUP_INET4_CONNECT),
+        &program,
+    )
 }
 
 fn atomics_finding() -> Finding {
-    match &errno_loads().atomics {
+    match atomics_load() {
         Ok(()) => Finding::yes(
             feature::BPF_ATOMICS,
             "a program with BPF atomic instructions loads",
@@ -550,7 +582,7 @@ fn atomics_finding() -> Finding {
             feature::BPF_ATOMICS,
             format!(
                 "a program with BPF atomic instructions does not load ({}): chaos uses its build without them, which has no --after, --every or --count",
-                first_line(err)
+                first_line(&err)
             ),
             "kernel >= 5.12",
         ),
@@ -586,7 +618,7 @@ pub fn cgroup_eperm_unsupported() -> Option<String> {
 }
 
 pub fn cgroup_sock_addr() -> Finding {
-    match &errno_loads().set_retval {
+    match set_retval_load() {
         Ok(()) => Finding::yes(
             feature::CGROUP_SOCK_ADDR,
             "a cgroup/connect4 program calling bpf_set_retval loads",
@@ -595,7 +627,7 @@ pub fn cgroup_sock_addr() -> Finding {
             feature::CGROUP_SOCK_ADDR,
             format!(
                 "cgroup/connect4 with bpf_set_retval does not load: {}",
-                first_line(err)
+                first_line(&err)
             ),
             "CONFIG_CGROUP_BPF=y and kernel >= 5.18 (bpf_set_retval)",
         ),

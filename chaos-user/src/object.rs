@@ -125,4 +125,45 @@ mod tests {
     fn the_probe_object_has_every_program_the_probe_names() {
         check(&names::PROBE, &hook::PROBE);
     }
+
+    /// CO-RE relocations in an object's `.BTF.ext`, counted from its header and records.
+    fn core_relocations(bytes: &[u8]) -> u32 {
+        let file = object::File::parse(bytes).expect("an ELF object");
+        let Some(section) = file.section_by_name(".BTF.ext") else {
+            return 0;
+        };
+        let ext = section.data().expect(".BTF.ext data");
+        assert_eq!(ext[..2], 0xeb9f_u16.to_le_bytes(), "the .BTF.ext magic");
+        let word = |at: usize| u32::from_le_bytes(ext[at..at + 4].try_into().unwrap());
+        let header_len = word(4) as usize;
+        // Headers of 32 bytes or more end with core_relo_off and core_relo_len.
+        if header_len < 32 || word(28) == 0 {
+            return 0;
+        }
+        let (start, len) = (header_len + word(24) as usize, word(28) as usize);
+        let record_size = word(start) as usize;
+        let (mut at, mut count) = (start + 4, 0);
+        // Per ELF section: its name's offset, its record count, the records.
+        while at < start + len {
+            let records = word(at + 4);
+            count += records;
+            at += 8 + records as usize * record_size;
+        }
+        count
+    }
+
+    /// The patched aya loader (vendor/README.md) gets no kernel BTF, which it would only use
+    /// for CO-RE relocations: no object may carry one.
+    #[test]
+    fn no_object_needs_the_kernel_btf_to_relocate() {
+        for object in [
+            &names::ERRNO,
+            &names::ERRNO_LEGACY,
+            &names::NET,
+            &names::PROBE,
+        ] {
+            let bytes = by_name(object.name).expect("an embedded object");
+            assert_eq!(core_relocations(bytes), 0, "the {} object", object.name);
+        }
+    }
 }

@@ -134,30 +134,71 @@ pub fn load_tracing(
     let btf_id = btf
         .id_by_type_name_kind(function, BtfKind::Func)
         .map_err(|err| failed(format!("not in the kernel's BTF: {err}")))?;
+    prog_load(
+        program,
+        bpf_prog_type::BPF_PROG_TYPE_TRACING,
+        attach_type as u32,
+        btf_id,
+        instructions,
+    )
+    .map_err(|(err, log)| failed(format!("{err}; verifier output: {}", log.trim())))
+}
+
+/// Loads `instructions` as a program of `prog_type` and lets go of it: what the verifier says
+/// of them, without an object, maps or the kernel's BTF (the feature probes' way).
+pub fn try_instructions(
+    prog_type: bpf_prog_type,
+    attach_type: Option<bpf_attach_type>,
+    instructions: &[bpf_insn],
+) -> Result<(), String> {
+    let attach_type = attach_type.map_or(0, |t| t as u32);
+    prog_load("chaos_probe", prog_type, attach_type, 0, instructions)
+        .map(drop)
+        .map_err(|(err, log)| {
+            // The verifier's reason is its last line but for the statistics it ends with.
+            let reason = log.lines().rev().map(str::trim).find(|line| {
+                !line.is_empty()
+                    && !line.starts_with("processed ")
+                    && !line.starts_with("verification time")
+                    && !line.starts_with("stack depth")
+            });
+            match reason {
+                Some(reason) => format!("{err}: {reason}"),
+                None => err.to_string(),
+            }
+        })
+}
+
+/// BPF_PROG_LOAD; on failure the error and the verifier's log.
+fn prog_load(
+    name: &str,
+    prog_type: bpf_prog_type,
+    attach_type: u32,
+    attach_btf_id: u32,
+    instructions: &[bpf_insn],
+) -> Result<OwnedFd, (io::Error, String)> {
     let license = CString::new("GPL").expect("no NUL");
     let mut log = vec![0u8; 1 << 20];
     // SAFETY: an all-zero bpf_attr is the documented "unset" value of every field.
     let mut attr: bpf_attr = unsafe { std::mem::zeroed() };
     // SAFETY: writing the BPF_PROG_LOAD member of the union, which the call reads.
     let load = unsafe { &mut attr.__bindgen_anon_3 };
-    load.prog_type = bpf_prog_type::BPF_PROG_TYPE_TRACING as u32;
-    load.expected_attach_type = attach_type as u32;
-    load.attach_btf_id = btf_id;
+    load.prog_type = prog_type as u32;
+    load.expected_attach_type = attach_type;
+    load.attach_btf_id = attach_btf_id;
     load.insns = instructions.as_ptr() as u64;
     load.insn_cnt = instructions.len() as u32;
     load.license = license.as_ptr() as u64;
-    for (slot, byte) in load.prog_name.iter_mut().zip(program.bytes().take(15)) {
+    for (slot, byte) in load.prog_name.iter_mut().zip(name.bytes().take(15)) {
         *slot = byte as core::ffi::c_char;
     }
     load.log_level = 1;
     load.log_buf = log.as_mut_ptr() as u64;
     load.log_size = log.len() as u32;
-    let fd = bpf_fd(bpf_cmd::BPF_PROG_LOAD, &mut attr).map_err(|err| {
+    bpf_fd(bpf_cmd::BPF_PROG_LOAD, &mut attr).map_err(|err| {
         let end = log.iter().position(|&b| b == 0).unwrap_or(log.len());
-        let verifier = String::from_utf8_lossy(&log[..end]);
-        failed(format!("{err}; verifier output: {}", verifier.trim()))
-    })?;
-    Ok(fd)
+        (err, String::from_utf8_lossy(&log[..end]).into_owned())
+    })
 }
 
 /// Attaches a loaded fmod_ret, fentry or fexit program; the returned link keeps it attached.

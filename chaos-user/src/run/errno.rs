@@ -132,8 +132,14 @@ impl<'t> CallsLoaded<'t> {
             _ => ClockFilter::default(),
         };
         let set_retval = u32::from(kernel::set_retval());
+        // Per-CPU counters cost the kernel an allocation per entry when the map is made, most
+        // of a run's start at full size: this run's fault slot and targets only.
+        let counter_entries = counter_index(FAULT_SLOT + 1, 0);
+        let target_entries = targets.processes.len().max(1) as u32;
         let mut loaded = Loaded::new(
             EbpfLoader::new()
+                .map_max_entries(names::MAP_COUNTERS, counter_entries)
+                .map_max_entries(names::MAP_TARGET_COUNTERS, target_entries)
                 .override_global(names::GLOBAL_KERNEL_SET_RETVAL, &set_retval, true)
                 .override_global(names::GLOBAL_TARGET_CGROUP_ID, &cgroup_id, true)
                 .override_global(names::GLOBAL_TARGET_CGROUP_LEVEL, &cgroup_level, true)
