@@ -97,6 +97,14 @@ pub enum Hook {
         program: &'static str,
         function: &'static str,
     },
+    /// A program in section `fexit/FUNCTION` that chaos loads by its own bpf(2) calls as an
+    /// fmod_ret program on the kernel function the fault names (`--kernel-fn`'s, or the entry
+    /// function of `--syscall`'s syscall), in place of [`Hook::FunctionOverride`]'s kprobe
+    /// where trampolines load. `function` is where `chaos probe` tries it.
+    FmodRetOverride {
+        program: &'static str,
+        function: &'static str,
+    },
     /// An LSM program attached per cgroup (section `lsm_cgroup/HOOK`).
     LsmCgroup {
         program: &'static str,
@@ -128,6 +136,7 @@ impl Hook {
             | Hook::Fexit { program, .. }
             | Hook::Fentry { program, .. }
             | Hook::FmodRetFunction { program, .. }
+            | Hook::FmodRetOverride { program, .. }
             | Hook::SyscallFexit { program, .. }
             | Hook::SyscallFentry { program, .. }
             | Hook::LsmCgroup { program, .. }
@@ -152,7 +161,8 @@ impl Hook {
             Hook::Xdp { .. } => ("xdp", ""),
             Hook::Fexit { function, .. }
             | Hook::SyscallFexit { function, .. }
-            | Hook::FmodRetFunction { function, .. } => ("fexit/", function),
+            | Hook::FmodRetFunction { function, .. }
+            | Hook::FmodRetOverride { function, .. } => ("fexit/", function),
             Hook::SyscallFentry { function, .. } | Hook::Fentry { function, .. } => {
                 ("fentry/", function)
             }
@@ -201,6 +211,12 @@ pub const SYSCALL_OVERRIDE: Hook = Hook::SyscallOverride {
 /// `chaos fail --kernel-fn`: the same program on a function of the error-injection list.
 pub const KERNEL_FN_OVERRIDE: Hook = Hook::FunctionOverride {
     program: "kprobe_override",
+};
+/// `chaos fail --kernel-fn` and `--syscall` where trampolines load: [`KERNEL_FN_OVERRIDE`]'s
+/// program as fmod_ret on the function.
+pub const FMOD_RET_OVERRIDE: Hook = Hook::FmodRetOverride {
+    program: "fmod_ret_override",
+    function: "__x64_sys_getppid",
 };
 /// `chaos disk error`: bios to the device complete with EIO (on the block layer's
 /// [`BIO_FUNCTION`], which turns any error into BLK_STS_IOERR).
@@ -357,7 +373,7 @@ pub const CLOCK_EXEC: Hook = Hook::BtfTracepoint {
 };
 
 /// The hooks of the errno object besides the operations' ([`crate::ops::OPS`]).
-pub const ERRNO_EXTRA: [Hook; 36] = [
+pub const ERRNO_EXTRA: [Hook; 37] = [
     FORK,
     EXIT,
     SIGNAL,
@@ -366,6 +382,7 @@ pub const ERRNO_EXTRA: [Hook; 36] = [
     DELAY_FEXIT,
     SYSCALL_OVERRIDE,
     KERNEL_FN_OVERRIDE,
+    FMOD_RET_OVERRIDE,
     BIO_ERROR,
     STATFS[0],
     STATFS[1],

@@ -85,10 +85,19 @@ pub enum Mechanism {
     /// cgroup programs on the target's cgroup v2 deny the call and set the errno with
     /// `bpf_set_retval`: only processes in that cgroup run them.
     Cgroup,
+    /// A kprobe on the function overrides its return (`bpf_override_return`): only functions
+    /// of the kernel's error-injection list (`--syscall`, `--kernel-fn`), where the kernel has
+    /// CONFIG_BPF_KPROBE_OVERRIDE.
+    KprobeOverride,
 }
 
 impl Mechanism {
-    pub const ALL: [Mechanism; 3] = [Mechanism::Lsm, Mechanism::FmodRet, Mechanism::Cgroup];
+    pub const ALL: [Mechanism; 4] = [
+        Mechanism::Lsm,
+        Mechanism::FmodRet,
+        Mechanism::Cgroup,
+        Mechanism::KprobeOverride,
+    ];
 
     /// The name `--backend` takes and the report gives.
     pub const fn name(self) -> &'static str {
@@ -96,6 +105,7 @@ impl Mechanism {
             Mechanism::Lsm => "lsm",
             Mechanism::FmodRet => "fmod_ret",
             Mechanism::Cgroup => "cgroup",
+            Mechanism::KprobeOverride => "kprobe-override",
         }
     }
 }
@@ -179,7 +189,9 @@ impl LsmProgram {
                 hook: self.hook,
                 function: self.function,
             },
-            Mechanism::Cgroup => panic!("an LSM program has no cgroup hook"),
+            Mechanism::Cgroup | Mechanism::KprobeOverride => {
+                panic!("an LSM program has only an LSM and an fmod_ret hook")
+            }
         }
     }
 }

@@ -314,21 +314,19 @@ fn error_injection() -> Finding {
     } else {
         format!("fault points: {}", points.join(", "))
     };
-    // fmod_ret attaches to the list's functions too (the syscalls among them): `chaos clock`
-    // answers time() that way.
-    let fmod_ret = match load_refused(hook::CLOCK_TIME_FMOD_RET) {
-        None => {
-            "fmod_ret attaches to them (chaos clock's time() on __x64_sys_time loads)".to_owned()
-        }
+    // fmod_ret attaches to the list's functions too: --kernel-fn and --syscall prefer it, and
+    // `chaos clock` answers time() that way.
+    let fmod_ret = match load_refused(hook::FMOD_RET_OVERRIDE) {
+        None => "fmod_ret attaches to them (--kernel-fn's program loads on a syscall), which --kernel-fn, --syscall and chaos clock's time() use; disk error uses kprobe-override".to_owned(),
         Some(reason) => format!(
-            "fmod_ret does not attach to them here: {}",
+            "fmod_ret does not attach to them here ({}): --kernel-fn, --syscall and disk error use kprobe-override",
             first_line(&reason)
         ),
     };
     Finding::yes(
         feature::ERROR_INJECTION,
         format!(
-            "{} functions in /sys/kernel/debug/error_injection/list; {points}; --kernel-fn and disk error fail them through kprobe-override (above); {fmod_ret}",
+            "{} functions in /sys/kernel/debug/error_injection/list; {points}; {fmod_ret}",
             entries.len()
         ),
     )

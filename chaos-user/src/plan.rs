@@ -11,7 +11,10 @@ use chaos_common::{
 use thiserror::Error;
 
 use crate::{
-    fault::{BackendChoice, Errno, KernelFn, Op, When, delay::Delayed, net::PacketAction, ops},
+    fault::{
+        BackendChoice, Errno, InjectionKind, KernelFn, Op, When, delay::Delayed, net::PacketAction,
+        ops,
+    },
     kernel::{self, Finding},
 };
 
@@ -83,6 +86,9 @@ impl Kernel for Running {
         match mechanism {
             Mechanism::Lsm => kernel::lsm_unsupported(),
             Mechanism::FmodRet => kernel::fmod_ret_unsupported(),
+            Mechanism::KprobeOverride => {
+                Some(kernel::kprobe_override()).filter(|finding| !finding.supported)
+            }
             Mechanism::Cgroup if kernel::set_retval() => None,
             Mechanism::Cgroup => {
                 let finding = kernel::cgroup_sock_addr();
@@ -238,46 +244,88 @@ pub fn check_detachable(perf_events: Option<&'static str>) -> Result<(), PlanErr
     }
 }
 
-/// Checks that this kernel can fail `syscall` at its entry: bpf_override_return exists and the
-/// syscall's entry function is allowed for error injection.
-pub fn check_syscall_override(syscall: &str) -> Result<(), PlanError> {
+/// Checks that this kernel can fail `syscall` at its entry function (a function of the
+/// error-injection list) and picks how, as `choice` allows.
+pub fn check_syscall_override(
+    syscall: &str,
+    choice: BackendChoice,
+) -> Result<Mechanism, PlanError> {
+    let covering = ops::covering(syscall)
+        .map(|op| {
+            format!(
+                "; --op {} covers {syscall}() through another mechanism",
+                op.name
+            )
+        })
+        .unwrap_or_default();
     let refuse = |reason: String| PlanError::SyscallOverride {
         syscall: syscall.to_owned(),
-        reason,
+        reason: format!("{reason}{covering}"),
     };
-    let finding = kernel::kprobe_override();
-    if !finding.supported {
-        let covering = ops::covering(syscall)
-            .map(|op| {
-                format!(
-                    "; --op {} covers {syscall}() through another mechanism",
-                    op.name
-                )
-            })
-            .unwrap_or_default();
-        return Err(refuse(format!("{}{covering}", finding.explain())));
-    }
     let function = crate::attach::syscall_entry_function(syscall);
+    if kernel::error_injection_count() == 0 {
+        return Err(refuse(NO_ERROR_INJECTION.to_owned()));
+    }
     if !kernel::error_injectable(&function) {
         return Err(refuse(format!(
             "{function} is not in /sys/kernel/debug/error_injection/list: unknown syscall, or one the kernel does not allow to fail"
         )));
     }
-    Ok(())
+    override_mechanism(choice, false).map_err(refuse)
 }
 
-/// Checks that this kernel can fail `function` (`--kernel-fn`) with `errno`: kprobe override,
-/// the function in the error-injection list with a type that fits `errno`, and for an
-/// allocation function where its gfp flags say `__GFP_NOFAIL`. Fills in what the list says.
-pub fn check_kernel_fn(function: &mut KernelFn, errno: Option<Errno>) -> Result<(), PlanError> {
+/// Why neither fmod_ret nor kprobe-override can fail a function here, without the list.
+const NO_ERROR_INJECTION: &str = "the kernel has no error-injection list (/sys/kernel/debug/error_injection/list), which fmod_ret and kprobe-override both need; to enable: CONFIG_FUNCTION_ERROR_INJECTION=y, and for kprobe-override CONFIG_BPF_KPROBE_OVERRIDE=y";
+
+/// How a function of the error-injection list is failed, as `choice` allows: fmod_ret where
+/// trampolines load (first, as on the operations' ladder: a trampoline costs less than a
+/// kprobe), else a kprobe with bpf_override_return. `fails_with_null`: the function fails by
+/// returning NULL, which an fmod_ret program cannot (its 0 lets the function run).
+fn override_mechanism(choice: BackendChoice, fails_with_null: bool) -> Result<Mechanism, String> {
+    let fmod_ret = || {
+        if fails_with_null {
+            return Err(
+                "fmod_ret cannot fail a function that fails by returning NULL (its 0 lets the function run)"
+                    .to_owned(),
+            );
+        }
+        match kernel::fmod_ret_unsupported() {
+            None => Ok(Mechanism::FmodRet),
+            Some(finding) => Err(format!("fmod_ret: {}", finding.explain())),
+        }
+    };
+    let kprobe = || {
+        let finding = kernel::kprobe_override();
+        if finding.supported {
+            Ok(Mechanism::KprobeOverride)
+        } else {
+            Err(finding.explain())
+        }
+    };
+    match choice {
+        BackendChoice::Only(Mechanism::FmodRet) => fmod_ret(),
+        BackendChoice::Only(Mechanism::KprobeOverride) => kprobe(),
+        _ => fmod_ret()
+            .or_else(|fmod_ret| kprobe().map_err(|kprobe| format!("{kprobe}; {fmod_ret}"))),
+    }
+}
+
+/// Checks that this kernel can fail `function` (`--kernel-fn`) with `errno` and picks how, as
+/// `choice` allows: the function in the error-injection list with a type that fits `errno`,
+/// and for an allocation function where its gfp flags say `__GFP_NOFAIL`. Fills in what the
+/// list says.
+pub fn check_kernel_fn(
+    function: &mut KernelFn,
+    errno: Option<Errno>,
+    choice: BackendChoice,
+) -> Result<Mechanism, PlanError> {
     let name = function.name.clone();
     let refuse = |reason: String| PlanError::KernelFn {
         function: name.clone(),
         reason,
     };
-    let finding = kernel::kprobe_override();
-    if !finding.supported {
-        return Err(refuse(finding.explain()));
+    if kernel::error_injection_count() == 0 {
+        return Err(refuse(NO_ERROR_INJECTION.to_owned()));
     }
     let Some(kind) = kernel::error_injection_kind(&function.name) else {
         return Err(refuse(format!(
@@ -311,8 +359,9 @@ pub fn check_kernel_fn(function: &mut KernelFn, errno: Option<Errno>) -> Result<
         function.filter.gfp_needs = may_sleep;
         function.filter.gfp_refuses = no_fail;
     }
+    let mechanism = override_mechanism(choice, kind == InjectionKind::Null).map_err(refuse)?;
     function.kind = Some(kind);
-    Ok(())
+    Ok(mechanism)
 }
 
 /// Checks that bios can be failed here: kprobe override, and `should_fail_bio` in the kernel's

@@ -1,6 +1,8 @@
-//! `chaos fail --syscall NAME`: a kprobe with bpf_override_return on the syscall's entry
-//! function. Injects on kernels with CONFIG_BPF_KPROBE_OVERRIDE (the faultinj guest); elsewhere
-//! chaos must refuse, name the option, and point at the `--op` that covers the syscall.
+//! `chaos fail --syscall NAME` and `--kernel-fn NAME`: the function's return overridden, by an
+//! fmod_ret program where trampolines load, else by a kprobe with bpf_override_return. Both
+//! need the kernel's error-injection list (the faultinj guest has it and both rungs; each rung
+//! is run there by `--backend`); elsewhere chaos must refuse, name the option, and point at the
+//! `--op` that covers the syscall.
 
 use std::{thread, time::Duration};
 
@@ -9,8 +11,43 @@ use chaos_tests::*;
 
 const VICTIM: &str = env!("CARGO_BIN_EXE_victim");
 
+/// The two rungs, as `--backend` names them.
+const RUNGS: [&str; 2] = ["fmod_ret", "kprobe-override"];
+
+/// Whether `rung` can fail functions of the error-injection list here, as the probe finds it:
+/// the list and the rung's own feature; with what the probe says of both.
+fn offered(probe: &Probe, rung: &str) -> (bool, bool, String) {
+    let feature = if rung == "fmod_ret" {
+        features::FMOD_RET
+    } else {
+        features::KPROBE_OVERRIDE
+    };
+    let (list, list_detail) = probe.feature(features::ERROR_INJECTION);
+    let (mechanism, detail) = probe.feature(feature);
+    let expected = expected(features::ERROR_INJECTION) && expected(feature);
+    (
+        list && mechanism,
+        expected,
+        format!("{list_detail}; {detail}"),
+    )
+}
+
+/// What `--backend auto` picks here: fmod_ret first.
+fn auto_rung(probe: &Probe) -> Option<&'static str> {
+    RUNGS.into_iter().find(|rung| offered(probe, rung).0)
+}
+
 #[test]
 fn fsync_fails_only_for_the_target_and_only_during_the_run() {
+    let probe = Probe::run();
+    for backend in ["auto", RUNGS[0], RUNGS[1]] {
+        fsync_fails_through(&probe, backend);
+    }
+}
+
+/// One run of `--syscall fsync` with `--backend backend`: injected where the rung is offered,
+/// refused with the option to enable where it is not.
+fn fsync_fails_through(probe: &Probe, backend: &str) {
     let base = std::env::temp_dir().join(format!("chaos-syscall-{}", std::process::id()));
     let dir = |who: &str| base.join(who).to_str().unwrap().to_owned();
     let cgroup = TestCgroup::new("syscall");
@@ -28,22 +65,38 @@ fn fsync_fails_only_for_the_target_and_only_during_the_run() {
         "EIO",
         "--for",
         "2s",
+        "--backend",
+        backend,
         "--json",
     ]);
     let end_ns = monotonic_ns();
     let stderr = String::from_utf8_lossy(&output.stderr);
 
-    let (supported, detail) = Probe::run().feature(features::KPROBE_OVERRIDE);
-    if !supported {
-        assert!(
-            !expected(features::KPROBE_OVERRIDE),
-            "--syscall must work on this kernel: {detail} / {stderr}"
-        );
-        assert_eq!(output.status.code(), Some(2), "{stderr}");
-        assert!(
-            stderr.contains("CONFIG_BPF_KPROBE_OVERRIDE"),
-            "the refusal must name the option: {stderr}"
-        );
+    let rung = if backend == "auto" {
+        auto_rung(probe)
+    } else {
+        Some(backend).filter(|rung| offered(probe, rung).0)
+    };
+    let Some(rung) = rung else {
+        let asked: Vec<&str> = if backend == "auto" {
+            RUNGS.to_vec()
+        } else {
+            vec![backend]
+        };
+        for asked in asked {
+            let (_, expected, detail) = offered(probe, asked);
+            assert!(
+                !expected,
+                "--syscall must work through {asked} here: {detail} / {stderr}"
+            );
+        }
+        assert_eq!(output.status.code(), Some(2), "{backend}: {stderr}");
+        let names_option = if backend == "fmod_ret" {
+            stderr.contains("CONFIG_FUNCTION_ERROR_INJECTION") || stderr.contains("trampoline")
+        } else {
+            stderr.contains("CONFIG_BPF_KPROBE_OVERRIDE")
+        };
+        assert!(names_option, "the refusal must name the option: {stderr}");
         assert!(
             target.calls().iter().all(|call| call.errno.is_none()),
             "nothing may be attached"
@@ -58,35 +111,38 @@ fn fsync_fails_only_for_the_target_and_only_during_the_run() {
             "EIO",
             "--for",
             "1s",
+            "--backend",
+            backend,
         ]);
         let openat = String::from_utf8_lossy(&openat.stderr);
         assert!(
             openat.contains("--op open covers"),
             "the covering --op must be named: {openat}"
         );
-        eprintln!("NOT INJECTED on this kernel, as the probe predicts (asserted): {detail}");
+        eprintln!("{backend}: NOT INJECTED on this kernel, as the probe predicts (asserted)");
         assert_no_chaos_programs();
         return;
-    }
+    };
 
-    assert!(output.status.success(), "{stderr}");
+    assert!(output.status.success(), "{backend}: {stderr}");
     target.wait_for_call_after(end_ns);
     thread::sleep(Duration::from_millis(50));
     let report = json_report(&output);
     let fault = &report["faults"][0];
     assert_eq!(fault["op"], "fsync");
-    assert_eq!(fault["mechanism"], "kprobe-override");
+    assert_eq!(fault["mechanism"], rung, "--backend {backend}: {report}");
     assert_scoped_fault(&[&target], &bystander, libc::EIO, (start_ns, end_ns), fault);
     assert_no_chaos_programs();
+    eprintln!("--backend {backend}: fsync failed through {rung}");
     drop((target, bystander));
     let _ = std::fs::remove_dir_all(&base);
 }
 
 #[test]
 fn a_syscall_the_kernel_cannot_fail_is_refused() {
-    if !Probe::run().feature(features::KPROBE_OVERRIDE).0 {
+    if auto_rung(&Probe::run()).is_none() {
         return eprintln!(
-            "NOT RUN: needs kprobe-override, which fsync_fails_… asserts is absent here"
+            "NOT RUN: needs fmod_ret or kprobe-override on the error-injection list, which fsync_fails_… asserts are absent here"
         );
     }
     let sleeper = std::process::Command::new("sleep")
@@ -120,9 +176,16 @@ fn a_syscall_the_kernel_cannot_fail_is_refused() {
 /// `--kernel-fn should_failslab`: every slab allocation the target makes fails, so its open()
 /// (which allocates the path name) fails with ENOMEM while the run lasts; a bystander opening
 /// the same way never fails. The report counts every failed allocation, which is at least the
-/// failed opens.
+/// failed opens. Through each rung.
 #[test]
 fn kernel_fn_failslab_fails_the_targets_allocations_only() {
+    let probe = Probe::run();
+    for rung in RUNGS {
+        failslab_through(&probe, rung);
+    }
+}
+
+fn failslab_through(probe: &Probe, rung: &str) {
     let base = std::env::temp_dir().join(format!("chaos-kernel-fn-{}", std::process::id()));
     let dir = |who: &str| base.join(who).to_str().unwrap().to_owned();
     let cgroup = TestCgroup::new("kernel-fn");
@@ -139,21 +202,31 @@ fn kernel_fn_failslab_fails_the_targets_allocations_only() {
         "ENOMEM",
         "--for",
         "2s",
+        "--backend",
+        rung,
         "--json",
     ];
     let start_ns = monotonic_ns();
     let output = chaos(&args);
     let end_ns = monotonic_ns();
     let stderr = String::from_utf8_lossy(&output.stderr);
-    let (supported, detail) = Probe::run().feature(features::KPROBE_OVERRIDE);
+    let (supported, expected, detail) = offered(probe, rung);
     if !supported {
-        assert_eq!(output.status.code(), Some(2), "{stderr}");
         assert!(
-            stderr.contains("--kernel-fn should_failslab cannot be failed")
-                && stderr.contains("CONFIG_BPF_KPROBE_OVERRIDE"),
+            !expected,
+            "{rung} must fail should_failslab here: {detail} / {stderr}"
+        );
+        assert_eq!(output.status.code(), Some(2), "{stderr}");
+        let names_option = if rung == "fmod_ret" {
+            stderr.contains("CONFIG_FUNCTION_ERROR_INJECTION") || stderr.contains("trampoline")
+        } else {
+            stderr.contains("CONFIG_BPF_KPROBE_OVERRIDE")
+        };
+        assert!(
+            stderr.contains("--kernel-fn should_failslab cannot be failed") && names_option,
             "the refusal must name the option: {stderr}"
         );
-        eprintln!("NOT INJECTED on this kernel, as the probe predicts (asserted): {detail}");
+        eprintln!("{rung}: NOT INJECTED on this kernel, as the probe predicts (asserted)");
         assert_no_chaos_programs();
         return;
     }
@@ -163,10 +236,13 @@ fn kernel_fn_failslab_fails_the_targets_allocations_only() {
     let fault = &report["faults"][0];
     assert_eq!(fault["op"], "should_failslab()", "{report}");
     assert_eq!(fault["errno"], "ENOMEM", "{report}");
-    assert_eq!(fault["mechanism"], "kprobe-override", "{report}");
+    assert_eq!(fault["mechanism"], rung, "{report}");
     let calls = target.calls();
     let failed: Vec<&Call> = calls.iter().filter(|c| c.errno.is_some()).collect();
-    assert!(!failed.is_empty(), "the target's open() never failed");
+    assert!(
+        !failed.is_empty(),
+        "{rung}: the target's open() never failed"
+    );
     for call in &failed {
         assert_eq!(call.errno, Some(libc::ENOMEM), "{call:?}");
         assert!((start_ns..=end_ns).contains(&call.at_ns), "{call:?}");
@@ -182,7 +258,7 @@ fn kernel_fn_failslab_fails_the_targets_allocations_only() {
     assert_bystander_untouched(&bystander);
     assert_no_chaos_programs();
     eprintln!(
-        "target: {} of {} opens failed with ENOMEM; {} allocations failed in all",
+        "{rung}: target: {} of {} opens failed with ENOMEM; {} allocations failed in all",
         failed.len(),
         calls.len(),
         fault["injected"]
@@ -195,9 +271,9 @@ fn kernel_fn_failslab_fails_the_targets_allocations_only() {
 /// ERRNO needs --errno.
 #[test]
 fn kernel_fn_outside_the_list_or_without_its_errno_is_refused() {
-    if !Probe::run().feature(features::KPROBE_OVERRIDE).0 {
+    if auto_rung(&Probe::run()).is_none() {
         return eprintln!(
-            "NOT RUN: needs kprobe-override, which kernel_fn_failslab… asserts is absent here"
+            "NOT RUN: needs fmod_ret or kprobe-override on the error-injection list, which kernel_fn_failslab… asserts are absent here"
         );
     }
     let mut sleeper = std::process::Command::new("sleep")

@@ -392,7 +392,10 @@ lsm_program!(
 #[kprobe]
 pub fn kprobe_override(ctx: ProbeContext) -> u32 {
     let call = || Call {
-        fn_filters_pass: allocation_may_fail(&ctx) && caller_on_stack(&ctx),
+        // Both arguments are read (black_box) so that the compiler does not turn the choice of
+        // one into a context access at a variable offset, which the verifier refuses.
+        fn_filters_pass: allocation_may_fail(core::hint::black_box((ctx.arg(0), ctx.arg(1))))
+            && caller_on_stack(ctx.as_ptr()),
         ..Call::UNKNOWN
     };
     if let Some(fault) = acting_fault(OP_SYSCALL, Attached::Kernel, call) {
@@ -400,6 +403,25 @@ pub fn kprobe_override(ctx: ProbeContext) -> u32 {
         unsafe { bpf_override_return(ctx.regs, fault.retval as u64) };
     }
     0
+}
+
+/// [`kprobe_override`] where trampolines load (kernel >= 5.7, BTF): chaos loads it past aya as
+/// an fmod_ret program on the same function (its section only names where `chaos probe` tries
+/// it), whose return value it gives when it acts: the function does not run. A function that
+/// fails by returning NULL (0, which fmod_ret takes for "run it") stays with the kprobe. The
+/// function's arguments are the context's first slots.
+#[unsafe(no_mangle)]
+#[unsafe(link_section = "fexit/__x64_sys_getppid")]
+pub extern "C" fn fmod_ret_override(ctx: *mut c_void) -> i64 {
+    let args = FExitContext::new(ctx);
+    let call = || Call {
+        fn_filters_pass: allocation_may_fail(core::hint::black_box((
+            Some(args.arg::<u64>(0) as u32),
+            Some(args.arg::<u64>(1) as u32),
+        ))) && caller_on_stack(ctx),
+        ..Call::UNKNOWN
+    };
+    acting_fault(OP_SYSCALL, Attached::Kernel, call).map_or(0, |fault| fault.retval)
 }
 
 /// `--caller`'s function and an allocation function's gfp flags; all zero without either.
@@ -421,7 +443,7 @@ static STACK: PerCpuArray<[u64; MAX_STACK_FRAMES]> = PerCpuArray::with_max_entri
 /// address within its code, in the innermost [`MAX_STACK_FRAMES`] frames. Runs only for a
 /// target's calls, after the cheap filters.
 #[inline(always)]
-fn caller_on_stack(ctx: &ProbeContext) -> bool {
+fn caller_on_stack(ctx: *mut c_void) -> bool {
     let filter = KERNEL_FN.load();
     if filter.caller_end == 0 {
         return true;
@@ -431,7 +453,7 @@ fn caller_on_stack(ctx: &ProbeContext) -> bool {
     };
     let size = core::mem::size_of::<[u64; MAX_STACK_FRAMES]>() as u32;
     // SAFETY: the helper writes at most `size` bytes into the per-CPU value `frames` points to.
-    let len = unsafe { bpf_get_stack(ctx.as_ptr(), frames.cast(), size, 0) };
+    let len = unsafe { bpf_get_stack(ctx, frames.cast(), size, 0) };
     if len <= 0 {
         return false;
     }
@@ -452,17 +474,14 @@ fn caller_on_stack(ctx: &ProbeContext) -> bool {
 /// Whether the allocation this probe sees may be failed as the target's (true for a function
 /// that is not an allocation): it may sleep (`__GFP_DIRECT_RECLAIM`), so no interrupt that
 /// happened to run on the target's CPU made it, and it may fail (no `__GFP_NOFAIL`).
+/// `args` are the function's first two arguments: the gfp flags are one of them.
 #[inline(always)]
-fn allocation_may_fail(ctx: &ProbeContext) -> bool {
+fn allocation_may_fail(args: (Option<u32>, Option<u32>)) -> bool {
     let filter = KERNEL_FN.load();
     if filter.gfp_needs == 0 {
         return true;
     }
-    // The allocation functions' first two arguments: the gfp flags are one of them. Both are
-    // read (black_box) so that the compiler does not turn the choice into a context access at
-    // a variable offset, which the verifier refuses.
-    let (first, second): (Option<u32>, Option<u32>) =
-        core::hint::black_box((ctx.arg(0), ctx.arg(1)));
+    let (first, second) = args;
     let gfp = if filter.gfp_arg == 0 { first } else { second };
     gfp.is_some_and(|gfp| {
         gfp & filter.gfp_needs == filter.gfp_needs && gfp & filter.gfp_refuses == 0

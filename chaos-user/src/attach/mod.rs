@@ -225,8 +225,17 @@ impl Loaded {
             self.loaded.push(hook);
             return Ok(());
         }
-        // The kernel's BTF, which LSM programs need to load: parsed only when one is (the
-        // loader parses it for itself too; a cgroup or tracepoint run then parses it once).
+        // Verified here on its own function (a syscall's entry function, in every kernel's
+        // error-injection list), and loaded again on the fault's as it attaches: fmod_ret, past
+        // aya (an fexit program returning non-zero would not load as one).
+        if let Hook::FmodRetOverride { function, .. } = hook {
+            let (relocated, btf) = self.relocated(name, "fmod_ret", function)?;
+            fmod_ret::load(relocated, btf, name, function)?;
+            self.loaded.push(hook);
+            return Ok(());
+        }
+        // The kernel's BTF, which LSM and tracing programs need to load: parsed only when one
+        // is.
         let btf = || crate::btf::aya_kernel().ok();
         let ebpf = &mut self.ebpf;
         let result = match hook {
@@ -263,7 +272,9 @@ impl Loaded {
             }
             Hook::Tc { .. } => program::<SchedClassifier>(ebpf, name)?.load(),
             Hook::Xdp { .. } => program::<Xdp>(ebpf, name)?.load(),
-            Hook::FmodRet { .. } | Hook::FmodRetFunction { .. } => unreachable!("loaded above"),
+            Hook::FmodRet { .. } | Hook::FmodRetFunction { .. } | Hook::FmodRetOverride { .. } => {
+                unreachable!("loaded above")
+            }
         };
         result.map_err(|source| AttachError::Program { name, source })?;
         // Attaching loads it again per syscall from the relocated object: relocate now, while
@@ -309,26 +320,26 @@ impl Loaded {
         Ok((self.relocated.as_ref().expect("relocated above"), btf))
     }
 
-    /// Loads and attaches the fentry or fexit program of `hook` once per syscall of
-    /// `syscalls`, on its entry function; each link pinned in `pin` if given.
-    fn attach_on_syscalls(
+    /// Loads and attaches the fentry, fexit or fmod_ret program of `hook` once per kernel
+    /// function of `functions`; each link pinned in `pin` if given.
+    fn attach_on_functions(
         &mut self,
         hook: Hook,
-        syscalls: &[&str],
+        functions: &[String],
         pin: Option<&Path>,
     ) -> Result<(), AttachError> {
         let name = hook.program();
         let (attach_type, how) = match hook {
             Hook::SyscallFentry { .. } => (bpf_attach_type::BPF_TRACE_FENTRY, "fentry"),
+            Hook::FmodRetOverride { .. } => (bpf_attach_type::BPF_MODIFY_RETURN, "fmod_ret"),
             _ => (bpf_attach_type::BPF_TRACE_FEXIT, "fexit"),
         };
-        if syscalls.is_empty() {
-            return Err(AttachError::NoSite(name, "a syscall"));
+        if functions.is_empty() {
+            return Err(AttachError::NoSite(name, "a kernel function"));
         }
-        for (n, syscall) in syscalls.iter().enumerate() {
-            let function = syscall_entry_function(syscall);
-            let (relocated, btf) = self.relocated(name, how, &function)?;
-            let program = fmod_ret::load_tracing(relocated, btf, name, &function, attach_type)?;
+        for (n, function) in functions.iter().enumerate() {
+            let (relocated, btf) = self.relocated(name, how, function)?;
+            let program = fmod_ret::load_tracing(relocated, btf, name, function, attach_type)?;
             let failed = |err: io::Error| AttachError::PastAya {
                 program: name,
                 how,
@@ -449,10 +460,24 @@ impl Loaded {
             }
             Hook::Xdp { .. } => self.attach_xdp(name, sites, pin)?,
             Hook::SyscallFexit { .. } => {
-                let exits: Vec<&str> = sites.exits.iter().map(String::as_str).collect();
-                self.attach_on_syscalls(hook, &exits, pin)?;
+                let exits: Vec<String> = sites
+                    .exits
+                    .iter()
+                    .map(|syscall| syscall_entry_function(syscall))
+                    .collect();
+                self.attach_on_functions(hook, &exits, pin)?;
             }
-            Hook::SyscallFentry { .. } => self.attach_on_syscalls(hook, &[syscall()?], pin)?,
+            Hook::SyscallFentry { .. } => {
+                let function = syscall_entry_function(syscall()?);
+                self.attach_on_functions(hook, &[function], pin)?;
+            }
+            Hook::FmodRetOverride { .. } => {
+                let function = match sites.function {
+                    Some(function) => function.to_owned(),
+                    None => syscall_entry_function(syscall()?),
+                };
+                self.attach_on_functions(hook, &[function], pin)?;
+            }
         }
         tracing::debug!(program = name, "attached");
         Ok(())
@@ -605,7 +630,10 @@ impl Loaded {
         }
         self.fmod_ret.clear();
         for hook in self.loaded.drain(..).rev() {
-            if matches!(hook, Hook::FmodRet { .. } | Hook::FmodRetFunction { .. }) {
+            if matches!(
+                hook,
+                Hook::FmodRet { .. } | Hook::FmodRetFunction { .. } | Hook::FmodRetOverride { .. }
+            ) {
                 continue;
             }
             let name = hook.program();

@@ -82,6 +82,7 @@ impl CorruptIoArgs {
             when: self.run.when(),
             syscall: None,
             kernel_fn: None,
+            override_with: None,
             filter: SocketFilter::default(),
             path: self.path.clone(),
         };

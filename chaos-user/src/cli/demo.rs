@@ -94,6 +94,7 @@ pub fn execute(args: DemoArgs) -> Result<u8, Error> {
         when: When::default(),
         syscall: None,
         kernel_fn: None,
+        override_with: None,
         filter: SocketFilter::default(),
         path: None,
     };

@@ -93,6 +93,7 @@ impl DiskFullArgs {
             when: self.run.when(),
             syscall: None,
             kernel_fn: None,
+            override_with: None,
             filter: SocketFilter::default(),
             path: Some(self.path.clone()),
         };

@@ -1,6 +1,6 @@
 //! `chaos fail`: calls of a target fail with an errno.
 
-use chaos_common::fault::KernelFnFilter;
+use chaos_common::{fault::KernelFnFilter, ops::Mechanism};
 use clap::Args;
 
 use crate::{
@@ -44,9 +44,10 @@ pub struct FailArgs {
     #[arg(long, required_unless_present_any = ["syscall", "kernel_fn"], value_delimiter = ',', value_parser = fault::parse_op)]
     pub op: Vec<Op>,
 
-    /// One syscall to fail by name (fsync, renameat2…), through a kprobe with
-    /// bpf_override_return on its entry function: any syscall the kernel allows error injection
-    /// for, on kernels with CONFIG_BPF_KPROBE_OVERRIDE.
+    /// One syscall to fail by name (fsync, renameat2…) at its entry function: any syscall the
+    /// kernel allows error injection for (CONFIG_FUNCTION_ERROR_INJECTION), through fmod_ret
+    /// where trampolines load, else a kprobe with bpf_override_return
+    /// (CONFIG_BPF_KPROBE_OVERRIDE).
     #[arg(long, value_name = "NAME", value_parser = fault::parse_syscall)]
     pub syscall: Option<String>,
 
@@ -54,8 +55,9 @@ pub struct FailArgs {
     /// kernel's error-injection list (/sys/kernel/debug/error_injection/list), such as
     /// should_failslab (the target's slab allocations fail: its syscalls get ENOMEM) or
     /// open_ctree. Functions of type ERRNO and ERRNO_NULL return -(--errno); NULL and TRUE
-    /// ones take no --errno. Allocations with __GFP_NOFAIL never fail. Kernels with
-    /// CONFIG_BPF_KPROBE_OVERRIDE.
+    /// ones take no --errno. Allocations with __GFP_NOFAIL never fail. Through fmod_ret where
+    /// trampolines load (not for NULL ones), else a kprobe with bpf_override_return
+    /// (CONFIG_BPF_KPROBE_OVERRIDE).
     #[arg(long, value_name = "NAME", value_parser = fault::parse_kernel_fn, conflicts_with = "syscall")]
     pub kernel_fn: Option<String>,
 
@@ -94,7 +96,8 @@ pub struct FailArgs {
     pub run: RunArgs,
 
     /// Which mechanism fails the calls: auto (the most complete one this kernel offers), lsm,
-    /// fmod_ret or cgroup. The report names the one used.
+    /// fmod_ret or cgroup for --op; fmod_ret or kprobe-override for --syscall and --kernel-fn.
+    /// The report names the one used.
     #[arg(long, default_value = "auto")]
     pub backend: BackendChoice,
 
@@ -125,6 +128,7 @@ impl FailArgs {
                 caller: self.caller.clone(),
                 filter: KernelFnFilter::default(),
             }),
+            override_with: None,
             filter: SocketFilter {
                 port: self.port,
                 addr: self.addr,
@@ -134,7 +138,22 @@ impl FailArgs {
         };
         fault.check()?;
         ops::check_backend(&fault.ops, fault.filter_bits(), self.backend)?;
+        if let BackendChoice::Only(mechanism) = self.backend
+            && fault.ops.is_empty()
+            && override_backend(self.backend) == BackendChoice::Auto
+        {
+            return Err(fault::ParseError::BackendNotOverriding(mechanism.name()));
+        }
         Ok(fault)
+    }
+}
+
+/// What `--backend` asks of `--syscall` and `--kernel-fn`: fmod_ret or kprobe-override when it
+/// names one, else whichever this kernel offers (the other names are the operations').
+fn override_backend(choice: BackendChoice) -> BackendChoice {
+    match choice {
+        BackendChoice::Only(Mechanism::FmodRet | Mechanism::KprobeOverride) => choice,
+        _ => BackendChoice::Auto,
     }
 }
 
@@ -151,15 +170,16 @@ pub fn execute(args: FailArgs) -> Result<u8, Error> {
         &mut plan::Running { eperm_ok },
     )?;
     plan::check_rules(&fault.when)?;
+    let choice = override_backend(args.backend);
     if let Some(syscall) = &fault.syscall {
-        plan::check_syscall_override(syscall)?;
+        fault.override_with = Some(plan::check_syscall_override(syscall, choice)?);
     }
     if let Some(function) = &mut fault.kernel_fn {
-        plan::check_kernel_fn(function, fault.errno)?;
+        fault.override_with = Some(plan::check_kernel_fn(function, fault.errno, choice)?);
     }
     if args.run.detach {
         let tree = targets.processes.iter().any(|process| process.tree);
-        plan::check_detachable(if fault.syscall.is_some() || fault.kernel_fn.is_some() {
+        plan::check_detachable(if fault.override_with == Some(Mechanism::KprobeOverride) {
             Some("the overriding kprobe")
         } else if tree {
             Some("the fork and exit tracepoints of --pid-tree")
@@ -267,5 +287,31 @@ mod tests {
             let message = err.to_string();
             assert!(message.contains(named), "{args:?}: {message}");
         }
+    }
+
+    /// `--backend` names one of the two ways to fail --syscall and --kernel-fn, and the
+    /// operations' mechanisms only where there are operations.
+    #[test]
+    fn backends_for_syscalls_and_operations_are_told_apart() {
+        let fault = |args: &[&str]| {
+            let mut full = vec!["fail", "--pid", "1", "--errno", "EIO"];
+            full.extend_from_slice(args);
+            let Command::Fail(args) = parse(&full).expect("parses").command else {
+                panic!("not fail")
+            };
+            args.fault().map_err(|err| err.to_string())
+        };
+        for backend in ["fmod_ret", "kprobe-override", "auto"] {
+            assert!(fault(&["--syscall", "fsync", "--backend", backend]).is_ok());
+        }
+        let err = fault(&["--syscall", "fsync", "--backend", "lsm"]).unwrap_err();
+        assert!(err.contains("--backend lsm cannot fail --syscall"), "{err}");
+        let err = fault(&["--op", "open", "--backend", "kprobe-override"]).unwrap_err();
+        assert!(
+            err.contains("--backend kprobe-override cannot fail --op open"),
+            "{err}"
+        );
+        // With operations, lsm is theirs, and the syscall's way is left to the kernel.
+        assert!(fault(&["--op", "open", "--syscall", "fsync", "--backend", "lsm"]).is_ok());
     }
 }

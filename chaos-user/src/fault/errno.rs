@@ -5,7 +5,9 @@ use std::{fmt, str::FromStr};
 
 use chaos_common::{
     fault::{AF_INET, AF_INET6, AF_UNIX, CallFault, KernelFnFilter},
-    ops::{FILTER_ADDR, FILTER_FAMILY, FILTER_PATH, FILTER_PORT, FILTER_UNIX, OP_SYSCALL},
+    ops::{
+        FILTER_ADDR, FILTER_FAMILY, FILTER_PATH, FILTER_PORT, FILTER_UNIX, Mechanism, OP_SYSCALL,
+    },
 };
 
 use super::{Cidr, ParseError, When, ops, ops::Op};
@@ -69,10 +71,13 @@ pub struct ErrnoFault {
     /// Count matching calls but fail none.
     pub dry_run: bool,
     pub when: When,
-    /// One syscall failed through a kprobe override (`--syscall`), besides the ops.
+    /// One syscall failed at its entry function (`--syscall`), besides the ops.
     pub syscall: Option<String>,
-    /// One kernel function failed through a kprobe override (`--kernel-fn`), besides the ops.
+    /// One function of the kernel failed (`--kernel-fn`), besides the ops.
     pub kernel_fn: Option<KernelFn>,
+    /// How the syscall's entry function or the kernel function is failed: fmod_ret or
+    /// kprobe-override, as the planner chose (`None` before, or without either).
+    pub override_with: Option<Mechanism>,
     pub filter: SocketFilter,
     pub path: Option<PathFilter>,
 }
@@ -449,6 +454,7 @@ mod tests {
             when: When::default(),
             syscall: None,
             kernel_fn: None,
+            override_with: None,
             filter,
             path: None,
         }

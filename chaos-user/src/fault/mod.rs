@@ -114,6 +114,10 @@ pub enum ParseError {
     InvalidSectors(String),
     #[error("'{0}' injects no fault")]
     NotAFault(String),
+    #[error(
+        "--backend {0} cannot fail --syscall or --kernel-fn: they fail through fmod_ret or kprobe-override (or --backend auto)"
+    )]
+    BackendNotOverriding(&'static str),
     #[error("--backend {backend} cannot fail --op {op}: it has {has}")]
     BackendNotOffered {
         backend: &'static str,

@@ -53,11 +53,12 @@ const FAULT_SLOT: u32 = 0;
 pub enum ExtraHook<'a> {
     /// `chaos signal`: this program (the syscall's entry tracepoint or fentry) sends a signal.
     Signal(&'a str, Hook),
-    /// `chaos fail --syscall`: a kprobe on the syscall's entry function overrides its return.
-    Override(&'a str),
-    /// `chaos fail --kernel-fn`: a kprobe on the function overrides its return, for the calls
-    /// the filter lets through (`--caller`, an allocation's gfp flags).
-    KernelFn(&'a str, KernelFnFilter),
+    /// `chaos fail --syscall`: this hook (a kprobe, or fmod_ret) on the syscall's entry function
+    /// overrides its return.
+    Override(&'a str, Hook),
+    /// `chaos fail --kernel-fn`: this hook (a kprobe, or fmod_ret) on the function overrides its
+    /// return, for the calls the filter lets through (`--caller`, an allocation's gfp flags).
+    KernelFn(&'a str, KernelFnFilter, Hook),
     /// `chaos disk error`: a kprobe on `should_fail_bio` fails the bios this filter matches.
     Bio(DiskFilter),
     /// `chaos disk full`: these programs (fexit, or the statfs syscalls' tracepoints) report
@@ -116,7 +117,7 @@ impl<'t> CallsLoaded<'t> {
             _ => DiskFilter::default(),
         };
         let kernel_fn = match extra {
-            Some(ExtraHook::KernelFn(_, filter)) => filter,
+            Some(ExtraHook::KernelFn(_, filter, _)) => filter,
             _ => KernelFnFilter::default(),
         };
         let statfs = match extra {
@@ -167,12 +168,12 @@ impl<'t> CallsLoaded<'t> {
                 hooks.push(signal_hook);
                 (Some(name.to_owned()), None)
             }
-            Some(ExtraHook::Override(name)) => {
-                hooks.push(hook::SYSCALL_OVERRIDE);
+            Some(ExtraHook::Override(name, override_hook)) => {
+                hooks.push(override_hook);
                 (Some(name.to_owned()), None)
             }
-            Some(ExtraHook::KernelFn(name, _)) => {
-                hooks.push(hook::KERNEL_FN_OVERRIDE);
+            Some(ExtraHook::KernelFn(name, _, override_hook)) => {
+                hooks.push(override_hook);
                 (None, Some(name.to_owned()))
             }
             Some(ExtraHook::Bio(_)) => {

@@ -7,6 +7,7 @@ use std::{io, os::fd::OwnedFd, path::PathBuf, time::Duration};
 
 use chaos_common::{
     fault::{CallFault, ClockFilter, CorruptFilter, StatfsFilter},
+    hook,
     net::{DIRECTION_EGRESS, DIRECTION_INGRESS},
     ops::{
         Mechanism, OP_CLOCK, OP_CLOCK_EXEC, OP_CORRUPT_BYTES, OP_CORRUPT_READ, OP_DELAY, OP_SIGNAL,
@@ -126,14 +127,29 @@ impl<'a> CallsFault<'a> {
             mechanism: rung.mechanism.name().to_owned(),
             covers: ops::covers(op, rung),
         });
+        // --syscall and --kernel-fn: fmod_ret or a kprobe on the function, as planned.
+        let mechanism = fault.override_with.unwrap_or(Mechanism::KprobeOverride);
+        let fmod_ret = mechanism == Mechanism::FmodRet;
+        let on = if fmod_ret {
+            "fmod_ret on"
+        } else {
+            "a kprobe on"
+        };
+        let override_hook = |kprobe| {
+            if fmod_ret {
+                hook::FMOD_RET_OVERRIDE
+            } else {
+                kprobe
+            }
+        };
         let syscall = fault.syscall.iter().map(|syscall| CallsRow {
             code: OP_SYSCALL,
             fault: FaultKind::Errno {
                 op: syscall.clone(),
                 errno: errno.clone(),
             },
-            mechanism: "kprobe-override".to_owned(),
-            covers: format!("{syscall}() (a kprobe on its entry function)"),
+            mechanism: mechanism.name().to_owned(),
+            covers: format!("{syscall}() ({on} its entry function)"),
         });
         let kernel_fn = fault.kernel_fn.iter().map(|function| CallsRow {
             code: OP_SYSCALL,
@@ -141,22 +157,29 @@ impl<'a> CallsFault<'a> {
                 op: format!("{}()", function.name),
                 errno: errno.clone(),
             },
-            mechanism: "kprobe-override".to_owned(),
+            mechanism: mechanism.name().to_owned(),
             covers: match &function.caller {
                 Some(caller) => format!(
-                    "{}() in the kernel, for the targets' calls from {caller}() (a kprobe on it)",
+                    "{}() in the kernel, for the targets' calls from {caller}() ({on} it)",
                     function.name
                 ),
                 None => format!(
-                    "{}() in the kernel, for the targets' calls (a kprobe on it)",
+                    "{}() in the kernel, for the targets' calls ({on} it)",
                     function.name
                 ),
             },
         });
         let rows = ops.chain(syscall).chain(kernel_fn).collect();
         let extra = match (&fault.syscall, &fault.kernel_fn) {
-            (Some(syscall), _) => Some(ExtraHook::Override(syscall)),
-            (None, Some(function)) => Some(ExtraHook::KernelFn(&function.name, function.filter)),
+            (Some(syscall), _) => Some(ExtraHook::Override(
+                syscall,
+                override_hook(hook::SYSCALL_OVERRIDE),
+            )),
+            (None, Some(function)) => Some(ExtraHook::KernelFn(
+                &function.name,
+                function.filter,
+                override_hook(hook::KERNEL_FN_OVERRIDE),
+            )),
             (None, None) => None,
         };
         CallsFault {
