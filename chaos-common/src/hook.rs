@@ -216,7 +216,7 @@ pub const KERNEL_FN_OVERRIDE: Hook = Hook::FunctionOverride {
 /// program as fmod_ret on the function.
 pub const FMOD_RET_OVERRIDE: Hook = Hook::FmodRetOverride {
     program: "fmod_ret_override",
-    function: "__x64_sys_getppid",
+    function: "__x64_sys_fsync",
 };
 /// `chaos disk error`: bios to the device complete with EIO (on the block layer's
 /// [`BIO_FUNCTION`], which turns any error into BLK_STS_IOERR).
@@ -224,6 +224,11 @@ pub const BIO_ERROR: Hook = Hook::FunctionOverride {
     program: "kprobe_bio_error",
 };
 pub const BIO_FUNCTION: &str = "should_fail_bio";
+/// [`BIO_ERROR`] where trampolines load: the same bios fail through fmod_ret.
+pub const BIO_ERROR_FMOD_RET: Hook = Hook::FmodRetFunction {
+    program: "fmod_ret_bio_error",
+    function: BIO_FUNCTION,
+};
 
 /// A tracepoint of the syscalls category.
 const fn syscall_event(program: &'static str, event: &'static str) -> Hook {
@@ -373,7 +378,7 @@ pub const CLOCK_EXEC: Hook = Hook::BtfTracepoint {
 };
 
 /// The hooks of the errno object besides the operations' ([`crate::ops::OPS`]).
-pub const ERRNO_EXTRA: [Hook; 37] = [
+pub const ERRNO_EXTRA: [Hook; 38] = [
     FORK,
     EXIT,
     SIGNAL,
@@ -384,6 +389,7 @@ pub const ERRNO_EXTRA: [Hook; 37] = [
     KERNEL_FN_OVERRIDE,
     FMOD_RET_OVERRIDE,
     BIO_ERROR,
+    BIO_ERROR_FMOD_RET,
     STATFS[0],
     STATFS[1],
     STATFS[2],

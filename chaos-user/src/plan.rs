@@ -364,21 +364,20 @@ pub fn check_kernel_fn(
     Ok(mechanism)
 }
 
-/// Checks that bios can be failed here: kprobe override, and `should_fail_bio` in the kernel's
-/// error-injection list.
-pub fn check_bio_override() -> Result<(), PlanError> {
+/// Checks that bios can be failed here (`should_fail_bio` in the kernel's error-injection list)
+/// and picks how, as `choice` allows: fmod_ret where trampolines load, else the kprobe.
+pub fn check_bio_override(choice: BackendChoice) -> Result<Mechanism, PlanError> {
     let function = hook::BIO_FUNCTION;
     let refuse = |reason: String| PlanError::DiskError { reason };
-    let finding = kernel::kprobe_override();
-    if !finding.supported {
-        return Err(refuse(finding.explain()));
+    if kernel::error_injection_count() == 0 {
+        return Err(refuse(NO_ERROR_INJECTION.to_owned()));
     }
     if !kernel::error_injectable(function) {
         return Err(refuse(format!(
-            "{function} is not in /sys/kernel/debug/error_injection/list; to enable: CONFIG_FUNCTION_ERROR_INJECTION=y"
+            "{function} is not in /sys/kernel/debug/error_injection/list (kernel >= 5.12 has it)"
         )));
     }
-    Ok(())
+    override_mechanism(choice, false).map_err(refuse)
 }
 
 /// Checks that a target's statfs() results can be rewritten (by fexit, or else at the

@@ -454,6 +454,36 @@ pub fn json_report(output: &Output) -> Value {
     })
 }
 
+/// The two rungs that fail a function of the kernel's error-injection list (`--syscall`,
+/// `--kernel-fn`, `disk error`), as `--backend` names them, in `auto`'s order.
+pub const OVERRIDE_RUNGS: [&str; 2] = ["fmod_ret", "kprobe-override"];
+
+/// Whether `rung` can fail functions of the error-injection list here, as the probe finds it
+/// (the list and the rung's own feature), whether CHAOS_EXPECT says it must, and what the probe
+/// says of both.
+pub fn override_offered(probe: &Probe, rung: &str) -> (bool, bool, String) {
+    let feature = if rung == "fmod_ret" {
+        features::FMOD_RET
+    } else {
+        features::KPROBE_OVERRIDE
+    };
+    let (list, list_detail) = probe.feature(features::ERROR_INJECTION);
+    let (mechanism, detail) = probe.feature(feature);
+    let expected = expected(features::ERROR_INJECTION) && expected(feature);
+    (
+        list && mechanism,
+        expected,
+        format!("{list_detail}; {detail}"),
+    )
+}
+
+/// What `--backend auto` picks for those faults here: fmod_ret first.
+pub fn auto_override_rung(probe: &Probe) -> Option<&'static str> {
+    OVERRIDE_RUNGS
+        .into_iter()
+        .find(|rung| override_offered(probe, rung).0)
+}
+
 /// What `chaos probe --json` found, run once per call of [`Probe::run`].
 pub struct Probe(Value);
 

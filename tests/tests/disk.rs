@@ -1,5 +1,6 @@
-//! `chaos disk error`: bios to one block device complete with EIO (a kprobe overriding the block
-//! layer's `should_fail_bio`). On loop devices carrying ext4: a write() into the page cache
+//! `chaos disk error`: bios to one block device complete with EIO (the block layer's
+//! `should_fail_bio` overridden: fmod_ret where trampolines load, else a kprobe; the writeback
+//! test runs each rung). On loop devices carrying ext4: a write() into the page cache
 //! succeeds, fsync() reports EIO once, and after the cache is dropped the old data is back (the
 //! silent loss a failing disk causes); with every write failing, the journal aborts and the
 //! next create gets EROFS. A second loop device sees nothing. Where the kernel cannot override
@@ -168,30 +169,30 @@ fn drop_caches() {
     sh("sync; echo 3 > /proc/sys/vm/drop_caches");
 }
 
-/// Whether this kernel can fail bios; asserts the refusal (exit 2, naming the kernel option)
-/// where it cannot.
-fn supported_or_refused(device: &str) -> bool {
-    let (supported, detail) = Probe::run().feature(features::KPROBE_OVERRIDE);
-    if supported {
-        return true;
+/// How this kernel fails bios with `--backend auto` (fmod_ret, else kprobe-override), or `None`
+/// after asserting the refusal (exit 2, naming the kernel option) where it cannot.
+fn supported_or_refused(device: &str) -> Option<&'static str> {
+    let probe = Probe::run();
+    if let Some(rung) = auto_override_rung(&probe) {
+        return Some(rung);
     }
-    assert!(
-        !expected(features::KPROBE_OVERRIDE),
-        "kprobe override must work on this kernel: {detail}"
-    );
+    for rung in OVERRIDE_RUNGS {
+        let (_, expected, detail) = override_offered(&probe, rung);
+        assert!(!expected, "{rung} must fail bios on this kernel: {detail}");
+    }
     let output = chaos(&["disk", "error", "--device", device, "--for", "5s"]);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(2), "{stderr}");
     assert!(
         stderr.contains("bios cannot be failed on this kernel")
-            && (stderr.contains("CONFIG_BPF_KPROBE_OVERRIDE") || stderr.contains("kprobe")),
+            && stderr.contains("CONFIG_FUNCTION_ERROR_INJECTION"),
         "the refusal must say what is missing: {stderr}"
     );
     assert_no_chaos_programs();
     eprintln!(
-        "NOT INJECTED on this kernel, which cannot override should_fail_bio (refusal asserted): {detail}"
+        "NOT INJECTED on this kernel, which cannot fail should_fail_bio (refusal asserted): {stderr}"
     );
-    false
+    None
 }
 
 /// The failing disk the page cache hides: write() succeeds, fsync() reports EIO once, the next
@@ -202,7 +203,7 @@ fn disk_writeback_fails_fsync_reports_it_once_and_the_old_data_comes_back() {
     let dir = scratch("writeback");
     let (Some(disk), Some(bystander)) = (LoopDisk::new(&dir, "a"), LoopDisk::new(&dir, "b")) else {
         assert!(
-            !expected(features::KPROBE_OVERRIDE),
+            !expected(features::ERROR_INJECTION),
             "the kernel that can fail bios must have loop devices"
         );
         eprintln!(
@@ -210,9 +211,21 @@ fn disk_writeback_fails_fsync_reports_it_once_and_the_old_data_comes_back() {
         );
         return;
     };
-    if !supported_or_refused(&disk.device) {
+    if supported_or_refused(&disk.device).is_none() {
         return;
     }
+    let probe = Probe::run();
+    for rung in OVERRIDE_RUNGS {
+        if override_offered(&probe, rung).0 {
+            writeback_fails_through(&disk, &bystander, rung);
+        } else {
+            eprintln!("{rung}: not offered here (the probe says why)");
+        }
+    }
+}
+
+/// One round of the test above, with `--backend rung`.
+fn writeback_fails_through(disk: &LoopDisk, bystander: &LoopDisk, rung: &str) {
     let data = disk.file("data");
     write_and_fsync(&data, b'o').expect("before the fault");
     let (first, last) = sectors_of(&data);
@@ -229,6 +242,8 @@ fn disk_writeback_fails_fsync_reports_it_once_and_the_old_data_comes_back() {
         "write",
         "--sector",
         &range,
+        "--backend",
+        rung,
         "--for",
         "10m",
         "--json",
@@ -251,7 +266,7 @@ fn disk_writeback_fails_fsync_reports_it_once_and_the_old_data_comes_back() {
     let fault = &report["faults"][0];
     assert_eq!(fault["op"], "disk-write", "{report}");
     assert_eq!(fault["errno"], "EIO", "{report}");
-    assert_eq!(fault["mechanism"], "kprobe-override", "{report}");
+    assert_eq!(fault["mechanism"], rung, "{report}");
     assert!(fault["injected"].as_u64().unwrap() > 0, "{report}");
     assert!(
         report["targets"][0]["device"]
@@ -280,7 +295,9 @@ fn disk_writeback_fails_fsync_reports_it_once_and_the_old_data_comes_back() {
         read.iter().all(|&b| b == b'n'),
         "the other device kept its write"
     );
-    eprintln!("write() ok, fsync() EIO, fsync() ok, old data back after drop_caches; {fault}");
+    eprintln!(
+        "{rung}: write() ok, fsync() EIO, fsync() ok, old data back after drop_caches; {fault}"
+    );
 }
 
 /// With every write to the device failing, ext4's journal aborts: the next create fails with
@@ -292,9 +309,9 @@ fn disk_failing_every_write_aborts_the_journal() {
         eprintln!("NOT RUN: no loop devices on this kernel");
         return;
     };
-    if !supported_or_refused(&disk.device) {
+    let Some(rung) = supported_or_refused(&disk.device) else {
         return;
-    }
+    };
     let name = disk.device.trim_start_matches("/dev/").to_owned();
     let logged_before = kernel_log().len();
     let chaos = Chaos::spawn_live(&mut chaos_command(&[
@@ -343,6 +360,7 @@ fn disk_failing_every_write_aborts_the_journal() {
         "the kernel log says the journal aborted on {name}"
     );
     assert_no_chaos_programs();
+    assert_eq!(report["faults"][0]["mechanism"], rung, "{report}");
     eprintln!("journal aborted after {n} creates; {}", report["faults"][0]);
 }
 
@@ -355,9 +373,9 @@ fn disk_fault_narrowed_to_one_process() {
         eprintln!("NOT RUN: no loop devices on this kernel");
         return;
     };
-    if !supported_or_refused(&disk.device) {
+    let Some(rung) = supported_or_refused(&disk.device) else {
         return;
-    }
+    };
     let victim = |name: &str| {
         let mut command = Command::new(VICTIM);
         command.args(["write-fsync", disk.file(name).to_str().unwrap()]);
@@ -394,6 +412,7 @@ fn disk_fault_narrowed_to_one_process() {
     assert!(eio > 0, "the target's fsync() fails with EIO");
     assert_bystander_untouched(&bystander);
     let fault = &report["faults"][0];
+    assert_eq!(fault["mechanism"], rung, "{report}");
     assert!(fault["injected"].as_u64().unwrap() > 0, "{report}");
     assert_eq!(report["targets"][0]["pid"], target.pid(), "{report}");
     assert_no_chaos_programs();
@@ -415,9 +434,9 @@ fn disk_kernel_fn_should_fail_bio_only_under_fsync() {
         eprintln!("NOT RUN: no loop devices on this kernel");
         return;
     };
-    if !supported_or_refused(&disk.device) {
+    let Some(rung) = supported_or_refused(&disk.device) else {
         return;
-    }
+    };
     let victim = |name: &str| {
         let mut command = Command::new(VICTIM);
         command.args(["write-fsync", disk.file(name).to_str().unwrap()]);
@@ -476,6 +495,7 @@ fn disk_kernel_fn_should_fail_bio_only_under_fsync() {
         "with EIO"
     );
     assert_eq!(fault["op"], "should_fail_bio()", "{under_fsync}");
+    assert_eq!(fault["mechanism"], rung, "{under_fsync}");
     assert!(fault["injected"].as_u64().unwrap() > 0, "{under_fsync}");
     assert_bystander_untouched(&bystander);
     assert_no_chaos_programs();
@@ -496,9 +516,9 @@ fn disk_cut_keeps_every_synced_record() {
         eprintln!("NOT RUN: no loop devices on this kernel");
         return;
     };
-    if !supported_or_refused(&disk.device) {
+    let Some(rung) = supported_or_refused(&disk.device) else {
         return;
-    }
+    };
     let cgroup = TestCgroup::new("disk-cut");
     // `sync FILE` fsyncs it; a record is printed once it is synced.
     let log = disk.file("log");
@@ -574,6 +594,7 @@ fn disk_cut_keeps_every_synced_record() {
         );
     }
     let fault = &report["faults"][0];
+    assert_eq!(fault["mechanism"], rung, "{report}");
     assert_eq!(fault["op"], "disk-write", "{report}");
     assert!(
         fault["injected"].as_u64().unwrap() > 0,

@@ -6,41 +6,14 @@
 
 use std::{thread, time::Duration};
 
-use chaos_common::features;
 use chaos_tests::*;
 
 const VICTIM: &str = env!("CARGO_BIN_EXE_victim");
 
-/// The two rungs, as `--backend` names them.
-const RUNGS: [&str; 2] = ["fmod_ret", "kprobe-override"];
-
-/// Whether `rung` can fail functions of the error-injection list here, as the probe finds it:
-/// the list and the rung's own feature; with what the probe says of both.
-fn offered(probe: &Probe, rung: &str) -> (bool, bool, String) {
-    let feature = if rung == "fmod_ret" {
-        features::FMOD_RET
-    } else {
-        features::KPROBE_OVERRIDE
-    };
-    let (list, list_detail) = probe.feature(features::ERROR_INJECTION);
-    let (mechanism, detail) = probe.feature(feature);
-    let expected = expected(features::ERROR_INJECTION) && expected(feature);
-    (
-        list && mechanism,
-        expected,
-        format!("{list_detail}; {detail}"),
-    )
-}
-
-/// What `--backend auto` picks here: fmod_ret first.
-fn auto_rung(probe: &Probe) -> Option<&'static str> {
-    RUNGS.into_iter().find(|rung| offered(probe, rung).0)
-}
-
 #[test]
 fn fsync_fails_only_for_the_target_and_only_during_the_run() {
     let probe = Probe::run();
-    for backend in ["auto", RUNGS[0], RUNGS[1]] {
+    for backend in ["auto", OVERRIDE_RUNGS[0], OVERRIDE_RUNGS[1]] {
         fsync_fails_through(&probe, backend);
     }
 }
@@ -73,18 +46,18 @@ fn fsync_fails_through(probe: &Probe, backend: &str) {
     let stderr = String::from_utf8_lossy(&output.stderr);
 
     let rung = if backend == "auto" {
-        auto_rung(probe)
+        auto_override_rung(probe)
     } else {
-        Some(backend).filter(|rung| offered(probe, rung).0)
+        Some(backend).filter(|rung| override_offered(probe, rung).0)
     };
     let Some(rung) = rung else {
         let asked: Vec<&str> = if backend == "auto" {
-            RUNGS.to_vec()
+            OVERRIDE_RUNGS.to_vec()
         } else {
             vec![backend]
         };
         for asked in asked {
-            let (_, expected, detail) = offered(probe, asked);
+            let (_, expected, detail) = override_offered(probe, asked);
             assert!(
                 !expected,
                 "--syscall must work through {asked} here: {detail} / {stderr}"
@@ -140,7 +113,7 @@ fn fsync_fails_through(probe: &Probe, backend: &str) {
 
 #[test]
 fn a_syscall_the_kernel_cannot_fail_is_refused() {
-    if auto_rung(&Probe::run()).is_none() {
+    if auto_override_rung(&Probe::run()).is_none() {
         return eprintln!(
             "NOT RUN: needs fmod_ret or kprobe-override on the error-injection list, which fsync_fails_… asserts are absent here"
         );
@@ -180,7 +153,7 @@ fn a_syscall_the_kernel_cannot_fail_is_refused() {
 #[test]
 fn kernel_fn_failslab_fails_the_targets_allocations_only() {
     let probe = Probe::run();
-    for rung in RUNGS {
+    for rung in OVERRIDE_RUNGS {
         failslab_through(&probe, rung);
     }
 }
@@ -210,7 +183,7 @@ fn failslab_through(probe: &Probe, rung: &str) {
     let output = chaos(&args);
     let end_ns = monotonic_ns();
     let stderr = String::from_utf8_lossy(&output.stderr);
-    let (supported, expected, detail) = offered(probe, rung);
+    let (supported, expected, detail) = override_offered(probe, rung);
     if !supported {
         assert!(
             !expected,
@@ -271,7 +244,7 @@ fn failslab_through(probe: &Probe, rung: &str) {
 /// ERRNO needs --errno.
 #[test]
 fn kernel_fn_outside_the_list_or_without_its_errno_is_refused() {
-    if auto_rung(&Probe::run()).is_none() {
+    if auto_override_rung(&Probe::run()).is_none() {
         return eprintln!(
             "NOT RUN: needs fmod_ret or kprobe-override on the error-injection list, which kernel_fn_failslab… asserts are absent here"
         );
@@ -298,4 +271,66 @@ fn kernel_fn_outside_the_list_or_without_its_errno_is_refused() {
     let _ = sleeper.kill();
     let _ = sleeper.wait();
     assert_no_chaos_programs();
+}
+
+/// A detached `--syscall` run on the fmod_ret rung (its link pins): the target's fsync() fails
+/// until the in-kernel deadline, with chaos long gone, and works after it; `chaos cleanup` then
+/// finds the expired run and nothing of chaos is left.
+#[test]
+fn a_detached_fmod_ret_override_ends_at_its_deadline() {
+    let probe = Probe::run();
+    if !override_offered(&probe, OVERRIDE_RUNGS[0]).0 {
+        return eprintln!(
+            "NOT RUN: needs fmod_ret on the error-injection list, which fsync_fails_… asserts is absent here"
+        );
+    }
+    let base = std::env::temp_dir().join(format!("chaos-syscall-detach-{}", std::process::id()));
+    let dir = |who: &str| base.join(who).to_str().unwrap().to_owned();
+    let cgroup = TestCgroup::new("syscall-detach");
+    let target = Victim::start(VICTIM, "fsync", &dir("target"), &cgroup);
+    let bystander = Victim::start(VICTIM, "fsync", &dir("bystander"), &cgroup);
+    let pid = target.pid().to_string();
+    let started = monotonic_ns();
+    let run = start_detached(&[
+        "fail",
+        "--pid",
+        &pid,
+        "--syscall",
+        "fsync",
+        "--errno",
+        "EIO",
+        "--for",
+        "3s",
+        "--backend",
+        "fmod_ret",
+    ]);
+    target.wait_for_call_after(run.deadline_ns);
+    let calls = target.calls();
+    let failed: Vec<&Call> = calls.iter().filter(|c| c.errno.is_some()).collect();
+    assert!(!failed.is_empty(), "the target's fsync() never failed");
+    for call in &failed {
+        assert_eq!(call.errno, Some(libc::EIO), "{call:?}");
+        assert!(
+            (started..=run.deadline_ns).contains(&call.at_ns),
+            "a failure outside the run: {call:?}"
+        );
+    }
+    assert_bystander_untouched(&bystander);
+    let output = chaos(&["cleanup", "--json"]);
+    assert!(output.status.success(), "{output:?}");
+    let cleaned = json_report(&output);
+    assert!(
+        cleaned["expired_runs"]
+            .as_array()
+            .is_some_and(|runs| runs.iter().any(|id| id == run.id.as_str())),
+        "chaos cleanup did not find the expired run {}: {cleaned}",
+        run.id
+    );
+    assert_no_chaos_programs();
+    eprintln!(
+        "detached fmod_ret: {} fsync() EIO before the deadline, none after",
+        failed.len()
+    );
+    drop((target, bystander));
+    let _ = std::fs::remove_dir_all(&base);
 }

@@ -114,11 +114,17 @@ const FAMILIES: [Family; 20] = [
         tests: "errno_path",
     },
     Family {
-        name: "`fail --syscall` (kprobe override)",
-        ways: &[Way {
-            label: "",
-            needs: &[features::KPROBE_OVERRIDE],
-        }],
+        name: "`fail --syscall`, `--kernel-fn` (fmod_ret, else kprobe override; the error-injection list)",
+        ways: &[
+            Way {
+                label: "fmod_ret",
+                needs: &[features::ERROR_INJECTION, features::FMOD_RET],
+            },
+            Way {
+                label: "kprobe-override",
+                needs: &[features::ERROR_INJECTION, features::KPROBE_OVERRIDE],
+            },
+        ],
         tests: "errno_syscall",
     },
     Family {
@@ -181,11 +187,17 @@ const FAMILIES: [Family; 20] = [
         tests: "net_xdp",
     },
     Family {
-        name: "`disk error` (kprobe override on should_fail_bio)",
-        ways: &[Way {
-            label: "",
-            needs: &[features::KPROBE_OVERRIDE],
-        }],
+        name: "`disk error`, `disk cut` (fmod_ret, else kprobe override, on should_fail_bio)",
+        ways: &[
+            Way {
+                label: "fmod_ret",
+                needs: &[features::ERROR_INJECTION, features::FMOD_RET],
+            },
+            Way {
+                label: "kprobe-override",
+                needs: &[features::ERROR_INJECTION, features::KPROBE_OVERRIDE],
+            },
+        ],
         tests: "disk",
     },
     Family {

@@ -391,11 +391,14 @@ lsm_program!(
 /// allocation an interrupt made or one that may not fail, pass uncounted.
 #[kprobe]
 pub fn kprobe_override(ctx: ProbeContext) -> u32 {
+    // Both arguments are read (black_box) so that the compiler does not turn the choice of one
+    // into a context access at a variable offset, which the verifier refuses.
+    let arg = |n: u32| {
+        let (first, second) = core::hint::black_box((ctx.arg(0), ctx.arg(1)));
+        if n == 0 { first } else { second }
+    };
     let call = || Call {
-        // Both arguments are read (black_box) so that the compiler does not turn the choice of
-        // one into a context access at a variable offset, which the verifier refuses.
-        fn_filters_pass: allocation_may_fail(core::hint::black_box((ctx.arg(0), ctx.arg(1))))
-            && caller_on_stack(ctx.as_ptr()),
+        fn_filters_pass: allocation_may_fail(arg) && caller_on_stack(ctx.as_ptr()),
         ..Call::UNKNOWN
     };
     if let Some(fault) = acting_fault(OP_SYSCALL, Attached::Kernel, call) {
@@ -411,14 +414,18 @@ pub fn kprobe_override(ctx: ProbeContext) -> u32 {
 /// fails by returning NULL (0, which fmod_ret takes for "run it") stays with the kprobe. The
 /// function's arguments are the context's first slots.
 #[unsafe(no_mangle)]
-#[unsafe(link_section = "fexit/__x64_sys_getppid")]
+#[unsafe(link_section = "fexit/__x64_sys_fsync")]
 pub extern "C" fn fmod_ret_override(ctx: *mut c_void) -> i64 {
-    let args = FExitContext::new(ctx);
+    // Read as plain memory: the verifier types a pointer argument loaded from the context and
+    // refuses to keep half of one (a gfp flag is the low half of its slot).
+    let arg = |n: u32| {
+        // SAFETY: a read of the trampoline's argument slot `n` (0 or 1), checked by the helper.
+        unsafe { bpf_probe_read_kernel((ctx as *const u64).wrapping_add(n as usize)) }
+            .ok()
+            .map(|slot| slot as u32)
+    };
     let call = || Call {
-        fn_filters_pass: allocation_may_fail(core::hint::black_box((
-            Some(args.arg::<u64>(0) as u32),
-            Some(args.arg::<u64>(1) as u32),
-        ))) && caller_on_stack(ctx),
+        fn_filters_pass: allocation_may_fail(arg) && caller_on_stack(ctx),
         ..Call::UNKNOWN
     };
     acting_fault(OP_SYSCALL, Attached::Kernel, call).map_or(0, |fault| fault.retval)
@@ -474,16 +481,15 @@ fn caller_on_stack(ctx: *mut c_void) -> bool {
 /// Whether the allocation this probe sees may be failed as the target's (true for a function
 /// that is not an allocation): it may sleep (`__GFP_DIRECT_RECLAIM`), so no interrupt that
 /// happened to run on the target's CPU made it, and it may fail (no `__GFP_NOFAIL`).
-/// `args` are the function's first two arguments: the gfp flags are one of them.
+/// `arg(n)` reads the function's argument `n` (0 or 1: the gfp flags are one of the first
+/// two), only for an allocation function.
 #[inline(always)]
-fn allocation_may_fail(args: (Option<u32>, Option<u32>)) -> bool {
+fn allocation_may_fail(arg: impl FnOnce(u32) -> Option<u32>) -> bool {
     let filter = KERNEL_FN.load();
     if filter.gfp_needs == 0 {
         return true;
     }
-    let (first, second) = args;
-    let gfp = if filter.gfp_arg == 0 { first } else { second };
-    gfp.is_some_and(|gfp| {
+    arg(filter.gfp_arg).is_some_and(|gfp| {
         gfp & filter.gfp_needs == filter.gfp_needs && gfp & filter.gfp_refuses == 0
     })
 }
@@ -495,21 +501,37 @@ fn allocation_may_fail(args: (Option<u32>, Option<u32>)) -> bool {
 /// the counters and rules of slot 0 (with targets, only for the bios a target submits itself).
 #[kprobe]
 pub fn kprobe_bio_error(ctx: ProbeContext) -> u32 {
-    let Some(bio) = ctx.arg::<u64>(0) else {
-        return 0;
-    };
+    if let Some(retval) = ctx.arg::<u64>(0).and_then(bio_error) {
+        // SAFETY: the probe's own registers; any error becomes BLK_STS_IOERR.
+        unsafe { bpf_override_return(ctx.regs, retval as u64) };
+    }
+    0
+}
+
+/// [`kprobe_bio_error`] where trampolines load: loaded past aya as fmod_ret on
+/// `should_fail_bio` (its section names the function), whose return value it gives when it
+/// acts. A trampoline costs each bio less than a kprobe.
+#[unsafe(no_mangle)]
+#[unsafe(link_section = "fexit/should_fail_bio")]
+pub extern "C" fn fmod_ret_bio_error(ctx: *mut c_void) -> i64 {
+    // SAFETY: a read of the trampoline's first argument slot (the bio), checked by the helper;
+    // read as plain memory, the address is a number to the verifier, as the kprobe's is.
+    let bio = unsafe { bpf_probe_read_kernel(ctx as *const u64) };
+    bio.ok().and_then(bio_error).unwrap_or(0)
+}
+
+/// What `should_fail_bio(bio)` returns for `bio` while the fault acts on it, if it does.
+#[inline(always)]
+fn bio_error(bio: u64) -> Option<i64> {
     let ops = bio_ops(bio);
     if ops == 0 {
-        return 0;
+        return None;
     }
     // The op the fault covers, as the counters count it: a write that is also a flush counts
     // as a write when the fault covers writes.
-    let Some(fault) = fault_in(0) else {
-        return 0;
-    };
-    let covered = ops & fault.ops;
+    let covered = ops & fault_in(0)?.ops;
     if covered == 0 {
-        return 0;
+        return None;
     }
     let op = covered.trailing_zeros();
     let acting = if disk::targeted() {
@@ -517,11 +539,7 @@ pub fn kprobe_bio_error(ctx: ProbeContext) -> u32 {
     } else {
         act(0, 0, op, || Call::UNKNOWN)
     };
-    if let Some(fault) = acting {
-        // SAFETY: the probe's own registers; any error becomes BLK_STS_IOERR.
-        unsafe { bpf_override_return(ctx.regs, fault.retval as u64) };
-    }
-    0
+    acting.map(|fault| fault.retval)
 }
 
 /// Sends the fault's signal to a target process entering the syscall whose

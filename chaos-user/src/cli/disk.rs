@@ -1,5 +1,6 @@
 //! `chaos disk`: failures of a block device.
 
+use chaos_common::ops::Mechanism;
 use clap::{Args, Subcommand};
 
 use crate::{
@@ -11,6 +12,7 @@ use crate::{
     fault::{
         BackendChoice, Errno, ErrnoFault, ParseError, PathFilter, SocketFilter, When,
         disk::{Device, DeviceArg, DiskFault, DiskOp, Sectors},
+        ops::parse_override_backend,
         parse_op, parse_path_filter,
     },
     pause::Pausable,
@@ -128,6 +130,11 @@ pub struct DiskCutArgs {
     #[command(flatten)]
     pub targets: TargetArgs,
 
+    /// How the bios are failed on should_fail_bio: fmod_ret (where trampolines load) or
+    /// kprobe-override; auto: fmod_ret first. The report names the one used.
+    #[arg(long, default_value = "auto", value_parser = parse_override_backend)]
+    pub backend: BackendChoice,
+
     #[command(flatten)]
     pub held: HeldArgs,
 }
@@ -138,8 +145,9 @@ pub struct DiskCutArgs {
 /// any error into BLK_STS_IOERR, so the errno is always EIO): a write() into the page cache
 /// still succeeds, and the error comes back from fsync() or as lost data when the cache is
 /// dropped, as on real hardware. Every bio to the device matches, whoever submits it:
-/// writeback kworkers, a journal's thread, direct I/O. Needs kernel >= 5.12 with kprobes,
-/// CONFIG_BPF_KPROBE_OVERRIDE and CONFIG_FUNCTION_ERROR_INJECTION (see `chaos probe`).
+/// writeback kworkers, a journal's thread, direct I/O. Needs kernel >= 5.12 with
+/// CONFIG_FUNCTION_ERROR_INJECTION, and trampolines (fmod_ret) or else kprobes with
+/// CONFIG_BPF_KPROBE_OVERRIDE (see `chaos probe`).
 ///
 /// Examples:
 ///   chaos disk error --device /dev/loop0 --op write --for 10s
@@ -177,6 +185,11 @@ pub struct DiskErrorArgs {
     /// writeback of the kworkers nor a journal's commits. Without one, every bio.
     #[command(flatten)]
     pub targets: Option<TargetArgs>,
+
+    /// How the bios are failed on should_fail_bio: fmod_ret (where trampolines load) or
+    /// kprobe-override; auto: fmod_ret first. The report names the one used.
+    #[arg(long, default_value = "auto", value_parser = parse_override_backend)]
+    pub backend: BackendChoice,
 
     #[command(flatten)]
     pub run: RunArgs,
@@ -260,7 +273,7 @@ fn cut(args: DiskCutArgs) -> Result<u8, Error> {
     };
     check_device(&fault.device, args.held.force)?;
     require_privileges()?;
-    plan::check_bio_override()?;
+    let mechanism = plan::check_bio_override(args.backend)?;
     let processes = args.targets.resolve(args.held.force)?;
     let victim = Pausable::of(&processes);
     eprintln!(
@@ -281,7 +294,7 @@ fn cut(args: DiskCutArgs) -> Result<u8, Error> {
     };
     let report = run::calls_run_between(
         &targets,
-        &CallsFault::disk(&fault),
+        &CallsFault::disk(&fault, mechanism),
         args.held.duration,
         || victim.freeze().map_err(failed("freeze")),
         || {
@@ -312,9 +325,9 @@ fn error(args: DiskErrorArgs) -> Result<u8, Error> {
         check_device(&fault.device, args.run.force)?;
     }
     require_privileges()?;
-    plan::check_bio_override()?;
+    let mechanism = plan::check_bio_override(args.backend)?;
     plan::check_rules(&fault.when)?;
-    if args.run.detach {
+    if args.run.detach && mechanism == Mechanism::KprobeOverride {
         plan::check_detachable(Some("the should_fail_bio kprobe"))?;
     }
     let targets = Targets {
@@ -333,6 +346,6 @@ fn error(args: DiskErrorArgs) -> Result<u8, Error> {
         if fault.dry_run { ", dry run" } else { "" },
         args.run.how_it_ends(),
     );
-    let calls_fault = CallsFault::disk(&fault);
+    let calls_fault = CallsFault::disk(&fault, mechanism);
     args.run.run_or_detach(&targets, &calls_fault)
 }

@@ -115,7 +115,7 @@ pub enum ParseError {
     #[error("'{0}' injects no fault")]
     NotAFault(String),
     #[error(
-        "--backend {0} cannot fail --syscall or --kernel-fn: they fail through fmod_ret or kprobe-override (or --backend auto)"
+        "--backend {0} cannot fail a kernel function: --syscall, --kernel-fn and disk faults fail through fmod_ret or kprobe-override (or --backend auto)"
     )]
     BackendNotOverriding(&'static str),
     #[error("--backend {backend} cannot fail --op {op}: it has {has}")]

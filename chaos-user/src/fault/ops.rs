@@ -81,6 +81,17 @@ impl FromStr for BackendChoice {
     }
 }
 
+/// `--backend` of the faults on one kernel function (`chaos disk error`, `disk cut`): auto,
+/// fmod_ret or kprobe-override.
+pub fn parse_override_backend(s: &str) -> Result<BackendChoice, ParseError> {
+    match s.parse()? {
+        BackendChoice::Only(mechanism @ (Mechanism::Lsm | Mechanism::Cgroup)) => {
+            Err(ParseError::BackendNotOverriding(mechanism.name()))
+        }
+        choice => Ok(choice),
+    }
+}
+
 /// The filters of one fault, as `FILTER_*` bits, with how each is spelled and what it does.
 const FILTERS: [(u32, &str, &str); 5] = [
     (FILTER_PATH, "--path", "filters the files calls act on"),

@@ -59,8 +59,9 @@ pub enum ExtraHook<'a> {
     /// `chaos fail --kernel-fn`: this hook (a kprobe, or fmod_ret) on the function overrides its
     /// return, for the calls the filter lets through (`--caller`, an allocation's gfp flags).
     KernelFn(&'a str, KernelFnFilter, Hook),
-    /// `chaos disk error`: a kprobe on `should_fail_bio` fails the bios this filter matches.
-    Bio(DiskFilter),
+    /// `chaos disk error`: this hook (fmod_ret or a kprobe) on `should_fail_bio` fails the bios
+    /// this filter matches.
+    Bio(DiskFilter, Hook),
     /// `chaos disk full`: these programs (fexit, or the statfs syscalls' tracepoints) report
     /// this filesystem full.
     Statfs(StatfsFilter, &'static [Hook]),
@@ -111,7 +112,7 @@ impl<'t> CallsLoaded<'t> {
             PathOffsets::ZERO
         };
         let disk = match extra {
-            Some(ExtraHook::Bio(filter)) => {
+            Some(ExtraHook::Bio(filter, _)) => {
                 kernel::disk_offsets(filter).map_err(CallsError::DiskOffsets)?
             }
             _ => DiskFilter::default(),
@@ -176,8 +177,8 @@ impl<'t> CallsLoaded<'t> {
                 hooks.push(override_hook);
                 (None, Some(name.to_owned()))
             }
-            Some(ExtraHook::Bio(_)) => {
-                hooks.push(hook::BIO_ERROR);
+            Some(ExtraHook::Bio(_, bio_hook)) => {
+                hooks.push(bio_hook);
                 (None, Some(hook::BIO_FUNCTION.to_owned()))
             }
             Some(ExtraHook::Statfs(_, statfs_hooks)) => {

@@ -193,8 +193,9 @@ impl<'a> CallsFault<'a> {
         }
     }
 
-    /// `chaos disk error`: a row per operation, all through the kprobe on `should_fail_bio`.
-    pub fn disk(fault: &'a DiskFault) -> Self {
+    /// `chaos disk error`: a row per operation, all through `mechanism` on `should_fail_bio`
+    /// (fmod_ret, or the kprobe).
+    pub fn disk(fault: &'a DiskFault, mechanism: Mechanism) -> Self {
         let rows = fault
             .ops
             .iter()
@@ -204,14 +205,19 @@ impl<'a> CallsFault<'a> {
                     op: format!("disk-{}", op.name()),
                     errno: "EIO".to_owned(),
                 },
-                mechanism: "kprobe-override".to_owned(),
+                mechanism: mechanism.name().to_owned(),
                 covers: fault.covers(op),
             })
             .collect();
+        let bio_hook = if mechanism == Mechanism::FmodRet {
+            hook::BIO_ERROR_FMOD_RET
+        } else {
+            hook::BIO_ERROR
+        };
         CallsFault {
             kernel: fault.kernel(),
             plan: Vec::new(),
-            extra: Some(ExtraHook::Bio(fault.filter())),
+            extra: Some(ExtraHook::Bio(fault.filter(), bio_hook)),
             rows,
             dry_run: fault.dry_run,
             filters: fault.describe_filters(),
