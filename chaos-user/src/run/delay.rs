@@ -123,8 +123,8 @@ fn resume_loop(
         let timeout = due.peek().map(|Reverse((at, ..))| {
             let ns = at.saturating_sub(monotonic_now_ns());
             libc::timespec {
-                tv_sec: (ns / 1_000_000_000) as libc::time_t,
-                tv_nsec: (ns % 1_000_000_000) as libc::c_long,
+                tv_sec: (ns / 1_000_000_000) as _,
+                tv_nsec: (ns % 1_000_000_000) as _,
             }
         });
         let mut fds = [

@@ -592,20 +592,37 @@ fn block_io(device: &str) -> (f64, f64) {
 }
 
 fn disk_bench(passes: usize) {
-    if !Probe::run().feature(features::KPROBE_OVERRIDE).0 {
-        println!("disk benchmark: NOT RUN, this kernel has no kprobe override");
+    let probe = Probe::run();
+    let rungs: Vec<&str> = chaos_tests::OVERRIDE_RUNGS
+        .into_iter()
+        .filter(|rung| chaos_tests::override_offered(&probe, rung).0)
+        .collect();
+    if rungs.is_empty() {
+        println!("disk benchmark: NOT RUN, this kernel cannot fail should_fail_bio");
         return;
     }
     let measured = LoopDevice::new("measured", 64);
     let other = LoopDevice::new("other", 16);
-    let cases = ["1 no programs", "2 disk error on another device"];
+    // Case 1 without programs, then one per rung: `disk error` on another device.
+    let cases: Vec<Option<&str>> = std::iter::once(None)
+        .chain(rungs.iter().copied().map(Some))
+        .collect();
     let mut writes: Vec<Vec<f64>> = vec![Vec::new(); cases.len()];
     let mut reads: Vec<Vec<f64>> = vec![Vec::new(); cases.len()];
     for _ in 0..passes {
-        for i in 0..cases.len() {
-            let chaos = (i == 1).then(|| {
+        for (i, rung) in cases.iter().enumerate() {
+            let chaos = rung.map(|rung| {
                 start_chaos(
-                    &["disk", "error", "--device", &other.0, "--for", "10m"],
+                    &[
+                        "disk",
+                        "error",
+                        "--device",
+                        &other.0,
+                        "--backend",
+                        rung,
+                        "--for",
+                        "10m",
+                    ],
                     wait_for_programs,
                 )
             });
@@ -622,21 +639,25 @@ fn disk_bench(passes: usize) {
     );
     let write: Vec<f64> = writes.iter_mut().map(|s| median(s)).collect();
     let read: Vec<f64> = reads.iter_mut().map(|s| median(s)).collect();
-    for (i, name) in cases.iter().enumerate() {
+    for (i, rung) in cases.iter().enumerate() {
+        let name = match rung {
+            None => "(1) no programs".to_owned(),
+            Some(rung) => format!("({}) disk error on another device, {rung}", i + 1),
+        };
         println!(
-            "  {name:<40} {:>10.1} MB/s {:>10.0} reads/s",
+            "  {name:<48} {:>10.1} MB/s {:>10.0} reads/s",
             write[i], read[i]
         );
     }
-    let (w, r) = (write[1] / write[0], read[1] / read[0]);
-    println!(
-        "  (2)/(1) write + fsync                   {w:>8.3}   required >= 0.98: {}",
-        verdict(w >= 0.98)
-    );
-    println!(
-        "  (2)/(1) random reads                    {r:>8.3}   required >= 0.98: {}",
-        verdict(r >= 0.98)
-    );
+    for i in 1..cases.len() {
+        let (w, r) = (write[i] / write[0], read[i] / read[0]);
+        println!(
+            "  ({})/(1) write + fsync {w:>8.3}, random reads {r:>8.3}   required >= 0.98: {}, {}",
+            i + 1,
+            verdict(w >= 0.98),
+            verdict(r >= 0.98)
+        );
+    }
 }
 
 /// The network benchmark: TCP throughput (iperf3, 3 s per run) between two namespaces over a
