@@ -26,6 +26,9 @@ pub const XDP: &str = "xdp";
 pub const SCH_FQ: &str = "sch-fq";
 /// A bridge device can be made: container networks (podman's default) need one.
 pub const BRIDGE: &str = "bridge";
+/// Interfaces of chaos's network namespace whose driver runs XDP natively (`--hook xdp` then
+/// attaches in driver mode), as the kernel's netdev netlink family reports them (6.3).
+pub const XDP_NATIVE: &str = "xdp-native";
 pub const CGROUP_SKB: &str = "cgroup-skb";
 pub const CGROUP_V2: &str = "cgroup-v2";
 pub const BPFFS: &str = "bpffs";
@@ -37,7 +40,7 @@ pub const SOCK_DESTROY: &str = "sock-destroy";
 pub const CAPABILITIES: &str = "capabilities";
 
 /// Every feature, in the order `chaos probe` reports them.
-pub const ALL: [&str; 24] = [
+pub const ALL: [&str; 25] = [
     BTF,
     BPF_LSM,
     TRAMPOLINE,
@@ -55,6 +58,7 @@ pub const ALL: [&str; 24] = [
     XDP,
     SCH_FQ,
     BRIDGE,
+    XDP_NATIVE,
     CGROUP_SKB,
     CGROUP_V2,
     BPFFS,

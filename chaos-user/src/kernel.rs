@@ -88,6 +88,7 @@ pub fn probe() -> Vec<Finding> {
     findings.push(tracepoint_signal());
     findings.push(perf_link());
     findings.extend(in_scratch_netns(network_findings));
+    findings.push(xdp_native());
     findings.push(cgroup_skb());
     findings.push(cgroup_v2());
     findings.push(bpffs());
@@ -727,6 +728,63 @@ fn xdp() -> Finding {
             first_line(&err),
             "CONFIG_BPF_SYSCALL=y and CONFIG_NET=y",
         ),
+    }
+}
+
+/// Which interfaces of chaos's own network namespace run XDP in their driver, as the kernel
+/// reports it (nothing is attached): `--hook xdp` attaches there in native mode, elsewhere in
+/// generic mode.
+fn xdp_native() -> Finding {
+    const ENABLE: &str = "an interface whose driver runs XDP (virtio_net, veth, mlx5, i40e, ixgbe, ena, …; kernel >= 6.3 to be told which)";
+    let devices = match crate::netlink::xdp_features() {
+        Ok(Some(devices)) => devices,
+        Ok(None) => {
+            return Finding::no(
+                feature::XDP_NATIVE,
+                "the kernel does not say which drivers run XDP (no netdev netlink family, 6.3); --hook xdp tries native mode and falls back to generic",
+                ENABLE,
+            );
+        }
+        Err(err) => {
+            return Finding::no(
+                feature::XDP_NATIVE,
+                format!("the netdev netlink family does not answer: {err}"),
+                ENABLE,
+            );
+        }
+    };
+    let name = |index: u32| {
+        let mut buffer = [0 as libc::c_char; libc::IF_NAMESIZE];
+        // SAFETY: if_indextoname writes at most IF_NAMESIZE bytes, NUL-terminated, into buffer.
+        let found = unsafe { libc::if_indextoname(index, buffer.as_mut_ptr()) };
+        if found.is_null() {
+            return format!("#{index}");
+        }
+        // SAFETY: if_indextoname returned buffer, which now holds a NUL-terminated name.
+        unsafe { std::ffi::CStr::from_ptr(buffer.as_ptr()) }
+            .to_string_lossy()
+            .into_owned()
+    };
+    let (native, generic): (Vec<_>, Vec<_>) = devices
+        .iter()
+        .partition(|(_, features)| features & crate::netlink::XDP_ACT_BASIC != 0);
+    let names = |devices: Vec<&(u32, u64)>| -> String {
+        let names: Vec<String> = devices.iter().map(|(index, _)| name(*index)).collect();
+        if names.is_empty() {
+            "none".to_owned()
+        } else {
+            names.join(", ")
+        }
+    };
+    let detail = format!(
+        "native: {}; generic only: {}",
+        names(native.clone()),
+        names(generic)
+    );
+    if native.is_empty() {
+        Finding::no(feature::XDP_NATIVE, detail, ENABLE)
+    } else {
+        Finding::yes(feature::XDP_NATIVE, detail)
     }
 }
 

@@ -1,5 +1,6 @@
-//! A netlink socket to the kernel, as `chaos net reset` (NETLINK_SOCK_DIAG) and the XDP
-//! attachment (NETLINK_ROUTE: which program an interface already carries) use it.
+//! A netlink socket to the kernel, as `chaos net reset` (NETLINK_SOCK_DIAG), the XDP
+//! attachment (NETLINK_ROUTE: which program an interface already carries) and `chaos probe`
+//! (NETLINK_GENERIC: which interfaces run XDP natively) use it.
 
 use std::{
     io,
@@ -175,6 +176,90 @@ pub fn xdp_of(ifindex: u32) -> io::Result<Option<AttachedXdp>> {
     Ok(None)
 }
 
+// Generic netlink: the `netdev` family (6.3) reports which XDP actions each interface's driver
+// runs natively.
+const GENL_ID_CTRL: u16 = 0x10;
+const CTRL_CMD_GETFAMILY: u8 = 3;
+const CTRL_ATTR_FAMILY_ID: u16 = 1;
+const CTRL_ATTR_FAMILY_NAME: u16 = 2;
+const NETDEV_CMD_DEV_GET: u8 = 1;
+const NETDEV_A_DEV_IFINDEX: u16 = 1;
+const NETDEV_A_DEV_XDP_FEATURES: u16 = 3;
+/// NETDEV_XDP_ACT_BASIC: the driver runs XDP_PASS, XDP_DROP and XDP_TX itself (native mode).
+pub const XDP_ACT_BASIC: u64 = 1;
+
+/// A generic netlink request: struct genlmsghdr (command, version 1) and one attribute.
+fn genl_request(command: u8, attribute: Option<(u16, &[u8])>) -> Vec<u8> {
+    let mut payload = vec![command, 1, 0, 0];
+    if let Some((kind, value)) = attribute {
+        payload.extend_from_slice(&((4 + value.len()) as u16).to_ne_bytes());
+        payload.extend_from_slice(&kind.to_ne_bytes());
+        payload.extend_from_slice(value);
+        payload.resize((payload.len() + 3) & !3, 0);
+    }
+    payload
+}
+
+/// The XDP features (`NETDEV_XDP_ACT_*` bits) of every interface of this thread's network
+/// namespace, by interface index; `None` where the kernel has no `netdev` family (before 6.3).
+pub fn xdp_features() -> io::Result<Option<Vec<(u32, u64)>>> {
+    let socket = Netlink::new(libc::NETLINK_GENERIC)?;
+    let request = genl_request(
+        CTRL_CMD_GETFAMILY,
+        Some((CTRL_ATTR_FAMILY_NAME, b"netdev\0")),
+    );
+    socket.send(GENL_ID_CTRL, libc::NLM_F_REQUEST as u16, &request)?;
+    let buffer = socket.receive()?;
+    let mut family = None;
+    for (kind, payload) in messages(&buffer) {
+        if kind == NLMSG_ERROR {
+            let err = error(payload);
+            return match err.raw_os_error() {
+                Some(libc::ENOENT) => Ok(None),
+                _ => Err(err),
+            };
+        }
+        family =
+            attributes(payload.get(4..).unwrap_or_default()).find_map(|(kind, value)| {
+                match (kind, value) {
+                    (CTRL_ATTR_FAMILY_ID, [a, b, ..]) => Some(u16::from_ne_bytes([*a, *b])),
+                    _ => None,
+                }
+            });
+    }
+    let Some(family) = family else {
+        return Ok(None);
+    };
+    let flags = (libc::NLM_F_REQUEST | libc::NLM_F_DUMP) as u16;
+    socket.send(family, flags, &genl_request(NETDEV_CMD_DEV_GET, None))?;
+    let mut devices = Vec::new();
+    loop {
+        let buffer = socket.receive()?;
+        for (kind, payload) in messages(&buffer) {
+            match kind {
+                NLMSG_DONE => return Ok(Some(devices)),
+                NLMSG_ERROR => return Err(error(payload)),
+                _ => {}
+            }
+            let (mut index, mut features) = (None, 0);
+            for (kind, value) in attributes(payload.get(4..).unwrap_or_default()) {
+                match (kind, value.len()) {
+                    (NETDEV_A_DEV_IFINDEX, 4) => {
+                        index = Some(u32::from_ne_bytes(value.try_into().expect("4 bytes")));
+                    }
+                    (NETDEV_A_DEV_XDP_FEATURES, 8) => {
+                        features = u64::from_ne_bytes(value.try_into().expect("8 bytes"));
+                    }
+                    _ => {}
+                }
+            }
+            if let Some(index) = index {
+                devices.push((index, features));
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -183,6 +268,15 @@ mod tests {
     #[test]
     fn loopback_has_no_xdp_program() {
         assert_eq!(xdp_of(1).unwrap(), None);
+    }
+
+    /// Where the kernel reports XDP features (6.3), it reports loopback's, without native XDP.
+    #[test]
+    fn loopback_runs_xdp_only_in_generic_mode() {
+        if let Some(devices) = xdp_features().unwrap() {
+            let lo = devices.iter().find(|(index, _)| *index == 1);
+            assert_eq!(lo.map(|(_, f)| f & XDP_ACT_BASIC), Some(0), "{devices:?}");
+        }
     }
 
     #[test]

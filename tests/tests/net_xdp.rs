@@ -347,3 +347,39 @@ fn native_xdp_drops_on_virtio_net_nics() {
         assert_drops_counted(&report, 2 * DATAGRAMS - v4.arrived - v6.arrived);
     }
 }
+
+/// `chaos probe` in a namespace holding a veth pair and loopback says which interfaces run XDP
+/// in their driver (veth does, loopback does not), as the kernel reports it from 6.3 on; before,
+/// it says that the kernel does not tell.
+#[test]
+fn probe_names_the_interfaces_that_run_xdp_natively() {
+    let net = TestNet::new("xdpprobe");
+    let output = Command::new("ip")
+        .args(["netns", "exec", &net.b])
+        .arg(chaos_bin())
+        .args(["probe", "--json"])
+        .output()
+        .expect("ip netns exec chaos probe");
+    let probe = json_report(&output);
+    let finding = probe["findings"]
+        .as_array()
+        .and_then(|all| all.iter().find(|f| f["feature"] == "xdp-native"))
+        .unwrap_or_else(|| panic!("no xdp-native finding: {probe}"));
+    let detail = finding["detail"].as_str().unwrap_or_default();
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").expect("osrelease");
+    let mut version = release
+        .split(['.', '-'])
+        .map(|n| n.parse::<u32>().unwrap_or(0));
+    let (major, minor) = (version.next().unwrap_or(0), version.next().unwrap_or(0));
+    if (major, minor) < (6, 3) {
+        assert_eq!(finding["supported"], false, "{finding}");
+        assert!(detail.contains("6.3"), "{finding}");
+        return eprintln!("kernel {major}.{minor} does not report XDP features: {detail}");
+    }
+    assert_eq!(finding["supported"], true, "{finding}");
+    assert_eq!(
+        detail, "native: b0, b1; generic only: lo",
+        "veth runs XDP natively, loopback does not"
+    );
+    eprintln!("{detail}");
+}
