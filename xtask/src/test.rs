@@ -27,14 +27,18 @@ const HOST_EXPECT: [&str; 8] = [
 /// whose faults the podman tests run on every kernel.
 const HOST_ONLY: [&str; 5] = ["deploy", "containerd", "chaostoolkit", "ansible", "monkey"];
 
-/// Test binaries that run on the host and, of their tests, only those named here in one guest:
-/// the drills, which test servers under faults the other binaries test on every kernel; the
-/// guest runs those that need what the host lacks (fq, BPF LSM).
-const ONE_GUEST: [(&str, &str, &[&str]); 1] = [(
-    "drills",
-    "debian-6.12",
-    &["http_under_load", "http_chaos_plus", "postgres_disk_errors"],
-)];
+/// Test binaries that run on the host and, of their tests, only those named here in the guests
+/// named here: the drills, which test servers under faults the other binaries test on every
+/// kernel; a guest runs those that need what the host lacks (fq and BPF LSM on debian-6.12, the
+/// error-injection list on faultinj-6.12).
+const SOME_GUESTS: [(&str, &str, &[&str]); 2] = [
+    (
+        "drills",
+        "debian-6.12",
+        &["http_under_load", "http_chaos_plus", "postgres_disk_errors"],
+    ),
+    ("drills", "faultinj-6.12", &["postgres_power_cut"]),
+];
 
 /// The whole suite: host tests, then the integration tests in the guest.
 pub fn all(host_only: bool, filter: Option<&str>) -> anyhow::Result<()> {
@@ -186,13 +190,12 @@ fn guest_suite(
     for binary in binaries {
         let name = binary.rsplit('/').next().unwrap_or(binary);
         let short = name.rsplit_once('-').map_or(name, |(stem, _hash)| stem);
-        let elsewhere = ONE_GUEST
+        let listed = SOME_GUESTS.iter().any(|&(binary, ..)| binary == short);
+        let only_tests = SOME_GUESTS
             .iter()
-            .any(|&(binary, guest, _)| binary == short && guest != kernel.name);
-        let only_tests = ONE_GUEST
-            .iter()
-            .find(|&&(binary, _, _)| binary == short)
+            .find(|&&(binary, guest, _)| binary == short && guest == kernel.name)
             .map(|&(_, _, tests)| tests.join(" "));
+        let elsewhere = listed && only_tests.is_none();
         if HOST_ONLY.contains(&short)
             || elsewhere
             || kernel.only.is_some_and(|only| !only.contains(&short))
