@@ -34,3 +34,14 @@ stop_pidfile() {
         kill -"${2:-TERM}" "$(cat "$1")" 2>/dev/null || true
     fi
 }
+
+# The newest installed PostgreSQL's programs.
+pg_bin() {
+    ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1
+}
+
+# Runs a program as user postgres. setpriv execs it (runuser would stay between, and SIGKILL a
+# server 2 s after a SIGTERM, leaving its children behind).
+as_postgres() {
+    setpriv --reuid=postgres --regid=postgres --init-groups -- "$@"
+}

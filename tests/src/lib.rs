@@ -442,6 +442,19 @@ pub fn start_detached(args: &[&str]) -> Detached {
     }
 }
 
+/// Runs `chaos cleanup --json` and checks that it found the expired detached run `id`.
+pub fn assert_cleanup_finds_expired(id: &str) {
+    let output = chaos(&["cleanup", "--json"]);
+    assert!(output.status.success(), "{output:?}");
+    let cleaned = json_report(&output);
+    assert!(
+        cleaned["expired_runs"]
+            .as_array()
+            .is_some_and(|runs| runs.iter().any(|run| run == id)),
+        "chaos cleanup did not find the expired run {id}: {cleaned}"
+    );
+}
+
 /// The JSON report `chaos ... --json` printed, with stderr in the panic message if it did not.
 pub fn json_report(output: &Output) -> Value {
     let stdout = String::from_utf8_lossy(&output.stdout);

@@ -485,15 +485,6 @@ fn clock_detached_run_ends_at_its_deadline() {
     );
     drop(ask);
     let _ = python.wait();
-    let output = chaos(&["cleanup", "--json"]);
-    assert!(output.status.success(), "{output:?}");
-    let cleaned = json_report(&output);
-    assert!(
-        cleaned["expired_runs"]
-            .as_array()
-            .is_some_and(|runs| runs.iter().any(|id| id == run.id.as_str())),
-        "chaos cleanup did not find the expired run {}: {cleaned}",
-        run.id
-    );
+    assert_cleanup_finds_expired(&run.id);
     assert_no_chaos_programs();
 }

@@ -18,14 +18,21 @@ fn fsync_fails_only_for_the_target_and_only_during_the_run() {
     }
 }
 
+/// A target and a bystander calling fsync() in a loop, each on a file of its own under the
+/// returned directory, in a test cgroup tagged `tag`.
+fn fsync_victims(tag: &str) -> (std::path::PathBuf, TestCgroup, Victim, Victim) {
+    let base = std::env::temp_dir().join(format!("chaos-{tag}-{}", std::process::id()));
+    let dir = |who: &str| base.join(who).to_str().unwrap().to_owned();
+    let cgroup = TestCgroup::new(tag);
+    let target = Victim::start(VICTIM, "fsync", &dir("target"), &cgroup);
+    let bystander = Victim::start(VICTIM, "fsync", &dir("bystander"), &cgroup);
+    (base, cgroup, target, bystander)
+}
+
 /// One run of `--syscall fsync` with `--backend backend`: injected where the rung is offered,
 /// refused with the option to enable where it is not.
 fn fsync_fails_through(probe: &Probe, backend: &str) {
-    let base = std::env::temp_dir().join(format!("chaos-syscall-{}", std::process::id()));
-    let dir = |who: &str| base.join(who).to_str().unwrap().to_owned();
-    let cgroup = TestCgroup::new("syscall");
-    let target = Victim::start(VICTIM, "fsync", &dir("target"), &cgroup);
-    let bystander = Victim::start(VICTIM, "fsync", &dir("bystander"), &cgroup);
+    let (base, _cgroup, target, bystander) = fsync_victims("syscall");
     let pid = target.pid().to_string();
     let start_ns = monotonic_ns();
     let output = chaos(&[
@@ -284,11 +291,7 @@ fn a_detached_fmod_ret_override_ends_at_its_deadline() {
             "NOT RUN: needs fmod_ret on the error-injection list, which fsync_fails_… asserts is absent here"
         );
     }
-    let base = std::env::temp_dir().join(format!("chaos-syscall-detach-{}", std::process::id()));
-    let dir = |who: &str| base.join(who).to_str().unwrap().to_owned();
-    let cgroup = TestCgroup::new("syscall-detach");
-    let target = Victim::start(VICTIM, "fsync", &dir("target"), &cgroup);
-    let bystander = Victim::start(VICTIM, "fsync", &dir("bystander"), &cgroup);
+    let (base, _cgroup, target, bystander) = fsync_victims("syscall-detach");
     let pid = target.pid().to_string();
     let started = monotonic_ns();
     let run = start_detached(&[
@@ -316,16 +319,7 @@ fn a_detached_fmod_ret_override_ends_at_its_deadline() {
         );
     }
     assert_bystander_untouched(&bystander);
-    let output = chaos(&["cleanup", "--json"]);
-    assert!(output.status.success(), "{output:?}");
-    let cleaned = json_report(&output);
-    assert!(
-        cleaned["expired_runs"]
-            .as_array()
-            .is_some_and(|runs| runs.iter().any(|id| id == run.id.as_str())),
-        "chaos cleanup did not find the expired run {}: {cleaned}",
-        run.id
-    );
+    assert_cleanup_finds_expired(&run.id);
     assert_no_chaos_programs();
     eprintln!(
         "detached fmod_ret: {} fsync() EIO before the deadline, none after",

@@ -6,7 +6,7 @@ set -eu
 here=$(dirname "$0")
 . "$here/../lib.sh"
 dir=$(scratch postgres)
-bin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
+bin=$(pg_bin)
 as_postgres() { runuser -u postgres -- "$@"; }
 cleanup() {
     for node in primary standby; do

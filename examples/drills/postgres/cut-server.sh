@@ -7,8 +7,7 @@ set -eu
 here=$(dirname "$0")
 . "$here/../lib.sh"
 dir=$(scratch pgdisk)
-bin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
-as_postgres() { setpriv --reuid=postgres --regid=postgres --init-groups -- "$@"; }
+bin=$(pg_bin)
 umount "$dir/mnt" 2>/dev/null || true
 losetup -d /dev/loop42 2>/dev/null || true
 [ -b /dev/loop42 ] || mknod /dev/loop42 b 7 42

@@ -10,7 +10,7 @@ set -u
 here=$(dirname "$0")
 . "$here/../lib.sh"
 dir=$(scratch pgdisk)
-bin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
+bin=$(pg_bin)
 loop=
 stop() {
     stop_pidfile "$dir/pid" INT
@@ -34,8 +34,7 @@ umount "$dir/mnt" || umount -l "$dir/mnt"
 losetup -d /dev/loop42
 loop=$(losetup -f --show "$dir/disk.img")
 mount "$loop" "$dir/mnt"
-setpriv --reuid=postgres --regid=postgres --init-groups -- \
-    "$bin/postgres" -D "$dir/mnt/data" 2> "$dir/server.log" &
+as_postgres "$bin/postgres" -D "$dir/mnt/data" 2> "$dir/server.log" &
 server=$!
 echo $server > "$dir/pid"
 until psql -h 127.0.0.1 -p 5493 -U postgres -Atq -c "SELECT 1" >/dev/null 2>&1; do

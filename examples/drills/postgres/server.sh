@@ -10,8 +10,7 @@ set -eu
 here=$(dirname "$0")
 . "$here/../lib.sh"
 dir=$(scratch pgdisk)
-bin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
-as_postgres() { setpriv --reuid=postgres --regid=postgres --init-groups -- "$@"; }
+bin=$(pg_bin)
 stop() {
     stop_pidfile "$dir/pid" INT
     wait
