@@ -318,9 +318,9 @@ fn error_injection() -> Finding {
     // fmod_ret attaches to the list's functions too: --kernel-fn and --syscall prefer it, and
     // `chaos clock` answers time() that way.
     let fmod_ret = match load_refused(hook::FMOD_RET_OVERRIDE) {
-        None => "fmod_ret attaches to them (--kernel-fn's program loads on a syscall), which --kernel-fn, --syscall and chaos clock's time() use; disk error uses kprobe-override".to_owned(),
+        None => "fmod_ret attaches to them (--kernel-fn's program loads on a syscall), which --syscall, --kernel-fn, disk error and disk cut prefer and chaos clock's time() uses".to_owned(),
         Some(reason) => format!(
-            "fmod_ret does not attach to them here ({}): --kernel-fn, --syscall and disk error use kprobe-override",
+            "fmod_ret does not attach to them here ({}): --syscall, --kernel-fn, disk error and disk cut need kprobe-override",
             first_line(&reason)
         ),
     };
@@ -1270,6 +1270,11 @@ pub fn hook_missing(hook: Hook) -> Option<String> {
         )),
         Ok(_) => None,
     }
+}
+
+/// Whether the running kernel's BTF has `function` (what a trampoline program attaches to).
+pub fn in_kernel_btf(function: &str) -> bool {
+    kernel_btf().is_some_and(|btf| btf.has_function(function))
 }
 
 /// The running kernel's BTF, parsed once; `None` without one.

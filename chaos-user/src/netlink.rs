@@ -237,7 +237,11 @@ pub fn xdp_features() -> io::Result<Option<Vec<(u32, u64)>>> {
         let buffer = socket.receive()?;
         for (kind, payload) in messages(&buffer) {
             match kind {
-                NLMSG_DONE => return Ok(Some(devices)),
+                // A dump's end carries its error, if it failed.
+                NLMSG_DONE if payload.len() < 4 || error(payload).raw_os_error() == Some(0) => {
+                    return Ok(Some(devices));
+                }
+                NLMSG_DONE => return Err(error(payload)),
                 NLMSG_ERROR => return Err(error(payload)),
                 _ => {}
             }

@@ -244,6 +244,12 @@ pub fn check_detachable(perf_events: Option<&'static str>) -> Result<(), PlanErr
     }
 }
 
+/// [`check_detachable`] for a fault on calls: `kprobe` names its kprobe if it has one; `tree`:
+/// it has --pid-tree's fork and exit tracepoints.
+pub fn check_detachable_calls(kprobe: Option<&'static str>, tree: bool) -> Result<(), PlanError> {
+    check_detachable(kprobe.or(tree.then_some("the fork and exit tracepoints of --pid-tree")))
+}
+
 /// Checks that this kernel can fail `syscall` at its entry function (a function of the
 /// error-injection list) and picks how, as `choice` allows.
 pub fn check_syscall_override(
@@ -271,17 +277,23 @@ pub fn check_syscall_override(
             "{function} is not in /sys/kernel/debug/error_injection/list: unknown syscall, or one the kernel does not allow to fail"
         )));
     }
-    override_mechanism(choice, false).map_err(refuse)
+    override_mechanism(choice, hook::FMOD_RET_OVERRIDE, &function, false).map_err(refuse)
 }
 
 /// Why neither fmod_ret nor kprobe-override can fail a function here, without the list.
 const NO_ERROR_INJECTION: &str = "the kernel has no error-injection list (/sys/kernel/debug/error_injection/list), which fmod_ret and kprobe-override both need; to enable: CONFIG_FUNCTION_ERROR_INJECTION=y, and for kprobe-override CONFIG_BPF_KPROBE_OVERRIDE=y";
 
-/// How a function of the error-injection list is failed, as `choice` allows: fmod_ret where
-/// trampolines load (first, as on the operations' ladder: a trampoline costs less than a
-/// kprobe), else a kprobe with bpf_override_return. `fails_with_null`: the function fails by
-/// returning NULL, which an fmod_ret program cannot (its 0 lets the function run).
-fn override_mechanism(choice: BackendChoice, fails_with_null: bool) -> Result<Mechanism, String> {
+/// How `function` of the error-injection list is failed, as `choice` allows: fmod_ret where
+/// its program (`fmod_ret_hook`, tried here on its own function) loads and `function` is in the
+/// kernel's BTF (first, as on the operations' ladder: a trampoline costs less than a kprobe),
+/// else a kprobe with bpf_override_return. `fails_with_null`: the function fails by returning
+/// NULL, which an fmod_ret program cannot (its 0 lets the function run).
+fn override_mechanism(
+    choice: BackendChoice,
+    fmod_ret_hook: Hook,
+    function: &str,
+    fails_with_null: bool,
+) -> Result<Mechanism, String> {
     let fmod_ret = || {
         if fails_with_null {
             return Err(
@@ -289,10 +301,13 @@ fn override_mechanism(choice: BackendChoice, fails_with_null: bool) -> Result<Me
                     .to_owned(),
             );
         }
-        match kernel::fmod_ret_unsupported() {
-            None => Ok(Mechanism::FmodRet),
-            Some(finding) => Err(format!("fmod_ret: {}", finding.explain())),
+        if let Some(reason) = kernel::trampolines_refused(&[fmod_ret_hook]) {
+            return Err(format!("fmod_ret: {reason}"));
         }
+        if !kernel::in_kernel_btf(function) {
+            return Err(format!("fmod_ret: {function} is not in the kernel's BTF"));
+        }
+        Ok(Mechanism::FmodRet)
     };
     let kprobe = || {
         let finding = kernel::kprobe_override();
@@ -359,7 +374,14 @@ pub fn check_kernel_fn(
         function.filter.gfp_needs = may_sleep;
         function.filter.gfp_refuses = no_fail;
     }
-    let mechanism = override_mechanism(choice, kind == InjectionKind::Null).map_err(refuse)?;
+    let fails_with_null = kind == InjectionKind::Null;
+    let mechanism = override_mechanism(
+        choice,
+        hook::FMOD_RET_OVERRIDE,
+        &function.name,
+        fails_with_null,
+    )
+    .map_err(refuse)?;
     function.kind = Some(kind);
     Ok(mechanism)
 }
@@ -377,7 +399,7 @@ pub fn check_bio_override(choice: BackendChoice) -> Result<Mechanism, PlanError>
             "{function} is not in /sys/kernel/debug/error_injection/list (kernel >= 5.12 has it)"
         )));
     }
-    override_mechanism(choice, false).map_err(refuse)
+    override_mechanism(choice, hook::BIO_ERROR_FMOD_RET, function, false).map_err(refuse)
 }
 
 /// Checks that a target's statfs() results can be rewritten (by fexit, or else at the

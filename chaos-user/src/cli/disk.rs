@@ -327,9 +327,6 @@ fn error(args: DiskErrorArgs) -> Result<u8, Error> {
     require_privileges()?;
     let mechanism = plan::check_bio_override(args.backend)?;
     plan::check_rules(&fault.when)?;
-    if args.run.detach && mechanism == Mechanism::KprobeOverride {
-        plan::check_detachable(Some("the should_fail_bio kprobe"))?;
-    }
     let targets = Targets {
         device: Some(fault.device.clone()),
         ..match &args.targets {
@@ -337,6 +334,11 @@ fn error(args: DiskErrorArgs) -> Result<u8, Error> {
             None => Targets::default(),
         }
     };
+    if args.run.detach {
+        let tree = targets.processes.iter().any(|process| process.tree);
+        let kprobe = mechanism == Mechanism::KprobeOverride;
+        plan::check_detachable_calls(kprobe.then_some("the should_fail_bio kprobe"), tree)?;
+    }
     let ops: Vec<&str> = fault.ops.iter().map(|op| op.name()).collect();
     eprintln!(
         "chaos: failing {} bios to {} with EIO for {}{}{}",

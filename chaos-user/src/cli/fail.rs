@@ -179,13 +179,8 @@ pub fn execute(args: FailArgs) -> Result<u8, Error> {
     }
     if args.run.detach {
         let tree = targets.processes.iter().any(|process| process.tree);
-        plan::check_detachable(if fault.override_with == Some(Mechanism::KprobeOverride) {
-            Some("the overriding kprobe")
-        } else if tree {
-            Some("the fork and exit tracepoints of --pid-tree")
-        } else {
-            None
-        })?;
+        let kprobe = fault.override_with == Some(Mechanism::KprobeOverride);
+        plan::check_detachable_calls(kprobe.then_some("the overriding kprobe"), tree)?;
     }
     let calls: Vec<String> = fault
         .ops

@@ -4,9 +4,7 @@
 here=$(dirname "$0")
 . "$here/../lib.sh"
 dir=$(scratch pgdisk)
-acked=$(wc -l < "$dir/acked" 2>/dev/null || echo 0)
+count_acked "$dir" 5493
 [ "$acked" -gt 0 ] || exit 0
-present=$(PGCONNECT_TIMEOUT=3 timeout 5 psql -h 127.0.0.1 -p 5493 -U postgres -Atq -c \
-    "SELECT count(*) FROM drill WHERE n IN ($(paste -sd, "$dir/acked"))" 2>/dev/null)
 echo "committed $acked, present ${present:-unknown (the server does not answer)}"
 [ -z "$present" ] || [ "$present" -ge "$acked" ]

@@ -9,6 +9,7 @@ here=$(dirname "$0")
 dir=$(scratch pgdisk)
 bin=$(pg_bin)
 umount "$dir/mnt" 2>/dev/null || true
+losetup -j "$dir/disk.img" 2>/dev/null | cut -d: -f1 | xargs -r -n 1 losetup -d
 losetup -d /dev/loop42 2>/dev/null || true
 [ -b /dev/loop42 ] || mknod /dev/loop42 b 7 42
 rm -f "$dir/disk.img" "$dir/acked" "$dir/server.log"

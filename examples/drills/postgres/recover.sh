@@ -1,56 +1,63 @@
 #!/bin/sh
-# After the power cut: once PostgreSQL is gone, its filesystem is unmounted and the image is
-# attached to another loop device (the cut device's cache goes with it, as at a power cut; the
-# writes to 7:42 keep failing until the fault ends), mounted and PostgreSQL started on it again,
-# which recovers by replaying its WAL. Then, every second, a JSON line: the commits the
-# application saw acknowledged, how many of them are in the table, and whether the server
-# replayed WAL. Ends on SIGTERM: a fast shutdown, the filesystem unmounted, the loop device
-# detached.
+# After the power cut: once no PostgreSQL process is left, its filesystem is unmounted and the
+# image attached to another loop device (loop 7:42's cache goes with it, and the writes to 7:42
+# keep failing until the fault ends), mounted and PostgreSQL started on it again, which
+# recovers by replaying its WAL. Then, every second, a JSON line: the commits the application
+# saw acknowledged, how many of them are in the table, and whether the server replayed WAL.
+# Ends on SIGTERM: a fast shutdown, the filesystem unmounted, the loop devices detached (within
+# the 5 s chaos run allows before SIGKILL).
 set -u
 here=$(dirname "$0")
 . "$here/../lib.sh"
 dir=$(scratch pgdisk)
 bin=$(pg_bin)
-loop=
+# Whether a PostgreSQL process of this data directory lives: backends rename themselves, but
+# their command name stays "postgres" and each one works in the data directory (a zombie has no
+# working directory left).
+postgres_left() {
+    for pid in $(pgrep -u postgres -x postgres); do
+        [ "$(readlink "/proc/$pid/cwd" 2>/dev/null)" = "$dir/mnt/data" ] && return 0
+    done
+    return 1
+}
 stop() {
     stop_pidfile "$dir/pid" INT
-    wait
-    # The first server, if no cut came, gets its own SIGTERM: it must be gone before the unmount.
+    # The first server, if no cut came, gets its own SIGTERM: gone before the unmount.
     tries=0
-    while pgrep -f "postgres -D $dir/mnt/data" >/dev/null && [ $tries -lt 100 ]; do
+    while postgres_left && [ $tries -lt 30 ]; do
         sleep 0.1
         tries=$((tries + 1))
     done
     umount "$dir/mnt" 2>/dev/null
-    [ -z "$loop" ] || losetup -d "$loop"
-    losetup -d /dev/loop42 2>/dev/null
+    losetup -j "$dir/disk.img" | cut -d: -f1 | xargs -r -n 1 losetup -d
     exit "${1:-0}"
 }
 trap stop TERM INT HUP
+fail() {
+    echo "$1"
+    stop 1
+}
 rm -f "$dir/pid"
-while pgrep -f "postgres -D $dir/mnt/data" >/dev/null; do sleep 0.1; done
+while postgres_left; do sleep 0.1; done
 echo "PostgreSQL is gone: unmounting, attaching the image anew"
-umount "$dir/mnt" || umount -l "$dir/mnt"
-losetup -d /dev/loop42
-loop=$(losetup -f --show "$dir/disk.img")
-mount "$loop" "$dir/mnt"
+umount "$dir/mnt" || fail "the filesystem cannot be unmounted"
+losetup -d /dev/loop42 || fail "loop 7:42 cannot be detached"
+loop=$(losetup -f --show "$dir/disk.img") || fail "the image cannot be attached"
+mount "$loop" "$dir/mnt" || fail "the filesystem cannot be mounted again"
 as_postgres "$bin/postgres" -D "$dir/mnt/data" 2> "$dir/server.log" &
 server=$!
 echo $server > "$dir/pid"
 until psql -h 127.0.0.1 -p 5493 -U postgres -Atq -c "SELECT 1" >/dev/null 2>&1; do
     if ! kill -0 $server 2>/dev/null; then
-        echo "PostgreSQL did not start:"
         cat "$dir/server.log"
-        stop 1
+        fail "PostgreSQL did not start"
     fi
     sleep 0.2
 done
 echo "PostgreSQL is back on $loop"
 grep -E "not properly shut down|redo (starts|done)" "$dir/server.log"
 while :; do
-    acked=$(wc -l < "$dir/acked")
-    present=$(psql -h 127.0.0.1 -p 5493 -U postgres -Atq -c \
-        "SELECT count(*) FROM drill WHERE n IN ($(paste -sd, "$dir/acked"))" 2>/dev/null)
+    count_acked "$dir" 5493
     replayed=0
     grep -q "redo done" "$dir/server.log" && replayed=1
     [ -z "$present" ] || printf '{"acked": %d, "present": %d, "missing": %d, "replayed": %d}\n' \
