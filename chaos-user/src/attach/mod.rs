@@ -23,7 +23,7 @@ use aya::{
     util::KernelVersion,
 };
 use aya_obj::generated::bpf_attach_type;
-use chaos_common::{counters::Counters, hook::Hook, net::DIRECTION_INGRESS};
+use chaos_common::{counters::Counters, hook::Hook, names, net::DIRECTION_INGRESS};
 use thiserror::Error;
 
 pub mod fmod_ret;
@@ -204,9 +204,15 @@ impl Loaded {
         })
     }
 
-    /// Loads `object` without globals.
+    /// Loads `object` without globals (a probe, a network fault). The errno object's per-CPU
+    /// counters, which only a fault on calls reads (through its own loader), get one entry: the
+    /// kernel allocates each entry per CPU when the map is made.
     pub fn plain(object: &'static [u8]) -> Result<Self, AttachError> {
-        Self::new(&mut EbpfLoader::new(), object)
+        let mut loader = EbpfLoader::new();
+        loader
+            .map_max_entries(names::MAP_COUNTERS, 1)
+            .map_max_entries(names::MAP_TARGET_COUNTERS, 1);
+        Self::new(&mut loader, object)
     }
 
     /// Loads `hook`'s program into the kernel (the verifier runs here); once per program.
