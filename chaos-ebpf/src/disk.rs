@@ -4,47 +4,7 @@
 use aya_ebpf::Global;
 use chaos_common::{fault::DiskFilter, ops::*};
 
-use crate::path::read_at;
-
-/// How a program reads the bio and what it points to: the kprobe through
-/// `bpf_probe_read_kernel`, the fmod_ret program by plain loads from its BTF-typed `struct bio *`
-/// (the verifier checks each against the kernel's BTF and the JIT guards it; a helper call
-/// costs about a hundred instructions, a load one).
-pub trait KernelMemory {
-    /// The `T` at `base + offset`; `None` when `base` is 0 or the read fails.
-    fn read<T: Copy>(base: u64, offset: u32) -> Option<T>;
-
-    /// The pointer at `base + offset`; 0 when it cannot be read.
-    fn pointer(base: u64, offset: u32) -> u64 {
-        Self::read(base, offset).unwrap_or(0)
-    }
-}
-
-/// Reads through `bpf_probe_read_kernel`: any address, from any program.
-pub struct Helper;
-
-impl KernelMemory for Helper {
-    #[inline(always)]
-    fn read<T: Copy>(base: u64, offset: u32) -> Option<T> {
-        read_at(base, offset)
-    }
-}
-
-/// Plain loads, for `base` pointers the verifier knows by their BTF type (a tracing program's
-/// arguments and what they point to) and offsets of fields of that type.
-pub struct Typed;
-
-impl KernelMemory for Typed {
-    #[inline(always)]
-    fn read<T: Copy>(base: u64, offset: u32) -> Option<T> {
-        if base == 0 {
-            return None;
-        }
-        // SAFETY: `base` is a BTF-typed kernel pointer and `offset` a field of its type (both
-        // checked by the verifier at load); the JIT turns a fault of such a load into a zero.
-        Some(unsafe { core::ptr::read_volatile((base + u64::from(offset)) as *const T) })
-    }
-}
+use crate::path::{pointer_at, read_at};
 
 #[unsafe(no_mangle)]
 static DISK: Global<DiskFilter> = Global::new(DiskFilter::ZERO);
@@ -65,26 +25,26 @@ const REQ_OP_DISCARD: u32 = 3;
 
 /// The operations (`OP_DISK_*` bits) bio `bio` is, if it goes to the fault's device and
 /// sectors: a write carrying a cache flush before its data (a journal commit block) is a write
-/// and a flush, one without data (fsync's flush) a flush only. Two or four kernel reads for
+/// and a flush, one without data (fsync's flush) a flush only. Three or four kernel reads for
 /// another device's bio; no map lookup.
 #[inline(always)]
-pub fn bio_ops<M: KernelMemory>(bio: u64) -> u64 {
+pub fn bio_ops(bio: u64) -> u64 {
     let filter = DISK.load();
-    let bdev = M::pointer(bio, filter.bio_bdev);
+    let bdev = pointer_at(bio, filter.bio_bdev);
     let dev = if filter.whole != 0 {
-        let whole = M::pointer(M::pointer(bdev, filter.bdev_disk), filter.disk_part0);
-        M::read::<u32>(whole, filter.bdev_dev)
+        let whole = pointer_at(pointer_at(bdev, filter.bdev_disk), filter.disk_part0);
+        read_at::<u32>(whole, filter.bdev_dev)
     } else {
-        M::read::<u32>(bdev, filter.bdev_dev)
+        read_at::<u32>(bdev, filter.bdev_dev)
     };
     if dev != Some(filter.dev) {
         return 0;
     }
-    let size = M::read::<u32>(bio, filter.bio_size).unwrap_or(0);
-    if filter.sector_end != 0 && !in_sectors::<M>(&filter, bio, bdev, size) {
+    let size = read_at::<u32>(bio, filter.bio_size).unwrap_or(0);
+    if filter.sector_end != 0 && !in_sectors(&filter, bio, bdev, size) {
         return 0;
     }
-    let Some(opf) = M::read::<u32>(bio, filter.bio_opf) else {
+    let Some(opf) = read_at::<u32>(bio, filter.bio_opf) else {
         return 0;
     };
     let op = opf & REQ_OP_MASK;
@@ -110,17 +70,17 @@ pub fn bio_ops<M: KernelMemory>(bio: u64) -> u64 {
 /// start of the device named. A partition's bio counts from the partition's start until the
 /// block layer remaps it (`BIO_REMAPPED`, the rest of a split bio), then from the disk's.
 #[inline(always)]
-fn in_sectors<M: KernelMemory>(filter: &DiskFilter, bio: u64, bdev: u64, size: u32) -> bool {
+fn in_sectors(filter: &DiskFilter, bio: u64, bdev: u64, size: u32) -> bool {
     let sectors = u64::from(size >> 9);
     if sectors == 0 {
         return false;
     }
-    let Some(sector) = M::read::<u64>(bio, filter.bio_sector) else {
+    let Some(sector) = read_at::<u64>(bio, filter.bio_sector) else {
         return false;
     };
-    let flags = u32::from(M::read::<u16>(bio, filter.bio_flags).unwrap_or(0));
+    let flags = u32::from(read_at::<u16>(bio, filter.bio_flags).unwrap_or(0));
     let remapped = flags & filter.bio_remapped != 0;
-    let start = || M::read::<u64>(bdev, filter.bdev_start_sect).unwrap_or(0);
+    let start = || read_at::<u64>(bdev, filter.bdev_start_sect).unwrap_or(0);
     let sector = match (filter.whole != 0, remapped) {
         (true, false) => sector + start(),
         (false, true) => sector.saturating_sub(start()),

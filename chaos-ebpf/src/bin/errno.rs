@@ -501,7 +501,7 @@ fn allocation_may_fail(arg: impl FnOnce(u32) -> Option<u32>) -> bool {
 /// the counters and rules of slot 0 (with targets, only for the bios a target submits itself).
 #[kprobe]
 pub fn kprobe_bio_error(ctx: ProbeContext) -> u32 {
-    if let Some(retval) = ctx.arg::<u64>(0).and_then(bio_error::<disk::Helper>) {
+    if let Some(retval) = ctx.arg::<u64>(0).and_then(bio_error) {
         // SAFETY: the probe's own registers; any error becomes BLK_STS_IOERR.
         unsafe { bpf_override_return(ctx.regs, retval as u64) };
     }
@@ -510,18 +510,20 @@ pub fn kprobe_bio_error(ctx: ProbeContext) -> u32 {
 
 /// [`kprobe_bio_error`] where trampolines load: loaded past aya as fmod_ret on
 /// `should_fail_bio` (its section names the function), whose return value it gives when it
-/// acts. Its `struct bio *` is typed: the bio and what it points to are read by plain loads.
+/// acts. A trampoline costs each bio less than a kprobe.
 #[unsafe(no_mangle)]
 #[unsafe(link_section = "fexit/should_fail_bio")]
 pub extern "C" fn fmod_ret_bio_error(ctx: *mut c_void) -> i64 {
-    let bio: u64 = FExitContext::new(ctx).arg(0);
-    bio_error::<disk::Typed>(bio).unwrap_or(0)
+    // SAFETY: a read of the trampoline's first argument slot (the bio), checked by the helper;
+    // read as plain memory, the address is a number to the verifier, as the kprobe's is.
+    let bio = unsafe { bpf_probe_read_kernel(ctx as *const u64) };
+    bio.ok().and_then(bio_error).unwrap_or(0)
 }
 
 /// What `should_fail_bio(bio)` returns for `bio` while the fault acts on it, if it does.
 #[inline(always)]
-fn bio_error<M: disk::KernelMemory>(bio: u64) -> Option<i64> {
-    let ops = bio_ops::<M>(bio);
+fn bio_error(bio: u64) -> Option<i64> {
+    let ops = bio_ops(bio);
     if ops == 0 {
         return None;
     }
