@@ -102,18 +102,47 @@ fn main() -> anyhow::Result<()> {
     let ebpf_target = metadata.target_directory.as_std_path().join("ebpf");
     let built = build(&[], &[], ebpf_target.join("default"))?;
     for bin in ebpf.targets.iter().filter(|target| target.is_bin()) {
-        let from = built.join(&bin.name);
-        fs::copy(&from, out_dir.join(&bin.name))
-            .with_context(|| format!("copy {}", from.display()))?;
+        strip_dwarf(&built.join(&bin.name), &out_dir.join(&bin.name))?;
     }
     let legacy = build(
         &["--cfg=chaos_legacy"],
         &["errno"],
         ebpf_target.join("legacy"),
     )?;
-    fs::copy(legacy.join("errno"), out_dir.join("errno-legacy"))
-        .with_context(|| format!("copy {}", legacy.join("errno").display()))?;
+    strip_dwarf(&legacy.join("errno"), &out_dir.join("errno-legacy"))?;
     Ok(())
+}
+
+/// Copies the eBPF object `from` to `to` without its DWARF sections: the linker makes BTF from
+/// them and aya reads only the BTF, so they would be three quarters of the objects embedded in
+/// every `chaos` binary for nothing.
+fn strip_dwarf(from: &Path, to: &Path) -> anyhow::Result<()> {
+    use object::build::elf::{Builder, SectionData};
+
+    let data = fs::read(from).with_context(|| format!("read {}", from.display()))?;
+    let mut builder = Builder::read(&*data).with_context(|| format!("parse {}", from.display()))?;
+    for section in builder.sections.iter_mut() {
+        let name = section.name.as_slice();
+        section.delete = name.starts_with(b".debug") || name.starts_with(b".rel.debug");
+    }
+    // The linker names sections from .strtab; the writer wants a section-name table of its own.
+    if !builder
+        .sections
+        .iter()
+        .any(|section| matches!(section.data, SectionData::SectionString))
+    {
+        let names = builder.sections.add();
+        names.name = b".shstrtab"[..].into();
+        names.sh_type = object::elf::SHT_STRTAB;
+        names.sh_addralign = 1;
+        names.data = SectionData::SectionString;
+    }
+    builder.delete_orphans();
+    let mut stripped = Vec::new();
+    builder
+        .write(&mut stripped)
+        .with_context(|| format!("write {} without DWARF", from.display()))?;
+    fs::write(to, stripped).with_context(|| format!("write {}", to.display()))
 }
 
 /// Sets CHAOS_COMMIT, the commit `chaos --version` names: git's HEAD, or "unknown" outside a

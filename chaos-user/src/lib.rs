@@ -19,6 +19,7 @@ pub mod clock;
 pub mod detached;
 pub mod errno_names;
 pub mod fault;
+pub mod k8s;
 pub mod kernel;
 pub mod netlink;
 pub mod object;

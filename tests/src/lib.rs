@@ -24,6 +24,7 @@ use serde_json::Value;
 mod container;
 pub mod containerd;
 mod engines;
+pub mod fake_kube;
 mod mounts;
 mod netbed;
 

@@ -319,3 +319,178 @@ fn the_image_as_an_injector_pod() {
         "the other pod was hit"
     );
 }
+
+/// `chaos k8s KUBECONFIG=fake`: `chaos k8s run` on a fake API server (tests/src/fake_kube.rs)
+/// whose pods `web` and `other` are this containerd's; the test plays kubelet, running each
+/// injector pod the API server receives in containerd from the dist image as its spec says.
+/// The run faults the pod it drew and only it, waits for its injector and prints its report;
+/// a detached run is ended by `chaos k8s stop --all` (the deadline cut, kubelet's SIGTERM),
+/// leaving the injector's report and nothing in the kernel.
+#[test]
+fn k8s_run_through_the_api_faults_the_pod_it_drew() {
+    use chaos_tests::fake_kube::{FakeApi, Kubelet};
+    use serde_json::{Value, json};
+
+    let mut pods = Pods::start();
+    pods.containerd.import(&dist_dir().join("chaos-image.tar"));
+    let api = FakeApi::start(&pods.reports.join("api"));
+    api.add_namespace("default", json!({ "chaos/allow-faults": "true" }));
+    api.add_namespace("chaos", json!({}));
+    for (name, uid) in [("web", WEB_UID), ("other", OTHER_UID)] {
+        api.add_pod(
+            "default",
+            name,
+            uid,
+            "node-1",
+            json!({ "tier": "front" }),
+            "Running",
+        );
+    }
+    let mut kubelet = Kubelet::default();
+    let k8s = |args: &[&str]| {
+        let mut command = std::process::Command::new(chaos_bin());
+        command
+            .arg("k8s")
+            .args(args)
+            .env("KUBECONFIG", &api.kubeconfig);
+        command
+    };
+    let fault = ["--", "fail", "--op", "connect", "--errno", "EHOSTUNREACH"];
+
+    let start = monotonic_ns();
+    let mut args = vec![
+        "run",
+        "-l",
+        "tier=front",
+        "-n",
+        "default",
+        "--seed",
+        "5",
+        "--for",
+        "4s",
+        "--json",
+    ];
+    args.extend_from_slice(&fault);
+    let mut chaos = Chaos::spawn(&mut k8s(&args));
+    while chaos.try_wait().expect("chaos k8s run").is_none() {
+        kubelet.sync(&api, &mut pods.containerd, "chaos");
+        assert!(
+            monotonic_ns() - start < 180_000_000_000,
+            "chaos k8s run did not end"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let output = chaos.wait_with_output().expect("chaos k8s run");
+    let ended = monotonic_ns();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    let report: Value = serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|err| panic!("no JSON report ({err}): {stderr}"));
+    let targets = report["targets"].as_array().unwrap();
+    assert_eq!(targets.len(), 1, "one of the two pods: {report}");
+    assert_eq!(targets[0]["phase"], "Succeeded", "{report}");
+    let (hit, spared) = match targets[0]["pod"].as_str().unwrap() {
+        "default/web" => (vec![&pods.app.1, &pods.sidecar.1], vec![&pods.other.1]),
+        "default/other" => (vec![&pods.other.1], vec![&pods.app.1, &pods.sidecar.1]),
+        pod => panic!("drew {pod}"),
+    };
+    let mut seen = 0;
+    for victim in &hit {
+        victim.wait_for_call_after(ended);
+        let calls = victim.calls();
+        let failed: Vec<&Call> = calls.iter().filter(|c| c.errno.is_some()).collect();
+        assert!(!failed.is_empty(), "the drawn pod was not hit: {report}");
+        assert!(
+            failed
+                .iter()
+                .all(|c| c.errno == Some(EHOSTUNREACH) && (start..ended).contains(&c.at_ns)),
+            "failures outside the run or with another errno: {failed:?}"
+        );
+        seen += failed.len() as u64;
+    }
+    assert_eq!(
+        targets[0]["report"]["faults"][0]["injected"], seen,
+        "{report}"
+    );
+    for victim in spared {
+        assert!(
+            victim.calls().iter().all(|c| c.errno.is_none()),
+            "the pod not drawn was hit"
+        );
+    }
+    assert_no_chaos_programs();
+
+    // The kill switch: a detached run, ended by `stop --all` long before its 10 minutes.
+    let mut args = vec![
+        "run",
+        "-l",
+        "tier=front",
+        "-n",
+        "default",
+        "--seed",
+        "5",
+        "--for",
+        "10m",
+        "--detach",
+    ];
+    args.extend_from_slice(&fault);
+    let output = k8s(&args).output().unwrap();
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let id = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+    while hit[0]
+        .calls_begun_after(ended)
+        .iter()
+        .all(|c| c.errno.is_none())
+    {
+        kubelet.sync(&api, &mut pods.containerd, "chaos");
+        assert!(
+            monotonic_ns() - ended < 120_000_000_000,
+            "the detached run never failed a call"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let output = k8s(&["stop", "--all"]).output().unwrap();
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    kubelet.sync(&api, &mut pods.containerd, "chaos");
+    let stopped = monotonic_ns();
+    assert_no_chaos_programs();
+    let output = k8s(&["report", &id, "--json"]).output().unwrap();
+    let report: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(
+        report["targets"][0]["reason"], "DeadlineExceeded",
+        "{report}"
+    );
+    assert_eq!(
+        report["targets"][0]["report"]["ended_by"], "sigterm",
+        "{report}"
+    );
+    hit[0].wait_for_call_after(stopped);
+    assert!(
+        hit[0]
+            .calls_begun_after(stopped)
+            .iter()
+            .all(|c| c.errno.is_none()),
+        "calls failed after the stop"
+    );
+    let output = k8s(&["stop", "--all", "--delete"]).output().unwrap();
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        api.config_maps("chaos").is_empty() && api.pods("chaos").is_empty(),
+        "records or injectors left"
+    );
+}

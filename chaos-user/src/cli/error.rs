@@ -6,7 +6,8 @@ use thiserror::Error;
 
 use super::experiment::ExperimentError;
 use crate::{
-    detached::DetachedError, fault::ParseError, plan::PlanError, run::RunError, target::TargetError,
+    detached::DetachedError, fault::ParseError, k8s::K8sError, plan::PlanError, run::RunError,
+    target::TargetError,
 };
 
 /// Exit codes, as `chaos --help` documents them.
@@ -44,6 +45,11 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
+    #[error(transparent)]
+    K8s(#[from] K8sError),
+    /// A `chaos k8s run` refused before anything was created: its fault, selector or targets.
+    #[error("{0}")]
+    K8sFault(String),
     /// The running kernel cannot do what the command asks: `detail` names the kernel option.
     #[error("{what} cannot run on this kernel: {detail}")]
     Unsupported { what: String, detail: String },
@@ -71,13 +77,15 @@ impl Error {
             | Error::NoSuchRun { .. }
             | Error::Unsupported { .. }
             | Error::Experiment(_)
-            | Error::ExperimentFile { .. } => exit::USAGE,
+            | Error::ExperimentFile { .. }
+            | Error::K8sFault(_) => exit::USAGE,
+            Error::K8s(err) if err.is_refusal() => exit::USAGE,
             Error::Target(TargetError::Proc { .. } | TargetError::CgroupNotVisible { .. }) => {
                 exit::FAILURE
             }
             Error::Target(_) => exit::USAGE,
             Error::Run(err) if err.is_unsupported() => exit::USAGE,
-            Error::Run(_) | Error::Detached(_) | Error::Io { .. } => exit::FAILURE,
+            Error::Run(_) | Error::Detached(_) | Error::K8s(_) | Error::Io { .. } => exit::FAILURE,
         }
     }
 }

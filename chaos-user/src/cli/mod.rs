@@ -10,6 +10,7 @@ pub mod error;
 pub mod experiment;
 pub mod fail;
 pub mod idle;
+pub mod k8s;
 pub mod net;
 pub mod pause;
 pub mod probe;
@@ -326,6 +327,7 @@ pub enum Command {
     Clock(clock::ClockArgs),
     Run(run_file::RunFileArgs),
     Monkey(experiment::monkey::MonkeyArgs),
+    K8s(k8s::K8sArgs),
     List(detached::ListArgs),
     Stop(detached::StopArgs),
     Cleanup(detached::CleanupArgs),
@@ -374,6 +376,7 @@ pub fn execute(cli: Cli) -> Result<u8, Error> {
         Command::PauseGuard(args) => pause::guard(args),
         Command::Run(args) => run_file::execute(args),
         Command::Monkey(args) => experiment::monkey::execute(args),
+        Command::K8s(args) => k8s::execute(args),
         Command::List(args) => detached::list(args),
         Command::Stop(args) => detached::stop(args),
         Command::Probe(args) => probe::execute(args),
@@ -409,6 +412,7 @@ impl Command {
             Command::Clock(args) => Some(args.fault().map(drop)),
             Command::Run(_)
             | Command::Monkey(_)
+            | Command::K8s(_)
             | Command::List(_)
             | Command::Stop(_)
             | Command::Cleanup(_)

@@ -1,0 +1,186 @@
+//! Label selectors as `kubectl -l` takes them, checked before anything reaches the API server:
+//! an empty selector would pick every pod of the namespace, and a misspelt one is better refused
+//! here, naming the bad part, than by the server.
+
+/// Why a label selector was refused.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SelectorError {
+    #[error(
+        "an empty label selector would pick every pod of the namespace: name the pods (-l app=web)"
+    )]
+    Empty,
+    #[error(
+        "invalid label selector requirement '{0}': expected KEY, !KEY, KEY=VALUE, KEY!=VALUE, KEY in (V1,V2) or KEY notin (V1,V2)"
+    )]
+    Requirement(String),
+    #[error(
+        "invalid label key '{0}': a name of at most 63 letters, digits, '-', '_' and '.' that starts and ends with a letter or digit, optionally after a DNS prefix and '/'"
+    )]
+    Key(String),
+    #[error(
+        "invalid label value '{0}': at most 63 letters, digits, '-', '_' and '.' that start and end with a letter or digit"
+    )]
+    Value(String),
+}
+
+/// Checks `selector` (`app=web,tier in (a,b),!canary`) and returns it with the spaces around
+/// its requirements taken out, as it is sent to the API server.
+pub fn check(selector: &str) -> Result<String, SelectorError> {
+    let mut requirements = Vec::new();
+    for requirement in split_top_level(selector) {
+        let requirement = requirement.trim();
+        if requirement.is_empty() {
+            continue;
+        }
+        check_requirement(requirement)?;
+        requirements.push(requirement);
+    }
+    if requirements.is_empty() {
+        return Err(SelectorError::Empty);
+    }
+    Ok(requirements.join(","))
+}
+
+/// The requirements of a selector: split at commas outside parentheses.
+fn split_top_level(selector: &str) -> Vec<&str> {
+    let (mut parts, mut depth, mut start) = (Vec::new(), 0i32, 0);
+    for (i, c) in selector.char_indices() {
+        match c {
+            '(' => depth += 1,
+            ')' => depth -= 1,
+            ',' if depth == 0 => {
+                parts.push(&selector[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    parts.push(&selector[start..]);
+    parts
+}
+
+fn check_requirement(requirement: &str) -> Result<(), SelectorError> {
+    let bad = || SelectorError::Requirement(requirement.to_owned());
+    if let Some(key) = requirement.strip_prefix('!') {
+        return check_key(key.trim());
+    }
+    for op in ["!=", "==", "="] {
+        if let Some((key, value)) = requirement.split_once(op) {
+            check_key(key.trim())?;
+            return check_value(value.trim());
+        }
+    }
+    let words: Vec<&str> = requirement.splitn(2, char::is_whitespace).collect();
+    match words.as_slice() {
+        [key] => check_key(key),
+        [key, rest] => {
+            let rest = rest.trim_start();
+            let set = rest
+                .strip_prefix("notin")
+                .or_else(|| rest.strip_prefix("in"))
+                .map(str::trim)
+                .and_then(|set| set.strip_prefix('('))
+                .and_then(|set| set.strip_suffix(')'))
+                .ok_or_else(bad)?;
+            check_key(key)?;
+            for value in set.split(',') {
+                check_value(value.trim())?;
+            }
+            Ok(())
+        }
+        _ => Err(bad()),
+    }
+}
+
+/// `[PREFIX/]NAME`: PREFIX a DNS subdomain of at most 253 characters, NAME as a value but not
+/// empty.
+fn check_key(key: &str) -> Result<(), SelectorError> {
+    let bad = || SelectorError::Key(key.to_owned());
+    let (prefix, name) = match key.split_once('/') {
+        Some((prefix, name)) => (Some(prefix), name),
+        None => (None, key),
+    };
+    if name.is_empty() || !is_label_value(name) {
+        return Err(bad());
+    }
+    if let Some(prefix) = prefix {
+        let label_ok = |label: &str| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        };
+        if prefix.len() > 253 || !prefix.split('.').all(label_ok) {
+            return Err(bad());
+        }
+    }
+    Ok(())
+}
+
+fn check_value(value: &str) -> Result<(), SelectorError> {
+    if value.is_empty() || is_label_value(value) {
+        Ok(())
+    } else {
+        Err(SelectorError::Value(value.to_owned()))
+    }
+}
+
+/// A non-empty label value: at most 63 of `[A-Za-z0-9_.-]`, alphanumeric at both ends.
+fn is_label_value(value: &str) -> bool {
+    let ends = |c: Option<char>| c.is_some_and(|c| c.is_ascii_alphanumeric());
+    value.len() <= 63
+        && value
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        && ends(value.chars().next())
+        && ends(value.chars().last())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepts_what_kubectl_accepts() {
+        for (selector, sent) in [
+            ("app=web", "app=web"),
+            (" app = web , tier!=db ", "app = web,tier!=db"),
+            ("app==web", "app==web"),
+            ("app.kubernetes.io/name=web", "app.kubernetes.io/name=web"),
+            ("tier in (web, api),!canary", "tier in (web, api),!canary"),
+            ("tier notin (db)", "tier notin (db)"),
+            ("release", "release"),
+            ("app=", "app="),
+        ] {
+            assert_eq!(check(selector).as_deref(), Ok(sent), "{selector}");
+        }
+    }
+
+    #[test]
+    fn refuses_empty_and_invalid_selectors() {
+        for (selector, error) in [
+            ("", SelectorError::Empty),
+            (" , ", SelectorError::Empty),
+            ("app=web!", SelectorError::Value("web!".into())),
+            ("-app=web", SelectorError::Key("-app".into())),
+            (
+                "Bad_Prefix/app=web",
+                SelectorError::Key("Bad_Prefix/app".into()),
+            ),
+            (
+                "tier in web",
+                SelectorError::Requirement("tier in web".into()),
+            ),
+            (
+                "tier within (a)",
+                SelectorError::Requirement("tier within (a)".into()),
+            ),
+            ("app=web x", SelectorError::Value("web x".into())),
+        ] {
+            assert_eq!(check(selector), Err(error), "{selector}");
+        }
+    }
+}

@@ -1,0 +1,391 @@
+//! `chaos k8s` against a fake API server (tests/src/fake_kube.rs): no API server can run here.
+//! These tests cover the API side: what is refused before anything is created, the draw of the
+//! targets, the run's record and injector pods as the server receives them, and list, report
+//! and stop. The node side (the injector faulting a real pod, the kill switch ending it) runs
+//! against containerd in tests/tests/containerd.rs.
+
+use std::process::{Command, Output};
+
+use chaos_tests::{fake_kube::FakeApi, *};
+use serde_json::{Value, json};
+
+const SOME_UID: [&str; 4] = [
+    "11111111-1111-4111-8111-111111111111",
+    "22222222-2222-4222-8222-222222222222",
+    "33333333-3333-4333-8333-333333333333",
+    "44444444-4444-4444-8444-444444444444",
+];
+
+/// A cluster with namespace `shop` (opted in: web-0..2 running on two nodes, web-3 pending,
+/// db-0 running), `closed` (not opted in, web-0 running) and `chaos`.
+fn cluster(name: &str) -> FakeApi {
+    let api = FakeApi::start(&scratch_dir("k8s", name));
+    api.add_namespace("shop", json!({ "chaos/allow-faults": "true" }));
+    api.add_namespace("closed", json!({}));
+    api.add_namespace("chaos", json!({}));
+    for (i, uid) in SOME_UID.iter().enumerate() {
+        let phase = if i < 3 { "Running" } else { "Pending" };
+        api.add_pod(
+            "shop",
+            &format!("web-{i}"),
+            uid,
+            &format!("node-{}", i % 2),
+            json!({ "app": "web" }),
+            phase,
+        );
+    }
+    api.add_pod(
+        "shop",
+        "db-0",
+        "55555555-5555-4555-8555-555555555555",
+        "node-0",
+        json!({ "app": "db" }),
+        "Running",
+    );
+    api.add_pod(
+        "closed",
+        "web-0",
+        "66666666-6666-4666-8666-666666666666",
+        "node-0",
+        json!({ "app": "web" }),
+        "Running",
+    );
+    api
+}
+
+fn k8s(api: &FakeApi, args: &[&str]) -> Output {
+    Command::new(chaos_bin())
+        .arg("k8s")
+        .args(args)
+        .env("KUBECONFIG", &api.kubeconfig)
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .output()
+        .expect("run chaos k8s")
+}
+
+fn json_of(output: &Output) -> Value {
+    serde_json::from_slice(&output.stdout).unwrap_or_else(|err| {
+        panic!(
+            "no JSON on stdout ({err}): {}\n{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        )
+    })
+}
+
+fn created(api: &FakeApi) -> Vec<String> {
+    api.requests()
+        .into_iter()
+        .filter(|r| r.starts_with("POST") && !r.contains("selfsubjectreviews"))
+        .collect()
+}
+
+const FAULT: [&str; 6] = ["--", "fail", "--op", "connect", "--errno", "ECONNREFUSED"];
+
+fn run_args<'a>(extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec!["run"];
+    args.extend_from_slice(extra);
+    args.extend_from_slice(&FAULT);
+    args
+}
+
+/// Bad input, a namespace that did not opt in and too many targets exit 2 naming the reason,
+/// and create nothing.
+#[test]
+fn refusals_create_nothing() {
+    let api = cluster("refusals");
+    let cases: [(Vec<&str>, &str); 8] = [
+        (
+            run_args(&["-n", "closed", "-l", "app=web"]),
+            "namespace closed has not opted in to faults: `kubectl annotate namespace closed chaos/allow-faults=true`",
+        ),
+        (
+            run_args(&["-n", "nowhere", "-l", "app=web"]),
+            "no namespace 'nowhere'",
+        ),
+        (
+            run_args(&["-n", "shop", "-l", ""]),
+            "an empty label selector would pick every pod",
+        ),
+        (
+            run_args(&["-n", "shop", "-l", "app=web!"]),
+            "invalid label value 'web!'",
+        ),
+        (
+            run_args(&["-n", "shop", "-l", "app=web", "--max-targets", "2"]),
+            "2 of the 3 running pods matching 'app=web' is more than half of them: pass --allow-majority",
+        ),
+        (
+            run_args(&["-n", "shop", "-l", "app=cache"]),
+            "no running pod in namespace shop matches 'app=cache'",
+        ),
+        (
+            vec![
+                "run", "-n", "shop", "-l", "app=web", "--", "fail", "--op", "connect", "--errno",
+                "EIO", "--pid", "1",
+            ],
+            "the fault names --pid: each injector adds its pod",
+        ),
+        (
+            vec!["run", "-n", "shop", "-l", "app=web", "--", "list"],
+            "'list' is not a fault command: expected one of fail, signal",
+        ),
+    ];
+    for (args, says) in cases {
+        let output = k8s(&api, &args);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(says), "{args:?}: {stderr}");
+    }
+    let output = k8s(
+        &api,
+        &run_args(&["-n", "shop", "-l", "app=web", "--max-targets", "0"]),
+    );
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("invalid --max-targets '0'"));
+    assert_eq!(
+        created(&api),
+        Vec::<String>::new(),
+        "a refused run created something"
+    );
+}
+
+/// --dry-run draws the targets among the running pods the selector matches, the same for the
+/// same seed, and prints the injectors it would create without creating them.
+#[test]
+fn a_dry_run_draws_the_targets_and_creates_nothing() {
+    let api = cluster("dry-run");
+    let plan = |seed: &str| {
+        let output = k8s(
+            &api,
+            &run_args(&[
+                "-n",
+                "shop",
+                "-l",
+                "app=web",
+                "--max-targets",
+                "50%",
+                "--allow-majority",
+                "--seed",
+                seed,
+                "--dry-run",
+                "--json",
+            ]),
+        );
+        assert_eq!(
+            output.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        json_of(&output)
+    };
+    let first = plan("3");
+    assert_eq!(first["matched"], 3, "{first}");
+    let targets = first["run"]["targets"].as_array().unwrap();
+    assert_eq!(targets.len(), 1, "50% of 3 running pods: {first}");
+    assert!(
+        ["web-0", "web-1", "web-2"].contains(&targets[0]["name"].as_str().unwrap()),
+        "{first}"
+    );
+    assert_eq!(
+        plan("3")["run"]["targets"],
+        first["run"]["targets"],
+        "the same seed draws the same pods"
+    );
+    let drawn: std::collections::BTreeSet<String> = (0..12)
+        .map(|seed| {
+            plan(&seed.to_string())["run"]["targets"][0]["name"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert!(drawn.len() > 1, "every seed drew {drawn:?}");
+    let injector = &first["injectors"][0];
+    assert_eq!(injector["spec"]["nodeName"], targets[0]["node"]);
+    assert_eq!(injector["spec"]["hostPID"], true);
+    let args = injector["spec"]["containers"][0]["args"]
+        .as_array()
+        .unwrap();
+    let uid = targets[0]["uid"].as_str().unwrap();
+    assert_eq!(
+        args.iter().map(|a| a.as_str().unwrap()).collect::<Vec<_>>(),
+        [
+            "fail",
+            "--op",
+            "connect",
+            "--errno",
+            "ECONNREFUSED",
+            "--pod-uid",
+            uid,
+            "--for",
+            "60000ms",
+            "--json"
+        ]
+    );
+    assert_eq!(
+        created(&api),
+        Vec::<String>::new(),
+        "a dry run created something"
+    );
+}
+
+/// A detached run creates its record (who asked, what, on which pods) and one injector per
+/// target on the target's node, owned by the record; list and report show the injectors'
+/// states and reports; stop sets their deadline to one second (kubelet then ends them as
+/// `kubectl delete` does, keeping their logs); --delete removes the record and, through the
+/// garbage collector, its injectors.
+#[test]
+fn a_run_its_record_injectors_report_and_stop() {
+    let api = cluster("run");
+    let output = k8s(
+        &api,
+        &run_args(&[
+            "-n",
+            "shop",
+            "-l",
+            "app=web",
+            "--max-targets",
+            "1",
+            "--for",
+            "30s",
+            "--seed",
+            "1",
+            "--detach",
+            "--json",
+        ]),
+    );
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let id = json_of(&output)["run"].as_str().unwrap().to_owned();
+    let records = api.config_maps("chaos");
+    assert_eq!(records.len(), 1, "{records:?}");
+    let record = &records[0];
+    assert_eq!(record["metadata"]["name"], format!("chaos-run-{id}"));
+    assert_eq!(
+        record["metadata"]["annotations"]["chaos/requested-by"],
+        fake_kube::USER
+    );
+    let spec: Value = serde_json::from_str(record["data"]["spec.json"].as_str().unwrap()).unwrap();
+    assert_eq!(spec["selector"], "app=web");
+    let target = &spec["targets"][0];
+    let injectors = api.pods("chaos");
+    assert_eq!(injectors.len(), 1, "{injectors:?}");
+    let injector = &injectors[0];
+    let name = injector["metadata"]["name"].as_str().unwrap().to_owned();
+    assert_eq!(injector["spec"]["nodeName"], target["node"]);
+    assert_eq!(
+        injector["spec"]["activeDeadlineSeconds"], 90,
+        "30 s and a minute's grace"
+    );
+    assert_eq!(
+        injector["metadata"]["ownerReferences"][0]["uid"],
+        record["metadata"]["uid"]
+    );
+    assert_eq!(injector["metadata"]["labels"]["chaos/run"], id.as_str());
+
+    // Kubelet's part: the injector ran and printed its report.
+    let report_line =
+        r#"{"faults":[{"kind":"errno","matched":40,"injected":37}],"ended_by":"deadline"}"#;
+    api.set_status(
+        "chaos",
+        &name,
+        "Succeeded",
+        None,
+        &format!("chaos: started\n{report_line}\n"),
+    );
+    let output = k8s(&api, &["report", &id, "--json"]);
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report = json_of(&output);
+    assert_eq!(report["requested_by"], fake_kube::USER);
+    assert_eq!(report["targets"][0]["phase"], "Succeeded");
+    assert_eq!(
+        report["targets"][0]["pod"],
+        format!("shop/{}", target["name"].as_str().unwrap())
+    );
+    assert_eq!(
+        report["targets"][0]["report"]["faults"][0]["injected"], 37,
+        "{report}"
+    );
+    let human = String::from_utf8_lossy(&k8s(&api, &["report", &id]).stderr).into_owned();
+    assert!(
+        human.contains("Succeeded, injected 37 of 40 calls"),
+        "{human}"
+    );
+
+    // A second run, still running: the kill switch ends it.
+    let output = k8s(
+        &api,
+        &run_args(&[
+            "-n", "shop", "-l", "app=web", "--seed", "2", "--detach", "--json",
+        ]),
+    );
+    let second = json_of(&output)["run"].as_str().unwrap().to_owned();
+    let listed = json_of(&k8s(&api, &["list", "--json"]));
+    let ids: Vec<&str> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["run"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids.len(), 2, "{listed}");
+    assert!(
+        ids.contains(&id.as_str()) && ids.contains(&second.as_str()),
+        "{listed}"
+    );
+    let output = k8s(&api, &["stop", "--all"]);
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let patched: Vec<String> = api
+        .requests()
+        .into_iter()
+        .filter(|r| r.starts_with("PATCH"))
+        .collect();
+    assert_eq!(
+        patched.len(),
+        1,
+        "only the unfinished injector is ended: {patched:?}"
+    );
+    assert!(
+        patched[0].contains(&format!("chaos-{second}-0")),
+        "{patched:?}"
+    );
+    let ended = api
+        .pods("chaos")
+        .into_iter()
+        .find(|p| p["metadata"]["name"] == format!("chaos-{second}-0"))
+        .unwrap();
+    assert_eq!(ended["spec"]["activeDeadlineSeconds"], 1);
+
+    let output = k8s(&api, &["stop", &id, "--delete"]);
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(api.config_maps("chaos").len(), 1, "one record deleted");
+    assert!(
+        api.pods("chaos")
+            .iter()
+            .all(|p| p["metadata"]["labels"]["chaos/run"] == second.as_str()),
+        "its injector went with it"
+    );
+    let output = k8s(&api, &["report", "nosuchrun"]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains(&format!("no run 'nosuchrun' in namespace chaos: expected one of those `chaos k8s list` shows ({second})")));
+}
