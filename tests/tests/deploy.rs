@@ -168,3 +168,64 @@ fn assert_runs(args: &[&str]) {
         "chaos {args:?}: {stderr}"
     );
 }
+
+/// What `chaos k8s run` creates (its record and injector pods, printed by --dry-run against the
+/// fake API server) validates strictly too.
+#[test]
+fn what_chaos_k8s_creates_validates_strictly() {
+    use chaos_tests::fake_kube::FakeApi;
+    use serde_json::json;
+
+    let api = FakeApi::start(&chaos_tests::scratch_dir("k8s", "validate"));
+    api.add_namespace("shop", json!({ "chaos/allow-faults": "true" }));
+    api.add_pod(
+        "shop",
+        "web-0",
+        "11111111-1111-4111-8111-111111111111",
+        "node-0",
+        json!({ "app": "web" }),
+        "Running",
+    );
+    let output = Command::new(chaos_tests::chaos_bin())
+        .args([
+            "k8s",
+            "run",
+            "-n",
+            "shop",
+            "-l",
+            "app=web",
+            "--allow-majority",
+            "--dry-run",
+            "--json",
+        ])
+        .args(["--", "net", "drop", "--probability", "0.5"])
+        .env("KUBECONFIG", &api.kubeconfig)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let plan: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let mut documents = vec![plan["record"].clone()];
+    documents.extend(plan["injectors"].as_array().unwrap().iter().cloned());
+    let mut injector = documents[1].clone();
+    // The dry run names the record's UID, which only the API server gives, in words.
+    injector["metadata"]["ownerReferences"][0]["uid"] =
+        json!("00000000-0000-4000-8000-000000000001");
+    documents[1] = injector;
+    let file = std::env::temp_dir().join(format!("chaos-k8s-created-{}.yaml", std::process::id()));
+    let text: Vec<String> = documents.iter().map(Value::to_string).collect();
+    std::fs::write(&file, text.join("\n---\n")).unwrap();
+    for version in VERSIONS {
+        let output = validate(std::slice::from_ref(&file), version);
+        assert!(
+            output.status.success(),
+            "Kubernetes {version}: {}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    let _ = std::fs::remove_file(file);
+}

@@ -156,6 +156,24 @@ fn the_debian_package_holds_the_binary_its_man_page_and_completions() {
         .output()
         .expect("run the unpacked chaos");
     assert_eq!(String::from_utf8_lossy(&unpacked.stdout), own);
+    // The package's chaos has `chaos k8s` (it asks for a cluster); the image's node binary
+    // leaves it out and says so.
+    let k8s = |binary: &std::path::Path| {
+        let output = Command::new(binary)
+            .args(["k8s", "list"])
+            .env("KUBECONFIG", root.join("no-such-kubeconfig"))
+            .env_remove("KUBERNETES_SERVICE_HOST")
+            .output()
+            .expect("run chaos k8s");
+        String::from_utf8_lossy(&output.stderr).into_owned()
+    };
+    let full = k8s(&root.join("usr/bin/chaos"));
+    assert!(full.contains("no Kubernetes cluster to talk to"), "{full}");
+    let node = k8s(&dist_dir().join("chaos"));
+    assert!(
+        node.contains("chaos k8s is not in this build of chaos"),
+        "{node}"
+    );
     let man = Command::new("gzip")
         .arg("-dc")
         .arg(root.join("usr/share/man/man1/chaos.1.gz"))

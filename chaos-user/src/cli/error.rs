@@ -6,8 +6,7 @@ use thiserror::Error;
 
 use super::experiment::ExperimentError;
 use crate::{
-    detached::DetachedError, fault::ParseError, k8s::K8sError, plan::PlanError, run::RunError,
-    target::TargetError,
+    detached::DetachedError, fault::ParseError, plan::PlanError, run::RunError, target::TargetError,
 };
 
 /// Exit codes, as `chaos --help` documents them.
@@ -45,8 +44,17 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
+    #[cfg(feature = "k8s")]
     #[error(transparent)]
-    K8s(#[from] K8sError),
+    K8s(#[from] crate::k8s::K8sError),
+    /// A command this build of chaos leaves out (the node image's binary).
+    #[error(
+        "{what} is not in this build of chaos (built without the `{feature}` feature, as the node image's binary is): use the Debian package's or a `cargo build` of chaos"
+    )]
+    NotBuilt {
+        what: &'static str,
+        feature: &'static str,
+    },
     /// A `chaos k8s run` refused before anything was created: its fault, selector or targets.
     #[error("{0}")]
     K8sFault(String),
@@ -78,14 +86,18 @@ impl Error {
             | Error::Unsupported { .. }
             | Error::Experiment(_)
             | Error::ExperimentFile { .. }
-            | Error::K8sFault(_) => exit::USAGE,
+            | Error::K8sFault(_)
+            | Error::NotBuilt { .. } => exit::USAGE,
+            #[cfg(feature = "k8s")]
             Error::K8s(err) if err.is_refusal() => exit::USAGE,
+            #[cfg(feature = "k8s")]
+            Error::K8s(_) => exit::FAILURE,
             Error::Target(TargetError::Proc { .. } | TargetError::CgroupNotVisible { .. }) => {
                 exit::FAILURE
             }
             Error::Target(_) => exit::USAGE,
             Error::Run(err) if err.is_unsupported() => exit::USAGE,
-            Error::Run(_) | Error::Detached(_) | Error::K8s(_) | Error::Io { .. } => exit::FAILURE,
+            Error::Run(_) | Error::Detached(_) | Error::Io { .. } => exit::FAILURE,
         }
     }
 }

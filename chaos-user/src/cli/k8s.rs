@@ -3,21 +3,15 @@
 //! --json`; every injector is owned by the run's record (a ConfigMap in chaos's namespace), so
 //! deleting the record deletes them all.
 
-use std::{io::Write as _, time::Duration};
+// Without the `k8s` feature only the definitions and the fault's check remain.
+#![cfg_attr(not(feature = "k8s"), allow(dead_code))]
+
+use std::time::Duration;
 
 use clap::{Args, Parser as _, Subcommand};
-use serde::Serialize;
-use serde_json::Value;
 
-use super::{Cli, Error, exit};
-use crate::{
-    fault,
-    k8s::{
-        Cluster, Injector, Run, RunSpec, plan,
-        plan::{MaxTargets, TargetPod},
-        report_in, selector,
-    },
-};
+use super::{Cli, Error};
+use crate::{fault, k8s::plan::MaxTargets};
 
 /// Run a fault on pods picked by a label selector, through the Kubernetes API.
 ///
@@ -189,11 +183,15 @@ const ADDED_BY_THE_INJECTOR: [&str; 10] = [
 const SOME_POD_UID: &str = "00000000-0000-0000-0000-000000000000";
 
 pub fn execute(args: K8sArgs) -> Result<u8, Error> {
-    match args.action {
-        K8sAction::Run(args) => run(args),
-        K8sAction::List(args) => list(args),
-        K8sAction::Report(args) => report(args),
-        K8sAction::Stop(args) => stop(args),
+    #[cfg(feature = "k8s")]
+    return live::execute(args);
+    #[cfg(not(feature = "k8s"))]
+    {
+        let _ = args;
+        Err(Error::NotBuilt {
+            what: "chaos k8s",
+            feature: "k8s",
+        })
     }
 }
 
@@ -246,391 +244,418 @@ fn check_fault(fault: &[String], duration: Duration) -> Result<(), Error> {
     }
 }
 
-fn run(args: K8sRunArgs) -> Result<u8, Error> {
-    check_fault(&args.fault, args.duration)?;
-    let selector = selector::check(&args.selector).map_err(|e| Error::K8sFault(e.to_string()))?;
-    let cluster = Cluster::connect(&args.home.chaos_namespace)?;
-    cluster.check_opted_in(&args.namespace)?;
-    let selected = cluster.running_pods(&args.namespace, &selector)?;
-    let matched = selected.len();
-    let seed = args.seed.unwrap_or_else(crate::rng::random_seed);
-    let targets = plan::pick(
-        selected,
-        args.max_targets,
-        args.allow_majority,
-        seed,
-        &args.namespace,
-        &selector,
-    )
-    .map_err(|e| Error::K8sFault(e.to_string()))?;
-    let spec = RunSpec {
-        id: format!("{:08x}", crate::rng::random_seed() as u32),
-        namespace: args.namespace.clone(),
-        selector: selector.clone(),
-        fault: args.fault.clone(),
-        duration: args.duration,
-        seed,
-        image: args.image.clone(),
-        targets,
+/// What talks to the cluster: left out of the node image's binary (the `k8s` feature).
+#[cfg(feature = "k8s")]
+mod live {
+    use std::{io::Write as _, time::Duration};
+
+    use serde::Serialize;
+    use serde_json::Value;
+
+    use super::{
+        Error, K8sAction, K8sArgs, K8sListArgs, K8sReportArgs, K8sRunArgs, K8sStopArgs, check_fault,
     };
-    if args.dry_run {
-        return print_plan(&spec, matched, &cluster.home, args.json);
-    }
-    let requested_by = cluster.whoami();
-    cluster.create(&spec, &requested_by)?;
-    eprintln!(
-        "chaos k8s: run {} ({}) on {} of the {matched} running pods matching '{selector}' in {} for {}, requested by {requested_by} (seed {seed}){}",
-        spec.id,
-        spec.fault.join(" "),
-        spec.targets.len(),
-        spec.namespace,
-        humantime::format_duration(spec.duration),
-        if args.detach {
-            ": detached (`chaos k8s stop ID` ends it early)"
-        } else {
-            " (Ctrl-C ends it early)"
-        }
-    );
-    for target in &spec.targets {
-        eprintln!("  {}/{} on {}", target.namespace, target.name, target.node);
-    }
-    if args.detach {
-        if args.json {
-            println!("{}", serde_json::json!({ "run": spec.id }));
-        } else {
-            println!("{}", spec.id);
-        }
-        return Ok(exit::OK);
-    }
-    wait(&cluster, &spec)?;
-    let run = cluster.run(&spec.id)?;
-    let report = RunReport::gather(&cluster, &run)?;
-    report.print(args.json);
-    Ok(report.exit_code())
-}
+    use crate::{
+        cli::exit,
+        k8s::{Cluster, Injector, Run, RunSpec, TargetPod, plan, report_in, selector},
+    };
 
-/// Waits until every injector of `spec` finished, drawing their states on a terminal; Ctrl-C,
-/// SIGTERM or SIGHUP ends them first.
-fn wait(cluster: &Cluster, spec: &RunSpec) -> Result<(), Error> {
-    let interrupts = Interrupts::block();
-    let give_up = std::time::Instant::now() + spec.duration + plan::GRACE * 2;
-    let terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let mut stopped = false;
-    loop {
-        let injectors = cluster.injectors(Some(&spec.id))?;
-        if terminal {
-            let count = |phase: &str| injectors.iter().filter(|i| i.phase == phase).count();
-            eprint!(
-                "\r\x1b[2K[run {}] {} injectors: {} pending, {} running, {} succeeded, {} failed",
-                spec.id,
-                injectors.len(),
-                count("Pending"),
-                count("Running"),
-                count("Succeeded"),
-                count("Failed")
-            );
-            let _ = std::io::stderr().flush();
-        }
-        if injectors.iter().all(Injector::finished) || std::time::Instant::now() > give_up {
-            break;
-        }
-        if interrupts.wait(Duration::from_secs(1)) && !stopped {
-            cluster.stop(&injectors)?;
-            stopped = true;
-        }
-    }
-    if terminal {
-        eprint!("\r\x1b[2K");
-    }
-    Ok(())
-}
-
-/// Ctrl-C, SIGTERM and SIGHUP, blocked while a run waits and taken with sigtimedwait.
-struct Interrupts(libc::sigset_t);
-
-impl Interrupts {
-    fn block() -> Self {
-        // SAFETY: a signal set built here and applied to this thread's mask (chaos has no
-        // other thread here).
-        unsafe {
-            let mut set: libc::sigset_t = std::mem::zeroed();
-            libc::sigemptyset(&mut set);
-            for signal in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
-                libc::sigaddset(&mut set, signal);
-            }
-            libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
-            Interrupts(set)
+    pub fn execute(args: K8sArgs) -> Result<u8, Error> {
+        match args.action {
+            K8sAction::Run(args) => run(args),
+            K8sAction::List(args) => list(args),
+            K8sAction::Report(args) => report(args),
+            K8sAction::Stop(args) => stop(args),
         }
     }
 
-    /// Waits up to `timeout`; whether an interrupt came.
-    fn wait(&self, timeout: Duration) -> bool {
-        let timeout = libc::timespec {
-            tv_sec: timeout.as_secs() as libc::time_t,
-            tv_nsec: timeout.subsec_nanos().into(),
-        };
-        // SAFETY: the set and the timeout live across the call; no siginfo is asked for.
-        unsafe { libc::sigtimedwait(&self.0, std::ptr::null_mut(), &timeout) > 0 }
-    }
-}
-
-/// `--dry-run`: what a run would create.
-fn print_plan(spec: &RunSpec, matched: usize, home: &str, json: bool) -> Result<u8, Error> {
-    let injectors: Vec<Value> = spec
-        .targets
-        .iter()
-        .enumerate()
-        .map(|(index, target)| spec.injector(target, index, home, "(the record's UID)"))
-        .collect();
-    if json {
-        let plan = serde_json::json!({
-            "run": spec,
-            "matched": matched,
-            "record": spec.record(home, "(the caller)"),
-            "injectors": injectors,
-        });
-        println!("{plan}");
-    } else {
-        eprintln!(
-            "chaos k8s: dry run: would fault {} of the {matched} running pods matching '{}' in {} (seed {}), each with `chaos {} --pod-uid UID --for {}` in an injector pod of namespace {home}:",
-            spec.targets.len(),
-            spec.selector,
-            spec.namespace,
-            spec.seed,
-            spec.fault.join(" "),
-            humantime::format_duration(spec.duration),
-        );
-        for (target, injector) in spec.targets.iter().zip(&injectors) {
-            eprintln!(
-                "  {}/{} (uid {}) on {}: {}",
-                target.namespace,
-                target.name,
-                target.uid,
-                target.node,
-                injector["metadata"]["name"]
-            );
-        }
-    }
-    Ok(exit::OK)
-}
-
-/// A run as `chaos k8s report` and `chaos k8s run` print it.
-#[derive(Debug, Serialize)]
-struct RunReport {
-    run: String,
-    namespace: String,
-    selector: String,
-    fault: Vec<String>,
-    duration_ms: u128,
-    seed: u64,
-    requested_by: String,
-    created: String,
-    targets: Vec<TargetReport>,
-}
-
-#[derive(Debug, Serialize)]
-struct TargetReport {
-    /// `NAMESPACE/NAME`.
-    pod: String,
-    uid: String,
-    node: String,
-    injector: Option<String>,
-    /// The injector's phase (Gone: no injector pod).
-    phase: String,
-    reason: Option<String>,
-    /// The JSON report the injector printed.
-    report: Option<Value>,
-}
-
-impl RunReport {
-    fn gather(cluster: &Cluster, run: &Run) -> Result<Self, Error> {
-        let injectors = cluster.injectors(Some(&run.spec.id))?;
-        let mut targets = Vec::new();
-        for (index, target) in run.spec.targets.iter().enumerate() {
-            let name = plan::injector_name(&run.spec.id, index);
-            let injector = injectors.iter().find(|i| i.name == name);
-            let report = match injector {
-                Some(injector) if injector.finished() => cluster
-                    .log(&injector.name)
-                    .ok()
-                    .as_deref()
-                    .and_then(report_in),
-                _ => None,
-            };
-            targets.push(TargetReport::new(target, injector, report));
-        }
-        Ok(RunReport {
-            run: run.spec.id.clone(),
-            namespace: run.spec.namespace.clone(),
-            selector: run.spec.selector.clone(),
-            fault: run.spec.fault.clone(),
-            duration_ms: run.spec.duration.as_millis(),
-            seed: run.spec.seed,
-            requested_by: run.requested_by.clone(),
-            created: run.created.clone(),
+    fn run(args: K8sRunArgs) -> Result<u8, Error> {
+        check_fault(&args.fault, args.duration)?;
+        let selector =
+            selector::check(&args.selector).map_err(|e| Error::K8sFault(e.to_string()))?;
+        let cluster = Cluster::connect(&args.home.chaos_namespace)?;
+        cluster.check_opted_in(&args.namespace)?;
+        let selected = cluster.running_pods(&args.namespace, &selector)?;
+        let matched = selected.len();
+        let seed = args.seed.unwrap_or_else(crate::rng::random_seed);
+        let targets = plan::pick(
+            selected,
+            args.max_targets,
+            args.allow_majority,
+            seed,
+            &args.namespace,
+            &selector,
+        )
+        .map_err(|e| Error::K8sFault(e.to_string()))?;
+        let spec = RunSpec {
+            id: format!("{:08x}", crate::rng::random_seed() as u32),
+            namespace: args.namespace.clone(),
+            selector: selector.clone(),
+            fault: args.fault.clone(),
+            duration: args.duration,
+            seed,
+            image: args.image.clone(),
             targets,
-        })
-    }
-
-    fn print(&self, json: bool) {
-        let mut human = format!(
-            "run {} ({}) for {} on pods matching '{}' in {}, requested by {} at {}:\n",
-            self.run,
-            self.fault.join(" "),
-            humantime::format_duration(Duration::from_millis(self.duration_ms as u64)),
-            self.selector,
-            self.namespace,
-            self.requested_by,
-            self.created
-        );
-        for target in &self.targets {
-            human.push_str(&format!("  {}\n", target.summary()));
-        }
-        crate::report::print_final(
-            &human,
-            || serde_json::to_string(self).expect("a run report serializes"),
-            json,
-        );
-    }
-
-    /// 0 when every injector ended well (its fault's time was up, or `chaos k8s stop` ended it
-    /// and it reported), 1 otherwise.
-    fn exit_code(&self) -> u8 {
-        let ended_well = |t: &TargetReport| {
-            t.phase == "Succeeded"
-                || (t.reason.as_deref() == Some("DeadlineExceeded") && t.report.is_some())
         };
-        if self.targets.iter().all(ended_well) {
-            exit::OK
-        } else {
-            exit::FAILURE
+        if args.dry_run {
+            return print_plan(&spec, matched, &cluster.home, args.json);
         }
-    }
-}
-
-impl TargetReport {
-    fn new(target: &TargetPod, injector: Option<&Injector>, report: Option<Value>) -> Self {
-        TargetReport {
-            pod: format!("{}/{}", target.namespace, target.name),
-            uid: target.uid.clone(),
-            node: target.node.clone(),
-            injector: injector.map(|i| i.name.clone()),
-            phase: injector.map_or_else(|| "Gone".to_owned(), |i| i.phase.clone()),
-            reason: injector.and_then(|i| i.reason.clone()),
-            report,
-        }
-    }
-
-    /// `shop/web-1 on node-1: Succeeded, injected 37 of 40 calls`.
-    fn summary(&self) -> String {
-        let mut line = format!("{} on {}: {}", self.pod, self.node, self.phase);
-        if let Some(reason) = &self.reason {
-            line.push_str(&format!(" ({reason})"));
-        }
-        match &self.report {
-            Some(report) => {
-                let sum = |key: &str| {
-                    report["faults"].as_array().map_or(0, |faults| {
-                        faults.iter().filter_map(|f| f[key].as_u64()).sum::<u64>()
-                    })
-                };
-                line.push_str(&format!(
-                    ", injected {} of {} calls",
-                    sum("injected"),
-                    sum("matched")
-                ));
+        let requested_by = cluster.whoami();
+        cluster.create(&spec, &requested_by)?;
+        eprintln!(
+            "chaos k8s: run {} ({}) on {} of the {matched} running pods matching '{selector}' in {} for {}, requested by {requested_by} (seed {seed}){}",
+            spec.id,
+            spec.fault.join(" "),
+            spec.targets.len(),
+            spec.namespace,
+            humantime::format_duration(spec.duration),
+            if args.detach {
+                ": detached (`chaos k8s stop ID` ends it early)"
+            } else {
+                " (Ctrl-C ends it early)"
             }
-            None => line.push_str(", no report"),
-        }
-        line
-    }
-}
-
-fn list(args: K8sListArgs) -> Result<u8, Error> {
-    let cluster = Cluster::connect(&args.home.chaos_namespace)?;
-    let runs = cluster.runs()?;
-    let injectors = cluster.injectors(None)?;
-    #[derive(Serialize)]
-    struct Listed<'a> {
-        run: &'a str,
-        namespace: &'a str,
-        selector: &'a str,
-        fault: &'a [String],
-        requested_by: &'a str,
-        created: &'a str,
-        injectors: Vec<&'a Injector>,
-    }
-    let listed: Vec<Listed<'_>> = runs
-        .iter()
-        .map(|run| Listed {
-            run: &run.spec.id,
-            namespace: &run.spec.namespace,
-            selector: &run.spec.selector,
-            fault: &run.spec.fault,
-            requested_by: &run.requested_by,
-            created: &run.created,
-            injectors: injectors.iter().filter(|i| i.run == run.spec.id).collect(),
-        })
-        .collect();
-    if args.json {
-        println!(
-            "{}",
-            serde_json::to_string(&listed).expect("runs serialize")
         );
-        return Ok(exit::OK);
+        for target in &spec.targets {
+            eprintln!("  {}/{} on {}", target.namespace, target.name, target.node);
+        }
+        if args.detach {
+            if args.json {
+                println!("{}", serde_json::json!({ "run": spec.id }));
+            } else {
+                println!("{}", spec.id);
+            }
+            return Ok(exit::OK);
+        }
+        wait(&cluster, &spec)?;
+        let run = cluster.run(&spec.id)?;
+        let report = RunReport::gather(&cluster, &run)?;
+        report.print(args.json);
+        Ok(report.exit_code())
     }
-    if listed.is_empty() {
-        println!("no runs in namespace {}", cluster.home);
+
+    /// Waits until every injector of `spec` finished, drawing their states on a terminal; Ctrl-C,
+    /// SIGTERM or SIGHUP ends them first.
+    fn wait(cluster: &Cluster, spec: &RunSpec) -> Result<(), Error> {
+        let interrupts = Interrupts::block();
+        let give_up = std::time::Instant::now() + spec.duration + plan::GRACE * 2;
+        let terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
+        let mut stopped = false;
+        loop {
+            let injectors = cluster.injectors(Some(&spec.id))?;
+            if terminal {
+                let count = |phase: &str| injectors.iter().filter(|i| i.phase == phase).count();
+                eprint!(
+                    "\r\x1b[2K[run {}] {} injectors: {} pending, {} running, {} succeeded, {} failed",
+                    spec.id,
+                    injectors.len(),
+                    count("Pending"),
+                    count("Running"),
+                    count("Succeeded"),
+                    count("Failed")
+                );
+                let _ = std::io::stderr().flush();
+            }
+            if injectors.iter().all(Injector::finished) || std::time::Instant::now() > give_up {
+                break;
+            }
+            if interrupts.wait(Duration::from_secs(1)) && !stopped {
+                cluster.stop(&injectors)?;
+                stopped = true;
+            }
+        }
+        if terminal {
+            eprint!("\r\x1b[2K");
+        }
+        Ok(())
     }
-    for run in &listed {
-        let states: Vec<String> = run
-            .injectors
+
+    /// Ctrl-C, SIGTERM and SIGHUP, blocked while a run waits and taken with sigtimedwait.
+    struct Interrupts(libc::sigset_t);
+
+    impl Interrupts {
+        fn block() -> Self {
+            // SAFETY: a signal set built here and applied to this thread's mask (chaos has no
+            // other thread here).
+            unsafe {
+                let mut set: libc::sigset_t = std::mem::zeroed();
+                libc::sigemptyset(&mut set);
+                for signal in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+                    libc::sigaddset(&mut set, signal);
+                }
+                libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+                Interrupts(set)
+            }
+        }
+
+        /// Waits up to `timeout`; whether an interrupt came.
+        fn wait(&self, timeout: Duration) -> bool {
+            let timeout = libc::timespec {
+                tv_sec: timeout.as_secs() as _,
+                tv_nsec: timeout.subsec_nanos().into(),
+            };
+            // SAFETY: the set and the timeout live across the call; no siginfo is asked for.
+            unsafe { libc::sigtimedwait(&self.0, std::ptr::null_mut(), &timeout) > 0 }
+        }
+    }
+
+    /// `--dry-run`: what a run would create.
+    fn print_plan(spec: &RunSpec, matched: usize, home: &str, json: bool) -> Result<u8, Error> {
+        let injectors: Vec<Value> = spec
+            .targets
             .iter()
-            .map(|i| format!("{} {}", i.target, i.phase))
+            .enumerate()
+            .map(|(index, target)| spec.injector(target, index, home, "(the record's UID)"))
             .collect();
-        println!(
-            "{}  {}  {} -l '{}'  {}  by {}  [{}]",
-            run.run,
-            run.created,
-            run.namespace,
-            run.selector,
-            run.fault.join(" "),
-            run.requested_by,
-            states.join(", ")
-        );
+        if json {
+            let plan = serde_json::json!({
+                "run": spec,
+                "matched": matched,
+                "record": spec.record(home, "(the caller)"),
+                "injectors": injectors,
+            });
+            println!("{plan}");
+        } else {
+            eprintln!(
+                "chaos k8s: dry run: would fault {} of the {matched} running pods matching '{}' in {} (seed {}), each with `chaos {} --pod-uid UID --for {}` in an injector pod of namespace {home}:",
+                spec.targets.len(),
+                spec.selector,
+                spec.namespace,
+                spec.seed,
+                spec.fault.join(" "),
+                humantime::format_duration(spec.duration),
+            );
+            for (target, injector) in spec.targets.iter().zip(&injectors) {
+                eprintln!(
+                    "  {}/{} (uid {}) on {}: {}",
+                    target.namespace,
+                    target.name,
+                    target.uid,
+                    target.node,
+                    injector["metadata"]["name"]
+                );
+            }
+        }
+        Ok(exit::OK)
     }
-    Ok(exit::OK)
-}
 
-fn report(args: K8sReportArgs) -> Result<u8, Error> {
-    let cluster = Cluster::connect(&args.home.chaos_namespace)?;
-    let run = cluster.run(&args.run)?;
-    let report = RunReport::gather(&cluster, &run)?;
-    report.print(args.json);
-    Ok(exit::OK)
-}
-
-fn stop(args: K8sStopArgs) -> Result<u8, Error> {
-    let cluster = Cluster::connect(&args.home.chaos_namespace)?;
-    let runs = match &args.run {
-        Some(id) => vec![cluster.run(id)?],
-        None => cluster.runs()?,
-    };
-    let injectors = cluster.injectors(args.run.as_deref())?;
-    let stopped = cluster.stop(&injectors)?;
-    for name in &stopped {
-        eprintln!("chaos k8s: ended injector {name}");
+    /// A run as `chaos k8s report` and `chaos k8s run` print it.
+    #[derive(Debug, Serialize)]
+    struct RunReport {
+        run: String,
+        namespace: String,
+        selector: String,
+        fault: Vec<String>,
+        duration_ms: u128,
+        seed: u64,
+        requested_by: String,
+        created: String,
+        targets: Vec<TargetReport>,
     }
-    if args.delete {
-        for run in &runs {
-            cluster.delete(&run.spec.id)?;
-            eprintln!("chaos k8s: deleted run {} and its injectors", run.spec.id);
+
+    #[derive(Debug, Serialize)]
+    struct TargetReport {
+        /// `NAMESPACE/NAME`.
+        pod: String,
+        uid: String,
+        node: String,
+        injector: Option<String>,
+        /// The injector's phase (Gone: no injector pod).
+        phase: String,
+        reason: Option<String>,
+        /// The JSON report the injector printed.
+        report: Option<Value>,
+    }
+
+    impl RunReport {
+        fn gather(cluster: &Cluster, run: &Run) -> Result<Self, Error> {
+            let injectors = cluster.injectors(Some(&run.spec.id))?;
+            let mut targets = Vec::new();
+            for (index, target) in run.spec.targets.iter().enumerate() {
+                let name = plan::injector_name(&run.spec.id, index);
+                let injector = injectors.iter().find(|i| i.name == name);
+                let report = match injector {
+                    Some(injector) if injector.finished() => cluster
+                        .log(&injector.name)
+                        .ok()
+                        .as_deref()
+                        .and_then(report_in),
+                    _ => None,
+                };
+                targets.push(TargetReport::new(target, injector, report));
+            }
+            Ok(RunReport {
+                run: run.spec.id.clone(),
+                namespace: run.spec.namespace.clone(),
+                selector: run.spec.selector.clone(),
+                fault: run.spec.fault.clone(),
+                duration_ms: run.spec.duration.as_millis(),
+                seed: run.spec.seed,
+                requested_by: run.requested_by.clone(),
+                created: run.created.clone(),
+                targets,
+            })
+        }
+
+        fn print(&self, json: bool) {
+            let mut human = format!(
+                "run {} ({}) for {} on pods matching '{}' in {}, requested by {} at {}:\n",
+                self.run,
+                self.fault.join(" "),
+                humantime::format_duration(Duration::from_millis(self.duration_ms as u64)),
+                self.selector,
+                self.namespace,
+                self.requested_by,
+                self.created
+            );
+            for target in &self.targets {
+                human.push_str(&format!("  {}\n", target.summary()));
+            }
+            crate::report::print_final(
+                &human,
+                || serde_json::to_string(self).expect("a run report serializes"),
+                json,
+            );
+        }
+
+        /// 0 when every injector ended well (its fault's time was up, or `chaos k8s stop` ended it
+        /// and it reported), 1 otherwise.
+        fn exit_code(&self) -> u8 {
+            let ended_well = |t: &TargetReport| {
+                t.phase == "Succeeded"
+                    || (t.reason.as_deref() == Some("DeadlineExceeded") && t.report.is_some())
+            };
+            if self.targets.iter().all(ended_well) {
+                exit::OK
+            } else {
+                exit::FAILURE
+            }
         }
     }
-    if stopped.is_empty() && !args.delete {
-        eprintln!("chaos k8s: no injector was running");
+
+    impl TargetReport {
+        fn new(target: &TargetPod, injector: Option<&Injector>, report: Option<Value>) -> Self {
+            TargetReport {
+                pod: format!("{}/{}", target.namespace, target.name),
+                uid: target.uid.clone(),
+                node: target.node.clone(),
+                injector: injector.map(|i| i.name.clone()),
+                phase: injector.map_or_else(|| "Gone".to_owned(), |i| i.phase.clone()),
+                reason: injector.and_then(|i| i.reason.clone()),
+                report,
+            }
+        }
+
+        /// `shop/web-1 on node-1: Succeeded, injected 37 of 40 calls`.
+        fn summary(&self) -> String {
+            let mut line = format!("{} on {}: {}", self.pod, self.node, self.phase);
+            if let Some(reason) = &self.reason {
+                line.push_str(&format!(" ({reason})"));
+            }
+            match &self.report {
+                Some(report) => {
+                    let sum = |key: &str| {
+                        report["faults"].as_array().map_or(0, |faults| {
+                            faults.iter().filter_map(|f| f[key].as_u64()).sum::<u64>()
+                        })
+                    };
+                    line.push_str(&format!(
+                        ", injected {} of {} calls",
+                        sum("injected"),
+                        sum("matched")
+                    ));
+                }
+                None => line.push_str(", no report"),
+            }
+            line
+        }
     }
-    Ok(exit::OK)
+
+    fn list(args: K8sListArgs) -> Result<u8, Error> {
+        let cluster = Cluster::connect(&args.home.chaos_namespace)?;
+        let runs = cluster.runs()?;
+        let injectors = cluster.injectors(None)?;
+        #[derive(Serialize)]
+        struct Listed<'a> {
+            run: &'a str,
+            namespace: &'a str,
+            selector: &'a str,
+            fault: &'a [String],
+            requested_by: &'a str,
+            created: &'a str,
+            injectors: Vec<&'a Injector>,
+        }
+        let listed: Vec<Listed<'_>> = runs
+            .iter()
+            .map(|run| Listed {
+                run: &run.spec.id,
+                namespace: &run.spec.namespace,
+                selector: &run.spec.selector,
+                fault: &run.spec.fault,
+                requested_by: &run.requested_by,
+                created: &run.created,
+                injectors: injectors.iter().filter(|i| i.run == run.spec.id).collect(),
+            })
+            .collect();
+        if args.json {
+            println!(
+                "{}",
+                serde_json::to_string(&listed).expect("runs serialize")
+            );
+            return Ok(exit::OK);
+        }
+        if listed.is_empty() {
+            println!("no runs in namespace {}", cluster.home);
+        }
+        for run in &listed {
+            let states: Vec<String> = run
+                .injectors
+                .iter()
+                .map(|i| format!("{} {}", i.target, i.phase))
+                .collect();
+            println!(
+                "{}  {}  {} -l '{}'  {}  by {}  [{}]",
+                run.run,
+                run.created,
+                run.namespace,
+                run.selector,
+                run.fault.join(" "),
+                run.requested_by,
+                states.join(", ")
+            );
+        }
+        Ok(exit::OK)
+    }
+
+    fn report(args: K8sReportArgs) -> Result<u8, Error> {
+        let cluster = Cluster::connect(&args.home.chaos_namespace)?;
+        let run = cluster.run(&args.run)?;
+        let report = RunReport::gather(&cluster, &run)?;
+        report.print(args.json);
+        Ok(exit::OK)
+    }
+
+    fn stop(args: K8sStopArgs) -> Result<u8, Error> {
+        let cluster = Cluster::connect(&args.home.chaos_namespace)?;
+        let runs = match &args.run {
+            Some(id) => vec![cluster.run(id)?],
+            None => cluster.runs()?,
+        };
+        let injectors = cluster.injectors(args.run.as_deref())?;
+        let stopped = cluster.stop(&injectors)?;
+        for name in &stopped {
+            eprintln!("chaos k8s: ended injector {name}");
+        }
+        if args.delete {
+            for run in &runs {
+                cluster.delete(&run.spec.id)?;
+                eprintln!("chaos k8s: deleted run {} and its injectors", run.spec.id);
+            }
+        }
+        if stopped.is_empty() && !args.delete {
+            eprintln!("chaos k8s: no injector was running");
+        }
+        Ok(exit::OK)
+    }
 }
 
 #[cfg(test)]
