@@ -26,7 +26,12 @@ fn integration_dir() -> PathBuf {
 /// Starts the toolkit's `chaos run` on the example experiment in `dir` (its journal there), the
 /// extension importable, the configuration in its environment.
 fn start_toolkit(dir: &std::path::Path, env: &[(&str, &str)]) -> Child {
-    let experiment = integration_dir().join("examples/connect-refused.json");
+    start_experiment("connect-refused.json", dir, env)
+}
+
+/// As [`start_toolkit`], for the example experiment `name`.
+fn start_experiment(name: &str, dir: &std::path::Path, env: &[(&str, &str)]) -> Child {
+    let experiment = integration_dir().join("examples").join(name);
     Command::new(python_tool("chaos"))
         .args(["--no-log-file", "run", "--journal-path", "journal.json"])
         .arg(&experiment)
@@ -219,4 +224,103 @@ fn an_interrupted_toolkit_stops_the_fault_at_once() {
         );
         assert_no_chaos_programs();
     }
+}
+
+/// The k8s example experiment (examples/k8s-connect-refused.json) against a fake API server
+/// (tests/src/fake_kube.rs; the node side of `chaos k8s` is tested in containerd.rs): the
+/// extension's action starts a `chaos k8s` run on one pod the selector picks, its probe reads
+/// the run's report while the test, as kubelet, has the injector running, and the rollback ends
+/// the injector (its deadline cut to one second), the run forgotten by the safeguard.
+#[test]
+fn the_toolkit_drives_a_k8s_run_through_the_api() {
+    use chaos_tests::fake_kube::{FakeApi, USER};
+    use serde_json::json;
+
+    let dir = workdir("k8s");
+    let service = HttpService::start(&dir);
+    let api = FakeApi::start(&dir.join("api"));
+    api.add_namespace("shop", json!({ "chaos/allow-faults": "true" }));
+    for (i, uid) in [
+        "11111111-1111-4111-8111-111111111111",
+        "22222222-2222-4222-8222-222222222222",
+    ]
+    .iter()
+    .enumerate()
+    {
+        api.add_pod(
+            "shop",
+            &format!("web-{i}"),
+            uid,
+            "node-0",
+            json!({ "app": "web" }),
+            "Running",
+        );
+    }
+    let kubeconfig = api.kubeconfig.display().to_string();
+    let mut toolkit = start_experiment(
+        "k8s-connect-refused.json",
+        &dir,
+        &[
+            ("KUBECONFIG", &kubeconfig),
+            ("TARGET_NAMESPACE", "shop"),
+            ("TARGET_SELECTOR", "app=web"),
+            ("SERVICE_URL", &service.url),
+            ("FAULT_FOR", "5m"),
+            ("HOLD_S", "4"),
+        ],
+    );
+    // Kubelet's part, as far as the probe can see it: the injector starts running.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let injector = loop {
+        if let Some(pod) = api.pods("chaos").first() {
+            break pod["metadata"]["name"].as_str().unwrap().to_owned();
+        }
+        if Instant::now() > deadline || toolkit.try_wait().unwrap().is_some() {
+            let _ = toolkit.kill();
+            let output = toolkit.wait_with_output().unwrap();
+            panic!(
+                "the toolkit created no injector: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        thread::sleep(Duration::from_millis(100));
+    };
+    api.set_status("chaos", &injector, "Running", None, "");
+    let output = toolkit.wait_with_output().expect("the toolkit");
+    eprintln!("{}", String::from_utf8_lossy(&output.stderr));
+    assert!(output.status.success(), "chaos run (the toolkit) failed");
+    let journal = journal(&dir);
+    assert_eq!(journal["status"], "completed", "{journal:#}");
+    let started = activity(&journal, "run", "refuse-one-pods-connections");
+    assert_eq!(started["status"], "succeeded", "{started:#}");
+    let run_id = started["output"]["run"].as_str().expect("the run's id");
+    let report = &activity(&journal, "run", "injectors")["output"];
+    assert_eq!(report["run"], run_id, "{report}");
+    assert_eq!(report["requested_by"], USER, "{report}");
+    assert_eq!(
+        report["targets"].as_array().unwrap().len(),
+        1,
+        "one pod: {report}"
+    );
+    assert_eq!(report["targets"][0]["phase"], "Running", "{report}");
+    let rollback = activity(&journal, "rollbacks", "stop-the-fault");
+    assert_eq!(rollback["output"][0]["run"], run_id, "{rollback:#}");
+    assert_eq!(rollback["output"][0]["stopped"], true, "{rollback:#}");
+    let pods = api.pods("chaos");
+    assert_eq!(pods.len(), 1);
+    assert_eq!(
+        pods[0]["spec"]["activeDeadlineSeconds"], 1,
+        "the rollback ended the injector"
+    );
+    let patches = api
+        .requests()
+        .iter()
+        .filter(|r| r.starts_with("PATCH"))
+        .count();
+    assert_eq!(
+        patches,
+        1,
+        "the safeguard stopped nothing twice: {:?}",
+        api.requests()
+    );
 }

@@ -20,25 +20,26 @@ ENV_KEY = "CHAOS_BIN"
 # Runs started by this toolkit process (chaoslib gives an activity no way to read an earlier
 # activity's output, so probes/rollbacks without an explicit run_id use this). One process per
 # `chaos run`, so module state is per experiment run.
+# Kept apart by kind: "local" runs (`chaos list`/`chaos stop`) and "k8s" runs (`chaos k8s`).
 _lock = threading.Lock()
-_started: List[str] = []
+_started: Dict[str, List[str]] = {"local": [], "k8s": []}
 
 
-def remember(run_id: str) -> None:
+def remember(run_id: str, kind: str = "local") -> None:
     with _lock:
-        if run_id not in _started:
-            _started.append(run_id)
+        if run_id not in _started[kind]:
+            _started[kind].append(run_id)
 
 
-def started() -> List[str]:
+def started(kind: str = "local") -> List[str]:
     with _lock:
-        return list(_started)
+        return list(_started[kind])
 
 
-def forget(run_id: str) -> None:
+def forget(run_id: str, kind: str = "local") -> None:
     with _lock:
-        if run_id in _started:
-            _started.remove(run_id)
+        if run_id in _started[kind]:
+            _started[kind].remove(run_id)
 
 
 def chaos_bin(configuration: Optional[Dict[str, Any]]) -> str:
@@ -140,8 +141,11 @@ def _remember_from(stdout: str, args: List[str]) -> None:
     if "--detach" not in args:
         return
     try:
-        remember(json.loads(stdout)["id"])
-    except (ValueError, KeyError, TypeError):
+        if args[0] == "k8s":
+            remember(json.loads(stdout)["run"], "k8s")
+        else:
+            remember(json.loads(stdout)["id"])
+    except (ValueError, KeyError, TypeError, IndexError):
         pass
 
 

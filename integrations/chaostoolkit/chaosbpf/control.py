@@ -9,7 +9,9 @@ Declare it at the top of the experiment:
                   "provider": {"type": "python", "module": "chaosbpf.control"}}]
 
 It also publishes the ID of the last run start_fault started as the configuration key
-`chaos_run_id`, so later activities can say "run_id": "${chaos_run_id}".
+`chaos_run_id` (start_k8s_fault's: `chaos_k8s_run_id`), so later activities can say
+"run_id": "${chaos_run_id}". `chaos k8s` runs are stopped in chaos's namespace, the
+configuration key `chaos_namespace` (default "chaos").
 """
 import logging
 import signal
@@ -58,14 +60,18 @@ def configure_control(configuration: Optional[Dict[str, Any]] = None, **kwargs) 
 def after_activity_control(context: Dict[str, Any], state: Dict[str, Any] = None,
                            configuration: Optional[Dict[str, Any]] = None, **kwargs) -> None:
     provider = context.get("provider", {})
-    if (provider.get("module") == "chaosbpf.actions" and provider.get("func") == "start_fault"
-            and state and state.get("status") == "succeeded" and configuration is not None):
-        # The live configuration mapping (activities get a copy): later substitutions see it.
+    if (provider.get("module") != "chaosbpf.actions" or not state
+            or state.get("status") != "succeeded" or configuration is None):
+        return
+    # The live configuration mapping (activities get a copy): later substitutions see it.
+    if provider.get("func") == "start_fault":
         configuration["chaos_run_id"] = state["output"]["id"]
+    elif provider.get("func") == "start_k8s_fault":
+        configuration["chaos_k8s_run_id"] = state["output"]["run"]
 
 
 def cleanup_control() -> None:
-    from chaosbpf.actions import stop_run
+    from chaosbpf.actions import stop_k8s_run, stop_run
 
     global _previous_sighup, _previous_sigint
     if threading.current_thread() is threading.main_thread():
@@ -82,3 +88,11 @@ def cleanup_control() -> None:
             logger.info(f"chaos safeguard: {result}")
         except Exception as err:  # a cleanup must not hide the run's own outcome
             logger.error(f"chaos safeguard could not stop run {run_id}: {err}")
+    # The configuration key chaos_namespace names chaos's namespace if it is not "chaos".
+    chaos_namespace = _configuration.get("chaos_namespace", "chaos")
+    for run_id in cli.started("k8s"):
+        try:
+            result = stop_k8s_run(run_id, chaos_namespace, _configuration)
+            logger.info(f"chaos safeguard: {result}")
+        except Exception as err:
+            logger.error(f"chaos safeguard could not stop k8s run {run_id}: {err}")

@@ -6,7 +6,7 @@ from chaoslib.types import Configuration
 
 from chaosbpf import cli
 
-__all__ = ["list_runs", "run_is_active", "run_counters", "started_runs"]
+__all__ = ["list_runs", "run_is_active", "run_counters", "started_runs", "k8s_run_report"]
 
 
 @cli.interruptible
@@ -19,11 +19,11 @@ def list_runs(configuration: Configuration = None) -> List[Dict[str, Any]]:
     return runs
 
 
-def _run_id(run_id: str) -> str:
-    """The run named, or the last run this experiment started."""
+def _run_id(run_id: str, kind: str = "local") -> str:
+    """The run named, or the last run of this kind this experiment started."""
     if run_id:
         return run_id
-    mine = cli.started()
+    mine = cli.started(kind)
     if not mine:
         raise ActivityFailed("no run_id given and this experiment started no run")
     return mine[-1]
@@ -52,3 +52,15 @@ def run_counters(run_id: str = "", configuration: Configuration = None) -> Dict[
 def started_runs() -> List[str]:
     """The IDs of the runs this experiment started and has not stopped."""
     return cli.started()
+
+
+@cli.interruptible
+def k8s_run_report(
+    run_id: str = "", chaos_namespace: str = "chaos", configuration: Configuration = None
+) -> Dict[str, Any]:
+    """A `chaos k8s` run as `chaos k8s report ID --json` gives it: who started it, and for each
+    target pod its node, its injector's phase and the JSON report the injector printed once it
+    ended. Without run_id: the last k8s run this experiment started."""
+    run_id = _run_id(run_id, "k8s")
+    args = ["k8s", "report", run_id, "--json", "--chaos-namespace", chaos_namespace]
+    return cli.json_stdout(cli.run(configuration, args))
