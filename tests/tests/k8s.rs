@@ -229,6 +229,48 @@ fn a_dry_run_draws_the_targets_and_creates_nothing() {
         Vec::<String>::new(),
         "a dry run created something"
     );
+    // The fault from a file (-f): its options and its `for`.
+    let file = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../examples/k8s/connect-refused.toml");
+    let output = k8s(
+        &api,
+        &[
+            "run",
+            "-n",
+            "shop",
+            "-l",
+            "app=web",
+            "-f",
+            file.to_str().unwrap(),
+            "--dry-run",
+            "--json",
+        ],
+    );
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let plan = json_of(&output);
+    let args = &plan["injectors"][0]["spec"]["containers"][0]["args"];
+    let uid = plan["run"]["targets"][0]["uid"].as_str().unwrap();
+    assert_eq!(
+        args,
+        &json!([
+            "fail",
+            "--errno",
+            "ECONNREFUSED",
+            "--op",
+            "connect",
+            "--pod-uid",
+            uid,
+            "--for",
+            "120000ms",
+            "--json"
+        ])
+    );
+    assert!(created(&api).is_empty(), "a dry run created something");
 }
 
 /// A detached run creates its record (who asked, what, on which pods) and one injector per

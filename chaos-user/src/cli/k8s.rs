@@ -23,6 +23,7 @@ use crate::{fault, k8s::plan::MaxTargets};
 /// Examples:
 ///   chaos k8s run -n shop -l app=web --for 30s -- fail --op connect --errno ECONNREFUSED
 ///   chaos k8s run -n shop -l app=web --max-targets 25% --dry-run -- net drop --probability 0.3
+///   chaos k8s run -n shop -l app=web -f examples/k8s/connect-refused.toml
 ///   chaos k8s list
 ///   chaos k8s report RUN --json
 ///   chaos k8s stop --all
@@ -50,9 +51,9 @@ pub struct Home {
 
 /// Start a fault on the pods a selector picks: one injector pod per target, on its node.
 ///
-/// The fault is a chaos fault command after `--`, without a target, `--for` or `--json`: each
-/// injector adds `--pod-uid` of its pod (`--container-name` picks one container of each). It is
-/// checked here, before anything is created. At most --max-targets of the running pods that
+/// The fault is a chaos fault command after `--`, without a target, `--for` or `--json`, or a
+/// file's [fault] table (-f): each injector adds `--pod-uid` of its pod (`--container-name`
+/// picks one container of each). It is checked here, before anything is created. At most --max-targets of the running pods that
 /// match are picked (drawn with --seed); more than half of them only with --allow-majority.
 /// Without --detach, chaos waits for the injectors, prints their reports and ends them on
 /// Ctrl-C or SIGTERM.
@@ -105,8 +106,13 @@ pub struct K8sRunArgs {
     #[command(flatten)]
     pub home: Home,
 
+    /// The fault from a file: one [fault] table as in experiment files (`command`, its options,
+    /// `for`), without a target.
+    #[arg(short = 'f', long, value_name = "FILE.toml", conflicts_with_all = ["fault", "duration"])]
+    pub file: Option<std::path::PathBuf>,
+
     /// The fault: a chaos fault command and its options, after `--`.
-    #[arg(last = true, required = true, value_name = "FAULT")]
+    #[arg(last = true, required_unless_present = "file", value_name = "FAULT")]
     pub fault: Vec<String>,
 }
 
@@ -270,7 +276,19 @@ mod live {
     }
 
     fn run(args: K8sRunArgs) -> Result<u8, Error> {
-        check_fault(&args.fault, args.duration)?;
+        let (fault, duration) = match &args.file {
+            Some(path) => {
+                let text =
+                    std::fs::read_to_string(path).map_err(|source| Error::ExperimentFile {
+                        path: path.clone(),
+                        source,
+                    })?;
+                let planned = crate::cli::experiment::parse_pod_fault(path, &text)?;
+                (planned.words(&[]), planned.lifetime)
+            }
+            None => (args.fault.clone(), args.duration),
+        };
+        check_fault(&fault, duration)?;
         let selector =
             selector::check(&args.selector).map_err(|e| Error::K8sFault(e.to_string()))?;
         let cluster = Cluster::connect(&args.home.chaos_namespace)?;
@@ -291,8 +309,8 @@ mod live {
             id: format!("{:08x}", crate::rng::random_seed() as u32),
             namespace: args.namespace.clone(),
             selector: selector.clone(),
-            fault: args.fault.clone(),
-            duration: args.duration,
+            fault,
+            duration,
             seed,
             image: args.image.clone(),
             targets,

@@ -92,6 +92,14 @@ pub enum Arg {
 impl PlannedFault {
     /// The fault's command line after `chaos`, with the workloads' PIDs filled in.
     pub fn argv(&self, workload_pids: &[Option<u32>]) -> Vec<String> {
+        let mut argv = self.words(workload_pids);
+        argv.push("--for".into());
+        argv.push(format!("{}ms", self.lifetime.as_millis()));
+        argv
+    }
+
+    /// [`Self::argv`] without `--for`.
+    pub fn words(&self, workload_pids: &[Option<u32>]) -> Vec<String> {
         let mut argv: Vec<String> = self.command.split(' ').map(str::to_owned).collect();
         argv.extend(self.args.iter().map(|arg| {
             match arg {
@@ -104,8 +112,6 @@ impl PlannedFault {
                     .unwrap_or_default(),
             }
         }));
-        argv.push("--for".into());
-        argv.push(format!("{}ms", self.lifetime.as_millis()));
         argv
     }
 }
@@ -178,6 +184,27 @@ impl<'a> Source<'a> {
 type Table<'i> = DeTable<'i>;
 type Value<'i> = Spanned<DeValue<'i>>;
 
+/// The one `[fault]` table of a `chaos k8s run -f FILE`: a fault as in experiment files, without
+/// a target (but `container_name`) or a start, with how long it lasts (`for`).
+pub fn parse_pod_fault(file: &Path, text: &str) -> Result<PlannedFault, ExperimentError> {
+    let (source, root, span) = Source::parse(file, text, &["fault"])?;
+    let Some(value) = root.get("fault") else {
+        return Err(source.error(
+            &span,
+            "fault",
+            "missing: a chaos k8s fault file holds one [fault] table",
+        ));
+    };
+    let context = FaultContext {
+        source: &source,
+        field: "fault".into(),
+        duration: None,
+        workloads: &[],
+        role: Role::Pods,
+    };
+    context.parse(value)
+}
+
 impl Experiment {
     /// Parses and checks an experiment. `file` names it in errors; `during` is the command
     /// line's `--during`, which takes the place of the file's single workload.
@@ -214,7 +241,7 @@ impl Experiment {
                 field: format!("fault[{}]", index + 1),
                 duration,
                 workloads: &workloads,
-                menu: false,
+                role: Role::Experiment,
             };
             faults.push(context.parse(value)?);
         }
@@ -286,9 +313,43 @@ struct FaultContext<'a> {
     field: String,
     duration: Option<Duration>,
     workloads: &'a [Workload],
+    role: Role,
+}
+
+/// Whose fault table it is: who gives what the table leaves out.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Role {
+    /// An experiment's `[[fault]]`: complete, checked as it is.
+    Experiment,
     /// A table of the monkey's menu: it names no target and no start (the monkey picks both),
     /// may have a `weight`, and is checked against each kind of target by the monkey.
-    menu: bool,
+    Menu,
+    /// The `[fault]` of a `chaos k8s run -f FILE`: no target (the selector picks pods; but
+    /// `container_name`) and no start, checked on a pod.
+    Pods,
+}
+
+impl Role {
+    /// Why `key` is not allowed in a table of this role, if it is not.
+    fn refuses(self, key: &str) -> Option<&'static str> {
+        let target = TARGET_KEYS.contains(&key);
+        match self {
+            Role::Experiment => None,
+            Role::Menu if target => Some(
+                "not allowed in the monkey's menu: the monkey picks the target from its [[target]] tables",
+            ),
+            Role::Menu if key == "start" => {
+                Some("not allowed in the monkey's menu: the monkey picks when, by its [schedule]")
+            }
+            Role::Pods if target && key != "container_name" => Some(
+                "not allowed in a chaos k8s fault: the selector picks the pods (container_name picks a container of each)",
+            ),
+            Role::Pods if key == "start" => {
+                Some("not allowed in a chaos k8s fault: it starts when the injectors do")
+            }
+            Role::Menu | Role::Pods => None,
+        }
+    }
 }
 
 /// The keys that name a fault's target, which the monkey's menu leaves to the monkey.
@@ -329,16 +390,8 @@ impl FaultContext<'_> {
                 ),
             ));
         }
-        if self.menu {
-            for (key, _) in table {
-                let key_name = key.get_ref().replace('-', "_");
-                let why = if TARGET_KEYS.contains(&key_name.as_str()) {
-                    "not allowed in the monkey's menu: the monkey picks the target from its [[target]] tables"
-                } else if key_name == "start" {
-                    "not allowed in the monkey's menu: the monkey picks when, by its [schedule]"
-                } else {
-                    continue;
-                };
+        for (key, _) in table {
+            if let Some(why) = self.role.refuses(&key.get_ref().replace('-', "_")) {
                 return Err(source.error(&key.span(), &self.field(key.get_ref()), why));
             }
         }
@@ -358,7 +411,7 @@ impl FaultContext<'_> {
             (Some(lifetime), _) => lifetime,
             (None, Some(duration)) if duration > start => duration - start,
             (None, _) => {
-                let why = if self.menu {
+                let why = if self.role != Role::Experiment {
                     "missing: how long the fault lasts, such as for = \"5m\""
                 } else {
                     "missing: how long the fault lasts (or give the experiment a duration)"
@@ -387,7 +440,7 @@ impl FaultContext<'_> {
         let mut args = Vec::new();
         for (key, value) in table {
             let key_name = key.get_ref().as_ref();
-            if FAULT_KEYS.contains(&key_name) || (self.menu && key_name == "weight") {
+            if FAULT_KEYS.contains(&key_name) || (self.role == Role::Menu && key_name == "weight") {
                 continue;
             }
             args.extend(self.option(key_name, &key.span(), value)?);
@@ -400,8 +453,16 @@ impl FaultContext<'_> {
             args,
         };
         self.check_workload_started(table, &fault)?;
-        if !self.menu {
-            self.check(table, value, &fault, &[])?;
+        match self.role {
+            Role::Experiment => self.check(table, value, &fault, &[])?,
+            // Any UID: each injector gives its pod's.
+            Role::Pods => self.check(
+                table,
+                value,
+                &fault,
+                &["--pod-uid", "00000000-0000-0000-0000-000000000000"],
+            )?,
+            Role::Menu => {}
         }
         Ok(fault)
     }

@@ -206,10 +206,17 @@ fn the_invalid_corpus_is_refused_with_file_line_and_field() {
     assert!(seen >= 15, "only {seen} invalid files");
 }
 
-/// The examples and drills shipped in examples/ are valid (monkey*.toml as monkey files).
+/// The examples and drills shipped in examples/ are valid (monkey*.toml as monkey files,
+/// examples/k8s/ as `chaos k8s run -f` files).
 #[test]
 fn the_examples_parse() {
     let examples = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples");
+    for entry in std::fs::read_dir(examples.join("k8s")).unwrap() {
+        let path = entry.unwrap().path();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let fault = super::parse_pod_fault(&path, &text).unwrap_or_else(|err| panic!("{err}"));
+        assert!(fault.lifetime > std::time::Duration::ZERO);
+    }
     let mut seen = 0;
     for dir in [examples.clone(), examples.join("drills")] {
         for entry in std::fs::read_dir(&dir).unwrap() {
@@ -256,6 +263,52 @@ fn the_readme_reference_lists_every_key() {
         assert!(
             readme.contains(&format!("`{command}`")),
             "README lacks the command {command}"
+        );
+    }
+}
+
+/// A `chaos k8s run -f` file: one [fault] table, no target but container_name, no start; its
+/// options checked on a pod.
+#[test]
+fn a_pod_fault_file_names_no_target() {
+    let parse = |text: &str| super::parse_pod_fault(Path::new("f.toml"), text);
+    let fault = parse("[fault]\ncommand = \"fail\"\nop = \"connect\"\nerrno = \"EIO\"\ncontainer_name = \"app\"\nfor = \"2m\"\n").unwrap();
+    assert_eq!(
+        fault.words(&[]),
+        [
+            "fail",
+            "--container-name",
+            "app",
+            "--errno",
+            "EIO",
+            "--op",
+            "connect"
+        ]
+    );
+    assert_eq!(fault.lifetime, std::time::Duration::from_secs(120));
+    for (text, expected) in [
+        (
+            "[fault]\ncommand = \"fail\"\nop = \"connect\"\nerrno = \"EIO\"\ncgroup = \"/x\"\nfor = \"1m\"\n",
+            "f.toml:5: fault.cgroup: not allowed in a chaos k8s fault: the selector picks the pods",
+        ),
+        (
+            "[fault]\ncommand = \"fail\"\nop = \"connect\"\nerrno = \"EIO\"\nstart = \"1s\"\nfor = \"1m\"\n",
+            "f.toml:5: fault.start: not allowed in a chaos k8s fault",
+        ),
+        (
+            "[fault]\ncommand = \"fail\"\nop = \"connect\"\nerrno = \"EIO\"\n",
+            "fault.for: missing: how long the fault lasts",
+        ),
+        (
+            "[fault]\ncommand = \"fail\"\nop = \"connekt\"\nerrno = \"EIO\"\nfor = \"1m\"\n",
+            "f.toml:3: fault.op:",
+        ),
+        ("description = \"x\"\n", "f.toml:1: description:"),
+    ] {
+        let err = parse(text).expect_err(text).to_string();
+        assert!(
+            err.contains(expected),
+            "{text}\n  got      {err}\n  expected {expected}"
         );
     }
 }

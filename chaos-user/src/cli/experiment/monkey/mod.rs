@@ -378,7 +378,7 @@ fn parse_menu_fault(
         field: field.clone(),
         duration: None,
         workloads: &[],
-        menu: true,
+        role: super::Role::Menu,
     };
     let fault = context.parse(value)?;
     let table = table(source, value, &field)?;
