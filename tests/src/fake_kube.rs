@@ -93,6 +93,16 @@ impl FakeApi {
             .insert(("pods".into(), namespace.into(), name.into()), object);
     }
 
+    /// Merges `patch` into pod `namespace/name` (`{"spec": {"hostNetwork": true}}`).
+    pub fn merge_pod(&self, namespace: &str, name: &str, patch: Value) {
+        let mut state = self.lock();
+        let pod = state
+            .objects
+            .get_mut(&("pods".into(), namespace.into(), name.into()))
+            .expect("a pod of the fake");
+        merge(pod, &patch);
+    }
+
     /// The pods of `namespace`, as the server holds them.
     pub fn pods(&self, namespace: &str) -> Vec<Value> {
         self.list("pods", namespace)
@@ -160,7 +170,7 @@ fn serve(stream: TcpStream, state: &Mutex<State>) {
             words.next().unwrap_or("").to_owned(),
             words.next().unwrap_or("").to_owned(),
         );
-        let (mut length, mut token) = (0usize, String::new());
+        let (mut length, mut token, mut request_type) = (0usize, String::new(), String::new());
         loop {
             let mut header = String::new();
             if reader.read_line(&mut header).unwrap_or(0) == 0 {
@@ -174,6 +184,7 @@ fn serve(stream: TcpStream, state: &Mutex<State>) {
             match key.to_ascii_lowercase().as_str() {
                 "content-length" => length = value.trim().parse().unwrap_or(0),
                 "authorization" => token = value.trim().trim_start_matches("Bearer ").to_owned(),
+                "content-type" => request_type = value.trim().to_owned(),
                 _ => {}
             }
         }
@@ -185,6 +196,11 @@ fn serve(stream: TcpStream, state: &Mutex<State>) {
         let (status, content_type, text) = if token == TOKEN {
             let mut state = state.lock().unwrap();
             state.requests.push(format!("{method} {target}"));
+            // Only a JSON merge patch is applied as one.
+            if method == "PATCH" && request_type != "application/merge-patch+json" {
+                return_415(&mut stream, &request_type);
+                continue;
+            }
             handle(&mut state, &method, &target, body)
         } else {
             (
@@ -201,6 +217,21 @@ fn serve(stream: TcpStream, state: &Mutex<State>) {
             return;
         }
     }
+}
+
+fn return_415(stream: &mut TcpStream, content_type: &str) {
+    let text = status_json(
+        415,
+        "UnsupportedMediaType",
+        &format!("the fake applies merge patches only, not {content_type}"),
+    );
+    let _ = stream.write_all(
+        format!(
+            "HTTP/1.1 415 X\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{text}",
+            text.len()
+        )
+        .as_bytes(),
+    );
 }
 
 fn status_json(code: u16, reason: &str, message: &str) -> String {

@@ -202,6 +202,12 @@ fn a_dry_run_draws_the_targets_and_creates_nothing() {
         })
         .collect();
     assert!(drawn.len() > 1, "every seed drew {drawn:?}");
+    assert!(
+        drawn
+            .iter()
+            .all(|name| ["web-0", "web-1", "web-2"].contains(&name.as_str())),
+        "a pod that is not running was drawn: {drawn:?}"
+    );
     let injector = &first["injectors"][0];
     assert_eq!(injector["spec"]["nodeName"], targets[0]["node"]);
     assert_eq!(injector["spec"]["hostPID"], true);
@@ -430,4 +436,122 @@ fn a_run_its_record_injectors_report_and_stop() {
     let output = k8s(&api, &["report", "nosuchrun"]);
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains(&format!("no run 'nosuchrun' in namespace chaos: expected one of those `chaos k8s list` shows ({second})")));
+}
+
+/// A network fault leaves out pods in the node's network namespace (hostNetwork), which an errno
+/// fault may take; a pod another run faults now is never drawn again, and counts against the
+/// majority.
+#[test]
+fn host_network_pods_and_pods_other_runs_fault_are_left_out() {
+    let api = cluster("left-out");
+    for (i, uid) in [
+        "77777777-7777-4777-8777-777777777777",
+        "88888888-8888-4888-8888-888888888888",
+    ]
+    .iter()
+    .enumerate()
+    {
+        api.add_pod(
+            "shop",
+            &format!("edge-{i}"),
+            uid,
+            "node-0",
+            json!({ "app": "edge" }),
+            "Running",
+        );
+    }
+    api.merge_pod("shop", "edge-0", json!({ "spec": { "hostNetwork": true } }));
+    let drawn = |fault: &[&str], seed: u64| {
+        let seed = seed.to_string();
+        let mut args = vec![
+            "run",
+            "-n",
+            "shop",
+            "-l",
+            "app=edge",
+            "--allow-majority",
+            "--seed",
+            &seed,
+            "--dry-run",
+            "--json",
+            "--",
+        ];
+        args.extend_from_slice(fault);
+        let output = k8s(&api, &args);
+        assert_eq!(
+            output.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let name = json_of(&output)["run"]["targets"][0]["name"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        (name, String::from_utf8_lossy(&output.stderr).into_owned())
+    };
+    let net: Vec<(String, String)> = (0..8)
+        .map(|seed| drawn(&["net", "drop", "--probability", "0.5"], seed))
+        .collect();
+    assert!(net.iter().all(|(name, _)| name == "edge-1"), "{net:?}");
+    assert!(
+        net[0]
+            .1
+            .contains("left out edge-0 (hostNetwork: a network fault there would be the node's)"),
+        "{}",
+        net[0].1
+    );
+    let errno: std::collections::BTreeSet<String> = (0..8)
+        .map(|seed| drawn(&["fail", "--op", "connect", "--errno", "EIO"], seed).0)
+        .collect();
+    assert!(
+        errno.contains("edge-0"),
+        "an errno fault may take a hostNetwork pod: {errno:?}"
+    );
+
+    let output = k8s(
+        &api,
+        &run_args(&[
+            "-n", "shop", "-l", "app=web", "--seed", "1", "--detach", "--json",
+        ]),
+    );
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let faulted = api.pods("chaos")[0]["metadata"]["labels"]["chaos/target-uid"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for seed in 0..8 {
+        let seed = seed.to_string();
+        let plan = json_of(&k8s(
+            &api,
+            &run_args(&[
+                "-n",
+                "shop",
+                "-l",
+                "app=web",
+                "--allow-majority",
+                "--seed",
+                &seed,
+                "--dry-run",
+                "--json",
+            ]),
+        ));
+        assert_ne!(
+            plan["run"]["targets"][0]["uid"],
+            faulted.as_str(),
+            "a pod another run faults was drawn again"
+        );
+    }
+    let output = k8s(
+        &api,
+        &run_args(&["-n", "shop", "-l", "app=web", "--max-targets", "1"]),
+    );
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("2 of the 3 running pods matching 'app=web' is more than half of them (1 of them faulted by other runs now)"), "{stderr}");
 }

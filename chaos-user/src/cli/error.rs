@@ -46,7 +46,7 @@ pub enum Error {
     },
     #[cfg(feature = "k8s")]
     #[error(transparent)]
-    K8s(#[from] crate::k8s::K8sError),
+    K8s(Box<crate::k8s::K8sError>),
     /// A command this build of chaos leaves out (the node image's binary).
     #[error(
         "{what} is not in this build of chaos (built without the `{feature}` feature, as the node image's binary is): use the Debian package's or a `cargo build` of chaos"
@@ -68,6 +68,14 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
+}
+
+#[cfg(feature = "k8s")]
+impl From<crate::k8s::K8sError> for Error {
+    fn from(err: crate::k8s::K8sError) -> Self {
+        // Boxed: a kube error is large, and every command returns this type.
+        Error::K8s(Box::new(err))
+    }
 }
 
 impl Error {

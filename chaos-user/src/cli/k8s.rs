@@ -253,7 +253,10 @@ fn check_fault(fault: &[String], duration: Duration) -> Result<(), Error> {
 /// What talks to the cluster: left out of the node image's binary (the `k8s` feature).
 #[cfg(feature = "k8s")]
 mod live {
-    use std::{io::Write as _, time::Duration};
+    use std::{
+        io::Write as _,
+        time::{Duration, Instant},
+    };
 
     use serde::Serialize;
     use serde_json::Value;
@@ -263,7 +266,10 @@ mod live {
     };
     use crate::{
         cli::exit,
-        k8s::{Cluster, Injector, Run, RunSpec, TargetPod, plan, report_in, selector},
+        k8s::{
+            Cluster, DEADLINE_EXCEEDED, FAILED, Injector, PENDING, RUNNING, Run, RunSpec,
+            SUCCEEDED, TargetPod, plan, report_in, selector,
+        },
     };
 
     pub fn execute(args: K8sArgs) -> Result<u8, Error> {
@@ -291,20 +297,41 @@ mod live {
         check_fault(&fault, duration)?;
         let selector =
             selector::check(&args.selector).map_err(|e| Error::K8sFault(e.to_string()))?;
+        // Blocked before the client's runtime starts threads, which inherit the mask: an
+        // interrupt is then taken by sigtimedwait, never by a thread it would kill.
+        let interrupts = Interrupts::block();
         let cluster = Cluster::connect(&args.home.chaos_namespace)?;
         cluster.check_opted_in(&args.namespace)?;
-        let selected = cluster.running_pods(&args.namespace, &selector)?;
+        let mut selected = cluster.running_pods(&args.namespace, &selector)?;
+        if fault.first().is_some_and(|command| command == "net") {
+            let (host, own): (Vec<TargetPod>, Vec<TargetPod>) =
+                selected.into_iter().partition(|pod| pod.host_network);
+            if !host.is_empty() {
+                let names: Vec<&str> = host.iter().map(|pod| pod.name.as_str()).collect();
+                eprintln!(
+                    "chaos k8s: left out {} (hostNetwork: a network fault there would be the node's)",
+                    names.join(", ")
+                );
+            }
+            selected = own;
+        }
+        let busy: Vec<String> = cluster
+            .injectors(None)?
+            .into_iter()
+            .filter(|injector| !injector.finished())
+            .map(|injector| injector.target_uid)
+            .collect();
         let matched = selected.len();
         let seed = args.seed.unwrap_or_else(crate::rng::random_seed);
-        let targets = plan::pick(
-            selected,
-            args.max_targets,
-            args.allow_majority,
+        let draw = plan::Draw {
+            namespace: &args.namespace,
+            selector: &selector,
+            max: args.max_targets,
+            allow_majority: args.allow_majority,
             seed,
-            &args.namespace,
-            &selector,
-        )
-        .map_err(|e| Error::K8sFault(e.to_string()))?;
+            busy: &busy,
+        };
+        let targets = plan::pick(selected, &draw).map_err(|e| Error::K8sFault(e.to_string()))?;
         let spec = RunSpec {
             id: format!("{:08x}", crate::rng::random_seed() as u32),
             namespace: args.namespace.clone(),
@@ -319,6 +346,10 @@ mod live {
             return print_plan(&spec, matched, &cluster.home, args.json);
         }
         let requested_by = cluster.whoami();
+        if interrupts.wait(Duration::ZERO) {
+            eprintln!("chaos k8s: interrupted before the run was created: nothing was");
+            return Ok(exit::OK);
+        }
         cluster.create(&spec, &requested_by)?;
         eprintln!(
             "chaos k8s: run {} ({}) on {} of the {matched} running pods matching '{selector}' in {} for {}, requested by {requested_by} (seed {seed}){}",
@@ -344,47 +375,78 @@ mod live {
             }
             return Ok(exit::OK);
         }
-        wait(&cluster, &spec)?;
-        let run = cluster.run(&spec.id)?;
+        let stopped = wait(&cluster, &spec, &interrupts);
+        // The spec in hand, not the record: another `chaos k8s stop --delete` may have taken it.
+        let run = Run {
+            spec,
+            requested_by,
+            created: String::new(),
+        };
         let report = RunReport::gather(&cluster, &run)?;
         report.print(args.json);
-        Ok(report.exit_code())
+        Ok(report.exit_code(stopped))
     }
 
-    /// Waits until every injector of `spec` finished, drawing their states on a terminal; Ctrl-C,
-    /// SIGTERM or SIGHUP ends them first.
-    fn wait(cluster: &Cluster, spec: &RunSpec) -> Result<(), Error> {
-        let interrupts = Interrupts::block();
-        let give_up = std::time::Instant::now() + spec.duration + plan::GRACE * 2;
+    /// Waits until every injector of `spec` finished, drawing their states on a terminal. Ctrl-C,
+    /// SIGTERM or SIGHUP ends them (a second one stops the waiting), as does their being overdue
+    /// (a pod that started late); an API call that fails is tried again. Returns whether the
+    /// injectors were ended before their time.
+    fn wait(cluster: &Cluster, spec: &RunSpec, interrupts: &Interrupts) -> bool {
+        let give_up = Instant::now() + spec.duration + plan::GRACE;
         let terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
-        let mut stopped = false;
+        let mut injectors: Vec<Injector> = Vec::new();
+        let (mut stop, mut stopped) = (false, false);
         loop {
-            let injectors = cluster.injectors(Some(&spec.id))?;
+            match cluster.injectors(Some(&spec.id)) {
+                // None left: the run was deleted meanwhile (`chaos k8s stop --delete`).
+                Ok(listed) if listed.is_empty() => break,
+                Ok(listed) => injectors = listed,
+                Err(err) => eprintln!("chaos k8s: {err}; trying again"),
+            }
             if terminal {
                 let count = |phase: &str| injectors.iter().filter(|i| i.phase == phase).count();
                 eprint!(
                     "\r\x1b[2K[run {}] {} injectors: {} pending, {} running, {} succeeded, {} failed",
                     spec.id,
                     injectors.len(),
-                    count("Pending"),
-                    count("Running"),
-                    count("Succeeded"),
-                    count("Failed")
+                    count(PENDING),
+                    count(RUNNING),
+                    count(SUCCEEDED),
+                    count(FAILED)
                 );
                 let _ = std::io::stderr().flush();
             }
-            if injectors.iter().all(Injector::finished) || std::time::Instant::now() > give_up {
+            if !injectors.is_empty() && injectors.iter().all(Injector::finished) {
                 break;
             }
-            if interrupts.wait(Duration::from_secs(1)) && !stopped {
-                cluster.stop(&injectors)?;
-                stopped = true;
+            let interrupted = interrupts.wait(Duration::from_secs(1));
+            if interrupted && stopped {
+                eprintln!(
+                    "\nchaos k8s: not waiting for run {} any longer: `chaos k8s report {}` shows it",
+                    spec.id, spec.id
+                );
+                break;
+            }
+            let overdue = Instant::now() > give_up;
+            stop |= interrupted || overdue;
+            if stop && !stopped {
+                match cluster.stop(&injectors) {
+                    Ok(_) => stopped = true,
+                    Err(err) => eprintln!("chaos k8s: {err}; trying again"),
+                }
+            }
+            if Instant::now() > give_up + plan::GRACE {
+                eprintln!(
+                    "\nchaos k8s: run {}'s injectors did not end: `chaos k8s list` shows them",
+                    spec.id
+                );
+                break;
             }
         }
         if terminal {
             eprint!("\r\x1b[2K");
         }
-        Ok(())
+        stopped
     }
 
     /// Ctrl-C, SIGTERM and SIGHUP, blocked while a run waits and taken with sigtimedwait.
@@ -392,8 +454,8 @@ mod live {
 
     impl Interrupts {
         fn block() -> Self {
-            // SAFETY: a signal set built here and applied to this thread's mask (chaos has no
-            // other thread here).
+            // SAFETY: a signal set built here and applied to this thread's mask; called before
+            // any other thread starts, so that each inherits it.
             unsafe {
                 let mut set: libc::sigset_t = std::mem::zeroed();
                 libc::sigemptyset(&mut set);
@@ -535,12 +597,14 @@ mod live {
             );
         }
 
-        /// 0 when every injector ended well (its fault's time was up, or `chaos k8s stop` ended it
-        /// and it reported), 1 otherwise.
-        fn exit_code(&self) -> u8 {
+        /// 0 when every injector ended well: its fault's time was up, or, when `stopped`
+        /// (chaos ended them on purpose), kubelet ended it at its cut deadline and it reported.
+        fn exit_code(&self, stopped: bool) -> u8 {
             let ended_well = |t: &TargetReport| {
-                t.phase == "Succeeded"
-                    || (t.reason.as_deref() == Some("DeadlineExceeded") && t.report.is_some())
+                t.phase == SUCCEEDED
+                    || (stopped
+                        && t.reason.as_deref() == Some(DEADLINE_EXCEEDED)
+                        && t.report.is_some())
             };
             if self.targets.iter().all(ended_well) {
                 exit::OK

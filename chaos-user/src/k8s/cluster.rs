@@ -44,8 +44,19 @@ pub enum K8sError {
         namespace: String,
         known: String,
     },
-    #[error("the record of run {0} holds no readable spec")]
-    BadRecord(String),
+    /// A run that could not be created in full, nor deleted: its injectors may run.
+    #[error(
+        "cannot {action}, nor delete what run {id} created ({undo}): `chaos k8s stop {id} --delete` ends it"
+    )]
+    Undone {
+        id: String,
+        action: String,
+        #[source]
+        source: Box<kube::Error>,
+        undo: String,
+    },
+    #[error("could not end {failed} of the injectors: {errors}")]
+    NotStopped { failed: usize, errors: String },
 }
 
 impl K8sError {
@@ -62,6 +73,14 @@ fn api_error(action: impl Into<String>) -> impl FnOnce(kube::Error) -> K8sError 
     let action = action.into();
     move |source| K8sError::Api { action, source }
 }
+
+/// Pod phases, as the API server spells them.
+pub const PENDING: &str = "Pending";
+pub const RUNNING: &str = "Running";
+pub const SUCCEEDED: &str = "Succeeded";
+pub const FAILED: &str = "Failed";
+/// The reason of a pod kubelet ended at its `activeDeadlineSeconds`.
+pub const DEADLINE_EXCEEDED: &str = "DeadlineExceeded";
 
 /// A connection to the cluster, with its own single-threaded runtime: chaos's commands are
 /// synchronous, and the API calls are few.
@@ -80,6 +99,7 @@ pub struct Injector {
     pub run: String,
     /// `NAMESPACE/NAME` of the pod it faults.
     pub target: String,
+    pub target_uid: String,
     pub node: String,
     /// Pending, Running, Succeeded, Failed (Unknown when the server says nothing).
     pub phase: String,
@@ -89,7 +109,7 @@ pub struct Injector {
 
 impl Injector {
     pub fn finished(&self) -> bool {
-        matches!(self.phase.as_str(), "Succeeded" | "Failed")
+        [SUCCEEDED, FAILED].contains(&self.phase.as_str())
     }
 }
 
@@ -109,9 +129,12 @@ impl Cluster {
             .enable_all()
             .build()
             .expect("a single-threaded tokio runtime builds");
-        let config = runtime
+        let mut config = runtime
             .block_on(kube::Config::infer())
             .map_err(K8sError::Config)?;
+        // chaos makes short calls only: none may hang a run (or its Ctrl-C) for long.
+        config.connect_timeout = Some(std::time::Duration::from_secs(10));
+        config.read_timeout = Some(std::time::Duration::from_secs(30));
         let client = {
             let _entered = runtime.enter();
             Client::try_from(config).map_err(K8sError::Client)?
@@ -174,13 +197,15 @@ impl Cluster {
             .items
             .into_iter()
             .filter(|pod| pod.metadata.deletion_timestamp.is_none())
-            .filter(|pod| pod.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
+            .filter(|pod| pod.status.as_ref().and_then(|s| s.phase.as_deref()) == Some(RUNNING))
             .filter_map(|pod| {
+                let spec = pod.spec?;
                 Some(TargetPod {
                     namespace: namespace.to_owned(),
                     name: pod.metadata.name?,
                     uid: pod.metadata.uid?,
-                    node: pod.spec?.node_name?,
+                    node: spec.node_name?,
+                    host_network: spec.host_network.unwrap_or(false),
                 })
             })
             .collect())
@@ -236,13 +261,18 @@ impl Cluster {
                 .runtime
                 .block_on(self.pods(&self.home).create(&PostParams::default(), &pod));
             if let Err(source) = made {
-                let _ = self.delete(&spec.id);
-                return Err(K8sError::Api {
-                    action: format!(
-                        "create the injector for {}/{} in namespace {}",
-                        target.namespace, target.name, self.home
-                    ),
-                    source,
+                let action = format!(
+                    "create the injector for {}/{} in namespace {}",
+                    target.namespace, target.name, self.home
+                );
+                return Err(match self.delete(&spec.id) {
+                    Ok(()) => K8sError::Api { action, source },
+                    Err(undo) => K8sError::Undone {
+                        id: spec.id.clone(),
+                        action,
+                        source: Box::new(source),
+                        undo: undo.to_string(),
+                    },
                 });
             }
         }
@@ -265,7 +295,7 @@ impl Cluster {
             .items
             .into_iter()
             .filter_map(|record| {
-                let spec = record.data.as_ref()?.get("spec.json")?;
+                let spec = record.data.as_ref()?.get(plan::SPEC_KEY)?;
                 let spec: RunSpec = serde_json::from_str(spec).ok()?;
                 let annotations = record.metadata.annotations.unwrap_or_default();
                 Some(Run {
@@ -334,7 +364,14 @@ impl Cluster {
                 Injector {
                     name: pod.metadata.name.unwrap_or_default(),
                     run: labels.get(plan::RUN_LABEL).cloned().unwrap_or_default(),
-                    target: annotations.get("chaos/target").cloned().unwrap_or_default(),
+                    target: annotations
+                        .get(plan::TARGET_ANNOTATION)
+                        .cloned()
+                        .unwrap_or_default(),
+                    target_uid: labels
+                        .get(plan::TARGET_UID_LABEL)
+                        .cloned()
+                        .unwrap_or_default(),
                     node: pod.spec.and_then(|s| s.node_name).unwrap_or_default(),
                     phase: status.phase.unwrap_or_else(|| "Unknown".into()),
                     reason: status.reason,
@@ -355,21 +392,31 @@ impl Cluster {
     /// Ends each unfinished injector of `injectors` now: its deadline
     /// (`activeDeadlineSeconds`) becomes one second, so kubelet stops it as `kubectl delete`
     /// would (SIGTERM, on which chaos takes its programs out and reports) but keeps the pod and
-    /// its log for the report. Returns the names of those it ended.
+    /// its log for the report. Every one is tried (one gone meanwhile is done); returns the
+    /// names of those it ended, or what it could not end.
     pub fn stop(&self, injectors: &[Injector]) -> Result<Vec<String>, K8sError> {
         let patch = json!({ "spec": { "activeDeadlineSeconds": 1 } });
-        let mut stopped = Vec::new();
+        let (mut stopped, mut errors) = (Vec::new(), Vec::new());
         for injector in injectors.iter().filter(|i| !i.finished()) {
-            self.runtime
-                .block_on(self.pods(&self.home).patch(
-                    &injector.name,
-                    &PatchParams::default(),
-                    &Patch::Merge(&patch),
-                ))
-                .map_err(api_error(format!("end injector {}", injector.name)))?;
-            stopped.push(injector.name.clone());
+            let patched = self.runtime.block_on(self.pods(&self.home).patch(
+                &injector.name,
+                &PatchParams::default(),
+                &Patch::Merge(&patch),
+            ));
+            match patched {
+                Ok(_) => stopped.push(injector.name.clone()),
+                Err(kube::Error::Api(status)) if status.code == 404 => {}
+                Err(err) => errors.push(format!("{}: {err}", injector.name)),
+            }
         }
-        Ok(stopped)
+        if errors.is_empty() {
+            Ok(stopped)
+        } else {
+            Err(K8sError::NotStopped {
+                failed: errors.len(),
+                errors: errors.join("; "),
+            })
+        }
     }
 
     /// Deletes run `id`'s record; the garbage collector deletes its injectors with it (each

@@ -10,5 +10,8 @@ pub mod selector;
 mod cluster;
 
 #[cfg(feature = "k8s")]
-pub use cluster::{Cluster, Injector, K8sError, Run, report_in};
+pub use cluster::{
+    Cluster, DEADLINE_EXCEEDED, FAILED, Injector, K8sError, PENDING, RUNNING, Run, SUCCEEDED,
+    report_in,
+};
 pub use plan::{RunSpec, TargetPod};

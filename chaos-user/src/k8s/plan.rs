@@ -15,6 +15,12 @@ pub const RUN_LABEL: &str = "chaos/run";
 /// The annotation on the run's record naming who started it (the API server's view of the
 /// caller).
 pub const REQUESTED_BY_ANNOTATION: &str = "chaos/requested-by";
+/// The label on an injector naming the UID of the pod it faults.
+pub const TARGET_UID_LABEL: &str = "chaos/target-uid";
+/// The annotation on an injector naming `NAMESPACE/NAME` of the pod it faults.
+pub const TARGET_ANNOTATION: &str = "chaos/target";
+/// The key of the run's spec (JSON) in its record.
+pub const SPEC_KEY: &str = "spec.json";
 /// `app.kubernetes.io/component` of every object `chaos k8s` creates.
 pub const COMPONENT: &str = "injector";
 /// The label selector of every object `chaos k8s` creates, its runs' and their injectors'.
@@ -31,6 +37,9 @@ pub struct TargetPod {
     pub name: String,
     pub uid: String,
     pub node: String,
+    /// In the node's network namespace: a network fault there would be the node's.
+    #[serde(default)]
+    pub host_network: bool,
 }
 
 /// How many of the selected pods a run may fault (`--max-targets N` or `P%`).
@@ -66,7 +75,7 @@ impl MaxTargets {
             MaxTargets::Count(count) => count,
             MaxTargets::Percent(percent) => (selected as f64 * percent / 100.0).floor() as usize,
         };
-        cap.clamp(1, selected.max(1)).min(selected)
+        cap.clamp(1, selected.max(1))
     }
 }
 
@@ -76,50 +85,74 @@ pub enum PickError {
     #[error("no running pod in namespace {namespace} matches '{selector}'")]
     NoPods { namespace: String, selector: String },
     #[error(
-        "{picked} of the {selected} running pods matching '{selector}' is more than half of them: pass --allow-majority to fault them anyway, or lower --max-targets"
+        "every running pod matching '{selector}' is being faulted by another run: `chaos k8s list` shows them"
+    )]
+    AllBusy { selector: String },
+    #[error(
+        "{faulted} of the {selected} running pods matching '{selector}' is more than half of them{busy}: pass --allow-majority to fault them anyway, or lower --max-targets"
     )]
     Majority {
-        picked: usize,
+        faulted: usize,
         selected: usize,
         selector: String,
+        /// How many of them other runs fault now, when any.
+        busy: String,
     },
 }
 
-/// The targets of a run: at most `max` of `selected` (running pods, in the API's order), drawn
-/// with `seed`, the same for the same seed and pods; more than half only with
-/// `allow_majority`.
-pub fn pick(
-    mut selected: Vec<TargetPod>,
-    max: MaxTargets,
-    allow_majority: bool,
-    seed: u64,
-    namespace: &str,
-    selector: &str,
-) -> Result<Vec<TargetPod>, PickError> {
+/// What a run's targets are drawn with.
+#[derive(Clone, Debug)]
+pub struct Draw<'a> {
+    pub namespace: &'a str,
+    pub selector: &'a str,
+    pub max: MaxTargets,
+    pub allow_majority: bool,
+    pub seed: u64,
+    /// The UIDs of the pods other runs' unfinished injectors fault: never drawn again, and
+    /// counted against the majority.
+    pub busy: &'a [String],
+}
+
+/// The targets of a run: at most `draw.max` of `selected` (running pods) that no other run
+/// faults, drawn with `draw.seed`, the same for the same seed and pods; together with the pods
+/// other runs fault, more than half of `selected` only with `allow_majority`.
+pub fn pick(selected: Vec<TargetPod>, draw: &Draw<'_>) -> Result<Vec<TargetPod>, PickError> {
+    let selector = draw.selector.to_owned();
     if selected.is_empty() {
         return Err(PickError::NoPods {
-            namespace: namespace.to_owned(),
-            selector: selector.to_owned(),
+            namespace: draw.namespace.to_owned(),
+            selector,
         });
     }
-    selected.sort_by(|a, b| a.name.cmp(&b.name));
     let count = selected.len();
-    let picked = max.of(count);
-    if picked * 2 > count && !allow_majority {
+    let (busy, mut free): (Vec<TargetPod>, Vec<TargetPod>) = selected
+        .into_iter()
+        .partition(|pod| draw.busy.contains(&pod.uid));
+    if free.is_empty() {
+        return Err(PickError::AllBusy { selector });
+    }
+    free.sort_by(|a, b| a.name.cmp(&b.name));
+    let picked = draw.max.of(count).min(free.len());
+    if (picked + busy.len()) * 2 > count && !draw.allow_majority {
         return Err(PickError::Majority {
-            picked,
+            faulted: picked + busy.len(),
             selected: count,
-            selector: selector.to_owned(),
+            selector,
+            busy: if busy.is_empty() {
+                String::new()
+            } else {
+                format!(" ({} of them faulted by other runs now)", busy.len())
+            },
         });
     }
-    let mut rng = Rng::new(seed);
+    let mut rng = Rng::new(draw.seed);
     // A partial Fisher-Yates shuffle: the first `picked` places are the draw.
     for i in 0..picked {
-        let j = i + (rng.next_u64() % (count - i) as u64) as usize;
-        selected.swap(i, j);
+        let j = i + (rng.next_u64() % (free.len() - i) as u64) as usize;
+        free.swap(i, j);
     }
-    selected.truncate(picked);
-    Ok(selected)
+    free.truncate(picked);
+    Ok(free)
 }
 
 /// What a run is asked to do, as its record keeps it.
@@ -187,7 +220,7 @@ impl RunSpec {
                 "labels": self.labels(),
                 "annotations": { REQUESTED_BY_ANNOTATION: requested_by },
             },
-            "data": { "spec.json": serde_json::to_string(self).expect("a run spec serializes") },
+            "data": { SPEC_KEY: serde_json::to_string(self).expect("a run spec serializes") },
         })
     }
 
@@ -214,7 +247,7 @@ impl RunSpec {
         let host_dir = |name: &str, path: &str| json!({ "name": name, "hostPath": { "path": path, "type": "Directory" } });
         let mount = |name: &str, path: &str| json!({ "name": name, "mountPath": path });
         let mut labels = self.labels();
-        labels["chaos/target-uid"] = json!(target.uid);
+        labels[TARGET_UID_LABEL] = json!(target.uid);
         json!({
             "apiVersion": "v1",
             "kind": "Pod",
@@ -222,14 +255,13 @@ impl RunSpec {
                 "name": injector_name(&self.id, index),
                 "namespace": tool_namespace,
                 "labels": labels,
-                "annotations": { "chaos/target": format!("{}/{}", target.namespace, target.name) },
+                "annotations": { TARGET_ANNOTATION: format!("{}/{}", target.namespace, target.name) },
                 "ownerReferences": [{
                     "apiVersion": "v1",
                     "kind": "ConfigMap",
                     "name": self.record_name(),
                     "uid": record_uid,
                     "controller": true,
-                    "blockOwnerDeletion": true,
                 }],
             },
             "spec": {
@@ -273,6 +305,7 @@ mod tests {
                 name: format!("web-{i}"),
                 uid: format!("uid-{i}"),
                 node: format!("node-{}", i % 2),
+                host_network: false,
             })
             .collect()
     }
@@ -289,48 +322,71 @@ mod tests {
         assert_eq!(MaxTargets::Count(5).of(3), 3);
     }
 
+    fn draw(max: usize, allow_majority: bool, seed: u64, busy: &[String]) -> Draw<'_> {
+        Draw {
+            namespace: "shop",
+            selector: "app=web",
+            max: MaxTargets::Count(max),
+            allow_majority,
+            seed,
+            busy,
+        }
+    }
+
     #[test]
     fn picks_at_most_the_cap_the_same_for_a_seed() {
-        let picked = pick(pods(6), MaxTargets::Count(2), false, 7, "shop", "app=web").unwrap();
+        let picked = pick(pods(6), &draw(2, false, 7, &[])).unwrap();
         assert_eq!(picked.len(), 2);
         assert_ne!(picked[0], picked[1]);
         let mut shuffled = pods(6);
         shuffled.reverse();
-        let again = pick(shuffled, MaxTargets::Count(2), false, 7, "shop", "app=web").unwrap();
+        let again = pick(shuffled, &draw(2, false, 7, &[])).unwrap();
         assert_eq!(picked, again, "the same seed and pods give the same pick");
-        let seeds: std::collections::HashSet<_> = (0..20)
-            .map(|seed| pick(pods(6), MaxTargets::Count(1), false, seed, "shop", "a").unwrap())
-            .collect::<Vec<_>>()
-            .into_iter()
-            .map(|p| p[0].name.clone())
+        let drawn: std::collections::HashSet<String> = (0..20)
+            .map(|seed| {
+                pick(pods(6), &draw(1, false, seed, &[])).unwrap()[0]
+                    .name
+                    .clone()
+            })
             .collect();
-        assert!(seeds.len() > 1, "seeds draw different pods");
+        assert!(drawn.len() > 1, "seeds draw different pods");
     }
 
     #[test]
     fn more_than_half_needs_the_flag() {
-        let err = pick(pods(3), MaxTargets::Count(2), false, 1, "shop", "app=web").unwrap_err();
+        let err = pick(pods(3), &draw(2, false, 1, &[])).unwrap_err();
         assert_eq!(
             err.to_string(),
             "2 of the 3 running pods matching 'app=web' is more than half of them: pass --allow-majority to fault them anyway, or lower --max-targets"
         );
-        assert!(pick(pods(1), MaxTargets::Count(1), false, 1, "shop", "a").is_err());
+        assert!(pick(pods(1), &draw(1, false, 1, &[])).is_err());
+        assert_eq!(pick(pods(1), &draw(1, true, 1, &[])).unwrap().len(), 1);
+        assert_eq!(pick(pods(4), &draw(2, false, 1, &[])).unwrap().len(), 2);
         assert_eq!(
-            pick(pods(1), MaxTargets::Count(1), true, 1, "shop", "a")
-                .unwrap()
-                .len(),
-            1
-        );
-        assert_eq!(
-            pick(pods(4), MaxTargets::Count(2), false, 1, "shop", "a")
-                .unwrap()
-                .len(),
-            2
-        );
-        assert_eq!(
-            pick(vec![], MaxTargets::Count(1), true, 1, "shop", "app=web").unwrap_err(),
+            pick(vec![], &draw(1, true, 1, &[])).unwrap_err(),
             PickError::NoPods {
                 namespace: "shop".into(),
+                selector: "app=web".into()
+            }
+        );
+    }
+
+    #[test]
+    fn pods_other_runs_fault_are_not_drawn_and_count_against_the_majority() {
+        let busy = vec!["uid-0".to_owned()];
+        for seed in 0..10 {
+            let picked = pick(pods(4), &draw(1, false, seed, &busy)).unwrap();
+            assert_ne!(picked[0].uid, "uid-0");
+        }
+        let err = pick(pods(4), &draw(2, false, 1, &busy)).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "3 of the 4 running pods matching 'app=web' is more than half of them (1 of them faulted by other runs now): pass --allow-majority to fault them anyway, or lower --max-targets"
+        );
+        let all = vec!["uid-0".to_owned()];
+        assert_eq!(
+            pick(pods(1), &draw(1, true, 1, &all)).unwrap_err(),
+            PickError::AllBusy {
                 selector: "app=web".into()
             }
         );
@@ -372,7 +428,7 @@ mod tests {
         assert_eq!(pod["metadata"]["labels"][RUN_LABEL], "abc123");
         let record = spec.record("chaos", "alice");
         let kept: RunSpec =
-            serde_json::from_str(record["data"]["spec.json"].as_str().unwrap()).unwrap();
+            serde_json::from_str(record["data"][SPEC_KEY].as_str().unwrap()).unwrap();
         assert_eq!(kept, spec);
         assert_eq!(
             record["metadata"]["annotations"][REQUESTED_BY_ANNOTATION],

@@ -14,6 +14,10 @@ pub enum SelectorError {
     )]
     Requirement(String),
     #[error(
+        "the label selector '{0}' only excludes pods, so it picks nearly every pod of the namespace: add a requirement that names them (app=web, tier in (a,b), or a KEY they carry)"
+    )]
+    OnlyExclusions(String),
+    #[error(
         "invalid label key '{0}': a name of at most 63 letters, digits, '-', '_' and '.' that starts and ends with a letter or digit, optionally after a DNS prefix and '/'"
     )]
     Key(String),
@@ -27,16 +31,20 @@ pub enum SelectorError {
 /// its requirements taken out, as it is sent to the API server.
 pub fn check(selector: &str) -> Result<String, SelectorError> {
     let mut requirements = Vec::new();
+    let mut names_pods = false;
     for requirement in split_top_level(selector) {
         let requirement = requirement.trim();
         if requirement.is_empty() {
             continue;
         }
-        check_requirement(requirement)?;
+        names_pods |= check_requirement(requirement)?;
         requirements.push(requirement);
     }
     if requirements.is_empty() {
         return Err(SelectorError::Empty);
+    }
+    if !names_pods {
+        return Err(SelectorError::OnlyExclusions(selector.trim().to_owned()));
     }
     Ok(requirements.join(","))
 }
@@ -59,34 +67,39 @@ fn split_top_level(selector: &str) -> Vec<&str> {
     parts
 }
 
-fn check_requirement(requirement: &str) -> Result<(), SelectorError> {
+/// Checks one requirement; whether it names pods (`KEY`, `KEY=V`, `KEY in (…)`) rather than
+/// excluding some (`!KEY`, `KEY!=V`, `KEY notin (…)`).
+fn check_requirement(requirement: &str) -> Result<bool, SelectorError> {
     let bad = || SelectorError::Requirement(requirement.to_owned());
     if let Some(key) = requirement.strip_prefix('!') {
-        return check_key(key.trim());
+        return check_key(key.trim()).map(|()| false);
     }
-    for op in ["!=", "==", "="] {
+    for (op, names) in [("!=", false), ("==", true), ("=", true)] {
         if let Some((key, value)) = requirement.split_once(op) {
             check_key(key.trim())?;
-            return check_value(value.trim());
+            return check_value(value.trim()).map(|()| names);
         }
     }
     let words: Vec<&str> = requirement.splitn(2, char::is_whitespace).collect();
     match words.as_slice() {
-        [key] => check_key(key),
+        [key] => check_key(key).map(|()| true),
         [key, rest] => {
             let rest = rest.trim_start();
-            let set = rest
-                .strip_prefix("notin")
-                .or_else(|| rest.strip_prefix("in"))
-                .map(str::trim)
-                .and_then(|set| set.strip_prefix('('))
+            let (set, names) = match rest.strip_prefix("notin") {
+                Some(set) => (set, false),
+                None => (rest.strip_prefix("in").ok_or_else(bad)?, true),
+            };
+            let set = set
+                .trim()
+                .strip_prefix('(')
                 .and_then(|set| set.strip_suffix(')'))
+                .filter(|set| !set.trim().is_empty())
                 .ok_or_else(bad)?;
             check_key(key)?;
             for value in set.split(',') {
                 check_value(value.trim())?;
             }
-            Ok(())
+            Ok(names)
         }
         _ => Err(bad()),
     }
@@ -151,8 +164,9 @@ mod tests {
             ("app==web", "app==web"),
             ("app.kubernetes.io/name=web", "app.kubernetes.io/name=web"),
             ("tier in (web, api),!canary", "tier in (web, api),!canary"),
-            ("tier notin (db)", "tier notin (db)"),
+            ("app=web,tier notin (db)", "app=web,tier notin (db)"),
             ("release", "release"),
+            ("release,!canary", "release,!canary"),
             ("app=", "app="),
         ] {
             assert_eq!(check(selector).as_deref(), Ok(sent), "{selector}");
@@ -179,6 +193,15 @@ mod tests {
                 SelectorError::Requirement("tier within (a)".into()),
             ),
             ("app=web x", SelectorError::Value("web x".into())),
+            (
+                "tier in ()",
+                SelectorError::Requirement("tier in ()".into()),
+            ),
+            ("!canary", SelectorError::OnlyExclusions("!canary".into())),
+            (
+                "app!=db, tier notin (a)",
+                SelectorError::OnlyExclusions("app!=db, tier notin (a)".into()),
+            ),
         ] {
             assert_eq!(check(selector), Err(error), "{selector}");
         }

@@ -125,7 +125,7 @@ def start_k8s_fault(
         args += ["--seed", str(seed)]
     args += ["--detach", "--json", "--", *_checked(command)]
     run = cli.json_stdout(cli.run(configuration, args, timeout))
-    cli.remember(run["run"], "k8s")
+    cli.remember(run["run"], "k8s", chaos_namespace)
     return run
 
 
@@ -136,11 +136,13 @@ def stop_k8s_run(
     """End a `chaos k8s` run's injectors now (`chaos k8s stop ID`): kubelet stops each (SIGTERM)
     and keeps its log for the report. Idempotent: a run already gone is not an error."""
     proc = cli.run(configuration, ["k8s", "stop", run_id, "--chaos-namespace", chaos_namespace])
-    cli.forget(run_id, "k8s")
     if proc.returncode == 0:
+        cli.forget(run_id, "k8s")
         return {"run": run_id, "stopped": True}
     if proc.returncode == 2 and "no run" in proc.stderr:
+        cli.forget(run_id, "k8s")
         return {"run": run_id, "stopped": False, "reason": "no such run (deleted already)"}
+    # Still remembered: the safeguard tries again.
     raise cli.failed(proc)
 
 
@@ -148,6 +150,7 @@ def stop_k8s_run(
 def stop_started_k8s_runs(
     chaos_namespace: str = "chaos", configuration: Configuration = None
 ) -> List[Dict[str, Any]]:
-    """End every `chaos k8s` run this experiment started (through start_k8s_fault)."""
-    return [stop_k8s_run(run_id, chaos_namespace, configuration)
+    """End every `chaos k8s` run this experiment started (through start_k8s_fault), each in the
+    namespace it was started in (`chaos_namespace` is for runs the extension did not note)."""
+    return [stop_k8s_run(run_id, cli.home(run_id, chaos_namespace), configuration)
             for run_id in cli.started("k8s")]

@@ -23,12 +23,22 @@ ENV_KEY = "CHAOS_BIN"
 # Kept apart by kind: "local" runs (`chaos list`/`chaos stop`) and "k8s" runs (`chaos k8s`).
 _lock = threading.Lock()
 _started: Dict[str, List[str]] = {"local": [], "k8s": []}
+# A k8s run's chaos namespace, where it must be stopped.
+_homes: Dict[str, str] = {}
 
 
-def remember(run_id: str, kind: str = "local") -> None:
+def remember(run_id: str, kind: str = "local", home: Optional[str] = None) -> None:
     with _lock:
         if run_id not in _started[kind]:
             _started[kind].append(run_id)
+        if home is not None:
+            _homes[run_id] = home
+
+
+def home(run_id: str, default: str) -> str:
+    """The chaos namespace a k8s run was started in."""
+    with _lock:
+        return _homes.get(run_id, default)
 
 
 def started(kind: str = "local") -> List[str]:
@@ -142,7 +152,8 @@ def _remember_from(stdout: str, args: List[str]) -> None:
         return
     try:
         if args[0] == "k8s":
-            remember(json.loads(stdout)["run"], "k8s")
+            namespace = args[args.index("--chaos-namespace") + 1]
+            remember(json.loads(stdout)["run"], "k8s", namespace)
         else:
             remember(json.loads(stdout)["id"])
     except (ValueError, KeyError, TypeError, IndexError):

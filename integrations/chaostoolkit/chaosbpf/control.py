@@ -10,8 +10,8 @@ Declare it at the top of the experiment:
 
 It also publishes the ID of the last run start_fault started as the configuration key
 `chaos_run_id` (start_k8s_fault's: `chaos_k8s_run_id`), so later activities can say
-"run_id": "${chaos_run_id}". `chaos k8s` runs are stopped in chaos's namespace, the
-configuration key `chaos_namespace` (default "chaos").
+"run_id": "${chaos_run_id}". `chaos k8s` runs are stopped in the chaos namespace they were
+started in.
 """
 import logging
 import signal
@@ -88,11 +88,11 @@ def cleanup_control() -> None:
             logger.info(f"chaos safeguard: {result}")
         except Exception as err:  # a cleanup must not hide the run's own outcome
             logger.error(f"chaos safeguard could not stop run {run_id}: {err}")
-    # The configuration key chaos_namespace names chaos's namespace if it is not "chaos".
+    # Each in the namespace it was started in; else the configuration key chaos_namespace's.
     chaos_namespace = _configuration.get("chaos_namespace", "chaos")
     for run_id in cli.started("k8s"):
         try:
-            result = stop_k8s_run(run_id, chaos_namespace, _configuration)
+            result = stop_k8s_run(run_id, cli.home(run_id, chaos_namespace), _configuration)
             logger.info(f"chaos safeguard: {result}")
         except Exception as err:
             logger.error(f"chaos safeguard could not stop k8s run {run_id}: {err}")
