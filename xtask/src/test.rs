@@ -20,12 +20,19 @@ const HOST_EXPECT: [&str; 8] = [
     features::TCX,
 ];
 
-/// Test binaries that run on the host only: the manifests' schema checks, the Chaos Toolkit
-/// extension, the Ansible role and the monkey, which ask nothing of the kernel that other tests
-/// do not ask on every kernel (the monkey's day also needs its sped-up clock to stay near real
-/// time, which an emulated guest's slow fault starts break), and the real containerd's pods,
-/// whose faults the podman tests run on every kernel.
-const HOST_ONLY: [&str; 5] = ["deploy", "containerd", "chaostoolkit", "ansible", "monkey"];
+/// Test binaries that run on the host only: the manifests' schema checks, `chaos k8s` against
+/// the fake API server, the Chaos Toolkit extension, the Ansible role and the monkey, which ask
+/// nothing of the kernel that other tests do not ask on every kernel (the monkey's day also
+/// needs its sped-up clock to stay near real time, which an emulated guest's slow fault starts
+/// break), and the real containerd's pods, whose faults the podman tests run on every kernel.
+const HOST_ONLY: [&str; 6] = [
+    "deploy",
+    "k8s",
+    "containerd",
+    "chaostoolkit",
+    "ansible",
+    "monkey",
+];
 
 /// Test binaries that run on the host and, of their tests, only those named here in the guests
 /// named here: the drills, which test servers under faults the other binaries test on every

@@ -577,15 +577,19 @@ mod live {
         }
 
         fn print(&self, json: bool) {
+            let at = if self.created.is_empty() {
+                String::new()
+            } else {
+                format!(" at {}", self.created)
+            };
             let mut human = format!(
-                "run {} ({}) for {} on pods matching '{}' in {}, requested by {} at {}:\n",
+                "run {} ({}) for {} on pods matching '{}' in {}, requested by {}{at}:\n",
                 self.run,
                 self.fault.join(" "),
                 humantime::format_duration(Duration::from_millis(self.duration_ms as u64)),
                 self.selector,
                 self.namespace,
                 self.requested_by,
-                self.created
             );
             for target in &self.targets {
                 human.push_str(&format!("  {}\n", target.summary()));
