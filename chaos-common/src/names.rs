@@ -135,3 +135,6 @@ pub const PROBE: Object = Object {
 /// every program of the run is attached.
 pub const STATUS_LINES_ENV: &str = "CHAOS_STATUS_LINES";
 pub const STATUS_LINE_PREFIX: &str = "chaos-status ";
+
+/// The image `cargo xtask dist` builds and the injector pods of `chaos k8s` run by default.
+pub const DIST_IMAGE: &str = "localhost/chaos:dist";

@@ -257,7 +257,7 @@ fn the_image_as_an_injector_pod() {
         &injector_pod,
         "chaos",
         &Spec {
-            image: "localhost/chaos:dist",
+            image: chaos_common::names::DIST_IMAGE,
             command: &[],
             args: &[
                 "fail",

@@ -17,7 +17,7 @@ const VERSIONS: [&str; 8] = [
     "1.30.0", "1.31.0", "1.32.0", "1.33.0", "1.34.0", "1.35.0", "1.36.0", "1.37.0",
 ];
 /// The image `cargo xtask dist` builds.
-const IMAGE: &str = "localhost/chaos:dist";
+const IMAGE: &str = chaos_common::names::DIST_IMAGE;
 
 fn manifests() -> Vec<PathBuf> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/kubernetes");

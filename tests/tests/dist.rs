@@ -34,7 +34,7 @@ fn load_image() -> &'static str {
         "podman load: {}",
         String::from_utf8_lossy(&loaded.stderr)
     );
-    "localhost/chaos:dist"
+    chaos_common::names::DIST_IMAGE
 }
 
 fn text(output: &Output) -> String {

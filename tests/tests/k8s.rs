@@ -63,6 +63,16 @@ fn k8s(api: &FakeApi, args: &[&str]) -> Output {
         .expect("run chaos k8s")
 }
 
+/// Asserts that `chaos k8s` exited 0, showing its stderr if not.
+fn succeeded(output: &Output) {
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
 fn json_of(output: &Output) -> Value {
     serde_json::from_slice(&output.stdout).unwrap_or_else(|err| {
         panic!(
@@ -172,12 +182,7 @@ fn a_dry_run_draws_the_targets_and_creates_nothing() {
                 "--json",
             ]),
         );
-        assert_eq!(
-            output.status.code(),
-            Some(0),
-            "{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
+        succeeded(&output);
         json_of(&output)
     };
     let first = plan("3");
@@ -252,12 +257,7 @@ fn a_dry_run_draws_the_targets_and_creates_nothing() {
             "--json",
         ],
     );
-    assert_eq!(
-        output.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    succeeded(&output);
     let plan = json_of(&output);
     let args = &plan["injectors"][0]["spec"]["containers"][0]["args"];
     let uid = plan["run"]["targets"][0]["uid"].as_str().unwrap();
@@ -304,12 +304,7 @@ fn a_run_its_record_injectors_report_and_stop() {
             "--json",
         ]),
     );
-    assert_eq!(
-        output.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    succeeded(&output);
     let id = json_of(&output)["run"].as_str().unwrap().to_owned();
     let records = api.config_maps("chaos");
     assert_eq!(records.len(), 1, "{records:?}");
@@ -348,12 +343,7 @@ fn a_run_its_record_injectors_report_and_stop() {
         &format!("chaos: started\n{report_line}\n"),
     );
     let output = k8s(&api, &["report", &id, "--json"]);
-    assert_eq!(
-        output.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    succeeded(&output);
     let report = json_of(&output);
     assert_eq!(report["requested_by"], fake_kube::USER);
     assert_eq!(report["targets"][0]["phase"], "Succeeded");
@@ -392,12 +382,7 @@ fn a_run_its_record_injectors_report_and_stop() {
         "{listed}"
     );
     let output = k8s(&api, &["stop", "--all"]);
-    assert_eq!(
-        output.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    succeeded(&output);
     let patched: Vec<String> = api
         .requests()
         .into_iter()
@@ -420,12 +405,7 @@ fn a_run_its_record_injectors_report_and_stop() {
     assert_eq!(ended["spec"]["activeDeadlineSeconds"], 1);
 
     let output = k8s(&api, &["stop", &id, "--delete"]);
-    assert_eq!(
-        output.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    succeeded(&output);
     assert_eq!(api.config_maps("chaos").len(), 1, "one record deleted");
     assert!(
         api.pods("chaos")
@@ -478,12 +458,7 @@ fn host_network_pods_and_pods_other_runs_fault_are_left_out() {
         ];
         args.extend_from_slice(fault);
         let output = k8s(&api, &args);
-        assert_eq!(
-            output.status.code(),
-            Some(0),
-            "{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
+        succeeded(&output);
         let name = json_of(&output)["run"]["targets"][0]["name"]
             .as_str()
             .unwrap()
@@ -515,12 +490,7 @@ fn host_network_pods_and_pods_other_runs_fault_are_left_out() {
             "-n", "shop", "-l", "app=web", "--seed", "1", "--detach", "--json",
         ]),
     );
-    assert_eq!(
-        output.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    succeeded(&output);
     let faulted = api.pods("chaos")[0]["metadata"]["labels"]["chaos/target-uid"]
         .as_str()
         .unwrap()

@@ -16,7 +16,7 @@ pub const MUSL: &str = "x86_64-unknown-linux-musl";
 /// The most the static binary may weigh (issue 15: it goes to every node).
 const MAX_BYTES: u64 = 10 * 1024 * 1024;
 /// The image's name in the archive (`podman load` and `ctr images import` keep it).
-pub const IMAGE: &str = "localhost/chaos:dist";
+pub const IMAGE: &str = chaos_common::names::DIST_IMAGE;
 
 /// Where `dist` leaves the binary (`chaos`) and the image (`chaos-image.tar`, an OCI archive).
 pub fn dir() -> PathBuf {

@@ -56,6 +56,17 @@ const LSM_OR_FMOD_RET: &[Way] = &[
         needs: &[features::FMOD_RET],
     },
 ];
+/// Functions of the error-injection list: fmod_ret, else kprobe override.
+const ERROR_INJECTION_OVERRIDE: &[Way] = &[
+    Way {
+        label: "fmod_ret",
+        needs: &[features::ERROR_INJECTION, features::FMOD_RET],
+    },
+    Way {
+        label: "kprobe-override",
+        needs: &[features::ERROR_INJECTION, features::KPROBE_OVERRIDE],
+    },
+];
 /// TC programs: tcx links, else a clsact qdisc's filters.
 const TCX_OR_CLSACT: &[Way] = &[
     Way {
@@ -115,16 +126,7 @@ const FAMILIES: [Family; 20] = [
     },
     Family {
         name: "`fail --syscall`, `--kernel-fn` (fmod_ret, else kprobe override; the error-injection list)",
-        ways: &[
-            Way {
-                label: "fmod_ret",
-                needs: &[features::ERROR_INJECTION, features::FMOD_RET],
-            },
-            Way {
-                label: "kprobe-override",
-                needs: &[features::ERROR_INJECTION, features::KPROBE_OVERRIDE],
-            },
-        ],
+        ways: ERROR_INJECTION_OVERRIDE,
         tests: "errno_syscall",
     },
     Family {
@@ -188,16 +190,7 @@ const FAMILIES: [Family; 20] = [
     },
     Family {
         name: "`disk error`, `disk cut` (fmod_ret, else kprobe override, on should_fail_bio)",
-        ways: &[
-            Way {
-                label: "fmod_ret",
-                needs: &[features::ERROR_INJECTION, features::FMOD_RET],
-            },
-            Way {
-                label: "kprobe-override",
-                needs: &[features::ERROR_INJECTION, features::KPROBE_OVERRIDE],
-            },
-        ],
+        ways: ERROR_INJECTION_OVERRIDE,
         tests: "disk",
     },
     Family {

@@ -26,7 +26,7 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "golang-go",                   // the clock tests' Go program (time.Now through the vDSO)
     "iproute2",                    // tc, ip: probe and network tests
     "kmod",                        // depmod for the Debian kernels' module trees
-    "musl-tools",                  // musl-gcc: the clock tests' static C program
+    "musl-tools",                  // musl-gcc: the clock tests' C program, ring (kube-rs) for musl
     "nginx-light",                 // the HTTP drills' server
     "perl",                        // the examples' workloads (Time::HiRes, IO::Handle)
     "iperf3",                      // the network benchmark

@@ -15,15 +15,11 @@ use super::{Error, exit};
 pub struct IdleArgs {}
 
 pub fn execute(_args: IdleArgs) -> Result<u8, Error> {
-    // SAFETY: sigset_t is plain data, initialised by sigemptyset before use; the signals are
-    // blocked on this thread (chaos has no other thread here) so that sigwait takes them, which
-    // works for PID 1 too, for which the kernel drops signals that have no handler.
+    let set = crate::run::interrupt_set();
+    // SAFETY: the signals are blocked on this thread (chaos has no other thread here) so that
+    // sigwait takes them, which works for PID 1 too, for which the kernel drops signals that
+    // have no handler.
     let signal = unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        for signal in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP] {
-            libc::sigaddset(&mut set, signal);
-        }
         libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
         let mut signal = 0;
         libc::sigwait(&set, &mut signal);

@@ -88,7 +88,7 @@ pub struct K8sRunArgs {
     pub seed: Option<u64>,
 
     /// The image of the injector pods (`cargo xtask dist` builds localhost/chaos:dist).
-    #[arg(long, value_name = "IMAGE", default_value = "localhost/chaos:dist")]
+    #[arg(long, value_name = "IMAGE", default_value = chaos_common::names::DIST_IMAGE)]
     pub image: String,
 
     /// Print the targets and the injector pods, create nothing.
@@ -453,18 +453,10 @@ mod live {
     struct Interrupts(libc::sigset_t);
 
     impl Interrupts {
+        /// Called before any other thread starts, so that each inherits the mask.
         fn block() -> Self {
-            // SAFETY: a signal set built here and applied to this thread's mask; called before
-            // any other thread starts, so that each inherits it.
-            unsafe {
-                let mut set: libc::sigset_t = std::mem::zeroed();
-                libc::sigemptyset(&mut set);
-                for signal in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
-                    libc::sigaddset(&mut set, signal);
-                }
-                libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
-                Interrupts(set)
-            }
+            crate::run::defer_interrupts();
+            Interrupts(crate::run::interrupt_set())
         }
 
         /// Waits up to `timeout`; whether an interrupt came.

@@ -53,21 +53,27 @@ pub fn defer_interrupts() {
     set_interrupts_blocked(true);
 }
 
-fn set_interrupts_blocked(blocked: bool) {
-    // SAFETY: a signal set built here and applied to this thread's mask.
+/// The set of the signals that end a run early.
+pub fn interrupt_set() -> libc::sigset_t {
+    // SAFETY: sigset_t is plain data, initialised by sigemptyset before signals are added.
     unsafe {
         let mut set: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut set);
         for signal in INTERRUPTS {
             libc::sigaddset(&mut set, signal);
         }
-        let how = if blocked {
-            libc::SIG_BLOCK
-        } else {
-            libc::SIG_UNBLOCK
-        };
-        libc::pthread_sigmask(how, &set, std::ptr::null_mut());
+        set
     }
+}
+
+fn set_interrupts_blocked(blocked: bool) {
+    let how = if blocked {
+        libc::SIG_BLOCK
+    } else {
+        libc::SIG_UNBLOCK
+    };
+    // SAFETY: a signal set built here and applied to this thread's mask.
+    unsafe { libc::pthread_sigmask(how, &interrupt_set(), std::ptr::null_mut()) };
 }
 
 impl Holder {

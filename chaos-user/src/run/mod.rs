@@ -22,7 +22,7 @@ pub mod errno;
 pub mod hold;
 pub mod net;
 
-pub use hold::{Holder, defer_interrupts};
+pub use hold::{Holder, defer_interrupts, interrupt_set};
 
 use self::{
     delay::{DelaySetting, Resumer},
