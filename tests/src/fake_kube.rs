@@ -198,10 +198,15 @@ fn serve(stream: TcpStream, state: &Mutex<State>) {
             state.requests.push(format!("{method} {target}"));
             // Only a JSON merge patch is applied as one.
             if method == "PATCH" && request_type != "application/merge-patch+json" {
-                return_415(&mut stream, &request_type);
-                continue;
+                let message = format!("the fake applies merge patches only, not {request_type}");
+                (
+                    415,
+                    "application/json",
+                    status_json(415, "UnsupportedMediaType", &message),
+                )
+            } else {
+                handle(&mut state, &method, &target, body)
             }
-            handle(&mut state, &method, &target, body)
         } else {
             (
                 401,
@@ -217,21 +222,6 @@ fn serve(stream: TcpStream, state: &Mutex<State>) {
             return;
         }
     }
-}
-
-fn return_415(stream: &mut TcpStream, content_type: &str) {
-    let text = status_json(
-        415,
-        "UnsupportedMediaType",
-        &format!("the fake applies merge patches only, not {content_type}"),
-    );
-    let _ = stream.write_all(
-        format!(
-            "HTTP/1.1 415 X\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{text}",
-            text.len()
-        )
-        .as_bytes(),
-    );
 }
 
 fn status_json(code: u16, reason: &str, message: &str) -> String {
