@@ -171,7 +171,7 @@ fn fmod_ret() -> Finding {
             format!("an LSM program loads as fmod_ret on {function}"),
         ),
         Err(err) => {
-            let err = chain(&err);
+            let err = crate::error_line(&err);
             if is_eperm_without_log(&err) {
                 return Finding::no(
                     feature::FMOD_RET,
@@ -243,10 +243,10 @@ pub fn kprobe_override() -> Finding {
     const ENABLE: &str = "CONFIG_BPF_KPROBE_OVERRIDE=y (needs CONFIG_FUNCTION_ERROR_INJECTION=y and CONFIG_KPROBES=y)";
     let mut probe = match Loaded::plain(object::PROBE) {
         Ok(probe) => probe,
-        Err(err) => return Finding::no(feature::KPROBE_OVERRIDE, chain(&err), ENABLE),
+        Err(err) => return Finding::no(feature::KPROBE_OVERRIDE, crate::error_line(&err), ENABLE),
     };
     if let Err(err) = probe.load(hook::PROBE_KPROBE_OVERRIDE) {
-        let err = chain(&err);
+        let err = crate::error_line(&err);
         let detail = if err.contains("bpf_override_return") || err.contains("unknown func") {
             "the verifier does not know bpf_override_return".to_owned()
         } else {
@@ -286,7 +286,7 @@ pub fn kprobe_override() -> Finding {
             feature::KPROBE_OVERRIDE,
             format!(
                 "an overriding kprobe does not attach to {function}: {}",
-                first_line(&chain(&err))
+                first_line(&crate::error_line(&err))
             ),
             ENABLE,
         ),
@@ -613,7 +613,7 @@ pub fn cgroup_eperm_unsupported() -> Option<String> {
         loaded.detach();
         result
     });
-    result.err().map(|err| first_line(&chain(&err)))
+    result.err().map(|err| first_line(&crate::error_line(&err)))
 }
 
 pub fn cgroup_sock_addr() -> Finding {
@@ -942,16 +942,18 @@ fn capabilities_finding() -> Finding {
 
 /// Loads `hook`'s program of `object` and lets go of it: what the verifier says.
 fn try_load(object: &'static [u8], hook: Hook) -> Result<(), String> {
-    let mut loaded = Loaded::plain(object).map_err(|err| chain(&err))?;
-    let result = loaded.load(hook).map_err(|err| chain(&err));
+    let mut loaded = Loaded::plain(object).map_err(|err| crate::error_line(&err))?;
+    let result = loaded.load(hook).map_err(|err| crate::error_line(&err));
     loaded.detach();
     result
 }
 
 /// Loads and attaches `hook`'s program of `object` at `sites`, and lets go of it at once.
 fn try_attach(object: &'static [u8], hook: Hook, sites: &Sites<'_>) -> Result<(), String> {
-    let mut loaded = Loaded::plain(object).map_err(|err| chain(&err))?;
-    let result = loaded.attach(hook, sites, None).map_err(|err| chain(&err));
+    let mut loaded = Loaded::plain(object).map_err(|err| crate::error_line(&err))?;
+    let result = loaded
+        .attach(hook, sites, None)
+        .map_err(|err| crate::error_line(&err));
     loaded.detach();
     result
 }
@@ -983,21 +985,6 @@ fn first_lsm_hook() -> Hook {
 /// The first cgroup sock_addr hook of the catalogue (`connect4`).
 fn first_cgroup_hook() -> Hook {
     first_hook(|hook| matches!(hook, Hook::CgroupSockAddr { .. }))
-}
-
-/// An error with its causes, as one line of text: the verifier's log is in the last.
-fn chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        // aya repeats a cause in its own message (the syscall's error in "returned ...").
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(&format!(": {cause_text}"));
-        }
-        source = cause.source();
-    }
-    text
 }
 
 /// The form the kernel's refusal of trampoline programs takes here.
@@ -1320,7 +1307,7 @@ fn try_struct_args() -> Finding {
         loaded.detach();
         result
     });
-    match loaded.map_err(|err| chain(&err)) {
+    match loaded.map_err(|err| crate::error_line(&err)) {
         Ok(()) => Finding::yes(
             feature::STRUCT_ARGS,
             format!("an fmod_ret program on {function}, which takes a struct by value, loads"),

@@ -32,3 +32,18 @@ pub mod sockdiag;
 pub mod state;
 pub mod sys;
 pub mod target;
+
+/// An error with its causes, as one line of text (a verifier's log is in the last).
+pub fn error_line(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        // aya and kube repeat a cause in their own message.
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(&format!(": {cause_text}"));
+        }
+        source = cause.source();
+    }
+    text
+}

@@ -26,13 +26,7 @@ fn main() -> ExitCode {
     match chaos::cli::execute(cli) {
         Ok(code) => ExitCode::from(code),
         Err(err) => {
-            let mut message = format!("chaos: error: {err}");
-            let mut source = std::error::Error::source(&err);
-            while let Some(cause) = source {
-                message.push_str(&format!(": {cause}"));
-                source = cause.source();
-            }
-            eprintln!("{message}");
+            eprintln!("chaos: error: {}", chaos::error_line(&err));
             ExitCode::from(err.exit_code())
         }
     }

@@ -525,3 +525,182 @@ fn host_network_pods_and_pods_other_runs_fault_are_left_out() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("2 of the 3 running pods matching 'app=web' is more than half of them (1 of them faulted by other runs now)"), "{stderr}");
 }
+
+/// `--pod NAME` faults that one running pod (the monkey's picks use it): no draw and no
+/// majority rule, but a pod not running, a bad name, a hostNetwork pod for a network fault and
+/// the options of a draw are refused, creating nothing.
+#[test]
+fn a_pod_named_is_the_one_faulted() {
+    let api = cluster("named");
+    api.add_pod(
+        "shop",
+        "edge-0",
+        "77777777-7777-4777-8777-777777777777",
+        "node-1",
+        json!({ "app": "edge" }),
+        "Running",
+    );
+    api.merge_pod("shop", "edge-0", json!({ "spec": { "hostNetwork": true } }));
+    let cases: [(Vec<&str>, &str); 5] = [
+        (
+            run_args(&["-n", "shop", "--pod", "web-3"]),
+            "no running pod in namespace shop matches 'metadata.name=web-3'",
+        ),
+        (
+            run_args(&["-n", "shop", "--pod", "Web_0"]),
+            "invalid pod name 'Web_0'",
+        ),
+        (
+            run_args(&["-n", "shop", "--pod", "web-0", "-l", "app=web"]),
+            "cannot be used with",
+        ),
+        (
+            run_args(&["-n", "shop", "--pod", "web-0", "--max-targets", "2"]),
+            "cannot be used with",
+        ),
+        (
+            vec![
+                "run",
+                "-n",
+                "shop",
+                "--pod",
+                "edge-0",
+                "--",
+                "net",
+                "drop",
+                "--probability",
+                "0.5",
+            ],
+            "pod shop/edge-0 uses its node's network (hostNetwork): a network fault there would be the node's",
+        ),
+    ];
+    for (args, says) in cases {
+        let output = k8s(&api, &args);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(says), "{args:?}: {stderr}");
+    }
+    assert!(created(&api).is_empty(), "a refused run created something");
+    // db-0 is all the pods of app=db, and it is the pod named: no majority rule.
+    for (pod, fault) in [
+        ("db-0", &FAULT[..]),
+        ("edge-0", &FAULT[..]),
+        ("web-1", &["--", "net", "drop", "--probability", "0.5"][..]),
+    ] {
+        let mut args = vec!["run", "-n", "shop", "--pod", pod, "--dry-run", "--json"];
+        args.extend_from_slice(fault);
+        let output = k8s(&api, &args);
+        succeeded(&output);
+        let plan = json_of(&output);
+        let targets = plan["run"]["targets"].as_array().unwrap();
+        assert_eq!(targets.len(), 1, "{plan}");
+        assert_eq!(targets[0]["name"], pod, "{plan}");
+        assert_eq!(plan["run"]["selector"], format!("metadata.name={pod}"));
+    }
+    assert!(created(&api).is_empty(), "a dry run created something");
+}
+
+/// The monkey's pool takes pods by namespace and selector through the API: running ones of an
+/// opted-in namespace, not those labelled chaos.monkey/opt-out=true; network faults never
+/// draw a hostNetwork pod; a namespace that did not opt in gives none, said on stderr. The plan
+/// (--plan) lists them and creates nothing.
+#[test]
+fn the_monkeys_pool_takes_pods_by_selector() {
+    let api = cluster("monkey");
+    for (i, uid) in [
+        "77777777-7777-4777-8777-777777777777",
+        "88888888-8888-4888-8888-888888888888",
+        "99999999-9999-4999-8999-999999999999",
+    ]
+    .iter()
+    .enumerate()
+    {
+        api.add_pod(
+            "shop",
+            &format!("edge-{i}"),
+            uid,
+            "node-0",
+            json!({ "app": "edge" }),
+            "Running",
+        );
+    }
+    api.merge_pod("shop", "edge-0", json!({ "spec": { "hostNetwork": true } }));
+    api.merge_pod(
+        "shop",
+        "edge-2",
+        json!({ "metadata": { "labels": { "chaos.monkey/opt-out": "true" } } }),
+    );
+    let dir = scratch_dir("k8s", "monkey-file");
+    let file = dir.join("monkey.toml");
+    std::fs::write(
+        &file,
+        r#"
+[schedule]
+mean_interval = "10m"
+max_at_once = 3
+[[target]]
+namespace = "shop"
+selector = "app=edge"
+[[target]]
+namespace = "closed"
+selector = "app=web"
+[[fault]]
+name = "lossy"
+command = "net drop"
+probability = 0.5
+for = "1m"
+[[fault]]
+name = "refused"
+command = "fail"
+op = "connect"
+errno = "ECONNREFUSED"
+for = "1m"
+"#,
+    )
+    .unwrap();
+    let output = Command::new(chaos_bin())
+        .args(["monkey", file.to_str().unwrap(), "--seed", "11"])
+        .args([
+            "--start",
+            "2026-12-07 09:00",
+            "--for",
+            "8h",
+            "--plan",
+            "--json",
+        ])
+        .env("KUBECONFIG", &api.kubeconfig)
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .output()
+        .unwrap();
+    succeeded(&output);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("no pods of closed matching 'app=web' in the pool: namespace closed has not opted in to faults"),
+        "{stderr}"
+    );
+    let plan = json_of(&output);
+    assert_eq!(
+        plan["candidates"],
+        json!([
+            { "kind": "pod", "name": "shop/edge-1", "pod": "shop/edge-1" },
+            { "kind": "pod", "name": "shop/edge-0", "pod": "shop/edge-0", "host_network": true },
+        ]),
+        "{plan}"
+    );
+    let picks = plan["picks"].as_array().unwrap();
+    assert!(picks.len() > 20, "{plan}");
+    let on = |fault: &str| -> std::collections::BTreeSet<String> {
+        picks
+            .iter()
+            .filter(|p| p["fault"] == fault)
+            .map(|p| p["target"]["name"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(on("lossy"), ["shop/edge-1".to_owned()].into(), "{plan}");
+    assert_eq!(
+        on("refused"),
+        ["shop/edge-0".to_owned(), "shop/edge-1".to_owned()].into(),
+        "{plan}"
+    );
+    assert!(created(&api).is_empty(), "a plan created something");
+}

@@ -41,11 +41,14 @@ pub enum K8sAction {
     Stop(K8sStopArgs),
 }
 
+/// The namespace chaos keeps its runs in, unless told another (deploy/kubernetes/namespace.yaml).
+pub const HOME_NAMESPACE: &str = "chaos";
+
 /// Where chaos keeps its runs in the cluster.
 #[derive(Debug, Args)]
 pub struct Home {
     /// The namespace of the run records and injector pods (deploy/kubernetes/namespace.yaml).
-    #[arg(long, value_name = "NAMESPACE", default_value = "chaos")]
+    #[arg(long, value_name = "NAMESPACE", default_value = HOME_NAMESPACE)]
     pub chaos_namespace: String,
 }
 
@@ -67,8 +70,18 @@ pub struct K8sRunArgs {
 
     /// The pods to fault, as `kubectl -l` takes them (app=web,tier in (a,b),!canary); not
     /// empty.
-    #[arg(short = 'l', long, value_name = "SELECTOR")]
-    pub selector: String,
+    #[arg(
+        short = 'l',
+        long,
+        value_name = "SELECTOR",
+        required_unless_present = "pod"
+    )]
+    pub selector: Option<String>,
+
+    /// One pod to fault, by name, instead of a selector's draw (the monkey's picks use it):
+    /// --max-targets and the majority rule do not apply.
+    #[arg(long, value_name = "NAME", conflicts_with_all = ["selector", "max_targets", "allow_majority", "seed"], value_parser = parse_pod_name)]
+    pub pod: Option<String>,
 
     /// The most pods to fault: a count (3) or a share of the matching pods (25%).
     #[arg(long, value_name = "N|P%", default_value = "1", value_parser = MaxTargets::parse)]
@@ -169,6 +182,17 @@ pub struct K8sStopArgs {
 
     #[command(flatten)]
     pub home: Home,
+}
+
+/// A pod's name as the API server accepts it (a DNS subdomain).
+fn parse_pod_name(text: &str) -> Result<String, String> {
+    if crate::k8s::selector::is_dns_subdomain(text) {
+        Ok(text.to_owned())
+    } else {
+        Err(format!(
+            "invalid pod name '{text}': expected a pod's name as `kubectl get pods` prints it (lower-case letters, digits, '-' and '.')"
+        ))
+    }
 }
 
 /// The options a `chaos k8s run` fault must not carry: the injector adds them.
@@ -295,17 +319,35 @@ mod live {
             None => (args.fault.clone(), args.duration),
         };
         check_fault(&fault, duration)?;
-        let selector =
-            selector::check(&args.selector).map_err(|e| Error::K8sFault(e.to_string()))?;
+        // A pod named is what a field selector on its name would select.
+        let selector = match (&args.selector, &args.pod) {
+            (_, Some(name)) => format!("metadata.name={name}"),
+            (Some(selector), None) => {
+                selector::check(selector).map_err(|e| Error::K8sFault(e.to_string()))?
+            }
+            (None, None) => unreachable!("clap requires -l or --pod"),
+        };
         // Blocked before the client's runtime starts threads, which inherit the mask: an
         // interrupt is then taken by sigtimedwait, never by a thread it would kill.
         let interrupts = Interrupts::block();
         let cluster = Cluster::connect(&args.home.chaos_namespace)?;
         cluster.check_opted_in(&args.namespace)?;
-        let mut selected = cluster.running_pods(&args.namespace, &selector)?;
-        if fault.first().is_some_and(|command| command == "net") {
+        let mut selected = match &args.pod {
+            Some(name) => cluster.running_pod(&args.namespace, name)?,
+            None => cluster.running_pods(&args.namespace, &selector)?,
+        };
+        if fault
+            .first()
+            .is_some_and(|command| plan::is_network_fault(command))
+        {
             let (host, own): (Vec<TargetPod>, Vec<TargetPod>) =
                 selected.into_iter().partition(|pod| pod.host_network);
+            if let (Some(name), false) = (&args.pod, host.is_empty()) {
+                return Err(Error::K8sFault(format!(
+                    "pod {}/{name} uses its node's network (hostNetwork): a network fault there would be the node's",
+                    args.namespace
+                )));
+            }
             if !host.is_empty() {
                 let names: Vec<&str> = host.iter().map(|pod| pod.name.as_str()).collect();
                 eprintln!(
@@ -327,7 +369,8 @@ mod live {
             namespace: &args.namespace,
             selector: &selector,
             max: args.max_targets,
-            allow_majority: args.allow_majority,
+            // The one pod named is the user's choice, not a share of a set.
+            allow_majority: args.allow_majority || args.pod.is_some(),
             seed,
             busy: &busy,
         };

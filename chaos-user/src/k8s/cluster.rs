@@ -74,6 +74,24 @@ fn api_error(action: impl Into<String>) -> impl FnOnce(kube::Error) -> K8sError 
     move |source| K8sError::Api { action, source }
 }
 
+/// A pod as a target, when it runs on a node and is not being deleted.
+fn running(pod: Pod, namespace: &str) -> Option<TargetPod> {
+    if pod.metadata.deletion_timestamp.is_some()
+        || pod.status.as_ref().and_then(|s| s.phase.as_deref()) != Some(RUNNING)
+    {
+        return None;
+    }
+    let spec = pod.spec?;
+    Some(TargetPod {
+        namespace: namespace.to_owned(),
+        name: pod.metadata.name?,
+        uid: pod.metadata.uid?,
+        node: spec.node_name?,
+        host_network: spec.host_network.unwrap_or(false),
+        labels: pod.metadata.labels.unwrap_or_default(),
+    })
+}
+
 /// Pod phases, as the API server spells them.
 pub const PENDING: &str = "Pending";
 pub const RUNNING: &str = "Running";
@@ -196,18 +214,19 @@ impl Cluster {
         Ok(list
             .items
             .into_iter()
-            .filter(|pod| pod.metadata.deletion_timestamp.is_none())
-            .filter(|pod| pod.status.as_ref().and_then(|s| s.phase.as_deref()) == Some(RUNNING))
-            .filter_map(|pod| {
-                let spec = pod.spec?;
-                Some(TargetPod {
-                    namespace: namespace.to_owned(),
-                    name: pod.metadata.name?,
-                    uid: pod.metadata.uid?,
-                    node: spec.node_name?,
-                    host_network: spec.host_network.unwrap_or(false),
-                })
-            })
+            .filter_map(|pod| running(pod, namespace))
+            .collect())
+    }
+
+    /// The pod `namespace/name`, when it runs (no pod, or one not running, gives none).
+    pub fn running_pod(&self, namespace: &str, name: &str) -> Result<Vec<TargetPod>, K8sError> {
+        let found = self
+            .runtime
+            .block_on(self.pods(namespace).get_opt(name))
+            .map_err(api_error(format!("read pod {namespace}/{name}")))?;
+        Ok(found
+            .and_then(|pod| running(pod, namespace))
+            .into_iter()
             .collect())
     }
 

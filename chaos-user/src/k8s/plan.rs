@@ -40,6 +40,15 @@ pub struct TargetPod {
     /// In the node's network namespace: a network fault there would be the node's.
     #[serde(default)]
     pub host_network: bool,
+    /// Its labels, as the API server listed them (not kept in the run's record).
+    #[serde(skip)]
+    pub labels: std::collections::BTreeMap<String, String>,
+}
+
+/// Whether a fault command acts on a pod's network (and so never on a hostNetwork pod's, which
+/// is its node's).
+pub fn is_network_fault(command: &str) -> bool {
+    command.split(' ').next() == Some("net")
 }
 
 /// How many of the selected pods a run may fault (`--max-targets N` or `P%`).
@@ -306,6 +315,7 @@ mod tests {
                 uid: format!("uid-{i}"),
                 node: format!("node-{}", i % 2),
                 host_network: false,
+                labels: Default::default(),
             })
             .collect()
     }

@@ -152,6 +152,21 @@ fn is_label_value(value: &str) -> bool {
         && ends(value.chars().last())
 }
 
+/// Whether `name` is a DNS label (RFC 1123), as namespaces' names are.
+pub fn is_dns_label(name: &str) -> bool {
+    (1..=63).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !name.starts_with('-')
+        && !name.ends_with('-')
+}
+
+/// Whether `name` is a DNS subdomain (RFC 1123), as pods' names are.
+pub fn is_dns_subdomain(name: &str) -> bool {
+    name.len() <= 253 && name.split('.').all(is_dns_label)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -93,9 +93,13 @@ impl PlannedFault {
     /// The fault's command line after `chaos`, with the workloads' PIDs filled in.
     pub fn argv(&self, workload_pids: &[Option<u32>]) -> Vec<String> {
         let mut argv = self.words(workload_pids);
-        argv.push("--for".into());
-        argv.push(format!("{}ms", self.lifetime.as_millis()));
+        argv.extend(self.lifetime_args());
         argv
+    }
+
+    /// `--for` and the fault's lifetime.
+    pub fn lifetime_args(&self) -> [String; 2] {
+        ["--for".into(), format!("{}ms", self.lifetime.as_millis())]
     }
 
     /// [`Self::argv`] without `--for`.

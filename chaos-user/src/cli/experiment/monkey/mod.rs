@@ -31,7 +31,14 @@ use crate::{
 
 pub const TOP_KEYS: [&str; 5] = ["description", "seed", "schedule", "target", "fault"];
 pub const SCHEDULE_KEYS: [&str; 5] = ["days", "hours", "mean_interval", "max_at_once", "budget"];
-pub const POOL_KEYS: [&str; 4] = ["container", "label", "cgroup", "comm"];
+pub const POOL_KEYS: [&str; 6] = [
+    "container",
+    "label",
+    "cgroup",
+    "comm",
+    "namespace",
+    "selector",
+];
 
 /// The Chaos Monkey: random faults on random targets, within the hours you allow.
 ///
@@ -336,17 +343,22 @@ fn parse_target(
         string("cgroup")?,
         string("comm")?,
     );
+    let (namespace, selector) = (string("namespace")?, string("selector")?);
     let kinds = [
         container.is_some() || label.is_some(),
         cgroup.is_some(),
         comm.is_some(),
+        namespace.is_some() || selector.is_some(),
     ];
     if kinds.iter().filter(|&&k| k).count() != 1 {
         return Err(source.error(
             &value.span(),
             field,
-            "expected one kind of target: container and/or label, cgroup, or comm",
+            "expected one kind of target: container and/or label, cgroup, comm, or namespace and selector (pods)",
         ));
+    }
+    if kinds[3] {
+        return parse_pods(source, table, value, &prefix, namespace, selector);
     }
     Ok(match (cgroup, comm) {
         (Some(cgroup), _) => {
@@ -363,6 +375,50 @@ fn parse_target(
             name: container,
             label,
         },
+    })
+}
+
+/// A `[[target]]` of pods: `namespace` and `selector`, both required.
+fn parse_pods(
+    source: &Source<'_>,
+    table: &DeTable<'_>,
+    value: &super::Value<'_>,
+    prefix: &str,
+    namespace: Option<String>,
+    selector: Option<String>,
+) -> Result<Entry, ExperimentError> {
+    let span = |key: &str| table.get(key).map(|v| v.span()).unwrap_or(value.span());
+    if !cfg!(feature = "k8s") {
+        return Err(source.error(
+            &value.span(),
+            prefix.trim_end_matches('.'),
+            "pods are faulted through `chaos k8s`, which this build leaves out (the `k8s` cargo feature; the node image's binary): run the monkey where `chaos k8s` works",
+        ));
+    }
+    let (Some(namespace), Some(selector)) = (namespace, selector) else {
+        return Err(source.error(
+            &value.span(),
+            prefix.trim_end_matches('.'),
+            "pods need both namespace and selector (a label selector as `kubectl -l` takes it)",
+        ));
+    };
+    if !crate::k8s::selector::is_dns_label(&namespace) {
+        return Err(source.error(
+            &span("namespace"),
+            &format!("{prefix}namespace"),
+            format!("invalid namespace '{namespace}': expected a namespace's name (lower-case letters, digits and '-')"),
+        ));
+    }
+    let selector = crate::k8s::selector::check(&selector).map_err(|err| {
+        source.error(
+            &span("selector"),
+            &format!("{prefix}selector"),
+            err.to_string(),
+        )
+    })?;
+    Ok(Entry::Pods {
+        namespace,
+        selector,
     })
 }
 
@@ -387,14 +443,16 @@ fn parse_menu_fault(
         Some(value) => u32::try_from(integer(source, value, &format!("{field}.weight"), 1)?)
             .unwrap_or(u32::MAX),
     };
-    let checks: Vec<Result<(), ExperimentError>> = Kind::ALL
+    let checks: Vec<Result<(), ExperimentError>> = Kind::CHECKED
         .iter()
         .map(|kind| {
             let (option, stand_in) = kind.option();
             context.check(table, value, &fault, &[option, stand_in])
         })
         .collect();
-    let accepts: Vec<bool> = checks.iter().map(Result::is_ok).collect();
+    let mut accepts: Vec<bool> = checks.iter().map(Result::is_ok).collect();
+    // A hostNetwork pod's network is its node's.
+    accepts.push(accepts[Kind::Pod.index()] && !crate::k8s::plan::is_network_fault(&fault.command));
     if !accepts.contains(&true) {
         // Wrong whatever the target: the fault's own options are.
         return Err(checks
@@ -404,7 +462,7 @@ fn parse_menu_fault(
     }
     let in_pool: Vec<Kind> = pool.iter().map(Entry::kind).collect();
     if !in_pool.iter().any(|kind| accepts[kind.index()]) {
-        let accepted: Vec<String> = Kind::ALL
+        let accepted: Vec<String> = Kind::CHECKED
             .iter()
             .filter(|k| accepts[k.index()])
             .map(|k| format!("a {}", k.as_str()))
@@ -418,7 +476,11 @@ fn parse_menu_fault(
             format!(
                 "`chaos {}` can target {}, and the pool holds only {}",
                 fault.command,
-                accepted.join(" or "),
+                match accepted.split_last() {
+                    Some((last, [])) => last.clone(),
+                    Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
+                    None => String::new(),
+                },
                 held.join(" and ")
             ),
         ));
@@ -562,7 +624,10 @@ pub fn execute(args: MonkeyArgs) -> Result<u8, Error> {
         crate::report::print_final(&day.plan_human(), || day.plan_json().to_string(), args.json);
         return Ok(exit::OK);
     }
-    require_privileges()?;
+    // Pods are faulted by injector pods: only the other kinds need privileges here.
+    if day.file.pool.iter().any(|entry| entry.kind() != Kind::Pod) {
+        require_privileges()?;
+    }
     let mut holder = Holder::new().map_err(Error::io("listen for Ctrl-C, SIGTERM and SIGHUP"))?;
     let report = holder.block_on(async |interrupts| run::run(&day, &args, interrupts).await)?;
     crate::report::print_final(&report.human(), || report.json().to_string(), args.json);

@@ -10,7 +10,7 @@ use std::{
 
 use serde_json::{Value, json};
 
-use crate::target;
+use crate::{cli::experiment::PlannedFault, target};
 
 /// The container label, cgroup extended attribute and process environment variable that keep a
 /// target out of the monkey's pool, when set to `true`.
@@ -24,16 +24,30 @@ pub enum Kind {
     Container,
     Cgroup,
     Process,
+    /// A Kubernetes pod, faulted through `chaos k8s run`.
+    Pod,
+    /// A pod in its node's network namespace (hostNetwork): it takes what a pod takes but
+    /// network faults, which would be the node's.
+    HostNetworkPod,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 3] = [Kind::Container, Kind::Cgroup, Kind::Process];
+    pub const ALL: [Kind; 5] = [
+        Kind::Container,
+        Kind::Cgroup,
+        Kind::Process,
+        Kind::Pod,
+        Kind::HostNetworkPod,
+    ];
+    /// The kinds a fault's options are checked against (a hostNetwork pod's follow a pod's).
+    pub const CHECKED: [Kind; 4] = [Kind::Container, Kind::Cgroup, Kind::Process, Kind::Pod];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Kind::Container => "container",
             Kind::Cgroup => "cgroup",
             Kind::Process => "process",
+            Kind::Pod | Kind::HostNetworkPod => "pod",
         }
     }
 
@@ -42,6 +56,7 @@ impl Kind {
             Kind::Container => "containers",
             Kind::Cgroup => "cgroups",
             Kind::Process => "processes",
+            Kind::Pod | Kind::HostNetworkPod => "pods",
         }
     }
 
@@ -52,6 +67,7 @@ impl Kind {
             Kind::Container => ("--container", "monkey"),
             Kind::Cgroup => ("--cgroup", "/"),
             Kind::Process => ("--pid", "1"),
+            Kind::Pod | Kind::HostNetworkPod => ("--pod", "monkey/monkey"),
         }
     }
 
@@ -73,6 +89,9 @@ pub enum Entry {
     Cgroups(String),
     /// Each process of this name (its comm).
     Processes(String),
+    /// The running pods of a namespace that a label selector matches, through the Kubernetes
+    /// API.
+    Pods { namespace: String, selector: String },
 }
 
 impl Entry {
@@ -81,6 +100,7 @@ impl Entry {
             Entry::Containers { .. } => Kind::Container,
             Entry::Cgroups(_) => Kind::Cgroup,
             Entry::Processes(_) => Kind::Process,
+            Entry::Pods { .. } => Kind::Pod,
         }
     }
 }
@@ -96,12 +116,33 @@ pub struct Candidate {
 }
 
 impl Candidate {
-    pub fn args(&self) -> [String; 2] {
-        [self.kind.option().0.to_owned(), self.value.clone()]
+    /// The chaos command line that runs `fault` on this target: the fault command with its
+    /// target option, or for a pod `chaos k8s run` on that one pod.
+    pub fn argv(&self, fault: &PlannedFault) -> Vec<String> {
+        let mut argv = match self.kind {
+            Kind::Pod | Kind::HostNetworkPod => {
+                let (namespace, name) = self.value.split_once('/').unwrap_or_default();
+                let mut argv: Vec<String> = ["k8s", "run", "-n", namespace, "--pod", name]
+                    .map(str::to_owned)
+                    .into();
+                argv.extend(fault.lifetime_args());
+                argv.extend(["--json".to_owned(), "--".to_owned()]);
+                argv.extend(fault.words(&[]));
+                return argv;
+            }
+            _ => fault.argv(&[]),
+        };
+        argv.extend([self.kind.option().0.to_owned(), self.value.clone()]);
+        argv.push("--json".into());
+        argv
     }
 
     pub fn json(&self) -> Value {
-        json!({"kind": self.kind.as_str(), "name": self.name, self.kind.option().0.trim_start_matches('-'): self.value})
+        let mut json = json!({"kind": self.kind.as_str(), "name": self.name, self.kind.option().0.trim_start_matches('-'): self.value});
+        if self.kind == Kind::HostNetworkPod {
+            json["host_network"] = true.into();
+        }
+        json
     }
 }
 
@@ -113,9 +154,14 @@ pub fn candidates(entries: &[Entry]) -> Vec<Candidate> {
         .any(|e| matches!(e, Entry::Containers { .. }))
         .then(listed_containers)
         .unwrap_or_default();
+    let mut cluster = Cluster::None;
     let mut found = Vec::new();
     for entry in entries {
         match entry {
+            Entry::Pods {
+                namespace,
+                selector,
+            } => found.extend(cluster.pods(namespace, selector)),
             Entry::Containers { name, label } => {
                 found.extend(
                     containers
@@ -157,6 +203,74 @@ pub fn candidates(entries: &[Entry]) -> Vec<Candidate> {
     found.sort();
     found.dedup();
     found
+}
+
+/// The cluster the pool's pods are listed from: connected to at the first pod entry.
+enum Cluster {
+    None,
+    #[cfg(feature = "k8s")]
+    Connected(crate::k8s::Cluster),
+    Unreachable,
+}
+
+impl Cluster {
+    /// The running pods of `namespace` that `selector` matches and that did not opt out; none
+    /// (said on stderr) when the cluster cannot be reached or the namespace did not opt in.
+    fn pods(&mut self, namespace: &str, selector: &str) -> Vec<Candidate> {
+        #[cfg(feature = "k8s")]
+        {
+            if let Cluster::None = self {
+                *self = match crate::k8s::Cluster::connect(crate::cli::k8s::HOME_NAMESPACE) {
+                    Ok(cluster) => Cluster::Connected(cluster),
+                    Err(err) => {
+                        eprintln!(
+                            "chaos monkey: no pods in the pool: {}",
+                            crate::error_line(&err)
+                        );
+                        Cluster::Unreachable
+                    }
+                };
+            }
+            let Cluster::Connected(cluster) = self else {
+                return Vec::new();
+            };
+            let listed = cluster
+                .check_opted_in(namespace)
+                .and_then(|()| cluster.running_pods(namespace, selector));
+            match listed {
+                Ok(pods) => pods
+                    .into_iter()
+                    .filter(|pod| !opted_out(pod.labels.get(OPT_OUT_LABEL).map(String::as_str)))
+                    .map(|pod| {
+                        let name = format!("{}/{}", pod.namespace, pod.name);
+                        Candidate {
+                            kind: if pod.host_network {
+                                Kind::HostNetworkPod
+                            } else {
+                                Kind::Pod
+                            },
+                            value: name.clone(),
+                            name,
+                        }
+                    })
+                    .collect(),
+                Err(err) => {
+                    eprintln!(
+                        "chaos monkey: no pods of {namespace} matching '{selector}' in the pool: {}",
+                        crate::error_line(&err)
+                    );
+                    Vec::new()
+                }
+            }
+        }
+        #[cfg(not(feature = "k8s"))]
+        {
+            // The file was refused at parsing: this build has no API client.
+            let _ = (namespace, selector);
+            *self = Cluster::Unreachable;
+            Vec::new()
+        }
+    }
 }
 
 fn opted_out(mark: Option<&str>) -> bool {

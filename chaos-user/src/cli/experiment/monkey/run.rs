@@ -370,9 +370,7 @@ impl Runner<'_> {
         let menu = &self.day.file.menu[pick.fault];
         let mut fault = menu.fault.clone();
         fault.lifetime = self.real(lifetime).max(Duration::from_millis(1));
-        let mut argv = fault.argv(&[]);
-        argv.extend(candidate.args());
-        argv.push("--json".into());
+        let argv = candidate.argv(&fault);
         let mut fields = self.day.pick_json(index);
         fields["target"] = candidate.json();
         fields["argv"] = json!(argv);

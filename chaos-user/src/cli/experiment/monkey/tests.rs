@@ -42,6 +42,9 @@ label = "tier=web"
 comm = "victim"
 [[target]]
 cgroup = "/sys/fs/cgroup/app-*"
+[[target]]
+namespace = "shop"
+selector = "app=web, tier!=db"
 {MENU}"#
     );
     let file = parse(&text).unwrap();
@@ -61,13 +64,19 @@ cgroup = "/sys/fs/cgroup/app-*"
             },
             Entry::Processes("victim".into()),
             Entry::Cgroups("/sys/fs/cgroup/app-*".into()),
+            Entry::Pods {
+                namespace: "shop".into(),
+                selector: "app=web,tier!=db".into()
+            },
         ]
     );
     assert_eq!(file.menu.len(), 2);
     assert_eq!(file.menu[0].item.weight, 3);
-    assert_eq!(file.menu[0].item.accepts, [true, true, true]);
-    // A network fault takes a container or a cgroup, not a process.
-    assert_eq!(file.menu[1].item.accepts, [true, true, false]);
+    // Kind::ALL: a container, a cgroup, a process, a pod, a hostNetwork pod.
+    assert_eq!(file.menu[0].item.accepts, [true, true, true, true, true]);
+    // A network fault takes a container, a cgroup or a pod in its own network namespace, not a
+    // process or a hostNetwork pod (whose network is its node's).
+    assert_eq!(file.menu[1].item.accepts, [true, true, false, true, false]);
     assert_eq!(file.menu[1].fault.name, "fault[2]");
     let argv = file.menu[0].fault.argv(&[]);
     assert_eq!(
@@ -135,7 +144,23 @@ fn bad_files_name_line_field_and_what_is_accepted() {
         ),
         (
             format!("{schedule}[[target]]\npod = \"app=web\"\n{MENU}"),
-            "target[1].pod: unknown key: expected one of container, label, cgroup, comm",
+            "target[1].pod: unknown key: expected one of container, label, cgroup, comm, namespace, selector",
+        ),
+        (
+            format!("{schedule}[[target]]\nselector = \"app=web\"\n{MENU}"),
+            "target[1]: pods need both namespace and selector",
+        ),
+        (
+            format!("{schedule}[[target]]\nnamespace = \"Shop\"\nselector = \"app=web\"\n{MENU}"),
+            "monkey.toml:4: target[1].namespace: invalid namespace 'Shop'",
+        ),
+        (
+            format!("{schedule}[[target]]\nnamespace = \"shop\"\nselector = \"!app\"\n{MENU}"),
+            "monkey.toml:5: target[1].selector:",
+        ),
+        (
+            format!("{schedule}[[target]]\nnamespace = \"shop\"\ncomm = \"x\"\n{MENU}"),
+            "target[1]: expected one kind of target",
         ),
         (
             format!("{schedule}[[target]]\ncgroup = \"/sys/*/x\"\n{MENU}"),
@@ -177,7 +202,7 @@ fn bad_files_name_line_field_and_what_is_accepted() {
             format!(
                 "{schedule}{target}[[fault]]\ncommand = \"net drop\"\nprobability = \"0.05\"\nfor = \"1m\"\n"
             ),
-            "fault[1]: `chaos net drop` can target a container or a cgroup, and the pool holds only processes",
+            "fault[1]: `chaos net drop` can target a container, a cgroup or a pod, and the pool holds only processes",
         ),
     ] {
         let err = parse(&text).expect_err(&text);
