@@ -494,3 +494,174 @@ fn k8s_run_through_the_api_faults_the_pod_it_drew() {
         "records or injectors left"
     );
 }
+
+/// The monkey with a pool of pods by selector: each pick runs `chaos k8s run --pod` through the
+/// (fake) API server, whose injector pods run in this containerd. A sped-up hour: the journal
+/// holds the plan's picks on the one pod that did not opt out, one at a time, each ended with
+/// its injector's report; the pod's two containers fail exactly as often as the reports say,
+/// the opted-out pod never; nothing is left.
+#[test]
+fn the_monkey_faults_pods_it_draws_through_the_api() {
+    use chaos_tests::fake_kube::{FakeApi, Kubelet};
+    use serde_json::{Value, json};
+
+    let mut pods = Pods::start();
+    pods.containerd.import(&dist_dir().join("chaos-image.tar"));
+    let api = FakeApi::start(&pods.reports.join("api"));
+    api.add_namespace("default", json!({ "chaos/allow-faults": "true" }));
+    api.add_namespace("chaos", json!({}));
+    api.add_pod(
+        "default",
+        "web",
+        WEB_UID,
+        "node-1",
+        json!({ "tier": "front" }),
+        "Running",
+    );
+    api.add_pod(
+        "default",
+        "other",
+        OTHER_UID,
+        "node-1",
+        json!({ "tier": "front", "chaos.monkey/opt-out": "true" }),
+        "Running",
+    );
+    let file = pods.reports.join("monkey.toml");
+    std::fs::write(
+        &file,
+        r#"
+[schedule]
+mean_interval = "8m"
+max_at_once = 1
+[[target]]
+namespace = "default"
+selector = "tier=front"
+[[fault]]
+name = "unreachable"
+command = "fail"
+op = "connect"
+errno = "EHOSTUNREACH"
+for = "2m"
+"#,
+    )
+    .unwrap();
+    let journal = pods.reports.join("journal.jsonl");
+    let monkey = |extra: &[&str]| {
+        let mut command = std::process::Command::new(chaos_bin());
+        command
+            .args(["monkey", file.to_str().unwrap(), "--seed", "3"])
+            .args(["--start", "2026-12-07 09:00", "--for", "40m", "--json"])
+            .args(extra)
+            .env("KUBECONFIG", &api.kubeconfig)
+            .env("TZ", "UTC");
+        command
+    };
+    let output = monkey(&["--plan"]).output().unwrap();
+    assert_eq!(output.status.code(), Some(0), "{output:?}");
+    let plan: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let planned = plan["picks"].as_array().unwrap().clone();
+    assert!(planned.len() >= 2, "{plan}");
+    assert!(
+        planned.iter().all(|p| p["target"]["name"] == "default/web"),
+        "{plan}"
+    );
+
+    let mut kubelet = Kubelet::default();
+    let start = monotonic_ns();
+    let mut chaos = Chaos::spawn(&mut monkey(&[
+        "--time-scale",
+        "60",
+        "--journal",
+        journal.to_str().unwrap(),
+    ]));
+    while chaos.try_wait().expect("chaos monkey").is_none() {
+        kubelet.sync(&api, &mut pods.containerd, "chaos");
+        assert!(
+            monotonic_ns() - start < 240_000_000_000,
+            "the monkey's hour did not end"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let output = chaos.wait_with_output().expect("chaos monkey");
+    let ended = monotonic_ns();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+
+    let lines: Vec<Value> = std::fs::read_to_string(&journal)
+        .unwrap()
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    let picks: Vec<&Value> = lines
+        .iter()
+        .filter(|l| ["start", "skip"].contains(&l["event"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        picks.iter().map(|l| &l["pick"]).collect::<Vec<_>>(),
+        planned.iter().map(|p| &p["pick"]).collect::<Vec<_>>(),
+        "the journal's picks are not the plan's: {lines:?}"
+    );
+    // One at a time: each start is ended before the next.
+    let sequence: Vec<&str> = lines
+        .iter()
+        .filter_map(|l| l["event"].as_str())
+        .filter(|e| ["start", "end"].contains(e))
+        .collect();
+    assert!(
+        sequence.chunks(2).all(|pair| pair == ["start", "end"]),
+        "{sequence:?}"
+    );
+    let mut injected = 0;
+    for line in lines.iter().filter(|l| l["event"] == "end") {
+        assert_eq!(line["exit_code"], 0, "{line}");
+        assert_eq!(line["target"]["name"], "default/web", "{line}");
+        let target = &line["report"]["targets"][0];
+        assert_eq!(target["pod"], "default/web", "{line}");
+        assert_eq!(target["phase"], "Succeeded", "{line}");
+        injected += target["report"]["faults"][0]["injected"].as_u64().unwrap();
+    }
+    for line in lines.iter().filter(|l| l["event"] == "start") {
+        assert_eq!(
+            line["argv"].as_array().unwrap()[..6],
+            json!(["k8s", "run", "-n", "default", "--pod", "web"])
+                .as_array()
+                .unwrap()[..],
+            "{line}"
+        );
+    }
+    assert!(injected > 0, "no pick injected: {lines:?}");
+    println!(
+        "the monkey's hour: {} picks, {} run, {injected} failures injected",
+        picks.len(),
+        sequence.len() / 2
+    );
+    let mut seen = 0;
+    for victim in [&pods.app.1, &pods.sidecar.1] {
+        victim.wait_for_call_after(ended);
+        let calls = victim.calls();
+        let failed: Vec<&Call> = calls.iter().filter(|c| c.errno.is_some()).collect();
+        assert!(
+            failed
+                .iter()
+                .all(|c| c.errno == Some(EHOSTUNREACH) && (start..ended).contains(&c.at_ns)),
+            "failures outside the day or with another errno: {failed:?}"
+        );
+        seen += failed.len() as u64;
+    }
+    assert_eq!(
+        seen, injected,
+        "the containers' failures are not the reports'"
+    );
+    pods.other.1.wait_for_call_after(ended);
+    assert!(
+        pods.other.1.calls().iter().all(|c| c.errno.is_none()),
+        "the opted-out pod was hit"
+    );
+    assert!(
+        api.pods("chaos")
+            .iter()
+            .all(|p| ["Succeeded", "Failed"].contains(&p["status"]["phase"].as_str().unwrap_or(""))),
+        "an injector is still running"
+    );
+    assert_no_chaos_programs();
+}

@@ -174,6 +174,18 @@ fn the_debian_package_holds_the_binary_its_man_page_and_completions() {
         node.contains("chaos k8s is not in this build of chaos"),
         "{node}"
     );
+    // So is the monkey's pool of pods: refused (exit 2) before anything runs.
+    let monkey = Command::new(dist_dir().join("chaos"))
+        .args(["monkey", "--plan"])
+        .arg(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/k8s/monkey.toml"))
+        .output()
+        .expect("run chaos monkey");
+    let stderr = String::from_utf8_lossy(&monkey.stderr);
+    assert_eq!(monkey.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("pods are faulted through `chaos k8s`, which this build leaves out"),
+        "{stderr}"
+    );
     let man = Command::new("gzip")
         .arg("-dc")
         .arg(root.join("usr/share/man/man1/chaos.1.gz"))

@@ -703,4 +703,32 @@ for = "1m"
         "{plan}"
     );
     assert!(created(&api).is_empty(), "a plan created something");
+
+    // The example file: the running web pods of shop.
+    let example =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/k8s/monkey.toml");
+    let output = Command::new(chaos_bin())
+        .args(["monkey", example.to_str().unwrap(), "--seed", "7"])
+        .args([
+            "--start",
+            "2026-12-07 09:00",
+            "--for",
+            "8h",
+            "--plan",
+            "--json",
+        ])
+        .env("KUBECONFIG", &api.kubeconfig)
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .output()
+        .unwrap();
+    succeeded(&output);
+    let plan = json_of(&output);
+    let names: Vec<&str> = plan["candidates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["shop/web-0", "shop/web-1", "shop/web-2"], "{plan}");
+    assert!(!plan["picks"].as_array().unwrap().is_empty(), "{plan}");
 }

@@ -44,10 +44,11 @@ pub const POOL_KEYS: [&str; 6] = [
 ///
 /// FILE (TOML) holds a menu of faults ([[fault]] tables as in `chaos run` files, without a
 /// target or start, with an optional weight), a pool of targets ([[target]] tables: containers
-/// by name pattern and/or label, cgroups by path pattern, processes by name) and a [schedule]:
+/// by name pattern and/or label, cgroups by path pattern, processes by name, Kubernetes pods by
+/// namespace and label selector, faulted through `chaos k8s run`) and a [schedule]:
 /// the days and local hours it may strike, the mean time between picks, how many faults may run
 /// at once and a total budget of fault time. Targets opt out with the container label
-/// `chaos.monkey/opt-out=true`, the cgroup attribute `user.chaos.monkey.opt-out` = `true`, or
+/// (or pod label) `chaos.monkey/opt-out=true`, the cgroup attribute `user.chaos.monkey.opt-out` = `true`, or
 /// `CHAOS_MONKEY_OPT_OUT=true` in a process's environment.
 ///
 /// The picks are drawn from --seed (a random one when not given, printed and journaled): the
@@ -388,13 +389,6 @@ fn parse_pods(
     selector: Option<String>,
 ) -> Result<Entry, ExperimentError> {
     let span = |key: &str| table.get(key).map(|v| v.span()).unwrap_or(value.span());
-    if !cfg!(feature = "k8s") {
-        return Err(source.error(
-            &value.span(),
-            prefix.trim_end_matches('.'),
-            "pods are faulted through `chaos k8s`, which this build leaves out (the `k8s` cargo feature; the node image's binary): run the monkey where `chaos k8s` works",
-        ));
-    }
     let (Some(namespace), Some(selector)) = (namespace, selector) else {
         return Err(source.error(
             &value.span(),
@@ -416,6 +410,13 @@ fn parse_pods(
             err.to_string(),
         )
     })?;
+    if !cfg!(feature = "k8s") {
+        return Err(source.error(
+            &value.span(),
+            prefix.trim_end_matches('.'),
+            "pods are faulted through `chaos k8s`, which this build leaves out (the `k8s` cargo feature; the node image's binary): run the monkey where `chaos k8s` works",
+        ));
+    }
     Ok(Entry::Pods {
         namespace,
         selector,

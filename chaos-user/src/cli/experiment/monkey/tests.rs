@@ -42,9 +42,6 @@ label = "tier=web"
 comm = "victim"
 [[target]]
 cgroup = "/sys/fs/cgroup/app-*"
-[[target]]
-namespace = "shop"
-selector = "app=web, tier!=db"
 {MENU}"#
     );
     let file = parse(&text).unwrap();
@@ -64,10 +61,6 @@ selector = "app=web, tier!=db"
             },
             Entry::Processes("victim".into()),
             Entry::Cgroups("/sys/fs/cgroup/app-*".into()),
-            Entry::Pods {
-                namespace: "shop".into(),
-                selector: "app=web,tier!=db".into()
-            },
         ]
     );
     assert_eq!(file.menu.len(), 2);
@@ -91,6 +84,27 @@ selector = "app=web, tier!=db"
             "1200000ms"
         ]
     );
+}
+
+/// Pods by namespace and selector: taken by a build with `chaos k8s`, refused by one without.
+#[test]
+fn a_pool_of_pods_reads_where_chaos_k8s_is_built() {
+    let text = format!(
+        "[schedule]\nmean_interval = \"1h\"\n[[target]]\nnamespace = \"shop\"\nselector = \"app=web, tier!=db\"\n{MENU}"
+    );
+    let parsed = parse(&text);
+    if cfg!(feature = "k8s") {
+        assert_eq!(
+            parsed.map(|file| file.pool),
+            Ok(vec![Entry::Pods {
+                namespace: "shop".into(),
+                selector: "app=web,tier!=db".into()
+            }])
+        );
+    } else {
+        let err = parsed.map(drop).unwrap_err();
+        assert!(err.contains("monkey.toml:3: target[1]: pods are faulted through `chaos k8s`, which this build leaves out"), "{err}");
+    }
 }
 
 #[test]
