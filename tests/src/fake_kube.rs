@@ -146,6 +146,75 @@ impl FakeApi {
     pub fn requests(&self) -> Vec<String> {
         self.lock().requests.clone()
     }
+
+    /// Asserts that deploy/kubernetes/rbac.yaml grants every request made so far: its
+    /// ClusterRole's rules anywhere, its Role's in the Role's namespace (SelfSubjectReview is
+    /// every authenticated user's).
+    pub fn assert_granted_by_rbac(&self) {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/kubernetes/rbac.yaml");
+        let text = std::fs::read_to_string(&path).expect("read rbac.yaml");
+        let documents: Vec<Value> = serde_saphyr::from_multiple(&text).expect("rbac.yaml parses");
+        // (namespace the rule holds in, or none: everywhere; resource; verb)
+        let mut granted: Vec<(Option<String>, String, String)> = Vec::new();
+        for document in &documents {
+            let scope = match document["kind"].as_str() {
+                Some("ClusterRole") => None,
+                Some("Role") => document["metadata"]["namespace"]
+                    .as_str()
+                    .map(str::to_owned),
+                _ => continue,
+            };
+            for rule in document["rules"].as_array().into_iter().flatten() {
+                for resource in rule["resources"].as_array().into_iter().flatten() {
+                    for verb in rule["verbs"].as_array().into_iter().flatten() {
+                        granted.push((
+                            scope.clone(),
+                            resource.as_str().unwrap().to_owned(),
+                            verb.as_str().unwrap().to_owned(),
+                        ));
+                    }
+                }
+            }
+        }
+        for request in self.requests() {
+            let (method, target) = request.split_once(' ').unwrap();
+            let path = target.split('?').next().unwrap();
+            let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
+            let (namespace, resource, verb) = match (method, parts.as_slice()) {
+                ("POST", ["apis", "authentication.k8s.io", "v1", "selfsubjectreviews"]) => {
+                    continue;
+                }
+                ("GET", ["api", "v1", "namespaces", _]) => (None, "namespaces".to_owned(), "get"),
+                ("GET", ["api", "v1", "namespaces", ns, plural]) => {
+                    (Some(*ns), (*plural).to_owned(), "list")
+                }
+                ("GET", ["api", "v1", "namespaces", ns, plural, _, sub]) => {
+                    (Some(*ns), format!("{plural}/{sub}"), "get")
+                }
+                ("GET", ["api", "v1", "namespaces", ns, plural, _]) => {
+                    (Some(*ns), (*plural).to_owned(), "get")
+                }
+                ("POST", ["api", "v1", "namespaces", ns, plural]) => {
+                    (Some(*ns), (*plural).to_owned(), "create")
+                }
+                ("PATCH", ["api", "v1", "namespaces", ns, plural, _]) => {
+                    (Some(*ns), (*plural).to_owned(), "patch")
+                }
+                ("DELETE", ["api", "v1", "namespaces", ns, plural, _]) => {
+                    (Some(*ns), (*plural).to_owned(), "delete")
+                }
+                _ => panic!("a request the RBAC check does not know: {request}"),
+            };
+            assert!(
+                granted.iter().any(|(scope, r, v)| {
+                    scope.as_deref().is_none_or(|s| Some(s) == namespace)
+                        && *r == resource
+                        && v == verb
+                }),
+                "rbac.yaml does not grant {request} ({verb} {resource} in {namespace:?})"
+            );
+        }
+    }
 }
 
 impl State {
@@ -239,10 +308,20 @@ fn handle(
     body: Value,
 ) -> (u16, &'static str, String) {
     let (path, query) = target.split_once('?').unwrap_or((target, ""));
-    let selector = query
-        .split('&')
-        .find_map(|pair| pair.strip_prefix("labelSelector="))
-        .map(percent_decode);
+    let parameter = |name: &str| {
+        query
+            .split('&')
+            .find_map(|pair| pair.strip_prefix(name)?.strip_prefix('='))
+            .map(percent_decode)
+    };
+    let selector = parameter("labelSelector");
+    // The one field selector chaos sends: a pod by its name.
+    let name_wanted = parameter("fieldSelector").map(|fields| {
+        fields
+            .strip_prefix("metadata.name=")
+            .unwrap_or_else(|| panic!("a field selector the fake does not know: {fields}"))
+            .to_owned()
+    });
     let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
     let ok = |object: &Value| (200, "application/json", object.to_string());
     let not_found = |what: &str| {
@@ -277,6 +356,9 @@ fn handle(
                 .objects
                 .iter()
                 .filter(|((p, n, _), o)| p == plural && n == ns && matches(o, selector.as_deref()))
+                .filter(|((_, _, name), _)| {
+                    name_wanted.as_ref().is_none_or(|wanted| wanted == name)
+                })
                 .map(|(_, o)| o)
                 .collect();
             let kind = if *plural == "pods" {

@@ -493,6 +493,7 @@ fn k8s_run_through_the_api_faults_the_pod_it_drew() {
         api.config_maps("chaos").is_empty() && api.pods("chaos").is_empty(),
         "records or injectors left"
     );
+    api.assert_granted_by_rbac();
 }
 
 /// The monkey with a pool of pods by selector: each pick runs `chaos k8s run --pod` through the
@@ -664,4 +665,91 @@ for = "2m"
         "an injector is still running"
     );
     assert_no_chaos_programs();
+
+    // SIGTERM while a pick's injector runs: the pick is stopped through the API, reports, and
+    // the day ends well (exit 0).
+    let journal = pods.reports.join("stopped.jsonl");
+    let file = pods.reports.join("long.toml");
+    std::fs::write(
+        &file,
+        r#"
+[schedule]
+mean_interval = "2m"
+[[target]]
+namespace = "default"
+selector = "tier=front"
+[[fault]]
+command = "fail"
+op = "connect"
+errno = "EHOSTUNREACH"
+for = "1h"
+"#,
+    )
+    .unwrap();
+    let mut chaos = Chaos::spawn(
+        std::process::Command::new(chaos_bin())
+            .args([
+                "monkey",
+                file.to_str().unwrap(),
+                "--seed",
+                "3",
+                "--for",
+                "8h",
+            ])
+            .args(["--time-scale", "60", "--json", "--journal"])
+            .arg(&journal)
+            .env("KUBECONFIG", &api.kubeconfig),
+    );
+    let begun = monotonic_ns();
+    while pods
+        .app
+        .1
+        .calls_begun_after(begun)
+        .iter()
+        .all(|c| c.errno.is_none())
+    {
+        kubelet.sync(&api, &mut pods.containerd, "chaos");
+        assert!(
+            monotonic_ns() - begun < 120_000_000_000,
+            "no pick failed a call"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(chaos.id() as i32, libc::SIGTERM) };
+    while chaos.try_wait().expect("chaos monkey").is_none() {
+        kubelet.sync(&api, &mut pods.containerd, "chaos");
+        assert!(
+            monotonic_ns() - begun < 240_000_000_000,
+            "the monkey did not end on SIGTERM"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let output = chaos.wait_with_output().expect("chaos monkey");
+    let stopped = monotonic_ns();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    let lines: Vec<Value> = std::fs::read_to_string(&journal)
+        .unwrap()
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    let ends: Vec<&Value> = lines.iter().filter(|l| l["event"] == "end").collect();
+    assert_eq!(ends.len(), 1, "{lines:?}");
+    assert_eq!(ends[0]["exit_code"], 0, "{}", ends[0]);
+    let target = &ends[0]["report"]["targets"][0];
+    assert_eq!(target["reason"], "DeadlineExceeded", "{}", ends[0]);
+    assert_eq!(target["report"]["ended_by"], "sigterm", "{}", ends[0]);
+    assert_eq!(lines.last().unwrap()["ended_by"], "sigterm", "{lines:?}");
+    pods.app.1.wait_for_call_after(stopped);
+    assert!(
+        pods.app
+            .1
+            .calls_begun_after(stopped)
+            .iter()
+            .all(|c| c.errno.is_none()),
+        "calls failed after the monkey ended"
+    );
+    assert_no_chaos_programs();
+    api.assert_granted_by_rbac();
 }

@@ -158,6 +158,7 @@ fn refusals_create_nothing() {
         Vec::<String>::new(),
         "a refused run created something"
     );
+    api.assert_granted_by_rbac();
 }
 
 /// --dry-run draws the targets among the running pods the selector matches, the same for the
@@ -277,6 +278,7 @@ fn a_dry_run_draws_the_targets_and_creates_nothing() {
         ])
     );
     assert!(created(&api).is_empty(), "a dry run created something");
+    api.assert_granted_by_rbac();
 }
 
 /// A detached run creates its record (who asked, what, on which pods) and one injector per
@@ -416,6 +418,7 @@ fn a_run_its_record_injectors_report_and_stop() {
     let output = k8s(&api, &["report", "nosuchrun"]);
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains(&format!("no run 'nosuchrun' in namespace chaos: expected one of those `chaos k8s list` shows ({second})")));
+    api.assert_granted_by_rbac();
 }
 
 /// A network fault leaves out pods in the node's network namespace (hostNetwork), which an errno
@@ -524,6 +527,7 @@ fn host_network_pods_and_pods_other_runs_fault_are_left_out() {
     assert_eq!(output.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("2 of the 3 running pods matching 'app=web' is more than half of them (1 of them faulted by other runs now)"), "{stderr}");
+    api.assert_granted_by_rbac();
 }
 
 /// `--pod NAME` faults that one running pod (the monkey's picks use it): no draw and no
@@ -541,7 +545,7 @@ fn a_pod_named_is_the_one_faulted() {
         "Running",
     );
     api.merge_pod("shop", "edge-0", json!({ "spec": { "hostNetwork": true } }));
-    let cases: [(Vec<&str>, &str); 5] = [
+    let cases: [(Vec<&str>, &str); 7] = [
         (
             run_args(&["-n", "shop", "--pod", "web-3"]),
             "no running pod in namespace shop matches 'metadata.name=web-3'",
@@ -556,6 +560,14 @@ fn a_pod_named_is_the_one_faulted() {
         ),
         (
             run_args(&["-n", "shop", "--pod", "web-0", "--max-targets", "2"]),
+            "cannot be used with",
+        ),
+        (
+            run_args(&["-n", "shop", "--pod", "web-0", "--seed", "2"]),
+            "cannot be used with",
+        ),
+        (
+            run_args(&["-n", "shop", "--pod", "web-0", "--allow-majority"]),
             "cannot be used with",
         ),
         (
@@ -596,8 +608,19 @@ fn a_pod_named_is_the_one_faulted() {
         assert_eq!(targets.len(), 1, "{plan}");
         assert_eq!(targets[0]["name"], pod, "{plan}");
         assert_eq!(plan["run"]["selector"], format!("metadata.name={pod}"));
+        assert_eq!(plan["run"]["pod"], pod);
     }
+    // Listed by a field selector on its name, not read by name (rbac.yaml grants list only).
+    assert!(
+        api.requests()
+            .iter()
+            .any(|r| r.starts_with("GET /api/v1/namespaces/shop/pods?")
+                && r.contains("fieldSelector=metadata.name%3Ddb-0")),
+        "{:?}",
+        api.requests()
+    );
     assert!(created(&api).is_empty(), "a dry run created something");
+    api.assert_granted_by_rbac();
 }
 
 /// The monkey's pool takes pods by namespace and selector through the API: running ones of an
@@ -731,4 +754,5 @@ for = "1m"
         .collect();
     assert_eq!(names, ["shop/web-0", "shop/web-1", "shop/web-2"], "{plan}");
     assert!(!plan["picks"].as_array().unwrap().is_empty(), "{plan}");
+    api.assert_granted_by_rbac();
 }

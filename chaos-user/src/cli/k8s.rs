@@ -321,7 +321,7 @@ mod live {
         check_fault(&fault, duration)?;
         // A pod named is what a field selector on its name would select.
         let selector = match (&args.selector, &args.pod) {
-            (_, Some(name)) => format!("metadata.name={name}"),
+            (_, Some(name)) => plan::name_selector(name),
             (Some(selector), None) => {
                 selector::check(selector).map_err(|e| Error::K8sFault(e.to_string()))?
             }
@@ -379,6 +379,7 @@ mod live {
             id: format!("{:08x}", crate::rng::random_seed() as u32),
             namespace: args.namespace.clone(),
             selector: selector.clone(),
+            pod: args.pod.clone(),
             fault,
             duration,
             seed,
@@ -395,10 +396,11 @@ mod live {
         }
         cluster.create(&spec, &requested_by)?;
         eprintln!(
-            "chaos k8s: run {} ({}) on {} of the {matched} running pods matching '{selector}' in {} for {}, requested by {requested_by} (seed {seed}){}",
+            "chaos k8s: run {} ({}) on {} of the {matched} running {} in {} for {}, requested by {requested_by} (seed {seed}){}",
             spec.id,
             spec.fault.join(" "),
             spec.targets.len(),
+            spec.which_pods(),
             spec.namespace,
             humantime::format_duration(spec.duration),
             if args.detach {
@@ -427,18 +429,20 @@ mod live {
         };
         let report = RunReport::gather(&cluster, &run)?;
         report.print(args.json);
-        Ok(report.exit_code(stopped))
+        Ok(report.exit_code(stopped.as_deref()))
     }
 
     /// Waits until every injector of `spec` finished, drawing their states on a terminal. Ctrl-C,
-    /// SIGTERM or SIGHUP ends them (a second one stops the waiting), as does their being overdue
-    /// (a pod that started late); an API call that fails is tried again. Returns whether the
-    /// injectors were ended before their time.
-    fn wait(cluster: &Cluster, spec: &RunSpec, interrupts: &Interrupts) -> bool {
+    /// SIGTERM or SIGHUP ends them (a second one, a while later, stops the waiting), as does
+    /// their being overdue (a pod that started late); an API call that fails is tried again.
+    /// When the injectors were ended before their time, returns those that had not started
+    /// then.
+    fn wait(cluster: &Cluster, spec: &RunSpec, interrupts: &Interrupts) -> Option<Vec<String>> {
         let give_up = Instant::now() + spec.duration + plan::GRACE;
         let terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
         let mut injectors: Vec<Injector> = Vec::new();
-        let (mut stop, mut stopped) = (false, false);
+        let mut stop = false;
+        let mut stopped: Option<(Instant, Vec<String>)> = None;
         loop {
             match cluster.injectors(Some(&spec.id)) {
                 // None left: the run was deleted meanwhile (`chaos k8s stop --delete`).
@@ -463,7 +467,10 @@ mod live {
                 break;
             }
             let interrupted = interrupts.wait(Duration::from_secs(1));
-            if interrupted && stopped {
+            // Not the same Ctrl-C again: a terminal's reaches the process group, and a parent
+            // (the monkey) may pass it on as SIGTERM.
+            let again = |(at, _): &(Instant, Vec<String>)| at.elapsed() > SECOND_INTERRUPT;
+            if interrupted && stopped.as_ref().is_some_and(again) {
                 eprintln!(
                     "\nchaos k8s: not waiting for run {} any longer: `chaos k8s report {}` shows it",
                     spec.id, spec.id
@@ -472,9 +479,16 @@ mod live {
             }
             let overdue = Instant::now() > give_up;
             stop |= interrupted || overdue;
-            if stop && !stopped {
+            if stop && stopped.is_none() {
                 match cluster.stop(&injectors) {
-                    Ok(_) => stopped = true,
+                    Ok(_) => {
+                        let pending = injectors
+                            .iter()
+                            .filter(|i| i.phase == PENDING)
+                            .map(|i| i.name.clone())
+                            .collect();
+                        stopped = Some((Instant::now(), pending));
+                    }
                     Err(err) => eprintln!("chaos k8s: {err}; trying again"),
                 }
             }
@@ -489,8 +503,11 @@ mod live {
         if terminal {
             eprint!("\r\x1b[2K");
         }
-        stopped
+        stopped.map(|(_, pending)| pending)
     }
+
+    /// How long after a first interrupt another one is the user's second (give up waiting).
+    const SECOND_INTERRUPT: Duration = Duration::from_secs(2);
 
     /// Ctrl-C, SIGTERM and SIGHUP, blocked while a run waits and taken with sigtimedwait.
     struct Interrupts(libc::sigset_t);
@@ -531,9 +548,9 @@ mod live {
             println!("{plan}");
         } else {
             eprintln!(
-                "chaos k8s: dry run: would fault {} of the {matched} running pods matching '{}' in {} (seed {}), each with `chaos {} --pod-uid UID --for {}` in an injector pod of namespace {home}:",
+                "chaos k8s: dry run: would fault {} of the {matched} running {} in {} (seed {}), each with `chaos {} --pod-uid UID --for {}` in an injector pod of namespace {home}:",
                 spec.targets.len(),
-                spec.selector,
+                spec.which_pods(),
                 spec.namespace,
                 spec.seed,
                 spec.fault.join(" "),
@@ -559,6 +576,11 @@ mod live {
         run: String,
         namespace: String,
         selector: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pod: Option<String>,
+        /// The pods it was asked for, as a person reads it.
+        #[serde(skip)]
+        pods: String,
         fault: Vec<String>,
         duration_ms: u128,
         seed: u64,
@@ -602,6 +624,8 @@ mod live {
                 run: run.spec.id.clone(),
                 namespace: run.spec.namespace.clone(),
                 selector: run.spec.selector.clone(),
+                pod: run.spec.pod.clone(),
+                pods: run.spec.which_pods(),
                 fault: run.spec.fault.clone(),
                 duration_ms: run.spec.duration.as_millis(),
                 seed: run.spec.seed,
@@ -618,11 +642,11 @@ mod live {
                 format!(" at {}", self.created)
             };
             let mut human = format!(
-                "run {} ({}) for {} on pods matching '{}' in {}, requested by {}{at}:\n",
+                "run {} ({}) for {} on {} in {}, requested by {}{at}:\n",
                 self.run,
                 self.fault.join(" "),
                 humantime::format_duration(Duration::from_millis(self.duration_ms as u64)),
-                self.selector,
+                self.pods,
                 self.namespace,
                 self.requested_by,
             );
@@ -636,14 +660,17 @@ mod live {
             );
         }
 
-        /// 0 when every injector ended well: its fault's time was up, or, when `stopped`
-        /// (chaos ended them on purpose), kubelet ended it at its cut deadline and it reported.
-        fn exit_code(&self, stopped: bool) -> u8 {
+        /// 0 when every injector ended well: its fault's time was up, or, when chaos ended
+        /// them on purpose (`stopped`: those not started then), kubelet ended it at its cut
+        /// deadline and it reported, or it had not started.
+        fn exit_code(&self, stopped: Option<&[String]>) -> u8 {
             let ended_well = |t: &TargetReport| {
                 t.phase == SUCCEEDED
-                    || (stopped
-                        && t.reason.as_deref() == Some(DEADLINE_EXCEEDED)
-                        && t.report.is_some())
+                    || stopped.is_some_and(|pending| {
+                        t.reason.as_deref() == Some(DEADLINE_EXCEEDED)
+                            && (t.report.is_some()
+                                || t.injector.as_ref().is_some_and(|i| pending.contains(i)))
+                    })
             };
             if self.targets.iter().all(ended_well) {
                 exit::OK
@@ -700,6 +727,10 @@ mod live {
             run: &'a str,
             namespace: &'a str,
             selector: &'a str,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            pod: Option<&'a str>,
+            #[serde(skip)]
+            pods: String,
             fault: &'a [String],
             requested_by: &'a str,
             created: &'a str,
@@ -711,6 +742,8 @@ mod live {
                 run: &run.spec.id,
                 namespace: &run.spec.namespace,
                 selector: &run.spec.selector,
+                pod: run.spec.pod.as_deref(),
+                pods: run.spec.which_pods(),
                 fault: &run.spec.fault,
                 requested_by: &run.requested_by,
                 created: &run.created,
@@ -734,11 +767,11 @@ mod live {
                 .map(|i| format!("{} {}", i.target, i.phase))
                 .collect();
             println!(
-                "{}  {}  {} -l '{}'  {}  by {}  [{}]",
+                "{}  {}  {} {}  {}  by {}  [{}]",
                 run.run,
                 run.created,
                 run.namespace,
-                run.selector,
+                run.pods,
                 run.fault.join(" "),
                 run.requested_by,
                 states.join(", ")

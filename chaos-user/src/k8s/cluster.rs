@@ -218,15 +218,20 @@ impl Cluster {
             .collect())
     }
 
-    /// The pod `namespace/name`, when it runs (no pod, or one not running, gives none).
+    /// The pod `namespace/name`, when it runs (no pod, or one not running, gives none). Listed
+    /// by a field selector on its name: `list` is the one verb on pods rbac.yaml grants.
     pub fn running_pod(&self, namespace: &str, name: &str) -> Result<Vec<TargetPod>, K8sError> {
-        let found = self
+        let list = self
             .runtime
-            .block_on(self.pods(namespace).get_opt(name))
-            .map_err(api_error(format!("read pod {namespace}/{name}")))?;
-        Ok(found
-            .and_then(|pod| running(pod, namespace))
+            .block_on(
+                self.pods(namespace)
+                    .list(&ListParams::default().fields(&plan::name_selector(name))),
+            )
+            .map_err(api_error(format!("list pod {namespace}/{name}")))?;
+        Ok(list
+            .items
             .into_iter()
+            .filter_map(|pod| running(pod, namespace))
             .collect())
     }
 

@@ -45,6 +45,11 @@ pub struct TargetPod {
     pub labels: std::collections::BTreeMap<String, String>,
 }
 
+/// The field selector of the pod named `name` (`chaos k8s run --pod`).
+pub fn name_selector(name: &str) -> String {
+    format!("metadata.name={name}")
+}
+
 /// Whether a fault command acts on a pod's network (and so never on a hostNetwork pod's, which
 /// is its node's).
 pub fn is_network_fault(command: &str) -> bool {
@@ -169,7 +174,11 @@ pub fn pick(selected: Vec<TargetPod>, draw: &Draw<'_>) -> Result<Vec<TargetPod>,
 pub struct RunSpec {
     pub id: String,
     pub namespace: String,
+    /// The label selector, or for a pod named the field selector of its name.
     pub selector: String,
+    /// The pod named (`--pod`), when one was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod: Option<String>,
     /// The fault's command line after `chaos`, without target and duration (`fail --op
     /// connect`).
     pub fault: Vec<String>,
@@ -178,6 +187,16 @@ pub struct RunSpec {
     pub seed: u64,
     pub image: String,
     pub targets: Vec<TargetPod>,
+}
+
+impl RunSpec {
+    /// The pods the run was asked for, as a person reads it.
+    pub fn which_pods(&self) -> String {
+        match &self.pod {
+            Some(name) => format!("pod {name}"),
+            None => format!("pods matching '{}'", self.selector),
+        }
+    }
 }
 
 /// Durations in the record as whole or fractional seconds.
@@ -408,6 +427,7 @@ mod tests {
             id: "abc123".into(),
             namespace: "shop".into(),
             selector: "app=web".into(),
+            pod: None,
             fault: vec!["fail".into(), "--op".into(), "connect".into()],
             duration: Duration::from_secs(30),
             seed: 1,

@@ -154,22 +154,48 @@ fn is_label_value(value: &str) -> bool {
 
 /// Whether `name` is a DNS label (RFC 1123), as namespaces' names are.
 pub fn is_dns_label(name: &str) -> bool {
-    (1..=63).contains(&name.len())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !name.starts_with('-')
-        && !name.ends_with('-')
+    name.len() <= 63 && is_dns_part(name)
 }
 
-/// Whether `name` is a DNS subdomain (RFC 1123), as pods' names are.
+/// Whether `name` is a DNS subdomain as Kubernetes checks pods' names: at most 253 characters,
+/// dot-separated parts of any length.
 pub fn is_dns_subdomain(name: &str) -> bool {
-    name.len() <= 253 && name.split('.').all(is_dns_label)
+    name.len() <= 253 && name.split('.').all(is_dns_part)
+}
+
+/// Lower-case letters, digits and '-', not first or last, not empty.
+fn is_dns_part(part: &str) -> bool {
+    !part.is_empty()
+        && part
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !part.starts_with('-')
+        && !part.ends_with('-')
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn names_as_the_api_server_checks_them() {
+        let long_part = "a".repeat(70);
+        for (name, label, subdomain) in [
+            ("web-0", true, true),
+            ("web-7d9c.x2x4q", false, true),
+            (long_part.as_str(), false, true),
+            ("Web", false, false),
+            ("-web", false, false),
+            ("web-", false, false),
+            ("web..0", false, false),
+            ("", false, false),
+            ("web_0", false, false),
+        ] {
+            assert_eq!(is_dns_label(name), label, "{name}");
+            assert_eq!(is_dns_subdomain(name), subdomain, "{name}");
+        }
+        assert!(!is_dns_subdomain(&"a".repeat(254)));
+    }
 
     #[test]
     fn accepts_what_kubectl_accepts() {

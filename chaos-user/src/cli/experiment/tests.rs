@@ -221,8 +221,15 @@ fn the_examples_parse() {
             .starts_with("monkey")
         {
             // A pool of pods: only a build with `chaos k8s` takes it.
-            let parsed = super::monkey::MonkeyFile::parse(&path, &text);
-            assert_eq!(parsed.is_ok(), cfg!(feature = "k8s"), "{parsed:?}");
+            let refused = super::monkey::MonkeyFile::parse(&path, &text)
+                .err()
+                .map(|err| err.to_string());
+            if cfg!(feature = "k8s") {
+                assert_eq!(refused, None);
+            } else {
+                let err = refused.expect("a build without chaos k8s refuses pods");
+                assert!(err.contains("which this build leaves out"), "{err}");
+            }
             continue;
         }
         let fault = super::parse_pod_fault(&path, &text).unwrap_or_else(|err| panic!("{err}"));

@@ -31,13 +31,15 @@ use crate::{
 
 pub const TOP_KEYS: [&str; 5] = ["description", "seed", "schedule", "target", "fault"];
 pub const SCHEDULE_KEYS: [&str; 5] = ["days", "hours", "mean_interval", "max_at_once", "budget"];
-pub const POOL_KEYS: [&str; 6] = [
+pub const POOL_KEYS: [&str; 8] = [
     "container",
     "label",
     "cgroup",
     "comm",
     "namespace",
     "selector",
+    "image",
+    "chaos_namespace",
 ];
 
 /// The Chaos Monkey: random faults on random targets, within the hours you allow.
@@ -345,6 +347,31 @@ fn parse_target(
         string("comm")?,
     );
     let (namespace, selector) = (string("namespace")?, string("selector")?);
+    let mut options = Vec::new();
+    for (key, option) in [
+        ("image", "--image"),
+        ("chaos_namespace", "--chaos-namespace"),
+    ] {
+        if let Some(value) = string(key)? {
+            if namespace.is_none() && selector.is_none() {
+                let span = table.get(key).map(|v| v.span()).unwrap_or_default();
+                return Err(source.error(
+                    &span,
+                    &format!("{prefix}{key}"),
+                    "goes with pods only (namespace and selector): the image and namespace of their injector pods",
+                ));
+            }
+            if key == "chaos_namespace" && !crate::k8s::selector::is_dns_label(&value) {
+                let span = table.get(key).map(|v| v.span()).unwrap_or_default();
+                return Err(source.error(
+                    &span,
+                    &format!("{prefix}{key}"),
+                    format!("invalid namespace '{value}': expected a namespace's name (lower-case letters, digits and '-')"),
+                ));
+            }
+            options.extend([option.to_owned(), value]);
+        }
+    }
     let kinds = [
         container.is_some() || label.is_some(),
         cgroup.is_some(),
@@ -359,7 +386,7 @@ fn parse_target(
         ));
     }
     if kinds[3] {
-        return parse_pods(source, table, value, &prefix, namespace, selector);
+        return parse_pods(source, table, value, &prefix, namespace, selector, options);
     }
     Ok(match (cgroup, comm) {
         (Some(cgroup), _) => {
@@ -387,6 +414,7 @@ fn parse_pods(
     prefix: &str,
     namespace: Option<String>,
     selector: Option<String>,
+    options: Vec<String>,
 ) -> Result<Entry, ExperimentError> {
     let span = |key: &str| table.get(key).map(|v| v.span()).unwrap_or(value.span());
     let (Some(namespace), Some(selector)) = (namespace, selector) else {
@@ -420,6 +448,7 @@ fn parse_pods(
     Ok(Entry::Pods {
         namespace,
         selector,
+        options,
     })
 }
 

@@ -90,8 +90,12 @@ pub enum Entry {
     /// Each process of this name (its comm).
     Processes(String),
     /// The running pods of a namespace that a label selector matches, through the Kubernetes
-    /// API.
-    Pods { namespace: String, selector: String },
+    /// API; `options` go to each pick's `chaos k8s run` (`--image`, `--chaos-namespace`).
+    Pods {
+        namespace: String,
+        selector: String,
+        options: Vec<String>,
+    },
 }
 
 impl Entry {
@@ -111,8 +115,10 @@ pub struct Candidate {
     pub kind: Kind,
     /// What a person calls it: a container's name, a cgroup's path, `comm (PID n)`.
     pub name: String,
-    /// The value of the kind's option: a container ID, a cgroup path, a PID.
+    /// The value of the kind's option: a container ID, a cgroup path, a PID, `NAMESPACE/NAME`.
     pub value: String,
+    /// More options of the command that faults it (a pod's `chaos k8s run`).
+    pub options: Vec<String>,
 }
 
 impl Candidate {
@@ -125,6 +131,7 @@ impl Candidate {
                 let mut argv: Vec<String> = ["k8s", "run", "-n", namespace, "--pod", name]
                     .map(str::to_owned)
                     .into();
+                argv.extend(self.options.iter().cloned());
                 argv.extend(fault.lifetime_args());
                 argv.extend(["--json".to_owned(), "--".to_owned()]);
                 argv.extend(fault.words(&[]));
@@ -161,7 +168,16 @@ pub fn candidates(entries: &[Entry]) -> Vec<Candidate> {
             Entry::Pods {
                 namespace,
                 selector,
-            } => found.extend(cluster.pods(namespace, selector)),
+                options,
+            } => found.extend(
+                cluster
+                    .pods(namespace, selector)
+                    .into_iter()
+                    .map(|pod| Candidate {
+                        options: options.clone(),
+                        ..pod
+                    }),
+            ),
             Entry::Containers { name, label } => {
                 found.extend(
                     containers
@@ -173,6 +189,7 @@ pub fn candidates(entries: &[Entry]) -> Vec<Candidate> {
                             kind: Kind::Container,
                             name: c.name.clone(),
                             value: c.id.clone(),
+                            options: Vec::new(),
                         }),
                 );
             }
@@ -181,6 +198,7 @@ pub fn candidates(entries: &[Entry]) -> Vec<Candidate> {
                     kind: Kind::Cgroup,
                     name: path.display().to_string(),
                     value: path.display().to_string(),
+                    options: Vec::new(),
                 }));
             }
             Entry::Processes(comm) => {
@@ -195,6 +213,7 @@ pub fn candidates(entries: &[Entry]) -> Vec<Candidate> {
                             kind: Kind::Process,
                             name: format!("{comm} (PID {pid})"),
                             value: pid.to_string(),
+                            options: Vec::new(),
                         }),
                 );
             }
@@ -251,6 +270,7 @@ impl Cluster {
                             },
                             value: name.clone(),
                             name,
+                            options: Vec::new(),
                         }
                     })
                     .collect(),

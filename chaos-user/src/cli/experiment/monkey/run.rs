@@ -110,8 +110,25 @@ enum Woke {
     Interrupted(EndedBy),
 }
 
-/// How long a look at the pool may take (podman and docker answer in well under a second).
+/// How long a look at the pool may take: podman and docker answer in well under a second, the
+/// Kubernetes API server (connect 10 s, read 30 s a call) may take longer.
 const POOL_LOOK_LIMIT: Duration = Duration::from_secs(30);
+const POD_LOOK_LIMIT: Duration = Duration::from_secs(60);
+
+/// The candidates `entries` name now, or none if listing them takes over `limit`.
+async fn look(entries: Vec<pool::Entry>, limit: Duration, hung: &str) -> Vec<Candidate> {
+    if entries.is_empty() {
+        return Vec::new();
+    }
+    let listed = tokio::task::spawn_blocking(move || pool::candidates(&entries));
+    match tokio::time::timeout(limit, listed).await {
+        Ok(Ok(candidates)) => candidates,
+        _ => {
+            eprintln!("chaos monkey: the pool could not be listed in time ({hung})");
+            Vec::new()
+        }
+    }
+}
 
 /// The journal file, a JSON object per line, each written whole.
 struct Journal {
@@ -259,15 +276,24 @@ pub async fn run(
         }
         // The target is drawn again from the pool as it is now, with the same number: the
         // planned one if the pool did not change, one that exists if it did.
-        let entries = day.file.pool.clone();
-        let look = tokio::task::spawn_blocking(move || pool::candidates(&entries));
-        let candidates = match tokio::time::timeout(POOL_LOOK_LIMIT, look).await {
-            Ok(Ok(candidates)) => candidates,
-            _ => {
-                tracing::warn!("the pool could not be listed in time (podman or docker hung?)");
-                Vec::new()
-            }
-        };
+        // Pods apart: a slow API server leaves the other targets in the pool.
+        let (pods, local): (Vec<pool::Entry>, Vec<pool::Entry>) = day
+            .file
+            .pool
+            .iter()
+            .cloned()
+            .partition(|entry| entry.kind() == pool::Kind::Pod);
+        let (mut candidates, pods) = tokio::join!(
+            look(local, POOL_LOOK_LIMIT, "podman or docker hung?"),
+            look(
+                pods,
+                POD_LOOK_LIMIT,
+                "the Kubernetes API server did not answer"
+            )
+        );
+        candidates.extend(pods);
+        candidates.sort();
+        candidates.dedup();
         let kinds: Vec<usize> = candidates.iter().map(|c| c.kind.index()).collect();
         let menu = &day.file.menu[pick.fault];
         // Late (a wait for the cap, a slow look at the pool, slow fault starts at a high
@@ -390,6 +416,9 @@ impl Runner<'_> {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         die_with_parent(&mut command);
+        // A group of its own: a terminal's Ctrl-C reaches the monkey only, which passes it on
+        // once, as SIGTERM (a `chaos k8s run` gives up waiting at a second interrupt).
+        command.process_group(0);
         let child = match command.spawn() {
             Ok(child) => child,
             Err(err) => {

@@ -90,7 +90,7 @@ cgroup = "/sys/fs/cgroup/app-*"
 #[test]
 fn a_pool_of_pods_reads_where_chaos_k8s_is_built() {
     let text = format!(
-        "[schedule]\nmean_interval = \"1h\"\n[[target]]\nnamespace = \"shop\"\nselector = \"app=web, tier!=db\"\n{MENU}"
+        "[schedule]\nmean_interval = \"1h\"\n[[target]]\nnamespace = \"shop\"\nselector = \"app=web, tier!=db\"\nimage = \"registry.example/chaos:1\"\n{MENU}"
     );
     let parsed = parse(&text);
     if cfg!(feature = "k8s") {
@@ -98,7 +98,8 @@ fn a_pool_of_pods_reads_where_chaos_k8s_is_built() {
             parsed.map(|file| file.pool),
             Ok(vec![Entry::Pods {
                 namespace: "shop".into(),
-                selector: "app=web,tier!=db".into()
+                selector: "app=web,tier!=db".into(),
+                options: vec!["--image".into(), "registry.example/chaos:1".into()],
             }])
         );
     } else {
@@ -158,11 +159,21 @@ fn bad_files_name_line_field_and_what_is_accepted() {
         ),
         (
             format!("{schedule}[[target]]\npod = \"app=web\"\n{MENU}"),
-            "target[1].pod: unknown key: expected one of container, label, cgroup, comm, namespace, selector",
+            "target[1].pod: unknown key: expected one of container, label, cgroup, comm, namespace, selector, image, chaos_namespace",
         ),
         (
             format!("{schedule}[[target]]\nselector = \"app=web\"\n{MENU}"),
             "target[1]: pods need both namespace and selector",
+        ),
+        (
+            format!("{schedule}[[target]]\ncomm = \"x\"\nimage = \"i\"\n{MENU}"),
+            "monkey.toml:5: target[1].image: goes with pods only",
+        ),
+        (
+            format!(
+                "{schedule}[[target]]\nnamespace = \"shop\"\nselector = \"app=web\"\nchaos_namespace = \"Chaos\"\n{MENU}"
+            ),
+            "target[1].chaos_namespace: invalid namespace 'Chaos'",
         ),
         (
             format!("{schedule}[[target]]\nnamespace = \"Shop\"\nselector = \"app=web\"\n{MENU}"),
