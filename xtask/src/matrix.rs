@@ -11,11 +11,16 @@ use crate::workspace_root;
 
 /// The kernels of the table, in column order, as their results directories name them, and the
 /// kernel a column shares its suites with when it runs only some (see vm::Kernel::only).
-const COLUMNS: [(&str, &str, Option<&str>); 6] = [
+const COLUMNS: [(&str, &str, Option<&str>); 7] = [
     ("host", "host 6.18 (dev/CI VM)", None),
     ("faultinj-6.12", "faultinj-6.12 (qemu)", None),
     ("debian-5.10", "debian-5.10 (qemu)", None),
     ("debian-6.1", "debian-6.1 (qemu)", None),
+    (
+        "debian-6.1-nolsm",
+        "debian-6.1, bpf not in lsm= (qemu)",
+        Some("debian-6.1"),
+    ),
     ("debian-6.12", "debian-6.12 (qemu)", None),
     (
         "debian-6.12-nolsm",

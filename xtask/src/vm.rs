@@ -20,21 +20,23 @@ use crate::{kernels, run_command, workspace_root};
 
 pub const DEFAULT_KERNEL: &str = "faultinj-6.12";
 /// Every kernel `vm-run` and `vm-test` can boot.
-pub const KERNELS: [&str; 5] = [
+pub const KERNELS: [&str; 6] = [
     "faultinj-6.12",
     "debian-5.10",
     "debian-6.1",
     "debian-6.12",
+    "debian-6.1-nolsm",
     "debian-6.12-nolsm",
 ];
 /// The kernels `cargo xtask test` runs the integration tests on, after the host: the longest
 /// suites first, as the guests run side by side.
-pub const MATRIX: [&str; 5] = [
+pub const MATRIX: [&str; 6] = [
     "debian-6.1",
     "debian-6.12",
     "faultinj-6.12",
     "debian-5.10",
     "debian-6.12-nolsm",
+    "debian-6.1-nolsm",
 ];
 
 /// The active LSM list the guests boot with: Debian's and Ubuntu's, with bpf (apparmor left out:
@@ -42,6 +44,14 @@ pub const MATRIX: [&str; 5] = [
 const LSM_WITH_BPF: &str = "lockdown,capability,landlock,yama,bpf";
 /// A production list without bpf, as Ubuntu, RHEL and Amazon Linux boot.
 const LSM_WITHOUT_BPF: &str = "landlock,lockdown,yama";
+/// The suites whose rungs the LSM list changes: all a nolsm guest runs.
+const NOLSM_SUITES: [&str; 5] = [
+    "cli",
+    "disk_full",
+    "errno_ops",
+    "errno_path",
+    "run_lifetime",
+];
 
 /// Guest stage 1 (in the initramfs): mounts the 9p root under an overlay and switches to it.
 const INIT: &str = include_str!("vm/init.sh");
@@ -232,18 +242,34 @@ impl Kernel {
                     ],
                 )?
             }),
-            // The same kernel booted as production distributions boot theirs: bpf not in the
+            // The same kernels booted as production distributions boot theirs: bpf not in the
             // active LSM list, so file, exec and fork faults take the fmod_ret rung. Only the
-            // suites that list changes run here; the rest is debian-6.12's.
+            // suites that list changes run here; the rest is the kernel's own guest's.
+            "debian-6.1-nolsm" => Ok(Kernel {
+                lsm: LSM_WITHOUT_BPF,
+                only: Some(&NOLSM_SUITES),
+                ..Self::debian(
+                    "debian-6.1-nolsm",
+                    &kernels::DEBIAN_6_1,
+                    DEBIAN_6_1_BOOT_MODULES,
+                    &[
+                        features::BTF,
+                        features::TRAMPOLINE,
+                        features::FMOD_RET,
+                        features::KPROBES,
+                        features::BPF_ATOMICS,
+                        features::STRUCT_ARGS,
+                        features::CGROUP_SOCK_ADDR,
+                        features::TRACEPOINT_SIGNAL,
+                        features::PROBE_WRITE_USER,
+                        features::PERF_LINK,
+                        features::CGROUP_SKB,
+                    ],
+                )?
+            }),
             "debian-6.12-nolsm" => Ok(Kernel {
                 lsm: LSM_WITHOUT_BPF,
-                only: Some(&[
-                    "cli",
-                    "disk_full",
-                    "errno_ops",
-                    "errno_path",
-                    "run_lifetime",
-                ]),
+                only: Some(&NOLSM_SUITES),
                 ..Self::debian(
                     "debian-6.12-nolsm",
                     &kernels::DEBIAN_6_12,
