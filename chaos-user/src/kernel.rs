@@ -1,7 +1,7 @@
 //! What the running kernel can do, found by trying: load a tiny program, read /sys, ask the
 //! kernel through a throwaway network namespace. Never from version numbers.
 
-use std::{fs, io, path::Path, process::Command};
+use std::{fs, io, path::Path};
 
 use chaos_common::{
     fault::{ClockFilter, CorruptFilter, DiskFilter, NO_REQ_OP, PathOffsets, StatfsFilter},
@@ -788,51 +788,33 @@ fn xdp_native() -> Finding {
     }
 }
 
-/// In the scratch namespace: `ip link add … type bridge`, gone with the namespace.
+/// In the scratch namespace: a bridge device (`ip link add … type bridge`), gone with the
+/// namespace.
 fn bridge() -> Finding {
-    let output = Command::new("ip")
-        .args(["link", "add", "chaos-probe0", "type", "bridge"])
-        .output();
-    match output {
-        Ok(output) if output.status.success() => {
-            Finding::yes(feature::BRIDGE, "a bridge device can be created")
-        }
-        Ok(output) => Finding::no(
-            feature::BRIDGE,
-            format!(
-                "ip link add ... type bridge: {}",
-                String::from_utf8_lossy(&output.stderr).trim()
-            ),
-            "CONFIG_BRIDGE=y (or the bridge module)",
-        ),
+    match crate::netlink::add_link("chaos-probe0", "bridge") {
+        Ok(()) => Finding::yes(feature::BRIDGE, "a bridge device can be created"),
         Err(err) => Finding::no(
             feature::BRIDGE,
-            format!("cannot run ip to try: {err}"),
-            "install iproute2",
+            format!("creating a bridge device: {err}"),
+            "CONFIG_BRIDGE=y (or the bridge module)",
         ),
     }
 }
 
+/// In the scratch namespace: an fq root qdisc on its loopback device.
 fn sch_fq() -> Finding {
-    let output = Command::new("tc")
-        .args(["qdisc", "add", "dev", "lo", "root", "fq"])
-        .output();
-    match output {
-        Ok(output) if output.status.success() => {
-            Finding::yes(feature::SCH_FQ, "an fq qdisc can be created")
-        }
-        Ok(output) => Finding::no(
-            feature::SCH_FQ,
-            format!(
-                "tc qdisc add ... fq: {}",
-                String::from_utf8_lossy(&output.stderr).trim()
-            ),
-            "CONFIG_NET_SCH_FQ=y (or the sch_fq module)",
-        ),
+    let loopback = 1;
+    match crate::netlink::add_qdisc(loopback, crate::netlink::TC_H_ROOT, 0, "fq", true) {
+        Ok(()) => Finding::yes(feature::SCH_FQ, "an fq qdisc can be created"),
         Err(err) => Finding::no(
             feature::SCH_FQ,
-            format!("cannot run tc to try: {err}"),
-            "install iproute2",
+            match err.raw_os_error() {
+                Some(libc::ENOENT) => {
+                    "creating an fq qdisc: the kernel has no qdisc of that kind (ENOENT)".to_owned()
+                }
+                _ => format!("creating an fq qdisc: {err}"),
+            },
+            "CONFIG_NET_SCH_FQ=y (or the sch_fq module)",
         ),
     }
 }

@@ -264,6 +264,166 @@ pub fn xdp_features() -> io::Result<Option<Vec<(u32, u64)>>> {
     }
 }
 
+// rtnetlink's traffic control: the qdiscs and filters network faults add and take away, as
+// `tc` would (the static binary runs where no iproute2 is installed).
+const RTM_NEWQDISC: u16 = 36;
+const RTM_DELQDISC: u16 = 37;
+const RTM_GETQDISC: u16 = 38;
+const RTM_DELTFILTER: u16 = 45;
+/// struct tcmsg: family, pads, ifindex, handle, parent, info.
+const TCMSG: usize = 20;
+const TCA_KIND: u16 = 1;
+/// The parent of a device's root qdisc.
+pub const TC_H_ROOT: u32 = 0xFFFF_FFFF;
+/// The parent of a clsact (and ingress) qdisc, and the major number of its handle.
+pub const TC_H_CLSACT: u32 = 0xFFFF_FFF1;
+/// The minor numbers of clsact's two hooks, the parents of their filters.
+pub const TC_H_MIN_INGRESS: u32 = 0xFFF2;
+pub const TC_H_MIN_EGRESS: u32 = 0xFFF3;
+/// A clsact qdisc's handle (ffff:).
+pub const CLSACT_HANDLE: u32 = 0xFFFF_0000;
+
+/// A qdisc as the kernel lists it: its kind (`fq`, `clsact`, `noqueue`…), handle and parent.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Qdisc {
+    pub kind: String,
+    pub handle: u32,
+    pub parent: u32,
+}
+
+fn tcmsg(ifindex: u32, handle: u32, parent: u32, info: u32) -> Vec<u8> {
+    let mut message = vec![0u8; TCMSG];
+    message[4..8].copy_from_slice(&ifindex.to_ne_bytes());
+    message[8..12].copy_from_slice(&handle.to_ne_bytes());
+    message[12..16].copy_from_slice(&parent.to_ne_bytes());
+    message[16..20].copy_from_slice(&info.to_ne_bytes());
+    message
+}
+
+/// Appends a string attribute (NUL-terminated, padded).
+fn string_attribute(message: &mut Vec<u8>, kind: u16, value: &str) {
+    let length = 4 + value.len() + 1;
+    message.extend_from_slice(&(length as u16).to_ne_bytes());
+    message.extend_from_slice(&kind.to_ne_bytes());
+    message.extend_from_slice(value.as_bytes());
+    message.push(0);
+    message.resize((message.len() + 3) & !3, 0);
+}
+
+impl Netlink {
+    /// Sends a request that asks for an acknowledgement and waits for it: the kernel's errno,
+    /// if it refused.
+    fn request(&self, kind: u16, flags: u16, payload: &[u8]) -> io::Result<()> {
+        let flags = flags | (libc::NLM_F_REQUEST | libc::NLM_F_ACK) as u16;
+        self.send(kind, flags, payload)?;
+        loop {
+            let buffer = self.receive()?;
+            for (kind, payload) in messages(&buffer) {
+                if kind == NLMSG_ERROR {
+                    let err = error(payload);
+                    return match err.raw_os_error() {
+                        Some(0) => Ok(()),
+                        _ => Err(err),
+                    };
+                }
+            }
+        }
+    }
+}
+
+/// The qdiscs of the interface with index `ifindex` in this thread's network namespace.
+pub fn qdiscs(ifindex: u32) -> io::Result<Vec<Qdisc>> {
+    let socket = Netlink::new(libc::NETLINK_ROUTE)?;
+    let flags = (libc::NLM_F_REQUEST | libc::NLM_F_DUMP) as u16;
+    socket.send(RTM_GETQDISC, flags, &tcmsg(ifindex, 0, 0, 0))?;
+    let mut found = Vec::new();
+    loop {
+        let buffer = socket.receive()?;
+        for (kind, payload) in messages(&buffer) {
+            match kind {
+                NLMSG_DONE => return Ok(found),
+                NLMSG_ERROR => return Err(error(payload)),
+                RTM_NEWQDISC if payload.len() >= TCMSG => {
+                    let word = |at: usize| {
+                        u32::from_ne_bytes(payload[at..at + 4].try_into().expect("4 bytes"))
+                    };
+                    // A dump lists every interface's on older kernels: this one's only.
+                    if word(4) != ifindex {
+                        continue;
+                    }
+                    let kind = attributes(&payload[TCMSG..])
+                        .find(|&(kind, _)| kind == TCA_KIND)
+                        .map(|(_, value)| {
+                            String::from_utf8_lossy(value)
+                                .trim_end_matches('\0')
+                                .to_owned()
+                        })
+                        .unwrap_or_default();
+                    found.push(Qdisc {
+                        kind,
+                        handle: word(8),
+                        parent: word(12),
+                    });
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+/// Makes `kind` the qdisc at `parent` with `handle` (`replace`: in place of the one there, as
+/// `tc qdisc replace`; else only if there is none, as `tc qdisc add`).
+pub fn add_qdisc(
+    ifindex: u32,
+    parent: u32,
+    handle: u32,
+    kind: &str,
+    replace: bool,
+) -> io::Result<()> {
+    let socket = Netlink::new(libc::NETLINK_ROUTE)?;
+    let mut message = tcmsg(ifindex, handle, parent, 0);
+    string_attribute(&mut message, TCA_KIND, kind);
+    let flags = libc::NLM_F_CREATE
+        | if replace {
+            libc::NLM_F_REPLACE
+        } else {
+            libc::NLM_F_EXCL
+        };
+    socket.request(RTM_NEWQDISC, flags as u16, &message)
+}
+
+/// Deletes the qdisc at `parent` with `handle`, its filters with it.
+pub fn delete_qdisc(ifindex: u32, parent: u32, handle: u32) -> io::Result<()> {
+    let socket = Netlink::new(libc::NETLINK_ROUTE)?;
+    socket.request(RTM_DELQDISC, 0, &tcmsg(ifindex, handle, parent, 0))
+}
+
+/// Deletes the filters of preference `pref` at `parent` (a clsact hook), of any protocol.
+pub fn delete_filters(ifindex: u32, parent: u32, pref: u16) -> io::Result<()> {
+    let socket = Netlink::new(libc::NETLINK_ROUTE)?;
+    let info = u32::from(pref) << 16;
+    socket.request(RTM_DELTFILTER, 0, &tcmsg(ifindex, 0, parent, info))
+}
+
+const IFLA_IFNAME: u16 = 3;
+const IFLA_LINKINFO: u16 = 18;
+const IFLA_INFO_KIND: u16 = 1;
+
+/// Creates an interface `name` of `kind` (`bridge`…) in this thread's network namespace, as
+/// `ip link add NAME type KIND`.
+pub fn add_link(name: &str, kind: &str) -> io::Result<()> {
+    let socket = Netlink::new(libc::NETLINK_ROUTE)?;
+    let mut message = vec![0u8; IFINFOMSG];
+    string_attribute(&mut message, IFLA_IFNAME, name);
+    let mut info = Vec::new();
+    string_attribute(&mut info, IFLA_INFO_KIND, kind);
+    message.extend_from_slice(&((4 + info.len()) as u16).to_ne_bytes());
+    message.extend_from_slice(&(IFLA_LINKINFO | libc::NLA_F_NESTED as u16).to_ne_bytes());
+    message.extend_from_slice(&info);
+    let flags = libc::NLM_F_CREATE | libc::NLM_F_EXCL;
+    socket.request(RTM_NEWLINK, flags as u16, &message)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -281,6 +441,14 @@ mod tests {
             let lo = devices.iter().find(|(index, _)| *index == 1);
             assert_eq!(lo.map(|(_, f)| f & XDP_ACT_BASIC), Some(0), "{devices:?}");
         }
+    }
+
+    /// Loopback's root qdisc, as `tc qdisc show dev lo root` lists it (the default: handle 0).
+    #[test]
+    fn loopback_lists_its_root_qdisc() {
+        let qdiscs = qdiscs(1).unwrap();
+        let root = qdiscs.iter().find(|q| q.parent == TC_H_ROOT);
+        assert!(root.is_some_and(|q| !q.kind.is_empty()), "{qdiscs:?}");
     }
 
     #[test]

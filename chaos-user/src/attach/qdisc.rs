@@ -10,13 +10,15 @@
 use std::{
     fs,
     path::{Path, PathBuf},
-    process::Command,
 };
 
 use serde::{Deserialize, Serialize};
 
 use super::AttachError;
 use crate::{
+    netlink::{
+        self, CLSACT_HANDLE, Qdisc, TC_H_CLSACT, TC_H_MIN_EGRESS, TC_H_MIN_INGRESS, TC_H_ROOT,
+    },
     state::{QDISC_ROOT, pin_dir},
     sys::Netns,
 };
@@ -72,66 +74,52 @@ pub struct Changed {
     run: Option<String>,
 }
 
-/// Runs `tc ARGS` inside `netns` (chaos's own namespace for `None`).
-fn tc(netns: Option<&Netns>, args: &[&str]) -> Result<std::process::Output, AttachError> {
-    let output = super::in_netns(netns, || Command::new("tc").args(args).output())?;
-    output.map_err(|err| {
-        AttachError::NetUnsupported(format!(
-            "cannot run tc (iproute2), which manages the qdiscs of network faults: {err}"
-        ))
-    })
-}
-
-fn tc_ok(netns: Option<&Netns>, args: &[&str]) -> Result<(), AttachError> {
-    let output = tc(netns, args)?;
-    if output.status.success() {
-        return Ok(());
-    }
-    Err(AttachError::NetUnsupported(format!(
-        "tc {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&output.stderr).trim()
-    )))
-}
-
-/// The qdiscs of `iface` as `tc -j` lists them.
-fn qdiscs(
+/// Runs `work` with the index of `iface` inside `netns` (chaos's own namespace for `None`); an
+/// error names `what` was done and the interface.
+fn on_iface<T>(
     netns: Option<&Netns>,
     iface: &str,
-    root_only: bool,
-) -> Result<Vec<serde_json::Value>, AttachError> {
-    let mut args = vec!["-j", "qdisc", "show", "dev", iface];
-    if root_only {
-        args.push("root");
-    }
-    let output = tc(netns, &args)?;
-    match serde_json::from_slice(&output.stdout) {
-        Ok(serde_json::Value::Array(all)) if !all.is_empty() => Ok(all),
-        _ => Err(AttachError::NetUnsupported(format!(
-            "cannot read the qdiscs of {iface}: {}",
-            String::from_utf8_lossy(&output.stderr).trim()
-        ))),
-    }
+    what: &str,
+    work: impl FnOnce(u32) -> std::io::Result<T>,
+) -> Result<T, AttachError> {
+    super::in_netns(netns, || {
+        let name = std::ffi::CString::new(iface).map_err(std::io::Error::other)?;
+        // SAFETY: a NUL-terminated name that lives across the call.
+        match unsafe { libc::if_nametoindex(name.as_ptr()) } {
+            0 => Err(std::io::Error::last_os_error()),
+            index => work(index),
+        }
+    })?
+    .map_err(|err| AttachError::NetUnsupported(format!("cannot {what} on {iface}: {err}")))
+}
+
+/// The root qdisc of `iface`.
+fn root_qdisc(netns: Option<&Netns>, iface: &str) -> Result<Qdisc, AttachError> {
+    on_iface(netns, iface, "read the root qdisc", netlink::qdiscs)?
+        .into_iter()
+        .find(|qdisc| qdisc.parent == TC_H_ROOT)
+        .ok_or_else(|| AttachError::NetUnsupported(format!("{iface} lists no root qdisc")))
 }
 
 /// Makes fq the root qdisc of `iface`: kept if it is one already, put in place of the device's
 /// default (handle 0:) otherwise. Any other configured root qdisc is refused, untouched.
 pub fn install_fq(netns: Option<&Netns>, iface: &str) -> Result<Changed, AttachError> {
-    let root = qdiscs(netns, iface, true)?.swap_remove(0);
-    let (kind, handle) = (
-        root["kind"].as_str().unwrap_or_default(),
-        root["handle"].as_str().unwrap_or_default(),
-    );
-    if kind == "fq" {
+    let root = root_qdisc(netns, iface)?;
+    if root.kind == "fq" {
         return Ok(Changed::nothing(netns, iface, Change::Fq));
     }
-    if handle != "0:" {
+    if root.handle != 0 {
         return Err(AttachError::NetUnsupported(format!(
-            "{iface} has a configured {kind} root qdisc ({handle}): chaos puts fq only in place of a device's default qdisc, which it can put back; remove it or fault another interface"
+            "{iface} has a configured {} root qdisc ({:x}:): chaos puts fq only in place of a device's default qdisc, which it can put back; remove it or fault another interface",
+            root.kind,
+            root.handle >> 16
         )));
     }
     let changed = Changed::record(netns, iface, Change::Fq)?;
-    if let Err(err) = tc_ok(netns, &["qdisc", "replace", "dev", iface, "root", "fq"]) {
+    let added = on_iface(netns, iface, "put fq as the root qdisc", |index| {
+        netlink::add_qdisc(index, TC_H_ROOT, 0, "fq", true)
+    });
+    if let Err(err) = added {
         changed.forget();
         return Err(err);
     }
@@ -143,9 +131,9 @@ pub fn install_fq(netns: Option<&Netns>, iface: &str) -> Result<Changed, AttachE
 /// none. With one there already, the filters chaos adds are recorded once attached
 /// ([`Changed::record_filter`]).
 pub fn ensure_clsact(netns: Option<&Netns>, iface: &str) -> Result<Changed, AttachError> {
-    let present = qdiscs(netns, iface, false)?
+    let present = on_iface(netns, iface, "read the qdiscs", netlink::qdiscs)?
         .iter()
-        .any(|qdisc| qdisc["kind"] == "clsact");
+        .any(|qdisc| qdisc.kind == "clsact");
     if present {
         let filters = Change::Filters {
             filters: Vec::new(),
@@ -153,7 +141,10 @@ pub fn ensure_clsact(netns: Option<&Netns>, iface: &str) -> Result<Changed, Atta
         return Ok(Changed::nothing(netns, iface, filters));
     }
     let changed = Changed::record(netns, iface, Change::Clsact)?;
-    if let Err(err) = tc_ok(netns, &["qdisc", "add", "dev", iface, "clsact"]) {
+    let added = on_iface(netns, iface, "add a clsact qdisc", |index| {
+        netlink::add_qdisc(index, TC_H_CLSACT, CLSACT_HANDLE, "clsact", false)
+    });
+    if let Err(err) = added {
         changed.forget();
         return Err(err);
     }
@@ -288,24 +279,29 @@ fn undo(netns: Option<&Path>, iface: &str, change: &Change) -> bool {
         None => None,
     };
     let netns = netns.as_ref();
-    let done = |args: &[&str]| tc_ok(netns, args).is_ok();
+    let done = |what: &str, work: &dyn Fn(u32) -> std::io::Result<()>| {
+        on_iface(netns, iface, what, work).is_ok()
+    };
     match change {
         Change::Fq => {
-            let root_is_fq = qdiscs(netns, iface, true)
-                .is_ok_and(|all| all.first().is_some_and(|q| q["kind"] == "fq"));
-            root_is_fq && done(&["qdisc", "del", "dev", iface, "root"])
+            let root_is_fq = root_qdisc(netns, iface).is_ok_and(|root| root.kind == "fq");
+            root_is_fq
+                && done("delete the fq root qdisc", &|index| {
+                    netlink::delete_qdisc(index, TC_H_ROOT, 0)
+                })
         }
-        Change::Clsact => done(&["qdisc", "del", "dev", iface, "clsact"]),
+        Change::Clsact => done("delete the clsact qdisc", &|index| {
+            netlink::delete_qdisc(index, TC_H_CLSACT, CLSACT_HANDLE)
+        }),
         Change::Filters { filters } => filters.iter().fold(false, |any, (hook, pref)| {
-            done(&[
-                "filter",
-                "del",
-                "dev",
-                iface,
-                hook,
-                "pref",
-                &pref.to_string(),
-            ]) || any
+            let minor = if hook == "ingress" {
+                TC_H_MIN_INGRESS
+            } else {
+                TC_H_MIN_EGRESS
+            };
+            done("delete a filter", &|index| {
+                netlink::delete_filters(index, CLSACT_HANDLE | minor, *pref)
+            }) || any
         }),
     }
 }

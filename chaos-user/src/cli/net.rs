@@ -102,7 +102,7 @@ pub enum NetAction {
     /// for the run and the default back afterwards (a killed run's qdisc is put back by the next
     /// chaos invocation, or `chaos cleanup`). Only leaving packets: to delay both ways, delay
     /// both ends. Packets of one flow stay in order. Needs kernel >= 6.6 (tcx links) and
-    /// CONFIG_NET_SCH_FQ; tc (iproute2) installs the qdisc.
+    /// CONFIG_NET_SCH_FQ (chaos installs the qdisc itself, through rtnetlink).
     ///
     /// Examples:
     ///   chaos net delay --netns /run/netns/app --delay 100ms --for 5m
