@@ -1,6 +1,8 @@
 //! What the running kernel can do, found by trying: load a tiny program, read /sys, ask the
 //! kernel through a throwaway network namespace. Never from version numbers.
 
+pub mod cache;
+
 use std::{fs, io, path::Path};
 
 use chaos_common::{
@@ -505,7 +507,7 @@ fn perf_link() -> Finding {
 /// use. Asked once.
 pub fn bpf_atomics() -> bool {
     static ATOMICS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *ATOMICS.get_or_init(|| atomics_finding().supported)
+    *ATOMICS.get_or_init(|| cache::probed("bpf_atomics", || atomics_finding().supported))
 }
 
 /// One instruction of a feature probe.
@@ -600,7 +602,7 @@ pub fn errno_object() -> &'static [u8] {
 /// Whether cgroup programs can choose the errno (`bpf_set_retval`, 5.18). Asked once.
 pub fn set_retval() -> bool {
     static SET_RETVAL: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *SET_RETVAL.get_or_init(|| cgroup_sock_addr().supported)
+    *SET_RETVAL.get_or_init(|| cache::probed("set_retval", || cgroup_sock_addr().supported))
 }
 
 /// Why cgroup programs cannot fail calls even with EPERM here (without `bpf_set_retval`), or

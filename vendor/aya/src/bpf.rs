@@ -59,7 +59,25 @@ unsafe impl<T: Pod, const N: usize> Pod for [T; N] {}
 
 pub use aya_obj::maps::{PinningType, bpf_map_def};
 
-pub(crate) static FEATURES: LazyLock<Features> = LazyLock::new(detect_features);
+pub(crate) static FEATURES: LazyLock<Features> = LazyLock::new(|| {
+    // chaos: features found on this kernel before (set_features), else probed now.
+    GIVEN_FEATURES
+        .lock()
+        .ok()
+        .and_then(|mut given| given.take())
+        .unwrap_or_else(detect_features)
+});
+
+/// chaos: the features [`set_features`] hands in, taken by the first use of `FEATURES`.
+static GIVEN_FEATURES: std::sync::Mutex<Option<Features>> = std::sync::Mutex::new(None);
+
+/// chaos: uses `features`, found on this kernel earlier (by [`features`]), instead of probing
+/// the kernel again. Has effect only before the first load.
+pub fn set_features(features: Features) {
+    if let Ok(mut given) = GIVEN_FEATURES.lock() {
+        *given = Some(features);
+    }
+}
 
 fn detect_features() -> Features {
     let btf = is_btf_supported().then(|| {
