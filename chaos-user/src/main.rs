@@ -3,6 +3,11 @@ use std::process::ExitCode;
 use clap::Parser as _;
 use tracing_subscriber::{EnvFilter, fmt};
 
+/// musl's allocator is slow at what a start does most (many small allocations).
+#[cfg(target_env = "musl")]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     // `chaos probe --json | head` ends quietly, as Unix tools do, instead of panicking on EPIPE.
     // SAFETY: resetting a signal disposition before any thread starts.
