@@ -68,6 +68,7 @@ impl Finding {
 
 /// Everything `chaos probe` reports, in order.
 pub fn probe() -> Vec<Finding> {
+    cache::probe_afresh();
     let btf = crate::btf::aya_kernel();
     let mut findings = vec![match &btf {
         Ok(_) => Finding::yes(feature::BTF, "/sys/kernel/btf/vmlinux parses"),

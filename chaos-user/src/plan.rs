@@ -238,6 +238,7 @@ pub fn check_rules(when: &When) -> Result<(), PlanError> {
 /// attach through perf events (tracepoints, kprobes), if any, which bpffs pins only as BPF
 /// perf-event links (5.15).
 pub fn check_detachable(perf_events: Option<&'static str>) -> Result<(), PlanError> {
+    kernel::cache::give_aya();
     match perf_events {
         Some(what) if !aya::features().bpf_perf_link() => Err(PlanError::NotDetachable { what }),
         _ => Ok(()),

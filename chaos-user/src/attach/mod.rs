@@ -191,8 +191,7 @@ pub struct Loaded {
 impl Loaded {
     /// Loads `object` with `loader`'s globals; no program is loaded yet.
     pub fn new(loader: &mut EbpfLoader<'_>, object: &'static [u8]) -> Result<Self, AttachError> {
-        static GIVEN: std::sync::Once = std::sync::Once::new();
-        GIVEN.call_once(crate::kernel::cache::give_aya);
+        crate::kernel::cache::give_aya();
         let ebpf = loader.load(object).map_err(AttachError::Object)?;
         crate::kernel::cache::remember_aya();
         Ok(Loaded {

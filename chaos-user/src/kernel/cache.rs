@@ -1,13 +1,18 @@
 //! Kernel features found by loading probe programs, kept for the rest of the boot in
-//! /run/chaos/kernel-features.json (with the boot's ID) so that a fault's start does not probe
-//! the kernel again: aya's feature probes (about twenty bpf(2) calls before its first load) and
-//! chaos's own. Only what a boot cannot change is kept; `chaos probe` always probes afresh.
+//! /run/chaos/kernel-features.json (with the boot's ID and chaos's build) so that a fault's
+//! start does not probe the kernel again: aya's feature probes (about twenty bpf(2) calls before
+//! its first load) and chaos's own. Only what a failure of privileges or memory cannot fake is
+//! kept: a probe's success, and aya's findings when chaos had every capability it needs and
+//! aya found what every kernel chaos runs on has. `chaos probe` probes afresh and rewrites them.
 
 use std::{
     collections::BTreeMap,
     fs,
     path::{Path, PathBuf},
-    sync::{LazyLock, Mutex},
+    sync::{
+        LazyLock, Mutex, Once,
+        atomic::{AtomicBool, Ordering},
+    },
 };
 
 use aya_obj::{Features, btf::BtfFeatures};
@@ -15,11 +20,24 @@ use serde::{Deserialize, Serialize};
 
 use crate::state::RUN_ROOT;
 
-/// What the file holds: the boot the features were found in, and each feature by name.
+/// What the file holds: the boot and the build of chaos the features were found with, and each
+/// feature by name.
 #[derive(Debug, Default, PartialEq, Serialize, Deserialize)]
 struct Found {
     boot_id: String,
+    chaos: String,
     features: BTreeMap<String, bool>,
+}
+
+/// The build of chaos, as `chaos --version` names it.
+const BUILD: &str = concat!(env!("CARGO_PKG_VERSION"), " ", env!("CHAOS_COMMIT"));
+
+/// Set by `chaos probe`: nothing is taken from the file, what is found is written to it.
+static AFRESH: AtomicBool = AtomicBool::new(false);
+
+/// Probes everything again in this process (`chaos probe`), keeping what it finds.
+pub fn probe_afresh() {
+    AFRESH.store(true, Ordering::Relaxed);
 }
 
 fn path() -> PathBuf {
@@ -32,12 +50,12 @@ fn boot_id() -> String {
         .unwrap_or_default()
 }
 
-/// This boot's features as the file holds them (none from another boot).
+/// This boot's features as the file holds them (none from another boot or build).
 fn read(path: &Path, boot_id: &str) -> BTreeMap<String, bool> {
     fs::read(path)
         .ok()
         .and_then(|data| serde_json::from_slice::<Found>(&data).ok())
-        .filter(|found| !boot_id.is_empty() && found.boot_id == boot_id)
+        .filter(|found| !boot_id.is_empty() && found.boot_id == boot_id && found.chaos == BUILD)
         .map(|found| found.features)
         .unwrap_or_default()
 }
@@ -61,10 +79,14 @@ static FOUND: LazyLock<Mutex<Found>> = LazyLock::new(|| {
     Mutex::new(Found {
         features: read(&path(), &boot_id),
         boot_id,
+        chaos: BUILD.to_owned(),
     })
 });
 
 fn get(name: &str) -> Option<bool> {
+    if AFRESH.load(Ordering::Relaxed) {
+        return None;
+    }
     FOUND.lock().ok()?.features.get(name).copied()
 }
 
@@ -76,13 +98,16 @@ fn store(values: &[(&str, bool)]) {
     write(&path(), &found);
 }
 
-/// The feature `name`, as found earlier in this boot, else by `probe` (and kept).
+/// The feature `name`, as found earlier in this boot, else by `probe` (kept when found: a
+/// failure may be the privileges', not the kernel's).
 pub fn probed(name: &str, probe: impl FnOnce() -> bool) -> bool {
-    if let Some(value) = get(name) {
-        return value;
+    if get(name) == Some(true) {
+        return true;
     }
     let value = probe();
-    store(&[(name, value)]);
+    if value {
+        store(&[(name, value)]);
+    }
     value
 }
 
@@ -112,9 +137,15 @@ const AYA_BTF_FEATURES: [Named<BtfFeatures>; 8] = [
     ("aya.btf_enum64", BtfFeatures::btf_enum64),
 ];
 
-/// Hands aya the features this boot's file holds, before its first load; without them (the
-/// first start of a boot) aya probes, and [`remember_aya`] keeps what it found.
+/// Hands aya the features this boot's file holds, before it first needs them (once per process);
+/// without them (the first start of a boot) aya probes, and [`remember_aya`] keeps what it
+/// found.
 pub fn give_aya() {
+    static GIVEN: Once = Once::new();
+    GIVEN.call_once(give_aya_now);
+}
+
+fn give_aya_now() {
     let [a, b, c, d, e, f, g] = AYA.map(|(name, _)| get(name));
     let (Some(a), Some(b), Some(c), Some(d), Some(e), Some(f), Some(g), Some(btf)) =
         (a, b, c, d, e, f, g, get(AYA_BTF))
@@ -135,12 +166,26 @@ pub fn give_aya() {
     aya::set_features(Features::new(a, b, c, d, e, f, g, btf));
 }
 
-/// Keeps the features aya found (or was given), once it has loaded something.
+/// Keeps the features aya found (or was given), once it has loaded something: only when chaos
+/// had every capability (a probe refused for want of one reads as a missing feature) and aya
+/// found global data and BTF, which every kernel chaos runs on has.
 pub fn remember_aya() {
-    if get(AYA_BTF).is_some() {
+    let kept = AYA
+        .iter()
+        .map(|(name, _)| *name)
+        .chain([AYA_BTF])
+        .chain(AYA_BTF_FEATURES.iter().map(|(name, _)| *name))
+        .all(|name| get(name).is_some());
+    if kept {
         return;
     }
     let features = aya::features();
+    if !features.bpf_global_data()
+        || features.btf().is_none()
+        || !crate::capabilities::missing().is_empty()
+    {
+        return;
+    }
     let mut values: Vec<(&str, bool)> = AYA.map(|(name, read)| (name, read(features))).into();
     values.push((AYA_BTF, features.btf().is_some()));
     if let Some(btf) = features.btf() {
@@ -159,11 +204,20 @@ mod tests {
         let path = dir.join("kernel-features.json");
         let found = Found {
             boot_id: "boot-a".into(),
+            chaos: BUILD.into(),
             features: [("set_retval".to_owned(), true)].into(),
         };
         write(&path, &found);
         assert_eq!(read(&path, "boot-a"), found.features);
         assert!(read(&path, "boot-b").is_empty());
+        write(
+            &path,
+            &Found {
+                chaos: "0.0.1 another".into(),
+                ..found
+            },
+        );
+        assert!(read(&path, "boot-a").is_empty());
         assert!(read(&path, "").is_empty());
         fs::write(&path, "not json").unwrap();
         assert!(read(&path, "boot-a").is_empty());
