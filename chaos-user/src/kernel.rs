@@ -811,12 +811,7 @@ fn sch_fq() -> Finding {
         Ok(()) => Finding::yes(feature::SCH_FQ, "an fq qdisc can be created"),
         Err(err) => Finding::no(
             feature::SCH_FQ,
-            match err.raw_os_error() {
-                Some(libc::ENOENT) => {
-                    "creating an fq qdisc: the kernel has no qdisc of that kind (ENOENT)".to_owned()
-                }
-                _ => format!("creating an fq qdisc: {err}"),
-            },
+            format!("creating an fq qdisc: {err}"),
             "CONFIG_NET_SCH_FQ=y (or the sch_fq module)",
         ),
     }

@@ -30,7 +30,21 @@ impl Netlink {
             return Err(io::Error::last_os_error());
         }
         // SAFETY: a new fd that nothing else owns.
-        Ok(Netlink(unsafe { OwnedFd::from_raw_fd(fd) }))
+        let socket = Netlink(unsafe { OwnedFd::from_raw_fd(fd) });
+        for option in [NETLINK_CAP_ACK, NETLINK_EXT_ACK] {
+            let on: libc::c_int = 1;
+            // SAFETY: an int option of our socket; a kernel without it leaves errors bare.
+            unsafe {
+                libc::setsockopt(
+                    socket.0.as_raw_fd(),
+                    libc::SOL_NETLINK,
+                    option,
+                    (&raw const on).cast(),
+                    std::mem::size_of::<libc::c_int>() as u32,
+                );
+            }
+        }
+        Ok(socket)
     }
 
     /// Sends one message of `kind` with `flags` (NLM_F_*) to the kernel.
@@ -114,6 +128,14 @@ pub fn attributes(buffer: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
         Some((kind & 0x3fff, payload))
     })
 }
+
+/// NETLINK_EXT_ACK and NETLINK_CAP_ACK (socket options of SOL_NETLINK): errors come with the
+/// kernel's message, after the failed request's header only.
+const NETLINK_CAP_ACK: libc::c_int = 10;
+const NETLINK_EXT_ACK: libc::c_int = 11;
+/// struct nlmsgerr: the errno and the failed request's header (capped).
+const NLMSGERR: usize = 4 + NLMSG_HEADER;
+const NLMSGERR_ATTR_MSG: u16 = 1;
 
 /// The errno of an NLMSG_ERROR (0 for an acknowledgement).
 pub fn error(payload: &[u8]) -> io::Error {
@@ -321,10 +343,21 @@ impl Netlink {
             for (kind, payload) in messages(&buffer) {
                 if kind == NLMSG_ERROR {
                     let err = error(payload);
-                    return match err.raw_os_error() {
-                        Some(0) => Ok(()),
-                        _ => Err(err),
-                    };
+                    if err.raw_os_error() == Some(0) {
+                        return Ok(());
+                    }
+                    // The kernel's own words, when it gave some (extended ack).
+                    let said = attributes(payload.get(NLMSGERR..).unwrap_or_default())
+                        .find(|&(kind, _)| kind == NLMSGERR_ATTR_MSG)
+                        .map(|(_, text)| {
+                            String::from_utf8_lossy(text)
+                                .trim_end_matches('\0')
+                                .to_owned()
+                        });
+                    return Err(match said {
+                        Some(said) => io::Error::new(err.kind(), format!("{err}: {said}")),
+                        None => err,
+                    });
                 }
             }
         }
