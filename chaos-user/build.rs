@@ -47,6 +47,9 @@ fn main() -> anyhow::Result<()> {
             fs::write(out_dir.join(&bin.name), b"")?;
         }
         fs::write(out_dir.join("errno-legacy"), b"")?;
+        for name in ["errno", "errno-legacy", "net", "probe"] {
+            fs::write(out_dir.join(format!("{name}.hash-maps.rs")), "&[]")?;
+        }
         return Ok(());
     }
     let arch = env::var("CARGO_CFG_TARGET_ARCH").context("CARGO_CFG_TARGET_ARCH not set")?;
@@ -103,6 +106,7 @@ fn main() -> anyhow::Result<()> {
     let built = build(&[], &[], ebpf_target.join("default"))?;
     for bin in ebpf.targets.iter().filter(|target| target.is_bin()) {
         strip_dwarf(&built.join(&bin.name), &out_dir.join(&bin.name))?;
+        write_hash_map_users(&out_dir, &bin.name)?;
     }
     let legacy = build(
         &["--cfg=chaos_legacy"],
@@ -110,7 +114,116 @@ fn main() -> anyhow::Result<()> {
         ebpf_target.join("legacy"),
     )?;
     strip_dwarf(&legacy.join("errno"), &out_dir.join("errno-legacy"))?;
+    write_hash_map_users(&out_dir, "errno-legacy")?;
     Ok(())
+}
+
+/// Writes `NAME.hash-maps.rs` beside object `name`: each of its preallocated hash maps with the
+/// programs that use it, as a Rust slice `src/object.rs` includes. The kernel allocates every
+/// entry of such a map when it is made, most of a short run's start; the loader makes those no
+/// program of the run uses one entry long.
+fn write_hash_map_users(out_dir: &Path, name: &str) -> anyhow::Result<()> {
+    let bytes = fs::read(out_dir.join(name)).with_context(|| format!("read object {name}"))?;
+    let users =
+        hash_map_users(&bytes).with_context(|| format!("read the maps of object {name}"))?;
+    let mut text = String::from("&[\n");
+    for (map, programs) in users {
+        text.push_str(&format!("    ({map:?}, &{programs:?}),\n"));
+    }
+    text.push(']');
+    fs::write(out_dir.join(format!("{name}.hash-maps.rs")), text)?;
+    Ok(())
+}
+
+/// The preallocated hash maps of an eBPF object (legacy `maps` section, whose definitions begin
+/// with the map type), each with the programs whose relocations name it; a program that calls
+/// into `.text` counts as using every map `.text` names.
+fn hash_map_users(bytes: &[u8]) -> anyhow::Result<Vec<(String, Vec<String>)>> {
+    use std::collections::{BTreeMap, BTreeSet};
+
+    use object::{
+        Object as _, ObjectSection as _, ObjectSymbol as _, RelocationTarget, SymbolKind,
+    };
+
+    const BPF_MAP_TYPE_HASH: u32 = 1;
+    /// `map_flags` after type, key size, value size and max entries.
+    const FLAGS_AT: usize = 16;
+    const BPF_F_NO_PREALLOC: u32 = 1;
+
+    let file = object::File::parse(bytes)?;
+    let Some(maps) = file.section_by_name("maps") else {
+        return Ok(Vec::new());
+    };
+    let maps_data = maps.data()?;
+    let word = |at: usize| {
+        maps_data
+            .get(at..at + 4)
+            .map(|b| u32::from_le_bytes(b.try_into().expect("four bytes")))
+    };
+    let mut hash_maps = BTreeMap::new();
+    for symbol in file.symbols() {
+        if symbol.section_index() != Some(maps.index()) || symbol.kind() == SymbolKind::Section {
+            continue;
+        }
+        let at = symbol.address() as usize;
+        if word(at) == Some(BPF_MAP_TYPE_HASH)
+            && word(at + FLAGS_AT).is_some_and(|flags| flags & BPF_F_NO_PREALLOC == 0)
+        {
+            hash_maps.insert(symbol.index().0, symbol.name()?.to_owned());
+        }
+    }
+    let text = file.section_by_name(".text").map(|section| section.index());
+    // What the relocations in `range` of `section` name: hash maps, and whether `.text`.
+    let named = |section: &object::Section<'_, '_>, range: std::ops::Range<u64>| {
+        let mut found = BTreeSet::new();
+        let mut calls_text = false;
+        for (offset, relocation) in section.relocations() {
+            let RelocationTarget::Symbol(index) = relocation.target() else {
+                continue;
+            };
+            if !range.contains(&offset) {
+                continue;
+            }
+            if let Some(map) = hash_maps.get(&index.0) {
+                found.insert(map.clone());
+            } else if let Ok(symbol) = file.symbol_by_index(index)
+                && symbol.section_index().is_some()
+                && symbol.section_index() == text
+            {
+                calls_text = true;
+            }
+        }
+        (found, calls_text)
+    };
+    let text_maps = match text {
+        Some(index) => named(&file.section_by_index(index)?, 0..u64::MAX).0,
+        None => BTreeSet::new(),
+    };
+    let mut users: BTreeMap<String, Vec<String>> = hash_maps
+        .values()
+        .map(|map| (map.clone(), Vec::new()))
+        .collect();
+    for symbol in file.symbols() {
+        let Some(index) = symbol.section_index() else {
+            continue;
+        };
+        if symbol.kind() != SymbolKind::Text || Some(index) == text || symbol.size() == 0 {
+            continue;
+        }
+        let section = file.section_by_index(index)?;
+        let start = symbol.address() - section.address();
+        let (mut found, calls_text) = named(&section, start..start + symbol.size());
+        if calls_text {
+            found.extend(text_maps.iter().cloned());
+        }
+        for map in found {
+            users
+                .entry(map)
+                .or_default()
+                .push(symbol.name()?.to_owned());
+        }
+    }
+    Ok(users.into_iter().collect())
 }
 
 /// Copies the eBPF object `from` to `to` without its DWARF sections: the linker makes BTF from

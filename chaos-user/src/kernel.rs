@@ -163,7 +163,7 @@ fn fmod_ret() -> Finding {
     let Hook::FmodRet { function, .. } = hook else {
         unreachable!("an fmod_ret hook")
     };
-    let loaded = Loaded::plain(errno_object()).and_then(|mut loaded| {
+    let loaded = Loaded::plain(errno_object(), &[hook]).and_then(|mut loaded| {
         let result = loaded.load(hook);
         loaded.detach();
         result
@@ -244,7 +244,7 @@ fn kprobes() -> Finding {
 /// a kprobe may use it only on functions allowed for error injection.
 pub fn kprobe_override() -> Finding {
     const ENABLE: &str = "CONFIG_BPF_KPROBE_OVERRIDE=y (needs CONFIG_FUNCTION_ERROR_INJECTION=y and CONFIG_KPROBES=y)";
-    let mut probe = match Loaded::plain(object::PROBE) {
+    let mut probe = match Loaded::plain(object::PROBE, &[hook::PROBE_KPROBE_OVERRIDE]) {
         Ok(probe) => probe,
         Err(err) => return Finding::no(feature::KPROBE_OVERRIDE, crate::error_line(&err), ENABLE),
     };
@@ -611,8 +611,9 @@ pub fn set_retval() -> bool {
 pub fn cgroup_eperm_unsupported() -> Option<String> {
     let mut loader = aya::EbpfLoader::new();
     loader.override_global(names::GLOBAL_KERNEL_SET_RETVAL, &0u32, true);
-    let result = Loaded::new(&mut loader, errno_object()).and_then(|mut loaded| {
-        let result = loaded.load(first_cgroup_hook());
+    let hook = first_cgroup_hook();
+    let result = Loaded::new(&mut loader, errno_object(), &[hook]).and_then(|mut loaded| {
+        let result = loaded.load(hook);
         loaded.detach();
         result
     });
@@ -922,7 +923,7 @@ fn capabilities_finding() -> Finding {
 
 /// Loads `hook`'s program of `object` and lets go of it: what the verifier says.
 fn try_load(object: &'static [u8], hook: Hook) -> Result<(), String> {
-    let mut loaded = Loaded::plain(object).map_err(|err| crate::error_line(&err))?;
+    let mut loaded = Loaded::plain(object, &[hook]).map_err(|err| crate::error_line(&err))?;
     let result = loaded.load(hook).map_err(|err| crate::error_line(&err));
     loaded.detach();
     result
@@ -930,7 +931,7 @@ fn try_load(object: &'static [u8], hook: Hook) -> Result<(), String> {
 
 /// Loads and attaches `hook`'s program of `object` at `sites`, and lets go of it at once.
 fn try_attach(object: &'static [u8], hook: Hook, sites: &Sites<'_>) -> Result<(), String> {
-    let mut loaded = Loaded::plain(object).map_err(|err| crate::error_line(&err))?;
+    let mut loaded = Loaded::plain(object, &[hook]).map_err(|err| crate::error_line(&err))?;
     let result = loaded
         .attach(hook, sites, None)
         .map_err(|err| crate::error_line(&err));
@@ -1282,7 +1283,7 @@ fn try_struct_args() -> Finding {
         Hook::FmodRet { function, .. } => function,
         _ => unreachable!("an fmod_ret hook"),
     };
-    let loaded = Loaded::plain(errno_object()).and_then(|mut loaded| {
+    let loaded = Loaded::plain(errno_object(), &[hook]).and_then(|mut loaded| {
         let result = loaded.load(hook);
         loaded.detach();
         result

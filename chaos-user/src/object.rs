@@ -26,6 +26,27 @@ pub fn by_name(name: &str) -> Option<&'static [u8]> {
     }
 }
 
+/// Each preallocated hash map of the object `bytes` (one of the above) with the programs that
+/// use it, as build.rs found them in the object's relocations.
+pub fn hash_map_users(bytes: &[u8]) -> &'static [(&'static str, &'static [&'static str])] {
+    macro_rules! users {
+        ($name:literal) => {
+            include!(concat!(env!("OUT_DIR"), "/", $name, ".hash-maps.rs"))
+        };
+    }
+    if std::ptr::eq(bytes, ERRNO) {
+        users!("errno")
+    } else if std::ptr::eq(bytes, ERRNO_LEGACY) {
+        users!("errno-legacy")
+    } else if std::ptr::eq(bytes, NET) {
+        users!("net")
+    } else if std::ptr::eq(bytes, PROBE) {
+        users!("probe")
+    } else {
+        &[]
+    }
+}
+
 /// Every name the loader uses is in the objects it loads, with the section it expects: a rename
 /// on either side fails here, on any machine, not at load time in a guest.
 #[cfg(test)]
@@ -124,6 +145,38 @@ mod tests {
     #[test]
     fn the_probe_object_has_every_program_the_probe_names() {
         check(&names::PROBE, &hook::PROBE);
+    }
+
+    /// The loader makes a hash map no program of a run uses one entry long: every program of
+    /// the errno objects must be found to use the targets' map, which user space fills for
+    /// every run, and the per-call maps their own programs only.
+    #[test]
+    fn the_hash_map_users_are_read_from_the_objects() {
+        for bytes in [super::ERRNO, super::ERRNO_LEGACY] {
+            let users = super::hash_map_users(bytes);
+            let of = |map: &str| {
+                users
+                    .iter()
+                    .find(|(name, _)| *name == map)
+                    .map(|(_, programs)| *programs)
+                    .unwrap_or_else(|| panic!("hash map {map} in the table"))
+            };
+            for hook in errno_hooks() {
+                assert!(
+                    of(names::MAP_TARGET_PIDS).contains(&hook.program()),
+                    "{} uses the targets' map",
+                    hook.program()
+                );
+            }
+            assert!(of(names::MAP_DELAYED).contains(&hook::DELAY.program()));
+            assert!(!of(names::MAP_DELAYED).contains(&"cgroup_connect4"));
+        }
+        assert!(
+            super::hash_map_users(super::NET)
+                .iter()
+                .all(|(_, programs)| programs.is_empty()),
+            "no net program uses a hash map"
+        );
     }
 
     /// CO-RE relocations in an object's `.BTF.ext`, counted from its header and records.

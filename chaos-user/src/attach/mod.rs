@@ -36,6 +36,13 @@ use crate::{netlink, sys::Netns};
 pub enum AttachError {
     #[error("cannot load the eBPF object")]
     Object(#[source] aya::EbpfError),
+    #[error(
+        "program {program} uses map {map}, which was made one entry long for the programs this run named (a bug in chaos)"
+    )]
+    Shrunk {
+        program: &'static str,
+        map: &'static str,
+    },
     #[error("program {0} is missing from the eBPF object")]
     MissingProgram(&'static str),
     #[error("map {0} is missing from the eBPF object")]
@@ -175,6 +182,8 @@ pub struct Loaded {
     /// The object's bytes, for loading its LSM programs as fmod_ret ones.
     object: &'static [u8],
     loaded: Vec<Hook>,
+    /// Hash maps made one entry long, which no program this may load uses.
+    shrunk: Vec<&'static str>,
     /// The object relocated against `ebpf`'s maps, once a program is loaded as fmod_ret.
     relocated: Option<fmod_ret::Relocated>,
     /// fmod_ret programs (loaded past aya) and their links.
@@ -189,8 +198,22 @@ pub struct Loaded {
 }
 
 impl Loaded {
-    /// Loads `object` with `loader`'s globals; no program is loaded yet.
-    pub fn new(loader: &mut EbpfLoader<'_>, object: &'static [u8]) -> Result<Self, AttachError> {
+    /// Loads `object` with `loader`'s globals, for loading `hooks`' programs; no program is
+    /// loaded yet. Its preallocated hash maps that none of them uses are made one entry long:
+    /// the kernel allocates every entry when it makes such a map, most of a short run's start.
+    pub fn new(
+        loader: &mut EbpfLoader<'_>,
+        object: &'static [u8],
+        hooks: &[Hook],
+    ) -> Result<Self, AttachError> {
+        let shrunk: Vec<&'static str> = crate::object::hash_map_users(object)
+            .iter()
+            .filter(|(_, users)| !hooks.iter().any(|hook| users.contains(&hook.program())))
+            .map(|&(map, _)| map)
+            .collect();
+        for map in &shrunk {
+            loader.map_max_entries(map, 1);
+        }
         crate::kernel::cache::give_aya();
         let ebpf = loader.load(object).map_err(AttachError::Object)?;
         crate::kernel::cache::remember_aya();
@@ -198,6 +221,7 @@ impl Loaded {
             ebpf,
             object,
             loaded: Vec::new(),
+            shrunk,
             relocated: None,
             fmod_ret: Vec::new(),
             changes: Vec::new(),
@@ -206,15 +230,15 @@ impl Loaded {
         })
     }
 
-    /// Loads `object` without globals (a probe, a network fault). The errno object's per-CPU
-    /// counters, which only a fault on calls reads (through its own loader), get one entry: the
-    /// kernel allocates each entry per CPU when the map is made.
-    pub fn plain(object: &'static [u8]) -> Result<Self, AttachError> {
+    /// Loads `object` without globals (a probe, a network fault), for `hooks`. The errno
+    /// object's per-CPU counters, which only a fault on calls reads (through its own loader),
+    /// get one entry: the kernel allocates each entry per CPU when the map is made.
+    pub fn plain(object: &'static [u8], hooks: &[Hook]) -> Result<Self, AttachError> {
         let mut loader = EbpfLoader::new();
         loader
             .map_max_entries(names::MAP_COUNTERS, 1)
             .map_max_entries(names::MAP_TARGET_COUNTERS, 1);
-        Self::new(&mut loader, object)
+        Self::new(&mut loader, object, hooks)
     }
 
     /// Loads `hook`'s program into the kernel (the verifier runs here); once per program.
@@ -223,6 +247,12 @@ impl Loaded {
             return Ok(());
         }
         let name = hook.program();
+        if let Some(&(map, _)) = crate::object::hash_map_users(self.object)
+            .iter()
+            .find(|(map, users)| self.shrunk.contains(map) && users.contains(&name))
+        {
+            return Err(AttachError::Shrunk { program: name, map });
+        }
         if let Hook::FmodRet { function, .. } | Hook::FmodRetFunction { function, .. } = hook {
             let program = self.load_fmod_ret(name, function)?;
             self.fmod_ret.push(FmodRetProgram {

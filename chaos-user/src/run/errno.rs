@@ -133,31 +133,6 @@ impl<'t> CallsLoaded<'t> {
             Some(ExtraHook::Clock(filter, ..)) => filter,
             _ => ClockFilter::default(),
         };
-        let set_retval = u32::from(kernel::set_retval());
-        // Per-CPU counters cost the kernel an allocation per entry when the map is made, most
-        // of a run's start at full size: this run's fault slot and targets only.
-        let counter_entries = counter_index(FAULT_SLOT + 1, 0);
-        let target_entries = targets.processes.len().max(1) as u32;
-        let mut loaded = Loaded::new(
-            EbpfLoader::new()
-                .map_max_entries(names::MAP_COUNTERS, counter_entries)
-                .map_max_entries(names::MAP_TARGET_COUNTERS, target_entries)
-                .override_global(names::GLOBAL_KERNEL_SET_RETVAL, &set_retval, true)
-                .override_global(names::GLOBAL_TARGET_CGROUP_ID, &cgroup_id, true)
-                .override_global(names::GLOBAL_TARGET_CGROUP_LEVEL, &cgroup_level, true)
-                .override_global(
-                    names::GLOBAL_FORK_CHILD_PID_OFFSET,
-                    &fork_child_pid_offset,
-                    true,
-                )
-                .override_global(names::GLOBAL_PATH_OFFSETS, &path_offsets, true)
-                .override_global(names::GLOBAL_DISK, &disk, true)
-                .override_global(names::GLOBAL_KERNEL_FN, &kernel_fn, true)
-                .override_global(names::GLOBAL_STATFS, &statfs, true)
-                .override_global(names::GLOBAL_CORRUPT, &corrupt, true)
-                .override_global(names::GLOBAL_CLOCK, &clock, true),
-            kernel::errno_object(),
-        )?;
         // The fork and exit tracepoints first, so that no child escapes once targets are live.
         let mut hooks = if tree {
             vec![hook::FORK, hook::EXIT]
@@ -220,6 +195,32 @@ impl<'t> CallsLoaded<'t> {
                 hooks.push(hook);
             }
         }
+        let set_retval = u32::from(kernel::set_retval());
+        // Per-CPU counters cost the kernel an allocation per entry when the map is made, most
+        // of a run's start at full size: this run's fault slot and targets only.
+        let counter_entries = counter_index(FAULT_SLOT + 1, 0);
+        let target_entries = targets.processes.len().max(1) as u32;
+        let mut loaded = Loaded::new(
+            EbpfLoader::new()
+                .map_max_entries(names::MAP_COUNTERS, counter_entries)
+                .map_max_entries(names::MAP_TARGET_COUNTERS, target_entries)
+                .override_global(names::GLOBAL_KERNEL_SET_RETVAL, &set_retval, true)
+                .override_global(names::GLOBAL_TARGET_CGROUP_ID, &cgroup_id, true)
+                .override_global(names::GLOBAL_TARGET_CGROUP_LEVEL, &cgroup_level, true)
+                .override_global(
+                    names::GLOBAL_FORK_CHILD_PID_OFFSET,
+                    &fork_child_pid_offset,
+                    true,
+                )
+                .override_global(names::GLOBAL_PATH_OFFSETS, &path_offsets, true)
+                .override_global(names::GLOBAL_DISK, &disk, true)
+                .override_global(names::GLOBAL_KERNEL_FN, &kernel_fn, true)
+                .override_global(names::GLOBAL_STATFS, &statfs, true)
+                .override_global(names::GLOBAL_CORRUPT, &corrupt, true)
+                .override_global(names::GLOBAL_CLOCK, &clock, true),
+            kernel::errno_object(),
+            &hooks,
+        )?;
         for &hook in &hooks {
             loaded.load(hook)?;
         }

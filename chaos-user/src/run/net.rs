@@ -51,7 +51,6 @@ impl<'t> NetLoaded<'t> {
         tables: &NetTables,
         at: NetHook,
     ) -> Result<Self, AttachError> {
-        let mut loaded = Loaded::plain(object::NET)?;
         let xdp = match at {
             NetHook::Xdp(mode) => Some(mode),
             NetHook::Tc => None,
@@ -64,6 +63,7 @@ impl<'t> NetLoaded<'t> {
                 .filter(|hook| matches!(hook, Hook::Tc { direction, .. } if fault.directions & direction != 0))
                 .collect(),
         };
+        let mut loaded = Loaded::plain(object::NET, &hooks)?;
         for &hook in &hooks {
             loaded.load(hook)?;
         }
