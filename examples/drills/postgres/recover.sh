@@ -14,20 +14,30 @@ bin=$(pg_bin)
 # Whether a PostgreSQL process of this data directory lives: backends rename themselves, but
 # their command name stays "postgres" and each one works in the data directory (a zombie has no
 # working directory left).
-postgres_left() {
+postgres_pids() {
     for pid in $(pgrep -u postgres -x postgres); do
-        [ "$(readlink "/proc/$pid/cwd" 2>/dev/null)" = "$dir/mnt/data" ] && return 0
+        [ "$(readlink "/proc/$pid/cwd" 2>/dev/null)" = "$dir/mnt/data" ] && echo "$pid"
     done
-    return 1
+}
+postgres_left() {
+    [ -n "$(postgres_pids)" ]
+}
+# Waits up to $1 tenths of a second for every PostgreSQL process of the data directory to end.
+wait_postgres_gone() {
+    tries=0
+    while postgres_left && [ "$tries" -lt "$1" ]; do
+        sleep 0.1
+        tries=$((tries + 1))
+    done
 }
 stop() {
     stop_pidfile "$dir/pid" INT
     # The first server, if no cut came, gets its own SIGTERM: gone before the unmount.
-    tries=0
-    while postgres_left && [ $tries -lt 30 ]; do
-        sleep 0.1
-        tries=$((tries + 1))
-    done
+    wait_postgres_gone 25
+    # A fast shutdown slower than that (a loaded, emulated guest) is cut short: the filesystem
+    # must be free to unmount before chaos's SIGKILL, 5 s after its SIGTERM.
+    postgres_pids | xargs -r kill -KILL 2>/dev/null
+    wait_postgres_gone 10
     umount "$dir/mnt" 2>/dev/null
     losetup -j "$dir/disk.img" | cut -d: -f1 | xargs -r -n 1 losetup -d
     exit "${1:-0}"
