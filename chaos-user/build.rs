@@ -151,6 +151,9 @@ fn hash_map_users(bytes: &[u8]) -> anyhow::Result<Vec<(String, Vec<String>)>> {
     const BPF_F_NO_PREALLOC: u32 = 1;
 
     let file = object::File::parse(bytes)?;
+    if !file.is_little_endian() {
+        bail!("a big-endian object: the map definitions are read as little-endian");
+    }
     let Some(maps) = file.section_by_name("maps") else {
         return Ok(Vec::new());
     };
@@ -173,8 +176,11 @@ fn hash_map_users(bytes: &[u8]) -> anyhow::Result<Vec<(String, Vec<String>)>> {
         }
     }
     let text = file.section_by_name(".text").map(|section| section.index());
-    // What the relocations in `range` of `section` name: hash maps, and whether `.text`.
-    let named = |section: &object::Section<'_, '_>, range: std::ops::Range<u64>| {
+    // What the relocations in `range` of `section` name: hash maps, and whether `.text`. A
+    // reference this reading cannot follow fails the build: a map it missed would be shrunk.
+    let named = |section: &object::Section<'_, '_>,
+                 range: std::ops::Range<u64>|
+     -> anyhow::Result<(BTreeSet<String>, bool)> {
         let mut found = BTreeSet::new();
         let mut calls_text = false;
         for (offset, relocation) in section.relocations() {
@@ -186,17 +192,26 @@ fn hash_map_users(bytes: &[u8]) -> anyhow::Result<Vec<(String, Vec<String>)>> {
             }
             if let Some(map) = hash_maps.get(&index.0) {
                 found.insert(map.clone());
-            } else if let Ok(symbol) = file.symbol_by_index(index)
-                && symbol.section_index().is_some()
-                && symbol.section_index() == text
-            {
+                continue;
+            }
+            let symbol = file.symbol_by_index(index)?;
+            let Some(target) = symbol.section_index() else {
+                continue;
+            };
+            if Some(target) == text {
                 calls_text = true;
+            } else if target == maps.index() && symbol.kind() == SymbolKind::Section {
+                bail!("a relocation names the maps section, not a map");
+            } else if target != section.index()
+                && file.section_by_index(target)?.kind() == object::SectionKind::Text
+            {
+                bail!("a relocation names code outside .text and its own section");
             }
         }
-        (found, calls_text)
+        Ok((found, calls_text))
     };
     let text_maps = match text {
-        Some(index) => named(&file.section_by_index(index)?, 0..u64::MAX).0,
+        Some(index) => named(&file.section_by_index(index)?, 0..u64::MAX)?.0,
         None => BTreeSet::new(),
     };
     let mut users: BTreeMap<String, Vec<String>> = hash_maps
@@ -212,7 +227,7 @@ fn hash_map_users(bytes: &[u8]) -> anyhow::Result<Vec<(String, Vec<String>)>> {
         }
         let section = file.section_by_index(index)?;
         let start = symbol.address() - section.address();
-        let (mut found, calls_text) = named(&section, start..start + symbol.size());
+        let (mut found, calls_text) = named(&section, start..start + symbol.size())?;
         if calls_text {
             found.extend(text_maps.iter().cloned());
         }
