@@ -415,14 +415,7 @@ pub(crate) fn guard(pid: u32) -> Result<Option<&'static str>, TargetError> {
 fn is_kernel_thread(pid: u32) -> Result<bool, TargetError> {
     const PF_KTHREAD: u64 = 0x0020_0000;
     let stat = read(format!("/proc/{pid}/stat"))?;
-    // The command name (field 2) may contain spaces; the fields after it do not.
-    let after_comm = stat
-        .rsplit_once(')')
-        .map(|(_, rest)| rest)
-        .unwrap_or_default();
-    let flags = after_comm
-        .split_whitespace()
-        .nth(6)
+    let flags = stat_field(&stat, 9)
         .and_then(|f| f.parse::<u64>().ok())
         .unwrap_or(0);
     Ok(flags & PF_KTHREAD != 0)
@@ -483,16 +476,17 @@ pub fn descendants(pid: u32) -> Vec<u32> {
     found.split_off(1)
 }
 
-/// Field 4 of /proc/PID/stat, after the command name (which may hold spaces and parentheses):
-/// stat costs the kernel less to make than status, and `--pid-tree` reads it for every process.
+/// Field 4 of /proc/PID/stat: stat costs the kernel less to make than status, and
+/// `--pid-tree` reads it for every process.
 fn parent_of(pid: u32) -> Option<u32> {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    stat.rsplit_once(')')?
-        .1
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()
+    stat_field(&stat, 4)?.parse().ok()
+}
+
+/// Field `n` (from 3, numbered as proc(5) does) of a /proc/PID/stat line, read past the command
+/// name (field 2), which may hold spaces and parentheses.
+fn stat_field(stat: &str, n: usize) -> Option<&str> {
+    stat.rsplit_once(')')?.1.split_whitespace().nth(n - 3)
 }
 
 fn pidfd_open(pid: u32) -> Result<OwnedFd, TargetError> {
