@@ -7,7 +7,7 @@
 //! deadline, which ends it.
 
 use std::{
-    path::PathBuf,
+    path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     thread,
     time::{Duration, Instant},
@@ -25,16 +25,20 @@ fn integration_dir() -> PathBuf {
 
 /// Starts the toolkit's `chaos run` on the example experiment in `dir` (its journal there), the
 /// extension importable, the configuration in its environment.
-fn start_toolkit(dir: &std::path::Path, env: &[(&str, &str)]) -> Child {
-    start_experiment("connect-refused.json", dir, env)
+fn start_toolkit(dir: &Path, env: &[(&str, &str)]) -> Child {
+    start_experiment(&example("connect-refused.json"), dir, env)
 }
 
-/// As [`start_toolkit`], for the example experiment `name`.
-fn start_experiment(name: &str, dir: &std::path::Path, env: &[(&str, &str)]) -> Child {
-    let experiment = integration_dir().join("examples").join(name);
+/// The extension's example experiment `name`.
+fn example(name: &str) -> PathBuf {
+    integration_dir().join("examples").join(name)
+}
+
+/// As [`start_toolkit`], for the experiment file `experiment`.
+fn start_experiment(experiment: &Path, dir: &Path, env: &[(&str, &str)]) -> Child {
     Command::new(python_tool("chaos"))
         .args(["--no-log-file", "run", "--journal-path", "journal.json"])
-        .arg(&experiment)
+        .arg(experiment)
         .current_dir(dir)
         .env("PYTHONPATH", integration_dir())
         .env("CHAOS_BIN", chaos_bin())
@@ -50,7 +54,7 @@ fn workdir(name: &str) -> PathBuf {
 }
 
 /// The journal the toolkit wrote in `dir`.
-fn journal(dir: &std::path::Path) -> Value {
+fn journal(dir: &Path) -> Value {
     let text = std::fs::read(dir.join("journal.json")).expect("journal.json");
     serde_json::from_slice(&text).expect("a JSON journal")
 }
@@ -176,53 +180,80 @@ fn a_killed_toolkit_leaves_the_fault_to_its_deadline() {
 }
 
 /// SIGTERM or SIGINT to the toolkit mid-run (a CI job cancelled, Ctrl-C): the run ends
-/// "interrupted" and the fault is stopped at once, by the rollback (the example asks for the
-/// "always" strategy) and the extension's safeguard control, not left to its deadline.
+/// "interrupted" and the fault is stopped at once, by the rollback (the experiments ask for the
+/// "always" strategy) and the extension's safeguard control, not left to its deadline. Two
+/// moments: as soon as the fault is live (the example experiment: the signal lands in the
+/// extension's action, in chaoslib between activities, or in the next probe), and while a probe
+/// of the toolkit's own process provider runs, whose 120 s "after" pause chaoslib sleeps even
+/// when the probe was interrupted.
 #[test]
 fn an_interrupted_toolkit_stops_the_fault_at_once() {
-    for signal in [libc::SIGTERM, libc::SIGINT] {
-        let dir = workdir(&format!("signal-{signal}"));
-        let service = HttpService::start(&dir);
-        let bed = ConnectBed::new(VICTIM, "ctk-signal");
-        let victim = bed.victim();
-        let cgroup = bed.cgroup.path.display().to_string();
-        let toolkit = start_toolkit(
-            &dir,
-            &[
-                ("TARGET_CGROUP", &cgroup),
-                ("SERVICE_URL", &service.url),
-                ("FAULT_FOR", "10m"),
-                ("HOLD_S", "120"),
-            ],
-        );
-        victim.wait_for_failure();
-        // SAFETY: kill(2) on our own child.
-        unsafe { libc::kill(toolkit.id() as i32, signal) };
-        let started = Instant::now();
-        let output = toolkit.wait_with_output().expect("the toolkit");
-        eprintln!("{}", String::from_utf8_lossy(&output.stderr));
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "the toolkit took {:?} to end",
-            started.elapsed()
-        );
-        let journal = journal(&dir);
-        assert_eq!(journal["status"], "interrupted", "signal {signal}");
-        assert!(
-            detached_runs().is_empty(),
-            "signal {signal}: the fault outlived the toolkit"
-        );
-        let stopped = monotonic_ns();
-        victim.wait_for_call_after(stopped);
-        assert!(
-            victim
-                .calls()
-                .iter()
-                .filter(|c| c.at_ns > stopped)
-                .all(|c| c.errno.is_none()),
-            "signal {signal}: connects still failed"
-        );
-        assert_no_chaos_programs();
+    let in_a_process_probe = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("experiments/chaostoolkit/interrupted-in-a-process-probe.json");
+    for (moment, experiment) in [
+        ("live", example("connect-refused.json")),
+        ("probe", in_a_process_probe),
+    ] {
+        for signal in [libc::SIGTERM, libc::SIGINT] {
+            let dir = workdir(&format!("signal-{moment}-{signal}"));
+            let service = HttpService::start(&dir);
+            let bed = ConnectBed::new(VICTIM, "ctk-signal");
+            let victim = bed.victim();
+            let cgroup = bed.cgroup.path.display().to_string();
+            let toolkit = start_experiment(
+                &experiment,
+                &dir,
+                &[
+                    ("TARGET_CGROUP", &cgroup),
+                    ("SERVICE_URL", &service.url),
+                    ("FAULT_FOR", "10m"),
+                    ("HOLD_S", "120"),
+                ],
+            );
+            victim.wait_for_failure();
+            if moment == "probe" {
+                wait_for_path(&dir.join("probing"));
+            }
+            // SAFETY: kill(2) on our own child.
+            unsafe { libc::kill(toolkit.id() as i32, signal) };
+            let started = Instant::now();
+            let output = toolkit.wait_with_output().expect("the toolkit");
+            eprintln!("{}", String::from_utf8_lossy(&output.stderr));
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "{moment}, signal {signal}: the toolkit took {:?} to end",
+                started.elapsed()
+            );
+            let journal = journal(&dir);
+            assert_eq!(
+                journal["status"], "interrupted",
+                "{moment}, signal {signal}"
+            );
+            assert!(
+                detached_runs().is_empty(),
+                "{moment}, signal {signal}: the fault outlived the toolkit"
+            );
+            let stopped = monotonic_ns();
+            victim.wait_for_call_after(stopped);
+            assert!(
+                victim
+                    .calls()
+                    .iter()
+                    .filter(|c| c.at_ns > stopped)
+                    .all(|c| c.errno.is_none()),
+                "{moment}, signal {signal}: connects still failed"
+            );
+            assert_no_chaos_programs();
+        }
+    }
+}
+
+/// Waits (up to a minute) for `path` to exist.
+fn wait_for_path(path: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !path.exists() {
+        assert!(Instant::now() < deadline, "no {}", path.display());
+        thread::sleep(Duration::from_millis(20));
     }
 }
 
@@ -258,7 +289,7 @@ fn the_toolkit_drives_a_k8s_run_through_the_api() {
     }
     let kubeconfig = api.kubeconfig.display().to_string();
     let mut toolkit = start_experiment(
-        "k8s-connect-refused.json",
+        &example("k8s-connect-refused.json"),
         &dir,
         &[
             ("KUBECONFIG", &kubeconfig),

@@ -20,7 +20,6 @@ __all__ = [
 _OWN = ("--for", "--detach", "--json")
 
 
-@cli.interruptible
 def start_fault(
     command: List[str],
     duration: str,
@@ -59,7 +58,6 @@ def _checked(command: List[str]) -> List[str]:
     return command
 
 
-@cli.interruptible
 def stop_run(run_id: str, configuration: Configuration = None) -> Dict[str, Any]:
     """End one detached run now (`chaos stop ID`).
 
@@ -75,13 +73,11 @@ def stop_run(run_id: str, configuration: Configuration = None) -> Dict[str, Any]
     raise cli.failed(proc)
 
 
-@cli.interruptible
 def stop_started_runs(configuration: Configuration = None) -> List[Dict[str, Any]]:
     """End every run this experiment started (through start_fault) that is still running."""
     return [stop_run(run_id, configuration) for run_id in cli.started()]
 
 
-@cli.interruptible
 def stop_all(configuration: Configuration = None) -> Dict[str, Any]:
     """End EVERY detached run on the machine (`chaos stop --all`), this experiment's or not."""
     proc = cli.run(configuration, ["stop", "--all"])
@@ -94,7 +90,6 @@ def stop_all(configuration: Configuration = None) -> Dict[str, Any]:
     return {"stopped": stopped}
 
 
-@cli.interruptible
 def start_k8s_fault(
     namespace: str,
     selector: str,
@@ -129,7 +124,6 @@ def start_k8s_fault(
     return run
 
 
-@cli.interruptible
 def stop_k8s_run(
     run_id: str, chaos_namespace: str = "chaos", configuration: Configuration = None
 ) -> Dict[str, Any]:
@@ -146,7 +140,6 @@ def stop_k8s_run(
     raise cli.failed(proc)
 
 
-@cli.interruptible
 def stop_started_k8s_runs(
     chaos_namespace: str = "chaos", configuration: Configuration = None
 ) -> List[Dict[str, Any]]:

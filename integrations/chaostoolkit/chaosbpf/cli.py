@@ -4,13 +4,11 @@ Chaos Toolkit installs a console script also named `chaos`, so the binary is nev
 in PATH: its absolute path comes from the experiment's configuration key `chaos_bin` (a plain
 string, or `{"type": "env", "key": "CHAOS_BIN"}`), else from the CHAOS_BIN environment variable.
 """
-import functools
 import json
 import os
-import signal
 import subprocess
 import threading
-from typing import Any, Callable, Dict, List, Optional, TypeVar
+from typing import Any, Dict, List, Optional
 
 from chaoslib.exceptions import ActivityFailed, InterruptExecution
 
@@ -78,7 +76,7 @@ def run(
     process group) reaches only the toolkit; and if the toolkit is interrupted while the
     child runs, the child is not killed mid-way (subprocess.run would SIGKILL it): it gets
     a few seconds to finish, so a run it started is announced and can be stopped, and the
-    interruption is handed back right after (see _interrupt_again).
+    interruption goes on right after.
     """
     argv = [chaos_bin(configuration), *args]
     proc = subprocess.Popen(
@@ -103,47 +101,8 @@ def run(
             proc.wait()
             raise exc
         _remember_from(out, args)
-        _interrupt_again(exc)
+        raise
     return subprocess.CompletedProcess(argv, proc.returncode, out, err)
-
-
-def _interrupt_again(exc: BaseException) -> None:
-    """Hands an interruption that arrived during a call of chaos back to the toolkit a moment
-    after the call returns.
-
-    Raised here, it would wait: chaoslib sleeps an activity's "after" pause in a `finally`,
-    even when the activity raised (chaoslib/activity.py), and turns an InterruptExecution
-    raised inside an activity into a mere failed activity. A signal of its own instead cuts
-    the pause (or the next activity) short: SIGUSR1 ends the run "interrupted" with the
-    rollbacks the strategy plays, SIGUSR2 without them (chaoslib/exit.py).
-    """
-    # Once per interruption: an activity that calls another (run_counters calls list_runs)
-    # sees the same exception twice.
-    if getattr(exc, "_chaosbpf_handed_back", False):
-        return
-    exc._chaosbpf_handed_back = True  # type: ignore[attr-defined]
-    no_rollbacks = isinstance(exc, SystemExit) and exc.code == 30
-    again = signal.SIGUSR2 if no_rollbacks else signal.SIGUSR1
-    threading.Timer(0.1, os.kill, (os.getpid(), again)).start()
-
-
-Activity = TypeVar("Activity", bound=Callable[..., Any])
-
-
-def interruptible(activity: Activity) -> Activity:
-    """Hands an interruption that arrives anywhere in an activity, not only during a call of
-    chaos, back to the toolkit (see _interrupt_again): left to chaoslib, it would count as a
-    failed activity and the activity's "after" pause would still be slept in full."""
-
-    @functools.wraps(activity)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return activity(*args, **kwargs)
-        except (InterruptExecution, KeyboardInterrupt, SystemExit) as exc:
-            _interrupt_again(exc)
-            raise
-
-    return wrapper  # type: ignore[return-value]
 
 
 def _remember_from(stdout: str, args: List[str]) -> None:

@@ -14,47 +14,87 @@ It also publishes the ID of the last run start_fault started as the configuratio
 started in.
 """
 import logging
+import os
 import signal
+import sys
 import threading
+import time
 from typing import Any, Dict, Optional
 
-from chaoslib.exceptions import InterruptExecution
+from chaoslib.activity import execute_activity
 
 from chaosbpf import cli
 
 logger = logging.getLogger("chaostoolkit")
 
 _configuration: Dict[str, Any] = {}
-_previous_sighup = None
-_previous_sigint = None
+# The handlers replaced, per signal, put back by cleanup_control.
+_previous: Dict[int, Any] = {}
+# SIGTERM (a CI job cancelled), SIGINT (Ctrl-C), SIGHUP (a closed SSH session).
+_STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+# Set in the main thread only (signal handlers and controls run there).
+_interrupted = False
+_ending = False
 
 
-def _hangup(signum, frame):
-    # chaoslib handles SIGTERM and SIGUSR1/2 but not SIGHUP (a closed SSH session), which
-    # would kill the toolkit with no journal, no rollback and no cleanup. Treat it as SIGUSR1
-    # does (chaoslib/exit.py): SystemExit(20), rollbacks as the strategy says.
-    logger.warning("Caught SIGHUP, interrupting the experiment now")
+def _in_pause(frame) -> bool:
+    """Whether the main thread is sleeping an activity's pause (chaoslib sleeps it right in
+    execute_activity)."""
+    return frame is not None and frame.f_code is execute_activity.__code__
+
+
+def _stop(signum, frame):
+    # SystemExit(20) is what chaoslib raises on SIGUSR1 (exit.py): the run ends "interrupted",
+    # rollbacks played as the strategy says. Not chaoslib's InterruptExecution for SIGTERM, nor
+    # Python's KeyboardInterrupt for SIGINT: InterruptExecution is an Exception, swallowed
+    # wherever the signal lands in an `except Exception` (a logging handler's emit, chaoslib's
+    # event handlers, its Python provider, which turns it into a failed activity: the run went
+    # on); KeyboardInterrupt reaches chaoslib only once the activity in progress ends. SIGHUP
+    # would kill the toolkit with no journal, rollback or cleanup.
+    global _interrupted
+    if _ending:
+        logger.warning(f"Caught {signal.Signals(signum).name}: the faults are being stopped")
+        return
+    if _interrupted:
+        # Raised only into a pause: elsewhere the first interruption is on its way up, and a
+        # second one could land in chaoslib's own handling of it.
+        if _in_pause(frame):
+            raise SystemExit(20)
+        return
+    _interrupted = True
+    logger.warning(f"Caught {signal.Signals(signum).name}, interrupting the experiment now")
+    threading.Thread(target=_nudge, args=(signum,), daemon=True).start()
     raise SystemExit(20)
 
 
-def _interrupt(signum, frame):
-    # Python's own KeyboardInterrupt reaches chaoslib only once the activity in progress ends
-    # (measured: a 120 s pause ran to its end after Ctrl-C): end the run at once, as
-    # chaoslib's SIGTERM handler does.
-    logger.warning("Caught SIGINT, interrupting the experiment now")
-    raise InterruptExecution("SIGINT signal received")
+def _nudge(signum: int) -> None:
+    """chaoslib sleeps an activity's pauses in a `finally`: an interruption raised in the
+    activity waits for its "after" pause. Signal again while the main thread sleeps one."""
+    main = threading.main_thread()
+    while not _ending and main.is_alive():
+        time.sleep(0.2)
+        if _in_pause(sys._current_frames().get(main.ident)):
+            os.kill(os.getpid(), signum)
 
 
 def configure_control(configuration: Optional[Dict[str, Any]] = None, **kwargs) -> None:
-    global _previous_sighup, _previous_sigint
     # cleanup_control() gets no arguments: keep what finding the binary needs.
     _configuration.clear()
     _configuration.update(configuration or {})
     if threading.current_thread() is threading.main_thread():
-        if signal.getsignal(signal.SIGHUP) is signal.SIG_DFL:
-            _previous_sighup = signal.signal(signal.SIGHUP, _hangup)
-        if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
-            _previous_sigint = signal.signal(signal.SIGINT, _interrupt)
+        for signum in _STOP_SIGNALS:
+            if signum not in _previous:
+                _previous[signum] = signal.signal(signum, _stop)
+
+
+def before_rollback_control(**kwargs) -> None:
+    global _ending
+    _ending = True
+
+
+def after_experiment_control(**kwargs) -> None:
+    global _ending
+    _ending = True
 
 
 def after_activity_control(context: Dict[str, Any], state: Dict[str, Any] = None,
@@ -73,14 +113,12 @@ def after_activity_control(context: Dict[str, Any], state: Dict[str, Any] = None
 def cleanup_control() -> None:
     from chaosbpf.actions import stop_k8s_run, stop_run
 
-    global _previous_sighup, _previous_sigint
+    global _ending
+    _ending = True
     if threading.current_thread() is threading.main_thread():
-        if _previous_sighup is not None:
-            signal.signal(signal.SIGHUP, _previous_sighup)
-            _previous_sighup = None
-        if _previous_sigint is not None:
-            signal.signal(signal.SIGINT, _previous_sigint)
-            _previous_sigint = None
+        for signum, previous in list(_previous.items()):
+            signal.signal(signum, previous)
+            del _previous[signum]
 
     for run_id in cli.started():
         try:

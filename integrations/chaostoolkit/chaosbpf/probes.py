@@ -9,7 +9,6 @@ from chaosbpf import cli
 __all__ = ["list_runs", "run_is_active", "run_counters", "started_runs", "k8s_run_report"]
 
 
-@cli.interruptible
 def list_runs(configuration: Configuration = None) -> List[Dict[str, Any]]:
     """The detached runs (`chaos list --json`): id, targets, faults, deadline_ns,
     remaining_s, matched, injected."""
@@ -29,7 +28,6 @@ def _run_id(run_id: str, kind: str = "local") -> str:
     return mine[-1]
 
 
-@cli.interruptible
 def run_is_active(run_id: str = "", configuration: Configuration = None) -> bool:
     """Whether a detached run is still listed. Without run_id: the last run this experiment
     started (ActivityFailed if it started none)."""
@@ -37,7 +35,6 @@ def run_is_active(run_id: str = "", configuration: Configuration = None) -> bool
     return any(run.get("id") == run_id for run in list_runs(configuration))
 
 
-@cli.interruptible
 def run_counters(run_id: str = "", configuration: Configuration = None) -> Dict[str, int]:
     """What a live detached run has done so far: {"matched", "injected"} (calls or packets
     that passed its filters, and those it acted on). Without run_id: the last run this
@@ -54,7 +51,6 @@ def started_runs() -> List[str]:
     return cli.started()
 
 
-@cli.interruptible
 def k8s_run_report(
     run_id: str = "", chaos_namespace: str = "chaos", configuration: Configuration = None
 ) -> Dict[str, Any]:
