@@ -336,6 +336,27 @@ fn the_clsact_fallback_drops_and_is_undone_even_after_sigkill() {
     assert_eq!(udp_arrivals(&net, &net.v4(0, 2), 7305), DATAGRAMS);
 }
 
+/// An ingress qdisc someone added leaves no room for clsact (both take the ingress handle): on
+/// the clsact fallback (forced) the fault is refused with exit 2 naming the interface and the
+/// qdisc, which stays; nothing is attached and the traffic flows.
+#[test]
+fn an_ingress_qdisc_on_the_interface_is_left_alone() {
+    let net = TestNet::new("ingress");
+    let status = std::process::Command::new("tc")
+        .args(["-n", &net.b, "qdisc", "add", "dev", "b0", "ingress"])
+        .status()
+        .expect("tc");
+    assert!(status.success());
+    let output = clsact_drop(&net).output().expect("run chaos");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("b0 has an ingress qdisc"), "{stderr}");
+    assert!(!stderr.contains("this kernel"), "{stderr}");
+    assert!(qdisc_kinds(&net.b, "b0").contains(&"ingress".to_owned()));
+    assert_no_chaos_programs();
+    assert_eq!(udp_arrivals(&net, &net.v4(0, 2), 7306), DATAGRAMS);
+}
+
 /// A detached run on the clsact fallback (forced): its filter stays with no chaos process
 /// alive (there is no link to pin) and goes, with the clsact chaos added, on `chaos stop`.
 #[test]

@@ -93,8 +93,10 @@ pub enum AttachError {
         #[source]
         source: io::Error,
     },
-    #[error("network faults cannot run on this kernel: {0}")]
-    NetUnsupported(String),
+    /// An interface chaos would change is set up in a way it leaves alone, or the kernel
+    /// refused the change (its words).
+    #[error("{0}")]
+    Iface(String),
     #[error(
         "{iface} already carries XDP program {id} ({name}, {mode}): an interface runs one XDP program per mode, and chaos does not replace someone else's; detach it (ip link set dev {iface} xdp off) or use --hook tc"
     )]
@@ -130,7 +132,7 @@ impl AttachError {
         matches!(
             self,
             AttachError::NoBtf(_)
-                | AttachError::NetUnsupported(_)
+                | AttachError::Iface(_)
                 | AttachError::XdpBusy { .. }
                 | AttachError::XdpNoNative { .. }
         )

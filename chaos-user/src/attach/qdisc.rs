@@ -90,7 +90,7 @@ fn on_iface<T>(
             index => work(index),
         }
     })?
-    .map_err(|err| AttachError::NetUnsupported(format!("cannot {what} on {iface}: {err}")))
+    .map_err(|err| AttachError::Iface(format!("cannot {what} on {iface}: {err}")))
 }
 
 /// The root qdisc of `iface`.
@@ -98,7 +98,7 @@ fn root_qdisc(netns: Option<&Netns>, iface: &str) -> Result<Qdisc, AttachError> 
     on_iface(netns, iface, "read the root qdisc", netlink::qdiscs)?
         .into_iter()
         .find(|qdisc| qdisc.parent == TC_H_ROOT)
-        .ok_or_else(|| AttachError::NetUnsupported(format!("{iface} lists no root qdisc")))
+        .ok_or_else(|| AttachError::Iface(format!("{iface} lists no root qdisc")))
 }
 
 /// Makes fq the root qdisc of `iface`: kept if it is one already, put in place of the device's
@@ -109,7 +109,7 @@ pub fn install_fq(netns: Option<&Netns>, iface: &str) -> Result<Changed, AttachE
         return Ok(Changed::nothing(netns, iface, Change::Fq));
     }
     if root.handle != 0 {
-        return Err(AttachError::NetUnsupported(format!(
+        return Err(AttachError::Iface(format!(
             "{iface} has a configured {} root qdisc ({:x}:): chaos puts fq only in place of a device's default qdisc, which it can put back; remove it or fault another interface",
             root.kind,
             root.handle >> 16
@@ -131,10 +131,14 @@ pub fn install_fq(netns: Option<&Netns>, iface: &str) -> Result<Changed, AttachE
 /// none. With one there already, the filters chaos adds are recorded once attached
 /// ([`Changed::record_filter`]).
 pub fn ensure_clsact(netns: Option<&Netns>, iface: &str) -> Result<Changed, AttachError> {
-    let present = on_iface(netns, iface, "read the qdiscs", netlink::qdiscs)?
-        .iter()
-        .any(|qdisc| qdisc.kind == "clsact");
-    if present {
+    let qdiscs = on_iface(netns, iface, "read the qdiscs", netlink::qdiscs)?;
+    if qdiscs.iter().any(|qdisc| qdisc.kind == "ingress") {
+        // Both take the ingress handle: the kernel refuses clsact beside it.
+        return Err(AttachError::Iface(format!(
+            "{iface} has an ingress qdisc, which leaves no room for the clsact qdisc chaos's TC programs hang from on kernels without tcx links (before 6.6); chaos does not remove someone else's qdisc: remove it (tc qdisc del dev {iface} ingress), use --hook xdp where the fault allows it, or fault another interface"
+        )));
+    }
+    if qdiscs.iter().any(|qdisc| qdisc.kind == "clsact") {
         let filters = Change::Filters {
             filters: Vec::new(),
         };
