@@ -16,6 +16,7 @@ use crate::{
         ops,
     },
     kernel::{self, Finding},
+    target::Targets,
 };
 
 #[derive(Debug, Error)]
@@ -245,10 +246,17 @@ pub fn check_detachable(perf_events: Option<&'static str>) -> Result<(), PlanErr
     }
 }
 
-/// [`check_detachable`] for a fault on calls: `kprobe` names its kprobe if it has one; `tree`:
-/// it has --pid-tree's fork and exit tracepoints.
-pub fn check_detachable_calls(kprobe: Option<&'static str>, tree: bool) -> Result<(), PlanError> {
-    check_detachable(kprobe.or(tree.then_some("the fork and exit tracepoints of --pid-tree")))
+/// [`check_detachable`] for a fault on calls of `targets`: `perf_events` names its own programs
+/// that attach through perf events, if any; --pid-tree adds its fork and exit tracepoints.
+pub fn check_detachable_calls(
+    perf_events: Option<&'static str>,
+    targets: &Targets,
+) -> Result<(), PlanError> {
+    check_detachable(
+        perf_events.or(targets
+            .has_tree()
+            .then_some("the fork and exit tracepoints of --pid-tree")),
+    )
 }
 
 /// Checks that this kernel can fail `syscall` at its entry function (a function of the

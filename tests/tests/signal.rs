@@ -152,7 +152,8 @@ fn unknown_syscalls_and_signals_exit_2() {
 
 /// A detached signal run: chaos returns at once and the tracepoint program, pinned, kills the
 /// target at its next fsync with no chaos process alive; the bystander lives; `chaos stop`
-/// removes everything.
+/// removes everything. Where bpffs cannot pin perf-event links (before 5.15), --pid-tree's
+/// fork and exit tracepoints are refused with --detach whichever program signals.
 #[test]
 fn a_detached_signal_run_kills_without_a_loader() {
     if !signals_supported() {
@@ -177,6 +178,20 @@ fn a_detached_signal_run_kills_without_a_loader() {
     ];
     // Only a tracepoint needs a perf link to outlive chaos; fentry's link pins anywhere.
     let (links, detail) = Probe::run().feature(features::PERF_LINK);
+    if !links {
+        // --pid-tree follows forks and exits through tracepoints, whichever program signals.
+        let mut tree = args.to_vec();
+        tree[1] = "--pid-tree";
+        tree.push("--detach");
+        let fentry = auto_mechanism() == "fentry";
+        let named: &[&str] = if fentry {
+            &["detached", "--pid-tree", "5.15"]
+        } else {
+            &["detached", "5.15"]
+        };
+        assert_refused(&tree, named);
+        assert!(target.alive(), "nothing may be attached");
+    }
     if !links && auto_mechanism() == "tracepoint" {
         assert!(!expected(features::PERF_LINK), "{detail}");
         let mut detached = args.to_vec();

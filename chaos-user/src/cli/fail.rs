@@ -178,9 +178,8 @@ pub fn execute(args: FailArgs) -> Result<u8, Error> {
         fault.override_with = Some(plan::check_kernel_fn(function, fault.errno, choice)?);
     }
     if args.run.detach {
-        let tree = targets.processes.iter().any(|process| process.tree);
         let kprobe = fault.override_with == Some(Mechanism::KprobeOverride);
-        plan::check_detachable_calls(kprobe.then_some("the overriding kprobe"), tree)?;
+        plan::check_detachable_calls(kprobe.then_some("the overriding kprobe"), &targets)?;
     }
     let calls: Vec<String> = fault
         .ops

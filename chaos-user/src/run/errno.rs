@@ -99,7 +99,7 @@ impl<'t> CallsLoaded<'t> {
         plan: &Plan,
         extra: Option<ExtraHook<'_>>,
     ) -> Result<Self, CallsError> {
-        let tree = targets.processes.iter().any(|p| p.tree);
+        let tree = targets.has_tree();
         let fork_child_pid_offset = if tree {
             kernel::fork_child_pid_offset().map_err(CallsError::ForkTracepoint)?
         } else {

@@ -132,6 +132,12 @@ pub struct TargetSpec<'a> {
 }
 
 impl Targets {
+    /// Whether a process's descendants are targets too (--pid-tree): the run follows forks
+    /// and exits through tracepoints.
+    pub fn has_tree(&self) -> bool {
+        self.processes.iter().any(|process| process.tree)
+    }
+
     /// Resolves what `spec` names.
     pub fn resolve(spec: &TargetSpec<'_>) -> Result<Targets, TargetError> {
         let force = spec.force;
