@@ -33,7 +33,7 @@ pub use engines::{
     HttpService, assert_refused_then_recovered, detached_runs, free_port, scratch_dir,
 };
 pub use mounts::TestMount;
-pub use netbed::{Peer, TestNet};
+pub use netbed::{Peer, TestNet, idle_virtio_nics};
 
 /// A tool of the Python venv `cargo xtask setup` makes (kubernetes-validate, the Chaos
 /// Toolkit), found through CHAOS_PYTHON_BIN.

@@ -178,6 +178,29 @@ impl TestNet {
     }
 }
 
+/// The NICs of this machine that the virtio_net driver drives and nothing uses yet (down, no
+/// address): the guests have two, joined by a qemu hub; the host's own NIC is never taken.
+pub fn idle_virtio_nics() -> Vec<String> {
+    // Debian's kernels build the driver as a module, and nothing loads it at boot in the guests.
+    let _ = Command::new("modprobe")
+        .arg("virtio_net")
+        .stderr(std::process::Stdio::null())
+        .status();
+    let mut nics: Vec<String> = std::fs::read_dir("/sys/class/net")
+        .expect("/sys/class/net")
+        .filter_map(|entry| {
+            let path = entry.ok()?.path();
+            let driver = std::fs::read_link(path.join("device/driver")).ok()?;
+            let flags = std::fs::read_to_string(path.join("flags")).ok()?;
+            let up = u32::from_str_radix(flags.trim().trim_start_matches("0x"), 16).ok()? & 1 != 0;
+            (driver.file_name()? == "virtio_net" && !up)
+                .then(|| path.file_name()?.to_str().map(str::to_owned))?
+        })
+        .collect();
+    nics.sort();
+    nics
+}
+
 fn ip(args: &[String]) {
     let status = Command::new("ip")
         .args(args)

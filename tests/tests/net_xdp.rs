@@ -291,29 +291,6 @@ fn a_killed_xdp_loader_leaves_no_loss_behind() {
     assert_no_chaos_programs();
 }
 
-/// The NICs of this machine that the virtio_net driver drives and nothing uses yet (down, no
-/// address): the guests have two, joined by a qemu hub; the host's own NIC is never taken.
-fn idle_virtio_nics() -> Vec<String> {
-    // Debian's kernels build the driver as a module, and nothing loads it at boot in the guests.
-    let _ = Command::new("modprobe")
-        .arg("virtio_net")
-        .stderr(std::process::Stdio::null())
-        .status();
-    let mut nics: Vec<String> = std::fs::read_dir("/sys/class/net")
-        .expect("/sys/class/net")
-        .filter_map(|entry| {
-            let path = entry.ok()?.path();
-            let driver = std::fs::read_link(path.join("device/driver")).ok()?;
-            let flags = std::fs::read_to_string(path.join("flags")).ok()?;
-            let up = u32::from_str_radix(flags.trim().trim_start_matches("0x"), 16).ok()? & 1 != 0;
-            (driver.file_name()? == "virtio_net" && !up)
-                .then(|| path.file_name()?.to_str().map(str::to_owned))?
-        })
-        .collect();
-    nics.sort();
-    nics
-}
-
 /// A real NIC driver's native XDP: two virtio-net NICs on one wire (a qemu hub), one in each
 /// namespace of the bed. Drops at p = 0.3 in native and generic mode follow the probability over
 /// IPv4 and IPv6 while the veth pair beside them and the other direction of the wire are

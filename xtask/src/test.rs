@@ -317,6 +317,9 @@ pub fn bench() -> anyhow::Result<()> {
         );
     }
     crate::run_command(Command::new(&bench).args(["net", "7"]))?;
+    // Where to drop, on this host's veth (its kernel has no netem); the guest below adds netem
+    // and virtio-net.
+    crate::run_command(Command::new(&bench).args(["hooks", "5", "1000000"]))?;
     // Delay precision needs a real clock: on the host, whose syscall tracepoints serve it.
     crate::run_command(Command::new(&bench).args(["delay", "300"]))?;
     let kernel = vm::Kernel::named(vm::DEFAULT_KERNEL)?;
@@ -349,7 +352,8 @@ pub fn bench() -> anyhow::Result<()> {
     }
     // corrupt-io needs syscall tracepoints and bpf_probe_write_user, which the default guest
     // (no CONFIG_FTRACE_SYSCALLS) and this host (lockdown) lack; delay's fexit rung needs
-    // trampolines, which this host refuses; clock needs both.
+    // trampolines, which this host refuses; clock needs both; the hooks' comparison needs netem
+    // and a real NIC driver (virtio-net).
     let kernel = vm::Kernel::named("debian-6.12")?;
     let command = [
         "sh".into(),
@@ -358,6 +362,7 @@ pub fn bench() -> anyhow::Result<()> {
             "mkdir -p /run/chaos-bench && mount -t tmpfs tmpfs /run/chaos-bench && \
              TMPDIR=/run/chaos-bench {bench} read 4000 5 3 && \
              {bench} delay 0 && \
+             {bench} hooks 3 20000 && \
              exec {bench} clock 20000 5 3",
             bench = shell_quote(&bench.display().to_string())
         ),

@@ -51,6 +51,16 @@
 //! matching none) against no program: a sequential write with fsync and 4 KiB random direct
 //! reads on a loop device, in interleaved passes. Needs kprobe override (the faultinj guest).
 //!
+//!   chaos-bench hooks [PASSES] [DATAGRAMS]
+//!
+//! Where to drop: DATAGRAMS UDP datagrams flooded from namespace A to B, every one dropped by
+//! (2) chaos at XDP in the driver, (3) at generic XDP, (4) at TC (tcx, or clsact before 6.6) on
+//! B's ingress, or (5) netem (loss 100 %) on A's egress, the only side it acts on; against (1)
+//! none, each delivered to a socket. The figure is the CPU time of the whole machine per
+//! datagram (/proc/stat), median and range of PASSES interleaved passes. Then TCP throughput
+//! (iperf3) with each attached but matching nothing (netem: with no impairment). On a veth pair,
+//! and on two virtio-net NICs on one wire where the machine has them idle (the guests).
+//!
 //!   chaos-bench start [TRIALS]
 //!
 //! Start, as a new user meets it: from starting `chaos fail --pid P --op connect` (or
@@ -80,6 +90,14 @@ fn main() {
         Some("start") => return start(args.get(2).and_then(|n| n.parse().ok()).unwrap_or(7)),
         Some("net") => return net_bench(args.get(2).and_then(|n| n.parse().ok()).unwrap_or(3)),
         Some("disk") => return disk_bench(args.get(2).and_then(|n| n.parse().ok()).unwrap_or(5)),
+        Some("hooks") => {
+            let passes = args.get(2).and_then(|n| n.parse().ok()).unwrap_or(3);
+            let datagrams = args
+                .get(3)
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(1_000_000);
+            return hooks_bench(passes, datagrams);
+        }
         Some("delay") => {
             return delay_bench(args.get(2).and_then(|n| n.parse().ok()).unwrap_or(300));
         }
@@ -762,6 +780,219 @@ fn net_bench(passes: usize) {
             (observed - p) / sigma
         );
     }
+}
+
+/// What drops (or would drop) the datagrams from A to B in [`hooks_bench`].
+#[derive(Clone, Copy)]
+enum Dropper {
+    Nobody,
+    /// `chaos net drop --hook HOOK` on B's b0.
+    Chaos(&'static str),
+    /// netem on A's a0.
+    Netem,
+}
+
+const DROPPERS: [(&str, Dropper); 5] = [
+    ("(1) none", Dropper::Nobody),
+    (
+        "(2) chaos --hook xdp-native, b0",
+        Dropper::Chaos("xdp-native"),
+    ),
+    (
+        "(3) chaos --hook xdp-generic, b0",
+        Dropper::Chaos("xdp-generic"),
+    ),
+    ("(4) chaos --hook tc, b0 ingress", Dropper::Chaos("tc")),
+    ("(5) netem, a0 egress", Dropper::Netem),
+];
+
+/// A dropper in place; taken away on drop.
+enum Attached<'a> {
+    Nothing,
+    Chaos(Child),
+    Netem(&'a str),
+}
+
+impl Dropper {
+    /// Puts it in place on `net`: dropping every packet, or (`every` false) matching none
+    /// (chaos: a port nothing uses; netem: no impairment).
+    fn attach<'a>(self, net: &'a chaos_tests::TestNet, every: bool) -> Attached<'a> {
+        match self {
+            Dropper::Nobody => Attached::Nothing,
+            Dropper::Chaos(hook) => {
+                let mut args = vec!["net", "drop", "--netns", &net.b, "--iface", "b0"];
+                args.extend(["--hook", hook, "--probability", "1", "--for", "10m"]);
+                if !every {
+                    args.extend(["--dport", "9"]);
+                }
+                Attached::Chaos(start_chaos(&args, wait_for_net_programs))
+            }
+            Dropper::Netem => {
+                let impairment: &[&str] = if every { &["loss", "100%"] } else { &[] };
+                tc(
+                    &net.a,
+                    &[&["qdisc", "add", "dev", "a0", "root", "netem"], impairment].concat(),
+                );
+                Attached::Netem(&net.a)
+            }
+        }
+    }
+}
+
+impl Drop for Attached<'_> {
+    fn drop(&mut self) {
+        match self {
+            Attached::Nothing => {}
+            Attached::Chaos(child) => {
+                // SAFETY: kill(2) on our own child: SIGINT lets chaos detach cleanly.
+                unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+                let _ = child.wait();
+            }
+            Attached::Netem(ns) => tc(ns, &["qdisc", "del", "dev", "a0", "root"]),
+        }
+    }
+}
+
+/// `tc ARGS` in namespace `ns`.
+fn tc(ns: &str, args: &[&str]) {
+    let status = Command::new("tc")
+        .args(["-n", ns])
+        .args(args)
+        .status()
+        .expect("tc");
+    assert!(status.success(), "tc -n {ns} {}", args.join(" "));
+}
+
+/// The CPU time the whole machine has spent busy since boot, in ns: /proc/stat's user, nice,
+/// system, irq and softirq (not idle, iowait or steal).
+fn busy_ns() -> u64 {
+    let stat = std::fs::read_to_string("/proc/stat").expect("/proc/stat");
+    let ticks: Vec<u64> = stat
+        .lines()
+        .next()
+        .expect("the cpu line")
+        .split_whitespace()
+        .skip(1)
+        .map(|field| field.parse().expect("a tick count"))
+        .collect();
+    let busy = ticks[0] + ticks[1] + ticks[2] + ticks[5] + ticks[6];
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
+    busy * 1_000_000_000 / hz
+}
+
+/// [`DROPPERS`] on a veth pair and, where two idle virtio-net NICs are on one wire, on them.
+fn hooks_bench(passes: usize, datagrams: u64) {
+    hooks_on(
+        "veth",
+        &chaos_tests::TestNet::new("hooks"),
+        passes,
+        datagrams,
+    );
+    match chaos_tests::idle_virtio_nics().as_slice() {
+        [a, b, ..] => {
+            let net = chaos_tests::TestNet::over_nics("hooks-nic", [a, b]);
+            hooks_on("virtio-net", &net, passes, datagrams);
+        }
+        _ => println!("network hooks on virtio-net: not here (no two idle virtio-net NICs)"),
+    }
+}
+
+fn hooks_on(link: &str, net: &chaos_tests::TestNet, passes: usize, datagrams: u64) {
+    let netpeer = std::env::current_exe().unwrap().with_file_name("netpeer");
+    let netpeer = netpeer.to_str().unwrap();
+    let server = net.v4(0, 2);
+    let to = format!("{server}:7700");
+    // netem, where the kernel has it (this host's has not).
+    let netem = Command::new("tc")
+        .args(["-n", &net.a, "qdisc", "add", "dev", "a0", "root", "netem"])
+        .stderr(Stdio::null())
+        .status()
+        .expect("tc")
+        .success();
+    if netem {
+        tc(&net.a, &["qdisc", "del", "dev", "a0", "root"]);
+    }
+    let droppers: Vec<(&str, Dropper)> = DROPPERS
+        .into_iter()
+        .filter(|(_, dropper)| netem || !matches!(dropper, Dropper::Netem))
+        .collect();
+    let mut cpu: Vec<Vec<f64>> = vec![Vec::new(); droppers.len()];
+    let mut delivered = Vec::new();
+    for _ in 0..passes {
+        for (i, &(_, dropper)) in droppers.iter().enumerate() {
+            let _attached = dropper.attach(net, true);
+            let sink = matches!(dropper, Dropper::Nobody).then(|| {
+                let mut sink = net.spawn(&net.b, netpeer, &["udp-sink", &to, "300"]);
+                assert_eq!(sink.line(), "ready");
+                sink
+            });
+            let before = busy_ns();
+            let status = Command::new("nsenter")
+                .arg(format!(
+                    "--net={}",
+                    chaos_tests::TestNet::netns_path(&net.a)
+                ))
+                .args([netpeer, "udp-send", &to, &datagrams.to_string()])
+                // Unpaced: a flood.
+                .env("NETPEER_UDP_PER_MS", u32::MAX.to_string())
+                .stdout(Stdio::null())
+                .status()
+                .expect("netpeer udp-send");
+            assert!(status.success(), "netpeer udp-send failed");
+            if let Some(sink) = sink {
+                // Its receiving counts: until the sink has read the last one.
+                delivered.push(sink.result());
+            }
+            cpu[i].push((busy_ns() - before) as f64 / datagrams as f64);
+        }
+    }
+    println!(
+        "network hooks on {link}: {datagrams} UDP datagrams flooded from A to B, every one dropped; CPU time of the machine per datagram (/proc/stat), median [min, max] of {passes} interleaved passes"
+    );
+    for ((name, _), samples) in droppers.iter().zip(&mut cpu) {
+        let (low, high) = range(samples);
+        print!(
+            "  {name:<36} {:>8.0} ns [{low:.0}, {high:.0}]",
+            median(samples)
+        );
+        if name.starts_with("(1)") {
+            let least = delivered.iter().min().copied().unwrap_or_default();
+            print!("   delivered to a socket (at least {least})");
+        }
+        println!();
+    }
+    if !netem {
+        println!("  (5) netem: not on this kernel (CONFIG_NET_SCH_NETEM)");
+    }
+    let mut gbps: Vec<Vec<f64>> = vec![Vec::new(); droppers.len()];
+    for _ in 0..passes {
+        for (i, &(_, dropper)) in droppers.iter().enumerate() {
+            let _attached = dropper.attach(net, false);
+            gbps[i].push(iperf3(net, &server) / 1e9);
+        }
+    }
+    println!(
+        "TCP over {link} with each attached, matching nothing (iperf3, 3 s): Gbit/s, median [min, max] of {passes} interleaved passes"
+    );
+    let none = median(&mut gbps[0]);
+    for ((name, _), samples) in droppers.iter().zip(&mut gbps) {
+        let (low, high) = range(samples);
+        let median = median(samples);
+        println!(
+            "  {name:<36} {median:>8.2} [{low:.2}, {high:.2}]   x{:.3}",
+            median / none
+        );
+    }
+}
+
+/// The least and the greatest of `samples`.
+fn range(samples: &[f64]) -> (f64, f64) {
+    samples
+        .iter()
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(low, high), &x| {
+            (low.min(x), high.max(x))
+        })
 }
 
 /// Median bits per second the receiver saw in a 3 s iperf3 TCP run from A to `server` in B.
