@@ -103,7 +103,7 @@ fn main() -> anyhow::Result<()> {
     let ebpf_target = metadata.target_directory.as_std_path().join("ebpf");
     let built = build(&[], &[], ebpf_target.join("default"))?;
     for bin in ebpf.targets.iter().filter(|target| target.is_bin()) {
-        strip_dwarf(&built.join(&bin.name), &out_dir.join(&bin.name))?;
+        strip(&built.join(&bin.name), &out_dir.join(&bin.name))?;
         write_hash_map_users(&out_dir, &bin.name)?;
     }
     let legacy = build(
@@ -111,7 +111,7 @@ fn main() -> anyhow::Result<()> {
         &["errno"],
         ebpf_target.join("legacy"),
     )?;
-    strip_dwarf(&legacy.join("errno"), &out_dir.join("errno-legacy"))?;
+    strip(&legacy.join("errno"), &out_dir.join("errno-legacy"))?;
     write_hash_map_users(&out_dir, "errno-legacy")?;
     Ok(())
 }
@@ -239,17 +239,30 @@ fn hash_map_users(bytes: &[u8]) -> anyhow::Result<Vec<(String, Vec<String>)>> {
     Ok(users.into_iter().collect())
 }
 
-/// Copies the eBPF object `from` to `to` without its DWARF sections: the linker makes BTF from
-/// them and aya reads only the BTF, so they would be three quarters of the objects embedded in
-/// every `chaos` binary for nothing.
-fn strip_dwarf(from: &Path, to: &Path) -> anyhow::Result<()> {
+/// Copies the eBPF object `from` to `to` without what loading it does not use, which every
+/// start would parse: the DWARF sections (the linker makes BTF from them and aya reads only the
+/// BTF: three quarters of the object), the BTF line info (source lines for verifier logs, a
+/// record per line of every program, which aya parses, copies into each program and hands to
+/// the kernel to check), and the relocations of .BTF.ext (a linker's business; aya reads none
+/// of them, but parsing the object reads each).
+fn strip(from: &Path, to: &Path) -> anyhow::Result<()> {
     use object::build::elf::{Builder, SectionData};
 
     let data = fs::read(from).with_context(|| format!("read {}", from.display()))?;
     let mut builder = Builder::read(&*data).with_context(|| format!("parse {}", from.display()))?;
     for section in builder.sections.iter_mut() {
         let name = section.name.as_slice();
-        section.delete = name.starts_with(b".debug") || name.starts_with(b".rel.debug");
+        section.delete = name.starts_with(b".debug")
+            || name.starts_with(b".rel.debug")
+            || name == b".rel.BTF.ext";
+        if name == b".BTF.ext"
+            && let SectionData::Data(bytes) = &mut section.data
+        {
+            let mut ext = bytes.to_vec();
+            without_line_info(&mut ext)
+                .with_context(|| format!("{}'s .BTF.ext", from.display()))?;
+            *bytes = ext.into();
+        }
     }
     // The linker names sections from .strtab; the writer wants a section-name table of its own.
     if !builder
@@ -267,12 +280,25 @@ fn strip_dwarf(from: &Path, to: &Path) -> anyhow::Result<()> {
     let mut stripped = Vec::new();
     builder
         .write(&mut stripped)
-        .with_context(|| format!("write {} without DWARF", from.display()))?;
+        .with_context(|| format!("write {} stripped", from.display()))?;
     fs::write(to, stripped).with_context(|| format!("write {}", to.display()))
 }
 
 /// Sets CHAOS_COMMIT, the commit `chaos --version` names: git's HEAD, or "unknown" outside a
 /// checkout (a source tarball). Built again when HEAD moves.
+/// Empties the line info of a .BTF.ext section (little-endian, as the BPF target's): its length
+/// in the header becomes 0 (struct btf_ext_header: magic, version, flags, hdr_len, then the
+/// offset and length of func_info, line_info, …).
+fn without_line_info(ext: &mut [u8]) -> anyhow::Result<()> {
+    const LINE_INFO_LEN: usize = 20;
+    anyhow::ensure!(
+        ext.len() >= LINE_INFO_LEN + 4 && ext[..2] == 0xeb9f_u16.to_le_bytes(),
+        "not a little-endian .BTF.ext"
+    );
+    ext[LINE_INFO_LEN..LINE_INFO_LEN + 4].copy_from_slice(&0u32.to_le_bytes());
+    Ok(())
+}
+
 fn emit_commit(root: &Path) {
     let git = |args: &[&str]| {
         Command::new("git")

@@ -43,7 +43,9 @@ pub enum AttachError {
         program: &'static str,
         map: &'static str,
     },
-    #[error("program {0} is missing from the eBPF object")]
+    #[error(
+        "program {0} is not in the eBPF object, or not among the programs this run loads (a bug)"
+    )]
     MissingProgram(&'static str),
     #[error("map {0} is missing from the eBPF object")]
     MissingMap(&'static str),
@@ -200,9 +202,10 @@ pub struct Loaded {
 }
 
 impl Loaded {
-    /// Loads `object` with `loader`'s globals, for loading `hooks`' programs; no program is
+    /// Loads `object` with `loader`'s globals, for loading `hooks`' programs only (aya keeps
+    /// the others out of its relocation, a good part of a short run's start); no program is
     /// loaded yet. Its preallocated hash maps that none of them uses are made one entry long:
-    /// the kernel allocates every entry when it makes such a map, most of a short run's start.
+    /// the kernel allocates every entry when it makes such a map.
     pub fn new(
         loader: &mut EbpfLoader<'_>,
         object: &'static [u8],
@@ -216,6 +219,7 @@ impl Loaded {
         for map in &shrunk {
             loader.map_max_entries(map, 1);
         }
+        loader.keep_programs(hooks.iter().map(|hook| hook.program()));
         crate::kernel::cache::give_aya();
         let ebpf = loader.load(object).map_err(AttachError::Object)?;
         crate::kernel::cache::remember_aya();
@@ -233,13 +237,14 @@ impl Loaded {
     }
 
     /// Loads `object` without globals (a probe, a network fault), for `hooks`. The errno
-    /// object's per-CPU counters, which only a fault on calls reads (through its own loader),
-    /// get one entry: the kernel allocates each entry per CPU when the map is made.
+    /// object's per-CPU counters and PID bitmap, which only a fault on calls uses (through its
+    /// own loader), get one entry: the kernel allocates each when the map is made.
     pub fn plain(object: &'static [u8], hooks: &[Hook]) -> Result<Self, AttachError> {
         let mut loader = EbpfLoader::new();
         loader
             .map_max_entries(names::MAP_COUNTERS, 1)
-            .map_max_entries(names::MAP_TARGET_COUNTERS, 1);
+            .map_max_entries(names::MAP_TARGET_COUNTERS, 1)
+            .map_max_entries(names::MAP_TARGET_PID_BITS, 1);
         Self::new(&mut loader, object, hooks)
     }
 

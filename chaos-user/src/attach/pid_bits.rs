@@ -23,7 +23,26 @@ pub struct PidBits {
 }
 
 impl PidBits {
-    const LEN: usize = PID_BITMAP_WORDS as usize * size_of::<u64>();
+    /// The bitmap's words on this machine: a bit for every PID up to pid_max
+    /// (/proc/sys/kernel/pid_max: 32768 without systemd, which raises it to PID_MAX_LIMIT), not
+    /// PID_MAX_LIMIT's 512 KiB, which the kernel allocates and zeroes at each start. A PID past
+    /// it (pid_max raised during a run) has no bit: the programs then look it up in
+    /// TARGET_PIDS, one lookup more for such a process, and find it if it is a target.
+    pub fn words() -> u32 {
+        static WORDS: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+        *WORDS.get_or_init(|| {
+            std::fs::read_to_string("/proc/sys/kernel/pid_max")
+                .ok()
+                .and_then(|max| max.trim().parse::<u32>().ok())
+                .map_or(PID_BITMAP_WORDS, |max| {
+                    max.div_ceil(64).clamp(1, PID_BITMAP_WORDS)
+                })
+        })
+    }
+
+    fn len() -> usize {
+        Self::words() as usize * size_of::<u64>()
+    }
 
     pub fn map(ebpf: &Ebpf) -> Result<Self, AttachError> {
         let name = names::MAP_TARGET_PID_BITS;
@@ -35,7 +54,7 @@ impl PidBits {
         let words = unsafe {
             libc::mmap(
                 std::ptr::null_mut(),
-                Self::LEN,
+                Self::len(),
                 libc::PROT_READ | libc::PROT_WRITE,
                 libc::MAP_SHARED,
                 map.fd().as_fd().as_raw_fd(),
@@ -52,10 +71,13 @@ impl PidBits {
         Ok(PidBits { words })
     }
 
-    /// Marks `pid` as a target (its entry in `TARGET_PIDS` is the caller's).
+    /// Marks `pid` as a target (its entry in `TARGET_PIDS` is the caller's); a PID past the
+    /// bitmap has no bit (see [`PidBits::words`]).
     pub fn set(&self, pid: u32) {
         let word = pid_word(pid);
-        assert!(word < PID_BITMAP_WORDS, "PID {pid} beyond PID_MAX_LIMIT");
+        if word >= Self::words() {
+            return;
+        }
         // SAFETY: in bounds of the mapping, which lives as long as `self`; the kernel writes the
         // same words only with atomic operations.
         let word = unsafe { self.words.add(word as usize).as_ref() };
@@ -66,6 +88,6 @@ impl PidBits {
 impl Drop for PidBits {
     fn drop(&mut self) {
         // SAFETY: the mapping made in `map`, not used after this.
-        unsafe { libc::munmap(self.words.as_ptr().cast(), Self::LEN) };
+        unsafe { libc::munmap(self.words.as_ptr().cast(), Self::len()) };
     }
 }

@@ -204,6 +204,7 @@ impl<'t> CallsLoaded<'t> {
             EbpfLoader::new()
                 .map_max_entries(names::MAP_COUNTERS, counter_entries)
                 .map_max_entries(names::MAP_TARGET_COUNTERS, target_entries)
+                .map_max_entries(names::MAP_TARGET_PID_BITS, PidBits::words())
                 .override_global(names::GLOBAL_KERNEL_SET_RETVAL, &set_retval, true)
                 .override_global(names::GLOBAL_TARGET_CGROUP_ID, &cgroup_id, true)
                 .override_global(names::GLOBAL_TARGET_CGROUP_LEVEL, &cgroup_level, true)

@@ -147,6 +147,8 @@ pub struct EbpfLoader<'a> {
     extensions: HashSet<&'a str>,
     verifier_log_level: VerifierLogLevel,
     allow_unsupported_maps: bool,
+    // chaos: the programs to keep (`None`: all), see `EbpfLoader::keep_programs`.
+    keep_programs: Option<HashSet<&'a str>>,
 }
 
 /// Builder style API for advanced loading of eBPF programs.
@@ -190,7 +192,16 @@ impl<'a> EbpfLoader<'a> {
             extensions: HashSet::new(),
             verifier_log_level: VerifierLogLevel::default(),
             allow_unsupported_maps: false,
+            keep_programs: None,
         }
+    }
+
+    /// chaos: keeps only the programs named (by function name) and drops the others right
+    /// after parsing, before any relocation: an object with many programs of which a run loads
+    /// a few is relocated (the calls linked into each program) for those few only.
+    pub fn keep_programs(&mut self, names: impl IntoIterator<Item = &'a str>) -> &mut Self {
+        self.keep_programs = Some(names.into_iter().collect());
+        self
     }
 
     /// Sets the target [BTF](Btf) info.
@@ -448,8 +459,23 @@ impl<'a> EbpfLoader<'a> {
             verifier_log_level,
             allow_unsupported_maps,
             map_pin_path_by_name,
+            keep_programs,
         } = self;
         let mut obj = Object::parse(data)?;
+        // chaos: see `keep_programs`. A program's own function goes with it; the functions
+        // programs call (in .text) stay.
+        if let Some(keep) = keep_programs {
+            let dropped: Vec<_> = obj
+                .programs
+                .iter()
+                .filter(|(name, _)| !keep.contains(name.as_str()))
+                .map(|(name, program)| (name.clone(), program.function_key()))
+                .collect();
+            for (name, function) in dropped {
+                obj.programs.remove(&name);
+                obj.functions.remove(&function);
+            }
+        }
         obj.patch_map_data(globals.clone())?;
 
         let btf_fd = if let Some(features) = &FEATURES.btf() {
