@@ -284,21 +284,23 @@ fn strip(from: &Path, to: &Path) -> anyhow::Result<()> {
     fs::write(to, stripped).with_context(|| format!("write {}", to.display()))
 }
 
-/// Sets CHAOS_COMMIT, the commit `chaos --version` names: git's HEAD, or "unknown" outside a
-/// checkout (a source tarball). Built again when HEAD moves.
 /// Empties the line info of a .BTF.ext section (little-endian, as the BPF target's): its length
 /// in the header becomes 0 (struct btf_ext_header: magic, version, flags, hdr_len, then the
 /// offset and length of func_info, line_info, …).
 fn without_line_info(ext: &mut [u8]) -> anyhow::Result<()> {
     const LINE_INFO_LEN: usize = 20;
     anyhow::ensure!(
-        ext.len() >= LINE_INFO_LEN + 4 && ext[..2] == 0xeb9f_u16.to_le_bytes(),
-        "not a little-endian .BTF.ext"
+        ext.len() >= LINE_INFO_LEN + 4
+            && ext[..2] == 0xeb9f_u16.to_le_bytes()
+            && u32::from_le_bytes(ext[4..8].try_into()?) as usize >= LINE_INFO_LEN + 4,
+        "not a little-endian .BTF.ext with line info in its header"
     );
     ext[LINE_INFO_LEN..LINE_INFO_LEN + 4].copy_from_slice(&0u32.to_le_bytes());
     Ok(())
 }
 
+/// Sets CHAOS_COMMIT, the commit `chaos --version` names: git's HEAD, or "unknown" outside a
+/// checkout (a source tarball). Built again when HEAD moves.
 fn emit_commit(root: &Path) {
     let git = |args: &[&str]| {
         Command::new("git")

@@ -135,7 +135,7 @@ pub fn ensure_clsact(netns: Option<&Netns>, iface: &str) -> Result<Changed, Atta
     if qdiscs.iter().any(|qdisc| qdisc.kind == "ingress") {
         // Both take the ingress handle: the kernel refuses clsact beside it.
         return Err(AttachError::Iface(format!(
-            "{iface} has an ingress qdisc, which leaves no room for the clsact qdisc chaos's TC programs hang from on kernels without tcx links (before 6.6); chaos does not remove someone else's qdisc: remove it (tc qdisc del dev {iface} ingress), use --hook xdp where the fault allows it, or fault another interface"
+            "{iface} has an ingress qdisc, which leaves no room for the clsact qdisc chaos's TC programs hang from on kernels without tcx links (before 6.6); chaos does not remove someone else's qdisc: remove it (tc qdisc del dev {iface} ingress, with -n NETNS in a namespace), use --hook xdp where the fault allows it, or fault another interface"
         )));
     }
     if qdiscs.iter().any(|qdisc| qdisc.kind == "clsact") {

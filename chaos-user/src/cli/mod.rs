@@ -102,6 +102,9 @@ impl RunArgs {
         fault: &crate::run::CallsFault,
     ) -> Result<u8, error::Error> {
         if self.detach {
+            // --pid-tree's fork and exit tracepoints, whichever programs the command has (each
+            // checked its own before it said what it does).
+            crate::plan::check_detachable_calls(None, targets)?;
             let run = crate::run::calls_detached(targets, fault, self.duration)?;
             detached::announce(&run, self.json, self.duration);
         } else {
