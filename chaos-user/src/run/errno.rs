@@ -12,7 +12,7 @@ use chaos_common::{
     },
     hook::{self, Hook},
     names,
-    target::{TARGET_TREE, Target},
+    target::{MAX_TARGET_PIDS, TARGET_TREE, Target},
 };
 use thiserror::Error;
 
@@ -200,10 +200,18 @@ impl<'t> CallsLoaded<'t> {
         // of a run's start at full size: this run's fault slot and targets only.
         let counter_entries = counter_index(FAULT_SLOT + 1, 0);
         let target_entries = targets.processes.len().max(1) as u32;
+        // The targets' hash is preallocated too: room for the processes named, and for their
+        // descendants only where a tree adds them.
+        let target_pids = if targets.has_tree() {
+            MAX_TARGET_PIDS
+        } else {
+            target_entries
+        };
         let mut loaded = Loaded::new(
             EbpfLoader::new()
                 .map_max_entries(names::MAP_COUNTERS, counter_entries)
                 .map_max_entries(names::MAP_TARGET_COUNTERS, target_entries)
+                .map_max_entries(names::MAP_TARGET_PIDS, target_pids)
                 .map_max_entries(names::MAP_TARGET_PID_BITS, PidBits::words())
                 .override_global(names::GLOBAL_KERNEL_SET_RETVAL, &set_retval, true)
                 .override_global(names::GLOBAL_TARGET_CGROUP_ID, &cgroup_id, true)
