@@ -1,6 +1,5 @@
 use std::process::ExitCode;
 
-use clap::Parser as _;
 use tracing_subscriber::{EnvFilter, fmt};
 
 /// musl's allocator is slow at what a start does most (many small allocations).
@@ -14,7 +13,7 @@ fn main() -> ExitCode {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
-    let cli = chaos::cli::Cli::parse();
+    let cli = chaos::cli::Cli::from_env();
     let default_level = match cli.verbose {
         0 => "warn",
         1 => "debug",

@@ -318,7 +318,10 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// Each command's options are made only once the command is chosen (clap's `defer`): making all
+/// of them was a tenth of a short fault's start. [`Cli::command_tree`] makes every one.
 #[derive(Debug, Subcommand)]
+#[command(defer = true)]
 pub enum Command {
     Fail(fail::FailArgs),
     Signal(signal::SignalArgs),
@@ -356,6 +359,36 @@ pub enum Command {
     PauseGuard(pause::PauseGuardArgs),
 }
 
+impl Cli {
+    /// Parses this process's command line. Where no command is named yet (`chaos`, `chaos
+    /// --help`, `chaos -v fail …`, `chaos help fail`), the whole tree is made first: the help
+    /// lists every command with its description, which a deferred command has only once made.
+    pub fn from_env() -> Cli {
+        let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+        let named = args
+            .get(1)
+            .and_then(|arg| arg.to_str())
+            .is_some_and(|arg| !arg.starts_with('-') && arg != "help");
+        let command = if named {
+            Cli::command()
+        } else {
+            Cli::command_tree()
+        };
+        let matches = command.get_matches_from(args);
+        <Cli as clap::FromArgMatches>::from_arg_matches(&matches).unwrap_or_else(|err| err.exit())
+    }
+
+    /// The command line's definitions with every command made, for introspection (completions,
+    /// the man page, the fault commands).
+    /// (clap makes its own `help` command before the deferred ones: the completions of
+    /// `chaos help` offer the commands, not their subcommands; `chaos help disk cut` works.)
+    pub fn command_tree() -> clap::Command {
+        let mut command = Cli::command();
+        command.build();
+        command
+    }
+}
+
 /// Runs a parsed command line; returns the exit code. What killed runs left behind (expired
 /// detached runs, replaced qdiscs) is put back first, whatever the command.
 pub fn execute(cli: Cli) -> Result<u8, Error> {
@@ -387,11 +420,16 @@ pub fn execute(cli: Cli) -> Result<u8, Error> {
         Command::Idle(args) => idle::execute(args),
         Command::DemoWorkload(args) => demo::workload(args),
         Command::Completions { shell } => {
-            clap_complete::generate(shell, &mut Cli::command(), "chaos", &mut std::io::stdout());
+            clap_complete::generate(
+                shell,
+                &mut Cli::command_tree(),
+                "chaos",
+                &mut std::io::stdout(),
+            );
             Ok(exit::OK)
         }
         Command::Man => {
-            clap_mangen::Man::new(Cli::command())
+            clap_mangen::Man::new(Cli::command_tree())
                 .render(&mut std::io::stdout())
                 .map_err(Error::io("write the man page to stdout"))?;
             Ok(exit::OK)
@@ -449,7 +487,7 @@ pub fn fault_commands() -> Vec<String> {
         }
     }
     let mut found = Vec::new();
-    for sub in Cli::command().get_subcommands() {
+    for sub in Cli::command_tree().get_subcommands() {
         leaves(sub, sub.get_name().to_owned(), &mut found);
     }
     found
