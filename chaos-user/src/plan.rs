@@ -16,7 +16,6 @@ use crate::{
         ops,
     },
     kernel::{self, Finding},
-    target::Targets,
 };
 
 #[derive(Debug, Error)]
@@ -244,19 +243,6 @@ pub fn check_detachable(perf_events: Option<&'static str>) -> Result<(), PlanErr
         Some(what) if !aya::features().bpf_perf_link() => Err(PlanError::NotDetachable { what }),
         _ => Ok(()),
     }
-}
-
-/// [`check_detachable`] for a fault on calls of `targets`: `perf_events` names its own programs
-/// that attach through perf events, if any; --pid-tree adds its fork and exit tracepoints.
-pub fn check_detachable_calls(
-    perf_events: Option<&'static str>,
-    targets: &Targets,
-) -> Result<(), PlanError> {
-    check_detachable(
-        perf_events.or(targets
-            .has_tree()
-            .then_some("the fork and exit tracepoints of --pid-tree")),
-    )
 }
 
 /// Checks that this kernel can fail `syscall` at its entry function (a function of the

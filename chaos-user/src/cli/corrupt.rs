@@ -111,9 +111,9 @@ pub fn execute(args: CorruptIoArgs) -> Result<u8, Error> {
     }
     if !fexit {
         plan::check_read_corruption()?;
-    }
-    if args.run.detach {
-        plan::check_detachable_calls((!fexit).then_some("the read tracepoints"), &targets)?;
+        if args.run.detach {
+            plan::check_detachable(Some("the read tracepoints"))?;
+        }
     }
     let filter =
         crate::kernel::corrupt_filter(args.bits, fault.path.is_some(), !fexit).map_err(refuse)?;

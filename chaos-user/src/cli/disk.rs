@@ -237,8 +237,8 @@ fn full(args: DiskFullArgs) -> Result<u8, Error> {
         .fexit(&chaos_common::hook::STATFS_FEXIT)
         .map_err(|reason| plan::PlanError::DiskFull { reason })?;
     plan::check_statfs_rewrite(fexit)?;
-    if args.run.detach {
-        plan::check_detachable_calls((!fexit).then_some("the statfs tracepoints"), &targets)?;
+    if args.run.detach && !fexit {
+        plan::check_detachable(Some("the statfs tracepoints"))?;
     }
     let statfs = crate::kernel::statfs_filter(args.path.file(), !fexit).map_err(|reason| {
         ParseError::InvalidPath {
@@ -336,7 +336,7 @@ fn error(args: DiskErrorArgs) -> Result<u8, Error> {
     };
     if args.run.detach {
         let kprobe = mechanism == Mechanism::KprobeOverride;
-        plan::check_detachable_calls(kprobe.then_some("the should_fail_bio kprobe"), &targets)?;
+        plan::check_detachable(kprobe.then_some("the should_fail_bio kprobe"))?;
     }
     let ops: Vec<&str> = fault.ops.iter().map(|op| op.name()).collect();
     eprintln!(

@@ -179,7 +179,7 @@ pub fn execute(args: FailArgs) -> Result<u8, Error> {
     }
     if args.run.detach {
         let kprobe = fault.override_with == Some(Mechanism::KprobeOverride);
-        plan::check_detachable_calls(kprobe.then_some("the overriding kprobe"), &targets)?;
+        plan::check_detachable(kprobe.then_some("the overriding kprobe"))?;
     }
     let calls: Vec<String> = fault
         .ops

@@ -104,7 +104,11 @@ impl RunArgs {
         if self.detach {
             // --pid-tree's fork and exit tracepoints, whichever programs the command has (each
             // checked its own before it said what it does).
-            crate::plan::check_detachable_calls(None, targets)?;
+            crate::plan::check_detachable(
+                targets
+                    .has_tree()
+                    .then_some("the fork and exit tracepoints of --pid-tree"),
+            )?;
             let run = crate::run::calls_detached(targets, fault, self.duration)?;
             detached::announce(&run, self.json, self.duration);
         } else {

@@ -74,12 +74,9 @@ pub fn execute(args: SignalArgs) -> Result<u8, Error> {
         plan::check_syscall_function(&fault.syscall)?;
     } else {
         plan::check_syscall_tracepoint(&fault.syscall)?;
-    }
-    if args.run.detach {
-        plan::check_detachable_calls(
-            (!fentry).then_some("a signal fault's syscall tracepoint"),
-            &targets,
-        )?;
+        if args.run.detach {
+            plan::check_detachable(Some("a signal fault's syscall tracepoint"))?;
+        }
     }
     eprintln!(
         "chaos: sending {} to {} on {}() for {}{}{}",

@@ -202,7 +202,7 @@ impl<'t> CallsLoaded<'t> {
         let target_entries = targets.processes.len().max(1) as u32;
         // The targets' hash is preallocated too: room for the processes named, and for their
         // descendants only where a tree adds them.
-        let target_pids = if targets.has_tree() {
+        let target_pids = if tree {
             MAX_TARGET_PIDS
         } else {
             target_entries
