@@ -409,8 +409,9 @@ fn postgres_power_cut() {
         .unwrap();
     assert!(
         attached.stdout.is_empty(),
-        "the image is still attached: {}",
-        String::from_utf8_lossy(&attached.stdout)
+        "the image is still attached: {} (the recovery's report: {})",
+        String::from_utf8_lossy(&attached.stdout),
+        report["workloads"]
     );
     let Some(rung) = auto_override_rung(&Probe::run()) else {
         assert_eq!(code, 1, "{report}");

@@ -457,6 +457,62 @@ for = "2s"
     assert_no_chaos_programs();
 }
 
+/// A workload stopped at the end has its `stop_timeout` between SIGTERM and SIGKILL: one that
+/// takes 6 s to clean up finishes under `stop_timeout = "10s"` and is killed under the default
+/// 5 s.
+#[test]
+fn a_stopped_workload_has_its_stop_timeout_to_clean_up() {
+    let dir = tempdir("stop-timeout");
+    let file = dir.join("stop-timeout.toml");
+    // The cleanup sleeps in the background: a trapped signal is handled between commands.
+    let slow_cleanup = r#"trap 'sleep 6; echo cleaned; exit 0' TERM; while :; do sleep 0.1; done"#;
+    std::fs::write(
+        &file,
+        format!(
+            r#"
+duration = "2s"
+
+[[workload]]
+name = "patient"
+command = "{slow_cleanup}"
+stop_timeout = "10s"
+
+[[workload]]
+name = "hurried"
+command = "{slow_cleanup}"
+
+[[fault]]
+command = "fail"
+pid_tree = "workload:patient"
+op = "connect"
+errno = "ECONNREFUSED"
+for = "1s"
+"#
+        ),
+    )
+    .unwrap();
+    let (report, code, _) = run(&file, &[]);
+    assert_eq!(code, 0, "exit code: {}", why_failed(&report));
+    let workload = |name: &str| {
+        report["workloads"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|w| w["name"] == name)
+            .unwrap_or_else(|| panic!("no workload {name}"))
+            .clone()
+    };
+    let (patient, hurried) = (workload("patient"), workload("hurried"));
+    assert_eq!(patient["exit_code"], 0, "{patient}");
+    let cleaned = |w: &Value| w["output"].as_array().unwrap().contains(&"cleaned".into());
+    assert!(cleaned(&patient), "{patient}");
+    assert!(patient["elapsed_ms"].as_u64().unwrap() >= 8000, "{patient}");
+    assert_eq!(hurried["signal"], libc::SIGKILL, "{hurried}");
+    assert!(!cleaned(&hurried), "{hurried}");
+    assert!(hurried["elapsed_ms"].as_u64().unwrap() < 8000, "{hurried}");
+    assert_no_chaos_programs();
+}
+
 /// Ctrl-C ends every fault early; what ran is reported, exit 0 when the checks held.
 #[test]
 fn sigint_ends_the_experiment_early() {

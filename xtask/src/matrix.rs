@@ -13,7 +13,7 @@ use crate::workspace_root;
 /// kernel a column shares its suites with when it runs only some (see vm::Kernel::only).
 const COLUMNS: [(&str, &str, Option<&str>); 7] = [
     ("host", "host 6.18 (dev/CI VM)", None),
-    ("faultinj-6.12", "faultinj-6.12 (qemu)", None),
+    ("faultinj-6.12", "faultinj-6.12 (qemu)", Some("debian-6.12")),
     ("debian-5.10", "debian-5.10 (qemu)", None),
     ("debian-6.1", "debian-6.1 (qemu)", None),
     (

@@ -42,8 +42,6 @@ use crate::{
 /// The environment variable that gives the steady-state check the (first) workload's PID; each
 /// one's is also in [`Workload::pid_env`].
 pub const WORKLOAD_PID_ENV: &str = "CHAOS_WORKLOAD_PID";
-/// How long a stopped workload gets between SIGTERM and SIGKILL.
-const WORKLOAD_GRACE: Duration = Duration::from_secs(5);
 /// How long past the end of the timeline a fault process may take to report before it is
 /// killed: its window starts once it has attached, which takes seconds on a slow (emulated)
 /// machine; the in-kernel deadline holds meanwhile.
@@ -640,7 +638,7 @@ impl Supervisor<'_> {
     }
 
     /// Stops the workloads still running at the end and waits for each to report: each one's
-    /// watcher sends SIGTERM to its process group, SIGKILL after [`WORKLOAD_GRACE`]. A
+    /// watcher sends SIGTERM to its process group, SIGKILL after its `stop_timeout`. A
     /// workload that ran until the end did its part.
     async fn stop_workloads(&mut self, received: &mut Events) {
         for stop in self.workload_stops.iter_mut().filter_map(Option::take) {
@@ -760,6 +758,7 @@ impl Supervisor<'_> {
             index,
             name: workload.name.clone(),
             lifetime: workload.lifetime,
+            stop_timeout: workload.stop_timeout,
             metrics: workload.metrics.clone(),
             phase: self.phase.clone(),
             console: self.console.clone(),
@@ -863,6 +862,7 @@ struct WorkloadWatcher {
     index: usize,
     name: String,
     lifetime: Option<Duration>,
+    stop_timeout: Duration,
     metrics: Option<Metrics>,
     phase: SharedPhase,
     console: Arc<Mutex<Console>>,
@@ -870,7 +870,7 @@ struct WorkloadWatcher {
 
 impl WorkloadWatcher {
     /// Follows the workload to its end, stopping it when its `for` is over or `stop` says so
-    /// (SIGTERM to its group, SIGKILL after [`WORKLOAD_GRACE`]), and reports it.
+    /// (SIGTERM to its group, SIGKILL after its `stop_timeout`), and reports it.
     async fn watch(
         mut self,
         mut child: tokio::process::Child,
@@ -894,11 +894,11 @@ impl WorkloadWatcher {
                 Some(line) = received.recv() => self.line(line, &mut tail, &mut gathered),
                 _ = sleep_until(lifetime_end.unwrap_or(started)), if lifetime_end.is_some() && kill_at.is_none() => {
                     signal(group, libc::SIGTERM);
-                    kill_at = Some(Instant::now() + WORKLOAD_GRACE);
+                    kill_at = Some(Instant::now() + self.stop_timeout);
                 }
                 _ = &mut stop, if kill_at.is_none() => {
                     signal(group, libc::SIGTERM);
-                    kill_at = Some(Instant::now() + WORKLOAD_GRACE);
+                    kill_at = Some(Instant::now() + self.stop_timeout);
                 }
                 _ = sleep_until(kill_at.unwrap_or(started)), if kill_at.is_some() && !killed => {
                     signal(group, libc::SIGKILL);

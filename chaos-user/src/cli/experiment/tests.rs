@@ -95,6 +95,7 @@ fn several_workloads_are_named_started_and_targeted_by_name() {
 name = "server"
 command = "./server"
 expect = "any"
+stop_timeout = "30s"
 
 [[workload]]
 name = "load-gen"
@@ -143,6 +144,10 @@ for = "1s"
         )
     );
     assert!(matches!(load.metrics, Some(workload::Metrics::JsonLines)));
+    assert_eq!(
+        (experiment.workloads[0].stop_timeout, load.stop_timeout),
+        (Duration::from_secs(30), Duration::from_secs(5))
+    );
     assert!(matches!(
         experiment.workloads[2].metrics,
         Some(workload::Metrics::Regex(_))

@@ -14,7 +14,7 @@ use super::{
 use crate::fault;
 
 /// The keys of a `[workload]` or `[[workload]]` table.
-pub const WORKLOAD_KEYS: [&str; 8] = [
+pub const WORKLOAD_KEYS: [&str; 9] = [
     "name",
     "command",
     "start",
@@ -23,9 +23,12 @@ pub const WORKLOAD_KEYS: [&str; 8] = [
     "metrics",
     "ready",
     "ready_timeout",
+    "stop_timeout",
 ];
 /// How long a workload's `ready` command may take to succeed, unless `ready_timeout` says.
 const DEFAULT_READY_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a stopped workload has between SIGTERM and SIGKILL, unless `stop_timeout` says.
+const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(5);
 /// The name of a workload that has none: a single `[workload]`, or `--during`.
 pub const DEFAULT_NAME: &str = "workload";
 /// The value of `pid`/`pid_tree` that names a workload's PID: `workload` (the first one) or
@@ -50,6 +53,8 @@ pub struct Workload {
     /// check before the faults, and the timeline, wait for it, up to `ready_timeout`.
     pub ready: Option<String>,
     pub ready_timeout: Duration,
+    /// Between the SIGTERM that stops it and the SIGKILL that follows if it is still there.
+    pub stop_timeout: Duration,
 }
 
 /// The exit status a workload must end with, unless chaos stopped it.
@@ -122,6 +127,7 @@ pub(super) fn parse_workloads(
         metrics: None,
         ready: None,
         ready_timeout: DEFAULT_READY_TIMEOUT,
+        stop_timeout: DEFAULT_STOP_TIMEOUT,
     };
     let Some(value) = value else {
         return Ok(during.map(during_workload).into_iter().collect());
@@ -277,6 +283,8 @@ fn parse_one(
         metrics,
         ready,
         ready_timeout: ready_timeout.unwrap_or(DEFAULT_READY_TIMEOUT),
+        stop_timeout: optional_duration(source, table, &prefix, "stop_timeout")?
+            .unwrap_or(DEFAULT_STOP_TIMEOUT),
     })
 }
 
