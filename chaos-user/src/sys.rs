@@ -9,6 +9,32 @@ use std::{
     path::{Path, PathBuf},
 };
 
+/// Field `n` (from 3, numbered as proc(5) does) of a /proc/PID/stat line, read past the command
+/// name (field 2), which may hold spaces and parentheses.
+pub fn stat_field(stat: &str, n: usize) -> Option<&str> {
+    stat.rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .nth(n.checked_sub(3)?)
+}
+
+/// Whether a process of process group `group` still runs. A zombie does not count: where
+/// nothing reaps orphans (PID 1 of a container or a test guest) it stays one.
+pub fn group_runs(group: u32) -> bool {
+    // SAFETY: signal 0 only checks that the group has a member; no memory is involved.
+    if unsafe { libc::kill(-(group as libc::pid_t), 0) } != 0 {
+        return false;
+    }
+    let group = group.to_string();
+    let Ok(processes) = fs::read_dir("/proc") else {
+        return true;
+    };
+    processes.filter_map(Result::ok).any(|entry| {
+        let stat = fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+        stat_field(&stat, 5) == Some(group.as_str()) && stat_field(&stat, 3) != Some("Z")
+    })
+}
+
 /// Where the cgroup v2 hierarchy is mounted (`/sys/fs/cgroup` when unified,
 /// `/sys/fs/cgroup/unified` on hybrid systems, or elsewhere); `None` without one.
 pub fn cgroup2_mount() -> Option<PathBuf> {

@@ -268,8 +268,7 @@ fn netns_id(netns: Option<&Netns>) -> u64 {
 /// A process's start time in clock ticks since boot (field 22 of /proc/PID/stat).
 fn start_time(pid: u32) -> Option<u64> {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let after_comm = &stat[stat.rfind(')')? + 2..];
-    after_comm.split_whitespace().nth(19)?.parse().ok()
+    crate::sys::stat_field(&stat, 22)?.parse().ok()
 }
 
 /// Undoes `change` on `iface` as far as it is still in place; a namespace that is gone took its

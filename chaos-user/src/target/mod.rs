@@ -9,6 +9,8 @@ use std::{
 
 use thiserror::Error;
 
+use crate::sys::stat_field;
+
 pub mod container;
 pub mod net;
 pub mod pod;
@@ -487,12 +489,6 @@ pub fn descendants(pid: u32) -> Vec<u32> {
 fn parent_of(pid: u32) -> Option<u32> {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     stat_field(&stat, 4)?.parse().ok()
-}
-
-/// Field `n` (from 3, numbered as proc(5) does) of a /proc/PID/stat line, read past the command
-/// name (field 2), which may hold spaces and parentheses.
-fn stat_field(stat: &str, n: usize) -> Option<&str> {
-    stat.rsplit_once(')')?.1.split_whitespace().nth(n - 3)
 }
 
 fn pidfd_open(pid: u32) -> Result<OwnedFd, TargetError> {

@@ -5,8 +5,8 @@
 # recovers by replaying its WAL. Then, every second, a JSON line: the commits the application
 # saw acknowledged, how many of them are in the table, and whether the server replayed WAL.
 # Ends on SIGTERM: PostgreSQL killed, the filesystem unmounted, the loop devices detached (the
-# drill gives it a minute before SIGKILL: a killed server can take seconds to exit in a loaded,
-# emulated guest, and the filesystem stays busy until it has).
+# drill waits for it and gives it a minute before SIGKILL: a killed server can take seconds to
+# exit in a loaded, emulated guest, and the filesystem stays busy until it has).
 set -u
 here=$(dirname "$0")
 . "$here/../lib.sh"

@@ -42,6 +42,8 @@ use crate::{
 /// The environment variable that gives the steady-state check the (first) workload's PID; each
 /// one's is also in [`Workload::pid_env`].
 pub const WORKLOAD_PID_ENV: &str = "CHAOS_WORKLOAD_PID";
+/// How often a stopped workload's group is checked for processes still cleaning up.
+const GROUP_POLL: Duration = Duration::from_millis(50);
 /// How long past the end of the timeline a fault process may take to report before it is
 /// killed: its window starts once it has attached, which takes seconds on a slow (emulated)
 /// machine; the in-kernel deadline holds meanwhile.
@@ -906,6 +908,18 @@ impl WorkloadWatcher {
                 }
             }
         };
+        // Stopped, the shell is gone, but the rest of its group got the SIGTERM too and may
+        // still be cleaning up (a script's trap: `sh -c` runs a script as its child): the
+        // workload ends when its group does, or is killed at its stop timeout.
+        if let Some(kill_at) = kill_at.filter(|_| !killed && group != 0) {
+            while crate::sys::group_runs(group.unsigned_abs()) {
+                if Instant::now() >= kill_at {
+                    signal(group, libc::SIGKILL);
+                    break;
+                }
+                tokio::time::sleep(GROUP_POLL).await;
+            }
+        }
         let elapsed = started.elapsed();
         let _ = timeout(OUTPUT_DRAIN, async {
             while let Some(line) = received.recv().await {
