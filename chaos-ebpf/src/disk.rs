@@ -4,7 +4,46 @@
 use aya_ebpf::Global;
 use chaos_common::{fault::DiskFilter, ops::*};
 
-use crate::path::{pointer_at, read_at};
+/// How a program reads the kernel memory a bio leads to.
+pub trait Memory {
+    /// The `T` at `base + offset`; `None` when `base` is 0 or the read fails.
+    fn read_at<T>(base: u64, offset: u32) -> Option<T>;
+
+    /// The pointer at `base + offset`; 0 when `base` is 0 or the read fails.
+    #[inline(always)]
+    fn pointer_at(base: u64, offset: u32) -> u64 {
+        Self::read_at(base, offset).unwrap_or(0)
+    }
+}
+
+/// Through `bpf_probe_read_kernel`, a helper call per read, which checks any address: a
+/// kprobe's argument is a number to the verifier.
+pub enum Probed {}
+
+impl Memory for Probed {
+    #[inline(always)]
+    fn read_at<T>(base: u64, offset: u32) -> Option<T> {
+        crate::path::read_at(base, offset)
+    }
+}
+
+/// Plain loads from a trampoline program's typed argument: the verifier follows the pointer
+/// types through the kernel's BTF (the offsets, in read-only globals frozen before the load,
+/// are constants to it, as it requires) and the JIT makes each load one instruction that reads
+/// 0 where the memory faults, where a probe read is a helper call.
+pub enum Typed {}
+
+impl Memory for Typed {
+    #[inline(always)]
+    fn read_at<T>(base: u64, offset: u32) -> Option<T> {
+        if base == 0 {
+            return None;
+        }
+        // SAFETY: the verifier checks the load against the type `base` points to, and the
+        // JIT turns a fault into 0.
+        Some(unsafe { core::ptr::read_volatile((base + u64::from(offset)) as *const T) })
+    }
+}
 
 #[unsafe(no_mangle)]
 static DISK: Global<DiskFilter> = Global::new(DiskFilter::ZERO);
@@ -28,23 +67,23 @@ const REQ_OP_DISCARD: u32 = 3;
 /// and a flush, one without data (fsync's flush) a flush only. Three or four kernel reads for
 /// another device's bio; no map lookup.
 #[inline(always)]
-pub fn bio_ops(bio: u64) -> u64 {
+pub fn bio_ops<M: Memory>(bio: u64) -> u64 {
     let filter = DISK.load();
-    let bdev = pointer_at(bio, filter.bio_bdev);
+    let bdev = M::pointer_at(bio, filter.bio_bdev);
     let dev = if filter.whole != 0 {
-        let whole = pointer_at(pointer_at(bdev, filter.bdev_disk), filter.disk_part0);
-        read_at::<u32>(whole, filter.bdev_dev)
+        let whole = M::pointer_at(M::pointer_at(bdev, filter.bdev_disk), filter.disk_part0);
+        M::read_at::<u32>(whole, filter.bdev_dev)
     } else {
-        read_at::<u32>(bdev, filter.bdev_dev)
+        M::read_at::<u32>(bdev, filter.bdev_dev)
     };
     if dev != Some(filter.dev) {
         return 0;
     }
-    let size = read_at::<u32>(bio, filter.bio_size).unwrap_or(0);
-    if filter.sector_end != 0 && !in_sectors(&filter, bio, bdev, size) {
+    let size = M::read_at::<u32>(bio, filter.bio_size).unwrap_or(0);
+    if filter.sector_end != 0 && !in_sectors::<M>(&filter, bio, bdev, size) {
         return 0;
     }
-    let Some(opf) = read_at::<u32>(bio, filter.bio_opf) else {
+    let Some(opf) = M::read_at::<u32>(bio, filter.bio_opf) else {
         return 0;
     };
     let op = opf & REQ_OP_MASK;
@@ -70,17 +109,17 @@ pub fn bio_ops(bio: u64) -> u64 {
 /// start of the device named. A partition's bio counts from the partition's start until the
 /// block layer remaps it (`BIO_REMAPPED`, the rest of a split bio), then from the disk's.
 #[inline(always)]
-fn in_sectors(filter: &DiskFilter, bio: u64, bdev: u64, size: u32) -> bool {
+fn in_sectors<M: Memory>(filter: &DiskFilter, bio: u64, bdev: u64, size: u32) -> bool {
     let sectors = u64::from(size >> 9);
     if sectors == 0 {
         return false;
     }
-    let Some(sector) = read_at::<u64>(bio, filter.bio_sector) else {
+    let Some(sector) = M::read_at::<u64>(bio, filter.bio_sector) else {
         return false;
     };
-    let flags = u32::from(read_at::<u16>(bio, filter.bio_flags).unwrap_or(0));
+    let flags = u32::from(M::read_at::<u16>(bio, filter.bio_flags).unwrap_or(0));
     let remapped = flags & filter.bio_remapped != 0;
-    let start = || read_at::<u64>(bdev, filter.bdev_start_sect).unwrap_or(0);
+    let start = || M::read_at::<u64>(bdev, filter.bdev_start_sect).unwrap_or(0);
     let sector = match (filter.whole != 0, remapped) {
         (true, false) => sector + start(),
         (false, true) => sector.saturating_sub(start()),

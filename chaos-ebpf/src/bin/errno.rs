@@ -40,7 +40,7 @@ use chaos_common::{
     target::TARGET_TREE,
 };
 use chaos_ebpf::{
-    disk::{self, bio_ops},
+    disk::{self, Memory, Probed, Typed, bio_ops},
     errno::{
         Attached, Call, act, acting_fault, add_injected, add_target, current_target, fault_in,
         remove_target, target_of,
@@ -501,7 +501,7 @@ fn allocation_may_fail(arg: impl FnOnce(u32) -> Option<u32>) -> bool {
 /// the counters and rules of slot 0 (with targets, only for the bios a target submits itself).
 #[kprobe]
 pub fn kprobe_bio_error(ctx: ProbeContext) -> u32 {
-    if let Some(retval) = ctx.arg::<u64>(0).and_then(bio_error) {
+    if let Some(retval) = ctx.arg::<u64>(0).and_then(bio_error::<Probed>) {
         // SAFETY: the probe's own registers; any error becomes BLK_STS_IOERR.
         unsafe { bpf_override_return(ctx.regs, retval as u64) };
     }
@@ -510,20 +510,20 @@ pub fn kprobe_bio_error(ctx: ProbeContext) -> u32 {
 
 /// [`kprobe_bio_error`] where trampolines load: loaded past aya as fmod_ret on
 /// `should_fail_bio` (its section names the function), whose return value it gives when it
-/// acts. A trampoline costs each bio less than a kprobe.
+/// acts. Its argument is typed (`struct bio *`), so it follows the bio with plain loads.
 #[unsafe(no_mangle)]
 #[unsafe(link_section = "fexit/should_fail_bio")]
 pub extern "C" fn fmod_ret_bio_error(ctx: *mut c_void) -> i64 {
-    // SAFETY: a read of the trampoline's first argument slot (the bio), checked by the helper;
-    // read as plain memory, the address is a number to the verifier, as the kprobe's is.
-    let bio = unsafe { bpf_probe_read_kernel(ctx as *const u64) };
-    bio.ok().and_then(bio_error).unwrap_or(0)
+    // SAFETY: the trampoline's first argument slot, which the verifier types from the kernel's
+    // BTF as the function's `struct bio *`.
+    let bio = unsafe { core::ptr::read_volatile(ctx as *const u64) };
+    bio_error::<Typed>(bio).unwrap_or(0)
 }
 
 /// What `should_fail_bio(bio)` returns for `bio` while the fault acts on it, if it does.
 #[inline(always)]
-fn bio_error(bio: u64) -> Option<i64> {
-    let ops = bio_ops(bio);
+fn bio_error<M: Memory>(bio: u64) -> Option<i64> {
+    let ops = bio_ops::<M>(bio);
     if ops == 0 {
         return None;
     }

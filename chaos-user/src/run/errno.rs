@@ -230,9 +230,7 @@ impl<'t> CallsLoaded<'t> {
             kernel::errno_object(),
             &hooks,
         )?;
-        for &hook in &hooks {
-            loaded.load(hook)?;
-        }
+        loaded.load_all(&hooks)?;
         // The index of each process target is its place in `targets.processes`: the report
         // reads its counters from there.
         let pid_bits = PidBits::map(loaded.ebpf())?;

@@ -64,9 +64,7 @@ impl<'t> NetLoaded<'t> {
                 .collect(),
         };
         let mut loaded = Loaded::plain(object::NET, &hooks)?;
-        for &hook in &hooks {
-            loaded.load(hook)?;
-        }
+        loaded.load_all(&hooks)?;
         for (index, &entry) in tables.delay.iter().enumerate() {
             loaded.set(names::MAP_NET_DELAY_DIST, index as u32, entry)?;
         }
