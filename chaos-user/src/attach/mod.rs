@@ -257,57 +257,6 @@ impl Loaded {
         Self::new(&mut loader, object, hooks)
     }
 
-    /// Loads every hook's program, as [`Loaded::load`] does, the verifier checking aya's
-    /// programs side by side on threads of their own: a run's start waits for it (a connect
-    /// fault's two programs took 0.3 ms each on the 6.18 host, a fifth of its start).
-    pub fn load_all(&mut self, hooks: &[Hook]) -> Result<(), AttachError> {
-        let mut side_by_side: Vec<Hook> = Vec::new();
-        for &hook in hooks {
-            let plain = !matches!(
-                hook,
-                Hook::FmodRet { .. }
-                    | Hook::FmodRetFunction { .. }
-                    | Hook::FmodRetOverride { .. }
-                    | Hook::SyscallFexit { .. }
-                    | Hook::SyscallFentry { .. }
-            );
-            let named = |other: &Hook| other.program() == hook.program();
-            if plain && !self.loaded.iter().any(named) && !side_by_side.iter().any(named) {
-                self.check_maps(hook)?;
-                side_by_side.push(hook);
-            }
-        }
-        if side_by_side.len() > 1 {
-            let programs: Vec<(Hook, &mut Program)> = self
-                .ebpf
-                .programs_mut()
-                .filter_map(|(name, program)| {
-                    let hook = side_by_side.iter().find(|hook| hook.program() == name)?;
-                    Some((*hook, program))
-                })
-                .collect();
-            let verified = std::thread::scope(|scope| {
-                let threads: Vec<_> = programs
-                    .into_iter()
-                    .map(|(hook, program)| scope.spawn(move || verify(program, hook)))
-                    .collect();
-                threads
-                    .into_iter()
-                    .map(|thread| thread.join().expect("a verifying thread panicked"))
-                    .collect::<Vec<_>>()
-            });
-            for (result, hook) in verified.into_iter().zip(&side_by_side) {
-                result?;
-                self.loaded.push(*hook);
-            }
-        }
-        // The rest (a program missing from the object is reported here too), one at a time.
-        for &hook in hooks {
-            self.load(hook)?;
-        }
-        Ok(())
-    }
-
     /// Loads `hook`'s program into the kernel (the verifier runs here); once per program.
     pub fn load(&mut self, hook: Hook) -> Result<(), AttachError> {
         if self.loaded.contains(&hook) {

@@ -230,7 +230,9 @@ impl<'t> CallsLoaded<'t> {
             kernel::errno_object(),
             &hooks,
         )?;
-        loaded.load_all(&hooks)?;
+        for &hook in &hooks {
+            loaded.load(hook)?;
+        }
         // The index of each process target is its place in `targets.processes`: the report
         // reads its counters from there.
         let pid_bits = PidBits::map(loaded.ebpf())?;

@@ -64,7 +64,9 @@ impl<'t> NetLoaded<'t> {
                 .collect(),
         };
         let mut loaded = Loaded::plain(object::NET, &hooks)?;
-        loaded.load_all(&hooks)?;
+        for &hook in &hooks {
+            loaded.load(hook)?;
+        }
         for (index, &entry) in tables.delay.iter().enumerate() {
             loaded.set(names::MAP_NET_DELAY_DIST, index as u32, entry)?;
         }
