@@ -29,10 +29,18 @@ pub fn group_runs(group: u32) -> bool {
     let Ok(processes) = fs::read_dir("/proc") else {
         return true;
     };
-    processes.filter_map(Result::ok).any(|entry| {
-        let stat = fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
-        stat_field(&stat, 5) == Some(group.as_str()) && stat_field(&stat, 3) != Some("Z")
-    })
+    processes
+        .filter_map(Result::ok)
+        .filter(|entry| {
+            entry
+                .file_name()
+                .to_str()
+                .is_some_and(|name| name.parse::<u32>().is_ok())
+        })
+        .any(|entry| {
+            let stat = fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+            stat_field(&stat, 5) == Some(group.as_str()) && stat_field(&stat, 3) != Some("Z")
+        })
 }
 
 /// Where the cgroup v2 hierarchy is mounted (`/sys/fs/cgroup` when unified,
@@ -183,6 +191,32 @@ impl Netns {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reads_stat_fields_past_a_command_name_with_spaces_and_parentheses() {
+        let stat = "4242 (a (b) c) S 1 4242 4242 0 -1";
+        assert_eq!(stat_field(stat, 3), Some("S"));
+        assert_eq!(stat_field(stat, 5), Some("4242"));
+        assert_eq!(stat_field(stat, 2), None);
+    }
+
+    /// A group runs while a member does, and not once its last member is a zombie nobody has
+    /// reaped yet.
+    #[test]
+    fn a_process_group_runs_until_its_last_member_exits() {
+        use std::os::unix::process::CommandExt as _;
+        let mut leader = std::process::Command::new("sleep")
+            .arg("0.3")
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let group = leader.id();
+        assert!(group_runs(group));
+        std::thread::sleep(std::time::Duration::from_millis(800));
+        assert!(!group_runs(group), "a zombie leader counts as gone");
+        assert!(leader.wait().unwrap().success());
+        assert!(!group_runs(group));
+    }
 
     #[test]
     fn finds_the_cgroup2_mount_in_hybrid_and_unified_layouts() {

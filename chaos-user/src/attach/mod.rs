@@ -263,7 +263,12 @@ impl Loaded {
             return Ok(());
         }
         let name = hook.program();
-        self.check_maps(hook)?;
+        if let Some(&(map, _)) = crate::object::hash_map_users(self.object)
+            .iter()
+            .find(|(map, users)| self.shrunk.contains(map) && users.contains(&name))
+        {
+            return Err(AttachError::Shrunk { program: name, map });
+        }
         if let Hook::FmodRet { function, .. } | Hook::FmodRetFunction { function, .. } = hook {
             let program = self.load_fmod_ret(name, function)?;
             self.fmod_ret.push(FmodRetProgram {
@@ -283,11 +288,49 @@ impl Loaded {
             self.loaded.push(hook);
             return Ok(());
         }
-        let program = self
-            .ebpf
-            .program_mut(name)
-            .ok_or(AttachError::MissingProgram(name))?;
-        verify(program, hook)?;
+        // The kernel's BTF, which LSM and tracing programs need to load: parsed only when one
+        // is.
+        let btf = || crate::btf::aya_kernel().ok();
+        let ebpf = &mut self.ebpf;
+        let result = match hook {
+            Hook::Lsm { hook: lsm_hook, .. } => {
+                let btf = btf().ok_or(AttachError::NoBtf(name))?;
+                program::<Lsm>(ebpf, name)?.load(lsm_hook, btf)
+            }
+            Hook::LsmCgroup { hook: lsm_hook, .. } => {
+                let btf = btf().ok_or(AttachError::NoBtf(name))?;
+                program::<LsmCgroup>(ebpf, name)?.load(lsm_hook, btf)
+            }
+            // A syscall fentry or fexit is verified here on its own function; attaching loads
+            // it again on each syscall's.
+            Hook::Fexit { function, .. } | Hook::SyscallFexit { function, .. } => {
+                let btf = btf().ok_or(AttachError::NoBtf(name))?;
+                program::<FExit>(ebpf, name)?.load(function, btf)
+            }
+            Hook::SyscallFentry { function, .. } | Hook::Fentry { function, .. } => {
+                let btf = btf().ok_or(AttachError::NoBtf(name))?;
+                program::<FEntry>(ebpf, name)?.load(function, btf)
+            }
+            Hook::BtfTracepoint { event, .. } => {
+                let btf = btf().ok_or(AttachError::NoBtf(name))?;
+                program::<BtfTracePoint>(ebpf, name)?.load(event, btf)
+            }
+            Hook::CgroupSockAddr { .. } => program::<CgroupSockAddr>(ebpf, name)?.load(),
+            Hook::CgroupSock { .. } => program::<CgroupSock>(ebpf, name)?.load(),
+            Hook::CgroupSkb { .. } => program::<CgroupSkb>(ebpf, name)?.load(),
+            Hook::Tracepoint { .. } | Hook::SyscallEntry { .. } | Hook::SyscallExit { .. } => {
+                program::<TracePoint>(ebpf, name)?.load()
+            }
+            Hook::SyscallOverride { .. } | Hook::FunctionOverride { .. } => {
+                program::<KProbe>(ebpf, name)?.load()
+            }
+            Hook::Tc { .. } => program::<SchedClassifier>(ebpf, name)?.load(),
+            Hook::Xdp { .. } => program::<Xdp>(ebpf, name)?.load(),
+            Hook::FmodRet { .. } | Hook::FmodRetFunction { .. } | Hook::FmodRetOverride { .. } => {
+                unreachable!("loaded above")
+            }
+        };
+        result.map_err(|source| AttachError::Program { name, source })?;
         // Attaching loads it again per syscall from the relocated object: relocate now, while
         // every map is still the object's (a run may take some out before it attaches).
         if let Hook::SyscallFexit { function, .. } | Hook::SyscallFentry { function, .. } = hook {
@@ -295,19 +338,6 @@ impl Loaded {
         }
         self.loaded.push(hook);
         Ok(())
-    }
-
-    /// Refuses `hook` if a map its program uses was made one entry long (for none of the
-    /// programs this run named).
-    fn check_maps(&self, hook: Hook) -> Result<(), AttachError> {
-        let name = hook.program();
-        match crate::object::hash_map_users(self.object)
-            .iter()
-            .find(|(map, users)| self.shrunk.contains(map) && users.contains(&name))
-        {
-            Some(&(map, _)) => Err(AttachError::Shrunk { program: name, map }),
-            None => Ok(()),
-        }
     }
 
     /// Loads the LSM program `name` as an fmod_ret program on `function`.
@@ -839,54 +869,6 @@ where
     link.pin(dir.join(format!("{name}-{n}")))
         .map(drop)
         .map_err(|err| failed(err.to_string()))
-}
-
-/// Loads `hook`'s aya program into the kernel, as the kind of program the hook needs (the
-/// verifier runs here). The kernel's BTF, which LSM and tracing programs need, is parsed only
-/// when one loads.
-fn verify(program: &mut Program, hook: Hook) -> Result<(), AttachError> {
-    let name = hook.program();
-    let btf = || crate::btf::aya_kernel().map_err(|_| AttachError::NoBtf(name));
-    fn kind<'a, T>(program: &'a mut Program, name: &'static str) -> Result<&'a mut T, AttachError>
-    where
-        &'a mut T: TryFrom<&'a mut Program, Error = ProgramError>,
-    {
-        program
-            .try_into()
-            .map_err(|source| AttachError::Program { name, source })
-    }
-    let result = match hook {
-        Hook::Lsm { hook: lsm_hook, .. } => kind::<Lsm>(program, name)?.load(lsm_hook, btf()?),
-        Hook::LsmCgroup { hook: lsm_hook, .. } => {
-            kind::<LsmCgroup>(program, name)?.load(lsm_hook, btf()?)
-        }
-        // A syscall fentry or fexit is verified here on its own function; attaching loads it
-        // again on each syscall's.
-        Hook::Fexit { function, .. } | Hook::SyscallFexit { function, .. } => {
-            kind::<FExit>(program, name)?.load(function, btf()?)
-        }
-        Hook::SyscallFentry { function, .. } | Hook::Fentry { function, .. } => {
-            kind::<FEntry>(program, name)?.load(function, btf()?)
-        }
-        Hook::BtfTracepoint { event, .. } => {
-            kind::<BtfTracePoint>(program, name)?.load(event, btf()?)
-        }
-        Hook::CgroupSockAddr { .. } => kind::<CgroupSockAddr>(program, name)?.load(),
-        Hook::CgroupSock { .. } => kind::<CgroupSock>(program, name)?.load(),
-        Hook::CgroupSkb { .. } => kind::<CgroupSkb>(program, name)?.load(),
-        Hook::Tracepoint { .. } | Hook::SyscallEntry { .. } | Hook::SyscallExit { .. } => {
-            kind::<TracePoint>(program, name)?.load()
-        }
-        Hook::SyscallOverride { .. } | Hook::FunctionOverride { .. } => {
-            kind::<KProbe>(program, name)?.load()
-        }
-        Hook::Tc { .. } => kind::<SchedClassifier>(program, name)?.load(),
-        Hook::Xdp { .. } => kind::<Xdp>(program, name)?.load(),
-        Hook::FmodRet { .. } | Hook::FmodRetFunction { .. } | Hook::FmodRetOverride { .. } => {
-            unreachable!("loaded past aya")
-        }
-    };
-    result.map_err(|source| AttachError::Program { name, source })
 }
 
 fn program<'a, T>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut T, AttachError>
