@@ -49,10 +49,10 @@ const SOME_GUESTS: [(&str, &str, &[&str]); 2] = [
 
 /// The whole suite: host tests, then the integration tests in the guest.
 pub fn all(host_only: bool, filter: Option<&str>) -> anyhow::Result<()> {
-    setup::run()?;
-    cargo(&["build"])?;
+    timed("setup", setup::run)?;
+    timed("build", || cargo(&["build"]))?;
     // The static binary and its image: tests/tests/dist.rs runs them, each guest probes with it.
-    crate::dist::run()?;
+    timed("static binary and image", crate::dist::run)?;
     let mut args = vec!["test", "--"];
     args.extend(filter);
     // Integration tests change cgroups and the kernel: one at a time. Passing tests' output is
@@ -61,24 +61,34 @@ pub fn all(host_only: bool, filter: Option<&str>) -> anyhow::Result<()> {
     args.extend(["--test-threads=1", "--show-output"]);
     let expect = std::env::var("CHAOS_EXPECT").unwrap_or_else(|_| HOST_EXPECT.join(","));
     let cargo_bin = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    crate::run_command(
-        Command::new(cargo_bin)
-            .args(&args)
-            .env("CHAOS_EXPECT", expect)
-            .env("CHAOS_PYTHON_BIN", setup::python_venv()?.join("bin"))
-            .current_dir(workspace_root()),
-    )?;
+    timed("host tests (build and run)", || {
+        crate::run_command(
+            Command::new(&cargo_bin)
+                .args(&args)
+                .env("CHAOS_EXPECT", &expect)
+                .env("CHAOS_PYTHON_BIN", setup::python_venv()?.join("bin"))
+                .current_dir(workspace_root()),
+        )
+    })?;
     if filter.is_none() {
         record_host_results()?;
-        fuzz(TEST_FUZZ_SECONDS)?;
+        timed("fuzz (build and run)", || fuzz(TEST_FUZZ_SECONDS))?;
     }
     if !host_only {
-        in_vms(&vm::MATRIX, filter)?;
+        timed("guests", || in_vms(&vm::MATRIX, filter))?;
         if filter.is_none() {
             crate::matrix::write_support_table()?;
         }
     }
     Ok(())
+}
+
+/// Runs one part of the suite and says how long it took (CI has a time limit).
+fn timed<T>(part: &str, run: impl FnOnce() -> anyhow::Result<T>) -> anyhow::Result<T> {
+    let started = std::time::Instant::now();
+    let result = run();
+    eprintln!("test: {part} took {} s", started.elapsed().as_secs());
+    result
 }
 
 /// The host's probe and (the whole run having passed) every integration binary as passed, for
