@@ -456,6 +456,16 @@ pub fn assert_cleanup_finds_expired(id: &str) {
     );
 }
 
+/// The report of an experiment's workload `name` (`chaos run --json`).
+pub fn workload<'a>(report: &'a Value, name: &str) -> &'a Value {
+    report["workloads"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|w| w["name"] == name)
+        .unwrap_or_else(|| panic!("no workload {name} in {report}"))
+}
+
 /// The JSON report `chaos ... --json` printed, with stderr in the panic message if it did not.
 pub fn json_report(output: &Output) -> Value {
     let stdout = String::from_utf8_lossy(&output.stdout);

@@ -54,15 +54,6 @@ fn assert_left_nothing() {
     );
 }
 
-fn workload<'a>(report: &'a Value, name: &str) -> &'a Value {
-    report["workloads"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|w| w["name"] == name)
-        .unwrap_or_else(|| panic!("no workload {name} in {report}"))
-}
-
 /// A statistic of one metric of a workload in one phase.
 fn stat(workload: &Value, phase: &str, metric: &str, stat: &str) -> f64 {
     workload["metrics"][phase][metric][stat]

@@ -399,15 +399,7 @@ for = "2s"
         report["steady_state"]["during_failed"], 0,
         "the check did not see both PIDs"
     );
-    let workload = |name: &str| {
-        report["workloads"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|w| w["name"] == name)
-            .unwrap_or_else(|| panic!("no workload {name}"))
-            .clone()
-    };
+    let workload = |name| workload(&report, name);
     let (target, load, short) = (workload("target"), workload("load-gen"), workload("short"));
     let metric = |w: &Value, phase: &str, name: &str, stat: &str| {
         w["metrics"][phase][name][stat]
@@ -425,7 +417,7 @@ for = "2s"
     };
     assert!(failures("before") <= 1, "{target}");
     assert!(failures("after") <= 1, "{target}");
-    assert_eq!(metric(&target, "during", "failed", "max"), 1.0);
+    assert_eq!(metric(target, "during", "failed", "max"), 1.0);
     assert_seen_as_injected(
         failures("before") + failures("during") + failures("after"),
         fault_row(&report, "refused"),
@@ -506,29 +498,20 @@ for = "1s"
     .unwrap();
     let (report, code, _) = run(&file, &[]);
     assert_eq!(code, 0, "exit code: {}", why_failed(&report));
-    let workload = |name: &str| {
-        report["workloads"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|w| w["name"] == name)
-            .unwrap_or_else(|| panic!("no workload {name}"))
-            .clone()
-    };
-    let (patient, hurried) = (workload("patient"), workload("hurried"));
+    let (patient, hurried) = (workload(&report, "patient"), workload(&report, "hurried"));
     assert!(
         cleaned.exists(),
         "the script's cleanup outlived the experiment"
     );
     let said_cleaned = |w: &Value| w["output"].as_array().unwrap().contains(&"cleaned".into());
-    assert!(said_cleaned(&patient), "{patient}");
+    assert!(said_cleaned(patient), "{patient}");
     let elapsed = |w: &Value| w["elapsed_ms"].as_u64().unwrap();
-    assert!(elapsed(&patient) >= 9000, "{patient}");
+    assert!(elapsed(patient) >= 9000, "{patient}");
     assert_eq!(hurried["signal"], libc::SIGKILL, "{hurried}");
-    assert!(!said_cleaned(&hurried), "{hurried}");
+    assert!(!said_cleaned(hurried), "{hurried}");
     // Both were stopped at the end of the run, whenever a slow machine's timeline ended.
     assert!(
-        elapsed(&hurried) + 1000 < elapsed(&patient),
+        elapsed(hurried) + 1000 < elapsed(patient),
         "{hurried} {patient}"
     );
     assert_no_chaos_programs();
