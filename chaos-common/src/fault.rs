@@ -131,15 +131,25 @@ pub struct DiskFilter {
     pub disk_part0: u32,
     /// Non-zero: only bios the current task submits, if it is a target (`--pid`, `--cgroup`…).
     pub targeted: u32,
+    /// Non-zero (with a cgroup target): also the bios the kernel attributes to that cgroup or
+    /// one below it (`bio->bi_blkg`'s cgroup: cgroup writeback of the pages it dirtied).
+    pub attributed: u32,
+    /// `bio->bi_blkg`, `blkcg_gq->blkcg`, `blkcg->css.cgroup`, `cgroup->kn`,
+    /// `kernfs_node->id` (the cgroup id), `kernfs_node->parent`
+    pub bio_blkg: u32,
+    pub blkg_blkcg: u32,
+    pub blkcg_cgroup: u32,
+    pub cgroup_kn: u32,
+    pub kn_id: u32,
+    pub kn_parent: u32,
     /// This kernel's numbers of the operations that write without being `REQ_OP_WRITE`
     /// (`REQ_OP_WRITE_ZEROES`, `REQ_OP_ZONE_APPEND`) or discard without being
     /// `REQ_OP_DISCARD` (`REQ_OP_SECURE_ERASE`); [`NO_REQ_OP`] where it has none.
     pub op_write_zeroes: u32,
     pub op_zone_append: u32,
     pub op_secure_erase: u32,
-    pub _pad: u32,
 }
-const _: () = assert!(core::mem::size_of::<DiskFilter>() == 88);
+const _: () = assert!(core::mem::size_of::<DiskFilter>() == 112);
 
 /// [`DiskFilter`]'s operation number for an operation the kernel lacks.
 pub const NO_REQ_OP: u32 = u32::MAX;
@@ -162,10 +172,16 @@ impl DiskFilter {
         bdev_disk: 0,
         disk_part0: 0,
         targeted: 0,
+        attributed: 0,
+        bio_blkg: 0,
+        blkg_blkcg: 0,
+        blkcg_cgroup: 0,
+        cgroup_kn: 0,
+        kn_id: 0,
+        kn_parent: 0,
         op_write_zeroes: NO_REQ_OP,
         op_zone_append: NO_REQ_OP,
         op_secure_erase: NO_REQ_OP,
-        _pad: 0,
     };
 }
 

@@ -54,6 +54,34 @@ pub fn targeted() -> bool {
     DISK.load().targeted != 0
 }
 
+/// How far above a bio's cgroup the target cgroup is looked for.
+const MAX_CGROUP_DEPTH: usize = 16;
+
+/// Whether the kernel attributes bio `bio` to cgroup `cgroup` or one below it: the io cgroup
+/// it charges (`bio->bi_blkg`), which is the cgroup that dirtied the pages when the kernel
+/// writes them back (cgroup writeback), and the submitter's otherwise. Only for a fault that
+/// asks ([`DiskFilter::attributed`]); a few reads per cgroup level, paid by the device's bios
+/// that no target submits.
+#[inline(always)]
+pub fn attributed_to<M: Memory>(bio: u64, cgroup: u64) -> bool {
+    let filter = DISK.load();
+    if filter.attributed == 0 {
+        return false;
+    }
+    let blkcg = M::pointer_at(M::pointer_at(bio, filter.bio_blkg), filter.blkg_blkcg);
+    let mut node = M::pointer_at(M::pointer_at(blkcg, filter.blkcg_cgroup), filter.cgroup_kn);
+    for _ in 0..MAX_CGROUP_DEPTH {
+        if node == 0 {
+            return false;
+        }
+        if M::read_at::<u64>(node, filter.kn_id) == Some(cgroup) {
+            return true;
+        }
+        node = M::pointer_at(node, filter.kn_parent);
+    }
+    false
+}
+
 /// `REQ_OP_*` of `bio->bi_opf` (its low 8 bits: linux/blk_types.h; these four the same since
 /// 4.10, the others from the kernel's BTF in [`DiskFilter`]).
 const REQ_OP_MASK: u32 = 0xff;

@@ -57,7 +57,13 @@ static TARGET_CGROUP_LEVEL: Global<u32> = Global::new(0);
 static TARGET_CGROUP: CgroupArray = CgroupArray::with_max_entries(1, 0);
 
 /// The fault slot a cgroup target uses.
-const CGROUP_TARGET_SLOT: u32 = 0;
+pub const CGROUP_TARGET_SLOT: u32 = 0;
+
+/// The target cgroup's id; 0 when the targets are processes.
+#[inline(always)]
+pub fn target_cgroup() -> u64 {
+    TARGET_CGROUP_ID.load()
+}
 
 #[map]
 static FAULTS: Array<CallFault> = Array::with_max_entries(MAX_FAULTS, 0);

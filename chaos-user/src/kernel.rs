@@ -1215,8 +1215,28 @@ pub fn disk_offsets(filter: DiskFilter) -> Result<DiskFilter, crate::btf::BtfErr
         bdev_start_sect: btf.offset_of("block_device", "bd_start_sect")?,
         bdev_disk: btf.offset_of("block_device", "bd_disk")?,
         disk_part0: btf.offset_of("gendisk", "part0")?,
-        ..filter
+        ..with_attribution(&btf, filter)
     })
+}
+
+/// `filter` with where the fields lie that lead from a bio to the cgroup it is charged to, or
+/// as it is without them (CONFIG_BLK_CGROUP off: bios are nobody's).
+fn with_attribution(btf: &crate::btf::Btf, filter: DiskFilter) -> DiskFilter {
+    let offset = |strukt: &str, field: &str| btf.offset_of(strukt, field).ok();
+    let found = || {
+        Some(DiskFilter {
+            bio_blkg: offset("bio", "bi_blkg")?,
+            blkg_blkcg: offset("blkcg_gq", "blkcg")?,
+            blkcg_cgroup: offset("blkcg", "css.cgroup")?,
+            cgroup_kn: offset("cgroup", "kn")?,
+            kn_id: offset("kernfs_node", "id")?,
+            // `__parent` from 6.15 on.
+            kn_parent: offset("kernfs_node", "parent")
+                .or_else(|| offset("kernfs_node", "__parent"))?,
+            ..filter
+        })
+    };
+    found().unwrap_or(filter)
 }
 
 /// Why `hook` cannot attach here though its mechanism can: the kernel function it runs on is not

@@ -684,6 +684,13 @@ impl TestCgroup {
         TestCgroup { path }
     }
 
+    /// A cgroup below this one (dropped before it, if made after it).
+    pub fn child(&self, name: &str) -> Self {
+        let path = self.path.join(name);
+        fs::create_dir(&path).unwrap_or_else(|err| panic!("create {}: {err}", path.display()));
+        TestCgroup { path }
+    }
+
     pub fn add(&self, pid: u32) {
         fs::write(self.path.join("cgroup.procs"), pid.to_string())
             .unwrap_or_else(|err| panic!("move {pid} into {}: {err}", self.path.display()));

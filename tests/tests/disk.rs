@@ -614,6 +614,154 @@ fn disk_cut_keeps_every_synced_record() {
     );
 }
 
+/// Controllers enabled in a cgroup's `cgroup.subtree_control` for the test, disabled again on
+/// drop where they were not before (the cgroups below must be gone by then).
+struct Enabled {
+    control: PathBuf,
+    added: Vec<&'static str>,
+}
+
+impl Enabled {
+    fn new(cgroup: &Path, controllers: &[&'static str]) -> Self {
+        let control = cgroup.join("cgroup.subtree_control");
+        let before = fs::read_to_string(&control).unwrap_or_default();
+        let added: Vec<_> = controllers
+            .iter()
+            .copied()
+            .filter(|c| !before.split_whitespace().any(|b| b == *c))
+            .collect();
+        for controller in &added {
+            fs::write(&control, format!("+{controller}")).unwrap_or_else(|err| {
+                panic!("enable {controller} in {}: {err}", control.display())
+            });
+        }
+        Enabled { control, added }
+    }
+}
+
+impl Drop for Enabled {
+    fn drop(&mut self) {
+        for controller in &self.added {
+            let _ = fs::write(&self.control, format!("-{controller}"));
+        }
+    }
+}
+
+/// Runs `script` in `sh` inside `cgroup` and waits for it to succeed.
+fn run_in(cgroup: &TestCgroup, script: &str, arg: &Path) {
+    let mut command = Command::new("sh");
+    command.args(["-c", script]).arg(arg);
+    join_before_exec(&mut command, cgroup);
+    let status = command.status().expect("sh");
+    assert!(status.success(), "{script}: {status}");
+}
+
+/// A cgroup target loses the kernel's writeback of the pages it dirtied (cgroup writeback: the
+/// io and memory controllers enabled for it): its process writes a file into the page cache
+/// and exits, a `sync` from outside writes the file back through the flusher, that writeback
+/// fails, the next fsync() reports EIO and the data is gone once the cache is dropped. A
+/// sibling cgroup's file, written back by the same sync, and the journal (the kernel's own)
+/// are untouched. Without the controllers, the start says why the writeback is not the
+/// cgroup's, and only bios its processes submit could fail.
+#[test]
+fn disk_cgroup_loses_its_writeback_and_nothing_else() {
+    let dir = scratch("writeback");
+    let Some(disk) = LoopDisk::new(&dir, "a") else {
+        eprintln!("NOT RUN: no loop devices on this kernel");
+        return;
+    };
+    let Some(rung) = supported_or_refused(&disk.device) else {
+        return;
+    };
+    let parent = TestCgroup::new("disk-writeback");
+    let target = parent.child("target");
+    let bystander = parent.child("bystander");
+    let target_path = target.path.to_str().unwrap().to_owned();
+    let fault = |duration: &str| {
+        chaos_command(&[
+            "disk",
+            "error",
+            "--device",
+            &disk.device,
+            "--op",
+            "write",
+            "--cgroup",
+            &target_path,
+            "--for",
+            duration,
+            "--json",
+        ])
+    };
+    let output = fault("1s").output().expect("chaos");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("does not charge the writeback")
+            && stderr.contains(&format!("{}/cgroup.subtree_control", parent.path.display())),
+        "without io and memory for the cgroup, the start says so: {stderr}"
+    );
+    let report = json_report(&output);
+    assert!(
+        !report["faults"][0]["covers"]
+            .as_str()
+            .unwrap()
+            .contains("written back"),
+        "{report}"
+    );
+
+    let mount = parent.path.parent().unwrap();
+    let _root = Enabled::new(mount, &["io", "memory"]);
+    let _parent = Enabled::new(&parent.path, &["io", "memory"]);
+    let chaos = Chaos::spawn_live(&mut fault("10m"));
+    // Each writes a new file into the page cache and exits: nothing it submits itself.
+    let write = "head -c 65536 /dev/zero | tr '\\0' \"$(basename \"$0\" | head -c 1)\" > \"$0\"";
+    run_in(&target, write, &disk.file("t"));
+    run_in(&bystander, write, &disk.file("b"));
+    assert!(
+        fs::read_to_string(target.path.join("cgroup.procs"))
+            .unwrap()
+            .trim()
+            .is_empty(),
+        "the target cgroup is empty before the sync"
+    );
+    sh("sync");
+    let report = stop_chaos(chaos);
+    let fsync = |name: &str| File::open(disk.file(name)).and_then(|f| f.sync_all());
+    let first = fsync("t");
+    let second = fsync("t");
+    let other = fsync("b");
+    // The journal was not the target's: a new file is created and synced.
+    let after = write_and_fsync(&disk.file("after"), b'a');
+    drop_caches();
+    let lost = fs::read(disk.file("t")).unwrap();
+    let kept = fs::read(disk.file("b")).unwrap();
+    assert_eq!(
+        first.as_ref().map_err(|e| e.raw_os_error()),
+        Err(Some(libc::EIO)),
+        "the target's file: the writeback failed, fsync() says so"
+    );
+    assert!(second.is_ok(), "and only once: {second:?}");
+    assert!(other.is_ok(), "the sibling cgroup's file: {other:?}");
+    assert!(after.is_ok(), "the journal works: {after:?}");
+    assert!(
+        !lost.contains(&b't'),
+        "the target's data never reached the device"
+    );
+    assert_eq!(kept, vec![b'b'; 65536], "the sibling's data did");
+    let fault = &report["faults"][0];
+    assert_eq!(fault["mechanism"], rung, "{report}");
+    assert!(
+        fault["covers"]
+            .as_str()
+            .unwrap()
+            .contains("written back for their cgroup"),
+        "{report}"
+    );
+    assert!(fault["injected"].as_u64().unwrap() > 0, "{report}");
+    assert_no_chaos_programs();
+    eprintln!("the cgroup's writeback failed, its sibling's landed; {fault}");
+}
+
 /// A device that is not one is refused before anything is attached, naming the value.
 #[test]
 fn disk_bad_device_is_refused_naming_it() {

@@ -42,8 +42,8 @@ use chaos_common::{
 use chaos_ebpf::{
     disk::{self, Memory, Probed, Typed, bio_ops},
     errno::{
-        Attached, Call, act, acting_fault, add_injected, add_target, current_target, fault_in,
-        remove_target, target_of,
+        Attached, CGROUP_TARGET_SLOT, Call, act, acting_fault, add_injected, add_target,
+        current_target, fault_in, remove_target, target_cgroup, target_of,
     },
     path::{dentry_of_bprm, dentry_of_file, dentry_of_path, pointer_at, read_at, under_dir},
 };
@@ -534,10 +534,16 @@ fn bio_error<M: Memory>(bio: u64) -> Option<i64> {
         return None;
     }
     let op = covered.trailing_zeros();
-    let acting = if disk::targeted() {
-        acting_fault(op, Attached::Kernel, || Call::UNKNOWN)
-    } else {
-        act(0, 0, op, || Call::UNKNOWN)
+    if !disk::targeted() {
+        return act(0, 0, op, || Call::UNKNOWN).map(|fault| fault.retval);
+    }
+    let acting = match current_target(Attached::Kernel) {
+        Some((slot, target)) => act(slot, target, op, || Call::UNKNOWN),
+        // Not submitted by a target: the writeback of pages the target cgroup dirtied.
+        None if disk::attributed_to::<M>(bio, target_cgroup()) => {
+            act(CGROUP_TARGET_SLOT, 0, op, || Call::UNKNOWN)
+        }
+        None => None,
     };
     acting.map(|fault| fault.retval)
 }

@@ -241,11 +241,16 @@ impl Loaded {
     /// own loader), get one entry: the kernel allocates each when the map is made.
     pub fn plain(object: &'static [u8], hooks: &[Hook]) -> Result<Self, AttachError> {
         // But the fmod_ret bio program's offsets: it follows typed pointers, which verify only
-        // at the fields' real offsets.
+        // at the fields' real offsets; with every path a fault may take live.
         let disk = hooks
             .contains(&chaos_common::hook::BIO_ERROR_FMOD_RET)
             .then(|| crate::kernel::disk_offsets(chaos_common::fault::DiskFilter::ZERO).ok())
-            .flatten();
+            .flatten()
+            .map(|disk| chaos_common::fault::DiskFilter {
+                targeted: 1,
+                attributed: u32::from(disk.bio_blkg != 0),
+                ..disk
+            });
         let mut loader = EbpfLoader::new();
         loader
             .map_max_entries(names::MAP_COUNTERS, 1)

@@ -11,7 +11,7 @@ use crate::{
     },
     fault::{
         BackendChoice, Errno, ErrnoFault, ParseError, PathFilter, SocketFilter, When,
-        disk::{Device, DeviceArg, DiskFault, DiskOp, Sectors},
+        disk::{Device, DeviceArg, DiskFault, DiskOp, Sectors, Whose},
         ops::parse_override_backend,
         parse_op, parse_path_filter,
     },
@@ -144,8 +144,8 @@ pub struct DiskCutArgs {
 /// The block layer fails the bio before any driver sees it (its should_fail_bio, which turns
 /// any error into BLK_STS_IOERR, so the errno is always EIO): a write() into the page cache
 /// still succeeds, and the error comes back from fsync() or as lost data when the cache is
-/// dropped, as on real hardware. Every bio to the device matches, whoever submits it:
-/// writeback kworkers, a journal's thread, direct I/O. Needs kernel >= 5.12 with
+/// dropped, as on real hardware. Without a target, every bio to the device matches, whoever
+/// submits it: writeback kworkers, a journal's thread, direct I/O. Needs kernel >= 5.12 with
 /// CONFIG_FUNCTION_ERROR_INJECTION, and trampolines (fmod_ret) or else kprobes with
 /// CONFIG_BPF_KPROBE_OVERRIDE (see `chaos probe`).
 ///
@@ -153,6 +153,13 @@ pub struct DiskCutArgs {
 ///   chaos disk error --device /dev/loop0 --op write --for 10s
 ///   chaos disk error --device 8:16 --op write,flush --probability 0.01 --for 5m --json
 ///   chaos disk error --device /dev/sdb1 --sector 2048-4095 --count 1
+///
+/// With a target, only the bios it submits itself fail: its reads, direct I/O, and the
+/// writeback its own fsync() does. A cgroup target (--cgroup, --container, --pod) also loses
+/// the kernel's background writeback of the pages it dirtied, where the kernel charges that
+/// to the cgroup (cgroup writeback: the io and memory controllers enabled for it on cgroup
+/// v2, and a filesystem that supports it, such as ext4 or btrfs); the start line says which.
+/// A journal's commits are the kernel's own and never fail under a target.
 ///
 /// --op: read, write (a journal's commit blocks included), flush (bios carrying a cache
 /// flush, REQ_PREFLUSH: fsync's and a journal's) and discard. A write that carries a flush
@@ -181,8 +188,9 @@ pub struct DiskErrorArgs {
     pub sector: Option<Sectors>,
 
     /// Only bios the target submits itself (--pid, --pid-tree, --cgroup, --container, …):
-    /// reads, direct I/O, and the writeback an fsync() of its own does; not the background
-    /// writeback of the kworkers nor a journal's commits. Without one, every bio.
+    /// reads, direct I/O, and the writeback an fsync() of its own does; for a cgroup target
+    /// also the kernel's writeback of the pages it dirtied, where the kernel charges that to
+    /// the cgroup. Never a journal's commits. Without one, every bio.
     #[command(flatten)]
     pub targets: Option<TargetArgs>,
 
@@ -207,7 +215,11 @@ impl DiskErrorArgs {
             sectors: self.sector,
             when: self.run.when(),
             dry_run: self.run.dry_run,
-            targeted: self.targets.is_some(),
+            // Until the targets are resolved.
+            whose: match self.targets {
+                Some(_) => Whose::Processes,
+                None => Whose::Any,
+            },
         })
     }
 }
@@ -269,7 +281,7 @@ fn cut(args: DiskCutArgs) -> Result<u8, Error> {
         sectors: None,
         when: When::default(),
         dry_run: false,
-        targeted: false,
+        whose: Whose::Any,
     };
     check_device(&fault.device, args.held.force)?;
     require_privileges()?;
@@ -319,7 +331,7 @@ fn check_device(device: &Device, force: bool) -> Result<(), ParseError> {
 
 fn error(args: DiskErrorArgs) -> Result<u8, Error> {
     run::defer_interrupts();
-    let fault = args.fault()?;
+    let mut fault = args.fault()?;
     // With targets, only their own bios fail: the root filesystem is theirs to lose.
     if args.targets.is_none() {
         check_device(&fault.device, args.run.force)?;
@@ -334,6 +346,9 @@ fn error(args: DiskErrorArgs) -> Result<u8, Error> {
             None => Targets::default(),
         }
     };
+    if let Some(cgroup) = &targets.cgroup {
+        fault.whose = Whose::cgroup(&cgroup.path);
+    }
     if args.run.detach {
         let kprobe = mechanism == Mechanism::KprobeOverride;
         plan::check_detachable(kprobe.then_some("the should_fail_bio kprobe"))?;
@@ -347,6 +362,15 @@ fn error(args: DiskErrorArgs) -> Result<u8, Error> {
         if fault.dry_run { ", dry run" } else { "" },
         args.run.how_it_ends(),
     );
+    match &fault.whose {
+        Whose::Cgroup(Ok(())) => eprintln!(
+            "chaos: also the kernel's writeback of the pages the cgroup dirtied (cgroup writeback)"
+        ),
+        Whose::Cgroup(Err(reason)) => eprintln!(
+            "chaos: note: only the bios the targets submit themselves fail: the kernel does not charge the writeback of their pages to their cgroup ({reason})"
+        ),
+        _ => {}
+    }
     let calls_fault = CallsFault::disk(&fault, mechanism);
     args.run.run_or_detach(&targets, &calls_fault)
 }

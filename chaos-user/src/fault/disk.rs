@@ -235,8 +235,48 @@ pub struct DiskFault {
     pub sectors: Option<Sectors>,
     pub when: When,
     pub dry_run: bool,
-    /// Only the bios targets submit themselves.
-    pub targeted: bool,
+    pub whose: Whose,
+}
+
+/// Whose bios to the device fail.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Whose {
+    /// Every bio, whoever submits it.
+    Any,
+    /// Those the target processes submit themselves.
+    Processes,
+    /// Those a target cgroup's processes submit, and those the kernel charges to the cgroup:
+    /// the writeback of the pages they dirtied. `Err` says why the kernel does not charge
+    /// writeback to it here.
+    Cgroup(Result<(), String>),
+}
+
+impl Whose {
+    /// Of a target cgroup whose directory is `dir`.
+    pub fn cgroup(dir: &Path) -> Whose {
+        Whose::Cgroup(writeback_charged(dir))
+    }
+}
+
+/// Whether the kernel charges the writeback of the pages cgroup `dir` dirties to it (cgroup
+/// writeback): only with the io and memory controllers enabled for it on cgroup v2.
+fn writeback_charged(dir: &Path) -> Result<(), String> {
+    let path = dir.join("cgroup.controllers");
+    let controllers =
+        fs::read_to_string(&path).map_err(|err| format!("{}: {err}", path.display()))?;
+    let missing: Vec<&str> = ["io", "memory"]
+        .into_iter()
+        .filter(|name| !controllers.split_whitespace().any(|c| c == *name))
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let parent = dir.parent().unwrap_or(dir);
+    Err(format!(
+        "{} not enabled for it on cgroup v2: write \"+io +memory\" to {}",
+        missing.join(" and "),
+        parent.join("cgroup.subtree_control").display()
+    ))
 }
 
 impl DiskFault {
@@ -258,7 +298,8 @@ impl DiskFault {
             whole: u32::from(self.device.whole),
             sector_first: self.sectors.map_or(0, |s| s.first),
             sector_end: self.sectors.map_or(0, |s| s.last + 1),
-            targeted: u32::from(self.targeted),
+            targeted: u32::from(self.whose != Whose::Any),
+            attributed: u32::from(matches!(self.whose, Whose::Cgroup(_))),
             ..DiskFilter::default()
         }
     }
@@ -274,7 +315,19 @@ impl DiskFault {
             .sectors
             .map(|s| format!(", sectors {}-{}", s.first, s.last))
             .unwrap_or_default();
-        format!("{} to {}{partitions}{sectors}", op.covers(), self.device)
+        let whose = match &self.whose {
+            Whose::Any => "",
+            Whose::Processes => ", submitted by the targets",
+            Whose::Cgroup(Ok(())) => {
+                ", submitted by the targets or written back for their cgroup (cgroup writeback)"
+            }
+            Whose::Cgroup(Err(_)) => ", submitted by the targets",
+        };
+        format!(
+            "{} to {}{partitions}{sectors}{whose}",
+            op.covers(),
+            self.device
+        )
     }
 
     /// The filters as given, for the warning when nothing matched.
@@ -336,7 +389,7 @@ mod tests {
             sectors: Some(Sectors { first: 8, last: 15 }),
             when: When::default(),
             dry_run: false,
-            targeted: false,
+            whose: Whose::Any,
         };
         let kernel = fault.kernel();
         assert_eq!(kernel.errno, libc::EIO);
