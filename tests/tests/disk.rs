@@ -657,42 +657,28 @@ fn run_in(cgroup: &TestCgroup, script: &str, arg: &Path) {
 }
 
 /// A cgroup target loses the kernel's writeback of the pages it dirtied (cgroup writeback: the
-/// io and memory controllers enabled for it): its process writes a file into the page cache
-/// and exits, a `sync` from outside writes the file back through the flusher, that writeback
-/// fails, the next fsync() reports EIO and the data is gone once the cache is dropped. A
-/// sibling cgroup's file, written back by the same sync, and the journal (the kernel's own)
-/// are untouched. Without the controllers, the start says why the writeback is not the
-/// cgroup's, and only bios its processes submit could fail.
+/// io and memory controllers enabled for it), through each rung: its process writes a file
+/// into the page cache and exits, a `sync` from outside writes the file back through the
+/// flusher, that writeback fails, the next fsync() reports EIO and the data is gone once the
+/// cache is dropped. A sibling cgroup's file, written back by the same sync, and the journal
+/// (the kernel's own) are untouched. Without the controllers, the start says why the writeback
+/// is not the cgroup's.
 #[test]
 fn disk_cgroup_loses_its_writeback_and_nothing_else() {
-    let dir = scratch("writeback");
+    let dir = scratch("cgroup-writeback");
     let Some(disk) = LoopDisk::new(&dir, "a") else {
         eprintln!("NOT RUN: no loop devices on this kernel");
         return;
     };
-    let Some(rung) = supported_or_refused(&disk.device) else {
+    if supported_or_refused(&disk.device).is_none() {
         return;
-    };
+    }
     let parent = TestCgroup::new("disk-writeback");
     let target = parent.child("target");
     let bystander = parent.child("bystander");
-    let target_path = target.path.to_str().unwrap().to_owned();
-    let fault = |duration: &str| {
-        chaos_command(&[
-            "disk",
-            "error",
-            "--device",
-            &disk.device,
-            "--op",
-            "write",
-            "--cgroup",
-            &target_path,
-            "--for",
-            duration,
-            "--json",
-        ])
-    };
-    let output = fault("1s").output().expect("chaos");
+    let output = cgroup_disk_fault(&disk, &target, "auto", "1s")
+        .output()
+        .expect("chaos");
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{stderr}");
     assert!(
@@ -709,14 +695,51 @@ fn disk_cgroup_loses_its_writeback_and_nothing_else() {
         "{report}"
     );
 
-    let mount = parent.path.parent().unwrap();
-    let _root = Enabled::new(mount, &["io", "memory"]);
+    let _root = Enabled::new(parent.path.parent().unwrap(), &["io", "memory"]);
     let _parent = Enabled::new(&parent.path, &["io", "memory"]);
-    let chaos = Chaos::spawn_live(&mut fault("10m"));
-    // Each writes a new file into the page cache and exits: nothing it submits itself.
+    let probe = Probe::run();
+    for rung in OVERRIDE_RUNGS {
+        if override_offered(&probe, rung).0 {
+            cgroup_writeback_fails_through(&disk, &target, &bystander, rung);
+        } else {
+            eprintln!("{rung}: not offered here (the probe says why)");
+        }
+    }
+}
+
+/// `chaos disk error` on `disk`'s writes for cgroup `target`, through `backend`.
+fn cgroup_disk_fault(disk: &LoopDisk, target: &TestCgroup, backend: &str, time: &str) -> Command {
+    chaos_command(&[
+        "disk",
+        "error",
+        "--device",
+        &disk.device,
+        "--op",
+        "write",
+        "--cgroup",
+        target.path.to_str().unwrap(),
+        "--backend",
+        backend,
+        "--for",
+        time,
+        "--json",
+    ])
+}
+
+/// One round of the test above, with `--backend rung`.
+fn cgroup_writeback_fails_through(
+    disk: &LoopDisk,
+    target: &TestCgroup,
+    bystander: &TestCgroup,
+    rung: &str,
+) {
+    let chaos = Chaos::spawn_live(&mut cgroup_disk_fault(disk, target, rung, "10m"));
+    // Each writes a new file into the page cache (its name's first letter, 64 KiB of it) and
+    // exits: nothing it submits itself.
     let write = "head -c 65536 /dev/zero | tr '\\0' \"$(basename \"$0\" | head -c 1)\" > \"$0\"";
-    run_in(&target, write, &disk.file("t"));
-    run_in(&bystander, write, &disk.file("b"));
+    let (lost, kept) = (format!("t-{rung}"), format!("b-{rung}"));
+    run_in(target, write, &disk.file(&lost));
+    run_in(bystander, write, &disk.file(&kept));
     assert!(
         fs::read_to_string(target.path.join("cgroup.procs"))
             .unwrap()
@@ -727,27 +750,32 @@ fn disk_cgroup_loses_its_writeback_and_nothing_else() {
     sh("sync");
     let report = stop_chaos(chaos);
     let fsync = |name: &str| File::open(disk.file(name)).and_then(|f| f.sync_all());
-    let first = fsync("t");
-    let second = fsync("t");
-    let other = fsync("b");
-    // The journal was not the target's: a new file is created and synced.
-    let after = write_and_fsync(&disk.file("after"), b'a');
+    let first = fsync(&lost);
+    let second = fsync(&lost);
+    let other = fsync(&kept);
+    // The journal is not the target's: a new file is created and synced.
+    let after = write_and_fsync(&disk.file(&format!("after-{rung}")), b'a');
     drop_caches();
-    let lost = fs::read(disk.file("t")).unwrap();
-    let kept = fs::read(disk.file("b")).unwrap();
     assert_eq!(
         first.as_ref().map_err(|e| e.raw_os_error()),
         Err(Some(libc::EIO)),
-        "the target's file: the writeback failed, fsync() says so"
+        "{rung}: the target's file was not written back, and fsync() says so"
     );
-    assert!(second.is_ok(), "and only once: {second:?}");
-    assert!(other.is_ok(), "the sibling cgroup's file: {other:?}");
-    assert!(after.is_ok(), "the journal works: {after:?}");
+    assert!(second.is_ok(), "{rung}: and only once: {second:?}");
     assert!(
-        !lost.contains(&b't'),
-        "the target's data never reached the device"
+        other.is_ok(),
+        "{rung}: the sibling cgroup's file: {other:?}"
     );
-    assert_eq!(kept, vec![b'b'; 65536], "the sibling's data did");
+    assert!(after.is_ok(), "{rung}: the journal works: {after:?}");
+    assert!(
+        !fs::read(disk.file(&lost)).unwrap().contains(&b't'),
+        "{rung}: the target's data never reached the device"
+    );
+    assert_eq!(
+        fs::read(disk.file(&kept)).unwrap(),
+        vec![b'b'; 65536],
+        "{rung}: the sibling's data did"
+    );
     let fault = &report["faults"][0];
     assert_eq!(fault["mechanism"], rung, "{report}");
     assert!(
@@ -759,7 +787,7 @@ fn disk_cgroup_loses_its_writeback_and_nothing_else() {
     );
     assert!(fault["injected"].as_u64().unwrap() > 0, "{report}");
     assert_no_chaos_programs();
-    eprintln!("the cgroup's writeback failed, its sibling's landed; {fault}");
+    eprintln!("{rung}: the cgroup's writeback failed, its sibling's landed; {fault}");
 }
 
 /// A device that is not one is refused before anything is attached, naming the value.
