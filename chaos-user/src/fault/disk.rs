@@ -377,6 +377,34 @@ mod tests {
     }
 
     #[test]
+    fn writeback_is_charged_only_with_io_and_memory() {
+        let dir = std::env::temp_dir().join(format!("chaos-wb-{}", std::process::id()));
+        let cgroup = dir.join("db");
+        fs::create_dir_all(&cgroup).unwrap();
+        let charged = |controllers: &str| {
+            fs::write(cgroup.join("cgroup.controllers"), controllers).unwrap();
+            Whose::cgroup(&cgroup)
+        };
+        assert_eq!(
+            charged("cpuset cpu io memory pids\n"),
+            Whose::Cgroup(Ok(()))
+        );
+        let Whose::Cgroup(Err(reason)) = charged("cpu memory pids\n") else {
+            panic!("io missing");
+        };
+        assert!(
+            reason.starts_with("io not enabled")
+                && reason.ends_with(&format!("{}/cgroup.subtree_control", dir.display())),
+            "{reason}"
+        );
+        let Whose::Cgroup(Err(reason)) = charged("") else {
+            panic!("both missing");
+        };
+        assert!(reason.starts_with("io and memory not enabled"), "{reason}");
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
     fn the_kernel_fault_fails_with_eio() {
         let fault = DiskFault {
             device: Device {
