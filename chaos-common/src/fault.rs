@@ -107,6 +107,10 @@ pub struct DiskFilter {
     /// Non-zero: `dev` is a whole disk, and bios to its partitions match too (their sectors
     /// counted from the start of the disk).
     pub whole: u32,
+    /// The whole disk's minor numbers, its own first: its partitions numbered
+    /// `dev + 1 .. dev + minors`; the rest have [`BLOCK_EXT_MAJOR`].
+    pub minors: u32,
+    pub _pad: u32,
     /// Only bios whose data overlaps sectors `[sector_first, sector_end)` of the device named;
     /// `sector_end` 0: any (and bios without data, flushes, match only without a range).
     pub sector_first: u64,
@@ -149,7 +153,10 @@ pub struct DiskFilter {
     pub op_zone_append: u32,
     pub op_secure_erase: u32,
 }
-const _: () = assert!(core::mem::size_of::<DiskFilter>() == 112);
+const _: () = assert!(core::mem::size_of::<DiskFilter>() == 120);
+
+/// The major number of the partitions a disk has no minor number of its own for (linux/major.h).
+pub const BLOCK_EXT_MAJOR: u32 = 259;
 
 /// [`DiskFilter`]'s operation number for an operation the kernel lacks.
 pub const NO_REQ_OP: u32 = u32::MAX;
@@ -158,6 +165,8 @@ impl DiskFilter {
     pub const ZERO: DiskFilter = DiskFilter {
         dev: 0,
         whole: 0,
+        minors: 0,
+        _pad: 0,
         sector_first: 0,
         sector_end: 0,
         req_preflush: 0,

@@ -2,7 +2,10 @@
 //! sectors. Follows kernel pointers at offsets read from the running kernel's BTF at load.
 
 use aya_ebpf::Global;
-use chaos_common::{fault::DiskFilter, ops::*};
+use chaos_common::{
+    fault::{BLOCK_EXT_MAJOR, DiskFilter},
+    ops::*,
+};
 
 /// How a program reads the kernel memory a bio leads to.
 pub trait Memory {
@@ -98,13 +101,7 @@ const REQ_OP_DISCARD: u32 = 3;
 pub fn bio_ops<M: Memory>(bio: u64) -> u64 {
     let filter = DISK.load();
     let bdev = M::pointer_at(bio, filter.bio_bdev);
-    let dev = if filter.whole != 0 {
-        let whole = M::pointer_at(M::pointer_at(bdev, filter.bdev_disk), filter.disk_part0);
-        M::read_at::<u32>(whole, filter.bdev_dev)
-    } else {
-        M::read_at::<u32>(bdev, filter.bdev_dev)
-    };
-    if dev != Some(filter.dev) {
+    if !on_device::<M>(&filter, bdev) {
         return 0;
     }
     let size = M::read_at::<u32>(bio, filter.bio_size).unwrap_or(0);
@@ -132,6 +129,34 @@ pub fn bio_ops<M: Memory>(bio: u64) -> u64 {
         (false, _) => ops,
     }
 }
+
+/// Whether `bdev` is the fault's device or, for a whole disk, one of its partitions. Two
+/// reads for most other devices' bios: its partitions are numbered after it, but those past its
+/// minors (and every partition of an NVMe or loop device) have [`BLOCK_EXT_MAJOR`] numbers,
+/// whose disk is found by following `bd_disk->part0`.
+#[inline(always)]
+fn on_device<M: Memory>(filter: &DiskFilter, bdev: u64) -> bool {
+    let Some(dev) = M::read_at::<u32>(bdev, filter.bdev_dev) else {
+        return false;
+    };
+    if dev == filter.dev {
+        return true;
+    }
+    if filter.whole == 0 {
+        return false;
+    }
+    if dev > filter.dev && dev - filter.dev < filter.minors {
+        return true;
+    }
+    if dev >> MINOR_BITS != BLOCK_EXT_MAJOR {
+        return false;
+    }
+    let whole = M::pointer_at(M::pointer_at(bdev, filter.bdev_disk), filter.disk_part0);
+    M::read_at::<u32>(whole, filter.bdev_dev) == Some(filter.dev)
+}
+
+/// The kernel's `dev_t`: `MAJOR << 20 | MINOR`.
+const MINOR_BITS: u32 = 20;
 
 /// Whether bio `bio` (to `bdev`, `size` bytes) overlaps the filter's sectors, counted from the
 /// start of the device named. A partition's bio counts from the partition's start until the

@@ -790,6 +790,121 @@ fn cgroup_writeback_fails_through(
     eprintln!("{rung}: the cgroup's writeback failed, its sibling's landed; {fault}");
 }
 
+/// The size of each partition of [`disk_whole_disk_includes_its_partitions`], in sectors.
+const PARTITION_SECTORS: u64 = 4096;
+
+/// Writes 64 KiB of `byte` at `offset` of block device `path` and fsyncs it: the fsync's result
+/// (the writeback runs in the caller, so its bios are to that device).
+fn write_device(path: &str, offset: u64, byte: u8) -> std::io::Result<()> {
+    let device = OpenOptions::new().write(true).open(path)?;
+    device
+        .write_all_at(&[byte; FILE_LEN], offset)
+        .expect("a write into the page cache succeeds");
+    device.sync_all()
+}
+
+/// `(dev, start sector)` of partition `name` (`loop0p8`), as /sys says.
+fn partition(name: &str) -> (String, u64) {
+    let sys = Path::new("/sys/class/block").join(name);
+    let read = |file: &str| {
+        fs::read_to_string(sys.join(file))
+            .unwrap_or_else(|err| panic!("{}/{file}: {err}", sys.display()))
+            .trim()
+            .to_owned()
+    };
+    (read("dev"), read("start").parse().unwrap())
+}
+
+/// A whole disk includes its partitions, whatever their numbers, and `--sector` counts from the
+/// start of the device named. A loop device with eight partitions: the guests boot with
+/// loop.max_part=7, so p1 is numbered after the disk, as a SCSI or virtio disk's partitions
+/// are, and p8 gets an extended number (major 259), as every NVMe partition does. A fault on
+/// the whole disk fails writes to both; one on p8's first sectors, counted from the disk or
+/// from p8, fails writes there and not further on; another device never fails.
+#[test]
+fn disk_whole_disk_includes_its_partitions() {
+    let dir = scratch("partitions");
+    let (Some(disk), Some(bystander)) = (LoopDisk::new(&dir, "a"), LoopDisk::new(&dir, "b")) else {
+        eprintln!("NOT RUN: no loop devices on this kernel");
+        return;
+    };
+    let Some(rung) = supported_or_refused(&disk.device) else {
+        return;
+    };
+    // The ext4 made on the whole device gives way to a partition table; the other device's is
+    // written over at its start.
+    for mounted in [&disk, &bystander] {
+        sh(&format!("umount {}", mounted.mount.display()));
+    }
+    let table: String = std::iter::once("label: gpt\n".to_owned())
+        .chain((0..8).map(|_| format!("size={PARTITION_SECTORS}\n")))
+        .collect();
+    let mut sfdisk = Command::new("sfdisk")
+        .args(["--quiet", &disk.device])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .expect("sfdisk");
+    std::io::Write::write_all(&mut sfdisk.stdin.take().unwrap(), table.as_bytes()).unwrap();
+    assert!(sfdisk.wait().unwrap().success(), "sfdisk {}", disk.device);
+    let name = disk.device.trim_start_matches("/dev/");
+    let disk_dev = fs::read_to_string(format!("/sys/class/block/{name}/dev")).unwrap();
+    let (first_dev, _) = partition(&format!("{name}p1"));
+    let (last_dev, last_start) = partition(&format!("{name}p8"));
+    let major = |dev: &str| dev.split(':').next().unwrap().to_owned();
+    assert_eq!(
+        major(&first_dev),
+        major(disk_dev.trim()),
+        "p1 is numbered after the disk (loop.max_part=7): {first_dev}"
+    );
+    assert_eq!(
+        major(&last_dev),
+        "259",
+        "p8 has an extended number: {last_dev}"
+    );
+    let (first, last) = (format!("/dev/{name}p1"), format!("/dev/{name}p8"));
+    let beyond = 2048 * 512; // 1 MiB into a partition: past the sectors below.
+    let run = |device: &str, sectors: Option<String>| {
+        let mut args = vec![
+            "disk", "error", "--device", device, "--op", "write", "--for", "10m", "--json",
+        ];
+        if let Some(sectors) = &sectors {
+            args.extend(["--sector", sectors]);
+        }
+        let chaos = Chaos::spawn_live(&mut chaos_command(&args));
+        let results = [
+            write_device(&first, 0, b'1'),
+            write_device(&last, 0, b'8'),
+            write_device(&last, beyond, b'9'),
+            write_device(&bystander.device, 0, b'o'),
+        ];
+        let report = stop_chaos(chaos);
+        assert_eq!(report["faults"][0]["mechanism"], rung, "{report}");
+        let failed: Vec<bool> = results.iter().map(Result::is_err).collect();
+        eprintln!(
+            "{device} {sectors:?}: failed {failed:?}; {}",
+            report["faults"][0]
+        );
+        failed
+    };
+    assert_eq!(
+        run(&disk.device, None),
+        [true, true, true, false],
+        "the whole disk: both partitions' writes fail, the other device's land"
+    );
+    let head = |start: u64| Some(format!("{start}-{}", start + 127));
+    assert_eq!(
+        run(&disk.device, head(last_start)),
+        [false, true, false, false],
+        "p8's first sectors, counted from the disk's start (p8 starts at {last_start})"
+    );
+    assert_eq!(
+        run(&last, head(0)),
+        [false, true, false, false],
+        "p8's first sectors, counted from p8's start"
+    );
+    assert_no_chaos_programs();
+}
+
 /// A device that is not one is refused before anything is attached, naming the value.
 #[test]
 fn disk_bad_device_is_refused_naming_it() {

@@ -23,6 +23,7 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "e2fsprogs",                   // mkfs.ext4: the --path tests' ext4 image
     "ethtool",                     // the corruption tests turn a veth's checksum offload off
     "faketime",                    // libfaketime: the clock benchmark's comparison point
+    "fdisk",                       // sfdisk: the disk tests' partition tables
     "golang-go",                   // the clock tests' Go program (time.Now through the vDSO)
     "iproute2",                    // tc, ip: probe and network tests
     "kmod",                        // depmod for the Debian kernels' module trees

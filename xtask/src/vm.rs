@@ -362,7 +362,12 @@ pub fn run(
     let scratch = TempDir::new("scratch")?;
     fs::write(control.path.join("cmd.sh"), command_script(env, command)?)?;
 
-    let mut append = format!("console=ttyS0 panic=-1 loglevel=3 lsm={}", kernel.lsm);
+    // loop.max_part=7: a loop device's first seven partitions are numbered after it, as a SCSI
+    // or virtio disk's are; the rest get extended numbers, as every NVMe partition does.
+    let mut append = format!(
+        "console=ttyS0 panic=-1 loglevel=3 loop.max_part=7 lsm={}",
+        kernel.lsm
+    );
     if let Some(modules) = &kernel.modules {
         // Stage 2 mounts the host's extracted tree at /lib/modules/RELEASE for modprobe.
         append.push_str(&format!(" chaosvm.modules={}", modules.tree.display()));

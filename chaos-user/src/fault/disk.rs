@@ -24,6 +24,9 @@ pub struct Device {
     pub minor: u32,
     /// A whole disk (not a partition): its partitions' bios match too.
     pub whole: bool,
+    /// A whole disk's minor numbers, its own first (/sys's `range`): the partitions numbered
+    /// after it; 1 for a partition.
+    pub minors: u32,
 }
 
 impl Device {
@@ -141,11 +144,18 @@ impl DeviceArg {
                 format!("no block device {major}:{minor} ({sys})"),
             ));
         }
+        let whole = !Path::new(&sys).join("partition").exists();
+        let minors = fs::read_to_string(Path::new(&sys).join("range"))
+            .ok()
+            .and_then(|range| range.trim().parse().ok())
+            .filter(|_| whole)
+            .unwrap_or(1);
         Ok(Device {
             name,
             major,
             minor,
-            whole: !Path::new(&sys).join("partition").exists(),
+            whole,
+            minors,
         })
     }
 }
@@ -296,6 +306,7 @@ impl DiskFault {
         DiskFilter {
             dev: self.device.kernel_dev(),
             whole: u32::from(self.device.whole),
+            minors: self.device.minors,
             sector_first: self.sectors.map_or(0, |s| s.first),
             sector_end: self.sectors.map_or(0, |s| s.last + 1),
             targeted: u32::from(self.whose != Whose::Any),
@@ -412,6 +423,7 @@ mod tests {
                 major: 7,
                 minor: 0,
                 whole: true,
+                minors: 1,
             },
             ops: vec![DiskOp::Write, DiskOp::Flush],
             sectors: Some(Sectors { first: 8, last: 15 }),
