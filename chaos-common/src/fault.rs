@@ -107,14 +107,13 @@ pub struct DiskFilter {
     /// Non-zero: `dev` is a whole disk, and bios to its partitions match too (their sectors
     /// counted from the start of the disk).
     pub whole: u32,
-    /// The whole disk's minor numbers, its own first: its partitions numbered
-    /// `dev + 1 .. dev + minors`; the rest have [`BLOCK_EXT_MAJOR`].
-    pub minors: u32,
-    pub _pad: u32,
     /// Only bios whose data overlaps sectors `[sector_first, sector_end)` of the device named;
     /// `sector_end` 0: any (and bios without data, flushes, match only without a range).
     pub sector_first: u64,
     pub sector_end: u64,
+    /// The whole disk's minor numbers, its own first: its partitions numbered
+    /// `dev + 1 .. dev + minors`; the rest have [`BLOCK_EXT_MAJOR`].
+    pub minors: u32,
     /// The `REQ_PREFLUSH` bit of `bio->bi_opf`.
     pub req_preflush: u32,
     /// The `BIO_REMAPPED` bit of `bio->bi_flags`: the sector is the whole disk's already (the
@@ -133,10 +132,12 @@ pub struct DiskFilter {
     pub bdev_disk: u32,
     /// `gendisk->part0` (the whole disk's `block_device`)
     pub disk_part0: u32,
-    /// Non-zero: only bios the current task submits, if it is a target (`--pid`, `--cgroup`…).
+    /// Non-zero: only bios the current task submits, if it is a target (`--pid`, `--cgroup`…),
+    /// and with `attributed` those the kernel charges to the target cgroup.
     pub targeted: u32,
-    /// Non-zero (with a cgroup target): also the bios the kernel attributes to that cgroup or
-    /// one below it (`bio->bi_blkg`'s cgroup: cgroup writeback of the pages it dirtied).
+    /// Non-zero (with a cgroup target on cgroup v2): also the bios the kernel charges to that
+    /// cgroup or one below it (`bio->bi_blkg`'s cgroup: the writeback of the pages it
+    /// dirtied), but for a block device's own pages (filesystem metadata).
     pub attributed: u32,
     /// `bio->bi_blkg`, `blkcg_gq->blkcg`, `blkcg->css.cgroup`, `cgroup->kn`,
     /// `kernfs_node->id` (the cgroup id), `kernfs_node->parent`
@@ -146,6 +147,13 @@ pub struct DiskFilter {
     pub cgroup_kn: u32,
     pub kn_id: u32,
     pub kn_parent: u32,
+    /// `bio->bi_io_vec`, `bio_vec->bv_page`, `page->mapping`, `address_space->host`,
+    /// `inode->i_mode`: whose pages a bio writes.
+    pub bio_io_vec: u32,
+    pub bvec_page: u32,
+    pub page_mapping: u32,
+    pub mapping_host: u32,
+    pub inode_mode: u32,
     /// This kernel's numbers of the operations that write without being `REQ_OP_WRITE`
     /// (`REQ_OP_WRITE_ZEROES`, `REQ_OP_ZONE_APPEND`) or discard without being
     /// `REQ_OP_DISCARD` (`REQ_OP_SECURE_ERASE`); [`NO_REQ_OP`] where it has none.
@@ -153,10 +161,13 @@ pub struct DiskFilter {
     pub op_zone_append: u32,
     pub op_secure_erase: u32,
 }
-const _: () = assert!(core::mem::size_of::<DiskFilter>() == 120);
+const _: () = assert!(core::mem::size_of::<DiskFilter>() == 136);
 
 /// The major number of the partitions a disk has no minor number of its own for (linux/major.h).
 pub const BLOCK_EXT_MAJOR: u32 = 259;
+
+/// The kernel's `dev_t` is `MAJOR << MINOR_BITS | MINOR`.
+pub const MINOR_BITS: u32 = 20;
 
 /// [`DiskFilter`]'s operation number for an operation the kernel lacks.
 pub const NO_REQ_OP: u32 = u32::MAX;
@@ -165,8 +176,6 @@ impl DiskFilter {
     pub const ZERO: DiskFilter = DiskFilter {
         dev: 0,
         whole: 0,
-        minors: 0,
-        _pad: 0,
         sector_first: 0,
         sector_end: 0,
         req_preflush: 0,
@@ -180,8 +189,14 @@ impl DiskFilter {
         bdev_start_sect: 0,
         bdev_disk: 0,
         disk_part0: 0,
+        minors: 0,
         targeted: 0,
         attributed: 0,
+        bio_io_vec: 0,
+        bvec_page: 0,
+        page_mapping: 0,
+        mapping_host: 0,
+        inode_mode: 0,
         bio_blkg: 0,
         blkg_blkcg: 0,
         blkcg_cgroup: 0,

@@ -138,3 +138,7 @@ pub const STATUS_LINE_PREFIX: &str = "chaos-status ";
 
 /// The image `cargo xtask dist` builds and the injector pods of `chaos k8s` run by default.
 pub const DIST_IMAGE: &str = "localhost/chaos:dist";
+
+/// The serial (/sys/block/vdX/serial) of the spare virtio disk the test guests get (xtask's
+/// runner), which the disk tests partition; no other disk is ever written.
+pub const SPARE_DISK_SERIAL: &str = "chaos-spare";

@@ -3,7 +3,7 @@
 
 use aya_ebpf::Global;
 use chaos_common::{
-    fault::{BLOCK_EXT_MAJOR, DiskFilter},
+    fault::{BLOCK_EXT_MAJOR, DiskFilter, MINOR_BITS},
     ops::*,
 };
 
@@ -60,27 +60,46 @@ pub fn targeted() -> bool {
 /// How far above a bio's cgroup the target cgroup is looked for.
 const MAX_CGROUP_DEPTH: usize = 16;
 
-/// Whether the kernel attributes bio `bio` to cgroup `cgroup` or one below it: the io cgroup
-/// it charges (`bio->bi_blkg`), which is the cgroup that dirtied the pages when the kernel
-/// writes them back (cgroup writeback), and the submitter's otherwise. Only for a fault that
-/// asks ([`DiskFilter::attributed`]); a few reads per cgroup level, paid by the device's bios
-/// that no target submits.
+/// `S_IFMT` and `S_IFBLK` of `inode->i_mode` (linux/stat.h).
+const S_IFMT: u16 = 0o170_000;
+const S_IFBLK: u16 = 0o060_000;
+/// `PAGE_MAPPING_ANON`: the low bit of `page->mapping`, set for anonymous memory.
+const PAGE_MAPPING_ANON: u64 = 1;
+
+/// Whether the kernel charges bio `bio` to cgroup `cgroup` or one below it: the io cgroup of
+/// the bio (`bio->bi_blkg`), which is the cgroup that dirtied the pages when the kernel writes
+/// them back (cgroup writeback), and the submitter's otherwise. A block device's own pages
+/// (the filesystem's metadata, in the bdev's cache) are never the target's, whoever dirtied
+/// them first. Only for a fault that asks ([`DiskFilter::attributed`]); paid by the device's
+/// bios that no target submits, so plain probe reads, a few per cgroup level.
 #[inline(always)]
-pub fn attributed_to<M: Memory>(bio: u64, cgroup: u64) -> bool {
+pub fn attributed_to(bio: u64, cgroup: u64) -> bool {
     let filter = DISK.load();
     if filter.attributed == 0 {
         return false;
     }
-    let blkcg = M::pointer_at(M::pointer_at(bio, filter.bio_blkg), filter.blkg_blkcg);
-    let mut node = M::pointer_at(M::pointer_at(blkcg, filter.blkcg_cgroup), filter.cgroup_kn);
+    let page = Probed::pointer_at(Probed::pointer_at(bio, filter.bio_io_vec), filter.bvec_page);
+    let mapping = Probed::pointer_at(page, filter.page_mapping);
+    if mapping & PAGE_MAPPING_ANON == 0 {
+        let host = Probed::pointer_at(mapping, filter.mapping_host);
+        let mode = Probed::read_at::<u16>(host, filter.inode_mode).unwrap_or(0);
+        if mode & S_IFMT == S_IFBLK {
+            return false;
+        }
+    }
+    let blkcg = Probed::pointer_at(Probed::pointer_at(bio, filter.bio_blkg), filter.blkg_blkcg);
+    let mut node = Probed::pointer_at(
+        Probed::pointer_at(blkcg, filter.blkcg_cgroup),
+        filter.cgroup_kn,
+    );
     for _ in 0..MAX_CGROUP_DEPTH {
         if node == 0 {
             return false;
         }
-        if M::read_at::<u64>(node, filter.kn_id) == Some(cgroup) {
+        if Probed::read_at::<u64>(node, filter.kn_id) == Some(cgroup) {
             return true;
         }
-        node = M::pointer_at(node, filter.kn_parent);
+        node = Probed::pointer_at(node, filter.kn_parent);
     }
     false
 }
@@ -131,9 +150,9 @@ pub fn bio_ops<M: Memory>(bio: u64) -> u64 {
 }
 
 /// Whether `bdev` is the fault's device or, for a whole disk, one of its partitions. Two
-/// reads for most other devices' bios: its partitions are numbered after it, but those past its
-/// minors (and every partition of an NVMe or loop device) have [`BLOCK_EXT_MAJOR`] numbers,
-/// whose disk is found by following `bd_disk->part0`.
+/// reads for most other devices' bios: a disk's partitions are numbered after it, but those
+/// past its minors (every partition of an NVMe disk, and of a loop device unless loop.max_part
+/// is set) have [`BLOCK_EXT_MAJOR`] numbers, whose disk is found by following `bd_disk->part0`.
 #[inline(always)]
 fn on_device<M: Memory>(filter: &DiskFilter, bdev: u64) -> bool {
     let Some(dev) = M::read_at::<u32>(bdev, filter.bdev_dev) else {
@@ -154,9 +173,6 @@ fn on_device<M: Memory>(filter: &DiskFilter, bdev: u64) -> bool {
     let whole = M::pointer_at(M::pointer_at(bdev, filter.bdev_disk), filter.disk_part0);
     M::read_at::<u32>(whole, filter.bdev_dev) == Some(filter.dev)
 }
-
-/// The kernel's `dev_t`: `MAJOR << 20 | MINOR`.
-const MINOR_BITS: u32 = 20;
 
 /// Whether bio `bio` (to `bdev`, `size` bytes) overlaps the filter's sectors, counted from the
 /// start of the device named. A partition's bio counts from the partition's start until the

@@ -1196,11 +1196,12 @@ pub fn path_offsets() -> Result<PathOffsets, crate::btf::BtfError> {
 }
 
 /// `filter` with where the block layer's fields lie in the running kernel's structs, for
-/// `chaos disk error` (bios name their `block_device` from 5.12 on).
+/// `chaos disk error` (bios name their `block_device` from 5.12 on), and with `attributed` those
+/// that lead from a bio to the cgroup it is charged to and to whose pages it writes.
 pub fn disk_offsets(filter: DiskFilter) -> Result<DiskFilter, crate::btf::BtfError> {
     let btf = crate::btf::Btf::kernel()?;
     let op = |name: &str| btf.enum_value(name).unwrap_or(NO_REQ_OP);
-    Ok(DiskFilter {
+    let filter = DiskFilter {
         req_preflush: 1 << btf.enum_value("__REQ_PREFLUSH")?,
         bio_remapped: 1 << btf.enum_value("BIO_REMAPPED")?,
         bio_bdev: btf.offset_of("bio", "bi_bdev")?,
@@ -1215,28 +1216,74 @@ pub fn disk_offsets(filter: DiskFilter) -> Result<DiskFilter, crate::btf::BtfErr
         bdev_start_sect: btf.offset_of("block_device", "bd_start_sect")?,
         bdev_disk: btf.offset_of("block_device", "bd_disk")?,
         disk_part0: btf.offset_of("gendisk", "part0")?,
-        ..with_attribution(&btf, filter)
+        ..filter
+    };
+    if filter.attributed == 0 {
+        return Ok(filter);
+    }
+    Ok(DiskFilter {
+        bio_blkg: btf.offset_of("bio", "bi_blkg")?,
+        blkg_blkcg: btf.offset_of("blkcg_gq", "blkcg")?,
+        blkcg_cgroup: btf.offset_of("blkcg", "css.cgroup")?,
+        cgroup_kn: btf.offset_of("cgroup", "kn")?,
+        kn_id: btf.offset_of("kernfs_node", "id")?,
+        // `__parent` from 6.15 on.
+        kn_parent: btf
+            .offset_of("kernfs_node", "parent")
+            .or_else(|_| btf.offset_of("kernfs_node", "__parent"))?,
+        bio_io_vec: btf.offset_of("bio", "bi_io_vec")?,
+        bvec_page: btf.offset_of("bio_vec", "bv_page")?,
+        page_mapping: btf.offset_of("page", "mapping")?,
+        mapping_host: btf.offset_of("address_space", "host")?,
+        inode_mode: btf.offset_of("inode", "i_mode")?,
+        ..filter
     })
 }
 
-/// `filter` with where the fields lie that lead from a bio to the cgroup it is charged to, or
-/// as it is without them (CONFIG_BLK_CGROUP off: bios are nobody's).
-fn with_attribution(btf: &crate::btf::Btf, filter: DiskFilter) -> DiskFilter {
-    let offset = |strukt: &str, field: &str| btf.offset_of(strukt, field).ok();
-    let found = || {
-        Some(DiskFilter {
-            bio_blkg: offset("bio", "bi_blkg")?,
-            blkg_blkcg: offset("blkcg_gq", "blkcg")?,
-            blkcg_cgroup: offset("blkcg", "css.cgroup")?,
-            cgroup_kn: offset("cgroup", "kn")?,
-            kn_id: offset("kernfs_node", "id")?,
-            // `__parent` from 6.15 on.
-            kn_parent: offset("kernfs_node", "parent")
-                .or_else(|| offset("kernfs_node", "__parent"))?,
-            ..filter
-        })
-    };
-    found().unwrap_or(filter)
+/// Why the kernel does not charge the writeback of the pages a cgroup dirties to it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Uncharged {
+    #[error("this kernel has no cgroup writeback (CONFIG_CGROUP_WRITEBACK)")]
+    Kernel,
+    #[error("the {0} controller is not on cgroup v2 here (a v1 hierarchy has it)")]
+    NotOnV2(&'static str),
+    #[error("{missing} not enabled for it: write \"+io +memory\" to {}", .control.display())]
+    NotEnabled {
+        missing: String,
+        control: std::path::PathBuf,
+    },
+}
+
+/// Whether the kernel charges the writeback of the pages cgroup v2 directory `dir` dirties to
+/// it (cgroup writeback): only with the io and memory controllers on cgroup v2 and enabled for
+/// it, and a kernel built with it (`inode->i_wb`, `bio->bi_blkg`).
+pub fn cgroup_writeback(dir: &Path) -> Result<(), Uncharged> {
+    let fields = [("inode", "i_wb"), ("bio", "bi_blkg")];
+    if !kernel_btf().is_some_and(|btf| fields.iter().all(|(s, f)| btf.offset_of(s, f).is_ok())) {
+        return Err(Uncharged::Kernel);
+    }
+    let controllers = |dir: &Path| fs::read_to_string(dir.join("cgroup.controllers"));
+    let root = sys::cgroup2_mount()
+        .and_then(|mount| controllers(&mount).ok())
+        .unwrap_or_default();
+    writeback_controllers(&root, &controllers(dir).unwrap_or_default(), dir)
+}
+
+/// [`cgroup_writeback`] from the controllers of the cgroup v2 root and of the cgroup `dir`.
+fn writeback_controllers(root: &str, own: &str, dir: &Path) -> Result<(), Uncharged> {
+    const NEEDED: [&str; 2] = ["io", "memory"];
+    let has = |list: &str, name: &str| list.split_whitespace().any(|c| c == name);
+    if let Some(name) = NEEDED.into_iter().find(|name| !has(root, name)) {
+        return Err(Uncharged::NotOnV2(name));
+    }
+    let missing: Vec<&str> = NEEDED.into_iter().filter(|name| !has(own, name)).collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    Err(Uncharged::NotEnabled {
+        missing: missing.join(" and "),
+        control: dir.parent().unwrap_or(dir).join("cgroup.subtree_control"),
+    })
 }
 
 /// Why `hook` cannot attach here though its mechanism can: the kernel function it runs on is not
@@ -1331,7 +1378,27 @@ fn try_struct_args() -> Finding {
 
 #[cfg(test)]
 mod tests {
-    use super::first_line;
+    use std::path::Path;
+
+    use super::{Uncharged, first_line, writeback_controllers};
+
+    #[test]
+    fn writeback_is_charged_with_io_and_memory_on_v2_and_enabled() {
+        let dir = Path::new("/sys/fs/cgroup/kubepods/pod1");
+        let all = "cpuset cpu io memory pids";
+        assert_eq!(writeback_controllers(all, "cpu io memory", dir), Ok(()));
+        assert_eq!(
+            writeback_controllers("cpu io pids", all, dir),
+            Err(Uncharged::NotOnV2("memory"))
+        );
+        let not_enabled = writeback_controllers(all, "cpu memory", dir).unwrap_err();
+        assert_eq!(
+            not_enabled.to_string(),
+            "io not enabled for it: write \"+io +memory\" to /sys/fs/cgroup/kubepods/cgroup.subtree_control"
+        );
+        let neither = writeback_controllers(all, "", dir).unwrap_err();
+        assert!(neither.to_string().starts_with("io and memory not enabled"));
+    }
 
     /// Load errors as aya and the fmod_ret loader give them, from Debian's 5.10 and this host.
     #[test]

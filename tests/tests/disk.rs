@@ -39,22 +39,7 @@ impl LoopDisk {
         File::create(&image)
             .and_then(|f| f.set_len(32 << 20))
             .expect("image file");
-        if !Path::new("/dev/loop-control").exists() {
-            let _ = Command::new("modprobe").arg("loop").status();
-        }
-        let losetup = Command::new("losetup")
-            .args(["--find", "--show"])
-            .arg(&image)
-            .output()
-            .expect("losetup");
-        if !losetup.status.success() {
-            eprintln!(
-                "no loop device: {}",
-                String::from_utf8_lossy(&losetup.stderr)
-            );
-            return None;
-        }
-        let device = String::from_utf8_lossy(&losetup.stdout).trim().to_owned();
+        let device = losetup(&image, &[])?;
         let mount = dir.join(name);
         fs::create_dir_all(&mount).unwrap();
         let disk = LoopDisk {
@@ -87,15 +72,31 @@ impl LoopDisk {
 
     /// The image attached and mounted again.
     fn plug(&mut self) {
-        let losetup = Command::new("losetup")
-            .args(["--find", "--show"])
-            .arg(&self.image)
-            .output()
-            .expect("losetup");
-        assert!(losetup.status.success(), "{losetup:?}");
-        self.device = String::from_utf8_lossy(&losetup.stdout).trim().to_owned();
+        self.device = losetup(&self.image, &[]).expect("the image attaches again");
         sh(&format!("mount {} {}", self.device, self.mount.display()));
     }
+}
+
+/// A free loop device attached to `image` (`extra`: more losetup options); `None`, said why,
+/// where the kernel has no loop devices.
+fn losetup(image: &Path, extra: &[&str]) -> Option<String> {
+    if !Path::new("/dev/loop-control").exists() {
+        let _ = Command::new("modprobe").arg("loop").status();
+    }
+    let losetup = Command::new("losetup")
+        .args(["--find", "--show"])
+        .args(extra)
+        .arg(image)
+        .output()
+        .expect("losetup");
+    if !losetup.status.success() {
+        eprintln!(
+            "no loop device: {}",
+            String::from_utf8_lossy(&losetup.stderr)
+        );
+        return None;
+    }
+    Some(String::from_utf8_lossy(&losetup.stdout).trim().to_owned())
 }
 
 impl Drop for LoopDisk {
@@ -695,7 +696,20 @@ fn disk_cgroup_loses_its_writeback_and_nothing_else() {
         "{report}"
     );
 
-    let _root = Enabled::new(parent.path.parent().unwrap(), &["io", "memory"]);
+    let mount = parent.path.parent().unwrap();
+    let v2 = fs::read_to_string(mount.join("cgroup.controllers")).unwrap_or_default();
+    if !["io", "memory"]
+        .iter()
+        .all(|c| v2.split_whitespace().any(|v| v == *c))
+    {
+        assert!(
+            !expected(features::ERROR_INJECTION),
+            "the test guests have io and memory on cgroup v2"
+        );
+        eprintln!("NOT RUN: io and memory are not both on cgroup v2 here ({v2:?})");
+        return;
+    }
+    let _root = Enabled::new(mount, &["io", "memory"]);
     let _parent = Enabled::new(&parent.path, &["io", "memory"]);
     let probe = Probe::run();
     for rung in OVERRIDE_RUNGS {
@@ -705,15 +719,52 @@ fn disk_cgroup_loses_its_writeback_and_nothing_else() {
             eprintln!("{rung}: not offered here (the probe says why)");
         }
     }
+
+    // A block device's own pages (a filesystem's metadata lives there) are never the target's,
+    // though it dirtied them first: raw writes to a fresh device, kept open by another process
+    // so that the target's close does not write them back itself, land when `sync` does.
+    let image = dir.join("raw.img");
+    File::create(&image)
+        .and_then(|f| f.set_len(16 << 20))
+        .expect("image file");
+    let raw = Attached(losetup(&image, &[]).expect("a loop device"));
+    let held = File::open(&raw.0).expect("hold the device open");
+    let mut fault = cgroup_disk_fault_on(&raw.0, &target, "auto", "10m");
+    let chaos = Chaos::spawn_live(&mut fault);
+    run_in(
+        &target,
+        "head -c 65536 /dev/zero | tr '\\0' r | dd of=\"$0\" bs=64k seek=8 status=none",
+        Path::new(&raw.0),
+    );
+    sh("sync");
+    let report = stop_chaos(chaos);
+    drop(held);
+    drop_caches();
+    let mut data = vec![0; FILE_LEN];
+    File::open(&raw.0)
+        .unwrap()
+        .read_exact_at(&mut data, 8 * FILE_LEN as u64)
+        .unwrap();
+    assert_eq!(
+        data,
+        vec![b'r'; FILE_LEN],
+        "the device's own pages were written back: {report}"
+    );
+    assert_eq!(report["faults"][0]["injected"], 0, "{report}");
 }
 
 /// `chaos disk error` on `disk`'s writes for cgroup `target`, through `backend`.
 fn cgroup_disk_fault(disk: &LoopDisk, target: &TestCgroup, backend: &str, time: &str) -> Command {
+    cgroup_disk_fault_on(&disk.device, target, backend, time)
+}
+
+/// The same on device `device`.
+fn cgroup_disk_fault_on(device: &str, target: &TestCgroup, backend: &str, time: &str) -> Command {
     chaos_command(&[
         "disk",
         "error",
         "--device",
-        &disk.device,
+        device,
         "--op",
         "write",
         "--cgroup",
@@ -748,7 +799,19 @@ fn cgroup_writeback_fails_through(
         "the target cgroup is empty before the sync"
     );
     sh("sync");
+    // While the fault lasts, others' files and the journal are written: from outside the
+    // cgroups, and from the sibling.
+    let outside = write_and_fsync(&disk.file(&format!("outside-{rung}")), b'o');
+    run_in(
+        bystander,
+        "echo sibling > \"$0\" && sync \"$0\"",
+        &disk.file(&format!("s-{rung}")),
+    );
     let report = stop_chaos(chaos);
+    assert!(
+        outside.is_ok(),
+        "{rung}: a write and fsync from outside: {outside:?}"
+    );
     let fsync = |name: &str| File::open(disk.file(name)).and_then(|f| f.sync_all());
     let first = fsync(&lost);
     let second = fsync(&lost);
@@ -803,106 +866,189 @@ fn write_device(path: &str, offset: u64, byte: u8) -> std::io::Result<()> {
     device.sync_all()
 }
 
-/// `(dev, start sector)` of partition `name` (`loop0p8`), as /sys says.
-fn partition(name: &str) -> (String, u64) {
-    let sys = Path::new("/sys/class/block").join(name);
-    let read = |file: &str| {
-        fs::read_to_string(sys.join(file))
-            .unwrap_or_else(|err| panic!("{}/{file}: {err}", sys.display()))
-            .trim()
-            .to_owned()
-    };
-    (read("dev"), read("start").parse().unwrap())
-}
-
-/// A whole disk includes its partitions, whatever their numbers, and `--sector` counts from the
-/// start of the device named. A loop device with eight partitions: the guests boot with
-/// loop.max_part=7, so p1 is numbered after the disk, as a SCSI or virtio disk's partitions
-/// are, and p8 gets an extended number (major 259), as every NVMe partition does. A fault on
-/// the whole disk fails writes to both; one on p8's first sectors, counted from the disk or
-/// from p8, fails writes there and not further on; another device never fails.
-#[test]
-fn disk_whole_disk_includes_its_partitions() {
-    let dir = scratch("partitions");
-    let (Some(disk), Some(bystander)) = (LoopDisk::new(&dir, "a"), LoopDisk::new(&dir, "b")) else {
-        eprintln!("NOT RUN: no loop devices on this kernel");
-        return;
-    };
-    let Some(rung) = supported_or_refused(&disk.device) else {
-        return;
-    };
-    // The ext4 made on the whole device gives way to a partition table; the other device's is
-    // written over at its start.
-    for mounted in [&disk, &bystander] {
-        sh(&format!("umount {}", mounted.mount.display()));
-    }
-    let table: String = std::iter::once("label: gpt\n".to_owned())
-        .chain((0..8).map(|_| format!("size={PARTITION_SECTORS}\n")))
-        .collect();
+/// A GPT with two partitions of [`PARTITION_SECTORS`] on `target`, a disk or an image file.
+fn make_partitions(target: &Path) {
+    let table = format!("label: gpt\nsize={PARTITION_SECTORS}\nsize={PARTITION_SECTORS}\n");
     let mut sfdisk = Command::new("sfdisk")
-        .args(["--quiet", &disk.device])
+        .arg("--quiet")
+        .arg(target)
         .stdin(std::process::Stdio::piped())
         .spawn()
         .expect("sfdisk");
     std::io::Write::write_all(&mut sfdisk.stdin.take().unwrap(), table.as_bytes()).unwrap();
-    assert!(sfdisk.wait().unwrap().success(), "sfdisk {}", disk.device);
-    let name = disk.device.trim_start_matches("/dev/");
-    let disk_dev = fs::read_to_string(format!("/sys/class/block/{name}/dev")).unwrap();
-    let (first_dev, _) = partition(&format!("{name}p1"));
-    let (last_dev, last_start) = partition(&format!("{name}p8"));
-    let major = |dev: &str| dev.split(':').next().unwrap().to_owned();
-    assert_eq!(
-        major(&first_dev),
-        major(disk_dev.trim()),
-        "p1 is numbered after the disk (loop.max_part=7): {first_dev}"
+    assert!(
+        sfdisk.wait().unwrap().success(),
+        "sfdisk {}",
+        target.display()
     );
-    assert_eq!(
-        major(&last_dev),
-        "259",
-        "p8 has an extended number: {last_dev}"
-    );
-    let (first, last) = (format!("/dev/{name}p1"), format!("/dev/{name}p8"));
-    let beyond = 2048 * 512; // 1 MiB into a partition: past the sectors below.
-    let run = |device: &str, sectors: Option<String>| {
-        let mut args = vec![
-            "disk", "error", "--device", device, "--op", "write", "--for", "10m", "--json",
-        ];
-        if let Some(sectors) = &sectors {
-            args.extend(["--sector", sectors]);
-        }
-        let chaos = Chaos::spawn_live(&mut chaos_command(&args));
-        let results = [
-            write_device(&first, 0, b'1'),
-            write_device(&last, 0, b'8'),
-            write_device(&last, beyond, b'9'),
-            write_device(&bystander.device, 0, b'o'),
-        ];
-        let report = stop_chaos(chaos);
-        assert_eq!(report["faults"][0]["mechanism"], rung, "{report}");
-        let failed: Vec<bool> = results.iter().map(Result::is_err).collect();
-        eprintln!(
-            "{device} {sectors:?}: failed {failed:?}; {}",
-            report["faults"][0]
-        );
-        failed
+}
+
+/// Disk `device`'s `dev` and its partitions' `(node, dev, start sector)`, in order, as /sys says.
+fn partitions_of(device: &str) -> (String, Vec<(String, String, u64)>) {
+    let sys = Path::new("/sys/block").join(device.trim_start_matches("/dev/"));
+    let read = |dir: &Path, file: &str| {
+        fs::read_to_string(dir.join(file))
+            .ok()
+            .map(|text| text.trim().to_owned())
     };
-    assert_eq!(
-        run(&disk.device, None),
-        [true, true, true, false],
-        "the whole disk: both partitions' writes fail, the other device's land"
-    );
-    let head = |start: u64| Some(format!("{start}-{}", start + 127));
-    assert_eq!(
-        run(&disk.device, head(last_start)),
-        [false, true, false, false],
-        "p8's first sectors, counted from the disk's start (p8 starts at {last_start})"
-    );
-    assert_eq!(
-        run(&last, head(0)),
-        [false, true, false, false],
-        "p8's first sectors, counted from p8's start"
-    );
+    let mut parts: Vec<(u32, String, String, u64)> = fs::read_dir(&sys)
+        .unwrap()
+        .flatten()
+        .filter_map(|entry| {
+            let dir = entry.path();
+            Some((
+                read(&dir, "partition")?.parse().ok()?,
+                format!("/dev/{}", entry.file_name().to_string_lossy()),
+                read(&dir, "dev")?,
+                read(&dir, "start")?.parse().ok()?,
+            ))
+        })
+        .collect();
+    parts.sort();
+    let parts = parts
+        .into_iter()
+        .map(|(_, node, dev, start)| (node, dev, start))
+        .collect();
+    (read(&sys, "dev").unwrap(), parts)
+}
+
+/// The spare virtio disk the test guests get (found by its serial), if there is one.
+fn spare_disk() -> Option<String> {
+    fs::read_dir("/sys/block")
+        .ok()?
+        .flatten()
+        .find_map(|entry| {
+            let serial = fs::read_to_string(entry.path().join("serial")).ok()?;
+            (serial.trim() == chaos_common::names::SPARE_DISK_SERIAL)
+                .then(|| format!("/dev/{}", entry.file_name().to_string_lossy()))
+        })
+}
+
+/// A loop device, detached on drop.
+struct Attached(String);
+
+impl Drop for Attached {
+    fn drop(&mut self) {
+        let _ = Command::new("losetup").args(["-d", &self.0]).status();
+    }
+}
+
+/// A whole disk includes its partitions, whatever their numbers, and `--sector` counts from the
+/// start of the device named. Two disks with two partitions each: a loop device, whose
+/// partitions get extended numbers (major 259), as an NVMe disk's do, and the guest's spare
+/// virtio disk, whose partitions are numbered after it, as a SCSI disk's are. Through each
+/// rung, a fault on the whole disk fails writes to both partitions; one on p2's first sectors,
+/// counted from the disk or from p2, fails writes there and not 1 MiB further on, nor p1's; a
+/// third device never fails.
+#[test]
+fn disk_whole_disk_includes_its_partitions() {
+    let dir = scratch("partitions");
+    let Some(bystander) = LoopDisk::new(&dir, "b") else {
+        eprintln!("NOT RUN: no loop devices on this kernel");
+        return;
+    };
+    if supported_or_refused(&bystander.device).is_none() {
+        return;
+    }
+    // The bystander's ext4 is written over at its start.
+    sh(&format!("umount {}", bystander.mount.display()));
+    let image = dir.join("parted.img");
+    File::create(&image)
+        .and_then(|f| f.set_len(32 << 20))
+        .expect("image file");
+    make_partitions(&image);
+    let looped = Attached(losetup(&image, &["--partscan"]).expect("a loop device"));
+    partitions_fail_with_their_disk(&looped.0, &bystander.device, true);
+    match spare_disk() {
+        Some(disk) => {
+            make_partitions(Path::new(&disk));
+            partitions_fail_with_their_disk(&disk, &bystander.device, false);
+        }
+        None => {
+            assert!(
+                !expected(features::ERROR_INJECTION),
+                "the test guests that can fail bios have a spare virtio disk"
+            );
+            eprintln!("NOT RUN for partitions numbered after their disk: no spare virtio disk");
+        }
+    }
     assert_no_chaos_programs();
+}
+
+/// The rounds of the test above on partitioned disk `disk`, whose partitions have extended
+/// numbers or not, with `bystander` beside it.
+fn partitions_fail_with_their_disk(disk: &str, bystander: &str, extended: bool) {
+    let (disk_dev, parts) = partitions_of(disk);
+    let [(first, first_dev, _), (second, second_dev, second_start)] = &parts[..] else {
+        panic!("{disk} has two partitions: {parts:?}");
+    };
+    let major = |dev: &str| dev.split(':').next().unwrap().parse::<u32>().unwrap();
+    let numbered = if extended {
+        chaos_common::fault::BLOCK_EXT_MAJOR
+    } else {
+        major(&disk_dev)
+    };
+    assert!(
+        major(first_dev) == numbered && major(second_dev) == numbered,
+        "{disk} ({disk_dev}): partitions {first_dev} and {second_dev}"
+    );
+    let beyond = 2048 * 512; // 1 MiB into a partition: past the sectors below.
+    let probe = Probe::run();
+    for rung in OVERRIDE_RUNGS {
+        if !override_offered(&probe, rung).0 {
+            eprintln!("{rung}: not offered here (the probe says why)");
+            continue;
+        }
+        let run = |device: &str, sectors: Option<String>| {
+            let mut args = vec![
+                "disk",
+                "error",
+                "--device",
+                device,
+                "--op",
+                "write",
+                "--backend",
+                rung,
+                "--for",
+                "10m",
+                "--json",
+            ];
+            if let Some(sectors) = &sectors {
+                args.extend(["--sector", sectors]);
+            }
+            let chaos = Chaos::spawn_live(&mut chaos_command(&args));
+            let results = [
+                write_device(first, 0, b'1'),
+                write_device(second, 0, b'2'),
+                write_device(second, beyond, b'3'),
+                write_device(bystander, 0, b'o'),
+            ];
+            let report = stop_chaos(chaos);
+            assert_eq!(report["faults"][0]["mechanism"], rung, "{report}");
+            let failed: Vec<bool> = results.iter().map(Result::is_err).collect();
+            eprintln!(
+                "{rung}, {device} {sectors:?}: failed {failed:?} (p1, p2, p2 + 1 MiB, another device); {}",
+                report["faults"][0]
+            );
+            failed
+        };
+        let head = |start: u64| Some(format!("{start}-{}", start + 127));
+        assert_eq!(
+            run(disk, None),
+            [true, true, true, false],
+            "{rung}: the whole disk {disk} ({disk_dev}): both partitions' writes fail"
+        );
+        assert_eq!(
+            run(disk, head(*second_start)),
+            [false, true, false, false],
+            "{rung}: p2's first sectors, counted from the disk's start (p2 starts at {second_start})"
+        );
+        assert_eq!(
+            run(second, head(0)),
+            [false, true, false, false],
+            "{rung}: p2's first sectors, counted from p2's start"
+        );
+    }
 }
 
 /// A device that is not one is refused before anything is attached, naming the value.

@@ -77,6 +77,13 @@ const INIT: &str = include_str!("vm/init.sh");
 /// runs the command, reports its status.
 const STAGE2: &str = include_str!("vm/stage2.sh");
 
+/// A 64 MiB sparse image in `dir` for the guest's spare disk.
+fn spare_disk(dir: &Path) -> anyhow::Result<PathBuf> {
+    let image = dir.join("spare.img");
+    fs::File::create(&image)?.set_len(64 << 20)?;
+    Ok(image)
+}
+
 /// Status reported when the guest gave none (crash, timeout).
 const NO_STATUS: i32 = 125;
 /// A guest that runs longer than this is killed.
@@ -362,12 +369,7 @@ pub fn run(
     let scratch = TempDir::new("scratch")?;
     fs::write(control.path.join("cmd.sh"), command_script(env, command)?)?;
 
-    // loop.max_part=7: a loop device's first seven partitions are numbered after it, as a SCSI
-    // or virtio disk's are; the rest get extended numbers, as every NVMe partition does.
-    let mut append = format!(
-        "console=ttyS0 panic=-1 loglevel=3 loop.max_part=7 lsm={}",
-        kernel.lsm
-    );
+    let mut append = format!("console=ttyS0 panic=-1 loglevel=3 lsm={}", kernel.lsm);
     if let Some(modules) = &kernel.modules {
         // Stage 2 mounts the host's extracted tree at /lib/modules/RELEASE for modprobe.
         append.push_str(&format!(" chaosvm.modules={}", modules.tree.display()));
@@ -431,6 +433,20 @@ pub fn run(
             format!("virtio-net-pci,netdev=wire{n},mac=52:54:00:c4:a0:0{n}"),
         ]
     }))
+    // A spare virtio disk, found by its serial: partitions numbered after their disk, as a
+    // SCSI or virtio disk's are (a loop device's get extended numbers), for the disk tests.
+    .args([
+        "-drive".to_owned(),
+        format!(
+            "file={},if=none,id=spare,format=raw",
+            spare_disk(&control.path)?.display()
+        ),
+        "-device".to_owned(),
+        format!(
+            "virtio-blk-pci,drive=spare,serial={}",
+            chaos_common::names::SPARE_DISK_SERIAL
+        ),
+    ])
     .stdin(Stdio::null())
     .stdout(Stdio::piped())
     .stderr(Stdio::inherit());

@@ -498,7 +498,8 @@ fn allocation_may_fail(arg: impl FnOnce(u32) -> Option<u32>) -> bool {
 /// `should_fail_bio(bio)` (kernel >= 5.12, for `bio->bi_bdev`; CONFIG_BPF_KPROBE_OVERRIDE and
 /// CONFIG_FUNCTION_ERROR_INJECTION), which turns any error into BLK_STS_IOERR. Runs for the
 /// bios of every device while the fault lasts: a few kernel reads, and for the device's own
-/// the counters and rules of slot 0 (with targets, only for the bios a target submits itself).
+/// the counters and rules of slot 0 (with targets, only for the bios a target submits itself,
+/// and for a cgroup target those the kernel charges to it: see [`disk::attributed_to`]).
 #[kprobe]
 pub fn kprobe_bio_error(ctx: ProbeContext) -> u32 {
     if let Some(retval) = ctx.arg::<u64>(0).and_then(bio_error::<Probed>) {
@@ -540,7 +541,7 @@ fn bio_error<M: Memory>(bio: u64) -> Option<i64> {
     let acting = match current_target(Attached::Kernel) {
         Some((slot, target)) => act(slot, target, op, || Call::UNKNOWN),
         // Not submitted by a target: the writeback of pages the target cgroup dirtied.
-        None if disk::attributed_to::<M>(bio, target_cgroup()) => {
+        None if disk::attributed_to(bio, target_cgroup()) => {
             act(CGROUP_TARGET_SLOT, 0, op, || Call::UNKNOWN)
         }
         None => None,

@@ -23,7 +23,9 @@ use aya::{
     util::KernelVersion,
 };
 use aya_obj::generated::bpf_attach_type;
-use chaos_common::{counters::Counters, hook::Hook, names, net::DIRECTION_INGRESS};
+use chaos_common::{
+    counters::Counters, fault::DiskFilter, hook::Hook, names, net::DIRECTION_INGRESS,
+};
 use thiserror::Error;
 
 pub mod fmod_ret;
@@ -241,14 +243,23 @@ impl Loaded {
     /// own loader), get one entry: the kernel allocates each when the map is made.
     pub fn plain(object: &'static [u8], hooks: &[Hook]) -> Result<Self, AttachError> {
         // But the fmod_ret bio program's offsets: it follows typed pointers, which verify only
-        // at the fields' real offsets; with every path a fault may take live.
+        // at the fields' real offsets; and every branch a fault may take live (frozen globals
+        // let the verifier drop the others).
         let disk = hooks
             .contains(&chaos_common::hook::BIO_ERROR_FMOD_RET)
-            .then(|| crate::kernel::disk_offsets(chaos_common::fault::DiskFilter::ZERO).ok())
+            .then(|| {
+                crate::kernel::disk_offsets(DiskFilter {
+                    whole: 1,
+                    minors: 2,
+                    sector_end: u64::MAX,
+                    targeted: 1,
+                    ..DiskFilter::ZERO
+                })
+                .ok()
+            })
             .flatten()
-            .map(|disk| chaos_common::fault::DiskFilter {
-                targeted: 1,
-                attributed: u32::from(disk.bio_blkg != 0),
+            .map(|disk| DiskFilter {
+                attributed: 1,
                 ..disk
             });
         let mut loader = EbpfLoader::new();

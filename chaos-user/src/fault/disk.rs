@@ -9,11 +9,12 @@ use std::{
 };
 
 use chaos_common::{
-    fault::{CallFault, DiskFilter},
+    fault::{CallFault, DiskFilter, MINOR_BITS},
     ops::{OP_DISK_DISCARD, OP_DISK_FLUSH, OP_DISK_READ, OP_DISK_WRITE},
 };
 
 use super::{ParseError, When};
+use crate::kernel::Uncharged;
 
 /// A block device as the kernel numbers it, and what the user called it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,9 +31,9 @@ pub struct Device {
 }
 
 impl Device {
-    /// `MAJOR << 20 | MINOR`, the kernel's own `dev_t`.
+    /// The kernel's own `dev_t`.
     pub fn kernel_dev(&self) -> u32 {
-        self.major << 20 | self.minor
+        self.major << MINOR_BITS | self.minor
     }
 }
 
@@ -255,38 +256,16 @@ pub enum Whose {
     Any,
     /// Those the target processes submit themselves.
     Processes,
-    /// Those a target cgroup's processes submit, and those the kernel charges to the cgroup:
-    /// the writeback of the pages they dirtied. `Err` says why the kernel does not charge
-    /// writeback to it here.
-    Cgroup(Result<(), String>),
+    /// Those a target cgroup's processes submit, and where the kernel charges the writeback of
+    /// the pages they dirtied to the cgroup (`Err`: why it does not here), those too.
+    Cgroup(Result<(), Uncharged>),
 }
 
 impl Whose {
     /// Of a target cgroup whose directory is `dir`.
     pub fn cgroup(dir: &Path) -> Whose {
-        Whose::Cgroup(writeback_charged(dir))
+        Whose::Cgroup(crate::kernel::cgroup_writeback(dir))
     }
-}
-
-/// Whether the kernel charges the writeback of the pages cgroup `dir` dirties to it (cgroup
-/// writeback): only with the io and memory controllers enabled for it on cgroup v2.
-fn writeback_charged(dir: &Path) -> Result<(), String> {
-    let path = dir.join("cgroup.controllers");
-    let controllers =
-        fs::read_to_string(&path).map_err(|err| format!("{}: {err}", path.display()))?;
-    let missing: Vec<&str> = ["io", "memory"]
-        .into_iter()
-        .filter(|name| !controllers.split_whitespace().any(|c| c == *name))
-        .collect();
-    if missing.is_empty() {
-        return Ok(());
-    }
-    let parent = dir.parent().unwrap_or(dir);
-    Err(format!(
-        "{} not enabled for it on cgroup v2: write \"+io +memory\" to {}",
-        missing.join(" and "),
-        parent.join("cgroup.subtree_control").display()
-    ))
 }
 
 impl DiskFault {
@@ -310,7 +289,9 @@ impl DiskFault {
             sector_first: self.sectors.map_or(0, |s| s.first),
             sector_end: self.sectors.map_or(0, |s| s.last + 1),
             targeted: u32::from(self.whose != Whose::Any),
-            attributed: u32::from(matches!(self.whose, Whose::Cgroup(_))),
+            // Only where the bio's cgroup is on the target's hierarchy: a v1 blkio cgroup's id
+            // may equal any v2 cgroup's.
+            attributed: u32::from(self.whose == Whose::Cgroup(Ok(()))),
             ..DiskFilter::default()
         }
     }
@@ -385,34 +366,6 @@ mod tests {
                 "{bad}"
             );
         }
-    }
-
-    #[test]
-    fn writeback_is_charged_only_with_io_and_memory() {
-        let dir = std::env::temp_dir().join(format!("chaos-wb-{}", std::process::id()));
-        let cgroup = dir.join("db");
-        fs::create_dir_all(&cgroup).unwrap();
-        let charged = |controllers: &str| {
-            fs::write(cgroup.join("cgroup.controllers"), controllers).unwrap();
-            Whose::cgroup(&cgroup)
-        };
-        assert_eq!(
-            charged("cpuset cpu io memory pids\n"),
-            Whose::Cgroup(Ok(()))
-        );
-        let Whose::Cgroup(Err(reason)) = charged("cpu memory pids\n") else {
-            panic!("io missing");
-        };
-        assert!(
-            reason.starts_with("io not enabled")
-                && reason.ends_with(&format!("{}/cgroup.subtree_control", dir.display())),
-            "{reason}"
-        );
-        let Whose::Cgroup(Err(reason)) = charged("") else {
-            panic!("both missing");
-        };
-        assert!(reason.starts_with("io and memory not enabled"), "{reason}");
-        fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

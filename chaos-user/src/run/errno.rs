@@ -113,12 +113,7 @@ impl<'t> CallsLoaded<'t> {
         };
         let disk = match extra {
             Some(ExtraHook::Bio(filter, _)) => {
-                let disk = kernel::disk_offsets(filter).map_err(CallsError::DiskOffsets)?;
-                // Where bios do not say whose they are, no cgroup's writeback is found.
-                DiskFilter {
-                    attributed: u32::from(disk.attributed != 0 && disk.bio_blkg != 0),
-                    ..disk
-                }
+                kernel::disk_offsets(filter).map_err(CallsError::DiskOffsets)?
             }
             _ => DiskFilter::default(),
         };
