@@ -159,7 +159,8 @@ pub struct DiskCutArgs {
 /// the kernel's background writeback of the pages it dirtied, where the kernel charges that
 /// to the cgroup (cgroup writeback: the io and memory controllers enabled for it on cgroup
 /// v2, and a filesystem that supports it, such as ext4 or btrfs); the start line says which.
-/// A journal's commits are the kernel's own and never fail under a target.
+/// A journal's commits and a block device's own pages (a filesystem's metadata) are the
+/// kernel's and never fail under a target.
 ///
 /// --op: read, write (a journal's commit blocks included), flush (bios carrying a cache
 /// flush, REQ_PREFLUSH: fsync's and a journal's) and discard. A write that carries a flush
