@@ -101,7 +101,11 @@ fn losetup(image: &Path, extra: &[&str]) -> Option<String> {
 
 impl Drop for LoopDisk {
     fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.mount).status();
+        // Quiet: a test may have unmounted it.
+        let _ = Command::new("umount")
+            .arg(&self.mount)
+            .stderr(std::process::Stdio::null())
+            .status();
         let _ = Command::new("losetup").args(["-d", &self.device]).status();
     }
 }
