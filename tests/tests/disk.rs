@@ -620,7 +620,8 @@ fn disk_cut_keeps_every_synced_record() {
 }
 
 /// Controllers enabled in a cgroup's `cgroup.subtree_control` for the test, disabled again on
-/// drop where they were not before (the cgroups below must be gone by then).
+/// drop where they were not before, if nothing below still uses them (else the kernel refuses
+/// and they stay enabled: the test cgroups are dropped after the guards).
 struct Enabled {
     control: PathBuf,
     added: Vec<&'static str>,
