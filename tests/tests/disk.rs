@@ -200,6 +200,23 @@ fn supported_or_refused(device: &str) -> Option<&'static str> {
     None
 }
 
+/// Loop disks carrying ext4, one per name in `dir`, and the rung `--backend auto` fails bios
+/// through; `None`, said why, where the kernel has no loop devices or cannot fail bios (the
+/// refusal asserted on the first disk).
+fn disks_or_skip<const N: usize>(
+    dir: &Path,
+    names: [&str; N],
+) -> Option<([LoopDisk; N], &'static str)> {
+    let disks = names.map(|name| LoopDisk::new(dir, name));
+    if disks.iter().any(Option::is_none) {
+        eprintln!("NOT RUN: no loop devices on this kernel");
+        return None;
+    }
+    let disks = disks.map(Option::unwrap);
+    let rung = supported_or_refused(&disks[0].device)?;
+    Some((disks, rung))
+}
+
 /// The failing disk the page cache hides: write() succeeds, fsync() reports EIO once, the next
 /// fsync() reports nothing, and once the cache is dropped the old data reads back. The fault
 /// covers only the file's sectors; the other device's writes all land.
@@ -310,11 +327,7 @@ fn writeback_fails_through(disk: &LoopDisk, bystander: &LoopDisk, rung: &str) {
 #[test]
 fn disk_failing_every_write_aborts_the_journal() {
     let dir = scratch("journal");
-    let (Some(disk), Some(bystander)) = (LoopDisk::new(&dir, "a"), LoopDisk::new(&dir, "b")) else {
-        eprintln!("NOT RUN: no loop devices on this kernel");
-        return;
-    };
-    let Some(rung) = supported_or_refused(&disk.device) else {
+    let Some(([disk, bystander], rung)) = disks_or_skip(&dir, ["a", "b"]) else {
         return;
     };
     let name = disk.device.trim_start_matches("/dev/").to_owned();
@@ -374,11 +387,7 @@ fn disk_failing_every_write_aborts_the_journal() {
 #[test]
 fn disk_fault_narrowed_to_one_process() {
     let dir = scratch("pid");
-    let Some(disk) = LoopDisk::new(&dir, "a") else {
-        eprintln!("NOT RUN: no loop devices on this kernel");
-        return;
-    };
-    let Some(rung) = supported_or_refused(&disk.device) else {
+    let Some(([disk], rung)) = disks_or_skip(&dir, ["a"]) else {
         return;
     };
     let victim = |name: &str| {
@@ -435,11 +444,7 @@ fn disk_fault_narrowed_to_one_process() {
 #[test]
 fn disk_kernel_fn_should_fail_bio_only_under_fsync() {
     let dir = scratch("caller");
-    let Some(disk) = LoopDisk::new(&dir, "a") else {
-        eprintln!("NOT RUN: no loop devices on this kernel");
-        return;
-    };
-    let Some(rung) = supported_or_refused(&disk.device) else {
+    let Some(([disk], rung)) = disks_or_skip(&dir, ["a"]) else {
         return;
     };
     let victim = |name: &str| {
@@ -516,12 +521,7 @@ fn disk_kernel_fn_should_fail_bio_only_under_fsync() {
 #[test]
 fn disk_cut_keeps_every_synced_record() {
     let dir = scratch("cut");
-    let (Some(mut disk), Some(bystander)) = (LoopDisk::new(&dir, "a"), LoopDisk::new(&dir, "b"))
-    else {
-        eprintln!("NOT RUN: no loop devices on this kernel");
-        return;
-    };
-    let Some(rung) = supported_or_refused(&disk.device) else {
+    let Some(([mut disk, bystander], rung)) = disks_or_skip(&dir, ["a", "b"]) else {
         return;
     };
     let cgroup = TestCgroup::new("disk-cut");
@@ -672,13 +672,9 @@ fn run_in(cgroup: &TestCgroup, script: &str, arg: &Path) {
 #[test]
 fn disk_cgroup_loses_its_writeback_and_nothing_else() {
     let dir = scratch("cgroup-writeback");
-    let Some(disk) = LoopDisk::new(&dir, "a") else {
-        eprintln!("NOT RUN: no loop devices on this kernel");
+    let Some(([disk], _)) = disks_or_skip(&dir, ["a"]) else {
         return;
     };
-    if supported_or_refused(&disk.device).is_none() {
-        return;
-    }
     let parent = TestCgroup::new("disk-writeback");
     let target = parent.child("target");
     let bystander = parent.child("bystander");
@@ -948,13 +944,9 @@ impl Drop for Attached {
 #[test]
 fn disk_whole_disk_includes_its_partitions() {
     let dir = scratch("partitions");
-    let Some(bystander) = LoopDisk::new(&dir, "b") else {
-        eprintln!("NOT RUN: no loop devices on this kernel");
+    let Some(([bystander], _)) = disks_or_skip(&dir, ["b"]) else {
         return;
     };
-    if supported_or_refused(&bystander.device).is_none() {
-        return;
-    }
     // The bystander's ext4 is written over at its start.
     sh(&format!("umount {}", bystander.mount.display()));
     let image = dir.join("parted.img");
