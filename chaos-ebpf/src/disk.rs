@@ -1,7 +1,6 @@
 //! `chaos disk error`: which operation a bio is, and whether it goes to the fault's device and
 //! sectors. Follows kernel pointers at offsets read from the running kernel's BTF at load.
 
-use aya_ebpf::Global;
 use chaos_common::{
     fault::{BLOCK_EXT_MAJOR, DiskFilter, MINOR_BITS},
     ops::*,
@@ -48,13 +47,31 @@ impl Memory for Typed {
     }
 }
 
+/// The fault's filter, set by the loader (so read volatile: the compiler must not take the
+/// value written here). Every device's bios read it: field by field until a bio is the
+/// device's, as a read of the whole filter copies all of it first.
 #[unsafe(no_mangle)]
-static DISK: Global<DiskFilter> = Global::new(DiskFilter::ZERO);
+static DISK: DiskFilter = DiskFilter::ZERO;
+
+/// Field `$field` of [`DISK`], read alone.
+macro_rules! disk {
+    ($field:ident) => {
+        // SAFETY: a field of a static, which the loader fills before any program runs.
+        unsafe { core::ptr::read_volatile(&DISK.$field) }
+    };
+}
+
+/// The whole of [`DISK`].
+#[inline(always)]
+fn disk_filter() -> DiskFilter {
+    // SAFETY: as `disk!`.
+    unsafe { core::ptr::read_volatile(&DISK) }
+}
 
 /// Whether only the targets' own bios fail.
 #[inline(always)]
 pub fn targeted() -> bool {
-    DISK.load().targeted != 0
+    disk!(targeted) != 0
 }
 
 /// How far above a bio's cgroup the target cgroup is looked for.
@@ -74,10 +91,10 @@ const PAGE_MAPPING_ANON: u64 = 1;
 /// bios that no target submits, so plain probe reads, a few per cgroup level.
 #[inline(always)]
 pub fn attributed_to(bio: u64, cgroup: u64) -> bool {
-    let filter = DISK.load();
-    if filter.attributed == 0 {
+    if disk!(attributed) == 0 {
         return false;
     }
+    let filter = disk_filter();
     let page = Probed::pointer_at(Probed::pointer_at(bio, filter.bio_io_vec), filter.bvec_page);
     let mapping = Probed::pointer_at(page, filter.page_mapping);
     if mapping & PAGE_MAPPING_ANON == 0 {
@@ -118,11 +135,11 @@ const REQ_OP_DISCARD: u32 = 3;
 /// another device's bio; no map lookup.
 #[inline(always)]
 pub fn bio_ops<M: Memory>(bio: u64) -> u64 {
-    let filter = DISK.load();
-    let bdev = M::pointer_at(bio, filter.bio_bdev);
-    if !on_device::<M>(&filter, bdev) {
+    let bdev = M::pointer_at(bio, disk!(bio_bdev));
+    if !on_device::<M>(bdev) {
         return 0;
     }
+    let filter = disk_filter();
     let size = M::read_at::<u32>(bio, filter.bio_size).unwrap_or(0);
     if filter.sector_end != 0 && !in_sectors::<M>(&filter, bio, bdev, size) {
         return 0;
@@ -154,24 +171,25 @@ pub fn bio_ops<M: Memory>(bio: u64) -> u64 {
 /// past its minors (every partition of an NVMe disk, and of a loop device unless loop.max_part
 /// is set) have [`BLOCK_EXT_MAJOR`] numbers, whose disk is found by following `bd_disk->part0`.
 #[inline(always)]
-fn on_device<M: Memory>(filter: &DiskFilter, bdev: u64) -> bool {
-    let Some(dev) = M::read_at::<u32>(bdev, filter.bdev_dev) else {
+fn on_device<M: Memory>(bdev: u64) -> bool {
+    let (fault_dev, bdev_dev) = (disk!(dev), disk!(bdev_dev));
+    let Some(dev) = M::read_at::<u32>(bdev, bdev_dev) else {
         return false;
     };
-    if dev == filter.dev {
+    if dev == fault_dev {
         return true;
     }
-    if filter.whole == 0 {
+    if disk!(whole) == 0 {
         return false;
     }
-    if dev > filter.dev && dev - filter.dev < filter.minors {
+    if dev > fault_dev && dev - fault_dev < disk!(minors) {
         return true;
     }
     if dev >> MINOR_BITS != BLOCK_EXT_MAJOR {
         return false;
     }
-    let whole = M::pointer_at(M::pointer_at(bdev, filter.bdev_disk), filter.disk_part0);
-    M::read_at::<u32>(whole, filter.bdev_dev) == Some(filter.dev)
+    let whole = M::pointer_at(M::pointer_at(bdev, disk!(bdev_disk)), disk!(disk_part0));
+    M::read_at::<u32>(whole, bdev_dev) == Some(fault_dev)
 }
 
 /// Whether bio `bio` (to `bdev`, `size` bytes) overlaps the filter's sectors, counted from the
