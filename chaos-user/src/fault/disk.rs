@@ -309,11 +309,10 @@ impl DiskFault {
             .unwrap_or_default();
         let whose = match &self.whose {
             Whose::Any => "",
-            Whose::Processes => ", submitted by the targets",
+            Whose::Processes | Whose::Cgroup(Err(_)) => ", submitted by the targets",
             Whose::Cgroup(Ok(())) => {
                 ", submitted by the targets or written back for their cgroup (cgroup writeback)"
             }
-            Whose::Cgroup(Err(_)) => ", submitted by the targets",
         };
         format!(
             "{} to {}{partitions}{sectors}{whose}",
