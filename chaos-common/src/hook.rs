@@ -51,6 +51,14 @@ pub enum Hook {
     /// A kprobe (section `kprobe`) on the entry function of the syscall the fault names, whose
     /// return it overrides with `bpf_override_return`.
     SyscallOverride { program: &'static str },
+    /// A kprobe (section `kprobe`) on the entry function of each of an operation's syscalls,
+    /// `syscalls` (`openat`, `stat`…: the functions the error-injection list names for them),
+    /// whose return it overrides with `bpf_override_return`: the operation's rung where neither
+    /// BPF LSM nor trampolines serve.
+    OpOverride {
+        program: &'static str,
+        syscalls: &'static [&'static str],
+    },
     /// A kprobe (section `kprobe`) on the kernel function the fault names (`should_failslab`,
     /// `should_fail_bio`), whose return it overrides with `bpf_override_return` (a function of
     /// the kernel's error-injection list).
@@ -130,6 +138,7 @@ impl Hook {
             | Hook::SyscallEntry { program }
             | Hook::SyscallExit { program }
             | Hook::SyscallOverride { program }
+            | Hook::OpOverride { program, .. }
             | Hook::FunctionOverride { program }
             | Hook::Tc { program, .. }
             | Hook::Xdp { program }
@@ -156,7 +165,9 @@ impl Hook {
             Hook::Tracepoint { .. } | Hook::SyscallEntry { .. } | Hook::SyscallExit { .. } => {
                 ("tracepoint", "")
             }
-            Hook::SyscallOverride { .. } | Hook::FunctionOverride { .. } => ("kprobe", ""),
+            Hook::SyscallOverride { .. }
+            | Hook::OpOverride { .. }
+            | Hook::FunctionOverride { .. } => ("kprobe", ""),
             Hook::Tc { .. } => ("classifier", ""),
             Hook::Xdp { .. } => ("xdp", ""),
             Hook::Fexit { function, .. }

@@ -86,8 +86,8 @@ pub enum Mechanism {
     /// `bpf_set_retval`: only processes in that cgroup run them.
     Cgroup,
     /// A kprobe on the function overrides its return (`bpf_override_return`): only functions
-    /// of the kernel's error-injection list (`--syscall`, `--kernel-fn`), where the kernel has
-    /// CONFIG_BPF_KPROBE_OVERRIDE.
+    /// of the kernel's error-injection list (`--syscall`, `--kernel-fn`, an operation's
+    /// syscalls), where the kernel has CONFIG_BPF_KPROBE_OVERRIDE.
     KprobeOverride,
 }
 
@@ -212,9 +212,6 @@ macro_rules! rung {
 
 /// The two rungs of an LSM program: BPF LSM, else the same program as fmod_ret.
 macro_rules! lsm_rungs {
-    ($program:expr, $filters:expr) => {
-        lsm_rungs!($program, $filters, "", "")
-    };
     ($program:expr, $filters:expr, $only:expr, $needs:expr) => {
         [
             rung!(Lsm, $program, $filters, $only, $needs),
@@ -226,21 +223,65 @@ macro_rules! lsm_rungs {
 /// `read` and `write` share one program: `file_permission`'s mask tells them apart.
 const FILE_PERMISSION: LsmProgram = lsm!("lsm_file_permission", "file_permission");
 
-/// An operation failed by one LSM hook, with the `--path` filter.
-macro_rules! file_op {
-    ($code:expr, $name:literal, [$($syscall:literal),*], $also:literal, $hook:expr) => {
-        file_op!($code, $name, [$($syscall),*], $also, $hook, "")
-    };
-    ($code:expr, $name:literal, [$($syscall:literal),*], $also:literal, $hook:expr, $needs:literal) => {
-        Op {
-            code: $code,
-            name: $name,
-            syscalls: &[$($syscall),*],
-            also: $also,
-            rungs: &lsm_rungs!($hook, FILTER_PATH, "", $needs),
+/// The kprobe-override rung of operation `$name`: program `kprobe_NAME` on the entry function
+/// of each of `$syscalls`, which sees no path nor address and nothing the kernel does for other
+/// callers (sendfile, io_uring). `only` follows the syscalls' list in the report.
+macro_rules! syscall_rung {
+    ($name:literal, $syscalls:expr, $only:literal) => {
+        Rung {
+            mechanism: Mechanism::KprobeOverride,
+            hooks: &[Hook::OpOverride {
+                program: concat!("kprobe_", $name),
+                syscalls: $syscalls,
+            }],
+            only: concat!("at their entry, nothing else", $only),
+            filters: 0,
+            needs: "",
         }
     };
 }
+
+/// An operation of one LSM program honouring `filters`, else a kprobe at each of its syscalls'
+/// entry (`only` as in [`syscall_rung`]).
+macro_rules! lsm_op {
+    ($code:expr, $name:literal, $syscalls:expr, $also:literal, $program:expr, $filters:expr, $needs:literal, $only:literal) => {
+        Op {
+            code: $code,
+            name: $name,
+            syscalls: $syscalls,
+            also: $also,
+            rungs: &{
+                let [lsm, fmod_ret] = lsm_rungs!($program, $filters, "", $needs);
+                [lsm, fmod_ret, syscall_rung!($name, $syscalls, $only)]
+            },
+        }
+    };
+}
+
+/// An operation on files: [`lsm_op`] with the `--path` filter.
+macro_rules! file_op {
+    ($code:expr, $name:literal, $syscalls:expr, $also:literal, $program:expr) => {
+        file_op!($code, $name, $syscalls, $also, $program, "")
+    };
+    ($code:expr, $name:literal, $syscalls:expr, $also:literal, $program:expr, $needs:literal) => {
+        lsm_op!(
+            $code,
+            $name,
+            $syscalls,
+            $also,
+            $program,
+            FILTER_PATH,
+            $needs,
+            ""
+        )
+    };
+}
+
+/// The syscalls of the socket operations with more than their LSM rungs.
+const CONNECT: &[&str] = &["connect"];
+const BIND: &[&str] = &["bind"];
+const SEND: &[&str] = &["sendto", "sendmsg", "sendmmsg"];
+const SOCKET: &[&str] = &["socket"];
 
 /// The socket programs with more than their LSM rungs.
 const SOCKET_CONNECT: LsmProgram = lsm!("lsm_socket_connect", "socket_connect");
@@ -254,28 +295,28 @@ pub const OPS: &[Op] = &[
     file_op!(
         OP_OPEN,
         "open",
-        ["open", "openat", "openat2", "creat"],
+        &["open", "openat", "openat2", "creat"],
         "",
         lsm!("lsm_file_open", "file_open")
     ),
     file_op!(
         OP_READ,
         "read",
-        ["read", "readv", "pread64", "preadv", "preadv2"],
+        &["read", "readv", "pread64", "preadv", "preadv2"],
         "sendfile/splice reads",
         FILE_PERMISSION
     ),
     file_op!(
         OP_WRITE,
         "write",
-        ["write", "writev", "pwrite64", "pwritev", "pwritev2"],
+        &["write", "writev", "pwrite64", "pwritev", "pwritev2"],
         "sendfile/splice writes; also writes to pipes and sockets",
         FILE_PERMISSION
     ),
     file_op!(
         OP_EXEC,
         "exec",
-        ["execve", "execveat"],
+        &["execve", "execveat"],
         "",
         lsm!(
             "lsm_bprm_check",
@@ -283,66 +324,69 @@ pub const OPS: &[Op] = &[
             "security_bprm_check"
         )
     ),
-    Op {
-        code: OP_FORK,
-        name: "fork",
-        syscalls: &["fork", "vfork", "clone", "clone3"],
-        also: "including new threads",
-        rungs: &lsm_rungs!(lsm!("lsm_task_alloc", "task_alloc"), 0),
-    },
+    lsm_op!(
+        OP_FORK,
+        "fork",
+        &["fork", "vfork", "clone", "clone3"],
+        "including new threads",
+        lsm!("lsm_task_alloc", "task_alloc"),
+        0,
+        "",
+        "; new threads too"
+    ),
     file_op!(
         OP_MMAP,
         "mmap",
-        ["mmap"],
+        &["mmap"],
         "file-backed and anonymous (the allocator's too)",
         lsm!("lsm_mmap_file", "mmap_file")
     ),
     file_op!(
         OP_UNLINK,
         "unlink",
-        ["unlink", "unlinkat"],
+        &["unlink", "unlinkat"],
         "",
         lsm!("lsm_inode_unlink", "inode_unlink")
     ),
     file_op!(
         OP_RMDIR,
         "rmdir",
-        ["rmdir"],
+        &["rmdir"],
         "unlinkat(AT_REMOVEDIR)",
         lsm!("lsm_inode_rmdir", "inode_rmdir")
     ),
     file_op!(
         OP_MKDIR,
         "mkdir",
-        ["mkdir", "mkdirat"],
+        &["mkdir", "mkdirat"],
         "",
         lsm!("lsm_inode_mkdir", "inode_mkdir")
     ),
     file_op!(
         OP_RENAME,
         "rename",
-        ["rename", "renameat", "renameat2"],
+        &["rename", "renameat", "renameat2"],
         "",
         lsm!("lsm_inode_rename", "inode_rename")
     ),
     file_op!(
         OP_LINK,
         "link",
-        ["link", "linkat"],
+        &["link", "linkat"],
         "",
         lsm!("lsm_inode_link", "inode_link")
     ),
     file_op!(
         OP_SYMLINK,
         "symlink",
-        ["symlink", "symlinkat"],
+        &["symlink", "symlinkat"],
         "",
         lsm!("lsm_inode_symlink", "inode_symlink")
     ),
     file_op!(
         OP_TRUNCATE,
         "truncate",
-        ["truncate"],
+        &["truncate"],
         "by path; not ftruncate()",
         lsm!("lsm_path_truncate", "path_truncate"),
         "CONFIG_SECURITY_PATH"
@@ -350,7 +394,7 @@ pub const OPS: &[Op] = &[
     file_op!(
         OP_CHMOD,
         "chmod",
-        ["chmod", "fchmod", "fchmodat"],
+        &["chmod", "fchmod", "fchmodat", "fchmodat2"],
         "",
         lsm!("lsm_path_chmod", "path_chmod"),
         "CONFIG_SECURITY_PATH"
@@ -358,7 +402,7 @@ pub const OPS: &[Op] = &[
     file_op!(
         OP_CHOWN,
         "chown",
-        ["chown", "fchown", "lchown", "fchownat"],
+        &["chown", "fchown", "lchown", "fchownat"],
         "",
         lsm!("lsm_path_chown", "path_chown"),
         "CONFIG_SECURITY_PATH"
@@ -366,28 +410,29 @@ pub const OPS: &[Op] = &[
     file_op!(
         OP_IOCTL,
         "ioctl",
-        ["ioctl"],
+        &["ioctl"],
         "",
         lsm!("lsm_file_ioctl", "file_ioctl")
     ),
     file_op!(
         OP_LOCK,
         "lock",
-        ["flock"],
+        &["flock"],
         "fcntl() locks (unlocks too)",
         lsm!("lsm_file_lock", "file_lock")
     ),
     file_op!(
         OP_STAT,
         "stat",
-        ["stat", "lstat", "fstat", "newfstatat", "statx"],
+        // The kernel's names for stat(), lstat() and fstat() of 64-bit callers.
+        &["newstat", "newlstat", "newfstat", "newfstatat", "statx"],
         "",
         lsm!("lsm_inode_getattr", "inode_getattr")
     ),
     Op {
         code: OP_CONNECT,
         name: "connect",
-        syscalls: &["connect"],
+        syscalls: CONNECT,
         also: "",
         rungs: &[
             Rung {
@@ -414,12 +459,13 @@ pub const OPS: &[Op] = &[
                 "connect() on sockets of every family, UNIX too",
                 ""
             ),
+            syscall_rung!("connect", CONNECT, ""),
         ],
     },
     Op {
         code: OP_BIND,
         name: "bind",
-        syscalls: &["bind"],
+        syscalls: BIND,
         also: "",
         rungs: &[
             Rung {
@@ -446,26 +492,33 @@ pub const OPS: &[Op] = &[
                 "bind() on sockets of every family, UNIX too",
                 ""
             ),
+            syscall_rung!("bind", BIND, ""),
         ],
     },
-    Op {
-        code: OP_LISTEN,
-        name: "listen",
-        syscalls: &["listen"],
-        also: "",
-        rungs: &lsm_rungs!(lsm!("lsm_socket_listen", "socket_listen"), 0),
-    },
-    Op {
-        code: OP_ACCEPT,
-        name: "accept",
-        syscalls: &["accept", "accept4"],
-        also: "(a refused connection stays queued)",
-        rungs: &lsm_rungs!(lsm!("lsm_socket_accept", "socket_accept"), 0),
-    },
+    lsm_op!(
+        OP_LISTEN,
+        "listen",
+        &["listen"],
+        "",
+        lsm!("lsm_socket_listen", "socket_listen"),
+        0,
+        "",
+        ""
+    ),
+    lsm_op!(
+        OP_ACCEPT,
+        "accept",
+        &["accept", "accept4"],
+        "(a refused connection stays queued)",
+        lsm!("lsm_socket_accept", "socket_accept"),
+        0,
+        "",
+        ""
+    ),
     Op {
         code: OP_SEND,
         name: "send",
-        syscalls: &["sendto", "sendmsg", "sendmmsg"],
+        syscalls: SEND,
         also: "send() and write() on sockets, every protocol",
         rungs: &[
             rung!(Lsm, SOCKET_SENDMSG, SOCKET_ADDRESS | FILTER_UNIX, "", ""),
@@ -475,6 +528,11 @@ pub const OPS: &[Op] = &[
                 SOCKET_ADDRESS | FILTER_UNIX,
                 "",
                 ""
+            ),
+            syscall_rung!(
+                "send",
+                SEND,
+                "; glibc's send() is sendto(), write() on a socket is not failed"
             ),
             Rung {
                 mechanism: Mechanism::Cgroup,
@@ -488,17 +546,20 @@ pub const OPS: &[Op] = &[
             },
         ],
     },
-    Op {
-        code: OP_RECV,
-        name: "recv",
-        syscalls: &["recvfrom", "recvmsg", "recvmmsg"],
-        also: "recv() and read() on sockets",
-        rungs: &lsm_rungs!(lsm!("lsm_socket_recvmsg", "socket_recvmsg"), 0),
-    },
+    lsm_op!(
+        OP_RECV,
+        "recv",
+        &["recvfrom", "recvmsg", "recvmmsg"],
+        "recv() and read() on sockets",
+        lsm!("lsm_socket_recvmsg", "socket_recvmsg"),
+        0,
+        "",
+        "; glibc's recv() is recvfrom(), read() on a socket is not failed"
+    ),
     Op {
         code: OP_SOCKET,
         name: "socket",
-        syscalls: &["socket"],
+        syscalls: SOCKET,
         also: "",
         rungs: &[
             rung!(
@@ -515,6 +576,7 @@ pub const OPS: &[Op] = &[
                 SOCKET_CREATE_ONLY,
                 ""
             ),
+            syscall_rung!("socket", SOCKET, ""),
             Rung {
                 mechanism: Mechanism::Cgroup,
                 hooks: &[Hook::CgroupSock {

@@ -130,7 +130,9 @@ fn bpf_lsm_listed() -> Finding {
     }
 }
 
-/// Trampoline programs (LSM, fentry, fexit, fmod_ret): load the real `file_open` program.
+/// Trampoline programs (LSM, fentry, fexit, fmod_ret): load and attach the real `file_open`
+/// program, which lets every call through without a fault. Loading alone is not enough: arm64
+/// before 6.4 loads them but cannot attach them (no ftrace direct calls: ENOTSUPP).
 fn lsm_loadable(btf: bool) -> Finding {
     if !btf {
         return Finding::no(
@@ -139,10 +141,18 @@ fn lsm_loadable(btf: bool) -> Finding {
             "CONFIG_DEBUG_INFO_BTF=y",
         );
     }
-    let result = try_load(errno_object(), first_lsm_hook());
+    let result = try_attach(errno_object(), first_lsm_hook(), &Sites::default());
     match result {
-        Ok(()) => Finding::yes(feature::TRAMPOLINE, "an LSM program (lsm/file_open) loads"),
+        Ok(()) => Finding::yes(
+            feature::TRAMPOLINE,
+            "an LSM program (lsm/file_open) loads and attaches",
+        ),
         Err(err) if is_eperm_without_log(&err) => trampoline_refused(),
+        Err(err) if cannot_patch(&err) => Finding::no(
+            feature::TRAMPOLINE,
+            format!("lsm/file_open loads but does not attach: {err}"),
+            CANNOT_PATCH_FIX,
+        ),
         Err(err) => Finding::no(
             feature::TRAMPOLINE,
             format!("loading lsm/file_open failed: {err}"),
@@ -150,6 +160,16 @@ fn lsm_loadable(btf: bool) -> Finding {
         ),
     }
 }
+
+/// Whether attaching a trampoline failed with the kernel's ENOTSUPP (524, not libc's ENOTSUP):
+/// the architecture cannot patch one into the kernel's text.
+fn cannot_patch(err: &str) -> bool {
+    err.contains("(os error 524)")
+}
+
+/// What makes an architecture patch trampolines in.
+const CANNOT_PATCH_FIX: &str =
+    "kernel >= 6.4 on arm64 (ftrace direct calls), CONFIG_DYNAMIC_FTRACE_WITH_DIRECT_CALLS=y";
 
 /// Why fmod_ret faults cannot run here, or `None` when they can.
 pub fn fmod_ret_unsupported() -> Option<Finding> {
@@ -163,23 +183,24 @@ fn fmod_ret() -> Finding {
     let Hook::FmodRet { function, .. } = hook else {
         unreachable!("an fmod_ret hook")
     };
-    let loaded = Loaded::plain(errno_object(), &[hook]).and_then(|mut loaded| {
-        let result = loaded.load(hook);
-        loaded.detach();
-        result
-    });
-    match loaded {
+    match try_attach(errno_object(), hook, &Sites::default()) {
         Ok(()) => Finding::yes(
             feature::FMOD_RET,
-            format!("an LSM program loads as fmod_ret on {function}"),
+            format!("an LSM program loads and attaches as fmod_ret on {function}"),
         ),
         Err(err) => {
-            let err = crate::error_line(&err);
             if is_eperm_without_log(&err) {
                 return Finding::no(
                     feature::FMOD_RET,
                     "refused with EPERM like every trampoline program on this kernel",
                     "a kernel that lets BPF trampolines load",
+                );
+            }
+            if cannot_patch(&err) {
+                return Finding::no(
+                    feature::FMOD_RET,
+                    format!("fmod_ret on {function} loads but does not attach: {err}"),
+                    CANNOT_PATCH_FIX,
                 );
             }
             Finding::no(
@@ -338,37 +359,106 @@ fn error_injection() -> Finding {
 
 /// The functions the kernel allows error injection for (debugfs), with their types (`ERRNO`,
 /// `NULL`, …).
-fn error_injection_entries() -> Vec<(String, String)> {
-    ensure_mounted("debugfs", "/sys/kernel/debug");
-    fs::read_to_string("/sys/kernel/debug/error_injection/list")
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|line| {
-            let mut words = line.split_whitespace();
-            Some((words.next()?.to_owned(), words.next()?.to_owned()))
-        })
-        .collect()
+fn error_injection_entries() -> &'static [(String, String)] {
+    static ENTRIES: std::sync::OnceLock<Vec<(String, String)>> = std::sync::OnceLock::new();
+    ENTRIES.get_or_init(|| {
+        ensure_mounted("debugfs", "/sys/kernel/debug");
+        fs::read_to_string("/sys/kernel/debug/error_injection/list")
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|line| {
+                let mut words = line.split_whitespace();
+                Some((words.next()?.to_owned(), words.next()?.to_owned()))
+            })
+            .collect()
+    })
 }
 
 /// The functions the kernel allows error injection for.
-fn error_injection_list() -> Vec<String> {
+fn error_injection_list() -> impl Iterator<Item = &'static str> {
     error_injection_entries()
-        .into_iter()
-        .map(|(function, _)| function)
-        .collect()
+        .iter()
+        .map(|(function, _)| function.as_str())
 }
 
 /// Whether the kernel allows error injection for `function`.
 pub fn error_injectable(function: &str) -> bool {
-    error_injection_list().iter().any(|f| f == function)
+    error_injection_list().any(|f| f == function)
+}
+
+/// `function` on this architecture: the catalogue and the eBPF sections name a syscall's entry
+/// function as x86_64 does (`__x64_sys_fsync`); arm64's is `__arm64_sys_fsync`.
+pub fn arch_function(function: &str) -> std::borrow::Cow<'_, str> {
+    match function.strip_prefix("__x64_sys_") {
+        Some(syscall) if std::env::consts::ARCH != "x86_64" => {
+            syscall_entry_function(syscall).into()
+        }
+        _ => function.into(),
+    }
+}
+
+/// The kernel function a syscall enters through on this architecture (`__x64_sys_fsync`).
+pub fn syscall_entry_function(syscall: &str) -> String {
+    let prefix = match std::env::consts::ARCH {
+        "aarch64" => "__arm64_sys_",
+        _ => "__x64_sys_",
+    };
+    format!("{prefix}{syscall}")
+}
+
+/// `syscall`'s entry function, if the error-injection list allows failing it. A syscall without
+/// arguments is listed by its body, `__do_sys_NAME`, which is the entry function under another
+/// name (one address: the kernel checks the address).
+pub fn injectable_syscall_function(syscall: &str) -> Option<String> {
+    listed_syscall_function(syscall, error_injection_list())
+}
+
+/// [`injectable_syscall_function`] with the error-injection list `listed`.
+fn listed_syscall_function<'a>(
+    syscall: &str,
+    mut listed: impl Iterator<Item = &'a str>,
+) -> Option<String> {
+    let function = syscall_entry_function(syscall);
+    let body = format!("__do_sys_{syscall}");
+    listed
+        .any(|listed| listed == function || listed == body)
+        .then_some(function)
+}
+
+/// The functions the kprobe rung overrides for an operation's `syscalls`: those of the
+/// error-injection list. Where the list exists it holds every syscall the kernel has, so a
+/// syscall missing from it is one this kernel or architecture lacks (arm64 has no open(), stat()
+/// or fork(), kernels before 6.6 no fchmodat2()), which nothing can call; none listed is a
+/// refusal.
+pub fn override_functions(syscalls: &[&str]) -> Result<Vec<String>, String> {
+    listed_override_functions(syscalls, &error_injection_list().collect::<Vec<_>>())
+}
+
+/// [`override_functions`] with the error-injection list `listed`.
+fn listed_override_functions(syscalls: &[&str], listed: &[&str]) -> Result<Vec<String>, String> {
+    let functions: Vec<String> = syscalls
+        .iter()
+        .filter_map(|syscall| listed_syscall_function(syscall, listed.iter().copied()))
+        .collect();
+    if functions.is_empty() {
+        let names: Vec<String> = syscalls
+            .iter()
+            .map(|syscall| syscall_entry_function(syscall))
+            .collect();
+        return Err(format!(
+            "none of {} is in /sys/kernel/debug/error_injection/list",
+            names.join(", ")
+        ));
+    }
+    Ok(functions)
 }
 
 /// How `function` fails, if the kernel allows error injection for it.
 pub fn error_injection_kind(function: &str) -> Option<InjectionKind> {
     error_injection_entries()
-        .into_iter()
+        .iter()
         .find(|(name, _)| name == function)
-        .and_then(|(_, kind)| InjectionKind::parse(&kind))
+        .and_then(|(_, kind)| InjectionKind::parse(kind))
 }
 
 /// How many functions the error-injection list holds.
@@ -378,9 +468,7 @@ pub fn error_injection_count() -> usize {
 
 /// A few functions of the list that are not syscalls, for an error message: `; such as …`.
 pub fn error_injection_examples() -> String {
-    let examples: Vec<String> = error_injection_entries()
-        .into_iter()
-        .map(|(function, _)| function)
+    let examples: Vec<&str> = error_injection_list()
         .filter(|function| !function.contains("_sys_"))
         .take(6)
         .collect();
@@ -467,9 +555,9 @@ pub fn gfp_bits() -> Result<(u32, u32), crate::btf::BtfError> {
 }
 
 fn error_injectable_syscall() -> Option<String> {
-    let functions = error_injection_list();
+    let functions: Vec<&str> = error_injection_list().collect();
     // A kprobe by name needs a symbol that exists once; some are listed twice.
-    let unique = |name: &&str| functions.iter().filter(|other| other == name).count() == 1;
+    let unique = |name: &&str| functions.iter().filter(|other| *other == name).count() == 1;
     [
         "__x64_sys_getppid",
         "__arm64_sys_getppid",
@@ -481,7 +569,7 @@ fn error_injectable_syscall() -> Option<String> {
     .or_else(|| {
         functions
             .iter()
-            .map(String::as_str)
+            .copied()
             .filter(unique)
             .find(|name| name.contains("_sys_"))
     })
@@ -1124,14 +1212,31 @@ pub fn load_refused(hook: Hook) -> Option<String> {
 /// Why the trampoline programs `hooks` (corrupt-io's and delay's fexit, signal's fentry) cannot
 /// run here (trampolines refused, no such function, a helper refused), or `None` when they load.
 pub fn trampolines_refused(hooks: &[Hook]) -> Option<String> {
-    let err = hooks
-        .iter()
-        .find_map(|&hook| try_load(errno_object(), hook).err())?;
+    let err = hooks.iter().find_map(|&hook| try_trampoline(hook).err())?;
     Some(if is_eperm_without_log(&err) {
         trampoline_refused().explain()
+    } else if cannot_patch(&err) {
+        format!("{err}; to enable: {CANNOT_PATCH_FIX}")
     } else {
         err
     })
+}
+
+/// Loads `hook`'s trampoline program, and on arm64 attaches it too: there, before 6.4, it loads
+/// but cannot attach. On x86_64 a trampoline that loads attaches, so the load is enough.
+fn try_trampoline(hook: Hook) -> Result<(), String> {
+    if !cfg!(target_arch = "aarch64") {
+        return try_load(errno_object(), hook);
+    }
+    // A syscall's program attaches on the syscall its section names.
+    let syscall = hook.section().1.strip_prefix("__x64_sys_");
+    let exits: Vec<String> = syscall.iter().map(|&name| name.to_owned()).collect();
+    let sites = Sites {
+        syscall,
+        exits: &exits,
+        ..Sites::default()
+    };
+    try_attach(errno_object(), hook, &sites)
 }
 
 /// What the read programs of `chaos corrupt-io` need: for the tracepoints, the syscall records'
@@ -1292,6 +1397,7 @@ fn writeback_controllers(root: &str, own: &str, dir: &Path) -> Result<(), Unchar
 /// it can, or when there is no BTF to ask (the mechanism's own check says so).
 pub fn hook_missing(hook: Hook) -> Option<String> {
     let function = match hook {
+        Hook::OpOverride { syscalls, .. } => return override_functions(syscalls).err(),
         Hook::Lsm { hook, .. } => format!("bpf_lsm_{hook}"),
         Hook::FmodRet { function, .. } => function.to_owned(),
         _ => return None,
@@ -1380,7 +1486,41 @@ fn try_struct_args() -> Finding {
 mod tests {
     use std::path::Path;
 
-    use super::{Uncharged, first_line, writeback_controllers};
+    use super::{
+        Uncharged, arch_function, first_line, listed_override_functions, syscall_entry_function,
+        writeback_controllers,
+    };
+
+    #[test]
+    fn the_kprobe_rung_skips_syscalls_this_kernel_lacks() {
+        // As arm64's list: no open() nor creat(); fork() listed by its body.
+        let openat = syscall_entry_function("openat");
+        let listed = [openat.as_str(), "__do_sys_clone", "should_failslab"];
+        assert_eq!(
+            listed_override_functions(&["open", "openat", "creat"], &listed),
+            Ok(vec![openat.clone()])
+        );
+        assert_eq!(
+            listed_override_functions(&["clone"], &listed),
+            Ok(vec![syscall_entry_function("clone")])
+        );
+        let none = listed_override_functions(&["open", "creat"], &listed).unwrap_err();
+        assert!(
+            none.contains(&syscall_entry_function("creat"))
+                && none.contains("error_injection/list"),
+            "{none}"
+        );
+        assert!(listed_override_functions(&["openat"], &[]).is_err());
+    }
+
+    #[test]
+    fn syscall_functions_are_named_as_this_architecture_does() {
+        assert_eq!(
+            arch_function("__x64_sys_fsync"),
+            syscall_entry_function("fsync")
+        );
+        assert_eq!(arch_function("security_file_open"), "security_file_open");
+    }
 
     #[test]
     fn writeback_is_charged_with_io_and_memory_on_v2_and_enabled() {

@@ -263,15 +263,15 @@ pub fn check_syscall_override(
         syscall: syscall.to_owned(),
         reason: format!("{reason}{covering}"),
     };
-    let function = crate::attach::syscall_entry_function(syscall);
     if kernel::error_injection_count() == 0 {
         return Err(refuse(NO_ERROR_INJECTION.to_owned()));
     }
-    if !kernel::error_injectable(&function) {
+    let Some(function) = kernel::injectable_syscall_function(syscall) else {
         return Err(refuse(format!(
-            "{function} is not in /sys/kernel/debug/error_injection/list: unknown syscall, or one the kernel does not allow to fail"
+            "{} is not in /sys/kernel/debug/error_injection/list: unknown syscall, or one the kernel does not allow to fail",
+            kernel::syscall_entry_function(syscall)
         )));
-    }
+    };
     override_mechanism(choice, hook::FMOD_RET_OVERRIDE, &function, false).map_err(refuse)
 }
 
@@ -475,7 +475,7 @@ pub fn delay_syscalls(delayed: &Delayed, fexit: bool) -> Result<Vec<String>, Pla
 /// Checks that the kernel's BTF has `syscall`'s entry function, which fentry and fexit programs
 /// go on.
 pub fn check_syscall_function(syscall: &str) -> Result<(), PlanError> {
-    let function = crate::attach::syscall_entry_function(syscall);
+    let function = crate::kernel::syscall_entry_function(syscall);
     if kernel::has_function(&function) {
         Ok(())
     } else {
@@ -524,7 +524,7 @@ pub fn check_packet_action(action: PacketAction) -> Result<(), PlanError> {
 
 #[cfg(test)]
 mod tests {
-    use chaos_common::ops::{FILTER_FAMILY, FILTER_UNIX};
+    use chaos_common::ops::{FILTER_FAMILY, FILTER_PATH, FILTER_UNIX};
 
     use super::*;
     use crate::fault::parse_op;
@@ -601,7 +601,7 @@ mod tests {
             &ops(&["send", "socket"]),
             0,
             BackendChoice::Auto,
-            &mut Fake(no_trampolines),
+            &mut Fake(no_trampolines_nor_kprobes),
         )
         .unwrap();
         assert!(
@@ -645,19 +645,73 @@ mod tests {
         );
     }
 
+    /// Nothing that fails a file operation: no trampolines, no kprobe override.
+    fn no_trampolines_nor_kprobes(mechanism: Mechanism) -> Option<Finding> {
+        no_trampolines(mechanism)
+            .or_else(|| (mechanism == Mechanism::KprobeOverride).then(|| refused(mechanism))?)
+    }
+
     #[test]
-    fn an_op_without_a_usable_rung_names_every_reason() {
-        let err = plan(
-            &ops(&["open"]),
+    fn operations_fall_back_to_their_syscalls_without_trampolines() {
+        let plan = plan(
+            &ops(&["open", "fork", "stat", "listen", "send"]),
             0,
+            BackendChoice::Auto,
+            &mut Fake(no_trampolines),
+        )
+        .unwrap();
+        for (op, rung) in &plan {
+            assert_eq!(rung.mechanism, Mechanism::KprobeOverride, "{}", op.name);
+            let Hook::OpOverride { syscalls, .. } = rung.hooks[0] else {
+                panic!("{}: not a kprobe on its syscalls", op.name)
+            };
+            assert!(
+                syscalls.iter().all(|s| op.syscalls.contains(s)),
+                "{}: {syscalls:?}",
+                op.name
+            );
+            assert!(rung.only.contains("at their entry"), "{}", rung.only);
+        }
+        let cgroup = super::plan(
+            &ops(&["connect"]),
+            0,
+            BackendChoice::Auto,
+            &mut Fake(no_trampolines),
+        )
+        .unwrap();
+        assert_eq!(
+            cgroup[0].1.mechanism,
+            Mechanism::Cgroup,
+            "connect's cgroup rung comes first"
+        );
+        let err = super::plan(
+            &ops(&["open"]),
+            FILTER_PATH,
             BackendChoice::Auto,
             &mut Fake(no_trampolines),
         )
         .unwrap_err()
         .to_string();
         assert!(
+            err.contains("kprobe-override: its hooks do not see every filter given"),
+            "a kprobe at syscall entry sees no path: {err}"
+        );
+    }
+
+    #[test]
+    fn an_op_without_a_usable_rung_names_every_reason() {
+        let err = plan(
+            &ops(&["open"]),
+            0,
+            BackendChoice::Auto,
+            &mut Fake(no_trampolines_nor_kprobes),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
             err.contains("--op open")
                 && err.contains("lsm refused")
+                && err.contains("kprobe-override refused")
                 && err.contains("a better kernel"),
             "{err}"
         );

@@ -482,6 +482,119 @@ pub fn json_report(output: &Output) -> Value {
 /// `--kernel-fn`, `disk error`), as `--backend` names them, in `auto`'s order.
 pub const OVERRIDE_RUNGS: [&str; 2] = ["fmod_ret", "kprobe-override"];
 
+/// One `#[test]` per operation, each calling `$prove(OP)`, and `TESTED`, the operations in
+/// order, for the test that the catalogue's are all there.
+#[macro_export]
+macro_rules! op_tests {
+    ($prove:ident; $($name:ident: $op:literal,)*) => {
+        $(
+            #[test]
+            fn $name() {
+                $prove($op);
+            }
+        )*
+
+        /// The operations a test proves.
+        const TESTED: &[&str] = &[$($op),*];
+    };
+}
+
+/// Proves `chaos fail --op OP --errno EIO` (and `extra` arguments) on a target process of
+/// `victim` making OP's calls, beside a bystander in the same cgroup making the same calls: the
+/// target fails with EIO only while the run lasts, as often as the report says, the bystander
+/// never, and nothing is left after. `refused` judges an exit of chaos that is a refusal this
+/// kernel explains (and asserts its reason): then the target must not have failed. Returns the
+/// fault's report, or `None` when refused.
+pub fn prove_op(
+    victim: &str,
+    op: &str,
+    extra: &[&str],
+    refused: impl FnOnce(&Output, &str) -> bool,
+) -> Option<Value> {
+    let base = std::env::temp_dir().join(format!("chaos-op-{op}-{}", std::process::id()));
+    let (target_arg, bystander_arg) = if op == "connect" {
+        let address = tcp_server("127.0.0.1:0");
+        (address.clone(), address)
+    } else {
+        let dir = |who: &str| base.join(who).to_str().expect("utf-8").to_owned();
+        (dir("target"), dir("bystander"))
+    };
+    let cgroup = TestCgroup::new(op);
+    let target = Victim::start(victim, op, &target_arg, &cgroup);
+    let bystander = Victim::start(victim, op, &bystander_arg, &cgroup);
+    // Let both settle past their start-up calls.
+    target.wait_for_calls(3);
+    bystander.wait_for_calls(3);
+
+    let start_ns = monotonic_ns();
+    let pid = target.pid().to_string();
+    let mut args = vec![
+        "fail", "--pid", &pid, "--op", op, "--errno", "EIO", "--for", "2s", "--json",
+    ];
+    args.extend_from_slice(extra);
+    let output = chaos(&args);
+    let end_ns = monotonic_ns();
+    let what = [&["--op", op], extra].concat().join(" ");
+    let fault = if refused(&output, &what) {
+        assert!(
+            target.calls().iter().all(|call| call.errno.is_none()),
+            "{what}: nothing may be attached"
+        );
+        None
+    } else {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(output.status.success(), "{what}: {stderr}");
+        target.wait_for_call_after(end_ns);
+        thread::sleep(Duration::from_millis(50));
+        let fault = json_report(&output)["faults"][0].clone();
+        assert_eq!(fault["op"], op);
+        eprintln!(
+            "{what} via {}: {} injected",
+            fault["mechanism"], fault["injected"]
+        );
+        assert_scoped_fault(
+            &[&target],
+            &bystander,
+            libc::EIO,
+            (start_ns, end_ns),
+            &fault,
+        );
+        Some(fault)
+    };
+    assert_no_chaos_programs();
+    drop((target, bystander));
+    let _ = std::fs::remove_dir_all(&base);
+    fault
+}
+
+/// Whether `output` is chaos refusing `--backend kprobe-override` on a kernel that cannot
+/// override a kprobed function's return, as the probe says: then it checks that the message
+/// gives the probe's reason and that CHAOS_EXPECT does not require the rung here, and prints
+/// the reason. `false` when chaos did not exit 2.
+pub fn refused_for_lack_of_kprobe_override(output: &Output, what: &str) -> bool {
+    if output.status.code() != Some(2) {
+        return false;
+    }
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let probe = Probe::run();
+    let (offered, expected, _) = override_offered(&probe, "kprobe-override");
+    assert!(
+        !offered,
+        "{what} refused although kprobe override works here: {stderr}"
+    );
+    assert!(
+        !expected,
+        "{what} must inject on this kernel (CHAOS_EXPECT): {stderr}"
+    );
+    let (_, detail) = probe.feature(features::KPROBE_OVERRIDE);
+    assert!(
+        stderr.contains(&detail),
+        "{what}: chaos must give the probe's reason '{detail}': {stderr}"
+    );
+    eprintln!("{what} NOT INJECTED on this kernel, as the probe predicts (asserted): {detail}");
+    true
+}
+
 /// Whether `rung` can fail functions of the error-injection list here, as the probe finds it
 /// (the list and the rung's own feature), whether CHAOS_EXPECT says it must, and what the probe
 /// says of both.

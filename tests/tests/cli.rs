@@ -152,7 +152,8 @@ fn probe_reports_every_feature_as_json() {
 
 /// `chaos probe` names, for every operation, the mechanism this kernel will use, and for each one
 /// it prefers why it cannot serve: on kernels with BPF LSM the file operations take it, where
-/// only trampolines work they take fmod_ret, elsewhere none.
+/// only trampolines work they take fmod_ret, where only kprobe override works kprobe-override,
+/// elsewhere none.
 #[test]
 fn probe_names_each_operations_mechanism() {
     let report = json_report(&chaos(&["probe", "--json"]));
@@ -182,11 +183,14 @@ fn probe_names_each_operations_mechanism() {
         serde_json::json!("lsm")
     } else if expected(features::FMOD_RET) {
         serde_json::json!("fmod_ret")
+    } else if expected(features::KPROBE_OVERRIDE) && expected(features::ERROR_INJECTION) {
+        serde_json::json!("kprobe-override")
     } else {
         serde_json::Value::Null
     };
     if expected(features::BPF_LSM)
         || expected(features::FMOD_RET)
+        || expected(features::KPROBE_OVERRIDE)
         || !expected(features::TRAMPOLINE)
     {
         assert_eq!(mechanism("open"), expected_file_ops, "{report}");

@@ -173,6 +173,49 @@ fn syscall_delay_makes_a_targets_returns_late_and_a_bystanders_not() {
     assert_no_chaos_programs();
 }
 
+/// `--op stat` delays every stat syscall a 64-bit program makes: stat(), lstat() and fstat()
+/// (which enter the kernel's newstat, newlstat and newfstat), newfstatat() and statx(). The
+/// victim makes each in turn, so a syscall left out would return at the victim's own pace.
+#[test]
+fn op_stat_delays_every_stat_syscall_and_no_bystanders() {
+    let cgroup = TestCgroup::new("delay-stat");
+    let dir = tempdir("delay-stat");
+    let victim =
+        |name: &str| Victim::start(VICTIM, "stat", dir.join(name).to_str().unwrap(), &cgroup);
+    let (target, bystander) = (victim("target"), victim("bystander"));
+    let pid = target.pid().to_string();
+    let delay_ns = 100_000_000;
+    let args = [
+        "delay", "--pid", &pid, "--op", "stat", "--delay", "100ms", "--for", "3s", "--json",
+    ];
+    if !supported_or_refused(&args) {
+        return;
+    }
+    let (output, started, ended) = run_live(&args);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    let fault = &json_report(&output)["faults"][0];
+    assert_eq!(fault["op"], "stat", "{fault}");
+    assert_eq!(fault["mechanism"], auto_mechanism(), "{fault}");
+    // Two seconds well inside the fault's life: after its in-kernel deadline, calls are
+    // prompt again before chaos has exited.
+    let window_end = ended.min(started + 2_000_000_000);
+    let target_gaps = gaps_within(&target, started, window_end);
+    assert!(target_gaps.len() >= 5, "too few returns: {target_gaps:?}");
+    assert!(
+        target_gaps.iter().all(|&gap| gap >= delay_ns),
+        "a stat syscall returned on time: {target_gaps:?}"
+    );
+    let bystander_gaps = gaps_within(&bystander, started, ended);
+    assert!(
+        bystander_gaps.iter().all(|&gap| gap < delay_ns),
+        "the bystander was delayed: {bystander_gaps:?}"
+    );
+    assert_bystander_untouched(&bystander);
+    target.wait_for_call_after(ended);
+    assert_no_chaos_programs();
+}
+
 #[test]
 fn syscall_delay_of_a_cgroup_target_counts_and_a_dry_run_stops_nothing() {
     let cgroup = TestCgroup::new("delay-cgroup");

@@ -272,6 +272,47 @@ fn sigkill_of_the_loader_ends_a_signal_fault() {
     let _ = std::fs::remove_dir_all(&base);
 }
 
+/// `--syscall stat` names the stat() 64-bit programs make, which enters the kernel's newstat
+/// (fentry on `__x64_sys_newstat`, or `sys_enter_newstat`): the kernel's own `stat` serves an
+/// older ABI, and a program there would never fire.
+#[test]
+fn sigkill_at_stat_names_the_call_programs_make() {
+    if !signals_supported() {
+        return;
+    }
+    let cgroup = TestCgroup::new("signal-stat");
+    let dir = tempdir("signal-stat");
+    let victim =
+        |name: &str| Victim::start(VICTIM, "stat", dir.join(name).to_str().unwrap(), &cgroup);
+    let (mut target, mut bystander) = (victim("target"), victim("bystander"));
+    let pid = target.pid().to_string();
+    let args = [
+        "signal",
+        "--pid",
+        &pid,
+        "--syscall",
+        "stat",
+        "--signal",
+        "KILL",
+        "--for",
+        "1m",
+        "--json",
+    ];
+    // No --count: SIGKILL ends the target at its first stat, and --count needs BPF atomics
+    // (5.12), which debian-5.10 lacks.
+    let output = chaos(&args);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    let report = json_report(&output);
+    assert_eq!(report["ended_by"], "target-exited", "{report}");
+    assert_eq!(report["faults"][0]["injected"], 1, "{report}");
+    assert_eq!(target.wait_for_death(), Some(libc::SIGKILL));
+    assert!(bystander.alive(), "the bystander was signalled");
+    let before = bystander.calls().len();
+    bystander.wait_for_calls(before + 3);
+    assert_no_chaos_programs();
+}
+
 /// The mechanism `--backend auto` takes here: fentry where trampolines load.
 fn auto_mechanism() -> &'static str {
     if Probe::run().feature(features::TRAMPOLINE).0 {

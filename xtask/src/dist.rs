@@ -9,10 +9,13 @@ use std::{
 
 use anyhow::{Context as _, bail};
 
-use crate::{cargo, run_command, workspace_root};
+use crate::{cargo_with, run_command, workspace_root};
 
 /// The target of the static binary: Rust's own musl, no C toolchain beyond the linker.
 pub const MUSL: &str = "x86_64-unknown-linux-musl";
+/// The arm64 nodes' target, linked (and mimalloc compiled) by Debian's cross gcc.
+pub const AARCH64: &str = "aarch64-unknown-linux-musl";
+const AARCH64_GCC: &str = "aarch64-linux-gnu-gcc";
 /// The most the static binary may weigh (issue 15: it goes to every node).
 const MAX_BYTES: u64 = 10 * 1024 * 1024;
 /// The image's name in the archive (`podman load` and `ctr images import` keep it).
@@ -32,15 +35,9 @@ pub fn run() -> anyhow::Result<()> {
     // The Debian package's binary has everything, `chaos k8s` included; the node's, in the
     // image, leaves out the Kubernetes API client (the `k8s` feature: 8 MB), which injectors
     // do not use, to stay within MAX_BYTES.
-    let full = build_static(&[], &out.join("deb-chaos"))?;
-    let binary = build_static(&["--no-default-features"], &out.join("chaos"))?;
-    let size = fs::metadata(&binary)?.len();
-    if size > MAX_BYTES {
-        bail!(
-            "{} is {size} bytes, over the {MAX_BYTES} allowed",
-            binary.display()
-        );
-    }
+    let full = build_static(MUSL, &[], &out.join("deb-chaos"))?;
+    let binary = build_static(MUSL, &["--no-default-features"], &out.join("chaos"))?;
+    let size = within_bound(&binary)?;
     let image = out.join("chaos-image.tar");
     build_image(&out, &image)?;
     let deb = build_deb(&full, &out)?;
@@ -59,25 +56,69 @@ pub fn run() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Builds the static `chaos` with the cargo options `features` and copies it to `to`; refuses
-/// one that asks for a program interpreter.
-fn build_static(features: &[&str], to: &Path) -> anyhow::Result<PathBuf> {
+/// The node's static `chaos` for arm64 (without `chaos k8s`, as the x86_64 node's), in
+/// [`dir`] as `chaos-aarch64`.
+pub fn aarch64() -> anyhow::Result<PathBuf> {
+    crate::setup::run()?;
+    crate::setup::rust_target(AARCH64)?;
+    let out = dir();
+    fs::create_dir_all(&out)?;
+    let binary = build_static(
+        AARCH64,
+        &["--no-default-features"],
+        &out.join("chaos-aarch64"),
+    )?;
+    let size = within_bound(&binary)?;
+    eprintln!(
+        "dist: {} ({:.1} MiB, static, aarch64)",
+        binary.display(),
+        size as f64 / (1024.0 * 1024.0)
+    );
+    Ok(binary)
+}
+
+/// `binary`'s size, refused over [`MAX_BYTES`].
+fn within_bound(binary: &Path) -> anyhow::Result<u64> {
+    let size = fs::metadata(binary)?.len();
+    if size > MAX_BYTES {
+        bail!(
+            "{} is {size} bytes, over the {MAX_BYTES} allowed",
+            binary.display()
+        );
+    }
+    Ok(size)
+}
+
+/// Builds the static `chaos` for `target` with the cargo options `features` and copies it to
+/// `to`; refuses one that asks for a program interpreter.
+fn build_static(target: &str, features: &[&str], to: &Path) -> anyhow::Result<PathBuf> {
     let mut args = vec![
         "build",
         "--profile",
         "dist",
         "--target",
-        MUSL,
+        target,
         "--package",
         "chaos-user",
         "--bin",
         "chaos",
     ];
     args.extend_from_slice(features);
-    cargo(&args)?;
+    let cross: &[(&str, &str)] = if target == AARCH64 {
+        &[
+            (
+                "CARGO_TARGET_AARCH64_UNKNOWN_LINUX_MUSL_LINKER",
+                AARCH64_GCC,
+            ),
+            ("CC_aarch64_unknown_linux_musl", AARCH64_GCC),
+        ]
+    } else {
+        &[]
+    };
+    cargo_with(&args, cross)?;
     let built = workspace_root()
         .join("target")
-        .join(MUSL)
+        .join(target)
         .join("dist/chaos");
     fs::copy(&built, to).with_context(|| format!("copy {}", built.display()))?;
     if let Some(interpreter) = elf_interpreter(&fs::read(to)?)? {

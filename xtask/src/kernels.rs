@@ -19,6 +19,8 @@ struct DebianPackage {
     /// (`debian`: bookworm-backports; `debian-security`: bullseye-security), or None for the
     /// configured ones.
     suite: Option<(&'static str, &'static str)>,
+    /// Its architecture, when not the machine's (`arm64`).
+    arch: Option<&'static str>,
     name: &'static str,
     version: &'static str,
     sha256: &'static str,
@@ -34,6 +36,7 @@ pub struct DebianKernel {
 pub const DEBIAN_6_1: DebianKernel = DebianKernel {
     package: DebianPackage {
         suite: None,
+        arch: None,
         name: "linux-image-6.1.0-56-amd64",
         version: "6.1.192-2",
         sha256: "a86e2049672f52354c4536a089203b6c82639420424d31c91cf31a181fd4d8f1",
@@ -46,6 +49,7 @@ pub const DEBIAN_6_1: DebianKernel = DebianKernel {
 pub const DEBIAN_5_10: DebianKernel = DebianKernel {
     package: DebianPackage {
         suite: Some(("debian-security", "bullseye-security")),
+        arch: None,
         name: "linux-image-5.10.0-46-amd64",
         version: "5.10.262-1",
         sha256: "6d89bdf9a7c4458c64de7221edfb8e7b2c3279012636e4bb9d6bba4e6b7a67eb",
@@ -57,6 +61,7 @@ pub const DEBIAN_5_10: DebianKernel = DebianKernel {
 pub const DEBIAN_6_12: DebianKernel = DebianKernel {
     package: DebianPackage {
         suite: Some(("debian", "bookworm-backports")),
+        arch: None,
         name: "linux-image-6.12.95+deb12-amd64",
         version: "6.12.95-1~bpo12+1",
         sha256: "5e524b782be67cb0d6a2e7b51816a2ac519e573ef7324b9a63a4124365653ecc",
@@ -64,7 +69,73 @@ pub const DEBIAN_6_12: DebianKernel = DebianKernel {
     release: "6.12.95+deb12-amd64",
 };
 
+/// Bookworm's 6.1 kernel for arm64 clouds, as of 2026-12 (bookworm-security): an uncompressed
+/// `Image` with what the arm64 guest needs built in (cgroup v2, BPF, BTF, the PL011 console).
+pub const DEBIAN_6_1_ARM64: DebianKernel = DebianKernel {
+    package: DebianPackage {
+        suite: Some(("debian-security", "bookworm-security")),
+        arch: Some("arm64"),
+        name: "linux-image-6.1.0-57-cloud-arm64",
+        version: "6.1.192-3",
+        sha256: "51952bf54e96b0bc6263fb51a47b79e206dca0213cd5421162bc55cddbd6e51e",
+    },
+    release: "6.1.0-57-cloud-arm64",
+};
+
+/// Bookworm-backports' 6.12 kernel for arm64 clouds (the x86_64 guest's version): arm64 has
+/// attached BPF trampolines since 6.4 (ftrace direct calls).
+pub const DEBIAN_6_12_ARM64: DebianKernel = DebianKernel {
+    package: DebianPackage {
+        suite: Some(("debian", "bookworm-backports")),
+        arch: Some("arm64"),
+        name: "linux-image-6.12.95+deb12-cloud-arm64",
+        version: "6.12.95-1~bpo12+1",
+        sha256: "3d1283d15afe078c9fa7a4de66d989fc7d84103912dc2792d5a85bfdb3eb88b5",
+    },
+    release: "6.12.95+deb12-cloud-arm64",
+};
+
+/// Bookworm's static busybox for arm64: the arm64 guest's whole userland besides chaos.
+const BUSYBOX_ARM64: DebianPackage = DebianPackage {
+    suite: Some(("debian", "bookworm")),
+    arch: Some("arm64"),
+    name: "busybox-static",
+    version: "1:1.35.0-4+deb12u1+b1",
+    sha256: "732c9135564fc71337e0e05fb4da4d11e6c28c1834bce3e405e575afef2a52f5",
+};
+
+/// The arm64 static busybox, extracted into the kernel cache.
+pub fn busybox_arm64() -> anyhow::Result<PathBuf> {
+    let cache = kernel_cache().join("busybox-static-arm64");
+    let busybox = cache.join("root/bin/busybox");
+    if !busybox.exists() {
+        let deb = BUSYBOX_ARM64.download(&cache)?;
+        run_command(
+            Command::new("dpkg-deb")
+                .arg("-x")
+                .arg(&deb)
+                .arg(cache.join("root")),
+        )?;
+    }
+    Ok(busybox)
+}
+
 impl DebianKernel {
+    /// The kernel image alone, for a guest that loads no module: downloaded and extracted
+    /// unless the cache has it.
+    pub fn fetch_image(&self) -> anyhow::Result<PathBuf> {
+        let root = kernel_cache().join(self.package.name).join("root");
+        let image = root.join(format!("boot/vmlinuz-{}", self.release));
+        if !image.exists() {
+            let deb = self
+                .package
+                .download(&kernel_cache().join(self.package.name))?;
+            let _ = fs::remove_dir_all(&root);
+            run_command(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&root))?;
+        }
+        Ok(image)
+    }
+
     /// Downloads and extracts the package unless the cache has it; returns the image and the
     /// module tree.
     pub fn fetch(&self) -> anyhow::Result<(PathBuf, PathBuf)> {
@@ -100,7 +171,10 @@ impl DebianPackage {
                 run_command(
                     Command::new("apt-get")
                         .args(&options)
-                        .args(["download", &format!("{}={}", self.name, self.version)])
+                        .args([
+                            "download",
+                            &format!("{}={}", self.qualified_name(), self.version),
+                        ])
                         .current_dir(dir),
                 )
             };
@@ -132,13 +206,26 @@ impl DebianPackage {
         Ok(None)
     }
 
+    /// The name apt-get downloads it by: `NAME:ARCH` for another architecture's.
+    fn qualified_name(&self) -> String {
+        match self.arch {
+            Some(arch) => format!("{}:{arch}", self.name),
+            None => self.name.to_owned(),
+        }
+    }
+
     /// apt-get options that make it read the suite from a sources list and package lists of its
-    /// own in the cache, leaving the machine's apt configuration alone.
+    /// own in the cache (another architecture's too), leaving the machine's apt configuration
+    /// alone.
     fn apt_options(&self) -> anyhow::Result<Vec<String>> {
         let Some((archive, suite)) = self.suite else {
             return Ok(Vec::new());
         };
-        let dir = kernel_cache().join(format!("apt-{suite}"));
+        let lists = match self.arch {
+            Some(arch) => format!("apt-{suite}-{arch}"),
+            None => format!("apt-{suite}"),
+        };
+        let dir = kernel_cache().join(lists);
         fs::create_dir_all(dir.join("lists/partial"))?;
         let sources = dir.join("sources.list");
         fs::write(
@@ -147,14 +234,18 @@ impl DebianPackage {
                 "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/{archive} {suite} main\n"
             ),
         )?;
-        Ok(vec![
+        let mut options = vec![
             "-o".into(),
             format!("Dir::Etc::SourceList={}", sources.display()),
             "-o".into(),
             "Dir::Etc::SourceParts=/dev/null".into(),
             "-o".into(),
             format!("Dir::State::Lists={}", dir.join("lists").display()),
-        ])
+        ];
+        if let Some(arch) = self.arch {
+            options.extend(["-o".into(), format!("APT::Architectures={arch}")]);
+        }
+        Ok(options)
     }
 }
 
@@ -165,6 +256,7 @@ const FAULTINJ_SHA256: &str = "cb2ffa046a9b40e2a7241996a6e428bdbd979c8e9836f4bcd
 /// What it was built from, and how: defconfig + kvm_guest.config + this fragment.
 const FAULTINJ_SOURCE: DebianPackage = DebianPackage {
     suite: Some(("debian", "bookworm-backports")),
+    arch: None,
     name: "linux-source-6.12",
     version: "6.12.95-1~bpo12+1",
     sha256: "a7fe4673af74236c99dad9766eca714a198e50a07e5d659e63ec312ae6afccfe",

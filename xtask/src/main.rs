@@ -1,6 +1,7 @@
 //! Everything that is not `cargo build`: toolchain setup, tests on this host and in qemu guests,
 //! the demo. Reached with `cargo xtask`.
 
+mod arm64;
 mod dist;
 mod kernels;
 mod matrix;
@@ -49,6 +50,9 @@ enum Task {
     /// Build the static `chaos` (musl, stripped, eBPF objects inside) and an OCI image FROM
     /// scratch holding it: target/dist/chaos and target/dist/chaos-image.tar.
     Dist,
+    /// Build the static aarch64 `chaos` and run its checks on Debian's arm64 6.1 and 6.12 kernels in
+    /// qemu-system-aarch64 (tests/arm64/run.sh).
+    Arm64,
     /// Build the faultinj-6.12 test kernel from Debian's linux-source-6.12 into
     /// ~/.cache/chaos/kernels (the guests use it when ../shared/kernels lacks the image or its
     /// checksum differs; without either, the first guest run builds it).
@@ -96,6 +100,7 @@ fn main() -> anyhow::Result<()> {
         Task::SupportTable => matrix::write_support_table(),
         Task::BuildKernel => kernels::build_faultinj(),
         Task::Dist => dist::run(),
+        Task::Arm64 => arm64::run_all(),
         Task::VmTest { kernel, filter } => {
             let kernels: Vec<&str> = if kernel.iter().any(|k| k == "all") {
                 vm::MATRIX.to_vec()
@@ -140,8 +145,15 @@ pub fn workspace_root() -> PathBuf {
 
 /// Runs `cargo ARGS` in the workspace root.
 pub fn cargo(args: &[&str]) -> anyhow::Result<()> {
+    cargo_with(args, &[])
+}
+
+/// `cargo ARGS` with the environment variables `env` set.
+pub fn cargo_with(args: &[&str], env: &[(&str, &str)]) -> anyhow::Result<()> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    run_command(Command::new(cargo).args(args).current_dir(workspace_root()))
+    let mut command = Command::new(cargo);
+    command.args(args).envs(env.iter().copied());
+    run_command(command.current_dir(workspace_root()))
 }
 
 /// Runs a command, failing with its status.

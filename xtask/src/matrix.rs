@@ -84,7 +84,7 @@ const TCX_OR_CLSACT: &[Way] = &[
     },
 ];
 
-const FAMILIES: [Family; 20] = [
+const FAMILIES: [Family; 21] = [
     Family {
         name: "`fail` connect/bind/send/socket (cgroup hooks)",
         ways: &[Way {
@@ -97,6 +97,14 @@ const FAMILIES: [Family; 20] = [
         name: "`fail` file, exec, fork, socket ops (BPF LSM, else fmod_ret)",
         ways: LSM_OR_FMOD_RET,
         tests: "errno_ops",
+    },
+    Family {
+        name: "`fail` every op at its syscalls' entry (`--backend kprobe-override`; the error-injection list)",
+        ways: &[Way {
+            label: "",
+            needs: &[features::ERROR_INJECTION, features::KPROBE_OVERRIDE],
+        }],
+        tests: "errno_kprobe",
     },
     Family {
         name: "`fail --op chown` (its hooks take structs by value)",

@@ -24,6 +24,7 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "ethtool",                     // the corruption tests turn a veth's checksum offload off
     "faketime",                    // libfaketime: the clock benchmark's comparison point
     "fdisk",                       // sfdisk: the disk tests' partition tables
+    "gcc-aarch64-linux-gnu",       // links the aarch64 chaos and compiles its mimalloc
     "golang-go",                   // the clock tests' Go program (time.Now through the vDSO)
     "iproute2",                    // tc, ip: probe and network tests
     "kmod",                        // depmod for the Debian kernels' module trees
@@ -35,6 +36,7 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "podman",                      // real containers for the --container tests
     "protobuf-compiler", // protoc: the CRI client of the containerd tests (k8s-cri) builds with it
     "python3-venv",      // the tests' Python tools (python_tools)
+    "qemu-system-arm",   // the arm64 guest (qemu-system-aarch64)
     "qemu-system-x86",
     "redis-server", // the crash drill's server (redis-tools, its redis-cli, comes with it)
     "runc",         // podman's runtime here (crun refuses hybrid cgroups)
@@ -106,18 +108,23 @@ fn python_tools() -> anyhow::Result<()> {
 
 /// Rust's musl target, for the static binary (`cargo xtask dist`).
 pub fn musl_target() -> anyhow::Result<()> {
+    rust_target(crate::dist::MUSL)
+}
+
+/// Adds Rust's standard library for `target` unless rustup has it.
+pub fn rust_target(target: &str) -> anyhow::Result<()> {
     let installed = Command::new("rustup")
         .args(["target", "list", "--installed"])
         .output()
         .context("rustup target list")?;
     if String::from_utf8_lossy(&installed.stdout)
         .lines()
-        .any(|target| target == crate::dist::MUSL)
+        .any(|installed| installed == target)
     {
         return Ok(());
     }
-    eprintln!("setup: adding the {} target", crate::dist::MUSL);
-    run_command(Command::new("rustup").args(["target", "add", crate::dist::MUSL]))
+    eprintln!("setup: adding the {target} target");
+    run_command(Command::new("rustup").args(["target", "add", target]))
 }
 
 /// Clippy for the nightly toolchain: CI lints the eBPF crate with it.

@@ -31,18 +31,20 @@ pub const KERNELS: [&str; 6] = [
 /// The kernels `cargo xtask test` runs the integration tests on, after the host: the longest
 /// suites first, as the guests run side by side (CI of 2026-12-05 on two cores: debian-6.12
 /// 1304 s, debian-6.1 1257 s, debian-5.10 872 s, the others under 500 s).
-pub const MATRIX: [&str; 6] = [
+pub const MATRIX: [&str; 8] = [
     "debian-6.12",
     "debian-6.1",
     "debian-5.10",
     "faultinj-6.12",
+    "debian-6.1-arm64",
+    "debian-6.12-arm64",
     "debian-6.1-nolsm",
     "debian-6.12-nolsm",
 ];
 
 /// The active LSM list the guests boot with: Debian's and Ubuntu's, with bpf (apparmor left out:
 /// the shared guest root cannot load its policy).
-const LSM_WITH_BPF: &str = "lockdown,capability,landlock,yama,bpf";
+pub const LSM_WITH_BPF: &str = "lockdown,capability,landlock,yama,bpf";
 /// A production list without bpf, as Ubuntu, RHEL and Amazon Linux boot.
 const LSM_WITHOUT_BPF: &str = "landlock,lockdown,yama";
 /// The suites whose rungs the LSM list changes: all a nolsm guest runs.
@@ -58,7 +60,7 @@ const NOLSM_SUITES: [&str; 5] = [
 /// change (the error-injection list, kprobe override and loop devices it has; the syscall
 /// tracepoints and TCP socket diagnostics it lacks). The rest runs on debian-6.12; the whole
 /// suite here took 21 of CI's minutes.
-const FAULTINJ_SUITES: [&str; 10] = [
+const FAULTINJ_SUITES: [&str; 11] = [
     "cli",
     "clock",
     "corrupt_io",
@@ -66,6 +68,7 @@ const FAULTINJ_SUITES: [&str; 10] = [
     "disk",
     "disk_full",
     "drills",
+    "errno_kprobe",
     "errno_syscall",
     "net_reset",
     "signal",

@@ -403,9 +403,60 @@ pub fn kprobe_override(ctx: ProbeContext) -> u32 {
     };
     if let Some(fault) = acting_fault(OP_SYSCALL, Attached::Kernel, call) {
         // SAFETY: the probe's own registers; the value is what the function's type allows.
-        unsafe { bpf_override_return(ctx.regs, fault.retval as u64) };
+        unsafe { bpf_override_return(ctx.regs.cast(), fault.retval as u64) };
     }
     0
+}
+
+/// The kprobe-override rung of operation `$op` (`chaos_common::ops`), on the entry function of
+/// each of its syscalls: a target's call returns the errno without running. Global, so it
+/// filters by target; it sees no path.
+macro_rules! kprobe_op {
+    ($($name:ident: $op:expr,)*) => {
+        $(
+            #[doc = concat!(
+                "The kprobe-override rung of `", stringify!($op), "`: a kprobe on each of its ",
+                "syscalls' entry functions. Needs CONFIG_BPF_KPROBE_OVERRIDE and ",
+                "CONFIG_FUNCTION_ERROR_INJECTION (kernel >= 4.16)."
+            )]
+            #[kprobe]
+            pub fn $name(ctx: ProbeContext) -> u32 {
+                if let Some(fault) = acting_fault($op, Attached::Kernel, || Call::UNKNOWN) {
+                    // SAFETY: the probe's own registers; the errno, which a syscall returns.
+                    unsafe { bpf_override_return(ctx.regs.cast(), fault.retval as u64) };
+                }
+                0
+            }
+        )*
+    };
+}
+
+kprobe_op! {
+    kprobe_open: OP_OPEN,
+    kprobe_read: OP_READ,
+    kprobe_write: OP_WRITE,
+    kprobe_exec: OP_EXEC,
+    kprobe_fork: OP_FORK,
+    kprobe_mmap: OP_MMAP,
+    kprobe_unlink: OP_UNLINK,
+    kprobe_rmdir: OP_RMDIR,
+    kprobe_mkdir: OP_MKDIR,
+    kprobe_rename: OP_RENAME,
+    kprobe_link: OP_LINK,
+    kprobe_symlink: OP_SYMLINK,
+    kprobe_truncate: OP_TRUNCATE,
+    kprobe_chmod: OP_CHMOD,
+    kprobe_chown: OP_CHOWN,
+    kprobe_ioctl: OP_IOCTL,
+    kprobe_lock: OP_LOCK,
+    kprobe_stat: OP_STAT,
+    kprobe_connect: OP_CONNECT,
+    kprobe_bind: OP_BIND,
+    kprobe_listen: OP_LISTEN,
+    kprobe_accept: OP_ACCEPT,
+    kprobe_send: OP_SEND,
+    kprobe_recv: OP_RECV,
+    kprobe_socket: OP_SOCKET,
 }
 
 /// [`kprobe_override`] where trampolines load (kernel >= 5.7, BTF): chaos loads it past aya as
@@ -504,7 +555,7 @@ fn allocation_may_fail(arg: impl FnOnce(u32) -> Option<u32>) -> bool {
 pub fn kprobe_bio_error(ctx: ProbeContext) -> u32 {
     if let Some(retval) = ctx.arg::<u64>(0).and_then(bio_error::<Probed>) {
         // SAFETY: the probe's own registers; any error becomes BLK_STS_IOERR.
-        unsafe { bpf_override_return(ctx.regs, retval as u64) };
+        unsafe { bpf_override_return(ctx.regs.cast(), retval as u64) };
     }
     0
 }
@@ -697,7 +748,7 @@ fn statfs_fexit(ctx: &FExitContext) -> i32 {
     let regs: u64 = ctx.arg(0);
     let ret: i64 = ctx.arg(1);
     // statfs(path, buf) and fstatfs(fd, buf): the buffer is the second argument of both.
-    if let Some(buf) = read_at::<u64>(regs, PT_REGS_SI).filter(|_| ret == 0) {
+    if let Some(buf) = read_at::<u64>(regs, SYSCALL_ARGS[1]).filter(|_| ret == 0) {
         statfs_rewrite(slot, target, buf);
     }
     0
@@ -857,10 +908,13 @@ fn read_exit(ctx: &TracePointContext) -> u32 {
     0
 }
 
-/// `pt_regs->di` and `pt_regs->si` on x86_64: a syscall's first two arguments (the fd and the
-/// buffer of read and pread64), as the syscall's function receives them.
-const PT_REGS_DI: u32 = 112;
-const PT_REGS_SI: u32 = 104;
+/// Where in `struct pt_regs` a syscall's function (`__x64_sys_read(const struct pt_regs *)`)
+/// finds the syscall's first three arguments: `di`, `si`, `dx` on x86_64, `regs[0..3]` on
+/// aarch64 (whose syscall return replaces `regs[0]` only after the function has returned).
+#[cfg(not(bpf_target_arch = "aarch64"))]
+const SYSCALL_ARGS: [u32; 3] = [112, 104, 96];
+#[cfg(bpf_target_arch = "aarch64")]
+const SYSCALL_ARGS: [u32; 3] = [0, 8, 16];
 
 /// A target's read() of a covered file returning data, seen by an fexit program on the
 /// syscall's function (`__x64_sys_read(const struct pt_regs *)`): one program, where only this
@@ -875,8 +929,8 @@ fn read_fexit(ctx: &FExitContext) -> i32 {
     let read: i64 = ctx.arg(1);
     let filter = CORRUPT.load();
     let (Some(fd), Some(buf)) = (
-        read_at::<u64>(regs, PT_REGS_DI),
-        read_at::<u64>(regs, PT_REGS_SI),
+        read_at::<u64>(regs, SYSCALL_ARGS[0]),
+        read_at::<u64>(regs, SYSCALL_ARGS[1]),
     ) else {
         return 0;
     };
@@ -960,9 +1014,6 @@ pub fn fexit_read(ctx: FExitContext) -> i32 {
     read_fexit(&ctx)
 }
 
-/// `pt_regs->dx` on x86_64: a syscall's third argument (the iovec count of readv and preadv).
-const PT_REGS_DX: u32 = 96;
-
 /// The iovecs of a readv()/preadv() call, as far as [`MAX_IOVECS`]: bases and lengths, and how
 /// many were read (0 when the caller's array cannot be read).
 #[inline(always)]
@@ -989,9 +1040,9 @@ fn read_iovecs(iov: u64, count: u64) -> ([u64; MAX_IOVECS], [u64; MAX_IOVECS], u
 #[inline(always)]
 fn readv_args(regs: u64) -> Option<(u64, u64, u64)> {
     Some((
-        read_at(regs, PT_REGS_DI)?,
-        read_at(regs, PT_REGS_SI)?,
-        read_at(regs, PT_REGS_DX)?,
+        read_at(regs, SYSCALL_ARGS[0])?,
+        read_at(regs, SYSCALL_ARGS[1])?,
+        read_at(regs, SYSCALL_ARGS[2])?,
     ))
 }
 
@@ -1238,10 +1289,10 @@ pub fn fexit_clock_gettime(ctx: FExitContext) -> i32 {
     if ret != 0 {
         return 0;
     }
-    let Some(filter) = clock_shift(|| read_at(regs, PT_REGS_DI)) else {
+    let Some(filter) = clock_shift(|| read_at(regs, SYSCALL_ARGS[0])) else {
         return 0;
     };
-    if let Some(tp) = read_at::<u64>(regs, PT_REGS_SI) {
+    if let Some(tp) = read_at::<u64>(regs, SYSCALL_ARGS[1]) {
         shift_time(&filter, tp, 1_000_000_000);
     }
     0
@@ -1256,7 +1307,7 @@ pub fn fexit_gettimeofday(ctx: FExitContext) -> i32 {
     if ret != 0 {
         return 0;
     }
-    let tv = || read_at::<u64>(regs, PT_REGS_DI).filter(|&tv| tv != 0);
+    let tv = || read_at::<u64>(regs, SYSCALL_ARGS[0]).filter(|&tv| tv != 0);
     // Counted only where a result is shifted: gettimeofday(NULL, tz) reads no time.
     let Some(tv) = current_target(Attached::Kernel).and_then(|_| tv()) else {
         return 0;
@@ -1276,7 +1327,7 @@ pub fn fexit_time(ctx: FExitContext) -> i32 {
     if now < 0 {
         return 0;
     }
-    let tloc = || read_at::<u64>(regs, PT_REGS_DI).filter(|&tloc| tloc != 0);
+    let tloc = || read_at::<u64>(regs, SYSCALL_ARGS[0]).filter(|&tloc| tloc != 0);
     // Counted only where a result is shifted: time(NULL)'s is the return value alone.
     let Some(tloc) = current_target(Attached::Kernel).and_then(|_| tloc()) else {
         return 0;
@@ -1314,9 +1365,9 @@ fn unshift_deadline(ctx: &FEntryContext) -> Option<()> {
     injecting(slot)?;
     let regs: u64 = ctx.arg(0);
     let (clock, flags, at): (u64, u64, u64) = (
-        read_at(regs, PT_REGS_DI)?,
-        read_at(regs, PT_REGS_SI)?,
-        read_at(regs, PT_REGS_DX)?,
+        read_at(regs, SYSCALL_ARGS[0])?,
+        read_at(regs, SYSCALL_ARGS[1])?,
+        read_at(regs, SYSCALL_ARGS[2])?,
     );
     let clock = clock as u32;
     let filter = CLOCK.load();
@@ -1407,7 +1458,7 @@ fn shifted_time(ctx: &FExitContext) -> Option<i64> {
     let now = u64::try_from(boot.checked_add(filter.shifted_real_from_boot_ns)?).ok()?;
     let now = (now / 1_000_000_000) as i64;
     let regs: u64 = ctx.arg(0);
-    if let Some(tloc) = read_at::<u64>(regs, PT_REGS_DI).filter(|&tloc| tloc != 0) {
+    if let Some(tloc) = read_at::<u64>(regs, SYSCALL_ARGS[0]).filter(|&tloc| tloc != 0) {
         // SAFETY: a write of the caller's own time_t, as time() itself would write it.
         unsafe { bpf_probe_write_user(tloc as *mut i64, &now) }.ok()?;
     }

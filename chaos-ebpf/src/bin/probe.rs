@@ -17,7 +17,7 @@ pub fn kprobe_override_probe(ctx: ProbeContext) -> u32 {
     // SAFETY: a helper call without arguments.
     if unsafe { bpf_get_prandom_u32() } == u32::MAX {
         // SAFETY: ctx.regs is the probe's own register set.
-        unsafe { bpf_override_return(ctx.regs, 0) };
+        unsafe { bpf_override_return(ctx.regs.cast(), 0) };
     }
     0
 }

@@ -299,8 +299,9 @@ impl Loaded {
         // error-injection list), and loaded again on the fault's as it attaches: fmod_ret, past
         // aya (an fexit program returning non-zero would not load as one).
         if let Hook::FmodRetOverride { function, .. } = hook {
-            let (relocated, btf) = self.relocated(name, "fmod_ret", function)?;
-            fmod_ret::load(relocated, btf, name, function)?;
+            let function = crate::kernel::arch_function(function);
+            let (relocated, btf) = self.relocated(name, "fmod_ret", &function)?;
+            fmod_ret::load(relocated, btf, name, &function)?;
             self.loaded.push(hook);
             return Ok(());
         }
@@ -321,11 +322,11 @@ impl Loaded {
             // it again on each syscall's.
             Hook::Fexit { function, .. } | Hook::SyscallFexit { function, .. } => {
                 let btf = btf().ok_or(AttachError::NoBtf(name))?;
-                program::<FExit>(ebpf, name)?.load(function, btf)
+                program::<FExit>(ebpf, name)?.load(&crate::kernel::arch_function(function), btf)
             }
             Hook::SyscallFentry { function, .. } | Hook::Fentry { function, .. } => {
                 let btf = btf().ok_or(AttachError::NoBtf(name))?;
-                program::<FEntry>(ebpf, name)?.load(function, btf)
+                program::<FEntry>(ebpf, name)?.load(&crate::kernel::arch_function(function), btf)
             }
             Hook::BtfTracepoint { event, .. } => {
                 let btf = btf().ok_or(AttachError::NoBtf(name))?;
@@ -337,9 +338,9 @@ impl Loaded {
             Hook::Tracepoint { .. } | Hook::SyscallEntry { .. } | Hook::SyscallExit { .. } => {
                 program::<TracePoint>(ebpf, name)?.load()
             }
-            Hook::SyscallOverride { .. } | Hook::FunctionOverride { .. } => {
-                program::<KProbe>(ebpf, name)?.load()
-            }
+            Hook::SyscallOverride { .. }
+            | Hook::OpOverride { .. }
+            | Hook::FunctionOverride { .. } => program::<KProbe>(ebpf, name)?.load(),
             Hook::Tc { .. } => program::<SchedClassifier>(ebpf, name)?.load(),
             Hook::Xdp { .. } => program::<Xdp>(ebpf, name)?.load(),
             Hook::FmodRet { .. } | Hook::FmodRetFunction { .. } | Hook::FmodRetOverride { .. } => {
@@ -350,7 +351,11 @@ impl Loaded {
         // Attaching loads it again per syscall from the relocated object: relocate now, while
         // every map is still the object's (a run may take some out before it attaches).
         if let Hook::SyscallFexit { function, .. } | Hook::SyscallFentry { function, .. } = hook {
-            self.relocated(name, "a syscall's program", function)?;
+            self.relocated(
+                name,
+                "a syscall's program",
+                &crate::kernel::arch_function(function),
+            )?;
         }
         self.loaded.push(hook);
         Ok(())
@@ -500,8 +505,16 @@ impl Loaded {
                 }
             }
             Hook::SyscallOverride { .. } => {
-                let function = syscall_entry_function(syscall()?);
+                let function = override_function(syscall()?);
                 link!(KProbe, 0, |p| p.attach(&function, 0));
+            }
+            Hook::OpOverride { syscalls, .. } => {
+                let functions = crate::kernel::override_functions(syscalls).map_err(|_| {
+                    AttachError::NoSite(name, "a syscall's function in the error-injection list")
+                })?;
+                for (n, function) in functions.iter().enumerate() {
+                    link!(KProbe, n, |p| p.attach(function, 0));
+                }
             }
             Hook::FunctionOverride { .. } => {
                 let function = sites
@@ -533,18 +546,18 @@ impl Loaded {
                 let exits: Vec<String> = sites
                     .exits
                     .iter()
-                    .map(|syscall| syscall_entry_function(syscall))
+                    .map(|syscall| crate::kernel::syscall_entry_function(syscall))
                     .collect();
                 self.attach_on_functions(hook, &exits, pin)?;
             }
             Hook::SyscallFentry { .. } => {
-                let function = syscall_entry_function(syscall()?);
+                let function = crate::kernel::syscall_entry_function(syscall()?);
                 self.attach_on_functions(hook, &[function], pin)?;
             }
             Hook::FmodRetOverride { .. } => {
                 let function = match sites.function {
                     Some(function) => function.to_owned(),
-                    None => syscall_entry_function(syscall()?),
+                    None => override_function(syscall()?),
                 };
                 self.attach_on_functions(hook, &[function], pin)?;
             }
@@ -861,13 +874,11 @@ fn in_netns<T>(netns: Option<&Netns>, work: impl FnOnce() -> T) -> Result<T, Att
     }
 }
 
-/// The kernel function a syscall enters through on this architecture (`__x64_sys_fsync`).
-pub fn syscall_entry_function(syscall: &str) -> String {
-    let prefix = match std::env::consts::ARCH {
-        "aarch64" => "__arm64_sys_",
-        _ => "__x64_sys_",
-    };
-    format!("{prefix}{syscall}")
+/// The entry function of `syscall` that `--syscall` fails: the one the planner checked in the
+/// error-injection list.
+fn override_function(syscall: &str) -> String {
+    crate::kernel::injectable_syscall_function(syscall)
+        .unwrap_or_else(|| crate::kernel::syscall_entry_function(syscall))
 }
 
 /// Pins `link` as `dir/NAME-N`: the link then lives until the pin is removed, whatever happens

@@ -146,7 +146,16 @@ pub fn ensure_clsact(netns: Option<&Netns>, iface: &str) -> Result<Changed, Atta
     }
     let changed = Changed::record(netns, iface, Change::Clsact)?;
     let added = on_iface(netns, iface, "add a clsact qdisc", |index| {
-        netlink::add_qdisc(index, TC_H_CLSACT, CLSACT_HANDLE, "clsact", false)
+        netlink::add_qdisc(index, TC_H_CLSACT, CLSACT_HANDLE, "clsact", false).map_err(|err| {
+            // ENOENT: the kernel knows no such qdisc kind (and could not load its module).
+            if err.raw_os_error() != Some(libc::ENOENT) {
+                return err;
+            }
+            std::io::Error::other(format!(
+                "{err}; to enable: CONFIG_NET_SCH_INGRESS (the sch_ingress module, which \
+                 provides clsact), or kernel >= 6.6 (tcx links)"
+            ))
+        })
     });
     if let Err(err) = added {
         changed.forget();

@@ -79,7 +79,8 @@ pub struct FailArgs {
     pub addr: Option<fault::Cidr>,
 
     /// Only calls on files at or below this directory (or on this one file), on the same
-    /// filesystem: the data directory of a database, say. File operations only (lsm).
+    /// filesystem: the data directory of a database, say. File operations only (lsm or
+    /// fmod_ret: a kprobe at a syscall's entry sees no path).
     #[arg(long, value_name = "PATH", value_parser = fault::parse_path_filter)]
     pub path: Option<fault::PathFilter>,
 
@@ -96,8 +97,9 @@ pub struct FailArgs {
     pub run: RunArgs,
 
     /// Which mechanism fails the calls: auto (the most complete one this kernel offers), lsm,
-    /// fmod_ret or cgroup for --op; fmod_ret or kprobe-override for --syscall and --kernel-fn.
-    /// The report names the one used.
+    /// fmod_ret, cgroup or kprobe-override for --op (the ones each operation has: `chaos
+    /// probe`); fmod_ret or kprobe-override for --syscall and --kernel-fn. The report names the
+    /// one used.
     #[arg(long, default_value = "auto")]
     pub backend: BackendChoice,
 
@@ -178,8 +180,11 @@ pub fn execute(args: FailArgs) -> Result<u8, Error> {
         fault.override_with = Some(plan::check_kernel_fn(function, fault.errno, choice)?);
     }
     if args.run.detach {
-        let kprobe = fault.override_with == Some(Mechanism::KprobeOverride);
-        plan::check_detachable(kprobe.then_some("the overriding kprobe"))?;
+        let kprobe = fault.override_with == Some(Mechanism::KprobeOverride)
+            || plan
+                .iter()
+                .any(|(_, rung)| rung.mechanism == Mechanism::KprobeOverride);
+        plan::check_detachable(kprobe.then_some("the overriding kprobes"))?;
     }
     let calls: Vec<String> = fault
         .ops
@@ -303,9 +308,10 @@ mod tests {
             err.contains("--backend lsm cannot fail a kernel function"),
             "{err}"
         );
-        let err = fault(&["--op", "open", "--backend", "kprobe-override"]).unwrap_err();
+        assert!(fault(&["--op", "open", "--backend", "kprobe-override"]).is_ok());
+        let err = fault(&["--op", "open", "--backend", "cgroup"]).unwrap_err();
         assert!(
-            err.contains("--backend kprobe-override cannot fail --op open"),
+            err.contains("--backend cgroup cannot fail --op open"),
             "{err}"
         );
         // With operations, lsm is theirs, and the syscall's way is left to the kernel.

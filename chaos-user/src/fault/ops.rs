@@ -50,10 +50,13 @@ pub fn calls(op: Op) -> String {
 
 /// What a rung of `op` fails, for the report: its own limit, or every call of the operation.
 pub fn covers(op: Op, rung: &Rung) -> String {
-    if rung.only.is_empty() {
-        calls(op)
-    } else {
-        rung.only.to_owned()
+    match rung.hooks {
+        [Hook::OpOverride { syscalls, .. }] => {
+            let calls: Vec<String> = syscalls.iter().map(|s| format!("{s}()")).collect();
+            format!("{} {}", calls.join(", "), rung.only)
+        }
+        _ if rung.only.is_empty() => calls(op),
+        _ => rung.only.to_owned(),
     }
 }
 
@@ -212,13 +215,14 @@ pub fn readme_table() -> String {
                     .iter()
                     .map(|hook| match (hook, hook.section()) {
                         (Hook::FmodRet { function, .. }, _) => function,
+                        (Hook::OpOverride { .. }, _) => "a kprobe per syscall",
                         (_, (kind, "")) => kind,
                         (_, (_, name)) => name,
                     })
                     .collect();
                 let mut text = format!("{} ({})", rung.mechanism.name(), hooks.join(", "));
                 if !rung.only.is_empty() {
-                    let _ = write!(text, ": {}", rung.only);
+                    let _ = write!(text, ": {}", covers(op, rung));
                 }
                 if !rung.needs.is_empty() {
                     let _ = write!(text, "; needs {}", rung.needs);

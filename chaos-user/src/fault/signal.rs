@@ -71,13 +71,21 @@ impl fmt::Display for Signal {
     }
 }
 
-/// Parses a syscall name: what follows `sys_enter_` in the tracepoint's name.
+/// The syscalls a 64-bit caller makes under a name the kernel gives its newer form: stat(2)
+/// enters `sys_newstat`. `__x64_sys_stat` and `sys_enter_stat`, where a kernel has them, serve an
+/// older ABI that no 64-bit program reaches, so a fault there would never fire.
+const NEWER_FORMS: [&str; 5] = ["stat", "lstat", "fstat", "fstatat", "uname"];
+
+/// Parses a syscall name: what follows `sys_enter_` in the tracepoint's name, a syscall with a
+/// newer form named by the call (`stat` is `newstat`).
 pub fn parse_syscall(s: &str) -> Result<String, ParseError> {
     let valid = !s.is_empty()
         && s.len() <= 64
         && s.chars()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
-    if valid {
+    if valid && NEWER_FORMS.contains(&s) {
+        Ok(format!("new{s}"))
+    } else if valid {
         Ok(s.to_owned())
     } else {
         Err(ParseError::InvalidSyscall(s.to_owned()))
@@ -122,5 +130,9 @@ mod tests {
         }
         assert_eq!(parse_syscall("fsync"), Ok("fsync".into()));
         assert!(parse_syscall("../x").is_err() && parse_syscall("").is_err());
+        // The forms 64-bit callers enter.
+        assert_eq!(parse_syscall("stat"), Ok("newstat".into()));
+        assert_eq!(parse_syscall("newstat"), Ok("newstat".into()));
+        assert_eq!(parse_syscall("fstatat"), Ok("newfstatat".into()));
     }
 }

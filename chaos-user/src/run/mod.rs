@@ -321,7 +321,7 @@ impl<'a> CallsFault<'a> {
                 "fentry",
                 format!(
                     "fentry on {}",
-                    crate::attach::syscall_entry_function(syscall)
+                    crate::kernel::syscall_entry_function(syscall)
                 ),
             )
         } else {

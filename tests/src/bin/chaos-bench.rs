@@ -3,7 +3,8 @@
 //!   chaos-bench connect|open [ITERATIONS] [ROUNDS] [PASSES]
 //!
 //! Cases: (1) no programs; (2) every errno program this kernel offers attached, the loop not a
-//! target; (3) the loop a target with --dry-run; (4) every call failed by `--op`; on kernels with
+//! target ((2f) as fmod_ret where BPF LSM also loads, (2k) as kprobe-override where it loads);
+//! (3) the loop a target with --dry-run; (4) every call failed by `--op`; on kernels with
 //! kprobe-override also (4s) every call failed by `--syscall`, at the syscall's entry; (5) the
 //! same failures injected by `strace -f -e inject=SYSCALL:error=E`. One loop process serves
 //! every case, in interleaved passes; a case's figure is the median ns per call over all its
@@ -47,9 +48,11 @@
 //!
 //!   chaos-bench disk [PASSES]
 //!
-//! Block I/O with `chaos disk error` attached to another device (its kprobe runs for every bio,
-//! matching none) against no program: a sequential write with fsync and 4 KiB random direct
-//! reads on a loop device, in interleaved passes. Needs kprobe override (the faultinj guest).
+//! Block I/O with `chaos disk error` attached to another device (its program runs for every
+//! bio, matching none) against no program: a sequential write with fsync and 4 KiB random
+//! direct reads, of a loop device itself (its page cache writes one 4 KiB bio per page, the
+//! most bios per byte) and of a file on ext4 on another loop device (as a database writes), in
+//! interleaved passes. Needs should_fail_bio in the error-injection list (the faultinj guest).
 //!
 //!   chaos-bench hooks [PASSES] [DATAGRAMS]
 //!
@@ -143,26 +146,33 @@ fn main() {
             chaos(&["--op", &op, "--errno", errno]),
         ),
     ];
+    // Case 2 through another rung, before case 3.
+    let untargeted_as = |label: &str, backend: &str| {
+        (
+            format!("{label} all programs as {backend}, not a target"),
+            chaos(&[
+                "--pid",
+                &other,
+                "--op",
+                &all_ops,
+                "--errno",
+                errno,
+                "--backend",
+                backend,
+            ]),
+        )
+    };
     let probe = Probe::run();
+    let mut rungs = Vec::new();
     // The rung kernels without an active BPF LSM use: the same programs as fmod_ret.
     if probe.feature(features::FMOD_RET).0 && probe.feature(features::BPF_LSM).0 {
-        cases.insert(
-            2,
-            (
-                "2f all programs as fmod_ret, not a target".into(),
-                chaos(&[
-                    "--pid",
-                    &other,
-                    "--op",
-                    &all_ops,
-                    "--errno",
-                    errno,
-                    "--backend",
-                    "fmod_ret",
-                ]),
-            ),
-        );
+        rungs.push(untargeted_as("2f", "fmod_ret"));
     }
+    // The rung of kernels with neither: a kprobe on each operation's syscalls.
+    if probe.feature(features::KPROBE_OVERRIDE).0 {
+        rungs.push(untargeted_as("2k", "kprobe-override"));
+    }
+    cases.splice(2..2, rungs);
     if probe.feature(features::KPROBE_OVERRIDE).0 {
         cases.push((
             format!("4s target, failed by --syscall {syscall}"),
@@ -190,6 +200,13 @@ fn main() {
         println!(
             "  (2f)/(2) fmod_ret against lsm            {:>8.3}",
             fmod_ret / untargeted
+        );
+    }
+    if let Some(kprobe) = figure("2k ") {
+        println!(
+            "  (2k)/(1) untargeted overhead, kprobes    {:>8.3}   required <= 1.05: {}",
+            kprobe / none,
+            verdict(kprobe / none <= 1.05)
         );
     }
     let by_op = strace / figure("4 ").unwrap();
@@ -546,6 +563,47 @@ impl Drop for LoopDevice {
     }
 }
 
+/// ext4 on a loop device of `mib` MiB (every inode table and the journal written by mkfs, so
+/// that no lazy init writes during a pass), mounted under the temporary directory; unmounted
+/// on drop, before its device is detached.
+struct Ext4 {
+    mount: std::path::PathBuf,
+    device: LoopDevice,
+}
+
+impl Ext4 {
+    fn new(name: &str, mib: u64) -> Self {
+        let device = LoopDevice::new(name, mib);
+        let mount = std::env::temp_dir().join(format!("chaos-bench-{name}"));
+        std::fs::create_dir_all(&mount).expect("mount point");
+        for command in [
+            vec![
+                "mkfs.ext4",
+                "-q",
+                "-F",
+                "-E",
+                "lazy_itable_init=0,lazy_journal_init=0",
+                &device.0,
+            ],
+            vec!["mount", &device.0, mount.to_str().unwrap()],
+        ] {
+            let out = Command::new(command[0])
+                .args(&command[1..])
+                .output()
+                .expect(command[0]);
+            assert!(out.status.success(), "{command:?}: {out:?}");
+        }
+        Ext4 { mount, device }
+    }
+}
+
+impl Drop for Ext4 {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.mount).status();
+        let _ = std::fs::remove_dir(&self.mount);
+    }
+}
+
 /// A 4 KiB-aligned buffer, as O_DIRECT needs.
 struct Aligned(*mut u8, std::alloc::Layout);
 
@@ -572,13 +630,16 @@ impl Drop for Aligned {
 }
 
 /// MB/s of a 32 MiB sequential write in 64 KiB writes and its fsync, and 4 KiB direct random
-/// reads per second, on `device`.
-fn block_io(device: &str) -> (f64, f64) {
+/// reads per second, on `path` (a device, or a file: made by the first call, overwritten in
+/// place by the others, as a device is).
+fn block_io(path: &str) -> (f64, f64) {
     use std::os::unix::fs::{FileExt as _, OpenOptionsExt as _};
     let file = std::fs::OpenOptions::new()
         .write(true)
-        .open(device)
-        .expect("open the device");
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .expect("open the device or file");
     let chunk = vec![0x5a_u8; 64 << 10];
     let started = Instant::now();
     for i in 0..512_u64 {
@@ -589,8 +650,8 @@ fn block_io(device: &str) -> (f64, f64) {
     let direct = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_DIRECT)
-        .open(device)
-        .expect("open the device with O_DIRECT");
+        .open(path)
+        .expect("open the device or file with O_DIRECT");
     let mut buffer = Aligned::new(4096);
     let blocks = (32_u64 << 20) / 4096;
     let mut state = 0x2545_f491_4f6c_dd1d_u64;
@@ -621,12 +682,25 @@ fn disk_bench(passes: usize) {
     }
     let measured = LoopDevice::new("measured", 64);
     let other = LoopDevice::new("other", 16);
+    let ext4 = Ext4::new("ext4", 96);
+    let targets = [
+        (format!("{} itself", measured.0), measured.0.clone()),
+        (
+            format!("a file on ext4 on {}", ext4.device.0),
+            ext4.mount.join("file").to_str().unwrap().to_owned(),
+        ),
+    ];
+    // Every block of the file allocated and written once, so that no pass pays for it.
+    for (_, path) in &targets {
+        block_io(path);
+    }
     // Case 1 without programs, then one per rung: `disk error` on another device.
     let cases: Vec<Option<&str>> = std::iter::once(None)
         .chain(rungs.iter().copied().map(Some))
         .collect();
-    let mut writes: Vec<Vec<f64>> = vec![Vec::new(); cases.len()];
-    let mut reads: Vec<Vec<f64>> = vec![Vec::new(); cases.len()];
+    // [target][case]: the samples of every pass.
+    let mut writes = vec![vec![Vec::new(); cases.len()]; targets.len()];
+    let mut reads = writes.clone();
     for _ in 0..passes {
         for (i, rung) in cases.iter().enumerate() {
             let chaos = rung.map(|rung| {
@@ -644,37 +718,53 @@ fn disk_bench(passes: usize) {
                     wait_for_programs,
                 )
             });
-            let (write, read) = block_io(&measured.0);
-            writes[i].push(write);
-            reads[i].push(read);
+            for (t, (_, path)) in targets.iter().enumerate() {
+                let (write, read) = block_io(path);
+                writes[t][i].push(write);
+                reads[t][i].push(read);
+            }
             if let Some(chaos) = chaos {
                 let _ = kill(chaos);
             }
         }
     }
     println!(
-        "disk benchmark: a loop device on tmpfs, {passes} interleaved passes, medians (MB/s of a 32 MiB write + fsync; 4 KiB O_DIRECT random reads/s)"
+        "disk benchmark: loop devices on tmpfs, {passes} interleaved passes, median [min, max] (MB/s of a 32 MiB write + fsync; 4 KiB O_DIRECT random reads/s); a ratio is the median [min, max] of each pass's own"
     );
-    let write: Vec<f64> = writes.iter_mut().map(|s| median(s)).collect();
-    let read: Vec<f64> = reads.iter_mut().map(|s| median(s)).collect();
-    for (i, rung) in cases.iter().enumerate() {
-        let name = match rung {
-            None => "(1) no programs".to_owned(),
-            Some(rung) => format!("({}) disk error on another device, {rung}", i + 1),
-        };
-        println!(
-            "  {name:<48} {:>10.1} MB/s {:>10.0} reads/s",
-            write[i], read[i]
-        );
-    }
-    for i in 1..cases.len() {
-        let (w, r) = (write[i] / write[0], read[i] / read[0]);
-        println!(
-            "  ({})/(1) write + fsync {w:>8.3}, random reads {r:>8.3}   required >= 0.98: {}, {}",
-            i + 1,
-            verdict(w >= 0.98),
-            verdict(r >= 0.98)
-        );
+    for (t, (target, _)) in targets.iter().enumerate() {
+        println!("  {target}");
+        for (i, rung) in cases.iter().enumerate() {
+            let name = match rung {
+                None => "(1) no programs".to_owned(),
+                Some(rung) => format!("({}) disk error on another device, {rung}", i + 1),
+            };
+            let (write, read) = (&writes[t][i], &reads[t][i]);
+            let ((wl, wh), (rl, rh)) = (range(write), range(read));
+            println!(
+                "    {name:<50} {:>6.1} MB/s [{wl:.1}, {wh:.1}] {:>7.0} reads/s [{rl:.0}, {rh:.0}]",
+                median(&mut write.clone()),
+                median(&mut read.clone()),
+            );
+        }
+        for i in 1..cases.len() {
+            // Each pass's ratio, the case against no programs in the same pass.
+            let ratios = |samples: &[Vec<f64>]| -> Vec<f64> {
+                samples[i]
+                    .iter()
+                    .zip(&samples[0])
+                    .map(|(x, none)| x / none)
+                    .collect()
+            };
+            let (mut w, mut r) = (ratios(&writes[t]), ratios(&reads[t]));
+            let ((wl, wh), (rl, rh)) = (range(&w), range(&r));
+            let (w, r) = (median(&mut w), median(&mut r));
+            println!(
+                "    ({})/(1) write + fsync {w:.3} [{wl:.3}, {wh:.3}], random reads {r:.3} [{rl:.3}, {rh:.3}]   required >= 0.98: {}, {}",
+                i + 1,
+                verdict(w >= 0.98),
+                verdict(r >= 0.98)
+            );
+        }
     }
 }
 

@@ -260,18 +260,30 @@ fn make_call(op: &str, arg: &str) -> Call {
                 check(unsafe { libc::execve(exe.as_ptr(), argv_ptrs.as_ptr(), env_ptrs.as_ptr()) })
             })
         }
-        "fork" => Box::new(|| {
-            // SAFETY: the child only calls _exit.
-            let pid = unsafe { libc::fork() };
-            match pid {
-                -1 => Err(io::Error::last_os_error()),
-                // SAFETY: the child leaves at once, without running anything of the parent's.
-                0 => unsafe { libc::_exit(0) },
-                child => {
-                    let mut status = 0;
-                    // SAFETY: waits for our own child into a local.
-                    unsafe { libc::waitpid(child, &mut status, 0) };
-                    Ok(())
+        // glibc's fork() (the clone syscall) and the fork syscall, in turn: every syscall the
+        // operation names must fail on every rung.
+        "fork" => Box::new({
+            let mut calls = 0_u64;
+            move || {
+                calls += 1;
+                // SAFETY: the child only calls _exit.
+                let pid = unsafe {
+                    if calls.is_multiple_of(2) {
+                        libc::syscall(libc::SYS_fork) as libc::pid_t
+                    } else {
+                        libc::fork()
+                    }
+                };
+                match pid {
+                    -1 => Err(io::Error::last_os_error()),
+                    // SAFETY: the child leaves at once, without running anything of the parent's.
+                    0 => unsafe { libc::_exit(0) },
+                    child => {
+                        let mut status = 0;
+                        // SAFETY: waits for our own child into a local.
+                        unsafe { libc::waitpid(child, &mut status, 0) };
+                        Ok(())
+                    }
                 }
             }
         }),
@@ -354,7 +366,30 @@ fn make_call(op: &str, arg: &str) -> Call {
             // SAFETY: flock(2) on a file we own.
             Box::new(move || check(unsafe { libc::flock(handle.as_raw_fd(), libc::LOCK_SH) }))
         }
-        "stat" => Box::new(move || std::fs::metadata(&file).map(drop)),
+        // Each of the stat syscalls in turn (statx is what std's metadata() makes): every one
+        // the operation names must fail on every rung.
+        "stat" => {
+            let handle = File::open(&file).expect("open");
+            let mut calls = 0_u64;
+            Box::new(move || {
+                calls += 1;
+                let mut stat = std::mem::MaybeUninit::<libc::stat>::uninit();
+                let buf = stat.as_mut_ptr();
+                let path = c_file.as_ptr();
+                // SAFETY: the stat syscalls of a NUL-terminated path or an open descriptor into
+                // a struct we own.
+                let rc = unsafe {
+                    match calls % 5 {
+                        0 => libc::syscall(libc::SYS_stat, path, buf),
+                        1 => libc::syscall(libc::SYS_lstat, path, buf),
+                        2 => libc::syscall(libc::SYS_fstat, handle.as_raw_fd(), buf),
+                        3 => libc::syscall(libc::SYS_newfstatat, libc::AT_FDCWD, path, buf, 0),
+                        _ => return std::fs::metadata(&file).map(drop),
+                    }
+                };
+                check(rc as libc::c_int)
+            })
+        }
         // Not operations of chaos fail: statfs()/fstatfs() of the file's filesystem, reported
         // as ENOSPC when it says no block is free (`chaos disk full`).
         "statfs" => Box::new(move || {

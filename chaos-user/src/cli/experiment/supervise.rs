@@ -357,6 +357,7 @@ impl Supervisor<'_> {
         self.console.lock().expect("console lock").clear();
 
         let ended_by = self.end_faults(ended_by, &mut received, interrupts).await;
+        self.finish_check(&mut received).await;
         self.phase.set(Phase::After, []);
         if let Some(check) = &experiment.steady_state {
             let result = run_check(check, &self.workdir, self.check_env()).await;
@@ -639,18 +640,15 @@ impl Supervisor<'_> {
         self.phase.set(phase, active());
     }
 
-    /// Stops the workloads still running at the end and waits for each to report: each one's
-    /// watcher sends SIGTERM to its process group, SIGKILL after its `stop_timeout`. A
-    /// workload that ran until the end did its part.
-    async fn stop_workloads(&mut self, received: &mut Events) {
-        for stop in self.workload_stops.iter_mut().filter_map(Option::take) {
-            let _ = stop.send(());
-        }
-        while self
-            .workloads
-            .iter()
-            .any(|w| w.pid.is_some() && w.elapsed_ms.is_none())
-        {
+    /// Waits for a check started during the experiment (bounded by its timeout): it counts as a
+    /// check during the faults, and must not see the workloads being stopped after it.
+    async fn finish_check(&mut self, received: &mut Events) {
+        self.handle_while(received, |s| s.checking).await;
+    }
+
+    /// Records what the children report while `pending` holds (or until none is left to).
+    async fn handle_while(&mut self, received: &mut Events, pending: impl Fn(&Self) -> bool) {
+        while pending(self) {
             match received.recv().await {
                 Some(event) => {
                     self.handle(event);
@@ -658,6 +656,21 @@ impl Supervisor<'_> {
                 None => break,
             }
         }
+    }
+
+    /// Stops the workloads still running at the end and waits for each to report: each one's
+    /// watcher sends SIGTERM to its process group, SIGKILL after its `stop_timeout`. A
+    /// workload that ran until the end did its part.
+    async fn stop_workloads(&mut self, received: &mut Events) {
+        for stop in self.workload_stops.iter_mut().filter_map(Option::take) {
+            let _ = stop.send(());
+        }
+        self.handle_while(received, |s| {
+            s.workloads
+                .iter()
+                .any(|w| w.pid.is_some() && w.elapsed_ms.is_none())
+        })
+        .await;
     }
 
     /// Starts fault `index` as a chaos child process.
