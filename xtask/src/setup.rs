@@ -67,7 +67,19 @@ pub fn run() -> anyhow::Result<()> {
     nightly_clippy()?;
     bpf_linker()?;
     python_tools()?;
+    fuzz_crates()?;
     Ok(())
+}
+
+/// The fuzz build's crates (fuzz/ is a workspace of its own, with its own lock), fetched here so
+/// that `cargo xtask fuzz` builds offline: CI's fuzz build, long after setup, once failed in
+/// 26 s, the kind of failure a download gives.
+fn fuzz_crates() -> anyhow::Result<()> {
+    run_command(
+        Command::new("cargo")
+            .args(["fetch", "--locked", "--quiet", "--manifest-path"])
+            .arg(crate::workspace_root().join("fuzz/Cargo.toml")),
+    )
 }
 
 /// The venv holding [`PYPI_PACKAGES`]; the tests find its `bin` in CHAOS_PYTHON_BIN.

@@ -411,6 +411,31 @@ pub fn bench() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Builds the fuzz target offline (setup fetched its crates), its compiler errors kept for the
+/// error this returns: they are then the last lines a CI log shows, not lost in the middle.
+fn build_fuzz_target() -> anyhow::Result<()> {
+    let mut command = Command::new("cargo");
+    command
+        .arg(format!("+{}", setup::NIGHTLY))
+        .args(["fuzz", "build", "experiment"])
+        .env("CARGO_NET_OFFLINE", "true")
+        .current_dir(workspace_root().join("fuzz"));
+    let output = command
+        .output()
+        .with_context(|| format!("cannot start {command:?}"))?;
+    if !output.status.success() {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        // cargo fuzz's own backtrace (RUST_BACKTRACE) would push the compiler's errors out.
+        let lines: Vec<&str> = stderr
+            .lines()
+            .take_while(|line| !line.starts_with("Stack backtrace"))
+            .collect();
+        let tail = lines[lines.len().saturating_sub(60)..].join("\n");
+        bail!("{command:?} failed ({}):\n{tail}", output.status);
+    }
+    Ok(())
+}
+
 /// How long `cargo xtask test` fuzzes the experiment parser.
 const TEST_FUZZ_SECONDS: u64 = 60;
 
@@ -430,10 +455,12 @@ pub fn fuzz(seconds: u64) -> anyhow::Result<()> {
             }
         }
     }
+    build_fuzz_target()?;
     crate::run_command(
         Command::new("cargo")
             .arg(format!("+{}", setup::NIGHTLY))
             .args(["fuzz", "run", "experiment"])
+            .env("CARGO_NET_OFFLINE", "true")
             .arg(&corpus)
             .args([
                 "--",
