@@ -25,6 +25,7 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "faketime",                    // libfaketime: the clock benchmark's comparison point
     "fdisk",                       // sfdisk: the disk tests' partition tables
     "gcc-aarch64-linux-gnu",       // links the aarch64 chaos and compiles its mimalloc
+    "libc6-dev-arm64-cross",       // its C headers (only recommended by gcc, so not installed)
     "golang-go",                   // the clock tests' Go program (time.Now through the vDSO)
     "iproute2",                    // tc, ip: probe and network tests
     "kmod",                        // depmod for the Debian kernels' module trees
