@@ -7,7 +7,7 @@ use std::{
     io::{BufRead as _, BufReader},
     path::PathBuf,
     process::{Child, Command, Output, Stdio},
-    sync::{Arc, Mutex},
+    sync::{Arc, Mutex, OnceLock},
     thread,
     time::{Duration, Instant},
 };
@@ -621,12 +621,19 @@ pub fn auto_override_rung(probe: &Probe) -> Option<&'static str> {
         .find(|rung| override_offered(probe, rung).0)
 }
 
-/// What `chaos probe --json` found, run once per call of [`Probe::run`].
+/// What `chaos probe --json` found.
 pub struct Probe(Value);
 
 impl Probe {
+    /// The kernel's features do not change while a test binary runs: probed once (a probe
+    /// takes seconds in an emulated guest, and many tests ask).
     pub fn run() -> Self {
-        Probe(json_report(&chaos(&["probe", "--json"])))
+        static FOUND: OnceLock<Value> = OnceLock::new();
+        Probe(
+            FOUND
+                .get_or_init(|| json_report(&chaos(&["probe", "--json"])))
+                .clone(),
+        )
     }
 
     pub fn findings(&self) -> &[Value] {

@@ -48,11 +48,16 @@ pub fn calls(op: Op) -> String {
     text.join(", ")
 }
 
-/// What a rung of `op` fails, for the report: its own limit, or every call of the operation.
-pub fn covers(op: Op, rung: &Rung) -> String {
+/// What a rung of `op` fails, for the report: its own limit, or every call of the operation. A
+/// kprobe per syscall names those `present` says the kernel has (it attaches to no other).
+pub fn covers(op: Op, rung: &Rung, present: impl Fn(&str) -> bool) -> String {
     match rung.hooks {
         [Hook::OpOverride { syscalls, .. }] => {
-            let calls: Vec<String> = syscalls.iter().map(|s| format!("{s}()")).collect();
+            let calls: Vec<String> = syscalls
+                .iter()
+                .filter(|syscall| present(syscall))
+                .map(|syscall| format!("{syscall}()"))
+                .collect();
             format!("{} {}", calls.join(", "), rung.only)
         }
         _ if rung.only.is_empty() => calls(op),
@@ -222,7 +227,7 @@ pub fn readme_table() -> String {
                     .collect();
                 let mut text = format!("{} ({})", rung.mechanism.name(), hooks.join(", "));
                 if !rung.only.is_empty() {
-                    let _ = write!(text, ": {}", covers(op, rung));
+                    let _ = write!(text, ": {}", covers(op, rung, |_| true));
                 }
                 if !rung.needs.is_empty() {
                     let _ = write!(text, "; needs {}", rung.needs);
@@ -282,6 +287,26 @@ mod tests {
                 assert_eq!(covering(syscall), Some(op), "{syscall}");
             }
         }
+    }
+
+    #[test]
+    fn a_kprobe_rung_covers_the_syscalls_the_kernel_has() {
+        let open = parse_op("open").unwrap();
+        let rung = open
+            .rungs
+            .iter()
+            .find(|rung| rung.mechanism == Mechanism::KprobeOverride)
+            .unwrap();
+        // arm64 has no open() nor creat(): only openat() and openat2() are hooked there.
+        let here = covers(open, rung, |syscall| syscall.starts_with("openat"));
+        let calls: Vec<&str> = here
+            .split(" at their entry")
+            .next()
+            .unwrap()
+            .split(", ")
+            .collect();
+        assert_eq!(calls, ["openat()", "openat2()"], "{here}");
+        assert!(covers(open, rung, |_| true).starts_with("open(), openat()"));
     }
 
     #[test]

@@ -125,7 +125,9 @@ impl<'a> CallsFault<'a> {
                 },
             },
             mechanism: rung.mechanism.name().to_owned(),
-            covers: ops::covers(op, rung),
+            covers: ops::covers(op, rung, |syscall| {
+                crate::kernel::injectable_syscall_function(syscall).is_some()
+            }),
         });
         // --syscall and --kernel-fn: fmod_ret or a kprobe on the function, as planned.
         let mechanism = fault.override_with.unwrap_or(Mechanism::KprobeOverride);
