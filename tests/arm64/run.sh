@@ -94,15 +94,16 @@ check signal-target 'grep -q "status 137" /tmp/s-target'
 check signal-bystander '[ ! -s /tmp/s-bystander ]'
 kill $T $B
 
-# fsync() 300 ms late (fexit on __arm64_sys_fsync where trampolines attach, else the exit
+# fsync() 1 s late (fexit on __arm64_sys_fsync where trampolines attach, else the exit
 # tracepoint): in 4 s the target's loop gets through at most half the bystander's rounds
-# (about a quarter, plus the rounds made before the delay is live).
+# (four delayed ones, plus those made before the delay is live: several where the emulator
+# shares its core and chaos takes seconds to start).
 loop 'sync /tmp/file; echo round >&2' /tmp/d-target; T=$!
 loop 'sync /tmp/file; echo round >&2' /tmp/d-bystander; B=$!
 sleep 0.5
 : > /tmp/d-target
 : > /tmp/d-bystander
-/chaos delay --pid-tree $T --syscall fsync --delay 300ms --for 4s --json > /tmp/d.json
+/chaos delay --pid-tree $T --syscall fsync --delay 1s --for 4s --json > /tmp/d.json
 check delay-exit "[ $? = 0 ]"
 target=$(count round /tmp/d-target)
 bystander=$(count round /tmp/d-bystander)
@@ -115,9 +116,10 @@ check delay-report 'grep -q "\"mechanism\":\"$mechanism\"" /tmp/d.json && grep -
 check delay-rounds '[ "$target" -ge 1 ] && [ $((target * 2)) -le "$bystander" ]'
 
 # Packets: ICMP dropped as it arrives on lo (tcx on 6.12, clsact on 6.1) while TCP to a closed
-# port is still refused at once; once the run ends, ping answers again.
-/chaos net drop --iface lo --proto icmp --probability 1 --for 4s --json > /tmp/n.json & N=$!
-sleep 1.5
+# port is still refused at once; once the run ends, ping answers again. The three pings start
+# once one is lost (the drop is live, however long chaos took to start) and end within 4 s.
+/chaos net drop --iface lo --proto icmp --probability 1 --for 10s --json > /tmp/n.json & N=$!
+for _ in 1 2 3 4 5 6; do ping -c 1 -W 1 127.0.0.1 > /dev/null || break; sleep 0.2; done
 ping -c 3 -W 1 127.0.0.1 > /tmp/n-ping 2>&1
 nc 127.0.0.1 9 < /dev/null > /tmp/n-tcp 2>&1
 wait $N

@@ -11,6 +11,8 @@ use std::{
     time::{Duration, Instant},
 };
 
+use std::os::unix::fs::PermissionsExt as _;
+
 use anyhow::{Context as _, bail};
 
 use crate::{dist, kernels, run_command, workspace_root};
@@ -58,10 +60,12 @@ pub fn run(name: &str) -> anyhow::Result<()> {
     static BUILD: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let started = Instant::now();
     let kernel = kernel_of(name).with_context(|| format!("no arm64 guest {name}"))?;
-    let chaos = {
+    let archive = {
         let _built = BUILD.lock().expect("the build's lock");
         dist::aarch64()?
     };
+    // The guest runs the chaos of the node's image, as the DaemonSet would.
+    let chaos = dist::binary_in_image(&archive, "arm64")?;
     let image = kernel.fetch_image()?;
     let initramfs = initramfs(name, &image, &kernels::busybox_arm64()?, &chaos)?;
     let (passed, failed) = boot(name, &image, &initramfs)?;
@@ -77,7 +81,7 @@ pub fn run(name: &str) -> anyhow::Result<()> {
 }
 
 /// The initramfs: busybox, chaos and the script as /init.
-fn initramfs(name: &str, image: &Path, busybox: &Path, chaos: &Path) -> anyhow::Result<PathBuf> {
+fn initramfs(name: &str, image: &Path, busybox: &Path, chaos: &[u8]) -> anyhow::Result<PathBuf> {
     let dir = workspace_root().join("target/arm64").join(name);
     let root = dir.join("root");
     let _ = fs::remove_dir_all(&root);
@@ -106,7 +110,8 @@ fn initramfs(name: &str, image: &Path, busybox: &Path, chaos: &Path) -> anyhow::
             .arg(into.join("kernel/net")),
     )?;
     fs::copy(busybox, root.join("bin/busybox")).context("copy busybox")?;
-    fs::copy(chaos, root.join("chaos")).context("copy chaos")?;
+    fs::write(root.join("chaos"), chaos).context("write chaos")?;
+    fs::set_permissions(root.join("chaos"), fs::Permissions::from_mode(0o755))?;
     fs::copy(
         workspace_root().join("tests/arm64/run.sh"),
         root.join("init"),

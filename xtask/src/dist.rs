@@ -39,7 +39,7 @@ pub fn run() -> anyhow::Result<()> {
     let binary = build_static(MUSL, &["--no-default-features"], &out.join("chaos"))?;
     let size = within_bound(&binary)?;
     let image = out.join("chaos-image.tar");
-    build_image(&out, &image)?;
+    build_image(&out, &image, "amd64")?;
     let deb = build_deb(&full, &out)?;
     eprintln!(
         "dist: {} ({:.1} MiB, static), {} ({:.1} MiB, FROM scratch, {IMAGE})",
@@ -56,25 +56,84 @@ pub fn run() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The node's static `chaos` for arm64 (without `chaos k8s`, as the x86_64 node's), in
-/// [`dir`] as `chaos-aarch64`.
+/// The node's static `chaos` for arm64 (without `chaos k8s`, as the x86_64 node's) and its
+/// image, in [`dir`] as `chaos-aarch64` and `chaos-image-arm64.tar`; returns the image.
 pub fn aarch64() -> anyhow::Result<PathBuf> {
     crate::setup::run()?;
     crate::setup::rust_target(AARCH64)?;
     let out = dir();
-    fs::create_dir_all(&out)?;
+    let context = out.join("arm64");
+    fs::create_dir_all(&context)?;
     let binary = build_static(
         AARCH64,
         &["--no-default-features"],
         &out.join("chaos-aarch64"),
     )?;
     let size = within_bound(&binary)?;
+    fs::copy(&binary, context.join("chaos"))?;
+    // FROM scratch and COPY run nothing of the image: no arm64 emulation is needed to build it.
+    let image = out.join("chaos-image-arm64.tar");
+    build_image(&context, &image, "arm64")?;
     eprintln!(
-        "dist: {} ({:.1} MiB, static, aarch64)",
+        "dist: {} ({:.1} MiB, static, aarch64), {} ({:.1} MiB, FROM scratch, arm64)",
         binary.display(),
-        size as f64 / (1024.0 * 1024.0)
+        size as f64 / (1024.0 * 1024.0),
+        image.display(),
+        fs::metadata(&image)?.len() as f64 / (1024.0 * 1024.0)
     );
-    Ok(binary)
+    Ok(image)
+}
+
+/// The `/chaos` of an image [`build_image`] made, refused unless the image is for `arch`.
+pub fn binary_in_image(archive: &Path, arch: &str) -> anyhow::Result<Vec<u8>> {
+    let member = |name: &str| -> anyhow::Result<Vec<u8>> {
+        let output = Command::new("tar")
+            .arg("-xOf")
+            .arg(archive)
+            .arg(name)
+            .output()
+            .context("tar")?;
+        if !output.status.success() {
+            bail!("{} holds no {name}", archive.display());
+        }
+        Ok(output.stdout)
+    };
+    let blob_path = |digest: &serde_json::Value| -> anyhow::Result<String> {
+        let digest = digest
+            .as_str()
+            .context("an OCI descriptor without a digest")?;
+        Ok(format!("blobs/{}", digest.replacen(':', "/", 1)))
+    };
+    let json = |bytes: Vec<u8>| -> anyhow::Result<serde_json::Value> {
+        serde_json::from_slice(&bytes).context("an OCI document")
+    };
+    let index = json(member("index.json")?)?;
+    let manifest = json(member(&blob_path(&index["manifests"][0]["digest"])?)?)?;
+    let config = json(member(&blob_path(&manifest["config"]["digest"])?)?)?;
+    if config["architecture"] != arch {
+        bail!(
+            "{} is an image for {}, not {arch}",
+            archive.display(),
+            config["architecture"]
+        );
+    }
+    let [layer] = manifest["layers"].as_array().map_or(&[][..], Vec::as_slice) else {
+        bail!(
+            "{}: not the one layer of a FROM scratch image",
+            archive.display()
+        );
+    };
+    // The layer is a gzipped tar of its own, inside the archive's.
+    let output = Command::new("sh")
+        .args(["-c", "tar -xOf \"$0\" \"$1\" | tar -xzO chaos"])
+        .arg(archive)
+        .arg(blob_path(&layer["digest"])?)
+        .output()
+        .context("tar")?;
+    if !output.status.success() || output.stdout.is_empty() {
+        bail!("{}: its layer holds no /chaos", archive.display());
+    }
+    Ok(output.stdout)
 }
 
 /// `binary`'s size, refused over [`MAX_BYTES`].
@@ -210,7 +269,7 @@ fn set_modes(dir: &Path) -> anyhow::Result<()> {
 /// Builds deploy/Containerfile around the binary in `context` and saves it as an OCI archive,
 /// with a podman storage of its own (vfs: it works over any root, overlay included) that is
 /// removed afterwards.
-fn build_image(context: &Path, archive: &Path) -> anyhow::Result<()> {
+fn build_image(context: &Path, archive: &Path, arch: &str) -> anyhow::Result<()> {
     let storage = context.join("podman-storage");
     let _ = fs::remove_dir_all(&storage);
     fs::create_dir_all(&storage)?;
@@ -230,7 +289,7 @@ fn build_image(context: &Path, archive: &Path) -> anyhow::Result<()> {
     let _ = fs::remove_file(archive);
     let built = run_command(
         podman()
-            .args(["build", "--quiet", "--file"])
+            .args(["build", "--quiet", "--arch", arch, "--file"])
             .arg(workspace_root().join("deploy/Containerfile"))
             .args(["--tag", IMAGE])
             .arg(context),

@@ -224,11 +224,18 @@ pub fn in_vms(kernels: &[&str], filter: Option<&str>) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The end of a test binary's failure report (libtest's "failures:" section on), which a long
-/// log's record would otherwise leave out.
+/// The end of a test binary's failure report (libtest's "failures:" section on, without the
+/// backtraces' frames), which a long log's record would otherwise leave out.
 fn failures_of(log: &str) -> String {
     const LINES: usize = 40;
-    let lines: Vec<&str> = log.lines().collect();
+    let frame = |line: &str| {
+        let line = line.trim_start();
+        line.starts_with("at ")
+            || line
+                .split_once(": ")
+                .is_some_and(|(n, _)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+    };
+    let lines: Vec<&str> = log.lines().filter(|line| !frame(line)).collect();
     let start = lines
         .iter()
         .position(|line| line.trim_end() == "failures:")
@@ -505,10 +512,16 @@ mod tests {
     #[test]
     fn a_failure_report_is_cut_to_its_failures_section() {
         let log = "running 2 tests\ntest a ... ok\ntest b ... FAILED\n\nsuccesses:\n    a\n\n\
-                   failures:\n\n---- b stdout ----\npanicked at tests/b.rs:1:1\n\nfailures:\n    b\n";
+                   failures:\n\n---- b stdout ----\npanicked at tests/b.rs:1:1\nstack backtrace:\n\
+                   \x20  0: __rustc::rust_begin_unwind\n             at /rustc/library/std/src/panicking.rs:689:5\n\
+                   \nfailures:\n    b\n";
         let cut = failures_of(log);
         assert!(cut.starts_with("failures:\n\n---- b stdout"), "{cut}");
         assert!(cut.contains("panicked at"), "{cut}");
+        assert!(
+            !cut.contains("rust_begin_unwind") && !cut.contains("/rustc/"),
+            "{cut}"
+        );
         assert!(!cut.contains("successes"), "{cut}");
     }
 
