@@ -38,15 +38,10 @@ const HOST_ONLY: [&str; 6] = [
 /// named here (none named: all). The drills test servers under faults the other binaries test on
 /// every kernel: a guest runs those that need what the host lacks (fq and BPF LSM on
 /// debian-6.12, the error-injection list on faultinj-6.12).
-const SOME_GUESTS: [(&str, &str, &[&str]); 6] = [
+const SOME_GUESTS: [(&str, &str, &[&str]); 3] = [
     // XDP is the same program on 6.1 and 6.12 (TC differs: clsact against tcx): its virtio-net
     // and veth tests run on one stock kernel.
     ("net_xdp", "debian-6.12", &[]),
-    // The kprobe rung injects on faultinj-6.12; Debian's kernels refuse it for one reason (no
-    // bpf_override_return), every operation's refusal asserted on 6.1, one on 6.12.
-    ("errno_kprobe", "faultinj-6.12", &[]),
-    ("errno_kprobe", "debian-6.1", &[]),
-    ("errno_kprobe", "debian-6.12", &["kprobe_open"]),
     (
         "drills",
         "debian-6.12",
