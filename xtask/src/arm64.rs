@@ -40,8 +40,10 @@ fn kernel_of(name: &str) -> Option<&'static kernels::DebianKernel> {
         .map(|&(_, kernel)| kernel)
 }
 
-/// Every arm64 guest, one after the other.
+/// Every arm64 guest, one after the other (after the x86_64 dist, which the image name for both
+/// architectures needs).
 pub fn run_all() -> anyhow::Result<()> {
+    dist::run()?;
     let failed: Vec<&str> = GUESTS
         .iter()
         .filter(|&&(name, _)| run(name).inspect_err(|err| eprintln!("{err:#}")).is_err())
@@ -64,7 +66,7 @@ pub fn run(name: &str) -> anyhow::Result<()> {
         let _built = BUILD.lock().expect("the build's lock");
         dist::aarch64()?
     };
-    // The guest runs the chaos of the node's image, as the DaemonSet would.
+    // The guest runs the chaos of the node's image, as the DaemonSet would pull it on arm64.
     let chaos = dist::binary_in_image(&archive, "arm64")?;
     let image = kernel.fetch_image()?;
     let initramfs = initramfs(name, &image, &kernels::busybox_arm64()?, &chaos)?;

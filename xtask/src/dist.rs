@@ -4,7 +4,7 @@
 use std::{
     fs,
     path::{Path, PathBuf},
-    process::Command,
+    process::{Command, Stdio},
 };
 
 use anyhow::{Context as _, bail};
@@ -40,7 +40,7 @@ pub fn run() -> anyhow::Result<()> {
     let size = within_bound(&binary)?;
     let image = out.join("chaos-image.tar");
     build_image(&out, &image, "amd64")?;
-    let deb = build_deb(&full, &out)?;
+    let deb = build_deb(&full, &full, &out, "amd64")?;
     eprintln!(
         "dist: {} ({:.1} MiB, static), {} ({:.1} MiB, FROM scratch, {IMAGE})",
         binary.display(),
@@ -56,12 +56,21 @@ pub fn run() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The node's static `chaos` for arm64 (without `chaos k8s`, as the x86_64 node's) and its
-/// image, in [`dir`] as `chaos-aarch64` and `chaos-image-arm64.tar`; returns the image.
+/// The node's static `chaos` for arm64 (without `chaos k8s`, as the x86_64 node's), its image,
+/// its Debian package, and one image name for both architectures, in [`dir`] as
+/// `chaos-aarch64`, `chaos-image-arm64.tar`, `chaos_VERSION_arm64.deb` and
+/// `chaos-image-multiarch.tar`; returns the last. Needs [`run`]'s x86_64 node binary and image.
 pub fn aarch64() -> anyhow::Result<PathBuf> {
     crate::setup::run()?;
     crate::setup::rust_target(AARCH64)?;
     let out = dir();
+    let (node, amd64_image) = (out.join("chaos"), out.join("chaos-image.tar"));
+    if !node.exists() || !amd64_image.exists() {
+        bail!(
+            "no x86_64 node binary and image in {}: run `cargo xtask dist` first",
+            out.display()
+        );
+    }
     let context = out.join("arm64");
     fs::create_dir_all(&context)?;
     let binary = build_static(
@@ -74,42 +83,118 @@ pub fn aarch64() -> anyhow::Result<PathBuf> {
     // FROM scratch and COPY run nothing of the image: no arm64 emulation is needed to build it.
     let image = out.join("chaos-image-arm64.tar");
     build_image(&context, &image, "arm64")?;
+    // The x86_64 node binary has the same features: it writes the man page and completions.
+    let deb = build_deb(&binary, &node, &out, "arm64")?;
+    let multiarch = out.join("chaos-image-multiarch.tar");
+    build_multiarch(&[(&amd64_image, "amd64"), (&image, "arm64")], &multiarch)?;
     eprintln!(
-        "dist: {} ({:.1} MiB, static, aarch64), {} ({:.1} MiB, FROM scratch, arm64)",
+        "dist: {} ({:.1} MiB, static, aarch64), {} ({:.1} MiB, FROM scratch, arm64), {}, {} ({IMAGE} for amd64 and arm64)",
         binary.display(),
         size as f64 / (1024.0 * 1024.0),
         image.display(),
-        fs::metadata(&image)?.len() as f64 / (1024.0 * 1024.0)
+        fs::metadata(&image)?.len() as f64 / (1024.0 * 1024.0),
+        deb.display(),
+        multiarch.display(),
     );
-    Ok(image)
+    Ok(multiarch)
 }
 
-/// The `/chaos` of an image [`build_image`] made, refused unless the image is for `arch`.
-pub fn binary_in_image(archive: &Path, arch: &str) -> anyhow::Result<Vec<u8>> {
-    let member = |name: &str| -> anyhow::Result<Vec<u8>> {
-        let output = Command::new("tar")
-            .arg("-xOf")
-            .arg(archive)
-            .arg(name)
-            .output()
-            .context("tar")?;
-        if !output.status.success() {
-            bail!("{} holds no {name}", archive.display());
+/// Pushes the single-architecture `images` as one manifest list named [`IMAGE`] into the OCI
+/// archive `archive` (what `skopeo copy --all` takes to a registry), then checks that pulling
+/// it for each architecture gives that architecture's image, as a node's runtime would.
+fn build_multiarch(images: &[(&Path, &str)], archive: &Path) -> anyhow::Result<()> {
+    let _ = fs::remove_file(archive);
+    {
+        let podman = ScratchPodman::new(&dir().join("multiarch"))?;
+        // Both print the list's ID, which says nothing here.
+        run_command(
+            podman
+                .command()
+                .args(["manifest", "create", IMAGE])
+                .stdout(Stdio::null()),
+        )?;
+        for (image, _) in images {
+            run_command(
+                podman
+                    .command()
+                    .args(["manifest", "add", IMAGE])
+                    .arg(format!("oci-archive:{}", image.display()))
+                    .stdout(Stdio::null()),
+            )?;
         }
-        Ok(output.stdout)
+        run_command(
+            podman
+                .command()
+                .args(["manifest", "push", "--quiet", "--all", IMAGE])
+                .arg(format!("oci-archive:{}:{IMAGE}", archive.display())),
+        )?;
+    }
+    for &(image, arch) in images {
+        let podman = ScratchPodman::new(&dir().join("multiarch"))?;
+        let pulled = podman
+            .command()
+            .args(["pull", "--quiet", "--arch", arch])
+            .arg(format!("oci-archive:{}", archive.display()))
+            .output()
+            .context("podman pull")?;
+        let pulled = String::from_utf8_lossy(&pulled.stdout).trim().to_owned();
+        let expected = image_id(image, arch)?;
+        if pulled != expected {
+            bail!(
+                "pulling {} for {arch} gave image {pulled:?}, not {}'s {expected}",
+                archive.display(),
+                image.display()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// A member of the tar archive `archive`.
+fn tar_member(archive: &Path, name: &str) -> anyhow::Result<Vec<u8>> {
+    let output = Command::new("tar")
+        .arg("-xOf")
+        .arg(archive)
+        .arg(name)
+        .output()
+        .context("tar")?;
+    if !output.status.success() {
+        bail!("{} holds no {name}", archive.display());
+    }
+    Ok(output.stdout)
+}
+
+/// Where an OCI archive keeps the blob a descriptor names.
+fn blob_path(descriptor: &serde_json::Value) -> anyhow::Result<String> {
+    let digest = descriptor["digest"]
+        .as_str()
+        .context("an OCI descriptor without a digest")?;
+    Ok(format!("blobs/{}", digest.replacen(':', "/", 1)))
+}
+
+/// An OCI archive's image manifest for `arch`, and the image's ID (its config's digest): the
+/// one image of a single-architecture archive, or that architecture's entry of an image index;
+/// refused unless the image's config says `arch`.
+fn manifest_for(archive: &Path, arch: &str) -> anyhow::Result<(serde_json::Value, String)> {
+    let json = |descriptor: &serde_json::Value| -> anyhow::Result<serde_json::Value> {
+        serde_json::from_slice(&tar_member(archive, &blob_path(descriptor)?)?)
+            .context("an OCI document")
     };
-    let blob_path = |digest: &serde_json::Value| -> anyhow::Result<String> {
-        let digest = digest
-            .as_str()
-            .context("an OCI descriptor without a digest")?;
-        Ok(format!("blobs/{}", digest.replacen(':', "/", 1)))
-    };
-    let json = |bytes: Vec<u8>| -> anyhow::Result<serde_json::Value> {
-        serde_json::from_slice(&bytes).context("an OCI document")
-    };
-    let index = json(member("index.json")?)?;
-    let manifest = json(member(&blob_path(&index["manifests"][0]["digest"])?)?)?;
-    let config = json(member(&blob_path(&manifest["config"]["digest"])?)?)?;
+    let index: serde_json::Value = serde_json::from_slice(&tar_member(archive, "index.json")?)
+        .context("the archive's index.json")?;
+    let mut manifest = json(&index["manifests"][0])?;
+    if manifest["mediaType"] == "application/vnd.oci.image.index.v1+json" {
+        let entries = manifest["manifests"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        let entry = entries
+            .iter()
+            .find(|entry| entry["platform"]["architecture"] == arch)
+            .with_context(|| format!("{}'s image index has no {arch} image", archive.display()))?;
+        manifest = json(entry)?;
+    }
+    let config = json(&manifest["config"])?;
     if config["architecture"] != arch {
         bail!(
             "{} is an image for {}, not {arch}",
@@ -117,6 +202,23 @@ pub fn binary_in_image(archive: &Path, arch: &str) -> anyhow::Result<Vec<u8>> {
             config["architecture"]
         );
     }
+    let id = manifest["config"]["digest"]
+        .as_str()
+        .and_then(|digest| digest.strip_prefix("sha256:"))
+        .context("a config digest that is not sha256")?
+        .to_owned();
+    Ok((manifest, id))
+}
+
+/// The ID the image for `arch` in `archive` gets in a container storage.
+fn image_id(archive: &Path, arch: &str) -> anyhow::Result<String> {
+    manifest_for(archive, arch).map(|(_, id)| id)
+}
+
+/// The `/chaos` of the image for `arch` in an archive [`build_image`] or [`build_multiarch`]
+/// made.
+pub fn binary_in_image(archive: &Path, arch: &str) -> anyhow::Result<Vec<u8>> {
+    let (manifest, _) = manifest_for(archive, arch)?;
     let [layer] = manifest["layers"].as_array().map_or(&[][..], Vec::as_slice) else {
         bail!(
             "{}: not the one layer of a FROM scratch image",
@@ -127,7 +229,7 @@ pub fn binary_in_image(archive: &Path, arch: &str) -> anyhow::Result<Vec<u8>> {
     let output = Command::new("sh")
         .args(["-c", "tar -xOf \"$0\" \"$1\" | tar -xzO chaos"])
         .arg(archive)
-        .arg(blob_path(&layer["digest"])?)
+        .arg(blob_path(layer)?)
         .output()
         .context("tar")?;
     if !output.status.success() || output.stdout.is_empty() {
@@ -186,10 +288,11 @@ fn build_static(target: &str, features: &[&str], to: &Path) -> anyhow::Result<Pa
     Ok(to.to_owned())
 }
 
-/// Packs the static `binary` as a Debian package in `out`, with its man page and shell
-/// completions, generated by the binary itself from the clap definitions: nothing to depend on.
-fn build_deb(binary: &Path, out: &Path) -> anyhow::Result<PathBuf> {
-    let root = out.join("deb-root");
+/// Packs the static `binary` as a Debian package for `arch` in `out`, with its man page and
+/// shell completions, which `docs` (the binary itself, or one with the same features that runs
+/// here) generates from the clap definitions: nothing to depend on.
+fn build_deb(binary: &Path, docs: &Path, out: &Path, arch: &str) -> anyhow::Result<PathBuf> {
+    let root = out.join(format!("deb-root-{arch}"));
     let _ = fs::remove_dir_all(&root);
     let place = |path: &str, bytes: &[u8]| -> anyhow::Result<()> {
         let path = root.join(path);
@@ -197,7 +300,7 @@ fn build_deb(binary: &Path, out: &Path) -> anyhow::Result<PathBuf> {
         fs::write(&path, bytes).with_context(|| format!("write {}", path.display()))
     };
     let generated = |args: &[&str]| -> anyhow::Result<Vec<u8>> {
-        let output = Command::new(binary).args(args).output()?;
+        let output = Command::new(docs).args(args).output()?;
         if !output.status.success() {
             bail!("chaos {args:?}: {:?}", output.status);
         }
@@ -230,13 +333,13 @@ fn build_deb(binary: &Path, out: &Path) -> anyhow::Result<PathBuf> {
     place(
         "DEBIAN/control",
         format!(
-            "Package: chaos\nVersion: {version}\nArchitecture: amd64\nMaintainer: chaos developers <chaos@localhost>\nInstalled-Size: {installed_kib}\nSection: admin\nPriority: optional\nDescription: kernel-level fault injection for one process, container or network path\n chaos makes the calls of one target fail, delays them, shifts its clock or loses its\n packets, through eBPF programs only its targets pay for, and takes them out of the\n kernel when the run ends. A static binary: no dependencies.\n",
+            "Package: chaos\nVersion: {version}\nArchitecture: {arch}\nMaintainer: chaos developers <chaos@localhost>\nInstalled-Size: {installed_kib}\nSection: admin\nPriority: optional\nDescription: kernel-level fault injection for one process, container or network path\n chaos makes the calls of one target fail, delays them, shifts its clock or loses its\n packets, through eBPF programs only its targets pay for, and takes them out of the\n kernel when the run ends. A static binary: no dependencies.\n",
         )
         .as_bytes(),
     )?;
     // Modes of their own, whatever the umask: dpkg-deb refuses a DEBIAN/ it cannot read.
     set_modes(&root)?;
-    let deb = out.join(format!("chaos_{version}_amd64.deb"));
+    let deb = out.join(format!("chaos_{version}_{arch}.deb"));
     run_command(
         Command::new("dpkg-deb")
             .args(["--root-owner-group", "--build"])
@@ -266,45 +369,62 @@ fn set_modes(dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Builds deploy/Containerfile around the binary in `context` and saves it as an OCI archive,
-/// with a podman storage of its own (vfs: it works over any root, overlay included) that is
-/// removed afterwards.
-fn build_image(context: &Path, archive: &Path, arch: &str) -> anyhow::Result<()> {
-    let storage = context.join("podman-storage");
-    let _ = fs::remove_dir_all(&storage);
-    fs::create_dir_all(&storage)?;
-    let conf = storage.join("storage.conf");
-    fs::write(
-        &conf,
-        format!(
-            "[storage]\ndriver = \"vfs\"\ngraphroot = \"{0}/graph\"\nrunroot = \"{0}/run\"\n",
-            storage.display()
-        ),
-    )?;
-    let podman = || {
+/// podman with a container storage of its own in `dir` (vfs: it works over any root, overlay
+/// included), removed when dropped: nothing of the host's storage is used or left.
+struct ScratchPodman {
+    storage: PathBuf,
+    conf: PathBuf,
+}
+
+impl ScratchPodman {
+    fn new(dir: &Path) -> anyhow::Result<Self> {
+        let storage = dir.join("podman-storage");
+        let _ = fs::remove_dir_all(&storage);
+        fs::create_dir_all(&storage)?;
+        let conf = storage.join("storage.conf");
+        fs::write(
+            &conf,
+            format!(
+                "[storage]\ndriver = \"vfs\"\ngraphroot = \"{0}/graph\"\nrunroot = \"{0}/run\"\n",
+                storage.display()
+            ),
+        )?;
+        Ok(Self { storage, conf })
+    }
+
+    fn command(&self) -> Command {
         let mut command = Command::new("podman");
-        command.env("CONTAINERS_STORAGE_CONF", &conf);
+        command.env("CONTAINERS_STORAGE_CONF", &self.conf);
         command
-    };
+    }
+}
+
+impl Drop for ScratchPodman {
+    fn drop(&mut self) {
+        let _ = self.command().args(["rmi", "--all", "--force"]).output();
+        let _ = fs::remove_dir_all(&self.storage);
+    }
+}
+
+/// Builds deploy/Containerfile around the binary in `context` and saves it as an OCI archive.
+fn build_image(context: &Path, archive: &Path, arch: &str) -> anyhow::Result<()> {
+    let podman = ScratchPodman::new(context)?;
     let _ = fs::remove_file(archive);
-    let built = run_command(
-        podman()
+    run_command(
+        podman
+            .command()
             .args(["build", "--quiet", "--arch", arch, "--file"])
             .arg(workspace_root().join("deploy/Containerfile"))
             .args(["--tag", IMAGE])
             .arg(context),
+    )?;
+    run_command(
+        podman
+            .command()
+            .args(["save", "--quiet", "--format", "oci-archive", "--output"])
+            .arg(archive)
+            .arg(IMAGE),
     )
-    .and_then(|()| {
-        run_command(
-            podman()
-                .args(["save", "--quiet", "--format", "oci-archive", "--output"])
-                .arg(archive)
-                .arg(IMAGE),
-        )
-    });
-    let _ = podman().args(["rmi", "--all", "--force"]).output();
-    let _ = fs::remove_dir_all(&storage);
-    built
 }
 
 /// The program interpreter an ELF executable asks for (PT_INTERP), `None` for a static one.
