@@ -7,6 +7,17 @@ pub fn monotonic_now_ns() -> u64 {
     now_ns(libc::CLOCK_MONOTONIC) as u64
 }
 
+/// The [`Instant`](std::time::Instant) at which `CLOCK_MONOTONIC` read `ns` (in this or another
+/// process: the clock is the system's); now for a time not yet come or a zero.
+pub fn instant_of(ns: u64) -> std::time::Instant {
+    let now = std::time::Instant::now();
+    if ns == 0 {
+        return now;
+    }
+    let ago = Duration::from_nanos(monotonic_now_ns().saturating_sub(ns));
+    now.checked_sub(ago).unwrap_or(now)
+}
+
 /// `clock` now, in nanoseconds.
 pub fn now_ns(clock: libc::clockid_t) -> i64 {
     let mut now = libc::timespec {

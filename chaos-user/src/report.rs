@@ -396,11 +396,15 @@ pub fn print_final(human: &str, json: impl FnOnce() -> String, as_json: bool) {
 
 pub use chaos_common::names::{STATUS_LINE_PREFIX, STATUS_LINES_ENV};
 
-/// What a machine-readable status line carries: the run's counters over every fault.
+/// What a machine-readable status line carries: the run's counters over every fault, and when
+/// its programs went live (`CLOCK_MONOTONIC` ns), which `chaos run` divides its workloads'
+/// numbers into phases by.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct StatusCounters {
     pub matched: u64,
     pub injected: u64,
+    #[serde(default)]
+    pub live_since_ns: u64,
 }
 
 /// The live status line on stderr: redrawn in place on a terminal, one JSON line per tick for
@@ -408,6 +412,8 @@ pub struct StatusCounters {
 pub struct StatusLine {
     mode: StatusMode,
     drawn: bool,
+    /// When it was made: a run makes it once its programs are live.
+    live_since_ns: u64,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -426,7 +432,11 @@ impl StatusLine {
         } else {
             StatusMode::Off
         };
-        StatusLine { mode, drawn: false }
+        StatusLine {
+            mode,
+            drawn: false,
+            live_since_ns: crate::clock::monotonic_now_ns(),
+        }
     }
 
     /// Redraws the line with the counters `faults` reads; with the line off, reads nothing (every
@@ -444,6 +454,7 @@ impl StatusLine {
                 let counters = StatusCounters {
                     matched: faults.iter().map(|f| f.matched).sum(),
                     injected: faults.iter().map(|f| f.injected).sum(),
+                    live_since_ns: self.live_since_ns,
                 };
                 let json = serde_json::to_string(&counters).expect("counters serialize");
                 format!("{STATUS_LINE_PREFIX}{json}\n")

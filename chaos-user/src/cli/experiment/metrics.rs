@@ -7,12 +7,15 @@ use std::{
     sync::{Arc, Mutex},
 };
 
+// The supervisor's clock (tokio's, the monotonic one).
+use tokio::time::Instant;
+
 use serde::Serialize;
 
 use super::workload::Metrics;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Phase {
+enum Phase {
     Before,
     During,
     Between,
@@ -30,30 +33,95 @@ impl Phase {
     }
 }
 
-/// The experiment's phase and the faults running, set by the supervisor and read by the
-/// workloads' output readers.
+/// When each fault was live, set by the supervisor as it hears of it and read by the
+/// workloads' output readers: a sample counts in the phase of the instant its line was read,
+/// however late the supervisor heard that a fault went live (a call the fault delayed can
+/// return before that).
 #[derive(Clone)]
-pub struct SharedPhase(Arc<Mutex<Vec<String>>>);
+pub struct SharedPhase(Arc<Mutex<Timeline>>);
 
-impl Default for SharedPhase {
-    fn default() -> Self {
-        SharedPhase(Arc::new(Mutex::new(vec![Phase::Before.name().to_owned()])))
-    }
+struct Timeline {
+    faults: Vec<FaultWindow>,
+    /// When the experiment ended: later samples count as after.
+    closed: Option<Instant>,
+}
+
+/// One fault: its name, when its programs went live and when its process ended.
+struct FaultWindow {
+    name: String,
+    live: Option<Instant>,
+    ended: Option<Instant>,
 }
 
 impl SharedPhase {
-    /// Enters `phase`, with the names of the faults running.
-    pub fn set<'a>(&self, phase: Phase, running: impl IntoIterator<Item = &'a str>) {
-        let mut labels = vec![phase.name().to_owned()];
-        if phase == Phase::During {
-            labels.extend(running.into_iter().map(|name| format!("during:{name}")));
-        }
-        *self.0.lock().expect("phase lock") = labels;
+    /// The timeline of the faults named `faults`, none started yet.
+    pub fn new(faults: impl IntoIterator<Item = String>) -> Self {
+        let faults = faults
+            .into_iter()
+            .map(|name| FaultWindow {
+                name,
+                live: None,
+                ended: None,
+            })
+            .collect();
+        SharedPhase(Arc::new(Mutex::new(Timeline {
+            faults,
+            closed: None,
+        })))
     }
 
-    /// The phases a sample taken now counts in.
-    pub fn labels(&self) -> Vec<String> {
-        self.0.lock().expect("phase lock").clone()
+    /// Fault `index`'s programs went live at `at`.
+    pub fn live(&self, index: usize, at: Instant) {
+        self.0.lock().expect("phase lock").faults[index]
+            .live
+            .get_or_insert(at);
+    }
+
+    /// Fault `index`'s process ended at `at` (its programs detached before).
+    pub fn ended(&self, index: usize, at: Instant) {
+        self.0.lock().expect("phase lock").faults[index]
+            .ended
+            .get_or_insert(at);
+    }
+
+    /// The experiment ended at `at`.
+    pub fn close(&self, at: Instant) {
+        self.0.lock().expect("phase lock").closed.get_or_insert(at);
+    }
+
+    /// The phases a sample read at `at` counts in: `before` the first fault went live, `during`
+    /// and `during:NAME` while any is live, `between` while none is but one is still to
+    /// come, `after` once none is left to.
+    pub fn labels_at(&self, at: Instant) -> Vec<String> {
+        let timeline = self.0.lock().expect("phase lock");
+        let phase = |phase: Phase| vec![phase.name().to_owned()];
+        if timeline.closed.is_some_and(|closed| closed <= at) {
+            return phase(Phase::After);
+        }
+        let live_by = |fault: &FaultWindow| fault.live.is_some_and(|live| live <= at);
+        let ended_by = |fault: &FaultWindow| fault.ended.is_some_and(|ended| ended <= at);
+        if !timeline.faults.iter().any(live_by) {
+            return phase(Phase::Before);
+        }
+        let running: Vec<&FaultWindow> = timeline
+            .faults
+            .iter()
+            .filter(|fault| live_by(fault) && !ended_by(fault))
+            .collect();
+        if !running.is_empty() {
+            let mut labels = phase(Phase::During);
+            labels.extend(running.iter().map(|fault| format!("during:{}", fault.name)));
+            return labels;
+        }
+        if timeline
+            .faults
+            .iter()
+            .any(|fault| !live_by(fault) && !ended_by(fault))
+        {
+            phase(Phase::Between)
+        } else {
+            phase(Phase::After)
+        }
     }
 }
 
@@ -166,21 +234,19 @@ mod tests {
 
     #[test]
     fn json_lines_give_every_number_by_its_path() {
-        let phase = SharedPhase::default();
         let mut into = PhaseMetrics::new();
-        phase.set(Phase::During, ["loss"]);
+        let during = vec!["during".to_owned(), "during:loss".to_owned()];
         for line in [
             r#"{"p99_ms": 12.5, "errors": 0, "latency": {"p50": 3}, "host": "x"}"#,
             "not json",
             r#"{"p99_ms": 30, "errors": 4}"#,
         ] {
-            record(&Metrics::JsonLines, line, &phase.labels(), &mut into);
+            record(&Metrics::JsonLines, line, &during, &mut into);
         }
-        phase.set(Phase::After, ["loss"]);
         record(
             &Metrics::JsonLines,
             r#"{"errors": 1}"#,
-            &phase.labels(),
+            &["after".to_owned()],
             &mut into,
         );
         let during = &into["during"];
@@ -197,6 +263,36 @@ mod tests {
         assert!(!into.contains_key("before") && !into.contains_key("after:loss"));
     }
 
+    /// Two faults, `a` live from 10 to 30 and `b` from 20 to 40 (ms after `t0`), told to the
+    /// timeline out of order and after the samples: each sample counts by when it was read.
+    #[test]
+    fn a_sample_counts_in_the_phase_of_when_it_was_read() {
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + std::time::Duration::from_millis(ms);
+        let phase = SharedPhase::new(["a".to_owned(), "b".to_owned(), "c".to_owned()]);
+        let labels = |ms: u64| phase.labels_at(at(ms)).join(",");
+        phase.live(1, at(20));
+        phase.live(0, at(10));
+        assert_eq!(labels(5), "before");
+        assert_eq!(labels(10), "during,during:a");
+        assert_eq!(labels(25), "during,during:a,during:b");
+        phase.ended(1, at(40));
+        phase.ended(0, at(30));
+        assert_eq!(labels(35), "during,during:b");
+        // `c` has not gone live yet: it is still to come.
+        assert_eq!(labels(45), "between");
+        // Ended without going live (stopped, or refused): nothing is left to come.
+        phase.ended(2, at(50));
+        assert_eq!(labels(45), "between");
+        assert_eq!(labels(55), "after");
+        // A second report of either changes nothing.
+        phase.live(0, at(100));
+        assert_eq!(labels(25), "during,during:a,during:b");
+        phase.close(at(60));
+        assert_eq!(labels(55), "after");
+        assert_eq!(labels(60), "after");
+    }
+
     #[test]
     fn a_regex_gives_its_named_groups() {
         let metrics = Metrics::Regex(
@@ -211,7 +307,7 @@ mod tests {
             "Non-2xx or 3xx responses: 7",
             "other",
         ] {
-            record(&metrics, line, &SharedPhase::default().labels(), &mut into);
+            record(&metrics, line, &["before".to_owned()], &mut into);
         }
         let before = &into["before"];
         assert_eq!(before["rps"].last, 1234.56);

@@ -27,7 +27,7 @@ use tokio::{
 
 use super::{
     Experiment, PlannedFault, SteadyState,
-    metrics::{self, Phase, PhaseMetrics, SharedPhase},
+    metrics::{self, PhaseMetrics, SharedPhase},
     report::{
         CheckReport, ExperimentEnd, ExperimentReport, FaultOutcome, FaultState, WorkloadReport,
         describe_exit,
@@ -60,17 +60,25 @@ const READY_EVERY: Duration = Duration::from_millis(200);
 /// background may hold its pipes open.
 const OUTPUT_DRAIN: Duration = Duration::from_secs(1);
 
+/// How long after a workload's line is read its numbers wait to be put in a phase: the supervisor
+/// hears that a fault went live (or ended) a little after it did, later still on a loaded or
+/// emulated machine.
+const SETTLE: Duration = Duration::from_secs(1);
+
 /// What the children tell the supervisor.
 enum Event {
+    /// A fault process ended `at` (its programs detached before).
     FaultEnded {
         index: usize,
+        at: Instant,
         status: std::io::Result<ExitStatus>,
         stdout: String,
         stderr_tail: Vec<String>,
     },
-    /// A fault process reported its first counters: its programs are attached.
+    /// A fault process reported its first counters: its programs went live `at`.
     FaultAttached {
         index: usize,
+        at: Instant,
     },
     WorkloadExited {
         index: usize,
@@ -185,7 +193,7 @@ pub async fn run(
             })
             .collect(),
         workload_stops: experiment.workloads.iter().map(|_| None).collect(),
-        phase: SharedPhase::default(),
+        phase: SharedPhase::new(experiment.faults.iter().map(|fault| fault.name.clone())),
         attached: vec![false; experiment.faults.len()],
         check: experiment.steady_state.as_ref().map(|check| CheckReport {
             command: check.command.clone(),
@@ -358,7 +366,7 @@ impl Supervisor<'_> {
 
         let ended_by = self.end_faults(ended_by, &mut received, interrupts).await;
         self.finish_check(&mut received).await;
-        self.phase.set(Phase::After, []);
+        self.phase.close(Instant::now());
         if let Some(check) = &experiment.steady_state {
             let result = run_check(check, &self.workdir, self.check_env()).await;
             let report = self.check.as_mut().expect("a check report");
@@ -520,18 +528,20 @@ impl Supervisor<'_> {
                 }
                 None
             }
-            Event::FaultAttached { index } => {
+            Event::FaultAttached { index, at } => {
                 self.attached[index] = true;
-                self.enter_phase();
+                self.phase.live(index, at);
                 None
             }
             Event::FaultEnded {
                 index,
+                at,
                 status,
                 stdout,
                 stderr_tail,
             } => {
                 self.fault_pids[index] = None;
+                self.phase.ended(index, at);
                 let outcome = &mut self.outcomes[index];
                 outcome.report = serde_json::from_str(stdout.trim()).ok();
                 let failed = match status {
@@ -552,7 +562,6 @@ impl Supervisor<'_> {
                     outcome.state = FaultState::Ran;
                 }
                 self.live.lock().expect("live lock")[index].state = Some(outcome.state);
-                self.enter_phase();
                 failed.then_some(ExperimentEnd::FaultFailed)
             }
         }
@@ -611,35 +620,6 @@ impl Supervisor<'_> {
         }
     }
 
-    /// Sets the phase the workloads' numbers count in from the faults' states: a fault is
-    /// active from when its programs are attached until its process ends.
-    fn enter_phase(&self) {
-        let active = || {
-            self.outcomes
-                .iter()
-                .zip(&self.attached)
-                .filter(|(o, attached)| o.state == FaultState::Running && **attached)
-                .map(|(o, _)| o.name.as_str())
-        };
-        let pending = self
-            .outcomes
-            .iter()
-            .zip(&self.attached)
-            .any(|(o, attached)| {
-                o.state == FaultState::NotStarted || (o.state == FaultState::Running && !attached)
-            });
-        let phase = if !self.attached.iter().any(|a| *a) {
-            Phase::Before
-        } else if active().next().is_some() {
-            Phase::During
-        } else if pending {
-            Phase::Between
-        } else {
-            Phase::After
-        };
-        self.phase.set(phase, active());
-    }
-
     /// Waits for a check started during the experiment (bounded by its timeout): it counts as a
     /// check during the faults, and must not see the workloads being stopped after it.
     async fn finish_check(&mut self, received: &mut Events) {
@@ -689,7 +669,6 @@ impl Supervisor<'_> {
         self.fault_pids[index] = child.id();
         self.live.lock().expect("live lock")[index].state = Some(FaultState::Running);
         self.outcomes[index].state = FaultState::Running;
-        self.enter_phase();
         let mut stdout = child.stdout.take().expect("piped stdout");
         let stderr = child.stderr.take().expect("piped stderr");
         let (live, console, name) = (self.live.clone(), self.console.clone(), fault.name.clone());
@@ -706,11 +685,15 @@ impl Supervisor<'_> {
                 let mut lines = BufReader::new(stderr).lines();
                 while let Ok(Some(line)) = lines.next_line().await {
                     if let Some(json) = line.strip_prefix(STATUS_LINE_PREFIX) {
-                        if let Ok(counters) = serde_json::from_str(json) {
+                        let counters = serde_json::from_str::<StatusCounters>(json).ok();
+                        if let Some(counters) = counters {
                             live.lock().expect("live lock")[index].counters = counters;
                         }
                         if !std::mem::replace(&mut seen_status, true) {
-                            let _ = attached.send(Event::FaultAttached { index });
+                            let at = counters.map_or_else(Instant::now, |counters| {
+                                Instant::from_std(crate::clock::instant_of(counters.live_since_ns))
+                            });
+                            let _ = attached.send(Event::FaultAttached { index, at });
                         }
                         continue;
                     }
@@ -726,9 +709,12 @@ impl Supervisor<'_> {
                 Vec::from(tail)
             };
             let (stdout, stderr_tail) = tokio::join!(read_stdout, read_stderr);
+            // Both streams closed: the process is exiting, its programs detached.
+            let at = Instant::now();
             let status = child.wait().await;
             let _ = events.send(Event::FaultEnded {
                 index,
+                at,
                 status,
                 stdout,
                 stderr_tail,
@@ -898,7 +884,7 @@ impl WorkloadWatcher {
         forward_lines(child.stdout.take().expect("piped stdout"), lines.clone());
         forward_lines(child.stderr.take().expect("piped stderr"), lines);
         let mut tail = VecDeque::new();
-        let mut gathered = PhaseMetrics::new();
+        let mut samples = Samples::default();
         let lifetime_end = self.lifetime.map(|lifetime| started + lifetime);
         // Set once SIGTERM is sent: when SIGKILL follows.
         let mut kill_at: Option<Instant> = None;
@@ -906,7 +892,7 @@ impl WorkloadWatcher {
         let status = loop {
             tokio::select! {
                 status = child.wait() => break status,
-                Some(line) = received.recv() => self.line(line, &mut tail, &mut gathered),
+                Some((at, line)) = received.recv() => self.line(at, line, &mut tail, &mut samples),
                 _ = sleep_until(lifetime_end.unwrap_or(started)), if lifetime_end.is_some() && kill_at.is_none() => {
                     signal(group, libc::SIGTERM);
                     kill_at = Some(Instant::now() + self.stop_timeout);
@@ -935,25 +921,36 @@ impl WorkloadWatcher {
         }
         let elapsed = started.elapsed();
         let _ = timeout(OUTPUT_DRAIN, async {
-            while let Some(line) = received.recv().await {
-                self.line(line, &mut tail, &mut gathered);
+            while let Some((at, line)) = received.recv().await {
+                self.line(at, line, &mut tail, &mut samples);
             }
         })
         .await;
+        samples.settle(self.metrics.as_ref(), &self.phase, Instant::now());
         let _ = events.send(Event::WorkloadExited {
             index: self.index,
             status,
             stopped: kill_at.is_some(),
             elapsed,
             output: Vec::from(tail),
-            metrics: self.metrics.is_some().then_some(gathered),
+            metrics: self.metrics.is_some().then_some(samples.gathered),
         });
     }
 
-    /// One line of the workload's output: shown, kept in the tail, its numbers gathered.
-    fn line(&mut self, line: String, tail: &mut VecDeque<String>, gathered: &mut PhaseMetrics) {
-        if let Some(metrics) = &self.metrics {
-            metrics::record(metrics, &line, &self.phase.labels(), gathered);
+    /// One line of the workload's output, read `at`: shown, kept in the tail, its numbers
+    /// gathered once the supervisor has surely heard what the faults did by then.
+    fn line(
+        &mut self,
+        at: Instant,
+        line: String,
+        tail: &mut VecDeque<String>,
+        samples: &mut Samples,
+    ) {
+        if self.metrics.is_some() {
+            samples.unsettled.push_back((at, line.clone()));
+            if let Some(settled) = Instant::now().checked_sub(SETTLE) {
+                samples.settle(self.metrics.as_ref(), &self.phase, settled);
+            }
         }
         self.console
             .lock()
@@ -966,10 +963,34 @@ impl WorkloadWatcher {
     }
 }
 
-/// Sends each line `stream` yields to `lines` (bytes that are not UTF-8 replaced), until its end.
+/// A workload's lines with numbers, gathered per phase once settled.
+#[derive(Default)]
+struct Samples {
+    /// Read less than [`SETTLE`] ago, with when.
+    unsettled: VecDeque<(Instant, String)>,
+    gathered: PhaseMetrics,
+}
+
+impl Samples {
+    /// Gathers the lines read before `until` in the phases of when each was read.
+    fn settle(&mut self, metrics: Option<&Metrics>, phase: &SharedPhase, until: Instant) {
+        let Some(metrics) = metrics else {
+            return;
+        };
+        while let Some((at, _)) = self.unsettled.front()
+            && *at <= until
+        {
+            let (at, line) = self.unsettled.pop_front().expect("a front");
+            metrics::record(metrics, &line, &phase.labels_at(at), &mut self.gathered);
+        }
+    }
+}
+
+/// Sends each line `stream` yields to `lines` with when it was read (bytes that are not UTF-8
+/// replaced), until its end.
 fn forward_lines(
     stream: impl tokio::io::AsyncRead + Unpin + Send + 'static,
-    lines: UnboundedSender<String>,
+    lines: UnboundedSender<(Instant, String)>,
 ) {
     tokio::spawn(async move {
         let mut reader = BufReader::new(stream);
@@ -981,7 +1002,10 @@ fn forward_lines(
         {
             let text = String::from_utf8_lossy(&line);
             if lines
-                .send(text.trim_end_matches(['\n', '\r']).to_owned())
+                .send((
+                    Instant::now(),
+                    text.trim_end_matches(['\n', '\r']).to_owned(),
+                ))
                 .is_err()
             {
                 break;
