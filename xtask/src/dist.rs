@@ -85,6 +85,7 @@ pub fn aarch64() -> anyhow::Result<PathBuf> {
     build_image(&context, &image, "arm64")?;
     // The x86_64 node binary has the same features: it writes the man page and completions.
     let deb = build_deb(&binary, &node, &out, "arm64")?;
+    check_deb(&deb, "arm64", &binary)?;
     let multiarch = out.join("chaos-image-multiarch.tar");
     build_multiarch(&[(&amd64_image, "amd64"), (&image, "arm64")], &multiarch)?;
     eprintln!(
@@ -348,6 +349,38 @@ fn build_deb(binary: &Path, docs: &Path, out: &Path, arch: &str) -> anyhow::Resu
     )?;
     fs::remove_dir_all(&root)?;
     Ok(deb)
+}
+
+/// Checks a package as dpkg reads it: for `arch`, its `/usr/bin/chaos` the bytes of `binary`
+/// (tests/tests/dist.rs checks the amd64 package's files by running them, which an arm64 one
+/// cannot be here).
+fn check_deb(deb: &Path, arch: &str, binary: &Path) -> anyhow::Result<()> {
+    let field = Command::new("dpkg-deb")
+        .args(["--field"])
+        .arg(deb)
+        .arg("Architecture")
+        .output()
+        .context("dpkg-deb --field")?;
+    let field = String::from_utf8_lossy(&field.stdout).trim().to_owned();
+    if field != arch {
+        bail!("{} says Architecture {field:?}, not {arch}", deb.display());
+    }
+    let packed = Command::new("sh")
+        .args([
+            "-c",
+            "dpkg-deb --fsys-tarfile \"$0\" | tar -xO ./usr/bin/chaos",
+        ])
+        .arg(deb)
+        .output()
+        .context("dpkg-deb --fsys-tarfile")?;
+    if packed.stdout != fs::read(binary)? {
+        bail!(
+            "{}'s /usr/bin/chaos is not {}",
+            deb.display(),
+            binary.display()
+        );
+    }
+    Ok(())
 }
 
 /// Directories 0755 and files 0644 below `dir`, executables (`usr/bin/`) 0755.
