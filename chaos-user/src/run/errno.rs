@@ -290,7 +290,11 @@ impl<'t> CallsLoaded<'t> {
             deadline_ns: deadline.ns,
             ..self.fault
         };
-        self.loaded.set(names::MAP_FAULTS, FAULT_SLOT, fault)?;
+        // Set with its deadline passed while the hooks attach one by one, then armed at once:
+        // an operation on several syscalls or sites (the kprobe rung's fork and clone, connect
+        // over IPv4 and IPv6) never fails on some of them and not the others.
+        self.loaded
+            .set(names::MAP_FAULTS, FAULT_SLOT, disarmed(fault))?;
         let cgroups = self
             .targets
             .attach_cgroups()
@@ -324,9 +328,14 @@ impl<'t> CallsLoaded<'t> {
                 self.loaded.pin_map(name, dir)?;
             }
         }
-        Ok(CallsAttachment {
+        let mut attachment = CallsAttachment {
             loaded: self.loaded,
-        })
+            fault,
+        };
+        attachment
+            .loaded
+            .set(names::MAP_FAULTS, FAULT_SLOT, fault)?;
+        Ok(attachment)
     }
 
     /// Makes the tree targets' existing descendants targets. A descendant that forks before it
@@ -365,6 +374,8 @@ impl<'t> CallsLoaded<'t> {
 /// A fault on calls live in the kernel.
 pub struct CallsAttachment {
     loaded: Loaded,
+    /// The fault as armed.
+    fault: CallFault,
 }
 
 /// An attachment dropped on an error path detaches as a finished run does: in the reverse of
@@ -377,8 +388,12 @@ impl Drop for CallsAttachment {
 }
 
 impl CallsAttachment {
-    /// Detaches and unloads every program but keeps the maps (final counters).
+    /// Disarms the fault on every hook at once, then detaches and unloads every program but
+    /// keeps the maps (final counters).
     pub fn detach(&mut self) {
+        let _ = self
+            .loaded
+            .set(names::MAP_FAULTS, FAULT_SLOT, disarmed(self.fault));
         self.loaded.detach();
     }
 
@@ -393,6 +408,15 @@ impl CallsAttachment {
     pub fn target_counters(&self, index: usize) -> Counters {
         self.loaded
             .counters(names::MAP_TARGET_COUNTERS, index as u32)
+    }
+}
+
+/// `fault` with its deadline passed: the programs match and inject nothing (the fork and exit
+/// programs still follow the targets).
+fn disarmed(fault: CallFault) -> CallFault {
+    CallFault {
+        deadline_ns: 0,
+        ..fault
     }
 }
 

@@ -24,6 +24,8 @@ use crate::{
 /// interfaces: an fq or clsact qdisc it added).
 pub struct NetAttachment {
     loaded: Loaded,
+    /// The fault as armed.
+    fault: net::NetFault,
     cgroup: bool,
     xdp: bool,
     fq: bool,
@@ -107,7 +109,8 @@ impl<'t> NetLoaded<'t> {
             deadline_ns: deadline.ns,
             ..fault
         };
-        loaded.set(names::MAP_NET_FAULTS, 0, fault)?;
+        // Armed once every hook is attached, on all at once (both directions, every interface).
+        loaded.set(names::MAP_NET_FAULTS, 0, disarmed(fault))?;
         let cgroups = match &target.cgroup {
             Some(cgroup) => {
                 vec![
@@ -138,8 +141,10 @@ impl<'t> NetLoaded<'t> {
                 .unwrap_or_default();
             loaded.hand_over(&id)?;
         }
+        loaded.set(names::MAP_NET_FAULTS, 0, fault)?;
         Ok(NetAttachment {
             loaded,
+            fault,
             cgroup: target.cgroup.is_some(),
             xdp: xdp.is_some(),
             fq,
@@ -163,8 +168,12 @@ impl NetAttachment {
         }
     }
 
-    /// Detaches and unloads the programs but keeps the maps for the final counters.
+    /// Disarms the fault on every hook at once, then detaches and unloads the programs but
+    /// keeps the maps for the final counters.
     pub fn detach(&mut self) {
+        let _ = self
+            .loaded
+            .set(names::MAP_NET_FAULTS, 0, disarmed(self.fault));
         self.loaded.detach();
     }
 
@@ -176,5 +185,13 @@ impl NetAttachment {
             _ => return Counters::default(),
         };
         self.loaded.counters(names::MAP_NET_COUNTERS, index)
+    }
+}
+
+/// `fault` with its deadline passed: the programs let every packet through untouched.
+fn disarmed(fault: net::NetFault) -> net::NetFault {
+    net::NetFault {
+        deadline_ns: 0,
+        ..fault
     }
 }
