@@ -46,14 +46,15 @@ as_postgres() {
     setpriv --reuid=postgres --regid=postgres --init-groups -- "$@"
 }
 
-# count_acked DIR PORT: sets $acked to how many commits DIR/acked lists and $present to how many
-# of them the PostgreSQL on PORT has (empty when it does not answer within 5 s), both from one
-# read of the list, which the application keeps appending to.
+# count_acked DIR PORT [SECONDS]: sets $acked to how many commits DIR/acked lists and $present to
+# how many of them the PostgreSQL on PORT has (empty when it does not answer within SECONDS,
+# default 5: a steady-state check has 10), both from one read of the list, which the application
+# keeps appending to.
 count_acked() {
     list=$(cat "$1/acked" 2>/dev/null)
     acked=$(printf '%s' "$list" | grep -c .)
     present=
     [ "$acked" -gt 0 ] || return 0
-    present=$(PGCONNECT_TIMEOUT=3 timeout 5 psql -h 127.0.0.1 -p "$2" -U postgres -Atq -c \
+    present=$(PGCONNECT_TIMEOUT="${3:-5}" timeout "${3:-5}" psql -h 127.0.0.1 -p "$2" -U postgres -Atq -c \
         "SELECT count(*) FROM drill WHERE n IN ($(printf '%s\n' "$list" | paste -sd,))" 2>/dev/null)
 }

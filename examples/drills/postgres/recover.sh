@@ -65,7 +65,9 @@ done
 echo "PostgreSQL is back on $loop"
 grep -E "not properly shut down|redo (starts|done)" "$dir/server.log"
 while :; do
-    count_acked "$dir" 5493
+    # A generous wait: one psql took seconds in a loaded, emulated guest, where 5 s let none
+    # through after recovery.
+    count_acked "$dir" 5493 30
     replayed=0
     grep -q "redo done" "$dir/server.log" && replayed=1
     [ -z "$present" ] || printf '{"acked": %d, "present": %d, "missing": %d, "replayed": %d}\n' \
