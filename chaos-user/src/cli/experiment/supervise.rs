@@ -194,7 +194,6 @@ pub async fn run(
             .collect(),
         workload_stops: experiment.workloads.iter().map(|_| None).collect(),
         phase: SharedPhase::new(experiment.faults.iter().map(|fault| fault.name.clone())),
-        attached: vec![false; experiment.faults.len()],
         check: experiment.steady_state.as_ref().map(|check| CheckReport {
             command: check.command.clone(),
             before: false,
@@ -248,8 +247,6 @@ struct Supervisor<'a> {
     workload_stops: Vec<Option<oneshot::Sender<()>>>,
     /// Where the experiment stands, for the workloads' metrics.
     phase: SharedPhase,
-    /// Which faults' programs were attached (they reported counters).
-    attached: Vec<bool>,
     check: Option<CheckReport>,
     /// A check during the faults is running.
     checking: bool,
@@ -529,7 +526,6 @@ impl Supervisor<'_> {
                 None
             }
             Event::FaultAttached { index, at } => {
-                self.attached[index] = true;
                 self.phase.live(index, at);
                 None
             }
