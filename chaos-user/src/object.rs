@@ -26,6 +26,14 @@ pub fn by_name(name: &str) -> Option<&'static [u8]> {
     }
 }
 
+/// The name of the embedded object `bytes` (one of the above).
+pub fn name_of(bytes: &[u8]) -> &'static str {
+    ["errno", "errno-legacy", "net", "probe"]
+        .into_iter()
+        .find(|&name| by_name(name).is_some_and(|object| std::ptr::eq(object, bytes)))
+        .unwrap_or("")
+}
+
 /// Each preallocated hash map of the object `bytes` (one of the above) with the programs that
 /// use it, as build.rs found them in the object's relocations.
 pub fn hash_map_users(bytes: &[u8]) -> &'static [(&'static str, &'static [&'static str])] {

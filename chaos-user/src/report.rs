@@ -182,6 +182,9 @@ pub struct Report {
     /// How long the targets were frozen in all (`chaos pause`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub frozen_ms: Option<u64>,
+    /// Whether the run's programs were taken verified from `chaos idle`'s spares.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub spare_programs: bool,
 }
 
 /// A target: a process (`pid`, with its descendants when `tree`), or every process under
@@ -326,6 +329,7 @@ impl Report {
             elapsed_ms,
             warnings,
             frozen_ms: None,
+            spare_programs: false,
         }
     }
 

@@ -299,3 +299,120 @@ fn cgroup_hooks_fail_with_eperm_where_they_cannot_set_the_errno() {
     assert_scoped_fault(&[&target], &bystander, errno, window, fault);
     assert_no_chaos_programs();
 }
+
+/// A connect fault on `pid`.
+fn timeout_args(pid: &str) -> [&str; 7] {
+    [
+        "fail",
+        "--pid",
+        pid,
+        "--op",
+        "connect",
+        "--errno",
+        "ETIMEDOUT",
+    ]
+}
+
+/// `chaos idle` and the directory of the spares it keeps, once it has made it.
+fn start_idle() -> (Chaos, std::path::PathBuf) {
+    let idle = Chaos::spawn(&mut chaos_command(&["idle"]));
+    let keeper = std::path::PathBuf::from(format!("/sys/fs/bpf/chaos/spare-{}", idle.id()));
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !keeper.is_dir() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "chaos idle never made {}",
+            keeper.display()
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+    (idle, keeper)
+}
+
+fn spares_in(keeper: &std::path::Path) -> usize {
+    std::fs::read_dir(keeper).map_or(0, |entries| entries.count())
+}
+
+/// Whether this kernel's connect programs can be kept as spares: not where they load as
+/// fmod_ret, past aya, again for each function as they attach.
+fn spareable() -> bool {
+    !hooks_in_use("connect")
+        .iter()
+        .any(|hook| matches!(hook, chaos_common::hook::Hook::FmodRet { .. }))
+}
+
+#[test]
+fn with_chaos_idle_the_next_run_takes_the_programs_verified_ahead() {
+    let bed = ConnectBed::new(VICTIM, "spare");
+    let (first_target, target, bystander) = (bed.victim(), bed.victim(), bed.victim());
+    let (mut idle, keeper) = start_idle();
+
+    let first_pid = first_target.pid().to_string();
+    let first = run_chaos_until_failed(&timeout_args(&first_pid), &[&first_target]);
+    assert!(
+        first.report.get("spare_programs").is_none(),
+        "{}",
+        first.report
+    );
+    if !spareable() {
+        assert_eq!(spares_in(&keeper), 0, "a spare of fmod_ret programs");
+        println!(
+            "NOT RUN here: connect loads as fmod_ret, which no spare holds; host and the cgroup guests run it"
+        );
+        return;
+    }
+    // Its spare: the same programs, loaded once more and attached nowhere.
+    assert_eq!(spares_in(&keeper), 1, "the first run left no spare");
+    for &hook in hooks_in_use("connect") {
+        assert_eq!(loaded_count(hook), 1, "{} as a spare", hook.program());
+    }
+
+    // A run of the same fault on another process takes it.
+    let pid = target.pid().to_string();
+    let Ran { report, window, .. } = run_chaos_until_failed(&timeout_args(&pid), &[&target]);
+    assert_eq!(report["spare_programs"], true, "{report}");
+    target.wait_for_call_after(window.1);
+    assert_scoped_fault(
+        &[&target],
+        &bystander,
+        libc::ETIMEDOUT,
+        window,
+        &report["faults"][0],
+    );
+    // The second run left one in its place, which idle takes with it as it ends.
+    assert_eq!(spares_in(&keeper), 1);
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(idle.id() as i32, libc::SIGTERM) };
+    let status = idle.wait().expect("wait for chaos idle");
+    assert!(status.success(), "chaos idle on SIGTERM: {status:?}");
+    assert!(!keeper.exists(), "chaos idle left {}", keeper.display());
+    assert_no_chaos_programs();
+}
+
+#[test]
+fn the_spares_of_a_killed_chaos_idle_go_with_the_next_chaos_command() {
+    let bed = ConnectBed::new(VICTIM, "spare-kill");
+    let target = bed.victim();
+    let (mut idle, keeper) = start_idle();
+    let pid = target.pid().to_string();
+    run_chaos_until_failed(
+        &["fail", "--pid", &pid, "--op", "connect", "--errno", "EIO"],
+        &[&target],
+    );
+    let spares = spares_in(&keeper);
+    assert_eq!(spares, usize::from(spareable()));
+    idle.kill().expect("SIGKILL chaos idle");
+    idle.wait().expect("wait for chaos idle");
+    assert!(keeper.exists(), "nothing to clean up");
+
+    let output = chaos(&["cleanup", "--json"]);
+    assert!(output.status.success(), "{output:?}");
+    let cleaned = json_report(&output);
+    assert_eq!(
+        cleaned["spares"],
+        serde_json::json!([keeper.display().to_string()]),
+        "{cleaned}"
+    );
+    assert!(!keeper.exists());
+    assert_no_chaos_programs();
+}

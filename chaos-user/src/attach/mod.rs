@@ -31,6 +31,7 @@ use thiserror::Error;
 pub mod fmod_ret;
 pub mod pid_bits;
 pub mod qdisc;
+pub mod spare;
 
 use crate::{netlink, sys::Netns};
 
@@ -201,6 +202,9 @@ pub struct Loaded {
     tcx: bool,
     /// Per interface an XDP program went on: whether in native (driver) mode.
     xdp_native: Vec<bool>,
+    /// The pins of the spare these programs came from, removed once they are attached
+    /// ([`Loaded::unpin_spare`]): the first failure does not wait for it.
+    spare: Option<PathBuf>,
 }
 
 impl Loaded {
@@ -235,7 +239,24 @@ impl Loaded {
             changes: Vec::new(),
             tcx: tcx_links(),
             xdp_native: Vec::new(),
+            spare: None,
         })
+    }
+
+    /// `hooks`' programs of `object`, loaded already (a spare pinned in `pins`: see [`spare`]).
+    fn from_spare(ebpf: Ebpf, object: &'static [u8], hooks: &[Hook], pins: PathBuf) -> Self {
+        Loaded {
+            ebpf,
+            object,
+            loaded: hooks.to_vec(),
+            shrunk: Vec::new(),
+            relocated: None,
+            fmod_ret: Vec::new(),
+            changes: Vec::new(),
+            tcx: tcx_links(),
+            xdp_native: Vec::new(),
+            spare: Some(pins),
+        }
     }
 
     /// Loads `object` without globals (a probe, a network fault), for `hooks`. The errno
@@ -703,10 +724,18 @@ impl Loaded {
             .try_for_each(|change| change.hand_over(id))
     }
 
+    /// Removes the pins of the spare the programs came from, if they did.
+    pub fn unpin_spare(&mut self) {
+        if let Some(pins) = self.spare.take() {
+            spare::release(&pins);
+        }
+    }
+
     /// Detaches and unloads every program and undoes the changes, but keeps the maps: counters
     /// read after this are final, as no call can be acted on between the reading and the
     /// detaching.
     pub fn detach(&mut self) {
+        self.unpin_spare();
         // Links first, then the programs.
         for fmod_ret in &mut self.fmod_ret {
             fmod_ret.link = None;

@@ -35,7 +35,8 @@ pub struct StopArgs {
 }
 
 /// Put back what runs that were killed left behind: the root qdiscs that delay faults replaced,
-/// and the pins of detached runs past their deadline. Every chaos command does this first;
+/// the pins of detached runs past their deadline, and the spare programs of a `chaos idle` that
+/// was killed. Every chaos command does this first;
 /// this one only does that, and says what it did.
 ///
 /// Example: chaos cleanup --json
@@ -53,6 +54,9 @@ pub struct CleanedUp {
     pub expired_runs: Vec<String>,
     /// Interfaces whose default root qdisc was put back (`iface (netns)`).
     pub qdiscs: Vec<String>,
+    /// Spare programs of a `chaos idle` that was killed, or of a run killed while it took or
+    /// made one, unpinned (their directories).
+    pub spares: Vec<String>,
 }
 
 /// Puts back what killed runs left behind.
@@ -60,6 +64,7 @@ pub fn clean_up() -> CleanedUp {
     CleanedUp {
         expired_runs: detached::clean_up_expired(),
         qdiscs: crate::attach::qdisc::restore_orphans(),
+        spares: crate::attach::spare::clean_up(),
     }
 }
 
@@ -68,11 +73,13 @@ pub fn cleanup(args: CleanupArgs, cleaned: CleanedUp) -> Result<u8, Error> {
         println!("{}", serde_json::to_string(&cleaned).expect("serializes"));
     } else {
         println!(
-            "unpinned {} expired detached run(s){}; put back the root qdisc of {} interface(s){}",
+            "unpinned {} expired detached run(s){}; put back the root qdisc of {} interface(s){}; unpinned {} orphaned spare(s){}",
             cleaned.expired_runs.len(),
             in_parens(&cleaned.expired_runs),
             cleaned.qdiscs.len(),
             in_parens(&cleaned.qdiscs),
+            cleaned.spares.len(),
+            in_parens(&cleaned.spares),
         );
     }
     Ok(exit::OK)

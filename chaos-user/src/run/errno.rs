@@ -3,7 +3,7 @@
 
 use std::{collections::HashSet, fs::File, os::fd::AsFd, path::Path};
 
-use aya::{EbpfLoader, maps::CgroupArray};
+use aya::maps::CgroupArray;
 use chaos_common::{
     counters::{Counters, counter_index},
     fault::{
@@ -17,7 +17,11 @@ use chaos_common::{
 use thiserror::Error;
 
 use crate::{
-    attach::{AttachError, Loaded, Sites, pid_bits::PidBits},
+    attach::{
+        AttachError, Loaded, Sites,
+        pid_bits::PidBits,
+        spare::{self, Spec},
+    },
     clock::Deadline,
     kernel,
     plan::Plan,
@@ -84,7 +88,10 @@ pub struct CallsLoaded<'t> {
     loaded: Loaded,
     targets: &'t Targets,
     fault: CallFault,
-    hooks: Vec<Hook>,
+    /// How the object was loaded (its hooks, in attach order), for the spare a run leaves.
+    spec: Spec,
+    /// Whether the programs were a spare's.
+    from_spare: bool,
     syscall: Option<String>,
     function: Option<String>,
     exits: Vec<String>,
@@ -207,29 +214,28 @@ impl<'t> CallsLoaded<'t> {
         } else {
             target_entries
         };
-        let mut loaded = Loaded::new(
-            EbpfLoader::new()
-                .map_max_entries(names::MAP_COUNTERS, counter_entries)
-                .map_max_entries(names::MAP_TARGET_COUNTERS, target_entries)
-                .map_max_entries(names::MAP_TARGET_PIDS, target_pids)
-                .map_max_entries(names::MAP_TARGET_PID_BITS, PidBits::words())
-                .override_global(names::GLOBAL_KERNEL_SET_RETVAL, &set_retval, true)
-                .override_global(names::GLOBAL_TARGET_CGROUP_ID, &cgroup_id, true)
-                .override_global(names::GLOBAL_TARGET_CGROUP_LEVEL, &cgroup_level, true)
-                .override_global(
-                    names::GLOBAL_FORK_CHILD_PID_OFFSET,
-                    &fork_child_pid_offset,
-                    true,
-                )
-                .override_global(names::GLOBAL_PATH_OFFSETS, &path_offsets, true)
-                .override_global(names::GLOBAL_DISK, &disk, true)
-                .override_global(names::GLOBAL_KERNEL_FN, &kernel_fn, true)
-                .override_global(names::GLOBAL_STATFS, &statfs, true)
-                .override_global(names::GLOBAL_CORRUPT, &corrupt, true)
-                .override_global(names::GLOBAL_CLOCK, &clock, true),
-            kernel::errno_object(),
-            &hooks,
-        )?;
+        let spec = Spec::new(kernel::errno_object(), &hooks)
+            .max_entries(names::MAP_COUNTERS, counter_entries)
+            .max_entries(names::MAP_TARGET_COUNTERS, target_entries)
+            .max_entries(names::MAP_TARGET_PIDS, target_pids)
+            .max_entries(names::MAP_TARGET_PID_BITS, PidBits::words())
+            .global(names::GLOBAL_KERNEL_SET_RETVAL, &set_retval)
+            .global(names::GLOBAL_TARGET_CGROUP_ID, &cgroup_id)
+            .global(names::GLOBAL_TARGET_CGROUP_LEVEL, &cgroup_level)
+            .global(names::GLOBAL_FORK_CHILD_PID_OFFSET, &fork_child_pid_offset)
+            .global(names::GLOBAL_PATH_OFFSETS, &path_offsets)
+            .global(names::GLOBAL_DISK, &disk)
+            .global(names::GLOBAL_KERNEL_FN, &kernel_fn)
+            .global(names::GLOBAL_STATFS, &statfs)
+            .global(names::GLOBAL_CORRUPT, &corrupt)
+            .global(names::GLOBAL_CLOCK, &clock);
+        // Verified ahead by `chaos idle`'s spares when it runs, else here.
+        let spare = spare::take(&spec);
+        let from_spare = spare.is_some();
+        let mut loaded = match spare {
+            Some(loaded) => loaded,
+            None => spec.load()?,
+        };
         for &hook in &hooks {
             loaded.load(hook)?;
         }
@@ -267,7 +273,8 @@ impl<'t> CallsLoaded<'t> {
             loaded,
             targets,
             fault,
-            hooks,
+            spec,
+            from_spare,
             syscall,
             function,
             exits,
@@ -310,7 +317,7 @@ impl<'t> CallsLoaded<'t> {
             exits: &exits,
             ..Sites::default()
         };
-        for hook in std::mem::take(&mut self.hooks) {
+        for hook in self.spec.hooks().to_vec() {
             if let Err(err) = self.loaded.attach(hook, &sites, pin) {
                 // In the reverse of the attach order, as a run ends.
                 self.loaded.detach();
@@ -331,10 +338,13 @@ impl<'t> CallsLoaded<'t> {
         let mut attachment = CallsAttachment {
             loaded: self.loaded,
             fault,
+            spec: self.spec,
+            from_spare: self.from_spare,
         };
         attachment
             .loaded
             .set(names::MAP_FAULTS, FAULT_SLOT, fault)?;
+        attachment.loaded.unpin_spare();
         Ok(attachment)
     }
 
@@ -376,6 +386,8 @@ pub struct CallsAttachment {
     loaded: Loaded,
     /// The fault as armed.
     fault: CallFault,
+    spec: Spec,
+    from_spare: bool,
 }
 
 /// An attachment dropped on an error path detaches as a finished run does: in the reverse of
@@ -395,6 +407,17 @@ impl CallsAttachment {
             .loaded
             .set(names::MAP_FAULTS, FAULT_SLOT, disarmed(self.fault));
         self.loaded.detach();
+    }
+
+    /// Whether the programs were taken verified from `chaos idle`'s spares.
+    pub fn from_spare(&self) -> bool {
+        self.from_spare
+    }
+
+    /// With `chaos idle` running, leaves these programs verified again for the next run (see
+    /// [`spare`]); to be called once the run is over, as it costs a load.
+    pub fn leave_spare(&self) {
+        spare::make(&self.spec);
     }
 
     /// Matched and acted-on calls of operation `code` (`OP_*`) so far.

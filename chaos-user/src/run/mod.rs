@@ -516,7 +516,7 @@ pub fn calls_run_between(
     attachment.detach();
     let stopped = resumer.map(Resumer::finish);
     debug!(?ended_by, "detached");
-    Ok(Report::new(
+    let mut report = Report::new(
         fault.report_rows(&attachment, stopped),
         ended_by,
         report::target_reports(targets, |index| {
@@ -525,7 +525,10 @@ pub fn calls_run_between(
         }),
         elapsed,
         &fault.filters,
-    ))
+    );
+    report.spare_programs = attachment.from_spare();
+    attachment.leave_spare();
+    Ok(report)
 }
 
 /// Starts a detached run of a fault on calls: the links and counters pinned under the run's

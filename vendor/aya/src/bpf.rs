@@ -1019,6 +1019,12 @@ pub struct Ebpf {
 pub type Bpf = Ebpf;
 
 impl Ebpf {
+    /// chaos: an `Ebpf` of programs and maps loaded earlier (by another process, taken from
+    /// their pins), keyed as [`Ebpf::load`] keys them: no object to parse, nothing to verify.
+    pub fn from_parts(maps: HashMap<String, Map>, programs: HashMap<String, Program>) -> Self {
+        Self { maps, programs }
+    }
+
     /// Loads eBPF bytecode from a file.
     ///
     /// Parses the given object code file and initializes the [maps](crate::maps) defined in it. If

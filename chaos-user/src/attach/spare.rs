@@ -1,0 +1,340 @@
+//! Spare programs, verified before a run asks for them. While `chaos idle` runs (the DaemonSet's
+//! process on a node, or one started by hand), a run of a fault on calls ends by loading its
+//! programs and maps once more, fresh and empty, and pinning them under the idle process's
+//! directory, `/sys/fs/bpf/chaos/spare-PID/KEY`. The next run with the same KEY (the same chaos
+//! binary, programs, map sizes and globals) takes them by renaming that directory (so only one
+//! run can), opens the pins and removes them: no object to parse or relocate, nothing to
+//! verify, about half of a start (`cargo xtask bench`, start). A spare is never attached and its
+//! maps hold no target until a run takes it. Without `chaos idle` nothing is kept: a run leaves
+//! no pin behind. `chaos idle` removes its directory as it ends; if it was killed, the next
+//! chaos command does ([`clean_up`]).
+
+use std::{
+    collections::{HashMap, hash_map::DefaultHasher},
+    fs,
+    hash::{Hash, Hasher},
+    os::unix::fs::MetadataExt as _,
+    path::{Path, PathBuf},
+    str::FromStr as _,
+};
+
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{Map, MapData},
+    programs::{
+        BtfTracePoint, CgroupSkb, CgroupSock, CgroupSockAddr, FEntry, FExit, KProbe, Lsm,
+        LsmCgroup, ProbeKind, Program, ProgramError, SchedClassifier, TracePoint, Xdp,
+    },
+};
+use aya_obj::ProgramSection;
+use chaos_common::hook::Hook;
+use tracing::debug;
+
+use super::{AttachError, Loaded};
+use crate::state::PIN_ROOT;
+
+/// `chaos idle`'s directory of spares is `PIN_ROOT/spare-PID`.
+const KEEPER_PREFIX: &str = "spare-";
+/// Spares a keeper holds at most; making one more removes the oldest.
+const MAX_SPARES: usize = 16;
+
+/// How a run's object is loaded: everything that makes two runs' programs and maps the same.
+pub struct Spec {
+    object: &'static [u8],
+    hooks: Vec<Hook>,
+    max_entries: Vec<(&'static str, u32)>,
+    globals: Vec<(&'static str, Vec<u8>)>,
+}
+
+impl Spec {
+    pub fn new(object: &'static [u8], hooks: &[Hook]) -> Self {
+        Spec {
+            object,
+            hooks: hooks.to_vec(),
+            max_entries: Vec::new(),
+            globals: Vec::new(),
+        }
+    }
+
+    pub fn max_entries(mut self, map: &'static str, entries: u32) -> Self {
+        self.max_entries.push((map, entries));
+        self
+    }
+
+    /// Overrides global `name` with `value`.
+    pub fn global<T: aya::Pod>(mut self, name: &'static str, value: &T) -> Self {
+        // SAFETY: as aya's own `GlobalData` from `&T`: a `Pod` value is plain bytes.
+        let bytes =
+            unsafe { std::slice::from_raw_parts((value as *const T).cast::<u8>(), size_of::<T>()) };
+        self.globals.push((name, bytes.to_vec()));
+        self
+    }
+
+    pub fn hooks(&self) -> &[Hook] {
+        &self.hooks
+    }
+
+    /// Loads the object as specified; no program is loaded yet.
+    pub fn load(&self) -> Result<Loaded, AttachError> {
+        let mut loader = EbpfLoader::new();
+        for &(map, entries) in &self.max_entries {
+            loader.map_max_entries(map, entries);
+        }
+        for (name, bytes) in &self.globals {
+            loader.override_global(name, bytes.as_slice(), true);
+        }
+        Loaded::new(&mut loader, self.object, &self.hooks)
+    }
+
+    /// The name of this spec's spares: the running binary (device, inode, size, change time)
+    /// and everything the spec holds. `None` where the binary cannot be told apart, or a hook
+    /// cannot be taken from a pin.
+    fn key(&self) -> Option<String> {
+        if !self.hooks.iter().all(|&hook| section(hook).is_some()) {
+            return None;
+        }
+        let exe = fs::metadata("/proc/self/exe").ok()?;
+        let mut hasher = DefaultHasher::new();
+        (
+            exe.dev(),
+            exe.ino(),
+            exe.size(),
+            exe.ctime(),
+            exe.ctime_nsec(),
+        )
+            .hash(&mut hasher);
+        crate::object::name_of(self.object).hash(&mut hasher);
+        self.hooks.hash(&mut hasher);
+        self.max_entries.hash(&mut hasher);
+        self.globals.hash(&mut hasher);
+        Some(format!("{:016x}", hasher.finish()))
+    }
+}
+
+/// The section `hook`'s program was loaded from, where a program of it can be taken from a pin
+/// (not those chaos loads past aya, again per function, as it attaches).
+fn section(hook: Hook) -> Option<ProgramSection> {
+    if matches!(
+        hook,
+        Hook::FmodRet { .. }
+            | Hook::FmodRetFunction { .. }
+            | Hook::FmodRetOverride { .. }
+            | Hook::SyscallFexit { .. }
+            | Hook::SyscallFentry { .. }
+    ) {
+        return None;
+    }
+    let (kind, attach) = hook.section();
+    ProgramSection::from_str(&format!("{kind}{attach}")).ok()
+}
+
+/// `hook`'s program from its pin at `path`, as aya would have made it from its section.
+fn open_program(hook: Hook, path: &Path) -> Result<Program, ProgramError> {
+    let unsupported = || ProgramError::UnexpectedProgramType;
+    Ok(match section(hook).ok_or_else(unsupported)? {
+        ProgramSection::CgroupSockAddr { attach_type } => {
+            Program::CgroupSockAddr(CgroupSockAddr::from_pin(path, attach_type)?)
+        }
+        ProgramSection::CgroupSock { attach_type } => {
+            Program::CgroupSock(CgroupSock::from_pin(path, attach_type)?)
+        }
+        ProgramSection::CgroupSkb {
+            attach_type: Some(attach_type),
+        } => Program::CgroupSkb(CgroupSkb::from_pin(path, attach_type)?),
+        ProgramSection::TracePoint => Program::TracePoint(TracePoint::from_pin(path)?),
+        ProgramSection::KProbe => Program::KProbe(KProbe::from_pin(path, ProbeKind::Entry)?),
+        ProgramSection::SchedClassifier => {
+            Program::SchedClassifier(SchedClassifier::from_pin(path)?)
+        }
+        ProgramSection::Xdp { attach_type, .. } => Program::Xdp(Xdp::from_pin(path, attach_type)?),
+        ProgramSection::Lsm { .. } => Program::Lsm(Lsm::from_pin(path)?),
+        ProgramSection::LsmCgroup => Program::LsmCgroup(LsmCgroup::from_pin(path)?),
+        ProgramSection::BtfTracePoint => Program::BtfTracePoint(BtfTracePoint::from_pin(path)?),
+        ProgramSection::FEntry { .. } => Program::FEntry(FEntry::from_pin(path)?),
+        ProgramSection::FExit { .. } => Program::FExit(FExit::from_pin(path)?),
+        _ => return Err(unsupported()),
+    })
+}
+
+/// Pin names: each map and program of a spare, in its directory. bpffs refuses names with a
+/// dot, which aya's maps of globals have (`.rodata`): a pin spells it `~`.
+const MAP_PIN: &str = "map_";
+const PROGRAM_PIN: &str = "prog_";
+/// A spare a run is taking, or making, in a keeper's directory: `taken-PID`, `making-PID`.
+const TAKEN: &str = "taken-";
+const MAKING: &str = "making-";
+
+fn map_pin(name: &str) -> String {
+    format!("{MAP_PIN}{}", name.replace('.', "~"))
+}
+
+/// The directory of a running `chaos idle` that keeps spares, if one runs.
+fn keeper() -> Option<PathBuf> {
+    fs::read_dir(PIN_ROOT)
+        .ok()?
+        .flatten()
+        .find(|entry| keeper_pid(&entry.file_name()).is_some_and(is_idle))
+        .map(|entry| entry.path())
+}
+
+fn keeper_pid(name: &std::ffi::OsStr) -> Option<u32> {
+    name.to_str()?.strip_prefix(KEEPER_PREFIX)?.parse().ok()
+}
+
+/// Whether `pid` is a chaos process (not one that took a dead keeper's PID since).
+fn is_idle(pid: u32) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|comm| comm.starts_with("chaos"))
+}
+
+/// Makes this process the keeper of spares (`chaos idle`): their directory, which
+/// [`release`] removes.
+pub fn keep() -> Result<PathBuf, String> {
+    let dir = Path::new(PIN_ROOT).join(format!("{KEEPER_PREFIX}{}", std::process::id()));
+    fs::create_dir_all(&dir).map_err(|err| {
+        format!(
+            "cannot make {}: {err} (is bpffs mounted at /sys/fs/bpf?)",
+            dir.display()
+        )
+    })?;
+    Ok(dir)
+}
+
+/// Removes a keeper's directory and every spare in it: their programs and maps are freed.
+pub fn release(dir: &Path) {
+    if let Err(err) = fs::remove_dir_all(dir) {
+        debug!(%err, dir = %dir.display(), "release the spares");
+    }
+}
+
+/// Removes the spares of keepers that are gone (killed), and what a run killed while taking or
+/// making one left in a live keeper's; returns the directories removed.
+pub fn clean_up() -> Vec<String> {
+    let Ok(entries) = fs::read_dir(PIN_ROOT) else {
+        return Vec::new();
+    };
+    let mut removed = Vec::new();
+    for entry in entries.flatten() {
+        let Some(pid) = keeper_pid(&entry.file_name()) else {
+            continue;
+        };
+        if !is_idle(pid) {
+            release(&entry.path());
+            removed.push(entry.path().display().to_string());
+            continue;
+        }
+        // `taken-PID`, `making-PID`: a run's, for as long as it lives.
+        for inner in fs::read_dir(entry.path()).into_iter().flatten().flatten() {
+            let name = inner.file_name().to_string_lossy().into_owned();
+            let owner = [TAKEN, MAKING]
+                .iter()
+                .find_map(|prefix| name.strip_prefix(prefix));
+            if owner.is_some_and(|pid| !Path::new("/proc").join(pid).exists()) {
+                release(&inner.path());
+                removed.push(inner.path().display().to_string());
+            }
+        }
+    }
+    removed
+}
+
+/// The spare of `spec`'s programs and maps, taken (no other run can take it), if a keeper has
+/// one; its pins stay until the programs are attached ([`Loaded::unpin_spare`]).
+pub fn take(spec: &Spec) -> Option<Loaded> {
+    let dir = keeper()?.join(spec.key()?);
+    let taken = dir.with_file_name(format!("{TAKEN}{}", std::process::id()));
+    fs::rename(&dir, &taken).ok()?;
+    match open(spec, &taken) {
+        Ok(ebpf) => Some(Loaded::from_spare(ebpf, spec.object, &spec.hooks, taken)),
+        Err(err) => {
+            debug!(%err, "a spare that does not open: loading the object");
+            release(&taken);
+            None
+        }
+    }
+}
+
+fn open(spec: &Spec, dir: &Path) -> Result<Ebpf, String> {
+    let mut maps = HashMap::new();
+    for entry in fs::read_dir(dir).map_err(|err| err.to_string())?.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if let Some(map) = name.strip_prefix(MAP_PIN) {
+            let map = map.replace('~', ".");
+            let data = MapData::from_pin(entry.path()).map_err(|err| format!("{map}: {err}"))?;
+            let map_of = Map::from_map_data(data).map_err(|err| format!("{map}: {err}"))?;
+            maps.insert(map, map_of);
+        }
+    }
+    let mut programs = HashMap::new();
+    for &hook in &spec.hooks {
+        let name = hook.program();
+        let path = dir.join(format!("{PROGRAM_PIN}{name}"));
+        let program = open_program(hook, &path).map_err(|err| format!("{name}: {err}"))?;
+        programs.insert(name.to_owned(), program);
+    }
+    Ok(Ebpf::from_parts(maps, programs))
+}
+
+/// With a keeper running, loads `spec`'s programs once more and leaves them as its spare for
+/// the next run (the oldest spare goes once it holds [`MAX_SPARES`]). Nothing happens
+/// otherwise, or if the keeper has one already; a failure only costs the next run its speed.
+pub fn make(spec: &Spec) {
+    let (Some(keeper), Some(key)) = (keeper(), spec.key()) else {
+        return;
+    };
+    let dir = keeper.join(key);
+    if dir.exists() {
+        return;
+    }
+    make_room(&keeper);
+    let making = keeper.join(format!("{MAKING}{}", std::process::id()));
+    let result = pin_fresh(spec, &making)
+        .and_then(|()| fs::rename(&making, &dir).map_err(|err| format!("rename: {err}")));
+    if let Err(err) = result {
+        debug!(%err, "no spare left");
+        release(&making);
+    }
+}
+
+fn pin_fresh(spec: &Spec, dir: &Path) -> Result<(), String> {
+    fs::create_dir(dir).map_err(|err| err.to_string())?;
+    let mut loaded = spec.load().map_err(|err| crate::error_line(&err))?;
+    for &hook in &spec.hooks {
+        loaded.load(hook).map_err(|err| crate::error_line(&err))?;
+    }
+    let ebpf = &mut loaded.ebpf;
+    for (name, map) in ebpf.maps() {
+        map.pin(dir.join(map_pin(name)))
+            .map_err(|err| format!("{name}: {err}"))?;
+    }
+    for (name, program) in ebpf.programs_mut() {
+        program
+            .pin(dir.join(format!("{PROGRAM_PIN}{name}")))
+            .map_err(|err| format!("{name}: {err}"))?;
+    }
+    Ok(())
+}
+
+/// Removes the oldest spares until there is room for one more.
+fn make_room(keeper: &Path) {
+    let Ok(entries) = fs::read_dir(keeper) else {
+        return;
+    };
+    let mut spares: Vec<(i64, PathBuf)> = entries
+        .flatten()
+        .filter(|entry| {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            !name.starts_with(TAKEN) && !name.starts_with(MAKING)
+        })
+        .map(|entry| {
+            (
+                entry.metadata().map_or(0, |meta| meta.ctime()),
+                entry.path(),
+            )
+        })
+        .collect();
+    spares.sort();
+    let excess = (spares.len() + 1).saturating_sub(MAX_SPARES);
+    for (_, dir) in spares.into_iter().take(excess) {
+        release(&dir);
+    }
+}
