@@ -1,7 +1,5 @@
 //! The capabilities of the calling process, read from /proc/self/status.
 
-use std::fs;
-
 /// Capability numbers from linux/capability.h, with their names.
 const KNOWN: &[(u32, &str)] = &[
     (12, "CAP_NET_ADMIN"),
@@ -17,7 +15,7 @@ pub const REQUIRED: &[&str] = &["CAP_BPF", "CAP_PERFMON", "CAP_NET_ADMIN", "CAP_
 
 /// The effective capability mask of this process (0 if it cannot be read).
 pub fn effective_mask() -> u64 {
-    fs::read_to_string("/proc/self/status")
+    crate::sys::read_proc("/proc/self/status")
         .ok()
         .and_then(|status| parse_cap_eff(&status))
         .unwrap_or(0)

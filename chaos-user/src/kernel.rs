@@ -907,7 +907,7 @@ fn sch_fq() -> Finding {
 }
 
 fn cgroup_v2() -> Finding {
-    let mounts = fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+    let mounts = crate::sys::read_proc("/proc/self/mounts").unwrap_or_default();
     let v1 = mounts
         .lines()
         .any(|line| line.split_whitespace().nth(2) == Some("cgroup"));

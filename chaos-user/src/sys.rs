@@ -9,6 +9,25 @@ use std::{
     path::{Path, PathBuf},
 };
 
+/// A file of /proc or /sys, whole, 4 KiB per read. These report no size, so
+/// `fs::read_to_string` reads them 32 bytes, then 32, 64, 128…: six reads for a stat line, and
+/// a start reads a dozen such files.
+pub fn read_proc(path: impl AsRef<Path>) -> io::Result<String> {
+    use std::io::Read as _;
+    let mut file = File::open(path)?;
+    let mut bytes = Vec::new();
+    loop {
+        let start = bytes.len();
+        bytes.resize(start + 4096, 0);
+        let n = file.read(&mut bytes[start..])?;
+        bytes.truncate(start + n);
+        if n == 0 {
+            break;
+        }
+    }
+    String::from_utf8(bytes).map_err(|err| io::Error::new(io::ErrorKind::InvalidData, err))
+}
+
 /// Field `n` (from 3, numbered as proc(5) does) of a /proc/PID/stat line, read past the command
 /// name (field 2), which may hold spaces and parentheses.
 pub fn stat_field(stat: &str, n: usize) -> Option<&str> {
@@ -46,7 +65,7 @@ pub fn group_runs(group: u32) -> bool {
 /// Where the cgroup v2 hierarchy is mounted (`/sys/fs/cgroup` when unified,
 /// `/sys/fs/cgroup/unified` on hybrid systems, or elsewhere); `None` without one.
 pub fn cgroup2_mount() -> Option<PathBuf> {
-    cgroup2_mount_in(&fs::read_to_string("/proc/self/mounts").ok()?)
+    cgroup2_mount_in(&read_proc("/proc/self/mounts").ok()?)
 }
 
 fn cgroup2_mount_in(mounts: &str) -> Option<PathBuf> {
@@ -59,7 +78,7 @@ fn cgroup2_mount_in(mounts: &str) -> Option<PathBuf> {
 
 /// Whether a file system of type `fstype` is mounted anywhere.
 pub fn mounted(fstype: &str) -> Option<PathBuf> {
-    let mounts = fs::read_to_string("/proc/self/mounts").ok()?;
+    let mounts = read_proc("/proc/self/mounts").ok()?;
     mounts.lines().find_map(|line| {
         let mut fields = line.split_whitespace();
         let (_source, dir, kind) = (fields.next()?, fields.next()?, fields.next()?);
@@ -94,7 +113,7 @@ fn unescape_mount_path(path: &str) -> String {
 /// Mounts a pseudo file system at `dir` when nothing is mounted there; the returned note says
 /// what happened (empty when it was there already).
 pub fn ensure_mounted(fstype: &str, dir: &str) -> String {
-    let mounts = fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+    let mounts = read_proc("/proc/self/mounts").unwrap_or_default();
     if mounts
         .lines()
         .any(|line| line.split_whitespace().nth(1) == Some(dir))

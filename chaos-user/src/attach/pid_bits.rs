@@ -31,7 +31,7 @@ impl PidBits {
     pub fn words() -> u32 {
         static WORDS: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
         *WORDS.get_or_init(|| {
-            std::fs::read_to_string("/proc/sys/kernel/pid_max")
+            crate::sys::read_proc("/proc/sys/kernel/pid_max")
                 .ok()
                 .and_then(|max| max.trim().parse::<u32>().ok())
                 .map_or(PID_BITMAP_WORDS, |max| {

@@ -183,7 +183,7 @@ fn keeper_pid(name: &std::ffi::OsStr) -> Option<u32> {
 
 /// Whether `pid` is a chaos process (not one that took a dead keeper's PID since).
 fn is_idle(pid: u32) -> bool {
-    fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|comm| comm.starts_with("chaos"))
+    crate::sys::read_proc(format!("/proc/{pid}/comm")).is_ok_and(|comm| comm.starts_with("chaos"))
 }
 
 /// Makes this process the keeper of spares (`chaos idle`): their directory, which
@@ -336,5 +336,52 @@ fn make_room(keeper: &Path) {
     let excess = (spares.len() + 1).saturating_sub(MAX_SPARES);
     for (_, dir) in spares.into_iter().take(excess) {
         release(&dir);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chaos_common::{hook, names};
+
+    use super::*;
+
+    /// Every hook a spare may hold opens as the program aya made from its section: opening one
+    /// from a missing pin fails at BPF_OBJ_GET, not for want of a program type.
+    #[test]
+    fn every_hook_a_spare_may_hold_opens_as_its_program_type() {
+        let missing = Path::new("/sys/fs/bpf/chaos-no-such-pin");
+        let mut held = 0;
+        for hook in hook::all().filter(|&hook| section(hook).is_some()) {
+            held += 1;
+            let err = open_program(hook, missing).expect_err("no such pin");
+            assert!(
+                !matches!(err, ProgramError::UnexpectedProgramType),
+                "{hook:?} cannot be opened from a pin"
+            );
+        }
+        assert!(held > 40, "only {held} hooks can be spares");
+    }
+
+    /// Runs share a spare only when everything they load is the same.
+    #[test]
+    fn the_key_names_the_programs_the_map_sizes_and_the_globals() {
+        let spec = |entries: u32, cgroup: u64| {
+            Spec::new(crate::object::ERRNO, &[hook::ERRNO_EXTRA[0]])
+                .max_entries(names::MAP_TARGET_PIDS, entries)
+                .global(names::GLOBAL_TARGET_CGROUP_ID, &cgroup)
+        };
+        let key = spec(1, 0).key().expect("a key");
+        assert_eq!(spec(1, 0).key().as_ref(), Some(&key));
+        assert_ne!(spec(2, 0).key().as_ref(), Some(&key));
+        assert_ne!(spec(1, 7).key().as_ref(), Some(&key));
+        let other_object = Spec::new(crate::object::ERRNO_LEGACY, &[hook::ERRNO_EXTRA[0]])
+            .max_entries(names::MAP_TARGET_PIDS, 1)
+            .global(names::GLOBAL_TARGET_CGROUP_ID, &0u64);
+        assert_ne!(other_object.key().as_ref(), Some(&key));
+        // Programs chaos loads again per function as they attach are never spares.
+        assert_eq!(
+            Spec::new(crate::object::ERRNO, &[hook::BIO_ERROR_FMOD_RET]).key(),
+            None
+        );
     }
 }

@@ -487,7 +487,7 @@ pub fn descendants(pid: u32) -> Vec<u32> {
 /// Field 4 of /proc/PID/stat: stat costs the kernel less to make than status, and
 /// `--pid-tree` reads it for every process.
 fn parent_of(pid: u32) -> Option<u32> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let stat = crate::sys::read_proc(format!("/proc/{pid}/stat")).ok()?;
     stat_field(&stat, 4)?.parse().ok()
 }
 
@@ -556,7 +556,7 @@ fn cgroup2_path_of(pid: u32) -> Result<String, TargetError> {
 
 fn read(path: impl AsRef<Path>) -> Result<String, TargetError> {
     let path = path.as_ref();
-    fs::read_to_string(path).map_err(|source| TargetError::Proc {
+    crate::sys::read_proc(path).map_err(|source| TargetError::Proc {
         path: path.into(),
         source,
     })
