@@ -87,7 +87,9 @@ pub fn aarch64() -> anyhow::Result<PathBuf> {
     let deb = build_deb(&binary, &node, &out, "arm64")?;
     check_deb(&deb, "arm64", &binary)?;
     let multiarch = out.join("chaos-image-multiarch.tar");
-    build_multiarch(&[(&amd64_image, "amd64"), (&image, "arm64")], &multiarch)?;
+    let images = [(amd64_image.as_path(), "amd64"), (image.as_path(), "arm64")];
+    build_multiarch(&images, &multiarch)?;
+    push_to_registry(&multiarch, &images)?;
     eprintln!(
         "dist: {} ({:.1} MiB, static, aarch64), {} ({:.1} MiB, FROM scratch, arm64), {}, {} ({IMAGE} for amd64 and arm64)",
         binary.display(),
@@ -149,6 +151,100 @@ fn build_multiarch(images: &[(&Path, &str)], archive: &Path) -> anyhow::Result<(
         }
     }
     Ok(())
+}
+
+/// Pushes the manifest list of `archive` to a real registry, as `skopeo copy --all` would to a
+/// cluster's: Debian's docker-registry (the CNCF distribution registry) on loopback, storing in
+/// a directory of its own; then pulls each architecture's image back from it and checks that it
+/// is the one in `images`.
+fn push_to_registry(archive: &Path, images: &[(&Path, &str)]) -> anyhow::Result<()> {
+    let root = dir().join("registry");
+    let _ = fs::remove_dir_all(&root);
+    fs::create_dir_all(&root)?;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let config = root.join("config.yml");
+    fs::write(
+        &config,
+        format!(
+            "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
+            root.join("data").display()
+        ),
+    )?;
+    let log = fs::File::create(root.join("registry.log"))?;
+    let registry = Command::new("docker-registry")
+        .arg("serve")
+        .arg(&config)
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()
+        .context("start docker-registry (apt-get install docker-registry)")?;
+    let _registry = KillOnDrop(registry);
+    let started = std::time::Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if started.elapsed() > std::time::Duration::from_secs(30) {
+            bail!(
+                "docker-registry never listened on 127.0.0.1:{port}: see {}",
+                root.join("registry.log").display()
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let reference = format!("docker://127.0.0.1:{port}/chaos:multiarch");
+    run_command(
+        Command::new("skopeo")
+            .args(["copy", "--quiet", "--all", "--dest-tls-verify=false"])
+            .arg(format!("oci-archive:{}", archive.display()))
+            .arg(&reference),
+    )?;
+    let raw = Command::new("skopeo")
+        .args(["inspect", "--raw", "--tls-verify=false"])
+        .arg(&reference)
+        .output()
+        .context("skopeo inspect")?;
+    let list: serde_json::Value =
+        serde_json::from_slice(&raw.stdout).context("the registry's manifest list")?;
+    for &(image, arch) in images {
+        if !list["manifests"].as_array().is_some_and(|entries| {
+            entries
+                .iter()
+                .any(|e| e["platform"]["architecture"] == arch)
+        }) {
+            bail!("the registry's manifest list has no {arch} image: {list}");
+        }
+        let pulled = root.join(format!("pulled-{arch}.tar"));
+        run_command(
+            Command::new("skopeo")
+                .args([
+                    "copy",
+                    "--quiet",
+                    "--src-tls-verify=false",
+                    "--override-arch",
+                    arch,
+                ])
+                .arg(&reference)
+                .arg(format!("oci-archive:{}", pulled.display())),
+        )?;
+        let (got, expected) = (image_id(&pulled, arch)?, image_id(image, arch)?);
+        if got != expected {
+            bail!(
+                "the registry gave image {got} for {arch}, not {}'s {expected}",
+                image.display()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// A child process killed (and reaped) when dropped.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 /// A member of the tar archive `archive`.

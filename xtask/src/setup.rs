@@ -20,6 +20,7 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "cpio",                        // packs the initramfs
     "curl",                        // the drills' readiness and budget checks
     "dnsmasq-base",                // the DNS server of the DNS fault tests
+    "docker-registry",             // a real registry for the multi-architecture image's push
     "e2fsprogs",                   // mkfs.ext4: the --path tests' ext4 image
     "ethtool",                     // the corruption tests turn a veth's checksum offload off
     "faketime",                    // libfaketime: the clock benchmark's comparison point
