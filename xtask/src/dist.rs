@@ -234,6 +234,7 @@ fn push_to_registry(archive: &Path, images: &[(&Path, &str)]) -> anyhow::Result<
             );
         }
     }
+    eprintln!("dist: pushed to {reference} (docker-registry), pulled back for each architecture");
     Ok(())
 }
 
