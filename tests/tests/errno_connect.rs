@@ -53,16 +53,7 @@ fn ctrl_c_ends_the_run_early_with_the_same_report() {
     let bystander = bed.victim();
 
     let pid = target.pid().to_string();
-    let args = [
-        "fail",
-        "--pid",
-        &pid,
-        "--op",
-        "connect",
-        "--errno",
-        "ETIMEDOUT",
-    ];
-    let Ran { report, window, .. } = run_chaos_until_failed(&args, &[&target]);
+    let Ran { report, window, .. } = run_chaos_until_failed(&timeout_args(&pid), &[&target]);
     target.wait_for_call_after(window.1);
     assert_scoped_fault(
         &[&target],
