@@ -334,3 +334,68 @@ fn signals_supported() -> bool {
     }
     supported
 }
+
+/// A 32-bit syscall is not the 64-bit syscall of the same number: close(-1) through `int $0x80`
+/// is i386's syscall 6, x86_64's lstat. The kernel's syscall tracepoints skip 32-bit syscalls
+/// (their numbers are another table's) and fentry hooks `__x64_sys_newlstat`, which they never
+/// enter, so `--syscall lstat` leaves them alone while it kills a process's 64-bit lstat().
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn a_32bit_syscall_is_not_the_64bit_syscall_of_its_number() {
+    if !signals_supported() {
+        return;
+    }
+    let cgroup = TestCgroup::new("signal-compat");
+    let dir = tempdir("signal-compat");
+    let victim =
+        |op: &str, name: &str| Victim::start(VICTIM, op, dir.join(name).to_str().unwrap(), &cgroup);
+    let mut compat = victim("compat-close", "compat");
+    let at_lstat = |target: &Victim, window: &str| {
+        let pid = target.pid().to_string();
+        let args = [
+            "signal",
+            "--pid",
+            &pid,
+            "--syscall",
+            "lstat",
+            "--signal",
+            "KILL",
+            "--for",
+            window,
+            "--json",
+        ];
+        let output = chaos(&args);
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        json_report(&output)
+    };
+
+    let before = compat.calls().len();
+    let report = at_lstat(&compat, "1500ms");
+    assert_eq!(report["ended_by"], "deadline", "{report}");
+    assert_eq!(report["faults"][0]["matched"], 0, "{report}");
+    assert!(compat.alive(), "a 32-bit close() was taken for lstat()");
+    let calls = compat.calls();
+    assert!(
+        calls.len() > before + 10,
+        "the 32-bit victim made no calls while the fault was live ({before} → {})",
+        calls.len()
+    );
+    assert!(
+        calls[before..]
+            .iter()
+            .all(|call| call.errno == Some(libc::EBADF)),
+        "the victim's calls were not the 32-bit close(-1)"
+    );
+
+    // The same fault on a 64-bit lstat() (the "stat" victim calls it among the stat family).
+    let mut native = victim("stat", "native");
+    let report = at_lstat(&native, "1m");
+    assert_eq!(report["ended_by"], "target-exited", "{report}");
+    assert_eq!(native.wait_for_death(), Some(libc::SIGKILL));
+    assert!(compat.alive(), "the 32-bit victim was signalled");
+    assert_no_chaos_programs();
+}

@@ -418,6 +418,28 @@ fn make_call(op: &str, arg: &str) -> Call {
                 handle.sync_all()
             })
         }
+        // A 32-bit syscall from this 64-bit process: close(-1) through `int $0x80`, i386's
+        // syscall 6, which is x86_64's lstat (EBADF each time).
+        #[cfg(target_arch = "x86_64")]
+        "compat-close" => Box::new(|| {
+            let rc: i64;
+            // SAFETY: close(-1) on the ia32 entry touches no memory; `int $0x80` preserves
+            // every register but rax. Its first argument goes in ebx, which LLVM keeps for
+            // itself: swapped in and back.
+            unsafe {
+                std::arch::asm!(
+                    "xchg {fd}, rbx",
+                    "int 0x80",
+                    "xchg {fd}, rbx",
+                    fd = inout(reg) -1i64 => _,
+                    inlateout("rax") 6i64 => rc,
+                );
+            }
+            match rc {
+                0 => Ok(()),
+                rc => Err(io::Error::from_raw_os_error(-rc as i32)),
+            }
+        }),
         "fsync" => {
             let handle = File::options().write(true).open(&file).expect("open");
             // SAFETY: fsync(2) on a file we own.
