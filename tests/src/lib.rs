@@ -1170,6 +1170,36 @@ pub fn start_net_fault(action: &str, args: &[&str]) -> Chaos {
     Chaos::spawn_live(&mut chaos_command(&full))
 }
 
+/// Starts `chaos idle`, the keeper of spare programs, and waits for its directory of spares.
+pub fn start_idle() -> (Chaos, std::path::PathBuf) {
+    let idle = Chaos::spawn(&mut chaos_command(&["idle"]));
+    let keeper = std::path::PathBuf::from(format!("/sys/fs/bpf/chaos/spare-{}", idle.id()));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !keeper.is_dir() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "chaos idle never made {}",
+            keeper.display()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    (idle, keeper)
+}
+
+/// Ends `chaos idle` with SIGTERM, as the DaemonSet's pod is stopped: its spares go with it.
+pub fn stop_idle(mut idle: Chaos, keeper: &std::path::Path) {
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(idle.id() as i32, libc::SIGTERM) };
+    let status = idle.wait().expect("wait for chaos idle");
+    assert!(status.success(), "chaos idle on SIGTERM: {status:?}");
+    assert!(!keeper.exists(), "chaos idle left {}", keeper.display());
+}
+
+/// How many spares (or spares being taken or made) `keeper` holds.
+pub fn spares_in(keeper: &std::path::Path) -> usize {
+    std::fs::read_dir(keeper).map_or(0, |entries| entries.count())
+}
+
 /// Ends a run chaos holds (a fault, a pause) with SIGINT; returns its report.
 pub fn stop_chaos(chaos: Chaos) -> Value {
     // SAFETY: kill(2) on our own child.

@@ -305,25 +305,6 @@ fn timeout_args(pid: &str) -> [&str; 7] {
 }
 
 /// `chaos idle` and the directory of the spares it keeps, once it has made it.
-fn start_idle() -> (Chaos, std::path::PathBuf) {
-    let idle = Chaos::spawn(&mut chaos_command(&["idle"]));
-    let keeper = std::path::PathBuf::from(format!("/sys/fs/bpf/chaos/spare-{}", idle.id()));
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while !keeper.is_dir() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "chaos idle never made {}",
-            keeper.display()
-        );
-        thread::sleep(Duration::from_millis(20));
-    }
-    (idle, keeper)
-}
-
-fn spares_in(keeper: &std::path::Path) -> usize {
-    std::fs::read_dir(keeper).map_or(0, |entries| entries.count())
-}
-
 /// Whether this kernel's connect programs can be kept as spares: not where they load as
 /// fmod_ret, past aya, again for each function as they attach.
 fn spareable() -> bool {
@@ -336,7 +317,7 @@ fn spareable() -> bool {
 fn with_chaos_idle_the_next_run_takes_the_programs_verified_ahead() {
     let bed = ConnectBed::new(VICTIM, "spare");
     let (first_target, target, bystander) = (bed.victim(), bed.victim(), bed.victim());
-    let (mut idle, keeper) = start_idle();
+    let (idle, keeper) = start_idle();
 
     let first_pid = first_target.pid().to_string();
     let first = run_chaos_until_failed(&timeout_args(&first_pid), &[&first_target]);
@@ -372,11 +353,7 @@ fn with_chaos_idle_the_next_run_takes_the_programs_verified_ahead() {
     );
     // The second run left one in its place, which idle takes with it as it ends.
     assert_eq!(spares_in(&keeper), 1);
-    // SAFETY: kill(2) on our own child.
-    unsafe { libc::kill(idle.id() as i32, libc::SIGTERM) };
-    let status = idle.wait().expect("wait for chaos idle");
-    assert!(status.success(), "chaos idle on SIGTERM: {status:?}");
-    assert!(!keeper.exists(), "chaos idle left {}", keeper.display());
+    stop_idle(idle, &keeper);
     assert_no_chaos_programs();
 }
 

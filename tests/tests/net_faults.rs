@@ -595,3 +595,52 @@ fn a_cgroup_loses_its_packets_and_its_neighbour_in_the_namespace_does_not() {
     );
     assert_no_chaos_programs();
 }
+
+/// With `chaos idle` running, a drop that ends leaves its programs verified as a spare, and the
+/// next drop of the same shape takes it: it drops every packet of its path from the start (the
+/// path beside it untouched), says so in its report and leaves a spare in its place; SIGTERM to
+/// idle takes the spares with it. Before 6.6 the program hangs from a clsact filter, which
+/// the pinned program names by its kernel name: found and removed by its preference all the same.
+#[test]
+fn with_chaos_idle_the_next_drop_takes_the_programs_verified_ahead() {
+    let net = TestNet::new("spare");
+    let (idle, keeper) = start_idle();
+    let netns = TestNet::netns_path(&net.b);
+    let drop = [
+        "--netns",
+        netns.as_str(),
+        "--iface",
+        "b0",
+        "--probability",
+        "1",
+    ];
+
+    let first = chaos_stdout(&[&["net", "drop", "--for", "1s", "--json"][..], &drop].concat());
+    let first: serde_json::Value = serde_json::from_str(&first).expect("a JSON report");
+    assert!(first.get("spare_programs").is_none(), "{first}");
+    assert_eq!(spares_in(&keeper), 1, "the first drop left no spare");
+    assert_eq!(
+        loaded_count(chaos_common::hook::TC_INGRESS),
+        1,
+        "the spare's program"
+    );
+
+    let chaos = start_drop(&drop);
+    let lost_path = udp_arrivals(&net, &net.v4(0, 2), 7401);
+    let other_path = udp_arrivals(&net, &net.v4(1, 2), 7402);
+    let report = stop_chaos(chaos);
+    assert_eq!(report["spare_programs"], true, "{report}");
+    assert_eq!(report["faults"][0]["mechanism"], tc_hook(), "{report}");
+    assert_eq!(
+        lost_path, 0,
+        "the drop from a spare let packets through: {report}"
+    );
+    assert_eq!(other_path, DATAGRAMS, "the untargeted path lost packets");
+    assert_eq!(spares_in(&keeper), 1, "the second drop left no spare");
+    assert!(
+        !qdisc_kinds(&net.b, "b0").contains(&"clsact".to_owned()),
+        "a clsact chaos added is left"
+    );
+    stop_idle(idle, &keeper);
+    assert_no_chaos_programs();
+}

@@ -23,9 +23,7 @@ use aya::{
     util::KernelVersion,
 };
 use aya_obj::generated::bpf_attach_type;
-use chaos_common::{
-    counters::Counters, fault::DiskFilter, hook::Hook, names, net::DIRECTION_INGRESS,
-};
+use chaos_common::{counters::Counters, hook::Hook, net::DIRECTION_INGRESS};
 use thiserror::Error;
 
 pub mod fmod_ret;
@@ -259,39 +257,10 @@ impl Loaded {
         }
     }
 
-    /// Loads `object` without globals (a probe, a network fault), for `hooks`. The errno
-    /// object's per-CPU counters and PID bitmap, which only a fault on calls uses (through its
-    /// own loader), get one entry: the kernel allocates each when the map is made.
+    /// Loads `object` without globals (a probe, a network fault), for `hooks`
+    /// ([`spare::Spec::plain`]).
     pub fn plain(object: &'static [u8], hooks: &[Hook]) -> Result<Self, AttachError> {
-        // But the fmod_ret bio program's offsets: it follows typed pointers, which verify only
-        // at the fields' real offsets; and every branch a fault may take live (frozen globals
-        // let the verifier drop the others).
-        let disk = hooks
-            .contains(&chaos_common::hook::BIO_ERROR_FMOD_RET)
-            .then(|| {
-                crate::kernel::disk_offsets(DiskFilter {
-                    whole: 1,
-                    minors: 2,
-                    sector_end: u64::MAX,
-                    targeted: 1,
-                    ..DiskFilter::ZERO
-                })
-                .ok()
-            })
-            .flatten()
-            .map(|disk| DiskFilter {
-                attributed: 1,
-                ..disk
-            });
-        let mut loader = EbpfLoader::new();
-        loader
-            .map_max_entries(names::MAP_COUNTERS, 1)
-            .map_max_entries(names::MAP_TARGET_COUNTERS, 1)
-            .map_max_entries(names::MAP_TARGET_PID_BITS, 1);
-        if let Some(disk) = &disk {
-            loader.override_global(names::GLOBAL_DISK, disk, true);
-        }
-        Self::new(&mut loader, object, hooks)
+        spare::Spec::plain(object, hooks).load()
     }
 
     /// Loads `hook`'s program into the kernel (the verifier runs here); once per program.

@@ -27,7 +27,11 @@ use aya::{
     },
 };
 use aya_obj::ProgramSection;
-use chaos_common::hook::Hook;
+use chaos_common::{
+    fault::DiskFilter,
+    hook::{self, Hook},
+    names,
+};
 use tracing::debug;
 
 use super::{AttachError, Loaded};
@@ -53,6 +57,42 @@ impl Spec {
             hooks: hooks.to_vec(),
             max_entries: Vec::new(),
             globals: Vec::new(),
+        }
+    }
+
+    /// `object` without globals (a probe, a network fault), for `hooks`. The errno object's
+    /// per-CPU counters and PID bitmap, which only a fault on calls uses (through its own
+    /// spec), get one entry: the kernel allocates each when the map is made.
+    pub fn plain(object: &'static [u8], hooks: &[Hook]) -> Self {
+        let spec = Spec::new(object, hooks)
+            .max_entries(names::MAP_COUNTERS, 1)
+            .max_entries(names::MAP_TARGET_COUNTERS, 1)
+            .max_entries(names::MAP_TARGET_PID_BITS, 1);
+        // But the fmod_ret bio program's offsets: it follows typed pointers, which verify only
+        // at the fields' real offsets; and every branch a fault may take live (frozen globals
+        // let the verifier drop the others).
+        let disk = hooks
+            .contains(&hook::BIO_ERROR_FMOD_RET)
+            .then(|| {
+                crate::kernel::disk_offsets(DiskFilter {
+                    whole: 1,
+                    minors: 2,
+                    sector_end: u64::MAX,
+                    targeted: 1,
+                    ..DiskFilter::ZERO
+                })
+                .ok()
+            })
+            .flatten();
+        match disk {
+            Some(disk) => spec.global(
+                names::GLOBAL_DISK,
+                &DiskFilter {
+                    attributed: 1,
+                    ..disk
+                },
+            ),
+            None => spec,
         }
     }
 
@@ -341,8 +381,6 @@ fn make_room(keeper: &Path) {
 
 #[cfg(test)]
 mod tests {
-    use chaos_common::{hook, names};
-
     use super::*;
 
     /// Every hook a spare may hold opens as the program aya made from its section: opening one

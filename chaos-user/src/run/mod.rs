@@ -632,13 +632,16 @@ pub fn net_run(run: &NetFaultRun<'_>, lifetime: Duration) -> Result<Report, RunE
         matched: faults.iter().map(|f| f.matched).sum(),
         injected: faults.iter().map(|f| f.injected).sum(),
     }];
-    Ok(Report::new(
+    let mut report = Report::new(
         faults,
         ended_by,
         targets,
         elapsed,
         &run.fault.filter.describe(),
-    ))
+    );
+    report.spare_programs = attachment.from_spare();
+    attachment.leave_spare();
+    Ok(report)
 }
 
 /// Starts a detached network run: the links and counters pinned, what it changed on the

@@ -13,7 +13,10 @@ use chaos_common::{
 };
 
 use crate::{
-    attach::{AttachError, Loaded, Sites, qdisc},
+    attach::{
+        AttachError, Loaded, Sites, qdisc,
+        spare::{self, Spec},
+    },
     clock::Deadline,
     fault::net::{NetHook, NetTables, XdpMode},
     object,
@@ -29,6 +32,9 @@ pub struct NetAttachment {
     cgroup: bool,
     xdp: bool,
     fq: bool,
+    /// How the programs were loaded, to leave a spare like them ([`spare`]).
+    spec: Spec,
+    from_spare: bool,
 }
 
 /// The net object loaded for a run: its programs verified, its tables written and fq in place
@@ -41,6 +47,9 @@ pub struct NetLoaded<'t> {
     /// The XDP mode, when the fault acts at the XDP hook.
     xdp: Option<XdpMode>,
     fq: bool,
+    /// How the programs were loaded, to leave a spare like them ([`spare`]).
+    spec: Spec,
+    from_spare: bool,
 }
 
 impl<'t> NetLoaded<'t> {
@@ -65,7 +74,14 @@ impl<'t> NetLoaded<'t> {
                 .filter(|hook| matches!(hook, Hook::Tc { direction, .. } if fault.directions & direction != 0))
                 .collect(),
         };
-        let mut loaded = Loaded::plain(object::NET, &hooks)?;
+        // Verified ahead by `chaos idle`'s spares when it runs, else here.
+        let spec = Spec::plain(object::NET, &hooks);
+        let spare = spare::take(&spec);
+        let from_spare = spare.is_some();
+        let mut loaded = match spare {
+            Some(loaded) => loaded,
+            None => spec.load()?,
+        };
         for &hook in &hooks {
             loaded.load(hook)?;
         }
@@ -87,6 +103,8 @@ impl<'t> NetLoaded<'t> {
             hooks,
             xdp,
             fq,
+            spec,
+            from_spare,
         })
     }
 
@@ -104,6 +122,8 @@ impl<'t> NetLoaded<'t> {
             hooks,
             xdp,
             fq,
+            spec,
+            from_spare,
         } = self;
         let fault = net::NetFault {
             deadline_ns: deadline.ns,
@@ -142,12 +162,15 @@ impl<'t> NetLoaded<'t> {
             loaded.hand_over(&id)?;
         }
         loaded.set(names::MAP_NET_FAULTS, 0, fault)?;
+        loaded.unpin_spare();
         Ok(NetAttachment {
             loaded,
             fault,
             cgroup: target.cgroup.is_some(),
             xdp: xdp.is_some(),
             fq,
+            spec,
+            from_spare,
         })
     }
 }
@@ -175,6 +198,17 @@ impl NetAttachment {
             .loaded
             .set(names::MAP_NET_FAULTS, 0, disarmed(self.fault));
         self.loaded.detach();
+    }
+
+    /// Whether the programs were taken verified from `chaos idle`'s spares.
+    pub fn from_spare(&self) -> bool {
+        self.from_spare
+    }
+
+    /// With `chaos idle` running, leaves these programs verified again for the next run (see
+    /// [`spare`]); to be called once the run is over, as it costs a load.
+    pub fn leave_spare(&self) {
+        spare::make(&self.spec);
     }
 
     /// Packets matched and acted on in `direction` (a `DIRECTION_*` bit), summed over CPUs.
