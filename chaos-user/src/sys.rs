@@ -37,6 +37,13 @@ pub fn stat_field(stat: &str, n: usize) -> Option<&str> {
         .nth(n.checked_sub(3)?)
 }
 
+/// A process's start time in clock ticks since boot (field 22 of /proc/PID/stat): with its PID,
+/// what tells it from a process that took the PID after it ended.
+pub fn start_time(pid: u32) -> Option<u64> {
+    let stat = read_proc(format!("/proc/{pid}/stat")).ok()?;
+    stat_field(&stat, 22)?.parse().ok()
+}
+
 /// Whether a process of process group `group` still runs. A zombie does not count: where
 /// nothing reaps orphans (PID 1 of a container or a test guest) it stays one.
 pub fn group_runs(group: u32) -> bool {

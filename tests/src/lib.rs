@@ -1173,17 +1173,24 @@ pub fn start_net_fault(action: &str, args: &[&str]) -> Chaos {
 /// Starts `chaos idle`, the keeper of spare programs, and waits for its directory of spares.
 pub fn start_idle() -> (Chaos, std::path::PathBuf) {
     let idle = Chaos::spawn(&mut chaos_command(&["idle"]));
-    let keeper = std::path::PathBuf::from(format!("/sys/fs/bpf/chaos/spare-{}", idle.id()));
+    // spare-PID-START: its PID and start time.
+    let prefix = format!("spare-{}-", idle.id());
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while !keeper.is_dir() {
+    loop {
+        let keeper = std::fs::read_dir("/sys/fs/bpf/chaos")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .find(|entry| entry.file_name().to_string_lossy().starts_with(&prefix));
+        if let Some(keeper) = keeper {
+            return (idle, keeper.path());
+        }
         assert!(
             std::time::Instant::now() < deadline,
-            "chaos idle never made {}",
-            keeper.display()
+            "chaos idle never made /sys/fs/bpf/chaos/{prefix}START"
         );
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
-    (idle, keeper)
 }
 
 /// Ends `chaos idle` with SIGTERM, as the DaemonSet's pod is stopped: its spares go with it.

@@ -907,3 +907,10 @@ where
         .try_into()
         .map_err(|source| AttachError::Program { name, source })
 }
+
+/// A run that fails between taking a spare and arming its fault leaves no pin of it.
+impl Drop for Loaded {
+    fn drop(&mut self) {
+        self.unpin_spare();
+    }
+}

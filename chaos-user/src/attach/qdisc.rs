@@ -201,7 +201,7 @@ impl Changed {
         });
         let record = Record {
             pid: std::process::id(),
-            start_time: start_time(std::process::id()).unwrap_or_default(),
+            start_time: crate::sys::start_time(std::process::id()).unwrap_or_default(),
             netns: self.netns.clone(),
             iface: self.iface.clone(),
             change: self.change.clone(),
@@ -274,12 +274,6 @@ fn netns_id(netns: Option<&Netns>) -> u64 {
     fs::metadata(path).map(|m| m.ino()).unwrap_or_default()
 }
 
-/// A process's start time in clock ticks since boot (field 22 of /proc/PID/stat).
-fn start_time(pid: u32) -> Option<u64> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    crate::sys::stat_field(&stat, 22)?.parse().ok()
-}
-
 /// Undoes `change` on `iface` as far as it is still in place; a namespace that is gone took its
 /// interfaces with it. Returns whether something was undone.
 fn undo(netns: Option<&Path>, iface: &str, change: &Change) -> bool {
@@ -336,7 +330,7 @@ pub fn restore_orphans() -> Vec<String> {
         };
         let owner_alive = match &record.run {
             Some(id) => pin_dir(id).exists(),
-            None => start_time(record.pid).is_some_and(|t| t == record.start_time),
+            None => crate::sys::start_time(record.pid).is_some_and(|t| t == record.start_time),
         };
         if owner_alive {
             continue;

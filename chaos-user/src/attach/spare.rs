@@ -1,7 +1,7 @@
 //! Spare programs, verified before a run asks for them. While `chaos idle` runs (the DaemonSet's
-//! process on a node, or one started by hand), a run of a fault on calls ends by loading its
-//! programs and maps once more, fresh and empty, and pinning them under the idle process's
-//! directory, `/sys/fs/bpf/chaos/spare-PID/KEY`. The next run with the same KEY (the same chaos
+//! process on a node, or one started by hand), a run of a fault ends by loading its programs
+//! and maps once more, fresh and empty, and pinning them under the idle process's directory,
+//! `/sys/fs/bpf/chaos/spare-PID-START/KEY`. The next run with the same KEY (the same chaos
 //! binary, programs, map sizes and globals) takes them by renaming that directory (so only one
 //! run can), opens the pins and removes them: no object to parse or relocate, nothing to
 //! verify, about half of a start (`cargo xtask bench`, start). A spare is never attached and its
@@ -37,7 +37,7 @@ use tracing::debug;
 use super::{AttachError, Loaded};
 use crate::state::PIN_ROOT;
 
-/// `chaos idle`'s directory of spares is `PIN_ROOT/spare-PID`.
+/// `chaos idle`'s directory of spares is `PIN_ROOT/spare-PID-START` (its PID and start time).
 const KEEPER_PREFIX: &str = "spare-";
 /// Spares a keeper holds at most; making one more removes the oldest.
 const MAX_SPARES: usize = 16;
@@ -200,36 +200,60 @@ fn open_program(hook: Hook, path: &Path) -> Result<Program, ProgramError> {
 /// dot, which aya's maps of globals have (`.rodata`): a pin spells it `~`.
 const MAP_PIN: &str = "map_";
 const PROGRAM_PIN: &str = "prog_";
-/// A spare a run is taking, or making, in a keeper's directory: `taken-PID`, `making-PID`.
+/// Made last in a spare, an empty directory naming how many maps it pinned: a spare is taken
+/// only whole.
+const MAPS_MARK: &str = "maps-";
+/// What a process owns for as long as it lives, named `PREFIX-PID-START` (its start time, so
+/// that a process that took the PID since owns nothing): in a keeper's directory a spare being
+/// taken or made; anywhere, a directory being removed.
 const TAKEN: &str = "taken-";
 const MAKING: &str = "making-";
+const DROPPING: &str = "dropping-";
 
 fn map_pin(name: &str) -> String {
     format!("{MAP_PIN}{}", name.replace('.', "~"))
 }
 
+/// This process's `PID-START`, which names what it owns.
+fn own_tag() -> &'static str {
+    static TAG: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    TAG.get_or_init(|| {
+        let pid = std::process::id();
+        format!("{pid}-{}", crate::sys::start_time(pid).unwrap_or_default())
+    })
+}
+
+/// The owner's `PID-START` of a directory named `name`, if it is one of `prefixes`'.
+fn owner<'n>(name: &'n str, prefixes: &[&str]) -> Option<&'n str> {
+    prefixes.iter().find_map(|prefix| name.strip_prefix(prefix))
+}
+
+/// Whether the process `tag` (`PID-START`, and whatever follows) names still runs.
+fn runs(tag: &str) -> bool {
+    let mut parts = tag.split('-');
+    let (Some(Ok(pid)), Some(Ok(start))) = (
+        parts.next().map(str::parse::<u32>),
+        parts.next().map(str::parse::<u64>),
+    ) else {
+        return false;
+    };
+    crate::sys::start_time(pid) == Some(start)
+}
+
 /// The directory of a running `chaos idle` that keeps spares, if one runs.
 fn keeper() -> Option<PathBuf> {
-    fs::read_dir(PIN_ROOT)
-        .ok()?
-        .flatten()
-        .find(|entry| keeper_pid(&entry.file_name()).is_some_and(is_idle))
-        .map(|entry| entry.path())
-}
-
-fn keeper_pid(name: &std::ffi::OsStr) -> Option<u32> {
-    name.to_str()?.strip_prefix(KEEPER_PREFIX)?.parse().ok()
-}
-
-/// Whether `pid` is a chaos process (not one that took a dead keeper's PID since).
-fn is_idle(pid: u32) -> bool {
-    crate::sys::read_proc(format!("/proc/{pid}/comm")).is_ok_and(|comm| comm.starts_with("chaos"))
+    fs::read_dir(PIN_ROOT).ok()?.flatten().find_map(|entry| {
+        let name = entry.file_name();
+        owner(name.to_str()?, &[KEEPER_PREFIX])
+            .is_some_and(runs)
+            .then(|| entry.path())
+    })
 }
 
 /// Makes this process the keeper of spares (`chaos idle`): their directory, which
 /// [`release`] removes.
 pub fn keep() -> Result<PathBuf, String> {
-    let dir = Path::new(PIN_ROOT).join(format!("{KEEPER_PREFIX}{}", std::process::id()));
+    let dir = Path::new(PIN_ROOT).join(format!("{KEEPER_PREFIX}{}", own_tag()));
     fs::create_dir_all(&dir).map_err(|err| {
         format!(
             "cannot make {}: {err} (is bpffs mounted at /sys/fs/bpf?)",
@@ -239,39 +263,62 @@ pub fn keep() -> Result<PathBuf, String> {
     Ok(dir)
 }
 
-/// Removes a keeper's directory and every spare in it: their programs and maps are freed.
+/// Removes `dir` (a keeper's, a spare, one being taken or made) and every pin in it: their
+/// programs and maps are freed. It is first renamed to this process's, so that no one else
+/// takes, fills or removes it meanwhile: a run that made a spare in it, or took one from it, at
+/// that moment finds it gone (a run still pinning into it fails and leaves, which the retries
+/// wait for).
 pub fn release(dir: &Path) {
-    if let Err(err) = fs::remove_dir_all(dir) {
+    static RELEASED: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = RELEASED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dropping = dir.with_file_name(format!("{DROPPING}{}-{n}", own_tag()));
+    if let Err(err) = fs::rename(dir, &dropping) {
         debug!(%err, dir = %dir.display(), "release the spares");
+        return;
+    }
+    remove(&dropping);
+}
+
+/// Removes `dir` and what is in it, again while something is still pinning into it.
+fn remove(dir: &Path) {
+    for _ in 0..5 {
+        match fs::remove_dir_all(dir) {
+            Err(err) if err.kind() == std::io::ErrorKind::DirectoryNotEmpty => {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(err) => return debug!(%err, dir = %dir.display(), "remove the spares"),
+            Ok(()) => return,
+        }
     }
 }
 
-/// Removes the spares of keepers that are gone (killed), and what a run killed while taking or
-/// making one left in a live keeper's; returns the directories removed.
+/// Removes the spares of keepers that are gone (killed), and what a process killed while
+/// taking, making or removing one left; returns the directories removed.
 pub fn clean_up() -> Vec<String> {
     let Ok(entries) = fs::read_dir(PIN_ROOT) else {
         return Vec::new();
     };
     let mut removed = Vec::new();
+    let mut remove_unowned = |dir: PathBuf, prefixes: &[&str]| -> bool {
+        let name = dir.file_name().map(|n| n.to_string_lossy().into_owned());
+        match name.as_deref().and_then(|name| owner(name, prefixes)) {
+            Some(tag) if !runs(tag) => {
+                remove(&dir);
+                removed.push(dir.display().to_string());
+                true
+            }
+            Some(_) => false,
+            None => true,
+        }
+    };
     for entry in entries.flatten() {
-        let Some(pid) = keeper_pid(&entry.file_name()) else {
-            continue;
-        };
-        if !is_idle(pid) {
-            release(&entry.path());
-            removed.push(entry.path().display().to_string());
+        let path = entry.path();
+        if remove_unowned(path.clone(), &[KEEPER_PREFIX, DROPPING]) {
             continue;
         }
-        // `taken-PID`, `making-PID`: a run's, for as long as it lives.
-        for inner in fs::read_dir(entry.path()).into_iter().flatten().flatten() {
-            let name = inner.file_name().to_string_lossy().into_owned();
-            let owner = [TAKEN, MAKING]
-                .iter()
-                .find_map(|prefix| name.strip_prefix(prefix));
-            if owner.is_some_and(|pid| !Path::new("/proc").join(pid).exists()) {
-                release(&inner.path());
-                removed.push(inner.path().display().to_string());
-            }
+        // A live keeper's: what its runs left.
+        for inner in fs::read_dir(&path).into_iter().flatten().flatten() {
+            remove_unowned(inner.path(), &[TAKEN, MAKING, DROPPING]);
         }
     }
     removed
@@ -281,7 +328,7 @@ pub fn clean_up() -> Vec<String> {
 /// one; its pins stay until the programs are attached ([`Loaded::unpin_spare`]).
 pub fn take(spec: &Spec) -> Option<Loaded> {
     let dir = keeper()?.join(spec.key()?);
-    let taken = dir.with_file_name(format!("{TAKEN}{}", std::process::id()));
+    let taken = dir.with_file_name(format!("{TAKEN}{}", own_tag()));
     fs::rename(&dir, &taken).ok()?;
     match open(spec, &taken) {
         Ok(ebpf) => Some(Loaded::from_spare(ebpf, spec.object, &spec.hooks, taken)),
@@ -295,14 +342,20 @@ pub fn take(spec: &Spec) -> Option<Loaded> {
 
 fn open(spec: &Spec, dir: &Path) -> Result<Ebpf, String> {
     let mut maps = HashMap::new();
+    let mut pinned = None;
     for entry in fs::read_dir(dir).map_err(|err| err.to_string())?.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
-        if let Some(map) = name.strip_prefix(MAP_PIN) {
+        if let Some(count) = name.strip_prefix(MAPS_MARK) {
+            pinned = count.parse::<usize>().ok();
+        } else if let Some(map) = name.strip_prefix(MAP_PIN) {
             let map = map.replace('~', ".");
             let data = MapData::from_pin(entry.path()).map_err(|err| format!("{map}: {err}"))?;
             let map_of = Map::from_map_data(data).map_err(|err| format!("{map}: {err}"))?;
             maps.insert(map, map_of);
         }
+    }
+    if pinned != Some(maps.len()) {
+        return Err(format!("{} maps of {pinned:?}: not whole", maps.len()));
     }
     let mut programs = HashMap::new();
     for &hook in &spec.hooks {
@@ -326,7 +379,7 @@ pub fn make(spec: &Spec) {
         return;
     }
     make_room(&keeper);
-    let making = keeper.join(format!("{MAKING}{}", std::process::id()));
+    let making = keeper.join(format!("{MAKING}{}", own_tag()));
     let result = pin_fresh(spec, &making)
         .and_then(|()| fs::rename(&making, &dir).map_err(|err| format!("rename: {err}")));
     if let Err(err) = result {
@@ -351,7 +404,8 @@ fn pin_fresh(spec: &Spec, dir: &Path) -> Result<(), String> {
             .pin(dir.join(format!("{PROGRAM_PIN}{name}")))
             .map_err(|err| format!("{name}: {err}"))?;
     }
-    Ok(())
+    fs::create_dir(dir.join(format!("{MAPS_MARK}{}", ebpf.maps().count())))
+        .map_err(|err| format!("mark: {err}"))
 }
 
 /// Removes the oldest spares until there is room for one more.
@@ -359,17 +413,17 @@ fn make_room(keeper: &Path) {
     let Ok(entries) = fs::read_dir(keeper) else {
         return;
     };
-    let mut spares: Vec<(i64, PathBuf)> = entries
+    let mut spares: Vec<((i64, i64), PathBuf)> = entries
         .flatten()
         .filter(|entry| {
             let name = entry.file_name().to_string_lossy().into_owned();
-            !name.starts_with(TAKEN) && !name.starts_with(MAKING)
+            owner(&name, &[TAKEN, MAKING, DROPPING]).is_none()
         })
         .map(|entry| {
-            (
-                entry.metadata().map_or(0, |meta| meta.ctime()),
-                entry.path(),
-            )
+            let made = entry
+                .metadata()
+                .map_or((0, 0), |meta| (meta.ctime(), meta.ctime_nsec()));
+            (made, entry.path())
         })
         .collect();
     spares.sort();
@@ -398,6 +452,29 @@ mod tests {
             );
         }
         assert!(held > 40, "only {held} hooks can be spares");
+    }
+
+    /// What a process owns is its own while it runs, and no one's once its PID is taken by
+    /// another process (another start time) or its name is not an owner's.
+    #[test]
+    fn what_a_process_owns_is_named_by_its_pid_and_start_time() {
+        let tag = own_tag();
+        assert!(runs(tag));
+        let name = format!("{TAKEN}{tag}");
+        assert_eq!(owner(&name, &[TAKEN, MAKING]), Some(tag));
+        assert!(owner(&name, &[MAKING]).is_none());
+        assert!(owner("0123456789abcdef", &[TAKEN, MAKING, DROPPING]).is_none());
+        let (pid, start) = tag.split_once('-').expect("PID-START");
+        let start: u64 = start.parse().expect("a start time");
+        assert!(
+            !runs(&format!("{pid}-{}", start + 1)),
+            "a later process of the PID"
+        );
+        assert!(
+            runs(&format!("{tag}-3")),
+            "what follows the start time is not the owner's"
+        );
+        assert!(!runs(pid), "no start time");
     }
 
     /// Runs share a spare only when everything they load is the same.
