@@ -511,6 +511,19 @@ pub fn prove_op(
     extra: &[&str],
     refused: impl FnOnce(&Output, &str) -> bool,
 ) -> Option<Value> {
+    let report = prove_op_run(victim, op, extra, refused);
+    assert_no_chaos_programs();
+    report.map(|report| report["faults"][0].clone())
+}
+
+/// [`prove_op`] but for what the kernel holds after: the whole report, and no check that no
+/// program is left (a run with `chaos idle` beside it leaves a spare).
+pub fn prove_op_run(
+    victim: &str,
+    op: &str,
+    extra: &[&str],
+    refused: impl FnOnce(&Output, &str) -> bool,
+) -> Option<Value> {
     let base = std::env::temp_dir().join(format!("chaos-op-{op}-{}", std::process::id()));
     let (target_arg, bystander_arg) = if op == "connect" {
         let address = tcp_server("127.0.0.1:0");
@@ -535,7 +548,7 @@ pub fn prove_op(
     let output = chaos(&args);
     let end_ns = monotonic_ns();
     let what = [&["--op", op], extra].concat().join(" ");
-    let fault = if refused(&output, &what) {
+    let report = if refused(&output, &what) {
         assert!(
             target.calls().iter().all(|call| call.errno.is_none()),
             "{what}: nothing may be attached"
@@ -546,25 +559,19 @@ pub fn prove_op(
         assert!(output.status.success(), "{what}: {stderr}");
         target.wait_for_call_after(end_ns);
         thread::sleep(Duration::from_millis(50));
-        let fault = json_report(&output)["faults"][0].clone();
+        let report = json_report(&output);
+        let fault = &report["faults"][0];
         assert_eq!(fault["op"], op);
         eprintln!(
             "{what} via {}: {} injected",
             fault["mechanism"], fault["injected"]
         );
-        assert_scoped_fault(
-            &[&target],
-            &bystander,
-            libc::EIO,
-            (start_ns, end_ns),
-            &fault,
-        );
-        Some(fault)
+        assert_scoped_fault(&[&target], &bystander, libc::EIO, (start_ns, end_ns), fault);
+        Some(report)
     };
-    assert_no_chaos_programs();
     drop((target, bystander));
     let _ = std::fs::remove_dir_all(&base);
-    fault
+    report
 }
 
 /// Whether `output` is chaos refusing `--backend kprobe-override` on a kernel that cannot
