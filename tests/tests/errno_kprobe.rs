@@ -69,6 +69,22 @@ fn kprobe_rung_refuses_path() {
     );
 }
 
+/// With `chaos idle` running, the kprobe programs come from a spare the second time and fail
+/// only the target, as errno_ops shows for the other program kinds.
+#[test]
+fn kprobes_from_a_spare_fail_only_the_target() {
+    let (offered, _, detail) = override_offered(&Probe::run(), "kprobe-override");
+    if !offered {
+        // kprobe_open asserts the refusal.
+        eprintln!("NOT RUN on this kernel: {detail}");
+        return;
+    }
+    let (idle, keeper) = start_idle();
+    prove_op_from_spare(VICTIM, "open", &["--backend", "kprobe-override"], true);
+    stop_idle(idle, &keeper);
+    assert_no_chaos_programs();
+}
+
 op_tests! {
     fault_op;
     kprobe_open: "open",

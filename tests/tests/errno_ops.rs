@@ -51,44 +51,21 @@ op_tests! {
 }
 
 /// With `chaos idle` running, the programs of an operation come from a spare the second time
-/// and fail the target as freshly loaded ones do (its calls only inside the window, the
-/// bystander beside it never): each kind of program this kernel runs the operations with, taken
-/// from its pin (cgroup_sock for socket; LSM for open and mmap, none where they load as
-/// fmod_ret, which no spare holds; a kprobe for open where kprobe override works).
+/// and fail the target as freshly loaded ones do: each kind of program this kernel runs the
+/// operations with, taken from its pin (cgroup_sock for socket, LSM for open and mmap; none
+/// where they load as fmod_ret, which no spare holds). errno_kprobe does the same for a kprobe.
 #[test]
 fn operations_from_a_spare_fail_only_the_target() {
     let (idle, keeper) = start_idle();
-    // The operations' own tests assert the refusals where the kernel has no mechanism.
-    let never_refused = |_: &std::process::Output, _: &str| false;
-    // And open through a kprobe where kprobe override works (a rung `auto` takes only where
-    // neither LSM nor fmod_ret loads).
-    let kprobe = override_offered(&Probe::run(), "kprobe-override").0;
-    let kprobe_open: &[(&str, &[&str])] = if kprobe {
-        &[("open", &["--backend", "kprobe-override"])]
-    } else {
-        &[]
-    };
-    let runs = [("socket", &[][..]), ("open", &[]), ("mmap", &[])];
-    for &(op, extra) in runs.iter().chain(kprobe_open) {
-        if extra.is_empty() && Probe::run().mechanism(op).is_none() {
+    for op in ["socket", "open", "mmap"] {
+        if Probe::run().mechanism(op).is_none() {
             eprintln!("{op}: NOT RUN here, no mechanism on this kernel (its own test asserts why)");
             continue;
         }
-        let first = prove_op_run(VICTIM, op, extra, never_refused).expect("not refused");
-        let spareable = !extra.is_empty()
-            || !hooks_in_use(op)
-                .iter()
-                .any(|hook| matches!(hook, chaos_common::hook::Hook::FmodRet { .. }));
-        assert!(first.get("spare_programs").is_none(), "{op}: {first}");
-        let second = prove_op_run(VICTIM, op, extra, never_refused).expect("not refused");
-        let mechanism = &second["faults"][0]["mechanism"];
-        if spareable {
-            assert_eq!(second["spare_programs"], true, "{op}: {second}");
-            eprintln!("{op} via {mechanism} from a spare");
-        } else {
-            assert!(second.get("spare_programs").is_none(), "{op}: {second}");
-            eprintln!("{op} via {mechanism}: NOT FROM A SPARE here (fmod_ret)");
-        }
+        let spareable = !hooks_in_use(op)
+            .iter()
+            .any(|hook| matches!(hook, chaos_common::hook::Hook::FmodRet { .. }));
+        prove_op_from_spare(VICTIM, op, &[], spareable);
     }
     stop_idle(idle, &keeper);
     assert_no_chaos_programs();
