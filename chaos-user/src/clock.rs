@@ -29,8 +29,9 @@ pub fn now_ns(clock: libc::clockid_t) -> i64 {
     now.tv_sec * 1_000_000_000 + now.tv_nsec
 }
 
-/// When a run ends, on `CLOCK_MONOTONIC`: computed once, when the programs are about to attach,
-/// and used by the kernel side, the loader's hold and a detached run's record alike.
+/// When a run ends, on `CLOCK_MONOTONIC`: computed once, as the fault is armed (every program
+/// attached, so the live window is the whole `--for`), and used by the kernel side, the
+/// loader's hold and a detached run's record alike.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Deadline {
     pub ns: u64,

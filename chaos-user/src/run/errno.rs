@@ -1,7 +1,7 @@
 //! A fault on calls live in the kernel: the errno object loaded with the targets in its maps,
 //! the plan's hooks (and a signal's, a syscall's, a kernel function's or the bios') attached.
 
-use std::{collections::HashSet, fs::File, os::fd::AsFd, path::Path};
+use std::{collections::HashSet, fs::File, os::fd::AsFd, path::Path, time::Duration};
 
 use aya::maps::CgroupArray;
 use chaos_common::{
@@ -286,22 +286,19 @@ impl<'t> CallsLoaded<'t> {
         self.loaded.take_map(name)
     }
 
-    /// Writes the fault with `deadline` and attaches every hook; with `pin`, every link and the
-    /// counters are pinned there (a detached run).
+    /// Attaches every hook, then arms the fault for `lifetime` from then (the attachment's
+    /// [`CallsAttachment::deadline`]); with `pin`, every link and the counters are pinned there
+    /// (a detached run).
     pub fn start(
         mut self,
-        deadline: Deadline,
+        lifetime: Duration,
         pin: Option<&Path>,
     ) -> Result<CallsAttachment, CallsError> {
-        let fault = CallFault {
-            deadline_ns: deadline.ns,
-            ..self.fault
-        };
         // Set with its deadline passed while the hooks attach one by one, then armed at once:
         // an operation on several syscalls or sites (the kprobe rung's fork and clone, connect
         // over IPv4 and IPv6) never fails on some of them and not the others.
         self.loaded
-            .set(names::MAP_FAULTS, FAULT_SLOT, disarmed(fault))?;
+            .set(names::MAP_FAULTS, FAULT_SLOT, disarmed(self.fault))?;
         let cgroups = self
             .targets
             .attach_cgroups()
@@ -335,6 +332,11 @@ impl<'t> CallsLoaded<'t> {
                 self.loaded.pin_map(name, dir)?;
             }
         }
+        // The live window is `lifetime` whatever attaching took.
+        let fault = CallFault {
+            deadline_ns: Deadline::after(lifetime).ns,
+            ..self.fault
+        };
         let mut attachment = CallsAttachment {
             loaded: self.loaded,
             fault,
@@ -407,6 +409,13 @@ impl CallsAttachment {
             .loaded
             .set(names::MAP_FAULTS, FAULT_SLOT, disarmed(self.fault));
         self.loaded.detach();
+    }
+
+    /// When the fault ends, as armed.
+    pub fn deadline(&self) -> Deadline {
+        Deadline {
+            ns: self.fault.deadline_ns,
+        }
     }
 
     /// Whether the programs were taken verified from `chaos idle`'s spares.

@@ -498,9 +498,9 @@ pub fn calls_run_between(
         Some(setting) => Some(Resumer::start(&mut loaded, setting)?),
         None => None,
     };
-    let deadline = Deadline::after(lifetime);
     before()?;
-    let mut attachment = loaded.start(deadline, None)?;
+    let mut attachment = loaded.start(lifetime, None)?;
+    let deadline = attachment.deadline();
     after()?;
     let pidfds: Vec<&OwnedFd> = if targets.ends_with_processes() {
         targets.processes.iter().map(|p| &p.pidfd).collect()
@@ -540,17 +540,12 @@ pub fn calls_detached(
     lifetime: Duration,
 ) -> Result<DetachedRun, RunError> {
     let loaded = CallsLoaded::load(targets, fault.kernel, &fault.plan, fault.extra)?;
-    start_detached(
-        targets.describe(),
-        fault.kinds(),
-        lifetime,
-        |deadline, dir| {
-            loaded
-                .start(deadline, Some(dir))
-                .map(drop)
-                .map_err(RunError::from)
-        },
-    )
+    start_detached(targets.describe(), fault.kinds(), |dir| {
+        loaded
+            .start(lifetime, Some(dir))
+            .map(|attachment| attachment.deadline())
+            .map_err(RunError::from)
+    })
 }
 
 /// A network fault as a run starts it, and its report's rows.
@@ -605,8 +600,8 @@ pub fn net_run(run: &NetFaultRun<'_>, lifetime: Duration) -> Result<Report, RunE
     let holder = Holder::new().map_err(RunError::Interrupts)?;
     let tables = run.fault.tables()?;
     let loaded = NetLoaded::load(run.target, run.fault.kernel(), &tables, run.fault.hook)?;
-    let deadline = Deadline::after(lifetime);
-    let mut attachment = loaded.start(deadline, None)?;
+    let mut attachment = loaded.start(lifetime, None)?;
+    let deadline = attachment.deadline();
     let ends = Ends {
         deadline,
         pidfds: Vec::new(),
@@ -650,30 +645,31 @@ pub fn net_detached(run: &NetFaultRun<'_>, lifetime: Duration) -> Result<Detache
     let tables = run.fault.tables()?;
     let loaded = NetLoaded::load(run.target, run.fault.kernel(), &tables, run.fault.hook)?;
     let kinds = run.rows(None).into_iter().map(|row| row.fault).collect();
-    start_detached(run.target.describe(), kinds, lifetime, |deadline, dir| {
+    start_detached(run.target.describe(), kinds, |dir| {
         loaded
-            .start(deadline, Some(dir))
-            .map(drop)
+            .start(lifetime, Some(dir))
+            .map(|attachment| attachment.deadline())
             .map_err(RunError::from)
     })
 }
 
-/// A detached run: its pin directory made, `attach` given the deadline (computed here, once the
-/// programs are loaded) and the directory, the record saved with that same deadline; a failed
-/// attach leaves nothing behind.
+/// A detached run: its pin directory made, `attach` given it and returning the deadline it
+/// armed the fault with, the record saved with that same deadline; a failed attach leaves
+/// nothing behind.
 fn start_detached(
     targets: String,
     faults: Vec<FaultKind>,
-    lifetime: Duration,
-    attach: impl FnOnce(Deadline, &std::path::Path) -> Result<(), RunError>,
+    attach: impl FnOnce(&std::path::Path) -> Result<Deadline, RunError>,
 ) -> Result<DetachedRun, RunError> {
     let id = detached::new_id();
     let dir: PathBuf = detached::prepare(&id)?;
-    let deadline = Deadline::after(lifetime);
-    if let Err(err) = attach(deadline, &dir) {
-        let _ = detached::stop(&id);
-        return Err(err);
-    }
+    let deadline = match attach(&dir) {
+        Ok(deadline) => deadline,
+        Err(err) => {
+            let _ = detached::stop(&id);
+            return Err(err);
+        }
+    };
     let run = DetachedRun {
         id,
         targets,

@@ -3,7 +3,7 @@
 //! qdisc records remove), its XDP program (links that die with chaos), or the cgroup_skb program
 //! on a cgroup, and fq where packets are timed.
 
-use std::{fs::File, path::Path};
+use std::{fs::File, path::Path, time::Duration};
 
 use chaos_common::{
     counters::Counters,
@@ -108,11 +108,12 @@ impl<'t> NetLoaded<'t> {
         })
     }
 
-    /// Writes the fault with `deadline` and attaches every program. With `pin`, every link and
-    /// the counters are pinned there, and what changed on the interfaces belongs to the run.
+    /// Attaches every program, then arms the fault for `lifetime` from then (the attachment's
+    /// [`NetAttachment::deadline`]). With `pin`, every link and the counters are pinned there,
+    /// and what changed on the interfaces belongs to the run.
     pub fn start(
         self,
-        deadline: Deadline,
+        lifetime: Duration,
         pin: Option<&Path>,
     ) -> Result<NetAttachment, AttachError> {
         let NetLoaded {
@@ -125,10 +126,6 @@ impl<'t> NetLoaded<'t> {
             spec,
             from_spare,
         } = self;
-        let fault = net::NetFault {
-            deadline_ns: deadline.ns,
-            ..fault
-        };
         // Armed once every hook is attached, on all at once (both directions, every interface).
         loaded.set(names::MAP_NET_FAULTS, 0, disarmed(fault))?;
         let cgroups = match &target.cgroup {
@@ -161,6 +158,11 @@ impl<'t> NetLoaded<'t> {
                 .unwrap_or_default();
             loaded.hand_over(&id)?;
         }
+        // The live window is `lifetime` whatever attaching took.
+        let fault = net::NetFault {
+            deadline_ns: Deadline::after(lifetime).ns,
+            ..fault
+        };
         loaded.set(names::MAP_NET_FAULTS, 0, fault)?;
         loaded.unpin_spare();
         Ok(NetAttachment {
@@ -198,6 +200,13 @@ impl NetAttachment {
             .loaded
             .set(names::MAP_NET_FAULTS, 0, disarmed(self.fault));
         self.loaded.detach();
+    }
+
+    /// When the fault ends, as armed.
+    pub fn deadline(&self) -> Deadline {
+        Deadline {
+            ns: self.fault.deadline_ns,
+        }
     }
 
     /// Whether the programs were taken verified from `chaos idle`'s spares.

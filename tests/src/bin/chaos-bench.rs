@@ -1124,9 +1124,9 @@ const DEADLINE_RUN: Duration = Duration::from_millis(500);
 
 /// Deadline precision: `trials` runs of `chaos fail --for 500ms` against a tight connect() loop.
 /// The loop stamps its first and last failed call; the spread is how far that window is from
-/// 500 ms. The window starts at the first program's first failure, which comes after the
-/// in-kernel deadline was set (the attach time), so a negative spread is that attach time and
-/// the end is the in-kernel deadline (or the detach, whichever comes first).
+/// 500 ms. The in-kernel deadline is set as the fault is armed, every program attached, so the
+/// window is the whole `--for` but for the loop's own step (a connect() and a clock read),
+/// and ends at that deadline (or the detach, whichever comes first).
 fn deadline(trials: u32) {
     let exe = std::env::current_exe().unwrap();
     let mut spreads: Vec<f64> = (0..trials)
