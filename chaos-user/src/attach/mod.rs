@@ -203,6 +203,10 @@ pub struct Loaded {
     /// The pins of the spare these programs came from, removed once they are attached
     /// ([`Loaded::unpin_spare`]): the first failure does not wait for it.
     spare: Option<PathBuf>,
+    /// Whether they came from a spare.
+    from_spare: bool,
+    /// How they were loaded, when a spare of them may be left ([`spare::Spec::take_or_load`]).
+    spec: Option<spare::Spec>,
 }
 
 impl Loaded {
@@ -238,11 +242,13 @@ impl Loaded {
             tcx: tcx_links(),
             xdp_native: Vec::new(),
             spare: None,
+            from_spare: false,
+            spec: None,
         })
     }
 
     /// `hooks`' programs of `object`, loaded already (a spare pinned in `pins`: see [`spare`]).
-    fn from_spare(ebpf: Ebpf, object: &'static [u8], hooks: &[Hook], pins: PathBuf) -> Self {
+    fn opened_spare(ebpf: Ebpf, object: &'static [u8], hooks: &[Hook], pins: PathBuf) -> Self {
         Loaded {
             ebpf,
             object,
@@ -254,6 +260,8 @@ impl Loaded {
             tcx: tcx_links(),
             xdp_native: Vec::new(),
             spare: Some(pins),
+            from_spare: true,
+            spec: None,
         }
     }
 
@@ -691,6 +699,19 @@ impl Loaded {
         self.changes
             .drain(..)
             .try_for_each(|change| change.hand_over(id))
+    }
+
+    /// Whether the programs were taken verified from `chaos idle`'s spares.
+    pub fn from_spare(&self) -> bool {
+        self.from_spare
+    }
+
+    /// With `chaos idle` running, leaves these programs verified again for the next run (see
+    /// [`spare`]); to be called once the run is over, as it costs a load.
+    pub fn leave_spare(&self) {
+        if let Some(spec) = &self.spec {
+            spare::make(spec);
+        }
     }
 
     /// Removes the pins of the spare the programs came from, if they did.

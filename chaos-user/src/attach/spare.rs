@@ -126,6 +126,18 @@ impl Spec {
         Loaded::new(&mut loader, self.object, &self.hooks)
     }
 
+    /// Takes `chaos idle`'s spare of these programs, verified already, when it keeps one, and
+    /// loads the object as specified otherwise; either can leave a spare like it once its run
+    /// is over ([`Loaded::leave_spare`]).
+    pub fn take_or_load(self) -> Result<Loaded, AttachError> {
+        let mut loaded = match take(&self) {
+            Some(loaded) => loaded,
+            None => self.load()?,
+        };
+        loaded.spec = Some(self);
+        Ok(loaded)
+    }
+
     /// The name of this spec's spares: the running binary (device, inode, size, change time)
     /// and everything the spec holds. `None` where the binary cannot be told apart, or a hook
     /// cannot be taken from a pin.
@@ -331,7 +343,7 @@ pub fn take(spec: &Spec) -> Option<Loaded> {
     let taken = dir.with_file_name(format!("{TAKEN}{}", own_tag()));
     fs::rename(&dir, &taken).ok()?;
     match open(spec, &taken) {
-        Ok(ebpf) => Some(Loaded::from_spare(ebpf, spec.object, &spec.hooks, taken)),
+        Ok(ebpf) => Some(Loaded::opened_spare(ebpf, spec.object, &spec.hooks, taken)),
         Err(err) => {
             debug!(%err, "a spare that does not open: loading the object");
             release(&taken);

@@ -17,11 +17,7 @@ use chaos_common::{
 use thiserror::Error;
 
 use crate::{
-    attach::{
-        AttachError, Loaded, Sites,
-        pid_bits::PidBits,
-        spare::{self, Spec},
-    },
+    attach::{AttachError, Loaded, Sites, pid_bits::PidBits, spare::Spec},
     clock::Deadline,
     kernel,
     plan::Plan,
@@ -88,10 +84,8 @@ pub struct CallsLoaded<'t> {
     loaded: Loaded,
     targets: &'t Targets,
     fault: CallFault,
-    /// How the object was loaded (its hooks, in attach order), for the spare a run leaves.
-    spec: Spec,
-    /// Whether the programs were a spare's.
-    from_spare: bool,
+    /// Its hooks, in attach order.
+    hooks: Vec<Hook>,
     syscall: Option<String>,
     function: Option<String>,
     exits: Vec<String>,
@@ -230,12 +224,7 @@ impl<'t> CallsLoaded<'t> {
             .global(names::GLOBAL_CORRUPT, &corrupt)
             .global(names::GLOBAL_CLOCK, &clock);
         // Verified ahead by `chaos idle`'s spares when it runs, else here.
-        let spare = spare::take(&spec);
-        let from_spare = spare.is_some();
-        let mut loaded = match spare {
-            Some(loaded) => loaded,
-            None => spec.load()?,
-        };
+        let mut loaded = spec.take_or_load()?;
         for &hook in &hooks {
             loaded.load(hook)?;
         }
@@ -273,8 +262,7 @@ impl<'t> CallsLoaded<'t> {
             loaded,
             targets,
             fault,
-            spec,
-            from_spare,
+            hooks,
             syscall,
             function,
             exits,
@@ -314,7 +302,7 @@ impl<'t> CallsLoaded<'t> {
             exits: &exits,
             ..Sites::default()
         };
-        for hook in self.spec.hooks().to_vec() {
+        for hook in std::mem::take(&mut self.hooks) {
             if let Err(err) = self.loaded.attach(hook, &sites, pin) {
                 // In the reverse of the attach order, as a run ends.
                 self.loaded.detach();
@@ -340,8 +328,6 @@ impl<'t> CallsLoaded<'t> {
         let mut attachment = CallsAttachment {
             loaded: self.loaded,
             fault,
-            spec: self.spec,
-            from_spare: self.from_spare,
         };
         attachment
             .loaded
@@ -388,8 +374,6 @@ pub struct CallsAttachment {
     loaded: Loaded,
     /// The fault as armed.
     fault: CallFault,
-    spec: Spec,
-    from_spare: bool,
 }
 
 /// An attachment dropped on an error path detaches as a finished run does: in the reverse of
@@ -418,15 +402,9 @@ impl CallsAttachment {
         }
     }
 
-    /// Whether the programs were taken verified from `chaos idle`'s spares.
-    pub fn from_spare(&self) -> bool {
-        self.from_spare
-    }
-
-    /// With `chaos idle` running, leaves these programs verified again for the next run (see
-    /// [`spare`]); to be called once the run is over, as it costs a load.
-    pub fn leave_spare(&self) {
-        spare::make(&self.spec);
+    /// The programs and maps.
+    pub fn loaded(&self) -> &Loaded {
+        &self.loaded
     }
 
     /// Matched and acted-on calls of operation `code` (`OP_*`) so far.

@@ -526,8 +526,8 @@ pub fn calls_run_between(
         elapsed,
         &fault.filters,
     );
-    report.spare_programs = attachment.from_spare();
-    attachment.leave_spare();
+    report.spare_programs = attachment.loaded().from_spare();
+    attachment.loaded().leave_spare();
     Ok(report)
 }
 
@@ -634,8 +634,8 @@ pub fn net_run(run: &NetFaultRun<'_>, lifetime: Duration) -> Result<Report, RunE
         elapsed,
         &run.fault.filter.describe(),
     );
-    report.spare_programs = attachment.from_spare();
-    attachment.leave_spare();
+    report.spare_programs = attachment.loaded().from_spare();
+    attachment.loaded().leave_spare();
     Ok(report)
 }
 

@@ -13,10 +13,7 @@ use chaos_common::{
 };
 
 use crate::{
-    attach::{
-        AttachError, Loaded, Sites, qdisc,
-        spare::{self, Spec},
-    },
+    attach::{AttachError, Loaded, Sites, qdisc, spare::Spec},
     clock::Deadline,
     fault::net::{NetHook, NetTables, XdpMode},
     object,
@@ -32,9 +29,6 @@ pub struct NetAttachment {
     cgroup: bool,
     xdp: bool,
     fq: bool,
-    /// How the programs were loaded, to leave a spare like them ([`spare`]).
-    spec: Spec,
-    from_spare: bool,
 }
 
 /// The net object loaded for a run: its programs verified, its tables written and fq in place
@@ -47,9 +41,6 @@ pub struct NetLoaded<'t> {
     /// The XDP mode, when the fault acts at the XDP hook.
     xdp: Option<XdpMode>,
     fq: bool,
-    /// How the programs were loaded, to leave a spare like them ([`spare`]).
-    spec: Spec,
-    from_spare: bool,
 }
 
 impl<'t> NetLoaded<'t> {
@@ -75,13 +66,7 @@ impl<'t> NetLoaded<'t> {
                 .collect(),
         };
         // Verified ahead by `chaos idle`'s spares when it runs, else here.
-        let spec = Spec::plain(object::NET, &hooks);
-        let spare = spare::take(&spec);
-        let from_spare = spare.is_some();
-        let mut loaded = match spare {
-            Some(loaded) => loaded,
-            None => spec.load()?,
-        };
+        let mut loaded = Spec::plain(object::NET, &hooks).take_or_load()?;
         for &hook in &hooks {
             loaded.load(hook)?;
         }
@@ -103,8 +88,6 @@ impl<'t> NetLoaded<'t> {
             hooks,
             xdp,
             fq,
-            spec,
-            from_spare,
         })
     }
 
@@ -123,8 +106,6 @@ impl<'t> NetLoaded<'t> {
             hooks,
             xdp,
             fq,
-            spec,
-            from_spare,
         } = self;
         // Armed once every hook is attached, on all at once (both directions, every interface).
         loaded.set(names::MAP_NET_FAULTS, 0, disarmed(fault))?;
@@ -171,8 +152,6 @@ impl<'t> NetLoaded<'t> {
             cgroup: target.cgroup.is_some(),
             xdp: xdp.is_some(),
             fq,
-            spec,
-            from_spare,
         })
     }
 }
@@ -209,15 +188,9 @@ impl NetAttachment {
         }
     }
 
-    /// Whether the programs were taken verified from `chaos idle`'s spares.
-    pub fn from_spare(&self) -> bool {
-        self.from_spare
-    }
-
-    /// With `chaos idle` running, leaves these programs verified again for the next run (see
-    /// [`spare`]); to be called once the run is over, as it costs a load.
-    pub fn leave_spare(&self) {
-        spare::make(&self.spec);
+    /// The programs and maps.
+    pub fn loaded(&self) -> &Loaded {
+        &self.loaded
     }
 
     /// Packets matched and acted on in `direction` (a `DIRECTION_*` bit), summed over CPUs.
