@@ -80,7 +80,7 @@ fn kprobes_from_a_spare_fail_only_the_target() {
         return;
     }
     let (idle, keeper) = start_idle();
-    prove_op_from_spare(VICTIM, "open", &["--backend", "kprobe-override"], true);
+    prove_op_from_spare(VICTIM, "open", &["--backend", "kprobe-override"]);
     stop_idle(idle, &keeper);
     assert_no_chaos_programs();
 }
