@@ -1220,6 +1220,14 @@ pub fn stop_idle(mut idle: Chaos, keeper: &std::path::Path) {
     assert!(!keeper.exists(), "chaos idle left {}", keeper.display());
 }
 
+/// Whether the programs of operation `op` can be kept as spares on this kernel: not where
+/// they load as fmod_ret, past aya, again for each function as they attach.
+pub fn spareable(op: &str) -> bool {
+    !hooks_in_use(op)
+        .iter()
+        .any(|hook| matches!(hook, Hook::FmodRet { .. }))
+}
+
 /// How many spares (or spares being taken or made) `keeper` holds.
 pub fn spares_in(keeper: &std::path::Path) -> usize {
     std::fs::read_dir(keeper).map_or(0, |entries| entries.count())

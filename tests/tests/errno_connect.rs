@@ -304,15 +304,6 @@ fn timeout_args(pid: &str) -> [&str; 7] {
     ]
 }
 
-/// `chaos idle` and the directory of the spares it keeps, once it has made it.
-/// Whether this kernel's connect programs can be kept as spares: not where they load as
-/// fmod_ret, past aya, again for each function as they attach.
-fn spareable() -> bool {
-    !hooks_in_use("connect")
-        .iter()
-        .any(|hook| matches!(hook, chaos_common::hook::Hook::FmodRet { .. }))
-}
-
 #[test]
 fn with_chaos_idle_the_next_run_takes_the_programs_verified_ahead() {
     let bed = ConnectBed::new(VICTIM, "spare");
@@ -326,7 +317,7 @@ fn with_chaos_idle_the_next_run_takes_the_programs_verified_ahead() {
         "{}",
         first.report
     );
-    if !spareable() {
+    if !spareable("connect") {
         assert_eq!(spares_in(&keeper), 0, "a spare of fmod_ret programs");
         println!(
             "NOT RUN here: connect loads as fmod_ret, which no spare holds; host and the cgroup guests run it"
@@ -368,7 +359,7 @@ fn the_spares_of_a_killed_chaos_idle_go_with_the_next_chaos_command() {
         &[&target],
     );
     let spares = spares_in(&keeper);
-    assert_eq!(spares, usize::from(spareable()));
+    assert_eq!(spares, usize::from(spareable("connect")));
     idle.kill().expect("SIGKILL chaos idle");
     idle.wait().expect("wait for chaos idle");
     assert!(keeper.exists(), "nothing to clean up");

@@ -240,6 +240,11 @@ fn owner<'n>(name: &'n str, prefixes: &[&str]) -> Option<&'n str> {
     prefixes.iter().find_map(|prefix| name.strip_prefix(prefix))
 }
 
+/// The owner's `PID-START` of directory `dir`, if its name is one of `prefixes`'.
+fn dir_owner<'d>(dir: &'d Path, prefixes: &[&str]) -> Option<&'d str> {
+    owner(dir.file_name()?.to_str()?, prefixes)
+}
+
 /// Whether the process `tag` (`PID-START`, and whatever follows) names still runs.
 fn runs(tag: &str) -> bool {
     let mut parts = tag.split('-');
@@ -254,12 +259,11 @@ fn runs(tag: &str) -> bool {
 
 /// The directory of a running `chaos idle` that keeps spares, if one runs.
 fn keeper() -> Option<PathBuf> {
-    fs::read_dir(PIN_ROOT).ok()?.flatten().find_map(|entry| {
-        let name = entry.file_name();
-        owner(name.to_str()?, &[KEEPER_PREFIX])
-            .is_some_and(runs)
-            .then(|| entry.path())
-    })
+    fs::read_dir(PIN_ROOT)
+        .ok()?
+        .flatten()
+        .map(|entry| entry.path())
+        .find(|path| dir_owner(path, &[KEEPER_PREFIX]).is_some_and(runs))
 }
 
 /// Makes this process the keeper of spares (`chaos idle`): their directory, which
@@ -311,26 +315,21 @@ pub fn clean_up() -> Vec<String> {
         return Vec::new();
     };
     let mut removed = Vec::new();
-    let mut remove_unowned = |dir: PathBuf, prefixes: &[&str]| -> bool {
-        let name = dir.file_name().map(|n| n.to_string_lossy().into_owned());
-        match name.as_deref().and_then(|name| owner(name, prefixes)) {
-            Some(tag) if !runs(tag) => {
-                remove(&dir);
-                removed.push(dir.display().to_string());
-                true
-            }
-            Some(_) => false,
-            None => true,
+    let mut remove_unowned = |dir: &Path, prefixes: &[&str]| {
+        if dir_owner(dir, prefixes).is_some_and(|tag| !runs(tag)) {
+            remove(dir);
+            removed.push(dir.display().to_string());
         }
     };
     for entry in entries.flatten() {
         let path = entry.path();
-        if remove_unowned(path.clone(), &[KEEPER_PREFIX, DROPPING]) {
-            continue;
-        }
-        // A live keeper's: what its runs left.
-        for inner in fs::read_dir(&path).into_iter().flatten().flatten() {
-            remove_unowned(inner.path(), &[TAKEN, MAKING, DROPPING]);
+        if dir_owner(&path, &[KEEPER_PREFIX]).is_some_and(runs) {
+            // A live keeper's: what its runs left.
+            for inner in fs::read_dir(&path).into_iter().flatten().flatten() {
+                remove_unowned(&inner.path(), &[TAKEN, MAKING, DROPPING]);
+            }
+        } else {
+            remove_unowned(&path, &[KEEPER_PREFIX, DROPPING]);
         }
     }
     removed

@@ -13,8 +13,8 @@ use super::{Error, exit};
 /// While it runs, each fault that ends leaves its programs loaded and verified again,
 /// unattached and empty, pinned under /sys/fs/bpf/chaos/spare-PID-START, and the next run of
 /// the same fault on as many targets takes them instead of verifying its own: its first
-/// failure comes in about two thirds of the time. It removes them as it ends; if it is killed, the next chaos
-/// command does.
+/// failure comes in about two thirds of the time. It removes them as it ends; if it is killed,
+/// the next chaos command does.
 ///
 /// Example: kubectl -n chaos exec ds/chaos -- /chaos fail --pod-uid UID --op connect --errno ECONNREFUSED
 #[derive(Debug, Args)]
